@@ -1,0 +1,25 @@
+//! # twinflow-dataflow
+//!
+//! The continuous timely/differential dataflow that turns document changes
+//! into incrementally maintained feature tables.
+//!
+//! ```text
+//!  DocumentChange ─▶ Ingest (epochs) ─▶ workers: docs by doc_id
+//!                                        │
+//!         documents ─ clean ─ chunk ─┬─ distinct texts (by chunk hash) ─ embed ─▶ embeddings
+//!              │                     ├─────────────────────────────────────────▶ chunks
+//!              │                     └─ instruct (offline generator) ──────────▶ instruct
+//!              └──────────────────────────────────────────────────────────────▶ documents
+//!                                        │
+//!                    per-worker EpochUpdates ─▶ Committed epochs (all workers past E)
+//! ```
+//!
+//! Where to look next: `engine.rs` (threads, epochs, commit protocol),
+//! `graph.rs` (the dataflow itself), `operators/` (one operator per file),
+//! `text/` (the pure functions the operators call: clean, chunk, instruct),
+//! `embed.rs` (the `Embedder` trait).
+
+pub mod embed;
+pub mod text;
+
+pub use embed::{EmbedError, Embedder, HashingEmbedder, cosine};

@@ -1,0 +1,1 @@
+//! placeholder: clean, chunk and instruct functions (being written).

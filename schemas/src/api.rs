@@ -1,0 +1,197 @@
+//! Request and response types of the REST API, and the stable error codes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Hash128;
+use crate::records::DocumentKind;
+
+/// Stable, machine-readable error codes. Clients match on these; the message
+/// beside them is for humans and may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON (or not an object where one is needed).
+    InvalidJson,
+    /// The body is not valid UTF-8.
+    InvalidUtf8,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong type or an invalid value.
+    InvalidField,
+    /// `kind` is not article, post, repository or other.
+    UnknownKind,
+    /// One document's content is over the per-document limit.
+    DocumentTooLarge,
+    /// The request body is over the size limit.
+    PayloadTooLarge,
+    /// The content type is not one the endpoint accepts.
+    UnsupportedMediaType,
+    /// A query parameter is missing or invalid.
+    InvalidQuery,
+    /// The SQL statement would change something (DDL, DML, COPY…).
+    SqlNotReadOnly,
+    /// The SQL statement failed to plan or run.
+    SqlError,
+    /// No such resource.
+    NotFound,
+    /// The engine is stopping and accepts no more changes.
+    ShuttingDown,
+    /// The engine is too far behind; retry later.
+    Overloaded,
+    /// Something went wrong on the server; details are in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is returned with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::InvalidJson
+            | Self::InvalidUtf8
+            | Self::MissingField
+            | Self::InvalidField
+            | Self::UnknownKind
+            | Self::InvalidQuery
+            | Self::SqlNotReadOnly
+            | Self::SqlError => 400,
+            Self::NotFound => 404,
+            Self::DocumentTooLarge | Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::Overloaded | Self::ShuttingDown => 503,
+            Self::Internal => 500,
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The NDJSON line the error refers to, when it refers to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+}
+
+/// Answer to `POST /v1/documents`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestResponse {
+    /// How many changes were accepted (all of the body, or none).
+    pub accepted: usize,
+    /// The epoch the changes were stamped with.
+    pub epoch: u64,
+    /// Whether the epoch was already committed when the response was sent
+    /// (`?wait=true` waits for it).
+    pub committed: bool,
+}
+
+/// Query of `GET /v1/search`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    pub q: String,
+    #[serde(default = "default_k")]
+    pub k: usize,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+/// One search result, with its provenance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub chunk_id: Hash128,
+    pub score: f32,
+    pub text: String,
+    /// Every live occurrence of this chunk text (documents may share text).
+    pub sources: Vec<ChunkSource>,
+}
+
+/// Where a chunk comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSource {
+    pub doc_id: String,
+    pub ordinal: u32,
+    pub char_start: u32,
+    pub char_end: u32,
+    pub title: String,
+    pub url: String,
+    pub author: String,
+    pub kind: DocumentKind,
+}
+
+/// Answer to `GET /v1/search`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchResponse {
+    /// The committed epoch the results reflect.
+    pub as_of: u64,
+    pub model_id: String,
+    pub results: Vec<SearchHit>,
+    pub took_ms: f64,
+}
+
+/// Output format of SQL results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqlFormat {
+    #[default]
+    Json,
+    Csv,
+    /// Arrow IPC stream.
+    Arrow,
+}
+
+/// Body of `POST /v1/sql`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlRequest {
+    pub sql: String,
+    #[serde(default)]
+    pub format: SqlFormat,
+}
+
+/// A column of a JSON SQL answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// JSON answer to `POST /v1/sql`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SqlResponse {
+    pub as_of: u64,
+    pub columns: Vec<SqlColumn>,
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub row_count: usize,
+    pub took_ms: f64,
+}
+
+/// Answer to `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// Last epoch whose outputs are committed and visible.
+    pub committed_epoch: u64,
+    /// The epoch new changes are being stamped with.
+    pub open_epoch: u64,
+    /// Changes accepted but not yet committed.
+    pub pending_changes: u64,
+    /// Age of the oldest uncommitted change, in milliseconds.
+    pub input_lag_ms: f64,
+    pub workers: usize,
+    pub embedder: String,
+    /// Live rows per table at `committed_epoch`.
+    pub tables: BTreeMap<String, u64>,
+    /// Texts embedded since start (the embedding cache's misses).
+    pub texts_embedded: u64,
+    pub uptime_s: f64,
+    pub data_dir: String,
+}

@@ -1,0 +1,246 @@
+//! The configuration tree, with defaults that run out of the box.
+//!
+//! Loaded in layers by the binary (built-in defaults < `twinflow.toml` <
+//! `TWINFLOW__SECTION__KEY` environment variables < flags). Durations and
+//! sizes are human strings: `"50ms"`, `"64MiB"`. Unknown keys are errors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::records::DocumentKind;
+
+/// Everything twinflow can be told.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub engine: EngineConfig,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub embedder: EmbedderConfig,
+    pub chunking: ChunkingConfig,
+    /// Sources started by `twinflow up` besides the HTTP endpoint.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// The dataflow engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// timely worker threads in this process.
+    pub workers: usize,
+    /// How often an epoch with pending changes is closed.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// An epoch is closed early once it holds this many changes.
+    pub max_batch: usize,
+    /// Changes accepted but not yet committed above which ingest is refused
+    /// (HTTP 503 `overloaded`) or sources wait: bounded memory.
+    pub max_pending: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { workers: 2, tick: Duration::from_millis(50), max_batch: 10_000, max_pending: 200_000 }
+    }
+}
+
+/// The HTTP server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// Largest request body.
+    pub max_body: ByteSize,
+    /// Largest `content` of one document.
+    pub max_document: ByteSize,
+    /// Longest time a SQL query may run.
+    #[serde(with = "humantime_serde")]
+    pub sql_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body: ByteSize::mib(64),
+            max_document: ByteSize::mib(8),
+            sql_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where and how tables are stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root of the Parquet tables and the manifest.
+    pub data_dir: PathBuf,
+    /// Write a consolidated snapshot of every table every this many
+    /// committed epochs (0: only on demand).
+    pub snapshot_every: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("twinflow-data"), snapshot_every: 500 }
+    }
+}
+
+/// Which embedding model the engine uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "config", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EmbedderConfig {
+    /// Deterministic feature hashing of words and word pairs: no model, no
+    /// weights; for tests, benchmarks and machines without the model files.
+    Hashing(HashingEmbedderConfig),
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        Self::Hashing(HashingEmbedderConfig::default())
+    }
+}
+
+/// Settings of the feature-hashing embedder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HashingEmbedderConfig {
+    /// Output dimension.
+    pub dim: usize,
+}
+
+impl Default for HashingEmbedderConfig {
+    fn default() -> Self {
+        Self { dim: 384 }
+    }
+}
+
+/// Chunk sizes per kind of document, as in the LLM-twin book.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkingConfig {
+    /// Articles: sentence-packed 1000–2000 characters.
+    pub article: ChunkSpec,
+    /// Posts: about 250 tokens.
+    pub post: ChunkSpec,
+    /// Code: about 1500 tokens, cut at blank lines and top-level items.
+    pub repository: ChunkSpec,
+    /// Everything else: as articles.
+    pub other: ChunkSpec,
+}
+
+impl ChunkingConfig {
+    /// The spec for one kind of document.
+    pub fn for_kind(&self, kind: DocumentKind) -> &ChunkSpec {
+        match kind {
+            DocumentKind::Article => &self.article,
+            DocumentKind::Post => &self.post,
+            DocumentKind::Repository => &self.repository,
+            DocumentKind::Other => &self.other,
+        }
+    }
+}
+
+impl Default for ChunkingConfig {
+    fn default() -> Self {
+        let article = ChunkSpec { min_chars: 1000, max_chars: 2000, boundary_one_in: 4 };
+        Self {
+            article: article.clone(),
+            post: ChunkSpec { min_chars: 700, max_chars: 1200, boundary_one_in: 3 },
+            repository: ChunkSpec { min_chars: 4000, max_chars: 7000, boundary_one_in: 4 },
+            other: article,
+        }
+    }
+}
+
+/// Sizes of one kind's chunks. A chunk ends at the first sentence (or
+/// paragraph, or line for code) boundary after `min_chars` whose content hash
+/// picks it (one in `boundary_one_in`), or before it would pass `max_chars`.
+/// Because the rule looks only at content, an edit moves only nearby cuts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkSpec {
+    pub min_chars: usize,
+    pub max_chars: usize,
+    pub boundary_one_in: u32,
+}
+
+impl Default for ChunkSpec {
+    fn default() -> Self {
+        ChunkingConfig::default().article
+    }
+}
+
+/// A source of document changes, besides `POST /v1/documents`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "config", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Watch a directory: created or modified files are upserts, removed
+    /// files deletes.
+    Watch(WatchSourceConfig),
+    /// Replay an NDJSON file of changes once.
+    Ndjson(NdjsonSourceConfig),
+}
+
+/// Settings of a directory watch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchSourceConfig {
+    pub path: PathBuf,
+    /// Kind given to the files' documents.
+    pub kind: DocumentKind,
+    /// Author given to the files' documents.
+    pub author: String,
+    /// File extensions taken (others are ignored).
+    pub extensions: Vec<String>,
+    /// Files larger than this are refused (an ingest error, not a crash).
+    pub max_file: ByteSize,
+}
+
+impl Default for WatchSourceConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("."),
+            kind: DocumentKind::Article,
+            author: String::new(),
+            extensions: ["md", "markdown", "txt", "html", "htm", "json"].map(String::from).to_vec(),
+            max_file: ByteSize::mib(8),
+        }
+    }
+}
+
+/// Settings of an NDJSON replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NdjsonSourceConfig {
+    pub path: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_json() {
+        let config = Config::default();
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["engine"]["tick"], "50ms");
+        let back: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn tagged_sources_and_unknown_keys() {
+        let json = r#"{"sources":[{"type":"watch","config":{"path":"/tmp/x","kind":"post"}}],
+                       "engine":{"tick":"200ms","workers":4}}"#;
+        let config: Config = serde_json::from_str(json).unwrap();
+        assert_eq!(config.engine.tick, Duration::from_millis(200));
+        assert!(matches!(&config.sources[0], SourceConfig::Watch(w) if w.kind == DocumentKind::Post));
+        let err = serde_json::from_str::<Config>(r#"{"engine":{"tik":"1s"}}"#).unwrap_err();
+        assert!(err.to_string().contains("tik"), "{err}");
+    }
+}

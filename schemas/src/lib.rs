@@ -1,0 +1,33 @@
+//! # twinflow-schemas
+//!
+//! The leaf crate of twinflow: plain record types, the Arrow schema of every
+//! table, configuration and API types, and stable error codes. Nothing heavy
+//! lives here, so every other crate can depend on it.
+//!
+//! ```text
+//!  DocumentChange ──▶ dataflow ──▶ DocumentRow / ChunkRow / EmbeddingRow / InstructRow
+//!   (change.rs)                      (records.rs)      │
+//!                                                      ▼
+//!                                      Arrow schemas (tables.rs) ─▶ Parquet, SQL
+//! ```
+//!
+//! Where to look next: `records.rs` for the rows, `tables.rs` for their Arrow
+//! layout, `config.rs` for every setting and its default, `api.rs` for the
+//! REST types and error codes.
+
+pub mod api;
+pub mod change;
+pub mod config;
+pub mod ids;
+pub mod records;
+pub mod tables;
+pub mod updates;
+
+pub use change::{ChangeError, ChangeLimits, parse_change, parse_ndjson};
+pub use ids::Hash128;
+pub use records::{
+    ChunkRow, ContentFormat, Document, DocumentChange, DocumentKind, DocumentRow, EmbeddingRow,
+    InstructRow, Split, Vector,
+};
+pub use tables::TableName;
+pub use updates::{EpochUpdates, Updates, consolidate};
