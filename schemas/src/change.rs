@@ -112,9 +112,7 @@ pub fn change_from_value(value: Value, line: usize, limits: &ChangeLimits) -> Re
             };
             let format = match optional_string(&mut obj, "format", line)? {
                 None => None,
-                Some(name) => Some(parse_format(&name).ok_or_else(|| {
-                    err(ErrorCode::InvalidField, format!("unknown format {name:?}: expected text, markdown, html or code"))
-                })?),
+                Some(name) => Some(name.parse::<ContentFormat>().map_err(|msg| err(ErrorCode::InvalidField, msg))?),
             };
             let fetched_at = match obj.remove("fetched_at") {
                 None | Some(Value::Null) => None,
@@ -140,16 +138,6 @@ pub fn change_from_value(value: Value, line: usize, limits: &ChangeLimits) -> Re
         }
         other => Err(err(ErrorCode::InvalidField, format!("unknown op {other:?}: expected upsert or delete"))),
     }
-}
-
-fn parse_format(name: &str) -> Option<ContentFormat> {
-    Some(match name {
-        "text" => ContentFormat::Text,
-        "markdown" => ContentFormat::Markdown,
-        "html" => ContentFormat::Html,
-        "code" => ContentFormat::Code,
-        _ => return None,
-    })
 }
 
 fn required_string(obj: &mut serde_json::Map<String, Value>, field: &str, line: usize) -> Result<String, ChangeError> {

@@ -157,10 +157,13 @@ impl Default for ChunkingConfig {
     }
 }
 
-/// Sizes of one kind's chunks. A chunk ends at the first sentence (or
-/// paragraph, or line for code) boundary after `min_chars` whose content hash
-/// picks it (one in `boundary_one_in`), or before it would pass `max_chars`.
-/// Because the rule looks only at content, an edit moves only nearby cuts.
+/// Sizes of one kind's chunks. Every unit (sentence, or line for code) gets
+/// a score from its content: paragraph ends (top-level items for code) rank
+/// highest, then units whose hash picks them (one in `boundary_one_in`),
+/// then the rest. A unit is a cut when it outscores every unit within
+/// `min_chars` of it, so cuts are at least `min_chars` apart and depend only
+/// on nearby text: an edit moves only the cuts around it. Stretches longer
+/// than `max_chars` are split at their best units.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChunkSpec {

@@ -79,6 +79,29 @@ pub enum ContentFormat {
     Code,
 }
 
+impl ContentFormat {
+    /// The lowercase name used in JSON, Parquet and SQL.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Markdown => "markdown",
+            Self::Html => "html",
+            Self::Code => "code",
+        }
+    }
+}
+
+impl FromStr for ContentFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Text, Self::Markdown, Self::Html, Self::Code]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown format {s:?}: expected text, markdown, html or code"))
+    }
+}
+
 /// One version of a document, as a source delivers it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Document {
@@ -99,7 +122,7 @@ pub struct Document {
     /// Which source delivered it (`http`, `watch`, `ndjson`, …).
     #[serde(default)]
     pub source: String,
-    /// How the content is written; inferred when absent.
+    /// How the content is written; inferred at ingest when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ContentFormat>,
     /// When it was fetched, milliseconds since the Unix epoch; set at ingest
@@ -160,6 +183,8 @@ pub struct DocumentRow {
     pub title: String,
     pub url: String,
     pub source: String,
+    /// How the content is written (resolved at ingest, never inferred later).
+    pub format: ContentFormat,
     /// BLAKE3 of the raw content.
     pub content_hash: Hash128,
     /// The raw content, so the table is the source of truth for restarts

@@ -84,6 +84,7 @@ pub fn documents_schema() -> SchemaRef {
         utf8("title"),
         utf8("url"),
         utf8("source"),
+        utf8("format"),
         utf8("content_hash"),
         utf8("content"),
         Field::new("fetched_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),

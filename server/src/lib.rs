@@ -1,1 +1,25 @@
-//! placeholder
+//! # twinflow-server
+//!
+//! The `twinflow` binary and the only place where every part meets: it
+//! loads the configuration, opens the store, starts the engine and the
+//! sources, commits completed epochs, and serves the REST API.
+//!
+//! ```text
+//!  sources (connectors) ─┐                        ┌─▶ Store::commit_epoch (sinks: Parquet + live state)
+//!  POST /v1/documents ───┴▶ Engine (dataflow) ─▶ committer ─▶ Engine::mark_committed
+//!                                                            │
+//!  GET /v1/search, POST /v1/sql, GET /v1/status ◀── reads ───┘
+//! ```
+//!
+//! Where to look next: `app.rs` (wiring and lifecycle), `api/` (one file
+//! per endpoint group, `api/error.rs` for error codes), `cli.rs` (the verbs),
+//! `settings.rs` (layered configuration).
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod settings;
+
+pub use api::router;
+pub use app::App;

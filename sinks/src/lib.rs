@@ -1,1 +1,38 @@
-//! placeholder
+//! # twinflow-sinks
+//!
+//! Where the dataflow's outputs land: versioned Parquet change logs per epoch
+//! and consolidated snapshots, the `_manifest.json` that says what is
+//! committed, the live state (current rows of every table) with exact vector
+//! search, and read-only DataFusion SQL over the live tables and the stored
+//! change logs — all at one committed epoch.
+//!
+//! ```text
+//!  dataflow ── Vec<(worker, EpochUpdates)> per epoch E ──▶ Store::commit_epoch(E)
+//!                                                            │ 1. part files  <data>/<table>/epoch=E/part-<w>.parquet
+//!                                                            │ 2. manifest    <data>/_manifest.json (atomic replace)
+//!                                                            ▼ 3. live state (write lock: readers see whole epochs)
+//!  server ── counts / search / sql / current_documents ──▶ Store (read lock, as_of = committed epoch)
+//!  Store::snapshot ──▶ <data>/<table>/_snapshots/v<N>/part-0.parquet     Store::open ──▶ restore from manifest
+//! ```
+//!
+//! Where to look next: `store.rs` for the commit protocol and the public
+//! entry points, `convert.rs` for the row ↔ Arrow mapping, `sql.rs` for the
+//! SQL catalog and the read-only checks, `src/README.md` for every file.
+
+mod encode;
+mod error;
+mod live;
+mod restore;
+mod search;
+mod sql;
+mod store;
+
+pub mod convert;
+pub mod manifest;
+pub mod parquet_io;
+
+pub use encode::{encode_arrow_ipc, encode_csv, encode_json_rows};
+pub use error::{Error, Result};
+pub use manifest::Manifest;
+pub use sql::SqlAnswer;
+pub use store::{CommitStats, SnapshotInfo, Store};

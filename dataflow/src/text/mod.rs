@@ -1,1 +1,24 @@
-//! placeholder: clean, chunk and instruct functions (being written).
+//! The pure text functions of the dataflow: no state, no I/O, deterministic,
+//! never panicking on any input. The operators call them; they are tested
+//! here on their own.
+//!
+//! ```text
+//!  Document ─ clean ─▶ String ─ chunk ─▶ Vec<Chunk> ─▶ ChunkRow (id = chunk_id(text))
+//!  (format per doc)    (paragraphs      (cuts chosen          │
+//!                       "\n\n")          by content)          └─ offline_instructions ─▶ InstructRow
+//! ```
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | `clean.rs` | format inference, HTML/Markdown stripping, normalisation, boilerplate lines |
+//! | `chunk.rs` | sentence/line units, the content-defined cut rule, chunk ids, token estimate |
+//! | `instruct.rs` | the offline instruct generator, key phrases, quality filter, train/test split |
+//! | `*/tests.rs` | each file's unit tests (chunk's include the locality measurements) |
+
+pub mod chunk;
+pub mod clean;
+pub mod instruct;
+
+pub use chunk::{Chunk, chunk, chunk_id, token_estimate};
+pub use clean::{clean, infer_format};
+pub use instruct::{GENERATOR, InstructSource, key_phrases, offline_instructions, split_for};

@@ -1,0 +1,163 @@
+//! The running side of a source: a thread that sends [`SourceEvent`]s into a
+//! bounded channel, and the [`SourceHandle`] that stops it.
+//!
+//! A full channel blocks the source (backpressure), but a blocked source
+//! still stops promptly: every send waits on the channel *and* on the stop
+//! signal.
+
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use twinflow_schemas::DocumentChange;
+
+use crate::{Error, IngestError, Result, SourceEvent};
+
+/// A running source. Dropping it stops the source, like [`SourceHandle::stop`].
+#[derive(Debug)]
+pub struct SourceHandle {
+    name: String,
+    /// Dropped to tell the thread to stop.
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl SourceHandle {
+    /// Runs `body` on a new thread named after the source.
+    pub(crate) fn spawn(
+        name: String,
+        tx: Sender<SourceEvent>,
+        body: impl FnOnce(Outbox) -> Result<(), Halt> + Send + 'static,
+    ) -> Result<Self> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let outbox = Outbox {
+            name: name.clone(),
+            tx,
+            stop: stop_rx,
+        };
+        let thread = thread::Builder::new()
+            .name(format!("twinflow-source-{name}"))
+            .spawn(move || match body(outbox) {
+                Ok(()) | Err(Halt::Stopped) => Ok(()),
+                Err(Halt::Fatal(error)) => Err(error),
+            })
+            .map_err(|source| Error::Spawn {
+                name: name.clone(),
+                source,
+            })?;
+        Ok(Self {
+            name,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the source has ended (on its own, after an error, or because
+    /// the receiving end of its channel was dropped).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops the source and waits for its thread to end. A fatal error it
+    /// ended with is logged; use [`SourceHandle::wait`] to get it instead.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    /// Waits until the source ends on its own, without stopping it, and
+    /// returns how it ended. A watch source never ends on its own while its
+    /// directory exists and its channel has a receiver; an NDJSON replay
+    /// ends at the end of its file.
+    pub fn wait(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.thread.take() {
+            None => Ok(()),
+            Some(thread) => thread.join().unwrap_or_else(|_| {
+                Err(Error::Panicked {
+                    name: self.name.clone(),
+                })
+            }),
+        }
+    }
+
+    fn shut_down(&mut self) {
+        self.stop.take();
+        if let Err(error) = self.join() {
+            tracing::error!(source = %self.name, %error, "source ended with an error");
+        }
+    }
+}
+
+impl Drop for SourceHandle {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// Why a source's run ended early.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    /// Asked to stop, or nobody listens any more: not an error.
+    Stopped,
+    /// Cannot go on.
+    Fatal(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(error: Error) -> Self {
+        Self::Fatal(error)
+    }
+}
+
+/// The sending side given to a source's thread.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    name: String,
+    tx: Sender<SourceEvent>,
+    stop: Receiver<()>,
+}
+
+impl Outbox {
+    /// The source's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Becomes ready (disconnected) when the source is asked to stop.
+    pub(crate) fn stop_signal(&self) -> &Receiver<()> {
+        &self.stop
+    }
+
+    /// Sends one event, waiting while the channel is full.
+    pub(crate) fn send(&self, event: SourceEvent) -> Result<(), Halt> {
+        select! {
+            send(self.tx, event) -> sent => sent.map_err(|_| Halt::Stopped),
+            recv(self.stop) -> _ => Err(Halt::Stopped),
+        }
+    }
+
+    /// Sends a batch of changes (nothing when empty).
+    pub(crate) fn changes(&self, changes: Vec<DocumentChange>) -> Result<(), Halt> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.send(SourceEvent::Changes {
+            source: self.name.clone(),
+            changes,
+        })
+    }
+
+    /// Sends an error record.
+    pub(crate) fn error(&self, location: String, reason: String) -> Result<(), Halt> {
+        self.send(SourceEvent::Error(IngestError::new(
+            &self.name, location, reason,
+        )))
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of twinflow-connectors: one binary, one module per source.
+
+mod demo;
+mod ndjson;
+mod support;
+mod watch;

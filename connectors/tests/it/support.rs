@@ -1,0 +1,64 @@
+//! Waiting on a source's channel with a deadline, never with sleeps.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use twinflow_connectors::{IngestError, SourceEvent};
+use twinflow_schemas::{Document, DocumentChange};
+
+/// Longest wait for anything a test expects.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What a source sent, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    pub(crate) changes: Vec<DocumentChange>,
+    pub(crate) errors: Vec<IngestError>,
+    pub(crate) batches: Vec<usize>,
+}
+
+impl Seen {
+    /// The upserted documents, in order.
+    pub(crate) fn upserts(&self) -> Vec<&Document> {
+        self.changes
+            .iter()
+            .filter_map(|c| match c {
+                DocumentChange::Upsert(doc) => Some(doc),
+                DocumentChange::Delete { .. } => None,
+            })
+            .collect()
+    }
+
+    /// `+doc_id` for upserts and `-doc_id` for deletes, in order.
+    pub(crate) fn ops(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .map(|c| match c {
+                DocumentChange::Upsert(doc) => format!("+{}", doc.doc_id),
+                DocumentChange::Delete { doc_id } => format!("-{doc_id}"),
+            })
+            .collect()
+    }
+}
+
+/// Receives events until `changes` changes and `errors` errors have come,
+/// panicking after [`PATIENCE`] with what did come.
+pub(crate) fn receive(rx: &Receiver<SourceEvent>, changes: usize, errors: usize) -> Seen {
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = Seen::default();
+    while seen.changes.len() < changes || seen.errors.len() < errors {
+        match rx.recv_deadline(deadline) {
+            Ok(SourceEvent::Changes { changes, .. }) => {
+                seen.batches.push(changes.len());
+                seen.changes.extend(changes);
+            }
+            Ok(SourceEvent::Error(error)) => seen.errors.push(error),
+            Err(e) => panic!(
+                "waited for {changes} changes and {errors} errors, got {:?} and {:?}: {e}",
+                seen.ops(),
+                seen.errors
+            ),
+        }
+    }
+    seen
+}

@@ -1,0 +1,110 @@
+//! What one document version turns into: its chunks and instruct samples.
+//!
+//! The dataflow applies [`derive_features`] to every document change and
+//! differential dataflow turns the before/after difference into table
+//! updates; the reference implementation applies it to every live document
+//! from scratch. Sharing this function is deliberate: the oracle tests check
+//! the incremental machinery, while `text/` tests check the functions.
+
+use twinflow_schemas::config::ChunkingConfig;
+use twinflow_schemas::{ChunkRow, Document, DocumentChange, DocumentRow, Hash128, InstructRow};
+
+use crate::text;
+
+/// One derived row of a document.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Derived {
+    Chunk(ChunkRow),
+    Instruct(InstructRow),
+}
+
+/// Cleans, chunks and writes instruct samples for one document version.
+pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig) -> Vec<Derived> {
+    let cleaned = text::clean(&as_document(doc));
+    let spec = chunking.for_kind(doc.kind);
+    let source = text::InstructSource { doc_id: &doc.doc_id, title: &doc.title, author: &doc.author, kind: doc.kind };
+    let mut out = Vec::new();
+    for (ordinal, piece) in text::chunk(&cleaned, doc.kind, spec).into_iter().enumerate() {
+        let row = ChunkRow {
+            chunk_id: text::chunk_id(&piece.text),
+            doc_id: doc.doc_id.clone(),
+            ordinal: ordinal as u32,
+            text: piece.text,
+            char_start: piece.char_start,
+            char_end: piece.char_end,
+            token_estimate: piece.token_estimate,
+        };
+        if let Some(sample) = text::offline_instructions(&source, &row) {
+            out.push(Derived::Instruct(sample));
+        }
+        out.push(Derived::Chunk(row));
+    }
+    out
+}
+
+/// The parts of a row `clean` reads (kind, format, content).
+fn as_document(row: &DocumentRow) -> Document {
+    Document {
+        doc_id: row.doc_id.clone(),
+        kind: row.kind,
+        author: row.author.clone(),
+        title: row.title.clone(),
+        url: row.url.clone(),
+        source: row.source.clone(),
+        format: Some(row.format),
+        fetched_at: Some(row.fetched_at),
+        content: row.content.clone(),
+    }
+}
+
+/// The `documents` row of a new document version entering at `epoch`.
+/// `fetched_at` must already be set (ingest sets it when a source did not).
+pub fn document_row(doc: &Document, epoch: u64) -> DocumentRow {
+    DocumentRow {
+        doc_id: doc.doc_id.clone(),
+        kind: doc.kind,
+        author: doc.author.clone(),
+        title: doc.title.clone(),
+        url: doc.url.clone(),
+        source: doc.source.clone(),
+        format: text::infer_format(doc),
+        content_hash: Hash128::of(doc.content.as_bytes()),
+        content: doc.content.clone(),
+        fetched_at: doc.fetched_at.unwrap_or_default(),
+        version: epoch,
+    }
+}
+
+/// True when `a` and `b` are the same version of a document (everything but
+/// the fetch time and the epoch it entered): upserting it again is a no-op.
+pub fn same_version(a: &DocumentRow, b: &DocumentRow) -> bool {
+    a.doc_id == b.doc_id
+        && a.content_hash == b.content_hash
+        && a.kind == b.kind
+        && a.format == b.format
+        && a.author == b.author
+        && a.title == b.title
+        && a.url == b.url
+        && a.source == b.source
+}
+
+/// Applies one change to a document map with the engine's semantics: an
+/// upsert of the current version is a no-op (the row keeps its version), any
+/// other upsert replaces the row with one entering at `epoch`, a delete
+/// removes it.
+pub fn apply_change(docs: &mut std::collections::HashMap<String, DocumentRow>, change: &DocumentChange, epoch: u64) {
+    match change {
+        DocumentChange::Upsert(doc) => {
+            let row = document_row(doc, epoch);
+            match docs.get(&doc.doc_id) {
+                Some(current) if same_version(current, &row) => {}
+                _ => {
+                    docs.insert(doc.doc_id.clone(), row);
+                }
+            }
+        }
+        DocumentChange::Delete { doc_id } => {
+            docs.remove(doc_id);
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The dataflow of one worker: documents in, every feature table out.
+//!
+//! ```text
+//! documents ─┬──────────────────────────────────────────────▶ OutRow::Document
+//!            └─ derive (clean, chunk, instruct) ─┬─ chunks ──▶ OutRow::Chunk
+//!                                                │   └─ (hash, text) ─ distinct ─ embed ─▶ OutRow::Embedding
+//!                                                └─ instruct ▶ OutRow::Instruct
+//! ```
+//! Documents arrive already partitioned by `doc_id` (see `engine.rs`);
+//! `distinct` exchanges chunk texts by their hash, so each text is embedded
+//! by exactly one worker however many documents contain it.
+
+use std::sync::Arc;
+
+use differential_dataflow::input::{Input, InputSession};
+use timely::worker::Worker;
+
+use twinflow_schemas::DocumentRow;
+use twinflow_schemas::config::ChunkingConfig;
+
+use crate::embed::Embedder;
+use crate::features::{Derived, derive_features};
+use crate::operators::{CollectEpochsExt, EmbedCache, EmbedExt, OutRow, WorkerMsg};
+
+/// Builds the feature dataflow in `worker` and returns the documents input.
+pub(crate) fn build(
+    worker: &mut Worker,
+    chunking: ChunkingConfig,
+    embedder: Arc<dyn Embedder>,
+    cache: Arc<EmbedCache>,
+    emit: impl FnMut(WorkerMsg) + 'static,
+) -> InputSession<u64, DocumentRow, isize> {
+    let index = worker.index();
+    worker.dataflow::<u64, _, _>(move |scope| {
+        let (input, docs) = scope.new_collection::<DocumentRow, isize>();
+        let derived = docs.clone().flat_map(move |doc| derive_features(&doc, &chunking));
+        let chunks = derived.clone().flat_map(|d| match d {
+            Derived::Chunk(c) => Some(c),
+            Derived::Instruct(_) => None,
+        });
+        let instruct = derived.flat_map(|d| match d {
+            Derived::Instruct(s) => Some(s),
+            Derived::Chunk(_) => None,
+        });
+        let embeddings = chunks.clone().map(|c| (c.chunk_id, c.text)).distinct().embed(embedder, cache);
+        docs.map(OutRow::Document)
+            .concat(chunks.map(OutRow::Chunk))
+            .concat(embeddings.map(OutRow::Embedding))
+            .concat(instruct.map(OutRow::Instruct))
+            .collect_epochs(index, emit);
+        input
+    })
+}

@@ -1,0 +1,110 @@
+//! `POST /v1/documents`: document changes as NDJSON (one change per line),
+//! or as JSON (one change or an array of changes). Every change is
+//! validated before any is accepted: a body is taken whole or not at all.
+//! `?wait=true` answers only once the changes are committed (searchable).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use serde::Deserialize;
+
+use twinflow_dataflow::SubmitError;
+use twinflow_schemas::api::{ErrorCode, IngestResponse};
+use twinflow_schemas::change::{change_from_value, parse_ndjson};
+use twinflow_schemas::{ChangeLimits, DocumentChange};
+
+use super::ApiError;
+use crate::app::App;
+
+/// Query parameters of `POST /v1/documents`.
+#[derive(Debug, Default, Deserialize)]
+pub struct IngestParams {
+    /// Answer after the changes are committed.
+    #[serde(default)]
+    pub wait: bool,
+    /// Longest wait, in milliseconds (default 30 s).
+    pub timeout_ms: Option<u64>,
+}
+
+/// Handler of `POST /v1/documents`.
+pub async fn post_documents(
+    State(app): State<Arc<App>>,
+    params: Option<Query<IngestParams>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let params = params.map(|Query(p)| p).unwrap_or_default();
+    let body = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body is larger than the limit of {}", app.config.server.max_body),
+            )
+        } else {
+            ApiError::new(ErrorCode::InvalidJson, format!("could not read the body: {rejection}"))
+        }
+    })?;
+    let limits = ChangeLimits {
+        max_document_bytes: app.config.server.max_document.as_u64() as usize,
+        ..ChangeLimits::default()
+    };
+    let changes = parse_body(&headers, &body, &limits)?;
+    let accepted = changes.len();
+    let engine = app.engine.clone();
+    let epoch = tokio::task::spawn_blocking(move || engine.submit(changes))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            SubmitError::Overloaded { .. } => ApiError::new(ErrorCode::Overloaded, e.to_string()),
+            SubmitError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
+        })?;
+    let mut committed = app.engine.stats().committed_epoch >= epoch;
+    if params.wait && !committed && accepted > 0 {
+        let engine = app.engine.clone();
+        let timeout = Duration::from_millis(params.timeout_ms.unwrap_or(30_000));
+        committed = tokio::task::spawn_blocking(move || engine.wait_committed(epoch, timeout))
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    Ok(Json(IngestResponse { accepted, epoch, committed }))
+}
+
+fn parse_body(headers: &HeaderMap, body: &[u8], limits: &ChangeLimits) -> Result<Vec<DocumentChange>, ApiError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match content_type.as_str() {
+        "" | "application/x-ndjson" | "application/jsonl" | "application/ndjson" | "text/plain" => {
+            Ok(parse_ndjson(body, limits)?)
+        }
+        "application/json" => parse_json(body, limits),
+        other => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("content type {other:?} is not accepted: send application/x-ndjson or application/json"),
+        )),
+    }
+}
+
+fn parse_json(body: &[u8], limits: &ChangeLimits) -> Result<Vec<DocumentChange>, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::new(ErrorCode::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+    })?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    match value {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| change_from_value(item, i + 1, limits).map_err(ApiError::from))
+            .collect(),
+        single => Ok(vec![change_from_value(single, 1, limits)?]),
+    }
+}

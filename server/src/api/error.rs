@@ -1,0 +1,53 @@
+//! `ApiError`: one error type for every handler, rendered as
+//! `{ "error": { "code", "message", "line"? } }` with the code's status.
+//! Client errors are logged at info; internal details stay in the log.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use twinflow_schemas::ChangeError;
+use twinflow_schemas::api::{ErrorBody, ErrorCode, ErrorDetail};
+
+/// An error answered to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+impl ApiError {
+    /// An error with a code and a message for the client.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), line: None }
+    }
+
+    /// A server-side failure: logged in full, answered without details.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        Self { code: e.code, message: e.message, line: Some(e.line) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_client_error() {
+            tracing::info!(code = ?self.code, message = %self.message, "client error");
+        }
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, line: self.line } };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The answer for routes that do not exist.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no route for {uri}"))
+}

@@ -1,0 +1,42 @@
+//! `GET /healthz`, `GET /v1/status` (epochs, lag, table sizes) and
+//! `POST /v1/snapshots` (write a consolidated snapshot now).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+
+use twinflow_schemas::api::StatusResponse;
+
+use super::ApiError;
+use crate::app::App;
+
+/// Liveness: answers while the process serves.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Handler of `GET /v1/status`.
+pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
+    let stats = app.engine.stats();
+    let (_, counts) = app.store.counts();
+    Json(StatusResponse {
+        committed_epoch: stats.committed_epoch,
+        open_epoch: stats.open_epoch,
+        pending_changes: stats.pending_changes as u64,
+        input_lag_ms: stats.input_lag.as_secs_f64() * 1e3,
+        workers: stats.workers,
+        embedder: app.engine.embedder().model_id().to_owned(),
+        tables: counts,
+        texts_embedded: stats.texts_embedded,
+        uptime_s: app.started.elapsed().as_secs_f64(),
+        data_dir: app.config.storage.data_dir.display().to_string(),
+    })
+}
+
+/// Handler of `POST /v1/snapshots`.
+pub async fn snapshot(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = app.store.clone();
+    let info = tokio::task::spawn_blocking(move || store.snapshot()).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({ "version": info.version, "epoch": info.epoch, "rows": info.rows, "files": info.files })))
+}

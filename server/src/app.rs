@@ -1,0 +1,212 @@
+//! The running system: store, engine, committer and sources, wired
+//! together, with an orderly start and stop.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use parking_lot::Mutex;
+
+use twinflow_connectors::{IngestError, SourceEvent};
+use twinflow_dataflow::{CompletedEpoch, Embedder, Engine, EngineOptions, HashingEmbedder, Restore, SubmitError};
+use twinflow_schemas::DocumentChange;
+use twinflow_schemas::config::{Config, EmbedderConfig};
+use twinflow_sinks::Store;
+
+/// How many recent ingest errors are kept for `/v1/status`.
+const RECENT_ERRORS: usize = 100;
+
+/// Everything a running twinflow holds. Shared by the HTTP handlers.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub engine: Arc<Engine>,
+    pub store: Arc<Store>,
+    pub started: Instant,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    sources: Mutex<Vec<SourcePump>>,
+    ingest_errors: Mutex<VecDeque<IngestError>>,
+    ingest_error_count: AtomicU64,
+}
+
+#[derive(Debug)]
+struct SourcePump {
+    name: String,
+    handle: Option<twinflow_connectors::SourceHandle>,
+    pump: Option<JoinHandle<()>>,
+}
+
+/// Builds the embedder the configuration names.
+pub fn build_embedder(config: &EmbedderConfig) -> Arc<dyn Embedder> {
+    match config {
+        EmbedderConfig::Hashing(hashing) => Arc::new(HashingEmbedder::new(hashing.dim)),
+    }
+}
+
+impl App {
+    /// Opens the store (restoring committed state), starts the engine and
+    /// the committer. Sources are started separately ([`App::start_sources`]).
+    pub fn start(config: Config) -> anyhow::Result<Arc<App>> {
+        let embedder = build_embedder(&config.embedder);
+        let data_dir = &config.storage.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let store = Arc::new(
+            Store::open(data_dir, embedder.dim())
+                .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
+        );
+        let restore = restore_from(&store, embedder.as_ref())?;
+        let options = EngineOptions::new(&config.engine, &config.chunking);
+        let engine = Arc::new(Engine::start(options, embedder, restore)?);
+        let app = Arc::new(App {
+            config,
+            engine: engine.clone(),
+            store: store.clone(),
+            started: Instant::now(),
+            committer: Mutex::new(None),
+            sources: Mutex::new(Vec::new()),
+            ingest_errors: Mutex::new(VecDeque::new()),
+            ingest_error_count: AtomicU64::new(0),
+        });
+        let snapshot_every = app.config.storage.snapshot_every;
+        let committer = std::thread::Builder::new()
+            .name("twinflow-committer".into())
+            .spawn(move || run_committer(&engine, &store, snapshot_every))?;
+        *app.committer.lock() = Some(committer);
+        Ok(app)
+    }
+
+    /// Submits changes, waiting (bounded by `patience`) while the engine
+    /// is overloaded. Used by sources, which must not drop changes.
+    pub fn submit_patiently(&self, changes: Vec<DocumentChange>, patience: Duration) -> Result<u64, SubmitError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.engine.submit(changes.clone()) {
+                Err(SubmitError::Overloaded { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Records a malformed record from a source.
+    pub fn record_ingest_error(&self, error: IngestError) {
+        tracing::warn!(source = %error.source, location = %error.location, reason = %error.reason, "ingest error");
+        self.ingest_error_count.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.ingest_errors.lock();
+        if errors.len() == RECENT_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back(error);
+    }
+
+    /// The most recent ingest errors, oldest first, and the total count.
+    pub fn ingest_errors(&self) -> (Vec<IngestError>, u64) {
+        (self.ingest_errors.lock().iter().cloned().collect(), self.ingest_error_count.load(Ordering::Relaxed))
+    }
+
+    /// Starts a thread that feeds a source's events into the engine.
+    pub fn attach_source(
+        self: &Arc<Self>,
+        name: String,
+        handle: Option<twinflow_connectors::SourceHandle>,
+        events: crossbeam_channel::Receiver<SourceEvent>,
+    ) -> anyhow::Result<()> {
+        let app = Arc::clone(self);
+        let pump = std::thread::Builder::new().name(format!("source-{name}")).spawn(move || {
+            for event in events {
+                match event {
+                    SourceEvent::Changes { source, changes } => {
+                        if let Err(e) = app.submit_patiently(changes, Duration::from_secs(3600)) {
+                            tracing::error!(%source, error = %e, "source stopped: the engine refused its changes");
+                            return;
+                        }
+                    }
+                    SourceEvent::Error(error) => app.record_ingest_error(error),
+                }
+            }
+        })?;
+        self.sources.lock().push(SourcePump { name, handle, pump: Some(pump) });
+        Ok(())
+    }
+
+    /// Stops the sources, closes the open epoch, lets the engine finish and
+    /// the committer commit everything, then returns.
+    pub fn shutdown(&self) -> anyhow::Result<()> {
+        for mut source in self.sources.lock().drain(..) {
+            tracing::info!(source = %source.name, "stopping source");
+            if let Some(handle) = source.handle.take() {
+                handle.stop();
+            }
+            if let Some(pump) = source.pump.take() {
+                let _ = pump.join();
+            }
+        }
+        self.engine.shutdown()?;
+        if let Some(committer) = self.committer.lock().take() {
+            let _ = committer.join();
+        }
+        Ok(())
+    }
+}
+
+/// What to replay into the engine so it continues from the committed state.
+fn restore_from(store: &Store, embedder: &dyn Embedder) -> anyhow::Result<Option<Restore>> {
+    let epoch = store.committed_epoch();
+    if epoch == 0 {
+        return Ok(None);
+    }
+    let embeddings = store.current_embeddings();
+    if let Some(other) = embeddings.iter().find(|e| e.model_id != embedder.model_id()) {
+        anyhow::bail!(
+            "the data directory holds embeddings of model {:?} but the configured embedder is {:?}; \
+             use another data directory (storage.data_dir) or configure the same embedder",
+            other.model_id,
+            embedder.model_id()
+        );
+    }
+    let documents = store.current_documents();
+    tracing::info!(epoch, documents = documents.len(), vectors = embeddings.len(), "restoring committed state");
+    Ok(Some(Restore { epoch, documents, embeddings }))
+}
+
+/// Commits completed epochs in order. A failed commit is retried (the
+/// engine's pending limit pushes back on ingest meanwhile); nothing is
+/// marked committed until it is.
+fn run_committer(engine: &Engine, store: &Store, snapshot_every: u64) {
+    for completed in engine.completed() {
+        let epoch = completed.epoch;
+        commit_with_retry(store, &completed);
+        engine.mark_committed(epoch);
+        if !completed.restored {
+            tracing::debug!(epoch, changes = completed.changes, freshness_ms = completed.first_accepted.elapsed().as_secs_f64() * 1e3, "epoch committed");
+        }
+        if snapshot_every > 0 && epoch % snapshot_every == 0 && !completed.restored {
+            match store.snapshot() {
+                Ok(info) => tracing::info!(epoch, version = info.version, "snapshot written"),
+                Err(e) => tracing::error!(epoch, error = %e, "snapshot failed"),
+            }
+        }
+    }
+}
+
+fn commit_with_retry(store: &Store, completed: &CompletedEpoch) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.commit_epoch(completed.epoch, completed.parts.clone()) {
+            Ok(stats) => {
+                tracing::trace!(epoch = stats.epoch, files = stats.files, "committed");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(epoch = completed.epoch, error = %e, retry_in = ?delay, "commit failed; will retry");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

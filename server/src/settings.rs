@@ -1,0 +1,149 @@
+//! Layered configuration: built-in defaults < `twinflow.toml` (or
+//! `--config FILE`) < `TWINFLOW__SECTION__KEY` environment variables <
+//! command-line flags. Unknown keys are errors naming the key and where it
+//! came from.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Serialize;
+
+use twinflow_schemas::config::Config;
+
+/// The default configuration file, read from the working directory when
+/// present.
+pub const DEFAULT_CONFIG_FILE: &str = "twinflow.toml";
+
+/// Values given on the command line, as `(dotted.key, value)` pairs.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pairs: Vec<(String, figment::value::Value)>,
+}
+
+impl Overrides {
+    /// Sets `key` (e.g. `engine.workers`) to `value`.
+    pub fn set(&mut self, key: &str, value: impl Serialize) -> anyhow::Result<()> {
+        let value = figment::value::Value::serialize(value)?;
+        self.pairs.push((key.to_owned(), value));
+        Ok(())
+    }
+
+    /// Sets `key` when `value` is present.
+    pub fn set_opt<T: Serialize>(&mut self, key: &str, value: Option<T>) -> anyhow::Result<()> {
+        match value {
+            Some(value) => self.set(key, value),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The figment of all layers, for extraction and for showing origins.
+pub fn figment(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Figment> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        Some(path) => {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        None => {
+            if Path::new(DEFAULT_CONFIG_FILE).exists() {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+        }
+    }
+    figment = figment.merge(Env::prefixed("TWINFLOW__").split("__"));
+    for (key, value) in &overrides.pairs {
+        figment = figment.merge(Serialized::global(key, value.clone()));
+    }
+    Ok(figment)
+}
+
+/// Loads the effective configuration.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+    let figment = figment(file, overrides)?;
+    figment.extract::<Config>().map_err(|e| anyhow::anyhow!(describe(e)))
+}
+
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let origin = e.metadata.as_ref().map(|m| match &m.source {
+                Some(source) => format!("{} ({source})", m.name),
+                None => m.name.to_string(),
+            });
+            let path = if e.path.is_empty() { String::new() } else { format!(" at `{}`", e.path.join(".")) };
+            match origin {
+                Some(origin) => format!("invalid configuration{path} from {origin}: {}", e.kind),
+                None => format!("invalid configuration{path}: {}", e.kind),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The effective configuration as TOML, each top-level value annotated with
+/// the layer it came from.
+pub fn show(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<String> {
+    let figment = figment(file, overrides)?;
+    let config: Config = figment.extract().map_err(|e| anyhow::anyhow!(describe(e)))?;
+    let value = serde_json::to_value(&config)?;
+    let mut out = String::new();
+    if let serde_json::Value::Object(sections) = value {
+        for (section, body) in sections {
+            match body {
+                serde_json::Value::Object(fields) => {
+                    out.push_str(&format!("[{section}]\n"));
+                    for (key, value) in fields {
+                        let path = format!("{section}.{key}");
+                        let origin = figment
+                            .find_metadata(&path)
+                            .map(|m| m.source.as_ref().map(|s| s.to_string()).unwrap_or_else(|| m.name.to_string()))
+                            .unwrap_or_default();
+                        out.push_str(&format!("{key} = {}  # {}\n", toml_value(&value), short_origin(&origin)));
+                    }
+                    out.push('\n');
+                }
+                other => out.push_str(&format!("{section} = {}\n", toml_value(&other))),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn short_origin(origin: &str) -> &str {
+    if origin.contains("Config") && origin.contains("schemas") { "default" } else { origin }
+}
+
+fn toml_value(value: &serde_json::Value) -> String {
+    toml::Value::try_from(value).map(|v| v.to_string()).unwrap_or_else(|_| value.to_string())
+}
+
+/// The config file to read: `--config`, else `./twinflow.toml` if present.
+pub fn config_file(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[engine]\nworkers = 3\ntick = \"20ms\"\n").unwrap();
+        let mut flags = Overrides::default();
+        flags.set("engine.workers", 5).unwrap();
+        let config = load(Some(&file), &flags).unwrap();
+        assert_eq!(config.engine.workers, 5);
+        assert_eq!(config.engine.tick, std::time::Duration::from_millis(20));
+
+        std::fs::write(&file, "[engine]\nwrokers = 3\n").unwrap();
+        let err = load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("wrokers") && err.contains("t.toml"), "{err}");
+        let shown = show(None, &flags).unwrap();
+        assert!(shown.contains("workers = 5"), "{shown}");
+    }
+}

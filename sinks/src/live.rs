@@ -1,0 +1,221 @@
+//! The live state: every table as a consolidated multiset of rows at the
+//! committed epoch, grouped by key so search can find a chunk's vectors,
+//! occurrences and documents without scanning.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, InstructRow, TableName};
+
+use crate::convert::{TableRow, change_batch, rows_to_batch};
+use crate::error::Result;
+
+/// One table's rows with their multiplicities, grouped by key. Rows whose
+/// multiplicity reaches zero are dropped.
+#[derive(Debug)]
+pub(crate) struct Multiset<R: TableRow> {
+    by_key: HashMap<R::Key, Vec<(R, i64)>>,
+    /// Sum of multiplicities.
+    total: i64,
+    /// The last epoch that changed this table (for caching its batch).
+    pub(crate) changed_at: u64,
+}
+
+impl<R: TableRow> Default for Multiset<R> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            total: 0,
+            changed_at: 0,
+        }
+    }
+}
+
+impl<R: TableRow> Multiset<R> {
+    /// Adds `diff` copies of `row` (removes when negative).
+    pub(crate) fn apply(&mut self, row: R, diff: i64) {
+        if diff == 0 {
+            return;
+        }
+        self.total += diff;
+        let key = row.key();
+        let group = self.by_key.entry(key.clone()).or_default();
+        match group.iter().position(|(r, _)| *r == row) {
+            Some(i) => {
+                group[i].1 += diff;
+                if group[i].1 == 0 {
+                    group.swap_remove(i);
+                }
+            }
+            None => group.push((row, diff)),
+        }
+        if group.is_empty() {
+            self.by_key.remove(&key);
+        }
+    }
+
+    /// Applies every update of this table in `updates`, noting `epoch` as
+    /// the table's last change when there are any.
+    fn apply_all(&mut self, updates: &mut EpochUpdates, epoch: u64) {
+        let updates = std::mem::take(R::updates_mut(updates));
+        if !updates.is_empty() {
+            self.changed_at = epoch;
+        }
+        for (row, diff) in updates {
+            self.apply(row, diff);
+        }
+    }
+
+    /// Sum of multiplicities (never below zero).
+    pub(crate) fn count(&self) -> u64 {
+        self.total.max(0) as u64
+    }
+
+    /// The rows under `key` with a positive multiplicity.
+    pub(crate) fn present(&self, key: &R::Key) -> impl Iterator<Item = &R> {
+        self.by_key
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, _)| r)
+    }
+
+    /// Every key with its rows (any multiplicity).
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (&R::Key, &[(R, i64)])> {
+        self.by_key.iter().map(|(k, rows)| (k, rows.as_slice()))
+    }
+
+    /// Every row and its non-zero multiplicity, sorted by row.
+    pub(crate) fn sorted(&self) -> Vec<(&R, i64)> {
+        let mut rows: Vec<(&R, i64)> = self
+            .by_key
+            .values()
+            .flatten()
+            .map(|(r, n)| (r, *n))
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+
+    /// The current rows, sorted, each repeated by its (positive) multiplicity.
+    pub(crate) fn current(&self) -> Vec<&R> {
+        let mut rows = Vec::with_capacity(self.count() as usize);
+        for (row, n) in self.sorted() {
+            rows.extend(std::iter::repeat_n(row, n.max(0) as usize));
+        }
+        rows
+    }
+
+    /// The current rows as one batch with the table's schema.
+    fn current_batch(&self, dim: usize) -> Result<RecordBatch> {
+        rows_to_batch(&self.current(), dim)
+    }
+
+    /// The consolidated state as a change-log batch: `_epoch = epoch`,
+    /// `_diff` = multiplicity.
+    fn snapshot_batch(&self, epoch: u64, dim: usize) -> Result<RecordBatch> {
+        let sorted = self.sorted();
+        let rows: Vec<&R> = sorted.iter().map(|(r, _)| *r).collect();
+        change_batch(&rows, sorted.iter().map(|(_, n)| *n), epoch, dim)
+    }
+}
+
+/// Every table's multiset.
+#[derive(Debug, Default)]
+pub(crate) struct LiveState {
+    pub(crate) documents: Multiset<DocumentRow>,
+    pub(crate) chunks: Multiset<ChunkRow>,
+    pub(crate) embeddings: Multiset<EmbeddingRow>,
+    pub(crate) instruct: Multiset<InstructRow>,
+}
+
+impl LiveState {
+    /// Applies one epoch's updates (consumed).
+    pub(crate) fn apply(&mut self, mut updates: EpochUpdates, epoch: u64) {
+        self.documents.apply_all(&mut updates, epoch);
+        self.chunks.apply_all(&mut updates, epoch);
+        self.embeddings.apply_all(&mut updates, epoch);
+        self.instruct.apply_all(&mut updates, epoch);
+    }
+
+    /// Live rows of `table`.
+    pub(crate) fn count(&self, table: TableName) -> u64 {
+        match table {
+            TableName::Documents => self.documents.count(),
+            TableName::Chunks => self.chunks.count(),
+            TableName::Embeddings => self.embeddings.count(),
+            TableName::Instruct => self.instruct.count(),
+        }
+    }
+
+    /// The last epoch that changed `table`.
+    pub(crate) fn changed_at(&self, table: TableName) -> u64 {
+        match table {
+            TableName::Documents => self.documents.changed_at,
+            TableName::Chunks => self.chunks.changed_at,
+            TableName::Embeddings => self.embeddings.changed_at,
+            TableName::Instruct => self.instruct.changed_at,
+        }
+    }
+
+    /// `table`'s current rows as one batch (no system columns).
+    pub(crate) fn current_batch(&self, table: TableName, dim: usize) -> Result<RecordBatch> {
+        match table {
+            TableName::Documents => self.documents.current_batch(dim),
+            TableName::Chunks => self.chunks.current_batch(dim),
+            TableName::Embeddings => self.embeddings.current_batch(dim),
+            TableName::Instruct => self.instruct.current_batch(dim),
+        }
+    }
+
+    /// `table`'s consolidated state as a change-log batch.
+    pub(crate) fn snapshot_batch(
+        &self,
+        table: TableName,
+        epoch: u64,
+        dim: usize,
+    ) -> Result<RecordBatch> {
+        match table {
+            TableName::Documents => self.documents.snapshot_batch(epoch, dim),
+            TableName::Chunks => self.chunks.snapshot_batch(epoch, dim),
+            TableName::Embeddings => self.embeddings.snapshot_batch(epoch, dim),
+            TableName::Instruct => self.instruct.snapshot_batch(epoch, dim),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twinflow_schemas::Hash128;
+
+    fn chunk(text: &str, doc: &str) -> ChunkRow {
+        ChunkRow {
+            chunk_id: Hash128::of(text.as_bytes()),
+            doc_id: doc.into(),
+            ordinal: 0,
+            text: text.into(),
+            char_start: 0,
+            char_end: text.len() as u32,
+            token_estimate: 1,
+        }
+    }
+
+    #[test]
+    fn multiset_consolidates_and_groups_by_key() {
+        let mut set = Multiset::<ChunkRow>::default();
+        set.apply(chunk("a", "d1"), 1);
+        set.apply(chunk("a", "d2"), 2);
+        set.apply(chunk("b", "d1"), 1);
+        set.apply(chunk("b", "d1"), -1);
+        assert_eq!(set.count(), 3);
+        assert_eq!(set.present(&Hash128::of(b"a")).count(), 2);
+        assert_eq!(set.present(&Hash128::of(b"b")).count(), 0);
+        assert_eq!(set.groups().count(), 1, "emptied keys are dropped");
+        let current = set.current();
+        assert_eq!(current.len(), 3);
+        assert_eq!(current[1].doc_id, "d2");
+        assert_eq!(current[2].doc_id, "d2");
+    }
+}

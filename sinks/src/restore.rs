@@ -1,0 +1,83 @@
+//! Rebuilding the live state from a manifest: the latest snapshot, then
+//! every committed epoch after it.
+
+use std::path::Path;
+
+use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, InstructRow, TableName};
+
+use crate::convert::{TableRow, batch_to_updates};
+use crate::error::{Error, Result};
+use crate::live::{LiveState, Multiset};
+use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::parquet_io::read_parquet;
+
+/// The live state `manifest` describes, read from the files under `data_dir`.
+pub(crate) fn restore(data_dir: &Path, manifest: &Manifest) -> Result<LiveState> {
+    let mut live = LiveState::default();
+    let mut after = 0;
+    if let Some(snapshot) = manifest.latest_snapshot() {
+        for (table, files) in &snapshot.files {
+            load_files(
+                data_dir,
+                manifest.dim,
+                &mut live,
+                table,
+                files,
+                snapshot.epoch,
+            )?;
+        }
+        after = snapshot.epoch;
+    }
+    for entry in manifest.epochs.iter().filter(|e| e.epoch > after) {
+        for (table, files) in &entry.files {
+            load_files(data_dir, manifest.dim, &mut live, table, files, entry.epoch)?;
+        }
+    }
+    Ok(live)
+}
+
+fn load_files(
+    data_dir: &Path,
+    dim: usize,
+    live: &mut LiveState,
+    table: &str,
+    files: &[String],
+    epoch: u64,
+) -> Result<()> {
+    let table: TableName = table
+        .parse()
+        .map_err(|reason: String| Error::corrupt(data_dir.join(MANIFEST_FILE), reason))?;
+    for file in files {
+        let path = data_dir.join(file);
+        match table {
+            TableName::Documents => load::<DocumentRow>(&path, dim, &mut live.documents, epoch)?,
+            TableName::Chunks => load::<ChunkRow>(&path, dim, &mut live.chunks, epoch)?,
+            TableName::Embeddings => load::<EmbeddingRow>(&path, dim, &mut live.embeddings, epoch)?,
+            TableName::Instruct => load::<InstructRow>(&path, dim, &mut live.instruct, epoch)?,
+        }
+    }
+    Ok(())
+}
+
+/// Applies the rows of one file to `set`. Any failure to read it is
+/// [`Error::Corrupt`] naming the file.
+fn load<R: TableRow>(path: &Path, dim: usize, set: &mut Multiset<R>, epoch: u64) -> Result<()> {
+    let batches = read_parquet(path).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::corrupt(path, format!("it is listed in {MANIFEST_FILE} but missing"))
+        }
+        Error::Parquet { source, .. } => {
+            Error::corrupt(path, format!("cannot read Parquet ({source})"))
+        }
+        other => other,
+    })?;
+    for batch in &batches {
+        let updates =
+            batch_to_updates::<R>(batch, dim).map_err(|e| Error::corrupt(path, e.to_string()))?;
+        for (row, diff) in updates {
+            set.apply(row, diff);
+        }
+    }
+    set.changed_at = epoch;
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Exact vector search over the live state, with provenance.
+//!
+//! Vectors are L2-normalised, so cosine similarity is the dot product. Every
+//! live embedding of the query's length is scored; a chunk with several
+//! vectors (several models) counts once, with its best score. Only chunks
+//! that still occur in the `chunks` table are returned (the text and the
+//! sources come from there). Ties are broken by `chunk_id`.
+
+use twinflow_schemas::api::{ChunkSource, SearchHit};
+use twinflow_schemas::{DocumentKind, Hash128};
+
+use crate::live::LiveState;
+
+/// The `k` best chunks for `query`, best first.
+pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize) -> Vec<SearchHit> {
+    if k == 0 || query.is_empty() {
+        return Vec::new();
+    }
+    let mut scored: Vec<(f32, Hash128)> = Vec::new();
+    for (chunk_id, rows) in live.embeddings.groups() {
+        let best = rows
+            .iter()
+            .filter(|(row, n)| *n > 0 && row.vector.0.len() == query.len())
+            .map(|(row, _)| dot(&row.vector.0, query))
+            .max_by(f32::total_cmp);
+        if let Some(score) = best
+            && live.chunks.present(chunk_id).next().is_some()
+        {
+            scored.push((score, *chunk_id));
+        }
+    }
+    let order = |a: &(f32, Hash128), b: &(f32, Hash128)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if scored.len() > k {
+        scored.select_nth_unstable_by(k - 1, order);
+        scored.truncate(k);
+    }
+    scored.sort_unstable_by(order);
+    scored
+        .into_iter()
+        .map(|(score, chunk_id)| hit(live, chunk_id, score))
+        .collect()
+}
+
+/// The hit for one chunk: its text and every live occurrence.
+fn hit(live: &LiveState, chunk_id: Hash128, score: f32) -> SearchHit {
+    let mut occurrences: Vec<_> = live.chunks.present(&chunk_id).collect();
+    occurrences.sort_unstable_by(|a, b| {
+        (&a.doc_id, a.ordinal, a.char_start).cmp(&(&b.doc_id, b.ordinal, b.char_start))
+    });
+    occurrences.dedup_by(|a, b| {
+        (&a.doc_id, a.ordinal, a.char_start) == (&b.doc_id, b.ordinal, b.char_start)
+    });
+    let text = occurrences
+        .first()
+        .map(|c| c.text.clone())
+        .unwrap_or_default();
+    let sources = occurrences
+        .into_iter()
+        .map(|chunk| {
+            // The current version of the document (the newest if several are live).
+            let doc = live
+                .documents
+                .present(&chunk.doc_id)
+                .max_by_key(|d| d.version);
+            ChunkSource {
+                doc_id: chunk.doc_id.clone(),
+                ordinal: chunk.ordinal,
+                char_start: chunk.char_start,
+                char_end: chunk.char_end,
+                title: doc.map(|d| d.title.clone()).unwrap_or_default(),
+                url: doc.map(|d| d.url.clone()).unwrap_or_default(),
+                author: doc.map(|d| d.author.clone()).unwrap_or_default(),
+                kind: doc.map(|d| d.kind).unwrap_or(DocumentKind::Other),
+            }
+        })
+        .collect();
+    SearchHit {
+        chunk_id,
+        score,
+        text,
+        sources,
+    }
+}
+
+/// Dot product, with four accumulators so the compiler can vectorise it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let (a4, a_rest) = a.split_at(a.len() / 4 * 4);
+    let (b4, b_rest) = b.split_at(a4.len());
+    for (x, y) in a4.chunks_exact(4).zip(b4.chunks_exact(4)) {
+        for i in 0..4 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_naive_sum() {
+        let a: Vec<f32> = (0..11).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..11).map(|i| 1.0 - i as f32 * 0.1).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-4);
+    }
+}

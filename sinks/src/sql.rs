@@ -1,0 +1,216 @@
+//! Read-only SQL over one committed epoch, with DataFusion.
+//!
+//! Each query gets its own `SessionContext` with eight tables, all at the
+//! same epoch:
+//!
+//! ```text
+//!  documents, chunks, embeddings, instruct          MemTables of the live rows
+//!                                                   (cached per table and epoch)
+//!  documents_changes, chunks_changes, …             ListingTables over exactly the
+//!                                                   part files the manifest lists
+//! ```
+//!
+//! A statement is accepted only when it reads: it is parsed and checked
+//! before planning (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE pass), and
+//! the plan is checked again with DataFusion's `SQLOptions` (no DDL, DML,
+//! COPY or SET).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use twinflow_schemas::TableName;
+
+use crate::error::{Error, Result};
+
+/// The answer to a SQL query, and the epoch it reflects.
+#[derive(Clone, Debug)]
+pub struct SqlAnswer {
+    /// The committed epoch every table was read at.
+    pub epoch: u64,
+    /// The schema of the result (also when there are no rows).
+    pub schema: SchemaRef,
+    /// The result rows; at least one (possibly empty) batch.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// What one query reads, captured under the store's lock.
+#[derive(Debug)]
+pub(crate) struct SqlInputs {
+    pub(crate) epoch: u64,
+    pub(crate) dim: usize,
+    /// Current state of every table.
+    pub(crate) current: Vec<(TableName, RecordBatch)>,
+    /// Absolute paths of every table's committed part files.
+    pub(crate) changes: Vec<(TableName, Vec<PathBuf>)>,
+}
+
+/// Rows per batch handed to DataFusion from the live tables.
+const BATCH_ROWS: usize = 8192;
+
+/// Runs one read-only statement over `inputs`.
+pub(crate) async fn run(inputs: SqlInputs, sql: &str) -> Result<SqlAnswer> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    register(&ctx, &inputs)?;
+
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, &dialect).map_err(sql_error)?;
+    check_statement(&statement)?;
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(sql_error)?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    options.verify_plan(&plan).map_err(|e| {
+        Error::SqlNotReadOnly(format!("SQL is read-only here: {}", e.strip_backtrace()))
+    })?;
+
+    let frame = ctx.execute_logical_plan(plan).await.map_err(sql_error)?;
+    let physical = frame.create_physical_plan().await.map_err(sql_error)?;
+    let schema = physical.schema();
+    let mut batches = datafusion::physical_plan::collect(physical, ctx.task_ctx())
+        .await
+        .map_err(sql_error)?;
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema.clone()));
+    }
+    Ok(SqlAnswer {
+        epoch: inputs.epoch,
+        schema,
+        batches,
+    })
+}
+
+/// Registers the live tables and the change logs.
+fn register(ctx: &SessionContext, inputs: &SqlInputs) -> Result<()> {
+    let partitions = ctx.copied_config().target_partitions();
+    for (table, batch) in &inputs.current {
+        let memtable =
+            MemTable::try_new(batch.schema(), split(batch, partitions)).map_err(sql_error)?;
+        ctx.register_table(table.as_str(), Arc::new(memtable))
+            .map_err(sql_error)?;
+    }
+    for (table, files) in &inputs.changes {
+        let provider = change_log(table.change_schema(inputs.dim), files).map_err(sql_error)?;
+        ctx.register_table(format!("{table}_changes"), provider)
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+/// A table over exactly `files` (never a directory listing, so files the
+/// manifest does not list stay invisible); empty when there are none.
+fn change_log(
+    schema: SchemaRef,
+    files: &[PathBuf],
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    if files.is_empty() {
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+    }
+    let urls = files
+        .iter()
+        .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// `batch` as up to `partitions` partitions of zero-copy slices.
+fn split(batch: &RecordBatch, partitions: usize) -> Vec<Vec<RecordBatch>> {
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return vec![vec![batch.clone()]];
+    }
+    let per_partition = rows.div_ceil(partitions.max(1)).max(BATCH_ROWS);
+    (0..rows)
+        .step_by(per_partition)
+        .map(|start| {
+            let end = (start + per_partition).min(rows);
+            (start..end)
+                .step_by(BATCH_ROWS)
+                .map(|s| batch.slice(s, BATCH_ROWS.min(end - s)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Refuses every statement that is not a query, before it is planned.
+fn check_statement(statement: &DfStatement) -> Result<()> {
+    match statement {
+        DfStatement::Statement(inner) => check_sql_statement(inner),
+        DfStatement::Explain(explain) => check_statement(&explain.statement),
+        other => Err(not_read_only(&other.to_string())),
+    }
+}
+
+fn check_sql_statement(statement: &SqlStatement) -> Result<()> {
+    match statement {
+        SqlStatement::Query(_)
+        | SqlStatement::ShowTables { .. }
+        | SqlStatement::ShowColumns { .. }
+        | SqlStatement::ShowVariable { .. }
+        | SqlStatement::ShowVariables { .. }
+        | SqlStatement::ShowFunctions { .. }
+        | SqlStatement::ExplainTable { .. } => Ok(()),
+        SqlStatement::Explain { statement, .. } => check_sql_statement(statement),
+        other => Err(not_read_only(&other.to_string())),
+    }
+}
+
+/// The refusal, naming the statement's leading keyword.
+fn not_read_only(what: &str) -> Error {
+    let keyword = what
+        .split_whitespace()
+        .next()
+        .unwrap_or("this")
+        .to_uppercase();
+    Error::SqlNotReadOnly(format!(
+        "SQL is read-only here: {keyword} statements are not allowed \
+         (use SELECT, WITH, EXPLAIN, SHOW or DESCRIBE)"
+    ))
+}
+
+fn sql_error(e: DataFusionError) -> Error {
+    Error::Sql(e.strip_backtrace())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::UInt64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn split_covers_every_row_once() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::UInt64, false)]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(UInt64Array::from_iter_values(0..50_000))],
+        )
+        .unwrap();
+        let parts = split(&batch, 3);
+        assert_eq!(parts.len(), 3);
+        let rows: usize = parts.iter().flatten().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 50_000);
+        assert!(parts.iter().flatten().all(|b| b.num_rows() <= BATCH_ROWS));
+    }
+}

@@ -1,0 +1,385 @@
+//! [`Store`]: commits epochs to Parquet and the manifest, keeps the live
+//! state, and answers counts, search and SQL at the committed epoch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use parking_lot::{Mutex, RwLock};
+use twinflow_schemas::api::SearchHit;
+use twinflow_schemas::{DocumentRow, EmbeddingRow, EpochUpdates, TableName};
+
+use crate::error::{Error, Result};
+use crate::live::LiveState;
+use crate::manifest::{EpochEntry, MANIFEST_FILE, Manifest, SnapshotEntry, now_ms};
+use crate::parquet_io::{snapshot_path, write_epoch, write_parquet};
+use crate::sql::{SqlAnswer, SqlInputs};
+
+/// What one [`Store::commit_epoch`] wrote.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitStats {
+    /// The epoch.
+    pub epoch: u64,
+    /// Part files written (0 for an empty or already committed epoch).
+    pub files: usize,
+    /// Table name → updates written (after consolidation per worker).
+    pub rows: BTreeMap<String, usize>,
+    /// Bytes written to part files.
+    pub bytes: u64,
+    /// Time spent writing files and the manifest, in milliseconds.
+    pub write_ms: f64,
+}
+
+/// What one [`Store::snapshot`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The snapshot version (1, 2, …).
+    pub version: u64,
+    /// The committed epoch it reflects.
+    pub epoch: u64,
+    /// Table name → live rows (sum of multiplicities).
+    pub rows: BTreeMap<String, u64>,
+    /// The files written, relative to the data directory.
+    pub files: Vec<String>,
+}
+
+/// The committed state and its live view. `Send + Sync`: share it as
+/// `Arc<Store>` between the committer and the readers.
+///
+/// Writers (commits, snapshots) are serialised; readers see whole epochs,
+/// since the live state changes under a write lock only after the manifest
+/// naming the epoch's files is durable.
+pub struct Store {
+    dir: PathBuf,
+    dim: usize,
+    /// Serialises commits and snapshots.
+    writer: Mutex<()>,
+    state: RwLock<State>,
+    /// Current-state batches for SQL: table → (epoch of its last change, batch).
+    batches: Mutex<HashMap<TableName, (u64, RecordBatch)>>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The last committed epoch; may be ahead of `manifest.committed_epoch`
+    /// by epochs that wrote nothing.
+    committed: u64,
+    manifest: Manifest,
+    live: LiveState,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("dim", &self.dim)
+            .field("committed_epoch", &self.committed_epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating) `data_dir`; `dim` is the embedding dimension. When
+    /// `_manifest.json` exists, restores the live state from it (latest
+    /// snapshot, then the committed epochs after it). Files the manifest does
+    /// not list are ignored. A damaged manifest or Parquet file is
+    /// [`Error::Corrupt`] naming the file; a different `dim` is
+    /// [`Error::DimensionMismatch`].
+    pub fn open(data_dir: &Path, dim: usize) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+        let dir = std::fs::canonicalize(data_dir).map_err(|e| Error::io(data_dir, e))?;
+        let (manifest, live) = match Manifest::load(&dir)? {
+            Some(manifest) => {
+                if manifest.dim != dim {
+                    return Err(Error::DimensionMismatch {
+                        path: dir.join(MANIFEST_FILE),
+                        stored: manifest.dim,
+                        configured: dim,
+                    });
+                }
+                let live = crate::restore::restore(&dir, &manifest)?;
+                (manifest, live)
+            }
+            None => (Manifest::new(dim), LiveState::default()),
+        };
+        tracing::info!(dir = %dir.display(), epoch = manifest.committed_epoch, "opened store");
+        let state = State {
+            committed: manifest.committed_epoch,
+            manifest,
+            live,
+        };
+        Ok(Store {
+            dir,
+            dim,
+            writer: Mutex::new(()),
+            state: RwLock::new(state),
+            batches: Mutex::default(),
+        })
+    }
+
+    /// The data directory (absolute).
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Last committed epoch (0 when nothing is committed yet).
+    pub fn committed_epoch(&self) -> u64 {
+        self.state.read().committed
+    }
+
+    /// A copy of the current manifest (as last written).
+    pub fn manifest(&self) -> Manifest {
+        self.state.read().manifest.clone()
+    }
+
+    /// [`Store::commit_epoch_with`] without source positions.
+    pub fn commit_epoch(
+        &self,
+        epoch: u64,
+        parts: Vec<(usize, EpochUpdates)>,
+    ) -> Result<CommitStats> {
+        self.commit_epoch_with(epoch, parts, BTreeMap::new())
+    }
+
+    /// Commits `epoch`: writes each worker's non-empty table updates as
+    /// Parquet (consolidated per worker), then atomically replaces the
+    /// manifest (recording `sources`, merged over the previous positions),
+    /// then applies the updates to the live state.
+    ///
+    /// An epoch at or below [`Store::committed_epoch`] is a no-op returning
+    /// `Ok` (re-committing after a crash is harmless). An epoch without
+    /// updates or sources writes nothing but still advances the committed
+    /// epoch; the manifest records it with the next write.
+    pub fn commit_epoch_with(
+        &self,
+        epoch: u64,
+        parts: Vec<(usize, EpochUpdates)>,
+        sources: BTreeMap<String, serde_json::Value>,
+    ) -> Result<CommitStats> {
+        let started = Instant::now();
+        let _writer = self.writer.lock();
+        if epoch <= self.committed_epoch() {
+            return Ok(CommitStats {
+                epoch,
+                ..CommitStats::default()
+            });
+        }
+        let parts = merge_by_worker(parts);
+        let written = write_epoch(&self.dir, self.dim, epoch, &parts)?;
+
+        let mut stats = CommitStats {
+            epoch,
+            files: written.len(),
+            ..CommitStats::default()
+        };
+        let mut entry = EpochEntry {
+            epoch,
+            committed_at_ms: now_ms(),
+            files: BTreeMap::new(),
+            rows: BTreeMap::new(),
+        };
+        for part in &written {
+            let table = part.table.as_str().to_owned();
+            entry
+                .files
+                .entry(table.clone())
+                .or_default()
+                .push(part.path.clone());
+            *entry.rows.entry(table).or_default() += part.rows;
+            stats.bytes += part.bytes;
+        }
+        stats.rows = entry.rows.clone();
+
+        let manifest = if written.is_empty() && sources.is_empty() {
+            None
+        } else {
+            let mut manifest = self.state.read().manifest.clone();
+            if !written.is_empty() {
+                manifest.epochs.push(entry);
+            }
+            manifest.sources.extend(sources);
+            manifest.committed_epoch = epoch;
+            manifest.store(&self.dir)?;
+            Some(manifest)
+        };
+
+        let mut state = self.state.write();
+        if let Some(manifest) = manifest {
+            state.manifest = manifest;
+        }
+        state.committed = epoch;
+        for (_, updates) in parts {
+            state.live.apply(updates, epoch);
+        }
+        drop(state);
+        stats.write_ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(
+            epoch,
+            files = stats.files,
+            bytes = stats.bytes,
+            write_ms = stats.write_ms,
+            "committed epoch"
+        );
+        Ok(stats)
+    }
+
+    /// Writes a consolidated snapshot of every table's current state to
+    /// `<table>/_snapshots/v<N>/part-0.parquet` (the change-log columns,
+    /// `_epoch` = the snapshot's epoch, `_diff` = multiplicity) and records
+    /// it in the manifest. Restores start from the latest snapshot.
+    pub fn snapshot(&self) -> Result<SnapshotInfo> {
+        let _writer = self.writer.lock();
+        let (epoch, version, batches, rows) = {
+            let state = self.state.read();
+            let version = state
+                .manifest
+                .snapshots
+                .iter()
+                .map(|s| s.version)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let mut batches = Vec::new();
+            let mut rows = BTreeMap::new();
+            for table in TableName::ALL {
+                batches.push((
+                    table,
+                    state
+                        .live
+                        .snapshot_batch(table, state.committed, self.dim)?,
+                ));
+                rows.insert(table.as_str().to_owned(), state.live.count(table));
+            }
+            (state.committed, version, batches, rows)
+        };
+        let mut files = BTreeMap::new();
+        for (table, batch) in &batches {
+            let path = snapshot_path(*table, version);
+            write_parquet(&self.dir.join(&path), batch)?;
+            files.insert(table.as_str().to_owned(), vec![path]);
+        }
+        let mut manifest = self.state.read().manifest.clone();
+        manifest.committed_epoch = manifest.committed_epoch.max(epoch);
+        let entry = SnapshotEntry {
+            version,
+            epoch,
+            created_at_ms: now_ms(),
+            files: files.clone(),
+            rows: rows.clone(),
+        };
+        manifest.snapshots.push(entry);
+        manifest.store(&self.dir)?;
+        self.state.write().manifest = manifest;
+        tracing::info!(version, epoch, "wrote snapshot");
+        Ok(SnapshotInfo {
+            version,
+            epoch,
+            rows,
+            files: files.into_values().flatten().collect(),
+        })
+    }
+
+    /// Live row counts per table (sum of multiplicities) at the committed epoch.
+    pub fn counts(&self) -> (u64, BTreeMap<String, u64>) {
+        let state = self.state.read();
+        let counts = TableName::ALL
+            .iter()
+            .map(|t| (t.as_str().to_owned(), state.live.count(*t)))
+            .collect();
+        (state.committed, counts)
+    }
+
+    /// The current documents, sorted (to restore the dataflow after a restart).
+    pub fn current_documents(&self) -> Vec<DocumentRow> {
+        self.state
+            .read()
+            .live
+            .documents
+            .current()
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The current embeddings, sorted (to seed the embedding cache).
+    pub fn current_embeddings(&self) -> Vec<EmbeddingRow> {
+        self.state
+            .read()
+            .live
+            .embeddings
+            .current()
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Exact cosine top-`k` over the live embeddings (dot product of
+    /// L2-normalised vectors), with every live occurrence of each chunk and
+    /// its document's metadata, and the epoch the hits are as of. Ties are
+    /// broken by `chunk_id`; `k = 0` gives no hits.
+    pub fn search(&self, query: &[f32], k: usize) -> (u64, Vec<SearchHit>) {
+        let state = self.state.read();
+        (state.committed, crate::search::top_k(&state.live, query, k))
+    }
+
+    /// Runs one read-only SQL statement over the committed epoch: the live
+    /// tables `documents`, `chunks`, `embeddings`, `instruct` and their
+    /// committed change logs `<table>_changes` (with `_epoch`, `_diff`).
+    /// Statements that would change anything are [`Error::SqlNotReadOnly`];
+    /// others that fail are [`Error::Sql`].
+    pub async fn sql(&self, sql: &str) -> Result<SqlAnswer> {
+        let inputs = self.sql_inputs()?;
+        crate::sql::run(inputs, sql).await
+    }
+
+    /// Everything one query reads, taken under one read lock.
+    fn sql_inputs(&self) -> Result<SqlInputs> {
+        let state = self.state.read();
+        let mut cache = self.batches.lock();
+        let mut current = Vec::new();
+        let mut changes = Vec::new();
+        for table in TableName::ALL {
+            let changed_at = state.live.changed_at(table);
+            let batch = match cache.get(&table) {
+                Some((at, batch)) if *at == changed_at => batch.clone(),
+                _ => {
+                    let batch = state.live.current_batch(table, self.dim)?;
+                    cache.insert(table, (changed_at, batch.clone()));
+                    batch
+                }
+            };
+            current.push((table, batch));
+            let files = state.manifest.change_files(table, state.committed);
+            changes.push((table, files.iter().map(|f| self.dir.join(f)).collect()));
+        }
+        Ok(SqlInputs {
+            epoch: state.committed,
+            dim: self.dim,
+            current,
+            changes,
+        })
+    }
+}
+
+/// One `EpochUpdates` per worker (parts of the same worker appended),
+/// each consolidated.
+fn merge_by_worker(parts: Vec<(usize, EpochUpdates)>) -> Vec<(usize, EpochUpdates)> {
+    let mut merged: BTreeMap<usize, EpochUpdates> = BTreeMap::new();
+    for (worker, updates) in parts {
+        merged.entry(worker).or_default().extend(updates);
+    }
+    merged
+        .into_iter()
+        .map(|(worker, mut updates)| {
+            updates.consolidate();
+            (worker, updates)
+        })
+        .collect()
+}

@@ -1,0 +1,222 @@
+//! Commit the scenario and compare every read path with the oracle.
+
+use std::sync::Arc;
+
+use twinflow_schemas::{EpochUpdates, Hash128};
+use twinflow_sinks::Store;
+
+use crate::fixtures::*;
+
+#[tokio::test]
+async fn every_epoch_matches_the_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DIM).unwrap();
+    assert_eq!(store.committed_epoch(), 0);
+    let mut oracle = Oracle::default();
+    for epoch in scenario() {
+        commit_all(&store, &mut oracle, std::slice::from_ref(&epoch));
+        assert_eq!(store.committed_epoch(), epoch.0);
+        assert_eq!(
+            store.counts(),
+            (epoch.0, oracle.counts()),
+            "counts after epoch {}",
+            epoch.0
+        );
+        assert_eq!(store.current_documents(), oracle.documents());
+        assert_eq!(store.current_embeddings(), oracle.embeddings());
+
+        // SQL over the live table equals the oracle's rows.
+        let sql = "SELECT chunk_id, doc_id, ordinal, text, char_start, char_end, token_estimate FROM chunks";
+        let answer = store
+            .sql(&format!("{sql} ORDER BY chunk_id, doc_id, ordinal"))
+            .await
+            .unwrap();
+        assert_eq!(answer.epoch, epoch.0);
+        let batch = arrow::compute::concat_batches(&answer.schema, &answer.batches).unwrap();
+        let rows =
+            twinflow_sinks::convert::batch_to_updates::<twinflow_schemas::ChunkRow>(&batch, DIM)
+                .unwrap();
+        let mut expected = oracle.chunks();
+        expected.sort_by(|a, b| {
+            (a.chunk_id, &a.doc_id, a.ordinal).cmp(&(b.chunk_id, &b.doc_id, b.ordinal))
+        });
+        assert_eq!(
+            rows.into_iter().map(|(r, _)| r).collect::<Vec<_>>(),
+            expected,
+            "chunks after epoch {}",
+            epoch.0
+        );
+
+        // The change log sums to the live state, table by table.
+        for (table, count) in oracle.counts() {
+            let sum = scalar(&store, &format!("SELECT SUM(_diff) FROM {table}_changes")).await;
+            assert_eq!(sum as u64, count, "{table}_changes after epoch {}", epoch.0);
+            let live = scalar(&store, &format!("SELECT COUNT(*) FROM {table}")).await;
+            assert_eq!(live as u64, count, "{table} after epoch {}", epoch.0);
+        }
+
+        // Search ranks like the brute-force oracle, with the same scores.
+        for text in ["alpha two", "shared text", "gamma", "delta"] {
+            let query = vector_of(text);
+            let (as_of, hits) = store.search(&query, 3);
+            assert_eq!(as_of, epoch.0);
+            let got: Vec<(Hash128, f32)> = hits.iter().map(|h| (h.chunk_id, h.score)).collect();
+            let want = oracle.search(&query, 3);
+            assert_eq!(got.len(), want.len());
+            for ((g, gs), (w, ws)) in got.iter().zip(&want) {
+                assert_eq!(g, w, "ranking for {text:?} after epoch {}", epoch.0);
+                assert!((gs - ws).abs() < 1e-6);
+            }
+        }
+    }
+    let final_counts = oracle.counts();
+    assert_eq!(final_counts["documents"], 3);
+    assert_eq!(final_counts["chunks"], 5);
+    assert_eq!(final_counts["embeddings"], 4);
+    assert_eq!(final_counts["instruct"], 1);
+    // The deleted document's chunk is gone; the updated one shows its new text.
+    let texts = scalar(
+        &store,
+        "SELECT COUNT(*) FROM chunks WHERE text IN ('beta', 'alpha one')",
+    )
+    .await;
+    assert_eq!(texts, 0);
+    let title = store
+        .sql("SELECT title FROM documents WHERE doc_id = 'c'")
+        .await
+        .unwrap();
+    assert!(pretty(&title.batches).contains("C two"));
+}
+
+#[tokio::test]
+async fn search_returns_text_and_every_live_occurrence_with_document_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DIM).unwrap();
+    let mut oracle = Oracle::default();
+    commit_all(&store, &mut oracle, &scenario());
+
+    let (as_of, hits) = store.search(&vector_of("gamma"), 1);
+    assert_eq!(as_of, 5);
+    let hit = &hits[0];
+    assert_eq!(hit.chunk_id, Hash128::of(b"gamma"));
+    assert!((hit.score - 1.0).abs() < 1e-6);
+    assert_eq!(hit.text, "gamma");
+    let sources: Vec<(&str, u32, &str)> = hit
+        .sources
+        .iter()
+        .map(|s| (s.doc_id.as_str(), s.ordinal, s.title.as_str()))
+        .collect();
+    assert_eq!(sources, [("c", 0, "C two"), ("d", 1, "D")]);
+    assert_eq!(hit.sources[1].url, "https://example.com/d");
+    assert_eq!(hit.sources[1].author, "ada");
+
+    // "shared text" was in a and b; b is deleted, so only a remains.
+    let (_, hits) = store.search(&vector_of("shared text"), 1);
+    assert_eq!(hits[0].sources.len(), 1);
+    assert_eq!(hits[0].sources[0].doc_id, "a");
+    assert_eq!(hits[0].sources[0].title, "A two");
+
+    assert!(store.search(&vector_of("gamma"), 0).1.is_empty());
+    assert_eq!(
+        store.search(&vector_of("gamma"), 100).1.len(),
+        4,
+        "k above the live count gives every chunk"
+    );
+}
+
+#[tokio::test]
+async fn ties_are_broken_by_chunk_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DIM).unwrap();
+    // Three chunk texts with the same vector.
+    let texts = ["t1", "t2", "t3"];
+    let mut updates = EpochUpdates::default();
+    for (i, text) in texts.iter().enumerate() {
+        updates.chunks.push((chunk("x", i as u32, text), 1));
+        let mut e = emb("delta");
+        e.chunk_id = Hash128::of(text.as_bytes());
+        updates.embeddings.push((e, 1));
+    }
+    store.commit_epoch(1, vec![(0, updates)]).unwrap();
+    let (_, hits) = store.search(&vector_of("delta"), 2);
+    let mut ids: Vec<Hash128> = texts.iter().map(|t| Hash128::of(t.as_bytes())).collect();
+    ids.sort();
+    assert_eq!(
+        hits.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
+        ids[..2]
+    );
+}
+
+#[tokio::test]
+async fn recommitting_and_empty_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DIM).unwrap();
+    let mut oracle = Oracle::default();
+    let epochs = scenario();
+    commit_all(&store, &mut oracle, &epochs[..2]);
+    let files = files_under(dir.path());
+    let manifest = store.manifest();
+
+    // Re-committing epoch 2 (even with other data) changes nothing.
+    let stats = store.commit_epoch(2, epochs[0].1.clone()).unwrap();
+    assert_eq!(stats.files, 0);
+    assert_eq!(store.counts(), (2, oracle.counts()));
+    assert_eq!(files_under(dir.path()), files);
+    assert_eq!(store.manifest(), manifest);
+
+    // An empty epoch advances the committed epoch and writes no file.
+    let stats = store
+        .commit_epoch(3, vec![(0, EpochUpdates::default())])
+        .unwrap();
+    assert_eq!((stats.epoch, stats.files, stats.bytes), (3, 0, 0));
+    assert_eq!(store.committed_epoch(), 3);
+    assert_eq!(files_under(dir.path()), files);
+    assert_eq!(store.sql("SELECT 1").await.unwrap().epoch, 3);
+
+    // A non-empty one reports what it wrote.
+    let stats = store.commit_epoch(4, epochs[2].1.clone()).unwrap();
+    assert_eq!(
+        stats.files, 3,
+        "documents, chunks and embeddings of worker 1"
+    );
+    assert_eq!(stats.rows["chunks"], 2);
+    assert!(stats.bytes > 0);
+    assert!(dir.path().join("chunks/epoch=4/part-1.parquet").exists());
+}
+
+#[tokio::test]
+async fn readers_see_whole_epochs_while_commits_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), DIM).unwrap());
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for epoch in 1..=40u64 {
+                let text = format!("chunk {epoch}");
+                let updates = EpochUpdates {
+                    documents: vec![(doc(&format!("d{epoch}"), "T", epoch), 1)],
+                    chunks: vec![(chunk(&format!("d{epoch}"), 0, &text), 1)],
+                    ..EpochUpdates::default()
+                };
+                store.commit_epoch(epoch, vec![(0, updates)]).unwrap();
+            }
+        })
+    };
+    let sql = "SELECT (SELECT COUNT(*) FROM chunks) - (SELECT SUM(_diff) FROM chunks_changes) \
+               + (SELECT COUNT(*) FROM documents) - (SELECT COUNT(*) FROM chunks)";
+    let mut last = 0;
+    while !writer.is_finished() {
+        let (epoch, counts) = store.counts();
+        assert_eq!(counts["chunks"], epoch);
+        assert_eq!(counts["documents"], epoch);
+        assert_eq!(scalar(&store, sql).await, 0);
+        let answer = store.sql("SELECT COUNT(*) FROM chunks").await.unwrap();
+        assert!(answer.epoch >= last);
+        last = answer.epoch;
+    }
+    writer.join().unwrap();
+    assert_eq!(
+        scalar(&store, "SELECT COUNT(*) FROM chunks_changes").await,
+        40
+    );
+}
