@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
@@ -35,11 +35,11 @@ pub struct IngestParams {
 /// Handler of `POST /v1/documents`.
 pub async fn post_documents(
     State(app): State<Arc<App>>,
-    params: Option<Query<IngestParams>>,
+    params: Result<Query<IngestParams>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let params = params.map(|Query(p)| p).unwrap_or_default();
+    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
     let body = body.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

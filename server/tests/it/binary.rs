@@ -1,0 +1,101 @@
+//! The `twinflow` binary as a process: `up` with a watched directory,
+//! `sql`/`search`/`status` against it, SIGTERM commits and exits 0, and a
+//! restart serves the committed state.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twinflow");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(data: &Path, watch: &Path, port: u16) -> Child {
+    Command::new(BIN)
+        .args(["up", "--workers", "2", "--tick", "20ms", "--addr", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(data)
+        .arg("--watch")
+        .arg(watch)
+        .env("TWINFLOW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
+        .spawn()
+        .expect("twinflow starts")
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}")).output().unwrap();
+    assert!(out.status.success(), "twinflow {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Polls `twinflow sql … --format csv` until the single value equals `want`.
+fn wait_for(port: u16, sql: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let out = Command::new(BIN)
+            .args(["sql", sql, "--format", "csv"])
+            .env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}"))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            last = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap_or("").trim_matches('"').to_owned();
+            if last == want {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("`{sql}` never returned {want} (last: {last:?})");
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "twinflow did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn up_watch_query_stop_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let watch = dir.path().join("notes");
+    std::fs::create_dir_all(&watch).unwrap();
+    std::fs::write(watch.join("one.md"), "# Lighthouses\n\nLighthouses guide ships along rocky coasts at night.\n\nKeepers once lived in them.").unwrap();
+    std::fs::write(watch.join("two.txt"), "Bread rises because yeast makes gas. Bakers knead the dough to build gluten.").unwrap();
+    let port = free_port();
+    let mut child = start(&data, &watch, port);
+    wait_for(port, "SELECT COUNT(*) FROM documents", "2");
+
+    std::fs::write(watch.join("three.html"), "<html><head><title>Kites</title></head><body><p>Kites fly in steady wind.</p></body></html>").unwrap();
+    std::fs::remove_file(watch.join("two.txt")).unwrap();
+    wait_for(port, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
+    let search = cli(port, &["search", "ships on rocky coasts", "-k", "1"]);
+    assert!(search.contains("file:one.md"), "{search}");
+    let status = cli(port, &["status"]);
+    assert!(status.contains("\"committed_epoch\""), "{status}");
+
+    let code = sigterm(&mut child);
+    assert!(code.success(), "SIGTERM exits 0, got {code:?}");
+
+    // Restart on the same data: committed state is served before anything new arrives.
+    let port = free_port();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut child = start(&data, &empty, port);
+    wait_for(port, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
+    let offline = Command::new(BIN).args(["sql", "SELECT COUNT(*) FROM chunks", "--format", "csv", "--data"]).arg(&data).output().unwrap();
+    assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
+    assert!(sigterm(&mut child).success());
+}
