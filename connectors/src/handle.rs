@@ -29,26 +29,15 @@ impl SourceHandle {
         body: impl FnOnce(Outbox) -> Result<(), Halt> + Send + 'static,
     ) -> Result<Self> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
-        let outbox = Outbox {
-            name: name.clone(),
-            tx,
-            stop: stop_rx,
-        };
+        let outbox = Outbox { name: name.clone(), tx, stop: stop_rx };
         let thread = thread::Builder::new()
             .name(format!("twinflow-source-{name}"))
             .spawn(move || match body(outbox) {
                 Ok(()) | Err(Halt::Stopped) => Ok(()),
                 Err(Halt::Fatal(error)) => Err(error),
             })
-            .map_err(|source| Error::Spawn {
-                name: name.clone(),
-                source,
-            })?;
-        Ok(Self {
-            name,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+            .map_err(|source| Error::Spawn { name: name.clone(), source })?;
+        Ok(Self { name, stop: Some(stop_tx), thread: Some(thread) })
     }
 
     /// The source's name.
@@ -79,11 +68,7 @@ impl SourceHandle {
     fn join(&mut self) -> Result<()> {
         match self.thread.take() {
             None => Ok(()),
-            Some(thread) => thread.join().unwrap_or_else(|_| {
-                Err(Error::Panicked {
-                    name: self.name.clone(),
-                })
-            }),
+            Some(thread) => thread.join().unwrap_or_else(|_| Err(Error::Panicked { name: self.name.clone() })),
         }
     }
 
@@ -148,16 +133,11 @@ impl Outbox {
         if changes.is_empty() {
             return Ok(());
         }
-        self.send(SourceEvent::Changes {
-            source: self.name.clone(),
-            changes,
-        })
+        self.send(SourceEvent::Changes { source: self.name.clone(), changes })
     }
 
     /// Sends an error record.
     pub(crate) fn error(&self, location: String, reason: String) -> Result<(), Halt> {
-        self.send(SourceEvent::Error(IngestError::new(
-            &self.name, location, reason,
-        )))
+        self.send(SourceEvent::Error(IngestError::new(&self.name, location, reason)))
     }
 }

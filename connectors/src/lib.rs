@@ -72,12 +72,7 @@ pub struct IngestError {
 impl IngestError {
     /// An error record stamped with the current time.
     pub fn new(source: &str, location: String, reason: String) -> Self {
-        Self {
-            source: source.to_owned(),
-            location,
-            reason,
-            at_ms: now_ms(),
-        }
+        Self { source: source.to_owned(), location, reason, at_ms: now_ms() }
     }
 }
 
@@ -91,7 +86,5 @@ impl std::error::Error for IngestError {}
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

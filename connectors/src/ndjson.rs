@@ -47,18 +47,9 @@ pub fn read_ndjson(
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     // JSON escapes can make content up to six times longer (`\u0000`).
-    let longest = limits
-        .max_document_bytes
-        .saturating_mul(6)
-        .saturating_add(1 << 20);
+    let longest = limits.max_document_bytes.saturating_mul(6).saturating_add(1 << 20);
     let batch = batch.max(1);
-    let mut out = Out {
-        emit,
-        source,
-        batch,
-        pending: Vec::new(),
-        stats: NdjsonStats::default(),
-    };
+    let mut out = Out { emit, source, batch, pending: Vec::new(), stats: NdjsonStats::default() };
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -67,9 +58,7 @@ pub fn read_ndjson(
         out.stats.lines += 1;
         let number = out.stats.lines as usize;
         let parsed = if too_long {
-            Err(format!(
-                "the line is longer than {longest} bytes, more than any change may be"
-            ))
+            Err(format!("the line is longer than {longest} bytes, more than any change may be"))
         } else {
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
@@ -151,11 +140,7 @@ impl<F: FnMut(SourceEvent) -> bool> Out<'_, F> {
             return false;
         }
         self.stats.errors += 1;
-        (self.emit)(SourceEvent::Error(IngestError::new(
-            self.source,
-            location,
-            reason,
-        )))
+        (self.emit)(SourceEvent::Error(IngestError::new(self.source, location, reason)))
     }
 
     fn flush(&mut self) -> bool {
@@ -164,21 +149,14 @@ impl<F: FnMut(SourceEvent) -> bool> Out<'_, F> {
         }
         let changes = std::mem::take(&mut self.pending);
         self.stats.changes += changes.len() as u64;
-        (self.emit)(SourceEvent::Changes {
-            source: self.source.to_owned(),
-            changes,
-        })
+        (self.emit)(SourceEvent::Changes { source: self.source.to_owned(), changes })
     }
 }
 
 /// Reads one line (with its `\n`) into `line`, keeping at most `longest`
 /// bytes: `None` at the end of the input, else whether it was too long (then
 /// `line` is left empty and the rest of the line skipped).
-fn read_line(
-    reader: &mut impl BufRead,
-    line: &mut Vec<u8>,
-    longest: usize,
-) -> io::Result<Option<bool>> {
+fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, longest: usize) -> io::Result<Option<bool>> {
     let mut read_any = false;
     let mut too_long = false;
     loop {

@@ -52,35 +52,20 @@ impl WatchSource {
     ///
     /// Fails if the path is not a directory or cannot be watched; every
     /// later problem with a single file is a [`SourceEvent::Error`].
-    pub fn spawn(
-        name: String,
-        config: WatchSourceConfig,
-        tx: Sender<SourceEvent>,
-    ) -> Result<SourceHandle> {
-        let root = config
-            .path
-            .canonicalize()
-            .map_err(|e| Error::io(&config.path, e))?;
+    pub fn spawn(name: String, config: WatchSourceConfig, tx: Sender<SourceEvent>) -> Result<SourceHandle> {
+        let root = config.path.canonicalize().map_err(|e| Error::io(&config.path, e))?;
         if !root.is_dir() {
             return Err(Error::NotADirectory { path: root });
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
-        let watch_error = |source| Error::Watch {
-            path: root.clone(),
-            source,
-        };
+        let watch_error = |source| Error::Watch { path: root.clone(), source };
         let mut watcher = notify::recommended_watcher(move |event| {
             // The receiver is gone only when the source has ended.
             let _ = events_tx.send(event);
         })
         .map_err(watch_error)?;
-        watcher
-            .watch(&root, RecursiveMode::Recursive)
-            .map_err(watch_error)?;
-        let config = WatchSourceConfig {
-            path: root.clone(),
-            ..config
-        };
+        watcher.watch(&root, RecursiveMode::Recursive).map_err(watch_error)?;
+        let config = WatchSourceConfig { path: root.clone(), ..config };
         SourceHandle::spawn(name, tx, move |outbox| {
             let _watcher = watcher; // watches as long as the thread runs
             Mirror::new(root, config, outbox).run(&events_rx)
@@ -107,13 +92,7 @@ struct Mirror {
 
 impl Mirror {
     fn new(root: PathBuf, config: WatchSourceConfig, outbox: Outbox) -> Self {
-        Self {
-            root,
-            config,
-            outbox,
-            sent: BTreeMap::new(),
-            batch: Vec::new(),
-        }
+        Self { root, config, outbox, sent: BTreeMap::new(), batch: Vec::new() }
     }
 
     fn run(mut self, events: &Receiver<notify::Result<Event>>) -> Result<(), Halt> {
@@ -130,9 +109,9 @@ impl Mirror {
         );
         let mut dirty = Dirty::default();
         loop {
-            let wait = dirty.next_deadline().map_or(Duration::from_secs(60), |at| {
-                at.saturating_duration_since(Instant::now())
-            });
+            let wait = dirty
+                .next_deadline()
+                .map_or(Duration::from_secs(60), |at| at.saturating_duration_since(Instant::now()));
             select! {
                 recv(events) -> event => match event {
                     Ok(Ok(event)) => self.note(&mut dirty, event),
@@ -152,8 +131,7 @@ impl Mirror {
             self.flush()?;
             if !root.is_dir() {
                 let error = Error::RootRemoved { path: root.clone() };
-                self.outbox
-                    .error(root.display().to_string(), error.to_string())?;
+                self.outbox.error(root.display().to_string(), error.to_string())?;
                 return Err(error.into());
             }
         }
@@ -181,9 +159,7 @@ impl Mirror {
     fn look_at(&mut self, path: &Path) -> Result<(), Halt> {
         match fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.forget_under(path, None),
-            Err(e) => self
-                .outbox
-                .error(path.display().to_string(), format!("cannot read: {e}")),
+            Err(e) => self.outbox.error(path.display().to_string(), format!("cannot read: {e}")),
             Ok(meta) if meta.is_dir() => {
                 let mut seen = BTreeSet::new();
                 self.scan(path, &mut seen)?;
@@ -199,9 +175,7 @@ impl Mirror {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) => {
-                return self
-                    .outbox
-                    .error(dir.display().to_string(), format!("cannot list: {e}"));
+                return self.outbox.error(dir.display().to_string(), format!("cannot list: {e}"));
             }
         };
         let mut entries: Vec<_> = entries
@@ -240,15 +214,10 @@ impl Mirror {
         let DocumentChange::Upsert(doc) = &change else {
             return Ok(());
         };
-        let now = Sent {
-            doc_id: doc.doc_id.clone(),
-            version: doc.version_hash(),
-        };
+        let now = Sent { doc_id: doc.doc_id.clone(), version: doc.version_hash() };
         match self.sent.insert(path.to_owned(), now) {
             Some(before) if before.doc_id != doc.doc_id => {
-                self.push(DocumentChange::Delete {
-                    doc_id: before.doc_id,
-                })?;
+                self.push(DocumentChange::Delete { doc_id: before.doc_id })?;
             }
             Some(before) if before.version == doc.version_hash() => return Ok(()),
             _ => {}
@@ -270,9 +239,7 @@ impl Mirror {
             .collect();
         for p in gone {
             if let Some(sent) = self.sent.remove(&p) {
-                self.push(DocumentChange::Delete {
-                    doc_id: sent.doc_id,
-                })?;
+                self.push(DocumentChange::Delete { doc_id: sent.doc_id })?;
             }
         }
         Ok(())
@@ -280,11 +247,7 @@ impl Mirror {
 
     fn push(&mut self, change: DocumentChange) -> Result<(), Halt> {
         self.batch.push(change);
-        if self.batch.len() >= BATCH {
-            self.flush()
-        } else {
-            Ok(())
-        }
+        if self.batch.len() >= BATCH { self.flush() } else { Ok(()) }
     }
 
     fn flush(&mut self) -> Result<(), Halt> {
@@ -309,10 +272,7 @@ impl Dirty {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.paths
-            .values()
-            .map(|times| Self::deadline(*times))
-            .min()
+        self.paths.values().map(|times| Self::deadline(*times)).min()
     }
 
     /// The paths whose deadline has passed, in path order.
@@ -339,9 +299,7 @@ mod tests {
         let mut dirty = Dirty::default();
         let start = Instant::now();
         dirty.paths.insert("a".into(), (start, start));
-        dirty
-            .paths
-            .insert("b".into(), (start, start + Duration::from_millis(950)));
+        dirty.paths.insert("b".into(), (start, start + Duration::from_millis(950)));
         assert!(dirty.take_due(start + Duration::from_millis(50)).is_empty());
         assert_eq!(dirty.next_deadline(), Some(start + DEBOUNCE));
         assert_eq!(dirty.take_due(start + DEBOUNCE), vec![PathBuf::from("a")]);

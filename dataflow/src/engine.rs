@@ -181,7 +181,12 @@ impl Ingest {
         let changes = std::mem::take(&mut open.changes);
         let first_accepted = open.first_accepted.take().unwrap_or_else(Instant::now);
         self.uncommitted.lock().insert(epoch, (changes.len(), first_accepted));
-        let _ = self.to_collector.send(CollectorMsg::Closed { epoch, changes: changes.len(), first_accepted, restored: false });
+        let _ = self.to_collector.send(CollectorMsg::Closed {
+            epoch,
+            changes: changes.len(),
+            first_accepted,
+            restored: false,
+        });
         let batch = Arc::new(Batch { epoch, changes, restore: Vec::new() });
         for tx in self.to_workers.lock().iter() {
             let _ = tx.send(batch.clone());
@@ -221,7 +226,11 @@ impl Engine {
     /// `restore`, the restored documents are replayed at `restore.epoch`
     /// (delivered as a `restored` completed epoch) and new changes start at
     /// the next epoch.
-    pub fn start(options: EngineOptions, embedder: Arc<dyn Embedder>, restore: Option<Restore>) -> Result<Engine, EngineError> {
+    pub fn start(
+        options: EngineOptions,
+        embedder: Arc<dyn Embedder>,
+        restore: Option<Restore>,
+    ) -> Result<Engine, EngineError> {
         let workers = options.workers.max(1);
         let restore = restore.unwrap_or_default();
         let first_epoch = restore.epoch + 1;
@@ -450,10 +459,7 @@ impl Drop for Engine {
 }
 
 fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 /// The loop of one worker thread: apply batches, step the dataflow.
@@ -528,7 +534,7 @@ fn run_collector(workers: usize, rx: Receiver<CollectorMsg>, tx: Sender<Complete
                 Some(completed) => completed.parts.push((worker, updates)),
                 None => tracing::error!(epoch, worker, "updates for an epoch that was never closed"),
             },
-            CollectorMsg::Worker(WorkerMsg::Progress { worker, frontier }) => { frontiers[worker] = frontier }
+            CollectorMsg::Worker(WorkerMsg::Progress { worker, frontier }) => frontiers[worker] = frontier,
         }
         let min = frontiers.iter().map(|f| f.unwrap_or(u64::MAX)).min().unwrap_or(u64::MAX);
         while let Some(entry) = pending.first_entry() {

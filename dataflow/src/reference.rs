@@ -48,10 +48,8 @@ impl ReferenceDocs {
         }
         for (chunk_id, text) in texts {
             let vector = embedder.embed_batch(&[text.as_str()]).map(|mut v| v.remove(0)).unwrap_or_default();
-            out.embeddings.push((
-                EmbeddingRow { chunk_id, model_id: embedder.model_id().to_owned(), vector: Vector(vector) },
-                1,
-            ));
+            out.embeddings
+                .push((EmbeddingRow { chunk_id, model_id: embedder.model_id().to_owned(), vector: Vector(vector) }, 1));
         }
         out.consolidate();
         out

@@ -106,9 +106,9 @@ pub fn change_from_value(value: Value, line: usize, limits: &ChangeLimits) -> Re
             }
             let kind = match optional_string(&mut obj, "kind", line)? {
                 None => DocumentKind::default(),
-                Some(name) => name.parse().map_err(|e: crate::records::UnknownKind| {
-                    err(ErrorCode::UnknownKind, e.to_string())
-                })?,
+                Some(name) => {
+                    name.parse().map_err(|e: crate::records::UnknownKind| err(ErrorCode::UnknownKind, e.to_string()))?
+                }
             };
             let format = match optional_string(&mut obj, "format", line)? {
                 None => None,

@@ -67,9 +67,7 @@ impl FromStr for Hash128 {
         if s.len() != 32 {
             return Err(InvalidHash(s.to_owned()));
         }
-        u128::from_str_radix(s, 16)
-            .map(Hash128)
-            .map_err(|_| InvalidHash(s.to_owned()))
+        u128::from_str_radix(s, 16).map(Hash128).map_err(|_| InvalidHash(s.to_owned()))
     }
 }
 

@@ -26,8 +26,8 @@ pub mod updates;
 pub use change::{ChangeError, ChangeLimits, parse_change, parse_ndjson};
 pub use ids::Hash128;
 pub use records::{
-    ChunkRow, ContentFormat, Document, DocumentChange, DocumentKind, DocumentRow, EmbeddingRow,
-    InstructRow, Split, Vector,
+    ChunkRow, ContentFormat, Document, DocumentChange, DocumentKind, DocumentRow, EmbeddingRow, InstructRow, Split,
+    Vector,
 };
 pub use tables::TableName;
 pub use updates::{EpochUpdates, Updates, consolidate};

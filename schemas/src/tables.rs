@@ -112,11 +112,7 @@ pub fn vector_type(dim: usize) -> DataType {
 
 /// `embeddings`: one vector per distinct chunk text and model.
 pub fn embeddings_schema(dim: usize) -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        utf8("chunk_id"),
-        utf8("model_id"),
-        Field::new("vector", vector_type(dim), false),
-    ]))
+    Arc::new(Schema::new(vec![utf8("chunk_id"), utf8("model_id"), Field::new("vector", vector_type(dim), false)]))
 }
 
 /// `instruct`: (instruction, output) samples with lineage.

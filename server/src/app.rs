@@ -183,7 +183,12 @@ fn run_committer(engine: &Engine, store: &Store, snapshot_every: u64) {
         commit_with_retry(store, &completed);
         engine.mark_committed(epoch);
         if !completed.restored {
-            tracing::debug!(epoch, changes = completed.changes, freshness_ms = completed.first_accepted.elapsed().as_secs_f64() * 1e3, "epoch committed");
+            tracing::debug!(
+                epoch,
+                changes = completed.changes,
+                freshness_ms = completed.first_accepted.elapsed().as_secs_f64() * 1e3,
+                "epoch committed"
+            );
         }
         if snapshot_every > 0 && epoch % snapshot_every == 0 && !completed.restored {
             match store.snapshot() {

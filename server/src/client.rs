@@ -23,7 +23,8 @@ impl Client {
     }
 
     fn check(&self, response: reqwest::Result<Response>) -> anyhow::Result<Response> {
-        let response = response.with_context(|| format!("cannot reach twinflow at {} (is `twinflow up` running?)", self.base))?;
+        let response =
+            response.with_context(|| format!("cannot reach twinflow at {} (is `twinflow up` running?)", self.base))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -41,7 +42,8 @@ impl Client {
     /// Posts NDJSON changes.
     pub fn ingest(&self, ndjson: Vec<u8>, wait: bool) -> anyhow::Result<IngestResponse> {
         let url = format!("{}/v1/documents?wait={wait}", self.base);
-        let response = self.check(self.http.post(url).header("content-type", "application/x-ndjson").body(ndjson).send())?;
+        let response =
+            self.check(self.http.post(url).header("content-type", "application/x-ndjson").body(ndjson).send())?;
         Ok(response.json()?)
     }
 

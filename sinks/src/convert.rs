@@ -28,15 +28,15 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Int64Array, ListArray, RecordBatch,
-    StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Int64Array, ListArray, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, FieldRef, Float32Type, Int64Type, UInt32Type, UInt64Type};
 use twinflow_schemas::tables::{DIFF_COLUMN, EPOCH_COLUMN};
 use twinflow_schemas::{
-    ChunkRow, ContentFormat, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128,
-    InstructRow, Split, TableName, Updates, Vector,
+    ChunkRow, ContentFormat, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, InstructRow, Split,
+    TableName, Updates, Vector,
 };
 
 use crate::error::{Error, Result};
@@ -68,11 +68,7 @@ pub fn rows_to_batch<R: TableRow>(rows: &[&R], dim: usize) -> Result<RecordBatch
 
 /// A change-log batch (`TableName::change_schema(dim)`): the rows of
 /// `updates` with `_epoch = epoch` and `_diff` = their diff.
-pub fn updates_to_batch<R: TableRow>(
-    updates: &[(R, i64)],
-    epoch: u64,
-    dim: usize,
-) -> Result<RecordBatch> {
+pub fn updates_to_batch<R: TableRow>(updates: &[(R, i64)], epoch: u64, dim: usize) -> Result<RecordBatch> {
     let rows: Vec<&R> = updates.iter().map(|(row, _)| row).collect();
     let diffs = updates.iter().map(|(_, diff)| *diff);
     change_batch(&rows, diffs, epoch, dim)
@@ -96,10 +92,9 @@ pub fn change_batch<R: TableRow>(
 pub fn batch_to_updates<R: TableRow>(batch: &RecordBatch, dim: usize) -> Result<Vec<(R, i64)>> {
     let rows = R::from_batch(batch, dim)?;
     let diffs: Vec<i64> = match batch.column_by_name(DIFF_COLUMN) {
-        Some(_) => column(batch, R::TABLE, DIFF_COLUMN, &DataType::Int64)?
-            .as_primitive::<Int64Type>()
-            .values()
-            .to_vec(),
+        Some(_) => {
+            column(batch, R::TABLE, DIFF_COLUMN, &DataType::Int64)?.as_primitive::<Int64Type>().values().to_vec()
+        }
         None => vec![1; rows.len()],
     };
     Ok(rows.into_iter().zip(diffs).collect())
@@ -118,9 +113,7 @@ fn strings<'a, R: 'a>(rows: &[&'a R], f: impl Fn(&'a R) -> &'a str) -> ArrayRef 
 }
 
 fn hashes<R>(rows: &[&R], f: impl Fn(&R) -> Hash128) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(
-        rows.iter().map(|r| f(r).to_hex()),
-    ))
+    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r).to_hex())))
 }
 
 fn u32s<R>(rows: &[&R], f: impl Fn(&R) -> u32) -> ArrayRef {
@@ -145,8 +138,7 @@ impl TableRow for DocumentRow {
     }
 
     fn columns(rows: &[&Self], _dim: usize) -> Result<Vec<ArrayRef>> {
-        let fetched =
-            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.fetched_at));
+        let fetched = TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.fetched_at));
         Ok(vec![
             strings(rows, |r| &r.doc_id),
             strings(rows, |r| r.kind.as_str()),
@@ -158,9 +150,7 @@ impl TableRow for DocumentRow {
             hashes(rows, |r| r.content_hash),
             strings(rows, |r| &r.content),
             Arc::new(fetched.with_timezone("UTC")),
-            Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|r| r.version),
-            )),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.version))),
         ])
     }
 
@@ -170,11 +160,7 @@ impl TableRow for DocumentRow {
         let (doc_id, kind, author, title) = (s("doc_id")?, s("kind")?, s("author")?, s("title")?);
         let (url, source, format) = (s("url")?, s("source")?, s("format")?);
         let (hash, content) = (s("content_hash")?, s("content")?);
-        let fetched_type = t
-            .schema(dim)
-            .field_with_name("fetched_at")?
-            .data_type()
-            .clone();
+        let fetched_type = t.schema(dim).field_with_name("fetched_at")?.data_type().clone();
         let fetched = column(batch, t, "fetched_at", &fetched_type)?;
         let fetched = fetched.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
         let version = column(batch, t, "version", &DataType::UInt64)?;
@@ -229,18 +215,10 @@ impl TableRow for ChunkRow {
 
     fn from_batch(batch: &RecordBatch, _dim: usize) -> Result<Vec<Self>> {
         let t = Self::TABLE;
-        let (chunk_id, doc_id, text) = (
-            str_column(batch, t, "chunk_id")?,
-            str_column(batch, t, "doc_id")?,
-            str_column(batch, t, "text")?,
-        );
+        let (chunk_id, doc_id, text) =
+            (str_column(batch, t, "chunk_id")?, str_column(batch, t, "doc_id")?, str_column(batch, t, "text")?);
         let u = |name| u32_column(batch, t, name);
-        let (ordinal, start, end, tokens) = (
-            u("ordinal")?,
-            u("char_start")?,
-            u("char_end")?,
-            u("token_estimate")?,
-        );
+        let (ordinal, start, end, tokens) = (u("ordinal")?, u("char_start")?, u("char_end")?, u("token_estimate")?);
         (0..batch.num_rows())
             .map(|i| {
                 Ok(ChunkRow {
@@ -289,34 +267,19 @@ impl TableRow for EmbeddingRow {
             values.extend_from_slice(&row.vector.0);
         }
         let item = item_field(Self::TABLE, "vector", dim);
-        let vectors = FixedSizeListArray::try_new(
-            item,
-            dim as i32,
-            Arc::new(Float32Array::from(values)),
-            None,
-        )?;
-        Ok(vec![
-            hashes(rows, |r| r.chunk_id),
-            strings(rows, |r| &r.model_id),
-            Arc::new(vectors),
-        ])
+        let vectors = FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(values)), None)?;
+        Ok(vec![hashes(rows, |r| r.chunk_id), strings(rows, |r| &r.model_id), Arc::new(vectors)])
     }
 
     fn from_batch(batch: &RecordBatch, dim: usize) -> Result<Vec<Self>> {
         let t = Self::TABLE;
-        let (chunk_id, model_id) = (
-            str_column(batch, t, "chunk_id")?,
-            str_column(batch, t, "model_id")?,
-        );
+        let (chunk_id, model_id) = (str_column(batch, t, "chunk_id")?, str_column(batch, t, "model_id")?);
         let vector_type = t.schema(dim).field_with_name("vector")?.data_type().clone();
         let vectors = column(batch, t, "vector", &vector_type)?;
         let vectors = vectors.as_fixed_size_list();
         let values = vectors.values().as_primitive::<Float32Type>();
         if values.null_count() > 0 {
-            return Err(Error::InvalidRow {
-                table: t.as_str(),
-                reason: "a vector holds nulls".into(),
-            });
+            return Err(Error::InvalidRow { table: t.as_str(), reason: "a vector holds nulls".into() });
         }
         (0..batch.num_rows())
             .map(|i| {
@@ -348,10 +311,7 @@ impl TableRow for InstructRow {
     }
 
     fn columns(rows: &[&Self], dim: usize) -> Result<Vec<ArrayRef>> {
-        let ids: Vec<String> = rows
-            .iter()
-            .flat_map(|r| r.chunk_ids.iter().map(Hash128::to_hex))
-            .collect();
+        let ids: Vec<String> = rows.iter().flat_map(|r| r.chunk_ids.iter().map(Hash128::to_hex)).collect();
         let lengths = rows.iter().map(|r| r.chunk_ids.len());
         let item = item_field(Self::TABLE, "chunk_ids", dim);
         let chunk_ids = ListArray::try_new(
@@ -376,26 +336,19 @@ impl TableRow for InstructRow {
         let s = |name| str_column(batch, t, name);
         let (sample_id, instruction, output) = (s("sample_id")?, s("instruction")?, s("output")?);
         let (doc_id, generator, split) = (s("doc_id")?, s("generator")?, s("split")?);
-        let list_type = t
-            .schema(dim)
-            .field_with_name("chunk_ids")?
-            .data_type()
-            .clone();
+        let list_type = t.schema(dim).field_with_name("chunk_ids")?.data_type().clone();
         let lists = column(batch, t, "chunk_ids", &list_type)?;
         let lists = lists.as_list::<i32>();
         let items = lists.values().as_string::<i32>();
         (0..batch.num_rows())
             .map(|i| {
-                let range =
-                    lists.value_offsets()[i] as usize..lists.value_offsets()[i + 1] as usize;
+                let range = lists.value_offsets()[i] as usize..lists.value_offsets()[i + 1] as usize;
                 Ok(InstructRow {
                     sample_id: parse_hash(t, sample_id.value(i))?,
                     instruction: instruction.value(i).to_owned(),
                     output: output.value(i).to_owned(),
                     doc_id: doc_id.value(i).to_owned(),
-                    chunk_ids: range
-                        .map(|j| parse_hash(t, items.value(j)))
-                        .collect::<Result<_>>()?,
+                    chunk_ids: range.map(|j| parse_hash(t, items.value(j))).collect::<Result<_>>()?,
                     generator: generator.value(i).to_owned(),
                     split: parse_split(split.value(i))?,
                 })
@@ -416,19 +369,9 @@ impl TableRow for InstructRow {
 
 /// Column `name` of `batch`, cast to `data_type` when stored differently
 /// (e.g. `Utf8View`), and without nulls.
-fn column(
-    batch: &RecordBatch,
-    table: TableName,
-    name: &str,
-    data_type: &DataType,
-) -> Result<ArrayRef> {
-    let invalid = |reason: String| Error::InvalidRow {
-        table: table.as_str(),
-        reason,
-    };
-    let col = batch
-        .column_by_name(name)
-        .ok_or_else(|| invalid(format!("column {name} is missing")))?;
+fn column(batch: &RecordBatch, table: TableName, name: &str, data_type: &DataType) -> Result<ArrayRef> {
+    let invalid = |reason: String| Error::InvalidRow { table: table.as_str(), reason };
+    let col = batch.column_by_name(name).ok_or_else(|| invalid(format!("column {name} is missing")))?;
     let col = if col.data_type() == data_type {
         col.clone()
     } else {
@@ -442,46 +385,30 @@ fn column(
 }
 
 fn str_column(batch: &RecordBatch, table: TableName, name: &str) -> Result<StringArray> {
-    Ok(column(batch, table, name, &DataType::Utf8)?
-        .as_string::<i32>()
-        .clone())
+    Ok(column(batch, table, name, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
 fn u32_column(batch: &RecordBatch, table: TableName, name: &str) -> Result<UInt32Array> {
-    Ok(column(batch, table, name, &DataType::UInt32)?
-        .as_primitive::<UInt32Type>()
-        .clone())
+    Ok(column(batch, table, name, &DataType::UInt32)?.as_primitive::<UInt32Type>().clone())
 }
 
 fn parse_hash(table: TableName, s: &str) -> Result<Hash128> {
-    s.parse().map_err(|e| Error::InvalidRow {
-        table: table.as_str(),
-        reason: format!("{e}"),
-    })
+    s.parse().map_err(|e| Error::InvalidRow { table: table.as_str(), reason: format!("{e}") })
 }
 
 fn parse_kind(s: &str) -> Result<DocumentKind> {
-    s.parse().map_err(|e| Error::InvalidRow {
-        table: "documents",
-        reason: format!("{e}"),
-    })
+    s.parse().map_err(|e| Error::InvalidRow { table: "documents", reason: format!("{e}") })
 }
 
 fn parse_format(s: &str) -> Result<ContentFormat> {
-    s.parse().map_err(|reason| Error::InvalidRow {
-        table: "documents",
-        reason,
-    })
+    s.parse().map_err(|reason| Error::InvalidRow { table: "documents", reason })
 }
 
 fn parse_split(s: &str) -> Result<Split> {
     match s {
         "train" => Ok(Split::Train),
         "test" => Ok(Split::Test),
-        other => Err(Error::InvalidRow {
-            table: "instruct",
-            reason: format!("unknown split {other:?}"),
-        }),
+        other => Err(Error::InvalidRow { table: "instruct", reason: format!("unknown split {other:?}") }),
     }
 }
 
@@ -508,47 +435,20 @@ mod tests {
     #[test]
     fn every_table_round_trips_through_arrow() {
         let dim = 3;
-        let docs = vec![
-            (doc(), 1),
-            (
-                DocumentRow {
-                    kind: DocumentKind::Repository,
-                    ..doc()
-                },
-                -1,
-            ),
-        ];
+        let docs = vec![(doc(), 1), (DocumentRow { kind: DocumentKind::Repository, ..doc() }, -1)];
         let batch = updates_to_batch(&docs, 5, dim).unwrap();
         assert_eq!(batch.schema(), TableName::Documents.change_schema(dim));
         assert_eq!(batch_to_updates::<DocumentRow>(&batch, dim).unwrap(), docs);
-        assert_eq!(
-            batch_epochs(&batch, TableName::Documents).unwrap(),
-            vec![5, 5]
-        );
+        assert_eq!(batch_epochs(&batch, TableName::Documents).unwrap(), vec![5, 5]);
 
-        let emb = EmbeddingRow {
-            chunk_id: Hash128::of(b"c"),
-            model_id: "m".into(),
-            vector: Vector(vec![0.5, -1.0, 2.0]),
-        };
-        let embs = vec![
-            (emb.clone(), 2),
-            (
-                EmbeddingRow {
-                    vector: Vector(vec![0.0; 3]),
-                    ..emb
-                },
-                1,
-            ),
-        ];
+        let emb =
+            EmbeddingRow { chunk_id: Hash128::of(b"c"), model_id: "m".into(), vector: Vector(vec![0.5, -1.0, 2.0]) };
+        let embs = vec![(emb.clone(), 2), (EmbeddingRow { vector: Vector(vec![0.0; 3]), ..emb }, 1)];
         let batch = updates_to_batch(&embs, 1, dim).unwrap();
         assert_eq!(batch_to_updates::<EmbeddingRow>(&batch, dim).unwrap(), embs);
         // A slice starts at a non-zero offset: values must still line up.
         let tail = batch.slice(1, 1);
-        assert_eq!(
-            batch_to_updates::<EmbeddingRow>(&tail, dim).unwrap(),
-            embs[1..]
-        );
+        assert_eq!(batch_to_updates::<EmbeddingRow>(&tail, dim).unwrap(), embs[1..]);
 
         let sample = InstructRow {
             sample_id: Hash128::of(b"s"),
@@ -559,26 +459,10 @@ mod tests {
             generator: "g".into(),
             split: Split::Test,
         };
-        let samples = vec![
-            (sample.clone(), 1),
-            (
-                InstructRow {
-                    chunk_ids: vec![],
-                    split: Split::Train,
-                    ..sample
-                },
-                1,
-            ),
-        ];
+        let samples = vec![(sample.clone(), 1), (InstructRow { chunk_ids: vec![], split: Split::Train, ..sample }, 1)];
         let batch = updates_to_batch(&samples, 1, dim).unwrap();
-        assert_eq!(
-            batch_to_updates::<InstructRow>(&batch, dim).unwrap(),
-            samples
-        );
-        assert_eq!(
-            batch_to_updates::<InstructRow>(&batch.slice(1, 1), dim).unwrap(),
-            samples[1..]
-        );
+        assert_eq!(batch_to_updates::<InstructRow>(&batch, dim).unwrap(), samples);
+        assert_eq!(batch_to_updates::<InstructRow>(&batch.slice(1, 1), dim).unwrap(), samples[1..]);
     }
 
     #[test]
@@ -586,24 +470,13 @@ mod tests {
         let d = doc();
         let batch = rows_to_batch(&[&d], 4).unwrap();
         assert_eq!(batch.schema(), TableName::Documents.schema(4));
-        assert_eq!(
-            batch_to_updates::<DocumentRow>(&batch, 4).unwrap(),
-            vec![(d, 1)]
-        );
+        assert_eq!(batch_to_updates::<DocumentRow>(&batch, 4).unwrap(), vec![(d, 1)]);
     }
 
     #[test]
     fn wrong_vector_length_is_refused() {
-        let emb = EmbeddingRow {
-            chunk_id: Hash128::of(b"c"),
-            model_id: "m".into(),
-            vector: Vector(vec![1.0]),
-        };
+        let emb = EmbeddingRow { chunk_id: Hash128::of(b"c"), model_id: "m".into(), vector: Vector(vec![1.0]) };
         let err = updates_to_batch(&[(emb, 1)], 1, 3).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("has 1 values, the store's dimension is 3"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("has 1 values, the store's dimension is 3"), "{err}");
     }
 }

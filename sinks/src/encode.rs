@@ -10,9 +10,7 @@ use crate::error::Result;
 
 /// Each row as a JSON object (column name → value), with explicit nulls;
 /// timestamps as ISO 8601 strings, lists as arrays. Uses arrow's JSON writer.
-pub fn encode_json_rows(
-    batches: &[RecordBatch],
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+pub fn encode_json_rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(Vec::new());
     }
@@ -30,9 +28,7 @@ pub fn encode_json_rows(
 /// written as their display text, e.g. `[0.1, 0.2]`, since CSV has no
 /// nested values.
 pub fn encode_csv(batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let mut writer = arrow::csv::WriterBuilder::new()
-        .with_header(true)
-        .build(Vec::new());
+    let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
     for batch in batches {
         writer.write(&flatten_nested(batch)?)?;
     }
@@ -62,24 +58,16 @@ fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch> {
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         if field.data_type().is_nested() {
             let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
-            let text: StringArray = (0..column.len())
-                .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
-                .collect();
-            fields.push(Field::new(
-                field.name(),
-                DataType::Utf8,
-                field.is_nullable(),
-            ));
+            let text: StringArray =
+                (0..column.len()).map(|i| column.is_valid(i).then(|| formatter.value(i).to_string())).collect();
+            fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
             columns.push(Arc::new(text));
         } else {
             fields.push(field.as_ref().clone());
             columns.push(column.clone());
         }
     }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 #[cfg(test)]
@@ -90,8 +78,7 @@ mod tests {
 
     #[test]
     fn nested_columns_become_text_in_csv() {
-        let list =
-            ListArray::from_iter_primitive::<Int64Type, _, _>([Some(vec![Some(1), Some(2)]), None]);
+        let list = ListArray::from_iter_primitive::<Int64Type, _, _>([Some(vec![Some(1), Some(2)]), None]);
         let schema = Arc::new(Schema::new(vec![
             Field::new("n", DataType::Int64, false),
             Field::new("l", list.data_type().clone(), true),
@@ -99,11 +86,7 @@ mod tests {
         ]));
         let batch = RecordBatch::try_new(
             schema,
-            vec![
-                Arc::new(Int64Array::from(vec![1, 2])),
-                Arc::new(list),
-                Arc::new(Float32Array::from(vec![0.5, 1.5])),
-            ],
+            vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(list), Arc::new(Float32Array::from(vec![0.5, 1.5]))],
         )
         .unwrap();
         let csv = String::from_utf8(encode_csv(&[batch]).unwrap()).unwrap();

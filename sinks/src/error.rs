@@ -90,16 +90,10 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Self::Corrupt {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Self::Corrupt { path: path.into(), reason: reason.into() }
     }
 }

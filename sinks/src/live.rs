@@ -23,11 +23,7 @@ pub(crate) struct Multiset<R: TableRow> {
 
 impl<R: TableRow> Default for Multiset<R> {
     fn default() -> Self {
-        Self {
-            by_key: HashMap::new(),
-            total: 0,
-            changed_at: 0,
-        }
+        Self { by_key: HashMap::new(), total: 0, changed_at: 0 }
     }
 }
 
@@ -73,12 +69,7 @@ impl<R: TableRow> Multiset<R> {
 
     /// The rows under `key` with a positive multiplicity.
     pub(crate) fn present(&self, key: &R::Key) -> impl Iterator<Item = &R> {
-        self.by_key
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, _)| r)
+        self.by_key.get(key).into_iter().flatten().filter(|(_, n)| *n > 0).map(|(r, _)| r)
     }
 
     /// Every key with its rows (any multiplicity).
@@ -88,12 +79,7 @@ impl<R: TableRow> Multiset<R> {
 
     /// Every row and its non-zero multiplicity, sorted by row.
     pub(crate) fn sorted(&self) -> Vec<(&R, i64)> {
-        let mut rows: Vec<(&R, i64)> = self
-            .by_key
-            .values()
-            .flatten()
-            .map(|(r, n)| (r, *n))
-            .collect();
+        let mut rows: Vec<(&R, i64)> = self.by_key.values().flatten().map(|(r, n)| (r, *n)).collect();
         rows.sort_unstable();
         rows
     }
@@ -170,12 +156,7 @@ impl LiveState {
     }
 
     /// `table`'s consolidated state as a change-log batch.
-    pub(crate) fn snapshot_batch(
-        &self,
-        table: TableName,
-        epoch: u64,
-        dim: usize,
-    ) -> Result<RecordBatch> {
+    pub(crate) fn snapshot_batch(&self, table: TableName, epoch: u64, dim: usize) -> Result<RecordBatch> {
         match table {
             TableName::Documents => self.documents.snapshot_batch(epoch, dim),
             TableName::Chunks => self.chunks.snapshot_batch(epoch, dim),

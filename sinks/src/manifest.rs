@@ -102,11 +102,9 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(&path, format!("not a valid manifest ({e})")))?;
-        manifest
-            .validate()
-            .map_err(|reason| Error::corrupt(&path, reason))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&path, format!("not a valid manifest ({e})")))?;
+        manifest.validate().map_err(|reason| Error::corrupt(&path, reason))?;
         Ok(Some(manifest))
     }
 
@@ -137,10 +135,7 @@ impl Manifest {
     /// paths that stay inside their table's folder.
     fn validate(&self) -> Result<(), String> {
         if self.format != FORMAT_VERSION {
-            return Err(format!(
-                "format {} is not supported (expected {FORMAT_VERSION})",
-                self.format
-            ));
+            return Err(format!("format {} is not supported (expected {FORMAT_VERSION})", self.format));
         }
         let mut last = 0;
         for entry in &self.epochs {
@@ -155,10 +150,7 @@ impl Manifest {
         }
         for snapshot in &self.snapshots {
             if snapshot.epoch > self.committed_epoch {
-                return Err(format!(
-                    "snapshot v{} is after committed_epoch",
-                    snapshot.version
-                ));
+                return Err(format!("snapshot v{} is after committed_epoch", snapshot.version));
             }
             check_files(&snapshot.files)?;
         }
@@ -171,8 +163,7 @@ fn check_files(files: &BTreeMap<String, Vec<String>>) -> Result<(), String> {
         table.parse::<TableName>()?;
         for path in paths {
             let p = Path::new(path);
-            let inside =
-                p.starts_with(table) && p.components().all(|c| matches!(c, Component::Normal(_)));
+            let inside = p.starts_with(table) && p.components().all(|c| matches!(c, Component::Normal(_)));
             if !inside {
                 return Err(format!("file {path:?} is not inside the {table} folder"));
             }
@@ -183,10 +174,7 @@ fn check_files(files: &BTreeMap<String, Vec<String>>) -> Result<(), String> {
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -202,10 +190,7 @@ mod tests {
         manifest.epochs.push(EpochEntry {
             epoch: 3,
             committed_at_ms: 1,
-            files: BTreeMap::from([(
-                "chunks".into(),
-                vec!["chunks/epoch=3/part-0.parquet".into()],
-            )]),
+            files: BTreeMap::from([("chunks".into(), vec!["chunks/epoch=3/part-0.parquet".into()])]),
             rows: BTreeMap::from([("chunks".into(), 2)]),
         });
         manifest.store(dir.path()).unwrap();
@@ -213,14 +198,9 @@ mod tests {
         assert_eq!(manifest.change_files(TableName::Chunks, 3).len(), 1);
         assert_eq!(manifest.change_files(TableName::Chunks, 2).len(), 0);
 
-        manifest.epochs[0]
-            .files
-            .insert("chunks".into(), vec!["../../etc/passwd".into()]);
+        manifest.epochs[0].files.insert("chunks".into(), vec!["../../etc/passwd".into()]);
         manifest.store(dir.path()).unwrap();
         let err = Manifest::load(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("_manifest.json") && err.contains("not inside"),
-            "{err}"
-        );
+        assert!(err.contains("_manifest.json") && err.contains("not inside"), "{err}");
     }
 }

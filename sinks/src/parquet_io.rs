@@ -74,12 +74,7 @@ pub fn write_part(
         let batch = updates_to_batch(updates, epoch, dim)?;
         let path = part_path(R::TABLE, epoch, worker);
         let bytes = write_parquet(&data_dir.join(&path), &batch)?;
-        Ok(Some(WrittenPart {
-            table: R::TABLE,
-            path,
-            rows: updates.len(),
-            bytes,
-        }))
+        Ok(Some(WrittenPart { table: R::TABLE, path, rows: updates.len(), bytes }))
     }
     match table {
         TableName::Documents => write::<DocumentRow>(data_dir, dim, epoch, worker, updates),
@@ -110,16 +105,10 @@ pub fn write_epoch(
 /// encodings, Arrow schema embedded) and writes it atomically to `path`,
 /// creating its directory. Returns the file size.
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<u64> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let parquet_err = |source| Error::Parquet {
-        path: path.to_owned(),
-        source,
-    };
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let parquet_err = |source| Error::Parquet { path: path.to_owned(), source };
     let mut buffer = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props)).map_err(parquet_err)?;
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props)).map_err(parquet_err)?;
     writer.write(batch).map_err(parquet_err)?;
     writer.close().map_err(parquet_err)?;
     write_file_atomic(path, &buffer)?;
@@ -129,22 +118,9 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<u64> {
 /// Reads every batch of the Parquet file at `path`.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let parquet_err = |source| Error::Parquet {
-        path: path.to_owned(),
-        source,
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet_err)?
-        .build()
-        .map_err(parquet_err)?;
-    reader
-        .map(|batch| {
-            batch.map_err(|e| Error::Parquet {
-                path: path.to_owned(),
-                source: e.into(),
-            })
-        })
-        .collect()
+    let parquet_err = |source| Error::Parquet { path: path.to_owned(), source };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
+    reader.map(|batch| batch.map_err(|e| Error::Parquet { path: path.to_owned(), source: e.into() })).collect()
 }
 
 /// Writes `bytes` to `path` atomically: a hidden temporary beside it,
@@ -152,10 +128,7 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
@@ -167,9 +140,7 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Fsyncs a directory so a rename in it is durable.
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]
@@ -189,26 +160,15 @@ mod tests {
             char_end: 1,
             token_estimate: 1,
         };
-        let updates = EpochUpdates {
-            chunks: vec![(row.clone(), 1), (row, -1)],
-            ..Default::default()
-        };
-        let written = write_epoch(
-            dir.path(),
-            4,
-            9,
-            &[(2, updates), (0, EpochUpdates::default())],
-        )
-        .unwrap();
+        let updates = EpochUpdates { chunks: vec![(row.clone(), 1), (row, -1)], ..Default::default() };
+        let written = write_epoch(dir.path(), 4, 9, &[(2, updates), (0, EpochUpdates::default())]).unwrap();
         assert_eq!(written.len(), 1);
         assert_eq!(written[0].path, "chunks/epoch=9/part-2.parquet");
         assert_eq!(written[0].rows, 2);
         let file = dir.path().join(&written[0].path);
         assert_eq!(std::fs::metadata(&file).unwrap().len(), written[0].bytes);
-        let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> =
+            std::fs::read_dir(file.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["part-2.parquet"], "no temporary left behind");
         let batches = read_parquet(&file).unwrap();
         assert_eq!(batches[0].schema(), TableName::Chunks.change_schema(4));

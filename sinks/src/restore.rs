@@ -17,14 +17,7 @@ pub(crate) fn restore(data_dir: &Path, manifest: &Manifest) -> Result<LiveState>
     let mut after = 0;
     if let Some(snapshot) = manifest.latest_snapshot() {
         for (table, files) in &snapshot.files {
-            load_files(
-                data_dir,
-                manifest.dim,
-                &mut live,
-                table,
-                files,
-                snapshot.epoch,
-            )?;
+            load_files(data_dir, manifest.dim, &mut live, table, files, snapshot.epoch)?;
         }
         after = snapshot.epoch;
     }
@@ -44,9 +37,8 @@ fn load_files(
     files: &[String],
     epoch: u64,
 ) -> Result<()> {
-    let table: TableName = table
-        .parse()
-        .map_err(|reason: String| Error::corrupt(data_dir.join(MANIFEST_FILE), reason))?;
+    let table: TableName =
+        table.parse().map_err(|reason: String| Error::corrupt(data_dir.join(MANIFEST_FILE), reason))?;
     for file in files {
         let path = data_dir.join(file);
         match table {
@@ -66,14 +58,11 @@ fn load<R: TableRow>(path: &Path, dim: usize, set: &mut Multiset<R>, epoch: u64)
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             Error::corrupt(path, format!("it is listed in {MANIFEST_FILE} but missing"))
         }
-        Error::Parquet { source, .. } => {
-            Error::corrupt(path, format!("cannot read Parquet ({source})"))
-        }
+        Error::Parquet { source, .. } => Error::corrupt(path, format!("cannot read Parquet ({source})")),
         other => other,
     })?;
     for batch in &batches {
-        let updates =
-            batch_to_updates::<R>(batch, dim).map_err(|e| Error::corrupt(path, e.to_string()))?;
+        let updates = batch_to_updates::<R>(batch, dim).map_err(|e| Error::corrupt(path, e.to_string()))?;
         for (row, diff) in updates {
             set.apply(row, diff);
         }

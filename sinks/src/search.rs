@@ -35,33 +35,21 @@ pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize) -> Vec<SearchHit>
         scored.truncate(k);
     }
     scored.sort_unstable_by(order);
-    scored
-        .into_iter()
-        .map(|(score, chunk_id)| hit(live, chunk_id, score))
-        .collect()
+    scored.into_iter().map(|(score, chunk_id)| hit(live, chunk_id, score)).collect()
 }
 
 /// The hit for one chunk: its text and every live occurrence.
 fn hit(live: &LiveState, chunk_id: Hash128, score: f32) -> SearchHit {
     let mut occurrences: Vec<_> = live.chunks.present(&chunk_id).collect();
-    occurrences.sort_unstable_by(|a, b| {
-        (&a.doc_id, a.ordinal, a.char_start).cmp(&(&b.doc_id, b.ordinal, b.char_start))
-    });
-    occurrences.dedup_by(|a, b| {
-        (&a.doc_id, a.ordinal, a.char_start) == (&b.doc_id, b.ordinal, b.char_start)
-    });
-    let text = occurrences
-        .first()
-        .map(|c| c.text.clone())
-        .unwrap_or_default();
+    occurrences
+        .sort_unstable_by(|a, b| (&a.doc_id, a.ordinal, a.char_start).cmp(&(&b.doc_id, b.ordinal, b.char_start)));
+    occurrences.dedup_by(|a, b| (&a.doc_id, a.ordinal, a.char_start) == (&b.doc_id, b.ordinal, b.char_start));
+    let text = occurrences.first().map(|c| c.text.clone()).unwrap_or_default();
     let sources = occurrences
         .into_iter()
         .map(|chunk| {
             // The current version of the document (the newest if several are live).
-            let doc = live
-                .documents
-                .present(&chunk.doc_id)
-                .max_by_key(|d| d.version);
+            let doc = live.documents.present(&chunk.doc_id).max_by_key(|d| d.version);
             ChunkSource {
                 doc_id: chunk.doc_id.clone(),
                 ordinal: chunk.ordinal,
@@ -74,12 +62,7 @@ fn hit(live: &LiveState, chunk_id: Hash128, score: f32) -> SearchHit {
             }
         })
         .collect();
-    SearchHit {
-        chunk_id,
-        score,
-        text,
-        sources,
-    }
+    SearchHit { chunk_id, score, text, sources }
 }
 
 /// Dot product, with four accumulators so the compiler can vectorise it.

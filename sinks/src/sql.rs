@@ -23,9 +23,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -68,69 +66,46 @@ pub(crate) async fn run(inputs: SqlInputs, sql: &str) -> Result<SqlAnswer> {
     let dialect = state.config().options().sql_parser.dialect;
     let statement = state.sql_to_statement(sql, &dialect).map_err(sql_error)?;
     check_statement(&statement)?;
-    let plan = state
-        .statement_to_plan(statement)
-        .await
-        .map_err(sql_error)?;
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    options.verify_plan(&plan).map_err(|e| {
-        Error::SqlNotReadOnly(format!("SQL is read-only here: {}", e.strip_backtrace()))
-    })?;
+    let plan = state.statement_to_plan(statement).await.map_err(sql_error)?;
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    options
+        .verify_plan(&plan)
+        .map_err(|e| Error::SqlNotReadOnly(format!("SQL is read-only here: {}", e.strip_backtrace())))?;
 
     let frame = ctx.execute_logical_plan(plan).await.map_err(sql_error)?;
     let physical = frame.create_physical_plan().await.map_err(sql_error)?;
     let schema = physical.schema();
-    let mut batches = datafusion::physical_plan::collect(physical, ctx.task_ctx())
-        .await
-        .map_err(sql_error)?;
+    let mut batches = datafusion::physical_plan::collect(physical, ctx.task_ctx()).await.map_err(sql_error)?;
     if batches.is_empty() {
         batches.push(RecordBatch::new_empty(schema.clone()));
     }
-    Ok(SqlAnswer {
-        epoch: inputs.epoch,
-        schema,
-        batches,
-    })
+    Ok(SqlAnswer { epoch: inputs.epoch, schema, batches })
 }
 
 /// Registers the live tables and the change logs.
 fn register(ctx: &SessionContext, inputs: &SqlInputs) -> Result<()> {
     let partitions = ctx.copied_config().target_partitions();
     for (table, batch) in &inputs.current {
-        let memtable =
-            MemTable::try_new(batch.schema(), split(batch, partitions)).map_err(sql_error)?;
-        ctx.register_table(table.as_str(), Arc::new(memtable))
-            .map_err(sql_error)?;
+        let memtable = MemTable::try_new(batch.schema(), split(batch, partitions)).map_err(sql_error)?;
+        ctx.register_table(table.as_str(), Arc::new(memtable)).map_err(sql_error)?;
     }
     for (table, files) in &inputs.changes {
         let provider = change_log(table.change_schema(inputs.dim), files).map_err(sql_error)?;
-        ctx.register_table(format!("{table}_changes"), provider)
-            .map_err(sql_error)?;
+        ctx.register_table(format!("{table}_changes"), provider).map_err(sql_error)?;
     }
     Ok(())
 }
 
 /// A table over exactly `files` (never a directory listing, so files the
 /// manifest does not list stay invisible); empty when there are none.
-fn change_log(
-    schema: SchemaRef,
-    files: &[PathBuf],
-) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+fn change_log(schema: SchemaRef, files: &[PathBuf]) -> Result<Arc<dyn TableProvider>, DataFusionError> {
     if files.is_empty() {
         return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
     }
-    let urls = files
-        .iter()
-        .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(schema);
+    let urls =
+        files.iter().map(|path| ListingTableUrl::parse(path.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
@@ -145,10 +120,7 @@ fn split(batch: &RecordBatch, partitions: usize) -> Vec<Vec<RecordBatch>> {
         .step_by(per_partition)
         .map(|start| {
             let end = (start + per_partition).min(rows);
-            (start..end)
-                .step_by(BATCH_ROWS)
-                .map(|s| batch.slice(s, BATCH_ROWS.min(end - s)))
-                .collect()
+            (start..end).step_by(BATCH_ROWS).map(|s| batch.slice(s, BATCH_ROWS.min(end - s))).collect()
         })
         .collect()
 }
@@ -178,11 +150,7 @@ fn check_sql_statement(statement: &SqlStatement) -> Result<()> {
 
 /// The refusal, naming the statement's leading keyword.
 fn not_read_only(what: &str) -> Error {
-    let keyword = what
-        .split_whitespace()
-        .next()
-        .unwrap_or("this")
-        .to_uppercase();
+    let keyword = what.split_whitespace().next().unwrap_or("this").to_uppercase();
     Error::SqlNotReadOnly(format!(
         "SQL is read-only here: {keyword} statements are not allowed \
          (use SELECT, WITH, EXPLAIN, SHOW or DESCRIBE)"
@@ -202,11 +170,7 @@ mod tests {
     #[test]
     fn split_covers_every_row_once() {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::UInt64, false)]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![Arc::new(UInt64Array::from_iter_values(0..50_000))],
-        )
-        .unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from_iter_values(0..50_000))]).unwrap();
         let parts = split(&batch, 3);
         assert_eq!(parts.len(), 3);
         let rows: usize = parts.iter().flatten().map(|b| b.num_rows()).sum();

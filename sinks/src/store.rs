@@ -105,18 +105,8 @@ impl Store {
             None => (Manifest::new(dim), LiveState::default()),
         };
         tracing::info!(dir = %dir.display(), epoch = manifest.committed_epoch, "opened store");
-        let state = State {
-            committed: manifest.committed_epoch,
-            manifest,
-            live,
-        };
-        Ok(Store {
-            dir,
-            dim,
-            writer: Mutex::new(()),
-            state: RwLock::new(state),
-            batches: Mutex::default(),
-        })
+        let state = State { committed: manifest.committed_epoch, manifest, live };
+        Ok(Store { dir, dim, writer: Mutex::new(()), state: RwLock::new(state), batches: Mutex::default() })
     }
 
     /// The data directory (absolute).
@@ -140,11 +130,7 @@ impl Store {
     }
 
     /// [`Store::commit_epoch_with`] without source positions.
-    pub fn commit_epoch(
-        &self,
-        epoch: u64,
-        parts: Vec<(usize, EpochUpdates)>,
-    ) -> Result<CommitStats> {
+    pub fn commit_epoch(&self, epoch: u64, parts: Vec<(usize, EpochUpdates)>) -> Result<CommitStats> {
         self.commit_epoch_with(epoch, parts, BTreeMap::new())
     }
 
@@ -166,32 +152,16 @@ impl Store {
         let started = Instant::now();
         let _writer = self.writer.lock();
         if epoch <= self.committed_epoch() {
-            return Ok(CommitStats {
-                epoch,
-                ..CommitStats::default()
-            });
+            return Ok(CommitStats { epoch, ..CommitStats::default() });
         }
         let parts = merge_by_worker(parts);
         let written = write_epoch(&self.dir, self.dim, epoch, &parts)?;
 
-        let mut stats = CommitStats {
-            epoch,
-            files: written.len(),
-            ..CommitStats::default()
-        };
-        let mut entry = EpochEntry {
-            epoch,
-            committed_at_ms: now_ms(),
-            files: BTreeMap::new(),
-            rows: BTreeMap::new(),
-        };
+        let mut stats = CommitStats { epoch, files: written.len(), ..CommitStats::default() };
+        let mut entry = EpochEntry { epoch, committed_at_ms: now_ms(), files: BTreeMap::new(), rows: BTreeMap::new() };
         for part in &written {
             let table = part.table.as_str().to_owned();
-            entry
-                .files
-                .entry(table.clone())
-                .or_default()
-                .push(part.path.clone());
+            entry.files.entry(table.clone()).or_default().push(part.path.clone());
             *entry.rows.entry(table).or_default() += part.rows;
             stats.bytes += part.bytes;
         }
@@ -220,13 +190,7 @@ impl Store {
         }
         drop(state);
         stats.write_ms = started.elapsed().as_secs_f64() * 1e3;
-        tracing::debug!(
-            epoch,
-            files = stats.files,
-            bytes = stats.bytes,
-            write_ms = stats.write_ms,
-            "committed epoch"
-        );
+        tracing::debug!(epoch, files = stats.files, bytes = stats.bytes, write_ms = stats.write_ms, "committed epoch");
         Ok(stats)
     }
 
@@ -238,23 +202,11 @@ impl Store {
         let _writer = self.writer.lock();
         let (epoch, version, batches, rows) = {
             let state = self.state.read();
-            let version = state
-                .manifest
-                .snapshots
-                .iter()
-                .map(|s| s.version)
-                .max()
-                .unwrap_or(0)
-                + 1;
+            let version = state.manifest.snapshots.iter().map(|s| s.version).max().unwrap_or(0) + 1;
             let mut batches = Vec::new();
             let mut rows = BTreeMap::new();
             for table in TableName::ALL {
-                batches.push((
-                    table,
-                    state
-                        .live
-                        .snapshot_batch(table, state.committed, self.dim)?,
-                ));
+                batches.push((table, state.live.snapshot_batch(table, state.committed, self.dim)?));
                 rows.insert(table.as_str().to_owned(), state.live.count(table));
             }
             (state.committed, version, batches, rows)
@@ -267,57 +219,29 @@ impl Store {
         }
         let mut manifest = self.state.read().manifest.clone();
         manifest.committed_epoch = manifest.committed_epoch.max(epoch);
-        let entry = SnapshotEntry {
-            version,
-            epoch,
-            created_at_ms: now_ms(),
-            files: files.clone(),
-            rows: rows.clone(),
-        };
+        let entry = SnapshotEntry { version, epoch, created_at_ms: now_ms(), files: files.clone(), rows: rows.clone() };
         manifest.snapshots.push(entry);
         manifest.store(&self.dir)?;
         self.state.write().manifest = manifest;
         tracing::info!(version, epoch, "wrote snapshot");
-        Ok(SnapshotInfo {
-            version,
-            epoch,
-            rows,
-            files: files.into_values().flatten().collect(),
-        })
+        Ok(SnapshotInfo { version, epoch, rows, files: files.into_values().flatten().collect() })
     }
 
     /// Live row counts per table (sum of multiplicities) at the committed epoch.
     pub fn counts(&self) -> (u64, BTreeMap<String, u64>) {
         let state = self.state.read();
-        let counts = TableName::ALL
-            .iter()
-            .map(|t| (t.as_str().to_owned(), state.live.count(*t)))
-            .collect();
+        let counts = TableName::ALL.iter().map(|t| (t.as_str().to_owned(), state.live.count(*t))).collect();
         (state.committed, counts)
     }
 
     /// The current documents, sorted (to restore the dataflow after a restart).
     pub fn current_documents(&self) -> Vec<DocumentRow> {
-        self.state
-            .read()
-            .live
-            .documents
-            .current()
-            .into_iter()
-            .cloned()
-            .collect()
+        self.state.read().live.documents.current().into_iter().cloned().collect()
     }
 
     /// The current embeddings, sorted (to seed the embedding cache).
     pub fn current_embeddings(&self) -> Vec<EmbeddingRow> {
-        self.state
-            .read()
-            .live
-            .embeddings
-            .current()
-            .into_iter()
-            .cloned()
-            .collect()
+        self.state.read().live.embeddings.current().into_iter().cloned().collect()
     }
 
     /// Exact cosine top-`k` over the live embeddings (dot product of
@@ -359,12 +283,7 @@ impl Store {
             let files = state.manifest.change_files(table, state.committed);
             changes.push((table, files.iter().map(|f| self.dir.join(f)).collect()));
         }
-        Ok(SqlInputs {
-            epoch: state.committed,
-            dim: self.dim,
-            current,
-            changes,
-        })
+        Ok(SqlInputs { epoch: state.committed, dim: self.dim, current, changes })
     }
 }
 

@@ -32,23 +32,14 @@ pub fn file_change(
     config: &WatchSourceConfig,
 ) -> Result<DocumentChange, IngestError> {
     let fail = |reason: String| IngestError::new(name, path.display().to_string(), reason);
-    let doc_id = doc_id_for(root, path).ok_or_else(|| {
-        fail(format!(
-            "not inside the watched directory {}",
-            root.display()
-        ))
-    })?;
+    let doc_id =
+        doc_id_for(root, path).ok_or_else(|| fail(format!("not inside the watched directory {}", root.display())))?;
     let meta = fs::metadata(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
     if !meta.is_file() {
         return Err(fail("not a regular file".into()));
     }
     let max = config.max_file.as_u64();
-    let too_large = |len: u64| {
-        fail(format!(
-            "the file has {len} bytes, more than max_file ({})",
-            config.max_file
-        ))
-    };
+    let too_large = |len: u64| fail(format!("the file has {len} bytes, more than max_file ({})", config.max_file));
     if meta.len() > max {
         return Err(too_large(meta.len()));
     }
@@ -59,26 +50,15 @@ pub fn file_change(
     if bytes.len() as u64 > max {
         return Err(too_large(bytes.len() as u64));
     }
-    let mut content = String::from_utf8(bytes).map_err(|e| {
-        fail(format!(
-            "invalid UTF-8 at byte {}",
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
+    let mut content = String::from_utf8(bytes)
+        .map_err(|e| fail(format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
     if content.starts_with('\u{feff}') {
         content.drain(..'\u{feff}'.len_utf8());
     }
-    let fetched_at = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64);
+    let fetched_at = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as i64);
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let url = format!("file://{}", absolute.display());
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let extension = extension(path);
     if extension == "json" {
         return json_document(content, doc_id, url, stem, fetched_at, name, config).map_err(fail);
@@ -136,16 +116,11 @@ pub(crate) fn is_ignored(root: &Path, path: &Path) -> bool {
 pub(crate) fn is_wanted(path: &Path, config: &WatchSourceConfig) -> bool {
     let extension = extension(path);
     !extension.is_empty()
-        && config
-            .extensions
-            .iter()
-            .any(|e| e.trim_start_matches('.').eq_ignore_ascii_case(&extension))
+        && config.extensions.iter().any(|e| e.trim_start_matches('.').eq_ignore_ascii_case(&extension))
 }
 
 fn extension(path: &Path) -> String {
-    path.extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default()
+    path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default()
 }
 
 fn format_for(extension: &str) -> Option<ContentFormat> {
@@ -167,23 +142,18 @@ fn json_document(
     name: &str,
     config: &WatchSourceConfig,
 ) -> Result<DocumentChange, String> {
-    let mut value: Value =
-        serde_json::from_str(&content).map_err(|e| format!("invalid JSON: {e}"))?;
+    let mut value: Value = serde_json::from_str(&content).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(object) = &mut value else {
         return Err("expected a JSON object with a `content` field".into());
     };
     if let Some(op) = object.get("op")
         && op != "upsert"
     {
-        return Err(format!(
-            "field `op` is {op}: a watched file holds a document, not a change"
-        ));
+        return Err(format!("field `op` is {op}: a watched file holds a document, not a change"));
     }
     object.entry("doc_id").or_insert(doc_id.into());
     object.entry("kind").or_insert(config.kind.as_str().into());
-    object
-        .entry("author")
-        .or_insert(config.author.clone().into());
+    object.entry("author").or_insert(config.author.clone().into());
     object.entry("title").or_insert(stem.into());
     object.entry("url").or_insert(url.into());
     if let Some(ms) = fetched_at {
@@ -236,10 +206,7 @@ pub(crate) fn html_title(html: &str) -> Option<String> {
     let open = lower.find("<title")?;
     let start = open + lower[open..].find('>')? + 1;
     let end = start + lower[start..].find("</title")?;
-    let title = html[start..end]
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let title = html[start..end].split_whitespace().collect::<Vec<_>>().join(" ");
     let title = title
         .replace("&lt;", "<")
         .replace("&gt;", ">")
@@ -256,14 +223,8 @@ mod tests {
 
     #[test]
     fn markdown_titles() {
-        assert_eq!(
-            markdown_title("intro\n# Hello  world #\n# second").as_deref(),
-            Some("Hello  world")
-        );
-        assert_eq!(
-            markdown_title("```sh\n# comment\n```\n## sub\n#tag\n# Real").as_deref(),
-            Some("Real")
-        );
+        assert_eq!(markdown_title("intro\n# Hello  world #\n# second").as_deref(), Some("Hello  world"));
+        assert_eq!(markdown_title("```sh\n# comment\n```\n## sub\n#tag\n# Real").as_deref(), Some("Real"));
         assert_eq!(markdown_title("no heading\n    # indented code"), None);
     }
 
@@ -278,19 +239,10 @@ mod tests {
     #[test]
     fn ids_and_ignored_names() {
         let root = Path::new("/w");
-        assert_eq!(
-            doc_id_for(root, Path::new("/w/a/b.md")).as_deref(),
-            Some("file:a/b.md")
-        );
+        assert_eq!(doc_id_for(root, Path::new("/w/a/b.md")).as_deref(), Some("file:a/b.md"));
         assert_eq!(doc_id_for(root, Path::new("/elsewhere/b.md")), None);
         assert_eq!(doc_id_for(root, root), None);
-        for ignored in [
-            "/w/.git/x.md",
-            "/w/a/.hidden.md",
-            "/w/a.md~",
-            "/w/.a.md.swp",
-            "/w/x.tmp",
-        ] {
+        for ignored in ["/w/.git/x.md", "/w/a/.hidden.md", "/w/a.md~", "/w/.a.md.swp", "/w/x.tmp"] {
             assert!(is_ignored(root, Path::new(ignored)), "{ignored}");
         }
         assert!(!is_ignored(root, Path::new("/w/a/b.md")));

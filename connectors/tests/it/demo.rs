@@ -5,9 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use twinflow_connectors::Error;
-use twinflow_connectors::demo::{
-    SOTU_SOURCE, SOTU_TARBALL, default_cache_dir, fetch_sotu, sotu_cached, sotu_changes,
-};
+use twinflow_connectors::demo::{SOTU_SOURCE, SOTU_TARBALL, default_cache_dir, fetch_sotu, sotu_cached, sotu_changes};
 use twinflow_schemas::{ContentFormat, DocumentChange, DocumentKind};
 
 /// Writes speeches as the package does: `data/<year>_<name>_<party>.{json,txt}`.
@@ -23,16 +21,8 @@ fn fake_package(root: &Path) {
     for (year, name, file, party) in speeches {
         let text = format!("Speech of {name} in {year}.");
         let json = serde_json::json!({"year": year, "name": name, "party": party, "text": text});
-        fs::write(
-            data.join(format!("{year}_{file}_{party}.json")),
-            json.to_string(),
-        )
-        .unwrap();
-        fs::write(
-            data.join(format!("{year}_{file}_{party}.txt")),
-            format!("{text}\n"),
-        )
-        .unwrap();
+        fs::write(data.join(format!("{year}_{file}_{party}.json")), json.to_string()).unwrap();
+        fs::write(data.join(format!("{year}_{file}_{party}.txt")), format!("{text}\n")).unwrap();
     }
     fs::write(root.join("package.json"), "{}").unwrap();
     fs::write(data.join("LICENSE"), "public domain").unwrap();
@@ -56,29 +46,17 @@ fn speeches_become_articles_sorted_by_year() {
             "sotu:2021-joseph-r-biden",
         ]
     );
-    let DocumentChange::Upsert(doc) = &changes[0] else {
-        panic!()
-    };
+    let DocumentChange::Upsert(doc) = &changes[0] else { panic!() };
     assert_eq!(doc.author, "George Washington");
     assert_eq!(doc.title, "State of the Union 1790 (George Washington)");
     assert_eq!(doc.content, "Speech of George Washington in 1790.");
-    assert_eq!(
-        (doc.kind, doc.format),
-        (DocumentKind::Article, Some(ContentFormat::Text))
-    );
+    assert_eq!((doc.kind, doc.format), (DocumentKind::Article, Some(ContentFormat::Text)));
     assert_eq!(doc.source, SOTU_SOURCE);
-    assert!(
-        doc.url.ends_with("/data/1790_george_washington_n.json"),
-        "{}",
-        doc.url
-    );
+    assert!(doc.url.ends_with("/data/1790_george_washington_n.json"), "{}", doc.url);
 
     // The extracted package folder works too, and `limit` keeps the newest.
     let newest = sotu_changes(dir.path(), Some(2)).unwrap();
-    assert_eq!(
-        ids(&newest),
-        ["sotu:1953-harry-s-truman", "sotu:2021-joseph-r-biden"]
-    );
+    assert_eq!(ids(&newest), ["sotu:1953-harry-s-truman", "sotu:2021-joseph-r-biden"]);
 }
 
 #[test]
@@ -86,16 +64,9 @@ fn a_broken_corpus_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = sotu_changes(dir.path(), None).unwrap_err();
     assert!(err.to_string().contains("no speeches"), "{err}");
-    fs::write(
-        dir.path().join("1800_john_adams_f.json"),
-        r#"{"year": 1800}"#,
-    )
-    .unwrap();
+    fs::write(dir.path().join("1800_john_adams_f.json"), r#"{"year": 1800}"#).unwrap();
     let err = sotu_changes(dir.path(), None).unwrap_err();
-    assert!(
-        matches!(&err, Error::Corpus { reason, .. } if reason.contains("missing field")),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Corpus { reason, .. } if reason.contains("missing field")), "{err}");
 }
 
 #[test]
@@ -107,10 +78,7 @@ fn fetch_is_a_no_op_once_complete_and_checks_the_tarball() {
     assert!(matches!(err, Error::Checksum { .. }), "{err}");
     assert!(sotu_cached(cache.path()).is_none());
     // Nothing half-done is left behind.
-    let left: Vec<_> = fs::read_dir(cache.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, [SOTU_TARBALL]);
 
     let done = cache.path().join("sotu-0.2.3");

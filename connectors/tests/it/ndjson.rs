@@ -27,10 +27,7 @@ const LOG: &str = concat!(
 );
 
 fn limits() -> ChangeLimits {
-    ChangeLimits {
-        max_document_bytes: 24,
-        ..ChangeLimits::default()
-    }
+    ChangeLimits { max_document_bytes: 24, ..ChangeLimits::default() }
 }
 
 #[test]
@@ -44,14 +41,7 @@ fn good_lines_are_changes_and_bad_lines_errors_with_their_line() {
         true
     })
     .unwrap();
-    assert_eq!(
-        stats,
-        NdjsonStats {
-            lines: 8,
-            changes: 4,
-            errors: 3
-        }
-    );
+    assert_eq!(stats, NdjsonStats { lines: 8, changes: 4, errors: 3 });
 
     // Events keep the order of the lines; batches hold at most 2 changes.
     let shape: Vec<String> = events
@@ -71,18 +61,10 @@ fn good_lines_are_changes_and_bad_lines_errors_with_their_line() {
         .collect();
     assert_eq!(shape.len(), 6, "{shape:#?}");
     assert_eq!(shape[0], "changes a,old");
-    assert!(
-        shape[1].starts_with("error 4: invalid JSON"),
-        "{}",
-        shape[1]
-    );
+    assert!(shape[1].starts_with("error 4: invalid JSON"), "{}", shape[1]);
     assert_eq!(shape[2], "error 5: missing field `content`");
     assert_eq!(shape[3], "changes d");
-    assert!(
-        shape[4].starts_with("error 7: document \"e\" has 28 bytes"),
-        "{}",
-        shape[4]
-    );
+    assert!(shape[4].starts_with("error 7: document \"e\" has 28 bytes"), "{}", shape[4]);
     assert_eq!(shape[5], "changes f");
 
     // An upsert without a source gets the replay's name; one with keeps its own.
@@ -98,10 +80,7 @@ fn good_lines_are_changes_and_bad_lines_errors_with_their_line() {
             DocumentChange::Delete { .. } => None,
         })
         .collect();
-    assert_eq!(
-        sources,
-        [("a", "replay"), ("d", "crawler"), ("f", "replay")]
-    );
+    assert_eq!(sources, [("a", "replay"), ("d", "crawler"), ("f", "replay")]);
 }
 
 #[test]
@@ -116,46 +95,23 @@ fn emit_returning_false_stops_the_replay() {
     })
     .unwrap();
     assert_eq!(calls, 2);
-    assert_eq!(
-        stats,
-        NdjsonStats {
-            lines: 2,
-            changes: 2,
-            errors: 0
-        }
-    );
+    assert_eq!(stats, NdjsonStats { lines: 2, changes: 2, errors: 0 });
 }
 
 #[test]
 fn an_endless_line_is_skipped_without_holding_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.ndjson");
-    let huge = format!(
-        "{{\"doc_id\":\"h\",\"content\":\"{}\"}}\n",
-        "x".repeat(3 << 20)
-    );
-    fs::write(
-        &path,
-        format!("{huge}{{\"doc_id\":\"next\",\"content\":\"ok\"}}\n"),
-    )
-    .unwrap();
+    let huge = format!("{{\"doc_id\":\"h\",\"content\":\"{}\"}}\n", "x".repeat(3 << 20));
+    fs::write(&path, format!("{huge}{{\"doc_id\":\"next\",\"content\":\"ok\"}}\n")).unwrap();
     let mut events = Vec::new();
     let stats = read_ndjson(&path, "r", &limits(), 10, |e| {
         events.push(e);
         true
     })
     .unwrap();
-    assert_eq!(
-        stats,
-        NdjsonStats {
-            lines: 2,
-            changes: 1,
-            errors: 1
-        }
-    );
-    let SourceEvent::Error(error) = &events[0] else {
-        panic!("{events:?}")
-    };
+    assert_eq!(stats, NdjsonStats { lines: 2, changes: 1, errors: 1 });
+    let SourceEvent::Error(error) = &events[0] else { panic!("{events:?}") };
     assert!(error.reason.contains("longer than"), "{}", error.reason);
     assert!(error.location.ends_with("huge.ndjson:1"));
 }
@@ -173,8 +129,7 @@ fn a_spawned_replay_sends_everything_then_ends() {
     let path = dir.path().join("changes.ndjson");
     fs::write(&path, LOG).unwrap();
     let (tx, rx) = bounded(1);
-    let handle =
-        NdjsonSource::spawn("log".into(), NdjsonSourceConfig { path }, limits(), 100, tx).unwrap();
+    let handle = NdjsonSource::spawn("log".into(), NdjsonSourceConfig { path }, limits(), 100, tx).unwrap();
     let seen = receive(&rx, 4, 3);
     assert_eq!(seen.ops(), ["+a", "-old", "+d", "+f"]);
     handle.wait().unwrap();

@@ -49,14 +49,8 @@ fn initial_scan_sends_every_wanted_file_in_path_order() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(&root.join("a.md"), "intro\n\n# Alpha notes\n\nbody");
-    write(
-        &root.join("c.html"),
-        "<html><head><title>The C page</title></head><body>c</body></html>",
-    );
-    write(
-        &root.join("d.json"),
-        r#"{"title": "JSON doc", "author": "bob", "content": "from json"}"#,
-    );
+    write(&root.join("c.html"), "<html><head><title>The C page</title></head><body>c</body></html>");
+    write(&root.join("d.json"), r#"{"title": "JSON doc", "author": "bob", "content": "from json"}"#);
     write(&root.join("sub/b.txt"), "plain text");
     // Never documents: other extensions, hidden files and folders, editor files.
     write(&root.join("e.rs"), "fn main() {}");
@@ -68,20 +62,9 @@ fn initial_scan_sends_every_wanted_file_in_path_order() {
 
     let (handle, rx) = start(config(root));
     let seen = receive(&rx, 4, 0);
-    assert_eq!(
-        seen.ops(),
-        [
-            "+file:a.md",
-            "+file:c.html",
-            "+file:d.json",
-            "+file:sub/b.txt"
-        ]
-    );
+    assert_eq!(seen.ops(), ["+file:a.md", "+file:c.html", "+file:d.json", "+file:sub/b.txt"]);
     let docs = seen.upserts();
-    let summary: Vec<_> = docs
-        .iter()
-        .map(|d| (d.title.as_str(), d.format, d.author.as_str()))
-        .collect();
+    let summary: Vec<_> = docs.iter().map(|d| (d.title.as_str(), d.format, d.author.as_str())).collect();
     assert_eq!(
         summary,
         [
@@ -93,19 +76,10 @@ fn initial_scan_sends_every_wanted_file_in_path_order() {
     );
     let canonical = root.canonicalize().unwrap();
     for doc in &docs {
-        assert_eq!(
-            (doc.kind, doc.source.as_str()),
-            (DocumentKind::Post, "notes")
-        );
-        assert!(
-            doc.fetched_at.is_some_and(|ms| ms > 1_600_000_000_000),
-            "{doc:?}"
-        );
+        assert_eq!((doc.kind, doc.source.as_str()), (DocumentKind::Post, "notes"));
+        assert!(doc.fetched_at.is_some_and(|ms| ms > 1_600_000_000_000), "{doc:?}");
         let relative = doc.doc_id.strip_prefix("file:").unwrap();
-        assert_eq!(
-            doc.url,
-            format!("file://{}/{relative}", canonical.display())
-        );
+        assert_eq!(doc.url, format!("file://{}/{relative}", canonical.display()));
     }
     assert_eq!(docs[2].content, "from json");
     assert_eq!(docs[3].content, "plain text");
@@ -127,10 +101,7 @@ fn live_creates_edits_renames_and_deletes() {
     assert_eq!(receive(&rx, 1, 0).ops(), ["+file:0-first.txt"]);
 
     // A file written in several calls is one upsert of its final content.
-    write_in_parts(
-        &root.join("new.md"),
-        &["# New\n", "first ", "draft ", "done"],
-    );
+    write_in_parts(&root.join("new.md"), &["# New\n", "first ", "draft ", "done"]);
     let seen = receive(&rx, 1, 0);
     assert_eq!(seen.ops(), ["+file:new.md"]);
     assert_eq!(seen.upserts()[0].content, "# New\nfirst draft done");
@@ -179,10 +150,7 @@ fn bad_files_become_error_records_and_the_stream_goes_on() {
     write(&root.join("latin1.txt"), b"caf\xe9");
     write(&root.join("no-content.json"), r#"{"title": "t"}"#);
     write(&root.join("ok.md"), "# fine");
-    let config = WatchSourceConfig {
-        max_file: ByteSize::b(64),
-        ..config(&root)
-    };
+    let config = WatchSourceConfig { max_file: ByteSize::b(64), ..config(&root) };
     let (handle, rx) = start(config);
 
     let seen = receive(&rx, 1, 4);
@@ -190,16 +158,7 @@ fn bad_files_become_error_records_and_the_stream_goes_on() {
     let errors: Vec<_> = seen
         .errors
         .iter()
-        .map(|e| {
-            (
-                Path::new(&e.location)
-                    .file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap(),
-                e.reason.as_str(),
-            )
-        })
+        .map(|e| (Path::new(&e.location).file_name().unwrap().to_str().unwrap(), e.reason.as_str()))
         .collect();
     let expect = [
         ("bad.json", "invalid JSON"),
@@ -212,20 +171,12 @@ fn bad_files_become_error_records_and_the_stream_goes_on() {
         assert_eq!(*file, want_file);
         assert!(reason.contains(want_reason), "{file}: {reason}");
     }
-    assert!(
-        seen.errors
-            .iter()
-            .all(|e| e.source == "notes" && e.at_ms > 0)
-    );
+    assert!(seen.errors.iter().all(|e| e.source == "notes" && e.at_ms > 0));
 
     // Live: a bad file is an error record, later files still arrive.
     write(&root.join("later.json"), "[1, 2]");
     let seen = receive(&rx, 0, 1);
-    assert!(
-        seen.errors[0].location.ends_with("later.json"),
-        "{:?}",
-        seen.errors
-    );
+    assert!(seen.errors[0].location.ends_with("later.json"), "{:?}", seen.errors);
     write(&root.join("after.md"), "# after");
     assert_eq!(receive(&rx, 1, 0).ops(), ["+file:after.md"]);
     handle.stop();
@@ -240,9 +191,7 @@ fn stop_ends_a_source_blocked_on_a_full_channel() {
     let (tx, rx) = bounded(1);
     let handle = WatchSource::spawn("many".into(), config(dir.path()), tx).unwrap();
     // The scan comes in batches of at most 256, in path order.
-    let Ok(SourceEvent::Changes { changes, .. }) = rx.recv_timeout(PATIENCE) else {
-        panic!("no first batch")
-    };
+    let Ok(SourceEvent::Changes { changes, .. }) = rx.recv_timeout(PATIENCE) else { panic!("no first batch") };
     assert_eq!(changes.len(), 256);
     assert_eq!(changes[0].doc_id(), "file:0000.txt");
     // The source is now blocked on the full channel; stop must not hang.
@@ -251,9 +200,7 @@ fn stop_ends_a_source_blocked_on_a_full_channel() {
         handle.stop();
         done_tx.send(()).unwrap();
     });
-    done_rx
-        .recv_timeout(PATIENCE)
-        .expect("stop returns while the channel is full");
+    done_rx.recv_timeout(PATIENCE).expect("stop returns while the channel is full");
 }
 
 #[test]
@@ -273,30 +220,17 @@ fn spawn_refuses_what_is_not_a_directory() {
 fn file_change_reads_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let config = WatchSourceConfig {
-        extensions: vec!["rst".into(), "json".into(), "htm".into()],
-        ..config(root)
-    };
+    let config = WatchSourceConfig { extensions: vec!["rst".into(), "json".into(), "htm".into()], ..config(root) };
     let change = |path: &str| file_change(root, &root.join(path), "src", &config);
 
     write(&root.join("docs/guide.rst"), "Guide\n=====\n");
-    let DocumentChange::Upsert(doc) = change("docs/guide.rst").unwrap() else {
-        panic!()
-    };
-    assert_eq!(
-        (doc.doc_id.as_str(), doc.title.as_str()),
-        ("file:docs/guide.rst", "guide")
-    );
+    let DocumentChange::Upsert(doc) = change("docs/guide.rst").unwrap() else { panic!() };
+    assert_eq!((doc.doc_id.as_str(), doc.title.as_str()), ("file:docs/guide.rst", "guide"));
     assert_eq!((doc.format, doc.source.as_str()), (None, "src"));
 
     write(&root.join("page.htm"), "\u{feff}<TITLE>Upper</TITLE>");
-    let DocumentChange::Upsert(doc) = change("page.htm").unwrap() else {
-        panic!()
-    };
-    assert_eq!(
-        (doc.title.as_str(), doc.format),
-        ("Upper", Some(ContentFormat::Html))
-    );
+    let DocumentChange::Upsert(doc) = change("page.htm").unwrap() else { panic!() };
+    assert_eq!((doc.title.as_str(), doc.format), ("Upper", Some(ContentFormat::Html)));
     assert!(doc.content.starts_with("<TITLE>"), "the BOM is dropped");
 
     // A JSON document may name its own id, kind, url and format.
@@ -305,58 +239,20 @@ fn file_change_reads_one_file() {
         r#"{"doc_id": "x:1", "kind": "article", "url": "https://e.x/1", "format": "markdown",
             "fetched_at": 5, "content": "c"}"#,
     );
-    let DocumentChange::Upsert(doc) = change("post.json").unwrap() else {
-        panic!()
-    };
+    let DocumentChange::Upsert(doc) = change("post.json").unwrap() else { panic!() };
     assert_eq!(
-        (
-            doc.doc_id.as_str(),
-            doc.kind,
-            doc.url.as_str(),
-            doc.format,
-            doc.fetched_at
-        ),
-        (
-            "x:1",
-            DocumentKind::Article,
-            "https://e.x/1",
-            Some(ContentFormat::Markdown),
-            Some(5)
-        )
+        (doc.doc_id.as_str(), doc.kind, doc.url.as_str(), doc.format, doc.fetched_at),
+        ("x:1", DocumentKind::Article, "https://e.x/1", Some(ContentFormat::Markdown), Some(5))
     );
-    assert_eq!(
-        (doc.title.as_str(), doc.author.as_str(), doc.source.as_str()),
-        ("post", "ann", "src")
-    );
+    assert_eq!((doc.title.as_str(), doc.author.as_str(), doc.source.as_str()), ("post", "ann", "src"));
 
-    write(
-        &root.join("bad-kind.json"),
-        r#"{"kind": "tweet", "content": "c"}"#,
-    );
-    assert!(
-        change("bad-kind.json")
-            .unwrap_err()
-            .reason
-            .contains("unknown document kind")
-    );
-    write(
-        &root.join("delete.json"),
-        r#"{"op": "delete", "doc_id": "x:1"}"#,
-    );
-    assert!(
-        change("delete.json")
-            .unwrap_err()
-            .reason
-            .contains("not a change")
-    );
+    write(&root.join("bad-kind.json"), r#"{"kind": "tweet", "content": "c"}"#);
+    assert!(change("bad-kind.json").unwrap_err().reason.contains("unknown document kind"));
+    write(&root.join("delete.json"), r#"{"op": "delete", "doc_id": "x:1"}"#);
+    assert!(change("delete.json").unwrap_err().reason.contains("not a change"));
     let outside = tempfile::tempdir().unwrap();
     write(&outside.path().join("o.md"), "o");
     let err = file_change(root, &outside.path().join("o.md"), "src", &config).unwrap_err();
     assert!(err.reason.contains("not inside"), "{err}");
-    assert!(
-        change("missing.md")
-            .unwrap_err()
-            .reason
-            .contains("cannot read")
-    );
+    assert!(change("missing.md").unwrap_err().reason.contains("cannot read"));
 }

@@ -118,11 +118,19 @@ fn embed_or_fallback(embedder: &dyn Embedder, inputs: &[&str]) -> Vec<Vec<f32>> 
 /// `(chunk hash, text)` pairs.
 pub trait EmbedExt<'scope> {
     /// Embeds each text once per epoch in which it appears or disappears.
-    fn embed(self, embedder: Arc<dyn Embedder>, cache: Arc<EmbedCache>) -> VecCollection<'scope, u64, EmbeddingRow, isize>;
+    fn embed(
+        self,
+        embedder: Arc<dyn Embedder>,
+        cache: Arc<EmbedCache>,
+    ) -> VecCollection<'scope, u64, EmbeddingRow, isize>;
 }
 
 impl<'scope> EmbedExt<'scope> for VecCollection<'scope, u64, (Hash128, String), isize> {
-    fn embed(self, embedder: Arc<dyn Embedder>, cache: Arc<EmbedCache>) -> VecCollection<'scope, u64, EmbeddingRow, isize> {
+    fn embed(
+        self,
+        embedder: Arc<dyn Embedder>,
+        cache: Arc<EmbedCache>,
+    ) -> VecCollection<'scope, u64, EmbeddingRow, isize> {
         let model_id = embedder.model_id().to_owned();
         self.inner
             .unary_frontier(Pipeline, "Embed", move |_capability, _info| {
@@ -140,11 +148,16 @@ impl<'scope> EmbedExt<'scope> for VecCollection<'scope, u64, (Hash128, String), 
                     let ready: Vec<u64> = stash.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
                     for time in ready {
                         let Some((cap, updates)) = stash.remove(&time) else { continue };
-                        let texts: Vec<(Hash128, String)> = updates.iter().map(|(id, text, _)| (*id, text.clone())).collect();
+                        let texts: Vec<(Hash128, String)> =
+                            updates.iter().map(|(id, text, _)| (*id, text.clone())).collect();
                         let vectors = cache.vectors_for(embedder.as_ref(), &texts);
                         let mut session = output.session(&cap);
                         for ((id, _, diff), vector) in updates.into_iter().zip(vectors) {
-                            let row = EmbeddingRow { chunk_id: id, model_id: model_id.clone(), vector: Vector(vector.to_vec()) };
+                            let row = EmbeddingRow {
+                                chunk_id: id,
+                                model_id: model_id.clone(),
+                                vector: Vector(vector.to_vec()),
+                            };
                             session.give((row, time, diff));
                         }
                     }

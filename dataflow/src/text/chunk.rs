@@ -84,11 +84,7 @@ struct Limits {
 impl Limits {
     fn of(spec: &ChunkSpec) -> Self {
         let max = spec.max_chars.max(1);
-        Self {
-            min: spec.min_chars.min(max),
-            max,
-            one_in: u128::from(spec.boundary_one_in.max(1)),
-        }
+        Self { min: spec.min_chars.min(max), max, one_in: u128::from(spec.boundary_one_in.max(1)) }
     }
 }
 
@@ -141,11 +137,8 @@ fn split_long(text: &str, start: usize, end: usize, max: usize) -> Vec<(usize, u
             pieces.push((from, end));
             return pieces;
         };
-        let cut = rest[..limit]
-            .char_indices()
-            .rev()
-            .find(|&(i, c)| c.is_whitespace() && i > 0)
-            .map_or(limit, |(i, _)| i);
+        let cut =
+            rest[..limit].char_indices().rev().find(|&(i, c)| c.is_whitespace() && i > 0).map_or(limit, |(i, _)| i);
         if let Some(piece) = trimmed(text, from, from + cut) {
             pieces.push(piece);
         }
@@ -173,19 +166,9 @@ fn prose_units(text: &str, limits: &Limits) -> Vec<Unit> {
             let last_piece = pieces.len().saturating_sub(1);
             for (k, (start, end)) in pieces.into_iter().enumerate() {
                 let hash = Hash128::of(text[start..end].as_bytes());
-                let tier = if i + 1 == count && k == last_piece {
-                    2
-                } else {
-                    u8::from(hash.0 % limits.one_in == 0)
-                };
+                let tier = if i + 1 == count && k == last_piece { 2 } else { u8::from(hash.0 % limits.one_in == 0) };
                 let (cstart, cend) = (pos.at(text, start), pos.at(text, end));
-                units.push(Unit {
-                    start,
-                    end,
-                    cstart,
-                    cend,
-                    score: (tier, (hash.0 >> 64) as u64),
-                });
+                units.push(Unit { start, end, cstart, cend, score: (tier, (hash.0 >> 64) as u64) });
             }
         }
     }
@@ -227,19 +210,11 @@ fn code_units(text: &str, limits: &Limits) -> Vec<Unit> {
         }
         let top_level = !body.starts_with(char::is_whitespace);
         let line_end = start + body.len();
-        for (k, (s, e)) in split_long(text, start, line_end, limits.max)
-            .into_iter()
-            .enumerate()
-        {
+        for (k, (s, e)) in split_long(text, start, line_end, limits.max).into_iter().enumerate() {
             // Keep the indentation of a line's first piece when it fits.
             let keep = k == 0 && text[start..e].chars().count() <= limits.max;
             let s = if keep { start } else { s };
-            lines.push((
-                s,
-                e,
-                k == 0 && after_blank && top_level,
-                k == 0 && after_blank,
-            ));
+            lines.push((s, e, k == 0 && after_blank && top_level, k == 0 && after_blank));
         }
         after_blank = false;
     }
@@ -255,13 +230,7 @@ fn code_units(text: &str, limits: &Limits) -> Vec<Unit> {
             None => (0, 0),
         };
         let (cstart, cend) = (pos.at(text, start), pos.at(text, end));
-        units.push(Unit {
-            start,
-            end,
-            cstart,
-            cend,
-            score,
-        });
+        units.push(Unit { start, end, cstart, cend, score });
     }
     units
 }
@@ -276,17 +245,13 @@ fn code_units(text: &str, limits: &Limits) -> Vec<Unit> {
 fn cuts(units: &[Unit], min: usize) -> Vec<usize> {
     let n = units.len();
     let (first, last) = (units[0].cstart, units[n - 1].cend);
-    let eligible =
-        |j: usize| j + 1 < n && units[j].cend - first >= min && last - units[j + 1].cstart >= min;
+    let eligible = |j: usize| j + 1 < n && units[j].cend - first >= min && last - units[j + 1].cstart >= min;
     let mut out = Vec::new();
     let mut behind = std::collections::VecDeque::<usize>::new();
     let mut ahead = std::collections::VecDeque::<usize>::new();
     let mut next_ahead = 1;
     let push = |queue: &mut std::collections::VecDeque<usize>, j: usize| {
-        while queue
-            .back()
-            .is_some_and(|&k| units[k].score < units[j].score)
-        {
+        while queue.back().is_some_and(|&k| units[k].score < units[j].score) {
             queue.pop_back();
         }
         queue.push_back(j);
@@ -296,10 +261,7 @@ fn cuts(units: &[Unit], min: usize) -> Vec<usize> {
         if i > 0 && eligible(i - 1) {
             push(&mut behind, i - 1);
         }
-        while behind
-            .front()
-            .is_some_and(|&j| units[i].cend - units[j + 1].cstart >= min)
-        {
+        while behind.front().is_some_and(|&j| units[i].cend - units[j + 1].cstart >= min) {
             behind.pop_front();
         }
         // Ahead: eligible j > i with units[j].cend - units[i + 1].cstart < min.
@@ -313,11 +275,8 @@ fn cuts(units: &[Unit], min: usize) -> Vec<usize> {
         while ahead.front().is_some_and(|&j| j <= i) {
             ahead.pop_front();
         }
-        let beats = |queue: &std::collections::VecDeque<usize>| {
-            queue
-                .front()
-                .is_none_or(|&j| units[j].score < units[i].score)
-        };
+        let beats =
+            |queue: &std::collections::VecDeque<usize>| queue.front().is_none_or(|&j| units[j].score < units[i].score);
         if eligible(i) && beats(&behind) && beats(&ahead) {
             out.push(i);
         }

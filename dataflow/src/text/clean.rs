@@ -44,8 +44,8 @@ pub const BOILERPLATE_LINES: &[&str] = &[
 
 /// HTML elements whose whole subtree is dropped.
 const HTML_SKIPPED: &[&str] = &[
-    "head", "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg",
-    "template", "iframe", "object", "canvas", "button", "select", "textarea", "math",
+    "head", "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "template", "iframe",
+    "object", "canvas", "button", "select", "textarea", "math",
 ];
 
 /// HTML elements that end a line (sentences on either side never merge).
@@ -120,15 +120,9 @@ pub fn infer_format(doc: &Document) -> ContentFormat {
     if head.starts_with("<!doctype") || head.starts_with("<html") {
         return ContentFormat::Html;
     }
-    let tags = [
-        "<p>", "<p ", "<div", "<br", "<h1", "<h2", "<h3", "<body", "<article",
-    ];
+    let tags = ["<p>", "<p ", "<div", "<br", "<h1", "<h2", "<h3", "<body", "<article"];
     let count: usize = tags.iter().map(|tag| head.matches(tag).count()).sum();
-    if count >= 3 {
-        ContentFormat::Html
-    } else {
-        ContentFormat::Markdown
-    }
+    if count >= 3 { ContentFormat::Html } else { ContentFormat::Markdown }
 }
 
 /// Code: verbatim except line endings (CRLF/CR → LF), trailing whitespace of
@@ -190,9 +184,7 @@ pub fn is_boilerplate(line: &str) -> bool {
     if line.len() > 40 {
         return false;
     }
-    let core = line
-        .trim_matches(|c: char| !c.is_alphanumeric())
-        .to_lowercase();
+    let core = line.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
     BOILERPLATE_LINES.contains(&core.as_str())
 }
 
@@ -208,10 +200,8 @@ fn tidy_pre(text: &str) -> String {
     let mut out = String::with_capacity(unified.len());
     let mut blank_pending = false;
     for line in unified.split('\n') {
-        let line: String = line
-            .chars()
-            .filter(|&c| c == '\t' || (!c.is_control() && !INVISIBLE.contains(&c)))
-            .collect();
+        let line: String =
+            line.chars().filter(|&c| c == '\t' || (!c.is_control() && !INVISIBLE.contains(&c))).collect();
         let line = line.trim_end();
         if line.is_empty() {
             blank_pending = true;
@@ -235,10 +225,7 @@ struct Blocks {
 
 impl Blocks {
     fn text(&mut self, text: &str) {
-        self.prose.extend(
-            text.chars()
-                .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
-        );
+        self.prose.extend(text.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }));
     }
 
     /// Ends the current line; consecutive breaks do not add blank lines.
@@ -380,12 +367,8 @@ pub fn markdown_text(markdown: &str) -> String {
                 None if metadata => {}
                 None => out.text(&text),
             },
-            Event::Code(text) | Event::InlineMath(text) | Event::DisplayMath(text) => {
-                out.text(&text)
-            }
-            Event::InlineHtml(html) if html.to_ascii_lowercase().starts_with("<br") => {
-                out.line_break()
-            }
+            Event::Code(text) | Event::InlineMath(text) | Event::DisplayMath(text) => out.text(&text),
+            Event::InlineHtml(html) if html.to_ascii_lowercase().starts_with("<br") => out.line_break(),
             Event::SoftBreak => out.text(" "),
             Event::HardBreak => out.line_break(),
             Event::Rule => out.paragraph_break(),

@@ -210,11 +210,7 @@ pub struct InstructSource<'a> {
 /// Train or test for every sample of a document: test when the document's
 /// hash is 0 mod 10 (about one document in ten), so no document is in both.
 pub fn split_for(doc_id: &str) -> Split {
-    if Hash128::of(doc_id.as_bytes()).low64() % 10 == 0 {
-        Split::Test
-    } else {
-        Split::Train
-    }
+    if Hash128::of(doc_id.as_bytes()).low64() % 10 == 0 { Split::Test } else { Split::Train }
 }
 
 /// The offline sample of one chunk, or `None` when the chunk fails the
@@ -231,11 +227,7 @@ pub fn offline_instructions(doc: &InstructSource<'_>, chunk: &ChunkRow) -> Optio
     }
     let instruction = instruction(doc, output, words);
     Some(InstructRow {
-        sample_id: Hash128::of_parts(&[
-            instruction.as_bytes(),
-            output.as_bytes(),
-            doc.doc_id.as_bytes(),
-        ]),
+        sample_id: Hash128::of_parts(&[instruction.as_bytes(), output.as_bytes(), doc.doc_id.as_bytes()]),
         instruction,
         output: output.to_owned(),
         doc_id: doc.doc_id.to_owned(),
@@ -248,11 +240,7 @@ pub fn offline_instructions(doc: &InstructSource<'_>, chunk: &ChunkRow) -> Optio
 /// `Write a passage of about 250 words for "Title" by Author under the
 /// heading "Heading" about k1, k2 and k3.` with the empty parts left out.
 fn instruction(doc: &InstructSource<'_>, text: &str, words: usize) -> String {
-    let noun = if doc.kind == DocumentKind::Post {
-        "post"
-    } else {
-        "passage"
-    };
+    let noun = if doc.kind == DocumentKind::Post { "post" } else { "passage" };
     let rounded = ((words + 5) / 10 * 10).max(10);
     let mut out = format!("Write a {noun} of about {rounded} words");
     let title = doc.title.trim();
@@ -301,10 +289,7 @@ pub fn key_phrases(text: &str, n: usize) -> Vec<String> {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for word in text.unicode_words() {
         let word = word.to_lowercase();
-        let word = word
-            .strip_suffix("'s")
-            .or_else(|| word.strip_suffix("’s"))
-            .unwrap_or(&word);
+        let word = word.strip_suffix("'s").or_else(|| word.strip_suffix("’s")).unwrap_or(&word);
         let letters = word.chars().filter(|c| c.is_alphabetic()).count();
         let wordlike = word.chars().all(char::is_alphabetic);
         if letters >= 3 && wordlike && !STOPWORDS.contains(&word) {

@@ -92,10 +92,10 @@ pub(crate) fn delete(doc_id: &str) -> DocumentChange {
 pub(crate) fn prose(seed: u64, sentences: usize) -> String {
     const WORDS: &[&str] = &[
         "union", "economy", "people", "congress", "nation", "freedom", "labor", "trade", "history", "future",
-        "strength", "peace", "justice", "children", "schools", "farmers", "industry", "courage", "promise",
-        "duty", "citizens", "world", "liberty", "growth", "energy", "science", "health", "families", "hope",
-        "security", "workers", "markets", "rivers", "cities", "roads", "budget", "taxes", "army", "navy",
-        "treaty", "progress", "reform", "credit", "banks", "harvest", "railways", "courts", "votes", "rights",
+        "strength", "peace", "justice", "children", "schools", "farmers", "industry", "courage", "promise", "duty",
+        "citizens", "world", "liberty", "growth", "energy", "science", "health", "families", "hope", "security",
+        "workers", "markets", "rivers", "cities", "roads", "budget", "taxes", "army", "navy", "treaty", "progress",
+        "reform", "credit", "banks", "harvest", "railways", "courts", "votes", "rights",
     ];
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = move || {

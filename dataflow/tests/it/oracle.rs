@@ -93,12 +93,12 @@ proptest! {
 fn insert_update_delete_reinsert_and_duplicates() {
     let up = |doc, content| Op::Upsert { doc, content, title: 0, kind: 0 };
     check(&[
-        vec![up(0, 0), up(1, 0)],                  // identical content under two ids
-        vec![up(0, 0)],                            // no-op update
-        vec![up(0, 1)],                            // append paragraphs
-        vec![Op::Delete { doc: 0 }],               // delete
+        vec![up(0, 0), up(1, 0)],                        // identical content under two ids
+        vec![up(0, 0)],                                  // no-op update
+        vec![up(0, 1)],                                  // append paragraphs
+        vec![Op::Delete { doc: 0 }],                     // delete
         vec![up(0, 1), Op::Delete { doc: 0 }, up(0, 2)], // several changes in one epoch
-        vec![Op::Delete { doc: 9 }],               // delete of an unknown id
-        vec![up(1, 3), up(1, 0)],                  // update undone within the epoch
+        vec![Op::Delete { doc: 9 }],                     // delete of an unknown id
+        vec![up(1, 3), up(1, 0)],                        // update undone within the epoch
     ]);
 }

@@ -94,11 +94,10 @@ fn parse_body(headers: &HeaderMap, body: &[u8], limits: &ChangeLimits) -> Result
 }
 
 fn parse_json(body: &[u8], limits: &ChangeLimits) -> Result<Vec<DocumentChange>, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|e| {
-        ApiError::new(ErrorCode::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-    })?;
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
     match value {
         serde_json::Value::Array(items) => items
             .into_iter()

@@ -79,13 +79,10 @@ pub async fn sql(
 }
 
 fn parse_request(headers: &HeaderMap, body: &[u8], format: Option<SqlFormat>) -> Result<SqlRequest, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|e| {
-        ApiError::new(ErrorCode::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-    })?;
-    let is_json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let is_json =
+        headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     let mut request = if is_json {
         serde_json::from_str::<SqlRequest>(text).map_err(|e| {
             let code = if e.is_data() { ErrorCode::InvalidField } else { ErrorCode::InvalidJson };

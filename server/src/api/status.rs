@@ -37,6 +37,11 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
 /// Handler of `POST /v1/snapshots`.
 pub async fn snapshot(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = app.store.clone();
-    let info = tokio::task::spawn_blocking(move || store.snapshot()).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
-    Ok(Json(serde_json::json!({ "version": info.version, "epoch": info.epoch, "rows": info.rows, "files": info.files })))
+    let info = tokio::task::spawn_blocking(move || store.snapshot())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        serde_json::json!({ "version": info.version, "epoch": info.epoch, "rows": info.rows, "files": info.files }),
+    ))
 }

@@ -72,13 +72,25 @@ fn up_watch_query_stop_and_restart() {
     let data = dir.path().join("data");
     let watch = dir.path().join("notes");
     std::fs::create_dir_all(&watch).unwrap();
-    std::fs::write(watch.join("one.md"), "# Lighthouses\n\nLighthouses guide ships along rocky coasts at night.\n\nKeepers once lived in them.").unwrap();
-    std::fs::write(watch.join("two.txt"), "Bread rises because yeast makes gas. Bakers knead the dough to build gluten.").unwrap();
+    std::fs::write(
+        watch.join("one.md"),
+        "# Lighthouses\n\nLighthouses guide ships along rocky coasts at night.\n\nKeepers once lived in them.",
+    )
+    .unwrap();
+    std::fs::write(
+        watch.join("two.txt"),
+        "Bread rises because yeast makes gas. Bakers knead the dough to build gluten.",
+    )
+    .unwrap();
     let port = free_port();
     let mut child = start(&data, &watch, port);
     wait_for(port, "SELECT COUNT(*) FROM documents", "2");
 
-    std::fs::write(watch.join("three.html"), "<html><head><title>Kites</title></head><body><p>Kites fly in steady wind.</p></body></html>").unwrap();
+    std::fs::write(
+        watch.join("three.html"),
+        "<html><head><title>Kites</title></head><body><p>Kites fly in steady wind.</p></body></html>",
+    )
+    .unwrap();
     std::fs::remove_file(watch.join("two.txt")).unwrap();
     wait_for(port, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
     let search = cli(port, &["search", "ships on rocky coasts", "-k", "1"]);
@@ -95,7 +107,11 @@ fn up_watch_query_stop_and_restart() {
     std::fs::create_dir_all(&empty).unwrap();
     let mut child = start(&data, &empty, port);
     wait_for(port, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
-    let offline = Command::new(BIN).args(["sql", "SELECT COUNT(*) FROM chunks", "--format", "csv", "--data"]).arg(&data).output().unwrap();
+    let offline = Command::new(BIN)
+        .args(["sql", "SELECT COUNT(*) FROM chunks", "--format", "csv", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
     assert!(sigterm(&mut child).success());
 }

@@ -14,14 +14,26 @@ fn duckdb_available() -> bool {
 #[test]
 fn duckdb_reads_the_change_logs() {
     if !duckdb_available() {
-        assert!(std::env::var("TWINFLOW_REQUIRE_DUCKDB").is_err(), "TWINFLOW_REQUIRE_DUCKDB is set but python3 cannot import duckdb");
+        assert!(
+            std::env::var("TWINFLOW_REQUIRE_DUCKDB").is_err(),
+            "TWINFLOW_REQUIRE_DUCKDB is set but python3 cannot import duckdb"
+        );
         eprintln!("skipped: python3 -c 'import duckdb' failed (pip install duckdb to run this check)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path());
-    let lines = (0..5).map(|i| upsert_line(&format!("d{i}"), "T", &article(&format!("topic{i}"), 5))).collect::<Vec<_>>();
-    let epoch = app.engine.submit(lines.iter().map(|l| twinflow_schemas::parse_change(l.as_bytes(), 1, &Default::default()).unwrap()).collect()).unwrap();
+    let lines =
+        (0..5).map(|i| upsert_line(&format!("d{i}"), "T", &article(&format!("topic{i}"), 5))).collect::<Vec<_>>();
+    let epoch = app
+        .engine
+        .submit(
+            lines
+                .iter()
+                .map(|l| twinflow_schemas::parse_change(l.as_bytes(), 1, &Default::default()).unwrap())
+                .collect(),
+        )
+        .unwrap();
     app.engine.flush();
     assert!(app.engine.wait_committed(epoch, std::time::Duration::from_secs(30)));
     app.engine.submit(vec![twinflow_schemas::DocumentChange::Delete { doc_id: "d0".into() }]).unwrap();

@@ -21,7 +21,12 @@ fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
     Request::post(uri).header("content-type", content_type).body(body.into()).expect("request")
 }
 
-async fn expect_error(app: &std::sync::Arc<twinflow_server::App>, request: Request<Body>, status: StatusCode, code: ErrorCode) {
+async fn expect_error(
+    app: &std::sync::Arc<twinflow_server::App>,
+    request: Request<Body>,
+    status: StatusCode,
+    code: ErrorCode,
+) {
     let (got, body) = send(app, request).await;
     let text = String::from_utf8_lossy(&body).into_owned();
     assert_eq!(got, status, "{text}");
@@ -50,7 +55,8 @@ async fn ingest_search_sql_and_status() {
     assert_eq!(ingest.accepted, 2);
     assert!(ingest.committed);
 
-    let (status, bytes) = send(&app, Request::get("/v1/search?q=boats%20on%20rivers&k=3").body(Body::empty()).unwrap()).await;
+    let (status, bytes) =
+        send(&app, Request::get("/v1/search?q=boats%20on%20rivers&k=3").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let search: SearchResponse = serde_json::from_slice(&bytes).unwrap();
     assert!(search.as_of >= ingest.epoch);
@@ -65,7 +71,8 @@ async fn ingest_search_sql_and_status() {
     assert_eq!(answer.row_count, 2);
     assert_eq!(answer.rows[0]["doc_id"], "rivers");
 
-    let (status, bytes) = send(&app, post("/v1/sql?format=csv", "text/plain", "SELECT COUNT(*) AS n FROM documents")).await;
+    let (status, bytes) =
+        send(&app, post("/v1/sql?format=csv", "text/plain", "SELECT COUNT(*) AS n FROM documents")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(String::from_utf8(bytes).unwrap().trim(), "n\n2");
 
@@ -74,7 +81,8 @@ async fn ingest_search_sql_and_status() {
         send(&app, post("/v1/documents?wait=true", "application/json", r#"{"op":"delete","doc_id":"taxes"}"#)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(documents(&app).await, 1);
-    let (_, bytes) = send(&app, post("/v1/sql", "text/plain", "SELECT COUNT(*) AS n FROM instruct WHERE doc_id = 'taxes'")).await;
+    let (_, bytes) =
+        send(&app, post("/v1/sql", "text/plain", "SELECT COUNT(*) AS n FROM instruct WHERE doc_id = 'taxes'")).await;
     let answer: SqlResponse = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(answer.rows[0]["n"], 0);
     app.shutdown().unwrap();
@@ -86,33 +94,110 @@ async fn bad_inputs_are_4xx_with_codes_and_accept_nothing() {
     let app = app(dir.path());
     let good = upsert_line("good", "Good", "Some fine content that would be accepted on its own.");
     let cases: Vec<(Vec<u8>, &str, StatusCode, ErrorCode)> = vec![
-        (format!("{good}\n{{\"op\":\"upsert\",").into_bytes(), "application/x-ndjson", StatusCode::BAD_REQUEST, ErrorCode::InvalidJson),
-        (format!("{good}\n{{\"op\":\"upsert\",\"doc_id\":\"x\"}}").into_bytes(), "application/x-ndjson", StatusCode::BAD_REQUEST, ErrorCode::MissingField),
-        ([good.as_bytes(), b"\n{\"doc_id\":\"\xff\xfe\",\"content\":\"x\"}"].concat(), "application/x-ndjson", StatusCode::BAD_REQUEST, ErrorCode::InvalidUtf8),
-        (format!("{good}\n{{\"doc_id\":\"k\",\"content\":\"x\",\"kind\":\"tweet\"}}").into_bytes(), "application/x-ndjson", StatusCode::BAD_REQUEST, ErrorCode::UnknownKind),
-        (b"[{\"doc_id\":\"a\",\"content\":\"x\"}, 3]".to_vec(), "application/json", StatusCode::BAD_REQUEST, ErrorCode::InvalidJson),
-        (good.clone().into_bytes(), "application/xml", StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType),
+        (
+            format!("{good}\n{{\"op\":\"upsert\",").into_bytes(),
+            "application/x-ndjson",
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidJson,
+        ),
+        (
+            format!("{good}\n{{\"op\":\"upsert\",\"doc_id\":\"x\"}}").into_bytes(),
+            "application/x-ndjson",
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MissingField,
+        ),
+        (
+            [good.as_bytes(), b"\n{\"doc_id\":\"\xff\xfe\",\"content\":\"x\"}"].concat(),
+            "application/x-ndjson",
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidUtf8,
+        ),
+        (
+            format!("{good}\n{{\"doc_id\":\"k\",\"content\":\"x\",\"kind\":\"tweet\"}}").into_bytes(),
+            "application/x-ndjson",
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnknownKind,
+        ),
+        (
+            b"[{\"doc_id\":\"a\",\"content\":\"x\"}, 3]".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidJson,
+        ),
+        (
+            good.clone().into_bytes(),
+            "application/xml",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+        ),
     ];
     for (body, content_type, status, code) in cases {
         expect_error(&app, post("/v1/documents", content_type, body), status, code).await;
     }
     // A 50 MB document: over the per-document limit (8 MiB), under the body limit.
     let huge = format!("{{\"doc_id\":\"huge\",\"content\":\"{}\"}}", "a".repeat(50 << 20));
-    expect_error(&app, post("/v1/documents", "application/x-ndjson", huge), StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::DocumentTooLarge).await;
+    expect_error(
+        &app,
+        post("/v1/documents", "application/x-ndjson", huge),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::DocumentTooLarge,
+    )
+    .await;
     // Over the body limit (64 MiB).
     let body = vec![b' '; 65 << 20];
-    expect_error(&app, post("/v1/documents", "application/x-ndjson", body), StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge).await;
+    expect_error(
+        &app,
+        post("/v1/documents", "application/x-ndjson", body),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+    )
+    .await;
 
-    for sql in ["CREATE TABLE t AS SELECT 1", "DROP TABLE chunks", "INSERT INTO documents SELECT * FROM documents", "COPY chunks TO '/tmp/twinflow-copy-test.csv'"] {
+    for sql in [
+        "CREATE TABLE t AS SELECT 1",
+        "DROP TABLE chunks",
+        "INSERT INTO documents SELECT * FROM documents",
+        "COPY chunks TO '/tmp/twinflow-copy-test.csv'",
+    ] {
         let body = serde_json::json!({ "sql": sql }).to_string();
-        expect_error(&app, post("/v1/sql", "application/json", body), StatusCode::BAD_REQUEST, ErrorCode::SqlNotReadOnly).await;
+        expect_error(
+            &app,
+            post("/v1/sql", "application/json", body),
+            StatusCode::BAD_REQUEST,
+            ErrorCode::SqlNotReadOnly,
+        )
+        .await;
     }
     assert!(!std::path::Path::new("/tmp/twinflow-copy-test.csv").exists());
     expect_error(&app, post("/v1/sql", "text/plain", "SELEC 1"), StatusCode::BAD_REQUEST, ErrorCode::SqlError).await;
-    expect_error(&app, post("/v1/sql", "application/json", "{\"query\":1}"), StatusCode::BAD_REQUEST, ErrorCode::InvalidField).await;
-    expect_error(&app, Request::get("/v1/search?q=&k=3").body(Body::empty()).unwrap(), StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
-    expect_error(&app, Request::get("/v1/search?q=x&k=many").body(Body::empty()).unwrap(), StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
-    expect_error(&app, Request::get("/v1/nope").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+    expect_error(
+        &app,
+        post("/v1/sql", "application/json", "{\"query\":1}"),
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidField,
+    )
+    .await;
+    expect_error(
+        &app,
+        Request::get("/v1/search?q=&k=3").body(Body::empty()).unwrap(),
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidQuery,
+    )
+    .await;
+    expect_error(
+        &app,
+        Request::get("/v1/search?q=x&k=many").body(Body::empty()).unwrap(),
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidQuery,
+    )
+    .await;
+    expect_error(
+        &app,
+        Request::get("/v1/nope").body(Body::empty()).unwrap(),
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+    )
+    .await;
 
     // Nothing of the rejected bodies was accepted: a good request afterwards
     // commits exactly one document.

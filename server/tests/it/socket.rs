@@ -15,9 +15,13 @@ fn over_a_real_socket() {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(axum::serve(listener, twinflow_server::router(app.clone())).with_graceful_shutdown(async {
-        let _ = stopped.await;
-    }).into_future());
+    let server = runtime.spawn(
+        axum::serve(listener, twinflow_server::router(app.clone()))
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
 
     let client = Client::new(&format!("http://{addr}")).unwrap();
     let body = format!("{}\n", upsert_line("s1", "Sockets", &article("sockets and ports", 20)));

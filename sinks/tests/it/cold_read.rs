@@ -22,10 +22,7 @@ async fn reopening_restores_the_same_state() {
     let (counts, searches, answers) = {
         let store = Store::open(dir.path(), DIM).unwrap();
         commit_all(&store, &mut oracle, &scenario());
-        let searches: Vec<_> = ["gamma", "alpha two", "delta"]
-            .iter()
-            .map(|t| store.search(&vector_of(t), 4))
-            .collect();
+        let searches: Vec<_> = ["gamma", "alpha two", "delta"].iter().map(|t| store.search(&vector_of(t), 4)).collect();
         let mut answers = Vec::new();
         for sql in QUERIES {
             answers.push(query_text(&store, sql).await);
@@ -39,19 +36,13 @@ async fn reopening_restores_the_same_state() {
     assert_eq!(counts.1, oracle.counts());
     assert_eq!(store.current_documents(), oracle.documents());
     assert_eq!(store.current_embeddings(), oracle.embeddings());
-    let again: Vec<_> = ["gamma", "alpha two", "delta"]
-        .iter()
-        .map(|t| store.search(&vector_of(t), 4))
-        .collect();
+    let again: Vec<_> = ["gamma", "alpha two", "delta"].iter().map(|t| store.search(&vector_of(t), 4)).collect();
     assert_eq!(again, searches);
     for (sql, before) in QUERIES.iter().zip(&answers) {
         assert_eq!(&query_text(&store, sql).await, before, "{sql}");
     }
     // The change log really spans the scenario: epochs 1, 2, 3 and 5 wrote chunks.
-    assert_eq!(
-        scalar(&store, "SELECT COUNT(DISTINCT _epoch) FROM chunks_changes").await,
-        4
-    );
+    assert_eq!(scalar(&store, "SELECT COUNT(DISTINCT _epoch) FROM chunks_changes").await, 4);
 }
 
 #[tokio::test]
@@ -60,30 +51,16 @@ async fn datafusion_reads_the_part_files_cold() {
     let store = Store::open(dir.path(), DIM).unwrap();
     let mut oracle = Oracle::default();
     commit_all(&store, &mut oracle, &scenario());
-    let live_sql =
-        "SELECT chunk_id, doc_id, ordinal, text FROM chunks ORDER BY chunk_id, doc_id, ordinal";
+    let live_sql = "SELECT chunk_id, doc_id, ordinal, text FROM chunks ORDER BY chunk_id, doc_id, ordinal";
     let (_, live) = query_text(&store, live_sql).await;
-    let (_, log) = query_text(
-        &store,
-        "SELECT * FROM chunks_changes ORDER BY _epoch, chunk_id, doc_id, _diff",
-    )
-    .await;
+    let (_, log) = query_text(&store, "SELECT * FROM chunks_changes ORDER BY _epoch, chunk_id, doc_id, _diff").await;
     drop(store);
 
     // A plain ListingTable over the folder, as any DataFusion user would do.
     let ctx = SessionContext::new();
     let folder = dir.path().join("chunks");
-    ctx.register_parquet(
-        "c",
-        &format!("{}/", folder.display()),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .unwrap();
-    let cold_log = ctx
-        .sql("SELECT * FROM c ORDER BY _epoch, chunk_id, doc_id, _diff")
-        .await
-        .unwrap();
+    ctx.register_parquet("c", &format!("{}/", folder.display()), ParquetReadOptions::default()).await.unwrap();
+    let cold_log = ctx.sql("SELECT * FROM c ORDER BY _epoch, chunk_id, doc_id, _diff").await.unwrap();
     assert_eq!(pretty(&cold_log.collect().await.unwrap()), log);
 
     let consolidated = ctx
@@ -98,17 +75,7 @@ async fn datafusion_reads_the_part_files_cold() {
     let names: Vec<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(
         names,
-        [
-            "chunk_id",
-            "doc_id",
-            "ordinal",
-            "text",
-            "char_start",
-            "char_end",
-            "token_estimate",
-            "_epoch",
-            "_diff"
-        ]
+        ["chunk_id", "doc_id", "ordinal", "text", "char_start", "char_end", "token_estimate", "_epoch", "_diff"]
     );
 }
 
@@ -129,9 +96,7 @@ fn source_positions_survive_a_restart() {
     assert_eq!(store.manifest().sources["http"], 17);
 
     let sources = [("watch".to_owned(), serde_json::json!({"offset": 3}))].into();
-    store
-        .commit_epoch_with(3, epochs[1].1.clone(), sources)
-        .unwrap();
+    store.commit_epoch_with(3, epochs[1].1.clone(), sources).unwrap();
     drop(store);
     let manifest = Store::open(dir.path(), DIM).unwrap().manifest();
     assert_eq!(manifest.committed_epoch, 3);

@@ -26,17 +26,10 @@ fn garbage_or_truncated_manifest() {
     let err = open_error(dir.path());
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("_manifest.json") && msg.contains("is corrupt") && msg.contains("backup"),
-        "{msg}"
-    );
+    assert!(msg.contains("_manifest.json") && msg.contains("is corrupt") && msg.contains("backup"), "{msg}");
 
     std::fs::write(&manifest, b"\x00\x01 not json").unwrap();
-    assert!(
-        open_error(dir.path())
-            .to_string()
-            .contains("_manifest.json")
-    );
+    assert!(open_error(dir.path()).to_string().contains("_manifest.json"));
 
     std::fs::write(&manifest, &good).unwrap();
     assert_eq!(Store::open(dir.path(), DIM).unwrap().committed_epoch(), 2);
@@ -52,25 +45,16 @@ fn truncated_or_missing_parquet_file() {
     let err = open_error(dir.path());
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("chunks/epoch=1/part-0.parquet") && msg.contains("Parquet"),
-        "{msg}"
-    );
+    assert!(msg.contains("chunks/epoch=1/part-0.parquet") && msg.contains("Parquet"), "{msg}");
 
     std::fs::remove_file(&part).unwrap();
     let msg = open_error(dir.path()).to_string();
-    assert!(
-        msg.contains("chunks/epoch=1/part-0.parquet") && msg.contains("missing"),
-        "{msg}"
-    );
+    assert!(msg.contains("chunks/epoch=1/part-0.parquet") && msg.contains("missing"), "{msg}");
 }
 
 #[test]
 fn another_embedding_dimension_is_refused() {
     let dir = committed_dir();
     let err = Store::open(dir.path(), DIM + 1).unwrap_err();
-    assert!(
-        matches!(err, Error::DimensionMismatch { stored: DIM, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::DimensionMismatch { stored: DIM, .. }), "{err:?}");
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use arrow::array::{Array, RecordBatch};
 use twinflow_schemas::{
-    ChunkRow, ContentFormat, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128,
-    InstructRow, Split, TableName, Vector,
+    ChunkRow, ContentFormat, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, InstructRow, Split,
+    TableName, Vector,
 };
 use twinflow_sinks::Store;
 
@@ -86,10 +86,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
             0,
             EpochUpdates {
                 documents: vec![(doc("a", "A one", 1), 1)],
-                chunks: vec![
-                    (chunk("a", 0, "alpha one"), 1),
-                    (chunk("a", 1, "shared text"), 1),
-                ],
+                chunks: vec![(chunk("a", 0, "alpha one"), 1), (chunk("a", 1, "shared text"), 1)],
                 embeddings: vec![(emb("alpha one"), 1), (emb("shared text"), 1)],
                 instruct: vec![(sample("a", "alpha one"), 1)],
             },
@@ -98,10 +95,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
             1,
             EpochUpdates {
                 documents: vec![(doc("b", "B", 1), 1)],
-                chunks: vec![
-                    (chunk("b", 0, "beta"), 1),
-                    (chunk("b", 1, "shared text"), 1),
-                ],
+                chunks: vec![(chunk("b", 0, "beta"), 1), (chunk("b", 1, "shared text"), 1)],
                 embeddings: vec![(emb("beta"), 1)],
                 instruct: vec![],
             },
@@ -112,15 +106,9 @@ pub(crate) fn scenario() -> Vec<Epoch> {
             0,
             EpochUpdates {
                 documents: vec![(doc("a", "A one", 1), -1), (doc("a", "A two", 2), 1)],
-                chunks: vec![
-                    (chunk("a", 0, "alpha one"), -1),
-                    (chunk("a", 0, "alpha two"), 1),
-                ],
+                chunks: vec![(chunk("a", 0, "alpha one"), -1), (chunk("a", 0, "alpha two"), 1)],
                 embeddings: vec![(emb("alpha one"), -1), (emb("alpha two"), 1)],
-                instruct: vec![
-                    (sample("a", "alpha one"), -1),
-                    (sample("a", "alpha two"), 1),
-                ],
+                instruct: vec![(sample("a", "alpha one"), -1), (sample("a", "alpha two"), 1)],
             },
         ),
         (
@@ -137,10 +125,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
         1,
         EpochUpdates {
             documents: vec![(doc("b", "B", 1), -1)],
-            chunks: vec![
-                (chunk("b", 0, "beta"), -1),
-                (chunk("b", 1, "shared text"), -1),
-            ],
+            chunks: vec![(chunk("b", 0, "beta"), -1), (chunk("b", 1, "shared text"), -1)],
             embeddings: vec![(emb("beta"), -1)],
             instruct: vec![],
         },
@@ -193,9 +178,7 @@ fn add<R: Ord + Clone>(map: &mut BTreeMap<R, i64>, updates: &[(R, i64)]) {
 }
 
 fn live<R: Clone>(map: &BTreeMap<R, i64>) -> Vec<R> {
-    map.iter()
-        .flat_map(|(r, n)| std::iter::repeat_n(r.clone(), (*n).max(0) as usize))
-        .collect()
+    map.iter().flat_map(|(r, n)| std::iter::repeat_n(r.clone(), (*n).max(0) as usize)).collect()
 }
 
 impl Oracle {
@@ -212,22 +195,10 @@ impl Oracle {
     pub(crate) fn counts(&self) -> BTreeMap<String, u64> {
         let sum = |n: i64| n.max(0) as u64;
         BTreeMap::from([
-            (
-                TableName::Documents.to_string(),
-                sum(self.documents.values().sum()),
-            ),
-            (
-                TableName::Chunks.to_string(),
-                sum(self.chunks.values().sum()),
-            ),
-            (
-                TableName::Embeddings.to_string(),
-                sum(self.embeddings.values().sum()),
-            ),
-            (
-                TableName::Instruct.to_string(),
-                sum(self.instruct.values().sum()),
-            ),
+            (TableName::Documents.to_string(), sum(self.documents.values().sum())),
+            (TableName::Chunks.to_string(), sum(self.chunks.values().sum())),
+            (TableName::Embeddings.to_string(), sum(self.embeddings.values().sum())),
+            (TableName::Instruct.to_string(), sum(self.instruct.values().sum())),
         ])
     }
 
@@ -264,32 +235,21 @@ impl Oracle {
 
 /// The answer to `sql` as pretty-printed text, plus its epoch.
 pub(crate) async fn query_text(store: &Store, sql: &str) -> (u64, String) {
-    let answer = store
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let answer = store.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     (answer.epoch, pretty(&answer.batches))
 }
 
 pub(crate) fn pretty(batches: &[RecordBatch]) -> String {
-    arrow::util::pretty::pretty_format_batches(batches)
-        .unwrap()
-        .to_string()
+    arrow::util::pretty::pretty_format_batches(batches).unwrap().to_string()
 }
 
 /// A single `i64`/`u64`-ish scalar answer.
 pub(crate) async fn scalar(store: &Store, sql: &str) -> i64 {
-    let answer = store
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let answer = store.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     let batch = arrow::compute::concat_batches(&answer.schema, &answer.batches).unwrap();
     assert_eq!(batch.num_rows(), 1, "{sql}");
     let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64).unwrap();
-    let col = col
-        .as_any()
-        .downcast_ref::<arrow::array::Int64Array>()
-        .unwrap();
+    let col = col.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
     if col.is_null(0) { 0 } else { col.value(0) }
 }
 
@@ -301,12 +261,7 @@ pub(crate) fn files_under(dir: &std::path::Path) -> Vec<String> {
             if path.is_dir() {
                 walk(root, &path, out);
             } else {
-                out.push(
-                    path.strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
+                out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
             }
         }
     }

@@ -16,36 +16,19 @@ async fn every_epoch_matches_the_oracle() {
     for epoch in scenario() {
         commit_all(&store, &mut oracle, std::slice::from_ref(&epoch));
         assert_eq!(store.committed_epoch(), epoch.0);
-        assert_eq!(
-            store.counts(),
-            (epoch.0, oracle.counts()),
-            "counts after epoch {}",
-            epoch.0
-        );
+        assert_eq!(store.counts(), (epoch.0, oracle.counts()), "counts after epoch {}", epoch.0);
         assert_eq!(store.current_documents(), oracle.documents());
         assert_eq!(store.current_embeddings(), oracle.embeddings());
 
         // SQL over the live table equals the oracle's rows.
         let sql = "SELECT chunk_id, doc_id, ordinal, text, char_start, char_end, token_estimate FROM chunks";
-        let answer = store
-            .sql(&format!("{sql} ORDER BY chunk_id, doc_id, ordinal"))
-            .await
-            .unwrap();
+        let answer = store.sql(&format!("{sql} ORDER BY chunk_id, doc_id, ordinal")).await.unwrap();
         assert_eq!(answer.epoch, epoch.0);
         let batch = arrow::compute::concat_batches(&answer.schema, &answer.batches).unwrap();
-        let rows =
-            twinflow_sinks::convert::batch_to_updates::<twinflow_schemas::ChunkRow>(&batch, DIM)
-                .unwrap();
+        let rows = twinflow_sinks::convert::batch_to_updates::<twinflow_schemas::ChunkRow>(&batch, DIM).unwrap();
         let mut expected = oracle.chunks();
-        expected.sort_by(|a, b| {
-            (a.chunk_id, &a.doc_id, a.ordinal).cmp(&(b.chunk_id, &b.doc_id, b.ordinal))
-        });
-        assert_eq!(
-            rows.into_iter().map(|(r, _)| r).collect::<Vec<_>>(),
-            expected,
-            "chunks after epoch {}",
-            epoch.0
-        );
+        expected.sort_by(|a, b| (a.chunk_id, &a.doc_id, a.ordinal).cmp(&(b.chunk_id, &b.doc_id, b.ordinal)));
+        assert_eq!(rows.into_iter().map(|(r, _)| r).collect::<Vec<_>>(), expected, "chunks after epoch {}", epoch.0);
 
         // The change log sums to the live state, table by table.
         for (table, count) in oracle.counts() {
@@ -75,16 +58,9 @@ async fn every_epoch_matches_the_oracle() {
     assert_eq!(final_counts["embeddings"], 4);
     assert_eq!(final_counts["instruct"], 1);
     // The deleted document's chunk is gone; the updated one shows its new text.
-    let texts = scalar(
-        &store,
-        "SELECT COUNT(*) FROM chunks WHERE text IN ('beta', 'alpha one')",
-    )
-    .await;
+    let texts = scalar(&store, "SELECT COUNT(*) FROM chunks WHERE text IN ('beta', 'alpha one')").await;
     assert_eq!(texts, 0);
-    let title = store
-        .sql("SELECT title FROM documents WHERE doc_id = 'c'")
-        .await
-        .unwrap();
+    let title = store.sql("SELECT title FROM documents WHERE doc_id = 'c'").await.unwrap();
     assert!(pretty(&title.batches).contains("C two"));
 }
 
@@ -101,11 +77,8 @@ async fn search_returns_text_and_every_live_occurrence_with_document_metadata() 
     assert_eq!(hit.chunk_id, Hash128::of(b"gamma"));
     assert!((hit.score - 1.0).abs() < 1e-6);
     assert_eq!(hit.text, "gamma");
-    let sources: Vec<(&str, u32, &str)> = hit
-        .sources
-        .iter()
-        .map(|s| (s.doc_id.as_str(), s.ordinal, s.title.as_str()))
-        .collect();
+    let sources: Vec<(&str, u32, &str)> =
+        hit.sources.iter().map(|s| (s.doc_id.as_str(), s.ordinal, s.title.as_str())).collect();
     assert_eq!(sources, [("c", 0, "C two"), ("d", 1, "D")]);
     assert_eq!(hit.sources[1].url, "https://example.com/d");
     assert_eq!(hit.sources[1].author, "ada");
@@ -117,11 +90,7 @@ async fn search_returns_text_and_every_live_occurrence_with_document_metadata() 
     assert_eq!(hits[0].sources[0].title, "A two");
 
     assert!(store.search(&vector_of("gamma"), 0).1.is_empty());
-    assert_eq!(
-        store.search(&vector_of("gamma"), 100).1.len(),
-        4,
-        "k above the live count gives every chunk"
-    );
+    assert_eq!(store.search(&vector_of("gamma"), 100).1.len(), 4, "k above the live count gives every chunk");
 }
 
 #[tokio::test]
@@ -141,10 +110,7 @@ async fn ties_are_broken_by_chunk_id() {
     let (_, hits) = store.search(&vector_of("delta"), 2);
     let mut ids: Vec<Hash128> = texts.iter().map(|t| Hash128::of(t.as_bytes())).collect();
     ids.sort();
-    assert_eq!(
-        hits.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
-        ids[..2]
-    );
+    assert_eq!(hits.iter().map(|h| h.chunk_id).collect::<Vec<_>>(), ids[..2]);
 }
 
 #[tokio::test]
@@ -165,9 +131,7 @@ async fn recommitting_and_empty_epochs() {
     assert_eq!(store.manifest(), manifest);
 
     // An empty epoch advances the committed epoch and writes no file.
-    let stats = store
-        .commit_epoch(3, vec![(0, EpochUpdates::default())])
-        .unwrap();
+    let stats = store.commit_epoch(3, vec![(0, EpochUpdates::default())]).unwrap();
     assert_eq!((stats.epoch, stats.files, stats.bytes), (3, 0, 0));
     assert_eq!(store.committed_epoch(), 3);
     assert_eq!(files_under(dir.path()), files);
@@ -175,10 +139,7 @@ async fn recommitting_and_empty_epochs() {
 
     // A non-empty one reports what it wrote.
     let stats = store.commit_epoch(4, epochs[2].1.clone()).unwrap();
-    assert_eq!(
-        stats.files, 3,
-        "documents, chunks and embeddings of worker 1"
-    );
+    assert_eq!(stats.files, 3, "documents, chunks and embeddings of worker 1");
     assert_eq!(stats.rows["chunks"], 2);
     assert!(stats.bytes > 0);
     assert!(dir.path().join("chunks/epoch=4/part-1.parquet").exists());
@@ -215,8 +176,5 @@ async fn readers_see_whole_epochs_while_commits_run() {
         last = answer.epoch;
     }
     writer.join().unwrap();
-    assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM chunks_changes").await,
-        40
-    );
+    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM chunks_changes").await, 40);
 }

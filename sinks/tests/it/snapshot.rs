@@ -17,23 +17,14 @@ async fn restart_from_snapshot_plus_later_epochs() {
     assert_eq!((info.version, info.epoch), (1, 3));
     assert_eq!(info.rows, oracle.counts());
     assert_eq!(info.files.len(), 4);
-    assert!(
-        info.files
-            .contains(&"chunks/_snapshots/v1/part-0.parquet".to_owned())
-    );
+    assert!(info.files.contains(&"chunks/_snapshots/v1/part-0.parquet".to_owned()));
 
     // The snapshot file is the consolidated table: _epoch = 3, diffs sum to the count.
-    let batches =
-        parquet_io::read_parquet(&dir.path().join("chunks/_snapshots/v1/part-0.parquet")).unwrap();
+    let batches = parquet_io::read_parquet(&dir.path().join("chunks/_snapshots/v1/part-0.parquet")).unwrap();
     let mut total = 0;
     for batch in &batches {
         assert_eq!(batch.schema(), TableName::Chunks.change_schema(DIM));
-        assert!(
-            convert::batch_epochs(batch, TableName::Chunks)
-                .unwrap()
-                .iter()
-                .all(|e| *e == 3)
-        );
+        assert!(convert::batch_epochs(batch, TableName::Chunks).unwrap().iter().all(|e| *e == 3));
         total += convert::batch_to_updates::<twinflow_schemas::ChunkRow>(batch, DIM)
             .unwrap()
             .iter()
@@ -52,8 +43,7 @@ async fn restart_from_snapshot_plus_later_epochs() {
         for epoch in 1..=3 {
             let folder = dir.path().join(format!("{table}/epoch={epoch}"));
             if folder.exists() {
-                std::fs::rename(&folder, dir.path().join(format!("{table}/moved-{epoch}")))
-                    .unwrap();
+                std::fs::rename(&folder, dir.path().join(format!("{table}/moved-{epoch}"))).unwrap();
             }
         }
     }
@@ -62,12 +52,7 @@ async fn restart_from_snapshot_plus_later_epochs() {
     assert_eq!(store.current_documents(), oracle.documents());
     assert_eq!(store.current_embeddings(), oracle.embeddings());
     assert_eq!(store.search(&vector_of("gamma"), 4), search);
-    assert_eq!(
-        query_text(&store, "SELECT * FROM chunks ORDER BY chunk_id, doc_id")
-            .await
-            .1,
-        live_sql
-    );
+    assert_eq!(query_text(&store, "SELECT * FROM chunks ORDER BY chunk_id, doc_id").await.1, live_sql);
 
     let second = store.snapshot().unwrap();
     assert_eq!((second.version, second.epoch), (2, 5));

@@ -24,15 +24,9 @@ async fn writes_are_refused_and_nothing_changes() {
         "DELETE FROM documents".to_owned(),
         "UPDATE documents SET title = 'x'".to_owned(),
         format!("COPY (SELECT * FROM chunks) TO '{}'", copy_target.display()),
-        format!(
-            "COPY chunks TO '{}' STORED AS PARQUET",
-            copy_target.display()
-        ),
+        format!("COPY chunks TO '{}' STORED AS PARQUET", copy_target.display()),
         format!("EXPLAIN COPY chunks TO '{}'", copy_target.display()),
-        format!(
-            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '{}'",
-            dir.path().display()
-        ),
+        format!("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '{}'", dir.path().display()),
         "SET datafusion.execution.batch_size = 1".to_owned(),
         "RESET datafusion.execution.batch_size".to_owned(),
     ];
@@ -44,11 +38,7 @@ async fn writes_are_refused_and_nothing_changes() {
     }
     assert!(!copy_target.exists(), "a refused COPY wrote a file");
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
-    assert_eq!(
-        files_under(dir.path()),
-        before,
-        "a refused statement wrote to the data directory"
-    );
+    assert_eq!(files_under(dir.path()), before, "a refused statement wrote to the data directory");
     assert_eq!(store.counts(), (5, oracle.counts()));
     assert_eq!(scalar(&store, "SELECT COUNT(*) FROM chunks").await, 5);
 }
@@ -58,12 +48,7 @@ async fn errors_and_reads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), DIM).unwrap();
 
-    for sql in [
-        "SELEC 1",
-        "SELECT * FROM nosuch",
-        "SELECT nosuch FROM chunks",
-        "SELECT 1; SELECT 2",
-    ] {
+    for sql in ["SELEC 1", "SELECT * FROM nosuch", "SELECT nosuch FROM chunks", "SELECT 1; SELECT 2"] {
         let err = store.sql(sql).await.expect_err(sql);
         assert!(matches!(err, Error::Sql(_)), "{sql}: {err:?}");
         assert_eq!(err.code(), ErrorCode::SqlError);
@@ -71,40 +56,22 @@ async fn errors_and_reads() {
 
     // Before any commit every table exists, empty, with its schema.
     for table in ["documents", "chunks", "embeddings", "instruct"] {
-        assert_eq!(
-            scalar(&store, &format!("SELECT COUNT(*) FROM {table}")).await,
-            0
-        );
-        assert_eq!(
-            scalar(&store, &format!("SELECT COUNT(*) FROM {table}_changes")).await,
-            0
-        );
+        assert_eq!(scalar(&store, &format!("SELECT COUNT(*) FROM {table}")).await, 0);
+        assert_eq!(scalar(&store, &format!("SELECT COUNT(*) FROM {table}_changes")).await, 0);
     }
     let answer = store.sql("SELECT * FROM embeddings_changes").await.unwrap();
-    assert_eq!(
-        answer.schema,
-        twinflow_schemas::TableName::Embeddings.change_schema(DIM)
-    );
+    assert_eq!(answer.schema, twinflow_schemas::TableName::Embeddings.change_schema(DIM));
     assert_eq!(answer.epoch, 0);
 
     commit_all(&store, &mut Oracle::default(), &scenario()[..1]);
     let (_, tables) = query_text(&store, "SHOW TABLES").await;
-    for table in [
-        "documents",
-        "chunks_changes",
-        "instruct",
-        "embeddings_changes",
-    ] {
+    for table in ["documents", "chunks_changes", "instruct", "embeddings_changes"] {
         assert!(tables.contains(table), "{tables}");
     }
     let (_, plan) = query_text(&store, "EXPLAIN SELECT COUNT(*) FROM chunks_changes").await;
     assert!(plan.contains("plan"), "{plan}");
     let (_, described) = query_text(&store, "DESCRIBE chunks").await;
     assert!(described.contains("token_estimate"), "{described}");
-    let with = scalar(
-        &store,
-        "WITH x AS (SELECT doc_id FROM chunks) SELECT COUNT(DISTINCT doc_id) FROM x",
-    )
-    .await;
+    let with = scalar(&store, "WITH x AS (SELECT doc_id FROM chunks) SELECT COUNT(DISTINCT doc_id) FROM x").await;
     assert_eq!(with, 2);
 }

@@ -93,16 +93,7 @@ const TAILS: &[&str] = &[
     " even when the input is messy",
     " so that results stay reproducible",
 ];
-const OPENERS: &[&str] = &[
-    "",
-    "",
-    "",
-    "In practice, ",
-    "Sometimes ",
-    "Of course, ",
-    "Then ",
-    "Still, ",
-];
+const OPENERS: &[&str] = &["", "", "", "In practice, ", "Sometimes ", "Of course, ", "Then ", "Still, "];
 
 fn sentence(rng: &mut Rng) -> String {
     let mut s = String::from(rng.pick(OPENERS));
@@ -112,18 +103,9 @@ fn sentence(rng: &mut Rng) -> String {
     } else {
         s.push_str(&subject.to_lowercase());
     }
-    s.push_str(&format!(
-        " {} {}{}",
-        rng.pick(VERBS),
-        rng.pick(OBJECTS),
-        rng.pick(TAILS)
-    ));
+    s.push_str(&format!(" {} {}{}", rng.pick(VERBS), rng.pick(OBJECTS), rng.pick(TAILS)));
     if rng.below(3) == 0 {
-        s.push_str(&format!(
-            ", and {} {}",
-            rng.pick(VERBS).trim_end_matches('s'),
-            rng.pick(OBJECTS)
-        ));
+        s.push_str(&format!(", and {} {}", rng.pick(VERBS).trim_end_matches('s'), rng.pick(OBJECTS)));
     }
     s.push_str([".", ".", ".", "!", "?"][rng.below(5)]);
     s
@@ -142,26 +124,15 @@ fn article(rng: &mut Rng, chars: usize) -> Vec<Vec<String>> {
 }
 
 fn render(paragraphs: &[Vec<String>]) -> String {
-    paragraphs
-        .iter()
-        .map(|p| p.join(" "))
-        .collect::<Vec<_>>()
-        .join("\n\n")
+    paragraphs.iter().map(|p| p.join(" ")).collect::<Vec<_>>().join("\n\n")
 }
 
 fn slice_chars(text: &str, start: u32, end: u32) -> String {
-    text.chars()
-        .skip(start as usize)
-        .take((end - start) as usize)
-        .collect()
+    text.chars().skip(start as usize).take((end - start) as usize).collect()
 }
 
 fn spec(min_chars: usize, max_chars: usize) -> ChunkSpec {
-    ChunkSpec {
-        min_chars,
-        max_chars,
-        boundary_one_in: 4,
-    }
+    ChunkSpec { min_chars, max_chars, boundary_one_in: 4 }
 }
 
 /// Every property a chunking must have: exact offsets, in order, trimmed
@@ -172,29 +143,13 @@ fn check(text: &str, chunks: &[Chunk], spec: &ChunkSpec, kind: DocumentKind) {
     let mut prev_end = 0;
     let len = |a: &Chunk, b: &Chunk| (b.char_end - a.char_start) as usize;
     for (i, c) in chunks.iter().enumerate() {
-        assert_eq!(
-            slice_chars(text, c.char_start, c.char_end),
-            c.text,
-            "chunk {i}"
-        );
-        assert!(
-            c.char_start >= prev_end && c.char_end > c.char_start,
-            "chunk {i} order"
-        );
-        assert!(
-            !c.text.ends_with(char::is_whitespace),
-            "chunk {i} trailing space"
-        );
+        assert_eq!(slice_chars(text, c.char_start, c.char_end), c.text, "chunk {i}");
+        assert!(c.char_start >= prev_end && c.char_end > c.char_start, "chunk {i} order");
+        assert!(!c.text.ends_with(char::is_whitespace), "chunk {i} trailing space");
         let lead = c.text.starts_with(char::is_whitespace);
-        assert!(
-            !lead || kind == DocumentKind::Repository,
-            "chunk {i} leading space"
-        );
+        assert!(!lead || kind == DocumentKind::Repository, "chunk {i} leading space");
         assert!(!c.text.starts_with('\n'), "chunk {i} leading newline");
-        assert!(
-            c.text.chars().count() <= spec.max_chars,
-            "chunk {i} over max"
-        );
+        assert!(c.text.chars().count() <= spec.max_chars, "chunk {i} over max");
         assert_eq!(c.token_estimate, token_estimate(&c.text));
         let gap = slice_chars(text, prev_end, c.char_start);
         assert!(gap.trim().is_empty(), "text lost before chunk {i}: {gap:?}");
@@ -202,11 +157,7 @@ fn check(text: &str, chunks: &[Chunk], spec: &ChunkSpec, kind: DocumentKind) {
         if c.text.chars().count() < spec.min_chars && i + 1 < chunks.len() {
             let after = len(c, &chunks[i + 1]) > spec.max_chars;
             let before = i > 0 && len(&chunks[i - 1], c) > spec.max_chars;
-            assert!(
-                after || before,
-                "chunk {i} short without a reason: {:?}",
-                c.text
-            );
+            assert!(after || before, "chunk {i} short without a reason: {:?}", c.text);
         }
     }
     let tail = slice_chars(text, prev_end, text.chars().count() as u32);
@@ -228,22 +179,12 @@ fn token_estimate_heuristic() {
 fn blank_input_gives_no_chunks() {
     for text in ["", " ", "\n\n\t \n", "\u{3000}\u{00A0}"] {
         for kind in DocumentKind::ALL {
-            assert!(
-                chunk(text, kind, &ChunkSpec::default()).is_empty(),
-                "{kind} {text:?}"
-            );
+            assert!(chunk(text, kind, &ChunkSpec::default()).is_empty(), "{kind} {text:?}");
         }
     }
-    let one = chunk(
-        "  Just one sentence.  ",
-        DocumentKind::Post,
-        &ChunkSpec::default(),
-    );
+    let one = chunk("  Just one sentence.  ", DocumentKind::Post, &ChunkSpec::default());
     assert_eq!(one.len(), 1);
-    assert_eq!(
-        (one[0].text.as_str(), one[0].char_start, one[0].char_end),
-        ("Just one sentence.", 2, 20)
-    );
+    assert_eq!((one[0].text.as_str(), one[0].char_start, one[0].char_end), ("Just one sentence.", 2, 20));
 }
 
 #[test]
@@ -254,23 +195,14 @@ fn article_chunks_respect_sizes_and_paragraphs() {
     check(&text, &chunks, &spec, DocumentKind::Article);
     assert!((40..=65).contains(&chunks.len()), "{} chunks", chunks.len());
     let body = &chunks[..chunks.len() - 1];
-    let short = body
-        .iter()
-        .filter(|c| c.text.len() < spec.min_chars)
-        .count();
+    let short = body.iter().filter(|c| c.text.len() < spec.min_chars).count();
     assert!(short * 10 <= body.len(), "{short} short chunks");
     // Sentence ends always; paragraph ends almost always (one is nearly
     // always within reach). The text is ASCII, so chars are bytes.
-    let at_paragraph = body
-        .iter()
-        .filter(|c| text[c.char_end as usize..].starts_with("\n\n"));
+    let at_paragraph = body.iter().filter(|c| text[c.char_end as usize..].starts_with("\n\n"));
     assert!(at_paragraph.count() * 10 >= body.len() * 9);
     assert!(body.iter().all(|c| c.text.ends_with(['.', '!', '?'])));
-    assert_eq!(
-        chunk(&text, DocumentKind::Article, &spec),
-        chunks,
-        "deterministic"
-    );
+    assert_eq!(chunk(&text, DocumentKind::Article, &spec), chunks, "deterministic");
 }
 
 #[test]
@@ -280,10 +212,7 @@ fn long_sentences_and_lines_are_split() {
     let text = format!("Short start. {words}end.\n\n{}", "x".repeat(450));
     let chunks = chunk(&text, DocumentKind::Article, &spec);
     check(&text, &chunks, &spec, DocumentKind::Article);
-    assert!(
-        chunks.iter().any(|c| c.text == "x".repeat(100)),
-        "hard split"
-    );
+    assert!(chunks.iter().any(|c| c.text == "x".repeat(100)), "hard split");
     let code = format!("fn a() {{\n    {}\n}}\n", "let x = 1; ".repeat(40));
     let chunks = chunk(&code, DocumentKind::Repository, &spec);
     check(&code, &chunks, &spec, DocumentKind::Repository);
@@ -295,15 +224,9 @@ fn code_cuts_before_top_level_items() {
     let mut rng = Rng(3);
     let mut code = String::from("use std::fmt;\n\n");
     for i in 0..200 {
-        code.push_str(&format!(
-            "/// Item {i}.\npub fn item_{i}(x: u32) -> u32 {{\n"
-        ));
+        code.push_str(&format!("/// Item {i}.\npub fn item_{i}(x: u32) -> u32 {{\n"));
         for _ in 0..3 + rng.below(12) {
-            code.push_str(&format!(
-                "    let y = x * {} + {};\n",
-                rng.below(100),
-                rng.below(9)
-            ));
+            code.push_str(&format!("    let y = x * {} + {};\n", rng.below(100), rng.below(9)));
             if rng.below(4) == 0 {
                 code.push('\n');
             }
@@ -315,11 +238,7 @@ fn code_cuts_before_top_level_items() {
     check(&code, &chunks, &spec, DocumentKind::Repository);
     assert!(chunks.len() > 3);
     for c in &chunks[1..] {
-        assert!(
-            c.text.starts_with("/// Item"),
-            "cut inside an item: {:?}",
-            &c.text[..40]
-        );
+        assert!(c.text.starts_with("/// Item"), "cut inside an item: {:?}", &c.text[..40]);
     }
 }
 
@@ -357,11 +276,8 @@ fn offsets_match_on_random_unicode() {
         let len = rng.below(3000);
         let text: String = (0..len).map(|_| rng.pick(&alphabet)).collect();
         let min = rng.below(300);
-        let spec = ChunkSpec {
-            min_chars: min,
-            max_chars: min + 1 + rng.below(400),
-            boundary_one_in: 1 + rng.below(6) as u32,
-        };
+        let spec =
+            ChunkSpec { min_chars: min, max_chars: min + 1 + rng.below(400), boundary_one_in: 1 + rng.below(6) as u32 };
         for kind in [DocumentKind::Article, DocumentKind::Repository] {
             let chunks = chunk(&text, kind, &spec);
             check(&text, &chunks, &spec, kind);
@@ -376,17 +292,10 @@ fn handles_ten_megabytes() {
     let spec = ChunkingConfig::default().article;
     let chunks = chunk(&text, DocumentKind::Article, &spec);
     assert!(chunks.len() > 5000);
-    assert!(
-        chunks
-            .iter()
-            .all(|c| c.text.chars().count() <= spec.max_chars)
-    );
+    assert!(chunks.iter().all(|c| c.text.chars().count() <= spec.max_chars));
     let tiny = "a. ".repeat(3_000_000);
     let chunks = chunk(&tiny, DocumentKind::Article, &spec);
-    assert_eq!(
-        chunks.last().map(|c| c.char_end as usize),
-        Some(tiny.trim_end().chars().count())
-    );
+    assert_eq!(chunks.last().map(|c| c.char_end as usize), Some(tiny.trim_end().chars().count()));
 }
 
 /// Applies one edit to a paragraph list: 0 replaces a word, 1 deletes a
@@ -433,10 +342,7 @@ fn edits_change_only_nearby_chunks() {
     let mut rng = Rng(42);
     let base = article(&mut rng, 75_000);
     let text = render(&base);
-    let old: HashSet<String> = chunk(&text, DocumentKind::Article, &spec)
-        .into_iter()
-        .map(|c| c.text)
-        .collect();
+    let old: HashSet<String> = chunk(&text, DocumentKind::Article, &spec).into_iter().map(|c| c.text).collect();
     assert!((40..=65).contains(&old.len()), "{} chunks", old.len());
     let sentences: usize = base.iter().map(Vec::len).sum();
     let (mut worst, mut sum, mut edits) = (0, 0, 0);
@@ -458,19 +364,12 @@ fn edits_change_only_nearby_chunks() {
         let new_text = render(&doc);
         let new = chunk(&new_text, DocumentKind::Article, &spec);
         let fresh = new.iter().filter(|c| !old.contains(&c.text)).count();
-        assert!(
-            fresh <= 3,
-            "edit {i} (op {}, sentence {at}) changed {fresh} chunks",
-            i / 200
-        );
+        assert!(fresh <= 3, "edit {i} (op {}, sentence {at}) changed {fresh} chunks", i / 200);
         worst = worst.max(fresh);
         sum += fresh;
         edits += 1;
     }
-    println!(
-        "locality: max {worst}, mean {:.2} new chunks over {edits} edits",
-        sum as f64 / edits as f64
-    );
+    println!("locality: max {worst}, mean {:.2} new chunks over {edits} edits", sum as f64 / edits as f64);
 }
 /// LOCALITY, statistically: 1000 random one-sentence edits over five
 /// generated articles. Observed: max 5, mean 1.20, 10 of 1000 edits change
@@ -483,10 +382,8 @@ fn random_edits_change_few_chunks() {
     for seed in 100..105 {
         let mut rng = Rng(seed);
         let base = article(&mut rng, 75_000);
-        let old: HashSet<String> = chunk(&render(&base), DocumentKind::Article, &spec)
-            .into_iter()
-            .map(|c| c.text)
-            .collect();
+        let old: HashSet<String> =
+            chunk(&render(&base), DocumentKind::Article, &spec).into_iter().map(|c| c.text).collect();
         let sentences: usize = base.iter().map(Vec::len).sum();
         for i in 0..200 {
             let mut doc = base.clone();
@@ -501,11 +398,6 @@ fn random_edits_change_few_chunks() {
         }
     }
     let mean = sum as f64 / edits as f64;
-    println!(
-        "locality (random): max {worst}, mean {mean:.2}, {over_three} of {edits} edits over 3"
-    );
-    assert!(
-        worst <= 6 && mean <= 1.4 && over_three * 50 <= edits,
-        "max {worst}, mean {mean}, {over_three} over 3"
-    );
+    println!("locality (random): max {worst}, mean {mean:.2}, {over_three} of {edits} edits over 3");
+    assert!(worst <= 6 && mean <= 1.4 && over_three * 50 <= edits, "max {worst}, mean {mean}, {over_three} over 3");
 }

@@ -21,31 +21,12 @@ fn clean_as(content: &str, format: ContentFormat) -> String {
 #[test]
 fn infers_format_from_kind_and_content() {
     let infer = |content: &str, kind| infer_format(&doc(content, kind, None));
-    assert_eq!(
-        infer("fn main() {}", DocumentKind::Repository),
-        ContentFormat::Code
-    );
-    assert_eq!(
-        infer("  <!DOCTYPE html><p>x", DocumentKind::Article),
-        ContentFormat::Html
-    );
-    assert_eq!(
-        infer("<html><body>x</body></html>", DocumentKind::Post),
-        ContentFormat::Html
-    );
-    assert_eq!(
-        infer("<p>a</p><p>b</p><div>c</div>", DocumentKind::Other),
-        ContentFormat::Html
-    );
-    assert_eq!(
-        infer("# Title\n\nSome <br> text.", DocumentKind::Article),
-        ContentFormat::Markdown
-    );
-    let declared = doc(
-        "<p>a</p><p>b</p><p>c</p>",
-        DocumentKind::Article,
-        Some(ContentFormat::Text),
-    );
+    assert_eq!(infer("fn main() {}", DocumentKind::Repository), ContentFormat::Code);
+    assert_eq!(infer("  <!DOCTYPE html><p>x", DocumentKind::Article), ContentFormat::Html);
+    assert_eq!(infer("<html><body>x</body></html>", DocumentKind::Post), ContentFormat::Html);
+    assert_eq!(infer("<p>a</p><p>b</p><div>c</div>", DocumentKind::Other), ContentFormat::Html);
+    assert_eq!(infer("# Title\n\nSome <br> text.", DocumentKind::Article), ContentFormat::Markdown);
+    let declared = doc("<p>a</p><p>b</p><p>c</p>", DocumentKind::Article, Some(ContentFormat::Text));
     assert_eq!(infer_format(&declared), ContentFormat::Text);
 }
 
@@ -96,10 +77,7 @@ fn text_is_normalised() {
     // "e" + combining acute → "é" (NFC); NUL and BEL dropped; tabs to spaces.
     let raw = "  Caf\u{0065}\u{0301}\tau\u{0000}\u{0007} lait  \r\n\r\n\r\n\r\nsecond\u{00A0}\u{00A0}line \
                \n  ADVERTISEMENT  \nthird\u{200B}line\n\n\n";
-    assert_eq!(
-        clean_as(raw, ContentFormat::Text),
-        "Café au lait\n\nsecond line\nthirdline"
-    );
+    assert_eq!(clean_as(raw, ContentFormat::Text), "Café au lait\n\nsecond line\nthirdline");
 }
 
 #[test]
@@ -132,21 +110,11 @@ fn never_panics_and_stays_normalised() {
         "\u{0301}\u{FFFF}\u{10FFFF}\u{D7FF}".into(),
     ];
     for input in &inputs {
-        for format in [
-            ContentFormat::Text,
-            ContentFormat::Markdown,
-            ContentFormat::Html,
-        ] {
+        for format in [ContentFormat::Text, ContentFormat::Markdown, ContentFormat::Html] {
             let out = clean_as(input, format);
             assert_eq!(out.trim(), out, "{format:?} {input:?}");
-            assert!(
-                !out.contains("\n\n\n") && !out.contains("  "),
-                "{format:?} {out:?}"
-            );
-            assert!(
-                !out.chars()
-                    .any(|c| c.is_control() && c != '\n' && c != '\t')
-            );
+            assert!(!out.contains("\n\n\n") && !out.contains("  "), "{format:?} {out:?}");
+            assert!(!out.chars().any(|c| c.is_control() && c != '\n' && c != '\t'));
         }
         let _ = clean_as(input, ContentFormat::Code);
     }
@@ -158,19 +126,12 @@ fn never_panics_and_stays_normalised() {
 fn handles_ten_megabytes() {
     let para = "A sentence with <b>some</b> words, an émoji 😀 and 中文. ";
     let big = para.repeat(10_000_000 / para.len() + 1);
-    for format in [
-        ContentFormat::Text,
-        ContentFormat::Markdown,
-        ContentFormat::Html,
-    ] {
+    for format in [ContentFormat::Text, ContentFormat::Markdown, ContentFormat::Html] {
         let out = clean_as(&big, format);
         assert!(out.len() > 5_000_000, "{format:?}: {}", out.len());
         assert!(out.starts_with("A sentence with"), "{format:?}");
     }
-    let html = format!(
-        "<html><body>{}</body></html>",
-        "<p>para <i>text</i></p>\n".repeat(400_000)
-    );
+    let html = format!("<html><body>{}</body></html>", "<p>para <i>text</i></p>\n".repeat(400_000));
     let out = clean_as(&html, ContentFormat::Html);
     assert!(out.starts_with("para text\n\npara text"), "{}", &out[..40]);
 }

@@ -19,12 +19,7 @@ fn row(text: &str) -> ChunkRow {
 }
 
 fn source(kind: DocumentKind) -> InstructSource<'static> {
-    InstructSource {
-        doc_id: "https://example.com/a",
-        title: "On Pipelines",
-        author: "Ada Lovelace",
-        kind,
-    }
+    InstructSource { doc_id: "https://example.com/a", title: "On Pipelines", author: "Ada Lovelace", kind }
 }
 
 #[test]
@@ -32,10 +27,7 @@ fn key_phrases_are_the_frequent_content_words() {
     assert_eq!(key_phrases(PARAGRAPH, 3), ["pipeline", "features", "fresh"]);
     // Ties break alphabetically; stopwords, short words, numbers and
     // contractions never count; possessives count as the word.
-    assert_eq!(
-        key_phrases("Zebra apple zebra's apple. It's the 2024 ox, don't.", 5),
-        ["apple", "zebra"]
-    );
+    assert_eq!(key_phrases("Zebra apple zebra's apple. It's the 2024 ox, don't.", 5), ["apple", "zebra"]);
     assert!(key_phrases("", 3).is_empty());
 }
 
@@ -60,62 +52,31 @@ fn writes_an_instruction_whose_answer_is_the_chunk() {
     assert_eq!(sample.chunk_ids, vec![chunk.chunk_id]);
     assert_eq!(sample.generator, GENERATOR);
     assert_eq!(sample.doc_id, "https://example.com/a");
-    let parts: [&[u8]; 3] = [
-        sample.instruction.as_bytes(),
-        PARAGRAPH.as_bytes(),
-        b"https://example.com/a",
-    ];
+    let parts: [&[u8]; 3] = [sample.instruction.as_bytes(), PARAGRAPH.as_bytes(), b"https://example.com/a"];
     assert_eq!(sample.sample_id, Hash128::of_parts(&parts));
-    assert_eq!(
-        offline_instructions(&source(DocumentKind::Article), &chunk),
-        Some(sample)
-    );
+    assert_eq!(offline_instructions(&source(DocumentKind::Article), &chunk), Some(sample));
 
-    let anonymous = InstructSource {
-        title: "",
-        author: " ",
-        kind: DocumentKind::Post,
-        ..source(DocumentKind::Post)
-    };
+    let anonymous = InstructSource { title: "", author: " ", kind: DocumentKind::Post, ..source(DocumentKind::Post) };
     let body = PARAGRAPH.split_once("\n\n").unwrap().1;
     let sample = offline_instructions(&anonymous, &row(body)).unwrap();
-    assert_eq!(
-        sample.instruction,
-        "Write a post of about 50 words about pipeline, features and fresh."
-    );
+    assert_eq!(sample.instruction, "Write a post of about 50 words about pipeline, features and fresh.");
 }
 
 #[test]
 fn filters_short_chunks_and_code() {
     let short = "Too short to teach anything useful.";
-    assert_eq!(
-        offline_instructions(&source(DocumentKind::Article), &row(short)),
-        None
-    );
+    assert_eq!(offline_instructions(&source(DocumentKind::Article), &row(short)), None);
     let few_words = "Supercalifragilistic ".repeat(15);
     assert!(few_words.len() >= MIN_CHARS);
-    assert_eq!(
-        offline_instructions(&source(DocumentKind::Article), &row(&few_words)),
-        None
-    );
-    assert_eq!(
-        offline_instructions(&source(DocumentKind::Repository), &row(PARAGRAPH)),
-        None
-    );
+    assert_eq!(offline_instructions(&source(DocumentKind::Article), &row(&few_words)), None);
+    assert_eq!(offline_instructions(&source(DocumentKind::Repository), &row(PARAGRAPH)), None);
 }
 
 #[test]
 fn split_is_stable_and_about_one_in_ten() {
-    assert_eq!(
-        split_for("https://example.com/a"),
-        split_for("https://example.com/a")
-    );
-    let test = (0..10_000)
-        .filter(|i| split_for(&format!("doc-{i}")) == Split::Test)
-        .count();
+    assert_eq!(split_for("https://example.com/a"), split_for("https://example.com/a"));
+    let test = (0..10_000).filter(|i| split_for(&format!("doc-{i}")) == Split::Test).count();
     assert!((900..=1100).contains(&test), "{test} of 10000 in test");
     let expected = |id: &str| Hash128::of(id.as_bytes()).low64() % 10 == 0;
-    assert!(
-        (0..100).all(|i| (split_for(&i.to_string()) == Split::Test) == expected(&i.to_string()))
-    );
+    assert!((0..100).all(|i| (split_for(&i.to_string()) == Split::Test) == expected(&i.to_string())));
 }

@@ -1,0 +1,201 @@
+//! The end-to-end bench runner. Prints one JSON report.
+//!
+//! ```text
+//! cargo run -p twinflow-benches --bin twinflow-bench -- engine --docs 10000
+//! cargo run -p twinflow-benches --bin twinflow-bench -- freshness --base 2000 --requests 200
+//! ```
+//! `engine`: full-ingest throughput (documents/s, chunks/s) with the
+//! feature-hashing embedder on 1 and 2 workers, with and without the
+//! Parquet store, and the incremental cost of an epoch editing 1% of the
+//! documents relative to the full ingest. `freshness`: POST → committed
+//! (searchable) latency over a real loopback socket, p50/p99.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use twinflow_benches::corpus;
+use twinflow_dataflow::{Engine, EngineOptions, HashingEmbedder};
+use twinflow_schemas::DocumentChange;
+use twinflow_schemas::config::Config;
+use twinflow_sinks::Store;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: usize| -> usize {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    match args.get(1).map(String::as_str) {
+        Some("engine") => engine(flag("--docs", 10_000)),
+        Some("freshness") => freshness(flag("--base", 2_000), flag("--requests", 200)),
+        _ => {
+            eprintln!("usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N]");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// Runs `changes` through an engine in one epoch per batch and returns the
+/// time until the last epoch completed, and the chunks produced.
+struct Run {
+    engine: Engine,
+    store: Option<Arc<Store>>,
+    chunks: i64,
+}
+
+impl Run {
+    fn new(workers: usize, store: Option<Arc<Store>>) -> anyhow::Result<Self> {
+        let options = EngineOptions {
+            workers,
+            tick: Duration::from_secs(3600),
+            max_batch: usize::MAX,
+            max_pending: usize::MAX,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::start(options, Arc::new(HashingEmbedder::new(384)), None)?;
+        Ok(Self { engine, store, chunks: 0 })
+    }
+
+    /// Submits `changes` as one epoch; waits until it is complete (and committed to the store, if any).
+    fn epoch(&mut self, changes: Vec<DocumentChange>) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let epoch = self.engine.submit(changes)?;
+        self.engine.flush();
+        let completed = self.engine.completed();
+        loop {
+            let done = completed.recv_timeout(Duration::from_secs(3600))?;
+            for (_, part) in &done.parts {
+                self.chunks += part.chunks.iter().map(|(_, d)| *d).sum::<i64>();
+            }
+            if let Some(store) = &self.store {
+                store.commit_epoch(done.epoch, done.parts)?;
+            }
+            if done.epoch == epoch {
+                break;
+            }
+        }
+        self.engine.mark_committed(epoch);
+        Ok(started.elapsed())
+    }
+}
+
+fn engine(n: usize) -> anyhow::Result<()> {
+    let docs = corpus::load(n)?;
+    let bytes: usize = docs
+        .iter()
+        .map(|d| match d {
+            DocumentChange::Upsert(doc) => doc.content.len(),
+            DocumentChange::Delete { .. } => 0,
+        })
+        .sum();
+    eprintln!("corpus: {} documents, {:.1} MB", docs.len(), bytes as f64 / 1e6);
+    let edited: Vec<DocumentChange> = docs.iter().step_by(100).map(corpus::edit).collect();
+    let mut results = Vec::new();
+    for with_store in [false, true] {
+        for workers in [1, 2] {
+            let dir = tempfile::tempdir()?;
+            let store = if with_store { Some(Arc::new(Store::open(dir.path(), 384)?)) } else { None };
+            let mut run = Run::new(workers, store)?;
+            let full = run.epoch(docs.clone())?;
+            let chunks = run.chunks;
+            let before = run.engine.stats().texts_embedded;
+            let incremental = run.epoch(edited.clone())?;
+            let reembedded = run.engine.stats().texts_embedded - before;
+            let result = json!({
+                "workers": workers,
+                "store": with_store,
+                "documents": docs.len(),
+                "chunks": chunks,
+                "full_ingest_s": full.as_secs_f64(),
+                "documents_per_s": docs.len() as f64 / full.as_secs_f64(),
+                "chunks_per_s": chunks as f64 / full.as_secs_f64(),
+                "edited_documents": edited.len(),
+                "incremental_epoch_s": incremental.as_secs_f64(),
+                "incremental_over_full": incremental.as_secs_f64() / full.as_secs_f64(),
+                "chunks_reembedded": reembedded,
+            });
+            eprintln!("{result}");
+            results.push(result);
+            run.engine.shutdown()?;
+        }
+    }
+    let speedup = |store: bool| {
+        let t = |w: u64| {
+            results
+                .iter()
+                .find(|r| r["workers"] == w && r["store"] == store)
+                .and_then(|r| r["full_ingest_s"].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        t(1) / t(2)
+    };
+    let report = json!({
+        "bench": "engine",
+        "embedder": "hashing-v1-384",
+        "runs": results,
+        "speedup_2_over_1_workers": { "engine": speedup(false), "engine_and_store": speedup(true) },
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn freshness(base: usize, requests: usize) -> anyhow::Result<()> {
+    let docs = corpus::load(base + requests)?;
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    let app = twinflow_server::App::start(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    runtime.spawn(axum_serve(listener, app.clone()));
+    let client = twinflow_server::client::Client::new(&format!("http://{addr}"))?;
+
+    let to_ndjson = |changes: &[DocumentChange]| -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for c in changes {
+            serde_json::to_writer(&mut out, c)?;
+            out.push(b'\n');
+        }
+        Ok(out)
+    };
+    for batch in docs[..base].chunks(500) {
+        client.ingest(to_ndjson(batch)?, true).context("base load")?;
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    for change in &docs[base..] {
+        let started = Instant::now();
+        let response = client.ingest(to_ndjson(std::slice::from_ref(change))?, true)?;
+        anyhow::ensure!(response.committed, "not committed");
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct =
+        |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1)];
+    let report = json!({
+        "bench": "freshness",
+        "what": "POST /v1/documents?wait=true of one document until committed (searchable), loopback",
+        "tick_ms": app.config.engine.tick.as_secs_f64() * 1e3,
+        "base_documents": base,
+        "requests": latencies.len(),
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies.last(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    app.shutdown()?;
+    Ok(())
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, app: Arc<twinflow_server::App>) {
+    if let Err(e) = axum::serve(listener, twinflow_server::router(app)).await {
+        eprintln!("server failed: {e}");
+    }
+}
