@@ -3,7 +3,7 @@
 //! command-line flags. Unknown keys are errors naming the key and where it
 //! came from.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -118,11 +118,6 @@ fn short_origin(origin: &str) -> &str {
 
 fn toml_value(value: &serde_json::Value) -> String {
     toml::Value::try_from(value).map(|v| v.to_string()).unwrap_or_else(|_| value.to_string())
-}
-
-/// The config file to read: `--config`, else `./twinflow.toml` if present.
-pub fn config_file(flag: Option<PathBuf>) -> Option<PathBuf> {
-    flag
 }
 
 #[cfg(test)]

