@@ -11,9 +11,9 @@ use anyhow::Context;
 use parking_lot::Mutex;
 
 use twinflow_connectors::{IngestError, SourceEvent};
-use twinflow_dataflow::{CompletedEpoch, Embedder, Engine, EngineOptions, HashingEmbedder, Restore, SubmitError};
+use twinflow_dataflow::{CompletedEpoch, Embedder, Engine, EngineOptions, Restore, SubmitError};
 use twinflow_schemas::DocumentChange;
-use twinflow_schemas::config::{Config, EmbedderConfig};
+use twinflow_schemas::config::Config;
 use twinflow_sinks::Store;
 
 /// How many recent ingest errors are kept for `/v1/status`.
@@ -39,18 +39,11 @@ struct SourcePump {
     pump: Option<JoinHandle<()>>,
 }
 
-/// Builds the embedder the configuration names.
-pub fn build_embedder(config: &EmbedderConfig) -> Arc<dyn Embedder> {
-    match config {
-        EmbedderConfig::Hashing(hashing) => Arc::new(HashingEmbedder::new(hashing.dim)),
-    }
-}
-
 impl App {
     /// Opens the store (restoring committed state), starts the engine and
     /// the committer. Sources are started separately ([`App::start_sources`]).
     pub fn start(config: Config) -> anyhow::Result<Arc<App>> {
-        let embedder = build_embedder(&config.embedder);
+        let embedder = crate::embedder::build_embedder(&config.embedder)?;
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;

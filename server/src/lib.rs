@@ -19,6 +19,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod embedder;
 pub mod settings;
 
 pub use api::router;

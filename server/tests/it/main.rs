@@ -3,6 +3,7 @@
 
 mod binary;
 mod fixtures;
+mod minilm;
 mod readers;
 mod router;
 mod socket;

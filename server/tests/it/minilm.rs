@@ -1,0 +1,42 @@
+//! The real sentence encoder end to end: configured as the embedder, it
+//! embeds ingested chunks and the query, and search ranks by meaning.
+
+use std::time::Duration;
+
+use twinflow_schemas::config::{Config, EmbedderConfig, MiniLmEmbedderConfig};
+use twinflow_schemas::{ChangeLimits, parse_change};
+use twinflow_server::App;
+
+use crate::fixtures::upsert_line;
+
+#[test]
+fn minilm_embeds_and_search_ranks_by_meaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    config.engine.tick = Duration::from_millis(10);
+    config.embedder = EmbedderConfig::Minilm(MiniLmEmbedderConfig::default());
+    let app = App::start(config).expect("app starts with MiniLM (fetches weights with pip when missing)");
+    let docs = [
+        ("cats", "Cats", "Kittens purr and chase mice around the farmhouse barn."),
+        ("ships", "Ships", "The freighter crossed the ocean carrying containers to the harbour."),
+        ("tax", "Tax", "Congress debated the income tax rates for the coming fiscal year."),
+    ];
+    let changes = docs
+        .iter()
+        .map(|(id, title, text)| {
+            parse_change(upsert_line(id, title, text).as_bytes(), 1, &ChangeLimits::default()).unwrap()
+        })
+        .collect();
+    let epoch = app.engine.submit(changes).unwrap();
+    app.engine.flush();
+    assert!(app.engine.wait_committed(epoch, Duration::from_secs(120)));
+    let embedder = app.engine.embedder().clone();
+    assert!(embedder.model_id().starts_with("all-MiniLM-L6-v2@"), "{}", embedder.model_id());
+    assert_eq!(embedder.dim(), 384);
+    // No word in common with the answer: only a semantic model finds it.
+    let query = embedder.embed_batch(&["a vessel at sea"]).unwrap().remove(0);
+    let (_, hits) = app.store.search(&query, 3);
+    assert_eq!(hits[0].sources[0].doc_id, "ships", "{hits:?}");
+    app.shutdown().unwrap();
+}
