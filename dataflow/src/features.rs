@@ -20,7 +20,7 @@ pub enum Derived {
 
 /// Cleans, chunks and writes instruct samples for one document version.
 pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig) -> Vec<Derived> {
-    let cleaned = text::clean(&as_document(doc));
+    let cleaned = text::clean_as(&doc.content, doc.format);
     let spec = chunking.for_kind(doc.kind);
     let source = text::InstructSource { doc_id: &doc.doc_id, title: &doc.title, author: &doc.author, kind: doc.kind };
     let mut out = Vec::new();
@@ -40,21 +40,6 @@ pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig) -> Vec<Deri
         out.push(Derived::Chunk(row));
     }
     out
-}
-
-/// The parts of a row `clean` reads (kind, format, content).
-fn as_document(row: &DocumentRow) -> Document {
-    Document {
-        doc_id: row.doc_id.clone(),
-        kind: row.kind,
-        author: row.author.clone(),
-        title: row.title.clone(),
-        url: row.url.clone(),
-        source: row.source.clone(),
-        format: Some(row.format),
-        fetched_at: Some(row.fetched_at),
-        content: row.content.clone(),
-    }
 }
 
 /// The `documents` row of a new document version entering at `epoch`.

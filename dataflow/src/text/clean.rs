@@ -95,11 +95,16 @@ const INVISIBLE: &[char] = &['\u{200B}', '\u{FEFF}', '\u{00AD}'];
 ///
 /// The format is `doc.format` when set, else [`infer_format`]. Never panics.
 pub fn clean(doc: &Document) -> String {
-    match infer_format(doc) {
-        ContentFormat::Code => clean_code(&doc.content),
-        ContentFormat::Html => html_text(&doc.content),
-        ContentFormat::Markdown => markdown_text(&doc.content),
-        ContentFormat::Text => normalise(&doc.content),
+    clean_as(&doc.content, infer_format(doc))
+}
+
+/// Cleans `content` written in `format` (the format already resolved).
+pub fn clean_as(content: &str, format: ContentFormat) -> String {
+    match format {
+        ContentFormat::Code => clean_code(content),
+        ContentFormat::Html => html_text(content),
+        ContentFormat::Markdown => markdown_text(content),
+        ContentFormat::Text => normalise(content),
     }
 }
 

@@ -22,8 +22,12 @@ struct Item {
 }
 
 fn reference() -> Reference {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/minilm_reference_embeddings.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    // Resolved at run time: cargo sets CARGO_MANIFEST_DIR for test runs, and a
+    // cached binary built in another checkout must not point there.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = std::path::Path::new(&dir).join("tests/data/minilm_reference_embeddings.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
 }
 
 #[test]
