@@ -6,8 +6,11 @@
 //! ```text
 //!  corpus.rs  real documents (State of the Union speeches, crate READMEs,
 //!             Rust sources from ~/.cargo/registry) ─▶ DocumentChange
-//!  bin/twinflow-bench.rs  engine throughput, incremental cost, freshness → JSON
+//!  embed.rs   MiniLM throughput, twinflow vs sentence-transformers (peers/)
+//!  bin/twinflow-bench.rs  engine throughput, incremental cost, freshness,
+//!             embedding throughput → JSON
 //!  benches/*.rs           criterion micro-benchmarks (one question per file)
 //! ```
 
 pub mod corpus;
+pub mod embed;

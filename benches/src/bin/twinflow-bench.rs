@@ -3,12 +3,15 @@
 //! ```text
 //! cargo run -p twinflow-benches --bin twinflow-bench -- engine --docs 10000
 //! cargo run -p twinflow-benches --bin twinflow-bench -- freshness --base 2000 --requests 200
+//! cargo run -p twinflow-benches --bin twinflow-bench -- embed --texts 1000 --batch 32 --threads 2 [--no-peer]
 //! ```
 //! `engine`: full-ingest throughput (documents/s, chunks/s) with the
 //! feature-hashing embedder on 1 and 2 workers, with and without the
 //! Parquet store, and the incremental cost of an epoch editing 1% of the
 //! documents relative to the full ingest. `freshness`: POST → committed
-//! (searchable) latency over a real loopback socket, p50/p99.
+//! (searchable) latency over a real loopback socket, p50/p99. `embed`:
+//! MiniLM sentences/s and tokens/s of twinflow and of sentence-transformers
+//! (`benches/peers/minilm_pytorch.sh`) on the same texts, and their ratio.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +37,23 @@ fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("engine") => engine(flag("--docs", 10_000)),
         Some("freshness") => freshness(flag("--base", 2_000), flag("--requests", 200)),
+        Some("embed") => {
+            let bench = twinflow_benches::embed::EmbedBench {
+                texts: flag("--texts", 1_000),
+                words: flag("--words", 100),
+                batch: flag("--batch", 32),
+                threads: flag("--threads", 2),
+                peer: !args.iter().any(|a| a == "--no-peer"),
+            };
+            let report = twinflow_benches::embed::run(&bench)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         _ => {
-            eprintln!("usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N]");
+            eprintln!(
+                "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] \
+                 | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer]"
+            );
             std::process::exit(2)
         }
     }
