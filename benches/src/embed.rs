@@ -30,6 +30,8 @@ pub struct EmbedBench {
     pub threads: usize,
     /// Run the PyTorch peer (`benches/peers/minilm_pytorch.sh`).
     pub peer: bool,
+    /// Also time twinflow's burn-graph path (the stock burn ops) on the same texts.
+    pub burn_graph: bool,
 }
 
 /// `n` texts of `words` consecutive words of the State of the Union speeches,
@@ -72,11 +74,16 @@ pub fn run(bench: &EmbedBench) -> anyhow::Result<Value> {
     let tokens: usize =
         refs.iter().map(|t| encoder.count_tokens(t).map(|n| n.min(encoder.max_tokens()))).sum::<Result<_, _>>()?;
 
-    encoder.embed(&refs[..bench.batch.min(refs.len())])?; // warm-up
-    let started = Instant::now();
-    let vectors = encoder.embed(&refs)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let ours = side("twinflow (burn flex)", texts.len(), tokens, seconds, bench.threads);
+    let coretype = std::env::var(twinflow_models::blas::CORETYPE_VAR).unwrap_or_else(|_| "auto".into());
+    let time = |encoder: &SentenceEncoder| -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
+        encoder.embed(&refs[..bench.batch.min(refs.len())])?; // warm-up
+        let started = Instant::now();
+        let vectors = encoder.embed(&refs)?;
+        Ok((vectors, started.elapsed().as_secs_f64()))
+    };
+    let (vectors, seconds) = time(&encoder)?;
+    let name = format!("twinflow {} (OpenBLAS kernels: {coretype})", encoder.kernels());
+    let ours = side(&name, texts.len(), tokens, seconds, bench.threads);
     eprintln!("{ours}");
 
     let mut report = json!({
@@ -90,6 +97,16 @@ pub fn run(bench: &EmbedBench) -> anyhow::Result<Value> {
         "threads": bench.threads,
         "twinflow": ours,
     });
+    if bench.burn_graph {
+        let graph = SentenceEncoder::load(&model_dir, &twinflow_models::cpu_device())?
+            .with_batch_size(bench.batch)
+            .with_burn_graph();
+        let (_, graph_seconds) = time(&graph)?;
+        let theirs = side("twinflow burn-graph (burn flex ops)", texts.len(), tokens, graph_seconds, bench.threads);
+        eprintln!("{theirs}");
+        report["twinflow_burn_graph"] = theirs;
+        report["fused_over_burn_graph"] = json!(graph_seconds / seconds);
+    }
     if bench.peer {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("texts.txt");
@@ -140,6 +157,7 @@ fn run_peer(model_dir: &Path, texts: &Path, vectors: &Path, bench: &EmbedBench) 
         .arg(vectors)
         .args(["--batch", &bench.batch.to_string(), "--threads", &bench.threads.to_string()])
         .env("OMP_NUM_THREADS", bench.threads.to_string())
+        .env_remove(twinflow_models::blas::CORETYPE_VAR)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", script.display()))?;

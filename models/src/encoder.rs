@@ -7,6 +7,7 @@ use burn::tensor::Device;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::bert::fused::FusedBert;
 use crate::bert::{BertConfig, BertModel};
 use crate::tokenize::TextTokenizer;
 use crate::{Error, Result};
@@ -22,10 +23,17 @@ pub(crate) const MODEL_INFO: &str = "twinflow-model.json";
 /// `sentence_bert_config.json` (`max_seq_length`, default 512 capped by the
 /// position table) and `twinflow-model.json` (`name`, default the directory name).
 ///
-/// `Send + Sync`: worker threads may call [`embed`](Self::embed) concurrently.
+/// On the CPU device the forward pass runs on the fused path (`bert/fused.rs`:
+/// BLAS products, fused row kernels, no padding); on other devices, and with
+/// [`with_burn_graph`](Self::with_burn_graph), through the burn graph.
+///
+/// `Send + Sync`: worker threads may call [`embed`](Self::embed) concurrently;
+/// fused passes take turns, as each already uses every core.
 #[derive(Debug)]
 pub struct SentenceEncoder {
     model: BertModel,
+    fused: Option<FusedBert>,
+    fused_turn: std::sync::Mutex<()>,
     tokenizer: TextTokenizer,
     model_id: String,
     dim: usize,
@@ -59,8 +67,11 @@ impl SentenceEncoder {
             None => dir.file_name().map_or_else(|| "bert".into(), |n| n.to_string_lossy().into_owned()),
         };
         let digest = sha256_hex(&bytes);
+        let fused = if *device == crate::cpu_device() { Some(FusedBert::from_model(&model, &config)?) } else { None };
         Ok(Self {
             model,
+            fused,
+            fused_turn: std::sync::Mutex::new(()),
             tokenizer,
             model_id: format!("{name}@{}", &digest[..12]),
             dim: config.hidden_size,
@@ -72,6 +83,18 @@ impl SentenceEncoder {
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self
+    }
+
+    /// The same encoder, running every batch through the burn graph even on the
+    /// CPU (the reference the fused path is tested against).
+    pub fn with_burn_graph(mut self) -> Self {
+        self.fused = None;
+        self
+    }
+
+    /// `"fused-cpu"` or `"burn-graph"`: which forward pass [`embed`](Self::embed) runs.
+    pub fn kernels(&self) -> &'static str {
+        if self.fused.is_some() { "fused-cpu" } else { "burn-graph" }
     }
 
     /// Texts per forward pass.
@@ -119,7 +142,13 @@ impl SentenceEncoder {
         let mut vectors = vec![Vec::new(); ids.len()];
         for batch in order.chunks(self.batch_size) {
             let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-            let out = self.model.embed_ids(&seqs)?;
+            let out = match &self.fused {
+                Some(fused) => {
+                    let _turn = self.fused_turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    fused.embed_ids(&seqs)?
+                }
+                None => self.model.embed_ids(&seqs)?,
+            };
             for (&i, v) in batch.iter().zip(out) {
                 vectors[i] = v;
             }

@@ -22,6 +22,7 @@
 //! `fetch.rs` (the model fetch step).
 
 pub mod bert;
+pub mod blas;
 mod encoder;
 mod error;
 pub mod fetch;

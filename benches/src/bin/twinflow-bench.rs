@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run -p twinflow-benches --bin twinflow-bench -- engine --docs 10000
 //! cargo run -p twinflow-benches --bin twinflow-bench -- freshness --base 2000 --requests 200
-//! cargo run -p twinflow-benches --bin twinflow-bench -- embed --texts 1000 --batch 32 --threads 2 [--no-peer]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- embed --texts 1000 --batch 32 --threads 2 [--no-peer] [--with-burn-graph]
 //! ```
 //! `engine`: full-ingest throughput (documents/s, chunks/s) with the
 //! feature-hashing embedder on 1 and 2 workers, with and without the
@@ -26,6 +26,7 @@ use twinflow_schemas::config::Config;
 use twinflow_sinks::Store;
 
 fn main() -> anyhow::Result<()> {
+    twinflow_models::blas::select_kernels();
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str, default: usize| -> usize {
         args.iter()
@@ -44,6 +45,7 @@ fn main() -> anyhow::Result<()> {
                 batch: flag("--batch", 32),
                 threads: flag("--threads", 2),
                 peer: !args.iter().any(|a| a == "--no-peer"),
+                burn_graph: args.iter().any(|a| a == "--with-burn-graph"),
             };
             let report = twinflow_benches::embed::run(&bench)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -52,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         _ => {
             eprintln!(
                 "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] \
-                 | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer]"
+                 | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph]"
             );
             std::process::exit(2)
         }

