@@ -27,6 +27,19 @@ pub trait Embedder: Send + Sync + fmt::Debug + 'static {
         32
     }
 
+    /// Longest input, in the model's tokens (special tokens included), that
+    /// the model reads whole; `None` when there is no limit. The chunker
+    /// splits longer chunks so nothing is silently truncated.
+    fn max_tokens(&self) -> Option<usize> {
+        None
+    }
+
+    /// Tokens of `text` as the model counts them (special tokens included).
+    /// Defaults to [`token_estimate`](crate::text::token_estimate).
+    fn count_tokens(&self, text: &str) -> usize {
+        crate::text::token_estimate(text) as usize
+    }
+
     /// Embeds every text; the result has one vector per text, in order.
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }

@@ -207,6 +207,9 @@ pub struct EngineStats {
     pub input_lag: Duration,
     /// Texts sent to the embedding model since start.
     pub texts_embedded: u64,
+    /// Texts found missing from the embedding cache since start; the
+    /// model's backlog is `texts_queued − texts_embedded`.
+    pub texts_queued: u64,
 }
 
 /// A running feature engine. See the module documentation.
@@ -421,6 +424,7 @@ impl Engine {
             pending_changes: open.changes.len() + uncommitted.values().map(|(n, _)| n).sum::<usize>(),
             input_lag: oldest.map(|t| t.elapsed()).unwrap_or_default(),
             texts_embedded: self.cache.texts_embedded(),
+            texts_queued: self.cache.texts_queued(),
         }
     }
 

@@ -9,6 +9,7 @@
 use twinflow_schemas::config::ChunkingConfig;
 use twinflow_schemas::{ChunkRow, Document, DocumentChange, DocumentRow, Hash128, InstructRow};
 
+use crate::embed::Embedder;
 use crate::text;
 
 /// One derived row of a document.
@@ -19,12 +20,20 @@ pub enum Derived {
 }
 
 /// Cleans, chunks and writes instruct samples for one document version.
-pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig) -> Vec<Derived> {
+///
+/// Chunks are cut by characters (`chunking`), then any chunk longer than the
+/// embedder's [`max_tokens`](Embedder::max_tokens), counted by its own
+/// tokenizer, is split until it fits: no chunk is silently truncated by the
+/// model. Each chunk's `token_estimate` is the embedder's count.
+pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig, embedder: &dyn Embedder) -> Vec<Derived> {
     let cleaned = text::clean_as(&doc.content, doc.format);
     let spec = chunking.for_kind(doc.kind);
     let source = text::InstructSource { doc_id: &doc.doc_id, title: &doc.title, author: &doc.author, kind: doc.kind };
+    let count = |t: &str| embedder.count_tokens(t);
+    let max_tokens = embedder.max_tokens().unwrap_or(usize::MAX);
+    let pieces = text::fit_tokens(text::chunk(&cleaned, doc.kind, spec), max_tokens, &count);
     let mut out = Vec::new();
-    for (ordinal, piece) in text::chunk(&cleaned, doc.kind, spec).into_iter().enumerate() {
+    for (ordinal, piece) in pieces.into_iter().enumerate() {
         let row = ChunkRow {
             chunk_id: text::chunk_id(&piece.text),
             doc_id: doc.doc_id.clone(),

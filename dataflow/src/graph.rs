@@ -33,7 +33,8 @@ pub(crate) fn build(
     let index = worker.index();
     worker.dataflow::<u64, _, _>(move |scope| {
         let (input, docs) = scope.new_collection::<DocumentRow, isize>();
-        let derived = docs.clone().flat_map(move |doc| derive_features(&doc, &chunking));
+        let counter = embedder.clone();
+        let derived = docs.clone().flat_map(move |doc| derive_features(&doc, &chunking, &*counter));
         let chunks = derived.clone().flat_map(|d| match d {
             Derived::Chunk(c) => Some(c),
             Derived::Instruct(_) => None,

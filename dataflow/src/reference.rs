@@ -36,7 +36,7 @@ impl ReferenceDocs {
         let mut texts = BTreeSet::new();
         for doc in self.docs.values() {
             out.documents.push((doc.clone(), 1));
-            for derived in derive_features(doc, chunking) {
+            for derived in derive_features(doc, chunking, embedder) {
                 match derived {
                     Derived::Chunk(chunk) => {
                         texts.insert((chunk.chunk_id, chunk.text.clone()));

@@ -192,6 +192,9 @@ pub struct StatusResponse {
     pub tables: BTreeMap<String, u64>,
     /// Texts embedded since start (the embedding cache's misses).
     pub texts_embedded: u64,
+    /// Texts waiting for the embedding model.
+    #[serde(default)]
+    pub texts_waiting: u64,
     pub uptime_s: f64,
     pub data_dir: String,
 }

@@ -120,8 +120,9 @@ impl Default for MiniLmEmbedderConfig {
 }
 
 impl Default for EmbedderConfig {
+    /// The real sentence encoder: what users search with.
     fn default() -> Self {
-        Self::Hashing(HashingEmbedderConfig::default())
+        Self::Minilm(MiniLmEmbedderConfig::default())
     }
 }
 

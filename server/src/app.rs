@@ -27,6 +27,8 @@ pub struct App {
     pub store: Arc<Store>,
     pub started: Instant,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// Dropping the sender stops the progress reporter.
+    progress: Mutex<Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>>,
     sources: Mutex<Vec<SourcePump>>,
     ingest_errors: Mutex<VecDeque<IngestError>>,
     ingest_error_count: AtomicU64,
@@ -60,6 +62,7 @@ impl App {
             store: store.clone(),
             started: Instant::now(),
             committer: Mutex::new(None),
+            progress: Mutex::new(None),
             sources: Mutex::new(Vec::new()),
             ingest_errors: Mutex::new(VecDeque::new()),
             ingest_error_count: AtomicU64::new(0),
@@ -69,6 +72,12 @@ impl App {
             .name("twinflow-committer".into())
             .spawn(move || run_committer(&engine, &store, snapshot_every))?;
         *app.committer.lock() = Some(committer);
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        let engine = app.engine.clone();
+        let reporter = std::thread::Builder::new()
+            .name("twinflow-progress".into())
+            .spawn(move || report_progress(&engine, &stopped, Duration::from_secs(5)))?;
+        *app.progress.lock() = Some((stop, reporter));
         Ok(app)
     }
 
@@ -140,10 +149,68 @@ impl App {
             }
         }
         self.engine.shutdown()?;
+        if let Some((stop, reporter)) = self.progress.lock().take() {
+            drop(stop);
+            let _ = reporter.join();
+        }
         if let Some(committer) = self.committer.lock().take() {
             let _ = committer.join();
         }
         Ok(())
+    }
+}
+
+/// Logs the progress of the embedding model through a backlog (the initial
+/// load of a corpus, a large batch of changes) every `every`, and how long
+/// it took once it is through. Small backlogs (under 100 texts) finish quietly.
+fn report_progress(engine: &Engine, stop: &crossbeam_channel::Receiver<()>, every: Duration) {
+    struct Backlog {
+        since: Instant,
+        embedded_at_start: u64,
+        last_report: Instant,
+    }
+    let mut backlog: Option<Backlog> = None;
+    loop {
+        match stop.recv_timeout(Duration::from_millis(250)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let stats = engine.stats();
+        let waiting = stats.texts_queued.saturating_sub(stats.texts_embedded);
+        let busy = waiting > 0 || stats.pending_changes > 0;
+        match &mut backlog {
+            None if waiting > 0 => {
+                let now = Instant::now();
+                backlog = Some(Backlog { since: now, embedded_at_start: stats.texts_embedded, last_report: now });
+            }
+            Some(b) if busy => {
+                if b.last_report.elapsed() >= every {
+                    b.last_report = Instant::now();
+                    let done = stats.texts_embedded - b.embedded_at_start;
+                    let total = stats.texts_queued - b.embedded_at_start;
+                    let rate = done as f64 / b.since.elapsed().as_secs_f64().max(1e-9);
+                    tracing::info!(
+                        "embedding: {done}/{total} texts ({:.0}%), {rate:.0} texts/s, about {:.0} s left; {} changes not yet committed",
+                        100.0 * done as f64 / total.max(1) as f64,
+                        waiting as f64 / rate.max(1e-9),
+                        stats.pending_changes,
+                    );
+                }
+            }
+            Some(b) => {
+                let done = stats.texts_embedded - b.embedded_at_start;
+                let seconds = b.since.elapsed().as_secs_f64();
+                if done >= 100 {
+                    tracing::info!(
+                        "embedding backlog done: {done} texts in {seconds:.1} s ({:.0} texts/s, model {})",
+                        done as f64 / seconds.max(1e-9),
+                        engine.embedder().model_id()
+                    );
+                }
+                backlog = None;
+            }
+            None => {}
+        }
     }
 }
 

@@ -35,6 +35,15 @@ impl Embedder for MiniLmEmbedder {
         self.encoder.batch_size()
     }
 
+    fn max_tokens(&self) -> Option<usize> {
+        Some(self.encoder.max_tokens())
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        // A text the tokenizer refuses is counted by the estimate; embedding it reports the error.
+        self.encoder.count_tokens(text).unwrap_or_else(|_| twinflow_dataflow::text::token_estimate(text) as usize)
+    }
+
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.encoder.embed(texts).map_err(|e| EmbedError(e.to_string()))
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 use twinflow_schemas::api::SearchHit;
-use twinflow_schemas::{DocumentRow, EmbeddingRow, EpochUpdates, TableName};
+use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, TableName};
 
 use crate::error::{Error, Result};
 use crate::live::LiveState;
@@ -237,6 +237,11 @@ impl Store {
     /// The current documents, sorted (to restore the dataflow after a restart).
     pub fn current_documents(&self) -> Vec<DocumentRow> {
         self.state.read().live.documents.current().into_iter().cloned().collect()
+    }
+
+    /// The current chunks, sorted.
+    pub fn current_chunks(&self) -> Vec<ChunkRow> {
+        self.state.read().live.chunks.current().into_iter().cloned().collect()
     }
 
     /// The current embeddings, sorted (to seed the embedding cache).

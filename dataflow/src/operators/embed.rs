@@ -33,12 +33,20 @@ pub struct EmbedCache {
     vectors: RwLock<HashMap<Hash128, Arc<[f32]>>>,
     /// Texts actually sent to the model (cache misses).
     embedded: AtomicU64,
+    /// Cache misses found so far, embedded or about to be: `queued − embedded`
+    /// is the backlog of the model.
+    queued: AtomicU64,
 }
 
 impl EmbedCache {
     /// An empty cache for vectors of `model_id`.
     pub fn new(model_id: &str) -> Self {
-        Self { model_id: model_id.to_owned(), vectors: RwLock::default(), embedded: AtomicU64::new(0) }
+        Self {
+            model_id: model_id.to_owned(),
+            vectors: RwLock::default(),
+            embedded: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+        }
     }
 
     /// Adds known vectors (e.g. the stored `embeddings` table after a
@@ -55,6 +63,11 @@ impl EmbedCache {
     /// Number of texts sent to the model so far.
     pub fn texts_embedded(&self) -> u64 {
         self.embedded.load(Ordering::Relaxed)
+    }
+
+    /// Number of texts found missing from the cache so far (embedded or waiting for the model).
+    pub fn texts_queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Number of cached vectors.
@@ -77,6 +90,7 @@ impl EmbedCache {
         let mut out: Vec<Option<Arc<[f32]>>> = texts.iter().map(|(id, _)| self.get(id)).collect();
         let mut missing: Vec<usize> = (0..texts.len()).filter(|i| out[*i].is_none()).collect();
         missing.sort_by_key(|i| texts[*i].1.len());
+        self.queued.fetch_add(missing.len() as u64, Ordering::Relaxed);
         for batch in missing.chunks(embedder.batch_size().max(1)) {
             let inputs: Vec<&str> = batch.iter().map(|i| texts[*i].1.as_str()).collect();
             let vectors = embed_or_fallback(embedder, &inputs);

@@ -327,3 +327,89 @@ fn emit(text: &str, units: &[Unit], out: &mut Vec<Chunk>) {
 
 #[cfg(test)]
 mod tests;
+
+/// Splits every chunk that `count` says is longer than `max_tokens` into
+/// pieces that fit, and sets each chunk's `token_estimate` to its `count`.
+///
+/// A chunk that is too long is cut in two at its best boundary near the
+/// middle (a blank line, else a line end, else a sentence end, else any
+/// whitespace, else the middle character), and each half again until it
+/// fits, so the pieces depend only on the chunk's own text: an edit elsewhere
+/// in the document leaves them alone. Pieces are trimmed substrings with
+/// their character offsets; a piece that cannot be split further (a single
+/// character) is kept even if still too long, and the model truncates it.
+pub fn fit_tokens(chunks: Vec<Chunk>, max_tokens: usize, count: &dyn Fn(&str) -> usize) -> Vec<Chunk> {
+    let mut out = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        fit_one(chunk, max_tokens.max(1), count, &mut out);
+    }
+    out
+}
+
+fn fit_one(mut chunk: Chunk, max_tokens: usize, count: &dyn Fn(&str) -> usize, out: &mut Vec<Chunk>) {
+    let tokens = count(&chunk.text);
+    let Some(at) = (tokens > max_tokens).then(|| split_point(&chunk.text)).flatten() else {
+        chunk.token_estimate = to_u32(tokens);
+        out.push(chunk);
+        return;
+    };
+    let mut pos = CharPos::default();
+    for (start, end) in [trimmed(&chunk.text, 0, at), trimmed(&chunk.text, at, chunk.text.len())].into_iter().flatten()
+    {
+        let cstart = chunk.char_start as usize + pos.at(&chunk.text, start);
+        let cend = chunk.char_start as usize + pos.at(&chunk.text, end);
+        let piece = Chunk {
+            text: chunk.text[start..end].to_owned(),
+            char_start: to_u32(cstart),
+            char_end: to_u32(cend),
+            token_estimate: 0,
+        };
+        fit_one(piece, max_tokens, count, out);
+    }
+}
+
+/// The byte offset where a too-long text is best cut in two, or `None` when
+/// it cannot be (fewer than two characters). Boundaries are searched in the
+/// middle half of the text first, then anywhere; the strongest kind wins and,
+/// among equals, the one nearest the middle.
+fn split_point(text: &str) -> Option<usize> {
+    if text.chars().nth(1).is_none() {
+        return None;
+    }
+    let len = text.len();
+    let middle = len / 2;
+    let strength = |at: usize| -> u8 {
+        let (before, after) = (&text[..at], &text[at..]);
+        if before.ends_with("\n\n") || after.starts_with("\n\n") {
+            4
+        } else if before.ends_with('\n') {
+            3
+        } else if after.starts_with(char::is_whitespace)
+            && before.trim_end().ends_with(['.', '!', '?', ';', ':', '。', '！', '？'])
+        {
+            2
+        } else if after.starts_with(char::is_whitespace) {
+            1
+        } else {
+            0
+        }
+    };
+    for (lo, hi) in [(len / 4, len - len / 4), (1, len)] {
+        let best = text
+            .char_indices()
+            .map(|(i, _)| i)
+            .filter(|&i| i >= lo.max(1) && i < hi)
+            .map(|i| (strength(i), std::cmp::Reverse(i.abs_diff(middle)), i))
+            .filter(|&(s, _, _)| s > 0)
+            .max();
+        if let Some((_, _, at)) = best {
+            return Some(at);
+        }
+    }
+    // No whitespace at all: the character boundary nearest the middle.
+    (1..len)
+        .map(|d| [middle.saturating_sub(d), middle + d])
+        .flatten()
+        .chain([middle])
+        .find(|&i| i > 0 && i < len && text.is_char_boundary(i))
+}

@@ -19,6 +19,6 @@ pub mod chunk;
 pub mod clean;
 pub mod instruct;
 
-pub use chunk::{Chunk, chunk, chunk_id, token_estimate};
+pub use chunk::{Chunk, chunk, chunk_id, fit_tokens, token_estimate};
 pub use clean::{clean, clean_as, infer_format};
 pub use instruct::{GENERATOR, InstructSource, key_phrases, offline_instructions, split_for};

@@ -29,6 +29,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
         embedder: app.engine.embedder().model_id().to_owned(),
         tables: counts,
         texts_embedded: stats.texts_embedded,
+        texts_waiting: stats.texts_queued.saturating_sub(stats.texts_embedded),
         uptime_s: app.started.elapsed().as_secs_f64(),
         data_dir: app.config.storage.data_dir.display().to_string(),
     })

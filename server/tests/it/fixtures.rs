@@ -4,12 +4,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use twinflow_schemas::config::Config;
+use twinflow_schemas::config::{Config, EmbedderConfig, HashingEmbedderConfig};
 use twinflow_server::App;
 
-/// A started app writing to `dir`, with a short tick.
+/// A started app writing to `dir`, with a short tick and the feature-hashing
+/// embedder (a test double for the model: deterministic, instant; the real
+/// encoder's end-to-end test is `minilm.rs`).
 pub(crate) fn app(dir: &Path) -> Arc<App> {
     let mut config = Config::default();
+    config.embedder = EmbedderConfig::Hashing(HashingEmbedderConfig::default());
     config.storage.data_dir = dir.to_path_buf();
     config.engine.tick = Duration::from_millis(10);
     config.engine.workers = 2;

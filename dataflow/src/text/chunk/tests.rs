@@ -401,3 +401,63 @@ fn random_edits_change_few_chunks() {
     println!("locality (random): max {worst}, mean {mean:.2}, {over_three} of {edits} edits over 3");
     assert!(worst <= 6 && mean <= 1.4 && over_three * 50 <= edits, "max {worst}, mean {mean}, {over_three} over 3");
 }
+
+/// Words as "tokens", for the token-fitting tests.
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+#[test]
+fn fit_tokens_splits_long_chunks_into_exact_pieces_that_fit() {
+    let mut rng = Rng(11);
+    let text: String = (0..40)
+        .map(|i| {
+            let n = 3 + rng.below(12);
+            let sentence: Vec<String> = (0..n).map(|w| format!("w{i}x{w}")).collect();
+            let end = if i % 7 == 6 { ".\n\n" } else { ". " };
+            format!("{}{end}", sentence.join(" "))
+        })
+        .collect();
+    let text = text.trim_end().to_owned();
+    let spec = ChunkSpec { min_chars: 400, max_chars: 2000, boundary_one_in: 4 };
+    let chunks = chunk(&text, DocumentKind::Article, &spec);
+    assert!(chunks.iter().any(|c| words(&c.text) > 25), "the test needs chunks over the limit");
+    let fitted = fit_tokens(chunks.clone(), 25, &words);
+    assert!(fitted.len() > chunks.len());
+    let mut prev_end = 0;
+    for (i, piece) in fitted.iter().enumerate() {
+        assert!(words(&piece.text) <= 25, "piece {i} has {} words", words(&piece.text));
+        assert_eq!(piece.token_estimate as usize, words(&piece.text));
+        assert_eq!(slice_chars(&text, piece.char_start, piece.char_end), piece.text, "piece {i} offsets");
+        assert!(piece.char_start >= prev_end);
+        assert!(slice_chars(&text, prev_end, piece.char_start).trim().is_empty(), "text lost before piece {i}");
+        assert_eq!(piece.text.trim(), piece.text);
+        prev_end = piece.char_end;
+    }
+    // Every word is kept, once, in order.
+    let all: Vec<&str> = fitted.iter().flat_map(|p| p.text.split_whitespace()).collect();
+    assert_eq!(all, text.split_whitespace().collect::<Vec<_>>());
+    // Splits prefer sentence ends: most pieces end with a full stop.
+    let sentence_ends = fitted.iter().filter(|p| p.text.ends_with('.')).count();
+    assert!(sentence_ends * 4 >= fitted.len() * 3, "{sentence_ends} of {} pieces end a sentence", fitted.len());
+}
+
+#[test]
+fn fit_tokens_keeps_short_chunks_and_counts_them() {
+    let chunks = chunk("One two three. Four five.", DocumentKind::Article, &ChunkSpec::default());
+    let fitted = fit_tokens(chunks.clone(), 10, &words);
+    assert_eq!(fitted.len(), 1);
+    assert_eq!(fitted[0].text, chunks[0].text);
+    assert_eq!(fitted[0].token_estimate, 5);
+}
+
+#[test]
+fn fit_tokens_cuts_text_without_spaces_at_character_boundaries() {
+    let text = "漢字かな交じり文".repeat(40);
+    let chunks = chunk(&text, DocumentKind::Article, &ChunkSpec { min_chars: 10, max_chars: 5000, boundary_one_in: 4 });
+    let chars = |t: &str| t.chars().count();
+    let fitted = fit_tokens(chunks, 50, &chars);
+    assert!(fitted.len() >= 7);
+    assert!(fitted.iter().all(|p| chars(&p.text) <= 50));
+    assert_eq!(fitted.iter().map(|p| p.text.as_str()).collect::<String>(), text);
+}
