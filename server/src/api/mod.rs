@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `documents.rs` | `POST /v1/documents` (NDJSON or JSON changes) |
 //! | `search.rs` | `GET /v1/search` |
+//! | `embeddings.rs` | `POST /v1/embeddings` (OpenAI's format) |
 //! | `sql.rs` | `POST /v1/sql` |
 //! | `status.rs` | `GET /v1/status`, `GET /healthz`, `POST /v1/snapshots` |
 //! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }` |
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 use crate::app::App;
 
 pub mod documents;
+pub mod embeddings;
 pub mod error;
 pub mod search;
 pub mod sql;
@@ -33,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/snapshots", post(status::snapshot))
         .route("/v1/documents", post(documents::post_documents))
         .route("/v1/search", get(search::search))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/sql", post(sql::sql))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(max_body))

@@ -206,3 +206,70 @@ async fn bad_inputs_are_4xx_with_codes_and_accept_nothing() {
     assert_eq!(documents(&app).await, 1);
     app.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_in_the_openai_format() {
+    use base64::Engine as _;
+    use twinflow_schemas::api::{EmbeddingVector, EmbeddingsResponse};
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let model = app.engine.embedder().model_id().to_owned();
+    let json = |v: serde_json::Value| post("/v1/embeddings", "application/json", v.to_string());
+
+    let (status, body) = send(&app, json(serde_json::json!({"input": "hello world", "model": model}))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let one: EmbeddingsResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!((one.object.as_str(), one.data.len(), one.model.as_str()), ("list", 1, model.as_str()));
+    let EmbeddingVector::Float(hello) = &one.data[0].embedding else { panic!("floats by default") };
+    assert_eq!(hello.len(), 384);
+    assert_eq!(*hello, app.engine.embedder().embed_batch(&["hello world"]).unwrap()[0]);
+    assert_eq!(one.usage.prompt_tokens, app.engine.embedder().count_tokens("hello world") as u64);
+
+    let request = serde_json::json!({"input": ["a", "hello world", ""], "encoding_format": "base64"});
+    let (status, body) = send(&app, json(request)).await;
+    assert_eq!(status, StatusCode::OK);
+    let many: EmbeddingsResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(many.data.iter().map(|d| d.index).collect::<Vec<_>>(), [0, 1, 2]);
+    let EmbeddingVector::Base64(encoded) = &many.data[1].embedding else { panic!("base64 asked for") };
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+    let decoded: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(decoded, *hello);
+    assert_eq!(many.usage.total_tokens, many.usage.prompt_tokens);
+
+    let bad = [
+        (
+            serde_json::json!({"input": "x", "model": "text-embedding-3-small"}),
+            StatusCode::NOT_FOUND,
+            ErrorCode::ModelNotFound,
+        ),
+        (serde_json::json!({"input": [[101, 102]]}), StatusCode::BAD_REQUEST, ErrorCode::InvalidField),
+        (serde_json::json!({"input": []}), StatusCode::BAD_REQUEST, ErrorCode::InvalidField),
+        (serde_json::json!({"model": model}), StatusCode::BAD_REQUEST, ErrorCode::MissingField),
+        (
+            serde_json::json!({"input": "x", "encoding_format": "int8"}),
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidField,
+        ),
+        (serde_json::json!({"input": "x", "dimensions": 128}), StatusCode::BAD_REQUEST, ErrorCode::InvalidField),
+    ];
+    for (request, status, code) in bad {
+        expect_error(&app, json(request), status, code).await;
+    }
+    expect_error(
+        &app,
+        post("/v1/embeddings", "application/json", "{\"input\": "),
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidJson,
+    )
+    .await;
+    let too_many = vec!["x"; 2049];
+    expect_error(
+        &app,
+        json(serde_json::json!({ "input": too_many })),
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidField,
+    )
+    .await;
+    app.shutdown().unwrap();
+}
