@@ -360,15 +360,23 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fetches (once) and ingests the demo corpus in the background.
+/// Fetches (once) and ingests the demo corpus in the background, 16
+/// speeches at a time: each batch is sent once the one before the last is
+/// committed, so the model always has work and the corpus becomes
+/// searchable batch by batch instead of all at the end.
 fn start_demo(app: &Arc<App>, limit: Option<usize>) -> anyhow::Result<()> {
+    const BATCH: usize = 16;
     let cache = demo::default_cache_dir();
     let dir = demo::fetch_sotu(&cache).context("cannot fetch the demo corpus")?;
     let changes = demo::sotu_changes(&dir, limit)?;
     eprintln!("ingesting {} State of the Union speeches from {}", changes.len(), dir.display());
-    let (tx, rx) = crossbeam_channel::bounded(16);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let engine = app.engine.clone();
     std::thread::Builder::new().name("demo".into()).spawn(move || {
-        for batch in changes.chunks(16) {
+        for batch in changes.chunks(BATCH) {
+            while engine.stats().pending_changes > BATCH {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             let event = twinflow_connectors::SourceEvent::Changes { source: "demo".into(), changes: batch.to_vec() };
             if tx.send(event).is_err() {
                 return;
