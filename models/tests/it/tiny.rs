@@ -134,7 +134,7 @@ fn write_weights(path: &Path) {
 }
 
 /// A model directory `<tmp>/tiny-bert-<pid>-<tag>/tiny-bert`.
-fn model_dir(tag: &str) -> PathBuf {
+pub(crate) fn model_dir(tag: &str) -> PathBuf {
     let root = std::env::temp_dir().join(format!("tiny-bert-{}-{tag}", std::process::id()));
     let dir = root.join("tiny-bert");
     std::fs::create_dir_all(&dir).unwrap();
@@ -161,7 +161,7 @@ fn load(tag: &str) -> (SentenceEncoder, PathBuf) {
     (encoder, dir)
 }
 
-fn cleanup(dir: &Path) {
+pub(crate) fn cleanup(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
 
