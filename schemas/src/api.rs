@@ -101,6 +101,55 @@ pub struct SearchQuery {
     pub q: String,
     #[serde(default = "default_k")]
     pub k: usize,
+    /// Only chunks of documents by this author.
+    #[serde(default)]
+    pub author: Option<String>,
+    /// Only chunks of documents of this kind (`article`, `post`, `repository`, `other`).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Only chunks of documents from this source.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Only chunks of this document.
+    #[serde(default)]
+    pub doc_id: Option<String>,
+    /// Only documents fetched at or after this time (ms since the Unix epoch).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Only documents fetched before this time (ms since the Unix epoch).
+    #[serde(default)]
+    pub until: Option<i64>,
+}
+
+/// Conditions on a chunk's document, applied inside the search (before the
+/// top `k` is taken, so a selective filter still fills `k`). A chunk text
+/// that occurs in several documents qualifies when one of them matches, and
+/// its hit lists only the matching occurrences.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchFilter {
+    pub author: Option<String>,
+    pub kind: Option<crate::DocumentKind>,
+    pub source: Option<String>,
+    pub doc_id: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl SearchFilter {
+    /// True when it lets everything through.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `doc` passes every condition.
+    pub fn matches(&self, doc: &crate::DocumentRow) -> bool {
+        self.author.as_ref().is_none_or(|a| *a == doc.author)
+            && self.kind.is_none_or(|k| k == doc.kind)
+            && self.source.as_ref().is_none_or(|s| *s == doc.source)
+            && self.doc_id.as_ref().is_none_or(|d| *d == doc.doc_id)
+            && self.since_ms.is_none_or(|t| doc.fetched_at >= t)
+            && self.until_ms.is_none_or(|t| doc.fetched_at < t)
+    }
 }
 
 fn default_k() -> usize {

@@ -207,6 +207,18 @@ pub struct SearchArgs {
     pub query: String,
     #[arg(short, long, default_value_t = 5)]
     pub k: usize,
+    /// Only chunks of documents by this author.
+    #[arg(long)]
+    pub author: Option<String>,
+    /// Only chunks of documents of this kind (article, post, repository, other).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only chunks of documents from this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only chunks of this document.
+    #[arg(long)]
+    pub doc_id: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -251,7 +263,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest(&args),
         Command::Sql(args) => sql(&args),
         Command::Search(args) => {
-            let response = Client::new(&args.server.server)?.search(&args.query, args.k)?;
+            let filters: Vec<(&str, &str)> =
+                [("author", &args.author), ("kind", &args.kind), ("source", &args.source), ("doc_id", &args.doc_id)]
+                    .into_iter()
+                    .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
+                    .collect();
+            let response = Client::new(&args.server.server)?.search_filtered(&args.query, args.k, &filters)?;
             println!("as of epoch {} ({}), {:.1} ms", response.as_of, response.model_id, response.took_ms);
             for (rank, hit) in response.results.iter().enumerate() {
                 let source = hit.sources.first();

@@ -57,9 +57,17 @@ impl Client {
 
     /// Searches the live embeddings.
     pub fn search(&self, q: &str, k: usize) -> anyhow::Result<SearchResponse> {
+        self.search_filtered(q, k, &[])
+    }
+
+    /// `GET /v1/search` with metadata filters, as `(parameter, value)` pairs
+    /// (`author`, `kind`, `source`, `doc_id`, `since`, `until`).
+    pub fn search_filtered(&self, q: &str, k: usize, filters: &[(&str, &str)]) -> anyhow::Result<SearchResponse> {
         let url = format!("{}/v1/search", self.base);
         let k = k.to_string();
-        let response = self.check(self.http.get(url).query(&[("q", q), ("k", k.as_str())]).send())?;
+        let mut params = vec![("q", q), ("k", k.as_str())];
+        params.extend_from_slice(filters);
+        let response = self.check(self.http.get(url).query(&params).send())?;
         Ok(response.json()?)
     }
 

@@ -6,16 +6,23 @@
 //! that still occur in the `chunks` table are returned (the text and the
 //! sources come from there). Ties are broken by `chunk_id`.
 
-use twinflow_schemas::api::{ChunkSource, SearchHit};
+use std::collections::HashSet;
+
+use twinflow_schemas::api::{ChunkSource, SearchFilter, SearchHit};
 use twinflow_schemas::{DocumentKind, Hash128};
 
 use crate::live::LiveState;
 
-/// The `k` best chunks for `query`, best first.
-pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize) -> Vec<SearchHit> {
+/// The `k` best chunks for `query` whose documents pass `filter`, best first.
+pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize, filter: &SearchFilter) -> Vec<SearchHit> {
     if k == 0 || query.is_empty() {
         return Vec::new();
     }
+    // The documents a filter lets through, found once; `None`: no filter.
+    let allowed: Option<HashSet<&str>> = (!filter.is_empty()).then(|| {
+        live.documents.current().into_iter().filter(|d| filter.matches(d)).map(|d| d.doc_id.as_str()).collect()
+    });
+    let passes = |doc_id: &str| allowed.as_ref().is_none_or(|set| set.contains(doc_id));
     let mut scored: Vec<(f32, Hash128)> = Vec::new();
     for (chunk_id, rows) in live.embeddings.groups() {
         let best = rows
@@ -24,7 +31,7 @@ pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize) -> Vec<SearchHit>
             .map(|(row, _)| dot(&row.vector.0, query))
             .max_by(f32::total_cmp);
         if let Some(score) = best
-            && live.chunks.present(chunk_id).next().is_some()
+            && live.chunks.present(chunk_id).any(|c| passes(&c.doc_id))
         {
             scored.push((score, *chunk_id));
         }
@@ -35,12 +42,12 @@ pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize) -> Vec<SearchHit>
         scored.truncate(k);
     }
     scored.sort_unstable_by(order);
-    scored.into_iter().map(|(score, chunk_id)| hit(live, chunk_id, score)).collect()
+    scored.into_iter().map(|(score, chunk_id)| hit(live, chunk_id, score, &passes)).collect()
 }
 
-/// The hit for one chunk: its text and every live occurrence.
-fn hit(live: &LiveState, chunk_id: Hash128, score: f32) -> SearchHit {
-    let mut occurrences: Vec<_> = live.chunks.present(&chunk_id).collect();
+/// The hit for one chunk: its text and every live occurrence that passes.
+fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn Fn(&str) -> bool) -> SearchHit {
+    let mut occurrences: Vec<_> = live.chunks.present(&chunk_id).filter(|c| passes(&c.doc_id)).collect();
     occurrences
         .sort_unstable_by(|a, b| (&a.doc_id, a.ordinal, a.char_start).cmp(&(&b.doc_id, b.ordinal, b.char_start)));
     occurrences.dedup_by(|a, b| (&a.doc_id, a.ordinal, a.char_start) == (&b.doc_id, b.ordinal, b.char_start));

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
-use twinflow_schemas::api::SearchHit;
+use twinflow_schemas::api::{SearchFilter, SearchHit};
 use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, TableName};
 
 use crate::error::{Error, Result};
@@ -254,8 +254,14 @@ impl Store {
     /// its document's metadata, and the epoch the hits are as of. Ties are
     /// broken by `chunk_id`; `k = 0` gives no hits.
     pub fn search(&self, query: &[f32], k: usize) -> (u64, Vec<SearchHit>) {
+        self.search_filtered(query, k, &SearchFilter::default())
+    }
+
+    /// [`search`](Self::search) over the chunks of the documents that pass
+    /// `filter`, applied during the scan (so `k` is filled when enough match).
+    pub fn search_filtered(&self, query: &[f32], k: usize, filter: &SearchFilter) -> (u64, Vec<SearchHit>) {
         let state = self.state.read();
-        (state.committed, crate::search::top_k(&state.live, query, k))
+        (state.committed, crate::search::top_k(&state.live, query, k, filter))
     }
 
     /// Runs one read-only SQL statement over the committed epoch: the live

@@ -1,5 +1,7 @@
-//! `GET /v1/search?q=&k=`: exact cosine search over the live embeddings of
-//! the last committed epoch, with provenance and the `as_of` epoch.
+//! `GET /v1/search?q=&k=[&author=&kind=&source=&doc_id=&since=&until=]`:
+//! exact cosine search over the live embeddings of the last committed epoch,
+//! with provenance and the `as_of` epoch; the metadata filters apply during
+//! the scan, before the top `k` is taken.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,7 +10,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 
-use twinflow_schemas::api::{ErrorCode, SearchQuery, SearchResponse};
+use twinflow_schemas::api::{ErrorCode, SearchFilter, SearchQuery, SearchResponse};
 
 use super::ApiError;
 use crate::app::App;
@@ -28,13 +30,30 @@ pub async fn search(
     if query.k == 0 || query.k > MAX_K {
         return Err(ApiError::new(ErrorCode::InvalidQuery, format!("parameter `k` must be between 1 and {MAX_K}")));
     }
+    let kind = match query.kind.as_deref() {
+        None => None,
+        Some(kind) => Some(kind.parse().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("`kind` must be article, post, repository or other, not {kind:?}"),
+            )
+        })?),
+    };
+    let filter = SearchFilter {
+        author: query.author.clone(),
+        kind,
+        source: query.source.clone(),
+        doc_id: query.doc_id.clone(),
+        since_ms: query.since,
+        until_ms: query.until,
+    };
     let started = Instant::now();
     let engine = app.engine.clone();
     let store = app.store.clone();
     let (as_of, results) = tokio::task::spawn_blocking(move || {
         let embedder = engine.embedder();
         let vector = embedder.embed_batch(&[query.q.as_str()]).map_err(ApiError::internal)?.remove(0);
-        Ok::<_, ApiError>(store.search(&vector, query.k))
+        Ok::<_, ApiError>(store.search_filtered(&vector, query.k, &filter))
     })
     .await
     .map_err(ApiError::internal)??;

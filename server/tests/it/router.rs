@@ -273,3 +273,40 @@ async fn embeddings_in_the_openai_format() {
     .await;
     app.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_filters_apply_before_the_top_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let line = |doc_id: &str, author: &str, kind: &str, content: &str| {
+        serde_json::json!({"op": "upsert", "doc_id": doc_id, "kind": kind, "author": author,
+                           "title": doc_id, "source": "test", "content": content})
+        .to_string()
+    };
+    // Grace's documents match the query better; Ada's one only a little.
+    let body = [
+        line("grace-1", "Grace", "article", "Harbour ports and ships: ports, ships and harbour cranes."),
+        line("grace-2", "Grace", "post", "Ships in ports, ports with ships, harbour ships."),
+        line("ada-1", "Ada", "article", "Engines compute numbers; a ship appears once."),
+    ]
+    .join("\n");
+    let (status, _) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body)).await;
+    assert_eq!(status, StatusCode::OK);
+    let search = |uri: String| async {
+        let (status, body) = send(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let response: SearchResponse = serde_json::from_slice(&body).unwrap();
+        response.results.iter().map(|h| h.sources[0].doc_id.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(search("/v1/search?q=ships%20ports&k=1".into()).await[0], "grace-2");
+    // k = 1 still finds Ada's chunk: the filter is applied before the top k.
+    assert_eq!(search("/v1/search?q=ships%20ports&k=1&author=Ada".into()).await, ["ada-1"]);
+    assert_eq!(search("/v1/search?q=ships%20ports&k=5&kind=article&author=Grace".into()).await, ["grace-1"]);
+    assert_eq!(search("/v1/search?q=ships&k=5&doc_id=grace-1".into()).await, ["grace-1"]);
+    assert!(search("/v1/search?q=ships&k=5&author=Nobody".into()).await.is_empty());
+    assert!(search("/v1/search?q=ships&k=5&until=0".into()).await.is_empty());
+    assert_eq!(search("/v1/search?q=ships&k=5&since=0&source=test".into()).await.len(), 3);
+    let bad = Request::get("/v1/search?q=ships&kind=essay").body(Body::empty()).unwrap();
+    expect_error(&app, bad, StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
+    app.shutdown().unwrap();
+}
