@@ -119,6 +119,27 @@ pub struct SearchQuery {
     /// Only documents fetched before this time (ms since the Unix epoch).
     #[serde(default)]
     pub until: Option<i64>,
+    /// `hybrid` (default: vectors and BM25 fused by reciprocal rank),
+    /// `vector` (exact cosine) or `bm25` (full text).
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// How a search ranks chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SearchMode {
+    /// Exact cosine similarity of the embeddings.
+    Vector,
+    /// BM25 over the chunk texts.
+    Bm25,
+    /// Both, fused by reciprocal rank: `Σ weight / (rrf_k + rank)`.
+    Hybrid { vector_weight: f32, bm25_weight: f32, rrf_k: f32 },
+}
+
+impl SearchMode {
+    /// Hybrid with equal weights and the customary `rrf_k` of 60.
+    pub const HYBRID: SearchMode = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0 };
 }
 
 /// Conditions on a chunk's document, applied inside the search (before the
@@ -160,7 +181,15 @@ fn default_k() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchHit {
     pub chunk_id: Hash128,
+    /// The ranking score: cosine similarity (`vector`), BM25 (`bm25`), or the
+    /// weighted reciprocal-rank fusion of both (`hybrid`).
     pub score: f32,
+    /// Cosine similarity to the query, when the vector search ranked this chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_score: Option<f32>,
+    /// BM25 score of the query's words, when the full-text search ranked this chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bm25_score: Option<f32>,
     pub text: String,
     /// Every live occurrence of this chunk text (documents may share text).
     pub sources: Vec<ChunkSource>,

@@ -74,6 +74,9 @@ pub enum Error {
     /// Encoding JSON failed.
     #[error("JSON error: {0}")]
     Json(#[from] serde_json::Error),
+    /// The full-text (BM25) index failed.
+    #[error("full-text index: {0}")]
+    TextIndex(String),
 }
 
 /// The crate's result type.

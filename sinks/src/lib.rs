@@ -26,6 +26,7 @@ mod restore;
 mod search;
 mod sql;
 mod store;
+mod text_index;
 
 pub mod convert;
 pub mod manifest;

@@ -13,16 +13,46 @@ use twinflow_schemas::{DocumentKind, Hash128};
 
 use crate::live::LiveState;
 
+/// The doc ids a filter lets through; `None` when it lets everything through.
+pub(crate) fn allowed_docs<'a>(live: &'a LiveState, filter: &SearchFilter) -> Option<HashSet<&'a str>> {
+    (!filter.is_empty()).then(|| {
+        live.documents.current().into_iter().filter(|d| filter.matches(d)).map(|d| d.doc_id.as_str()).collect()
+    })
+}
+
+/// The chunk ids (as the full-text index keys them) with an occurrence in an allowed document.
+pub(crate) fn allowed_chunks(live: &LiveState, docs: &HashSet<&str>) -> HashSet<[u8; 16]> {
+    live.chunks
+        .groups()
+        .filter(|(_, rows)| rows.iter().any(|(c, n)| *n > 0 && docs.contains(c.doc_id.as_str())))
+        .map(|(id, _)| id.0.to_be_bytes())
+        .collect()
+}
+
 /// The `k` best chunks for `query` whose documents pass `filter`, best first.
 pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize, filter: &SearchFilter) -> Vec<SearchHit> {
+    let allowed = allowed_docs(live, filter);
+    let passes = |doc_id: &str| allowed.as_ref().is_none_or(|set| set.contains(doc_id));
+    scored_top_k(live, query, k, &passes)
+        .into_iter()
+        .map(|(score, chunk_id)| {
+            let mut h = hit(live, chunk_id, score, &passes);
+            h.vector_score = Some(score);
+            h
+        })
+        .collect()
+}
+
+/// `(cosine, chunk_id)` of the `k` best chunks with an occurrence that `passes`, best first.
+pub(crate) fn scored_top_k(
+    live: &LiveState,
+    query: &[f32],
+    k: usize,
+    passes: &dyn Fn(&str) -> bool,
+) -> Vec<(f32, Hash128)> {
     if k == 0 || query.is_empty() {
         return Vec::new();
     }
-    // The documents a filter lets through, found once; `None`: no filter.
-    let allowed: Option<HashSet<&str>> = (!filter.is_empty()).then(|| {
-        live.documents.current().into_iter().filter(|d| filter.matches(d)).map(|d| d.doc_id.as_str()).collect()
-    });
-    let passes = |doc_id: &str| allowed.as_ref().is_none_or(|set| set.contains(doc_id));
     let mut scored: Vec<(f32, Hash128)> = Vec::new();
     for (chunk_id, rows) in live.embeddings.groups() {
         let best = rows
@@ -42,11 +72,11 @@ pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize, filter: &SearchFi
         scored.truncate(k);
     }
     scored.sort_unstable_by(order);
-    scored.into_iter().map(|(score, chunk_id)| hit(live, chunk_id, score, &passes)).collect()
+    scored
 }
 
 /// The hit for one chunk: its text and every live occurrence that passes.
-fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn Fn(&str) -> bool) -> SearchHit {
+pub(crate) fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn Fn(&str) -> bool) -> SearchHit {
     let mut occurrences: Vec<_> = live.chunks.present(&chunk_id).filter(|c| passes(&c.doc_id)).collect();
     occurrences
         .sort_unstable_by(|a, b| (&a.doc_id, a.ordinal, a.char_start).cmp(&(&b.doc_id, b.ordinal, b.char_start)));
@@ -69,7 +99,7 @@ fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn Fn(&str) ->
             }
         })
         .collect();
-    SearchHit { chunk_id, score, text, sources }
+    SearchHit { chunk_id, score, vector_score: None, bm25_score: None, text, sources }
 }
 
 /// Dot product, with four accumulators so the compiler can vectorise it.

@@ -1,15 +1,18 @@
 //! [`Store`]: commits epochs to Parquet and the manifest, keeps the live
 //! state, and answers counts, search and SQL at the committed epoch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
-use twinflow_schemas::api::{SearchFilter, SearchHit};
-use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, TableName};
+use twinflow_schemas::api::{SearchFilter, SearchHit, SearchMode};
+use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, TableName};
+
+use crate::text_index::TextIndex;
 
 use crate::error::{Error, Result};
 use crate::live::LiveState;
@@ -68,6 +71,8 @@ struct State {
     committed: u64,
     manifest: Manifest,
     live: LiveState,
+    /// BM25 over the live chunk texts, at `committed` like `live`.
+    text: TextIndex,
 }
 
 impl fmt::Debug for Store {
@@ -104,8 +109,12 @@ impl Store {
             }
             None => (Manifest::new(dim), LiveState::default()),
         };
-        tracing::info!(dir = %dir.display(), epoch = manifest.committed_epoch, "opened store");
-        let state = State { committed: manifest.committed_epoch, manifest, live };
+        let text = TextIndex::new()?;
+        let chunks = live.chunks.current();
+        text.apply(chunks.iter().map(|c| (c.chunk_id, c.text.as_str())), [])?;
+        drop(chunks);
+        tracing::info!(dir = %dir.display(), epoch = manifest.committed_epoch, chunks = text.len(), "opened store");
+        let state = State { committed: manifest.committed_epoch, manifest, live, text };
         Ok(Store { dir, dim, writer: Mutex::new(()), state: RwLock::new(state), batches: Mutex::default() })
     }
 
@@ -185,8 +194,19 @@ impl Store {
             state.manifest = manifest;
         }
         state.committed = epoch;
+        let touched: BTreeSet<Hash128> =
+            parts.iter().flat_map(|(_, u)| u.chunks.iter().map(|(c, _)| c.chunk_id)).collect();
         for (_, updates) in parts {
             state.live.apply(updates, epoch);
+        }
+        // The full-text index follows the live chunks: touched ids still present are (re)indexed, others removed.
+        let State { live, text, .. } = &mut *state;
+        let (present, absent): (Vec<_>, Vec<_>) =
+            touched.iter().partition(|id| live.chunks.present(id).next().is_some());
+        let present =
+            present.into_iter().filter_map(|id| live.chunks.present(id).next().map(|c| (*id, c.text.as_str())));
+        if let Err(e) = text.apply(present, absent.into_iter().copied()) {
+            tracing::error!(epoch, error = %e, "the full-text index missed an epoch; it is rebuilt on restart");
         }
         drop(state);
         stats.write_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -255,6 +275,67 @@ impl Store {
     /// broken by `chunk_id`; `k = 0` gives no hits.
     pub fn search(&self, query: &[f32], k: usize) -> (u64, Vec<SearchHit>) {
         self.search_filtered(query, k, &SearchFilter::default())
+    }
+
+    /// Search by `mode`: exact cosine of `vector` (the embedded query), BM25
+    /// of the words of `text`, or both fused by weighted reciprocal rank over
+    /// each one's best `max(4k, 50)`. Filters apply inside both searches.
+    /// Returns the committed epoch both indexes are at.
+    pub fn search_mode(
+        &self,
+        text: &str,
+        vector: &[f32],
+        k: usize,
+        filter: &SearchFilter,
+        mode: SearchMode,
+    ) -> Result<(u64, Vec<SearchHit>)> {
+        let state = self.state.read();
+        let live = &state.live;
+        let allowed = crate::search::allowed_docs(live, filter);
+        let passes = |doc_id: &str| allowed.as_ref().is_none_or(|set| set.contains(doc_id));
+        let bm25 = |n: usize| {
+            let chunks = allowed.as_ref().map(|docs| Arc::new(crate::search::allowed_chunks(live, docs)));
+            state.text.search(text, n, chunks)
+        };
+        let hits = match mode {
+            SearchMode::Vector => crate::search::top_k(live, vector, k, filter),
+            SearchMode::Bm25 => bm25(k)?
+                .into_iter()
+                .map(|(id, score)| {
+                    let mut hit = crate::search::hit(live, id, score, &passes);
+                    hit.bm25_score = Some(score);
+                    hit
+                })
+                .collect(),
+            SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => {
+                let n = (4 * k).max(50);
+                let mut fused: HashMap<Hash128, (f32, Option<f32>, Option<f32>)> = HashMap::new();
+                for (rank, (score, id)) in crate::search::scored_top_k(live, vector, n, &passes).into_iter().enumerate()
+                {
+                    let entry = fused.entry(id).or_default();
+                    entry.0 += vector_weight / (rrf_k + rank as f32 + 1.0);
+                    entry.1 = Some(score);
+                }
+                for (rank, (id, score)) in bm25(n)?.into_iter().enumerate() {
+                    let entry = fused.entry(id).or_default();
+                    entry.0 += bm25_weight / (rrf_k + rank as f32 + 1.0);
+                    entry.2 = Some(score);
+                }
+                let mut ranked: Vec<_> = fused.into_iter().collect();
+                ranked.sort_unstable_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
+                ranked.truncate(k);
+                ranked
+                    .into_iter()
+                    .map(|(id, (score, vector_score, bm25_score))| {
+                        let mut hit = crate::search::hit(live, id, score, &passes);
+                        hit.vector_score = vector_score;
+                        hit.bm25_score = bm25_score;
+                        hit
+                    })
+                    .collect()
+            }
+        };
+        Ok((state.committed, hits))
     }
 
     /// [`search`](Self::search) over the chunks of the documents that pass

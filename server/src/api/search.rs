@@ -1,7 +1,8 @@
-//! `GET /v1/search?q=&k=[&author=&kind=&source=&doc_id=&since=&until=]`:
-//! exact cosine search over the live embeddings of the last committed epoch,
-//! with provenance and the `as_of` epoch; the metadata filters apply during
-//! the scan, before the top `k` is taken.
+//! `GET /v1/search?q=&k=[&mode=&author=&kind=&source=&doc_id=&since=&until=]`:
+//! hybrid search (exact cosine over the live embeddings and BM25 over the
+//! chunk texts, fused by reciprocal rank; `mode=vector|bm25` for one of them)
+//! at the last committed epoch, with provenance and the `as_of` epoch; the
+//! metadata filters apply inside both searches, before the top `k` is taken.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 
-use twinflow_schemas::api::{ErrorCode, SearchFilter, SearchQuery, SearchResponse};
+use twinflow_schemas::api::{ErrorCode, SearchFilter, SearchMode, SearchQuery, SearchResponse};
 
 use super::ApiError;
 use crate::app::App;
@@ -47,13 +48,26 @@ pub async fn search(
         since_ms: query.since,
         until_ms: query.until,
     };
+    let mode = match query.mode.as_deref() {
+        None | Some("hybrid") => SearchMode::HYBRID,
+        Some("vector") => SearchMode::Vector,
+        Some("bm25") => SearchMode::Bm25,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("`mode` must be hybrid, vector or bm25, not {other:?}"),
+            ));
+        }
+    };
     let started = Instant::now();
     let engine = app.engine.clone();
     let store = app.store.clone();
     let (as_of, results) = tokio::task::spawn_blocking(move || {
-        let embedder = engine.embedder();
-        let vector = embedder.embed_batch(&[query.q.as_str()]).map_err(ApiError::internal)?.remove(0);
-        Ok::<_, ApiError>(store.search_filtered(&vector, query.k, &filter))
+        let vector = match mode {
+            SearchMode::Bm25 => Vec::new(),
+            _ => engine.embedder().embed_batch(&[query.q.as_str()]).map_err(ApiError::internal)?.remove(0),
+        };
+        store.search_mode(&query.q, &vector, query.k, &filter, mode).map_err(ApiError::internal)
     })
     .await
     .map_err(ApiError::internal)??;

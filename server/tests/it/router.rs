@@ -298,7 +298,7 @@ async fn search_filters_apply_before_the_top_k() {
         let response: SearchResponse = serde_json::from_slice(&body).unwrap();
         response.results.iter().map(|h| h.sources[0].doc_id.clone()).collect::<Vec<_>>()
     };
-    assert_eq!(search("/v1/search?q=ships%20ports&k=1".into()).await[0], "grace-2");
+    assert_eq!(search("/v1/search?q=ships%20ports&k=1&mode=vector".into()).await[0], "grace-2");
     // k = 1 still finds Ada's chunk: the filter is applied before the top k.
     assert_eq!(search("/v1/search?q=ships%20ports&k=1&author=Ada".into()).await, ["ada-1"]);
     assert_eq!(search("/v1/search?q=ships%20ports&k=5&kind=article&author=Grace".into()).await, ["grace-1"]);
@@ -308,5 +308,51 @@ async fn search_filters_apply_before_the_top_k() {
     assert_eq!(search("/v1/search?q=ships&k=5&since=0&source=test".into()).await.len(), 3);
     let bad = Request::get("/v1/search?q=ships&kind=essay").body(Body::empty()).unwrap();
     expect_error(&app, bad, StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
+    app.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bm25_and_hybrid_follow_epochs_and_survive_a_restart() {
+    use twinflow_schemas::api::SearchHit;
+    let dir = tempfile::tempdir().unwrap();
+    let get = |app: std::sync::Arc<twinflow_server::App>, uri: &'static str| async move {
+        let (status, body) = send(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<SearchResponse>(&body).unwrap()
+    };
+    let ids = |hits: &[SearchHit]| hits.iter().map(|h| h.sources[0].doc_id.clone()).collect::<Vec<_>>();
+    let app = app(dir.path());
+    let body = [
+        upsert_line("fish", "Fish", "The zebrafish regrows its fins; zebrafish are small."),
+        upsert_line("birds", "Birds", "Sparrows and finches sing in the garden every morning."),
+        upsert_line("cars", "Cars", "Engines, wheels and gearboxes make a car move."),
+    ]
+    .join("\n");
+    let (status, _) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let bm25 = get(app.clone(), "/v1/search?q=zebrafish&k=3&mode=bm25").await;
+    assert_eq!(ids(&bm25.results), ["fish"], "only the chunk with the word");
+    assert!(bm25.results[0].bm25_score.is_some() && bm25.results[0].vector_score.is_none());
+    let hybrid = get(app.clone(), "/v1/search?q=zebrafish&k=3").await;
+    assert_eq!(hybrid.results[0].sources[0].doc_id, "fish");
+    assert!(hybrid.results[0].bm25_score.is_some() && hybrid.results[0].vector_score.is_some());
+    assert_eq!(hybrid.results.len(), 3, "vector candidates fill k");
+    let unknown = Request::get("/v1/search?q=x&mode=fuzzy").body(Body::empty()).unwrap();
+    expect_error(&app, unknown, StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
+
+    // A delete retracts the chunk from the full-text index at its epoch.
+    let delete = r#"{"op":"delete","doc_id":"fish"}"#;
+    let (status, _) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", delete)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(get(app.clone(), "/v1/search?q=zebrafish&k=3&mode=bm25").await.results.is_empty());
+    app.shutdown().unwrap();
+    drop(app);
+
+    // Rebuilt on restart from the stored chunks.
+    let app = crate::fixtures::app(dir.path());
+    let again = get(app.clone(), "/v1/search?q=finches%20garden&k=3&mode=bm25").await;
+    assert_eq!(ids(&again.results), ["birds"]);
+    assert!(get(app.clone(), "/v1/search?q=zebrafish&k=3&mode=bm25").await.results.is_empty());
     app.shutdown().unwrap();
 }
