@@ -237,7 +237,10 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+    // tantivy logs every index commit at info: one line per epoch. Quiet unless asked for by name.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        if filter.contains("tantivy") { filter.to_owned() } else { format!("{filter},tantivy=warn") }
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
