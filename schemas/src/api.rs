@@ -137,10 +137,6 @@ pub enum SearchMode {
     Hybrid { vector_weight: f32, bm25_weight: f32, rrf_k: f32 },
 }
 
-impl SearchMode {
-    /// Hybrid with equal weights and the customary `rrf_k` of 60.
-    pub const HYBRID: SearchMode = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0 };
-}
 
 /// Conditions on a chunk's document, applied inside the search (before the
 /// top `k` is taken, so a selective filter still fills `k`). A chunk text

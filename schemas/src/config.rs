@@ -22,8 +22,26 @@ pub struct Config {
     pub storage: StorageConfig,
     pub embedder: EmbedderConfig,
     pub chunking: ChunkingConfig,
+    pub search: SearchConfig,
     /// Sources started by `twinflow up` besides the HTTP endpoint.
     pub sources: Vec<SourceConfig>,
+}
+
+/// How `/v1/search` fuses its two rankings in `hybrid` mode: each chunk
+/// scores `Σ weight / (rrf_k + rank)` over the vector and BM25 rankings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    pub vector_weight: f32,
+    pub bm25_weight: f32,
+    /// Damping of reciprocal-rank fusion (60 in the original paper).
+    pub rrf_k: f32,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0 }
+    }
 }
 
 /// The dataflow engine.

@@ -49,7 +49,14 @@ pub async fn search(
         until_ms: query.until,
     };
     let mode = match query.mode.as_deref() {
-        None | Some("hybrid") => SearchMode::HYBRID,
+        None | Some("hybrid") => {
+            let fusion = &app.config.search;
+            SearchMode::Hybrid {
+                vector_weight: fusion.vector_weight,
+                bm25_weight: fusion.bm25_weight,
+                rrf_k: fusion.rrf_k,
+            }
+        }
         Some("vector") => SearchMode::Vector,
         Some("bm25") => SearchMode::Bm25,
         Some(other) => {

@@ -356,3 +356,31 @@ async fn bm25_and_hybrid_follow_epochs_and_survive_a_restart() {
     assert!(get(app.clone(), "/v1/search?q=zebrafish&k=3&mode=bm25").await.results.is_empty());
     app.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_weights_come_from_the_config() {
+    use twinflow_schemas::config::{Config, EmbedderConfig, HashingEmbedderConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    config.engine.tick = std::time::Duration::from_millis(10);
+    config.embedder = EmbedderConfig::Hashing(HashingEmbedderConfig::default());
+    config.search.bm25_weight = 0.0; // hybrid = the vector ranking alone
+    let app = twinflow_server::App::start(config).unwrap();
+    let body = (0..12)
+        .map(|i| upsert_line(&format!("d{i}"), "T", &article(&format!("topic{i} harbour"), 2)))
+        .collect::<Vec<_>>();
+    let (status, _) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body.join("\n"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let ranking = |mode: &'static str| {
+        let app = app.clone();
+        async move {
+            let uri = format!("/v1/search?q=harbour%20topic3&k=8&mode={mode}");
+            let (_, body) = send(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+            let response: SearchResponse = serde_json::from_slice(&body).unwrap();
+            response.results.iter().map(|h| h.chunk_id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ranking("hybrid").await, ranking("vector").await);
+    app.shutdown().unwrap();
+}
