@@ -137,7 +137,6 @@ pub enum SearchMode {
     Hybrid { vector_weight: f32, bm25_weight: f32, rrf_k: f32 },
 }
 
-
 /// Conditions on a chunk's document, applied inside the search (before the
 /// top `k` is taken, so a selective filter still fills `k`). A chunk text
 /// that occurs in several documents qualifies when one of them matches, and
