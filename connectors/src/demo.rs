@@ -39,14 +39,7 @@ const COMPLETE_MARKER: &str = ".complete";
 
 /// `$TWINFLOW_CACHE`, or else `$HOME/.cache/twinflow`.
 pub fn default_cache_dir() -> PathBuf {
-    let non_empty = |name| std::env::var_os(name).filter(|value| !value.is_empty());
-    if let Some(dir) = non_empty("TWINFLOW_CACHE") {
-        return PathBuf::from(dir);
-    }
-    match non_empty("HOME") {
-        Some(home) => PathBuf::from(home).join(".cache").join("twinflow"),
-        None => std::env::temp_dir().join("twinflow-cache"),
-    }
+    twinflow_schemas::config::cache_root()
 }
 
 /// The speeches folder under `cache_dir`, if [`fetch_sotu`] completed there.

@@ -40,15 +40,7 @@ const REQUIRED: [&str; 4] = ["config.json", "model.safetensors", "tokenizer.json
 
 /// The models cache: `$TWINFLOW_CACHE/models`, or else `$HOME/.cache/twinflow/models`.
 pub fn default_cache_dir() -> PathBuf {
-    let non_empty = |name| std::env::var_os(name).filter(|value| !value.is_empty());
-    let root = if let Some(dir) = non_empty("TWINFLOW_CACHE") {
-        PathBuf::from(dir)
-    } else if let Some(home) = non_empty("HOME") {
-        PathBuf::from(home).join(".cache").join("twinflow")
-    } else {
-        std::env::temp_dir().join("twinflow-cache")
-    };
-    root.join("models")
+    twinflow_schemas::config::cache_root().join("models")
 }
 
 /// The model folder under `cache_dir`, if [`fetch_minilm`] completed there.

@@ -286,3 +286,17 @@ mod tests {
         assert!(err.to_string().contains("tik"), "{err}");
     }
 }
+
+/// twinflow's cache of fetched data (model weights, the demo corpus), kept
+/// outside any checkout: `$TWINFLOW_CACHE`, or else `$HOME/.cache/twinflow`
+/// (a temporary folder when neither is set).
+pub fn cache_root() -> PathBuf {
+    let non_empty = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(dir) = non_empty("TWINFLOW_CACHE") {
+        return PathBuf::from(dir);
+    }
+    match non_empty("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("twinflow"),
+        None => std::env::temp_dir().join("twinflow-cache"),
+    }
+}

@@ -201,11 +201,14 @@ impl Store {
         }
         // The full-text index follows the live chunks: touched ids still present are (re)indexed, others removed.
         let State { live, text, .. } = &mut *state;
-        let (present, absent): (Vec<_>, Vec<_>) =
-            touched.iter().partition(|id| live.chunks.present(id).next().is_some());
-        let present =
-            present.into_iter().filter_map(|id| live.chunks.present(id).next().map(|c| (*id, c.text.as_str())));
-        if let Err(e) = text.apply(present, absent.into_iter().copied()) {
+        let (mut present, mut absent) = (Vec::new(), Vec::new());
+        for id in &touched {
+            match live.chunks.present(id).next() {
+                Some(chunk) => present.push((*id, chunk.text.as_str())),
+                None => absent.push(*id),
+            }
+        }
+        if let Err(e) = text.apply(present, absent) {
             tracing::error!(epoch, error = %e, "the full-text index missed an epoch; it is rebuilt on restart");
         }
         drop(state);

@@ -26,7 +26,8 @@ const WRITER_HEAP: usize = 64 * 1024 * 1024;
 
 /// The BM25 index of the live chunks.
 pub(crate) struct TextIndex {
-    index: Index,
+    /// Reads a query's words (OR-ed, the parser's default) for the `text` field.
+    parser: QueryParser,
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
     id: Field,
@@ -52,7 +53,8 @@ impl TextIndex {
         let index = Index::create_in_ram(schema.build());
         let writer = index.writer_with_num_threads(1, WRITER_HEAP).map_err(index_error)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
-        Ok(Self { index, writer: Mutex::new(writer), reader, id, text })
+        let parser = QueryParser::for_index(&index, vec![text]);
+        Ok(Self { parser, writer: Mutex::new(writer), reader, id, text })
     }
 
     /// Makes the index hold exactly `present` among the ids it is told about:
@@ -97,9 +99,8 @@ impl TextIndex {
         if k == 0 || query.trim().is_empty() {
             return Ok(Vec::new());
         }
-        // The words are OR-ed (the parser's default): BM25 ranks chunks with more of them first.
-        let parser = QueryParser::for_index(&self.index, vec![self.text]);
-        let (parsed, _) = parser.parse_query_lenient(query);
+        // BM25 ranks chunks with more of the OR-ed words first.
+        let (parsed, _) = self.parser.parse_query_lenient(query);
         let searcher = self.reader.searcher();
         let top = TopDocs::with_limit(k);
         let docs = match allowed {

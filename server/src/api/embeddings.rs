@@ -44,10 +44,9 @@ pub async fn embeddings(
     let embedder = app.engine.embedder().clone();
     let model_id = embedder.model_id().to_owned();
     if let Some(model) = &request.model {
+        // The full id (with the weights' hash) or the name before the `@`.
         let name = model_id.split('@').next().unwrap_or_default();
-        let served = [model_id.as_str(), name];
-        let short = name.rsplit('/').next().unwrap_or(name);
-        if !served.iter().any(|m| m.eq_ignore_ascii_case(model)) && !model.eq_ignore_ascii_case(short) {
+        if !model.eq_ignore_ascii_case(&model_id) && !model.eq_ignore_ascii_case(name) {
             return Err(ApiError::new(
                 ErrorCode::ModelNotFound,
                 format!("model {model:?} is not served here; this server embeds with {model_id:?}"),

@@ -365,22 +365,32 @@ async fn hybrid_weights_come_from_the_config() {
     config.storage.data_dir = dir.path().to_path_buf();
     config.engine.tick = std::time::Duration::from_millis(10);
     config.embedder = EmbedderConfig::Hashing(HashingEmbedderConfig::default());
-    config.search.bm25_weight = 0.0; // hybrid = the vector ranking alone
+    // Only the BM25 ranking counts, at 2 / (10 + rank): the defaults (1, 1, 60) give other scores.
+    config.search.vector_weight = 0.0;
+    config.search.bm25_weight = 2.0;
+    config.search.rrf_k = 10.0;
     let app = twinflow_server::App::start(config).unwrap();
     let body = (0..12)
         .map(|i| upsert_line(&format!("d{i}"), "T", &article(&format!("topic{i} harbour"), 2)))
         .collect::<Vec<_>>();
     let (status, _) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body.join("\n"))).await;
     assert_eq!(status, StatusCode::OK);
-    let ranking = |mode: &'static str| {
+    let results = |mode: &'static str| {
         let app = app.clone();
         async move {
             let uri = format!("/v1/search?q=harbour%20topic3&k=8&mode={mode}");
             let (_, body) = send(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
-            let response: SearchResponse = serde_json::from_slice(&body).unwrap();
-            response.results.iter().map(|h| h.chunk_id).collect::<Vec<_>>()
+            serde_json::from_slice::<SearchResponse>(&body).unwrap().results
         }
     };
-    assert_eq!(ranking("hybrid").await, ranking("vector").await);
+    let (hybrid, bm25) = (results("hybrid").await, results("bm25").await);
+    assert_eq!(
+        hybrid.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
+        bm25.iter().map(|h| h.chunk_id).collect::<Vec<_>>()
+    );
+    for (rank, hit) in hybrid.iter().enumerate() {
+        let want = 2.0 / (10.0 + rank as f32 + 1.0);
+        assert!((hit.score - want).abs() < 1e-6, "rank {rank}: score {}, want {want}", hit.score);
+    }
     app.shutdown().unwrap();
 }
