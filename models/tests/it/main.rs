@@ -8,8 +8,12 @@
 //! - `wgpu` (with `--features twinflow-models/wgpu`): the burn graph on the
 //!   default wgpu adapter (a GPU, or lavapipe's CPU Vulkan from Debian's
 //!   `mesa-vulkan-drivers`) against the CPU paths and sentence-transformers.
+//! - `llm`: the real SmolLM2-135M-Instruct GGUF (fetched like MiniLM)
+//!   against `data/smollm2_reference.json` (a numpy implementation checked
+//!   against transformers' LlamaForCausalLM on the same dequantised weights).
 //! Throughput lives in `benches/` (`twinflow-bench embed`), not here.
 
+mod llm;
 mod parity;
 mod robustness;
 mod tiny;

@@ -1,0 +1,169 @@
+//! `ChatTokenizer`: the byte-level BPE and the chat template stored in a GGUF
+//! file's metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).
+//!
+//! The BPE is rebuilt with the `tokenizers` crate from the vocabulary and the
+//! merges; control tokens (`token_type` 3, e.g. `<|im_start|>`) are special
+//! tokens, matched whole. The pre-tokenizer follows `tokenizer.ggml.pre`:
+//! SmolLM's splits every digit before the GPT-2 byte-level split. The chat
+//! template (Jinja) is rendered with minijinja.
+
+use minijinja::{Environment, ErrorKind, context};
+use serde::Serialize;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::gguf::Gguf;
+use crate::{Error, Result};
+
+/// GGUF `token_type` of control tokens.
+const CONTROL: u64 = 3;
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Self { role: role.to_owned(), content: content.into() }
+    }
+}
+
+/// The model's tokenizer and chat template.
+#[derive(Clone, Debug)]
+pub struct ChatTokenizer {
+    tokenizer: Tokenizer,
+    template: Option<String>,
+    bos: Option<String>,
+    eos: Option<String>,
+    /// Ids that end generation: EOS and the template's end-of-turn token.
+    stop_ids: Vec<u32>,
+}
+
+impl ChatTokenizer {
+    /// Builds the tokenizer described by `gguf`'s metadata.
+    pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
+        let model = gguf.get_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(Error::Tokenizer(format!("tokenizer model {model:?} is not supported (gpt2 BPE is)")));
+        }
+        let tokens = gguf.get_strings("tokenizer.ggml.tokens")?;
+        let merges = gguf.get_strings("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = match gguf.metadata.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
+            Some(types) => types.iter().map(|t| t.as_u64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), i as u32)).collect();
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .ok_or_else(|| Error::Tokenizer(format!("merge {m:?} is not two tokens")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| Error::Tokenizer(format!("BPE from the GGUF metadata: {e}")))?;
+        let mut tokenizer = Tokenizer::new(bpe);
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre = match gguf.metadata.get("tokenizer.ggml.pre").and_then(|v| v.as_str()) {
+            Some("smollm") => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                PreTokenizerWrapper::ByteLevel(byte_level),
+            ])),
+            _ => PreTokenizerWrapper::ByteLevel(byte_level),
+        };
+        tokenizer.with_pre_tokenizer(Some(pre));
+        tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| **t == CONTROL)
+            .map(|(token, _)| AddedToken::from((*token).to_owned(), true))
+            .collect();
+        tokenizer.add_special_tokens(specials).map_err(|e| Error::Tokenizer(format!("special tokens: {e}")))?;
+
+        let token_of = |key: &str| {
+            let id = gguf.metadata.get(key).and_then(|v| v.as_u64())?;
+            tokens.get(usize::try_from(id).ok()?).map(|t| (*t).to_owned())
+        };
+        let bos = token_of("tokenizer.ggml.bos_token_id");
+        let eos = token_of("tokenizer.ggml.eos_token_id");
+        let mut stop_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+            .iter()
+            .filter_map(|key| gguf.metadata.get(*key).and_then(|v| v.as_u64()))
+            .map(|id| id as u32)
+            .collect();
+        // ChatML templates end a turn with <|im_end|>, whatever EOS is.
+        if let Some(id) = tokenizer.token_to_id("<|im_end|>") {
+            stop_ids.push(id);
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let template = gguf.metadata.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned);
+        Ok(Self { tokenizer, template, bos, eos, stop_ids })
+    }
+
+    /// Token ids of `text`; special tokens written in the text are matched.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.tokenizer.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids`; with `skip_special`, control tokens are left out.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.tokenizer.decode(ids, skip_special).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// Ids after which generation stops.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// Vocabulary size, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// The prompt for `messages` as the model's chat template renders it,
+    /// ending with the opening of the assistant's turn. Without a template,
+    /// ChatML (`<|im_start|>role\ncontent<|im_end|>\n`).
+    pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
+        let Some(template) = &self.template else {
+            let mut prompt: String =
+                messages.iter().map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content)).collect();
+            prompt.push_str("<|im_start|>assistant\n");
+            return Ok(prompt);
+        };
+        // As transformers renders chat templates.
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.add_function("raise_exception", |message: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+        });
+        env.add_template("chat", template).map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
+        let rendered = env
+            .get_template("chat")
+            .and_then(|t| {
+                t.render(context! {
+                    messages => messages,
+                    add_generation_prompt => true,
+                    bos_token => self.bos.clone().unwrap_or_default(),
+                    eos_token => self.eos.clone().unwrap_or_default(),
+                })
+            })
+            .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
+        Ok(rendered)
+    }
+}

@@ -1,0 +1,123 @@
+//! SmolLM2-135M-Instruct from its GGUF: tokenizer, chat template, logits and
+//! greedy answers against the reference fixture.
+
+use std::ops::ControlFlow;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use twinflow_models::{
+    ChatMessage, FinishReason, GenerateParams, Generator, LocalLlm, cpu_device, default_cache_dir, fetch_smollm2,
+};
+
+#[derive(Deserialize)]
+struct Reference {
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    greedy_ids: Vec<u32>,
+    first_step_top5: Vec<(u32, f32)>,
+    tokenizer_cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(include_str!("../data/smollm2_reference.json")).unwrap()
+}
+
+/// The model, loaded once for the binary (context cut to 2,048 positions).
+fn llm() -> &'static LocalLlm {
+    static LLM: OnceLock<LocalLlm> = OnceLock::new();
+    LLM.get_or_init(|| {
+        let path = fetch_smollm2(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+        LocalLlm::load(&path, 2048, &cpu_device()).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+fn question() -> Vec<ChatMessage> {
+    vec![ChatMessage::new("user", "What is the capital of France?")]
+}
+
+#[test]
+fn tokenizer_matches_the_reference_and_round_trips() {
+    let reference = reference();
+    let tokenizer = llm().tokenizer();
+    for case in &reference.tokenizer_cases {
+        let ids = tokenizer.encode(&case.text).unwrap();
+        assert_eq!(ids, case.ids, "{:?}", case.text);
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), case.text);
+    }
+    assert_eq!(tokenizer.encode(&reference.prompt).unwrap(), reference.prompt_ids);
+}
+
+#[test]
+fn chat_template_from_the_metadata_renders_the_reference_prompt() {
+    let prompt = llm().tokenizer().apply_chat_template(&question()).unwrap();
+    assert_eq!(prompt, reference().prompt);
+    // A system message replaces the default one.
+    let with_system = [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")];
+    let prompt = llm().tokenizer().apply_chat_template(&with_system).unwrap();
+    assert_eq!(
+        prompt,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn first_step_logits_match_the_reference_and_are_stable() {
+    let reference = reference();
+    let logits = llm().prompt_logits(&reference.prompt).unwrap();
+    assert_eq!(logits.len(), 49152);
+    for (id, expected) in &reference.first_step_top5 {
+        let got = logits[*id as usize];
+        assert!((got - expected).abs() < 2e-2, "logit of {id}: {got} vs {expected}");
+    }
+    let again = llm().prompt_logits(&reference.prompt).unwrap();
+    assert_eq!(logits, again, "same prompt, same logits");
+}
+
+#[test]
+fn greedy_answer_names_paris_and_streams_the_same_text() {
+    let mut pieces = Vec::new();
+    let generation = llm()
+        .generate(&question(), &GenerateParams { max_tokens: 40, ..GenerateParams::default() }, &mut |piece| {
+            pieces.push(piece.to_owned());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(generation.text.contains("Paris"), "{:?}", generation.text);
+    assert_eq!(generation.finish_reason, FinishReason::Stop);
+    assert_eq!(pieces.concat(), generation.text);
+    assert_eq!(generation.prompt_tokens, reference().prompt_ids.len());
+    // The reference's ids end with <|im_end|>, which is not counted as output.
+    assert_eq!(generation.completion_tokens, reference().greedy_ids.len() - 1);
+}
+
+#[test]
+fn stop_strings_max_tokens_and_sampling() {
+    let params = GenerateParams { max_tokens: 40, stop: vec![" is".into()], ..GenerateParams::default() };
+    let cut = llm().generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(cut.text, "The capital of France");
+    assert_eq!(cut.finish_reason, FinishReason::Stop);
+
+    let params = GenerateParams { max_tokens: 3, ..GenerateParams::default() };
+    let short = llm().generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!((short.completion_tokens, short.finish_reason), (3, FinishReason::Length));
+
+    let sampled =
+        GenerateParams { max_tokens: 12, temperature: 0.8, top_p: 0.95, seed: 11, ..GenerateParams::default() };
+    let a = llm().generate(&question(), &sampled, &mut |_| ControlFlow::Continue(())).unwrap();
+    let b = llm().generate(&question(), &sampled, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(a.text, b.text, "same seed, same text");
+}
+
+#[test]
+fn a_prompt_past_the_context_is_an_error() {
+    let long = "word ".repeat(3000);
+    let err = llm()
+        .generate(&[ChatMessage::new("user", long)], &GenerateParams::default(), &mut |_| ControlFlow::Continue(()));
+    assert!(matches!(err, Err(twinflow_models::Error::ContextOverflow { .. })), "{err:?}");
+}
