@@ -120,9 +120,13 @@ pub struct SearchQuery {
     #[serde(default)]
     pub until: Option<i64>,
     /// `hybrid` (default: vectors and BM25 fused by reciprocal rank),
-    /// `vector` (exact cosine) or `bm25` (full text).
+    /// `vector` (cosine) or `bm25` (full text).
     #[serde(default)]
     pub mode: Option<String>,
+    /// Scan every vector instead of asking the HNSW index (slow on large
+    /// indexes; for measuring recall).
+    #[serde(default)]
+    pub exact: bool,
 }
 
 /// How a search ranks chunks.

@@ -23,6 +23,8 @@ pub struct Config {
     pub embedder: EmbedderConfig,
     pub chunking: ChunkingConfig,
     pub search: SearchConfig,
+    pub generator: GeneratorConfig,
+    pub rag: RagConfig,
     /// Sources started by `twinflow up` besides the HTTP endpoint.
     pub sources: Vec<SourceConfig>,
 }
@@ -36,11 +38,125 @@ pub struct SearchConfig {
     pub bm25_weight: f32,
     /// Damping of reciprocal-rank fusion (60 in the original paper).
     pub rrf_k: f32,
+    /// The approximate vector index.
+    pub ann: AnnConfig,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0 }
+        Self { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0, ann: AnnConfig::default() }
+    }
+}
+
+/// The model that writes answers (`/v1/rag`, `/v1/chat/completions`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "config", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GeneratorConfig {
+    /// A Llama-architecture GGUF model run in-process (burn, CPU):
+    /// SmolLM2-135M-Instruct by default, fetched once into the cache.
+    Local(LocalGeneratorConfig),
+    /// Any OpenAI-compatible `/v1/chat/completions` endpoint.
+    Openai(OpenAiGeneratorConfig),
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self::Local(LocalGeneratorConfig::default())
+    }
+}
+
+/// Settings of the in-process generator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalGeneratorConfig {
+    /// The GGUF file; when absent SmolLM2-135M-Instruct is fetched into (or found in) the cache.
+    pub gguf: Option<PathBuf>,
+    /// Positions (prompt and answer together) the KV cache holds.
+    pub context: usize,
+}
+
+impl Default for LocalGeneratorConfig {
+    fn default() -> Self {
+        Self { gguf: None, context: 2048 }
+    }
+}
+
+/// Settings of a remote OpenAI-compatible generator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiGeneratorConfig {
+    /// Base URL, up to and including `/v1` (e.g. `http://127.0.0.1:8000/v1`).
+    pub url: String,
+    /// The model name sent with each request.
+    pub model: String,
+    /// Name of the environment variable holding the API key (sent as a
+    /// bearer token when set); the key itself never goes in a config file.
+    pub api_key_env: Option<String>,
+    /// Context size of the remote model, in tokens (for prompt budgets).
+    pub context: usize,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for OpenAiGeneratorConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8000/v1".into(),
+            model: "default".into(),
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            context: 8192,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The steps of the retrieval-augmented answer; each can be switched off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RagConfig {
+    /// Extract filters (author, kind) from the question by matching the
+    /// authors and kinds of the live documents.
+    pub self_query: bool,
+    /// Extra phrasings of the question written by the generator (0 = off).
+    pub expansions: usize,
+    /// Chunks retrieved per phrasing (hybrid search).
+    pub candidates: usize,
+    /// Re-order the merged candidates by similarity to the original question
+    /// (else by fused rank).
+    pub rerank: bool,
+    /// Chunks placed in the prompt (default for requests that give no `k`).
+    pub k: usize,
+    /// Tokens the answer may take.
+    pub max_tokens: usize,
+    pub temperature: f32,
+}
+
+impl Default for RagConfig {
+    fn default() -> Self {
+        Self { self_query: true, expansions: 2, candidates: 20, rerank: true, k: 4, max_tokens: 256, temperature: 0.0 }
+    }
+}
+
+/// The HNSW index over the live embeddings (`[search.ann]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnnConfig {
+    /// Off: every vector search scans exactly.
+    pub enabled: bool,
+    /// Searches over fewer candidate chunks than this (a small index, or a
+    /// selective filter) scan exactly: as fast, and exact.
+    pub exact_below: usize,
+    /// Links per node (HNSW `M`).
+    pub connectivity: usize,
+    /// Candidates kept while inserting (`ef_construction`).
+    pub expansion_add: usize,
+    /// Candidates kept while searching (`ef`): recall against speed.
+    pub expansion_search: usize,
+}
+
+impl Default for AnnConfig {
+    fn default() -> Self {
+        Self { enabled: true, exact_below: 20_000, connectivity: 16, expansion_add: 128, expansion_search: 64 }
     }
 }
 

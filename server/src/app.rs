@@ -50,7 +50,7 @@ impl App {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let store = Arc::new(
-            Store::open(data_dir, embedder.dim())
+            Store::open_with(data_dir, embedder.dim(), &config.search.ann)
                 .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
         );
         let restore = restore_from(&store, embedder.as_ref())?;

@@ -77,6 +77,9 @@ pub enum Error {
     /// The full-text (BM25) index failed.
     #[error("full-text index: {0}")]
     TextIndex(String),
+    /// The approximate vector index failed.
+    #[error("vector index: {0}")]
+    VectorIndex(String),
 }
 
 /// The crate's result type.

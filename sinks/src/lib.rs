@@ -2,8 +2,9 @@
 //!
 //! Where the dataflow's outputs land: versioned Parquet change logs per epoch
 //! and consolidated snapshots, the `_manifest.json` that says what is
-//! committed, the live state (current rows of every table) with exact vector
-//! search, and read-only DataFusion SQL over the live tables and the stored
+//! committed, the live state (current rows of every table) with its search
+//! indexes (HNSW vectors via USearch, BM25 via tantivy, exact scans for small
+//! or filtered candidate sets), and read-only DataFusion SQL over the live tables and the stored
 //! change logs — all at one committed epoch.
 //!
 //! ```text
@@ -27,6 +28,7 @@ mod search;
 mod sql;
 mod store;
 mod text_index;
+mod vector_index;
 
 pub mod convert;
 pub mod manifest;
@@ -37,3 +39,4 @@ pub use error::{Error, Result};
 pub use manifest::Manifest;
 pub use sql::SqlAnswer;
 pub use store::{CommitStats, SnapshotInfo, Store};
+pub use vector_index::VectorIndexStats;

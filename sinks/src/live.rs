@@ -72,6 +72,11 @@ impl<R: TableRow> Multiset<R> {
         self.by_key.get(key).into_iter().flatten().filter(|(_, n)| *n > 0).map(|(r, _)| r)
     }
 
+    /// The rows under `key` (any multiplicity).
+    pub(crate) fn group(&self, key: &R::Key) -> &[(R, i64)] {
+        self.by_key.get(key).map_or(&[], Vec::as_slice)
+    }
+
     /// Every key with its rows (any multiplicity).
     pub(crate) fn groups(&self) -> impl Iterator<Item = (&R::Key, &[(R, i64)])> {
         self.by_key.iter().map(|(k, rows)| (k, rows.as_slice()))

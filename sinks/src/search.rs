@@ -1,17 +1,22 @@
-//! Exact vector search over the live state, with provenance.
+//! Vector search over the live state, with provenance.
 //!
-//! Vectors are L2-normalised, so cosine similarity is the dot product. Every
-//! live embedding of the query's length is scored; a chunk with several
-//! vectors (several models) counts once, with its best score. Only chunks
-//! that still occur in the `chunks` table are returned (the text and the
-//! sources come from there). Ties are broken by `chunk_id`.
+//! Vectors are L2-normalised, so cosine similarity is the dot product. A
+//! search is planned: the HNSW index (`vector_index.rs`) when it is on and
+//! the candidates are many, else an exact scan of the candidates — every live
+//! embedding of the query's length, or only those of the chunks a filter
+//! lets through. A chunk with several vectors (several models) counts once,
+//! with its best score. Only chunks that still occur in the `chunks` table
+//! are returned (the text and the sources come from there). Exact results
+//! break ties by `chunk_id`.
 
 use std::collections::HashSet;
 
 use twinflow_schemas::api::{ChunkSource, SearchFilter, SearchHit};
-use twinflow_schemas::{DocumentKind, Hash128};
+use twinflow_schemas::{DocumentKind, EmbeddingRow, Hash128};
 
+use crate::error::Result;
 use crate::live::LiveState;
+use crate::vector_index::VectorIndex;
 
 /// The doc ids a filter lets through; `None` when it lets everything through.
 pub(crate) fn allowed_docs<'a>(live: &'a LiveState, filter: &SearchFilter) -> Option<HashSet<&'a str>> {
@@ -20,12 +25,12 @@ pub(crate) fn allowed_docs<'a>(live: &'a LiveState, filter: &SearchFilter) -> Op
     })
 }
 
-/// The chunk ids (as the full-text index keys them) with an occurrence in an allowed document.
-pub(crate) fn allowed_chunks(live: &LiveState, docs: &HashSet<&str>) -> HashSet<[u8; 16]> {
+/// The chunk ids with an occurrence in an allowed document.
+pub(crate) fn allowed_chunks(live: &LiveState, docs: &HashSet<&str>) -> HashSet<Hash128> {
     live.chunks
         .groups()
         .filter(|(_, rows)| rows.iter().any(|(c, n)| *n > 0 && docs.contains(c.doc_id.as_str())))
-        .map(|(id, _)| id.0.to_be_bytes())
+        .map(|(id, _)| *id)
         .collect()
 }
 
@@ -43,18 +48,52 @@ pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize, filter: &SearchFi
         .collect()
 }
 
-/// `(cosine, chunk_id)` of the `k` best chunks with an occurrence that `passes`, best first.
+/// `(cosine, chunk_id)` of the `k` best chunks for `query`, planned: the
+/// HNSW index unless `exact`, or unless the candidates (`allowed`, when a
+/// filter applies) are few enough for an exact scan.
+pub(crate) fn planned_top_k(
+    live: &LiveState,
+    index: &VectorIndex,
+    query: &[f32],
+    k: usize,
+    allowed: Option<&HashSet<Hash128>>,
+    exact: bool,
+) -> Result<Vec<(f32, Hash128)>> {
+    if exact || index.prefers_exact(allowed.map(HashSet::len)) {
+        return Ok(match allowed {
+            None => scored_top_k(live, query, k, &|_| true),
+            Some(ids) => best_of(ids.iter().map(|id| (id, live.embeddings.group(id))), query, k, &|_| true, live),
+        });
+    }
+    match allowed {
+        None => index.search(query, k, None),
+        Some(ids) => index.search(query, k, Some(&|id: &Hash128| ids.contains(id))),
+    }
+}
+
+/// `(cosine, chunk_id)` of the `k` best chunks with an occurrence that `passes`, best first (exact).
 pub(crate) fn scored_top_k(
     live: &LiveState,
     query: &[f32],
     k: usize,
     passes: &dyn Fn(&str) -> bool,
 ) -> Vec<(f32, Hash128)> {
+    best_of(live.embeddings.groups(), query, k, passes, live)
+}
+
+/// The exact scan over `candidates` (chunk id, its embedding rows).
+fn best_of<'a>(
+    candidates: impl Iterator<Item = (&'a Hash128, &'a [(EmbeddingRow, i64)])>,
+    query: &[f32],
+    k: usize,
+    passes: &dyn Fn(&str) -> bool,
+    live: &LiveState,
+) -> Vec<(f32, Hash128)> {
     if k == 0 || query.is_empty() {
         return Vec::new();
     }
     let mut scored: Vec<(f32, Hash128)> = Vec::new();
-    for (chunk_id, rows) in live.embeddings.groups() {
+    for (chunk_id, rows) in candidates {
         let best = rows
             .iter()
             .filter(|(row, n)| *n > 0 && row.vector.0.len() == query.len())

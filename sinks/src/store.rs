@@ -13,6 +13,8 @@ use twinflow_schemas::api::{SearchFilter, SearchHit, SearchMode};
 use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, TableName};
 
 use crate::text_index::TextIndex;
+use crate::vector_index::{VectorIndex, VectorIndexStats};
+use twinflow_schemas::config::AnnConfig;
 
 use crate::error::{Error, Result};
 use crate::live::LiveState;
@@ -73,6 +75,8 @@ struct State {
     live: LiveState,
     /// BM25 over the live chunk texts, at `committed` like `live`.
     text: TextIndex,
+    /// HNSW over the live embeddings, at `committed` like `live`.
+    vectors: VectorIndex,
 }
 
 impl fmt::Debug for Store {
@@ -93,6 +97,12 @@ impl Store {
     /// [`Error::Corrupt`] naming the file; a different `dim` is
     /// [`Error::DimensionMismatch`].
     pub fn open(data_dir: &Path, dim: usize) -> Result<Store> {
+        Self::open_with(data_dir, dim, &AnnConfig::default())
+    }
+
+    /// [`open`](Self::open) with the settings of the approximate vector index,
+    /// which is rebuilt from the stored embeddings (nothing is re-encoded).
+    pub fn open_with(data_dir: &Path, dim: usize, ann: &AnnConfig) -> Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
         let dir = std::fs::canonicalize(data_dir).map_err(|e| Error::io(data_dir, e))?;
         let (manifest, live) = match Manifest::load(&dir)? {
@@ -113,8 +123,20 @@ impl Store {
         let chunks = live.chunks.current();
         text.apply(chunks.iter().map(|c| (c.chunk_id, c.text.as_str())), [])?;
         drop(chunks);
-        tracing::info!(dir = %dir.display(), epoch = manifest.committed_epoch, chunks = text.len(), "opened store");
-        let state = State { committed: manifest.committed_epoch, manifest, live, text };
+        let started = Instant::now();
+        let mut vectors = VectorIndex::new(dim, ann)?;
+        for row in live.embeddings.current() {
+            vectors.set(row.chunk_id, &row.model_id, Some(&row.vector.0))?;
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            epoch = manifest.committed_epoch,
+            chunks = text.len(),
+            vectors = vectors.len(),
+            vector_index_ms = started.elapsed().as_millis() as u64,
+            "opened store"
+        );
+        let state = State { committed: manifest.committed_epoch, manifest, live, text, vectors };
         Ok(Store { dir, dim, writer: Mutex::new(()), state: RwLock::new(state), batches: Mutex::default() })
     }
 
@@ -196,11 +218,22 @@ impl Store {
         state.committed = epoch;
         let touched: BTreeSet<Hash128> =
             parts.iter().flat_map(|(_, u)| u.chunks.iter().map(|(c, _)| c.chunk_id)).collect();
+        let touched_vectors: BTreeSet<(Hash128, String)> = parts
+            .iter()
+            .flat_map(|(_, u)| u.embeddings.iter().map(|(e, _)| (e.chunk_id, e.model_id.clone())))
+            .collect();
         for (_, updates) in parts {
             state.live.apply(updates, epoch);
         }
+        let State { live, text, vectors, .. } = &mut *state;
+        // The vector index follows the live embeddings row by row.
+        for (chunk_id, model_id) in &touched_vectors {
+            let row = live.embeddings.present(chunk_id).find(|e| e.model_id == *model_id);
+            if let Err(e) = vectors.set(*chunk_id, model_id, row.map(|e| e.vector.0.as_slice())) {
+                tracing::error!(epoch, error = %e, "the vector index missed an update; it is rebuilt on restart");
+            }
+        }
         // The full-text index follows the live chunks: touched ids still present are (re)indexed, others removed.
-        let State { live, text, .. } = &mut *state;
         let (mut present, mut absent) = (Vec::new(), Vec::new());
         for id in &touched {
             match live.chunks.present(id).next() {
@@ -280,10 +313,12 @@ impl Store {
         self.search_filtered(query, k, &SearchFilter::default())
     }
 
-    /// Search by `mode`: exact cosine of `vector` (the embedded query), BM25
-    /// of the words of `text`, or both fused by weighted reciprocal rank over
+    /// Search by `mode`: cosine of `vector` (the embedded query), BM25 of
+    /// the words of `text`, or both fused by weighted reciprocal rank over
     /// each one's best `max(4k, 50)`. Filters apply inside both searches.
-    /// Returns the committed epoch both indexes are at.
+    /// The vector side uses the HNSW index when it is on and the candidates
+    /// are many; `exact` forces the exact scan. Returns the committed epoch
+    /// both indexes are at.
     pub fn search_mode(
         &self,
         text: &str,
@@ -291,17 +326,28 @@ impl Store {
         k: usize,
         filter: &SearchFilter,
         mode: SearchMode,
+        exact: bool,
     ) -> Result<(u64, Vec<SearchHit>)> {
         let state = self.state.read();
         let live = &state.live;
         let allowed = crate::search::allowed_docs(live, filter);
         let passes = |doc_id: &str| allowed.as_ref().is_none_or(|set| set.contains(doc_id));
+        let allowed_chunks = allowed.as_ref().map(|docs| crate::search::allowed_chunks(live, docs));
         let bm25 = |n: usize| {
-            let chunks = allowed.as_ref().map(|docs| Arc::new(crate::search::allowed_chunks(live, docs)));
-            state.text.search(text, n, chunks)
+            let keys = allowed_chunks.as_ref().map(|ids| Arc::new(ids.iter().map(|id| id.0.to_be_bytes()).collect()));
+            state.text.search(text, n, keys)
         };
+        let nearest =
+            |n: usize| crate::search::planned_top_k(live, &state.vectors, vector, n, allowed_chunks.as_ref(), exact);
         let hits = match mode {
-            SearchMode::Vector => crate::search::top_k(live, vector, k, filter),
+            SearchMode::Vector => nearest(k)?
+                .into_iter()
+                .map(|(score, id)| {
+                    let mut hit = crate::search::hit(live, id, score, &passes);
+                    hit.vector_score = Some(score);
+                    hit
+                })
+                .collect(),
             SearchMode::Bm25 => bm25(k)?
                 .into_iter()
                 .map(|(id, score)| {
@@ -313,8 +359,7 @@ impl Store {
             SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => {
                 let n = (4 * k).max(50);
                 let mut fused: HashMap<Hash128, (f32, Option<f32>, Option<f32>)> = HashMap::new();
-                for (rank, (score, id)) in crate::search::scored_top_k(live, vector, n, &passes).into_iter().enumerate()
-                {
+                for (rank, (score, id)) in nearest(n)?.into_iter().enumerate() {
                     let entry = fused.entry(id).or_default();
                     entry.0 += vector_weight / (rrf_k + rank as f32 + 1.0);
                     entry.1 = Some(score);
@@ -346,6 +391,16 @@ impl Store {
     pub fn search_filtered(&self, query: &[f32], k: usize, filter: &SearchFilter) -> (u64, Vec<SearchHit>) {
         let state = self.state.read();
         (state.committed, crate::search::top_k(&state.live, query, k, filter))
+    }
+
+    /// Sizes of the approximate vector index.
+    pub fn vector_index_stats(&self) -> VectorIndexStats {
+        self.state.read().vectors.stats()
+    }
+
+    /// Sets the HNSW search breadth (`ef`) from now on (for benchmarks that sweep it).
+    pub fn set_vector_search_breadth(&self, ef: usize) {
+        self.state.read().vectors.set_expansion_search(ef);
     }
 
     /// Runs one read-only SQL statement over the committed epoch: the live

@@ -1,6 +1,7 @@
 //! `GET /v1/search?q=&k=[&mode=&author=&kind=&source=&doc_id=&since=&until=]`:
-//! hybrid search (exact cosine over the live embeddings and BM25 over the
-//! chunk texts, fused by reciprocal rank; `mode=vector|bm25` for one of them)
+//! hybrid search (cosine over the live embeddings — HNSW, or an exact scan for
+//! small candidate sets or with `exact=true` — and BM25 over the chunk texts,
+//! fused by reciprocal rank; `mode=vector|bm25` for one of them)
 //! at the last committed epoch, with provenance and the `as_of` epoch; the
 //! metadata filters apply inside both searches, before the top `k` is taken.
 
@@ -74,7 +75,7 @@ pub async fn search(
             SearchMode::Bm25 => Vec::new(),
             _ => engine.embedder().embed_batch(&[query.q.as_str()]).map_err(ApiError::internal)?.remove(0),
         };
-        store.search_mode(&query.q, &vector, query.k, &filter, mode).map_err(ApiError::internal)
+        store.search_mode(&query.q, &vector, query.k, &filter, mode, query.exact).map_err(ApiError::internal)
     })
     .await
     .map_err(ApiError::internal)??;

@@ -4,6 +4,7 @@
 //! updates, deletes, an empty epoch, re-inserts across two workers) and an
 //! oracle that consolidates the same updates independently.
 
+mod ann;
 mod cold_read;
 mod corrupt;
 mod crash;

@@ -1,0 +1,231 @@
+//! The approximate vector index: an HNSW graph (USearch) over the live
+//! embeddings, kept in step with the committed epochs by inserts and deletes.
+//!
+//! Each live embedding row — a `(chunk_id, model_id)` pair — has one key in
+//! the graph. Keys are handed out from a counter and reused after deletes, so
+//! the graph never needs a rebuild; a chunk with vectors of several models has
+//! several keys and counts once in results, with its best score. Vectors are
+//! L2-normalised, so the metric is the inner product and `score = 1 − distance`.
+//!
+//! Only vectors of the store's dimension are indexed; the exact scan in
+//! `search.rs` covers the rest (and small or selectively filtered searches).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use twinflow_schemas::Hash128;
+use twinflow_schemas::config::AnnConfig;
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::error::{Error, Result};
+
+/// Threads that may search the graph at the same time.
+const SEARCH_THREADS: usize = 64;
+
+/// The HNSW index and its key bookkeeping.
+pub(crate) struct VectorIndex {
+    graph: Index,
+    config: AnnConfig,
+    dim: usize,
+    /// Model ids, interned: rows refer to them by position.
+    models: Vec<String>,
+    /// Live row → key.
+    keys: HashMap<(Hash128, u32), u64>,
+    /// Key → chunk (`None` for a free key).
+    chunks: Vec<Option<Hash128>>,
+    free: Vec<u64>,
+}
+
+impl fmt::Debug for VectorIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VectorIndex").field("dim", &self.dim).field("vectors", &self.len()).finish_non_exhaustive()
+    }
+}
+
+/// Sizes of the index, for status pages and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VectorIndexStats {
+    /// Vectors in the graph.
+    pub vectors: usize,
+    /// Bytes USearch reports for the graph and the vectors.
+    pub memory_bytes: usize,
+    /// Bytes of twinflow's key bookkeeping beside it (estimated).
+    pub bookkeeping_bytes: usize,
+}
+
+fn index_error(e: impl fmt::Display) -> Error {
+    Error::VectorIndex(e.to_string())
+}
+
+impl VectorIndex {
+    pub(crate) fn new(dim: usize, config: &AnnConfig) -> Result<Self> {
+        let options = IndexOptions {
+            dimensions: dim,
+            metric: MetricKind::IP,
+            quantization: ScalarKind::F32,
+            connectivity: config.connectivity,
+            expansion_add: config.expansion_add,
+            expansion_search: config.expansion_search,
+            multi: false,
+        };
+        let graph = Index::new(&options).map_err(index_error)?;
+        graph.reserve_capacity_and_threads(1024, SEARCH_THREADS).map_err(index_error)?;
+        Ok(Self {
+            graph,
+            config: config.clone(),
+            dim,
+            models: Vec::new(),
+            keys: HashMap::new(),
+            chunks: Vec::new(),
+            free: Vec::new(),
+        })
+    }
+
+    /// Vectors indexed.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(crate) fn stats(&self) -> VectorIndexStats {
+        VectorIndexStats {
+            vectors: self.len(),
+            memory_bytes: self.graph.memory_usage(),
+            // The row → key map (~48 bytes an entry with its hash-table slack) and the key → chunk table.
+            bookkeeping_bytes: self.keys.capacity() * 48 + self.chunks.capacity() * 24,
+        }
+    }
+
+    fn model_index(&mut self, model_id: &str) -> u32 {
+        match self.models.iter().position(|m| m == model_id) {
+            Some(i) => i as u32,
+            None => {
+                self.models.push(model_id.to_owned());
+                (self.models.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Makes the row `(chunk_id, model_id)` present with `vector`, or absent
+    /// (`None`). Vectors of another dimension are ignored.
+    pub(crate) fn set(&mut self, chunk_id: Hash128, model_id: &str, vector: Option<&[f32]>) -> Result<()> {
+        let model = self.model_index(model_id);
+        let row = (chunk_id, model);
+        match (vector, self.keys.get(&row).copied()) {
+            (Some(v), None) if v.len() == self.dim => {
+                if self.graph.size() + 1 > self.graph.capacity() {
+                    let grown = (self.graph.capacity() * 2).max(1024);
+                    self.graph.reserve_capacity_and_threads(grown, SEARCH_THREADS).map_err(index_error)?;
+                }
+                let key = self.free.pop().unwrap_or(self.chunks.len() as u64);
+                self.graph.add(key, v).map_err(index_error)?;
+                if key as usize == self.chunks.len() {
+                    self.chunks.push(Some(chunk_id));
+                } else {
+                    self.chunks[key as usize] = Some(chunk_id);
+                }
+                self.keys.insert(row, key);
+            }
+            (None, Some(key)) => {
+                self.graph.remove(key).map_err(index_error)?;
+                self.keys.remove(&row);
+                self.chunks[key as usize] = None;
+                self.free.push(key);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The `k` chunks nearest to `query` whose ids pass `allowed`, as
+    /// `(cosine, chunk_id)`, best first, each chunk once.
+    pub(crate) fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: Option<&dyn Fn(&Hash128) -> bool>,
+    ) -> Result<Vec<(f32, Hash128)>> {
+        if k == 0 || query.len() != self.dim || self.keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Several models can give one chunk several keys: ask for enough to fill k chunks.
+        let count = k * self.models.len().max(1);
+        let chunk_of = |key: u64| self.chunks.get(key as usize).copied().flatten();
+        let matches = match allowed {
+            None => self.graph.search(query, count),
+            Some(allowed) => self.graph.filtered_search(query, count, |key| chunk_of(key).is_some_and(|c| allowed(&c))),
+        }
+        .map_err(index_error)?;
+        let mut hits: Vec<(f32, Hash128)> = Vec::with_capacity(k);
+        for (key, distance) in matches.keys.iter().zip(&matches.distances) {
+            if let Some(chunk) = chunk_of(*key)
+                && !hits.iter().any(|(_, c)| *c == chunk)
+            {
+                hits.push((1.0 - distance, chunk));
+            }
+        }
+        hits.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Whether a search over `candidates` chunks (all when `None`) should
+    /// scan exactly instead: the index is off, small, or the filter is selective.
+    pub(crate) fn prefers_exact(&self, candidates: Option<usize>) -> bool {
+        !self.config.enabled || candidates.unwrap_or(self.len()).min(self.len()) < self.config.exact_below
+    }
+
+    /// Sets how many candidates a search keeps (HNSW `ef`).
+    pub(crate) fn set_expansion_search(&self, ef: usize) {
+        self.graph.change_expansion_search(ef);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: u64, dim: usize) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let v: Vec<f32> = (0..dim)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn inserts_deletes_and_key_reuse() {
+        let config = AnnConfig::default();
+        let mut index = VectorIndex::new(16, &config).unwrap();
+        for i in 0..200u64 {
+            index.set(Hash128(u128::from(i)), "m", Some(&unit(i, 16))).unwrap();
+        }
+        assert_eq!(index.len(), 200);
+        let hits = index.search(&unit(7, 16), 3, None).unwrap();
+        assert_eq!(hits[0].1, Hash128(7));
+        assert!((hits[0].0 - 1.0).abs() < 1e-5);
+        // Deleted rows are never returned, and their keys are reused.
+        index.set(Hash128(7), "m", None).unwrap();
+        assert!(index.search(&unit(7, 16), 10, None).unwrap().iter().all(|(_, c)| *c != Hash128(7)));
+        index.set(Hash128(1000), "m", Some(&unit(1000, 16))).unwrap();
+        assert_eq!(index.chunks.len(), 200, "the freed key was reused");
+        assert_eq!(index.search(&unit(1000, 16), 1, None).unwrap()[0].1, Hash128(1000));
+        // A second model's vector of the same chunk: one hit for the chunk.
+        index.set(Hash128(3), "other", Some(&unit(3, 16))).unwrap();
+        let hits = index.search(&unit(3, 16), 5, None).unwrap();
+        assert_eq!(hits.iter().filter(|(_, c)| *c == Hash128(3)).count(), 1);
+        // Filters apply inside the search.
+        let even = |c: &Hash128| c.0 % 2 == 0;
+        let hits = index.search(&unit(5, 16), 10, Some(&even)).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|(_, c)| c.0 % 2 == 0));
+        // Wrong dimensions are ignored, not errors.
+        index.set(Hash128(5000), "m", Some(&[1.0, 0.0])).unwrap();
+        assert!(index.search(&[1.0, 0.0], 3, None).unwrap().is_empty());
+    }
+}
