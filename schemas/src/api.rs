@@ -42,6 +42,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The engine is too far behind; retry later.
     Overloaded,
+    /// The prompt (question, history and retrieved context) does not fit the generator's context.
+    ContextLengthExceeded,
+    /// The generator could not be loaded or reached.
+    GeneratorUnavailable,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }
@@ -57,11 +61,12 @@ impl ErrorCode {
             | Self::UnknownKind
             | Self::InvalidQuery
             | Self::SqlNotReadOnly
-            | Self::SqlError => 400,
+            | Self::SqlError
+            | Self::ContextLengthExceeded => 400,
             Self::NotFound | Self::ModelNotFound => 404,
             Self::DocumentTooLarge | Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::Overloaded | Self::ShuttingDown => 503,
+            Self::Overloaded | Self::ShuttingDown | Self::GeneratorUnavailable => 503,
             Self::Internal => 500,
         }
     }
@@ -338,4 +343,149 @@ pub enum EmbeddingVector {
 pub struct EmbeddingsUsage {
     pub prompt_tokens: u64,
     pub total_tokens: u64,
+}
+
+/// `POST /v1/rag`: answer `query` from the live index.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RagRequest {
+    pub query: String,
+    /// Chunks placed in the prompt (default from `[rag] k`).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// Filters given by the caller; self-query may add to them, never override them.
+    #[serde(default)]
+    pub filters: RagFilters,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+}
+
+/// Filters of a RAG request, named as in `/v1/search`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RagFilters {
+    #[serde(default)]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub kind: Option<crate::DocumentKind>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub doc_id: Option<String>,
+    /// Only documents fetched at or after this time (ms since the Unix epoch).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Only documents fetched before this time (ms since the Unix epoch).
+    #[serde(default)]
+    pub until: Option<i64>,
+}
+
+impl From<&RagFilters> for SearchFilter {
+    fn from(f: &RagFilters) -> Self {
+        SearchFilter {
+            author: f.author.clone(),
+            kind: f.kind,
+            source: f.source.clone(),
+            doc_id: f.doc_id.clone(),
+            since_ms: f.since,
+            until_ms: f.until,
+        }
+    }
+}
+
+/// A chunk that was in the prompt, as `[marker]` in the answer refers to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Citation {
+    /// The number the prompt gave the chunk (`[1]`, `[2]`, …).
+    pub marker: usize,
+    /// Whether the answer cites it.
+    pub cited: bool,
+    pub chunk_id: Hash128,
+    pub doc_id: String,
+    pub title: String,
+    pub url: String,
+    pub author: String,
+    pub char_start: u32,
+    pub char_end: u32,
+    /// The retrieval score that placed it in the prompt.
+    pub score: f32,
+}
+
+/// Milliseconds spent in each step of a RAG answer (0 for a step switched off).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RagTimings {
+    pub self_query_ms: f64,
+    pub expansion_ms: f64,
+    pub retrieval_ms: f64,
+    pub rerank_ms: f64,
+    pub prompt_ms: f64,
+    /// Time to the first generated token (prompt processing).
+    pub prefill_ms: f64,
+    pub generation_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Tokens of a generation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionUsage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// The answer of `POST /v1/rag`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RagResponse {
+    pub answer: String,
+    /// Every chunk of the prompt, by marker; `cited` marks those the answer refers to.
+    pub citations: Vec<Citation>,
+    /// The committed epoch the retrieved chunks are from.
+    pub as_of: u64,
+    pub model: String,
+    /// The filters retrieval used (the caller's plus what self-query found).
+    pub filters: SearchFilter,
+    /// The question and its expansions, as searched.
+    pub queries: Vec<String>,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+    pub usage: CompletionUsage,
+    pub timings: RagTimings,
+}
+
+/// One message of `POST /v1/chat/completions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionMessage {
+    pub role: String,
+    /// Text; OpenAI's content-part arrays are accepted when every part is text.
+    pub content: serde_json::Value,
+}
+
+/// `POST /v1/chat/completions`, as OpenAI's: the last user message is
+/// answered with retrieval-augmented generation over the live index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub messages: Vec<ChatCompletionMessage>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default, alias = "max_completion_tokens")]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// One string or several.
+    #[serde(default)]
+    pub stop: Option<serde_json::Value>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Only `1` is supported.
+    #[serde(default)]
+    pub n: Option<usize>,
+    /// Accepted and ignored: `user`, `stream_options`, … (OpenAI clients send them).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }

@@ -16,6 +16,8 @@ use twinflow_schemas::DocumentChange;
 use twinflow_schemas::config::Config;
 use twinflow_sinks::Store;
 
+use crate::generator::LazyGenerator;
+
 /// How many recent ingest errors are kept for `/v1/status`.
 const RECENT_ERRORS: usize = 100;
 
@@ -25,6 +27,8 @@ pub struct App {
     pub config: Config,
     pub engine: Arc<Engine>,
     pub store: Arc<Store>,
+    /// Writes answers; built on first use.
+    pub generator: LazyGenerator,
     pub started: Instant,
     committer: Mutex<Option<JoinHandle<()>>>,
     /// Dropping the sender stops the progress reporter.
@@ -56,10 +60,12 @@ impl App {
         let restore = restore_from(&store, embedder.as_ref())?;
         let options = EngineOptions::new(&config.engine, &config.chunking);
         let engine = Arc::new(Engine::start(options, embedder, restore)?);
+        let generator = LazyGenerator::new(config.generator.clone());
         let app = Arc::new(App {
             config,
             engine: engine.clone(),
             store: store.clone(),
+            generator,
             started: Instant::now(),
             committer: Mutex::new(None),
             progress: Mutex::new(None),

@@ -9,10 +9,13 @@
 //!  POST /v1/documents ───┴▶ Engine (dataflow) ─▶ committer ─▶ Engine::mark_committed
 //!                                                            │
 //!  GET /v1/search, POST /v1/sql, GET /v1/status ◀── reads ───┘
+//!  POST /v1/rag, /v1/chat/completions ─▶ rag.rs: self-query, expansion, hybrid retrieval,
+//!                                         rerank, prompt ─▶ generator.rs (local GGUF or OpenAI-compatible)
 //! ```
 //!
 //! Where to look next: `app.rs` (wiring and lifecycle), `api/` (one file
-//! per endpoint group, `api/error.rs` for error codes), `cli.rs` (the verbs),
+//! per endpoint group, `api/error.rs` for error codes), `rag.rs` (the
+//! answer pipeline), `generator.rs`, `cli.rs` (the verbs),
 //! `settings.rs` (layered configuration).
 
 pub mod api;
@@ -20,6 +23,8 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod embedder;
+pub mod generator;
+pub mod rag;
 pub mod settings;
 
 pub use api::router;

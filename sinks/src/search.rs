@@ -141,6 +141,15 @@ pub(crate) fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn 
     SearchHit { chunk_id, score, vector_score: None, bm25_score: None, text, sources }
 }
 
+/// Cosine of `query` with the chunk's best live vector of the same length.
+pub(crate) fn best_similarity(live: &LiveState, chunk_id: &Hash128, query: &[f32]) -> Option<f32> {
+    live.embeddings
+        .present(chunk_id)
+        .filter(|row| row.vector.0.len() == query.len())
+        .map(|row| dot(&row.vector.0, query))
+        .max_by(f32::total_cmp)
+}
+
 /// Dot product, with four accumulators so the compiler can vectorise it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 4];

@@ -10,7 +10,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 use twinflow_schemas::api::{SearchFilter, SearchHit, SearchMode};
-use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, TableName};
+use twinflow_schemas::{ChunkRow, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, TableName};
 
 use crate::text_index::TextIndex;
 use crate::vector_index::{VectorIndex, VectorIndexStats};
@@ -391,6 +391,27 @@ impl Store {
     pub fn search_filtered(&self, query: &[f32], k: usize, filter: &SearchFilter) -> (u64, Vec<SearchHit>) {
         let state = self.state.read();
         (state.committed, crate::search::top_k(&state.live, query, k, filter))
+    }
+
+    /// The authors and kinds of the current documents, each with its number of documents.
+    pub fn facets(&self) -> (Vec<(String, usize)>, Vec<(DocumentKind, usize)>) {
+        let state = self.state.read();
+        let mut authors: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut kinds: BTreeMap<DocumentKind, usize> = BTreeMap::new();
+        for (_, rows) in state.live.documents.groups() {
+            if let Some((doc, _)) = rows.iter().find(|(_, n)| *n > 0) {
+                *authors.entry(doc.author.as_str()).or_default() += 1;
+                *kinds.entry(doc.kind).or_default() += 1;
+            }
+        }
+        (authors.into_iter().map(|(a, n)| (a.to_owned(), n)).collect(), kinds.into_iter().collect())
+    }
+
+    /// Cosine of `query` with each chunk's best live vector of the same
+    /// length (`None` for a chunk without one); for reranking.
+    pub fn similarities(&self, query: &[f32], chunk_ids: &[Hash128]) -> Vec<Option<f32>> {
+        let state = self.state.read();
+        chunk_ids.iter().map(|id| crate::search::best_similarity(&state.live, id, query)).collect()
     }
 
     /// Sizes of the approximate vector index.

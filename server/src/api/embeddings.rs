@@ -14,7 +14,7 @@ use twinflow_schemas::api::{
     EmbeddingData, EmbeddingVector, EmbeddingsInput, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage, ErrorCode,
 };
 
-use super::ApiError;
+use super::{ApiError, json_body};
 use crate::app::App;
 
 /// Most inputs in one request (OpenAI's limit too).
@@ -25,22 +25,7 @@ pub async fn embeddings(
     State(app): State<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EmbeddingsResponse>, ApiError> {
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_) => ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body is larger than the limit of {}", app.config.server.max_body),
-        ),
-        other => ApiError::new(ErrorCode::InvalidJson, format!("could not read the body: {other}")),
-    })?;
-    let request: EmbeddingsRequest = serde_json::from_slice(&body).map_err(|e| {
-        let code = match () {
-            _ if e.to_string().starts_with("missing field") => ErrorCode::MissingField,
-            _ if e.is_data() => ErrorCode::InvalidField,
-            _ => ErrorCode::InvalidJson,
-        };
-        let hint = if e.is_data() { " (`input` must be a string or an array of strings)" } else { "" };
-        ApiError::new(code, format!("{e}{hint}"))
-    })?;
+    let request: EmbeddingsRequest = json_body(&app, body, " (`input` must be a string or an array of strings)")?;
     let embedder = app.engine.embedder().clone();
     let model_id = embedder.model_id().to_owned();
     if let Some(model) = &request.model {

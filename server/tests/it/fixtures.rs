@@ -11,11 +11,17 @@ use twinflow_server::App;
 /// embedder (a test double for the model: deterministic, instant; the real
 /// encoder's end-to-end test is `minilm.rs`).
 pub(crate) fn app(dir: &Path) -> Arc<App> {
+    app_with(dir, |_| {})
+}
+
+/// [`app`] with changes to its configuration.
+pub(crate) fn app_with(dir: &Path, change: impl FnOnce(&mut Config)) -> Arc<App> {
     let mut config = Config::default();
     config.embedder = EmbedderConfig::Hashing(HashingEmbedderConfig::default());
     config.storage.data_dir = dir.to_path_buf();
     config.engine.tick = Duration::from_millis(10);
     config.engine.workers = 2;
+    change(&mut config);
     App::start(config).expect("app starts")
 }
 

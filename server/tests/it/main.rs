@@ -1,9 +1,11 @@
-//! Server tests: the router in process (`oneshot`), a real socket, and the
-//! `twinflow` binary as a process (watch directory, SIGTERM, restart).
+//! Server tests: the router in process (`oneshot`), a real socket, the
+//! `twinflow` binary as a process (watch directory, SIGTERM, restart), and
+//! answers from the real SmolLM2 generator (`rag`).
 
 mod binary;
 mod fixtures;
 mod minilm;
+mod rag;
 mod readers;
 mod router;
 mod socket;

@@ -1,0 +1,199 @@
+//! `POST /v1/chat/completions` in OpenAI's format, answered by the RAG
+//! pipeline: the last user message is the question, earlier turns are the
+//! conversation, system messages are added to the instructions. With
+//! `stream: true` the answer comes as server-sent events
+//! (`chat.completion.chunk` objects, then `data: [DONE]`). Both forms carry
+//! a `citations` extension (the passages of the prompt) that OpenAI clients ignore.
+
+use std::convert::Infallible;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use twinflow_models::ChatMessage;
+use twinflow_schemas::api::{ChatCompletionMessage, ChatCompletionRequest, ErrorCode, SearchFilter};
+
+use super::rag::{checked_params, checked_question};
+use super::{ApiError, json_body};
+use crate::app::App;
+use crate::rag::{RagAnswer, RagQuestion, answer};
+
+/// Most messages in one request.
+pub const MAX_MESSAGES: usize = 256;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The text of a message: a string, or an array of `{type: "text", text}` parts.
+fn text_of(message: &ChatCompletionMessage, index: usize) -> Result<String, ApiError> {
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidField, m);
+    match &message.content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                (Some("text"), Some(text)) => Ok(text.to_owned()),
+                _ => Err(invalid(format!("messages[{index}]: only text content parts are supported"))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|texts| texts.join("\n")),
+        _ => Err(invalid(format!("messages[{index}].content must be a string or an array of text parts"))),
+    }
+}
+
+/// Turns the request into a RAG question, checking everything first.
+fn question_of(app: &App, request: &ChatCompletionRequest, model: &str) -> Result<RagQuestion, ApiError> {
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidField, m);
+    if let Some(asked) = &request.model
+        && !asked.eq_ignore_ascii_case(model)
+        && !asked.eq_ignore_ascii_case("twinflow")
+    {
+        return Err(ApiError::new(
+            ErrorCode::ModelNotFound,
+            format!("model {asked:?} is not served here; use {model:?} (or \"twinflow\")"),
+        ));
+    }
+    if request.n.is_some_and(|n| n != 1) {
+        return Err(invalid("only `n: 1` is supported".into()));
+    }
+    if request.messages.is_empty() || request.messages.len() > MAX_MESSAGES {
+        return Err(invalid(format!("`messages` must hold between 1 and {MAX_MESSAGES} messages")));
+    }
+    let mut system = Vec::new();
+    let mut history = Vec::new();
+    for (i, message) in request.messages.iter().enumerate() {
+        let text = text_of(message, i)?;
+        match message.role.as_str() {
+            "system" | "developer" => system.push(text),
+            "user" | "assistant" => history.push(ChatMessage::new(&message.role, text)),
+            other => {
+                return Err(invalid(format!("messages[{i}].role {other:?} is not supported (system, user, assistant)")));
+            }
+        }
+    }
+    let question = match history.pop() {
+        Some(last) if last.role == "user" => checked_question(&last.content)?,
+        _ => return Err(invalid("the last message must be the user's".into())),
+    };
+    let stop = match &request.stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.len() <= 4 && items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        Some(_) => return Err(invalid("`stop` must be a string or an array of up to 4 strings".into())),
+    };
+    let mut params = checked_params(app, request.max_tokens, request.temperature, request.top_p)?;
+    params.stop = stop;
+    params.seed = request.seed.unwrap_or(0);
+    Ok(RagQuestion {
+        question,
+        history,
+        system: (!system.is_empty()).then(|| system.join("\n")),
+        filter: SearchFilter::default(),
+        k: app.config.rag.k,
+        params,
+    })
+}
+
+fn created() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn twinflow_fields(answer: &RagAnswer) -> Value {
+    json!({"citations": answer.citations, "as_of": answer.as_of, "timings": answer.timings})
+}
+
+/// Handler of `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: ChatCompletionRequest = json_body(&app, body, "")?;
+    let generator = app.generator.get().map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
+    let model = generator.model_name().to_owned();
+    let question = question_of(&app, &request, &model)?;
+    let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    if !request.stream {
+        let answer = tokio::task::spawn_blocking(move || answer(&app, &question, &mut |_| ControlFlow::Continue(())))
+            .await
+            .map_err(ApiError::internal)??;
+        let body = json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created(),
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.answer},
+                "finish_reason": answer.finish_reason,
+            }],
+            "usage": answer.usage,
+            "twinflow": twinflow_fields(&answer),
+        });
+        return Ok(Json(body).into_response());
+    }
+
+    let include_usage = request
+        .other
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (tx, rx) = mpsc::channel::<Value>(64);
+    let chunk = {
+        let (id, model, created) = (id.clone(), model.clone(), created());
+        move |delta: Value, finish: Option<&str>| {
+            json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            })
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        let _ = tx.blocking_send(chunk(json!({"role": "assistant", "content": ""}), None));
+        let mut on_text = |piece: &str| {
+            // A closed channel means the client went away: stop generating.
+            match tx.blocking_send(chunk(json!({"content": piece}), None)) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            }
+        };
+        match answer(&app, &question, &mut on_text) {
+            Ok(answer) => {
+                let mut last = chunk(json!({}), Some(&answer.finish_reason));
+                last["twinflow"] = twinflow_fields(&answer);
+                let _ = tx.blocking_send(last);
+                if include_usage {
+                    let mut usage = chunk(json!({}), None);
+                    usage["choices"] = json!([]);
+                    usage["usage"] = json!(answer.usage);
+                    let _ = tx.blocking_send(usage);
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(json!({"error": {"code": e.code, "message": e.message}}));
+            }
+        }
+    });
+    let events = futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        match rx.recv().await {
+            Some(value) => Some((Ok::<Event, Infallible>(Event::default().data(value.to_string())), (rx, false))),
+            None => Some((Ok(Event::default().data("[DONE]")), (rx, true))),
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}

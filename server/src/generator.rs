@@ -1,0 +1,205 @@
+//! The generators the configuration can name, behind
+//! [`twinflow_models::Generator`]: the local GGUF model, or any
+//! OpenAI-compatible endpoint ([`OpenAiGenerator`]), loaded on first use.
+
+use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Deserialize;
+use serde_json::json;
+
+use twinflow_models::{
+    ChatMessage, Error as ModelError, FinishReason, GenerateParams, Generation, Generator, LocalLlm, cpu_device,
+    default_cache_dir, fetch_smollm2,
+};
+use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
+
+/// The configured generator, built on first use (loading SmolLM2 takes a
+/// second or two and fetches it the first time; servers that never answer
+/// questions never pay for it).
+#[derive(Debug)]
+pub struct LazyGenerator {
+    config: GeneratorConfig,
+    built: OnceLock<Result<Arc<dyn Generator>, String>>,
+}
+
+impl LazyGenerator {
+    pub fn new(config: GeneratorConfig) -> Self {
+        Self { config, built: OnceLock::new() }
+    }
+
+    /// A generator that is already built (tests, embedding twinflow in a program).
+    pub fn ready(generator: Arc<dyn Generator>) -> Self {
+        let built = OnceLock::new();
+        let _ = built.set(Ok(generator));
+        Self { config: GeneratorConfig::default(), built }
+    }
+
+    /// The generator; the error (kept) when it could not be built.
+    pub fn get(&self) -> Result<Arc<dyn Generator>, String> {
+        self.built.get_or_init(|| build_generator(&self.config).map_err(|e| format!("{e:#}"))).clone()
+    }
+}
+
+/// Builds the generator `config` names.
+pub fn build_generator(config: &GeneratorConfig) -> anyhow::Result<Arc<dyn Generator>> {
+    Ok(match config {
+        GeneratorConfig::Local(local) => {
+            let path = match &local.gguf {
+                Some(path) => path.clone(),
+                None => fetch_smollm2(&default_cache_dir()).context("cannot fetch the SmolLM2 weights")?,
+            };
+            let started = Instant::now();
+            let llm = LocalLlm::load(&path, local.context, &cpu_device())
+                .with_context(|| format!("cannot load the generator {}", path.display()))?;
+            tracing::info!(model = llm.model_name(), ms = started.elapsed().as_millis() as u64, "loaded the generator");
+            Arc::new(llm)
+        }
+        GeneratorConfig::Openai(remote) => Arc::new(OpenAiGenerator::new(remote.clone())?),
+    })
+}
+
+/// A generator that calls an OpenAI-compatible `POST {url}/chat/completions`
+/// with `stream: true` and passes the streamed text on.
+#[derive(Debug)]
+pub struct OpenAiGenerator {
+    config: OpenAiGeneratorConfig,
+    api_key: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Delta,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+fn remote_error(message: String) -> ModelError {
+    ModelError::Inference(message)
+}
+
+impl OpenAiGenerator {
+    /// A client for `config` (the API key is read from `config.api_key_env` now).
+    pub fn new(config: OpenAiGeneratorConfig) -> anyhow::Result<Self> {
+        let api_key = config.api_key_env.as_deref().and_then(|name| std::env::var(name).ok()).filter(|k| !k.is_empty());
+        let http = reqwest::blocking::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .context("cannot build the HTTP client of the OpenAI-compatible generator")?;
+        Ok(Self { config, api_key, http })
+    }
+}
+
+impl Generator for OpenAiGenerator {
+    fn model_name(&self) -> &str {
+        &self.config.model
+    }
+
+    fn context_tokens(&self) -> usize {
+        self.config.context
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        // The tokenizer is remote: about four bytes a token for English, rounded up.
+        text.len().div_ceil(4)
+    }
+
+    fn generate(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, ModelError> {
+        let started = Instant::now();
+        let url = format!("{}/chat/completions", self.config.url.trim_end_matches('/'));
+        let mut body = json!({
+            "model": self.config.model,
+            "messages": messages,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        if !params.stop.is_empty() {
+            body["stop"] = json!(params.stop);
+        }
+        let mut request = self.http.post(&url).json(&body);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().map_err(|e| remote_error(format!("{url}: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().unwrap_or_default();
+            return Err(remote_error(format!(
+                "{url} answered {status}: {}",
+                text.chars().take(500).collect::<String>()
+            )));
+        }
+        let mut text = String::new();
+        let mut finish = FinishReason::Stop;
+        let mut usage = None;
+        let mut first_piece_ms = None;
+        for line in BufReader::new(response).lines() {
+            let line = line.map_err(|e| remote_error(format!("{url}: reading the stream: {e}")))?;
+            let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+            if data == "[DONE]" {
+                break;
+            }
+            let chunk: StreamChunk = serde_json::from_str(data)
+                .map_err(|e| remote_error(format!("{url}: a stream event is not a chat.completion.chunk: {e}")))?;
+            usage = chunk.usage.or(usage);
+            let Some(choice) = chunk.choices.into_iter().next() else { continue };
+            if let Some(reason) = choice.finish_reason {
+                finish = if reason == "length" { FinishReason::Length } else { FinishReason::Stop };
+            }
+            if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
+                first_piece_ms.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1e3);
+                text.push_str(&piece);
+                if on_text(&piece).is_break() {
+                    break;
+                }
+            }
+        }
+        let prefill_ms = first_piece_ms.unwrap_or_else(|| started.elapsed().as_secs_f64() * 1e3);
+        let (prompt_tokens, completion_tokens) = match usage {
+            Some(u) => (u.prompt_tokens, u.completion_tokens),
+            None => (messages.iter().map(|m| self.count_tokens(&m.content)).sum(), self.count_tokens(&text)),
+        };
+        Ok(Generation {
+            text,
+            finish_reason: finish,
+            prompt_tokens,
+            completion_tokens,
+            prefill_ms,
+            decode_ms: started.elapsed().as_secs_f64() * 1e3 - prefill_ms,
+        })
+    }
+}

@@ -1,0 +1,430 @@
+//! Retrieval-augmented answers: the inference pipeline behind `/v1/rag` and
+//! `/v1/chat/completions`.
+//!
+//! ```text
+//!  question ─▶ self-query: author / kind named in the question (matched against the live documents)
+//!           ─▶ expansion: n rephrasings written by the generator
+//!           ─▶ hybrid retrieval per phrasing (HNSW + BM25, filters inside) ─▶ merge by reciprocal rank
+//!           ─▶ rerank: cosine of each candidate with the original question
+//!           ─▶ prompt: numbered passages that fit the generator's context
+//!           ─▶ generation (streamed) ─▶ citations: the passages whose [n] the answer uses
+//! ```
+//!
+//! Each step is switched by `[rag]`, timed, and logged under the `rag` target.
+//! Citations only ever name passages that were in the prompt.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
+use twinflow_schemas::api::{Citation, CompletionUsage, ErrorCode, RagTimings, SearchFilter, SearchHit, SearchMode};
+use twinflow_schemas::config::RagConfig;
+use twinflow_schemas::{DocumentKind, Hash128};
+
+use crate::api::ApiError;
+use crate::app::App;
+
+/// The instructions every answer is generated under.
+const INSTRUCTIONS: &str = "You answer questions using only the numbered context passages. \
+Cite the passages you use with their numbers in square brackets, like [1]. \
+If the passages do not contain the answer, say that you do not know.";
+
+/// Tokens kept free for the chat template's markup.
+const TEMPLATE_MARGIN: usize = 32;
+
+/// What a caller asks of one answer.
+#[derive(Clone, Debug)]
+pub struct RagQuestion {
+    pub question: String,
+    /// Earlier turns of a conversation (chat completions), oldest first.
+    pub history: Vec<ChatMessage>,
+    /// Instructions of the caller, added to ours.
+    pub system: Option<String>,
+    pub filter: SearchFilter,
+    pub k: usize,
+    pub params: GenerateParams,
+}
+
+/// A finished answer.
+#[derive(Clone, Debug)]
+pub struct RagAnswer {
+    pub answer: String,
+    pub citations: Vec<Citation>,
+    pub as_of: u64,
+    pub model: String,
+    pub filters: SearchFilter,
+    pub queries: Vec<String>,
+    pub finish_reason: String,
+    pub usage: CompletionUsage,
+    pub timings: RagTimings,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+fn generator_error(e: ModelError) -> ApiError {
+    match e {
+        ModelError::ContextOverflow { tokens, limit } => ApiError::new(
+            ErrorCode::ContextLengthExceeded,
+            format!("the prompt has {tokens} tokens; the generator's context holds {limit}"),
+        ),
+        other => ApiError::new(ErrorCode::GeneratorUnavailable, format!("generation failed: {other}")),
+    }
+}
+
+/// Runs the pipeline; each piece of the answer goes to `on_text` as it is generated.
+pub fn answer(
+    app: &App,
+    request: &RagQuestion,
+    on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+) -> Result<RagAnswer, ApiError> {
+    let config: &RagConfig = &app.config.rag;
+    let started = Instant::now();
+    let mut timings = RagTimings::default();
+    let generator = app.generator.get().map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
+
+    // 1. Self-query.
+    let step = Instant::now();
+    let mut filter = request.filter.clone();
+    if config.self_query {
+        let (authors, kinds) = app.store.facets();
+        let found = self_query(&request.question, &authors, &kinds);
+        filter.author = filter.author.or(found.author);
+        filter.kind = filter.kind.or(found.kind);
+    }
+    timings.self_query_ms = ms(step);
+    tracing::debug!(target: "rag", ms = timings.self_query_ms, ?filter, "self-query");
+
+    // 2. Query expansion.
+    let step = Instant::now();
+    let mut queries = vec![request.question.clone()];
+    if config.expansions > 0 {
+        queries.extend(expand(generator.as_ref(), &request.question, config.expansions));
+    }
+    timings.expansion_ms = ms(step);
+    tracing::debug!(target: "rag", ms = timings.expansion_ms, ?queries, "expansion");
+
+    // 3. Hybrid retrieval per phrasing, merged by reciprocal rank.
+    let step = Instant::now();
+    let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let vectors = app.engine.embedder().embed_batch(&texts).map_err(ApiError::internal)?;
+    let mode = SearchMode::Hybrid {
+        vector_weight: app.config.search.vector_weight,
+        bm25_weight: app.config.search.bm25_weight,
+        rrf_k: app.config.search.rrf_k,
+    };
+    let mut as_of = 0;
+    let mut merged: HashMap<Hash128, (f32, SearchHit)> = HashMap::new();
+    for (text, vector) in texts.iter().zip(&vectors) {
+        let (epoch, hits) = app
+            .store
+            .search_mode(text, vector, config.candidates.max(request.k), &filter, mode, false)
+            .map_err(ApiError::internal)?;
+        as_of = as_of.max(epoch);
+        for (rank, hit) in hits.into_iter().enumerate() {
+            let entry = merged.entry(hit.chunk_id).or_insert_with(|| (0.0, hit));
+            entry.0 += 1.0 / (60.0 + rank as f32 + 1.0);
+        }
+    }
+    let mut candidates: Vec<(f32, SearchHit)> = merged.into_values().collect();
+    candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.chunk_id.cmp(&b.1.chunk_id)));
+    timings.retrieval_ms = ms(step);
+    tracing::debug!(target: "rag", ms = timings.retrieval_ms, candidates = candidates.len(), as_of, "retrieval");
+
+    // 4. Rerank by similarity to the original question.
+    let step = Instant::now();
+    if config.rerank && !candidates.is_empty() {
+        let ids: Vec<Hash128> = candidates.iter().map(|(_, h)| h.chunk_id).collect();
+        let similarities = app.store.similarities(&vectors[0], &ids);
+        for ((score, _), similarity) in candidates.iter_mut().zip(similarities) {
+            // Chunks without a vector of this model keep a fused score below every cosine.
+            *score = similarity.unwrap_or(-1.0 + *score);
+        }
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    }
+    candidates.truncate(request.k);
+    timings.rerank_ms = ms(step);
+
+    // 5. Prompt within the generator's context.
+    let step = Instant::now();
+    let system = match &request.system {
+        Some(extra) => format!("{INSTRUCTIONS}\n{extra}"),
+        None => INSTRUCTIONS.to_owned(),
+    };
+    let question_part = format!("Question: {}", request.question);
+    let fixed: usize = [system.as_str(), question_part.as_str()]
+        .iter()
+        .map(|t| generator.count_tokens(t))
+        .chain(request.history.iter().map(|m| generator.count_tokens(&m.content) + 4))
+        .sum();
+    let budget = generator
+        .context_tokens()
+        .checked_sub(fixed + request.params.max_tokens + TEMPLATE_MARGIN)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ContextLengthExceeded,
+                format!(
+                    "the question and conversation take {fixed} tokens and the answer {}; the generator's context holds {}",
+                    request.params.max_tokens,
+                    generator.context_tokens()
+                ),
+            )
+        })?;
+    let (context, placed) = assemble(generator.as_ref(), &candidates, budget);
+    let mut messages = vec![ChatMessage::new("system", system)];
+    messages.extend(request.history.iter().cloned());
+    let user = if context.is_empty() {
+        format!("Context: (no passages found)\n\n{question_part}")
+    } else {
+        format!("Context:\n{context}\n{question_part}")
+    };
+    messages.push(ChatMessage::new("user", user));
+    timings.prompt_ms = ms(step);
+
+    // 6. Generation.
+    let step = Instant::now();
+    let generation = generator.generate(&messages, &request.params, on_text).map_err(generator_error)?;
+    timings.prefill_ms = generation.prefill_ms;
+    timings.generation_ms = ms(step);
+
+    let cited = cited_markers(&generation.text);
+    let citations = placed
+        .iter()
+        .enumerate()
+        .map(|(i, (score, hit))| {
+            let source = hit.sources.first();
+            Citation {
+                marker: i + 1,
+                cited: cited.contains(&(i + 1)),
+                chunk_id: hit.chunk_id,
+                doc_id: source.map(|s| s.doc_id.clone()).unwrap_or_default(),
+                title: source.map(|s| s.title.clone()).unwrap_or_default(),
+                url: source.map(|s| s.url.clone()).unwrap_or_default(),
+                author: source.map(|s| s.author.clone()).unwrap_or_default(),
+                char_start: source.map_or(0, |s| s.char_start),
+                char_end: source.map_or(0, |s| s.char_end),
+                score: *score,
+            }
+        })
+        .collect();
+    timings.total_ms = ms(started);
+    tracing::info!(
+        target: "rag",
+        as_of,
+        queries = queries.len(),
+        passages = placed.len(),
+        prompt_tokens = generation.prompt_tokens,
+        completion_tokens = generation.completion_tokens,
+        self_query_ms = timings.self_query_ms,
+        expansion_ms = timings.expansion_ms,
+        retrieval_ms = timings.retrieval_ms,
+        rerank_ms = timings.rerank_ms,
+        generation_ms = timings.generation_ms,
+        total_ms = timings.total_ms,
+        "answered"
+    );
+    Ok(RagAnswer {
+        answer: generation.text,
+        citations,
+        as_of,
+        model: generator.model_name().to_owned(),
+        filters: filter,
+        queries,
+        finish_reason: match generation.finish_reason {
+            twinflow_models::FinishReason::Stop => "stop".into(),
+            twinflow_models::FinishReason::Length => "length".into(),
+        },
+        usage: CompletionUsage {
+            prompt_tokens: generation.prompt_tokens,
+            completion_tokens: generation.completion_tokens,
+            total_tokens: generation.prompt_tokens + generation.completion_tokens,
+        },
+        timings,
+    })
+}
+
+/// Filters a question names: an author of the live documents (full name, or
+/// a surname that only one author has) and a kind ("articles", "posts",
+/// "code"). Ambiguous mentions give no filter.
+pub fn self_query(question: &str, authors: &[(String, usize)], kinds: &[(DocumentKind, usize)]) -> SearchFilter {
+    let words: Vec<String> = question
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let text = words.join(" ");
+    let contains_phrase = |phrase: &str| {
+        let phrase: Vec<String> =
+            phrase.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+        !phrase.is_empty() && format!(" {text} ").contains(&format!(" {} ", phrase.join(" ")))
+    };
+    let mut filter = SearchFilter::default();
+    let full: Vec<&String> = authors.iter().map(|(a, _)| a).filter(|a| contains_phrase(a)).collect();
+    let author = if full.len() == 1 {
+        Some(full[0].clone())
+    } else if full.is_empty() {
+        // Surnames (the last word of a name, at least 3 letters) that only one author has.
+        let surname = |a: &str| a.split_whitespace().last().map(str::to_lowercase).filter(|s| s.chars().count() >= 3);
+        let mut by_surname: HashMap<String, Vec<&String>> = HashMap::new();
+        for (a, _) in authors {
+            if let Some(s) = surname(a) {
+                by_surname.entry(s).or_default().push(a);
+            }
+        }
+        let named: Vec<&Vec<&String>> = by_surname.iter().filter(|(s, _)| words.contains(s)).map(|(_, a)| a).collect();
+        match named.as_slice() {
+            [only] if only.len() == 1 => Some(only[0].clone()),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    filter.author = author;
+    let kind_words: [(&[&str], DocumentKind); 3] = [
+        (&["article", "articles", "essay", "essays"], DocumentKind::Article),
+        (&["post", "posts", "tweet", "tweets"], DocumentKind::Post),
+        (&["code", "repository", "repositories", "repo", "repos"], DocumentKind::Repository),
+    ];
+    let named_kinds: Vec<DocumentKind> = kind_words
+        .iter()
+        .filter(|(ws, _)| ws.iter().any(|w| words.iter().any(|x| x == w)))
+        .map(|(_, k)| *k)
+        .filter(|k| kinds.iter().any(|(have, n)| have == k && *n > 0))
+        .collect();
+    // Only a kind the index has, and only when it is not the only kind (then it filters nothing).
+    if let [kind] = named_kinds.as_slice()
+        && kinds.iter().filter(|(_, n)| *n > 0).count() > 1
+    {
+        filter.kind = Some(*kind);
+    }
+    filter
+}
+
+/// Up to `n` rephrasings of `question` written by the generator (none if it fails).
+fn expand(generator: &dyn Generator, question: &str, n: usize) -> Vec<String> {
+    let messages = [
+        ChatMessage::new("system", "You rewrite questions for a search engine."),
+        ChatMessage::new(
+            "user",
+            format!("Write {n} different ways to ask this question, one per line, without numbering:\n{question}"),
+        ),
+    ];
+    let params = GenerateParams { max_tokens: 40 * n, ..GenerateParams::default() };
+    let text = match generator.generate(&messages, &params, &mut |_| ControlFlow::Continue(())) {
+        Ok(generation) => generation.text,
+        Err(e) => {
+            tracing::warn!(target: "rag", error = %e, "query expansion failed; searching the question alone");
+            return Vec::new();
+        }
+    };
+    let mut variants: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let line =
+            line.trim().trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '.' | ')' | '-' | '*' | ' '));
+        let line = line.trim().trim_matches('"').trim();
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        if line.len() >= 8 && !same(line, question) && !variants.iter().any(|v| same(v, line)) {
+            variants.push(line.to_owned());
+        }
+        if variants.len() == n {
+            break;
+        }
+    }
+    variants
+}
+
+/// The numbered passages that fit in `budget` tokens, best first; the last
+/// one is cut (at a word) to fit when a whole one does not.
+fn assemble(
+    generator: &dyn Generator,
+    candidates: &[(f32, SearchHit)],
+    budget: usize,
+) -> (String, Vec<(f32, SearchHit)>) {
+    let mut context = String::new();
+    let mut used = 0;
+    let mut placed = Vec::new();
+    for (score, hit) in candidates {
+        let source = hit.sources.first();
+        let heading = match source {
+            Some(s) if !s.author.is_empty() => format!("[{}] {} ({})\n", placed.len() + 1, s.title, s.author),
+            Some(s) => format!("[{}] {}\n", placed.len() + 1, s.title),
+            None => format!("[{}]\n", placed.len() + 1),
+        };
+        let passage = format!("{heading}{}\n\n", hit.text.trim());
+        let cost = generator.count_tokens(&passage);
+        if used + cost <= budget {
+            used += cost;
+            context.push_str(&passage);
+            placed.push((*score, hit.clone()));
+            continue;
+        }
+        // Cut this passage to what is left, if enough is left to be useful.
+        let left = budget - used;
+        if left >= 48 {
+            let words: Vec<&str> = hit.text.split_whitespace().collect();
+            let (mut lo, mut hi) = (0, words.len());
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                let cut = format!("{heading}{} …\n\n", words[..mid].join(" "));
+                if generator.count_tokens(&cut) <= left { lo = mid } else { hi = mid - 1 }
+            }
+            if lo > 0 {
+                context.push_str(&format!("{heading}{} …\n\n", words[..lo].join(" ")));
+                placed.push((*score, hit.clone()));
+            }
+        }
+        break;
+    }
+    (context, placed)
+}
+
+/// The numbers `n` of every `[n]` (also `[n, m]`, `[n][m]`) in `answer`.
+pub fn cited_markers(answer: &str) -> Vec<usize> {
+    let mut markers = Vec::new();
+    let mut rest = answer;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find(']') else { break };
+        let inside = &rest[..close];
+        if inside.split(',').all(|p| !p.trim().is_empty() && p.trim().chars().all(|c| c.is_ascii_digit())) {
+            markers.extend(inside.split(',').filter_map(|p| p.trim().parse::<usize>().ok()));
+        }
+        rest = &rest[close + 1..];
+    }
+    markers.sort_unstable();
+    markers.dedup();
+    markers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_read_from_brackets_only() {
+        assert_eq!(cited_markers("Paris [1], and also [2, 3][3]. Not [a] or [ ]."), vec![1, 2, 3]);
+        assert!(cited_markers("no citations [here").is_empty());
+    }
+
+    #[test]
+    fn self_query_finds_unambiguous_authors_and_kinds() {
+        let authors = vec![
+            ("Abraham Lincoln".to_owned(), 4),
+            ("Theodore Roosevelt".to_owned(), 8),
+            ("Franklin D. Roosevelt".to_owned(), 12),
+        ];
+        let kinds = vec![(DocumentKind::Article, 20), (DocumentKind::Post, 4)];
+        let f = self_query("What did Lincoln say about the union?", &authors, &kinds);
+        assert_eq!(f.author.as_deref(), Some("Abraham Lincoln"));
+        // Two Roosevelts: the surname alone is ambiguous; the full name is not.
+        assert_eq!(self_query("What did Roosevelt think of banks?", &authors, &kinds).author, None);
+        let f = self_query("In his posts, what did Franklin D. Roosevelt say?", &authors, &kinds);
+        assert_eq!(f.author.as_deref(), Some("Franklin D. Roosevelt"));
+        assert_eq!(f.kind, Some(DocumentKind::Post));
+        // A kind the index lacks filters nothing.
+        assert_eq!(self_query("show me the code", &authors, &kinds).kind, None);
+        assert!(self_query("taxes and tariffs", &authors, &kinds).is_empty());
+    }
+}
