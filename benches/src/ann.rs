@@ -43,6 +43,8 @@ pub struct AnnBench {
     pub ef_construction: usize,
     pub efs: Vec<usize>,
     pub peer: bool,
+    /// Vector storage of twinflow's graph (`bf16`, `f16`, `f32`, `i8`).
+    pub quantization: String,
 }
 
 /// A dataset on disk in the peer script's format.
@@ -211,7 +213,12 @@ fn percentile(sorted_us: &[f64], p: f64) -> f64 {
 }
 
 /// Queries one at a time on this thread: recall@10, QPS, p50/p99 (µs), and how many deleted ids came back.
-fn measure(index: &VectorIndex, data: &Dataset, truth: &[Vec<u32>], dead: &dyn Fn(u32) -> bool) -> anyhow::Result<Value> {
+fn measure(
+    index: &VectorIndex,
+    data: &Dataset,
+    truth: &[Vec<u32>],
+    dead: &dyn Fn(u32) -> bool,
+) -> anyhow::Result<Value> {
     let mut latencies = Vec::with_capacity(data.q());
     let mut found = 0usize;
     let mut returned_dead = 0usize;
@@ -249,6 +256,7 @@ fn run_dataset(bench: &AnnBench, data: &Dataset) -> anyhow::Result<Value> {
         connectivity: bench.m,
         expansion_add: bench.ef_construction,
         expansion_search: bench.efs[0],
+        quantization: bench.quantization.clone(),
         ..AnnConfig::default()
     };
     let mut index = VectorIndex::new(DIM, &config)?;
@@ -284,6 +292,8 @@ fn run_dataset(bench: &AnnBench, data: &Dataset) -> anyhow::Result<Value> {
     after["per_s"] = json!(deleted as f64 / delete_s);
     let ours = json!({
         "engine": "twinflow VectorIndex (usearch 2.26.6)",
+        "quantization": bench.quantization,
+        "kernels": index.acceleration(),
         "build": {"threads": 1, "seconds": build_s, "vectors_per_s": n as f64 / build_s},
         "memory": {
             "index_bytes_per_vector": stats.memory_bytes as f64 / n as f64,

@@ -76,7 +76,9 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
     let queries: Vec<String> = docs
         .iter()
         .filter_map(|c| match c {
-            DocumentChange::Upsert(d) => Some(d.content.split('.').nth(3)?.split_whitespace().take(8).collect::<Vec<_>>().join(" ")),
+            DocumentChange::Upsert(d) => {
+                Some(d.content.split('.').nth(3)?.split_whitespace().take(8).collect::<Vec<_>>().join(" "))
+            }
             DocumentChange::Delete { .. } => None,
         })
         .filter(|q| q.split(' ').count() >= 4)
@@ -88,9 +90,13 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
     }
 
     let mut rag = Vec::new();
-    let questions = ["What did the president say about the national debt?", "How should tariffs protect industry?",
-        "What did Lincoln say about emancipation?", "Why is education important for the nation?",
-        "What is the state of the union?"];
+    let questions = [
+        "What did the president say about the national debt?",
+        "How should tariffs protect industry?",
+        "What did Lincoln say about emancipation?",
+        "Why is education important for the nation?",
+        "What is the state of the union?",
+    ];
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?;
     for question in questions.iter().cycle().take(bench.rag_questions) {
         let request = RagRequest { query: (*question).into(), ..RagRequest::default() };
@@ -127,8 +133,10 @@ fn load_mode(base: &str, mode: &str, bench: &LoadBench, queries: &Arc<Vec<String
                     let q = &queries[i % queries.len()];
                     i += bench_stride();
                     let started = Instant::now();
-                    let response =
-                        http.get(format!("{base}/v1/search")).query(&[("q", q.as_str()), ("k", "10"), ("mode", &mode)]).send()?;
+                    let response = http
+                        .get(format!("{base}/v1/search"))
+                        .query(&[("q", q.as_str()), ("k", "10"), ("mode", &mode)])
+                        .send()?;
                     if response.status().is_success() {
                         response.bytes()?;
                         latencies.push(started.elapsed().as_secs_f64() * 1e3);

@@ -129,11 +129,22 @@ pub struct RagConfig {
     /// Tokens the answer may take.
     pub max_tokens: usize,
     pub temperature: f32,
+    /// Penalty on tokens the answer already used (1 = off); small models loop without one.
+    pub repetition_penalty: f32,
 }
 
 impl Default for RagConfig {
     fn default() -> Self {
-        Self { self_query: true, expansions: 2, candidates: 20, rerank: true, k: 4, max_tokens: 256, temperature: 0.0 }
+        Self {
+            self_query: true,
+            expansions: 2,
+            candidates: 20,
+            rerank: true,
+            k: 4,
+            max_tokens: 256,
+            temperature: 0.0,
+            repetition_penalty: 1.15,
+        }
     }
 }
 
@@ -152,11 +163,23 @@ pub struct AnnConfig {
     pub expansion_add: usize,
     /// Candidates kept while searching (`ef`): recall against speed.
     pub expansion_search: usize,
+    /// How the graph stores vectors: `bf16` (default: half the memory, and
+    /// AVX512-BF16 dot products where the CPU has them), `f16`, `f32` (USearch's
+    /// f32 inner product accumulates in f64: 2.5× slower here) or `i8`.
+    /// Exact scans and returned scores always use the stored f32 vectors.
+    pub quantization: String,
 }
 
 impl Default for AnnConfig {
     fn default() -> Self {
-        Self { enabled: true, exact_below: 20_000, connectivity: 16, expansion_add: 128, expansion_search: 64 }
+        Self {
+            enabled: true,
+            exact_below: 20_000,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            quantization: "bf16".into(),
+        }
     }
 }
 

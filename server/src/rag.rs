@@ -26,9 +26,9 @@ use crate::api::ApiError;
 use crate::app::App;
 
 /// The instructions every answer is generated under.
-const INSTRUCTIONS: &str = "You answer questions using only the numbered context passages. \
-Cite the passages you use with their numbers in square brackets, like [1]. \
-If the passages do not contain the answer, say that you do not know.";
+const INSTRUCTIONS: &str = "You answer questions in at most three sentences, using only the numbered \
+context passages. After each sentence, cite the passages it uses by their numbers in square brackets, \
+like [1]. If the passages do not contain the answer, say that you do not know.";
 
 /// Tokens kept free for the chat template's markup.
 const TEMPLATE_MARGIN: usize = 32;

@@ -65,10 +65,15 @@ pub(crate) fn planned_top_k(
             Some(ids) => best_of(ids.iter().map(|id| (id, live.embeddings.group(id))), query, k, &|_| true, live),
         });
     }
-    match allowed {
-        None => index.search(query, k, None),
-        Some(ids) => index.search(query, k, Some(&|id: &Hash128| ids.contains(id))),
-    }
+    let found = match allowed {
+        None => index.search(query, k, None)?,
+        Some(ids) => index.search(query, k, Some(&|id: &Hash128| ids.contains(id)))?,
+    };
+    // The graph may hold quantised vectors: score with the stored f32 ones.
+    let mut scored: Vec<(f32, Hash128)> =
+        found.into_iter().map(|(approx, id)| (best_similarity(live, &id, query).unwrap_or(approx), id)).collect();
+    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(scored)
 }
 
 /// `(cosine, chunk_id)` of the `k` best chunks with an occurrence that `passes`, best first (exact).

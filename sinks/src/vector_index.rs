@@ -61,10 +61,17 @@ fn index_error(e: impl fmt::Display) -> Error {
 impl VectorIndex {
     /// An empty index of `dim`-dimensional unit vectors.
     pub fn new(dim: usize, config: &AnnConfig) -> Result<Self> {
+        let quantization = match config.quantization.as_str() {
+            "f32" => ScalarKind::F32,
+            "f16" => ScalarKind::F16,
+            "bf16" => ScalarKind::BF16,
+            "i8" => ScalarKind::I8,
+            other => return Err(index_error(format!("quantization {other:?} is not one of f32, f16, bf16, i8"))),
+        };
         let options = IndexOptions {
             dimensions: dim,
             metric: MetricKind::IP,
-            quantization: ScalarKind::F32,
+            quantization,
             connectivity: config.connectivity,
             expansion_add: config.expansion_add,
             expansion_search: config.expansion_search,
@@ -121,7 +128,8 @@ impl VectorIndex {
         match (vector, self.keys.get(&row).copied()) {
             (Some(v), None) if v.len() == self.dim => {
                 if self.graph.size() + 1 > self.graph.capacity() {
-                    let grown = (self.graph.capacity() * 2).max(1024);
+                    // Grow by half: amortised, with less idle memory than doubling.
+                    let grown = (self.graph.capacity() * 3 / 2).max(1024);
                     self.graph.reserve_capacity_and_threads(grown, SEARCH_THREADS).map_err(index_error)?;
                 }
                 let key = self.free.pop().unwrap_or(self.chunks.len() as u64);
@@ -180,6 +188,11 @@ impl VectorIndex {
     /// scan exactly instead: the index is off, small, or the filter is selective.
     pub(crate) fn prefers_exact(&self, candidates: Option<usize>) -> bool {
         !self.config.enabled || candidates.unwrap_or(self.len()).min(self.len()) < self.config.exact_below
+    }
+
+    /// The SIMD kernels USearch picked for the metric (e.g. `skylake`, `genoa`).
+    pub fn acceleration(&self) -> String {
+        self.graph.hardware_acceleration()
     }
 
     /// Sets how many candidates a search keeps (HNSW `ef`).

@@ -28,11 +28,20 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Seed of the sampler (same seed, same prompt, same params → same text).
     pub seed: u64,
+    /// Logits of tokens already generated are divided by this (multiplied
+    /// when negative), as in CTRL and transformers; 1 = off. The prompt is
+    /// not penalised, so copying from the context stays cheap.
+    #[serde(default = "no_penalty")]
+    pub repetition_penalty: f32,
+}
+
+fn no_penalty() -> f32 {
+    1.0
 }
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        Self { max_tokens: 256, temperature: 0.0, top_p: 1.0, stop: Vec::new(), seed: 0 }
+        Self { max_tokens: 256, temperature: 0.0, top_p: 1.0, stop: Vec::new(), seed: 0, repetition_penalty: 1.0 }
     }
 }
 
@@ -146,7 +155,7 @@ impl LocalLlm {
             if ids.is_empty() {
                 prefill_ms = started.elapsed().as_secs_f64() * 1e3;
             }
-            let next = sampler.sample(&current);
+            let next = sampler.sample(&current, &ids);
             if self.tokenizer.stop_ids().contains(&next) {
                 finish = FinishReason::Stop;
                 break;
@@ -206,6 +215,7 @@ impl Generator for LocalLlm {
 struct Sampler {
     temperature: f32,
     top_p: f32,
+    penalty: f32,
     state: u64,
 }
 
@@ -213,10 +223,32 @@ impl Sampler {
     fn new(params: &GenerateParams) -> Self {
         let top_p = if params.top_p.is_finite() { params.top_p.clamp(0.0, 1.0) } else { 1.0 };
         let temperature = if params.temperature.is_finite() { params.temperature.max(0.0) } else { 0.0 };
-        Self { temperature, top_p, state: params.seed }
+        let penalty = if params.repetition_penalty.is_finite() && params.repetition_penalty > 0.0 {
+            params.repetition_penalty
+        } else {
+            1.0
+        };
+        Self { temperature, top_p, penalty, state: params.seed }
     }
 
-    fn sample(&mut self, logits: &[f32]) -> u32 {
+    /// The next token after `history` (the tokens generated so far).
+    fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let penalised;
+        let logits = if self.penalty == 1.0 || history.is_empty() {
+            logits
+        } else {
+            let mut copy = logits.to_vec();
+            let mut seen = history.to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            for id in seen {
+                if let Some(l) = copy.get_mut(id as usize) {
+                    *l = if *l > 0.0 { *l / self.penalty } else { *l * self.penalty };
+                }
+            }
+            penalised = copy;
+            &penalised
+        };
         let argmax = || logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
         if self.temperature == 0.0 || self.top_p == 0.0 {
             return argmax();
@@ -375,11 +407,14 @@ mod tests {
     fn sampler_is_greedy_at_zero_temperature_and_seeded_otherwise() {
         let logits = [0.1, 2.0, 1.9, -1.0];
         let mut greedy = Sampler::new(&GenerateParams::default());
-        assert_eq!(greedy.sample(&logits), 1);
+        assert_eq!(greedy.sample(&logits, &[]), 1);
+        // A penalty on the generated token 1 lets 2 win.
+        let mut penalised = Sampler::new(&GenerateParams { repetition_penalty: 1.2, ..GenerateParams::default() });
+        assert_eq!(penalised.sample(&logits, &[1]), 2);
         let params = GenerateParams { temperature: 1.0, top_p: 0.9, seed: 7, ..GenerateParams::default() };
         let draws = |p: &GenerateParams| {
             let mut s = Sampler::new(p);
-            (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+            (0..50).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
         };
         let a = draws(&params);
         assert_eq!(a, draws(&params));

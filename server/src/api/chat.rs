@@ -77,7 +77,9 @@ fn question_of(app: &App, request: &ChatCompletionRequest, model: &str) -> Resul
             "system" | "developer" => system.push(text),
             "user" | "assistant" => history.push(ChatMessage::new(&message.role, text)),
             other => {
-                return Err(invalid(format!("messages[{i}].role {other:?} is not supported (system, user, assistant)")));
+                return Err(invalid(format!(
+                    "messages[{i}].role {other:?} is not supported (system, user, assistant)"
+                )));
             }
         }
     }

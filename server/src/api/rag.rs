@@ -42,7 +42,13 @@ pub(crate) fn checked_params(
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(invalid(format!("`top_p` must be in (0, 1], not {top_p}")));
     }
-    Ok(GenerateParams { max_tokens, temperature, top_p, ..GenerateParams::default() })
+    Ok(GenerateParams {
+        max_tokens,
+        temperature,
+        top_p,
+        repetition_penalty: app.config.rag.repetition_penalty,
+        ..GenerateParams::default()
+    })
 }
 
 /// Checks a question's size and content.
