@@ -167,13 +167,11 @@ fn bench_stride() -> usize {
     17
 }
 
-/// Prefill and decode speed of the local LLM: a short chat prompt and a
-/// ~1,000-token RAG-sized prompt, greedy, `tokens` new tokens each, `runs` times.
+/// Prefill and decode speed of the local LLM, on the fused CPU path and on
+/// the burn graph: a short chat prompt and a ~1,000-token RAG-sized prompt,
+/// greedy, `tokens` new tokens each, `runs` times.
 pub fn generate(tokens: usize, runs: usize) -> anyhow::Result<Value> {
     let path = fetch_smollm2(&default_cache_dir())?;
-    let started = Instant::now();
-    let llm = LocalLlm::load(&path, 2048, &cpu_device())?;
-    let load_s = started.elapsed().as_secs_f64();
     let passage = "The State of the Union is a report the president gives to Congress each year. ";
     let prompts = [
         ("short", "Write a detailed essay about the history of the United States.".to_owned()),
@@ -181,20 +179,31 @@ pub fn generate(tokens: usize, runs: usize) -> anyhow::Result<Value> {
     ];
     let params = GenerateParams { max_tokens: tokens, ..GenerateParams::default() };
     let mut rows = Vec::new();
-    for (name, prompt) in &prompts {
-        let messages = [twinflow_models::ChatMessage::new("user", prompt.clone())];
-        for _ in 0..runs {
-            let g = llm.generate(&messages, &params, &mut |_| std::ops::ControlFlow::Continue(()))?;
-            rows.push(json!({
-                "prompt": name,
-                "prompt_tokens": g.prompt_tokens,
-                "completion_tokens": g.completion_tokens,
-                "prefill_ms": g.prefill_ms,
-                "prefill_tok_s": g.prompt_tokens as f64 / (g.prefill_ms / 1e3),
-                "decode_tok_s": (g.completion_tokens.saturating_sub(1)) as f64 / (g.decode_ms / 1e3),
-            }));
+    for burn_graph in [false, true] {
+        let started = Instant::now();
+        let llm = if burn_graph {
+            LocalLlm::load_burn_graph(&path, 2048, &cpu_device())?
+        } else {
+            LocalLlm::load(&path, 2048, &cpu_device())?
+        };
+        let load_s = started.elapsed().as_secs_f64();
+        for (name, prompt) in &prompts {
+            let messages = [twinflow_models::ChatMessage::new("user", prompt.clone())];
+            for _ in 0..runs {
+                let g = llm.generate(&messages, &params, &mut |_| std::ops::ControlFlow::Continue(()))?;
+                rows.push(json!({
+                    "path": llm.model().path(),
+                    "load_s": load_s,
+                    "prompt": name,
+                    "prompt_tokens": g.prompt_tokens,
+                    "completion_tokens": g.completion_tokens,
+                    "prefill_ms": g.prefill_ms,
+                    "prefill_tok_s": g.prompt_tokens as f64 / (g.prefill_ms / 1e3),
+                    "decode_tok_s": (g.completion_tokens.saturating_sub(1)) as f64 / (g.decode_ms / 1e3),
+                }));
+            }
         }
     }
-    Ok(json!({"bench": "generate", "model": llm.model_name(), "load_s": load_s,
+    Ok(json!({"bench": "generate", "model": "SmolLM2-135M-Instruct.Q4_1 (dequantised to f32)",
               "threads": rayon::current_num_threads(), "runs": rows}))
 }

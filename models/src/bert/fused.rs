@@ -295,6 +295,12 @@ fn gelu_rows(m: &mut Array2<f32>, tanh: bool) {
     rows_mut(m).for_each(|row| simd(if tanh { RowKernel::GeluTanh(row) } else { RowKernel::GeluErf(row) }));
 }
 
+/// Softmax of one row in place, compiled for the widest instruction set this CPU has.
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let width = row.len();
+    simd(RowKernel::Softmax(row, width));
+}
+
 /// The row kernels, each run by [`simd`] compiled for the widest instruction set this CPU has.
 enum RowKernel<'a> {
     LayerNorm(&'a mut [f32], &'a Norm),

@@ -105,9 +105,23 @@ impl LocalLlm {
     /// Loads `path` onto `device`, with at most `max_context` positions;
     /// the model is named after the file (without `.gguf`).
     pub fn load(path: &Path, max_context: usize, device: &Device) -> Result<Self> {
+        Self::load_with(path, max_context, device, LlamaModel::from_gguf)
+    }
+
+    /// [`load`](Self::load), always through the burn graph (the reference path).
+    pub fn load_burn_graph(path: &Path, max_context: usize, device: &Device) -> Result<Self> {
+        Self::load_with(path, max_context, device, LlamaModel::from_gguf_burn_graph)
+    }
+
+    fn load_with(
+        path: &Path,
+        max_context: usize,
+        device: &Device,
+        build: fn(&Gguf, usize, &Device) -> Result<LlamaModel>,
+    ) -> Result<Self> {
         let gguf = Gguf::open(path)?;
         let tokenizer = ChatTokenizer::from_gguf(&gguf)?;
-        let model = LlamaModel::from_gguf(&gguf, max_context, device)?;
+        let model = build(&gguf, max_context, device)?;
         let name = path.file_stem().map_or_else(|| "llm".to_owned(), |s| s.to_string_lossy().into_owned());
         Ok(Self { model, tokenizer, name, turn: std::sync::Mutex::new(()) })
     }

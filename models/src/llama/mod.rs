@@ -13,9 +13,15 @@
 //! GGUF converters permute Q and K so that RoPE rotates adjacent pairs
 //! `(2i, 2i+1)`, which is what burn's [`RotaryEncoding`] does.
 //!
+//! On the CPU device the same network runs as BLAS products and row loops
+//! (`fused.rs`, the fast decode path); the burn graph here is the reference
+//! it is tested against and the path on other devices.
+//!
 //! Files: `tokenizer.rs` (BPE and chat template from the GGUF metadata),
-//! `generate.rs` (sampling, stop conditions, streaming: [`crate::LocalLlm`]).
+//! `generate.rs` (sampling, stop conditions, streaming: [`crate::LocalLlm`]),
+//! `fused.rs`.
 
+mod fused;
 pub mod generate;
 pub mod tokenizer;
 
@@ -126,10 +132,12 @@ pub struct Llama {
     rope: RotaryEncoding,
 }
 
-/// Keys and values of every position seen so far, per layer: `[1, kv_heads, t, head_dim]`.
+/// Keys and values of every position seen so far, per layer: `[1, kv_heads, t, head_dim]`
+/// on the burn graph, rows of `kv_heads · head_dim` on the fused path.
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    fused: fused::FusedCache,
     len: usize,
 }
 
@@ -212,21 +220,40 @@ impl Llama {
 #[derive(Debug)]
 pub struct LlamaModel {
     pub config: LlamaConfig,
-    network: Llama,
+    /// The burn graph (other devices, and the reference).
+    network: Option<Llama>,
+    /// The fast CPU path (on the CPU device).
+    fused: Option<fused::FusedLlama>,
     /// `[vocab, hidden]`, row-major.
     embeddings: Vec<f32>,
     device: Device,
 }
 
 impl LlamaModel {
-    /// Loads the network of `gguf` onto `device`, dequantising every tensor to
-    /// `f32`. Positions are limited to `max_context` (and the model's own limit).
+    /// Loads the network of `gguf` for `device`, dequantising every tensor to
+    /// `f32`: the fused path on the CPU device, the burn graph elsewhere.
+    /// Positions are limited to `max_context` (and the model's own limit).
     pub fn from_gguf(gguf: &Gguf, max_context: usize, device: &Device) -> Result<Self> {
+        if *device == crate::cpu_device() {
+            let (config, embeddings) = Self::config_and_embeddings(gguf, max_context)?;
+            let fused = fused::FusedLlama::from_gguf(gguf, &config, &embeddings)?;
+            return Ok(Self { config, network: None, fused: Some(fused), embeddings, device: device.clone() });
+        }
+        Self::from_gguf_burn_graph(gguf, max_context, device)
+    }
+
+    fn config_and_embeddings(gguf: &Gguf, max_context: usize) -> Result<(LlamaConfig, Vec<f32>)> {
         let mut config = LlamaConfig::from_gguf(gguf)?;
         config.context_length = config.context_length.min(max_context).max(1);
+        let embeddings = gguf.tensor_f32("token_embd.weight", &[config.hidden_size, config.vocab_size])?;
+        Ok((config, embeddings))
+    }
+
+    /// [`from_gguf`](Self::from_gguf) always through the burn graph.
+    pub fn from_gguf_burn_graph(gguf: &Gguf, max_context: usize, device: &Device) -> Result<Self> {
+        let (config, embeddings) = Self::config_and_embeddings(gguf, max_context)?;
         let (h, f, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
         let kv = config.num_kv_heads * config.head_dim();
-        let embeddings = gguf.tensor_f32("token_embd.weight", &[h, v])?;
         let tensor =
             |values: Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(values, shape), device);
         // GGUF `[in, out]` (ne order) is PyTorch's `[out, in]` row-major; burn's Linear wants `[in, out]`.
@@ -275,12 +302,17 @@ impl LlamaModel {
             .with_theta(config.rope_theta as f32)
             .init(device);
         let network = Llama { blocks, norm: norm("output_norm.weight")?, output, rope };
-        Ok(Self { config, network, embeddings, device: device.clone() })
+        Ok(Self { config, network: Some(network), fused: None, embeddings, device: device.clone() })
     }
 
     /// Loads a GGUF file (see [`from_gguf`](Self::from_gguf)).
     pub fn load(path: &Path, max_context: usize, device: &Device) -> Result<Self> {
         Self::from_gguf(&Gguf::open(path)?, max_context, device)
+    }
+
+    /// `"fused-cpu"` or `"burn-graph"`: which forward pass [`step`](Self::step) runs.
+    pub fn path(&self) -> &'static str {
+        if self.fused.is_some() { "fused-cpu" } else { "burn-graph" }
     }
 
     /// The device holding the weights.
@@ -310,8 +342,15 @@ impl LlamaModel {
                 .ok_or_else(|| Error::Inference(format!("token id {id} is outside the vocabulary")))?;
             x.extend_from_slice(row);
         }
+        if let Some(fused) = &self.fused {
+            let x = ndarray::Array2::from_shape_vec((ids.len(), h), x).expect("ids × h values");
+            let logits = fused.step(x, &mut cache.fused);
+            cache.len = cache.fused.len;
+            return Ok(logits);
+        }
+        let network = self.network.as_ref().ok_or_else(|| Error::Inference("no network loaded".into()))?;
         let x = Tensor::<3>::from_data(TensorData::new(x, [1, ids.len(), h]), &self.device);
-        let logits = self.network.forward(x, cache, true);
+        let logits = network.forward(x, cache, true);
         logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Inference(format!("{e:?}")))
     }
 }

@@ -37,6 +37,15 @@ fn llm() -> &'static LocalLlm {
     })
 }
 
+/// The same model through the burn graph (the reference path).
+fn llm_burn_graph() -> &'static LocalLlm {
+    static LLM: OnceLock<LocalLlm> = OnceLock::new();
+    LLM.get_or_init(|| {
+        let path = fetch_smollm2(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+        LocalLlm::load_burn_graph(&path, 2048, &cpu_device()).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
 fn question() -> Vec<ChatMessage> {
     vec![ChatMessage::new("user", "What is the capital of France?")]
 }
@@ -69,14 +78,29 @@ fn chat_template_from_the_metadata_renders_the_reference_prompt() {
 #[test]
 fn first_step_logits_match_the_reference_and_are_stable() {
     let reference = reference();
-    let logits = llm().prompt_logits(&reference.prompt).unwrap();
-    assert_eq!(logits.len(), 49152);
-    for (id, expected) in &reference.first_step_top5 {
-        let got = logits[*id as usize];
-        assert!((got - expected).abs() < 2e-2, "logit of {id}: {got} vs {expected}");
+    assert_eq!(llm().model().path(), "fused-cpu");
+    assert_eq!(llm_burn_graph().model().path(), "burn-graph");
+    let fused = llm().prompt_logits(&reference.prompt).unwrap();
+    let graph = llm_burn_graph().prompt_logits(&reference.prompt).unwrap();
+    for logits in [&fused, &graph] {
+        assert_eq!(logits.len(), 49152);
+        for (id, expected) in &reference.first_step_top5 {
+            let got = logits[*id as usize];
+            assert!((got - expected).abs() < 2e-2, "logit of {id}: {got} vs {expected}");
+        }
     }
-    let again = llm().prompt_logits(&reference.prompt).unwrap();
-    assert_eq!(logits, again, "same prompt, same logits");
+    let worst = fused.iter().zip(&graph).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-2, "fused and burn-graph logits differ by {worst}");
+    assert_eq!(fused, llm().prompt_logits(&reference.prompt).unwrap(), "same prompt, same logits");
+    assert_eq!(graph, llm_burn_graph().prompt_logits(&reference.prompt).unwrap());
+}
+
+#[test]
+fn the_burn_graph_answers_as_the_fused_path_does() {
+    let params = GenerateParams { max_tokens: 16, ..GenerateParams::default() };
+    let fused = llm().generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
+    let graph = llm_burn_graph().generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(fused.text, graph.text);
 }
 
 #[test]

@@ -1,0 +1,282 @@
+//! The Llama decoder as BLAS products and plain row loops: the fast CPU path.
+//!
+//! Same network as the burn graph in `mod.rs` (which tests hold it to), laid
+//! out for decoding one token at a time, where every step reads all the
+//! weights once and is bound by memory: weights stay in GGUF's `[out, in]`
+//! row order, Q/K/V are one matrix and gate/up another, and each product is
+//! split by output rows into one single-threaded OpenBLAS call per rayon
+//! thread (a matrix-vector product when decoding, a matrix product for a
+//! prompt). burn's generic matmul packs the weight matrix on every call,
+//! which doubles the memory traffic of a decode step.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, Axis, s};
+use rayon::prelude::*;
+
+use super::LlamaConfig;
+use crate::Result;
+use crate::gguf::Gguf;
+
+struct Block {
+    attn_norm: Vec<f32>,
+    /// `[h + 2·kv, h]`: Q, K, V stacked.
+    qkv: Array2<f32>,
+    /// `[h, h]`.
+    out: Array2<f32>,
+    ffn_norm: Vec<f32>,
+    /// `[2·f, h]`: gate, up stacked.
+    gate_up: Array2<f32>,
+    /// `[h, f]`.
+    down: Array2<f32>,
+}
+
+/// The network on the host.
+pub(crate) struct FusedLlama {
+    config: LlamaConfig,
+    blocks: Vec<Block>,
+    norm: Vec<f32>,
+    /// `[vocab, h]`: the output projection (the token embeddings when tied).
+    output: Array2<f32>,
+    /// `cos`, `sin` of position · θᵢ, `[context, head_dim / 2]`.
+    rope: (Vec<f32>, Vec<f32>),
+}
+
+impl std::fmt::Debug for FusedLlama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FusedLlama").field("layers", &self.blocks.len()).finish_non_exhaustive()
+    }
+}
+
+/// Keys and values per layer, one row of `kv_heads · head_dim` per position.
+#[derive(Debug, Default)]
+pub(crate) struct FusedCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    pub(crate) len: usize,
+}
+
+fn stacked(gguf: &Gguf, names: &[String], rows: &[usize], cols: usize) -> Result<Array2<f32>> {
+    let mut values = Vec::with_capacity(rows.iter().sum::<usize>() * cols);
+    for (name, r) in names.iter().zip(rows) {
+        values.extend(gguf.tensor_f32(name, &[cols, *r])?);
+    }
+    Ok(Array2::from_shape_vec((rows.iter().sum(), cols), values).expect("stacked rows × cols values"))
+}
+
+impl FusedLlama {
+    /// Reads the weights of `gguf` for `config`; `embeddings` is `token_embd` `[vocab, h]`.
+    pub(crate) fn from_gguf(gguf: &Gguf, config: &LlamaConfig, embeddings: &[f32]) -> Result<Self> {
+        let (h, f, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+        let kv = config.num_kv_heads * config.head_dim();
+        let blocks = (0..config.num_layers)
+            .map(|i| -> Result<Block> {
+                let p = |n: &str| format!("blk.{i}.{n}.weight");
+                Ok(Block {
+                    attn_norm: gguf.tensor_f32(&p("attn_norm"), &[h])?,
+                    qkv: stacked(gguf, &[p("attn_q"), p("attn_k"), p("attn_v")], &[h, kv, kv], h)?,
+                    out: stacked(gguf, &[p("attn_output")], &[h], h)?,
+                    ffn_norm: gguf.tensor_f32(&p("ffn_norm"), &[h])?,
+                    gate_up: stacked(gguf, &[p("ffn_gate"), p("ffn_up")], &[f, f], h)?,
+                    down: stacked(gguf, &[p("ffn_down")], &[h], f)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = if gguf.tensors.contains_key("output.weight") {
+            stacked(gguf, &["output.weight".to_owned()], &[v], h)?
+        } else {
+            Array2::from_shape_vec((v, h), embeddings.to_vec()).expect("vocab × h embeddings")
+        };
+        let half = config.head_dim() / 2;
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for position in 0..config.context_length {
+            for i in 0..half {
+                let theta = config.rope_theta.powf(-2.0 * i as f64 / config.head_dim() as f64);
+                let angle = position as f64 * theta;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Ok(Self {
+            config: config.clone(),
+            blocks,
+            norm: gguf.tensor_f32("output_norm.weight", &[h])?,
+            output,
+            rope: (cos, sin),
+        })
+    }
+
+    /// Runs the embedded tokens `x` `[s, h]` at the positions after `cache`
+    /// and returns the logits of the last one.
+    pub(crate) fn step(&self, mut x: Array2<f32>, cache: &mut FusedCache) -> Vec<f32> {
+        let c = &self.config;
+        let (s, h, d) = (x.nrows(), c.hidden_size, c.head_dim());
+        let kv = c.num_kv_heads * d;
+        let start = cache.len;
+        cache.k.resize_with(self.blocks.len(), Vec::new);
+        cache.v.resize_with(self.blocks.len(), Vec::new);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let normed = rms_norm(&x, &block.attn_norm, c.rms_eps as f32);
+            let mut qkv = product(&normed, &block.qkv);
+            for (i, mut row) in qkv.axis_iter_mut(Axis(0)).enumerate() {
+                let row = row.as_slice_mut().expect("standard layout");
+                for head in row[..h + kv].chunks_exact_mut(d) {
+                    self.rotate(head, start + i);
+                }
+            }
+            let (k_cache, v_cache) = (&mut cache.k[layer], &mut cache.v[layer]);
+            for row in qkv.axis_iter(Axis(0)) {
+                let row = row.as_slice().expect("standard layout");
+                k_cache.extend_from_slice(&row[h..h + kv]);
+                v_cache.extend_from_slice(&row[h + kv..]);
+            }
+            let context = self.attention(&qkv, k_cache, v_cache, start);
+            x += &product(&context, &block.out);
+            let normed = rms_norm(&x, &block.ffn_norm, c.rms_eps as f32);
+            let gate_up = product(&normed, &block.gate_up);
+            let f = c.intermediate_size;
+            let mut act = Array2::<f32>::zeros((s, f));
+            for (mut out, gu) in act.axis_iter_mut(Axis(0)).zip(gate_up.axis_iter(Axis(0))) {
+                let (gate, up) = gu.as_slice().expect("standard layout").split_at(f);
+                for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            x += &product(&act, &block.down);
+        }
+        cache.len = start + s;
+        let last = x.slice(s![s - 1..s, ..]).to_owned();
+        let normed = rms_norm(&last, &self.norm, c.rms_eps as f32);
+        product(&normed, &self.output).into_raw_vec_and_offset().0
+    }
+
+    /// RoPE on one head at `position`: pairs `(2i, 2i+1)` rotated by `position · θᵢ`.
+    fn rotate(&self, head: &mut [f32], position: usize) {
+        let half = head.len() / 2;
+        let (cos, sin) = (&self.rope.0[position * half..][..half], &self.rope.1[position * half..][..half]);
+        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos[i] - b * sin[i];
+            pair[1] = a * sin[i] + b * cos[i];
+        }
+    }
+
+    /// Causal attention of the `s` new queries over every cached position,
+    /// `[s, h]`: per head, `softmax(Q·Kᵀ/√d, masked)·V` as two BLAS products.
+    fn attention(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
+        let c = &self.config;
+        let (s, h, d) = (qkv.nrows(), c.hidden_size, c.head_dim());
+        let (kv, group) = (c.num_kv_heads * d, c.num_heads / c.num_kv_heads);
+        let t = start + s;
+        if s == 1 {
+            return self.attention_one(qkv, k, v, start);
+        }
+        let keys = ArrayView2::from_shape((t, kv), k).expect("t × kv keys");
+        let values = ArrayView2::from_shape((t, kv), v).expect("t × kv values");
+        let scale = 1.0 / (d as f32).sqrt();
+        let heads: Vec<Array2<f32>> = (0..c.num_heads)
+            .into_par_iter()
+            .map(|head| {
+                let g = head / group;
+                let q = qkv.slice(s![.., head * d..(head + 1) * d]);
+                let mut scores = Array2::<f32>::zeros((s, t));
+                general_mat_mul(scale, &q, &keys.slice(s![.., g * d..(g + 1) * d]).t(), 0.0, &mut scores);
+                for (i, mut row) in scores.axis_iter_mut(Axis(0)).enumerate() {
+                    let row = row.as_slice_mut().expect("standard layout");
+                    // Query i (position start + i) sees keys 0..=start + i.
+                    crate::bert::fused::softmax_row(&mut row[..start + i + 1]);
+                    row[start + i + 1..].fill(0.0);
+                }
+                let mut out = Array2::<f32>::zeros((s, d));
+                general_mat_mul(1.0, &scores, &values.slice(s![.., g * d..(g + 1) * d]), 0.0, &mut out);
+                out
+            })
+            .collect();
+        let mut out = Array2::<f32>::zeros((s, h));
+        for (head, part) in heads.into_iter().enumerate() {
+            out.slice_mut(s![.., head * d..(head + 1) * d]).assign(&part);
+        }
+        out
+    }
+}
+
+impl FusedLlama {
+    /// [`attention`](Self::attention) of one new query (decoding): row loops,
+    /// cheaper than BLAS calls of one row.
+    fn attention_one(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
+        let c = &self.config;
+        let (h, d) = (c.hidden_size, c.head_dim());
+        let (kv, group) = (c.num_kv_heads * d, c.num_heads / c.num_kv_heads);
+        let scale = 1.0 / (d as f32).sqrt();
+        let q_row = qkv.row(0);
+        let q_row = q_row.as_slice().expect("standard layout");
+        let mut out = vec![0f32; h];
+        let mut scores = vec![0f32; start + 1];
+        for (head, o) in out.chunks_exact_mut(d).enumerate() {
+            let q = &q_row[head * d..][..d];
+            let g = head / group;
+            for (j, score) in scores.iter_mut().enumerate() {
+                *score = dot(q, &k[j * kv + g * d..][..d]) * scale;
+            }
+            crate::bert::fused::softmax_row(&mut scores);
+            for (j, weight) in scores.iter().enumerate() {
+                for (o, x) in o.iter_mut().zip(&v[j * kv + g * d..][..d]) {
+                    *o += weight * x;
+                }
+            }
+        }
+        Array2::from_shape_vec((1, h), out).expect("1 × h")
+    }
+}
+
+/// Dot product over 16 independent lanes (so the loop vectorises).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (x, y) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = a.chunks_exact(16).remainder().iter().zip(b.chunks_exact(16).remainder()).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `x · wᵀ` for `w` `[out, in]`: the output columns split into one block per
+/// rayon thread, each block one single-threaded BLAS call.
+fn product(x: &Array2<f32>, w: &Array2<f32>) -> Array2<f32> {
+    let mut y = Array2::<f32>::zeros((x.nrows(), w.nrows()));
+    let block = w.nrows().div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let w_blocks: Vec<ArrayView2<f32>> = w.axis_chunks_iter(Axis(0), block).collect();
+    let mut parts: Vec<Array2<f32>> = w_blocks
+        .into_par_iter()
+        .map(|w| {
+            if x.nrows() == 1 {
+                // One token: a matrix-vector product (BLAS sgemv streams the weights once).
+                let y = w.dot(&x.row(0));
+                return y.insert_axis(Axis(0));
+            }
+            let mut part = Array2::<f32>::zeros((x.nrows(), w.nrows()));
+            general_mat_mul(1.0, x, &w.t(), 0.0, &mut part);
+            part
+        })
+        .collect();
+    let mut at = 0;
+    for part in parts.drain(..) {
+        let width = part.ncols();
+        y.slice_mut(s![.., at..at + width]).assign(&part);
+        at += width;
+    }
+    y
+}
+
+/// Each row scaled to unit root-mean-square, then by `weight`.
+fn rms_norm(x: &Array2<f32>, weight: &[f32], eps: f32) -> Array2<f32> {
+    let mut out = x.clone();
+    for mut row in out.axis_iter_mut(Axis(0)) {
+        let mean_square = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        let inv = 1.0 / (mean_square + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v *= inv * w;
+        }
+    }
+    out
+}
