@@ -43,7 +43,7 @@ pub struct AnnBench {
     pub ef_construction: usize,
     pub efs: Vec<usize>,
     pub peer: bool,
-    /// Vector storage of twinflow's graph (`bf16`, `f16`, `f32`, `i8`).
+    /// Vector storage of twinflow's graph (`bf16`, `f16`, `f32`).
     pub quantization: String,
 }
 

@@ -1,10 +1,12 @@
 //! Serving benches over a real loopback socket:
 //! - `twinflow-bench search-load`: `/v1/search` latency under concurrent
 //!   clients on an index of the State of the Union speeches cut into small
-//!   chunks (≈100k), then the step timings of `/v1/rag`;
+//!   chunks (≈100k); deletes and re-inserts of whole documents while they
+//!   search (chunk rows per second); then the step timings of `/v1/rag`;
 //! - `twinflow-bench generate`: prefill and decode tokens/s of the local LLM.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -88,6 +90,7 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
     for mode in ["hybrid", "vector", "bm25"] {
         modes.push(load_mode(&base, mode, bench, &queries)?);
     }
+    let churn = churn(&base, &client, bench, &queries, &docs[..20])?;
 
     let mut rag = Vec::new();
     let questions = [
@@ -115,56 +118,126 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
         "clients": bench.clients,
         "seconds_per_mode": bench.seconds,
         "modes": modes,
+        "churn": churn,
         "rag": rag,
     }))
 }
 
 /// `clients` threads searching in `mode` for `seconds`; QPS and latency percentiles.
 fn load_mode(base: &str, mode: &str, bench: &LoadBench, queries: &Arc<Vec<String>>) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(bench.seconds);
-    let threads: Vec<_> = (0..bench.clients)
-        .map(|c| {
-            let (base, mode, queries) = (base.to_owned(), mode.to_owned(), queries.clone());
-            std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
-                let http = reqwest::blocking::Client::new();
-                let (mut latencies, mut errors) = (Vec::new(), 0);
-                let mut i = c;
-                while Instant::now() < deadline {
-                    let q = &queries[i % queries.len()];
-                    i += bench_stride();
-                    let started = Instant::now();
-                    let response = http
-                        .get(format!("{base}/v1/search"))
-                        .query(&[("q", q.as_str()), ("k", "10"), ("mode", &mode)])
-                        .send()?;
-                    if response.status().is_success() {
-                        response.bytes()?;
-                        latencies.push(started.elapsed().as_secs_f64() * 1e3);
-                    } else {
-                        errors += 1;
-                    }
-                }
-                Ok((latencies, errors))
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in threads {
-        let (latencies, e) = t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
-        all.extend(latencies);
-        errors += e;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    all.sort_by(f64::total_cmp);
-    Ok(json!({
-        "mode": mode, "requests": all.len(), "errors": errors, "qps": all.len() as f64 / seconds,
-        "p50_ms": percentile(&all, 0.5), "p90_ms": percentile(&all, 0.9), "p99_ms": percentile(&all, 0.99),
-    }))
+    let load = Load::start(base, mode, bench.clients, queries);
+    std::thread::sleep(Duration::from_secs(bench.seconds));
+    load.finish()
 }
 
-fn bench_stride() -> usize {
-    17
+/// Clients searching until [`Load::finish`].
+struct Load {
+    mode: String,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<(Vec<f64>, usize)>>>,
+}
+
+impl Load {
+    fn start(base: &str, mode: &str, clients: usize, queries: &Arc<Vec<String>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|c| {
+                let (base, mode, queries, stop) = (base.to_owned(), mode.to_owned(), queries.clone(), stop.clone());
+                std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
+                    let http = reqwest::blocking::Client::new();
+                    let (mut latencies, mut errors) = (Vec::new(), 0);
+                    let mut i = c;
+                    while !stop.load(Ordering::Relaxed) {
+                        let q = &queries[i % queries.len()];
+                        i += 17;
+                        let started = Instant::now();
+                        let response = http
+                            .get(format!("{base}/v1/search"))
+                            .query(&[("q", q.as_str()), ("k", "10"), ("mode", &mode)])
+                            .send()?;
+                        if response.status().is_success() {
+                            response.bytes()?;
+                            latencies.push(started.elapsed().as_secs_f64() * 1e3);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    Ok((latencies, errors))
+                })
+            })
+            .collect();
+        Self { mode: mode.to_owned(), stop, started: Instant::now(), threads }
+    }
+
+    fn finish(self) -> anyhow::Result<Value> {
+        self.stop.store(true, Ordering::Relaxed);
+        let seconds = self.started.elapsed().as_secs_f64();
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for t in self.threads {
+            let (latencies, e) = t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+            all.extend(latencies);
+            errors += e;
+        }
+        all.sort_by(f64::total_cmp);
+        Ok(json!({
+            "mode": self.mode, "requests": all.len(), "errors": errors, "qps": all.len() as f64 / seconds,
+            "p50_ms": percentile(&all, 0.5), "p90_ms": percentile(&all, 0.9), "p99_ms": percentile(&all, 0.99),
+        }))
+    }
+}
+
+/// Deletes `victims` (whole documents) and inserts them again while
+/// `clients` search (hybrid): chunk rows deleted and inserted per second,
+/// and the search latency meanwhile.
+fn churn(
+    base: &str,
+    client: &twinflow_server::client::Client,
+    bench: &LoadBench,
+    queries: &Arc<Vec<String>>,
+    victims: &[DocumentChange],
+) -> anyhow::Result<Value> {
+    let ndjson = |changes: &[DocumentChange]| -> anyhow::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        for change in changes {
+            serde_json::to_writer(&mut body, change)?;
+            body.push(b'\n');
+        }
+        Ok(body)
+    };
+    let deletes: Vec<DocumentChange> = victims
+        .iter()
+        .filter_map(|c| match c {
+            DocumentChange::Upsert(d) => Some(DocumentChange::Delete { doc_id: d.doc_id.clone() }),
+            DocumentChange::Delete { .. } => None,
+        })
+        .collect();
+    let chunk_changes = |sign: &str, after: u64| -> anyhow::Result<u64> {
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(ABS(_diff)), 0) AS BIGINT) AS n FROM chunks_changes WHERE _diff {sign} 0 AND _epoch > {after}"
+        );
+        let csv = String::from_utf8(client.sql(&sql, twinflow_schemas::api::SqlFormat::Csv)?)?;
+        Ok(csv.lines().nth(1).unwrap_or("0").trim().parse()?)
+    };
+    let before = client.status()?.committed_epoch;
+    let load = Load::start(base, "hybrid", bench.clients, queries);
+    let started = Instant::now();
+    client.ingest(ndjson(&deletes)?, true)?;
+    let delete_s = started.elapsed().as_secs_f64();
+    let middle = client.status()?.committed_epoch;
+    let started = Instant::now();
+    client.ingest(ndjson(victims)?, true)?;
+    let insert_s = started.elapsed().as_secs_f64();
+    let searches = load.finish()?;
+    let deleted = chunk_changes("<", before)?;
+    let inserted = chunk_changes(">", middle)?;
+    Ok(json!({
+        "documents": victims.len(),
+        "chunks_deleted": deleted, "delete_s": delete_s, "deleted_per_s": deleted as f64 / delete_s,
+        "chunks_inserted": inserted, "insert_s": insert_s, "inserted_per_s": inserted as f64 / insert_s,
+        "what": "POST ?wait=true of the deletes, then of the documents again: chunking, embedding, Parquet, both indexes",
+        "searches_meanwhile": searches,
+    }))
 }
 
 /// Prefill and decode speed of the local LLM, on the fused CPU path and on

@@ -164,8 +164,8 @@ pub struct AnnConfig {
     /// Candidates kept while searching (`ef`): recall against speed.
     pub expansion_search: usize,
     /// How the graph stores vectors: `bf16` (default: half the memory, and
-    /// AVX512-BF16 dot products where the CPU has them), `f16`, `f32` (USearch's
-    /// f32 inner product accumulates in f64: 2.5× slower here) or `i8`.
+    /// AVX512-BF16 dot products where the CPU has them), `f16` or `f32` (USearch's
+    /// f32 inner product accumulates in f64: 2.5× slower here).
     /// Exact scans and returned scores always use the stored f32 vectors.
     pub quantization: String,
 }

@@ -65,8 +65,8 @@ impl VectorIndex {
             "f32" => ScalarKind::F32,
             "f16" => ScalarKind::F16,
             "bf16" => ScalarKind::BF16,
-            "i8" => ScalarKind::I8,
-            other => return Err(index_error(format!("quantization {other:?} is not one of f32, f16, bf16, i8"))),
+            // (USearch's i8 inner product is an integer dot product, not a cosine: not offered.)
+            other => return Err(index_error(format!("quantization {other:?} is not one of bf16, f16, f32"))),
         };
         let options = IndexOptions {
             dimensions: dim,
@@ -153,7 +153,8 @@ impl VectorIndex {
     }
 
     /// The `k` chunks nearest to `query` whose ids pass `allowed`, as
-    /// `(cosine, chunk_id)`, best first, each chunk once.
+    /// `(cosine, chunk_id)`, best first, each chunk once; the cosine is the
+    /// graph's, of its (possibly quantised) vectors.
     pub fn search(
         &self,
         query: &[f32],
@@ -221,7 +222,8 @@ mod tests {
 
     #[test]
     fn inserts_deletes_and_key_reuse() {
-        let config = AnnConfig::default();
+        // f32 storage, so the graph's cosines are exact here.
+        let config = AnnConfig { quantization: "f32".into(), ..AnnConfig::default() };
         let mut index = VectorIndex::new(16, &config).unwrap();
         for i in 0..200u64 {
             index.set(Hash128(u128::from(i)), "m", Some(&unit(i, 16))).unwrap();
@@ -248,5 +250,23 @@ mod tests {
         // Wrong dimensions are ignored, not errors.
         index.set(Hash128(5000), "m", Some(&[1.0, 0.0])).unwrap();
         assert!(index.search(&[1.0, 0.0], 3, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_quantization_finds_the_vector_itself() {
+        for quantization in ["bf16", "f16", "f32"] {
+            let config = AnnConfig { quantization: quantization.into(), ..AnnConfig::default() };
+            let mut index = VectorIndex::new(32, &config).unwrap();
+            for i in 0..300u64 {
+                index.set(Hash128(u128::from(i)), "m", Some(&unit(i, 32))).unwrap();
+            }
+            let hits = index.search(&unit(42, 32), 1, None).unwrap();
+            assert_eq!(hits[0].1, Hash128(42), "{quantization}");
+            assert!((hits[0].0 - 1.0).abs() < 2e-2, "{quantization}: {}", hits[0].0);
+        }
+        for bad in ["f8", "i8"] {
+            let config = AnnConfig { quantization: bad.into(), ..AnnConfig::default() };
+            assert!(VectorIndex::new(4, &config).unwrap_err().to_string().contains(bad));
+        }
     }
 }

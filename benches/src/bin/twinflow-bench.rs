@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!(
                 "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] [--hashing] \
                  | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph] \
-                 | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--quantization bf16|f16|f32|i8] [--no-peer] \
+                 | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--quantization bf16|f16|f32] [--no-peer] \
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N]"
             );
             std::process::exit(2)
