@@ -459,6 +459,7 @@ pub struct RagResponse {
 pub struct ChatCompletionMessage {
     pub role: String,
     /// Text; OpenAI's content-part arrays are accepted when every part is text.
+    #[serde(default)]
     pub content: serde_json::Value,
 }
 

@@ -4,10 +4,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -23,24 +24,30 @@ use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
 #[derive(Debug)]
 pub struct LazyGenerator {
     config: GeneratorConfig,
-    built: OnceLock<Result<Arc<dyn Generator>, String>>,
+    /// Only a success is kept: a failed build (no network for the fetch) is retried by the next call.
+    built: Mutex<Option<Arc<dyn Generator>>>,
 }
 
 impl LazyGenerator {
     pub fn new(config: GeneratorConfig) -> Self {
-        Self { config, built: OnceLock::new() }
+        Self { config, built: Mutex::new(None) }
     }
 
     /// A generator that is already built (tests, embedding twinflow in a program).
     pub fn ready(generator: Arc<dyn Generator>) -> Self {
-        let built = OnceLock::new();
-        let _ = built.set(Ok(generator));
-        Self { config: GeneratorConfig::default(), built }
+        Self { config: GeneratorConfig::default(), built: Mutex::new(Some(generator)) }
     }
 
-    /// The generator; the error (kept) when it could not be built.
+    /// The generator, built now if needed (blocking: call it off the async
+    /// runtime); the error says why it could not be built.
     pub fn get(&self) -> Result<Arc<dyn Generator>, String> {
-        self.built.get_or_init(|| build_generator(&self.config).map_err(|e| format!("{e:#}"))).clone()
+        let mut built = self.built.lock();
+        if let Some(generator) = built.as_ref() {
+            return Ok(generator.clone());
+        }
+        let generator = build_generator(&self.config).map_err(|e| format!("{e:#}"))?;
+        *built = Some(generator.clone());
+        Ok(generator)
     }
 }
 
@@ -77,6 +84,9 @@ struct StreamChunk {
     choices: Vec<StreamChoice>,
     #[serde(default)]
     usage: Option<Usage>,
+    /// Servers report a failure mid-stream as an event with an `error`.
+    #[serde(default)]
+    error: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +185,9 @@ impl Generator for OpenAiGenerator {
             }
             let chunk: StreamChunk = serde_json::from_str(data)
                 .map_err(|e| remote_error(format!("{url}: a stream event is not a chat.completion.chunk: {e}")))?;
+            if let Some(error) = chunk.error {
+                return Err(remote_error(format!("{url}: the stream reported an error: {error}")));
+            }
             usage = chunk.usage.or(usage);
             let Some(choice) = chunk.choices.into_iter().next() else { continue };
             if let Some(reason) = choice.finish_reason {

@@ -30,8 +30,11 @@ const INSTRUCTIONS: &str = "You answer questions in at most three sentences, usi
 context passages. After each sentence, cite the passages it uses by their numbers in square brackets, \
 like [1]. If the passages do not contain the answer, say that you do not know.";
 
-/// Tokens kept free for the chat template's markup.
+/// Tokens kept free for the chat template's markup: per message, per passage (BPE
+/// merges across passage boundaries), and in all.
 const TEMPLATE_MARGIN: usize = 32;
+const PER_MESSAGE: usize = 8;
+const PER_PASSAGE: usize = 4;
 
 /// What a caller asks of one answer.
 #[derive(Clone, Debug)]
@@ -70,6 +73,8 @@ fn generator_error(e: ModelError) -> ApiError {
             ErrorCode::ContextLengthExceeded,
             format!("the prompt has {tokens} tokens; the generator's context holds {limit}"),
         ),
+        // The chat template refused the conversation (e.g. roles out of order).
+        ModelError::Tokenizer(reason) => ApiError::new(ErrorCode::InvalidField, format!("the conversation: {reason}")),
         other => ApiError::new(ErrorCode::GeneratorUnavailable, format!("generation failed: {other}")),
     }
 }
@@ -80,6 +85,34 @@ pub fn answer(
     request: &RagQuestion,
     on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
 ) -> Result<RagAnswer, ApiError> {
+    prepare(app, request)?.generate(on_text)
+}
+
+/// Everything up to generation: the prompt, its passages, and what was found on the way.
+pub struct Prepared {
+    started: Instant,
+    timings: RagTimings,
+    generator: std::sync::Arc<dyn Generator>,
+    filter: SearchFilter,
+    queries: Vec<String>,
+    as_of: u64,
+    placed: Vec<(f32, SearchHit)>,
+    messages: Vec<ChatMessage>,
+    params: GenerateParams,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("as_of", &self.as_of)
+            .field("passages", &self.placed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Steps 1–5 (self-query, expansion, retrieval, rerank, prompt): blocking;
+/// every error a request can cause surfaces here, before any answer is streamed.
+pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
     let config: &RagConfig = &app.config.rag;
     let started = Instant::now();
     let mut timings = RagTimings::default();
@@ -157,8 +190,9 @@ pub fn answer(
     let fixed: usize = [system.as_str(), question_part.as_str()]
         .iter()
         .map(|t| generator.count_tokens(t))
-        .chain(request.history.iter().map(|m| generator.count_tokens(&m.content) + 4))
-        .sum();
+        .chain(request.history.iter().map(|m| generator.count_tokens(&m.content) + PER_MESSAGE))
+        .sum::<usize>()
+        + 2 * PER_MESSAGE;
     let budget = generator
         .context_tokens()
         .checked_sub(fixed + request.params.max_tokens + TEMPLATE_MARGIN)
@@ -182,13 +216,42 @@ pub fn answer(
     };
     messages.push(ChatMessage::new("user", user));
     timings.prompt_ms = ms(step);
+    Ok(Prepared {
+        started,
+        timings,
+        generator,
+        filter,
+        queries,
+        as_of,
+        placed,
+        messages,
+        params: request.params.clone(),
+    })
+}
 
-    // 6. Generation.
-    let step = Instant::now();
-    let generation = generator.generate(&messages, &request.params, on_text).map_err(generator_error)?;
-    timings.prefill_ms = generation.prefill_ms;
-    timings.generation_ms = ms(step);
+impl Prepared {
+    /// Step 6: generation, then the citations.
+    pub fn generate(self, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<RagAnswer, ApiError> {
+        let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params } = self;
+        let step = Instant::now();
+        let generation = generator.generate(&messages, &params, on_text).map_err(generator_error)?;
+        timings.prefill_ms = generation.prefill_ms;
+        timings.generation_ms = ms(step);
+        finish(generation, timings, started, generator.model_name(), filter, queries, as_of, &placed)
+    }
+}
 
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    generation: twinflow_models::Generation,
+    mut timings: RagTimings,
+    started: Instant,
+    model: &str,
+    filter: SearchFilter,
+    queries: Vec<String>,
+    as_of: u64,
+    placed: &[(f32, SearchHit)],
+) -> Result<RagAnswer, ApiError> {
     let cited = cited_markers(&generation.text);
     let citations = placed
         .iter()
@@ -229,7 +292,7 @@ pub fn answer(
         answer: generation.text,
         citations,
         as_of,
-        model: generator.model_name().to_owned(),
+        model: model.to_owned(),
         filters: filter,
         queries,
         finish_reason: match generation.finish_reason {
@@ -249,8 +312,10 @@ pub fn answer(
 /// a surname that only one author has) and a kind ("articles", "posts",
 /// "code"). Ambiguous mentions give no filter.
 pub fn self_query(question: &str, authors: &[(String, usize)], kinds: &[(DocumentKind, usize)]) -> SearchFilter {
+    // Possessives count as the name: "Lincoln's" is "lincoln".
     let words: Vec<String> = question
-        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '\u{2019}')
+        .map(|w| w.trim_end_matches("'s").trim_end_matches("\u{2019}s").trim_matches(['\'', '\u{2019}']))
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
@@ -353,7 +418,7 @@ fn assemble(
             None => format!("[{}]\n", placed.len() + 1),
         };
         let passage = format!("{heading}{}\n\n", hit.text.trim());
-        let cost = generator.count_tokens(&passage);
+        let cost = generator.count_tokens(&passage) + PER_PASSAGE;
         if used + cost <= budget {
             used += cost;
             context.push_str(&passage);
@@ -368,7 +433,7 @@ fn assemble(
             while lo < hi {
                 let mid = (lo + hi).div_ceil(2);
                 let cut = format!("{heading}{} …\n\n", words[..mid].join(" "));
-                if generator.count_tokens(&cut) <= left { lo = mid } else { hi = mid - 1 }
+                if generator.count_tokens(&cut) + PER_PASSAGE <= left { lo = mid } else { hi = mid - 1 }
             }
             if lo > 0 {
                 context.push_str(&format!("{heading}{} …\n\n", words[..lo].join(" ")));
@@ -416,7 +481,7 @@ mod tests {
             ("Franklin D. Roosevelt".to_owned(), 12),
         ];
         let kinds = vec![(DocumentKind::Article, 20), (DocumentKind::Post, 4)];
-        let f = self_query("What did Lincoln say about the union?", &authors, &kinds);
+        let f = self_query("What was Lincoln's view of the union?", &authors, &kinds);
         assert_eq!(f.author.as_deref(), Some("Abraham Lincoln"));
         // Two Roosevelts: the surname alone is ambiguous; the full name is not.
         assert_eq!(self_query("What did Roosevelt think of banks?", &authors, &kinds).author, None);

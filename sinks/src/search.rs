@@ -59,19 +59,37 @@ pub(crate) fn planned_top_k(
     allowed: Option<&HashSet<Hash128>>,
     exact: bool,
 ) -> Result<Vec<(f32, Hash128)>> {
+    let exact_scan = || match allowed {
+        None => scored_top_k(live, query, k, &|_| true),
+        Some(ids) => best_of(ids.iter().map(|id| (id, live.embeddings.group(id))), query, k, &|_| true, live),
+    };
     if exact || index.prefers_exact(allowed.map(HashSet::len)) {
-        return Ok(match allowed {
-            None => scored_top_k(live, query, k, &|_| true),
-            Some(ids) => best_of(ids.iter().map(|id| (id, live.embeddings.group(id))), query, k, &|_| true, live),
-        });
+        return Ok(exact_scan());
     }
     let found = match allowed {
-        None => index.search(query, k, None)?,
-        Some(ids) => index.search(query, k, Some(&|id: &Hash128| ids.contains(id)))?,
+        None => index.search(query, k, None),
+        Some(ids) => index.search(query, k, Some(&|id: &Hash128| ids.contains(id))),
     };
-    // The graph may hold quantised vectors: score with the stored f32 ones.
-    let mut scored: Vec<(f32, Hash128)> =
-        found.into_iter().map(|(approx, id)| (best_similarity(live, &id, query).unwrap_or(approx), id)).collect();
+    let found = match found {
+        Ok(found) => found,
+        // E.g. more concurrent searches than the graph has contexts for: answer exactly instead.
+        Err(e) => {
+            tracing::warn!(error = %e, "the vector index could not search; scanning exactly");
+            return Ok(exact_scan());
+        }
+    };
+    // A filtered graph search can stop before it has found k allowed chunks: complete it exactly.
+    if let Some(ids) = allowed
+        && found.len() < k.min(ids.len())
+    {
+        return Ok(exact_scan());
+    }
+    // The graph may hold quantised vectors: score with the stored f32 ones; only live chunks.
+    let mut scored: Vec<(f32, Hash128)> = found
+        .into_iter()
+        .filter(|(_, id)| live.chunks.present(id).next().is_some())
+        .map(|(approx, id)| (best_similarity(live, &id, query).unwrap_or(approx), id))
+        .collect();
     scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     Ok(scored)
 }

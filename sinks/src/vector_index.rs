@@ -125,6 +125,13 @@ impl VectorIndex {
     pub fn set(&mut self, chunk_id: Hash128, model_id: &str, vector: Option<&[f32]>) -> Result<()> {
         let model = self.model_index(model_id);
         let row = (chunk_id, model);
+        // A row re-sent with another vector (not expected: a row's vector is a function of its key): replace it.
+        if let (Some(_), Some(key)) = (vector, self.keys.get(&row).copied()) {
+            self.graph.remove(key).map_err(index_error)?;
+            self.keys.remove(&row);
+            self.chunks[key as usize] = None;
+            self.free.push(key);
+        }
         match (vector, self.keys.get(&row).copied()) {
             (Some(v), None) if v.len() == self.dim => {
                 if self.graph.size() + 1 > self.graph.capacity() {
@@ -133,7 +140,12 @@ impl VectorIndex {
                     self.graph.reserve_capacity_and_threads(grown, SEARCH_THREADS).map_err(index_error)?;
                 }
                 let key = self.free.pop().unwrap_or(self.chunks.len() as u64);
-                self.graph.add(key, v).map_err(index_error)?;
+                if let Err(e) = self.graph.add(key, v) {
+                    if (key as usize) < self.chunks.len() {
+                        self.free.push(key);
+                    }
+                    return Err(index_error(e));
+                }
                 if key as usize == self.chunks.len() {
                     self.chunks.push(Some(chunk_id));
                 } else {
@@ -188,7 +200,10 @@ impl VectorIndex {
     /// Whether a search over `candidates` chunks (all when `None`) should
     /// scan exactly instead: the index is off, small, or the filter is selective.
     pub(crate) fn prefers_exact(&self, candidates: Option<usize>) -> bool {
-        !self.config.enabled || candidates.unwrap_or(self.len()).min(self.len()) < self.config.exact_below
+        let candidates = candidates.unwrap_or(self.len()).min(self.len());
+        // A filter that lets through under 5% of the index: the filtered graph search would
+        // wander through mostly rejected nodes; the scan of the candidates is cheaper.
+        !self.config.enabled || candidates < self.config.exact_below || candidates * 20 < self.len()
     }
 
     /// The SIMD kernels USearch picked for the metric (e.g. `skylake`, `genoa`).

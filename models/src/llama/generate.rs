@@ -344,10 +344,11 @@ impl<'a> TextStream<'a> {
             ready -= '\u{fffd}'.len_utf8();
         }
         // Hold back the longest tail that is a proper prefix of a stop string.
+        let end = ready;
         for stop in self.stop {
             for (cut, _) in stop.char_indices().skip(1) {
-                if self.text[..ready].ends_with(&stop[..cut]) {
-                    ready = ready.min(self.text.len() - cut);
+                if self.text[..end].ends_with(&stop[..cut]) {
+                    ready = ready.min(end - cut);
                 }
             }
         }
@@ -415,6 +416,10 @@ mod tests {
         let (pieces, text, _) = collect(&[], &["caf", "caf\u{fffd}", "café"]);
         assert_eq!(pieces, ["caf", "é"]);
         assert_eq!(text, "café");
+        // A stop string's prefix before an unfinished character is held back too.
+        let (pieces, text, stopped) = collect(&["\né"], &["x", "x\n\u{fffd}", "x\né"]);
+        assert!(stopped);
+        assert_eq!((pieces.concat(), text), ("x".to_owned(), "x".to_owned()));
     }
 
     #[test]

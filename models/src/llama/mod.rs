@@ -76,6 +76,10 @@ impl LlamaConfig {
         };
         let fits = config.num_heads > 0
             && config.num_kv_heads > 0
+            && config.hidden_size > 0
+            && config.intermediate_size > 0
+            && config.num_layers > 0
+            && config.hidden_size / config.num_heads > 0
             && config.hidden_size % config.num_heads == 0
             && config.num_heads % config.num_kv_heads == 0
             && config.head_dim() % 2 == 0

@@ -46,6 +46,8 @@ pub struct ChatTokenizer {
     eos: Option<String>,
     /// Ids that end generation: EOS and the template's end-of-turn token.
     stop_ids: Vec<u32>,
+    /// The control tokens' texts (`<|im_start|>`, …), longest first.
+    controls: Vec<String>,
 }
 
 impl ChatTokenizer {
@@ -85,6 +87,9 @@ impl ChatTokenizer {
         };
         tokenizer.with_pre_tokenizer(Some(pre));
         tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+        let mut controls: Vec<String> =
+            tokens.iter().zip(&types).filter(|(_, t)| **t == CONTROL).map(|(token, _)| (*token).to_owned()).collect();
+        controls.sort_by_key(|c| std::cmp::Reverse(c.len()));
         let specials: Vec<AddedToken> = tokens
             .iter()
             .zip(&types)
@@ -111,7 +116,7 @@ impl ChatTokenizer {
         stop_ids.sort_unstable();
         stop_ids.dedup();
         let template = gguf.metadata.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned);
-        Ok(Self { tokenizer, template, bos, eos, stop_ids })
+        Ok(Self { tokenizer, template, bos, eos, stop_ids, controls })
     }
 
     /// Token ids of `text`; special tokens written in the text are matched.
@@ -123,6 +128,19 @@ impl ChatTokenizer {
     /// The text of `ids`; with `skip_special`, control tokens are left out.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.tokenizer.decode(ids, skip_special).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// `text` with every control token broken after its first character.
+    fn neutralise(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for control in self.controls.iter().filter(|c| c.chars().count() > 1) {
+            if text.contains(control.as_str()) {
+                let mut chars = control.chars();
+                let first = chars.next().map(String::from).unwrap_or_default();
+                text = text.replace(control.as_str(), &format!("{first}\u{200b}{}", chars.as_str()));
+            }
+        }
+        text
     }
 
     /// Ids after which generation stops.
@@ -138,7 +156,14 @@ impl ChatTokenizer {
     /// The prompt for `messages` as the model's chat template renders it,
     /// ending with the opening of the assistant's turn. Without a template,
     /// ChatML (`<|im_start|>role\ncontent<|im_end|>\n`).
+    ///
+    /// Control tokens written inside a message (a question, a retrieved
+    /// passage) are broken with a zero-width space, so text can never open or
+    /// close a turn.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
+        let neutral: Vec<ChatMessage> =
+            messages.iter().map(|m| ChatMessage::new(&m.role, self.neutralise(&m.content))).collect();
+        let messages = neutral.as_slice();
         let Some(template) = &self.template else {
             let mut prompt: String =
                 messages.iter().map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content)).collect();

@@ -26,7 +26,7 @@ use twinflow_schemas::api::{ChatCompletionMessage, ChatCompletionRequest, ErrorC
 use super::rag::{checked_params, checked_question};
 use super::{ApiError, json_body};
 use crate::app::App;
-use crate::rag::{RagAnswer, RagQuestion, answer};
+use crate::rag::{RagAnswer, RagQuestion, prepare};
 
 /// Most messages in one request.
 pub const MAX_MESSAGES: usize = 256;
@@ -122,12 +122,22 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: ChatCompletionRequest = json_body(&app, body, "")?;
-    let generator = app.generator.get().map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
+    // Building the generator may load or fetch a model: off the async runtime.
+    let generator = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || app.generator.get()).await.map_err(ApiError::internal)?
+    }
+    .map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
     let model = generator.model_name().to_owned();
     let question = question_of(&app, &request, &model)?;
     let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    // Retrieval and the prompt first: their errors are still a 4xx, not an event in a 200 stream.
+    let prepared = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || prepare(&app, &question)).await.map_err(ApiError::internal)??
+    };
     if !request.stream {
-        let answer = tokio::task::spawn_blocking(move || answer(&app, &question, &mut |_| ControlFlow::Continue(())))
+        let answer = tokio::task::spawn_blocking(move || prepared.generate(&mut |_| ControlFlow::Continue(())))
             .await
             .map_err(ApiError::internal)??;
         let body = json!({
@@ -171,7 +181,7 @@ pub async fn chat_completions(
                 Err(_) => ControlFlow::Break(()),
             }
         };
-        match answer(&app, &question, &mut on_text) {
+        match prepared.generate(&mut on_text) {
             Ok(answer) => {
                 let mut last = chunk(json!({}), Some(&answer.finish_reason));
                 last["twinflow"] = twinflow_fields(&answer);

@@ -39,8 +39,8 @@ pub(crate) fn checked_params(
         return Err(invalid(format!("`temperature` must be between 0 and 2, not {temperature}")));
     }
     let top_p = top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(invalid(format!("`top_p` must be in (0, 1], not {top_p}")));
+    if !(0.0..=1.0).contains(&top_p) {
+        return Err(invalid(format!("`top_p` must be between 0 and 1, not {top_p}")));
     }
     Ok(GenerateParams {
         max_tokens,
