@@ -211,6 +211,30 @@ impl Store {
             Some(manifest)
         };
 
+        // New vectors go into the graph before the epoch is published, beside
+        // searches (which skip them until then): the write lock below stays short.
+        let added: Vec<(Hash128, &str, &[f32])> = parts
+            .iter()
+            .flat_map(|(_, u)| u.embeddings.iter())
+            .filter(|(_, diff)| *diff > 0)
+            .map(|(e, _)| (e.chunk_id, e.model_id.as_str(), e.vector.0.as_slice()))
+            .collect();
+        let mut staged = match self.state.write().vectors.stage(&added) {
+            Ok(staged) => Some(staged),
+            Err(e) => {
+                tracing::error!(epoch, error = %e, "the vector index missed an update; it is rebuilt on restart");
+                None
+            }
+        };
+        if let Some(staged) = &mut staged {
+            self.state.read().vectors.add_staged(staged, &added);
+        }
+        let touched_vectors: BTreeSet<(Hash128, String)> = parts
+            .iter()
+            .flat_map(|(_, u)| u.embeddings.iter().map(|(e, _)| (e.chunk_id, e.model_id.clone())))
+            .collect();
+        drop(added);
+
         let mut state = self.state.write();
         if let Some(manifest) = manifest {
             state.manifest = manifest;
@@ -218,18 +242,23 @@ impl Store {
         state.committed = epoch;
         let touched: BTreeSet<Hash128> =
             parts.iter().flat_map(|(_, u)| u.chunks.iter().map(|(c, _)| c.chunk_id)).collect();
-        let touched_vectors: BTreeSet<(Hash128, String)> = parts
-            .iter()
-            .flat_map(|(_, u)| u.embeddings.iter().map(|(e, _)| (e.chunk_id, e.model_id.clone())))
-            .collect();
         for (_, updates) in parts {
             state.live.apply(updates, epoch);
         }
         let State { live, text, vectors, .. } = &mut *state;
-        // The vector index follows the live embeddings row by row.
+        // The vector index follows the live embeddings row by row: staged rows
+        // become visible, rows no longer live are removed.
+        let present =
+            |chunk_id: &Hash128, model_id: &str| live.embeddings.present(chunk_id).any(|e| e.model_id == model_id);
+        if let Some(staged) = staged
+            && let Err(e) = vectors.publish(staged, present)
+        {
+            tracing::error!(epoch, error = %e, "the vector index missed an update; it is rebuilt on restart");
+        }
         for (chunk_id, model_id) in &touched_vectors {
-            let row = live.embeddings.present(chunk_id).find(|e| e.model_id == *model_id);
-            if let Err(e) = vectors.set(*chunk_id, model_id, row.map(|e| e.vector.0.as_slice())) {
+            if !present(chunk_id, model_id)
+                && let Err(e) = vectors.set(*chunk_id, model_id, None)
+            {
                 tracing::error!(epoch, error = %e, "the vector index missed an update; it is rebuilt on restart");
             }
         }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use twinflow_schemas::Hash128;
 use twinflow_schemas::config::AnnConfig;
@@ -35,6 +36,17 @@ pub struct VectorIndex {
     /// Key → chunk (`None` for a free key).
     chunks: Vec<Option<Hash128>>,
     free: Vec<u64>,
+    /// Set while staged vectors are being added (searches must then skip unknown keys).
+    staging: AtomicBool,
+}
+
+/// Rows whose vectors go into the graph under fresh keys before they are
+/// published: [`VectorIndex::stage`] → [`VectorIndex::add_staged`] (beside
+/// searches) → [`VectorIndex::publish`].
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// `(position in the caller's list, row, key, added)`.
+    rows: Vec<(usize, (Hash128, u32), u64, bool)>,
 }
 
 impl fmt::Debug for VectorIndex {
@@ -87,6 +99,7 @@ impl VectorIndex {
             keys: HashMap::new(),
             chunks: Vec::new(),
             free: Vec::new(),
+            staging: AtomicBool::new(false),
         })
     }
 
@@ -121,17 +134,11 @@ impl VectorIndex {
     }
 
     /// Makes the row `(chunk_id, model_id)` present with `vector`, or absent
-    /// (`None`). Vectors of another dimension are ignored.
+    /// (`None`). Vectors of another dimension are ignored; a row already
+    /// present keeps its vector (a row's vector is a function of its key).
     pub fn set(&mut self, chunk_id: Hash128, model_id: &str, vector: Option<&[f32]>) -> Result<()> {
         let model = self.model_index(model_id);
         let row = (chunk_id, model);
-        // A row re-sent with another vector (not expected: a row's vector is a function of its key): replace it.
-        if let (Some(_), Some(key)) = (vector, self.keys.get(&row).copied()) {
-            self.graph.remove(key).map_err(index_error)?;
-            self.keys.remove(&row);
-            self.chunks[key as usize] = None;
-            self.free.push(key);
-        }
         match (vector, self.keys.get(&row).copied()) {
             (Some(v), None) if v.len() == self.dim => {
                 if self.graph.size() + 1 > self.graph.capacity() {
@@ -164,6 +171,66 @@ impl VectorIndex {
         Ok(())
     }
 
+    /// Step 1 of adding `rows` (`(chunk_id, model_id, vector)`) without
+    /// blocking searches: interns models, skips rows already present or of
+    /// another dimension, hands out keys (invisible to searches until
+    /// [`publish`](Self::publish)) and reserves the graph's capacity. Quick;
+    /// needs `&mut` (the store's write lock).
+    pub(crate) fn stage(&mut self, rows: &[(Hash128, &str, &[f32])]) -> Result<Staged> {
+        let mut staged = Staged::default();
+        for (i, (chunk_id, model_id, vector)) in rows.iter().enumerate() {
+            let row = (*chunk_id, self.model_index(model_id));
+            if vector.len() != self.dim || self.keys.contains_key(&row) || staged.rows.iter().any(|r| r.1 == row) {
+                continue;
+            }
+            let key = self.free.pop().unwrap_or_else(|| {
+                self.chunks.push(None);
+                (self.chunks.len() - 1) as u64
+            });
+            staged.rows.push((i, row, key, false));
+        }
+        let needed = self.graph.size() + staged.rows.len();
+        if needed > self.graph.capacity() {
+            let grown = (self.graph.capacity() * 3 / 2).max(needed).max(1024);
+            self.graph.reserve_capacity_and_threads(grown, SEARCH_THREADS).map_err(index_error)?;
+        }
+        if !staged.rows.is_empty() {
+            self.staging.store(true, Ordering::Release);
+        }
+        Ok(staged)
+    }
+
+    /// Step 2: adds the staged vectors to the graph. `&self`: runs beside
+    /// searches (USearch is safe for concurrent adds and searches), which skip
+    /// the new keys until they are published. A failed add is logged and
+    /// its key freed at publication.
+    pub(crate) fn add_staged(&self, staged: &mut Staged, rows: &[(Hash128, &str, &[f32])]) {
+        for (i, _, key, added) in &mut staged.rows {
+            match self.graph.add(*key, rows[*i].2) {
+                Ok(()) => *added = true,
+                Err(e) => tracing::error!(error = %e, "the vector index could not add a vector"),
+            }
+        }
+    }
+
+    /// Step 3: makes the staged rows visible where `present(chunk_id, model)`
+    /// says they are live, and removes the others. Needs `&mut`.
+    pub(crate) fn publish(&mut self, staged: Staged, present: impl Fn(&Hash128, &str) -> bool) -> Result<()> {
+        for (_, row, key, added) in staged.rows {
+            if added && present(&row.0, &self.models[row.1 as usize]) {
+                self.chunks[key as usize] = Some(row.0);
+                self.keys.insert(row, key);
+            } else {
+                if added {
+                    self.graph.remove(key).map_err(index_error)?;
+                }
+                self.free.push(key);
+            }
+        }
+        self.staging.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// The `k` chunks nearest to `query` whose ids pass `allowed`, as
     /// `(cosine, chunk_id)`, best first, each chunk once; the cosine is the
     /// graph's, of its (possibly quantised) vectors.
@@ -179,8 +246,11 @@ impl VectorIndex {
         // Several models can give one chunk several keys: ask for enough to fill k chunks.
         let count = k * self.models.len().max(1);
         let chunk_of = |key: u64| self.chunks.get(key as usize).copied().flatten();
+        // Keys being added by a commit are not published yet: skip them inside the search.
+        let staging = self.staging.load(Ordering::Acquire);
         let matches = match allowed {
-            None => self.graph.search(query, count),
+            None if !staging => self.graph.search(query, count),
+            None => self.graph.filtered_search(query, count, |key| chunk_of(key).is_some()),
             Some(allowed) => self.graph.filtered_search(query, count, |key| chunk_of(key).is_some_and(|c| allowed(&c))),
         }
         .map_err(index_error)?;
@@ -265,6 +335,29 @@ mod tests {
         // Wrong dimensions are ignored, not errors.
         index.set(Hash128(5000), "m", Some(&[1.0, 0.0])).unwrap();
         assert!(index.search(&[1.0, 0.0], 3, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn staged_vectors_stay_invisible_until_published() {
+        let config = AnnConfig { quantization: "f32".into(), ..AnnConfig::default() };
+        let mut index = VectorIndex::new(16, &config).unwrap();
+        for i in 0..100u64 {
+            index.set(Hash128(u128::from(i)), "m", Some(&unit(i, 16))).unwrap();
+        }
+        let vectors: Vec<Vec<f32>> = (100..110u64).map(|i| unit(i, 16)).collect();
+        let rows: Vec<(Hash128, &str, &[f32])> =
+            (100..110u64).zip(&vectors).map(|(i, v)| (Hash128(u128::from(i)), "m", v.as_slice())).collect();
+        let mut staged = index.stage(&rows).unwrap();
+        index.add_staged(&mut staged, &rows);
+        // Added to the graph, not yet published: no search sees them.
+        let hits = index.search(&unit(105, 16), 5, None).unwrap();
+        assert!(hits.iter().all(|(_, c)| c.0 < 100), "{hits:?}");
+        // Published where live (all but 107): found; 107's key is freed.
+        index.publish(staged, |c, _| c.0 != 107).unwrap();
+        assert_eq!(index.search(&unit(105, 16), 1, None).unwrap()[0].1, Hash128(105));
+        assert!(index.search(&unit(107, 16), 10, None).unwrap().iter().all(|(_, c)| c.0 != 107));
+        assert_eq!(index.len(), 109);
+        assert_eq!(index.free.len(), 1);
     }
 
     #[test]
