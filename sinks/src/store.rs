@@ -22,6 +22,10 @@ use crate::manifest::{EpochEntry, MANIFEST_FILE, Manifest, SnapshotEntry, now_ms
 use crate::parquet_io::{snapshot_path, write_epoch, write_parquet};
 use crate::sql::{SqlAnswer, SqlInputs};
 
+/// Where the vector graph is saved with each snapshot (not part of the
+/// tables: readers of the Parquet layout never look here).
+const INDEX_DIR: &str = "_index";
+
 /// What one [`Store::commit_epoch`] wrote.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CommitStats {
@@ -124,10 +128,32 @@ impl Store {
         text.apply(chunks.iter().map(|c| (c.chunk_id, c.text.as_str())), [])?;
         drop(chunks);
         let started = Instant::now();
-        let mut vectors = VectorIndex::new(dim, ann)?;
-        for row in live.embeddings.current() {
-            vectors.set(row.chunk_id, &row.model_id, Some(&row.vector.0))?;
-        }
+        // The graph saved with the latest snapshot, brought up to date; else a rebuild.
+        let saved = manifest.snapshots.iter().map(|s| s.version).max().and_then(|version| {
+            let mut index = VectorIndex::load(&dir.join(INDEX_DIR), version, dim, ann)?;
+            let rows = live.embeddings.current();
+            let rows = rows.iter().map(|r| (r.chunk_id, r.model_id.as_str(), r.vector.0.as_slice()));
+            match index.reconcile(rows) {
+                Ok((added, removed)) => {
+                    tracing::info!(version, added, removed, "loaded the vector index saved with the snapshot");
+                    Some(index)
+                }
+                Err(e) => {
+                    tracing::warn!(version, error = %e, "the saved vector index could not be updated; rebuilding");
+                    None
+                }
+            }
+        });
+        let vectors = match saved {
+            Some(index) => index,
+            None => {
+                let mut vectors = VectorIndex::new(dim, ann)?;
+                for row in live.embeddings.current() {
+                    vectors.set(row.chunk_id, &row.model_id, Some(&row.vector.0))?;
+                }
+                vectors
+            }
+        };
         tracing::info!(
             dir = %dir.display(),
             epoch = manifest.committed_epoch,
@@ -308,6 +334,11 @@ impl Store {
         manifest.snapshots.push(entry);
         manifest.store(&self.dir)?;
         self.state.write().manifest = manifest;
+        // The graph too, so a restart loads it instead of rebuilding it (best effort: a
+        // missing or damaged file only means a rebuild).
+        if let Err(e) = self.state.read().vectors.save(&self.dir.join(INDEX_DIR), version) {
+            tracing::warn!(version, error = %e, "could not save the vector index with the snapshot");
+        }
         tracing::info!(version, epoch, "wrote snapshot");
         Ok(SnapshotInfo { version, epoch, rows, files: files.into_values().flatten().collect() })
     }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use twinflow_schemas::Hash128;
@@ -38,6 +39,8 @@ pub struct VectorIndex {
     free: Vec<u64>,
     /// Set while staged vectors are being added (searches must then skip unknown keys).
     staging: AtomicBool,
+    /// See [`VectorIndexStats::restored_from`].
+    restored_from: Option<u64>,
 }
 
 /// Rows whose vectors go into the graph under fresh keys before they are
@@ -64,6 +67,13 @@ pub struct VectorIndexStats {
     pub memory_bytes: usize,
     /// Bytes of twinflow's key bookkeeping beside it (estimated).
     pub bookkeeping_bytes: usize,
+    /// The snapshot version whose saved graph this one was loaded from (`None`: built from the rows).
+    pub restored_from: Option<u64>,
+}
+
+/// The graph and keys files of snapshot `version`.
+fn saved_paths(dir: &Path, version: u64) -> (PathBuf, PathBuf) {
+    (dir.join(format!("vectors-v{version}.usearch")), dir.join(format!("vectors-v{version}.keys")))
 }
 
 fn index_error(e: impl fmt::Display) -> Error {
@@ -100,6 +110,7 @@ impl VectorIndex {
             chunks: Vec::new(),
             free: Vec::new(),
             staging: AtomicBool::new(false),
+            restored_from: None,
         })
     }
 
@@ -120,6 +131,7 @@ impl VectorIndex {
             memory_bytes: self.graph.memory_usage(),
             // The row → key map (~48 bytes an entry with its hash-table slack) and the key → chunk table.
             bookkeeping_bytes: self.keys.capacity() * 48 + self.chunks.capacity() * 24,
+            restored_from: self.restored_from,
         }
     }
 
@@ -274,6 +286,108 @@ impl VectorIndex {
         // A filter that lets through under 5% of the index: the filtered graph search would
         // wander through mostly rejected nodes; the scan of the candidates is cheaper.
         !self.config.enabled || candidates < self.config.exact_below || candidates * 20 < self.len()
+    }
+
+    /// Writes the graph and its keys to `dir/vectors-v{version}.usearch` and
+    /// `.keys` (each through a temporary file and a rename), removing older
+    /// versions. Call with no commit in progress (the store's writer lock).
+    pub(crate) fn save(&self, dir: &Path, version: u64) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let (graph_path, keys_path) = saved_paths(dir, version);
+        let graph_tmp = graph_path.with_extension("usearch.tmp");
+        self.graph.save(&graph_tmp.to_string_lossy()).map_err(index_error)?;
+        let mut text = format!("twinflow-vector-keys 1 {} {}\n", self.dim, self.config.quantization);
+        for model in &self.models {
+            text.push_str(&format!("model {model}\n"));
+        }
+        for ((chunk, model), key) in &self.keys {
+            text.push_str(&format!("{:032x} {model} {key}\n", chunk.0));
+        }
+        let keys_tmp = keys_path.with_extension("keys.tmp");
+        std::fs::write(&keys_tmp, text).map_err(|e| Error::io(&keys_tmp, e))?;
+        std::fs::rename(&graph_tmp, &graph_path).map_err(|e| Error::io(&graph_path, e))?;
+        std::fs::rename(&keys_tmp, &keys_path).map_err(|e| Error::io(&keys_path, e))?;
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let older = name
+                .strip_prefix("vectors-v")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v < version);
+            if older {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// The index saved for snapshot `version` in `dir`, if it is there, whole,
+    /// and of this dimension and storage; `None` otherwise (rebuild instead).
+    pub(crate) fn load(dir: &Path, version: u64, dim: usize, config: &AnnConfig) -> Option<Self> {
+        let (graph_path, keys_path) = saved_paths(dir, version);
+        let text = std::fs::read_to_string(&keys_path).ok()?;
+        let mut lines = text.lines();
+        let header = lines.next()?;
+        if header != format!("twinflow-vector-keys 1 {dim} {}", config.quantization) {
+            return None;
+        }
+        let mut index = Self::new(dim, config).ok()?;
+        index.graph.load(&graph_path.to_string_lossy()).ok()?;
+        if index.graph.dimensions() != dim {
+            return None;
+        }
+        for line in lines {
+            if let Some(model) = line.strip_prefix("model ") {
+                index.models.push(model.to_owned());
+                continue;
+            }
+            let mut parts = line.split(' ');
+            let chunk = Hash128(u128::from_str_radix(parts.next()?, 16).ok()?);
+            let model: u32 = parts.next()?.parse().ok()?;
+            let key: u64 = parts.next()?.parse().ok()?;
+            if model as usize >= index.models.len() || !index.graph.contains(key) {
+                return None;
+            }
+            if index.chunks.len() <= key as usize {
+                index.chunks.resize(key as usize + 1, None);
+            }
+            index.chunks[key as usize] = Some(chunk);
+            index.keys.insert((chunk, model), key);
+        }
+        if index.keys.len() != index.graph.size() {
+            return None;
+        }
+        index.free = (0..index.chunks.len() as u64).filter(|k| index.chunks[*k as usize].is_none()).collect();
+        let capacity = index.graph.capacity().max(index.graph.size() + 1024);
+        index.graph.reserve_capacity_and_threads(capacity, SEARCH_THREADS).ok()?;
+        index.graph.change_expansion_add(config.expansion_add);
+        index.graph.change_expansion_search(config.expansion_search);
+        index.restored_from = Some(version);
+        Some(index)
+    }
+
+    /// Brings a loaded index to the live rows: adds the rows it lacks, removes
+    /// the rows that are gone. Returns `(added, removed)`.
+    pub(crate) fn reconcile<'a>(
+        &mut self,
+        live: impl Iterator<Item = (Hash128, &'a str, &'a [f32])>,
+    ) -> Result<(usize, usize)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut added = 0;
+        for (chunk, model_id, vector) in live {
+            let row = (chunk, self.model_index(model_id));
+            seen.insert(row);
+            if !self.keys.contains_key(&row) && vector.len() == self.dim {
+                self.set(chunk, model_id, Some(vector))?;
+                added += 1;
+            }
+        }
+        let gone: Vec<(Hash128, u32)> = self.keys.keys().filter(|row| !seen.contains(*row)).copied().collect();
+        for (chunk, model) in &gone {
+            let model_id = self.models[*model as usize].clone();
+            self.set(*chunk, &model_id, None)?;
+        }
+        Ok((added, gone.len()))
     }
 
     /// The SIMD kernels USearch picked for the metric (e.g. `skylake`, `genoa`).

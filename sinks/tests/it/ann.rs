@@ -130,3 +130,39 @@ fn small_indexes_and_selective_filters_scan_exactly() {
         assert_eq!(ids(&store, &vector(q), 10, &all, false), ids(&store, &vector(q), 10, &all, true));
     }
 }
+
+#[test]
+fn the_graph_saved_with_a_snapshot_is_loaded_and_brought_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AnnConfig { exact_below: 0, ..AnnConfig::default() };
+    let store = Store::open_with(dir.path(), D, &config).unwrap();
+    store.commit_epoch(1, vec![(0, updates(0..1500, 1, true))]).unwrap();
+    store.snapshot().unwrap();
+    assert!(dir.path().join("_index/vectors-v1.usearch").is_file());
+    // After the snapshot: 100 deleted, 200 added.
+    store.commit_epoch(2, vec![(0, updates(0..100, -1, false))]).unwrap();
+    store.commit_epoch(3, vec![(0, updates(1500..1700, 1, false))]).unwrap();
+    let all = SearchFilter::default();
+    let expected: Vec<Vec<Hash128>> =
+        [3u64, 150, 1600].iter().map(|q| ids(&store, &vector(*q), 10, &all, true)).collect();
+    drop(store);
+
+    let store = Store::open_with(dir.path(), D, &config).unwrap();
+    assert_eq!(store.vector_index_stats().vectors, 1600);
+    assert_eq!(store.vector_index_stats().restored_from, Some(1), "loaded, not rebuilt");
+    for (q, want) in [3u64, 150, 1600].iter().zip(&expected) {
+        let got = ids(&store, &vector(*q), 10, &all, false);
+        assert!(recall(&got, want) >= 0.9, "query {q}");
+        assert!(
+            got.iter().all(|id| (0..100).all(|i| Hash128::of(text(i).as_bytes()) != *id)),
+            "a deleted chunk came back"
+        );
+    }
+
+    // A damaged saved graph means a rebuild, not an error.
+    drop(store);
+    std::fs::write(dir.path().join("_index/vectors-v1.usearch"), b"not a graph").unwrap();
+    let store = Store::open_with(dir.path(), D, &config).unwrap();
+    assert_eq!(store.vector_index_stats().vectors, 1600);
+    assert_eq!(store.vector_index_stats().restored_from, None, "rebuilt");
+}
