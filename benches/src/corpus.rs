@@ -69,6 +69,16 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// `changes` as an NDJSON body for `POST /v1/documents`.
+pub fn ndjson(changes: &[DocumentChange]) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    for change in changes {
+        serde_json::to_writer(&mut body, change)?;
+        body.push(b'\n');
+    }
+    Ok(body)
+}
+
 /// The same document with one sentence changed: the first ". " becomes
 /// ", indeed. " (or a line is appended when there is none).
 pub fn edit(change: &DocumentChange) -> DocumentChange {

@@ -59,12 +59,7 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
 
     let loading = Instant::now();
     for batch in docs.chunks(20) {
-        let mut body = Vec::new();
-        for change in batch {
-            serde_json::to_writer(&mut body, change)?;
-            body.push(b'\n');
-        }
-        client.ingest(body, false).context("loading the corpus")?;
+        client.ingest(crate::corpus::ndjson(batch)?, false).context("loading the corpus")?;
     }
     while app.engine.stats().pending_changes > 0 {
         std::thread::sleep(Duration::from_millis(200));
@@ -197,14 +192,6 @@ fn churn(
     queries: &Arc<Vec<String>>,
     victims: &[DocumentChange],
 ) -> anyhow::Result<Value> {
-    let ndjson = |changes: &[DocumentChange]| -> anyhow::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        for change in changes {
-            serde_json::to_writer(&mut body, change)?;
-            body.push(b'\n');
-        }
-        Ok(body)
-    };
     let deletes: Vec<DocumentChange> = victims
         .iter()
         .filter_map(|c| match c {
@@ -222,11 +209,11 @@ fn churn(
     let before = client.status()?.committed_epoch;
     let load = Load::start(base, "hybrid", bench.clients, queries);
     let started = Instant::now();
-    client.ingest(ndjson(&deletes)?, true)?;
+    client.ingest(crate::corpus::ndjson(&deletes)?, true)?;
     let delete_s = started.elapsed().as_secs_f64();
     let middle = client.status()?.committed_epoch;
     let started = Instant::now();
-    client.ingest(ndjson(victims)?, true)?;
+    client.ingest(crate::corpus::ndjson(victims)?, true)?;
     let insert_s = started.elapsed().as_secs_f64();
     let searches = load.finish()?;
     let deleted = chunk_changes("<", before)?;

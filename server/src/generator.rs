@@ -33,11 +33,6 @@ impl LazyGenerator {
         Self { config, built: Mutex::new(None) }
     }
 
-    /// A generator that is already built (tests, embedding twinflow in a program).
-    pub fn ready(generator: Arc<dyn Generator>) -> Self {
-        Self { config: GeneratorConfig::default(), built: Mutex::new(Some(generator)) }
-    }
-
     /// The generator, built now if needed (blocking: call it off the async
     /// runtime); the error says why it could not be built.
     pub fn get(&self) -> Result<Arc<dyn Generator>, String> {

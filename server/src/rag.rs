@@ -18,7 +18,9 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
-use twinflow_schemas::api::{Citation, CompletionUsage, ErrorCode, RagTimings, SearchFilter, SearchHit, SearchMode};
+use twinflow_schemas::api::{
+    Citation, CompletionUsage, ErrorCode, RagResponse, RagTimings, SearchFilter, SearchHit, SearchMode,
+};
 use twinflow_schemas::config::RagConfig;
 use twinflow_schemas::{DocumentKind, Hash128};
 
@@ -49,20 +51,6 @@ pub struct RagQuestion {
     pub params: GenerateParams,
 }
 
-/// A finished answer.
-#[derive(Clone, Debug)]
-pub struct RagAnswer {
-    pub answer: String,
-    pub citations: Vec<Citation>,
-    pub as_of: u64,
-    pub model: String,
-    pub filters: SearchFilter,
-    pub queries: Vec<String>,
-    pub finish_reason: String,
-    pub usage: CompletionUsage,
-    pub timings: RagTimings,
-}
-
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -84,7 +72,7 @@ pub fn answer(
     app: &App,
     request: &RagQuestion,
     on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
-) -> Result<RagAnswer, ApiError> {
+) -> Result<RagResponse, ApiError> {
     prepare(app, request)?.generate(on_text)
 }
 
@@ -231,81 +219,67 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
 
 impl Prepared {
     /// Step 6: generation, then the citations.
-    pub fn generate(self, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<RagAnswer, ApiError> {
+    pub fn generate(self, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<RagResponse, ApiError> {
         let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params } = self;
         let step = Instant::now();
         let generation = generator.generate(&messages, &params, on_text).map_err(generator_error)?;
         timings.prefill_ms = generation.prefill_ms;
         timings.generation_ms = ms(step);
-        finish(generation, timings, started, generator.model_name(), filter, queries, as_of, &placed)
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    generation: twinflow_models::Generation,
-    mut timings: RagTimings,
-    started: Instant,
-    model: &str,
-    filter: SearchFilter,
-    queries: Vec<String>,
-    as_of: u64,
-    placed: &[(f32, SearchHit)],
-) -> Result<RagAnswer, ApiError> {
-    let cited = cited_markers(&generation.text);
-    let citations = placed
-        .iter()
-        .enumerate()
-        .map(|(i, (score, hit))| {
-            let source = hit.sources.first();
-            Citation {
-                marker: i + 1,
-                cited: cited.contains(&(i + 1)),
-                chunk_id: hit.chunk_id,
-                doc_id: source.map(|s| s.doc_id.clone()).unwrap_or_default(),
-                title: source.map(|s| s.title.clone()).unwrap_or_default(),
-                url: source.map(|s| s.url.clone()).unwrap_or_default(),
-                author: source.map(|s| s.author.clone()).unwrap_or_default(),
-                char_start: source.map_or(0, |s| s.char_start),
-                char_end: source.map_or(0, |s| s.char_end),
-                score: *score,
-            }
+        let cited = cited_markers(&generation.text);
+        let citations = placed
+            .iter()
+            .enumerate()
+            .map(|(i, (score, hit))| {
+                let source = hit.sources.first();
+                Citation {
+                    marker: i + 1,
+                    cited: cited.contains(&(i + 1)),
+                    chunk_id: hit.chunk_id,
+                    doc_id: source.map(|s| s.doc_id.clone()).unwrap_or_default(),
+                    title: source.map(|s| s.title.clone()).unwrap_or_default(),
+                    url: source.map(|s| s.url.clone()).unwrap_or_default(),
+                    author: source.map(|s| s.author.clone()).unwrap_or_default(),
+                    char_start: source.map_or(0, |s| s.char_start),
+                    char_end: source.map_or(0, |s| s.char_end),
+                    score: *score,
+                }
+            })
+            .collect();
+        timings.total_ms = ms(started);
+        tracing::info!(
+            target: "rag",
+            as_of,
+            queries = queries.len(),
+            passages = placed.len(),
+            prompt_tokens = generation.prompt_tokens,
+            completion_tokens = generation.completion_tokens,
+            self_query_ms = timings.self_query_ms,
+            expansion_ms = timings.expansion_ms,
+            retrieval_ms = timings.retrieval_ms,
+            rerank_ms = timings.rerank_ms,
+            generation_ms = timings.generation_ms,
+            total_ms = timings.total_ms,
+            "answered"
+        );
+        Ok(RagResponse {
+            answer: generation.text,
+            citations,
+            as_of,
+            model: generator.model_name().to_owned(),
+            filters: filter,
+            queries,
+            finish_reason: match generation.finish_reason {
+                twinflow_models::FinishReason::Stop => "stop".into(),
+                twinflow_models::FinishReason::Length => "length".into(),
+            },
+            usage: CompletionUsage {
+                prompt_tokens: generation.prompt_tokens,
+                completion_tokens: generation.completion_tokens,
+                total_tokens: generation.prompt_tokens + generation.completion_tokens,
+            },
+            timings,
         })
-        .collect();
-    timings.total_ms = ms(started);
-    tracing::info!(
-        target: "rag",
-        as_of,
-        queries = queries.len(),
-        passages = placed.len(),
-        prompt_tokens = generation.prompt_tokens,
-        completion_tokens = generation.completion_tokens,
-        self_query_ms = timings.self_query_ms,
-        expansion_ms = timings.expansion_ms,
-        retrieval_ms = timings.retrieval_ms,
-        rerank_ms = timings.rerank_ms,
-        generation_ms = timings.generation_ms,
-        total_ms = timings.total_ms,
-        "answered"
-    );
-    Ok(RagAnswer {
-        answer: generation.text,
-        citations,
-        as_of,
-        model: model.to_owned(),
-        filters: filter,
-        queries,
-        finish_reason: match generation.finish_reason {
-            twinflow_models::FinishReason::Stop => "stop".into(),
-            twinflow_models::FinishReason::Length => "length".into(),
-        },
-        usage: CompletionUsage {
-            prompt_tokens: generation.prompt_tokens,
-            completion_tokens: generation.completion_tokens,
-            total_tokens: generation.prompt_tokens + generation.completion_tokens,
-        },
-        timings,
-    })
+    }
 }
 
 /// Filters a question names: an author of the live documents (full name, or

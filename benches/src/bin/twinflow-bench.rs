@@ -226,17 +226,9 @@ fn freshness(base: usize, requests: usize, hashing: bool) -> anyhow::Result<()> 
     runtime.spawn(axum_serve(listener, app.clone()));
     let client = twinflow_server::client::Client::new(&format!("http://{addr}"))?;
 
-    let to_ndjson = |changes: &[DocumentChange]| -> anyhow::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        for c in changes {
-            serde_json::to_writer(&mut out, c)?;
-            out.push(b'\n');
-        }
-        Ok(out)
-    };
     let loading = Instant::now();
     for batch in docs[..base].chunks(500) {
-        client.ingest(to_ndjson(batch)?, false).context("base load")?;
+        client.ingest(corpus::ndjson(batch)?, false).context("base load")?;
     }
     // The base load is a backlog for the model: wait until all of it is committed.
     while app.engine.stats().pending_changes > 0 {
@@ -247,7 +239,7 @@ fn freshness(base: usize, requests: usize, hashing: bool) -> anyhow::Result<()> 
     let mut latencies = Vec::with_capacity(requests);
     for change in &docs[base..] {
         let started = Instant::now();
-        let response = client.ingest(to_ndjson(std::slice::from_ref(change))?, true)?;
+        let response = client.ingest(corpus::ndjson(std::slice::from_ref(change))?, true)?;
         anyhow::ensure!(response.committed, "not committed");
         latencies.push(started.elapsed().as_secs_f64() * 1e3);
     }

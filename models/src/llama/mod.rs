@@ -197,10 +197,9 @@ impl Attention {
 }
 
 impl Llama {
-    /// Logits `[s, vocab]` for `x` = the embedded tokens `[1, s, h]` at
-    /// positions `cache.len()..`, extending `cache`. With `last_only`, only
-    /// the last position's logits `[1, vocab]`.
-    pub fn forward(&self, x: Tensor<3>, cache: &mut KvCache, last_only: bool) -> Tensor<2> {
+    /// Logits `[1, vocab]` of the last of `x` = the embedded tokens `[1, s, h]`
+    /// at positions `cache.len()..`, extending `cache`.
+    pub fn forward(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
         let [_, s, _] = x.dims();
         let start = cache.len;
         cache.layers.resize_with(self.blocks.len(), || None);
@@ -213,10 +212,9 @@ impl Llama {
             x = x + ffn.down.forward(silu(ffn.gate.forward(normed.clone())) * ffn.up.forward(normed));
         }
         cache.len = start + s;
-        let x = if last_only && s > 1 { x.narrow(1, s - 1, 1) } else { x };
-        let rows = x.dims()[1];
+        let last = x.narrow(1, s - 1, 1);
         let vocab = self.output.weight.dims()[1];
-        self.output.forward(self.norm.forward(x)).reshape([rows, vocab])
+        self.output.forward(self.norm.forward(last)).reshape([1, vocab])
     }
 }
 
@@ -354,7 +352,7 @@ impl LlamaModel {
         }
         let network = self.network.as_ref().ok_or_else(|| Error::Inference("no network loaded".into()))?;
         let x = Tensor::<3>::from_data(TensorData::new(x, [1, ids.len(), h]), &self.device);
-        let logits = network.forward(x, cache, true);
+        let logits = network.forward(x, cache);
         logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Inference(format!("{e:?}")))
     }
 }

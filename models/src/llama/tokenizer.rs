@@ -148,11 +148,6 @@ impl ChatTokenizer {
         &self.stop_ids
     }
 
-    /// Vocabulary size, special tokens included.
-    pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
-    }
-
     /// The prompt for `messages` as the model's chat template renders it,
     /// ending with the opening of the assistant's turn. Without a template,
     /// ChatML (`<|im_start|>role\ncontent<|im_end|>\n`).

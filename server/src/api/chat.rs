@@ -21,12 +21,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use twinflow_models::ChatMessage;
-use twinflow_schemas::api::{ChatCompletionMessage, ChatCompletionRequest, ErrorCode, SearchFilter};
+use twinflow_schemas::api::{ChatCompletionMessage, ChatCompletionRequest, ErrorCode, RagResponse, SearchFilter};
 
 use super::rag::{checked_params, checked_question};
 use super::{ApiError, json_body};
 use crate::app::App;
-use crate::rag::{RagAnswer, RagQuestion, prepare};
+use crate::rag::{RagQuestion, prepare};
 
 /// Most messages in one request.
 pub const MAX_MESSAGES: usize = 256;
@@ -112,7 +112,7 @@ fn created() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn twinflow_fields(answer: &RagAnswer) -> Value {
+fn twinflow_fields(answer: &RagResponse) -> Value {
     json!({"citations": answer.citations, "as_of": answer.as_of, "timings": answer.timings})
 }
 

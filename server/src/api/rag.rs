@@ -81,15 +81,5 @@ pub async fn rag(
     let answer = tokio::task::spawn_blocking(move || answer(&app, &ask, &mut |_| ControlFlow::Continue(())))
         .await
         .map_err(ApiError::internal)??;
-    Ok(Json(RagResponse {
-        answer: answer.answer,
-        citations: answer.citations,
-        as_of: answer.as_of,
-        model: answer.model,
-        filters: answer.filters,
-        queries: answer.queries,
-        finish_reason: answer.finish_reason,
-        usage: answer.usage,
-        timings: answer.timings,
-    }))
+    Ok(Json(answer))
 }
