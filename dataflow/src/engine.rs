@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use differential_dataflow::input::InputSession;
 use parking_lot::{Condvar, Mutex};
 
-use twinflow_schemas::config::{ChunkingConfig, EngineConfig};
+use twinflow_schemas::config::{ChunkingConfig, DriftConfig, EngineConfig};
 use twinflow_schemas::ids::partition_hash;
 use twinflow_schemas::{DocumentChange, DocumentRow, EmbeddingRow, EpochUpdates};
 
@@ -48,6 +48,8 @@ pub struct EngineOptions {
     pub max_pending: usize,
     /// Chunk sizes.
     pub chunking: ChunkingConfig,
+    /// Drift statistics in the dataflow (`None`: off).
+    pub drift: Option<DriftConfig>,
 }
 
 impl EngineOptions {
@@ -59,7 +61,14 @@ impl EngineOptions {
             max_batch: engine.max_batch.max(1),
             max_pending: engine.max_pending.max(1),
             chunking: chunking.clone(),
+            drift: None,
         }
+    }
+
+    /// With drift statistics computed by `config` (when it is enabled).
+    pub fn with_drift(mut self, config: &DriftConfig) -> Self {
+        self.drift = config.enabled.then(|| config.clone());
+        self
     }
 }
 
@@ -289,6 +298,7 @@ impl Engine {
         let chunking = options.chunking.clone();
         let worker_embedder = embedder.clone();
         let worker_cache = cache.clone();
+        let drift = options.drift.as_ref().map(|c| Arc::new(crate::drift::DriftFeatures::new(embedder.dim(), c)));
         let timely_config = timely::Config::process(workers);
         let guards = timely::execute(timely_config, move |worker| {
             let rx = worker_rxs[worker.index()].lock().take();
@@ -297,7 +307,14 @@ impl Engine {
                 // The collector outlives the workers; a send error means it gave up.
                 let _ = tx.send(CollectorMsg::Worker(msg));
             };
-            let input = graph::build(worker, chunking.clone(), worker_embedder.clone(), worker_cache.clone(), emit);
+            let input = graph::build(
+                worker,
+                chunking.clone(),
+                worker_embedder.clone(),
+                worker_cache.clone(),
+                drift.clone(),
+                emit,
+            );
             if let Some(rx) = rx {
                 run_worker(worker, input, rx);
             }

@@ -3,7 +3,8 @@
 //! ```text
 //! documents ─┬──────────────────────────────────────────────▶ OutRow::Document
 //!            └─ derive (clean, chunk, instruct) ─┬─ chunks ──▶ OutRow::Chunk
-//!                                                │   └─ (hash, text) ─ distinct ─ embed ─▶ OutRow::Embedding
+//!                                                │   └─ (hash, text) ─ distinct ─┬─ embed ─▶ OutRow::Embedding
+//!                                                │                               └─ + embeddings ─ drift stats ─▶ OutRow::Drift
 //!                                                └─ instruct ▶ OutRow::Instruct
 //! ```
 //! Documents arrive already partitioned by `doc_id` (see `engine.rs`);
@@ -18,9 +19,10 @@ use timely::worker::Worker;
 use twinflow_schemas::DocumentRow;
 use twinflow_schemas::config::ChunkingConfig;
 
+use crate::drift::DriftFeatures;
 use crate::embed::Embedder;
 use crate::features::{Derived, derive_features};
-use crate::operators::{CollectEpochsExt, EmbedCache, EmbedExt, OutRow, WorkerMsg};
+use crate::operators::{CollectEpochsExt, DriftInput, DriftStatsExt, EmbedCache, EmbedExt, OutRow, WorkerMsg};
 
 /// Builds the feature dataflow in `worker` and returns the documents input.
 pub(crate) fn build(
@@ -28,6 +30,7 @@ pub(crate) fn build(
     chunking: ChunkingConfig,
     embedder: Arc<dyn Embedder>,
     cache: Arc<EmbedCache>,
+    drift: Option<Arc<DriftFeatures>>,
     emit: impl FnMut(WorkerMsg) + 'static,
 ) -> InputSession<u64, DocumentRow, isize> {
     let index = worker.index();
@@ -43,12 +46,21 @@ pub(crate) fn build(
             Derived::Instruct(s) => Some(s),
             Derived::Chunk(_) => None,
         });
-        let embeddings = chunks.clone().map(|c| (c.chunk_id, c.text)).distinct().embed(embedder, cache);
-        docs.map(OutRow::Document)
+        let texts = chunks.clone().map(|c| (c.chunk_id, c.text)).distinct();
+        let embeddings = texts.clone().embed(embedder, cache);
+        let mut out = docs
+            .map(OutRow::Document)
             .concat(chunks.map(OutRow::Chunk))
-            .concat(embeddings.map(OutRow::Embedding))
-            .concat(instruct.map(OutRow::Instruct))
-            .collect_epochs(index, emit);
+            .concat(embeddings.clone().map(OutRow::Embedding))
+            .concat(instruct.map(OutRow::Instruct));
+        if let Some(features) = drift {
+            let stats = texts
+                .map(|(id, text)| DriftInput::Text(id, text))
+                .concat(embeddings.map(DriftInput::Vector))
+                .drift_stats(features);
+            out = out.concat(stats.map(|(bucket, stats)| OutRow::Drift(bucket, stats)));
+        }
+        out.collect_epochs(index, emit);
         input
     })
 }

@@ -7,6 +7,7 @@
 //!  DocumentChange ─▶ Ingest (epochs) ─▶ workers: docs by doc_id
 //!                                        │
 //!         documents ─ clean ─ chunk ─┬─ distinct texts (by chunk hash) ─ embed ─▶ embeddings
+//!              │                     │     └─ + embeddings ─ drift stats ─────▶ drift deltas (monitor)
 //!              │                     ├─────────────────────────────────────────▶ chunks
 //!              │                     └─ instruct (offline generator) ──────────▶ instruct
 //!              └──────────────────────────────────────────────────────────────▶ documents
@@ -19,6 +20,7 @@
 //! `text/` (the pure functions the operators call: clean, chunk, instruct),
 //! `embed.rs` (the `Embedder` trait).
 
+pub mod drift;
 pub mod embed;
 pub mod engine;
 pub mod features;
@@ -27,5 +29,6 @@ pub mod operators;
 pub mod reference;
 pub mod text;
 
+pub use drift::{DriftFeatures, DriftMetrics, DriftMonitor, DriftPersisted, DriftReference, DriftState, DriftTrigger};
 pub use embed::{EmbedError, Embedder, HashingEmbedder, cosine};
 pub use engine::{CompletedEpoch, Engine, EngineError, EngineOptions, EngineStats, Restore, SubmitError};

@@ -4,7 +4,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use twinflow_schemas::config::ChunkingConfig;
-use twinflow_schemas::{DocumentChange, DocumentRow, EmbeddingRow, EpochUpdates, Vector};
+use twinflow_schemas::{DocumentChange, DocumentRow, DriftStats, EmbeddingRow, EpochUpdates, Vector};
+
+use crate::drift::DriftFeatures;
 
 use crate::embed::Embedder;
 use crate::features::{Derived, apply_change, derive_features};
@@ -54,4 +56,18 @@ impl ReferenceDocs {
         out.consolidate();
         out
     }
+}
+
+/// The drift statistics of the live chunks of `tables` (as [`ReferenceDocs::tables`]
+/// returns them), computed from scratch: every distinct text and every vector once.
+pub fn drift_of(tables: &EpochUpdates, features: &DriftFeatures) -> DriftStats {
+    let mut total = DriftStats::default();
+    let texts: BTreeSet<_> = tables.chunks.iter().map(|(c, _)| (c.chunk_id, c.text.as_str())).collect();
+    for (_, text) in texts {
+        total.add(&DriftFeatures::of_text(text), 1);
+    }
+    for (row, count) in &tables.embeddings {
+        total.add(&features.of_vector(&row.vector.0), *count);
+    }
+    total
 }

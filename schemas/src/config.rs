@@ -25,6 +25,8 @@ pub struct Config {
     pub search: SearchConfig,
     pub generator: GeneratorConfig,
     pub rag: RagConfig,
+    pub drift: DriftConfig,
+    pub training: TrainingConfig,
     /// Sources started by `twinflow up` besides the HTTP endpoint.
     pub sources: Vec<SourceConfig>,
 }
@@ -144,6 +146,98 @@ impl Default for RagConfig {
             max_tokens: 256,
             temperature: 0.0,
             repetition_penalty: 1.15,
+        }
+    }
+}
+
+/// Drift of the embedding stream against the reference (the data the
+/// current model was trained on), and when it triggers a retrain (`[drift]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Off: no statistics in the dataflow, no `drift` rows, no triggers.
+    pub enabled: bool,
+    /// The window: the newest live chunks (at least this many, whole epochs).
+    pub window: usize,
+    /// Chunks that must have entered since the reference before a trigger
+    /// (also the size of the first, bootstrap reference).
+    pub min_samples: usize,
+    /// Random Fourier features of the MMD estimate.
+    pub features: usize,
+    /// Bandwidth σ of the Gaussian kernel of the MMD (unit vectors: ~1).
+    pub bandwidth: f32,
+    /// Seed of the random features (fixed: statistics stay comparable across restarts).
+    pub seed: u64,
+    /// `1 − cos(mean of the reference, mean of the window)` above which a retrain triggers (0: never).
+    pub mean_shift: f64,
+    /// Kernel MMD estimate above which a retrain triggers (0: never).
+    pub mmd: f64,
+    /// Share of the window's words never seen in the reference above which a retrain triggers (0: never).
+    pub oov_rate: f64,
+    /// After a trigger, metrics must fall below `threshold × hysteresis`
+    /// before another can fire.
+    pub hysteresis: f64,
+    /// Least time between two triggers.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: 400,
+            min_samples: 200,
+            features: 256,
+            bandwidth: 1.0,
+            seed: 0x7769_6e66_6c6f_77,
+            mean_shift: 0.03,
+            mmd: 0.12,
+            oov_rate: 0.10,
+            hysteresis: 0.8,
+            cooldown: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Retraining (`[training]`): the embedding adapter and the model registry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Retrain in the background of `twinflow up` when drift triggers.
+    pub on_drift: bool,
+    /// Where model versions are kept (default: `<data_dir>/_models`).
+    pub registry: Option<PathBuf>,
+    /// Passes over the training pairs.
+    pub epochs: usize,
+    /// Pairs per step (each pair's chunk is a negative for the others).
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Softmax temperature of the contrastive loss.
+    pub temperature: f32,
+    /// Weight of `‖W − I‖²` in the loss: keeps the adapter near the base model.
+    pub identity_weight: f32,
+    /// Recall@k reported and compared for promotion.
+    pub recall_k: usize,
+    /// Largest number of training pairs (newest documents first); 0 = all.
+    pub max_pairs: usize,
+    /// Seed of shuffling and initialisation.
+    pub seed: u64,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            on_drift: true,
+            registry: None,
+            epochs: 8,
+            batch_size: 64,
+            learning_rate: 2e-3,
+            temperature: 0.05,
+            identity_weight: 0.1,
+            recall_k: 10,
+            max_pairs: 20_000,
+            seed: 7,
         }
     }
 }

@@ -18,12 +18,14 @@
 pub mod api;
 pub mod change;
 pub mod config;
+pub mod drift;
 pub mod ids;
 pub mod records;
 pub mod tables;
 pub mod updates;
 
 pub use change::{ChangeError, ChangeLimits, parse_change, parse_ndjson};
+pub use drift::{DriftRow, DriftStats};
 pub use ids::Hash128;
 pub use records::{
     ChunkRow, ContentFormat, Document, DocumentChange, DocumentKind, DocumentRow, EmbeddingRow, InstructRow, Split,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::drift::DriftStats;
 use crate::records::{ChunkRow, DocumentRow, EmbeddingRow, InstructRow};
 use crate::tables::TableName;
 
@@ -17,12 +18,19 @@ pub struct EpochUpdates {
     pub chunks: Updates<ChunkRow>,
     pub embeddings: Updates<EmbeddingRow>,
     pub instruct: Updates<InstructRow>,
+    /// Changes of the drift statistics, per bucket (the epoch in which the
+    /// chunks they count entered): not a table, the input of the drift monitor.
+    pub drift: Vec<(u64, DriftStats)>,
 }
 
 impl EpochUpdates {
     /// True when no table changed.
     pub fn is_empty(&self) -> bool {
-        self.documents.is_empty() && self.chunks.is_empty() && self.embeddings.is_empty() && self.instruct.is_empty()
+        self.documents.is_empty()
+            && self.chunks.is_empty()
+            && self.embeddings.is_empty()
+            && self.instruct.is_empty()
+            && self.drift.is_empty()
     }
 
     /// Number of updates of one table.
@@ -41,6 +49,7 @@ impl EpochUpdates {
         self.chunks.extend(other.chunks);
         self.embeddings.extend(other.embeddings);
         self.instruct.extend(other.instruct);
+        self.drift.extend(other.drift);
     }
 
     /// Sorts every table and merges equal rows, dropping those whose diffs
@@ -50,6 +59,7 @@ impl EpochUpdates {
         consolidate(&mut self.chunks);
         consolidate(&mut self.embeddings);
         consolidate(&mut self.instruct);
+        consolidate_drift(&mut self.drift);
     }
 }
 
@@ -65,6 +75,18 @@ pub fn consolidate<R: Ord>(updates: &mut Updates<R>) {
     }
     out.retain(|(_, diff)| *diff != 0);
     *updates = out;
+}
+
+/// Sums drift changes of the same bucket, dropping those that cancel.
+fn consolidate_drift(drift: &mut Vec<(u64, DriftStats)>) {
+    if drift.len() < 2 && drift.iter().all(|(_, s)| !s.is_empty()) {
+        return;
+    }
+    let mut by_bucket: std::collections::BTreeMap<u64, DriftStats> = std::collections::BTreeMap::new();
+    for (bucket, stats) in drift.drain(..) {
+        by_bucket.entry(bucket).or_default().add(&stats, 1);
+    }
+    drift.extend(by_bucket.into_iter().filter(|(_, s)| !s.is_empty()));
 }
 
 #[cfg(test)]

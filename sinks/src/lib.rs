@@ -20,6 +20,7 @@
 //! entry points, `convert.rs` for the row ↔ Arrow mapping, `sql.rs` for the
 //! SQL catalog and the read-only checks, `src/README.md` for every file.
 
+mod drift_log;
 mod encode;
 mod error;
 mod live;

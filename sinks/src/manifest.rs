@@ -62,6 +62,10 @@ pub struct EpochEntry {
     pub files: BTreeMap<String, Vec<String>>,
     /// Table name → updates written.
     pub rows: BTreeMap<String, usize>,
+    /// The `drift` rows of the epoch (an append-only log, not a feature
+    /// table): `drift/epoch=<E>/part-0.parquet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
 }
 
 /// One consolidated snapshot of every table.
@@ -131,6 +135,11 @@ impl Manifest {
             .collect()
     }
 
+    /// Every drift log file committed at or before `epoch`, in epoch order.
+    pub fn drift_files(&self, epoch: u64) -> Vec<String> {
+        self.epochs.iter().filter(|e| e.epoch <= epoch).filter_map(|e| e.drift.clone()).collect()
+    }
+
     /// Checks what a reader relies on: the format, epoch order, and file
     /// paths that stay inside their table's folder.
     fn validate(&self) -> Result<(), String> {
@@ -147,6 +156,12 @@ impl Manifest {
             }
             last = entry.epoch;
             check_files(&entry.files)?;
+            if let Some(path) = &entry.drift
+                && !(path.starts_with("drift/")
+                    && Path::new(path).components().all(|c| matches!(c, Component::Normal(_))))
+            {
+                return Err(format!("file {path:?} is not inside the drift folder"));
+            }
         }
         for snapshot in &self.snapshots {
             if snapshot.epoch > self.committed_epoch {
@@ -192,6 +207,7 @@ mod tests {
             committed_at_ms: 1,
             files: BTreeMap::from([("chunks".into(), vec!["chunks/epoch=3/part-0.parquet".into()])]),
             rows: BTreeMap::from([("chunks".into(), 2)]),
+            drift: Some("drift/epoch=3/part-0.parquet".into()),
         });
         manifest.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(manifest.clone()));

@@ -52,6 +52,8 @@ pub(crate) struct SqlInputs {
     pub(crate) current: Vec<(TableName, RecordBatch)>,
     /// Absolute paths of every table's committed part files.
     pub(crate) changes: Vec<(TableName, Vec<PathBuf>)>,
+    /// The `drift` log.
+    pub(crate) drift: RecordBatch,
 }
 
 /// Rows per batch handed to DataFusion from the live tables.
@@ -89,6 +91,8 @@ fn register(ctx: &SessionContext, inputs: &SqlInputs) -> Result<()> {
         let memtable = MemTable::try_new(batch.schema(), split(batch, partitions)).map_err(sql_error)?;
         ctx.register_table(table.as_str(), Arc::new(memtable)).map_err(sql_error)?;
     }
+    let drift = MemTable::try_new(inputs.drift.schema(), vec![vec![inputs.drift.clone()]]).map_err(sql_error)?;
+    ctx.register_table("drift", Arc::new(drift)).map_err(sql_error)?;
     for (table, files) in &inputs.changes {
         let provider = change_log(table.change_schema(inputs.dim), files).map_err(sql_error)?;
         ctx.register_table(format!("{table}_changes"), provider).map_err(sql_error)?;

@@ -10,12 +10,13 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 use twinflow_schemas::api::{SearchFilter, SearchHit, SearchMode};
-use twinflow_schemas::{ChunkRow, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, TableName};
+use twinflow_schemas::{ChunkRow, DocumentKind, DocumentRow, DriftRow, EmbeddingRow, EpochUpdates, Hash128, TableName};
 
 use crate::text_index::TextIndex;
 use crate::vector_index::{VectorIndex, VectorIndexStats};
 use twinflow_schemas::config::AnnConfig;
 
+use crate::drift_log::{drift_batch, drift_path, read_drift};
 use crate::error::{Error, Result};
 use crate::live::LiveState;
 use crate::manifest::{EpochEntry, MANIFEST_FILE, Manifest, SnapshotEntry, now_ms};
@@ -81,6 +82,8 @@ struct State {
     text: TextIndex,
     /// HNSW over the live embeddings, at `committed` like `live`.
     vectors: VectorIndex,
+    /// Every committed `drift` row, in epoch order.
+    drift: Vec<DriftRow>,
 }
 
 impl fmt::Debug for Store {
@@ -162,7 +165,11 @@ impl Store {
             vector_index_ms = started.elapsed().as_millis() as u64,
             "opened store"
         );
-        let state = State { committed: manifest.committed_epoch, manifest, live, text, vectors };
+        let mut drift = Vec::new();
+        for file in manifest.drift_files(manifest.committed_epoch) {
+            drift.extend(read_drift(&dir.join(file))?);
+        }
+        let state = State { committed: manifest.committed_epoch, manifest, live, text, vectors, drift };
         Ok(Store { dir, dim, writer: Mutex::new(()), state: RwLock::new(state), batches: Mutex::default() })
     }
 
@@ -206,6 +213,19 @@ impl Store {
         parts: Vec<(usize, EpochUpdates)>,
         sources: BTreeMap<String, serde_json::Value>,
     ) -> Result<CommitStats> {
+        self.commit_epoch_full(epoch, parts, sources, Vec::new())
+    }
+
+    /// [`commit_epoch_with`](Self::commit_epoch_with), also appending the
+    /// epoch's `drift` rows (written and listed in the same manifest
+    /// replacement, so they are committed with the epoch or not at all).
+    pub fn commit_epoch_full(
+        &self,
+        epoch: u64,
+        parts: Vec<(usize, EpochUpdates)>,
+        sources: BTreeMap<String, serde_json::Value>,
+        drift: Vec<DriftRow>,
+    ) -> Result<CommitStats> {
         let started = Instant::now();
         let _writer = self.writer.lock();
         if epoch <= self.committed_epoch() {
@@ -215,7 +235,14 @@ impl Store {
         let written = write_epoch(&self.dir, self.dim, epoch, &parts)?;
 
         let mut stats = CommitStats { epoch, files: written.len(), ..CommitStats::default() };
-        let mut entry = EpochEntry { epoch, committed_at_ms: now_ms(), files: BTreeMap::new(), rows: BTreeMap::new() };
+        let mut entry =
+            EpochEntry { epoch, committed_at_ms: now_ms(), files: BTreeMap::new(), rows: BTreeMap::new(), drift: None };
+        if !drift.is_empty() {
+            let path = drift_path(epoch);
+            stats.bytes += write_parquet(&self.dir.join(&path), &drift_batch(&drift)?)?;
+            stats.files += 1;
+            entry.drift = Some(path);
+        }
         for part in &written {
             let table = part.table.as_str().to_owned();
             entry.files.entry(table.clone()).or_default().push(part.path.clone());
@@ -224,11 +251,11 @@ impl Store {
         }
         stats.rows = entry.rows.clone();
 
-        let manifest = if written.is_empty() && sources.is_empty() {
+        let manifest = if written.is_empty() && sources.is_empty() && entry.drift.is_none() {
             None
         } else {
             let mut manifest = self.state.read().manifest.clone();
-            if !written.is_empty() {
+            if !written.is_empty() || entry.drift.is_some() {
                 manifest.epochs.push(entry);
             }
             manifest.sources.extend(sources);
@@ -266,6 +293,7 @@ impl Store {
             state.manifest = manifest;
         }
         state.committed = epoch;
+        state.drift.extend(drift);
         let touched: BTreeSet<Hash128> =
             parts.iter().flat_map(|(_, u)| u.chunks.iter().map(|(c, _)| c.chunk_id)).collect();
         for (_, updates) in parts {
@@ -494,6 +522,13 @@ impl Store {
         crate::sql::run(inputs, sql).await
     }
 
+    /// The committed `drift` rows of epochs after `since` (all with 0), in epoch order.
+    pub fn drift_rows(&self, since: u64) -> Vec<DriftRow> {
+        let state = self.state.read();
+        let start = state.drift.partition_point(|r| r.epoch <= since);
+        state.drift[start..].to_vec()
+    }
+
     /// Everything one query reads, taken under one read lock.
     fn sql_inputs(&self) -> Result<SqlInputs> {
         let state = self.state.read();
@@ -514,7 +549,8 @@ impl Store {
             let files = state.manifest.change_files(table, state.committed);
             changes.push((table, files.iter().map(|f| self.dir.join(f)).collect()));
         }
-        Ok(SqlInputs { epoch: state.committed, dim: self.dim, current, changes })
+        let drift = drift_batch(&state.drift)?;
+        Ok(SqlInputs { epoch: state.committed, dim: self.dim, current, changes, drift })
     }
 }
 

@@ -9,7 +9,7 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, InstructRow};
+use twinflow_schemas::{ChunkRow, DocumentRow, DriftStats, EmbeddingRow, EpochUpdates, InstructRow};
 
 /// A row of any table, so all tables can travel in one stream.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -18,6 +18,8 @@ pub enum OutRow {
     Chunk(ChunkRow),
     Embedding(EmbeddingRow),
     Instruct(InstructRow),
+    /// A change of the drift statistics of one bucket (not a table row).
+    Drift(u64, DriftStats),
 }
 
 /// What a worker tells the collector.
@@ -50,6 +52,13 @@ impl<'scope> CollectEpochsExt for VecCollection<'scope, u64, OutRow, isize> {
                         OutRow::Chunk(r) => updates.chunks.push((r, diff)),
                         OutRow::Embedding(r) => updates.embeddings.push((r, diff)),
                         OutRow::Instruct(r) => updates.instruct.push((r, diff)),
+                        OutRow::Drift(bucket, mut stats) => {
+                            if diff != 1 {
+                                let once = std::mem::take(&mut stats);
+                                stats.add(&once, diff);
+                            }
+                            updates.drift.push((bucket, stats))
+                        }
                     }
                 }
             });

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use twinflow_dataflow::{Engine, EngineOptions, HashingEmbedder};
-use twinflow_schemas::config::{ChunkSpec, ChunkingConfig};
+use twinflow_schemas::config::{ChunkSpec, ChunkingConfig, DriftConfig};
 use twinflow_schemas::{Document, DocumentChange, DocumentKind, EpochUpdates};
 
 pub(crate) struct Harness {
@@ -24,6 +24,7 @@ impl Harness {
             max_batch: usize::MAX,
             max_pending: usize::MAX,
             chunking,
+            drift: Some(drift_config()),
         };
         let engine = Engine::start(options, Arc::new(HashingEmbedder::new(32)), None).expect("engine starts");
         Self { engine, state: EpochUpdates::default(), last: EpochUpdates::default() }
@@ -61,6 +62,11 @@ impl Harness {
         );
         epoch
     }
+}
+
+/// Drift statistics with few features (the tests check their sums, not their quality).
+pub(crate) fn drift_config() -> DriftConfig {
+    DriftConfig { features: 16, ..DriftConfig::default() }
 }
 
 /// Small chunks, so short test documents have several.

@@ -4,11 +4,11 @@
 
 use proptest::prelude::*;
 
-use twinflow_dataflow::HashingEmbedder;
-use twinflow_dataflow::reference::ReferenceDocs;
-use twinflow_schemas::{DocumentChange, DocumentKind, EpochUpdates};
+use twinflow_dataflow::reference::{ReferenceDocs, drift_of};
+use twinflow_dataflow::{DriftFeatures, Embedder, HashingEmbedder};
+use twinflow_schemas::{DocumentChange, DocumentKind, DriftStats, EpochUpdates};
 
-use crate::harness::{Harness, delete, prose, small_chunks, upsert};
+use crate::harness::{Harness, delete, drift_config, prose, small_chunks, upsert};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -61,10 +61,29 @@ fn assert_tables_eq(actual: &EpochUpdates, expected: &EpochUpdates, context: &st
     assert_eq!(actual.instruct, expected.instruct, "instruct differ {context}");
 }
 
+/// The drift buckets, summed over epochs and workers, are exactly the
+/// statistics of the live chunks (integer sums: no rounding drift).
+fn assert_drift_eq(actual: &EpochUpdates, expected: &DriftStats, context: &str) {
+    let mut total = DriftStats::default();
+    for (_, stats) in &actual.drift {
+        assert!(stats.vectors >= 0 && stats.texts >= 0, "a bucket counts negative chunks {context}");
+        total.add(stats, 1);
+    }
+    let mut expected = expected.clone();
+    // An empty set may keep zero-filled sums: compare values, not lengths.
+    for v in [&mut total.vector_sum, &mut total.feature_sum, &mut expected.vector_sum, &mut expected.feature_sum] {
+        while v.last() == Some(&0) {
+            v.pop();
+        }
+    }
+    assert_eq!(total, expected, "drift statistics differ {context}");
+}
+
 fn check(epochs: &[Vec<Op>]) {
     let pool = contents();
     let chunking = small_chunks();
     let embedder = HashingEmbedder::new(32);
+    let features = DriftFeatures::new(embedder.dim(), &drift_config());
     let mut one = Harness::new(1, chunking.clone());
     let mut four = Harness::new(4, chunking.clone());
     let mut reference = ReferenceDocs::default();
@@ -77,6 +96,9 @@ fn check(epochs: &[Vec<Op>]) {
         let expected = reference.tables(&chunking, &embedder);
         assert_tables_eq(&one.state, &expected, &format!("on 1 worker after epoch {i}"));
         assert_tables_eq(&four.state, &expected, &format!("on 4 workers after epoch {i}"));
+        let drift = drift_of(&expected, &features);
+        assert_drift_eq(&one.state, &drift, &format!("on 1 worker after epoch {i}"));
+        assert_drift_eq(&four.state, &drift, &format!("on 4 workers after epoch {i}"));
     }
 }
 

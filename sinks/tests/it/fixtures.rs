@@ -89,6 +89,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
                 chunks: vec![(chunk("a", 0, "alpha one"), 1), (chunk("a", 1, "shared text"), 1)],
                 embeddings: vec![(emb("alpha one"), 1), (emb("shared text"), 1)],
                 instruct: vec![(sample("a", "alpha one"), 1)],
+                drift: vec![],
             },
         ),
         (
@@ -98,6 +99,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
                 chunks: vec![(chunk("b", 0, "beta"), 1), (chunk("b", 1, "shared text"), 1)],
                 embeddings: vec![(emb("beta"), 1)],
                 instruct: vec![],
+                drift: vec![],
             },
         ),
     ];
@@ -109,6 +111,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
                 chunks: vec![(chunk("a", 0, "alpha one"), -1), (chunk("a", 0, "alpha two"), 1)],
                 embeddings: vec![(emb("alpha one"), -1), (emb("alpha two"), 1)],
                 instruct: vec![(sample("a", "alpha one"), -1), (sample("a", "alpha two"), 1)],
+                drift: vec![],
             },
         ),
         (
@@ -118,6 +121,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
                 chunks: vec![(chunk("c", 0, "gamma"), 1)],
                 embeddings: vec![(emb("gamma"), 1)],
                 instruct: vec![],
+                drift: vec![],
             },
         ),
     ];
@@ -128,6 +132,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
             chunks: vec![(chunk("b", 0, "beta"), -1), (chunk("b", 1, "shared text"), -1)],
             embeddings: vec![(emb("beta"), -1)],
             instruct: vec![],
+            drift: vec![],
         },
     )];
     let e4 = vec![(0, EpochUpdates::default()), (1, EpochUpdates::default())];
@@ -139,6 +144,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
                 chunks: vec![(chunk("d", 0, "delta"), 1), (chunk("d", 1, "gamma"), 1)],
                 embeddings: vec![(emb("delta"), 1)],
                 instruct: vec![],
+                drift: vec![],
             },
         ),
         (
