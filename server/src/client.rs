@@ -1,5 +1,6 @@
 //! A small blocking HTTP client for the CLI verbs that talk to a running
-//! server (`ingest`, `sql`, `search`, `ask`, `status`, `snapshot`).
+//! server (`ingest`, `sql`, `search`, `ask`, `status`, `snapshot`, `drift`,
+//! `train`, `models`, `datasets`).
 
 use std::time::Duration;
 
@@ -86,5 +87,15 @@ impl Client {
     /// Asks for a snapshot now.
     pub fn snapshot(&self) -> anyhow::Result<serde_json::Value> {
         Ok(self.check(self.http.post(format!("{}/v1/snapshots", self.base)).send())?.json()?)
+    }
+
+    /// `GET` of a JSON resource (e.g. `/v1/drift`).
+    pub fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(self.check(self.http.get(format!("{}{path}", self.base)).send())?.json()?)
+    }
+
+    /// `POST` without a body to a JSON endpoint (e.g. `/v1/models/train`).
+    pub fn post_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(self.check(self.http.post(format!("{}{path}", self.base)).send())?.json()?)
     }
 }

@@ -11,11 +11,13 @@
 //!  GET /v1/search, POST /v1/sql, GET /v1/status ◀── reads ───┘
 //!  POST /v1/rag, /v1/chat/completions ─▶ rag.rs: self-query, expansion, hybrid retrieval,
 //!                                         rerank, prompt ─▶ generator.rs (local GGUF or OpenAI-compatible)
+//!  committer ─▶ drift monitor ─ trigger ─▶ training.rs: snapshot, train adapter (burn), evaluate,
+//!                                          register, promote ─▶ Store::set_projection (atomic switch)
 //! ```
 //!
 //! Where to look next: `app.rs` (wiring and lifecycle), `api/` (one file
 //! per endpoint group, `api/error.rs` for error codes), `rag.rs` (the
-//! answer pipeline), `generator.rs`, `cli.rs` (the verbs),
+//! answer pipeline), `generator.rs`, `training.rs` (drift triggers, the training job, the registry), `cli.rs` (the verbs),
 //! `settings.rs` (layered configuration).
 
 pub mod api;
@@ -26,6 +28,7 @@ pub mod embedder;
 pub mod generator;
 pub mod rag;
 pub mod settings;
+pub mod training;
 
 pub use api::router;
 pub use app::App;

@@ -39,5 +39,5 @@ pub use encode::{encode_arrow_ipc, encode_csv, encode_json_rows};
 pub use error::{Error, Result};
 pub use manifest::Manifest;
 pub use sql::SqlAnswer;
-pub use store::{CommitStats, SnapshotInfo, Store};
+pub use store::{CommitStats, ProjectionSwitch, SnapshotInfo, Store, VectorProjection};
 pub use vector_index::{VectorIndex, VectorIndexStats};

@@ -9,7 +9,7 @@
 //! are returned (the text and the sources come from there). Exact results
 //! break ties by `chunk_id`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use twinflow_schemas::api::{ChunkSource, SearchFilter, SearchHit};
 use twinflow_schemas::{DocumentKind, EmbeddingRow, Hash128};
@@ -17,6 +17,22 @@ use twinflow_schemas::{DocumentKind, EmbeddingRow, Hash128};
 use crate::error::Result;
 use crate::live::LiveState;
 use crate::vector_index::VectorIndex;
+
+/// Where a search reads each row's vector: the stored (base) vector, or its
+/// projection by the active adapter.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Vectors<'a> {
+    pub(crate) projected: Option<&'a HashMap<Hash128, Vec<f32>>>,
+}
+
+impl<'a> Vectors<'a> {
+    pub(crate) fn of(&self, row: &'a EmbeddingRow) -> &'a [f32] {
+        match self.projected {
+            Some(map) => map.get(&row.chunk_id).map_or(&[], Vec::as_slice),
+            None => &row.vector.0,
+        }
+    }
+}
 
 /// The doc ids a filter lets through; `None` when it lets everything through.
 pub(crate) fn allowed_docs<'a>(live: &'a LiveState, filter: &SearchFilter) -> Option<HashSet<&'a str>> {
@@ -35,10 +51,16 @@ pub(crate) fn allowed_chunks(live: &LiveState, docs: &HashSet<&str>) -> HashSet<
 }
 
 /// The `k` best chunks for `query` whose documents pass `filter`, best first.
-pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize, filter: &SearchFilter) -> Vec<SearchHit> {
+pub(crate) fn top_k(
+    live: &LiveState,
+    vectors: Vectors<'_>,
+    query: &[f32],
+    k: usize,
+    filter: &SearchFilter,
+) -> Vec<SearchHit> {
     let allowed = allowed_docs(live, filter);
     let passes = |doc_id: &str| allowed.as_ref().is_none_or(|set| set.contains(doc_id));
-    scored_top_k(live, query, k, &passes)
+    scored_top_k(live, vectors, query, k, &passes)
         .into_iter()
         .map(|(score, chunk_id)| {
             let mut h = hit(live, chunk_id, score, &passes);
@@ -53,6 +75,7 @@ pub(crate) fn top_k(live: &LiveState, query: &[f32], k: usize, filter: &SearchFi
 /// filter applies) are few enough for an exact scan.
 pub(crate) fn planned_top_k(
     live: &LiveState,
+    vectors: Vectors<'_>,
     index: &VectorIndex,
     query: &[f32],
     k: usize,
@@ -60,8 +83,8 @@ pub(crate) fn planned_top_k(
     exact: bool,
 ) -> Result<Vec<(f32, Hash128)>> {
     let exact_scan = || match allowed {
-        None => scored_top_k(live, query, k, &|_| true),
-        Some(ids) => best_of(ids.iter().map(|id| (id, live.embeddings.group(id))), query, k, &|_| true, live),
+        None => scored_top_k(live, vectors, query, k, &|_| true),
+        Some(ids) => best_of(ids.iter().map(|id| (id, live.embeddings.group(id))), vectors, query, k, &|_| true, live),
     };
     if exact || index.prefers_exact(allowed.map(HashSet::len)) {
         return Ok(exact_scan());
@@ -88,7 +111,7 @@ pub(crate) fn planned_top_k(
     let mut scored: Vec<(f32, Hash128)> = found
         .into_iter()
         .filter(|(_, id)| live.chunks.present(id).next().is_some())
-        .map(|(approx, id)| (best_similarity(live, &id, query).unwrap_or(approx), id))
+        .map(|(approx, id)| (best_similarity(live, vectors, &id, query).unwrap_or(approx), id))
         .collect();
     scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     Ok(scored)
@@ -97,16 +120,18 @@ pub(crate) fn planned_top_k(
 /// `(cosine, chunk_id)` of the `k` best chunks with an occurrence that `passes`, best first (exact).
 pub(crate) fn scored_top_k(
     live: &LiveState,
+    vectors: Vectors<'_>,
     query: &[f32],
     k: usize,
     passes: &dyn Fn(&str) -> bool,
 ) -> Vec<(f32, Hash128)> {
-    best_of(live.embeddings.groups(), query, k, passes, live)
+    best_of(live.embeddings.groups(), vectors, query, k, passes, live)
 }
 
 /// The exact scan over `candidates` (chunk id, its embedding rows).
 fn best_of<'a>(
     candidates: impl Iterator<Item = (&'a Hash128, &'a [(EmbeddingRow, i64)])>,
+    vectors: Vectors<'a>,
     query: &[f32],
     k: usize,
     passes: &dyn Fn(&str) -> bool,
@@ -119,8 +144,9 @@ fn best_of<'a>(
     for (chunk_id, rows) in candidates {
         let best = rows
             .iter()
-            .filter(|(row, n)| *n > 0 && row.vector.0.len() == query.len())
-            .map(|(row, _)| dot(&row.vector.0, query))
+            .map(|(row, n)| (vectors.of(row), n))
+            .filter(|(vector, n)| **n > 0 && vector.len() == query.len())
+            .map(|(vector, _)| dot(vector, query))
             .max_by(f32::total_cmp);
         if let Some(score) = best
             && live.chunks.present(chunk_id).any(|c| passes(&c.doc_id))
@@ -165,11 +191,17 @@ pub(crate) fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn 
 }
 
 /// Cosine of `query` with the chunk's best live vector of the same length.
-pub(crate) fn best_similarity(live: &LiveState, chunk_id: &Hash128, query: &[f32]) -> Option<f32> {
+pub(crate) fn best_similarity(
+    live: &LiveState,
+    vectors: Vectors<'_>,
+    chunk_id: &Hash128,
+    query: &[f32],
+) -> Option<f32> {
     live.embeddings
         .present(chunk_id)
-        .filter(|row| row.vector.0.len() == query.len())
-        .map(|row| dot(&row.vector.0, query))
+        .map(|row| vectors.of(row))
+        .filter(|vector| vector.len() == query.len())
+        .map(|vector| dot(vector, query))
         .max_by(f32::total_cmp)
 }
 

@@ -54,6 +54,8 @@ pub(crate) struct SqlInputs {
     pub(crate) changes: Vec<(TableName, Vec<PathBuf>)>,
     /// The `drift` log.
     pub(crate) drift: RecordBatch,
+    /// Absolute paths of every table's snapshot files (all versions).
+    pub(crate) snapshots: Vec<(TableName, Vec<PathBuf>)>,
 }
 
 /// Rows per batch handed to DataFusion from the live tables.
@@ -93,6 +95,10 @@ fn register(ctx: &SessionContext, inputs: &SqlInputs) -> Result<()> {
     }
     let drift = MemTable::try_new(inputs.drift.schema(), vec![vec![inputs.drift.clone()]]).map_err(sql_error)?;
     ctx.register_table("drift", Arc::new(drift)).map_err(sql_error)?;
+    for (table, files) in &inputs.snapshots {
+        let provider = change_log(table.change_schema(inputs.dim), files).map_err(sql_error)?;
+        ctx.register_table(format!("{table}_snapshots"), provider).map_err(sql_error)?;
+    }
     for (table, files) in &inputs.changes {
         let provider = change_log(table.change_schema(inputs.dim), files).map_err(sql_error)?;
         ctx.register_table(format!("{table}_changes"), provider).map_err(sql_error)?;

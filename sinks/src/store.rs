@@ -42,6 +42,26 @@ pub struct CommitStats {
     pub write_ms: f64,
 }
 
+/// A map applied to every stored vector and every query before vector
+/// search (an embedding adapter): the index holds the projected vectors,
+/// the `embeddings` table keeps the base ones.
+pub trait VectorProjection: Send + Sync + fmt::Debug {
+    /// A name for logs and status (e.g. the model version).
+    fn id(&self) -> &str;
+    /// The projected vector (same length, L2-normalised).
+    fn project(&self, vector: &[f32]) -> Vec<f32>;
+}
+
+/// What a [`Store::set_projection`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectionSwitch {
+    /// The committed epoch from which searches use the new projection.
+    pub epoch: u64,
+    /// Vectors re-projected (none were re-encoded).
+    pub vectors: usize,
+    pub seconds: f64,
+}
+
 /// What one [`Store::snapshot`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -84,6 +104,23 @@ struct State {
     vectors: VectorIndex,
     /// Every committed `drift` row, in epoch order.
     drift: Vec<DriftRow>,
+    /// The active projection and the projected live vectors (by chunk).
+    projection: Option<Arc<dyn VectorProjection>>,
+    projected: HashMap<Hash128, Vec<f32>>,
+}
+
+impl State {
+    fn vectors(&self) -> crate::search::Vectors<'_> {
+        crate::search::Vectors { projected: self.projection.as_ref().map(|_| &self.projected) }
+    }
+
+    /// The query as the index sees it.
+    fn query<'q>(&self, query: &'q [f32]) -> std::borrow::Cow<'q, [f32]> {
+        match &self.projection {
+            Some(p) if !query.is_empty() => std::borrow::Cow::Owned(p.project(query)),
+            _ => std::borrow::Cow::Borrowed(query),
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -169,7 +206,16 @@ impl Store {
         for file in manifest.drift_files(manifest.committed_epoch) {
             drift.extend(read_drift(&dir.join(file))?);
         }
-        let state = State { committed: manifest.committed_epoch, manifest, live, text, vectors, drift };
+        let state = State {
+            committed: manifest.committed_epoch,
+            manifest,
+            live,
+            text,
+            vectors,
+            drift,
+            projection: None,
+            projected: HashMap::new(),
+        };
         Ok(Store { dir, dim, writer: Mutex::new(()), state: RwLock::new(state), batches: Mutex::default() })
     }
 
@@ -266,12 +312,33 @@ impl Store {
 
         // New vectors go into the graph before the epoch is published, beside
         // searches (which skip them until then): the write lock below stays short.
-        let added: Vec<(Hash128, &str, &[f32])> = parts
-            .iter()
-            .flat_map(|(_, u)| u.embeddings.iter())
-            .filter(|(_, diff)| *diff > 0)
-            .map(|(e, _)| (e.chunk_id, e.model_id.as_str(), e.vector.0.as_slice()))
-            .collect();
+        // With an adapter active, the graph takes the projected vectors (projected here,
+        // outside the locks; the writer lock keeps the projection from changing meanwhile).
+        let projection = self.state.read().projection.clone();
+        let projected: Vec<(Hash128, Vec<f32>)> = match &projection {
+            Some(p) => parts
+                .iter()
+                .flat_map(|(_, u)| u.embeddings.iter())
+                .filter(|(_, diff)| *diff > 0)
+                .map(|(e, _)| (e.chunk_id, p.project(&e.vector.0)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let added: Vec<(Hash128, &str, &[f32])> = match &projection {
+            Some(_) => parts
+                .iter()
+                .flat_map(|(_, u)| u.embeddings.iter())
+                .filter(|(_, diff)| *diff > 0)
+                .zip(&projected)
+                .map(|((e, _), (_, v))| (e.chunk_id, e.model_id.as_str(), v.as_slice()))
+                .collect(),
+            None => parts
+                .iter()
+                .flat_map(|(_, u)| u.embeddings.iter())
+                .filter(|(_, diff)| *diff > 0)
+                .map(|(e, _)| (e.chunk_id, e.model_id.as_str(), e.vector.0.as_slice()))
+                .collect(),
+        };
         let mut staged = match self.state.write().vectors.stage(&added) {
             Ok(staged) => Some(staged),
             Err(e) => {
@@ -299,7 +366,17 @@ impl Store {
         for (_, updates) in parts {
             state.live.apply(updates, epoch);
         }
-        let State { live, text, vectors, .. } = &mut *state;
+        let State { live, text, vectors, projection, projected: projected_live, .. } = &mut *state;
+        if projection.is_some() {
+            for (chunk_id, vector) in projected {
+                projected_live.insert(chunk_id, vector);
+            }
+            for (chunk_id, _) in &touched_vectors {
+                if live.embeddings.present(chunk_id).next().is_none() {
+                    projected_live.remove(chunk_id);
+                }
+            }
+        }
         // The vector index follows the live embeddings row by row: staged rows
         // become visible, rows no longer live are removed.
         let present =
@@ -364,7 +441,10 @@ impl Store {
         self.state.write().manifest = manifest;
         // The graph too, so a restart loads it instead of rebuilding it (best effort: a
         // missing or damaged file only means a rebuild).
-        if let Err(e) = self.state.read().vectors.save(&self.dir.join(INDEX_DIR), version) {
+        let state = self.state.read();
+        if state.projection.is_some() {
+            tracing::debug!(version, "vector index not saved: it holds projected vectors (rebuilt on open)");
+        } else if let Err(e) = state.vectors.save(&self.dir.join(INDEX_DIR), version) {
             tracing::warn!(version, error = %e, "could not save the vector index with the snapshot");
         }
         tracing::info!(version, epoch, "wrote snapshot");
@@ -386,6 +466,12 @@ impl Store {
     /// The current chunks, sorted.
     pub fn current_chunks(&self) -> Vec<ChunkRow> {
         self.state.read().live.chunks.current().into_iter().cloned().collect()
+    }
+
+    /// The current instruct samples, sorted, and the epoch they are at.
+    pub fn current_instruct(&self) -> (u64, Vec<twinflow_schemas::InstructRow>) {
+        let state = self.state.read();
+        (state.committed, state.live.instruct.current().into_iter().cloned().collect())
     }
 
     /// The current embeddings, sorted (to seed the embedding cache).
@@ -425,8 +511,10 @@ impl Store {
             let keys = allowed_chunks.as_ref().map(|ids| Arc::new(ids.iter().map(|id| id.0.to_be_bytes()).collect()));
             state.text.search(text, n, keys)
         };
-        let nearest =
-            |n: usize| crate::search::planned_top_k(live, &state.vectors, vector, n, allowed_chunks.as_ref(), exact);
+        let query = state.query(vector);
+        let nearest = |n: usize| {
+            crate::search::planned_top_k(live, state.vectors(), &state.vectors, &query, n, allowed_chunks.as_ref(), exact)
+        };
         let hits = match mode {
             SearchMode::Vector => nearest(k)?
                 .into_iter()
@@ -478,7 +566,8 @@ impl Store {
     /// `filter`, applied during the scan (so `k` is filled when enough match).
     pub fn search_filtered(&self, query: &[f32], k: usize, filter: &SearchFilter) -> (u64, Vec<SearchHit>) {
         let state = self.state.read();
-        (state.committed, crate::search::top_k(&state.live, query, k, filter))
+        let query = state.query(query);
+        (state.committed, crate::search::top_k(&state.live, state.vectors(), &query, k, filter))
     }
 
     /// The authors and kinds of the current documents, each with its number of documents.
@@ -499,7 +588,53 @@ impl Store {
     /// length (`None` for a chunk without one); for reranking.
     pub fn similarities(&self, query: &[f32], chunk_ids: &[Hash128]) -> Vec<Option<f32>> {
         let state = self.state.read();
-        chunk_ids.iter().map(|id| crate::search::best_similarity(&state.live, id, query)).collect()
+        let query = state.query(query);
+        chunk_ids.iter().map(|id| crate::search::best_similarity(&state.live, state.vectors(), id, &query)).collect()
+    }
+
+    /// Makes vector search use `projection` (an adapter; `None`: the base
+    /// vectors): every live vector is re-projected from the stored base
+    /// vector (nothing is re-encoded) into a new index, built while searches
+    /// go on against the current one; then both switch under the write lock,
+    /// so every search sees one projection, at one committed epoch. Commits
+    /// wait meanwhile.
+    pub fn set_projection(&self, projection: Option<Arc<dyn VectorProjection>>) -> Result<ProjectionSwitch> {
+        let started = Instant::now();
+        let _writer = self.writer.lock();
+        let (mut index, projected) = {
+            let state = self.state.read();
+            let rows = state.live.embeddings.current();
+            let projected: HashMap<Hash128, Vec<f32>> = match &projection {
+                Some(p) => rows.iter().map(|r| (r.chunk_id, p.project(&r.vector.0))).collect(),
+                None => HashMap::new(),
+            };
+            let mut index = VectorIndex::new(self.dim, &state.vectors.config())?;
+            for row in &rows {
+                let vector = projected.get(&row.chunk_id).map_or(row.vector.0.as_slice(), Vec::as_slice);
+                index.set(row.chunk_id, &row.model_id, Some(vector))?;
+            }
+            (index, projected)
+        };
+        let vectors = index.len();
+        let mut state = self.state.write();
+        std::mem::swap(&mut state.vectors, &mut index);
+        state.projected = projected;
+        tracing::info!(
+            epoch = state.committed,
+            projection = projection.as_ref().map(|p| p.id()).unwrap_or("none"),
+            vectors,
+            "vector search switched projection"
+        );
+        state.projection = projection;
+        let epoch = state.committed;
+        drop(state);
+        drop(index);
+        Ok(ProjectionSwitch { epoch, vectors, seconds: started.elapsed().as_secs_f64() })
+    }
+
+    /// The id of the active projection, if any.
+    pub fn projection(&self) -> Option<String> {
+        self.state.read().projection.as_ref().map(|p| p.id().to_owned())
     }
 
     /// Sizes of the approximate vector index.
@@ -550,7 +685,14 @@ impl Store {
             changes.push((table, files.iter().map(|f| self.dir.join(f)).collect()));
         }
         let drift = drift_batch(&state.drift)?;
-        Ok(SqlInputs { epoch: state.committed, dim: self.dim, current, changes, drift })
+        let snapshots = TableName::ALL
+            .iter()
+            .map(|table| {
+                let files = state.manifest.snapshots.iter().filter_map(|s| s.files.get(table.as_str())).flatten();
+                (*table, files.map(|f| self.dir.join(f)).collect())
+            })
+            .collect();
+        Ok(SqlInputs { epoch: state.committed, dim: self.dim, current, changes, drift, snapshots })
     }
 }
 

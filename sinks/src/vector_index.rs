@@ -114,6 +114,11 @@ impl VectorIndex {
         })
     }
 
+    /// The settings it was built with.
+    pub(crate) fn config(&self) -> AnnConfig {
+        self.config.clone()
+    }
+
     /// Vectors indexed.
     pub fn len(&self) -> usize {
         self.keys.len()

@@ -8,6 +8,7 @@
 //! | `rag.rs` | `POST /v1/rag` (answers with citations and step timings) |
 //! | `chat.rs` | `POST /v1/chat/completions` (OpenAI's format, SSE streaming, answered by RAG) |
 //! | `sql.rs` | `POST /v1/sql` |
+//! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train`, `POST /v1/models/{v}/promote`, `POST /v1/models/rollback` |
 //! | `status.rs` | `GET /v1/status`, `GET /healthz`, `POST /v1/snapshots` |
 //! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }` |
 
@@ -27,6 +28,7 @@ pub mod chat;
 pub mod documents;
 pub mod embeddings;
 pub mod error;
+pub mod models;
 pub mod rag;
 pub mod search;
 pub mod sql;
@@ -47,6 +49,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/rag", post(rag::rag))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/sql", post(sql::sql))
+        .route("/v1/drift", get(models::drift))
+        .route("/v1/datasets", get(models::datasets))
+        .route("/v1/datasets/{name}/versions/{version}", get(models::dataset_version))
+        .route("/v1/models", get(models::models))
+        .route("/v1/models/train", post(models::train))
+        .route("/v1/models/{version}/promote", post(models::promote))
+        .route("/v1/models/rollback", post(models::rollback))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)

@@ -32,6 +32,12 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
         texts_waiting: stats.texts_queued.saturating_sub(stats.texts_embedded),
         uptime_s: app.started.elapsed().as_secs_f64(),
         data_dir: app.config.storage.data_dir.display().to_string(),
+        drift: super::models::drift_json(&app, 3),
+        models: serde_json::json!({
+            "active": app.training.active_name(),
+            "search_projection": app.store.projection(),
+            "training": app.training.status(),
+        }),
     })
 }
 

@@ -1,0 +1,285 @@
+//! The model registry: versioned model directories on disk, and which
+//! version is active.
+//!
+//! ```text
+//!  <registry>/registry.json           { "active": 2, "events": [ {at_ms, action, version, reason} ] }
+//!  <registry>/v1/card.json            the model card (lineage, training, metrics, decision)
+//!  <registry>/v1/adapter.safetensors  the weights
+//!  <registry>/v1/<extra files>        e.g. the drift reference of its training data
+//! ```
+//! A version directory is written under a temporary name and renamed into
+//! place, and `registry.json` is replaced atomically: a crash leaves the
+//! previous or the next registry, never half a version.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{Adapter, AdapterTraining, TrainingReport};
+use crate::error::{Error, Result};
+
+const INDEX_FILE: &str = "registry.json";
+const CARD_FILE: &str = "card.json";
+const WEIGHTS_FILE: &str = "adapter.safetensors";
+
+/// The dataset version a model was trained on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    pub name: String,
+    pub version: u64,
+    /// The committed epoch the dataset reflects.
+    pub epoch: u64,
+    pub content_hash: String,
+    pub train_pairs: usize,
+    pub test_pairs: usize,
+}
+
+/// Held-out evaluation of a candidate against the base model and the
+/// model it would replace, on the same test split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// k of recall@k.
+    pub k: usize,
+    /// Test queries evaluated.
+    pub queries: usize,
+    /// Chunks searched (the whole live corpus at the dataset's epoch).
+    pub corpus: usize,
+    /// recall@k of the base model (no adapter).
+    pub base: f64,
+    /// recall@k of the active model when training started (the base model if none).
+    pub parent: f64,
+    /// recall@k of the candidate.
+    pub candidate: f64,
+}
+
+/// Everything known about one model version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub version: u64,
+    /// `embedding-adapter`.
+    pub kind: String,
+    /// The frozen encoder it adapts.
+    pub base_model: String,
+    pub dim: usize,
+    pub created_at_ms: i64,
+    /// The version active when it was trained (`None`: the base model).
+    pub parent: Option<u64>,
+    pub dataset: DatasetRef,
+    /// Why it was trained: the drift trigger, or `manual`.
+    pub trigger: serde_json::Value,
+    pub training: AdapterTraining,
+    pub report: TrainingReport,
+    pub evaluation: Evaluation,
+    /// Whether evaluation allowed promotion, and why.
+    pub promotable: bool,
+    pub decision: String,
+}
+
+/// One change of the active version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistryEvent {
+    pub at_ms: i64,
+    /// `register`, `promote` or `rollback`.
+    pub action: String,
+    pub version: Option<u64>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Index {
+    active: Option<u64>,
+    /// Versions active before the current one, oldest first (`None`: the base model).
+    previous: Vec<Option<u64>>,
+    events: Vec<RegistryEvent>,
+}
+
+/// A registry directory. Cheap to open; every call reads what is on disk.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// Opens (creating) the registry at `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn index(&self) -> Result<Index> {
+        let path = self.dir.join(INDEX_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Config { path, reason: format!("the registry index is damaged: {e}") }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn store_index(&self, index: &Index) -> Result<()> {
+        let path = self.dir.join(INDEX_FILE);
+        let bytes = serde_json::to_vec_pretty(index).map_err(|e| Error::Inference(e.to_string()))?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// The directory of `version`.
+    pub fn version_dir(&self, version: u64) -> PathBuf {
+        self.dir.join(format!("v{version}"))
+    }
+
+    /// Every registered version's card, oldest first.
+    pub fn list(&self) -> Result<Vec<ModelCard>> {
+        let mut cards = BTreeMap::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(version) = name.strip_prefix('v').and_then(|v| v.parse::<u64>().ok()) {
+                cards.insert(version, self.card(version)?);
+            }
+        }
+        Ok(cards.into_values().collect())
+    }
+
+    /// The card of `version`.
+    pub fn card(&self, version: u64) -> Result<ModelCard> {
+        let path = self.version_dir(version).join(CARD_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Config { path, reason: e.to_string() })
+    }
+
+    /// The adapter of `version`.
+    pub fn adapter(&self, version: u64) -> Result<Adapter> {
+        Adapter::load(&self.version_dir(version).join(WEIGHTS_FILE))
+    }
+
+    /// The active version (`None`: the base model).
+    pub fn active(&self) -> Result<Option<u64>> {
+        Ok(self.index()?.active)
+    }
+
+    /// The change history, oldest first.
+    pub fn events(&self) -> Result<Vec<RegistryEvent>> {
+        Ok(self.index()?.events)
+    }
+
+    /// Registers a new version with its weights and `extra` files (name →
+    /// bytes); returns its number (`card.version` is set here).
+    pub fn register(&self, mut card: ModelCard, adapter: &Adapter, extra: &[(&str, Vec<u8>)]) -> Result<ModelCard> {
+        let mut index = self.index()?;
+        let version = self.list()?.iter().map(|c| c.version).max().unwrap_or(0) + 1;
+        card.version = version;
+        let tmp = self.dir.join(format!(".v{version}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        adapter.save(&tmp.join(WEIGHTS_FILE))?;
+        let json = serde_json::to_vec_pretty(&card).map_err(|e| Error::Inference(e.to_string()))?;
+        std::fs::write(tmp.join(CARD_FILE), json).map_err(|e| Error::io(&tmp, e))?;
+        for (name, bytes) in extra {
+            std::fs::write(tmp.join(name), bytes).map_err(|e| Error::io(&tmp, e))?;
+        }
+        let dir = self.version_dir(version);
+        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        index.events.push(RegistryEvent {
+            at_ms: now_ms(),
+            action: "register".into(),
+            version: Some(version),
+            reason: card.decision.clone(),
+        });
+        self.store_index(&index)?;
+        Ok(card)
+    }
+
+    /// Makes `version` the active model.
+    pub fn promote(&self, version: u64, reason: &str) -> Result<()> {
+        self.card(version)?;
+        let mut index = self.index()?;
+        if index.active == Some(version) {
+            return Ok(());
+        }
+        let before = index.active;
+        index.previous.push(before);
+        index.active = Some(version);
+        index.events.push(RegistryEvent { at_ms: now_ms(), action: "promote".into(), version: Some(version), reason: reason.into() });
+        self.store_index(&index)
+    }
+
+    /// Makes the previously active version (or the base model) active again;
+    /// returns it. An error when nothing was promoted before.
+    pub fn rollback(&self, reason: &str) -> Result<Option<u64>> {
+        let mut index = self.index()?;
+        let Some(previous) = index.previous.pop() else {
+            return Err(Error::Config { path: self.dir.join(INDEX_FILE), reason: "nothing to roll back to".into() });
+        };
+        index.active = previous;
+        index.events.push(RegistryEvent { at_ms: now_ms(), action: "rollback".into(), version: previous, reason: reason.into() });
+        self.store_index(&index)?;
+        Ok(previous)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> ModelCard {
+        ModelCard {
+            version: 0,
+            kind: "embedding-adapter".into(),
+            base_model: "base".into(),
+            dim: 2,
+            created_at_ms: 1,
+            parent: None,
+            dataset: DatasetRef {
+                name: "instruct".into(),
+                version: 1,
+                epoch: 3,
+                content_hash: "h".into(),
+                train_pairs: 10,
+                test_pairs: 2,
+            },
+            trigger: serde_json::json!("manual"),
+            training: AdapterTraining::default(),
+            report: TrainingReport { pairs: 10, steps: 1, epoch_losses: vec![1.0], seconds: 0.1, distance_from_identity: 0.0 },
+            evaluation: Evaluation { k: 10, queries: 2, corpus: 5, base: 0.5, parent: 0.5, candidate: 0.6 },
+            promotable: true,
+            decision: "better".into(),
+        }
+    }
+
+    #[test]
+    fn register_promote_rollback() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::open(dir.path()).expect("opens");
+        assert_eq!(registry.active().expect("reads"), None);
+        let v1 = registry.register(card(), &Adapter::identity(2), &[("extra.json", b"{}".to_vec())]).expect("v1");
+        let v2 = registry.register(card(), &Adapter::identity(2), &[]).expect("v2");
+        assert_eq!((v1.version, v2.version), (1, 2));
+        assert!(registry.version_dir(1).join("extra.json").exists());
+        registry.promote(1, "test").expect("promoted");
+        registry.promote(2, "test").expect("promoted");
+        assert_eq!(registry.active().expect("reads"), Some(2));
+        assert_eq!(registry.rollback("test").expect("rolled back"), Some(1));
+        assert_eq!(registry.rollback("test").expect("rolled back"), None);
+        assert!(registry.rollback("test").is_err());
+        assert!(registry.promote(9, "missing").is_err());
+        assert_eq!(registry.list().expect("lists").len(), 2);
+        assert_eq!(registry.adapter(2).expect("weights"), Adapter::identity(2));
+        let actions: Vec<_> = registry.events().expect("events").into_iter().map(|e| e.action).collect();
+        assert_eq!(actions, ["register", "register", "promote", "promote", "rollback", "rollback"]);
+    }
+}

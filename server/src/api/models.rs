@@ -1,0 +1,163 @@
+//! The training loop over HTTP: drift, dataset versions, the model registry
+//! and the training job.
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /v1/drift` | the monitor's state and the latest `drift` rows |
+//! | `GET /v1/datasets` | dataset versions (snapshots) with lineage |
+//! | `GET /v1/datasets/{name}/versions/{v}` | one version: files, rows, models trained on it |
+//! | `GET /v1/models` | active model, every version's card, registry events, training job |
+//! | `POST /v1/models/train` | start a training run (202; 409 `training_running`) |
+//! | `POST /v1/models/{version}/promote` | make a version active (search switches at an epoch) |
+//! | `POST /v1/models/rollback` | back to the previously active model |
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use twinflow_schemas::api::ErrorCode;
+
+use super::ApiError;
+use crate::app::App;
+
+/// Drift rows returned by `GET /v1/drift`.
+const RECENT_DRIFT_ROWS: usize = 30;
+
+/// Handler of `GET /v1/drift`.
+pub async fn drift(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(drift_json(&app, RECENT_DRIFT_ROWS))
+}
+
+/// The monitor's state and the last `recent` drift rows.
+pub(crate) fn drift_json(app: &App, recent: usize) -> Value {
+    let Some(monitor) = &app.training.monitor else {
+        return json!({ "enabled": false });
+    };
+    let state = monitor.lock().state();
+    let rows = app.store.drift_rows(0);
+    let recent_rows = &rows[rows.len().saturating_sub(recent)..];
+    json!({ "state": state, "recent": recent_rows })
+}
+
+/// Handler of `GET /v1/datasets`.
+pub async fn datasets(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let manifest = app.store.manifest();
+    let cards = app.training.registry.list().map_err(ApiError::internal)?;
+    let versions: Vec<Value> = manifest
+        .snapshots
+        .iter()
+        .map(|s| {
+            let models: Vec<u64> = cards.iter().filter(|c| c.dataset.version == s.version).map(|c| c.version).collect();
+            json!({
+                "version": s.version,
+                "epoch": s.epoch,
+                "created_at_ms": s.created_at_ms,
+                "rows": s.rows.get("instruct"),
+                "models": models,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "datasets": [ { "name": "instruct", "versions": versions } ] })))
+}
+
+/// Handler of `GET /v1/datasets/{name}/versions/{version}`.
+pub async fn dataset_version(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, u64)>,
+) -> Result<Json<Value>, ApiError> {
+    if name != "instruct" {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no dataset {name:?}; datasets: instruct")));
+    }
+    let manifest = app.store.manifest();
+    let Some(snapshot) = manifest.snapshots.iter().find(|s| s.version == version) else {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("dataset instruct has no version {version}")));
+    };
+    let cards = app.training.registry.list().map_err(ApiError::internal)?;
+    let models: Vec<Value> = cards
+        .iter()
+        .filter(|c| c.dataset.version == version)
+        .map(|c| json!({ "version": c.version, "dataset": c.dataset, "evaluation": c.evaluation }))
+        .collect();
+    let data_dir = app.store.data_dir();
+    let files: Vec<String> = snapshot
+        .files
+        .get("instruct")
+        .into_iter()
+        .flatten()
+        .map(|f| data_dir.join(f).display().to_string())
+        .collect();
+    Ok(Json(json!({
+        "name": "instruct",
+        "version": version,
+        "epoch": snapshot.epoch,
+        "created_at_ms": snapshot.created_at_ms,
+        "rows": snapshot.rows,
+        "files": files,
+        "sql": format!("SELECT * FROM instruct_snapshots WHERE _epoch = {}", snapshot.epoch),
+        "lineage": { "source_epoch": snapshot.epoch, "models": models },
+    })))
+}
+
+/// Handler of `GET /v1/models`.
+pub async fn models(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let registry = &app.training.registry;
+    let cards = registry.list().map_err(ApiError::internal)?;
+    let events = registry.events().map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "active": app.training.active_name(),
+        "base_model": app.engine.embedder().model_id(),
+        "search_projection": app.store.projection(),
+        "versions": cards,
+        "events": events,
+        "training": app.training.status(),
+    })))
+}
+
+/// Handler of `POST /v1/models/train`.
+pub async fn train(State(app): State<Arc<App>>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let started = app
+        .training
+        .start(app.store.clone(), app.engine.embedder().clone(), json!("manual"))
+        .map_err(ApiError::internal)?;
+    if !started {
+        return Err(ApiError::new(ErrorCode::TrainingRunning, "a training run is in progress; see GET /v1/models"));
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "started": true, "training": app.training.status() }))))
+}
+
+/// Handler of `POST /v1/models/{version}/promote`.
+pub async fn promote(State(app): State<Arc<App>>, Path(version): Path<u64>) -> Result<Json<Value>, ApiError> {
+    if app.training.registry.card(version).is_err() {
+        return Err(ApiError::new(ErrorCode::ModelNotFound, format!("no model version {version}")));
+    }
+    if app.training.is_running() {
+        return Err(ApiError::new(ErrorCode::TrainingRunning, "a training run is in progress; retry when it is done"));
+    }
+    let blocking = app.clone();
+    let epoch = tokio::task::spawn_blocking(move || {
+        blocking.training.activate(&blocking.store, version, "promoted by request")
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "active": format!("adapter-v{version}"), "switched_at_epoch": epoch })))
+}
+
+/// Handler of `POST /v1/models/rollback`.
+pub async fn rollback(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    if app.training.is_running() {
+        return Err(ApiError::new(ErrorCode::TrainingRunning, "a training run is in progress; retry when it is done"));
+    }
+    if app.training.registry.events().map_err(ApiError::internal)?.iter().all(|e| e.action != "promote") {
+        return Err(ApiError::new(ErrorCode::NotFound, "no model was ever promoted: nothing to roll back to"));
+    }
+    let blocking = app.clone();
+    let previous = tokio::task::spawn_blocking(move || blocking.training.rollback(&blocking.store))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(ErrorCode::NotFound, format!("{e:#}")))?;
+    Ok(Json(json!({ "active": previous.map_or("base".to_owned(), |v| format!("adapter-v{v}")) })))
+}
