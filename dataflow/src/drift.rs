@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use twinflow_schemas::config::DriftConfig;
-use twinflow_schemas::drift::{DRIFT_METRICS, to_fixed};
+use twinflow_schemas::drift::{DRIFT_METRICS, FIXED_SCALE, to_fixed};
 use twinflow_schemas::{DriftRow, DriftStats, Hash128};
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -58,6 +58,7 @@ impl DriftFeatures {
             return stats;
         }
         stats.vector_sum = vector.iter().map(|x| to_fixed(*x)).collect();
+        stats.vector_sq = to_fixed(vector.iter().map(|x| x * x).sum());
         stats.feature_sum = self
             .omega
             .chunks_exact(self.dim)
@@ -67,6 +68,7 @@ impl DriftFeatures {
                 to_fixed(self.scale * (dot + b).cos())
             })
             .collect();
+        stats.feature_sq = stats.feature_sum.iter().map(|f| to_fixed(((*f as f64 / FIXED_SCALE).powi(2)) as f32)).sum();
         stats
     }
 
@@ -124,13 +126,31 @@ pub struct DriftMetrics {
 
 impl DriftMetrics {
     /// The metrics of `window` against `reference` (`None` when either holds no vectors).
+    ///
+    /// Both the mean shift and the MMD use unbiased estimates of the
+    /// squared norms of the means (each sample's pairs with itself left out,
+    /// `(‖Σx‖² − Σ‖x‖²) / n(n−1)`): the plain estimates grow by about
+    /// `1/n` for samples of `n` chunks, which for windows of a few hundred
+    /// chunks is as large as the drift between eras.
     pub fn between(reference: &DriftStats, window: &DriftStats) -> Option<DriftMetrics> {
-        let (mr, mw) = (reference.mean()?, window.mean()?);
-        let (fr, fw) = (reference.mean_features()?, window.mean_features()?);
-        let dot: f64 = mr.iter().zip(&mw).map(|(a, b)| a * b).sum();
-        let norms = mr.iter().map(|a| a * a).sum::<f64>().sqrt() * mw.iter().map(|b| b * b).sum::<f64>().sqrt();
-        let mean_shift = if norms > 0.0 { 1.0 - dot / norms } else { 0.0 };
-        let mmd = fr.iter().zip(&fw).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+        if reference.vectors <= 0 || window.vectors <= 0 {
+            return None;
+        }
+        let (nr, nw) = (reference.vectors as f64, window.vectors as f64);
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        // ‖mean‖², unbiased when there are two or more samples.
+        let mean_sq = |sum: &[f64], sq: i64, n: f64| {
+            let plain = dot(sum, sum);
+            if n >= 2.0 { (plain - sq as f64 / FIXED_SCALE) / (n * (n - 1.0)) } else { plain / (n * n) }
+        };
+        let (sr, sw) = (reference.vector_sum_f64(), window.vector_sum_f64());
+        let cross = dot(&sr, &sw) / (nr * nw);
+        let (r2, w2) = (mean_sq(&sr, reference.vector_sq, nr), mean_sq(&sw, window.vector_sq, nw));
+        let mean_shift = if r2 > 0.0 && w2 > 0.0 { (1.0 - cross / (r2 * w2).sqrt()).clamp(0.0, 2.0) } else { 0.0 };
+        let (fr, fw) = (reference.feature_sum_f64(), window.feature_sum_f64());
+        let mmd2 = mean_sq(&fr, reference.feature_sq, nr) + mean_sq(&fw, window.feature_sq, nw)
+            - 2.0 * dot(&fr, &fw) / (nr * nw);
+        let mmd = mmd2.max(0.0).sqrt();
         let oov_rate = oov_rate(&reference.vocabulary, &window.vocabulary, window.words);
         Some(DriftMetrics { mean_shift, mmd, oov_rate })
     }

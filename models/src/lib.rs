@@ -45,8 +45,8 @@ pub mod llama;
 pub mod registry;
 mod tokenize;
 
-pub use burn::tensor::Device;
 pub use adapter::{Adapter, AdapterTraining, TrainingReport, recall_at_k, train_adapter};
+pub use burn::tensor::Device;
 pub use encoder::{DEFAULT_BATCH_SIZE, SentenceEncoder};
 pub use error::{Error, Result};
 pub use fetch::{default_cache_dir, fetch_minilm, fetch_smollm2};

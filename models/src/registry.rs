@@ -204,7 +204,12 @@ impl Registry {
         let before = index.active;
         index.previous.push(before);
         index.active = Some(version);
-        index.events.push(RegistryEvent { at_ms: now_ms(), action: "promote".into(), version: Some(version), reason: reason.into() });
+        index.events.push(RegistryEvent {
+            at_ms: now_ms(),
+            action: "promote".into(),
+            version: Some(version),
+            reason: reason.into(),
+        });
         self.store_index(&index)
     }
 
@@ -216,7 +221,12 @@ impl Registry {
             return Err(Error::Config { path: self.dir.join(INDEX_FILE), reason: "nothing to roll back to".into() });
         };
         index.active = previous;
-        index.events.push(RegistryEvent { at_ms: now_ms(), action: "rollback".into(), version: previous, reason: reason.into() });
+        index.events.push(RegistryEvent {
+            at_ms: now_ms(),
+            action: "rollback".into(),
+            version: previous,
+            reason: reason.into(),
+        });
         self.store_index(&index)?;
         Ok(previous)
     }
@@ -254,7 +264,13 @@ mod tests {
             },
             trigger: serde_json::json!("manual"),
             training: AdapterTraining::default(),
-            report: TrainingReport { pairs: 10, steps: 1, epoch_losses: vec![1.0], seconds: 0.1, distance_from_identity: 0.0 },
+            report: TrainingReport {
+                pairs: 10,
+                steps: 1,
+                epoch_losses: vec![1.0],
+                seconds: 0.1,
+                distance_from_identity: 0.0,
+            },
             evaluation: Evaluation { k: 10, queries: 2, corpus: 5, base: 0.5, parent: 0.5, candidate: 0.6 },
             promotable: true,
             decision: "better".into(),

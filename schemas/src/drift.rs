@@ -31,6 +31,11 @@ pub struct DriftStats {
     pub vector_sum: Vec<i64>,
     /// Σ random Fourier features of the vectors, fixed point.
     pub feature_sum: Vec<i64>,
+    /// Σ ‖vector‖², fixed point (for the unbiased estimates: a sample's own
+    /// pairs are left out of its mean's norm).
+    pub vector_sq: i64,
+    /// Σ ‖features‖², fixed point.
+    pub feature_sq: i64,
     /// Texts counted.
     pub texts: i64,
     /// Σ words over the texts.
@@ -46,6 +51,8 @@ impl DriftStats {
             && self.texts == 0
             && self.words == 0
             && self.vocabulary.is_empty()
+            && self.vector_sq == 0
+            && self.feature_sq == 0
             && self.vector_sum.iter().all(|v| *v == 0)
             && self.feature_sum.iter().all(|v| *v == 0)
     }
@@ -55,11 +62,23 @@ impl DriftStats {
         self.vectors += sign * other.vectors;
         add_vec(&mut self.vector_sum, &other.vector_sum, sign);
         add_vec(&mut self.feature_sum, &other.feature_sum, sign);
+        self.vector_sq += sign * other.vector_sq;
+        self.feature_sq += sign * other.feature_sq;
         self.texts += sign * other.texts;
         self.words += sign * other.words;
         if !other.vocabulary.is_empty() {
             self.vocabulary = merge_counts(&self.vocabulary, &other.vocabulary, sign);
         }
+    }
+
+    /// `Σ vector` in floating point.
+    pub fn vector_sum_f64(&self) -> Vec<f64> {
+        self.vector_sum.iter().map(|s| *s as f64 / FIXED_SCALE).collect()
+    }
+
+    /// `Σ features` in floating point.
+    pub fn feature_sum_f64(&self) -> Vec<f64> {
+        self.feature_sum.iter().map(|s| *s as f64 / FIXED_SCALE).collect()
     }
 
     /// The mean vector (`None` for no vectors).
@@ -162,6 +181,8 @@ mod tests {
             vectors: 1,
             vector_sum: vector.iter().map(|x| to_fixed(*x)).collect(),
             feature_sum: vector.iter().map(|x| to_fixed(x.cos())).collect(),
+            vector_sq: to_fixed(vector.iter().map(|x| x * x).sum()),
+            feature_sq: 0,
             texts: 1,
             words: words.iter().map(|(_, c)| c).sum(),
             vocabulary: words.to_vec(),

@@ -88,7 +88,9 @@ impl App {
                 let value = serde_json::json!({ "drift": trigger });
                 match training.start(store.clone(), engine.embedder().clone(), value) {
                     Ok(true) => tracing::info!(epoch = trigger.epoch, "retraining started by drift"),
-                    Ok(false) => tracing::info!(epoch = trigger.epoch, "drift triggered while a training run is in progress"),
+                    Ok(false) => {
+                        tracing::info!(epoch = trigger.epoch, "drift triggered while a training run is in progress")
+                    }
                     Err(e) => tracing::error!(error = %e, "could not start the training run"),
                 }
             };

@@ -398,8 +398,13 @@ fn print_drift(drift: &serde_json::Value) {
     let thresholds = &state["thresholds"];
     println!(
         "epoch {}  reference {} ({} chunks, epoch {})  window {} chunks from epoch {}  new since reference {}",
-        state["epoch"], state["reference"], state["reference_size"], state["reference_epoch"], state["window_size"],
-        state["window_start"], state["new_samples"]
+        state["epoch"],
+        state["reference"],
+        state["reference_size"],
+        state["reference_epoch"],
+        state["window_size"],
+        state["window_start"],
+        state["new_samples"]
     );
     for metric in ["mean_shift", "mmd", "oov_rate"] {
         let value = metrics[metric].as_f64();
@@ -413,7 +418,11 @@ fn print_drift(drift: &serde_json::Value) {
     }
     println!(
         "  trigger {}  ({} so far; last: {})",
-        if state["armed"].as_bool() == Some(true) { "armed" } else { "disarmed until drift falls below threshold × hysteresis" },
+        if state["armed"].as_bool() == Some(true) {
+            "armed"
+        } else {
+            "disarmed until drift falls below threshold × hysteresis"
+        },
         state["triggers"],
         state["last_trigger"]["epoch"].as_u64().map_or("never".to_owned(), |e| format!("epoch {e}"))
     );
@@ -422,9 +431,13 @@ fn print_drift(drift: &serde_json::Value) {
         for row in rows {
             println!(
                 "  {:<6} {:<13} {:<12} {:<11} {:<9.4} {:<10} {}",
-                row["epoch"], row["window_start"], row["window_size"],
-                row["metric"].as_str().unwrap_or(""), row["value"].as_f64().unwrap_or(0.0),
-                row["threshold"], row["triggered"]
+                row["epoch"],
+                row["window_start"],
+                row["window_size"],
+                row["metric"].as_str().unwrap_or(""),
+                row["value"].as_f64().unwrap_or(0.0),
+                row["threshold"],
+                row["triggered"]
             );
         }
     }
@@ -441,9 +454,16 @@ fn print_models(models: &serde_json::Value) {
         let e = &card["evaluation"];
         println!(
             "  v{:<3} dataset instruct v{} (epoch {}, {} train / {} test pairs)  recall@{}: base {:.4}, parent {:.4}, candidate {:.4}  {}",
-            card["version"], card["dataset"]["version"], card["dataset"]["epoch"], card["dataset"]["train_pairs"],
-            card["dataset"]["test_pairs"], e["k"], e["base"].as_f64().unwrap_or(0.0), e["parent"].as_f64().unwrap_or(0.0),
-            e["candidate"].as_f64().unwrap_or(0.0), card["decision"].as_str().unwrap_or("")
+            card["version"],
+            card["dataset"]["version"],
+            card["dataset"]["epoch"],
+            card["dataset"]["train_pairs"],
+            card["dataset"]["test_pairs"],
+            e["k"],
+            e["base"].as_f64().unwrap_or(0.0),
+            e["parent"].as_f64().unwrap_or(0.0),
+            e["candidate"].as_f64().unwrap_or(0.0),
+            card["decision"].as_str().unwrap_or("")
         );
     }
     let training = &models["training"];

@@ -127,7 +127,12 @@ impl Training {
         if let Some(version) = training.registry.active()? {
             let adapter = training.registry.adapter(version)?;
             let switch = store.set_projection(Some(projection(version, adapter)))?;
-            tracing::info!(version, vectors = switch.vectors, seconds = switch.seconds, "active embedding adapter loaded");
+            tracing::info!(
+                version,
+                vectors = switch.vectors,
+                seconds = switch.seconds,
+                "active embedding adapter loaded"
+            );
         }
         Ok(training)
     }
@@ -230,7 +235,12 @@ impl Training {
     }
 
     /// One whole run, synchronously.
-    pub fn run(&self, store: &Store, embedder: &dyn Embedder, trigger: serde_json::Value) -> anyhow::Result<TrainingOutcome> {
+    pub fn run(
+        &self,
+        store: &Store,
+        embedder: &dyn Embedder,
+        trigger: serde_json::Value,
+    ) -> anyhow::Result<TrainingOutcome> {
         let started = Instant::now();
         self.set_phase("snapshot");
         let snapshot = store.snapshot().context("the dataset snapshot failed")?;
@@ -243,10 +253,8 @@ impl Training {
         let position: HashMap<Hash128, usize> = corpus_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
 
         // Pairs: each sample's instruction and its source chunk. Newest documents first when capped.
-        let mut usable: Vec<_> = samples
-            .iter()
-            .filter(|s| s.chunk_ids.first().is_some_and(|id| vectors.contains_key(id)))
-            .collect();
+        let mut usable: Vec<_> =
+            samples.iter().filter(|s| s.chunk_ids.first().is_some_and(|id| vectors.contains_key(id))).collect();
         let content_hash = {
             let ids: Vec<u8> = usable.iter().flat_map(|s| s.sample_id.0.to_be_bytes()).collect();
             Hash128::of(&ids).to_hex()
@@ -275,11 +283,8 @@ impl Training {
         };
         let train_queries = encode(&train)?;
         let test_queries = encode(&test)?;
-        let pairs: Vec<(Vec<f32>, Vec<f32>)> = train
-            .iter()
-            .zip(train_queries)
-            .map(|(s, q)| (q, vectors[&s.chunk_ids[0]].clone()))
-            .collect();
+        let pairs: Vec<(Vec<f32>, Vec<f32>)> =
+            train.iter().zip(train_queries).map(|(s, q)| (q, vectors[&s.chunk_ids[0]].clone())).collect();
         let targets: Vec<usize> = test.iter().map(|s| position[&s.chunk_ids[0]]).collect();
         let corpus: Vec<Vec<f32>> = corpus_ids.iter().map(|id| vectors[id].clone()).collect();
         drop(vectors);
@@ -324,7 +329,10 @@ impl Training {
         };
         let promotable = candidate_recall > parent_recall;
         let decision = if promotable {
-            format!("promoted: recall@{k} {parent_recall:.4} → {candidate_recall:.4} on {} held-out queries", test_queries.len())
+            format!(
+                "promoted: recall@{k} {parent_recall:.4} → {candidate_recall:.4} on {} held-out queries",
+                test_queries.len()
+            )
         } else {
             format!(
                 "kept the active model: recall@{k} {candidate_recall:.4} is not above {parent_recall:.4} on {} held-out queries",

@@ -513,7 +513,15 @@ impl Store {
         };
         let query = state.query(vector);
         let nearest = |n: usize| {
-            crate::search::planned_top_k(live, state.vectors(), &state.vectors, &query, n, allowed_chunks.as_ref(), exact)
+            crate::search::planned_top_k(
+                live,
+                state.vectors(),
+                &state.vectors,
+                &query,
+                n,
+                allowed_chunks.as_ref(),
+                exact,
+            )
         };
         let hits = match mode {
             SearchMode::Vector => nearest(k)?

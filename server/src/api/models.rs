@@ -82,13 +82,8 @@ pub async fn dataset_version(
         .map(|c| json!({ "version": c.version, "dataset": c.dataset, "evaluation": c.evaluation }))
         .collect();
     let data_dir = app.store.data_dir();
-    let files: Vec<String> = snapshot
-        .files
-        .get("instruct")
-        .into_iter()
-        .flatten()
-        .map(|f| data_dir.join(f).display().to_string())
-        .collect();
+    let files: Vec<String> =
+        snapshot.files.get("instruct").into_iter().flatten().map(|f| data_dir.join(f).display().to_string()).collect();
     Ok(Json(json!({
         "name": "instruct",
         "version": version,

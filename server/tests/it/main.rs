@@ -3,6 +3,7 @@
 //! answers from the real SmolLM2 generator (`rag`).
 
 mod binary;
+mod drift;
 mod fixtures;
 mod minilm;
 mod rag;
