@@ -394,3 +394,92 @@ async fn hybrid_weights_come_from_the_config() {
     }
     app.shutdown().unwrap();
 }
+
+/// The training loop over HTTP with the hashing embedder: a manual run on a
+/// dataset snapshot, registry listing, promote and rollback switching the
+/// search projection, and the errors of each endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_datasets_models_train_promote_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::fixtures::app_with(dir.path(), |config| {
+        config.drift.min_samples = 10;
+        config.drift.window = 10;
+        config.training.batch_size = 8;
+        config.training.epochs = 2;
+    });
+    let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+    let json = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap();
+
+    // Nothing to roll back, no such version, no such dataset, too little data to train.
+    expect_error(&app, post("/v1/models/rollback", "application/json", ""), StatusCode::NOT_FOUND, ErrorCode::NotFound)
+        .await;
+    expect_error(
+        &app,
+        post("/v1/models/7/promote", "application/json", ""),
+        StatusCode::NOT_FOUND,
+        ErrorCode::ModelNotFound,
+    )
+    .await;
+    expect_error(&app, get("/v1/datasets/posts/versions/1"), StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+    expect_error(&app, get("/v1/datasets/instruct/versions/1"), StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+
+    let topics = ["rivers", "taxes", "ships", "farms", "roads", "mines", "banks", "forts", "ports", "mills"];
+    let body: String = (0..40)
+        .map(|i| {
+            let topic = format!("{} {i}", topics[i % topics.len()]);
+            upsert_line(&format!("doc-{i}"), &topic, &article(&format!("{topic} and the nation"), 8)) + "\n"
+        })
+        .collect();
+    let (status, bytes) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+
+    let (status, bytes) = send(&app, get("/v1/drift")).await;
+    assert_eq!(status, StatusCode::OK);
+    let drift = json(&bytes);
+    assert!(drift["state"]["reference"].as_str().is_some_and(|r| r.starts_with("bootstrap@")), "{drift}");
+
+    let (status, bytes) = send(&app, post("/v1/models/train", "application/json", "")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&bytes));
+    let models = loop {
+        let (_, bytes) = send(&app, get("/v1/models")).await;
+        let models = json(&bytes);
+        if models["training"]["runs"] == 1 {
+            break models;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(models["training"]["last_error"].is_null(), "{models}");
+    let card = &models["versions"][0];
+    assert_eq!(card["version"], 1);
+    assert_eq!(card["dataset"]["version"], 1, "the run snapshots the dataset first: {card}");
+    assert_eq!(card["trigger"], "manual");
+    let promoted = card["promotable"].as_bool().unwrap_or(false);
+    assert_eq!(models["active"], if promoted { "adapter-v1" } else { "base" });
+
+    let (status, bytes) = send(&app, get("/v1/datasets")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&bytes)["datasets"][0]["versions"][0]["models"][0], 1);
+    let (status, bytes) = send(&app, get("/v1/datasets/instruct/versions/1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let version = json(&bytes);
+    assert!(version["files"][0].as_str().is_some_and(|f| f.ends_with(".parquet")), "{version}");
+
+    // Promote by hand (whatever evaluation said), search through it, roll back.
+    let (status, bytes) = send(&app, post("/v1/models/1/promote", "application/json", "")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(app.store.projection().as_deref(), Some("adapter-v1"));
+    let (status, bytes) = send(&app, get("/v1/search?q=rivers%20and%20the%20nation&k=3&mode=vector")).await;
+    assert_eq!(status, StatusCode::OK);
+    let hits: SearchResponse = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(hits.results.len(), 3);
+    let (status, bytes) = send(&app, post("/v1/models/rollback", "application/json", "")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(json(&bytes)["active"], "base", "back to what was active before adapter-v1");
+    assert_eq!(app.store.projection(), None);
+
+    let (_, bytes) = send(&app, get("/v1/status")).await;
+    let status: StatusResponse = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status.models["training"]["state"], "idle");
+    assert!(status.drift["state"]["epoch"].as_u64().is_some_and(|e| e >= 1));
+    app.shutdown().unwrap();
+}

@@ -166,3 +166,59 @@ fn the_graph_saved_with_a_snapshot_is_loaded_and_brought_up_to_date() {
     assert_eq!(store.vector_index_stats().vectors, 1600);
     assert_eq!(store.vector_index_stats().restored_from, None, "rebuilt");
 }
+
+/// Reverses a vector's components: a projection whose neighbours differ
+/// from the base vectors' (in a way the test can compute).
+#[derive(Debug)]
+struct Reverse;
+
+impl twinflow_sinks::VectorProjection for Reverse {
+    fn id(&self) -> &str {
+        "reverse"
+    }
+    fn project(&self, vector: &[f32]) -> Vec<f32> {
+        vector.iter().rev().copied().collect()
+    }
+}
+
+/// With a projection active, the graph and the exact scan both answer with
+/// projected vectors (stored vectors projected, the query projected), new
+/// epochs are projected as they commit, and the `embeddings` table keeps the
+/// base vectors; switching back restores the base answers.
+#[test]
+fn a_projection_switches_both_searches_and_follows_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AnnConfig { exact_below: 0, ..AnnConfig::default() };
+    let store = Store::open_with(dir.path(), D, &config).unwrap();
+    store.commit_epoch(1, vec![(0, updates(0..1000, 1, true))]).unwrap();
+    let all = SearchFilter::default();
+    // A query equal to chunk 7's reversed vector: chunk 7 under the projection, not before.
+    let query: Vec<f32> = vector(7).into_iter().rev().collect();
+    let chunk7 = chunk("d7", 7, &text(7)).chunk_id;
+    assert_ne!(ids(&store, &query, 1, &all, true)[0], chunk7);
+
+    let switch = store.set_projection(Some(std::sync::Arc::new(Reverse))).unwrap();
+    assert_eq!((switch.epoch, switch.vectors), (1, 1000));
+    assert_eq!(store.projection().as_deref(), Some("reverse"));
+    // The query is projected too: reversed twice, it is chunk 7's own vector against reversed vectors.
+    let projected_query = vector(7);
+    for exact in [true, false] {
+        assert_eq!(ids(&store, &projected_query, 1, &all, exact)[0], chunk7, "exact = {exact}");
+    }
+    // A chunk committed after the switch is projected on the way in.
+    store.commit_epoch(2, vec![(0, updates(1000..1001, 1, false))]).unwrap();
+    let chunk1000 = chunk("d0", 1000, &text(1000)).chunk_id;
+    for exact in [true, false] {
+        assert_eq!(ids(&store, &vector(1000), 1, &all, exact)[0], chunk1000, "exact = {exact}");
+    }
+    let stored = store.current_embeddings().into_iter().find(|e| e.chunk_id == chunk1000).unwrap();
+    assert_eq!(stored.vector.0, vector(1000), "the table keeps the base vector");
+    // A snapshot does not save a projected graph; a reopened store starts from the base vectors.
+    store.snapshot().unwrap();
+    store.set_projection(None).unwrap();
+    assert_eq!(ids(&store, &vector(7), 1, &all, true)[0], chunk7, "back to the base vectors");
+    drop(store);
+    let reopened = Store::open_with(dir.path(), D, &config).unwrap();
+    assert_eq!(reopened.projection(), None);
+    assert_eq!(ids(&reopened, &vector(7), 1, &all, false)[0], chunk7);
+}
