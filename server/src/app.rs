@@ -61,7 +61,8 @@ impl App {
                 .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
         );
         let restore = restore_from(&store, embedder.as_ref())?;
-        let training = Arc::new(Training::open(&config, &store)?);
+        let datasets = Arc::new(crate::datasets::Datasets::open(&store)?);
+        let training = Arc::new(Training::open(&config, &store, datasets)?);
         let options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
         let engine = Arc::new(Engine::start(options, embedder, restore)?);
         let generator = LazyGenerator::new(config.generator.clone());

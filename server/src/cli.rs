@@ -61,8 +61,11 @@ pub enum Command {
     /// Train an embedding adapter on a fresh dataset snapshot now, wait for
     /// it, and print its evaluation (promoted only if it beats the active model).
     Train(ServerArgs),
-    /// Dataset versions (snapshots) and their lineage.
-    Datasets(ServerArgs),
+    /// The instruct dataset: versions, snapshots, LLM generation.
+    Datasets {
+        #[command(subcommand)]
+        command: DatasetsCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -94,6 +97,30 @@ pub enum ModelsCommand {
     },
     /// Go back to the previously active model.
     Rollback(ServerArgs),
+}
+
+/// `twinflow datasets …`
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// Every version with its counts and the models trained on it.
+    List(ServerArgs),
+    /// Write the next version now (quality filter, near-duplicate removal,
+    /// split by document, Parquet + chat JSONL + DPO JSONL + manifest).
+    Snapshot(ServerArgs),
+    /// Send up to LIMIT extracts the generator has not seen to it for
+    /// instruction/answer pairs (cached: an extract is never sent twice).
+    Generate {
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One version's manifest: lineage, counts, files (the JSONL exports among them).
+    Show {
+        version: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// `twinflow config …`
@@ -364,9 +391,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train(args) => train(&args),
-        Command::Datasets(args) => {
-            let datasets = Client::new(&args.server)?.get_json("/v1/datasets")?;
-            println!("{}", serde_json::to_string_pretty(&datasets)?);
+        Command::Datasets { command } => {
+            let answer = match command {
+                DatasetsCommand::List(args) => Client::new(&args.server)?.get_json("/v1/datasets")?,
+                DatasetsCommand::Snapshot(args) => Client::new(&args.server)?.post_json("/v1/datasets/snapshot")?,
+                DatasetsCommand::Generate { limit, server } => Client::new(&server.server)?
+                    .post_json_body("/v1/datasets/generate", &serde_json::json!({ "limit": limit }))?,
+                DatasetsCommand::Show { version, server } => {
+                    Client::new(&server.server)?.get_json(&format!("/v1/datasets/instruct/versions/{version}"))?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
         Command::Models { command: ModelsCommand::List(args) } => {

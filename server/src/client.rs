@@ -98,4 +98,9 @@ impl Client {
     pub fn post_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         Ok(self.check(self.http.post(format!("{}{path}", self.base)).send())?.json()?)
     }
+
+    /// `POST` of a JSON body to a JSON endpoint.
+    pub fn post_json_body(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        Ok(self.check(self.http.post(format!("{}{path}", self.base)).json(body).send())?.json()?)
+    }
 }

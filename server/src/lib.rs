@@ -24,6 +24,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod datasets;
 pub mod embedder;
 pub mod generator;
 pub mod rag;

@@ -33,6 +33,8 @@ use twinflow_schemas::config::{Config, TrainingConfig};
 use twinflow_schemas::{Hash128, Split};
 use twinflow_sinks::{Store, VectorProjection};
 
+use crate::datasets::Datasets;
+
 /// Test queries evaluated at most (the corpus is always complete).
 const MAX_TEST_QUERIES: usize = 2_000;
 /// Instructions encoded per call to the embedder.
@@ -94,6 +96,7 @@ pub struct TrainingOutcome {
 pub struct Training {
     pub config: TrainingConfig,
     pub registry: Registry,
+    pub datasets: Arc<Datasets>,
     /// `None` when drift is off.
     pub monitor: Option<Mutex<DriftMonitor>>,
     state_file: PathBuf,
@@ -104,7 +107,7 @@ pub struct Training {
 impl Training {
     /// Opens the registry and the saved drift state, and activates the
     /// registry's active adapter in `store`.
-    pub fn open(config: &Config, store: &Store) -> anyhow::Result<Training> {
+    pub fn open(config: &Config, store: &Store, datasets: Arc<Datasets>) -> anyhow::Result<Training> {
         let data_dir = store.data_dir();
         let registry_dir = config.training.registry.clone().unwrap_or_else(|| data_dir.join("_models"));
         let registry = Registry::open(&registry_dir)
@@ -119,6 +122,7 @@ impl Training {
         let training = Training {
             config: config.training.clone(),
             registry,
+            datasets,
             monitor,
             state_file,
             status: Mutex::new(TrainingStatus { state: "idle".into(), ..TrainingStatus::default() }),
@@ -243,9 +247,11 @@ impl Training {
     ) -> anyhow::Result<TrainingOutcome> {
         let started = Instant::now();
         self.set_phase("snapshot");
-        let snapshot = store.snapshot().context("the dataset snapshot failed")?;
+        let dataset = self.datasets.snapshot(store).context("the dataset snapshot failed")?;
         let live_stats = self.monitor.as_ref().map(|m| m.lock().live());
-        let (epoch, samples) = store.current_instruct();
+        let epoch = dataset.source_epoch;
+        let samples = twinflow_sinks::datasets::read_instruct_version(store.data_dir(), dataset.version)
+            .context("reading the dataset version")?;
         let vectors: HashMap<Hash128, Vec<f32>> =
             store.current_embeddings().into_iter().map(|e| (e.chunk_id, e.vector.0)).collect();
         let mut corpus_ids: Vec<Hash128> = vectors.keys().copied().collect();
@@ -255,10 +261,6 @@ impl Training {
         // Pairs: each sample's instruction and its source chunk. Newest documents first when capped.
         let mut usable: Vec<_> =
             samples.iter().filter(|s| s.chunk_ids.first().is_some_and(|id| vectors.contains_key(id))).collect();
-        let content_hash = {
-            let ids: Vec<u8> = usable.iter().flat_map(|s| s.sample_id.0.to_be_bytes()).collect();
-            Hash128::of(&ids).to_hex()
-        };
         if self.config.max_pairs > 0 && usable.len() > self.config.max_pairs {
             usable.truncate(self.config.max_pairs);
         }
@@ -343,9 +345,9 @@ impl Training {
         self.set_phase("register");
         let dataset = DatasetRef {
             name: "instruct".into(),
-            version: snapshot.version,
+            version: dataset.version,
             epoch,
-            content_hash,
+            content_hash: dataset.content_hash,
             train_pairs: pairs.len(),
             test_pairs: test_queries.len(),
         };

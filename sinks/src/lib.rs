@@ -32,6 +32,7 @@ mod text_index;
 mod vector_index;
 
 pub mod convert;
+pub mod datasets;
 pub mod manifest;
 pub mod parquet_io;
 

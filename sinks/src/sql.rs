@@ -54,6 +54,8 @@ pub(crate) struct SqlInputs {
     pub(crate) changes: Vec<(TableName, Vec<PathBuf>)>,
     /// The `drift` log.
     pub(crate) drift: RecordBatch,
+    /// Every dataset version's samples and preference files.
+    pub(crate) datasets: (Vec<PathBuf>, Vec<PathBuf>),
     /// Absolute paths of every table's snapshot files (all versions).
     pub(crate) snapshots: Vec<(TableName, Vec<PathBuf>)>,
 }
@@ -95,6 +97,11 @@ fn register(ctx: &SessionContext, inputs: &SqlInputs) -> Result<()> {
     }
     let drift = MemTable::try_new(inputs.drift.schema(), vec![vec![inputs.drift.clone()]]).map_err(sql_error)?;
     ctx.register_table("drift", Arc::new(drift)).map_err(sql_error)?;
+    let (samples, preference) = crate::datasets::dataset_schemas();
+    let provider = change_log(samples, &inputs.datasets.0).map_err(sql_error)?;
+    ctx.register_table("instruct_dataset", provider).map_err(sql_error)?;
+    let provider = change_log(preference, &inputs.datasets.1).map_err(sql_error)?;
+    ctx.register_table("preference_dataset", provider).map_err(sql_error)?;
     for (table, files) in &inputs.snapshots {
         let provider = change_log(table.change_schema(inputs.dim), files).map_err(sql_error)?;
         ctx.register_table(format!("{table}_snapshots"), provider).map_err(sql_error)?;

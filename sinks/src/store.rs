@@ -700,7 +700,8 @@ impl Store {
                 (*table, files.map(|f| self.dir.join(f)).collect())
             })
             .collect();
-        Ok(SqlInputs { epoch: state.committed, dim: self.dim, current, changes, drift, snapshots })
+        let datasets = crate::datasets::dataset_files(&self.dir);
+        Ok(SqlInputs { epoch: state.committed, dim: self.dim, current, changes, drift, snapshots, datasets })
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod chunk;
 pub mod clean;
+pub mod dataset;
 pub mod instruct;
 
 pub use chunk::{Chunk, chunk, chunk_id, fit_tokens, token_estimate};

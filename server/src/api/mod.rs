@@ -52,6 +52,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/drift", get(models::drift))
         .route("/v1/datasets", get(models::datasets))
         .route("/v1/datasets/{name}/versions/{version}", get(models::dataset_version))
+        .route("/v1/datasets/snapshot", post(models::dataset_snapshot))
+        .route("/v1/datasets/generate", post(models::dataset_generate))
         .route("/v1/models", get(models::models))
         .route("/v1/models/train", post(models::train))
         .route("/v1/models/{version}/promote", post(models::promote))

@@ -4,8 +4,10 @@
 //! | route | |
 //! |---|---|
 //! | `GET /v1/drift` | the monitor's state and the latest `drift` rows |
-//! | `GET /v1/datasets` | dataset versions (snapshots) with lineage |
-//! | `GET /v1/datasets/{name}/versions/{v}` | one version: files, rows, models trained on it |
+//! | `GET /v1/datasets` | dataset versions with their counts and the models trained on them |
+//! | `GET /v1/datasets/{name}/versions/{v}` | one version: manifest (lineage, counts), files, models |
+//! | `POST /v1/datasets/snapshot` | write the next dataset version now |
+//! | `POST /v1/datasets/generate` | one incremental LLM generation pass (`{"limit": n}`) |
 //! | `GET /v1/models` | active model, every version's card, registry events, training job |
 //! | `POST /v1/models/train` | start a training run (202; 409 `training_running`) |
 //! | `POST /v1/models/{version}/promote` | make a version active (search switches at an epoch) |
@@ -44,23 +46,24 @@ pub(crate) fn drift_json(app: &App, recent: usize) -> Value {
 
 /// Handler of `GET /v1/datasets`.
 pub async fn datasets(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
-    let manifest = app.store.manifest();
+    let data_dir = app.store.data_dir();
     let cards = app.training.registry.list().map_err(ApiError::internal)?;
-    let versions: Vec<Value> = manifest
-        .snapshots
-        .iter()
-        .map(|s| {
-            let models: Vec<u64> = cards.iter().filter(|c| c.dataset.version == s.version).map(|c| c.version).collect();
-            json!({
-                "version": s.version,
-                "epoch": s.epoch,
-                "created_at_ms": s.created_at_ms,
-                "rows": s.rows.get("instruct"),
-                "models": models,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "datasets": [ { "name": "instruct", "versions": versions } ] })))
+    let mut versions = Vec::new();
+    for version in twinflow_sinks::datasets::versions(data_dir, "instruct") {
+        let mut manifest =
+            twinflow_sinks::datasets::read_manifest(data_dir, "instruct", version).map_err(ApiError::internal)?;
+        if let Some(m) = manifest.as_object_mut() {
+            m.remove("lineage");
+            m.remove("files");
+        }
+        let models: Vec<u64> = cards.iter().filter(|c| c.dataset.version == version).map(|c| c.version).collect();
+        manifest["models"] = json!(models);
+        versions.push(manifest);
+    }
+    Ok(Json(json!({
+        "datasets": [ { "name": "instruct", "versions": versions } ],
+        "generations_cached": app.training.datasets.cached(),
+    })))
 }
 
 /// Handler of `GET /v1/datasets/{name}/versions/{version}`.
@@ -71,29 +74,75 @@ pub async fn dataset_version(
     if name != "instruct" {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no dataset {name:?}; datasets: instruct")));
     }
-    let manifest = app.store.manifest();
-    let Some(snapshot) = manifest.snapshots.iter().find(|s| s.version == version) else {
+    let data_dir = app.store.data_dir();
+    if !twinflow_sinks::datasets::versions(data_dir, "instruct").contains(&version) {
         return Err(ApiError::new(ErrorCode::NotFound, format!("dataset instruct has no version {version}")));
-    };
+    }
+    let mut manifest =
+        twinflow_sinks::datasets::read_manifest(data_dir, "instruct", version).map_err(ApiError::internal)?;
     let cards = app.training.registry.list().map_err(ApiError::internal)?;
     let models: Vec<Value> = cards
         .iter()
         .filter(|c| c.dataset.version == version)
-        .map(|c| json!({ "version": c.version, "dataset": c.dataset, "evaluation": c.evaluation }))
+        .map(|c| json!({ "version": c.version, "evaluation": c.evaluation, "decision": c.decision }))
         .collect();
-    let data_dir = app.store.data_dir();
-    let files: Vec<String> =
-        snapshot.files.get("instruct").into_iter().flatten().map(|f| data_dir.join(f).display().to_string()).collect();
-    Ok(Json(json!({
-        "name": "instruct",
-        "version": version,
-        "epoch": snapshot.epoch,
-        "created_at_ms": snapshot.created_at_ms,
-        "rows": snapshot.rows,
-        "files": files,
-        "sql": format!("SELECT * FROM instruct_snapshots WHERE _epoch = {}", snapshot.epoch),
-        "lineage": { "source_epoch": snapshot.epoch, "models": models },
-    })))
+    let dir = twinflow_sinks::datasets::version_dir(data_dir, "instruct", version);
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(ApiError::internal)?
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .collect();
+    manifest["files"] = json!(files);
+    manifest["models"] = json!(models);
+    manifest["sql"] = json!(format!("SELECT * FROM instruct_dataset WHERE dataset_version = {version}"));
+    Ok(Json(manifest))
+}
+
+/// Handler of `POST /v1/datasets/snapshot`: writes the next dataset version now.
+pub async fn dataset_snapshot(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let blocking = app.clone();
+    let version = tokio::task::spawn_blocking(move || blocking.training.datasets.snapshot(&blocking.store))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!(version)))
+}
+
+/// Body of `POST /v1/datasets/generate`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// Extracts sent to the model at most (the rest wait for the next call).
+    #[serde(default = "default_generate_limit")]
+    pub limit: usize,
+}
+
+fn default_generate_limit() -> usize {
+    5
+}
+
+/// Handler of `POST /v1/datasets/generate`: one incremental generation pass
+/// (only extracts the configured generator has not seen are sent).
+pub async fn dataset_generate(
+    State(app): State<Arc<App>>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request: GenerateRequest = match &body {
+        Ok(bytes) if bytes.is_empty() => GenerateRequest { limit: default_generate_limit() },
+        _ => super::json_body(&app, body, " (expected {\"limit\": <extracts>})")?,
+    };
+    if request.limit > 10_000 {
+        return Err(ApiError::new(ErrorCode::InvalidField, "limit must be at most 10000 extracts per pass"));
+    }
+    let generator = app.generator.get().map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
+    let blocking = app.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        blocking.training.datasets.generate(&blocking.store, generator.as_ref(), request.limit)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!(report)))
 }
 
 /// Handler of `GET /v1/models`.

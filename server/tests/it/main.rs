@@ -3,6 +3,7 @@
 //! answers from the real SmolLM2 generator (`rag`).
 
 mod binary;
+mod datasets;
 mod drift;
 mod fixtures;
 mod minilm;

@@ -423,11 +423,21 @@ async fn drift_datasets_models_train_promote_rollback() {
     expect_error(&app, get("/v1/datasets/posts/versions/1"), StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
     expect_error(&app, get("/v1/datasets/instruct/versions/1"), StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
 
-    let topics = ["rivers", "taxes", "ships", "farms", "roads", "mines", "banks", "forts", "ports", "mills"];
+    // Varied texts (templated ones would be removed as near-duplicates by the dataset curation).
+    let vocabulary = [
+        "rivers", "taxes", "ships", "farms", "roads", "mines", "banks", "forts", "ports", "mills", "courts", "schools",
+        "wheat", "cotton", "iron", "coal", "treaty", "navy", "army", "tariff", "credit", "debt", "harbour", "canal",
+    ];
+    let mut state = 7u64;
+    let mut word = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        vocabulary[(state >> 33) as usize % vocabulary.len()]
+    };
     let body: String = (0..40)
         .map(|i| {
-            let topic = format!("{} {i}", topics[i % topics.len()]);
-            upsert_line(&format!("doc-{i}"), &topic, &article(&format!("{topic} and the nation"), 8)) + "\n"
+            let paragraphs: Vec<String> =
+                (0..4).map(|_| (0..40).map(|_| word()).collect::<Vec<_>>().join(" ") + ".").collect();
+            upsert_line(&format!("doc-{i}"), &format!("Report {i}"), &paragraphs.join("\n\n")) + "\n"
         })
         .collect();
     let (status, bytes) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body)).await;
@@ -462,7 +472,11 @@ async fn drift_datasets_models_train_promote_rollback() {
     let (status, bytes) = send(&app, get("/v1/datasets/instruct/versions/1")).await;
     assert_eq!(status, StatusCode::OK);
     let version = json(&bytes);
-    assert!(version["files"][0].as_str().is_some_and(|f| f.ends_with(".parquet")), "{version}");
+    let files = version["files"].as_array().cloned().unwrap_or_default();
+    for name in ["samples.parquet", "preference.parquet", "train.jsonl", "test.jsonl", "manifest.json"] {
+        assert!(files.iter().any(|f| f.as_str().is_some_and(|f| f.ends_with(name))), "{name} in {version}");
+    }
+    assert_eq!(version["models"][0]["version"], 1);
 
     // Promote by hand (whatever evaluation said), search through it, roll back.
     let (status, bytes) = send(&app, post("/v1/models/1/promote", "application/json", "")).await;

@@ -1,0 +1,174 @@
+//! Dataset versions: LLM-written pairs generated incrementally and cached,
+//! curated snapshots (quality filter, near-duplicates, split by document,
+//! preference triples) readable as Parquet, JSONL and SQL; and one pass of
+//! the real SmolLM2 generator.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use twinflow_models::{ChatMessage, FinishReason, GenerateParams, Generation, Generator};
+use twinflow_schemas::{ChangeLimits, Split, parse_change};
+use twinflow_server::datasets::Datasets;
+
+use crate::fixtures::{app_with, article, upsert_line};
+
+/// Test double of an LLM: asked for questions about an extract, it writes
+/// two made from the extract's words; asked a question alone, a short
+/// generic answer. Counts the extracts it was sent.
+#[derive(Debug, Default)]
+struct ScriptedGenerator {
+    calls: AtomicUsize,
+}
+
+impl Generator for ScriptedGenerator {
+    fn model_name(&self) -> &str {
+        "scripted-test-double"
+    }
+    fn context_tokens(&self) -> usize {
+        8192
+    }
+    fn count_tokens(&self, text: &str) -> usize {
+        text.split_whitespace().count()
+    }
+    fn generate(
+        &self,
+        messages: &[ChatMessage],
+        _params: &GenerateParams,
+        _on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> twinflow_models::Result<Generation> {
+        let Some(extract) = messages.last().and_then(|m| m.content.split("\"\"\"").nth(1)) else {
+            let text = "It is an important question that many people have asked over the years, and it depends.".into();
+            return Ok(Generation {
+                text,
+                finish_reason: FinishReason::Stop,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                prefill_ms: 0.0,
+                decode_ms: 0.0,
+            });
+        };
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let words: Vec<&str> = extract.split_whitespace().collect();
+        let text = format!(
+            "Here you go:\n1. What does the passage say about {} and {}?\n2. Why does the author mention {}?\nHope this helps.",
+            words[words.len() / 3],
+            words[words.len() / 2],
+            words[2 * words.len() / 3],
+        );
+        Ok(Generation {
+            text,
+            finish_reason: FinishReason::Stop,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            prefill_ms: 0.0,
+            decode_ms: 0.0,
+        })
+    }
+}
+
+#[test]
+fn generation_is_cached_and_incremental_and_snapshots_are_curated() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(dir.path(), |_| {});
+    let lines = [
+        upsert_line("rivers", "Rivers", &article("rivers and boats", 12)),
+        upsert_line("taxes", "Taxes", &article("taxes and budgets", 12)),
+        // The same text under another id: its LLM samples are near-duplicates of `rivers`'.
+        upsert_line("rivers-copy", "Rivers again", &article("rivers and boats", 12)),
+    ];
+    let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
+    let epoch = app.engine.submit(changes).unwrap();
+    app.engine.flush();
+    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+
+    let datasets = &app.training.datasets;
+    let llm = ScriptedGenerator::default();
+    let first = datasets.generate(&app.store, &llm, 2).unwrap();
+    assert_eq!((first.generated, first.cached), (2, 0), "{first:?}");
+    assert!(first.remaining > 0 && first.questions == 4, "{first:?}");
+    let rest = datasets.generate(&app.store, &llm, 1000).unwrap();
+    assert_eq!((rest.cached, rest.generated, rest.remaining), (2, first.remaining, 0), "{rest:?}");
+    let again = datasets.generate(&app.store, &llm, 1000).unwrap();
+    assert_eq!(again.generated, 0, "nothing new: nothing sent to the model");
+    let calls = llm.calls.load(Ordering::SeqCst);
+
+    // An edit: only the changed extracts go to the model; the cache survives a reopen.
+    let edited = upsert_line(
+        "taxes",
+        "Taxes",
+        &format!(
+            "{}\n\nA new closing paragraph about tariffs and the customs houses of the ports.",
+            article("taxes and budgets", 12)
+        ),
+    );
+    let epoch = app.engine.submit(vec![parse_change(edited.as_bytes(), 1, &ChangeLimits::default()).unwrap()]).unwrap();
+    app.engine.flush();
+    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let reopened = Datasets::open(&app.store).unwrap();
+    assert_eq!(reopened.cached(), calls);
+    let after_edit = reopened.generate(&app.store, &llm, 1000).unwrap();
+    assert!(after_edit.generated >= 1 && after_edit.generated < after_edit.extracts, "{after_edit:?}");
+
+    let version = reopened.snapshot(&app.store).unwrap();
+    assert_eq!(version.version, 1);
+    assert!(version.duplicates > 0, "the copy's samples are near-duplicates: {version:?}");
+    assert!(version.generators.keys().any(|g| g.starts_with("llm:scripted-test-double@p")), "{version:?}");
+    assert!(version.generators.contains_key("offline-v1"), "{version:?}");
+    assert!(version.preference > 0 && version.train > 0, "{version:?}");
+    let samples = twinflow_sinks::datasets::read_instruct_version(app.store.data_dir(), 1).unwrap();
+    assert_eq!(samples.len(), version.train + version.test);
+    for sample in &samples {
+        assert_eq!(sample.split, twinflow_dataflow::text::split_for(&sample.doc_id), "split by document");
+    }
+    let test_docs: std::collections::BTreeSet<_> =
+        samples.iter().filter(|s| s.split == Split::Test).map(|s| &s.doc_id).collect();
+    assert!(samples.iter().filter(|s| s.split == Split::Train).all(|s| !test_docs.contains(&s.doc_id)));
+
+    let version_dir = twinflow_sinks::datasets::version_dir(app.store.data_dir(), "instruct", 1);
+    let train = std::fs::read_to_string(version_dir.join("train.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(train.lines().next().unwrap()).unwrap();
+    assert_eq!(line["messages"][0]["role"], "user");
+    let preference = std::fs::read_to_string(version_dir.join("preference.jsonl")).unwrap();
+    let triple: serde_json::Value = serde_json::from_str(preference.lines().next().unwrap()).unwrap();
+    assert!(triple["rejected"].as_str().unwrap().starts_with("It is an important question"), "{triple}");
+    assert!(triple["chosen"].as_str().unwrap().len() > 200, "the author's extract: {triple}");
+    let manifest = twinflow_sinks::datasets::read_manifest(app.store.data_dir(), "instruct", 1).unwrap();
+    assert_eq!(manifest["lineage"]["source_epoch"], epoch);
+    assert_eq!(manifest["content_hash"], version.content_hash);
+
+    // A second version, and SQL over both.
+    let v2 = reopened.snapshot(&app.store).unwrap();
+    assert_eq!((v2.version, &v2.content_hash), (2, &version.content_hash), "same data, same content hash");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer = rt
+        .block_on(app.store.sql("SELECT dataset_version, COUNT(*) AS n FROM instruct_dataset GROUP BY dataset_version ORDER BY dataset_version"))
+        .unwrap();
+    assert_eq!(answer.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    let answer =
+        rt.block_on(app.store.sql("SELECT COUNT(*) FROM preference_dataset WHERE dataset_version = 1")).unwrap();
+    let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(answer.batches[0].column(0)).value(0);
+    assert_eq!(n as usize, version.preference);
+    app.shutdown().unwrap();
+}
+
+/// The real local generator writes questions for an extract and answers
+/// the first (SmolLM2-135M: what it writes is filtered later).
+#[test]
+fn smollm2_generates_pairs_from_an_extract() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(dir.path(), |_| {});
+    let line =
+        upsert_line("treaty", "The Treaty", &article("the treaty with Spain and the navigation of the Mississippi", 6));
+    let epoch = app.engine.submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()]).unwrap();
+    app.engine.flush();
+    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let generator = app.generator.get().expect("SmolLM2 loads (fetched by `twinflow models fetch`)");
+    let report = app.training.datasets.generate(&app.store, generator.as_ref(), 1).unwrap();
+    eprintln!("SmolLM2 generation pass: {report:?}");
+    assert_eq!((report.generated, report.failures), (1, 0), "{report:?}");
+    assert!(report.questions >= 1, "SmolLM2 writes questions one per line: {report:?}");
+    let again = app.training.datasets.generate(&app.store, generator.as_ref(), 1).unwrap();
+    assert_eq!(again.cached, 1);
+    app.shutdown().unwrap();
+}
