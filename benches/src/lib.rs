@@ -17,5 +17,6 @@
 
 pub mod ann;
 pub mod corpus;
+pub mod drift;
 pub mod embed;
 pub mod serve;

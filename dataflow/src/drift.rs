@@ -215,7 +215,8 @@ pub struct DriftState {
     pub new_samples: u64,
     pub metrics: Option<DriftMetrics>,
     pub thresholds: DriftMetrics,
-    /// False after a trigger until the metrics fall below `threshold × hysteresis`.
+    /// False after a trigger until the metrics fall below `threshold × hysteresis`
+    /// or `min_samples` more chunks have arrived.
     pub armed: bool,
     pub last_trigger: Option<DriftTrigger>,
     pub triggers: u64,
@@ -230,6 +231,8 @@ pub struct DriftPersisted {
     pub triggers: u64,
     pub armed: Option<bool>,
     pub new_samples: u64,
+    #[serde(default)]
+    pub samples_at_trigger: u64,
 }
 
 /// The result of one observed epoch.
@@ -250,6 +253,8 @@ pub struct DriftMonitor {
     reference: Option<DriftReference>,
     epoch: u64,
     new_samples: u64,
+    /// `new_samples` when the last trigger fired.
+    samples_at_trigger: u64,
     armed: bool,
     last_trigger: Option<DriftTrigger>,
     triggers: u64,
@@ -264,6 +269,7 @@ impl DriftMonitor {
             reference: persisted.reference,
             epoch: 0,
             new_samples: persisted.new_samples,
+            samples_at_trigger: persisted.samples_at_trigger,
             armed: persisted.armed.unwrap_or(true),
             last_trigger: persisted.last_trigger,
             triggers: persisted.triggers,
@@ -284,6 +290,7 @@ impl DriftMonitor {
             triggers: self.triggers,
             armed: Some(self.armed),
             new_samples: self.new_samples,
+            samples_at_trigger: self.samples_at_trigger,
         }
     }
 
@@ -307,6 +314,7 @@ impl DriftMonitor {
         tracing::info!(reference = %reference.name, epoch = reference.epoch, chunks = reference.stats.vectors, "drift reference set");
         self.reference = Some(reference);
         self.new_samples = 0;
+        self.samples_at_trigger = 0;
         self.armed = true;
         self.last_metrics = None;
     }
@@ -431,12 +439,21 @@ impl DriftMonitor {
         let crossed: Vec<String> =
             pairs.iter().filter(|(_, v, t)| *t > 0.0 && v >= t).map(|(n, _, _)| (*n).to_owned()).collect();
         if !self.armed {
+            // Re-armed when drift falls back (hysteresis), or when as many new chunks as a
+            // first trigger needs have arrived since the last one (its retrain did not bring the
+            // reference closer, e.g. the candidate was not promoted: try again on more data).
             let calm = pairs.iter().all(|(_, v, t)| *t <= 0.0 || *v < t * self.config.hysteresis);
+            let more_data = self.new_samples.saturating_sub(self.samples_at_trigger) >= self.config.min_samples as u64;
             if calm {
                 tracing::info!(epoch, "drift back under its thresholds: trigger re-armed");
                 self.armed = true;
+                return None;
             }
-            return None;
+            if !more_data {
+                return None;
+            }
+            tracing::info!(epoch, "enough new data since the last trigger: trigger re-armed");
+            self.armed = true;
         }
         if crossed.is_empty() || self.new_samples < self.config.min_samples as u64 {
             return None;
@@ -459,6 +476,7 @@ impl DriftMonitor {
         };
         tracing::info!(epoch, crossed = ?trigger.crossed, metrics = ?trigger.metrics, "drift triggered a retrain");
         self.armed = false;
+        self.samples_at_trigger = self.new_samples;
         self.triggers += 1;
         self.last_trigger = Some(trigger.clone());
         Some(trigger)
@@ -561,13 +579,23 @@ mod tests {
         assert!(eval.rows.iter().all(|r| r.triggered && r.window_start == 3 && r.window_size == 4));
         assert!((trigger.metrics.oov_rate - 1.0).abs() < 1e-12);
 
-        // Still drifted, but disarmed (hysteresis) and in cooldown: no new trigger.
-        let eval = monitor.observe(4, &[(4, new.clone())], t0 + Duration::from_secs(120));
+        // Still drifted, but disarmed (hysteresis) with too few new chunks since the trigger: no trigger.
+        let mut half = DriftStats::default();
+        (0..2).for_each(|i| half.add(&chunk(&features, 1.5 + 0.05 * i as f32, "internet terrorism economy"), 1));
+        let eval = monitor.observe(4, &[(4, half.clone())], t0 + Duration::from_secs(20));
         assert!(eval.trigger.is_none());
         assert!(!monitor.state().armed);
+        // `min_samples` new chunks since the trigger re-arm it, but the cooldown holds it back…
+        let eval = monitor.observe(5, &[(5, half.clone())], t0 + Duration::from_secs(30));
+        assert!(eval.trigger.is_none() && monitor.state().armed);
+        // … until it has passed.
+        let eval = monitor.observe(6, &[(6, half.clone())], t0 + Duration::from_secs(61));
+        assert!(eval.trigger.is_some());
+        assert_eq!(monitor.state().triggers, 2);
 
-        // Deleting the new era exactly restores the old window: re-armed.
-        let eval = monitor.observe(5, &[(3, negate(&new)), (4, negate(&new))], t0 + Duration::from_secs(180));
+        // Deleting the new era exactly restores the old window: re-armed by hysteresis.
+        let deletes = [(3, negate(&new)), (4, negate(&half)), (5, negate(&half)), (6, negate(&half))];
+        let eval = monitor.observe(7, &deletes, t0 + Duration::from_secs(180));
         assert!(eval.rows.iter().all(|r| r.value < 1e-6), "{:?}", eval.rows);
         assert!(monitor.state().armed);
         assert_eq!(monitor.live(), {
@@ -577,7 +605,7 @@ mod tests {
         });
 
         // A new reference (a retrained model) restarts the sample count.
-        monitor.set_reference(DriftReference { name: "adapter-v1".into(), epoch: 5, stats: monitor.live() });
+        monitor.set_reference(DriftReference { name: "adapter-v1".into(), epoch: 7, stats: monitor.live() });
         assert_eq!(monitor.state().new_samples, 0);
     }
 

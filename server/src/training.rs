@@ -100,6 +100,9 @@ pub struct Training {
     /// `None` when drift is off.
     pub monitor: Option<Mutex<DriftMonitor>>,
     state_file: PathBuf,
+    /// Base vectors of instructions encoded by earlier runs (by text hash):
+    /// a run encodes only the instructions it has not seen.
+    instruction_vectors: Mutex<HashMap<Hash128, Vec<f32>>>,
     status: Mutex<TrainingStatus>,
     running: AtomicBool,
 }
@@ -125,6 +128,7 @@ impl Training {
             datasets,
             monitor,
             state_file,
+            instruction_vectors: Mutex::new(HashMap::new()),
             status: Mutex::new(TrainingStatus { state: "idle".into(), ..TrainingStatus::default() }),
             running: AtomicBool::new(false),
         };
@@ -276,12 +280,23 @@ impl Training {
 
         self.set_phase("encode");
         let encode = |rows: &[&twinflow_schemas::InstructRow]| -> anyhow::Result<Vec<Vec<f32>>> {
-            let mut out = Vec::with_capacity(rows.len());
-            for batch in rows.chunks(ENCODE_BATCH) {
+            let key = |s: &twinflow_schemas::InstructRow| Hash128::of(s.instruction.as_bytes());
+            let missing: Vec<&twinflow_schemas::InstructRow> = {
+                let cache = self.instruction_vectors.lock();
+                let mut seen = std::collections::HashSet::new();
+                rows.iter().copied().filter(|s| !cache.contains_key(&key(s)) && seen.insert(key(s))).collect()
+            };
+            for batch in missing.chunks(ENCODE_BATCH) {
                 let texts: Vec<&str> = batch.iter().map(|s| s.instruction.as_str()).collect();
-                out.extend(embedder.embed_batch(&texts).map_err(|e| anyhow::anyhow!("encoding instructions: {e}"))?);
+                let vectors =
+                    embedder.embed_batch(&texts).map_err(|e| anyhow::anyhow!("encoding instructions: {e}"))?;
+                let mut cache = self.instruction_vectors.lock();
+                for (s, v) in batch.iter().zip(vectors) {
+                    cache.insert(key(s), v);
+                }
             }
-            Ok(out)
+            let cache = self.instruction_vectors.lock();
+            Ok(rows.iter().map(|s| cache.get(&key(s)).cloned().unwrap_or_default()).collect())
         };
         let train_queries = encode(&train)?;
         let test_queries = encode(&test)?;

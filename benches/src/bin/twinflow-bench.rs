@@ -7,6 +7,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- ann [--dataset sotu|synthetic|both] [--n 100000] [--queries 1000] [--m 16] [--ef-construction 128] [--no-peer]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! ```
 //! `engine`: full-ingest throughput (documents/s, chunks/s) with the
 //! feature-hashing embedder on 1 and 2 workers, with and without the
@@ -19,7 +20,8 @@
 //! HNSW index against hnswlib (`benches/peers/hnswlib_bench.sh`) on the same
 //! vectors. `search-load`: `/v1/search` p50/p99 under concurrent clients on
 //! ~100k chunks, then `/v1/rag` step timings. `generate`: the local LLM's
-//! prefill and decode tokens/s.
+//! prefill and decode tokens/s. `drift`: every SOTU speech in chronological
+//! order, one epoch per `--years`, drift per epoch and every retrain it triggers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,12 +97,21 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Some("drift") => {
+            let bench = twinflow_benches::drift::DriftBench {
+                years: flag("--years", 10) as u32,
+                hashing: args.iter().any(|a| a == "--hashing"),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::drift::run(&bench)?)?);
+            Ok(())
+        }
         _ => {
             eprintln!(
                 "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] [--hashing] \
                  | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph] \
                  | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--quantization bf16|f16|f32] [--no-peer] \
-                 | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N]"
+                 | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] \
+                 | drift [--years N] [--hashing]"
             );
             std::process::exit(2)
         }
