@@ -43,6 +43,9 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
     config.storage.data_dir = dir.path().to_path_buf();
+    // This bench measures search: no drift statistics, no retrain competing for the cores.
+    config.drift.enabled = false;
+    config.training.on_drift = false;
     // Sentence-sized chunks: about 100k of them over the 233 speeches.
     config.chunking.article = ChunkSpec { min_chars: 40, max_chars: 110, ..config.chunking.article };
     if !bench.minilm {

@@ -233,6 +233,29 @@ pub struct DriftPersisted {
     pub new_samples: u64,
     #[serde(default)]
     pub samples_at_trigger: u64,
+    /// The feature configuration the reference was computed with.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+impl DriftPersisted {
+    /// Itself, or without its reference when that was computed with other
+    /// random features (another seed, count or bandwidth): the metrics would
+    /// compare incompatible sums.
+    pub fn compatible_with(mut self, config: &DriftConfig) -> Self {
+        let expected = fingerprint(config);
+        if self.reference.is_some() && self.fingerprint.as_deref().is_some_and(|f| f != expected) {
+            tracing::warn!(saved = ?self.fingerprint, now = %expected, "the drift features changed: the saved reference is dropped");
+            self.reference = None;
+            self.new_samples = 0;
+            self.samples_at_trigger = 0;
+        }
+        self
+    }
+}
+
+fn fingerprint(config: &DriftConfig) -> String {
+    format!("features={},bandwidth={},seed={}", config.features, config.bandwidth, config.seed)
 }
 
 /// The result of one observed epoch.
@@ -291,6 +314,7 @@ impl DriftMonitor {
             armed: Some(self.armed),
             new_samples: self.new_samples,
             samples_at_trigger: self.samples_at_trigger,
+            fingerprint: Some(fingerprint(&self.config)),
         }
     }
 
@@ -358,13 +382,14 @@ impl DriftMonitor {
             }
             return DriftEvaluation::default();
         };
-        let (window_start, window) = self.window();
+        let reference_epoch = reference.epoch;
+        let (window_start, window) = self.window(reference_epoch);
         let Some(metrics) = DriftMetrics::between(&reference.stats, &window) else {
             return DriftEvaluation::default();
         };
         let reference_name = reference.name.clone();
         self.last_metrics = Some((window_start, window.vectors.max(0) as u64, metrics.clone()));
-        self.compact(window_start);
+        self.compact(window_start, reference_epoch);
         let trigger = self.decide(epoch, &metrics, window.vectors.max(0) as u64, &reference_name, now);
         let thresholds = self.thresholds();
         let rows = metrics
@@ -385,11 +410,13 @@ impl DriftMonitor {
         DriftEvaluation { rows, trigger }
     }
 
-    /// The newest buckets holding at least `window` chunks (all, if fewer).
-    fn window(&self) -> (u64, DriftStats) {
+    /// The newest buckets after the reference was taken holding at least
+    /// `window` chunks (all of them, if fewer): chunks in the reference are
+    /// never in the window, so the two are independent samples.
+    fn window(&self, reference_epoch: u64) -> (u64, DriftStats) {
         let mut window = DriftStats::default();
         let mut start = self.epoch;
-        for (epoch, stats) in self.buckets.iter().rev() {
+        for (epoch, stats) in self.buckets.range(reference_epoch + 1..).rev() {
             if window.vectors >= self.config.window as i64 {
                 break;
             }
@@ -401,20 +428,27 @@ impl DriftMonitor {
 
     /// Merges the buckets older than the window into one (their chunks can
     /// still be deleted, and are subtracted from it): memory stays bounded
-    /// however many epochs pass.
-    fn compact(&mut self, window_start: u64) {
-        let old: Vec<u64> = self.buckets.range(..window_start).map(|(k, _)| *k).collect();
-        if old.len() < 2 {
-            return;
-        }
-        let newest = old[old.len() - 1];
-        let mut merged = DriftStats::default();
-        for key in &old {
-            if let Some(stats) = self.buckets.remove(key) {
-                merged.add(&stats, 1);
+    /// however many epochs pass. Buckets up to the reference's epoch and
+    /// those after it are merged separately, so the window never takes in
+    /// chunks of the reference.
+    fn compact(&mut self, window_start: u64, reference_epoch: u64) {
+        let before_reference: Vec<u64> =
+            self.buckets.range(..window_start.min(reference_epoch + 1)).map(|(k, _)| *k).collect();
+        let after_reference: Vec<u64> =
+            self.buckets.range(reference_epoch + 1..window_start.max(reference_epoch + 1)).map(|(k, _)| *k).collect();
+        for keys in [before_reference, after_reference] {
+            if keys.len() < 2 {
+                continue;
             }
+            let newest = keys[keys.len() - 1];
+            let mut merged = DriftStats::default();
+            for key in &keys {
+                if let Some(stats) = self.buckets.remove(key) {
+                    merged.add(&stats, 1);
+                }
+            }
+            self.buckets.insert(newest, merged);
         }
-        self.buckets.insert(newest, merged);
     }
 
     fn thresholds(&self) -> DriftMetrics {

@@ -216,6 +216,9 @@ pub fn train_adapter(
                 (net.weight.val() - identity.clone()).powf_scalar(2.0).sum().mul_scalar(config.identity_weight);
             let loss = contrastive + regulariser;
             let value = scalar(loss.clone())?;
+            if !value.is_finite() {
+                return Err(Error::Inference(format!("training diverged at step {}: loss {value}", step + 1)));
+            }
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             net = optimizer.step(config.learning_rate, net, grads);
             total += value;
@@ -231,6 +234,9 @@ pub fn train_adapter(
         .convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|e| Error::Inference(format!("reading the adapter weights: {e:?}")))?;
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(Error::Inference(format!("training diverged: the adapter has a non-finite weight ({bad})")));
+    }
     let adapter = Adapter::from_weights(dim, values)?;
     let report = TrainingReport {
         pairs: pairs.len(),
@@ -274,9 +280,14 @@ pub fn recall_at_k(adapter: &Adapter, queries: &[Vec<f32>], targets: &[usize], c
     for (query, target) in queries.iter().zip(targets) {
         let q = adapter.apply(query);
         let dot = |v: &[f32]| q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
-        let Some(target_score) = corpus.get(*target).map(|v| dot(v)) else { continue };
-        // Rank of the target: how many chunks score strictly higher.
-        let better = corpus.iter().enumerate().filter(|(i, v)| i != target && dot(v) > target_score).count();
+        let Some(target_score) = corpus.get(*target).map(|v| dot(v)).filter(|s| s.is_finite()) else { continue };
+        // Rank of the target: chunks scoring as high or higher come first (ties count against it,
+        // so a degenerate adapter that maps everything to one point scores 0, not 1).
+        let better = corpus
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| i != target && dot(v).partial_cmp(&target_score) != Some(std::cmp::Ordering::Less))
+            .count();
         if better < k {
             hits += 1;
         }

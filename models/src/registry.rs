@@ -94,17 +94,19 @@ struct Index {
     events: Vec<RegistryEvent>,
 }
 
-/// A registry directory. Cheap to open; every call reads what is on disk.
+/// A registry directory. Every call reads what is on disk; changes to the
+/// index (register, promote, rollback) are serialised within the process.
 #[derive(Clone, Debug)]
 pub struct Registry {
     dir: PathBuf,
+    lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Registry {
     /// Opens (creating) the registry at `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(Self { dir: dir.to_owned() })
+        Ok(Self { dir: dir.to_owned(), lock: Default::default() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -170,7 +172,7 @@ impl Registry {
     /// Registers a new version with its weights and `extra` files (name →
     /// bytes); returns its number (`card.version` is set here).
     pub fn register(&self, mut card: ModelCard, adapter: &Adapter, extra: &[(&str, Vec<u8>)]) -> Result<ModelCard> {
-        let mut index = self.index()?;
+        let _lock = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let version = self.list()?.iter().map(|c| c.version).max().unwrap_or(0) + 1;
         card.version = version;
         let tmp = self.dir.join(format!(".v{version}.tmp"));
@@ -184,6 +186,7 @@ impl Registry {
         }
         let dir = self.version_dir(version);
         std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        let mut index = self.index()?;
         index.events.push(RegistryEvent {
             at_ms: now_ms(),
             action: "register".into(),
@@ -196,6 +199,7 @@ impl Registry {
 
     /// Makes `version` the active model.
     pub fn promote(&self, version: u64, reason: &str) -> Result<()> {
+        let _lock = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.card(version)?;
         let mut index = self.index()?;
         if index.active == Some(version) {
@@ -216,6 +220,7 @@ impl Registry {
     /// Makes the previously active version (or the base model) active again;
     /// returns it. An error when nothing was promoted before.
     pub fn rollback(&self, reason: &str) -> Result<Option<u64>> {
+        let _lock = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut index = self.index()?;
         let Some(previous) = index.previous.pop() else {
             return Err(Error::Config { path: self.dir.join(INDEX_FILE), reason: "nothing to roll back to".into() });

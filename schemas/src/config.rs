@@ -174,8 +174,8 @@ pub struct DriftConfig {
     pub mmd: f64,
     /// Share of the window's words never seen in the reference above which a retrain triggers (0: never).
     pub oov_rate: f64,
-    /// After a trigger, metrics must fall below `threshold × hysteresis`
-    /// before another can fire.
+    /// After a trigger, metrics must fall below `threshold × hysteresis`, or
+    /// `min_samples` more chunks must arrive, before another can fire.
     pub hysteresis: f64,
     /// Least time between two triggers.
     #[serde(with = "humantime_serde")]
@@ -219,7 +219,7 @@ pub struct TrainingConfig {
     pub identity_weight: f32,
     /// Recall@k reported and compared for promotion.
     pub recall_k: usize,
-    /// Largest number of training pairs (newest documents first); 0 = all.
+    /// Largest number of training pairs (an even sample of the train split); 0 = all.
     pub max_pairs: usize,
     /// Seed of shuffling and initialisation.
     pub seed: u64,

@@ -456,7 +456,7 @@ fn print_drift(drift: &serde_json::Value) {
         if state["armed"].as_bool() == Some(true) {
             "armed"
         } else {
-            "disarmed until drift falls below threshold × hysteresis"
+            "disarmed until drift falls below threshold × hysteresis or min_samples more chunks arrive"
         },
         state["triggers"],
         state["last_trigger"]["epoch"].as_u64().map_or("never".to_owned(), |e| format!("epoch {e}"))

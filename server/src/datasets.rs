@@ -78,8 +78,10 @@ pub struct DatasetVersion {
     pub name: String,
     pub version: u64,
     pub source_epoch: u64,
-    /// The store snapshot (every table) taken with it.
+    /// The store snapshot (every table) taken just before it.
     pub tables_snapshot: u64,
+    /// The epoch of that snapshot (≤ `source_epoch`: commits may land in between).
+    pub tables_snapshot_epoch: u64,
     pub documents: usize,
     pub generators: BTreeMap<String, usize>,
     pub candidates: usize,
@@ -97,8 +99,10 @@ pub struct DatasetVersion {
 pub struct Datasets {
     cache_file: PathBuf,
     cache: Mutex<HashMap<(String, String, u32), CachedGeneration>>,
-    /// Serialises snapshots (version numbers) and generation passes.
+    /// Serialises snapshots (version numbers).
     writer: Mutex<()>,
+    /// Serialises generation passes (a pass does not hold up snapshots).
+    generating: Mutex<()>,
 }
 
 impl Datasets {
@@ -118,7 +122,7 @@ impl Datasets {
                 }
             }
         }
-        Ok(Datasets { cache_file, cache: Mutex::new(cache), writer: Mutex::new(()) })
+        Ok(Datasets { cache_file, cache: Mutex::new(cache), writer: Mutex::new(()), generating: Mutex::new(()) })
     }
 
     /// Generations cached so far.
@@ -139,7 +143,7 @@ impl Datasets {
     /// Sends up to `limit` live extracts that `generator` has not yet seen
     /// (with this prompt version) to it, and caches the questions it writes.
     pub fn generate(&self, store: &Store, generator: &dyn Generator, limit: usize) -> anyhow::Result<GenerationReport> {
-        let _writer = self.writer.lock();
+        let _pass = self.generating.lock();
         let started = Instant::now();
         let name = generator.model_name().to_owned();
         let extracts = extracts(store);
@@ -189,8 +193,8 @@ impl Datasets {
     pub fn snapshot(&self, store: &Store) -> anyhow::Result<DatasetVersion> {
         let _writer = self.writer.lock();
         let tables = store.snapshot().context("the table snapshot failed")?;
-        let (epoch, offline) = store.current_instruct();
-        let chunks = store.current_chunks();
+        // One committed epoch for everything the version is made of (the table snapshot may be older).
+        let (epoch, offline, chunks) = store.current_instruct_and_chunks();
         // The LLM samples of every live extract, from whichever generator wrote them (newest prompt first).
         let mut llm: Vec<(InstructRow, Option<String>)> = Vec::new();
         {
@@ -295,6 +299,7 @@ impl Datasets {
             version,
             source_epoch: epoch,
             tables_snapshot: tables.version,
+            tables_snapshot_epoch: tables.epoch,
             documents: docs.len(),
             generators,
             candidates: total,

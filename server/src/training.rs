@@ -6,7 +6,7 @@
 //!  committer: epoch E ─▶ DriftMonitor::observe ─▶ drift rows (committed with E) ─▶ trigger?
 //!                                                                                   │ [training] on_drift
 //!  Training::start ◀────────────────────────────── POST /v1/models/train, twinflow train
-//!    1. snapshot every table (dataset version = snapshot version), drift stats of the live data
+//!    1. the next dataset version (with a snapshot of every table), drift stats of the live data
 //!    2. pairs: instruct samples (instruction → encoded with the base encoder, source chunk → stored base vector)
 //!    3. train from the active adapter (burn, Adam, in-batch contrastive loss) on the train split
 //!    4. recall@k on the test split over the whole corpus: base, active (parent), candidate
@@ -105,6 +105,12 @@ pub struct Training {
     instruction_vectors: Mutex<HashMap<Hash128, Vec<f32>>>,
     status: Mutex<TrainingStatus>,
     running: AtomicBool,
+    /// A drift trigger that fired during a run: a run starts for it when that one ends.
+    pending: Mutex<Option<serde_json::Value>>,
+    /// Serialises switches of the active model (a run's promotion, promote, rollback).
+    switch: Mutex<()>,
+    /// Serialises writes of the drift state file.
+    save: Mutex<()>,
 }
 
 impl Training {
@@ -117,10 +123,13 @@ impl Training {
             .with_context(|| format!("cannot open the model registry {}", registry_dir.display()))?;
         let state_file = data_dir.join("_drift").join("state.json");
         let persisted: DriftPersisted = match std::fs::read(&state_file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("the drift state {} is damaged", state_file.display()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %state_file.display(), error = %e, "the drift state is damaged; starting without a reference");
+                DriftPersisted::default()
+            }),
             Err(_) => DriftPersisted::default(),
         };
+        let persisted = persisted.compatible_with(&config.drift);
         let monitor = config.drift.enabled.then(|| Mutex::new(DriftMonitor::new(config.drift.clone(), persisted)));
         let training = Training {
             config: config.training.clone(),
@@ -131,6 +140,9 @@ impl Training {
             instruction_vectors: Mutex::new(HashMap::new()),
             status: Mutex::new(TrainingStatus { state: "idle".into(), ..TrainingStatus::default() }),
             running: AtomicBool::new(false),
+            pending: Mutex::new(None),
+            switch: Mutex::new(()),
+            save: Mutex::new(()),
         };
         if let Some(version) = training.registry.active()? {
             let adapter = training.registry.adapter(version)?;
@@ -148,6 +160,7 @@ impl Training {
     /// Saves the drift monitor's reference and trigger history.
     pub fn save_drift_state(&self) {
         let Some(monitor) = &self.monitor else { return };
+        let _save = self.save.lock();
         let persisted = monitor.lock().persisted();
         let result = (|| -> anyhow::Result<()> {
             if let Some(dir) = self.state_file.parent() {
@@ -189,6 +202,9 @@ impl Training {
         trigger: serde_json::Value,
     ) -> anyhow::Result<bool> {
         if self.running.swap(true, Ordering::SeqCst) {
+            if trigger.get("drift").is_some() {
+                *self.pending.lock() = Some(trigger);
+            }
             return Ok(false);
         }
         {
@@ -203,7 +219,18 @@ impl Training {
         }
         let training = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("twinflow-training".into()).spawn(move || {
-            let result = training.run(&store, embedder.as_ref(), trigger);
+            // A panic in a run (the model, the backend) is a failed run, not a job stuck "running".
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                training.run(&store, embedder.as_ref(), trigger)
+            }))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(anyhow::anyhow!("the training run panicked: {message}"))
+            });
             let mut status = training.status.lock();
             status.state = "idle".into();
             status.phase = String::new();
@@ -230,6 +257,12 @@ impl Training {
             }
             drop(status);
             training.running.store(false, Ordering::SeqCst);
+            if let Some(trigger) = training.pending.lock().take() {
+                tracing::info!("starting the retrain a drift trigger asked for during the last run");
+                if let Err(e) = training.start(store.clone(), embedder.clone(), trigger) {
+                    tracing::error!(error = %e, "could not start the pending training run");
+                }
+            }
         });
         if let Err(e) = spawned {
             self.running.store(false, Ordering::SeqCst);
@@ -263,12 +296,14 @@ impl Training {
         let position: HashMap<Hash128, usize> = corpus_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
 
         // Pairs: each sample's instruction and its source chunk. Newest documents first when capped.
-        let mut usable: Vec<_> =
+        let usable: Vec<_> =
             samples.iter().filter(|s| s.chunk_ids.first().is_some_and(|id| vectors.contains_key(id))).collect();
-        if self.config.max_pairs > 0 && usable.len() > self.config.max_pairs {
-            usable.truncate(self.config.max_pairs);
+        let (mut train, test): (Vec<_>, Vec<_>) = usable.into_iter().partition(|s| s.split == Split::Train);
+        if self.config.max_pairs > 0 && train.len() > self.config.max_pairs {
+            // An even sample of the training pairs (the dataset is in sample-id order: no era is favoured).
+            let step = train.len() as f64 / self.config.max_pairs as f64;
+            train = (0..self.config.max_pairs).map(|i| train[(i as f64 * step) as usize]).collect();
         }
-        let (train, test): (Vec<_>, Vec<_>) = usable.into_iter().partition(|s| s.split == Split::Train);
         let test: Vec<_> = test.into_iter().take(MAX_TEST_QUERIES).collect();
         anyhow::ensure!(
             train.len() >= self.config.batch_size.max(2) && !test.is_empty(),
@@ -390,11 +425,17 @@ impl Training {
         let mut switched_at_epoch = None;
         if promotable {
             self.set_phase("switch");
-            switched_at_epoch = Some(self.activate(store, card.version, &decision)?);
+            // Promoted only if the active model is still the one it was compared with.
+            let _switch = self.switch.lock();
+            if self.registry.active()? == parent {
+                switched_at_epoch = Some(self.activate_locked(store, card.version, &decision)?);
+            } else {
+                tracing::warn!(version = card.version, "the active model changed during the run: not promoted");
+            }
         }
         Ok(TrainingOutcome {
             version: card.version,
-            promoted: promotable,
+            promoted: switched_at_epoch.is_some(),
             decision,
             evaluation,
             dataset,
@@ -406,6 +447,11 @@ impl Training {
     /// Makes `version` active: registry, vector search (re-projected at an
     /// epoch), drift reference. Returns the epoch of the switch.
     pub fn activate(&self, store: &Store, version: u64, reason: &str) -> anyhow::Result<u64> {
+        let _switch = self.switch.lock();
+        self.activate_locked(store, version, reason)
+    }
+
+    fn activate_locked(&self, store: &Store, version: u64, reason: &str) -> anyhow::Result<u64> {
         let adapter = self.registry.adapter(version)?;
         self.registry.promote(version, reason)?;
         let switch = store.set_projection(Some(projection(version, adapter)))?;
@@ -415,6 +461,7 @@ impl Training {
 
     /// Rolls back to the previously active model; returns it (`None`: base).
     pub fn rollback(&self, store: &Store) -> anyhow::Result<Option<u64>> {
+        let _switch = self.switch.lock();
         let previous = self.registry.rollback("rollback requested")?;
         let projection = match previous {
             Some(v) => Some(projection(v, self.registry.adapter(v)?)),

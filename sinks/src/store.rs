@@ -474,6 +474,22 @@ impl Store {
         (state.committed, state.live.instruct.current().into_iter().cloned().collect())
     }
 
+    /// The current instruct samples and chunks, sorted, at one committed epoch.
+    pub fn current_instruct_and_chunks(&self) -> (u64, Vec<twinflow_schemas::InstructRow>, Vec<ChunkRow>) {
+        let state = self.state.read();
+        (
+            state.committed,
+            state.live.instruct.current().into_iter().cloned().collect(),
+            state.live.chunks.current().into_iter().cloned().collect(),
+        )
+    }
+
+    /// The last `n` committed `drift` rows, in epoch order.
+    pub fn drift_tail(&self, n: usize) -> Vec<DriftRow> {
+        let state = self.state.read();
+        state.drift[state.drift.len().saturating_sub(n)..].to_vec()
+    }
+
     /// The current embeddings, sorted (to seed the embedding cache).
     pub fn current_embeddings(&self) -> Vec<EmbeddingRow> {
         self.state.read().live.embeddings.current().into_iter().cloned().collect()

@@ -39,9 +39,7 @@ pub(crate) fn drift_json(app: &App, recent: usize) -> Value {
         return json!({ "enabled": false });
     };
     let state = monitor.lock().state();
-    let rows = app.store.drift_rows(0);
-    let recent_rows = &rows[rows.len().saturating_sub(recent)..];
-    json!({ "state": state, "recent": recent_rows })
+    json!({ "state": state, "recent": app.store.drift_tail(recent) })
 }
 
 /// Handler of `GET /v1/datasets`.

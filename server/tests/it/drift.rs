@@ -50,8 +50,17 @@ fn eras_drift_trigger_a_retrain_that_improves_recall_and_is_promoted() {
     config.storage.data_dir = dir.path().to_path_buf();
     config.engine.tick = Duration::from_millis(10);
     config.embedder = EmbedderConfig::Minilm(MiniLmEmbedderConfig::default());
-    config.drift =
-        DriftConfig { window: 120, min_samples: 60, oov_rate: 0.3, cooldown: Duration::ZERO, ..DriftConfig::default() };
+    // A small bootstrap reference (a few speeches): thresholds above the noise of samples of
+    // ~100 chunks from one era (mean shift ≤ 0.05, MMD ≤ 0.12, OOV ≤ 0.14 here), far below two eras apart.
+    config.drift = DriftConfig {
+        window: 120,
+        min_samples: 60,
+        mean_shift: 0.1,
+        mmd: 0.2,
+        oov_rate: 0.3,
+        cooldown: Duration::ZERO,
+        ..DriftConfig::default()
+    };
     config.training = TrainingConfig { epochs: 10, batch_size: 32, ..TrainingConfig::default() };
     let app = App::start(config).expect("app starts");
 
