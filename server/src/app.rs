@@ -182,6 +182,8 @@ impl App {
         if let Some(committer) = self.committer.lock().take() {
             let _ = committer.join();
         }
+        // The monitor's counters (new samples, trigger state) with its reference.
+        self.training.save_drift_state();
         Ok(())
     }
 }

@@ -495,5 +495,22 @@ async fn drift_datasets_models_train_promote_rollback() {
     let status: StatusResponse = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(status.models["training"]["state"], "idle");
     assert!(status.drift["state"]["epoch"].as_u64().is_some_and(|e| e >= 1));
+
+    // Promoted again, then a restart: the active adapter, its search projection and the drift
+    // reference of its training data come back.
+    let (status, _) = send(&app, post("/v1/models/1/promote", "application/json", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    let reference = app.training.monitor.as_ref().unwrap().lock().state().reference;
+    assert_eq!(reference.as_deref(), Some("adapter-v1"));
+    app.shutdown().unwrap();
+    drop(app);
+    let app = crate::fixtures::app_with(dir.path(), |_| {});
+    assert_eq!(app.store.projection().as_deref(), Some("adapter-v1"));
+    let (_, bytes) = send(&app, get("/v1/models")).await;
+    assert_eq!(json(&bytes)["active"], "adapter-v1");
+    let state = app.training.monitor.as_ref().unwrap().lock().state();
+    assert_eq!(state.reference.as_deref(), Some("adapter-v1"), "{state:?}");
+    let (status, bytes) = send(&app, get("/v1/search?q=rivers%20and%20the%20nation&k=3&mode=vector")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
     app.shutdown().unwrap();
 }
