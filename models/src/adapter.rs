@@ -124,15 +124,27 @@ pub struct AdapterTraining {
     pub learning_rate: f64,
     /// Softmax temperature.
     pub temperature: f32,
-    /// Weight of `‖W − I‖²`.
+    /// Weight of `‖W − A‖²`, A the anchor.
     pub identity_weight: f32,
+    /// The anchor A of the regulariser: the adapter training starts from
+    /// (continual learning: stay near the model being replaced) rather than I.
+    #[serde(default)]
+    pub anchor_to_init: bool,
     /// Seed of the batch order.
     pub seed: u64,
 }
 
 impl Default for AdapterTraining {
     fn default() -> Self {
-        Self { epochs: 8, batch_size: 64, learning_rate: 2e-3, temperature: 0.05, identity_weight: 0.1, seed: 7 }
+        Self {
+            epochs: 8,
+            batch_size: 64,
+            learning_rate: 2e-3,
+            temperature: 0.05,
+            identity_weight: 0.1,
+            anchor_to_init: false,
+            seed: 7,
+        }
     }
 }
 
@@ -193,7 +205,8 @@ pub fn train_adapter(
     }
     let steps = batches_per_epoch * config.epochs.max(1);
     let mut net = AdapterNet { weight: Param::from_tensor(matrix(init.weight.clone(), dim, dim, &device)) };
-    let identity = matrix(Adapter::identity(dim).weight, dim, dim, &device);
+    let anchor = if config.anchor_to_init { init.weight.clone() } else { Adapter::identity(dim).weight };
+    let identity = matrix(anchor, dim, dim, &device);
     let eye = matrix(Adapter::identity(batch).weight, batch, batch, &device);
     let mut optimizer = AdamConfig::new().init();
     let mut order: Vec<usize> = (0..pairs.len()).collect();

@@ -215,8 +215,10 @@ pub struct TrainingConfig {
     pub learning_rate: f64,
     /// Softmax temperature of the contrastive loss.
     pub temperature: f32,
-    /// Weight of `‖W − I‖²` in the loss: keeps the adapter near the base model.
+    /// Weight of `‖W − A‖²` in the loss: keeps the adapter near its anchor A.
     pub identity_weight: f32,
+    /// The anchor A: the active adapter a run starts from (true), or the base model I (false).
+    pub anchor_to_parent: bool,
     /// Recall@k reported and compared for promotion.
     pub recall_k: usize,
     /// Largest number of training pairs (an even sample of the train split); 0 = all.
@@ -235,6 +237,7 @@ impl Default for TrainingConfig {
             learning_rate: 2e-3,
             temperature: 0.05,
             identity_weight: 0.1,
+            anchor_to_parent: true,
             recall_k: 10,
             max_pairs: 20_000,
             seed: 7,

@@ -353,6 +353,7 @@ impl Training {
             learning_rate: self.config.learning_rate,
             temperature: self.config.temperature,
             identity_weight: self.config.identity_weight,
+            anchor_to_init: self.config.anchor_to_parent,
             seed: self.config.seed,
         };
         let (candidate, report) =
