@@ -19,6 +19,9 @@ use twinflow_sinks::Store;
 use crate::generator::LazyGenerator;
 use crate::training::Training;
 
+/// Longest time between two saves of the drift monitor's state while data flows.
+const DRIFT_SAVE_EVERY: Duration = Duration::from_secs(30);
+
 /// How many recent ingest errors are kept for `/v1/status`.
 const RECENT_ERRORS: usize = 100;
 
@@ -315,7 +318,9 @@ fn observe_drift(
     let evaluation = monitor.observe(completed.epoch, &deltas, std::time::SystemTime::now());
     let changed = monitor.reference().map(|r| r.name.clone()) != reference_before;
     drop(monitor);
-    if changed || evaluation.trigger.is_some() {
+    // The counters (new samples, trigger state) move every epoch: saved at most every
+    // DRIFT_SAVE_EVERY besides every reference change and trigger, so a crash loses little.
+    if changed || evaluation.trigger.is_some() || (!deltas.is_empty() && training.drift_state_due(DRIFT_SAVE_EVERY)) {
         training.save_drift_state();
     }
     (evaluation.rows, evaluation.trigger)

@@ -109,8 +109,8 @@ pub struct Training {
     pending: Mutex<Option<serde_json::Value>>,
     /// Serialises switches of the active model (a run's promotion, promote, rollback).
     switch: Mutex<()>,
-    /// Serialises writes of the drift state file.
-    save: Mutex<()>,
+    /// Serialises writes of the drift state file; when it was last written.
+    save: Mutex<Instant>,
 }
 
 impl Training {
@@ -142,7 +142,7 @@ impl Training {
             running: AtomicBool::new(false),
             pending: Mutex::new(None),
             switch: Mutex::new(()),
-            save: Mutex::new(()),
+            save: Mutex::new(Instant::now()),
         };
         if let Some(version) = training.registry.active()? {
             let adapter = training.registry.adapter(version)?;
@@ -160,7 +160,8 @@ impl Training {
     /// Saves the drift monitor's reference and trigger history.
     pub fn save_drift_state(&self) {
         let Some(monitor) = &self.monitor else { return };
-        let _save = self.save.lock();
+        let mut saved_at = self.save.lock();
+        *saved_at = Instant::now();
         let persisted = monitor.lock().persisted();
         let result = (|| -> anyhow::Result<()> {
             if let Some(dir) = self.state_file.parent() {
@@ -174,6 +175,11 @@ impl Training {
         if let Err(e) = result {
             tracing::error!(error = %e, file = %self.state_file.display(), "could not save the drift state");
         }
+    }
+
+    /// True when the drift state was last saved longer than `every` ago.
+    pub fn drift_state_due(&self, every: std::time::Duration) -> bool {
+        self.save.lock().elapsed() >= every
     }
 
     /// The job's status.
