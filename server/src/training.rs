@@ -301,7 +301,7 @@ impl Training {
         corpus_ids.sort_unstable();
         let position: HashMap<Hash128, usize> = corpus_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
 
-        // Pairs: each sample's instruction and its source chunk. Newest documents first when capped.
+        // Pairs: each sample's instruction and its source chunk.
         let usable: Vec<_> =
             samples.iter().filter(|s| s.chunk_ids.first().is_some_and(|id| vectors.contains_key(id))).collect();
         let (mut train, test): (Vec<_>, Vec<_>) = usable.into_iter().partition(|s| s.split == Split::Train);

@@ -315,30 +315,20 @@ impl Store {
         // With an adapter active, the graph takes the projected vectors (projected here,
         // outside the locks; the writer lock keeps the projection from changing meanwhile).
         let projection = self.state.read().projection.clone();
+        let inserted: Vec<&EmbeddingRow> =
+            parts.iter().flat_map(|(_, u)| u.embeddings.iter()).filter(|(_, diff)| *diff > 0).map(|(e, _)| e).collect();
         let projected: Vec<(Hash128, Vec<f32>)> = match &projection {
-            Some(p) => parts
-                .iter()
-                .flat_map(|(_, u)| u.embeddings.iter())
-                .filter(|(_, diff)| *diff > 0)
-                .map(|(e, _)| (e.chunk_id, p.project(&e.vector.0)))
-                .collect(),
+            Some(p) => inserted.iter().map(|e| (e.chunk_id, p.project(&e.vector.0))).collect(),
             None => Vec::new(),
         };
-        let added: Vec<(Hash128, &str, &[f32])> = match &projection {
-            Some(_) => parts
-                .iter()
-                .flat_map(|(_, u)| u.embeddings.iter())
-                .filter(|(_, diff)| *diff > 0)
-                .zip(&projected)
-                .map(|((e, _), (_, v))| (e.chunk_id, e.model_id.as_str(), v.as_slice()))
-                .collect(),
-            None => parts
-                .iter()
-                .flat_map(|(_, u)| u.embeddings.iter())
-                .filter(|(_, diff)| *diff > 0)
-                .map(|(e, _)| (e.chunk_id, e.model_id.as_str(), e.vector.0.as_slice()))
-                .collect(),
-        };
+        let added: Vec<(Hash128, &str, &[f32])> = inserted
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let vector = projected.get(i).map_or(e.vector.0.as_slice(), |(_, v)| v.as_slice());
+                (e.chunk_id, e.model_id.as_str(), vector)
+            })
+            .collect();
         let mut staged = match self.state.write().vectors.stage(&added) {
             Ok(staged) => Some(staged),
             Err(e) => {
@@ -354,6 +344,7 @@ impl Store {
             .flat_map(|(_, u)| u.embeddings.iter().map(|(e, _)| (e.chunk_id, e.model_id.clone())))
             .collect();
         drop(added);
+        drop(inserted);
 
         let mut state = self.state.write();
         if let Some(manifest) = manifest {
@@ -466,12 +457,6 @@ impl Store {
     /// The current chunks, sorted.
     pub fn current_chunks(&self) -> Vec<ChunkRow> {
         self.state.read().live.chunks.current().into_iter().cloned().collect()
-    }
-
-    /// The current instruct samples, sorted, and the epoch they are at.
-    pub fn current_instruct(&self) -> (u64, Vec<twinflow_schemas::InstructRow>) {
-        let state = self.state.read();
-        (state.committed, state.live.instruct.current().into_iter().cloned().collect())
     }
 
     /// The current instruct samples and chunks, sorted, at one committed epoch.

@@ -134,7 +134,10 @@ impl MinHasher {
 
     /// The signature: per hash function, the least hash of any shingle.
     pub fn signature(&self, shingles: &HashSet<u64>) -> Vec<u64> {
-        self.seeds.iter().map(|seed| shingles.iter().map(|s| mix(s ^ seed)).min().unwrap_or(u64::MAX)).collect()
+        self.seeds
+            .iter()
+            .map(|seed| shingles.iter().map(|s| crate::drift::mix64(s ^ seed)).min().unwrap_or(u64::MAX))
+            .collect()
     }
 
     /// Indices of `texts` to keep: the first of every group of texts whose
@@ -186,13 +189,6 @@ pub fn jaccard(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
     }
     let inter = a.intersection(b).count();
     inter as f64 / (a.len() + b.len() - inter) as f64
-}
-
-/// A 64-bit finaliser (SplitMix64's): one "permutation" per seed.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// One line of the chat JSONL fine-tuning tools read (OpenAI, TRL, Axolotl):

@@ -38,15 +38,9 @@ impl Generator for ScriptedGenerator {
         _on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> twinflow_models::Result<Generation> {
         let Some(extract) = messages.last().and_then(|m| m.content.split("\"\"\"").nth(1)) else {
-            let text = "It is an important question that many people have asked over the years, and it depends.".into();
-            return Ok(Generation {
-                text,
-                finish_reason: FinishReason::Stop,
-                prompt_tokens: 1,
-                completion_tokens: 1,
-                prefill_ms: 0.0,
-                decode_ms: 0.0,
-            });
+            return Ok(reply(
+                "It is an important question that many people have asked over the years, and it depends.".into(),
+            ));
         };
         self.calls.fetch_add(1, Ordering::SeqCst);
         let words: Vec<&str> = extract.split_whitespace().collect();
@@ -56,14 +50,19 @@ impl Generator for ScriptedGenerator {
             words[words.len() / 2],
             words[2 * words.len() / 3],
         );
-        Ok(Generation {
-            text,
-            finish_reason: FinishReason::Stop,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            prefill_ms: 0.0,
-            decode_ms: 0.0,
-        })
+        Ok(reply(text))
+    }
+}
+
+/// A finished generation of `text`.
+fn reply(text: String) -> Generation {
+    Generation {
+        text,
+        finish_reason: FinishReason::Stop,
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        prefill_ms: 0.0,
+        decode_ms: 0.0,
     }
 }
 

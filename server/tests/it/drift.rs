@@ -110,7 +110,7 @@ fn eras_drift_trigger_a_retrain_that_improves_recall_and_is_promoted() {
     assert_eq!(card.dataset.epoch, epoch);
 
     // Held-out recall@10 on the new era alone: the adapter against the base model.
-    let (_, samples) = app.store.current_instruct();
+    let (_, samples, _) = app.store.current_instruct_and_chunks();
     let embeddings = app.store.current_embeddings();
     let corpus_vectors: Vec<Vec<f32>> = embeddings.iter().map(|e| e.vector.0.clone()).collect();
     let modern_ids: Vec<&str> = modern.iter().map(DocumentChange::doc_id).collect();
