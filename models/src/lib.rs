@@ -26,8 +26,11 @@
 //! ```
 //!
 //! Retraining: `adapter.rs` trains a linear embedding adapter with burn's
-//! autodiff and Adam (in-batch contrastive loss); `registry.rs` keeps model
-//! versions (weights, model card with lineage and metrics) and which is active.
+//! autodiff and Adam (in-batch contrastive loss); `llama/lora.rs` fine-tunes
+//! the generator with LoRA (burn's `apply_lora` on the attention projections,
+//! loss on the answer tokens) and merges the result into the decode weights;
+//! `registry.rs` keeps model versions (weights, model card with lineage and
+//! metrics) and which is active.
 //!
 //! Where to look next: `encoder.rs` ([`SentenceEncoder`], the type callers
 //! use), `bert/` (the network, its config and weight loading), `tokenize.rs`,
@@ -51,8 +54,9 @@ pub use encoder::{DEFAULT_BATCH_SIZE, SentenceEncoder};
 pub use error::{Error, Result};
 pub use fetch::{default_cache_dir, fetch_minilm, fetch_smollm2};
 pub use llama::generate::{FinishReason, GenerateParams, Generation, Generator, LocalLlm};
+pub use llama::lora::{LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, SftExample};
 pub use llama::tokenizer::{ChatMessage, ChatTokenizer};
-pub use registry::{DatasetRef, Evaluation, ModelCard, Registry, RegistryEvent};
+pub use registry::{Card, DatasetRef, Evaluation, ModelCard, Registry, RegistryEvent, TwinCard, TwinEvaluation};
 pub use tokenize::TextTokenizer;
 
 /// The CPU device: burn's pure-Rust `flex` backend (SIMD kernels, rayon threads).

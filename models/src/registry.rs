@@ -1,10 +1,11 @@
 //! The model registry: versioned model directories on disk, and which
-//! version is active.
+//! version is active. One registry per kind of model: embedding adapters
+//! ([`ModelCard`]) and LoRA fine-tunes of the generator ([`TwinCard`]).
 //!
 //! ```text
 //!  <registry>/registry.json           { "active": 2, "events": [ {at_ms, action, version, reason} ] }
 //!  <registry>/v1/card.json            the model card (lineage, training, metrics, decision)
-//!  <registry>/v1/adapter.safetensors  the weights
+//!  <registry>/v1/adapter.safetensors  the weights (lora.safetensors for a twin)
 //!  <registry>/v1/<extra files>        e.g. the drift reference of its training data
 //! ```
 //! A version directory is written under a temporary name and renamed into
@@ -12,16 +13,28 @@
 //! previous or the next registry, never half a version.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::{Adapter, AdapterTraining, TrainingReport};
 use crate::error::{Error, Result};
+use crate::llama::lora::{LoraReport, LoraTraining, LoraWeights, Nll};
 
 const INDEX_FILE: &str = "registry.json";
 const CARD_FILE: &str = "card.json";
-const WEIGHTS_FILE: &str = "adapter.safetensors";
+const ADAPTER_FILE: &str = "adapter.safetensors";
+const LORA_FILE: &str = "lora.safetensors";
+
+/// What a registry needs of a model card.
+pub trait Card: Serialize + DeserializeOwned + Clone {
+    fn version(&self) -> u64;
+    fn set_version(&mut self, version: u64);
+    /// Why it was (or was not) promoted: the reason of its `register` event.
+    fn decision(&self) -> &str;
+}
 
 /// The dataset version a model was trained on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +89,64 @@ pub struct ModelCard {
     pub decision: String,
 }
 
+impl Card for ModelCard {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    fn decision(&self) -> &str {
+        &self.decision
+    }
+}
+
+/// Held-out scores of a twin: mean negative log-likelihood per answer token
+/// of the test split's answers (the author's own text) under each model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwinEvaluation {
+    pub base: Nll,
+    /// The twin active when training started (the base model if none).
+    pub parent: Nll,
+    pub candidate: Nll,
+}
+
+/// Everything known about one LoRA fine-tune of the generator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwinCard {
+    pub version: u64,
+    /// `llm-lora`.
+    pub kind: String,
+    /// The GGUF model it fine-tunes (file name and sha256).
+    pub base_model: String,
+    pub base_sha256: String,
+    pub created_at_ms: i64,
+    pub parent: Option<u64>,
+    pub dataset: DatasetRef,
+    pub trigger: serde_json::Value,
+    pub training: LoraTraining,
+    pub report: LoraReport,
+    pub evaluation: TwinEvaluation,
+    pub promotable: bool,
+    pub decision: String,
+}
+
+impl Card for TwinCard {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    fn decision(&self) -> &str {
+        &self.decision
+    }
+}
+
 /// One change of the active version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegistryEvent {
@@ -94,19 +165,51 @@ struct Index {
     events: Vec<RegistryEvent>,
 }
 
-/// A registry directory. Every call reads what is on disk; changes to the
-/// index (register, promote, rollback) are serialised within the process.
-#[derive(Clone, Debug)]
-pub struct Registry {
+/// A registry directory of models described by `C`. Every call reads what
+/// is on disk; changes to the index (register, promote, rollback) are
+/// serialised within the process.
+#[derive(Debug)]
+pub struct Registry<C = ModelCard> {
     dir: PathBuf,
     lock: std::sync::Arc<std::sync::Mutex<()>>,
+    card: PhantomData<fn() -> C>,
 }
 
-impl Registry {
+impl<C> Clone for Registry<C> {
+    fn clone(&self) -> Self {
+        Self { dir: self.dir.clone(), lock: self.lock.clone(), card: PhantomData }
+    }
+}
+
+impl Registry<ModelCard> {
+    /// Registers an embedding adapter (see [`Registry::register`]).
+    pub fn register_adapter(&self, card: ModelCard, adapter: &Adapter, extra: &[(&str, Vec<u8>)]) -> Result<ModelCard> {
+        self.register(card, |dir| adapter.save(&dir.join(ADAPTER_FILE)), extra)
+    }
+
+    /// The adapter of `version`.
+    pub fn adapter(&self, version: u64) -> Result<Adapter> {
+        Adapter::load(&self.version_dir(version).join(ADAPTER_FILE))
+    }
+}
+
+impl Registry<TwinCard> {
+    /// Registers a LoRA fine-tune (see [`Registry::register`]).
+    pub fn register_lora(&self, card: TwinCard, lora: &LoraWeights, extra: &[(&str, Vec<u8>)]) -> Result<TwinCard> {
+        self.register(card, |dir| lora.save(&dir.join(LORA_FILE)), extra)
+    }
+
+    /// The LoRA factors of `version`.
+    pub fn lora(&self, version: u64) -> Result<LoraWeights> {
+        LoraWeights::load(&self.version_dir(version).join(LORA_FILE))
+    }
+}
+
+impl<C: Card> Registry<C> {
     /// Opens (creating) the registry at `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(Self { dir: dir.to_owned(), lock: Default::default() })
+        Ok(Self { dir: dir.to_owned(), lock: Default::default(), card: PhantomData })
     }
 
     pub fn dir(&self) -> &Path {
@@ -135,7 +238,7 @@ impl Registry {
     }
 
     /// Every registered version's card, oldest first.
-    pub fn list(&self) -> Result<Vec<ModelCard>> {
+    pub fn list(&self) -> Result<Vec<C>> {
         let mut cards = BTreeMap::new();
         let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         for entry in entries.flatten() {
@@ -148,15 +251,10 @@ impl Registry {
     }
 
     /// The card of `version`.
-    pub fn card(&self, version: u64) -> Result<ModelCard> {
+    pub fn card(&self, version: u64) -> Result<C> {
         let path = self.version_dir(version).join(CARD_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Config { path, reason: e.to_string() })
-    }
-
-    /// The adapter of `version`.
-    pub fn adapter(&self, version: u64) -> Result<Adapter> {
-        Adapter::load(&self.version_dir(version).join(WEIGHTS_FILE))
     }
 
     /// The active version (`None`: the base model).
@@ -169,16 +267,22 @@ impl Registry {
         Ok(self.index()?.events)
     }
 
-    /// Registers a new version with its weights and `extra` files (name →
-    /// bytes); returns its number (`card.version` is set here).
-    pub fn register(&self, mut card: ModelCard, adapter: &Adapter, extra: &[(&str, Vec<u8>)]) -> Result<ModelCard> {
+    /// Registers a new version: `write_weights` writes its weights into the
+    /// (temporary) version directory, `extra` files (name → bytes) go beside
+    /// them; returns the card with its number set.
+    pub fn register(
+        &self,
+        mut card: C,
+        write_weights: impl FnOnce(&Path) -> Result<()>,
+        extra: &[(&str, Vec<u8>)],
+    ) -> Result<C> {
         let _lock = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let version = self.list()?.iter().map(|c| c.version).max().unwrap_or(0) + 1;
-        card.version = version;
+        let version = self.list()?.iter().map(Card::version).max().unwrap_or(0) + 1;
+        card.set_version(version);
         let tmp = self.dir.join(format!(".v{version}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        adapter.save(&tmp.join(WEIGHTS_FILE))?;
+        write_weights(&tmp)?;
         let json = serde_json::to_vec_pretty(&card).map_err(|e| Error::Inference(e.to_string()))?;
         std::fs::write(tmp.join(CARD_FILE), json).map_err(|e| Error::io(&tmp, e))?;
         for (name, bytes) in extra {
@@ -191,7 +295,7 @@ impl Registry {
             at_ms: now_ms(),
             action: "register".into(),
             version: Some(version),
-            reason: card.decision.clone(),
+            reason: card.decision().to_owned(),
         });
         self.store_index(&index)?;
         Ok(card)
@@ -287,8 +391,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let registry = Registry::open(dir.path()).expect("opens");
         assert_eq!(registry.active().expect("reads"), None);
-        let v1 = registry.register(card(), &Adapter::identity(2), &[("extra.json", b"{}".to_vec())]).expect("v1");
-        let v2 = registry.register(card(), &Adapter::identity(2), &[]).expect("v2");
+        let v1 =
+            registry.register_adapter(card(), &Adapter::identity(2), &[("extra.json", b"{}".to_vec())]).expect("v1");
+        let v2 = registry.register_adapter(card(), &Adapter::identity(2), &[]).expect("v2");
         assert_eq!((v1.version, v2.version), (1, 2));
         assert!(registry.version_dir(1).join("extra.json").exists());
         registry.promote(1, "test").expect("promoted");

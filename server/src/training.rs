@@ -428,7 +428,7 @@ impl Training {
             Some(r) => vec![(REFERENCE_FILE, serde_json::to_vec(r)?)],
             None => Vec::new(),
         };
-        let card = self.registry.register(card, &candidate, &extra)?;
+        let card = self.registry.register_adapter(card, &candidate, &extra)?;
         let mut switched_at_epoch = None;
         if promotable {
             self.set_phase("switch");

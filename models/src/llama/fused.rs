@@ -105,6 +105,24 @@ impl FusedLlama {
         })
     }
 
+    /// Adds `delta` (`[out, in]` rows) to an attention projection of `layer`:
+    /// `which` 0 = Q, 1 = K, 2 = V, 3 = the output projection.
+    pub(crate) fn add_attention_delta(&mut self, layer: usize, which: usize, delta: &[f32]) {
+        let c = &self.config;
+        let (h, kv) = (c.hidden_size, c.num_kv_heads * c.head_dim());
+        let block = &mut self.blocks[layer];
+        let (matrix, rows) = match which {
+            0 => (&mut block.qkv, 0..h),
+            1 => (&mut block.qkv, h..h + kv),
+            2 => (&mut block.qkv, h + kv..h + 2 * kv),
+            _ => (&mut block.out, 0..h),
+        };
+        let mut rows = matrix.slice_mut(s![rows, ..]);
+        for (mut row, update) in rows.axis_iter_mut(Axis(0)).zip(delta.chunks_exact(h)) {
+            row.iter_mut().zip(update).for_each(|(w, d)| *w += d);
+        }
+    }
+
     /// Runs the embedded tokens `x` `[s, h]` at the positions after `cache`
     /// and returns the logits of the last one.
     pub(crate) fn step(&self, mut x: Array2<f32>, cache: &mut FusedCache) -> Vec<f32> {

@@ -126,6 +126,14 @@ impl LocalLlm {
         Ok(Self { model, tokenizer, name, turn: std::sync::Mutex::new(()) })
     }
 
+    /// Merges LoRA factors into the weights (the fine-tuned model decodes at
+    /// the base model's speed) and names the result `name`.
+    pub fn merge_lora(&mut self, lora: &super::lora::LoraWeights, name: impl Into<String>) -> Result<()> {
+        self.model.merge_lora(lora)?;
+        self.name = name.into();
+        Ok(())
+    }
+
     /// The tokenizer (and chat template).
     pub fn tokenizer(&self) -> &ChatTokenizer {
         &self.tokenizer

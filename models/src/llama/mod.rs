@@ -23,6 +23,7 @@
 
 mod fused;
 pub mod generate;
+pub mod lora;
 pub mod tokenizer;
 
 use std::path::Path;
@@ -197,24 +198,31 @@ impl Attention {
 }
 
 impl Llama {
-    /// Logits `[1, vocab]` of the last of `x` = the embedded tokens `[1, s, h]`
-    /// at positions `cache.len()..`, extending `cache`.
-    pub fn forward(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
-        let [_, s, _] = x.dims();
-        let start = cache.len;
-        cache.layers.resize_with(self.blocks.len(), || None);
+    /// The final-normalised hidden states `[b, s, h]` of the embedded tokens
+    /// `x` `[b, s, h]` at positions `start..start + s`, extending `caches` (one per layer).
+    fn hidden(&self, x: Tensor<3>, start: usize, caches: &mut [Option<(Tensor<4>, Tensor<4>)>]) -> Tensor<3> {
         let mut x = x;
-        for (block, layer_cache) in self.blocks.iter().zip(&mut cache.layers) {
+        for (block, layer_cache) in self.blocks.iter().zip(caches) {
             let attended = block.attn.forward(block.attn_norm.forward(x.clone()), &self.rope, start, layer_cache);
             x = x + attended;
             let normed = block.ffn_norm.forward(x.clone());
             let ffn = &block.ffn;
             x = x + ffn.down.forward(silu(ffn.gate.forward(normed.clone())) * ffn.up.forward(normed));
         }
+        self.norm.forward(x)
+    }
+
+    /// Logits `[1, vocab]` of the last of `x` = the embedded tokens `[1, s, h]`
+    /// at positions `cache.len()..`, extending `cache`.
+    pub fn forward(&self, x: Tensor<3>, cache: &mut KvCache) -> Tensor<2> {
+        let [_, s, _] = x.dims();
+        let start = cache.len;
+        cache.layers.resize_with(self.blocks.len(), || None);
+        let hidden = self.hidden(x, start, &mut cache.layers);
         cache.len = start + s;
-        let last = x.narrow(1, s - 1, 1);
+        let last = hidden.narrow(1, s - 1, 1);
         let vocab = self.output.weight.dims()[1];
-        self.output.forward(self.norm.forward(last)).reshape([1, vocab])
+        self.output.forward(last).reshape([1, vocab])
     }
 }
 

@@ -131,7 +131,7 @@ impl ChatTokenizer {
     }
 
     /// `text` with every control token broken after its first character.
-    fn neutralise(&self, text: &str) -> String {
+    pub(crate) fn neutralise(&self, text: &str) -> String {
         let mut text = text.to_owned();
         for control in self.controls.iter().filter(|c| c.chars().count() > 1) {
             if text.contains(control.as_str()) {
@@ -146,6 +146,13 @@ impl ChatTokenizer {
     /// Ids after which generation stops.
     pub fn stop_ids(&self) -> &[u32] {
         &self.stop_ids
+    }
+
+    /// The token that closes a turn (the end-of-sequence token when it is
+    /// one token, else the first stop id): what a fine-tuned answer ends with.
+    pub fn end_of_turn(&self) -> Option<u32> {
+        let eos = self.eos.as_deref().and_then(|eos| self.encode(eos).ok()).filter(|ids| ids.len() == 1);
+        eos.map(|ids| ids[0]).or_else(|| self.stop_ids.first().copied())
     }
 
     /// The prompt for `messages` as the model's chat template renders it,

@@ -11,9 +11,12 @@
 //! - `llm`: the real SmolLM2-135M-Instruct GGUF (fetched like MiniLM)
 //!   against `data/smollm2_reference.json` (a numpy implementation checked
 //!   against transformers' LlamaForCausalLM on the same dequantised weights).
+//! - `lora`: LoRA fine-tuning of the real SmolLM2 on a small, distinctive
+//!   style; held-out likelihood, and the merged decode path against the burn graph.
 //! Throughput lives in `benches/` (`twinflow-bench embed`), not here.
 
 mod llm;
+mod lora;
 mod parity;
 mod robustness;
 mod tiny;
