@@ -190,7 +190,8 @@ fn by_hand_steps(cache_dir: &Path, package: &Package) -> String {
     )
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// The hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];

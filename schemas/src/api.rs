@@ -48,6 +48,8 @@ pub enum ErrorCode {
     GeneratorUnavailable,
     /// A training run is already in progress.
     TrainingRunning,
+    /// The twin needs the local generator (an OpenAI-compatible one cannot be fine-tuned here).
+    TwinUnavailable,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }
@@ -64,7 +66,8 @@ impl ErrorCode {
             | Self::InvalidQuery
             | Self::SqlNotReadOnly
             | Self::SqlError
-            | Self::ContextLengthExceeded => 400,
+            | Self::ContextLengthExceeded
+            | Self::TwinUnavailable => 400,
             Self::NotFound | Self::ModelNotFound => 404,
             Self::DocumentTooLarge | Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

@@ -18,6 +18,7 @@ use twinflow_sinks::Store;
 
 use crate::generator::LazyGenerator;
 use crate::training::Training;
+use crate::twin::Twin;
 
 /// Longest time between two saves of the drift monitor's state while data flows.
 const DRIFT_SAVE_EVERY: Duration = Duration::from_secs(30);
@@ -31,10 +32,12 @@ pub struct App {
     pub config: Config,
     pub engine: Arc<Engine>,
     pub store: Arc<Store>,
-    /// Writes answers; built on first use.
-    pub generator: LazyGenerator,
+    /// Writes answers (the active twin, else the configured generator); built on first use.
+    pub generator: Arc<LazyGenerator>,
     /// Drift monitor, model registry and the training job.
     pub training: Arc<Training>,
+    /// The twin's registry and fine-tuning job.
+    pub twin: Arc<Twin>,
     pub started: Instant,
     committer: Mutex<Option<JoinHandle<()>>>,
     /// Dropping the sender stops the progress reporter.
@@ -65,16 +68,18 @@ impl App {
         );
         let restore = restore_from(&store, embedder.as_ref())?;
         let datasets = Arc::new(crate::datasets::Datasets::open(&store)?);
-        let training = Arc::new(Training::open(&config, &store, datasets)?);
+        let training = Arc::new(Training::open(&config, &store, datasets.clone())?);
+        let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
+        let twin = Arc::new(Twin::open(&config, data_dir, datasets, &generator)?);
         let options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
         let engine = Arc::new(Engine::start(options, embedder, restore)?);
-        let generator = LazyGenerator::new(config.generator.clone());
         let app = Arc::new(App {
             config,
             engine: engine.clone(),
             store: store.clone(),
-            generator,
+            generator: generator.clone(),
             training: training.clone(),
+            twin: twin.clone(),
             started: Instant::now(),
             committer: Mutex::new(None),
             progress: Mutex::new(None),
@@ -84,12 +89,21 @@ impl App {
         });
         let snapshot_every = app.config.storage.snapshot_every;
         let retrain_on_drift = app.config.training.on_drift;
+        let twin_on_drift = app.config.twin.on_drift;
         let committer = std::thread::Builder::new().name("twinflow-committer".into()).spawn(move || {
             let on_trigger = |trigger: twinflow_dataflow::DriftTrigger| {
+                let value = serde_json::json!({ "drift": trigger });
+                if twin_on_drift {
+                    match twin.start(store.clone(), generator.clone(), value.clone()) {
+                        Ok(started) => {
+                            tracing::info!(epoch = trigger.epoch, started, "twin fine-tuning asked by drift")
+                        }
+                        Err(e) => tracing::error!(error = %e, "could not start the twin fine-tuning"),
+                    }
+                }
                 if !retrain_on_drift {
                     return;
                 }
-                let value = serde_json::json!({ "drift": trigger });
                 match training.start(store.clone(), engine.embedder().clone(), value) {
                     Ok(true) => tracing::info!(epoch = trigger.epoch, "retraining started by drift"),
                     Ok(false) => {

@@ -61,6 +61,12 @@ pub enum Command {
     /// Train an embedding adapter on a fresh dataset snapshot now, wait for
     /// it, and print its evaluation (promoted only if it beats the active model).
     Train(ServerArgs),
+    /// The LLM twin: LoRA fine-tunes of the local generator that answer
+    /// like the author (versions, fine-tuning, promotion, rollback).
+    Twin {
+        #[command(subcommand)]
+        command: TwinCommand,
+    },
     /// The instruct dataset: versions, snapshots, LLM generation.
     Datasets {
         #[command(subcommand)]
@@ -101,6 +107,24 @@ pub enum ModelsCommand {
         server: ServerArgs,
     },
     /// Go back to the previously active model.
+    Rollback(ServerArgs),
+}
+
+/// `twinflow twin …`
+#[derive(Debug, Subcommand)]
+pub enum TwinCommand {
+    /// Fine-tune the generator (LoRA) on a fresh dataset snapshot now, wait,
+    /// and print its held-out evaluation (promoted only if it beats the active twin).
+    Train(ServerArgs),
+    /// The answering model and every twin version's dataset, evaluation and decision.
+    List(ServerArgs),
+    /// Make a twin version answer.
+    Promote {
+        version: u64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Go back to the previous twin (or the base model).
     Rollback(ServerArgs),
 }
 
@@ -407,7 +431,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_drift(&drift);
             Ok(())
         }
-        Command::Train(args) => train(&args),
+        Command::Train(args) => train(&args, "/v1/models", "/v1/models/train"),
+        Command::Twin { command } => {
+            let answer = match command {
+                TwinCommand::Train(args) => return train(&args, "/v1/twin", "/v1/twin/train"),
+                TwinCommand::List(args) => Client::new(&args.server)?.get_json("/v1/twin")?,
+                TwinCommand::Promote { version, server } => {
+                    Client::new(&server.server)?.post_json(&format!("/v1/twin/versions/{version}/promote"))?
+                }
+                TwinCommand::Rollback(args) => Client::new(&args.server)?.post_json("/v1/twin/rollback")?,
+            };
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
         Command::Datasets { command } => {
             let answer = match command {
                 DatasetsCommand::List(args) => Client::new(&args.server)?.get_json("/v1/datasets")?,
@@ -524,18 +560,23 @@ fn print_models(models: &serde_json::Value) {
     }
 }
 
-/// `twinflow train`: start a run, follow it, print the outcome.
-fn train(args: &ServerArgs) -> anyhow::Result<()> {
+/// `twinflow train`, `twinflow twin train`: start a run (`POST start`),
+/// follow it (`GET status` → `training`), print the outcome.
+fn train(args: &ServerArgs, status: &str, start: &str) -> anyhow::Result<()> {
     let client = Client::new(&args.server)?;
-    let before = client.get_json("/v1/models")?["training"]["runs"].as_u64().unwrap_or(0);
-    client.post_json("/v1/models/train")?;
+    let before = client.get_json(status)?["training"]["runs"].as_u64().unwrap_or(0);
+    client.post_json(start)?;
     let mut last_phase = String::new();
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let training = client.get_json("/v1/models")?["training"].clone();
+        let training = client.get_json(status)?["training"].clone();
         let phase = training["phase"].as_str().unwrap_or("").to_owned();
         if phase != last_phase && !phase.is_empty() {
-            eprintln!("training: {phase}");
+            if phase == "train" && training["steps"].as_u64().unwrap_or(0) > 0 {
+                eprintln!("training: {phase} ({} steps)", training["steps"]);
+            } else {
+                eprintln!("training: {phase}");
+            }
             last_phase = phase;
         }
         if training["runs"].as_u64().unwrap_or(0) > before && training["state"] == "idle" {

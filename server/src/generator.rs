@@ -1,6 +1,8 @@
 //! The generators the configuration can name, behind
 //! [`twinflow_models::Generator`]: the local GGUF model, or any
-//! OpenAI-compatible endpoint ([`OpenAiGenerator`]), loaded on first use.
+//! OpenAI-compatible endpoint ([`OpenAiGenerator`]), loaded on first use;
+//! and the active twin (the local model with a LoRA fine-tune merged), which
+//! answers in its place once one is promoted.
 
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
@@ -13,29 +15,55 @@ use serde::Deserialize;
 use serde_json::json;
 
 use twinflow_models::{
-    ChatMessage, Error as ModelError, FinishReason, GenerateParams, Generation, Generator, LocalLlm, cpu_device,
-    default_cache_dir, fetch_smollm2,
+    ChatMessage, Error as ModelError, FinishReason, GenerateParams, Generation, Generator, LocalLlm, LoraWeights,
+    cpu_device, default_cache_dir, fetch_smollm2,
 };
 use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
 
 /// The configured generator, built on first use (loading SmolLM2 takes a
 /// second or two and fetches it the first time; servers that never answer
-/// questions never pay for it).
+/// questions never pay for it), and the active twin.
 #[derive(Debug)]
 pub struct LazyGenerator {
     config: GeneratorConfig,
     /// Only a success is kept: a failed build (no network for the fetch) is retried by the next call.
     built: Mutex<Option<Arc<dyn Generator>>>,
+    twin: Mutex<Option<TwinSlot>>,
+}
+
+/// The active twin: its name and factors, and the merged model once built.
+#[derive(Debug)]
+struct TwinSlot {
+    name: String,
+    lora: Arc<LoraWeights>,
+    built: Option<Arc<dyn Generator>>,
 }
 
 impl LazyGenerator {
     pub fn new(config: GeneratorConfig) -> Self {
-        Self { config, built: Mutex::new(None) }
+        Self { config, built: Mutex::new(None), twin: Mutex::new(None) }
     }
 
-    /// The generator, built now if needed (blocking: call it off the async
-    /// runtime); the error says why it could not be built.
+    /// What answers questions: the twin when one is active, else the
+    /// configured generator; built now if needed (blocking: call it off the
+    /// async runtime). The error says why it could not be built.
     pub fn get(&self) -> Result<Arc<dyn Generator>, String> {
+        let mut twin = self.twin.lock();
+        if let Some(slot) = twin.as_mut() {
+            if let Some(generator) = &slot.built {
+                return Ok(generator.clone());
+            }
+            let generator = self.build_twin(&slot.name, &slot.lora).map_err(|e| format!("{e:#}"))?;
+            slot.built = Some(generator.clone());
+            return Ok(generator);
+        }
+        drop(twin);
+        self.base()
+    }
+
+    /// The configured generator, never the twin (dataset generation and the
+    /// preference data's rejected answers come from it).
+    pub fn base(&self) -> Result<Arc<dyn Generator>, String> {
         let mut built = self.built.lock();
         if let Some(generator) = built.as_ref() {
             return Ok(generator.clone());
@@ -43,6 +71,48 @@ impl LazyGenerator {
         let generator = build_generator(&self.config).map_err(|e| format!("{e:#}"))?;
         *built = Some(generator.clone());
         Ok(generator)
+    }
+
+    /// The local model's GGUF file and context (fetched if needed); an error
+    /// for an OpenAI-compatible generator, which cannot be fine-tuned here.
+    pub fn local_gguf(&self) -> anyhow::Result<(std::path::PathBuf, usize)> {
+        match &self.config {
+            GeneratorConfig::Local(local) => {
+                let path = match &local.gguf {
+                    Some(path) => path.clone(),
+                    None => fetch_smollm2(&default_cache_dir()).context("cannot fetch the SmolLM2 weights")?,
+                };
+                Ok((path, local.context))
+            }
+            GeneratorConfig::Openai(remote) => anyhow::bail!(
+                "the generator is the OpenAI-compatible endpoint {} ({}); the twin fine-tunes the local model only",
+                remote.url,
+                remote.model
+            ),
+        }
+    }
+
+    /// The local model with `lora` merged, named `name`.
+    pub fn build_twin(&self, name: &str, lora: &LoraWeights) -> anyhow::Result<Arc<dyn Generator>> {
+        let (path, context) = self.local_gguf()?;
+        let started = Instant::now();
+        let mut llm = LocalLlm::load(&path, context, &cpu_device())
+            .with_context(|| format!("cannot load the generator {}", path.display()))?;
+        llm.merge_lora(lora, name).with_context(|| format!("cannot merge the twin {name}"))?;
+        tracing::info!(twin = name, ms = started.elapsed().as_millis() as u64, "loaded the twin");
+        Ok(Arc::new(llm))
+    }
+
+    /// Makes `twin` (name, factors and, when already built, the merged model)
+    /// answer from the next request on; `None` goes back to the configured
+    /// generator. Requests in flight finish on the model they started with.
+    pub fn set_twin(&self, twin: Option<(String, Arc<LoraWeights>, Option<Arc<dyn Generator>>)>) {
+        *self.twin.lock() = twin.map(|(name, lora, built)| TwinSlot { name, lora, built });
+    }
+
+    /// The name of the active twin, if any.
+    pub fn twin_name(&self) -> Option<String> {
+        self.twin.lock().as_ref().map(|slot| slot.name.clone())
     }
 }
 

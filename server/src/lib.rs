@@ -30,6 +30,7 @@ pub mod generator;
 pub mod rag;
 pub mod settings;
 pub mod training;
+pub mod twin;
 
 pub use api::router;
 pub use app::App;

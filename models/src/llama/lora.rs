@@ -347,6 +347,7 @@ impl Nll {
 #[derive(Debug)]
 pub struct LoraTrainer {
     gguf: std::path::PathBuf,
+    tokenizer: ChatTokenizer,
     config: LlamaConfig,
     /// The base model on the (non-autodiff) device, for scoring.
     base: LlamaModel,
@@ -361,6 +362,7 @@ impl LoraTrainer {
         let base = LlamaModel::from_gguf_burn_graph(&file, max_tokens, device)?;
         Ok(Self {
             gguf: gguf.to_owned(),
+            tokenizer: ChatTokenizer::from_gguf(&file)?,
             config: base.config.clone(),
             max_tokens: base.config.context_length,
             base,
@@ -371,6 +373,11 @@ impl LoraTrainer {
     /// Longest example the trainer takes.
     pub fn max_tokens(&self) -> usize {
         self.max_tokens
+    }
+
+    /// `question` → `answer` as an example for this model (see [`SftExample::from_chat`]).
+    pub fn example(&self, question: &str, answer: &str) -> Result<Option<SftExample>> {
+        SftExample::from_chat(&self.tokenizer, question, answer, self.max_tokens)
     }
 
     /// The held-out score of the base model (`lora: None`) or the base model

@@ -56,6 +56,8 @@ fn question_of(app: &App, request: &ChatCompletionRequest, model: &str) -> Resul
     let invalid = |m: String| ApiError::new(ErrorCode::InvalidField, m);
     if let Some(asked) = &request.model
         && !asked.eq_ignore_ascii_case(model)
+        // A twin (`<base>+twin-v<N>`) also answers to its base model's name.
+        && !model.split_once("+twin-").is_some_and(|(base, _)| asked.eq_ignore_ascii_case(base))
         && !asked.eq_ignore_ascii_case("twinflow")
     {
         return Err(ApiError::new(

@@ -9,6 +9,7 @@
 //! | `chat.rs` | `POST /v1/chat/completions` (OpenAI's format, SSE streaming, answered by RAG) |
 //! | `sql.rs` | `POST /v1/sql` |
 //! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train`, `POST /v1/models/{v}/promote`, `POST /v1/models/rollback` |
+//! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback` |
 //! | `status.rs` | `GET /v1/status`, `GET /healthz`, `POST /v1/snapshots` |
 //! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }` |
 
@@ -33,6 +34,7 @@ pub mod rag;
 pub mod search;
 pub mod sql;
 pub mod status;
+pub mod twin;
 
 pub use error::ApiError;
 
@@ -58,6 +60,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models/train", post(models::train))
         .route("/v1/models/{version}/promote", post(models::promote))
         .route("/v1/models/rollback", post(models::rollback))
+        .route("/v1/twin", get(twin::twin))
+        .route("/v1/twin/train", post(twin::train))
+        .route("/v1/twin/versions/{version}/promote", post(twin::promote))
+        .route("/v1/twin/rollback", post(twin::rollback))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)

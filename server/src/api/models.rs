@@ -132,14 +132,17 @@ pub async fn dataset_generate(
     if request.limit > 10_000 {
         return Err(ApiError::new(ErrorCode::InvalidField, "limit must be at most 10000 extracts per pass"));
     }
-    let generator = app.generator.get().map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
     let blocking = app.clone();
     let report = tokio::task::spawn_blocking(move || {
-        blocking.training.datasets.generate(&blocking.store, generator.as_ref(), request.limit)
+        let generator = blocking.generator.base().map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
+        blocking
+            .training
+            .datasets
+            .generate(&blocking.store, generator.as_ref(), request.limit)
+            .map_err(ApiError::internal)
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::internal)??;
     Ok(Json(json!(report)))
 }
 

@@ -1,6 +1,7 @@
 //! Server tests: the router in process (`oneshot`), a real socket, the
 //! `twinflow` binary as a process (watch directory, SIGTERM, restart), and
-//! answers from the real SmolLM2 generator (`rag`).
+//! answers from the real SmolLM2 generator (`rag`), and the LLM twin
+//! fine-tuned from it (`twin`).
 
 mod binary;
 mod datasets;
@@ -11,3 +12,4 @@ mod rag;
 mod readers;
 mod router;
 mod socket;
+mod twin;

@@ -10,18 +10,18 @@ use twinflow_server::router;
 
 use crate::fixtures::{app, article, upsert_line};
 
-async fn send(app: &std::sync::Arc<twinflow_server::App>, request: Request<Body>) -> (StatusCode, Vec<u8>) {
+pub(crate) async fn send(app: &std::sync::Arc<twinflow_server::App>, request: Request<Body>) -> (StatusCode, Vec<u8>) {
     let response = router(app.clone()).oneshot(request).await.expect("router answers");
     let status = response.status();
     let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
     (status, body.to_vec())
 }
 
-fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+pub(crate) fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
     Request::post(uri).header("content-type", content_type).body(body.into()).expect("request")
 }
 
-async fn expect_error(
+pub(crate) async fn expect_error(
     app: &std::sync::Arc<twinflow_server::App>,
     request: Request<Body>,
     status: StatusCode,

@@ -1,0 +1,394 @@
+//! The LLM twin: LoRA fine-tunes of the local generator on the instruct
+//! dataset, evaluated on held-out answers, registered, and switched in for
+//! answering without downtime.
+//!
+//! ```text
+//!  Twin::start ◀── POST /v1/twin/train, twinflow twin train, drift ([twin] on_drift)
+//!    1. the next dataset version; its train/test splits (split by document)
+//!    2. examples: chat template(user: instruction) ++ the author's text ++ end of turn
+//!    3. LoRA on Q/K/V/O of every layer, fresh from the base model (burn autodiff, Adam)
+//!    4. held-out nll per answer token: base, active twin (parent), candidate
+//!    5. register (lora.safetensors, card); promote only if the candidate's nll is lower:
+//!       build the merged model first, then swap it in (requests in flight finish on the old one)
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use twinflow_models::{
+    DatasetRef, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Registry, SftExample, TwinCard, TwinEvaluation,
+    cpu_device,
+};
+use twinflow_schemas::Split;
+use twinflow_schemas::config::{Config, TwinConfig};
+use twinflow_sinks::Store;
+
+use crate::datasets::Datasets;
+use crate::generator::LazyGenerator;
+
+/// Examples per forward pass when scoring.
+const SCORE_BATCH: usize = 4;
+
+/// What the twin job is doing, for `GET /v1/twin`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TwinStatus {
+    /// `idle` or `running`.
+    pub state: String,
+    /// `snapshot`, `load`, `train`, `evaluate`, `register`, `switch`.
+    pub phase: String,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: Option<f32>,
+    pub started_at_ms: Option<i64>,
+    pub trigger: serde_json::Value,
+    pub last: Option<TwinOutcome>,
+    pub last_error: Option<String>,
+    pub runs: u64,
+}
+
+/// What one fine-tuning run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct TwinOutcome {
+    pub version: u64,
+    pub promoted: bool,
+    pub decision: String,
+    pub evaluation: TwinEvaluation,
+    pub dataset: DatasetRef,
+    pub seconds: f64,
+}
+
+/// The twin's registry and fine-tuning job.
+#[derive(Debug)]
+pub struct Twin {
+    pub config: TwinConfig,
+    pub registry: Registry<TwinCard>,
+    datasets: Arc<Datasets>,
+    status: Mutex<TwinStatus>,
+    running: AtomicBool,
+    /// Serialises switches of the active twin.
+    switch: Mutex<()>,
+}
+
+impl Twin {
+    /// Opens the twin registry; the active twin (if any) is handed to
+    /// `generator`, which builds it on first use.
+    pub fn open(
+        config: &Config,
+        data_dir: &std::path::Path,
+        datasets: Arc<Datasets>,
+        generator: &LazyGenerator,
+    ) -> anyhow::Result<Twin> {
+        let dir = config.twin.registry.clone().unwrap_or_else(|| data_dir.join("_models").join("twin"));
+        let registry = Registry::<TwinCard>::open(&dir)
+            .with_context(|| format!("cannot open the twin registry {}", dir.display()))?;
+        let twin = Twin {
+            config: config.twin.clone(),
+            registry,
+            datasets,
+            status: Mutex::new(TwinStatus { state: "idle".into(), ..TwinStatus::default() }),
+            running: AtomicBool::new(false),
+            switch: Mutex::new(()),
+        };
+        if let Some(version) = twin.registry.active()? {
+            let card = twin.registry.card(version)?;
+            let lora = twin.registry.lora(version)?;
+            generator.set_twin(Some((twin_name(&card), Arc::new(lora), None)));
+            tracing::info!(version, "active twin registered (built on first use)");
+        }
+        Ok(twin)
+    }
+
+    pub fn status(&self) -> TwinStatus {
+        self.status.lock().clone()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// The training configuration of a run.
+    pub fn training(&self) -> anyhow::Result<LoraTraining> {
+        let targets = self
+            .config
+            .targets
+            .iter()
+            .map(|t| {
+                LoraTarget::ALL
+                    .into_iter()
+                    .find(|x| x.name() == t.as_str())
+                    .with_context(|| format!("[twin] targets: {t:?} is not one of q, k, v, o"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(LoraTraining {
+            rank: self.config.rank,
+            alpha: self.config.alpha,
+            targets,
+            epochs: self.config.epochs,
+            batch_size: self.config.batch_size,
+            learning_rate: self.config.learning_rate,
+            max_tokens: self.config.max_tokens,
+            seed: self.config.seed,
+        })
+    }
+
+    /// Starts a run in a background thread; `false` when one is running.
+    pub fn start(
+        self: &Arc<Self>,
+        store: Arc<Store>,
+        generator: Arc<LazyGenerator>,
+        trigger: serde_json::Value,
+    ) -> anyhow::Result<bool> {
+        if self.running.swap(true, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        {
+            let mut status = self.status.lock();
+            status.state = "running".into();
+            status.phase = "snapshot".into();
+            status.step = 0;
+            status.steps = 0;
+            status.loss = None;
+            status.started_at_ms = Some(now_ms());
+            status.trigger = trigger.clone();
+        }
+        let twin = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("twinflow-twin".into()).spawn(move || {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| twin.run(&store, &generator, trigger)))
+                    .unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        Err(anyhow::anyhow!("the fine-tuning run panicked: {message}"))
+                    });
+            let mut status = twin.status.lock();
+            status.state = "idle".into();
+            status.phase = String::new();
+            status.runs += 1;
+            match result {
+                Ok(outcome) => {
+                    tracing::info!(
+                        version = outcome.version,
+                        promoted = outcome.promoted,
+                        seconds = outcome.seconds,
+                        "twin fine-tuning finished: {}",
+                        outcome.decision
+                    );
+                    status.last = Some(outcome);
+                    status.last_error = None;
+                }
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "twin fine-tuning failed");
+                    status.last_error = Some(format!("{e:#}"));
+                }
+            }
+            drop(status);
+            twin.running.store(false, Ordering::SeqCst);
+        });
+        if let Err(e) = spawned {
+            self.running.store(false, Ordering::SeqCst);
+            return Err(e.into());
+        }
+        Ok(true)
+    }
+
+    fn set_phase(&self, phase: &str) {
+        self.status.lock().phase = phase.into();
+    }
+
+    /// One whole run, synchronously.
+    pub fn run(
+        &self,
+        store: &Store,
+        generator: &LazyGenerator,
+        trigger: serde_json::Value,
+    ) -> anyhow::Result<TwinOutcome> {
+        let started = Instant::now();
+        let training = self.training()?;
+        let (gguf, _) = generator.local_gguf()?;
+        self.set_phase("snapshot");
+        let dataset = self.datasets.snapshot(store).context("the dataset snapshot failed")?;
+        let samples = twinflow_sinks::datasets::read_instruct_version(store.data_dir(), dataset.version)
+            .context("reading the dataset version")?;
+
+        self.set_phase("load");
+        let trainer = LoraTrainer::load(&gguf, training.max_tokens, &cpu_device())
+            .with_context(|| format!("cannot load {} for fine-tuning", gguf.display()))?;
+        let mut train = Vec::new();
+        let mut test = Vec::new();
+        for sample in &samples {
+            let Some(example) = trainer.example(&sample.instruction, &sample.output)? else { continue };
+            if sample.split == Split::Train { train.push(example) } else { test.push(example) }
+        }
+        let train = even_sample(train, self.config.max_examples);
+        let test = even_sample(test, self.config.max_test);
+        anyhow::ensure!(
+            train.len() >= training.batch_size.max(1) && !test.is_empty(),
+            "not enough instruct samples to fine-tune: {} train, {} test that fit {} tokens \
+             (need one batch of {} and one test sample)",
+            train.len(),
+            test.len(),
+            training.max_tokens,
+            training.batch_size
+        );
+
+        self.set_phase("train");
+        let (candidate, report) = trainer.train(&train, &training, |step, steps, loss| {
+            let mut status = self.status.lock();
+            status.step = step;
+            status.steps = steps;
+            status.loss = Some(loss);
+        })?;
+
+        self.set_phase("evaluate");
+        let parent = self.registry.active()?;
+        let base = trainer.nll(&test, None, SCORE_BATCH)?;
+        let parent_nll = match parent {
+            Some(v) => trainer.nll(&test, Some(&self.registry.lora(v)?), SCORE_BATCH)?,
+            None => base,
+        };
+        let candidate_nll = trainer.nll(&test, Some(&candidate), SCORE_BATCH)?;
+        drop(trainer);
+        let evaluation = TwinEvaluation { base, parent: parent_nll, candidate: candidate_nll };
+        let promotable = candidate_nll.mean < parent_nll.mean;
+        let decision = if promotable {
+            format!(
+                "promoted: held-out nll {:.4} → {:.4} (perplexity {:.2} → {:.2}) on {} answers, {} tokens",
+                parent_nll.mean,
+                candidate_nll.mean,
+                parent_nll.perplexity(),
+                candidate_nll.perplexity(),
+                test.len(),
+                candidate_nll.tokens
+            )
+        } else {
+            format!(
+                "kept the active twin: held-out nll {:.4} is not below {:.4} on {} answers",
+                candidate_nll.mean,
+                parent_nll.mean,
+                test.len()
+            )
+        };
+
+        self.set_phase("register");
+        let dataset = DatasetRef {
+            name: "instruct".into(),
+            version: dataset.version,
+            epoch: dataset.source_epoch,
+            content_hash: dataset.content_hash,
+            train_pairs: train.len(),
+            test_pairs: test.len(),
+        };
+        let card = TwinCard {
+            version: 0,
+            kind: "llm-lora".into(),
+            base_model: gguf.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            base_sha256: twinflow_models::fetch::sha256_file(&gguf)?,
+            created_at_ms: now_ms(),
+            parent,
+            dataset: dataset.clone(),
+            trigger,
+            training,
+            report,
+            evaluation: evaluation.clone(),
+            promotable,
+            decision: decision.clone(),
+        };
+        let card = self.registry.register_lora(card, &candidate, &[])?;
+        let mut promoted = false;
+        if promotable {
+            self.set_phase("switch");
+            let _switch = self.switch.lock();
+            if self.registry.active()? == parent {
+                self.activate_locked(generator, card.version, Some(candidate), &decision)?;
+                promoted = true;
+            } else {
+                tracing::warn!(version = card.version, "the active twin changed during the run: not promoted");
+            }
+        }
+        Ok(TwinOutcome {
+            version: card.version,
+            promoted,
+            decision,
+            evaluation,
+            dataset,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Makes `version` the twin that answers.
+    pub fn activate(&self, generator: &LazyGenerator, version: u64, reason: &str) -> anyhow::Result<()> {
+        let _switch = self.switch.lock();
+        self.activate_locked(generator, version, None, reason)
+    }
+
+    /// Builds the merged model before the switch, so that no request waits for it.
+    fn activate_locked(
+        &self,
+        generator: &LazyGenerator,
+        version: u64,
+        lora: Option<LoraWeights>,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let card = self.registry.card(version)?;
+        let lora = Arc::new(match lora {
+            Some(lora) => lora,
+            None => self.registry.lora(version)?,
+        });
+        let name = twin_name(&card);
+        let built = generator.build_twin(&name, &lora)?;
+        self.registry.promote(version, reason)?;
+        generator.set_twin(Some((name, lora, Some(built))));
+        Ok(())
+    }
+
+    /// Back to the previously active twin (or the base model); returns it.
+    pub fn rollback(&self, generator: &LazyGenerator) -> anyhow::Result<Option<u64>> {
+        let _switch = self.switch.lock();
+        let previous = self.registry.rollback("rollback requested")?;
+        match previous {
+            Some(version) => {
+                let card = self.registry.card(version)?;
+                let lora = Arc::new(self.registry.lora(version)?);
+                let name = twin_name(&card);
+                let built = generator.build_twin(&name, &lora)?;
+                generator.set_twin(Some((name, lora, Some(built))));
+            }
+            None => generator.set_twin(None),
+        }
+        Ok(previous)
+    }
+
+    /// `twin-v<N>` or `base`.
+    pub fn active_name(&self) -> String {
+        match self.registry.active() {
+            Ok(Some(v)) => format!("twin-v{v}"),
+            _ => "base".into(),
+        }
+    }
+}
+
+/// The generator name of a twin: `<base model>+twin-v<N>`.
+fn twin_name(card: &TwinCard) -> String {
+    format!("{}+twin-v{}", card.base_model, card.version)
+}
+
+/// At most `limit` of `items`, evenly spread (0 = all).
+fn even_sample(items: Vec<SftExample>, limit: usize) -> Vec<SftExample> {
+    if limit == 0 || items.len() <= limit {
+        return items;
+    }
+    let step = items.len() as f64 / limit as f64;
+    (0..limit).map(|i| items[(i as f64 * step) as usize].clone()).collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

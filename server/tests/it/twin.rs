@@ -1,0 +1,167 @@
+//! The LLM twin over HTTP with the real SmolLM2: a corpus written in one
+//! voice, a LoRA fine-tuning run on its instruct dataset, the held-out
+//! evaluation, the switch of the answering model, rollback, promotion, a
+//! restart, and the errors of each endpoint.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use twinflow_models::GenerateParams;
+use twinflow_schemas::api::ErrorCode;
+use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
+
+use crate::fixtures::{app_with, upsert_line};
+use crate::router::{expect_error, post, send};
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+/// Greedy first tokens of the answering model to `question`, and its name.
+async fn answer(app: &std::sync::Arc<twinflow_server::App>, question: &str) -> (String, String) {
+    let app = app.clone();
+    let question = question.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let generator = app.generator.get().unwrap();
+        let params = GenerateParams { max_tokens: 5, temperature: 0.0, ..GenerateParams::default() };
+        let messages = [twinflow_models::ChatMessage::new("user", question)];
+        let generation = generator.generate(&messages, &params, &mut |_| ControlFlow::Continue(())).unwrap();
+        (generator.model_name().to_owned(), generation.text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let configure = |config: &mut twinflow_schemas::config::Config| {
+        config.drift.enabled = false;
+        config.training.on_drift = false;
+        config.twin.max_examples = 16;
+        config.twin.max_test = 4;
+        config.twin.max_tokens = 96;
+        config.twin.epochs = 2;
+        config.twin.learning_rate = 2e-3;
+    };
+    let app = app_with(dir.path(), configure);
+
+    expect_error(&app, post("/v1/twin/rollback", "application/json", ""), StatusCode::NOT_FOUND, ErrorCode::NotFound)
+        .await;
+    expect_error(
+        &app,
+        post("/v1/twin/versions/3/promote", "application/json", ""),
+        StatusCode::NOT_FOUND,
+        ErrorCode::ModelNotFound,
+    )
+    .await;
+
+    // Forty documents in one voice: a fixed greeting and sign-off around varied words.
+    let vocabulary = [
+        "rivers", "taxes", "ships", "farms", "roads", "mines", "banks", "forts", "ports", "mills", "courts", "schools",
+        "wheat", "cotton", "iron", "coal", "treaty", "navy", "army", "tariff", "credit", "debt", "harbour", "canal",
+    ];
+    let mut state = 11u64;
+    let mut word = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        vocabulary[(state >> 33) as usize % vocabulary.len()]
+    };
+    let body: String = (0..40)
+        .map(|i| {
+            let paragraphs: Vec<String> = (0..2)
+                .map(|_| {
+                    let middle = (0..40).map(|_| word()).collect::<Vec<_>>().join(" ");
+                    format!("Hark, good neighbour! {middle}. So speaks the keeper of the valley.")
+                })
+                .collect();
+            upsert_line(&format!("doc-{i}"), &format!("Letter {i}"), &paragraphs.join("\n\n")) + "\n"
+        })
+        .collect();
+    let (status, bytes) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let (base_name, base_answer) = answer(&app, "Tell me about the harbour.").await;
+
+    let (status, bytes) = send(&app, post("/v1/twin/train", "application/json", "")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&bytes));
+    expect_error(
+        &app,
+        post("/v1/twin/train", "application/json", ""),
+        StatusCode::CONFLICT,
+        ErrorCode::TrainingRunning,
+    )
+    .await;
+    let started = Instant::now();
+    let twin = loop {
+        let (_, bytes) = send(&app, get("/v1/twin")).await;
+        let twin = json(&bytes);
+        if twin["training"]["runs"] == 1 {
+            break twin;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "the run did not finish: {twin}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("twin run: {:.1} s, {}", started.elapsed().as_secs_f64(), twin["versions"][0]["decision"]);
+    assert!(twin["training"]["last_error"].is_null(), "{twin}");
+    let card = &twin["versions"][0];
+    assert_eq!(card["kind"], "llm-lora");
+    assert_eq!(card["dataset"]["version"], 1);
+    assert_eq!(card["report"]["steps"], 8, "16 examples, batches of 4, 2 epochs: {card}");
+    let (base_nll, candidate_nll) = (
+        card["evaluation"]["base"]["mean"].as_f64().unwrap(),
+        card["evaluation"]["candidate"]["mean"].as_f64().unwrap(),
+    );
+    assert!(candidate_nll < 0.8 * base_nll, "held-out nll {base_nll} → {candidate_nll}");
+    assert_eq!(card["promotable"], true);
+    assert_eq!(twin["active"], "twin-v1");
+    assert!(twin["answering"].as_str().is_some_and(|n| n.ends_with("+twin-v1")), "{twin}");
+
+    // The twin answers now, in the author's voice.
+    let (name, text) = answer(&app, "Tell me about the harbour.").await;
+    assert_eq!(name, format!("{base_name}+twin-v1"));
+    assert!(text.starts_with("Hark"), "twin: {text:?}; base: {base_answer:?}");
+    assert!(!base_answer.starts_with("Hark"), "{base_answer:?}");
+
+    // Rollback to the base model, promotion back.
+    let (status, bytes) = send(&app, post("/v1/twin/rollback", "application/json", "")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(json(&bytes)["active"], "base");
+    assert_eq!(answer(&app, "Tell me about the harbour.").await.0, base_name);
+    let (status, bytes) = send(&app, post("/v1/twin/versions/1/promote", "application/json", "")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(answer(&app, "Tell me about the harbour.").await.0, format!("{base_name}+twin-v1"));
+
+    // A restart keeps the active twin.
+    app.shutdown().unwrap();
+    drop(app);
+    let app = app_with(dir.path(), configure);
+    let (_, bytes) = send(&app, get("/v1/twin")).await;
+    assert_eq!(json(&bytes)["active"], "twin-v1");
+    let (name, text) = answer(&app, "Tell me about the harbour.").await;
+    assert_eq!(name, format!("{base_name}+twin-v1"));
+    assert!(text.starts_with("Hark"), "{text:?}");
+    app.shutdown().unwrap();
+
+    // An OpenAI-compatible generator cannot be fine-tuned here: a 400 with a stable code.
+    let other = tempfile::tempdir().unwrap();
+    let app = app_with(other.path(), |config| {
+        config.generator = GeneratorConfig::Openai(OpenAiGeneratorConfig {
+            url: "http://127.0.0.1:9/v1".into(),
+            ..OpenAiGeneratorConfig::default()
+        });
+    });
+    expect_error(
+        &app,
+        post("/v1/twin/train", "application/json", ""),
+        StatusCode::BAD_REQUEST,
+        ErrorCode::TwinUnavailable,
+    )
+    .await;
+    app.shutdown().unwrap();
+}
