@@ -10,6 +10,8 @@
 //!  ann.rs     HNSW recall/QPS/memory/deletes, twinflow vs hnswlib (peers/)
 //!  serve.rs   /v1/search under concurrent clients, /v1/rag step timings,
 //!             local LLM prefill/decode tokens/s
+//!  drift.rs   the training loop on every SOTU speech, decade by decade
+//!  twin.rs    one LoRA fine-tuning run of the twin, base vs twin decode speed
 //!  bin/twinflow-bench.rs  engine throughput, incremental cost, freshness,
 //!             embedding throughput, the above → JSON
 //!  benches/*.rs           criterion micro-benchmarks (one question per file)
@@ -20,3 +22,4 @@ pub mod corpus;
 pub mod drift;
 pub mod embed;
 pub mod serve;
+pub mod twin;

@@ -13,11 +13,14 @@
 //!                                         rerank, prompt ─▶ generator.rs (local GGUF or OpenAI-compatible)
 //!  committer ─▶ drift monitor ─ trigger ─▶ training.rs: snapshot, train adapter (burn), evaluate,
 //!                                          register, promote ─▶ Store::set_projection (atomic switch)
+//!  POST /v1/twin/train ─▶ twin.rs: snapshot, LoRA fine-tune (burn), held-out nll, register,
+//!                                  promote ─▶ LazyGenerator::set_twin (the merged model answers next)
 //! ```
 //!
 //! Where to look next: `app.rs` (wiring and lifecycle), `api/` (one file
 //! per endpoint group, `api/error.rs` for error codes), `rag.rs` (the
-//! answer pipeline), `generator.rs`, `training.rs` (drift triggers, the training job, the registry), `cli.rs` (the verbs),
+//! answer pipeline), `generator.rs`, `training.rs` (drift triggers, the training job, the registry), `twin.rs` (the
+//! LLM twin's fine-tuning job), `cli.rs` (the verbs),
 //! `settings.rs` (layered configuration).
 
 pub mod api;

@@ -8,6 +8,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- twin [--from 1901] [--to 1945] [--examples 128] [--test 32] [--max-tokens 192] [--epochs 1]
 //! ```
 //! `engine`: full-ingest throughput (documents/s, chunks/s) with the
 //! feature-hashing embedder on 1 and 2 workers, with and without the
@@ -22,6 +23,9 @@
 //! ~100k chunks, then `/v1/rag` step timings. `generate`: the local LLM's
 //! prefill and decode tokens/s. `drift`: every SOTU speech in chronological
 //! order, one epoch per `--years`, drift per epoch and every retrain it triggers.
+//! `twin`: one LoRA fine-tuning run on the speeches of a span of years
+//! (answer tokens/s, held-out perplexity before and after) and the merged
+//! twin's decode speed against the base model's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,13 +109,26 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::drift::run(&bench)?)?);
             Ok(())
         }
+        Some("twin") => {
+            let bench = twinflow_benches::twin::TwinBench {
+                from: flag("--from", 1901) as u32,
+                to: flag("--to", 1945) as u32,
+                examples: flag("--examples", 128),
+                test: flag("--test", 32),
+                max_tokens: flag("--max-tokens", 192),
+                epochs: flag("--epochs", 1),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::twin::run(&bench)?)?);
+            Ok(())
+        }
         _ => {
             eprintln!(
                 "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] [--hashing] \
                  | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph] \
                  | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--quantization bf16|f16|f32] [--no-peer] \
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] \
-                 | drift [--years N] [--hashing]"
+                 | drift [--years N] [--hashing] \
+                 | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N]"
             );
             std::process::exit(2)
         }

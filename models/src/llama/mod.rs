@@ -19,7 +19,8 @@
 //!
 //! Files: `tokenizer.rs` (BPE and chat template from the GGUF metadata),
 //! `generate.rs` (sampling, stop conditions, streaming: [`crate::LocalLlm`]),
-//! `fused.rs`.
+//! `fused.rs`, `lora.rs` (LoRA fine-tuning on the burn graph, merged into
+//! both paths for serving).
 
 mod fused;
 pub mod generate;

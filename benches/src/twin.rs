@@ -1,0 +1,109 @@
+//! `twinflow-bench twin`: one LoRA fine-tuning run of the twin at a
+//! realistic size. State of the Union speeches of a span of years (one
+//! "author" voice) are ingested; their instruct dataset is snapshotted; the
+//! twin job fine-tunes SmolLM2 on up to `--examples` samples and scores
+//! held-out answers; then the base model and the merged twin decode the same
+//! prompt side by side (the merge must cost nothing per token).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use twinflow_connectors::demo::{default_cache_dir, fetch_sotu, sotu_changes};
+use twinflow_models::{ChatMessage, GenerateParams, Generator, LocalLlm, cpu_device, fetch_smollm2};
+use twinflow_schemas::config::Config;
+use twinflow_server::App;
+
+/// How the run is configured.
+#[derive(Debug, Clone)]
+pub struct TwinBench {
+    /// Speeches from this year…
+    pub from: u32,
+    /// …to this one (inclusive).
+    pub to: u32,
+    /// Training examples at most.
+    pub examples: usize,
+    /// Held-out examples scored.
+    pub test: usize,
+    pub max_tokens: usize,
+    pub epochs: usize,
+}
+
+/// Runs the bench and returns the report.
+pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
+    let corpus = fetch_sotu(&default_cache_dir()).context("fetching the SOTU corpus")?;
+    let year = |id: &str| id.get(5..9).and_then(|y| y.parse::<u32>().ok()).unwrap_or(0);
+    let speeches: Vec<_> = sotu_changes(&corpus, None)?
+        .into_iter()
+        .filter(|c| (bench.from..=bench.to).contains(&year(c.doc_id())))
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    config.engine.tick = Duration::from_millis(20);
+    config.drift.enabled = false;
+    config.training.on_drift = false;
+    config.twin.max_examples = bench.examples;
+    config.twin.max_test = bench.test;
+    config.twin.max_tokens = bench.max_tokens;
+    config.twin.epochs = bench.epochs;
+    let twin_config = serde_json::to_value(&config.twin)?;
+    let app = App::start(config)?;
+    let speeches_in = speeches.len();
+    let epoch = app.engine.submit(speeches).map_err(|e| anyhow::anyhow!("{e}"))?;
+    while app.store.committed_epoch() < epoch {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let outcome = app.twin.run(&app.store, &app.generator, json!("bench"))?;
+    let run_s = started.elapsed().as_secs_f64();
+    let card = app.twin.registry.card(outcome.version)?;
+
+    // Decode speed: base and merged twin, same prompt, greedy, side by side.
+    let path = fetch_smollm2(&default_cache_dir())?;
+    let base = LocalLlm::load(&path, 2048, &cpu_device())?;
+    let twin = app.generator.build_twin("twin", &app.twin.registry.lora(outcome.version)?)?;
+    let messages = [ChatMessage::new("user", "What should the Congress do about the tariff?")];
+    let params = GenerateParams { max_tokens: 64, temperature: 0.0, ..GenerateParams::default() };
+    let mut decode = Vec::new();
+    for _ in 0..2 {
+        for (name, model) in [("base", &base as &dyn Generator), ("twin", twin.as_ref())] {
+            let g = model.generate(&messages, &params, &mut |_| std::ops::ControlFlow::Continue(()))?;
+            decode.push(json!({
+                "model": name,
+                "completion_tokens": g.completion_tokens,
+                "decode_tok_s": g.completion_tokens.saturating_sub(1) as f64 / (g.decode_ms / 1e3),
+                "text": g.text,
+            }));
+        }
+    }
+    let rate = |name: &str| {
+        let rates: Vec<f64> =
+            decode.iter().filter(|d| d["model"] == name).filter_map(|d| d["decode_tok_s"].as_f64()).collect();
+        rates.iter().sum::<f64>() / rates.len().max(1) as f64
+    };
+    let tokens = card.report.answer_tokens * card.report.epoch_losses.len();
+    app.shutdown()?;
+    Ok(json!({
+        "bench": "twin",
+        "speeches": speeches_in,
+        "years": format!("{}–{}", bench.from, bench.to),
+        "config": twin_config,
+        "run_s": run_s,
+        "train_s": card.report.seconds,
+        "steps": card.report.steps,
+        "examples": card.report.examples,
+        "answer_tokens_per_s": tokens as f64 / card.report.seconds,
+        "epoch_losses": card.report.epoch_losses,
+        "trainable_parameters": card.report.trainable_parameters,
+        "evaluation": card.evaluation,
+        "perplexity": {
+            "base": card.evaluation.base.perplexity(),
+            "candidate": card.evaluation.candidate.perplexity(),
+        },
+        "decision": card.decision,
+        "decode": decode,
+        "decode_ratio_twin_over_base": rate("twin") / rate("base"),
+    }))
+}
