@@ -88,6 +88,24 @@ pub enum Error {
         /// The digest of the file.
         actual: String,
     },
+    /// A source's configuration cannot work (a bad URL, no seeds, an unknown branch).
+    #[error("source {source_name:?}: {reason}")]
+    Config {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The git repository could not be read.
+    #[error("git repository {repo}: {reason}")]
+    Git {
+        /// The repository as configured.
+        repo: String,
+        /// What libgit2 said.
+        reason: String,
+        /// Whether trying again may help (a locked or busy repository).
+        retryable: bool,
+    },
     /// A file of a corpus is not laid out as expected.
     #[error("{}: {reason}", path.display())]
     Corpus {
@@ -121,13 +139,15 @@ impl Error {
                     | io::ErrorKind::OutOfMemory
             ),
             Self::Command { .. } | Self::WatcherGone { .. } => true,
+            Self::Git { retryable, .. } => *retryable,
             Self::Watch { .. }
             | Self::NotADirectory { .. }
             | Self::RootRemoved { .. }
             | Self::Panicked { .. }
             | Self::NpmNotFound { .. }
             | Self::Checksum { .. }
-            | Self::Corpus { .. } => false,
+            | Self::Corpus { .. }
+            | Self::Config { .. } => false,
         }
     }
 }

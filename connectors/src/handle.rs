@@ -133,7 +133,26 @@ impl Outbox {
         if changes.is_empty() {
             return Ok(());
         }
-        self.send(SourceEvent::Changes { source: self.name.clone(), changes })
+        self.send(SourceEvent::Changes { source: self.name.clone(), changes, position: None })
+    }
+
+    /// Sends a batch of changes and the position after them (sent even
+    /// when there are no changes: the position alone moved).
+    pub(crate) fn changes_at(&self, changes: Vec<DocumentChange>, position: crate::SourcePosition) -> Result<(), Halt> {
+        self.send(SourceEvent::Changes { source: self.name.clone(), changes, position: Some(position) })
+    }
+
+    /// True once the source is asked to stop (or nobody listens).
+    pub(crate) fn stopping(&self) -> bool {
+        !matches!(self.stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty))
+    }
+
+    /// Waits `duration` unless asked to stop first; `Err(Stopped)` then.
+    pub(crate) fn sleep(&self, duration: std::time::Duration) -> Result<(), Halt> {
+        match self.stop.recv_timeout(duration) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(()),
+            _ => Err(Halt::Stopped),
+        }
     }
 
     /// Sends an error record.

@@ -30,17 +30,24 @@
 
 pub mod demo;
 mod error;
+pub mod git;
 mod handle;
 pub mod ndjson;
 pub mod watch;
+pub mod web;
 
 use serde::Serialize;
 use twinflow_schemas::DocumentChange;
 
 pub use error::{Error, Result};
+pub use git::GitSource;
 pub use handle::SourceHandle;
 pub use ndjson::{NdjsonSource, NdjsonStats, read_ndjson};
 pub use watch::{WatchSource, file_change};
+pub use web::{CrawlStats, WebSource};
+
+/// A source's resume position: opaque to everything but the source.
+pub type SourcePosition = serde_json::Value;
 
 /// What a source sends to the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +58,11 @@ pub enum SourceEvent {
         source: String,
         /// The changes.
         changes: Vec<DocumentChange>,
+        /// Where the source stands once these changes are committed (an
+        /// offset, a commit id, a crawl state file); committed in the same
+        /// manifest as the epoch the changes land in, and handed back to the
+        /// source when it is opened again. `None`: no new position.
+        position: Option<SourcePosition>,
     },
     /// A record the source could not turn into a change; the source goes on.
     Error(IngestError),

@@ -149,7 +149,7 @@ impl<F: FnMut(SourceEvent) -> bool> Out<'_, F> {
         }
         let changes = std::mem::take(&mut self.pending);
         self.stats.changes += changes.len() as u64;
-        (self.emit)(SourceEvent::Changes { source: self.source.to_owned(), changes })
+        (self.emit)(SourceEvent::Changes { source: self.source.to_owned(), changes, position: None })
     }
 }
 

@@ -511,6 +511,99 @@ pub enum SourceConfig {
     Watch(WatchSourceConfig),
     /// Replay an NDJSON file of changes once.
     Ndjson(NdjsonSourceConfig),
+    /// Crawl web pages from seeds or a sitemap, and re-crawl on a schedule.
+    Web(WebSourceConfig),
+    /// Files at the head of a git branch; new commits give exactly the
+    /// changed, added and deleted files.
+    Git(GitSourceConfig),
+}
+
+/// Settings of a web crawl.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSourceConfig {
+    /// Pages the crawl starts from.
+    pub seeds: Vec<String>,
+    /// A sitemap (`<urlset>` of `<loc>`, or a `<sitemapindex>`) whose pages are seeds too.
+    pub sitemap: Option<String>,
+    /// Hosts the crawl may visit (default: the hosts of the seeds and the sitemap).
+    pub allowed_domains: Vec<String>,
+    /// Links followed from a seed at most (0: the seeds only).
+    pub max_depth: usize,
+    /// Pages fetched per crawl at most.
+    pub max_pages: usize,
+    /// Requests per second to one host at most (a robots.txt `Crawl-delay` can lower it).
+    pub rate_per_host: f64,
+    /// Time between the start of two crawls (`0s`: crawl once).
+    #[serde(with = "humantime_serde")]
+    pub recrawl: Duration,
+    /// Honour robots.txt.
+    pub respect_robots: bool,
+    pub user_agent: String,
+    /// Kind given to the pages' documents.
+    pub kind: DocumentKind,
+    /// Author given to pages without a `<meta name="author">`.
+    pub author: String,
+    /// Pages larger than this are refused (an ingest error).
+    pub max_page: ByteSize,
+    /// Per request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for WebSourceConfig {
+    fn default() -> Self {
+        Self {
+            seeds: Vec::new(),
+            sitemap: None,
+            allowed_domains: Vec::new(),
+            max_depth: 3,
+            max_pages: 1_000,
+            rate_per_host: 4.0,
+            recrawl: Duration::from_secs(3600),
+            respect_robots: true,
+            user_agent: "twinflow".into(),
+            kind: DocumentKind::Article,
+            author: String::new(),
+            max_page: ByteSize::mib(4),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Settings of a git repository source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitSourceConfig {
+    /// A local repository (working copy or bare), or a `file://` URL.
+    pub repo: String,
+    /// The branch followed (default: the repository's HEAD).
+    pub branch: Option<String>,
+    /// Paths taken: glob patterns (`*` within a name, `**` across folders); empty = all.
+    pub include: Vec<String>,
+    /// Paths left out, after `include`.
+    pub exclude: Vec<String>,
+    /// Files larger than this are skipped (an ingest error).
+    pub max_file: ByteSize,
+    /// Time between two looks at the branch (`0s`: once).
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// Author given to the files' documents.
+    pub author: String,
+}
+
+impl Default for GitSourceConfig {
+    fn default() -> Self {
+        Self {
+            repo: String::new(),
+            branch: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            max_file: ByteSize::kib(512),
+            poll: Duration::from_secs(30),
+            author: String::new(),
+        }
+    }
 }
 
 /// Settings of a directory watch.

@@ -26,6 +26,36 @@ const DRIFT_SAVE_EVERY: Duration = Duration::from_secs(30);
 /// How many recent ingest errors are kept for `/v1/status`.
 const RECENT_ERRORS: usize = 100;
 
+/// Source positions waiting for the epoch of their changes to commit: each
+/// is committed in the manifest of the first commit at or after that epoch
+/// (never before its changes; a position recorded late goes with a later commit).
+#[derive(Debug, Default)]
+pub struct PendingPositions {
+    pending: Mutex<std::collections::BTreeMap<String, Vec<(u64, serde_json::Value)>>>,
+}
+
+impl PendingPositions {
+    /// `source` stands at `position` once `epoch` is committed.
+    pub fn record(&self, source: &str, epoch: u64, position: serde_json::Value) {
+        self.pending.lock().entry(source.to_owned()).or_default().push((epoch, position));
+    }
+
+    /// The newest position of each source whose epoch is at most `epoch`;
+    /// those (and older ones) leave the queue.
+    pub fn take_up_to(&self, epoch: u64) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let mut pending = self.pending.lock();
+        let mut ready = std::collections::BTreeMap::new();
+        for (source, queue) in pending.iter_mut() {
+            let due = queue.iter().take_while(|(e, _)| *e <= epoch).count();
+            if let Some((_, position)) = queue.drain(..due).last() {
+                ready.insert(source.clone(), position);
+            }
+        }
+        pending.retain(|_, queue| !queue.is_empty());
+        ready
+    }
+}
+
 /// Everything a running twinflow holds. Shared by the HTTP handlers.
 #[derive(Debug)]
 pub struct App {
@@ -43,6 +73,8 @@ pub struct App {
     /// Dropping the sender stops the progress reporter.
     progress: Mutex<Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>>,
     sources: Mutex<Vec<SourcePump>>,
+    /// Positions of sources, committed with the epochs of their changes.
+    pub positions: Arc<PendingPositions>,
     ingest_errors: Mutex<VecDeque<IngestError>>,
     ingest_error_count: AtomicU64,
 }
@@ -71,6 +103,7 @@ impl App {
         let training = Arc::new(Training::open(&config, &store, datasets.clone())?);
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
         let twin = Arc::new(Twin::open(&config, data_dir, datasets, &generator)?);
+        let positions = Arc::new(PendingPositions::default());
         let options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
         let engine = Arc::new(Engine::start(options, embedder, restore)?);
         let app = Arc::new(App {
@@ -84,6 +117,7 @@ impl App {
             committer: Mutex::new(None),
             progress: Mutex::new(None),
             sources: Mutex::new(Vec::new()),
+            positions: positions.clone(),
             ingest_errors: Mutex::new(VecDeque::new()),
             ingest_error_count: AtomicU64::new(0),
         });
@@ -112,7 +146,7 @@ impl App {
                     Err(e) => tracing::error!(error = %e, "could not start the training run"),
                 }
             };
-            run_committer(&engine, &store, snapshot_every, &training, on_trigger)
+            run_committer(&engine, &store, snapshot_every, &training, &positions, on_trigger)
         })?;
         *app.committer.lock() = Some(committer);
         let (stop, stopped) = crossbeam_channel::bounded(0);
@@ -165,10 +199,17 @@ impl App {
         let pump = std::thread::Builder::new().name(format!("source-{name}")).spawn(move || {
             for event in events {
                 match event {
-                    SourceEvent::Changes { source, changes } => {
-                        if let Err(e) = app.submit_patiently(changes, Duration::from_secs(3600)) {
-                            tracing::error!(%source, error = %e, "source stopped: the engine refused its changes");
-                            return;
+                    SourceEvent::Changes { source, changes, position } => {
+                        match app.submit_patiently(changes, Duration::from_secs(3600)) {
+                            Ok(epoch) => {
+                                if let Some(position) = position {
+                                    app.positions.record(&source, epoch, position);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(%source, error = %e, "source stopped: the engine refused its changes");
+                                return;
+                            }
                         }
                     }
                     SourceEvent::Error(error) => app.record_ingest_error(error),
@@ -198,6 +239,11 @@ impl App {
         }
         if let Some(committer) = self.committer.lock().take() {
             let _ = committer.join();
+        }
+        // Positions that came with no changes after the last epoch (their changes are committed).
+        let late = self.positions.take_up_to(self.store.committed_epoch());
+        if let Err(e) = self.store.commit_positions(late) {
+            tracing::error!(error = %e, "could not record the last source positions");
         }
         // The monitor's counters (new samples, trigger state) with its reference.
         self.training.save_drift_state();
@@ -287,12 +333,14 @@ fn run_committer(
     store: &Store,
     snapshot_every: u64,
     training: &Training,
+    positions: &PendingPositions,
     on_trigger: impl Fn(twinflow_dataflow::DriftTrigger),
 ) {
     for completed in engine.completed() {
         let epoch = completed.epoch;
         let (drift_rows, trigger) = observe_drift(training, &completed);
-        commit_with_retry(store, &completed, drift_rows);
+        let sources = if completed.restored { Default::default() } else { positions.take_up_to(epoch) };
+        commit_with_retry(store, &completed, drift_rows, sources);
         if let Some(trigger) = trigger {
             on_trigger(trigger);
         }
@@ -340,10 +388,15 @@ fn observe_drift(
     (evaluation.rows, evaluation.trigger)
 }
 
-fn commit_with_retry(store: &Store, completed: &CompletedEpoch, drift: Vec<twinflow_schemas::DriftRow>) {
+fn commit_with_retry(
+    store: &Store,
+    completed: &CompletedEpoch,
+    drift: Vec<twinflow_schemas::DriftRow>,
+    sources: std::collections::BTreeMap<String, serde_json::Value>,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match store.commit_epoch_full(completed.epoch, completed.parts.clone(), Default::default(), drift.clone()) {
+        match store.commit_epoch_full(completed.epoch, completed.parts.clone(), sources.clone(), drift.clone()) {
             Ok(stats) => {
                 tracing::trace!(epoch = stats.epoch, files = stats.files, "committed");
                 return;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use twinflow_connectors::{NdjsonSource, WatchSource, demo};
+use twinflow_connectors::{GitSource, NdjsonSource, WatchSource, WebSource, demo};
 use twinflow_schemas::api::{RagFilters, RagRequest, SqlFormat};
 use twinflow_schemas::config::{Config, NdjsonSourceConfig, SourceConfig, WatchSourceConfig};
 use twinflow_schemas::{ChangeLimits, DocumentKind, parse_change};
@@ -652,6 +652,8 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
         max_document_bytes: app.config.server.max_document.as_u64() as usize,
         ..ChangeLimits::default()
     };
+    // Sources resume from the positions committed with their last changes.
+    let positions = app.store.source_positions();
     for (i, source) in app.config.sources.iter().enumerate() {
         let (tx, rx) = crossbeam_channel::bounded(16);
         let (name, handle) = match source {
@@ -665,6 +667,21 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
                 let name = format!("ndjson-{i}");
                 let handle = NdjsonSource::spawn(name.clone(), ndjson.clone(), limits, 500, tx)
                     .with_context(|| format!("cannot replay {}", ndjson.path.display()))?;
+                (name, handle)
+            }
+            SourceConfig::Web(web) => {
+                let name = format!("web-{i}");
+                let state_dir = app.store.data_dir().join("_sources").join(&name);
+                let resume = positions.get(&name).cloned();
+                let handle = WebSource::spawn(name.clone(), web.clone(), state_dir, resume, tx)
+                    .with_context(|| format!("cannot start the web crawl {name}"))?;
+                (name, handle)
+            }
+            SourceConfig::Git(git) => {
+                let name = format!("git-{i}");
+                let resume = positions.get(&name).cloned();
+                let handle = GitSource::spawn(name.clone(), git.clone(), resume, tx)
+                    .with_context(|| format!("cannot follow the git repository {}", git.repo))?;
                 (name, handle)
             }
         };
@@ -691,7 +708,11 @@ fn start_demo(app: &Arc<App>, limit: Option<usize>) -> anyhow::Result<()> {
             while engine.stats().pending_changes > BATCH {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            let event = twinflow_connectors::SourceEvent::Changes { source: "demo".into(), changes: batch.to_vec() };
+            let event = twinflow_connectors::SourceEvent::Changes {
+                source: "demo".into(),
+                changes: batch.to_vec(),
+                position: None,
+            };
             if tx.send(event).is_err() {
                 return;
             }

@@ -239,6 +239,27 @@ impl Store {
         self.state.read().manifest.clone()
     }
 
+    /// The source positions committed so far (name → position).
+    pub fn source_positions(&self) -> BTreeMap<String, serde_json::Value> {
+        self.state.read().manifest.sources.clone()
+    }
+
+    /// Records positions of sources whose changes are all committed already,
+    /// without a new epoch (positions that arrived after the last epoch, at
+    /// shutdown). The manifest is replaced atomically, like at a commit.
+    pub fn commit_positions(&self, sources: BTreeMap<String, serde_json::Value>) -> Result<()> {
+        if sources.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock();
+        let mut manifest = self.state.read().manifest.clone();
+        manifest.sources.extend(sources);
+        manifest.committed_epoch = self.committed_epoch();
+        manifest.store(&self.dir)?;
+        self.state.write().manifest = manifest;
+        Ok(())
+    }
+
     /// [`Store::commit_epoch_with`] without source positions.
     pub fn commit_epoch(&self, epoch: u64, parts: Vec<(usize, EpochUpdates)>) -> Result<CommitStats> {
         self.commit_epoch_with(epoch, parts, BTreeMap::new())

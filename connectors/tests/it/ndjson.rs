@@ -47,7 +47,7 @@ fn good_lines_are_changes_and_bad_lines_errors_with_their_line() {
     let shape: Vec<String> = events
         .iter()
         .map(|event| match event {
-            SourceEvent::Changes { source, changes } => {
+            SourceEvent::Changes { source, changes, .. } => {
                 assert_eq!(source, "replay");
                 let ids: Vec<_> = changes.iter().map(DocumentChange::doc_id).collect();
                 format!("changes {}", ids.join(","))

@@ -62,3 +62,23 @@ pub(crate) fn receive(rx: &Receiver<SourceEvent>, changes: usize, errors: usize)
     }
     seen
 }
+
+/// Receives events until one carries a position; returns what came with and
+/// before it, and the position.
+pub(crate) fn until_position(rx: &Receiver<SourceEvent>) -> (Seen, serde_json::Value) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = Seen::default();
+    loop {
+        match rx.recv_deadline(deadline) {
+            Ok(SourceEvent::Changes { changes, position, .. }) => {
+                seen.batches.push(changes.len());
+                seen.changes.extend(changes);
+                if let Some(position) = position {
+                    return (seen, position);
+                }
+            }
+            Ok(SourceEvent::Error(error)) => seen.errors.push(error),
+            Err(e) => panic!("no position came; got {:?} and {:?}: {e}", seen.ops(), seen.errors),
+        }
+    }
+}
