@@ -12,4 +12,5 @@ mod rag;
 mod readers;
 mod router;
 mod socket;
+mod sources;
 mod twin;

@@ -1,0 +1,157 @@
+//! Sources in a running twinflow: a git repository and a web site feed the
+//! engine; their positions are committed in the manifest with the epochs of
+//! their changes; a restart resumes from them and replays nothing already
+//! committed; new commits and page edits arrive afterwards.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use twinflow_schemas::config::{Config, GitSourceConfig, SourceConfig, WebSourceConfig};
+use twinflow_server::App;
+
+use crate::fixtures::app_with;
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Ada", "-c", "user.email=ada@example.com", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn head(dir: &Path) -> String {
+    let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(dir).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Pages by path with a version (the ETag); 200s and 304s served.
+type Site = Arc<Mutex<(std::collections::HashMap<String, (String, u32)>, usize, usize)>>;
+
+async fn serve(site: axum::extract::State<Site>, uri: Uri, headers: HeaderMap) -> Response {
+    let mut site = site.lock().unwrap();
+    let Some((html, version)) = site.0.get(uri.path()).cloned() else { return StatusCode::NOT_FOUND.into_response() };
+    let etag = format!("\"v{version}\"");
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        site.2 += 1;
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    site.1 += 1;
+    ([(header::ETAG, etag), (header::CONTENT_TYPE, "text/html".to_owned())], html).into_response()
+}
+
+fn article(title: &str, body: &str, links: &[&str]) -> String {
+    let links: String = links.iter().map(|l| format!(r#"<a href="{l}">more</a> "#)).collect();
+    format!("<html><head><title>{title}</title></head><body><article><p>{body}</p>{links}</article></body></html>")
+}
+
+fn documents(app: &App) -> usize {
+    app.store.current_documents().len()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn positions_commit_with_epochs_and_a_restart_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("notes");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    for i in 0..3 {
+        std::fs::write(
+            repo.join(format!("note-{i}.md")),
+            format!("# Note {i}\n\nThoughts number {i} on rivers and roads.\n"),
+        )
+        .unwrap();
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "notes"]);
+
+    let site: Site = Arc::default();
+    site.lock().unwrap().0.insert("/".into(), (article("Home", "The home page of the blog.", &["/post.html"]), 1));
+    site.lock().unwrap().0.insert("/post.html".into(), (article("Post", "A post about harbours and ships.", &[]), 1));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let served = site.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().fallback(serve).with_state(served);
+            axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app).await.unwrap();
+        });
+    });
+
+    let data = dir.path().join("data");
+    let configure = |config: &mut Config| {
+        config.sources = vec![
+            SourceConfig::Git(GitSourceConfig {
+                repo: repo.display().to_string(),
+                poll: Duration::from_millis(50),
+                ..GitSourceConfig::default()
+            }),
+            SourceConfig::Web(WebSourceConfig {
+                seeds: vec![format!("{base}/")],
+                rate_per_host: 1_000.0,
+                recrawl: Duration::from_millis(100),
+                ..WebSourceConfig::default()
+            }),
+        ];
+    };
+    let app = app_with(&data, configure);
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("5 documents", || documents(&app) == 5);
+    wait_for("both positions", || {
+        let positions = app.store.source_positions();
+        positions.get("git-0").is_some_and(|p| p["commit"] == head(&repo)) && positions.contains_key("web-1")
+    });
+    // The positions are in the manifest on disk, beside the epochs of their changes.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["sources"]["git-0"]["commit"], head(&repo));
+    assert!(
+        manifest["sources"]["web-1"]["state"].as_str().is_some_and(|s| data.join("_sources/web-1").join(s).exists())
+    );
+    app.shutdown().unwrap();
+    drop(app);
+
+    // Restart: the sources resume; nothing is sent again, so no epoch and no embedding happens.
+    let app = app_with(&data, configure);
+    let committed = app.store.committed_epoch();
+    let embedded = app.engine.stats().texts_embedded;
+    let (served_before, not_modified_before) = {
+        let site = site.lock().unwrap();
+        (site.1, site.2)
+    };
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("a re-crawl after the restart", || site.lock().unwrap().2 >= not_modified_before + 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.store.committed_epoch(), committed, "a restart replayed changes");
+    assert_eq!(app.engine.stats().texts_embedded, embedded);
+    assert_eq!(site.lock().unwrap().1, served_before, "unchanged pages were fetched in full again");
+    assert_eq!(documents(&app), 5);
+
+    // New work arrives: a commit and an edited page.
+    std::fs::write(repo.join("note-3.md"), "# Note 3\n\nA new thought on canals.\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "more"]);
+    site.lock().unwrap().0.insert("/post.html".into(), (article("Post", "A post about harbours, revised.", &[]), 2));
+    wait_for("the new note", || documents(&app) == 6);
+    wait_for("the new commit's position", || app.store.source_positions()["git-0"]["commit"] == head(&repo));
+    wait_for("the edited page", || {
+        app.store.current_documents().iter().any(|d| d.doc_id.ends_with("/post.html") && d.content.contains("revised"))
+    });
+    assert!(app.store.committed_epoch() > committed);
+    app.shutdown().unwrap();
+}
