@@ -8,6 +8,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- twin [--from 1901] [--to 1945] [--examples 128] [--test 32] [--max-tokens 192] [--epochs 1]
 //! ```
 //! `engine`: full-ingest throughput (documents/s, chunks/s) with the
@@ -23,6 +24,8 @@
 //! ~100k chunks, then `/v1/rag` step timings. `generate`: the local LLM's
 //! prefill and decode tokens/s. `drift`: every SOTU speech in chronological
 //! order, one epoch per `--years`, drift per epoch and every retrain it triggers.
+//! `sources`: records/s through the NDJSON, git and web sources (a crawl of
+//! a local site), and restarts that must replay nothing.
 //! `twin`: one LoRA fine-tuning run on the speeches of a span of years
 //! (answer tokens/s, held-out perplexity before and after) and the merged
 //! twin's decode speed against the base model's.
@@ -109,6 +112,15 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::drift::run(&bench)?)?);
             Ok(())
         }
+        Some("sources") => {
+            let bench = twinflow_benches::sources::SourcesBench {
+                docs: flag("--docs", 10_000),
+                files: flag("--files", 1_000),
+                pages: flag("--pages", 1_000),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::sources::run(&bench)?)?);
+            Ok(())
+        }
         Some("twin") => {
             let bench = twinflow_benches::twin::TwinBench {
                 from: flag("--from", 1901) as u32,
@@ -128,6 +140,7 @@ fn main() -> anyhow::Result<()> {
                  | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--quantization bf16|f16|f32] [--no-peer] \
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] \
                  | drift [--years N] [--hashing] \
+                 | sources [--docs N] [--files N] [--pages N] \
                  | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N]"
             );
             std::process::exit(2)
