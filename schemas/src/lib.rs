@@ -20,6 +20,7 @@ pub mod change;
 pub mod config;
 pub mod drift;
 pub mod ids;
+pub mod ingest;
 pub mod records;
 pub mod tables;
 pub mod updates;
@@ -27,6 +28,7 @@ pub mod updates;
 pub use change::{ChangeError, ChangeLimits, parse_change, parse_ndjson};
 pub use drift::{DriftRow, DriftStats};
 pub use ids::Hash128;
+pub use ingest::IngestErrorRow;
 pub use records::{
     ChunkRow, ContentFormat, Document, DocumentChange, DocumentKind, DocumentRow, EmbeddingRow, InstructRow, Split,
     Vector,

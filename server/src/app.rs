@@ -26,6 +26,29 @@ const DRIFT_SAVE_EVERY: Duration = Duration::from_secs(30);
 /// How many recent ingest errors are kept for `/v1/status`.
 const RECENT_ERRORS: usize = 100;
 
+/// Ingest errors recorded since the last commit: committed (as the
+/// `ingest_errors` table) with the next epoch.
+#[derive(Debug, Default)]
+pub struct PendingErrors {
+    pending: Mutex<Vec<twinflow_schemas::IngestErrorRow>>,
+}
+
+impl PendingErrors {
+    fn push(&self, error: &IngestError) {
+        self.pending.lock().push(twinflow_schemas::IngestErrorRow {
+            epoch: 0,
+            source: error.source.clone(),
+            location: error.location.clone(),
+            reason: error.reason.clone(),
+            at_ms: error.at_ms,
+        });
+    }
+
+    fn take(&self) -> Vec<twinflow_schemas::IngestErrorRow> {
+        std::mem::take(&mut *self.pending.lock())
+    }
+}
+
 /// Source positions waiting for the epoch of their changes to commit: each
 /// is committed in the manifest of the first commit at or after that epoch
 /// (never before its changes; a position recorded late goes with a later commit).
@@ -75,6 +98,8 @@ pub struct App {
     sources: Mutex<Vec<SourcePump>>,
     /// Positions of sources, committed with the epochs of their changes.
     pub positions: Arc<PendingPositions>,
+    /// Refused records waiting for the next commit.
+    errors: Arc<PendingErrors>,
     ingest_errors: Mutex<VecDeque<IngestError>>,
     ingest_error_count: AtomicU64,
 }
@@ -104,6 +129,7 @@ impl App {
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
         let twin = Arc::new(Twin::open(&config, data_dir, datasets, &generator)?);
         let positions = Arc::new(PendingPositions::default());
+        let errors = Arc::new(PendingErrors::default());
         let options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
         let engine = Arc::new(Engine::start(options, embedder, restore)?);
         let app = Arc::new(App {
@@ -118,6 +144,7 @@ impl App {
             progress: Mutex::new(None),
             sources: Mutex::new(Vec::new()),
             positions: positions.clone(),
+            errors: errors.clone(),
             ingest_errors: Mutex::new(VecDeque::new()),
             ingest_error_count: AtomicU64::new(0),
         });
@@ -146,7 +173,7 @@ impl App {
                     Err(e) => tracing::error!(error = %e, "could not start the training run"),
                 }
             };
-            run_committer(&engine, &store, snapshot_every, &training, &positions, on_trigger)
+            run_committer(&engine, &store, snapshot_every, &training, (&positions, &errors), on_trigger)
         })?;
         *app.committer.lock() = Some(committer);
         let (stop, stopped) = crossbeam_channel::bounded(0);
@@ -176,6 +203,7 @@ impl App {
     pub fn record_ingest_error(&self, error: IngestError) {
         tracing::warn!(source = %error.source, location = %error.location, reason = %error.reason, "ingest error");
         self.ingest_error_count.fetch_add(1, Ordering::Relaxed);
+        self.errors.push(&error);
         let mut errors = self.ingest_errors.lock();
         if errors.len() == RECENT_ERRORS {
             errors.pop_front();
@@ -242,8 +270,8 @@ impl App {
         }
         // Positions that came with no changes after the last epoch (their changes are committed).
         let late = self.positions.take_up_to(self.store.committed_epoch());
-        if let Err(e) = self.store.commit_positions(late) {
-            tracing::error!(error = %e, "could not record the last source positions");
+        if let Err(e) = self.store.commit_late(late, self.errors.take()) {
+            tracing::error!(error = %e, "could not record the last source positions and ingest errors");
         }
         // The monitor's counters (new samples, trigger state) with its reference.
         self.training.save_drift_state();
@@ -333,14 +361,15 @@ fn run_committer(
     store: &Store,
     snapshot_every: u64,
     training: &Training,
-    positions: &PendingPositions,
+    (positions, errors): (&PendingPositions, &PendingErrors),
     on_trigger: impl Fn(twinflow_dataflow::DriftTrigger),
 ) {
     for completed in engine.completed() {
         let epoch = completed.epoch;
         let (drift_rows, trigger) = observe_drift(training, &completed);
-        let sources = if completed.restored { Default::default() } else { positions.take_up_to(epoch) };
-        commit_with_retry(store, &completed, drift_rows, sources);
+        let (sources, ingest_errors) =
+            if completed.restored { Default::default() } else { (positions.take_up_to(epoch), errors.take()) };
+        commit_with_retry(store, &completed, drift_rows, sources, ingest_errors);
         if let Some(trigger) = trigger {
             on_trigger(trigger);
         }
@@ -393,10 +422,17 @@ fn commit_with_retry(
     completed: &CompletedEpoch,
     drift: Vec<twinflow_schemas::DriftRow>,
     sources: std::collections::BTreeMap<String, serde_json::Value>,
+    ingest_errors: Vec<twinflow_schemas::IngestErrorRow>,
 ) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match store.commit_epoch_full(completed.epoch, completed.parts.clone(), sources.clone(), drift.clone()) {
+        match store.commit_epoch_full(
+            completed.epoch,
+            completed.parts.clone(),
+            sources.clone(),
+            drift.clone(),
+            ingest_errors.clone(),
+        ) {
             Ok(stats) => {
                 tracing::trace!(epoch = stats.epoch, files = stats.files, "committed");
                 return;

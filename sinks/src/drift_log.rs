@@ -36,17 +36,23 @@ pub(crate) fn drift_batch(rows: &[DriftRow]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(drift_schema(), columns)?)
 }
 
+/// The batches of an append-only log file the manifest lists; a missing or
+/// unreadable file is [`Error::Corrupt`] naming it.
+pub(crate) fn read_log(path: &Path) -> Result<Vec<RecordBatch>> {
+    read_parquet(path).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::corrupt(path, format!("it is listed in {MANIFEST_FILE} but missing"))
+        }
+        Error::Parquet { source, .. } => Error::corrupt(path, format!("cannot read Parquet ({source})")),
+        other => other,
+    })
+}
+
 /// Reads the rows of one drift file; a damaged or missing file is
 /// [`Error::Corrupt`] naming it.
 pub(crate) fn read_drift(path: &Path) -> Result<Vec<DriftRow>> {
     let corrupt = |reason: String| Error::corrupt(path, reason);
-    let batches = read_parquet(path).map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            corrupt(format!("it is listed in {MANIFEST_FILE} but missing"))
-        }
-        Error::Parquet { source, .. } => corrupt(format!("cannot read Parquet ({source})")),
-        other => other,
-    })?;
+    let batches = read_log(path)?;
     let mut rows = Vec::new();
     for batch in &batches {
         let column = |name: &str| {

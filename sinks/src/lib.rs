@@ -23,6 +23,7 @@
 mod drift_log;
 mod encode;
 mod error;
+mod error_log;
 mod live;
 mod restore;
 mod search;

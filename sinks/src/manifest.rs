@@ -66,6 +66,10 @@ pub struct EpochEntry {
     /// table): `drift/epoch=<E>/part-0.parquet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
+    /// The `ingest_errors` rows committed with the epoch:
+    /// `ingest_errors/epoch=<E>/part-<n>.parquet`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingest_errors: Vec<String>,
 }
 
 /// One consolidated snapshot of every table.
@@ -140,6 +144,11 @@ impl Manifest {
         self.epochs.iter().filter(|e| e.epoch <= epoch).filter_map(|e| e.drift.clone()).collect()
     }
 
+    /// Every `ingest_errors` file committed at or before `epoch`, in epoch order.
+    pub fn ingest_error_files(&self, epoch: u64) -> Vec<String> {
+        self.epochs.iter().filter(|e| e.epoch <= epoch).flat_map(|e| e.ingest_errors.iter().cloned()).collect()
+    }
+
     /// Checks what a reader relies on: the format, epoch order, and file
     /// paths that stay inside their table's folder.
     fn validate(&self) -> Result<(), String> {
@@ -156,11 +165,16 @@ impl Manifest {
             }
             last = entry.epoch;
             check_files(&entry.files)?;
+            let inside = |path: &str, folder: &str| {
+                path.starts_with(folder) && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
+            };
             if let Some(path) = &entry.drift
-                && !(path.starts_with("drift/")
-                    && Path::new(path).components().all(|c| matches!(c, Component::Normal(_))))
+                && !inside(path, "drift/")
             {
                 return Err(format!("file {path:?} is not inside the drift folder"));
+            }
+            if let Some(path) = entry.ingest_errors.iter().find(|p| !inside(p, "ingest_errors/")) {
+                return Err(format!("file {path:?} is not inside the ingest_errors folder"));
             }
         }
         for snapshot in &self.snapshots {
@@ -208,6 +222,7 @@ mod tests {
             files: BTreeMap::from([("chunks".into(), vec!["chunks/epoch=3/part-0.parquet".into()])]),
             rows: BTreeMap::from([("chunks".into(), 2)]),
             drift: Some("drift/epoch=3/part-0.parquet".into()),
+            ingest_errors: Vec::new(),
         });
         manifest.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(manifest.clone()));

@@ -54,6 +54,8 @@ pub(crate) struct SqlInputs {
     pub(crate) changes: Vec<(TableName, Vec<PathBuf>)>,
     /// The `drift` log.
     pub(crate) drift: RecordBatch,
+    /// The `ingest_errors` log.
+    pub(crate) ingest_errors: RecordBatch,
     /// Every dataset version's samples and preference files.
     pub(crate) datasets: (Vec<PathBuf>, Vec<PathBuf>),
     /// Absolute paths of every table's snapshot files (all versions).
@@ -97,6 +99,9 @@ fn register(ctx: &SessionContext, inputs: &SqlInputs) -> Result<()> {
     }
     let drift = MemTable::try_new(inputs.drift.schema(), vec![vec![inputs.drift.clone()]]).map_err(sql_error)?;
     ctx.register_table("drift", Arc::new(drift)).map_err(sql_error)?;
+    let errors = MemTable::try_new(inputs.ingest_errors.schema(), vec![vec![inputs.ingest_errors.clone()]])
+        .map_err(sql_error)?;
+    ctx.register_table("ingest_errors", Arc::new(errors)).map_err(sql_error)?;
     let (samples, preference) = crate::datasets::dataset_schemas();
     let provider = change_log(samples, &inputs.datasets.0).map_err(sql_error)?;
     ctx.register_table("instruct_dataset", provider).map_err(sql_error)?;

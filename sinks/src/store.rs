@@ -10,7 +10,9 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 use twinflow_schemas::api::{SearchFilter, SearchHit, SearchMode};
-use twinflow_schemas::{ChunkRow, DocumentKind, DocumentRow, DriftRow, EmbeddingRow, EpochUpdates, Hash128, TableName};
+use twinflow_schemas::{
+    ChunkRow, DocumentKind, DocumentRow, DriftRow, EmbeddingRow, EpochUpdates, Hash128, IngestErrorRow, TableName,
+};
 
 use crate::text_index::TextIndex;
 use crate::vector_index::{VectorIndex, VectorIndexStats};
@@ -18,6 +20,7 @@ use twinflow_schemas::config::AnnConfig;
 
 use crate::drift_log::{drift_batch, drift_path, read_drift};
 use crate::error::{Error, Result};
+use crate::error_log::{error_batch, error_log_path, read_errors};
 use crate::live::LiveState;
 use crate::manifest::{EpochEntry, MANIFEST_FILE, Manifest, SnapshotEntry, now_ms};
 use crate::parquet_io::{snapshot_path, write_epoch, write_parquet};
@@ -104,6 +107,8 @@ struct State {
     vectors: VectorIndex,
     /// Every committed `drift` row, in epoch order.
     drift: Vec<DriftRow>,
+    /// Every committed `ingest_errors` row, in epoch order.
+    ingest_errors: Vec<IngestErrorRow>,
     /// The active projection and the projected live vectors (by chunk).
     projection: Option<Arc<dyn VectorProjection>>,
     projected: HashMap<Hash128, Vec<f32>>,
@@ -206,6 +211,10 @@ impl Store {
         for file in manifest.drift_files(manifest.committed_epoch) {
             drift.extend(read_drift(&dir.join(file))?);
         }
+        let mut ingest_errors = Vec::new();
+        for file in manifest.ingest_error_files(manifest.committed_epoch) {
+            ingest_errors.extend(read_errors(&dir.join(file))?);
+        }
         let state = State {
             committed: manifest.committed_epoch,
             manifest,
@@ -213,6 +222,7 @@ impl Store {
             text,
             vectors,
             drift,
+            ingest_errors,
             projection: None,
             projected: HashMap::new(),
         };
@@ -244,20 +254,51 @@ impl Store {
         self.state.read().manifest.sources.clone()
     }
 
-    /// Records positions of sources whose changes are all committed already,
-    /// without a new epoch (positions that arrived after the last epoch, at
-    /// shutdown). The manifest is replaced atomically, like at a commit.
-    pub fn commit_positions(&self, sources: BTreeMap<String, serde_json::Value>) -> Result<()> {
-        if sources.is_empty() {
+    /// Records, without a new epoch, what arrived after the last one (at
+    /// shutdown): positions of sources whose changes are all committed
+    /// already, and ingest errors (stamped with the committed epoch). The
+    /// manifest is replaced atomically, like at a commit.
+    pub fn commit_late(
+        &self,
+        sources: BTreeMap<String, serde_json::Value>,
+        mut ingest_errors: Vec<IngestErrorRow>,
+    ) -> Result<()> {
+        if sources.is_empty() && ingest_errors.is_empty() {
             return Ok(());
         }
         let _writer = self.writer.lock();
+        let epoch = self.committed_epoch();
         let mut manifest = self.state.read().manifest.clone();
         manifest.sources.extend(sources);
-        manifest.committed_epoch = self.committed_epoch();
+        manifest.committed_epoch = epoch;
+        if !ingest_errors.is_empty() {
+            ingest_errors.iter_mut().for_each(|r| r.epoch = epoch);
+            if manifest.epochs.last().is_none_or(|e| e.epoch < epoch) {
+                manifest.epochs.push(EpochEntry {
+                    epoch,
+                    committed_at_ms: now_ms(),
+                    files: BTreeMap::new(),
+                    rows: BTreeMap::new(),
+                    drift: None,
+                    ingest_errors: Vec::new(),
+                });
+            }
+            let entry = manifest.epochs.last_mut().expect("an entry for the committed epoch");
+            let path = error_log_path(epoch, entry.ingest_errors.len());
+            write_parquet(&self.dir.join(&path), &error_batch(&ingest_errors)?)?;
+            entry.ingest_errors.push(path);
+        }
         manifest.store(&self.dir)?;
-        self.state.write().manifest = manifest;
+        let mut state = self.state.write();
+        state.manifest = manifest;
+        state.ingest_errors.extend(ingest_errors);
         Ok(())
+    }
+
+    /// The last `n` committed `ingest_errors` rows, in epoch order.
+    pub fn ingest_errors_tail(&self, n: usize) -> Vec<IngestErrorRow> {
+        let state = self.state.read();
+        state.ingest_errors[state.ingest_errors.len().saturating_sub(n)..].to_vec()
     }
 
     /// [`Store::commit_epoch_with`] without source positions.
@@ -280,18 +321,20 @@ impl Store {
         parts: Vec<(usize, EpochUpdates)>,
         sources: BTreeMap<String, serde_json::Value>,
     ) -> Result<CommitStats> {
-        self.commit_epoch_full(epoch, parts, sources, Vec::new())
+        self.commit_epoch_full(epoch, parts, sources, Vec::new(), Vec::new())
     }
 
     /// [`commit_epoch_with`](Self::commit_epoch_with), also appending the
-    /// epoch's `drift` rows (written and listed in the same manifest
-    /// replacement, so they are committed with the epoch or not at all).
+    /// epoch's `drift` rows and the `ingest_errors` recorded since the last
+    /// commit (stamped with this epoch); both are written and listed in the
+    /// same manifest replacement, so they are committed with the epoch or not at all.
     pub fn commit_epoch_full(
         &self,
         epoch: u64,
         parts: Vec<(usize, EpochUpdates)>,
         sources: BTreeMap<String, serde_json::Value>,
         drift: Vec<DriftRow>,
+        mut ingest_errors: Vec<IngestErrorRow>,
     ) -> Result<CommitStats> {
         let started = Instant::now();
         let _writer = self.writer.lock();
@@ -302,13 +345,26 @@ impl Store {
         let written = write_epoch(&self.dir, self.dim, epoch, &parts)?;
 
         let mut stats = CommitStats { epoch, files: written.len(), ..CommitStats::default() };
-        let mut entry =
-            EpochEntry { epoch, committed_at_ms: now_ms(), files: BTreeMap::new(), rows: BTreeMap::new(), drift: None };
+        let mut entry = EpochEntry {
+            epoch,
+            committed_at_ms: now_ms(),
+            files: BTreeMap::new(),
+            rows: BTreeMap::new(),
+            drift: None,
+            ingest_errors: Vec::new(),
+        };
         if !drift.is_empty() {
             let path = drift_path(epoch);
             stats.bytes += write_parquet(&self.dir.join(&path), &drift_batch(&drift)?)?;
             stats.files += 1;
             entry.drift = Some(path);
+        }
+        if !ingest_errors.is_empty() {
+            ingest_errors.iter_mut().for_each(|r| r.epoch = epoch);
+            let path = error_log_path(epoch, 0);
+            stats.bytes += write_parquet(&self.dir.join(&path), &error_batch(&ingest_errors)?)?;
+            stats.files += 1;
+            entry.ingest_errors.push(path);
         }
         for part in &written {
             let table = part.table.as_str().to_owned();
@@ -318,11 +374,12 @@ impl Store {
         }
         stats.rows = entry.rows.clone();
 
-        let manifest = if written.is_empty() && sources.is_empty() && entry.drift.is_none() {
+        let logs = entry.drift.is_some() || !entry.ingest_errors.is_empty();
+        let manifest = if written.is_empty() && sources.is_empty() && !logs {
             None
         } else {
             let mut manifest = self.state.read().manifest.clone();
-            if !written.is_empty() || entry.drift.is_some() {
+            if !written.is_empty() || logs {
                 manifest.epochs.push(entry);
             }
             manifest.sources.extend(sources);
@@ -373,6 +430,7 @@ impl Store {
         }
         state.committed = epoch;
         state.drift.extend(drift);
+        state.ingest_errors.extend(ingest_errors);
         let touched: BTreeSet<Hash128> =
             parts.iter().flat_map(|(_, u)| u.chunks.iter().map(|(c, _)| c.chunk_id)).collect();
         for (_, updates) in parts {
@@ -715,6 +773,7 @@ impl Store {
             changes.push((table, files.iter().map(|f| self.dir.join(f)).collect()));
         }
         let drift = drift_batch(&state.drift)?;
+        let ingest_errors = error_batch(&state.ingest_errors)?;
         let snapshots = TableName::ALL
             .iter()
             .map(|table| {
@@ -723,7 +782,16 @@ impl Store {
             })
             .collect();
         let datasets = crate::datasets::dataset_files(&self.dir);
-        Ok(SqlInputs { epoch: state.committed, dim: self.dim, current, changes, drift, snapshots, datasets })
+        Ok(SqlInputs {
+            epoch: state.committed,
+            dim: self.dim,
+            current,
+            changes,
+            drift,
+            ingest_errors,
+            snapshots,
+            datasets,
+        })
     }
 }
 

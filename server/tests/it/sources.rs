@@ -54,6 +54,20 @@ fn documents(app: &App) -> usize {
     app.store.current_documents().len()
 }
 
+/// Rows of `ingest_errors` (checked to name the oversize file).
+fn errors(app: &App) -> usize {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let answer = runtime
+        .block_on(app.store.sql("SELECT source, location, reason FROM ingest_errors WHERE location LIKE '%huge.txt'"))
+        .unwrap();
+    let rows: usize = answer.batches.iter().map(|b| b.num_rows()).sum();
+    if let Some(batch) = answer.batches.iter().find(|b| b.num_rows() > 0) {
+        let text = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch)).unwrap().to_string();
+        assert!(text.contains("git-0") && text.contains("max_file"), "{text}");
+    }
+    rows
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -75,6 +89,7 @@ fn positions_commit_with_epochs_and_a_restart_replays_nothing() {
         )
         .unwrap();
     }
+    std::fs::write(repo.join("huge.txt"), "x".repeat(4096)).unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "notes"]);
 
@@ -99,6 +114,7 @@ fn positions_commit_with_epochs_and_a_restart_replays_nothing() {
             SourceConfig::Git(GitSourceConfig {
                 repo: repo.display().to_string(),
                 poll: Duration::from_millis(50),
+                max_file: bytesize::ByteSize::kib(1),
                 ..GitSourceConfig::default()
             }),
             SourceConfig::Web(WebSourceConfig {
@@ -123,6 +139,8 @@ fn positions_commit_with_epochs_and_a_restart_replays_nothing() {
     assert!(
         manifest["sources"]["web-1"]["state"].as_str().is_some_and(|s| data.join("_sources/web-1").join(s).exists())
     );
+    // The oversize file is an ingest error, committed as a row of `ingest_errors`.
+    wait_for("the ingest error row", || errors(&app) == 1);
     app.shutdown().unwrap();
     drop(app);
 
@@ -141,6 +159,7 @@ fn positions_commit_with_epochs_and_a_restart_replays_nothing() {
     assert_eq!(app.engine.stats().texts_embedded, embedded);
     assert_eq!(site.lock().unwrap().1, served_before, "unchanged pages were fetched in full again");
     assert_eq!(documents(&app), 5);
+    assert_eq!(errors(&app), 1, "the ingest_errors table is restored, and the resumed source did not refuse again");
 
     // New work arrives: a commit and an edited page.
     std::fs::write(repo.join("note-3.md"), "# Note 3\n\nA new thought on canals.\n").unwrap();
