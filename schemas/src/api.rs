@@ -293,6 +293,9 @@ pub struct StatusResponse {
     /// The active embedding model (`base` or an adapter version) and the training job.
     #[serde(default)]
     pub models: serde_json::Value,
+    /// Committed source positions (name → position) and ingest errors (total, most recent).
+    #[serde(default)]
+    pub sources: serde_json::Value,
 }
 
 /// `POST /v1/embeddings`, as OpenAI's embeddings API: `input` is one string

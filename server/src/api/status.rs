@@ -37,7 +37,15 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
             "active": app.training.active_name(),
             "search_projection": app.store.projection(),
             "training": app.training.status(),
+            "twin": app.twin.active_name(),
         }),
+        sources: {
+            let (recent, total) = app.ingest_errors();
+            serde_json::json!({
+                "positions": app.store.source_positions(),
+                "ingest_errors": { "total": total, "recent": recent.iter().rev().take(5).collect::<Vec<_>>() },
+            })
+        },
     })
 }
 
