@@ -115,7 +115,9 @@ impl App {
     /// Opens the store (restoring committed state), starts the engine and
     /// the committer. Sources are started separately ([`App::start_sources`]).
     pub fn start(config: Config) -> anyhow::Result<Arc<App>> {
-        let embedder = crate::embedder::build_embedder(&config.embedder)?;
+        crate::metrics::install();
+        let embedder: Arc<dyn Embedder> =
+            Arc::new(crate::metrics::MeteredEmbedder(crate::embedder::build_embedder(&config.embedder)?));
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -203,6 +205,7 @@ impl App {
     pub fn record_ingest_error(&self, error: IngestError) {
         tracing::warn!(source = %error.source, location = %error.location, reason = %error.reason, "ingest error");
         self.ingest_error_count.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::ingest_error(&error.source);
         self.errors.push(&error);
         let mut errors = self.ingest_errors.lock();
         if errors.len() == RECENT_ERRORS {
@@ -228,8 +231,10 @@ impl App {
             for event in events {
                 match event {
                     SourceEvent::Changes { source, changes, position } => {
+                        let count = changes.len();
                         match app.submit_patiently(changes, Duration::from_secs(3600)) {
                             Ok(epoch) => {
+                                crate::metrics::changes_accepted(&source, count);
                                 if let Some(position) = position {
                                     app.positions.record(&source, epoch, position);
                                 }
@@ -426,6 +431,7 @@ fn commit_with_retry(
 ) {
     let mut delay = Duration::from_millis(100);
     loop {
+        let started = Instant::now();
         match store.commit_epoch_full(
             completed.epoch,
             completed.parts.clone(),
@@ -434,6 +440,13 @@ fn commit_with_retry(
             ingest_errors.clone(),
         ) {
             Ok(stats) => {
+                if !completed.restored {
+                    crate::metrics::epoch_committed(
+                        &stats,
+                        completed.first_accepted.elapsed(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                }
                 tracing::trace!(epoch = stats.epoch, files = stats.files, "committed");
                 return;
             }

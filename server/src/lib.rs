@@ -30,6 +30,7 @@ pub mod client;
 pub mod datasets;
 pub mod embedder;
 pub mod generator;
+pub mod metrics;
 pub mod rag;
 pub mod settings;
 pub mod training;

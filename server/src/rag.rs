@@ -223,6 +223,7 @@ impl Prepared {
         let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params } = self;
         let step = Instant::now();
         let generation = generator.generate(&messages, &params, on_text).map_err(generator_error)?;
+        crate::metrics::generation(generator.model_name(), &generation);
         timings.prefill_ms = generation.prefill_ms;
         timings.generation_ms = ms(step);
         let cited = cited_markers(&generation.text);

@@ -253,11 +253,13 @@ impl Training {
                         "training run finished: {}",
                         outcome.decision
                     );
+                    crate::metrics::training_run("adapter", if outcome.promoted { "promoted" } else { "kept" });
                     status.last = Some(outcome);
                     status.last_error = None;
                 }
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "training run failed");
+                    crate::metrics::training_run("adapter", "failed");
                     status.last_error = Some(format!("{e:#}"));
                 }
             }

@@ -181,11 +181,13 @@ impl Twin {
                         "twin fine-tuning finished: {}",
                         outcome.decision
                     );
+                    crate::metrics::training_run("twin", if outcome.promoted { "promoted" } else { "kept" });
                     status.last = Some(outcome);
                     status.last_error = None;
                 }
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "twin fine-tuning failed");
+                    crate::metrics::training_run("twin", "failed");
                     status.last_error = Some(format!("{e:#}"));
                 }
             }

@@ -64,6 +64,7 @@ pub async fn post_documents(
             SubmitError::Overloaded { .. } => ApiError::new(ErrorCode::Overloaded, e.to_string()),
             SubmitError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
         })?;
+    crate::metrics::changes_accepted("http", accepted);
     let mut committed = app.engine.stats().committed_epoch >= epoch;
     if params.wait && !committed && accepted > 0 {
         let engine = app.engine.clone();

@@ -10,6 +10,7 @@
 //! | `sql.rs` | `POST /v1/sql` |
 //! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train`, `POST /v1/models/{v}/promote`, `POST /v1/models/rollback` |
 //! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback` |
+//! | `../metrics.rs` | `GET /metrics` (Prometheus), and the middleware timing every route |
 //! | `status.rs` | `GET /v1/status`, `GET /healthz`, `POST /v1/snapshots` |
 //! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }` |
 
@@ -43,6 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.server.max_body.as_u64() as usize;
     Router::new()
         .route("/healthz", get(status::healthz))
+        .route("/metrics", get(crate::metrics::render))
         .route("/v1/status", get(status::status))
         .route("/v1/snapshots", post(status::snapshot))
         .route("/v1/documents", post(documents::post_documents))
@@ -65,6 +67,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/twin/versions/{version}/promote", post(twin::promote))
         .route("/v1/twin/rollback", post(twin::rollback))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
 }

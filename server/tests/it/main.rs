@@ -7,6 +7,7 @@ mod binary;
 mod datasets;
 mod drift;
 mod fixtures;
+mod metrics;
 mod minilm;
 mod rag;
 mod readers;

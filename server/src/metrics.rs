@@ -1,0 +1,226 @@
+//! Prometheus metrics: `GET /metrics` in the text exposition format.
+//!
+//! ```text
+//!  events (as they happen)                      state (read at each scrape)
+//!  HTTP requests by route ─┐                    ┌─ epochs, pending changes, input lag
+//!  source changes, errors ─┤                    ├─ rows per table, texts embedded/waiting
+//!  epoch commits, freshness┼─▶ metrics facade ◀─┼─ latest drift values and thresholds
+//!  embed batches, latency ─┤   (one recorder    ├─ active model versions, jobs running
+//!  LLM tokens, latency ────┤    per process)    └─ resident memory, uptime
+//!  training runs ──────────┘        │
+//!                                   ▼
+//!                      PrometheusHandle::render ─▶ GET /metrics
+//! ```
+//!
+//! Names follow Prometheus conventions: a `twinflow_` prefix, base units
+//! (`_seconds`, `_bytes`), `_total` for counters; latency histograms have
+//! fixed buckets.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use twinflow_dataflow::{EmbedError, Embedder};
+
+use crate::app::App;
+
+/// Latency buckets, seconds.
+const SECONDS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Batch size buckets.
+const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// The process's recorder (installed once; `None` if another recorder was installed first).
+fn handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("twinflow_embed_batch_size".into()), SIZES))
+                .and_then(|b| b.install_recorder())
+                .map_err(|e| tracing::warn!(error = %e, "metrics are off: no recorder"))
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Installs the recorder (called when the app starts, so that events before
+/// the first scrape are counted).
+pub fn install() {
+    handle();
+}
+
+fn describe() {
+    describe_counter!("twinflow_http_requests_total", "HTTP requests answered, by method, route and status");
+    describe_histogram!("twinflow_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by route");
+    describe_counter!("twinflow_source_changes_total", "Changes accepted from each source");
+    describe_counter!("twinflow_ingest_errors_total", "Records refused by each source");
+    describe_counter!("twinflow_epochs_committed_total", "Epochs committed");
+    describe_counter!("twinflow_rows_committed_total", "Updates committed per table");
+    describe_histogram!("twinflow_commit_seconds", Unit::Seconds, "Time to write and publish one epoch");
+    describe_histogram!(
+        "twinflow_freshness_seconds",
+        Unit::Seconds,
+        "From the first change of an epoch accepted to the epoch committed (searchable)"
+    );
+    describe_histogram!("twinflow_embed_batch_size", "Texts per call to the embedding model");
+    describe_histogram!("twinflow_embed_seconds", Unit::Seconds, "Time per call to the embedding model");
+    describe_counter!("twinflow_embedded_texts_total", "Texts sent to the embedding model");
+    describe_counter!("twinflow_generated_tokens_total", "LLM tokens, by model and kind (prompt, completion)");
+    describe_histogram!("twinflow_generation_seconds", Unit::Seconds, "LLM time by phase (prefill, decode)");
+    describe_counter!("twinflow_training_runs_total", "Training runs by kind (adapter, twin) and outcome");
+    describe_gauge!("twinflow_committed_epoch", "The last committed epoch");
+    describe_gauge!("twinflow_pending_changes", "Changes accepted but not committed");
+    describe_gauge!("twinflow_input_lag_seconds", Unit::Seconds, "Age of the oldest uncommitted change");
+    describe_gauge!("twinflow_table_rows", "Live rows per table");
+    describe_gauge!("twinflow_texts_waiting", "Texts waiting for the embedding model");
+    describe_gauge!("twinflow_drift", "Latest drift value per metric");
+    describe_gauge!("twinflow_drift_threshold", "Trigger threshold per drift metric");
+    describe_gauge!("twinflow_active_model_version", "Active model version by kind (0: the base model)");
+    describe_gauge!("twinflow_training_running", "1 while a run of that kind is in progress");
+    describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory of the process");
+    describe_gauge!("twinflow_uptime_seconds", Unit::Seconds, "Seconds since the app started");
+}
+
+/// Handler of `GET /metrics`.
+pub async fn render(State(app): State<Arc<App>>) -> Response {
+    let Some(handle) = handle() else {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "metrics are not available in this process")
+            .into_response();
+    };
+    observe(&app);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+}
+
+/// Sets the gauges that describe the app's state now.
+fn observe(app: &App) {
+    let stats = app.engine.stats();
+    gauge!("twinflow_committed_epoch").set(stats.committed_epoch as f64);
+    gauge!("twinflow_pending_changes").set(stats.pending_changes as f64);
+    gauge!("twinflow_input_lag_seconds").set(stats.input_lag.as_secs_f64());
+    gauge!("twinflow_texts_waiting").set(stats.texts_queued.saturating_sub(stats.texts_embedded) as f64);
+    gauge!("twinflow_uptime_seconds").set(app.started.elapsed().as_secs_f64());
+    let (_, counts) = app.store.counts();
+    for (table, rows) in counts {
+        gauge!("twinflow_table_rows", "table" => table).set(rows as f64);
+    }
+    let drift = app.store.drift_tail(8);
+    if let Some(last) = drift.last().map(|r| r.epoch) {
+        for row in drift.iter().filter(|r| r.epoch == last) {
+            gauge!("twinflow_drift", "metric" => row.metric.clone()).set(row.value);
+            gauge!("twinflow_drift_threshold", "metric" => row.metric.clone()).set(row.threshold);
+        }
+    }
+    let adapter = app.training.registry.active().ok().flatten().unwrap_or(0);
+    let twin = app.twin.registry.active().ok().flatten().unwrap_or(0);
+    gauge!("twinflow_active_model_version", "kind" => "adapter").set(adapter as f64);
+    gauge!("twinflow_active_model_version", "kind" => "twin").set(twin as f64);
+    gauge!("twinflow_training_running", "kind" => "adapter").set(f64::from(u8::from(app.training.is_running())));
+    gauge!("twinflow_training_running", "kind" => "twin").set(f64::from(u8::from(app.twin.is_running())));
+    if let Some(bytes) = resident_bytes() {
+        gauge!("process_resident_memory_bytes").set(bytes as f64);
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Middleware: counts and times every request by its route pattern (not the
+/// raw path, so label values stay few).
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    counter!("twinflow_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    histogram!("twinflow_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Records a committed epoch.
+pub(crate) fn epoch_committed(stats: &twinflow_sinks::CommitStats, freshness: std::time::Duration, seconds: f64) {
+    counter!("twinflow_epochs_committed_total").increment(1);
+    for (table, rows) in &stats.rows {
+        counter!("twinflow_rows_committed_total", "table" => table.clone()).increment(*rows as u64);
+    }
+    histogram!("twinflow_commit_seconds").record(seconds);
+    histogram!("twinflow_freshness_seconds").record(freshness.as_secs_f64());
+}
+
+/// Records changes accepted from `source`.
+pub(crate) fn changes_accepted(source: &str, changes: usize) {
+    counter!("twinflow_source_changes_total", "source" => source.to_owned()).increment(changes as u64);
+}
+
+/// Records a refused record of `source`.
+pub(crate) fn ingest_error(source: &str) {
+    counter!("twinflow_ingest_errors_total", "source" => source.to_owned()).increment(1);
+}
+
+/// Records one generation.
+pub(crate) fn generation(model: &str, generation: &twinflow_models::Generation) {
+    let model = model.to_owned();
+    counter!("twinflow_generated_tokens_total", "model" => model.clone(), "kind" => "prompt")
+        .increment(generation.prompt_tokens as u64);
+    counter!("twinflow_generated_tokens_total", "model" => model, "kind" => "completion")
+        .increment(generation.completion_tokens as u64);
+    histogram!("twinflow_generation_seconds", "phase" => "prefill").record(generation.prefill_ms / 1e3);
+    histogram!("twinflow_generation_seconds", "phase" => "decode").record(generation.decode_ms / 1e3);
+}
+
+/// Records the end of a training run.
+pub(crate) fn training_run(kind: &'static str, outcome: &'static str) {
+    counter!("twinflow_training_runs_total", "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// An embedder that records batch sizes and latency of the one it wraps.
+#[derive(Debug)]
+pub struct MeteredEmbedder(pub Arc<dyn Embedder>);
+
+impl Embedder for MeteredEmbedder {
+    fn model_id(&self) -> &str {
+        self.0.model_id()
+    }
+
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.0.batch_size()
+    }
+
+    fn max_tokens(&self) -> Option<usize> {
+        self.0.max_tokens()
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.0.count_tokens(text)
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let started = Instant::now();
+        let result = self.0.embed_batch(texts);
+        histogram!("twinflow_embed_seconds").record(started.elapsed().as_secs_f64());
+        histogram!("twinflow_embed_batch_size").record(texts.len() as f64);
+        counter!("twinflow_embedded_texts_total").increment(texts.len() as u64);
+        result
+    }
+}
