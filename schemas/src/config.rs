@@ -28,6 +28,7 @@ pub struct Config {
     pub drift: DriftConfig,
     pub training: TrainingConfig,
     pub twin: TwinConfig,
+    pub traces: TracesConfig,
     /// Sources started by `twinflow up` besides the HTTP endpoint.
     pub sources: Vec<SourceConfig>,
 }
@@ -291,6 +292,27 @@ impl Default for TwinConfig {
             max_test: 64,
             seed: 7,
         }
+    }
+}
+
+/// Prompt monitoring (`[traces]`): answered questions recorded in the
+/// `traces` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracesConfig {
+    pub enabled: bool,
+    /// Share of answers recorded (0 to 1), chosen by a hash of the trace id.
+    pub sample_rate: f64,
+    /// Keep questions and answers out of the table (a hash of each instead).
+    pub redact: bool,
+    /// Longest time a trace waits before it is written.
+    #[serde(with = "humantime_serde")]
+    pub flush_every: Duration,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self { enabled: true, sample_rate: 1.0, redact: false, flush_every: Duration::from_secs(1) }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod ids;
 pub mod ingest;
 pub mod records;
 pub mod tables;
+pub mod trace;
 pub mod updates;
 
 pub use change::{ChangeError, ChangeLimits, parse_change, parse_ndjson};
@@ -34,4 +35,5 @@ pub use records::{
     Vector,
 };
 pub use tables::TableName;
+pub use trace::TraceRow;
 pub use updates::{EpochUpdates, Updates, consolidate};

@@ -100,6 +100,10 @@ pub struct App {
     pub positions: Arc<PendingPositions>,
     /// Refused records waiting for the next commit.
     errors: Arc<PendingErrors>,
+    /// Answered questions waiting to be written to `traces`.
+    pub traces: Arc<crate::traces::Traces>,
+    /// Dropping the sender stops the traces flusher.
+    traces_flusher: Mutex<Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>>,
     ingest_errors: Mutex<VecDeque<IngestError>>,
     ingest_error_count: AtomicU64,
 }
@@ -131,6 +135,7 @@ impl App {
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
         let twin = Arc::new(Twin::open(&config, data_dir, datasets, &generator)?);
         let positions = Arc::new(PendingPositions::default());
+        let config_traces = config.traces.clone();
         let errors = Arc::new(PendingErrors::default());
         let options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
         let engine = Arc::new(Engine::start(options, embedder, restore)?);
@@ -147,6 +152,8 @@ impl App {
             sources: Mutex::new(Vec::new()),
             positions: positions.clone(),
             errors: errors.clone(),
+            traces: Arc::new(crate::traces::Traces::new(config_traces)),
+            traces_flusher: Mutex::new(None),
             ingest_errors: Mutex::new(VecDeque::new()),
             ingest_error_count: AtomicU64::new(0),
         });
@@ -184,6 +191,15 @@ impl App {
             .name("twinflow-progress".into())
             .spawn(move || report_progress(&engine, &stopped, Duration::from_secs(5)))?;
         *app.progress.lock() = Some((stop, reporter));
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (traces, store) = (app.traces.clone(), app.store.clone());
+        let every = app.config.traces.flush_every.max(Duration::from_millis(10));
+        let flusher = std::thread::Builder::new().name("twinflow-traces".into()).spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                traces.flush(&store);
+            }
+        })?;
+        *app.traces_flusher.lock() = Some((stop, flusher));
         Ok(app)
     }
 
@@ -273,6 +289,11 @@ impl App {
         if let Some(committer) = self.committer.lock().take() {
             let _ = committer.join();
         }
+        if let Some((stop, flusher)) = self.traces_flusher.lock().take() {
+            drop(stop);
+            let _ = flusher.join();
+        }
+        self.traces.flush(&self.store);
         // Positions that came with no changes after the last epoch (their changes are committed).
         let late = self.positions.take_up_to(self.store.committed_epoch());
         if let Err(e) = self.store.commit_late(late, self.errors.take()) {

@@ -33,6 +33,7 @@ pub mod generator;
 pub mod metrics;
 pub mod rag;
 pub mod settings;
+pub mod traces;
 pub mod training;
 pub mod twin;
 

@@ -87,6 +87,8 @@ pub struct Prepared {
     placed: Vec<(f32, SearchHit)>,
     messages: Vec<ChatMessage>,
     params: GenerateParams,
+    /// Where the answer is traced, with the question and the search model.
+    trace: (std::sync::Arc<crate::traces::Traces>, String, String),
 }
 
 impl std::fmt::Debug for Prepared {
@@ -214,13 +216,19 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
         placed,
         messages,
         params: request.params.clone(),
+        trace: (
+            app.traces.clone(),
+            request.question.clone(),
+            format!("{}+{}", app.engine.embedder().model_id(), app.training.active_name()),
+        ),
     })
 }
 
 impl Prepared {
     /// Step 6: generation, then the citations.
     pub fn generate(self, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<RagResponse, ApiError> {
-        let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params } = self;
+        let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params, trace } =
+            self;
         let step = Instant::now();
         let generation = generator.generate(&messages, &params, on_text).map_err(generator_error)?;
         crate::metrics::generation(generator.model_name(), &generation);
@@ -262,7 +270,7 @@ impl Prepared {
             total_ms = timings.total_ms,
             "answered"
         );
-        Ok(RagResponse {
+        let response = RagResponse {
             answer: generation.text,
             citations,
             as_of,
@@ -279,7 +287,10 @@ impl Prepared {
                 total_tokens: generation.prompt_tokens + generation.completion_tokens,
             },
             timings,
-        })
+        };
+        let (traces, question, search_model) = trace;
+        traces.record(&question, &response, search_model);
+        Ok(response)
     }
 }
 

@@ -30,6 +30,7 @@ mod search;
 mod sql;
 mod store;
 mod text_index;
+mod trace_log;
 mod vector_index;
 
 pub mod convert;

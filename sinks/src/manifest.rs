@@ -70,6 +70,10 @@ pub struct EpochEntry {
     /// `ingest_errors/epoch=<E>/part-<n>.parquet`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingest_errors: Vec<String>,
+    /// `traces` rows written while this was the committed epoch:
+    /// `traces/epoch=<E>/part-<n>.parquet`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<String>,
 }
 
 /// One consolidated snapshot of every table.
@@ -144,6 +148,11 @@ impl Manifest {
         self.epochs.iter().filter(|e| e.epoch <= epoch).filter_map(|e| e.drift.clone()).collect()
     }
 
+    /// Every `traces` file written at or before `epoch`, in epoch order.
+    pub fn trace_files(&self, epoch: u64) -> Vec<String> {
+        self.epochs.iter().filter(|e| e.epoch <= epoch).flat_map(|e| e.traces.iter().cloned()).collect()
+    }
+
     /// Every `ingest_errors` file committed at or before `epoch`, in epoch order.
     pub fn ingest_error_files(&self, epoch: u64) -> Vec<String> {
         self.epochs.iter().filter(|e| e.epoch <= epoch).flat_map(|e| e.ingest_errors.iter().cloned()).collect()
@@ -175,6 +184,9 @@ impl Manifest {
             }
             if let Some(path) = entry.ingest_errors.iter().find(|p| !inside(p, "ingest_errors/")) {
                 return Err(format!("file {path:?} is not inside the ingest_errors folder"));
+            }
+            if let Some(path) = entry.traces.iter().find(|p| !inside(p, "traces/")) {
+                return Err(format!("file {path:?} is not inside the traces folder"));
             }
         }
         for snapshot in &self.snapshots {
@@ -223,6 +235,7 @@ mod tests {
             rows: BTreeMap::from([("chunks".into(), 2)]),
             drift: Some("drift/epoch=3/part-0.parquet".into()),
             ingest_errors: Vec::new(),
+            traces: Vec::new(),
         });
         manifest.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(manifest.clone()));

@@ -56,6 +56,8 @@ pub(crate) struct SqlInputs {
     pub(crate) drift: RecordBatch,
     /// The `ingest_errors` log.
     pub(crate) ingest_errors: RecordBatch,
+    /// The `traces` log.
+    pub(crate) traces: RecordBatch,
     /// Every dataset version's samples and preference files.
     pub(crate) datasets: (Vec<PathBuf>, Vec<PathBuf>),
     /// Absolute paths of every table's snapshot files (all versions).
@@ -102,6 +104,8 @@ fn register(ctx: &SessionContext, inputs: &SqlInputs) -> Result<()> {
     let errors = MemTable::try_new(inputs.ingest_errors.schema(), vec![vec![inputs.ingest_errors.clone()]])
         .map_err(sql_error)?;
     ctx.register_table("ingest_errors", Arc::new(errors)).map_err(sql_error)?;
+    let traces = MemTable::try_new(inputs.traces.schema(), vec![vec![inputs.traces.clone()]]).map_err(sql_error)?;
+    ctx.register_table("traces", Arc::new(traces)).map_err(sql_error)?;
     let (samples, preference) = crate::datasets::dataset_schemas();
     let provider = change_log(samples, &inputs.datasets.0).map_err(sql_error)?;
     ctx.register_table("instruct_dataset", provider).map_err(sql_error)?;

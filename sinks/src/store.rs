@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use twinflow_schemas::api::{SearchFilter, SearchHit, SearchMode};
 use twinflow_schemas::{
     ChunkRow, DocumentKind, DocumentRow, DriftRow, EmbeddingRow, EpochUpdates, Hash128, IngestErrorRow, TableName,
+    TraceRow,
 };
 
 use crate::text_index::TextIndex;
@@ -25,6 +26,7 @@ use crate::live::LiveState;
 use crate::manifest::{EpochEntry, MANIFEST_FILE, Manifest, SnapshotEntry, now_ms};
 use crate::parquet_io::{snapshot_path, write_epoch, write_parquet};
 use crate::sql::{SqlAnswer, SqlInputs};
+use crate::trace_log::{read_traces, trace_batch, trace_log_path};
 
 /// Where the vector graph is saved with each snapshot (not part of the
 /// tables: readers of the Parquet layout never look here).
@@ -109,6 +111,8 @@ struct State {
     drift: Vec<DriftRow>,
     /// Every committed `ingest_errors` row, in epoch order.
     ingest_errors: Vec<IngestErrorRow>,
+    /// Every written `traces` row, in order.
+    traces: Vec<TraceRow>,
     /// The active projection and the projected live vectors (by chunk).
     projection: Option<Arc<dyn VectorProjection>>,
     projected: HashMap<Hash128, Vec<f32>>,
@@ -215,6 +219,10 @@ impl Store {
         for file in manifest.ingest_error_files(manifest.committed_epoch) {
             ingest_errors.extend(read_errors(&dir.join(file))?);
         }
+        let mut traces = Vec::new();
+        for file in manifest.trace_files(manifest.committed_epoch) {
+            traces.extend(read_traces(&dir.join(file))?);
+        }
         let state = State {
             committed: manifest.committed_epoch,
             manifest,
@@ -223,6 +231,7 @@ impl Store {
             vectors,
             drift,
             ingest_errors,
+            traces,
             projection: None,
             projected: HashMap::new(),
         };
@@ -281,6 +290,7 @@ impl Store {
                     rows: BTreeMap::new(),
                     drift: None,
                     ingest_errors: Vec::new(),
+                    traces: Vec::new(),
                 });
             }
             let entry = manifest.epochs.last_mut().expect("an entry for the committed epoch");
@@ -292,6 +302,39 @@ impl Store {
         let mut state = self.state.write();
         state.manifest = manifest;
         state.ingest_errors.extend(ingest_errors);
+        Ok(())
+    }
+
+    /// Appends `traces` rows (stamped with the committed epoch) as a new
+    /// file listed in an atomic manifest replacement.
+    pub fn append_traces(&self, mut traces: Vec<TraceRow>) -> Result<()> {
+        if traces.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock();
+        let epoch = self.committed_epoch();
+        traces.iter_mut().for_each(|r| r.epoch = epoch);
+        let mut manifest = self.state.read().manifest.clone();
+        manifest.committed_epoch = epoch;
+        if manifest.epochs.last().is_none_or(|e| e.epoch < epoch) {
+            manifest.epochs.push(EpochEntry {
+                epoch,
+                committed_at_ms: now_ms(),
+                files: BTreeMap::new(),
+                rows: BTreeMap::new(),
+                drift: None,
+                ingest_errors: Vec::new(),
+                traces: Vec::new(),
+            });
+        }
+        let entry = manifest.epochs.last_mut().expect("an entry for the committed epoch");
+        let path = trace_log_path(epoch, entry.traces.len());
+        write_parquet(&self.dir.join(&path), &trace_batch(&traces)?)?;
+        entry.traces.push(path);
+        manifest.store(&self.dir)?;
+        let mut state = self.state.write();
+        state.manifest = manifest;
+        state.traces.extend(traces);
         Ok(())
     }
 
@@ -352,6 +395,7 @@ impl Store {
             rows: BTreeMap::new(),
             drift: None,
             ingest_errors: Vec::new(),
+            traces: Vec::new(),
         };
         if !drift.is_empty() {
             let path = drift_path(epoch);
@@ -774,6 +818,7 @@ impl Store {
         }
         let drift = drift_batch(&state.drift)?;
         let ingest_errors = error_batch(&state.ingest_errors)?;
+        let traces = trace_batch(&state.traces)?;
         let snapshots = TableName::ALL
             .iter()
             .map(|table| {
@@ -789,6 +834,7 @@ impl Store {
             changes,
             drift,
             ingest_errors,
+            traces,
             snapshots,
             datasets,
         })

@@ -183,6 +183,24 @@ fn rag_and_chat_completions_answer_from_the_index_with_citations() {
         .unwrap();
     assert_eq!(generation.text, content);
     assert!(pieces.len() > 1, "streamed piece by piece");
+
+    // Prompt monitoring: every answer above (2 RAG, 3 chat) is a row of `traces`, written by the flusher.
+    let traces = |app: &App| -> Vec<Value> {
+        let sql = "SELECT question, model, retrieved, prompt_tokens, completion_tokens, as_of, total_ms FROM traces ORDER BY at_ms";
+        let answer = served.runtime.block_on(app.store.sql(sql)).unwrap();
+        twinflow_sinks::encode_json_rows(&answer.batches).unwrap().into_iter().map(Value::Object).collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while traces(&served.app).len() < 5 {
+        assert!(std::time::Instant::now() < deadline, "traces: {:?}", traces(&served.app));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rows = traces(&served.app);
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[0]["question"], "What is the capital of France?");
+    assert!(rows.iter().all(|r| r["prompt_tokens"].as_u64() > Some(0) && r["total_ms"].as_f64() > Some(0.0)));
+    assert!(rows[0]["retrieved"].as_str().unwrap().contains("\"cited\""), "{}", rows[0]["retrieved"]);
+    assert_eq!(rows[0]["model"], rag.model);
 }
 
 #[test]
