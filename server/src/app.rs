@@ -296,7 +296,7 @@ impl App {
         self.traces.flush(&self.store);
         // Positions that came with no changes after the last epoch (their changes are committed).
         let late = self.positions.take_up_to(self.store.committed_epoch());
-        if let Err(e) = self.store.commit_late(late, self.errors.take()) {
+        if let Err(e) = self.store.commit_late(late, self.errors.take(), Vec::new()) {
             tracing::error!(error = %e, "could not record the last source positions and ingest errors");
         }
         // The monitor's counters (new samples, trigger state) with its reference.

@@ -76,6 +76,21 @@ pub struct EpochEntry {
     pub traces: Vec<String>,
 }
 
+impl EpochEntry {
+    /// An entry of `epoch` that lists nothing yet.
+    pub fn empty(epoch: u64, committed_at_ms: u64) -> Self {
+        Self {
+            epoch,
+            committed_at_ms,
+            files: BTreeMap::new(),
+            rows: BTreeMap::new(),
+            drift: None,
+            ingest_errors: Vec::new(),
+            traces: Vec::new(),
+        }
+    }
+}
+
 /// One consolidated snapshot of every table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotEntry {

@@ -263,16 +263,18 @@ impl Store {
         self.state.read().manifest.sources.clone()
     }
 
-    /// Records, without a new epoch, what arrived after the last one (at
-    /// shutdown): positions of sources whose changes are all committed
-    /// already, and ingest errors (stamped with the committed epoch). The
-    /// manifest is replaced atomically, like at a commit.
+    /// Records, without a new epoch, what arrived after the last one:
+    /// positions of sources whose changes are all committed already (at
+    /// shutdown), ingest errors and traces (stamped with the committed
+    /// epoch, each kind as a new file of that epoch). The manifest is
+    /// replaced atomically, like at a commit.
     pub fn commit_late(
         &self,
         sources: BTreeMap<String, serde_json::Value>,
         mut ingest_errors: Vec<IngestErrorRow>,
+        mut traces: Vec<TraceRow>,
     ) -> Result<()> {
-        if sources.is_empty() && ingest_errors.is_empty() {
+        if sources.is_empty() && ingest_errors.is_empty() && traces.is_empty() {
             return Ok(());
         }
         let _writer = self.writer.lock();
@@ -280,62 +282,35 @@ impl Store {
         let mut manifest = self.state.read().manifest.clone();
         manifest.sources.extend(sources);
         manifest.committed_epoch = epoch;
-        if !ingest_errors.is_empty() {
-            ingest_errors.iter_mut().for_each(|r| r.epoch = epoch);
+        if !ingest_errors.is_empty() || !traces.is_empty() {
             if manifest.epochs.last().is_none_or(|e| e.epoch < epoch) {
-                manifest.epochs.push(EpochEntry {
-                    epoch,
-                    committed_at_ms: now_ms(),
-                    files: BTreeMap::new(),
-                    rows: BTreeMap::new(),
-                    drift: None,
-                    ingest_errors: Vec::new(),
-                    traces: Vec::new(),
-                });
+                manifest.epochs.push(EpochEntry::empty(epoch, now_ms()));
             }
             let entry = manifest.epochs.last_mut().expect("an entry for the committed epoch");
-            let path = error_log_path(epoch, entry.ingest_errors.len());
-            write_parquet(&self.dir.join(&path), &error_batch(&ingest_errors)?)?;
-            entry.ingest_errors.push(path);
+            if !ingest_errors.is_empty() {
+                ingest_errors.iter_mut().for_each(|r| r.epoch = epoch);
+                let path = error_log_path(epoch, entry.ingest_errors.len());
+                write_parquet(&self.dir.join(&path), &error_batch(&ingest_errors)?)?;
+                entry.ingest_errors.push(path);
+            }
+            if !traces.is_empty() {
+                traces.iter_mut().for_each(|r| r.epoch = epoch);
+                let path = trace_log_path(epoch, entry.traces.len());
+                write_parquet(&self.dir.join(&path), &trace_batch(&traces)?)?;
+                entry.traces.push(path);
+            }
         }
         manifest.store(&self.dir)?;
         let mut state = self.state.write();
         state.manifest = manifest;
         state.ingest_errors.extend(ingest_errors);
+        state.traces.extend(traces);
         Ok(())
     }
 
-    /// Appends `traces` rows (stamped with the committed epoch) as a new
-    /// file listed in an atomic manifest replacement.
-    pub fn append_traces(&self, mut traces: Vec<TraceRow>) -> Result<()> {
-        if traces.is_empty() {
-            return Ok(());
-        }
-        let _writer = self.writer.lock();
-        let epoch = self.committed_epoch();
-        traces.iter_mut().for_each(|r| r.epoch = epoch);
-        let mut manifest = self.state.read().manifest.clone();
-        manifest.committed_epoch = epoch;
-        if manifest.epochs.last().is_none_or(|e| e.epoch < epoch) {
-            manifest.epochs.push(EpochEntry {
-                epoch,
-                committed_at_ms: now_ms(),
-                files: BTreeMap::new(),
-                rows: BTreeMap::new(),
-                drift: None,
-                ingest_errors: Vec::new(),
-                traces: Vec::new(),
-            });
-        }
-        let entry = manifest.epochs.last_mut().expect("an entry for the committed epoch");
-        let path = trace_log_path(epoch, entry.traces.len());
-        write_parquet(&self.dir.join(&path), &trace_batch(&traces)?)?;
-        entry.traces.push(path);
-        manifest.store(&self.dir)?;
-        let mut state = self.state.write();
-        state.manifest = manifest;
-        state.traces.extend(traces);
-        Ok(())
+    /// Appends `traces` rows (see [`Store::commit_late`]).
+    pub fn append_traces(&self, traces: Vec<TraceRow>) -> Result<()> {
+        self.commit_late(BTreeMap::new(), Vec::new(), traces)
     }
 
     /// The last `n` committed `ingest_errors` rows, in epoch order.
@@ -388,15 +363,7 @@ impl Store {
         let written = write_epoch(&self.dir, self.dim, epoch, &parts)?;
 
         let mut stats = CommitStats { epoch, files: written.len(), ..CommitStats::default() };
-        let mut entry = EpochEntry {
-            epoch,
-            committed_at_ms: now_ms(),
-            files: BTreeMap::new(),
-            rows: BTreeMap::new(),
-            drift: None,
-            ingest_errors: Vec::new(),
-            traces: Vec::new(),
-        };
+        let mut entry = EpochEntry::empty(epoch, now_ms());
         if !drift.is_empty() {
             let path = drift_path(epoch);
             stats.bytes += write_parquet(&self.dir.join(&path), &drift_batch(&drift)?)?;
