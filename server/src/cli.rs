@@ -32,8 +32,32 @@ pub struct Cli {
     /// Log filter, e.g. `info`, `twinflow=debug` (also RUST_LOG).
     #[arg(long, global = true, default_value = "info", env = "TWINFLOW_LOG")]
     pub log: String,
+    /// Log lines as human text, or as JSON objects (one per line, for log
+    /// collectors); in JSON, the server's own messages are log events too.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "TWINFLOW_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Set once logging is set up as JSON: messages for people go through the log then.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A message for the person running the server: stderr as text, or a log
+/// event when logs are JSON (so stderr stays one JSON object per line).
+fn say(message: impl std::fmt::Display) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("{message}");
+    } else {
+        eprintln!("{message}");
+    }
 }
 
 /// The verbs.
@@ -337,7 +361,7 @@ pub struct AskArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    init_logging(&cli.log, cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -347,15 +371,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: LogFormat) {
     // tantivy logs every index commit at info: one line per epoch. Quiet unless asked for by name.
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         if filter.contains("tantivy") { filter.to_owned() } else { format!("{filter},tantivy=warn") }
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init().is_ok(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init().is_ok(),
+    };
+    JSON_LOGS.store(installed && format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -628,19 +656,19 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     let addr = app.config.server.addr;
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!(
+        say(format_args!(
             "twinflow serving on http://{} — data in {} — Ctrl-C to stop",
             listener.local_addr()?,
             app.config.storage.data_dir.display()
-        );
+        ));
         axum::serve(listener, crate::router(app.clone())).with_graceful_shutdown(shutdown_signal()).await?;
         anyhow::Ok(())
     });
-    eprintln!("stopping: committing accepted changes…");
+    say("stopping: committing accepted changes…");
     let stopped = app.shutdown();
     served?;
     stopped?;
-    eprintln!("stopped at epoch {}", app.store.committed_epoch());
+    say(format_args!("stopped at epoch {}", app.store.committed_epoch()));
     Ok(())
 }
 
@@ -719,7 +747,7 @@ fn start_demo(app: &Arc<App>, limit: Option<usize>) -> anyhow::Result<()> {
     let cache = demo::default_cache_dir();
     let dir = demo::fetch_sotu(&cache).context("cannot fetch the demo corpus")?;
     let changes = demo::sotu_changes(&dir, limit)?;
-    eprintln!("ingesting {} State of the Union speeches from {}", changes.len(), dir.display());
+    say(format_args!("ingesting {} State of the Union speeches from {}", changes.len(), dir.display()));
     let (tx, rx) = crossbeam_channel::bounded(1);
     let engine = app.engine.clone();
     std::thread::Builder::new().name("demo".into()).spawn(move || {

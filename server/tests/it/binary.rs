@@ -20,7 +20,8 @@ fn start(data: &Path, watch: &Path, port: u16) -> Child {
         .arg(data)
         .arg("--watch")
         .arg(watch)
-        .env("TWINFLOW_LOG", "warn")
+        .env("TWINFLOW_LOG", "info")
+        .env("TWINFLOW_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
         .spawn()
@@ -114,4 +115,15 @@ fn up_watch_query_stop_and_restart() {
         .unwrap();
     assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
     assert!(sigterm(&mut child).success());
+
+    // TWINFLOW_LOG_FORMAT=json: stderr is one JSON object per line, the server's own messages included.
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    assert!(events.iter().all(|e| e["level"].is_string() && e["fields"].is_object()), "{log}");
+    let said = |text: &str| events.iter().any(|e| e["fields"]["message"].as_str().is_some_and(|m| m.contains(text)));
+    assert!(said("twinflow serving on") && said("stopped at epoch"), "{log}");
 }
