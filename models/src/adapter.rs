@@ -262,7 +262,8 @@ pub fn train_adapter(
     Ok((adapter, report))
 }
 
-fn scalar(t: Tensor<1>) -> Result<f32> {
+/// The single value of a one-element tensor (a loss).
+pub(crate) fn scalar(t: Tensor<1>) -> Result<f32> {
     let values = t
         .into_data()
         .convert::<f32>()
@@ -272,7 +273,7 @@ fn scalar(t: Tensor<1>) -> Result<f32> {
 }
 
 /// Fisher–Yates with a xorshift generator (reproducible batch order).
-fn shuffle(order: &mut [usize], state: &mut u64) {
+pub(crate) fn shuffle(order: &mut [usize], state: &mut u64) {
     for i in (1..order.len()).rev() {
         *state ^= *state << 13;
         *state ^= *state >> 7;
@@ -312,6 +313,17 @@ pub fn recall_at_k(adapter: &Adapter, queries: &[Vec<f32>], targets: &[usize], c
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shuffle_is_a_permutation() {
+        let mut order: Vec<usize> = (0..50).collect();
+        let mut state = 99;
+        shuffle(&mut order, &mut state);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_ne!(order, sorted);
+    }
 
     #[test]
     fn identity_keeps_unit_vectors_and_weights_round_trip() {

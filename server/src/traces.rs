@@ -17,6 +17,8 @@ use twinflow_schemas::config::TracesConfig;
 use twinflow_schemas::{Hash128, TraceRow};
 use twinflow_sinks::Store;
 
+use crate::training::now_ms;
+
 /// The traces waiting to be written.
 #[derive(Debug)]
 pub struct Traces {
@@ -93,10 +95,6 @@ impl Traces {
         }
         n
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -229,14 +229,7 @@ impl Training {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 training.run(&store, embedder.as_ref(), trigger)
             }))
-            .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(anyhow::anyhow!("the training run panicked: {message}"))
-            });
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("the training run panicked: {}", panic_message(&*panic))));
             let mut status = training.status.lock();
             status.state = "idle".into();
             status.phase = String::new();
@@ -306,12 +299,9 @@ impl Training {
         // Pairs: each sample's instruction and its source chunk.
         let usable: Vec<_> =
             samples.iter().filter(|s| s.chunk_ids.first().is_some_and(|id| vectors.contains_key(id))).collect();
-        let (mut train, test): (Vec<_>, Vec<_>) = usable.into_iter().partition(|s| s.split == Split::Train);
-        if self.config.max_pairs > 0 && train.len() > self.config.max_pairs {
-            // An even sample of the training pairs (the dataset is in sample-id order: no era is favoured).
-            let step = train.len() as f64 / self.config.max_pairs as f64;
-            train = (0..self.config.max_pairs).map(|i| train[(i as f64 * step) as usize]).collect();
-        }
+        let (train, test): (Vec<_>, Vec<_>) = usable.into_iter().partition(|s| s.split == Split::Train);
+        // An even sample of the training pairs (the dataset is in sample-id order: no era is favoured).
+        let train = even_sample(train, self.config.max_pairs);
         let test: Vec<_> = test.into_iter().take(MAX_TEST_QUERIES).collect();
         anyhow::ensure!(
             train.len() >= self.config.batch_size.max(2) && !test.is_empty(),
@@ -502,6 +492,25 @@ fn projection(version: u64, adapter: Adapter) -> Arc<dyn VectorProjection> {
     Arc::new(AdapterProjection { id: format!("adapter-v{version}"), adapter })
 }
 
-fn now_ms() -> i64 {
+/// What a caught panic said.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// At most `limit` of `items`, evenly spread (0 = all).
+pub(crate) fn even_sample<T: Clone>(items: Vec<T>, limit: usize) -> Vec<T> {
+    if limit == 0 || items.len() <= limit {
+        return items;
+    }
+    let step = items.len() as f64 / limit as f64;
+    (0..limit).map(|i| items[(i as f64 * step) as usize].clone()).collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -14,15 +14,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use anyhow::Context;
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use twinflow_models::{
-    DatasetRef, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Registry, SftExample, TwinCard, TwinEvaluation,
-    cpu_device,
+    DatasetRef, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Registry, TwinCard, TwinEvaluation, cpu_device,
 };
 use twinflow_schemas::Split;
 use twinflow_schemas::config::{Config, TwinConfig};
@@ -30,6 +29,7 @@ use twinflow_sinks::Store;
 
 use crate::datasets::Datasets;
 use crate::generator::LazyGenerator;
+use crate::training::{even_sample, now_ms, panic_message};
 
 /// Examples per forward pass when scoring.
 const SCORE_BATCH: usize = 4;
@@ -161,12 +161,7 @@ impl Twin {
             let result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| twin.run(&store, &generator, trigger)))
                     .unwrap_or_else(|panic| {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown panic".into());
-                        Err(anyhow::anyhow!("the fine-tuning run panicked: {message}"))
+                        Err(anyhow::anyhow!("the fine-tuning run panicked: {}", panic_message(&*panic)))
                     });
             let mut status = twin.status.lock();
             status.state = "idle".into();
@@ -380,17 +375,4 @@ impl Twin {
 /// The generator name of a twin: `<base model>+twin-v<N>`.
 fn twin_name(card: &TwinCard) -> String {
     format!("{}+twin-v{}", card.base_model, card.version)
-}
-
-/// At most `limit` of `items`, evenly spread (0 = all).
-fn even_sample(items: Vec<SftExample>, limit: usize) -> Vec<SftExample> {
-    if limit == 0 || items.len() <= limit {
-        return items;
-    }
-    let step = items.len() as f64 / limit as f64;
-    (0..limit).map(|i| items[(i as f64 * step) as usize].clone()).collect()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

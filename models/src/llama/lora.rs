@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tokenizer::{ChatMessage, ChatTokenizer};
 use super::{Llama, LlamaConfig, LlamaModel};
+use crate::adapter::{scalar, shuffle};
 use crate::gguf::Gguf;
 use crate::{Error, Result};
 
@@ -543,25 +544,6 @@ fn extract(network: &Llama, config: &LoraTraining) -> Result<LoraWeights> {
     Ok(LoraWeights { rank: config.rank, alpha: config.alpha, factors })
 }
 
-fn scalar(t: Tensor<1>) -> Result<f32> {
-    let values = t
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Inference(format!("reading the loss: {e:?}")))?;
-    values.first().copied().ok_or_else(|| Error::Inference("an empty loss".into()))
-}
-
-/// Fisher–Yates with a xorshift generator (reproducible batch order).
-fn shuffle(order: &mut [usize], state: &mut u64) {
-    for i in (1..order.len()).rev() {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        order.swap(i, (*state % (i as u64 + 1)) as usize);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,16 +570,5 @@ mod tests {
         let rows = weights.delta_rows(&[1.0, 2.0], &[1.0, 0.0, -1.0], 2, 3);
         // [out, in]: row o = (2·A[0]·B[o], 2·A[1]·B[o]).
         assert_eq!(rows, vec![2.0, 4.0, 0.0, 0.0, -2.0, -4.0]);
-    }
-
-    #[test]
-    fn shuffle_is_a_permutation() {
-        let mut order: Vec<usize> = (0..50).collect();
-        let mut state = 99;
-        shuffle(&mut order, &mut state);
-        let mut sorted = order.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-        assert_ne!(order, sorted);
     }
 }
