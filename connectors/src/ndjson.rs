@@ -16,7 +16,7 @@ use twinflow_schemas::config::NdjsonSourceConfig;
 use twinflow_schemas::{ChangeLimits, DocumentChange, parse_change};
 
 use crate::handle::Halt;
-use crate::{Error, IngestError, Result, SourceEvent, SourceHandle};
+use crate::{Error, IngestError, Result, SourceEvent, SourceHandle, own_source};
 
 /// What a replay read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,13 +125,8 @@ struct Out<'a, F> {
 }
 
 impl<F: FnMut(SourceEvent) -> bool> Out<'_, F> {
-    fn change(&mut self, mut change: DocumentChange) -> bool {
-        if let DocumentChange::Upsert(doc) = &mut change
-            && doc.source.is_empty()
-        {
-            doc.source = self.source.to_owned();
-        }
-        self.pending.push(change);
+    fn change(&mut self, change: DocumentChange) -> bool {
+        self.pending.push(own_source(change, self.source));
         self.pending.len() < self.batch || self.flush()
     }
 

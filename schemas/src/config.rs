@@ -31,6 +31,66 @@ pub struct Config {
     pub traces: TracesConfig,
     /// Sources started by `twinflow up` besides the HTTP endpoint.
     pub sources: Vec<SourceConfig>,
+    /// Where committed table changes are published, besides Parquet.
+    pub publish: PublishConfig,
+}
+
+/// Outputs that receive every committed epoch's table changes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishConfig {
+    /// A Fluvio topic (none by default).
+    pub fluvio: Option<FluvioPublishConfig>,
+    /// A Kafka topic (none by default).
+    pub kafka: Option<KafkaPublishConfig>,
+}
+
+/// Publishing table changes to a Kafka topic, as to a Fluvio one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaPublishConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic (it must exist).
+    pub topic: String,
+    /// The tables whose changes are published.
+    pub tables: Vec<crate::TableName>,
+    /// Further librdkafka settings.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaPublishConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "twinflow-changes".into(),
+            tables: vec![crate::TableName::Documents, crate::TableName::Chunks],
+            options: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Publishing table changes to a Fluvio topic: one record per row change,
+/// keyed by the row's document, valued `{"table", "epoch", "diff", "row"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FluvioPublishConfig {
+    /// The cluster's controller, `host:port`.
+    pub endpoint: String,
+    /// The topic (it must exist).
+    pub topic: String,
+    /// The tables whose changes are published.
+    pub tables: Vec<crate::TableName>,
+}
+
+impl Default for FluvioPublishConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "127.0.0.1:9003".into(),
+            topic: "twinflow-changes".into(),
+            tables: vec![crate::TableName::Documents, crate::TableName::Chunks],
+        }
+    }
 }
 
 /// How `/v1/search` fuses its two rankings in `hybrid` mode: each chunk
@@ -538,6 +598,84 @@ pub enum SourceConfig {
     /// Files at the head of a git branch; new commits give exactly the
     /// changed, added and deleted files.
     Git(GitSourceConfig),
+    /// Records of a Fluvio topic, each one JSON change (the line format of
+    /// an NDJSON change log), with offsets committed with the epoch.
+    Fluvio(FluvioSourceConfig),
+    /// Records of a Kafka topic, each one JSON change, with offsets
+    /// committed with the epoch (and then to the consumer group).
+    Kafka(KafkaSourceConfig),
+}
+
+/// Settings of a Kafka topic source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topic: String,
+    /// The consumer group whose offsets are committed after each epoch
+    /// (and used to start from when twinflow has no committed position).
+    pub group: String,
+    /// Partitions read (empty: all of the topic's).
+    pub partitions: Vec<u32>,
+    /// Where a partition with no committed offset (twinflow's or the group's) starts.
+    pub start: StartFrom,
+    /// Changes handed to the engine per batch at most.
+    pub batch: usize,
+    /// Further librdkafka settings (`security.protocol`, `sasl.mechanism`, …).
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaSourceConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: String::new(),
+            group: "twinflow".into(),
+            partitions: Vec::new(),
+            start: StartFrom::Beginning,
+            batch: 500,
+            options: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Where a partition with no committed offset starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest record the partition still has.
+    #[default]
+    Beginning,
+    /// Only records written after the source starts.
+    End,
+}
+
+/// Settings of a Fluvio topic source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FluvioSourceConfig {
+    /// The cluster's controller, `host:port` (Fluvio listens on 9003).
+    pub endpoint: String,
+    pub topic: String,
+    /// Partitions read (empty: all of the topic's).
+    pub partitions: Vec<u32>,
+    /// Where a partition with no committed offset starts.
+    pub start: StartFrom,
+    /// Changes handed to the engine per batch at most.
+    pub batch: usize,
+}
+
+impl Default for FluvioSourceConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "127.0.0.1:9003".into(),
+            topic: String::new(),
+            partitions: Vec::new(),
+            start: StartFrom::Beginning,
+            batch: 500,
+        }
+    }
 }
 
 /// Settings of a web crawl.

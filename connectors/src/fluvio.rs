@@ -1,0 +1,268 @@
+//! The Fluvio source: the records of a topic's partitions, each one JSON
+//! change (the line format of an NDJSON change log), read with the
+//! official `fluvio` client.
+//!
+//! ```text
+//!  open: connect to the controller, look the topic up (unknown topic, bad
+//!        partition, unreachable cluster: fatal)
+//!  run:  one stream per partition, from the committed offset
+//!        (else the beginning or the end) ─▶ merged ─▶ batches of changes
+//!        + the position {"topic", "offsets": {partition: next offset}}
+//!  a broken stream or a lost cluster: reconnect with backoff, resume from
+//!  the offsets already handed over (nothing twice, nothing skipped)
+//! ```
+//!
+//! A record that is not a valid change becomes an ingest error located at
+//! `fluvio://<topic>/<partition>@<offset>`; the stream goes on. The
+//! position is Fluvio's offsets, not a consumer group's: it is committed in
+//! twinflow's manifest with the epoch the changes land in, which is what
+//! makes a restart resume exactly where the committed outputs end.
+//! [`FluvioPublisher`] is the other direction: it produces records to a
+//! topic (the server publishes each committed epoch's table changes).
+//!
+//! The client runs on `fluvio-future`'s executor; this source drives it
+//! from its own thread with `run_block_on`.
+
+pub mod test_server;
+
+use std::collections::BTreeMap;
+use std::pin::pin;
+use std::time::Duration;
+
+use ::fluvio::consumer::{ConsumerConfigExt, Record, RetryMode};
+use ::fluvio::metadata::topic::TopicSpec;
+use ::fluvio::{Fluvio, FluvioClusterConfig, Offset, RecordKey, TopicProducerPool};
+use crossbeam_channel::Sender;
+use fluvio_future::task::run_block_on;
+use futures_util::future::{Either, select};
+use futures_util::stream::{BoxStream, StreamExt, select_all};
+use twinflow_schemas::config::{FluvioSourceConfig, StartFrom};
+use twinflow_schemas::{ChangeLimits, DocumentChange, parse_change};
+
+use crate::handle::{Halt, Outbox};
+use crate::offsets::{offsets_position, position_offsets};
+use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition, own_source};
+
+/// How long a partial batch waits for more records before it is sent.
+const LINGER: Duration = Duration::from_millis(50);
+/// The longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The source; see the module docs.
+#[derive(Debug)]
+pub struct FluvioSource;
+
+impl FluvioSource {
+    /// Connects, checks the topic and its partitions (fatal errors here),
+    /// then reads on a thread from `resume` (the committed position).
+    pub fn spawn(
+        name: String,
+        config: FluvioSourceConfig,
+        limits: ChangeLimits,
+        resume: Option<SourcePosition>,
+        tx: Sender<SourceEvent>,
+    ) -> Result<SourceHandle> {
+        let reader = Reader::open(&name, config, limits, resume)?;
+        SourceHandle::spawn(name, tx, move |outbox| reader.run(&outbox))
+    }
+}
+
+fn fluvio_error(endpoint: &str, error: impl std::fmt::Display, retryable: bool) -> Error {
+    Error::Fluvio { endpoint: endpoint.to_owned(), reason: format!("{error:#}"), retryable }
+}
+
+async fn connect(endpoint: &str) -> std::result::Result<Fluvio, anyhow::Error> {
+    Fluvio::connect_with_config(&FluvioClusterConfig::new(endpoint)).await
+}
+
+struct Reader {
+    name: String,
+    config: FluvioSourceConfig,
+    limits: ChangeLimits,
+    partitions: Vec<u32>,
+    /// Partition → the next offset to read (everything before it is handed over).
+    next: BTreeMap<u32, i64>,
+}
+
+impl Reader {
+    fn open(
+        name: &str,
+        config: FluvioSourceConfig,
+        limits: ChangeLimits,
+        resume: Option<SourcePosition>,
+    ) -> Result<Self> {
+        let config_error = |reason: String| Error::Config { source_name: name.to_owned(), reason };
+        if config.topic.is_empty() {
+            return Err(config_error("no topic given".into()));
+        }
+        let endpoint = config.endpoint.clone();
+        let count = run_block_on(async {
+            let fluvio = connect(&endpoint).await.map_err(|e| fluvio_error(&endpoint, e, false))?;
+            let topics = fluvio
+                .admin()
+                .await
+                .list::<TopicSpec, String>(vec![config.topic.clone()])
+                .await
+                .map_err(|e| fluvio_error(&endpoint, e, false))?;
+            let topic = topics.into_iter().find(|t| t.name == config.topic);
+            Ok::<_, Error>(topic.map(|t| t.spec.partitions()))
+        })?;
+        let Some(count) = count else {
+            return Err(config_error(format!("the cluster at {endpoint} has no topic {:?}", config.topic)));
+        };
+        let partitions = if config.partitions.is_empty() { (0..count).collect() } else { config.partitions.clone() };
+        if let Some(bad) = partitions.iter().find(|p| **p >= count) {
+            return Err(config_error(format!("topic {:?} has {count} partitions, no partition {bad}", config.topic)));
+        }
+        let next = position_offsets(&config.topic, resume.as_ref());
+        Ok(Self { name: name.to_owned(), config, limits, partitions, next })
+    }
+
+    fn run(mut self, outbox: &Outbox) -> Result<(), Halt> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let read_before = self.next.clone();
+            match run_block_on(self.session(outbox)) {
+                Err(Halt::Fatal(error)) if error.is_retryable() => {
+                    if self.next != read_before {
+                        backoff = Duration::from_millis(100);
+                    }
+                    tracing::warn!(source = %self.name, %error, retry_in = ?backoff, "fluvio stream lost; reconnecting");
+                    outbox.sleep(backoff)?;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One connection: reads until the stream breaks or the source stops.
+    async fn session(&mut self, outbox: &Outbox) -> Result<(), Halt> {
+        let endpoint = self.config.endpoint.clone();
+        let lost = |e: anyhow::Error| Halt::Fatal(fluvio_error(&endpoint, e, true));
+        let fluvio = connect(&endpoint).await.map_err(lost)?;
+        let mut streams: Vec<BoxStream<'static, std::result::Result<Record, String>>> = Vec::new();
+        for &partition in &self.partitions {
+            let start = match (self.next.get(&partition), self.config.start) {
+                (Some(&next), _) => Offset::absolute(next).map_err(|e| lost(e.into()))?,
+                (None, StartFrom::Beginning) => Offset::beginning(),
+                (None, StartFrom::End) => Offset::end(),
+            };
+            let config = ConsumerConfigExt::builder()
+                .topic(&self.config.topic)
+                .partition(partition)
+                .offset_start(start)
+                .retry_mode(RetryMode::Disabled)
+                .build()
+                .map_err(lost)?;
+            let stream = fluvio.consumer_with_config(config).await.map_err(lost)?;
+            streams.push(stream.map(|r| r.map_err(|code| code.to_string())).boxed());
+        }
+        let mut records = select_all(streams);
+        let mut pending = Vec::new();
+        // The first batch confirms the resume position even without records.
+        let mut moved = true;
+        loop {
+            let next = match select(records.next(), pin!(fluvio_future::timer::sleep(LINGER))).await {
+                Either::Left((next, _)) => Some(next),
+                Either::Right(_) => None,
+            };
+            match next {
+                Some(Some(Ok(record))) => {
+                    let (partition, offset) = (record.partition(), record.offset());
+                    match self.decode(&record) {
+                        Ok(change) => pending.push(change),
+                        Err(reason) => {
+                            self.flush(outbox, &mut pending, &mut moved)?;
+                            let location = format!("fluvio://{}/{partition}@{offset}", self.config.topic);
+                            outbox.error(location, reason)?;
+                        }
+                    }
+                    self.next.insert(partition, offset + 1);
+                    moved = true;
+                    if pending.len() >= self.config.batch.max(1) {
+                        self.flush(outbox, &mut pending, &mut moved)?;
+                    }
+                }
+                Some(Some(Err(code))) => {
+                    self.flush(outbox, &mut pending, &mut moved)?;
+                    return Err(lost(anyhow::anyhow!("stream error: {code}")));
+                }
+                Some(None) => {
+                    self.flush(outbox, &mut pending, &mut moved)?;
+                    return Err(lost(anyhow::anyhow!("the stream ended")));
+                }
+                None => {
+                    self.flush(outbox, &mut pending, &mut moved)?;
+                    if outbox.stopping() {
+                        return Err(Halt::Stopped);
+                    }
+                }
+            }
+        }
+    }
+
+    fn decode(&self, record: &Record) -> std::result::Result<DocumentChange, String> {
+        let change = parse_change(record.value(), record.offset() as usize, &self.limits).map_err(|e| e.message)?;
+        Ok(own_source(change, &self.name))
+    }
+
+    /// Hands `pending` over with the position after it (also when only the
+    /// position moved, past error records).
+    fn flush(&self, outbox: &Outbox, pending: &mut Vec<DocumentChange>, moved: &mut bool) -> Result<(), Halt> {
+        if pending.is_empty() && !*moved {
+            return Ok(());
+        }
+        outbox.changes_at(std::mem::take(pending), offsets_position(&self.config.topic, &self.next))?;
+        *moved = false;
+        Ok(())
+    }
+}
+
+/// Produces records to a Fluvio topic: keyed JSON values, in order per key.
+pub struct FluvioPublisher {
+    endpoint: String,
+    topic: String,
+    producer: TopicProducerPool,
+    /// Keeps the connection the producer uses.
+    _fluvio: Fluvio,
+}
+
+impl std::fmt::Debug for FluvioPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FluvioPublisher").field("endpoint", &self.endpoint).field("topic", &self.topic).finish()
+    }
+}
+
+impl FluvioPublisher {
+    /// Connects and opens a producer for `topic` (which must exist).
+    pub fn connect(endpoint: &str, topic: &str) -> Result<Self> {
+        run_block_on(async {
+            let fluvio = connect(endpoint).await.map_err(|e| fluvio_error(endpoint, e, true))?;
+            let producer = fluvio.topic_producer(topic).await.map_err(|e| fluvio_error(endpoint, e, false))?;
+            Ok(Self { endpoint: endpoint.to_owned(), topic: topic.to_owned(), producer, _fluvio: fluvio })
+        })
+    }
+
+    /// The topic records go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Sends `records` (`(key, value)`; records with one key go to one
+    /// partition, in order) and waits until the cluster has them all.
+    pub fn publish(&self, records: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<()> {
+        let failed = |e: anyhow::Error| fluvio_error(&self.endpoint, e, true);
+        run_block_on(async {
+            let mut sent = Vec::new();
+            for (key, value) in records {
+                sent.push(self.producer.send(RecordKey::from(key), value).await.map_err(failed)?);
+            }
+            self.producer.flush().await.map_err(failed)?;
+            for output in sent {
+                output.wait().await.map_err(|e| failed(e.into()))?;
+            }
+            Ok(())
+        })
+    }
+}
