@@ -11,7 +11,7 @@
 //!  serve.rs   /v1/search under concurrent clients, /v1/rag step timings,
 //!             local LLM prefill/decode tokens/s
 //!  drift.rs   the training loop on every SOTU speech, decade by decade
-//!  sources.rs records/s through the NDJSON, git and web sources; a restart replays nothing
+//!  sources.rs records/s through the NDJSON, git, Fluvio, Kafka and web sources; a restart replays nothing
 //!  twin.rs    one LoRA fine-tuning run of the twin, base vs twin decode speed
 //!  bin/twinflow-bench.rs  engine throughput, incremental cost, freshness,
 //!             embedding throughput, the above → JSON

