@@ -445,6 +445,9 @@ pub struct ServerConfig {
     /// Longest time a SQL query may run.
     #[serde(with = "humantime_serde")]
     pub sql_timeout: Duration,
+    /// Where the Postgres wire protocol endpoint (read-only SQL, no
+    /// authentication) listens; off when unset.
+    pub pg_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -454,6 +457,7 @@ impl Default for ServerConfig {
             max_body: ByteSize::mib(64),
             max_document: ByteSize::mib(8),
             sql_timeout: Duration::from_secs(30),
+            pg_addr: None,
         }
     }
 }

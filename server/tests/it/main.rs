@@ -9,6 +9,7 @@ mod drift;
 mod fixtures;
 mod metrics;
 mod minilm;
+mod pgwire;
 mod rag;
 mod readers;
 mod router;
