@@ -272,8 +272,11 @@ impl App {
                 match event {
                     SourceEvent::Changes { source, changes, position } => {
                         let count = changes.len();
+                        let span = tracing::info_span!("source_batch", %source, changes = count, epoch = tracing::field::Empty);
+                        let _span = span.enter();
                         match app.submit_patiently(changes, Duration::from_secs(3600)) {
                             Ok(epoch) => {
+                                span.record("epoch", epoch);
                                 crate::metrics::changes_accepted(&source, count);
                                 if let Some(position) = position {
                                     app.positions.record(&source, epoch, position);
@@ -420,8 +423,12 @@ fn run_committer(
         let (drift_rows, trigger) = observe_drift(training, &completed);
         let (sources, ingest_errors) =
             if completed.restored { Default::default() } else { (positions.take_up_to(epoch), errors.take()) };
+        let span =
+            tracing::info_span!("epoch_commit", epoch, changes = completed.changes, restored = completed.restored);
+        let entered = span.enter();
         commit_with_retry(store, &completed, drift_rows, sources.clone(), ingest_errors);
         positions.committed(&sources);
+        drop(entered);
         if let Some(trigger) = trigger {
             on_trigger(trigger);
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::fmt::format::FmtSpan;
 
 use twinflow_connectors::{FluvioSource, GitSource, KafkaSource, NdjsonSource, WatchSource, WebSource, demo};
 use twinflow_schemas::api::{RagFilters, RagRequest, SqlFormat};
@@ -391,8 +392,12 @@ fn init_logging(filter: &str, format: LogFormat) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         if filter.contains("tantivy") { filter.to_owned() } else { format!("{filter},tantivy=warn") }
     });
+    // TWINFLOW_LOG_SPANS=1: one event as each span closes, with its busy and idle time (a
+    // source batch, an epoch's commit, a RAG request and each of its steps).
+    let spans = std::env::var("TWINFLOW_LOG_SPANS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_span_events(if spans { FmtSpan::CLOSE } else { FmtSpan::NONE })
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init().is_ok(),

@@ -89,6 +89,8 @@ pub struct Prepared {
     params: GenerateParams,
     /// Where the answer is traced, with the question and the search model.
     trace: (std::sync::Arc<crate::traces::Traces>, String, String),
+    /// The request's span: its steps are its children; generation re-enters it.
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -105,10 +107,18 @@ impl std::fmt::Debug for Prepared {
 pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
     let config: &RagConfig = &app.config.rag;
     let started = Instant::now();
+    let span = tracing::info_span!(
+        "rag",
+        question_chars = request.question.len(),
+        k = request.k,
+        as_of = tracing::field::Empty
+    );
+    let _request = span.enter();
     let mut timings = RagTimings::default();
     let generator = app.generator.get().map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
 
     // 1. Self-query.
+    let step_span = tracing::info_span!("self_query").entered();
     let step = Instant::now();
     let mut filter = request.filter.clone();
     if config.self_query {
@@ -118,18 +128,22 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
         filter.kind = filter.kind.or(found.kind);
     }
     timings.self_query_ms = ms(step);
+    drop(step_span);
     tracing::debug!(target: "rag", ms = timings.self_query_ms, ?filter, "self-query");
 
     // 2. Query expansion.
+    let step_span = tracing::info_span!("expansion").entered();
     let step = Instant::now();
     let mut queries = vec![request.question.clone()];
     if config.expansions > 0 {
         queries.extend(expand(generator.as_ref(), &request.question, config.expansions));
     }
     timings.expansion_ms = ms(step);
+    drop(step_span);
     tracing::debug!(target: "rag", ms = timings.expansion_ms, ?queries, "expansion");
 
     // 3. Hybrid retrieval per phrasing, merged by reciprocal rank.
+    let step_span = tracing::info_span!("retrieval").entered();
     let step = Instant::now();
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
     let vectors = app.engine.embedder().embed_batch(&texts).map_err(ApiError::internal)?;
@@ -154,9 +168,11 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
     let mut candidates: Vec<(f32, SearchHit)> = merged.into_values().collect();
     candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.chunk_id.cmp(&b.1.chunk_id)));
     timings.retrieval_ms = ms(step);
+    drop(step_span);
     tracing::debug!(target: "rag", ms = timings.retrieval_ms, candidates = candidates.len(), as_of, "retrieval");
 
     // 4. Rerank by similarity to the original question.
+    let step_span = tracing::info_span!("rerank").entered();
     let step = Instant::now();
     if config.rerank && !candidates.is_empty() {
         let ids: Vec<Hash128> = candidates.iter().map(|(_, h)| h.chunk_id).collect();
@@ -169,8 +185,10 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
     }
     candidates.truncate(request.k);
     timings.rerank_ms = ms(step);
+    drop(step_span);
 
     // 5. Prompt within the generator's context.
+    let step_span = tracing::info_span!("prompt").entered();
     let step = Instant::now();
     let system = match &request.system {
         Some(extra) => format!("{INSTRUCTIONS}\n{extra}"),
@@ -206,6 +224,9 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
     };
     messages.push(ChatMessage::new("user", user));
     timings.prompt_ms = ms(step);
+    drop(step_span);
+    span.record("as_of", as_of);
+    drop(_request);
     Ok(Prepared {
         started,
         timings,
@@ -221,19 +242,23 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
             request.question.clone(),
             format!("{}+{}", app.engine.embedder().model_id(), app.training.active_name()),
         ),
+        span,
     })
 }
 
 impl Prepared {
     /// Step 6: generation, then the citations.
     pub fn generate(self, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<RagResponse, ApiError> {
-        let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params, trace } =
+        let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params, trace, span } =
             self;
+        let _request = span.enter();
         let step = Instant::now();
+        let step_span = tracing::info_span!("generate").entered();
         let generation = generator.generate(&messages, &params, on_text).map_err(generator_error)?;
         crate::metrics::generation(generator.model_name(), &generation);
         timings.prefill_ms = generation.prefill_ms;
         timings.generation_ms = ms(step);
+        drop(step_span);
         let cited = cited_markers(&generation.text);
         let citations = placed
             .iter()

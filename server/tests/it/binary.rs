@@ -22,6 +22,7 @@ fn start(data: &Path, watch: &Path, port: u16) -> Child {
         .arg(watch)
         .env("TWINFLOW_LOG", "info")
         .env("TWINFLOW_LOG_FORMAT", "json")
+        .env("TWINFLOW_LOG_SPANS", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
         .spawn()
@@ -101,6 +102,7 @@ fn up_watch_query_stop_and_restart() {
 
     let code = sigterm(&mut child);
     assert!(code.success(), "SIGTERM exits 0, got {code:?}");
+    spans_closed(&std::fs::read_to_string(data.with_extension("log")).unwrap());
 
     // Restart on the same data: committed state is served before anything new arrives.
     let port = free_port();
@@ -126,4 +128,22 @@ fn up_watch_query_stop_and_restart() {
     assert!(events.iter().all(|e| e["level"].is_string() && e["fields"].is_object()), "{log}");
     let said = |text: &str| events.iter().any(|e| e["fields"]["message"].as_str().is_some_and(|m| m.contains(text)));
     assert!(said("twinflow serving on") && said("stopped at epoch"), "{log}");
+}
+
+/// TWINFLOW_LOG_SPANS=1: a change's path as spans (the watch source's
+/// batches, the epochs' commits), each closing with its busy time.
+fn spans_closed(log: &str) {
+    let events: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let closed = |name: &str| {
+        events.iter().any(|e| {
+            e["fields"]["message"] == "close" && e["span"]["name"] == name && e["fields"]["time.busy"].is_string()
+        })
+    };
+    assert!(closed("source_batch") && closed("epoch_commit"), "{log}");
+    assert!(
+        events.iter().any(|e| e["span"]["name"] == "source_batch"
+            && e["span"]["source"] == "watch-0"
+            && e["span"]["epoch"].is_u64()),
+        "{log}"
+    );
 }

@@ -309,3 +309,88 @@ fn the_openai_generator_reads_streams_and_reports_failures() {
         .to_string();
     assert!(err.contains("503") && err.contains("overloaded"), "{err}");
 }
+
+/// A RAG request as a `rag` span (question size, k, the epoch answered
+/// at) whose children are its steps, each closing with its busy time; the
+/// generator is a stand-in OpenAI endpoint.
+#[test]
+fn a_rag_request_is_a_span_with_one_child_per_step() {
+    use std::sync::Mutex;
+    use tracing_subscriber::fmt::format::FmtSpan;
+
+    let router = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            let events = [
+                json!({"choices": [{"delta": {"content": "Boats [1]."}, "finish_reason": "stop"}]}),
+                json!({"choices": [], "usage": {"prompt_tokens": 40, "completion_tokens": 3, "total_tokens": 43}}),
+            ];
+            let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect::<String>() + "data: [DONE]\n\n";
+            ([("content-type", "text/event-stream")], body)
+        }),
+    );
+    let stub_dir = tempfile::tempdir().unwrap();
+    let stub = Served::start(crate::fixtures::app(stub_dir.path()), router);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(dir.path(), |config| {
+        config.generator = twinflow_schemas::config::GeneratorConfig::Openai(OpenAiGeneratorConfig {
+            url: format!("{}/v1", stub.base),
+            model: "tiny".into(),
+            api_key_env: None,
+            ..OpenAiGeneratorConfig::default()
+        });
+    });
+    let line = crate::fixtures::upsert_line("boats", "Boats", &crate::fixtures::article("boats and harbours", 4));
+    let change = twinflow_schemas::parse_change(line.as_bytes(), 1, &Default::default()).unwrap();
+    let epoch = app.engine.submit(vec![change]).unwrap();
+    app.engine.flush();
+    assert!(app.engine.wait_committed(epoch, std::time::Duration::from_secs(60)));
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_span_events(FmtSpan::CLOSE)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let question = twinflow_server::rag::RagQuestion {
+        question: "Where do the boats rest?".into(),
+        history: Vec::new(),
+        system: None,
+        filter: Default::default(),
+        k: 3,
+        params: GenerateParams::default(),
+    };
+    let answer = tracing::subscriber::with_default(subscriber, || {
+        twinflow_server::rag::answer(&app, &question, &mut |_| ControlFlow::Continue(())).unwrap()
+    });
+    assert_eq!(answer.answer, "Boats [1].");
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let closes: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["fields"]["message"] == "close")
+        .collect();
+    let names: Vec<&str> = closes.iter().filter_map(|e| e["span"]["name"].as_str()).collect();
+    assert_eq!(names, ["self_query", "expansion", "retrieval", "rerank", "prompt", "generate", "rag"], "{log}");
+    let rag = closes.last().unwrap();
+    assert_eq!(rag["span"]["k"], 3);
+    assert_eq!(rag["span"]["as_of"], epoch, "{rag}");
+    assert!(closes.iter().all(|e| e["fields"]["time.busy"].is_string()), "{log}");
+    // The steps are the request's children.
+    assert!(closes[..6].iter().all(|e| e["spans"][0]["name"] == "rag"), "{log}");
+    app.shutdown().unwrap();
+}
