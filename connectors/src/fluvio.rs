@@ -223,6 +223,8 @@ impl Reader {
 pub struct FluvioPublisher {
     endpoint: String,
     topic: String,
+    /// How long one [`FluvioPublisher::publish`] may take.
+    timeout: Duration,
     producer: TopicProducerPool,
     /// Keeps the connection the producer uses.
     _fluvio: Fluvio,
@@ -240,7 +242,13 @@ impl FluvioPublisher {
         run_block_on(async {
             let fluvio = connect(endpoint).await.map_err(|e| fluvio_error(endpoint, e, true))?;
             let producer = fluvio.topic_producer(topic).await.map_err(|e| fluvio_error(endpoint, e, false))?;
-            Ok(Self { endpoint: endpoint.to_owned(), topic: topic.to_owned(), producer, _fluvio: fluvio })
+            Ok(Self {
+                endpoint: endpoint.to_owned(),
+                topic: topic.to_owned(),
+                timeout: Duration::from_secs(30),
+                producer,
+                _fluvio: fluvio,
+            })
         })
     }
 
@@ -249,11 +257,20 @@ impl FluvioPublisher {
         &self.topic
     }
 
+    /// Sets how long one [`FluvioPublisher::publish`] may take (default 30 s;
+    /// the client itself retries for minutes).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Sends `records` (`(key, value)`; records with one key go to one
-    /// partition, in order) and waits until the cluster has them all.
+    /// partition, in order) and waits until the cluster has them all, or
+    /// fails after the timeout.
     pub fn publish(&self, records: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<()> {
         let failed = |e: anyhow::Error| fluvio_error(&self.endpoint, e, true);
-        run_block_on(async {
+        let records: Vec<_> = records.into_iter().collect();
+        let send = async {
             let mut sent = Vec::new();
             for (key, value) in records {
                 sent.push(self.producer.send(RecordKey::from(key), value).await.map_err(failed)?);
@@ -263,6 +280,12 @@ impl FluvioPublisher {
                 output.wait().await.map_err(|e| failed(e.into()))?;
             }
             Ok(())
+        };
+        run_block_on(async {
+            match select(pin!(send), pin!(fluvio_future::timer::sleep(self.timeout))).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => Err(failed(anyhow::anyhow!("not acknowledged within {:?}", self.timeout))),
+            }
         })
     }
 }

@@ -240,6 +240,8 @@ fn is_fatal(error: &KafkaError) -> bool {
 pub struct KafkaPublisher {
     brokers: String,
     topic: String,
+    /// How long one [`KafkaPublisher::publish`] may take.
+    timeout: Duration,
     producer: BaseProducer<Deliveries>,
 }
 
@@ -278,7 +280,13 @@ impl KafkaPublisher {
         let producer: BaseProducer<Deliveries> =
             client.create_with_context(Deliveries::default()).map_err(|e| kafka_error(brokers, e, false))?;
         producer.client().fetch_metadata(Some(topic), OPEN_TIMEOUT).map_err(|e| kafka_error(brokers, e, true))?;
-        Ok(Self { brokers: brokers.to_owned(), topic: topic.to_owned(), producer })
+        Ok(Self { brokers: brokers.to_owned(), topic: topic.to_owned(), timeout: Duration::from_secs(30), producer })
+    }
+
+    /// Sets how long one [`KafkaPublisher::publish`] may take (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Sends `records` (`(key, value)`) and waits until the brokers have them all.
@@ -297,7 +305,7 @@ impl KafkaPublisher {
             }
             self.producer.poll(Duration::ZERO);
         }
-        self.producer.flush(Duration::from_secs(30)).map_err(|e| kafka_error(&self.brokers, e, true))?;
+        self.producer.flush(self.timeout).map_err(|e| kafka_error(&self.brokers, e, true))?;
         match self.producer.context().failed.lock().take() {
             Some(error) => Err(kafka_error(&self.brokers, format!("a record was not delivered: {error}"), true)),
             None => Ok(()),

@@ -57,6 +57,9 @@ pub struct KafkaPublishConfig {
     pub tables: Vec<crate::TableName>,
     /// Further librdkafka settings.
     pub options: std::collections::BTreeMap<String, String>,
+    /// How long publishing one epoch may take before it is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for KafkaPublishConfig {
@@ -66,6 +69,7 @@ impl Default for KafkaPublishConfig {
             topic: "twinflow-changes".into(),
             tables: vec![crate::TableName::Documents, crate::TableName::Chunks],
             options: std::collections::BTreeMap::new(),
+            timeout: Duration::from_secs(30),
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct FluvioPublishConfig {
     pub topic: String,
     /// The tables whose changes are published.
     pub tables: Vec<crate::TableName>,
+    /// How long publishing one epoch may take before it is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for FluvioPublishConfig {
@@ -89,6 +96,7 @@ impl Default for FluvioPublishConfig {
             endpoint: "127.0.0.1:9003".into(),
             topic: "twinflow-changes".into(),
             tables: vec![crate::TableName::Documents, crate::TableName::Chunks],
+            timeout: Duration::from_secs(30),
         }
     }
 }

@@ -17,7 +17,11 @@
 //! any sink that cannot keep up slows the pipeline rather than dropping
 //! changes. Epochs are published after they are committed: a crash between
 //! the two loses that epoch's records for the topic (the tables have them).
+//! At shutdown a failing topic gets one more try per queued epoch; an epoch
+//! that still fails is logged as not published, and the shutdown goes on.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,6 +38,8 @@ use twinflow_schemas::{EpochUpdates, TableName};
 pub struct ChangePublisher {
     tx: Option<Sender<(u64, Vec<(usize, EpochUpdates)>)>>,
     thread: Option<JoinHandle<()>>,
+    /// Set at shutdown: a failing topic is tried once more per epoch, not forever.
+    closing: Arc<AtomicBool>,
 }
 
 /// A topic records are produced to.
@@ -52,8 +58,11 @@ enum Producer {
 impl Target {
     fn connect(&self) -> twinflow_connectors::Result<Producer> {
         match self {
-            Self::Fluvio(c) => FluvioPublisher::connect(&c.endpoint, &c.topic).map(Producer::Fluvio),
-            Self::Kafka(c) => KafkaPublisher::connect(&c.brokers, &c.topic, &c.options).map(Producer::Kafka),
+            Self::Fluvio(c) => {
+                FluvioPublisher::connect(&c.endpoint, &c.topic).map(|p| Producer::Fluvio(p.with_timeout(c.timeout)))
+            }
+            Self::Kafka(c) => KafkaPublisher::connect(&c.brokers, &c.topic, &c.options)
+                .map(|p| Producer::Kafka(p.with_timeout(c.timeout))),
         }
     }
 
@@ -103,19 +112,24 @@ impl ChangePublisher {
             .connect()
             .with_context(|| format!("cannot publish to {} topic {:?}", target.kind(), target.topic()))?;
         let (tx, rx) = crossbeam_channel::bounded::<(u64, Vec<(usize, EpochUpdates)>)>(64);
-        let thread =
-            std::thread::Builder::new().name(format!("twinflow-publish-{}", target.kind())).spawn(move || {
-                let mut producer = Some(producer);
-                for (epoch, parts) in rx {
-                    let records = records(epoch, &parts, target.tables());
-                    let count = records.len();
-                    publish_until_done(&mut producer, &target, &records);
+        let closing = Arc::new(AtomicBool::new(false));
+        let stop = closing.clone();
+        let name = format!("twinflow-publish-{}", target.kind());
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let mut producer = Some(producer);
+            for (epoch, parts) in rx {
+                let records = records(epoch, &parts, target.tables());
+                let count = records.len();
+                if publish_until_done(&mut producer, &target, &records, &stop) {
                     metrics::counter!("twinflow_published_records_total", "sink" => target.kind())
                         .increment(count as u64);
                     tracing::debug!(epoch, records = count, topic = %target.topic(), "epoch published");
+                } else {
+                    tracing::error!(epoch, records = count, topic = %target.topic(), "shutting down: epoch not published");
                 }
-            })?;
-        Ok(Self { tx: Some(tx), thread: Some(thread) })
+            }
+        })?;
+        Ok(Self { tx: Some(tx), thread: Some(thread), closing })
     }
 
     /// Queues a committed epoch's updates (waits while the queue is full).
@@ -127,8 +141,10 @@ impl ChangePublisher {
         }
     }
 
-    /// Publishes what is queued, then stops.
+    /// Publishes what is queued, then stops (a topic that is failing gets
+    /// one more try per epoch, so a shutdown never hangs on it).
     pub fn finish(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
         self.tx.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -142,7 +158,13 @@ impl Drop for ChangePublisher {
     }
 }
 
-fn publish_until_done(producer: &mut Option<Producer>, target: &Target, records: &[(String, Vec<u8>)]) {
+/// Publishes `records`, retrying until done (`true`) or until shutdown (`false`).
+fn publish_until_done(
+    producer: &mut Option<Producer>,
+    target: &Target,
+    records: &[(String, Vec<u8>)],
+    closing: &AtomicBool,
+) -> bool {
     let mut delay = Duration::from_millis(100);
     loop {
         let result = match producer {
@@ -150,7 +172,8 @@ fn publish_until_done(producer: &mut Option<Producer>, target: &Target, records:
             None => target.connect().and_then(|p| p.publish(records).map(|()| *producer = Some(p))),
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => return true,
+            Err(_) if closing.load(Ordering::Relaxed) => return false,
             Err(error) => {
                 tracing::error!(%error, retry_in = ?delay, topic = %target.topic(), "publishing failed; will retry");
                 *producer = None;

@@ -343,3 +343,33 @@ fn kafka_topic_in_group_offsets_follow_commits_and_changes_out() {
     wait_for("the group's offsets", || group_offsets() == 4);
     app.shutdown().unwrap();
 }
+
+/// A publishing topic that went away does not hang the shutdown: the
+/// epoch is tried once more, logged as not published, and the app stops.
+#[test]
+fn a_lost_publishing_cluster_does_not_hang_the_shutdown() {
+    use twinflow_connectors::fluvio::test_server::FluvioTestServer;
+    use twinflow_schemas::config::FluvioPublishConfig;
+
+    let mut server = FluvioTestServer::start(&[("changes", 1)]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = server.endpoint();
+    let app = app_with(&dir.path().join("data"), |config| {
+        config.publish.fluvio = Some(FluvioPublishConfig {
+            endpoint: endpoint.clone(),
+            topic: "changes".into(),
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        });
+    });
+    server.stop();
+    let line = crate::fixtures::upsert_line("boats", "Boats", "Boats rest in the harbour.");
+    let change = twinflow_schemas::parse_change(line.as_bytes(), 1, &Default::default()).unwrap();
+    let epoch = app.engine.submit(vec![change]).unwrap();
+    app.engine.flush();
+    assert!(app.engine.wait_committed(epoch, Duration::from_secs(30)));
+    let (done, finished) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || done.send(app.shutdown().is_ok()).unwrap());
+    assert_eq!(finished.recv_timeout(Duration::from_secs(60)), Ok(true), "the shutdown hung or failed");
+    assert_eq!(server.end_offset("changes", 0), 0);
+}
