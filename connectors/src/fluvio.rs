@@ -25,7 +25,6 @@
 
 pub mod test_server;
 
-use std::collections::BTreeMap;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -36,12 +35,12 @@ use crossbeam_channel::Sender;
 use fluvio_future::task::run_block_on;
 use futures_util::future::{Either, select};
 use futures_util::stream::{BoxStream, StreamExt, select_all};
+use twinflow_schemas::ChangeLimits;
 use twinflow_schemas::config::{FluvioSourceConfig, StartFrom};
-use twinflow_schemas::{ChangeLimits, DocumentChange, parse_change};
 
 use crate::handle::{Halt, Outbox};
-use crate::offsets::{offsets_position, position_offsets};
-use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition, own_source};
+use crate::offsets::{PartitionBatcher, position_offsets};
+use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition};
 
 /// How long a partial batch waits for more records before it is sent.
 const LINGER: Duration = Duration::from_millis(50);
@@ -78,10 +77,9 @@ async fn connect(endpoint: &str) -> std::result::Result<Fluvio, anyhow::Error> {
 struct Reader {
     name: String,
     config: FluvioSourceConfig,
-    limits: ChangeLimits,
     partitions: Vec<u32>,
-    /// Partition → the next offset to read (everything before it is handed over).
-    next: BTreeMap<u32, i64>,
+    /// Changes on their way, and each partition's next offset (kept across reconnections).
+    batcher: PartitionBatcher,
 }
 
 impl Reader {
@@ -115,16 +113,17 @@ impl Reader {
             return Err(config_error(format!("topic {:?} has {count} partitions, no partition {bad}", config.topic)));
         }
         let next = position_offsets(&config.topic, resume.as_ref());
-        Ok(Self { name: name.to_owned(), config, limits, partitions, next })
+        let batcher = PartitionBatcher::new("fluvio", name, &config.topic, limits, config.batch, next);
+        Ok(Self { name: name.to_owned(), config, partitions, batcher })
     }
 
     fn run(mut self, outbox: &Outbox) -> Result<(), Halt> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let read_before = self.next.clone();
+            let read_before = self.batcher.next.clone();
             match run_block_on(self.session(outbox)) {
                 Err(Halt::Fatal(error)) if error.is_retryable() => {
-                    if self.next != read_before {
+                    if self.batcher.next != read_before {
                         backoff = Duration::from_millis(100);
                     }
                     tracing::warn!(source = %self.name, %error, retry_in = ?backoff, "fluvio stream lost; reconnecting");
@@ -143,7 +142,7 @@ impl Reader {
         let fluvio = connect(&endpoint).await.map_err(lost)?;
         let mut streams: Vec<BoxStream<'static, std::result::Result<Record, String>>> = Vec::new();
         for &partition in &self.partitions {
-            let start = match (self.next.get(&partition), self.config.start) {
+            let start = match (self.batcher.next.get(&partition), self.config.start) {
                 (Some(&next), _) => Offset::absolute(next).map_err(|e| lost(e.into()))?,
                 (None, StartFrom::Beginning) => Offset::beginning(),
                 (None, StartFrom::End) => Offset::end(),
@@ -159,9 +158,7 @@ impl Reader {
             streams.push(stream.map(|r| r.map_err(|code| code.to_string())).boxed());
         }
         let mut records = select_all(streams);
-        let mut pending = Vec::new();
-        // The first batch confirms the resume position even without records.
-        let mut moved = true;
+        let batcher = &mut self.batcher;
         loop {
             let next = match select(records.next(), pin!(fluvio_future::timer::sleep(LINGER))).await {
                 Either::Left((next, _)) => Some(next),
@@ -169,53 +166,24 @@ impl Reader {
             };
             match next {
                 Some(Some(Ok(record))) => {
-                    let (partition, offset) = (record.partition(), record.offset());
-                    match self.decode(&record) {
-                        Ok(change) => pending.push(change),
-                        Err(reason) => {
-                            self.flush(outbox, &mut pending, &mut moved)?;
-                            let location = format!("fluvio://{}/{partition}@{offset}", self.config.topic);
-                            outbox.error(location, reason)?;
-                        }
-                    }
-                    self.next.insert(partition, offset + 1);
-                    moved = true;
-                    if pending.len() >= self.config.batch.max(1) {
-                        self.flush(outbox, &mut pending, &mut moved)?;
-                    }
+                    batcher.record(outbox, record.partition(), record.offset(), record.value())?
                 }
                 Some(Some(Err(code))) => {
-                    self.flush(outbox, &mut pending, &mut moved)?;
+                    batcher.flush(outbox)?;
                     return Err(lost(anyhow::anyhow!("stream error: {code}")));
                 }
                 Some(None) => {
-                    self.flush(outbox, &mut pending, &mut moved)?;
+                    batcher.flush(outbox)?;
                     return Err(lost(anyhow::anyhow!("the stream ended")));
                 }
                 None => {
-                    self.flush(outbox, &mut pending, &mut moved)?;
+                    batcher.flush(outbox)?;
                     if outbox.stopping() {
                         return Err(Halt::Stopped);
                     }
                 }
             }
         }
-    }
-
-    fn decode(&self, record: &Record) -> std::result::Result<DocumentChange, String> {
-        let change = parse_change(record.value(), record.offset() as usize, &self.limits).map_err(|e| e.message)?;
-        Ok(own_source(change, &self.name))
-    }
-
-    /// Hands `pending` over with the position after it (also when only the
-    /// position moved, past error records).
-    fn flush(&self, outbox: &Outbox, pending: &mut Vec<DocumentChange>, moved: &mut bool) -> Result<(), Halt> {
-        if pending.is_empty() && !*moved {
-            return Ok(());
-        }
-        outbox.changes_at(std::mem::take(pending), offsets_position(&self.config.topic, &self.next))?;
-        *moved = false;
-        Ok(())
     }
 }
 

@@ -31,12 +31,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
+use twinflow_schemas::ChangeLimits;
 use twinflow_schemas::config::{KafkaSourceConfig, StartFrom};
-use twinflow_schemas::{ChangeLimits, DocumentChange, parse_change};
 
 use crate::handle::{Halt, Outbox};
-use crate::offsets::{offsets_position, position_offsets};
-use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition, own_source};
+use crate::offsets::{PartitionBatcher, position_offsets};
+use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition};
 
 /// How long a poll waits for a record (and a partial batch for more).
 const LINGER: Duration = Duration::from_millis(50);
@@ -69,10 +69,9 @@ fn kafka_error(brokers: &str, error: impl std::fmt::Display, retryable: bool) ->
 struct Reader {
     name: String,
     config: KafkaSourceConfig,
-    limits: ChangeLimits,
     consumer: BaseConsumer,
-    /// Partition → the next offset to read (everything before it is handed over).
-    next: BTreeMap<u32, i64>,
+    /// Changes on their way, and each partition's next offset.
+    batcher: PartitionBatcher,
 }
 
 impl Reader {
@@ -141,13 +140,11 @@ impl Reader {
                 .map_err(|e| kafka_error(&brokers, e, false))?;
         }
         consumer.assign(&assignment).map_err(|e| kafka_error(&brokers, e, false))?;
-        Ok(Self { name: name.to_owned(), config, limits, consumer, next })
+        let batcher = PartitionBatcher::new("kafka", name, &config.topic, limits, config.batch, next);
+        Ok(Self { name: name.to_owned(), config, consumer, batcher })
     }
 
     fn run(mut self, outbox: &Outbox) -> Result<(), Halt> {
-        let mut pending = Vec::new();
-        // The first batch confirms the resume position even without records.
-        let mut moved = true;
         loop {
             if let Some(committed) = outbox.committed() {
                 self.commit_to_group(&committed, CommitMode::Async);
@@ -155,29 +152,17 @@ impl Reader {
             match self.consumer.poll(LINGER) {
                 Some(Ok(message)) => {
                     let (partition, offset) = (message.partition() as u32, message.offset());
-                    match self.decode(message.payload().unwrap_or_default(), offset) {
-                        Ok(change) => pending.push(change),
-                        Err(reason) => {
-                            self.flush(outbox, &mut pending, &mut moved)?;
-                            let location = format!("kafka://{}/{partition}@{offset}", self.config.topic);
-                            outbox.error(location, reason)?;
-                        }
-                    }
-                    self.next.insert(partition, offset + 1);
-                    moved = true;
-                    if pending.len() >= self.config.batch.max(1) {
-                        self.flush(outbox, &mut pending, &mut moved)?;
-                    }
+                    self.batcher.record(outbox, partition, offset, message.payload().unwrap_or_default())?;
                 }
                 Some(Err(error)) => {
-                    self.flush(outbox, &mut pending, &mut moved)?;
+                    self.batcher.flush(outbox)?;
                     if is_fatal(&error) {
                         return Err(Halt::Fatal(kafka_error(&self.config.brokers, error, false)));
                     }
                     tracing::warn!(source = %self.name, %error, "kafka: transient error; librdkafka retries");
                 }
                 None => {
-                    self.flush(outbox, &mut pending, &mut moved)?;
+                    self.batcher.flush(outbox)?;
                     if outbox.stopping() {
                         // The last one waits: the consumer closes next.
                         if let Some(committed) = outbox.committed() {
@@ -188,20 +173,6 @@ impl Reader {
                 }
             }
         }
-    }
-
-    fn decode(&self, payload: &[u8], offset: i64) -> std::result::Result<DocumentChange, String> {
-        let change = parse_change(payload, offset as usize, &self.limits).map_err(|e| e.message)?;
-        Ok(own_source(change, &self.name))
-    }
-
-    fn flush(&self, outbox: &Outbox, pending: &mut Vec<DocumentChange>, moved: &mut bool) -> Result<(), Halt> {
-        if pending.is_empty() && !*moved {
-            return Ok(());
-        }
-        outbox.changes_at(std::mem::take(pending), offsets_position(&self.config.topic, &self.next))?;
-        *moved = false;
-        Ok(())
     }
 
     /// Commits a position twinflow has committed to the consumer group too.

@@ -13,14 +13,9 @@ use twinflow_connectors::{Error, FluvioPublisher, FluvioSource, SourceEvent, Sou
 use twinflow_schemas::ChangeLimits;
 use twinflow_schemas::config::{FluvioSourceConfig, StartFrom};
 
-use crate::support::{Seen, receive, until_position};
+use crate::support::{receive, until_offsets, until_position, upsert_record};
 
 const TOPIC: &str = "posts";
-
-fn upsert(id: &str, text: &str) -> (String, Vec<u8>) {
-    let change = json!({"op": "upsert", "doc_id": id, "kind": "post", "title": id, "content": text});
-    (id.to_owned(), change.to_string().into_bytes())
-}
 
 fn delete(id: &str) -> (String, Vec<u8>) {
     (id.to_owned(), json!({"op": "delete", "doc_id": id}).to_string().into_bytes())
@@ -36,30 +31,15 @@ fn spawn(config: FluvioSourceConfig, resume: Option<Value>) -> (SourceHandle, Re
     (handle, rx)
 }
 
-/// Receives until the position has handed over `records` records in all.
-fn until_offsets(rx: &Receiver<SourceEvent>, records: i64) -> (Seen, Value) {
-    let mut seen = Seen::default();
-    loop {
-        let (more, position) = until_position(rx);
-        seen.changes.extend(more.changes);
-        seen.errors.extend(more.errors);
-        let read: i64 = position["offsets"].as_object().unwrap().values().map(|o| o.as_i64().unwrap()).sum();
-        assert!(read <= records, "read {read} of {records}: {position}");
-        if read == records {
-            return (seen, position);
-        }
-    }
-}
-
 #[test]
 fn keyed_records_over_partitions_in_order_with_bad_records_as_errors() {
     let server = FluvioTestServer::start(&[(TOPIC, 3)]).unwrap();
     let publisher = FluvioPublisher::connect(&server.endpoint(), TOPIC).unwrap();
     let mut records: Vec<_> =
-        (0..30).map(|i| upsert(&format!("post-{i}"), &format!("version one of post {i}"))).collect();
+        (0..30).map(|i| upsert_record(&format!("post-{i}"), &format!("version one of post {i}"))).collect();
     records.push(("bad".into(), b"{not json".to_vec()));
     records.push(delete("post-3"));
-    records.push(upsert("post-4", "version two"));
+    records.push(upsert_record("post-4", "version two"));
     publisher.publish(records).unwrap();
 
     // Keys spread over the partitions; one key stays in one partition.
@@ -90,13 +70,13 @@ fn keyed_records_over_partitions_in_order_with_bad_records_as_errors() {
 fn resumes_from_a_committed_position_and_reads_only_what_follows() {
     let server = FluvioTestServer::start(&[(TOPIC, 2)]).unwrap();
     let publisher = FluvioPublisher::connect(&server.endpoint(), TOPIC).unwrap();
-    publisher.publish((0..10).map(|i| upsert(&format!("a-{i}"), "first"))).unwrap();
+    publisher.publish((0..10).map(|i| upsert_record(&format!("a-{i}"), "first"))).unwrap();
     let (source, rx) = spawn(config(&server), None);
     let (seen, position) = until_offsets(&rx, 10);
     assert_eq!(seen.changes.len(), 10);
     source.stop();
 
-    publisher.publish((0..5).map(|i| upsert(&format!("b-{i}"), "second"))).unwrap();
+    publisher.publish((0..5).map(|i| upsert_record(&format!("b-{i}"), "second"))).unwrap();
     let (_source, rx) = spawn(config(&server), Some(position));
     let (seen, _) = until_offsets(&rx, 15);
     let mut ops = seen.ops();
@@ -120,14 +100,14 @@ fn resumes_from_a_committed_position_and_reads_only_what_follows() {
 fn start_at_the_end_skips_what_was_there() {
     let server = FluvioTestServer::start(&[(TOPIC, 1)]).unwrap();
     let publisher = FluvioPublisher::connect(&server.endpoint(), TOPIC).unwrap();
-    publisher.publish([upsert("old", "before")]).unwrap();
+    publisher.publish([upsert_record("old", "before")]).unwrap();
     let config = FluvioSourceConfig { start: StartFrom::End, ..config(&server) };
     let (_source, rx) = spawn(config, None);
     // The first position confirms where it starts: after the old record.
     let (seen, position) = until_position(&rx);
     assert!(seen.changes.is_empty());
     assert_eq!(position["offsets"], json!({}));
-    publisher.publish([upsert("new", "after")]).unwrap();
+    publisher.publish([upsert_record("new", "after")]).unwrap();
     let seen = receive(&rx, 1, 0);
     assert_eq!(seen.ops(), ["+new"]);
 }
@@ -136,7 +116,7 @@ fn start_at_the_end_skips_what_was_there() {
 fn reconnects_when_the_cluster_comes_back_and_loses_nothing() {
     let mut server = FluvioTestServer::start(&[(TOPIC, 2)]).unwrap();
     let publisher = FluvioPublisher::connect(&server.endpoint(), TOPIC).unwrap();
-    publisher.publish((0..6).map(|i| upsert(&format!("a-{i}"), "first"))).unwrap();
+    publisher.publish((0..6).map(|i| upsert_record(&format!("a-{i}"), "first"))).unwrap();
     let (_source, rx) = spawn(config(&server), None);
     let (seen, _) = until_offsets(&rx, 6);
     assert_eq!(seen.changes.len(), 6);
@@ -145,7 +125,7 @@ fn reconnects_when_the_cluster_comes_back_and_loses_nothing() {
     server.restart().unwrap();
     // The old producer's connection is gone with the old server; a new one publishes.
     let publisher = FluvioPublisher::connect(&server.endpoint(), TOPIC).unwrap();
-    publisher.publish((0..4).map(|i| upsert(&format!("b-{i}"), "second"))).unwrap();
+    publisher.publish((0..4).map(|i| upsert_record(&format!("b-{i}"), "second"))).unwrap();
     let (seen, _) = until_offsets(&rx, 10);
     let mut ops = seen.ops();
     ops.sort();

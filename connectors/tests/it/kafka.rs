@@ -10,13 +10,13 @@ use crossbeam_channel::Receiver;
 use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use twinflow_connectors::kafka::local_broker::LocalBroker;
 use twinflow_connectors::{Error, KafkaPublisher, KafkaSource, SourceEvent, SourceHandle};
 use twinflow_schemas::ChangeLimits;
 use twinflow_schemas::config::KafkaSourceConfig;
 
-use crate::support::{Seen, until_position};
+use crate::support::{until_offsets, upsert_record};
 
 const TOPIC: &str = "posts";
 
@@ -35,11 +35,6 @@ fn broker(partitions: u32) -> Option<LocalBroker> {
     Some(broker)
 }
 
-fn upsert(id: &str, text: &str) -> (String, Vec<u8>) {
-    let change = json!({"op": "upsert", "doc_id": id, "kind": "post", "title": id, "content": text});
-    (id.to_owned(), change.to_string().into_bytes())
-}
-
 fn config(broker: &LocalBroker, group: &str) -> KafkaSourceConfig {
     KafkaSourceConfig {
         brokers: broker.brokers(),
@@ -54,21 +49,6 @@ fn spawn(config: KafkaSourceConfig, resume: Option<Value>) -> (SourceHandle, Rec
     let (tx, rx) = crossbeam_channel::bounded(4);
     let handle = KafkaSource::spawn("kafka-0".into(), config, ChangeLimits::default(), resume, tx).unwrap();
     (handle, rx)
-}
-
-/// Receives until the position has handed over `records` records in all.
-fn until_offsets(rx: &Receiver<SourceEvent>, records: i64) -> (Seen, Value) {
-    let mut seen = Seen::default();
-    loop {
-        let (more, position) = until_position(rx);
-        seen.changes.extend(more.changes);
-        seen.errors.extend(more.errors);
-        let read: i64 = position["offsets"].as_object().unwrap().values().map(|o| o.as_i64().unwrap()).sum();
-        assert!(read <= records, "read {read} of {records}: {position}");
-        if read == records {
-            return (seen, position);
-        }
-    }
 }
 
 /// The group's committed offsets of partitions `0..partitions`, summed.
@@ -87,9 +67,10 @@ fn group_offsets(broker: &LocalBroker, group: &str, partitions: u32) -> i64 {
 fn records_over_partitions_bad_records_and_group_offsets_after_commit() {
     let Some(broker) = broker(3) else { return };
     let publisher = KafkaPublisher::connect(&broker.brokers(), TOPIC, &Default::default()).unwrap();
-    let mut records: Vec<_> = (0..20).map(|i| upsert(&format!("post-{i}"), &format!("post number {i}"))).collect();
+    let mut records: Vec<_> =
+        (0..20).map(|i| upsert_record(&format!("post-{i}"), &format!("post number {i}"))).collect();
     records.push(("bad".into(), b"{not json".to_vec()));
-    records.push(upsert("post-4", "post four, revised"));
+    records.push(upsert_record("post-4", "post four, revised"));
     publisher.publish(records).unwrap();
 
     let (source, rx) = spawn(config(&broker, "twin-a"), None);
@@ -117,13 +98,13 @@ fn records_over_partitions_bad_records_and_group_offsets_after_commit() {
 fn resumes_from_twinflows_position_else_the_groups() {
     let Some(broker) = broker(2) else { return };
     let publisher = KafkaPublisher::connect(&broker.brokers(), TOPIC, &Default::default()).unwrap();
-    publisher.publish((0..10).map(|i| upsert(&format!("a-{i}"), "first"))).unwrap();
+    publisher.publish((0..10).map(|i| upsert_record(&format!("a-{i}"), "first"))).unwrap();
     let (source, rx) = spawn(config(&broker, "twin-b"), None);
     let (_, position) = until_offsets(&rx, 10);
     source.committed_sender().send(position.clone()).unwrap();
     source.stop();
 
-    publisher.publish((0..4).map(|i| upsert(&format!("b-{i}"), "second"))).unwrap();
+    publisher.publish((0..4).map(|i| upsert_record(&format!("b-{i}"), "second"))).unwrap();
     // twinflow's committed position: only what follows it.
     let (source, rx) = spawn(config(&broker, "twin-b"), Some(position));
     let (seen, _) = until_offsets(&rx, 14);

@@ -82,3 +82,25 @@ pub(crate) fn until_position(rx: &Receiver<SourceEvent>) -> (Seen, serde_json::V
         }
     }
 }
+
+/// A keyed record of a topic: an upsert of document `id` as JSON.
+pub(crate) fn upsert_record(id: &str, text: &str) -> (String, Vec<u8>) {
+    let change = serde_json::json!({"op": "upsert", "doc_id": id, "kind": "post", "title": id, "content": text});
+    (id.to_owned(), change.to_string().into_bytes())
+}
+
+/// Receives until a partitioned source's position (Fluvio, Kafka) has
+/// handed over `records` records in all.
+pub(crate) fn until_offsets(rx: &Receiver<SourceEvent>, records: i64) -> (Seen, serde_json::Value) {
+    let mut seen = Seen::default();
+    loop {
+        let (more, position) = until_position(rx);
+        seen.changes.extend(more.changes);
+        seen.errors.extend(more.errors);
+        let read: i64 = position["offsets"].as_object().unwrap().values().map(|o| o.as_i64().unwrap()).sum();
+        assert!(read <= records, "read {read} of {records}: {position}");
+        if read == records {
+            return (seen, position);
+        }
+    }
+}
