@@ -52,7 +52,7 @@ pub use adapter::{Adapter, AdapterTraining, TrainingReport, recall_at_k, train_a
 pub use burn::tensor::Device;
 pub use encoder::{DEFAULT_BATCH_SIZE, SentenceEncoder};
 pub use error::{Error, Result};
-pub use fetch::{default_cache_dir, fetch_minilm, fetch_smollm2};
+pub use fetch::{MINILM, SMOLLM2, default_cache_dir, fetch_minilm, fetch_smollm2};
 pub use llama::generate::{FinishReason, GenerateParams, Generation, Generator, LocalLlm};
 pub use llama::lora::{LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, SftExample};
 pub use llama::tokenizer::{ChatMessage, ChatTokenizer};

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Hash128;
@@ -9,7 +10,7 @@ use crate::records::DocumentKind;
 
 /// Stable, machine-readable error codes. Clients match on these; the message
 /// beside them is for humans and may change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body is not valid JSON (or not an object where one is needed).
@@ -79,13 +80,13 @@ impl ErrorCode {
 }
 
 /// The JSON body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// Code and message of an error.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
@@ -95,7 +96,7 @@ pub struct ErrorDetail {
 }
 
 /// Answer to `POST /v1/documents`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IngestResponse {
     /// How many changes were accepted (all of the body, or none).
     pub accepted: usize,
@@ -107,7 +108,7 @@ pub struct IngestResponse {
 }
 
 /// Query of `GET /v1/search`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SearchQuery {
     pub q: String,
     #[serde(default = "default_k")]
@@ -141,7 +142,7 @@ pub struct SearchQuery {
 }
 
 /// How a search ranks chunks.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum SearchMode {
     /// Exact cosine similarity of the embeddings.
@@ -156,7 +157,7 @@ pub enum SearchMode {
 /// top `k` is taken, so a selective filter still fills `k`). A chunk text
 /// that occurs in several documents qualifies when one of them matches, and
 /// its hit lists only the matching occurrences.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SearchFilter {
     pub author: Option<String>,
     pub kind: Option<crate::DocumentKind>,
@@ -188,7 +189,7 @@ fn default_k() -> usize {
 }
 
 /// One search result, with its provenance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SearchHit {
     pub chunk_id: Hash128,
     /// The ranking score: cosine similarity (`vector`), BM25 (`bm25`), or the
@@ -206,7 +207,7 @@ pub struct SearchHit {
 }
 
 /// Where a chunk comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ChunkSource {
     pub doc_id: String,
     pub ordinal: u32,
@@ -219,7 +220,7 @@ pub struct ChunkSource {
 }
 
 /// Answer to `GET /v1/search`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SearchResponse {
     /// The committed epoch the results reflect.
     pub as_of: u64,
@@ -229,7 +230,7 @@ pub struct SearchResponse {
 }
 
 /// Output format of SQL results.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SqlFormat {
     #[default]
@@ -237,10 +238,12 @@ pub enum SqlFormat {
     Csv,
     /// Arrow IPC stream.
     Arrow,
+    /// One Parquet file.
+    Parquet,
 }
 
 /// Body of `POST /v1/sql`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SqlRequest {
     pub sql: String,
     #[serde(default)]
@@ -248,7 +251,7 @@ pub struct SqlRequest {
 }
 
 /// A column of a JSON SQL answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SqlColumn {
     pub name: String,
     #[serde(rename = "type")]
@@ -256,7 +259,7 @@ pub struct SqlColumn {
 }
 
 /// JSON answer to `POST /v1/sql`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SqlResponse {
     pub as_of: u64,
     pub columns: Vec<SqlColumn>,
@@ -266,7 +269,7 @@ pub struct SqlResponse {
 }
 
 /// Answer to `GET /v1/status`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusResponse {
     /// Last epoch whose outputs are committed and visible.
     pub committed_epoch: u64,
@@ -302,7 +305,7 @@ pub struct StatusResponse {
 /// or an array of strings (token-id arrays are not supported), `model` is the
 /// served model's id or name (optional here), `encoding_format` is `float`
 /// (default) or `base64` (little-endian f32 bytes).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmbeddingsRequest {
     pub input: EmbeddingsInput,
     #[serde(default)]
@@ -318,7 +321,7 @@ pub struct EmbeddingsRequest {
 }
 
 /// One string or many.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum EmbeddingsInput {
     One(String),
@@ -326,7 +329,7 @@ pub enum EmbeddingsInput {
 }
 
 /// The answer of `POST /v1/embeddings`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmbeddingsResponse {
     /// Always `"list"`.
     pub object: String,
@@ -337,7 +340,7 @@ pub struct EmbeddingsResponse {
 }
 
 /// One input's vector.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmbeddingData {
     /// Always `"embedding"`.
     pub object: String,
@@ -346,7 +349,7 @@ pub struct EmbeddingData {
 }
 
 /// A vector as floats, or as base64 of its little-endian f32 bytes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum EmbeddingVector {
     Float(Vec<f32>),
@@ -354,14 +357,14 @@ pub enum EmbeddingVector {
 }
 
 /// Tokens read by the model (special tokens included, after truncation).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EmbeddingsUsage {
     pub prompt_tokens: u64,
     pub total_tokens: u64,
 }
 
 /// `POST /v1/rag`: answer `query` from the live index.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RagRequest {
     pub query: String,
@@ -378,7 +381,7 @@ pub struct RagRequest {
 }
 
 /// Filters of a RAG request, named as in `/v1/search`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RagFilters {
     #[serde(default)]
@@ -411,7 +414,7 @@ impl From<&RagFilters> for SearchFilter {
 }
 
 /// A chunk that was in the prompt, as `[marker]` in the answer refers to it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Citation {
     /// The number the prompt gave the chunk (`[1]`, `[2]`, …).
     pub marker: usize,
@@ -429,7 +432,7 @@ pub struct Citation {
 }
 
 /// Milliseconds spent in each step of a RAG answer (0 for a step switched off).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RagTimings {
     pub self_query_ms: f64,
     pub expansion_ms: f64,
@@ -443,7 +446,7 @@ pub struct RagTimings {
 }
 
 /// Tokens of a generation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CompletionUsage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -451,7 +454,7 @@ pub struct CompletionUsage {
 }
 
 /// The answer of `POST /v1/rag`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RagResponse {
     pub answer: String,
     /// Every chunk of the prompt, by marker; `cited` marks those the answer refers to.
@@ -470,7 +473,7 @@ pub struct RagResponse {
 }
 
 /// One message of `POST /v1/chat/completions`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChatCompletionMessage {
     pub role: String,
     /// Text; OpenAI's content-part arrays are accepted when every part is text.
@@ -480,7 +483,7 @@ pub struct ChatCompletionMessage {
 
 /// `POST /v1/chat/completions`, as OpenAI's: the last user message is
 /// answered with retrieval-augmented generation over the live index.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChatCompletionRequest {
     #[serde(default)]
     pub model: Option<String>,
@@ -504,4 +507,27 @@ pub struct ChatCompletionRequest {
     /// Accepted and ignored: `user`, `stream_options`, … (OpenAI clients send them).
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One committed epoch, as `GET /v1/timeline` lists it: the history behind
+/// the dashboard's throughput and freshness plots.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TimelinePoint {
+    pub epoch: u64,
+    /// When the commit finished, in milliseconds since the Unix epoch.
+    pub committed_at_ms: i64,
+    /// Changes in the epoch.
+    pub changes: u64,
+    /// From the epoch's first accepted change until it was committed (searchable), in milliseconds.
+    pub freshness_ms: f64,
+    /// Texts embedded since start, at the commit.
+    pub texts_embedded: u64,
+    /// Live rows per table after the commit.
+    pub tables: BTreeMap<String, u64>,
+}
+
+/// Answer to `GET /v1/timeline`: the most recent commits, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TimelineResponse {
+    pub points: Vec<TimelinePoint>,
 }

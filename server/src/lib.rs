@@ -38,6 +38,7 @@ pub mod settings;
 pub mod traces;
 pub mod training;
 pub mod twin;
+pub mod ui;
 
 pub use api::router;
 pub use app::App;

@@ -39,8 +39,31 @@ impl Overrides {
 }
 
 /// The figment of all layers, for extraction and for showing origins.
+///
+/// A section chosen by `type` (`embedder`, `generator`) whose type a layer
+/// changes starts from that type's defaults, not from the default type's
+/// `config`: `[embedder] type = "hashing"` alone is a complete setting.
 pub fn figment(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Figment> {
-    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    let layered = layers(Config::default(), file, overrides)?;
+    let mut defaults = Config::default();
+    let of_type = |section: &str| {
+        let kind = layered.extract_inner::<String>(&format!("{section}.type")).ok()?;
+        Some(serde_json::json!({ "type": kind, "config": {} }))
+    };
+    if let Some(embedder) = of_type("embedder").and_then(|v| serde_json::from_value(v).ok()) {
+        defaults.embedder = embedder;
+    }
+    if let Some(generator) = of_type("generator").and_then(|v| serde_json::from_value(v).ok()) {
+        defaults.generator = generator;
+    }
+    if defaults.embedder == Config::default().embedder && defaults.generator == Config::default().generator {
+        return Ok(layered);
+    }
+    layers(defaults, file, overrides)
+}
+
+fn layers(defaults: Config, file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Figment> {
+    let mut figment = Figment::from(Serialized::defaults(defaults));
     match file {
         Some(path) => {
             anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
@@ -140,5 +163,28 @@ mod tests {
         assert!(err.contains("wrokers") && err.contains("t.toml"), "{err}");
         let shown = show(None, &flags).unwrap();
         assert!(shown.contains("workers = 5"), "{shown}");
+    }
+
+    #[test]
+    fn choosing_another_type_starts_from_its_own_defaults() {
+        use twinflow_schemas::config::{EmbedderConfig, GeneratorConfig, HashingEmbedderConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[embedder]\ntype = \"hashing\"\n").unwrap();
+        let config = load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(config.embedder, EmbedderConfig::Hashing(HashingEmbedderConfig::default()));
+        assert!(matches!(config.generator, GeneratorConfig::Local(_)));
+
+        std::fs::write(&file, "[embedder]\ntype = \"hashing\"\n[embedder.config]\ndim = 64\n").unwrap();
+        let config = load(Some(&file), &Overrides::default()).unwrap();
+        assert!(matches!(config.embedder, EmbedderConfig::Hashing(HashingEmbedderConfig { dim: 64, .. })));
+
+        // The default type's keys are still checked against the type chosen.
+        std::fs::write(&file, "[embedder]\ntype = \"hashing\"\n[embedder.config]\nbatch_size = 8\n").unwrap();
+        let err = load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("batch_size") && err.contains("t.toml"), "{err}");
+        std::fs::write(&file, "[embedder]\ntype = \"bert\"\n").unwrap();
+        let err = load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("bert"), "{err}");
     }
 }

@@ -46,6 +46,21 @@ pub fn encode_arrow_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<V
     Ok(writer.into_inner()?)
 }
 
+/// A Parquet file (Snappy pages, as the tables are written),
+/// readable by DuckDB, pandas and `twinflow sql --data`.
+pub fn encode_parquet(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let failed = |source| crate::Error::Parquet { path: "<query answer>".into(), source };
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties)).map_err(failed)?;
+    for batch in batches {
+        writer.write(batch).map_err(failed)?;
+    }
+    writer.into_inner().map_err(failed)
+}
+
 /// `batch` with every nested column replaced by its display strings.
 fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch> {
     let schema = batch.schema();

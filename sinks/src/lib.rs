@@ -38,7 +38,7 @@ pub mod datasets;
 pub mod manifest;
 pub mod parquet_io;
 
-pub use encode::{encode_arrow_ipc, encode_csv, encode_json_rows};
+pub use encode::{encode_arrow_ipc, encode_csv, encode_json_rows, encode_parquet};
 pub use error::{Error, Result};
 pub use manifest::Manifest;
 pub use sql::SqlAnswer;

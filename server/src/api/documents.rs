@@ -23,7 +23,7 @@ use super::ApiError;
 use crate::app::App;
 
 /// Query parameters of `POST /v1/documents`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct IngestParams {
     /// Answer after the changes are committed.
     #[serde(default)]

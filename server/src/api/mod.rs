@@ -1,4 +1,5 @@
-//! The REST API: `router(app)` builds every route.
+//! The REST API: [`table`] lists every route with its description;
+//! `router(app)` serves them, `GET /openapi.json` describes them.
 //!
 //! | file | routes |
 //! |---|---|
@@ -11,7 +12,9 @@
 //! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train`, `POST /v1/models/{v}/promote`, `POST /v1/models/rollback` |
 //! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback` |
 //! | `../metrics.rs` | `GET /metrics` (Prometheus), and the middleware timing every route |
-//! | `status.rs` | `GET /v1/status`, `GET /healthz`, `POST /v1/snapshots` |
+//! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `GET /healthz`, `POST /v1/snapshots` |
+//! | `dashboard.rs` | `GET /` (the dashboard page), `GET /dashboard.js`, `GET /dashboard.css` |
+//! | `openapi.rs` | the route table's description, served at `GET /openapi.json` |
 //! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }` |
 
 use std::sync::Arc;
@@ -20,17 +23,18 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
-use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use twinflow_schemas::api::ErrorCode;
 
 use crate::app::App;
 
 pub mod chat;
+pub mod dashboard;
 pub mod documents;
 pub mod embeddings;
 pub mod error;
 pub mod models;
+pub mod openapi;
 pub mod rag;
 pub mod search;
 pub mod sql;
@@ -38,38 +42,215 @@ pub mod status;
 pub mod twin;
 
 pub use error::ApiError;
+pub use openapi::{Api, Op};
 
 /// The application's routes over shared state.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.server.max_body.as_u64() as usize;
-    Router::new()
-        .route("/healthz", get(status::healthz))
-        .route("/metrics", get(crate::metrics::render))
-        .route("/v1/status", get(status::status))
-        .route("/v1/snapshots", post(status::snapshot))
-        .route("/v1/documents", post(documents::post_documents))
-        .route("/v1/search", get(search::search))
-        .route("/v1/embeddings", post(embeddings::embeddings))
-        .route("/v1/rag", post(rag::rag))
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/sql", post(sql::sql))
-        .route("/v1/drift", get(models::drift))
-        .route("/v1/datasets", get(models::datasets))
-        .route("/v1/datasets/{name}/versions/{version}", get(models::dataset_version))
-        .route("/v1/datasets/snapshot", post(models::dataset_snapshot))
-        .route("/v1/datasets/generate", post(models::dataset_generate))
-        .route("/v1/models", get(models::models))
-        .route("/v1/models/train", post(models::train))
-        .route("/v1/models/{version}/promote", post(models::promote))
-        .route("/v1/models/rollback", post(models::rollback))
-        .route("/v1/twin", get(twin::twin))
-        .route("/v1/twin/train", post(twin::train))
-        .route("/v1/twin/versions/{version}/promote", post(twin::promote))
-        .route("/v1/twin/rollback", post(twin::rollback))
+    let (routes, document) = table().build();
+    let _ = DOCUMENT.set(document);
+    routes
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
+}
+
+/// The OpenAPI description, built with the first router.
+static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+
+/// Handler of `GET /openapi.json`.
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    axum::Json(DOCUMENT.get_or_init(|| table().build().1).clone())
+}
+
+/// Every route with its description: the router and `/openapi.json` both come from here.
+pub fn table() -> Api {
+    use twinflow_schemas::DocumentChange;
+    use twinflow_schemas::api::*;
+    Api::new()
+        .route("/", Op::get("dashboard", "The dashboard (HTML)").ok_text("text/html", "The page"), dashboard::page)
+        .route(
+            "/dashboard.js",
+            Op::get("dashboard", "The dashboard's script").ok_text("text/javascript", "The script"),
+            dashboard::script,
+        )
+        .route(
+            "/dashboard.css",
+            Op::get("dashboard", "The dashboard's style sheet").ok_text("text/css", "The style sheet"),
+            dashboard::style,
+        )
+        .route(
+            "/openapi.json",
+            Op::get("meta", "This description (OpenAPI 3.1)").ok_object("The document"),
+            openapi_json,
+        )
+        .route(
+            "/healthz",
+            Op::get("meta", "Liveness").ok_text("text/plain", "`ok` while the process serves"),
+            status::healthz,
+        )
+        .route(
+            "/metrics",
+            Op::get("meta", "Prometheus metrics of every stage")
+                .ok_text("text/plain; version=0.0.4", "The Prometheus text format"),
+            crate::metrics::render,
+        )
+        .route(
+            "/v1/status",
+            Op::get("pipeline", "Epochs, lag, table sizes, drift, models and sources")
+                .ok::<StatusResponse>("The status"),
+            status::status,
+        )
+        .route(
+            "/v1/timeline",
+            Op::get("pipeline", "The most recent commits: throughput, freshness and table sizes over time")
+                .ok::<TimelineResponse>("Commits, oldest first"),
+            status::timeline,
+        )
+        .route(
+            "/v1/snapshots",
+            Op::post("pipeline", "Write a consolidated snapshot of every table now")
+                .ok_object("`version`, `epoch`, `rows`, `files` of the snapshot"),
+            status::snapshot,
+        )
+        .route(
+            "/v1/documents",
+            Op::post("pipeline", "Ingest document changes")
+                .describe(
+                    "NDJSON (one change per line, `application/x-ndjson`) or JSON (one change or an array). \
+                     Every change is validated before any is accepted; `op` defaults to `upsert`.",
+                )
+                .query::<documents::IngestParams>()
+                .bodies(vec![
+                    ("application/x-ndjson", openapi::schema_fn::<DocumentChange>()),
+                    ("application/json", openapi::schema_fn::<Vec<DocumentChange>>()),
+                ])
+                .ok::<IngestResponse>("The changes were accepted (and committed, with `wait=true`)"),
+            documents::post_documents,
+        )
+        .route(
+            "/v1/search",
+            Op::get("search", "Hybrid search (vectors + BM25) at the last committed epoch")
+                .query::<SearchQuery>()
+                .ok::<SearchResponse>("Ranked chunks with provenance"),
+            search::search,
+        )
+        .route(
+            "/v1/embeddings",
+            Op::post("search", "Embeddings, as OpenAI's API")
+                .body::<EmbeddingsRequest>()
+                .ok::<EmbeddingsResponse>("One vector per input"),
+            embeddings::embeddings,
+        )
+        .route(
+            "/v1/rag",
+            Op::post("rag", "Answer a question with citations (retrieval-augmented generation)")
+                .body::<RagRequest>()
+                .ok::<RagResponse>("The answer, its citations and the time of each step"),
+            rag::rag,
+        )
+        .route(
+            "/v1/chat/completions",
+            Op::post("rag", "Chat completions, as OpenAI's API, answered by RAG")
+                .body::<ChatCompletionRequest>()
+                .ok_many(
+                    "A chat completion, or server-sent chunks with `stream: true`",
+                    vec![("application/json", None), ("text/event-stream", None)],
+                ),
+            chat::chat_completions,
+        )
+        .route(
+            "/v1/sql",
+            Op::post("sql", "A read-only SQL query over every table, at one committed epoch")
+                .query::<sql::SqlParams>()
+                .bodies(vec![("application/json", openapi::schema_fn::<SqlRequest>())])
+                .ok_many(
+                    "Rows as JSON, CSV, Arrow IPC or Parquet (`format`)",
+                    vec![
+                        ("application/json", Some(openapi::schema_fn::<SqlResponse>())),
+                        ("text/csv", None),
+                        ("application/vnd.apache.arrow.stream", None),
+                        ("application/vnd.apache.parquet", None),
+                    ],
+                ),
+            sql::sql,
+        )
+        .route(
+            "/v1/drift",
+            Op::get("models", "The drift monitor's state and its latest values and thresholds")
+                .ok_object("`state` and `recent` drift rows, or `enabled: false`"),
+            models::drift,
+        )
+        .route(
+            "/v1/datasets",
+            Op::get("models", "Dataset versions with their counts and the models trained on them")
+                .ok_object("`datasets` and `generations_cached`"),
+            models::datasets,
+        )
+        .route(
+            "/v1/datasets/{name}/versions/{version}",
+            Op::get("models", "One dataset version: manifest, lineage, files, models")
+                .integer_path(&["version"])
+                .ok_object("The version's manifest"),
+            models::dataset_version,
+        )
+        .route(
+            "/v1/datasets/snapshot",
+            Op::post("models", "Write the next dataset version now").ok_object("The new version's manifest"),
+            models::dataset_snapshot,
+        )
+        .route(
+            "/v1/datasets/generate",
+            Op::post("models", "One incremental LLM generation pass (`{\"limit\": n}`, optional)")
+                .ok_object("What was generated"),
+            models::dataset_generate,
+        )
+        .route(
+            "/v1/models",
+            Op::get("models", "Embedding adapter versions, registry events and the training job")
+                .ok_object("`active`, `versions`, `events`, `training`"),
+            models::models,
+        )
+        .route(
+            "/v1/models/train",
+            Op::post("models", "Start training an embedding adapter")
+                .status(202)
+                .ok_object("The run started (409 `training_running` while one runs)"),
+            models::train,
+        )
+        .route(
+            "/v1/models/{version}/promote",
+            Op::post("models", "Make an adapter version active")
+                .integer_path(&["version"])
+                .ok_object("The registry after the change"),
+            models::promote,
+        )
+        .route(
+            "/v1/models/rollback",
+            Op::post("models", "Back to the previously active adapter").ok_object("The registry after the change"),
+            models::rollback,
+        )
+        .route("/v1/twin", Op::get("twin", "The twin's versions and training job").ok_object("The twin"), twin::twin)
+        .route(
+            "/v1/twin/train",
+            Op::post("twin", "Fine-tune the twin (LoRA) on the latest dataset version")
+                .status(202)
+                .ok_object("The run started"),
+            twin::train,
+        )
+        .route(
+            "/v1/twin/versions/{version}/promote",
+            Op::post("twin", "Make a twin version active")
+                .integer_path(&["version"])
+                .ok_object("The twin after the change"),
+            twin::promote,
+        )
+        .route(
+            "/v1/twin/rollback",
+            Op::post("twin", "Back to the previously active twin").ok_object("The twin after the change"),
+            twin::rollback,
+        )
 }
 
 /// A JSON request body as `T`: too large → `payload_too_large`, a missing

@@ -1,6 +1,6 @@
 //! `POST /v1/sql`: read-only SQL (DataFusion) over the current state of
 //! every table and their change logs, at one committed epoch. The body is
-//! `{"sql": "...", "format": "json" | "csv" | "arrow"}`, or the bare
+//! `{"sql": "...", "format": "json" | "csv" | "arrow" | "parquet"}`, or the bare
 //! statement as `text/plain` with `?format=`.
 
 use std::sync::Arc;
@@ -16,13 +16,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use twinflow_schemas::api::{ErrorCode, SqlColumn, SqlFormat, SqlRequest, SqlResponse};
-use twinflow_sinks::{Error as SinkError, encode_arrow_ipc, encode_csv, encode_json_rows};
+use twinflow_sinks::{Error as SinkError, encode_arrow_ipc, encode_csv, encode_json_rows, encode_parquet};
 
 use super::ApiError;
 use crate::app::App;
 
 /// Query parameters of `POST /v1/sql`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct SqlParams {
     pub format: Option<SqlFormat>,
 }
@@ -73,6 +73,10 @@ pub async fn sql(
             let bytes = encode_arrow_ipc(&answer.schema, &answer.batches).map_err(ApiError::internal)?;
             ([(CONTENT_TYPE, "application/vnd.apache.arrow.stream")], bytes).into_response()
         }
+        SqlFormat::Parquet => {
+            let bytes = encode_parquet(&answer.schema, &answer.batches).map_err(ApiError::internal)?;
+            ([(CONTENT_TYPE, "application/vnd.apache.parquet")], bytes).into_response()
+        }
     };
     response.headers_mut().insert("x-twinflow-as-of", epoch);
     Ok(response)
@@ -86,7 +90,7 @@ fn parse_request(headers: &HeaderMap, body: &[u8], format: Option<SqlFormat>) ->
     let mut request = if is_json {
         serde_json::from_str::<SqlRequest>(text).map_err(|e| {
             let code = if e.is_data() { ErrorCode::InvalidField } else { ErrorCode::InvalidJson };
-            ApiError::new(code, format!("expected {{\"sql\": \"…\", \"format\": \"json|csv|arrow\"}}: {e}"))
+            ApiError::new(code, format!("expected {{\"sql\": \"…\", \"format\": \"json|csv|arrow|parquet\"}}: {e}"))
         })?
     } else {
         SqlRequest { sql: text.to_owned(), format: SqlFormat::default() }

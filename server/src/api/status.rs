@@ -1,4 +1,5 @@
-//! `GET /healthz`, `GET /v1/status` (epochs, lag, table sizes) and
+//! `GET /healthz`, `GET /v1/status` (epochs, lag, table sizes),
+//! `GET /v1/timeline` (the most recent commits) and
 //! `POST /v1/snapshots` (write a consolidated snapshot now).
 
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 
-use twinflow_schemas::api::StatusResponse;
+use twinflow_schemas::api::{StatusResponse, TimelineResponse};
 
 use super::ApiError;
 use crate::app::App;
@@ -47,6 +48,11 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
             })
         },
     })
+}
+
+/// Handler of `GET /v1/timeline`.
+pub async fn timeline(State(app): State<Arc<App>>) -> Json<TimelineResponse> {
+    Json(TimelineResponse { points: app.timeline.points() })
 }
 
 /// Handler of `POST /v1/snapshots`.

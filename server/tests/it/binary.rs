@@ -97,6 +97,31 @@ fn up_watch_query_stop_and_restart() {
     wait_for(port, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
     let search = cli(port, &["search", "ships on rocky coasts", "-k", "1"]);
     assert!(search.contains("file:one.md"), "{search}");
+    // Piped output is plain; colours only where asked for (a terminal, or CLICOLOR_FORCE).
+    assert!(!search.contains('\x1b'), "escape codes in piped output: {search:?}");
+    let coloured = Command::new(BIN)
+        .args(["search", "ships on rocky coasts", "-k", "1"])
+        .env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("CLICOLOR_FORCE", "1")
+        .output()
+        .unwrap();
+    let coloured = String::from_utf8(coloured.stdout).unwrap();
+    assert!(coloured.contains("\x1b[36mfile:one.md\x1b[0m"), "the document id in cyan: {coloured:?}");
+    // Parquet out of SQL: a real Parquet file.
+    let parquet = Command::new(BIN)
+        .args(["sql", "SELECT doc_id, title FROM documents ORDER BY doc_id", "--format", "parquet"])
+        .env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(parquet.status.success(), "{}", String::from_utf8_lossy(&parquet.stderr));
+    let rows =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(axum::body::Bytes::from(parquet.stdout))
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum::<usize>();
+    assert_eq!(rows, 2);
     let status = cli(port, &["status"]);
     assert!(status.contains("\"committed_epoch\""), "{status}");
 

@@ -4,11 +4,13 @@
 //! fine-tuned from it (`twin`).
 
 mod binary;
+mod dashboard;
 mod datasets;
 mod drift;
 mod fixtures;
 mod metrics;
 mod minilm;
+mod openapi;
 mod pgwire;
 mod rag;
 mod readers;
