@@ -58,9 +58,13 @@ pub fn error_prefix() -> StyledObject<&'static str> {
 /// A bar of `len` steps on stderr (hidden when stderr is not a terminal).
 pub fn bar(len: u64, unit: &str) -> ProgressBar {
     let template =
-        format!("{{spinner}} {{msg}} [{{bar:32}}] {{human_pos}}/{{human_len}} {unit} · {{per_sec}} · {{eta}} left");
-    let style =
-        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ");
+        format!("{{spinner}} {{msg}} [{{bar:32}}] {{human_pos}}/{{human_len}} {unit} · {{rate}} · {{eta}} left");
+    let style = ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/s", state.per_sec());
+        })
+        .progress_chars("=> ");
     let bar = ProgressBar::new(len).with_style(style);
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
