@@ -51,6 +51,9 @@ pub enum ErrorCode {
     TrainingRunning,
     /// The twin needs the local generator (an OpenAI-compatible one cannot be fine-tuned here).
     TwinUnavailable,
+    /// Accepted changes could not be made durable (disk full, unwritable data
+    /// directory): they may not survive a crash; send them again.
+    StorageError,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }
@@ -75,6 +78,7 @@ impl ErrorCode {
             Self::TrainingRunning => 409,
             Self::Overloaded | Self::ShuttingDown | Self::GeneratorUnavailable => 503,
             Self::Internal => 500,
+            Self::StorageError => 507,
         }
     }
 }

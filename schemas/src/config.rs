@@ -479,11 +479,16 @@ pub struct StorageConfig {
     /// Write a consolidated snapshot of every table every this many
     /// committed epochs (0: only on demand).
     pub snapshot_every: u64,
+    /// Append changes accepted over HTTP to an fsynced log before
+    /// acknowledging them (`<data_dir>/_input_log`), so an acknowledged change
+    /// survives a crash before its epoch commits. Off: faster, and a crash
+    /// loses the acknowledged changes of uncommitted epochs.
+    pub input_log: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("twinflow-data"), snapshot_every: 500 }
+        Self { data_dir: PathBuf::from("twinflow-data"), snapshot_every: 500, input_log: true }
     }
 }
 

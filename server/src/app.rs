@@ -125,6 +125,8 @@ pub struct App {
     ingest_error_count: AtomicU64,
     /// The most recent commits (`GET /v1/timeline`).
     pub timeline: Arc<Timeline>,
+    /// Changes accepted over HTTP, fsynced before they are acknowledged (`storage.input_log`).
+    pub input_log: Option<Arc<twinflow_sinks::InputLog>>,
 }
 
 /// The most recent commits, for the dashboard's plots: bounded, oldest first.
@@ -176,6 +178,13 @@ impl App {
                 .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
         );
         let restore = restore_from(&store, embedder.as_ref())?;
+        let (input_log, logged) = if config.storage.input_log {
+            let (log, logged) = twinflow_sinks::InputLog::open(data_dir)
+                .with_context(|| format!("cannot open the input log in {}", data_dir.display()))?;
+            (Some(Arc::new(log)), logged)
+        } else {
+            (None, Vec::new())
+        };
         let datasets = Arc::new(crate::datasets::Datasets::open(&store)?);
         let training = Arc::new(Training::open(&config, &store, datasets.clone())?);
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
@@ -203,6 +212,7 @@ impl App {
             ingest_errors: Mutex::new(VecDeque::new()),
             ingest_error_count: AtomicU64::new(0),
             timeline: Arc::new(Timeline::default()),
+            input_log,
         });
         let snapshot_every = app.config.storage.snapshot_every;
         let retrain_on_drift = app.config.training.on_drift;
@@ -210,6 +220,7 @@ impl App {
         // Outputs besides Parquet: started before the committer, which feeds them.
         let publishers = crate::publish::ChangePublisher::start_all(&app.config.publish)?;
         let timeline = app.timeline.clone();
+        let input_log = app.input_log.clone();
         let committer = std::thread::Builder::new().name("twinflow-committer".into()).spawn(move || {
             let on_trigger = |trigger: twinflow_dataflow::DriftTrigger| {
                 let value = serde_json::json!({ "drift": trigger });
@@ -233,7 +244,9 @@ impl App {
                 }
             };
             let pending: (&PendingPositions, &PendingErrors) = (&positions, &errors);
-            run_committer(&engine, &store, snapshot_every, &training, pending, (&publishers, &timeline), on_trigger)
+            let outputs =
+                CommitOutputs { publishers: &publishers, timeline: &timeline, input_log: input_log.as_deref() };
+            run_committer(&engine, &store, snapshot_every, &training, pending, outputs, on_trigger)
             // Dropping the publishers publishes what is queued.
         })?;
         *app.committer.lock() = Some(committer);
@@ -252,7 +265,38 @@ impl App {
             }
         })?;
         *app.traces_flusher.lock() = Some((stop, flusher));
+        app.replay_input_log(logged)?;
         Ok(app)
+    }
+
+    /// Replays the input log's batches that the manifest does not hold
+    /// (acknowledged before a crash, not committed), in order, before any
+    /// source or request is served; the log then holds them with their new epochs.
+    fn replay_input_log(&self, logged: Vec<twinflow_sinks::LoggedBatch>) -> anyhow::Result<()> {
+        let Some(log) = &self.input_log else { return Ok(()) };
+        let committed = self.store.committed_epoch();
+        let total = logged.len();
+        let mut replayed = Vec::new();
+        let mut changes = 0;
+        for batch in logged.into_iter().filter(|b| b.epoch > committed) {
+            let encoded = twinflow_sinks::EncodedBatch::new(&batch.changes)?;
+            changes += batch.changes.len();
+            let epoch = self
+                .submit_patiently(batch.changes, Duration::from_secs(3600))
+                .map_err(|e| anyhow::anyhow!("replaying the input log: {e}"))?;
+            replayed.push((epoch, encoded));
+        }
+        log.adopt(&replayed).with_context(|| format!("cannot rewrite the input log in {}", log.dir().display()))?;
+        if !replayed.is_empty() {
+            tracing::info!(
+                batches = replayed.len(),
+                changes,
+                skipped_committed = total - replayed.len(),
+                after_epoch = committed,
+                "replayed acknowledged changes from the input log"
+            );
+        }
+        Ok(())
     }
 
     /// Submits changes, waiting (bounded by `patience`) while the engine
@@ -456,6 +500,13 @@ fn restore_from(store: &Store, embedder: &dyn Embedder) -> anyhow::Result<Option
     Ok(Some(Restore { epoch, documents, embeddings }))
 }
 
+/// What the committer feeds after each commit besides the tables.
+struct CommitOutputs<'a> {
+    publishers: &'a [crate::publish::ChangePublisher],
+    timeline: &'a Timeline,
+    input_log: Option<&'a twinflow_sinks::InputLog>,
+}
+
 /// Commits completed epochs in order. A failed commit is retried (the
 /// engine's pending limit pushes back on ingest meanwhile); nothing is
 /// marked committed until it is.
@@ -465,7 +516,7 @@ fn run_committer(
     snapshot_every: u64,
     training: &Training,
     (positions, errors): (&PendingPositions, &PendingErrors),
-    (publishers, timeline): (&[crate::publish::ChangePublisher], &Timeline),
+    CommitOutputs { publishers, timeline, input_log }: CommitOutputs<'_>,
     on_trigger: impl Fn(twinflow_dataflow::DriftTrigger),
 ) {
     for completed in engine.completed() {
@@ -483,6 +534,12 @@ fn run_committer(
             on_trigger(trigger);
         }
         engine.mark_committed(epoch);
+        if let Some(log) = input_log.filter(|_| !completed.restored) {
+            // The manifest now holds everything up to `epoch`: the log keeps only what it does not.
+            if let Err(e) = log.truncate_through(epoch) {
+                tracing::error!(epoch, error = %e, "could not truncate the input log (it only grows until this is fixed)");
+            }
+        }
         for publisher in publishers.iter().filter(|_| !completed.restored) {
             publisher.send(epoch, &completed.parts);
         }

@@ -35,11 +35,13 @@ mod vector_index;
 
 pub mod convert;
 pub mod datasets;
+pub mod input_log;
 pub mod manifest;
 pub mod parquet_io;
 
 pub use encode::{encode_arrow_ipc, encode_csv, encode_json_rows, encode_parquet};
 pub use error::{Error, Result};
+pub use input_log::{EncodedBatch, InputLog, LoggedBatch};
 pub use manifest::Manifest;
 pub use sql::SqlAnswer;
 pub use store::{CommitStats, ProjectionSwitch, SnapshotInfo, Store, VectorProjection};

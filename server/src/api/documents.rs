@@ -18,6 +18,7 @@ use twinflow_dataflow::SubmitError;
 use twinflow_schemas::api::{ErrorCode, IngestResponse};
 use twinflow_schemas::change::{change_from_value, parse_ndjson};
 use twinflow_schemas::{ChangeLimits, DocumentChange};
+use twinflow_sinks::EncodedBatch;
 
 use super::ApiError;
 use crate::app::App;
@@ -56,14 +57,30 @@ pub async fn post_documents(
     };
     let changes = parse_body(&headers, &body, &limits)?;
     let accepted = changes.len();
-    let engine = app.engine.clone();
-    let epoch = tokio::task::spawn_blocking(move || engine.submit(changes))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| match e {
+    let (engine, log) = (app.engine.clone(), app.input_log.clone());
+    // Durable before acknowledged: encoded first, appended and fsynced with the epoch the engine gives.
+    let epoch = tokio::task::spawn_blocking(move || {
+        let encoded = log.as_ref().map(|_| EncodedBatch::new(&changes)).transpose().map_err(ApiError::internal)?;
+        let epoch = engine.submit(changes).map_err(|e| match e {
             SubmitError::Overloaded { .. } => ApiError::new(ErrorCode::Overloaded, e.to_string()),
             SubmitError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
         })?;
+        if let (Some(log), Some(encoded)) = (log, encoded) {
+            log.append(epoch, &encoded).map_err(|e| {
+                tracing::error!(error = %e, "could not append to the input log");
+                ApiError::new(
+                    ErrorCode::StorageError,
+                    format!(
+                        "the changes were accepted but are not durable ({e}); \
+                         free space or fix the data directory, then send them again"
+                    ),
+                )
+            })?;
+        }
+        Ok::<_, ApiError>(epoch)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     crate::metrics::changes_accepted("http", accepted);
     let mut committed = app.engine.stats().committed_epoch >= epoch;
     if params.wait && !committed && accepted > 0 {
