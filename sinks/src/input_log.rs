@@ -37,6 +37,9 @@ pub const INPUT_LOG_DIR: &str = "_input_log";
 /// A frame larger than this is not a frame (a corrupt length).
 const MAX_FRAME: usize = 1 << 31;
 const HEADER: usize = 4 + 4 + 8;
+/// The active segment is closed once this large, so that under steady
+/// ingest (its newest batch never committed) older batches can still go.
+const ROTATE_BYTES: u64 = 1 << 20;
 
 /// One logged batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,12 +189,13 @@ impl InputLog {
     }
 
     /// Deletes the segments whose batches are all at or before `committed`
-    /// (the active one is closed and replaced first when that holds for it).
+    /// (the active one is closed and replaced first when that holds for it,
+    /// or when it has grown past a megabyte).
     /// Returns the number of segments deleted.
     pub fn truncate_through(&self, committed: u64) -> Result<usize> {
         let mut state = self.state.lock();
         let active = state.segments.last().expect("an active segment");
-        if active.bytes > 0 && active.max_epoch <= committed {
+        if active.bytes > 0 && (active.max_epoch <= committed || active.bytes >= ROTATE_BYTES) {
             let seq = state.next_seq;
             let path = segment_path(&self.dir, seq);
             state.active = create_segment(&path)?;

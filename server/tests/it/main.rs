@@ -4,6 +4,7 @@
 //! fine-tuned from it (`twin`).
 
 mod binary;
+mod crash;
 mod dashboard;
 mod datasets;
 mod drift;
