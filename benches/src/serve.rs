@@ -270,3 +270,164 @@ pub fn generate(tokens: usize, runs: usize) -> anyhow::Result<Value> {
     Ok(json!({"bench": "generate", "model": "SmolLM2-135M-Instruct.Q4_1 (dequantised to f32)",
               "threads": rayon::current_num_threads(), "runs": rows}))
 }
+
+/// What `ingest-load` runs.
+#[derive(Debug, Clone)]
+pub struct IngestLoadBench {
+    pub clients: usize,
+    pub seconds: u64,
+    /// Batches per second the writer aims at.
+    pub rate: f64,
+    /// Documents per batch.
+    pub batch: usize,
+    pub minilm: bool,
+}
+
+/// Peak and current resident memory of this process, in MiB (`VmHWM`, `VmRSS`).
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// `twinflow-bench ingest-load`: edits of the speeches posted at a fixed
+/// rate (each through the fsynced input log; its freshness is from the POST
+/// until its epoch is committed, i.e. searchable), while `clients` search over the loopback
+/// socket; the process's memory sampled throughout. Reports freshness
+/// p50/p99, the achieved rate, search latency, errors, and resident memory
+/// in each third of the run (bounded memory: the last third's peak is not
+/// above the first's by more than noise).
+pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
+    let cache = twinflow_connectors::demo::default_cache_dir();
+    let corpus = twinflow_connectors::demo::fetch_sotu(&cache)?;
+    let docs = twinflow_connectors::demo::sotu_changes(&corpus, None)?;
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    config.training.on_drift = false;
+    if !bench.minilm {
+        config.embedder = EmbedderConfig::Hashing(Default::default());
+    }
+    let app = twinflow_server::App::start(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = twinflow_server::router(app.clone());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    let client = twinflow_server::client::Client::new(&base)?;
+    let preload = &docs[..docs.len().min(60)];
+    for batch in preload.chunks(20) {
+        client.ingest(crate::corpus::ndjson(batch)?, true).context("preloading")?;
+    }
+    let queries: Arc<Vec<String>> = Arc::new(
+        preload
+            .iter()
+            .filter_map(|c| match c {
+                DocumentChange::Upsert(d) => Some(d.title.clone()),
+                DocumentChange::Delete { .. } => None,
+            })
+            .collect(),
+    );
+
+    // Memory sampler.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                samples.push(memory_mib().1);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            samples
+        })
+    };
+    // Freshness watcher: resolves each posted batch once its epoch is committed.
+    let pending: Arc<parking_lot::Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (pending, watching, engine) = (pending.clone(), watching.clone(), app.engine.clone());
+        std::thread::spawn(move || {
+            let mut freshness = Vec::new();
+            loop {
+                let committed = engine.stats().committed_epoch;
+                let now = Instant::now();
+                pending.lock().retain(|(epoch, sent)| {
+                    let done = *epoch <= committed;
+                    if done {
+                        freshness.push((now - *sent).as_secs_f64() * 1e3);
+                    }
+                    !done
+                });
+                if !watching.load(Ordering::Relaxed) && pending.lock().is_empty() {
+                    return freshness;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let load = Load::start(&base, "hybrid", bench.clients, &queries);
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / bench.rate.max(0.01));
+    let (mut errors, mut batches, mut round) = (0usize, 0usize, 0usize);
+    let mut next = Instant::now();
+    while started.elapsed() < Duration::from_secs(bench.seconds) {
+        // Every batch edits documents already there: new chunks are embedded, old ones retracted.
+        let edits: Vec<DocumentChange> = (0..bench.batch)
+            .filter_map(|i| match &docs[(round * bench.batch + i) % docs.len()] {
+                DocumentChange::Upsert(d) => {
+                    let mut d = d.clone();
+                    d.content.push_str(&format!("\n\nEdit {round}: the union remains strong in year {round}."));
+                    Some(DocumentChange::Upsert(d))
+                }
+                DocumentChange::Delete { .. } => None,
+            })
+            .collect();
+        round += 1;
+        let sent = Instant::now();
+        match client.ingest(crate::corpus::ndjson(&edits)?, false) {
+            Ok(answer) => pending.lock().push((answer.epoch, sent)),
+            Err(e) => {
+                errors += 1;
+                eprintln!("ingest error: {e:#}");
+            }
+        }
+        batches += 1;
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let searches = load.finish()?;
+    watching.store(false, Ordering::Relaxed);
+    let mut freshness = watcher.join().map_err(|_| anyhow::anyhow!("the watcher panicked"))?;
+    sampling.store(false, Ordering::Relaxed);
+    let samples = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
+    freshness.sort_by(f64::total_cmp);
+    let thirds: Vec<f64> =
+        samples.chunks(samples.len().div_ceil(3).max(1)).map(|c| c.iter().copied().fold(f64::NAN, f64::max)).collect();
+    let (peak, _) = memory_mib();
+    let stats = app.engine.stats();
+    app.shutdown()?;
+    Ok(json!({
+        "embedder": if bench.minilm { "all-MiniLM-L6-v2" } else { "feature hashing" },
+        "documents": preload.len(),
+        "target_batches_per_s": bench.rate, "docs_per_batch": bench.batch,
+        "batches": batches, "achieved_batches_per_s": batches as f64 / elapsed, "ingest_errors": errors,
+        "freshness_ms": {
+            "p50": percentile(&freshness, 0.5), "p99": percentile(&freshness, 0.99),
+            "max": freshness.last().copied().unwrap_or(f64::NAN),
+            "what": "from the POST until its epoch is committed: logged, chunked, embedded, written to Parquet and both indexes",
+        },
+        "texts_embedded": stats.texts_embedded,
+        "searches": searches,
+        "rss_mib": { "peak": peak, "max_by_third": thirds },
+    }))
+}

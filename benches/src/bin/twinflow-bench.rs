@@ -6,6 +6,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- embed --texts 1000 --batch 32 --threads 2 [--no-peer] [--with-burn-graph]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- ann [--dataset sotu|synthetic|both] [--n 100000] [--queries 1000] [--m 16] [--ef-construction 128] [--no-peer]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--minilm]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
@@ -97,6 +98,17 @@ fn main() -> anyhow::Result<()> {
                 rag_questions: flag("--rag", 5),
             };
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::serve::search_load(&bench)?)?);
+            Ok(())
+        }
+        Some("ingest-load") => {
+            let bench = twinflow_benches::serve::IngestLoadBench {
+                clients: flag("--clients", 16),
+                seconds: flag("--seconds", 30) as u64,
+                rate: flag("--rate", 10) as f64,
+                batch: flag("--batch", 4),
+                minilm: args.iter().any(|a| a == "--minilm"),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::serve::ingest_load(&bench)?)?);
             Ok(())
         }
         Some("generate") => {
