@@ -259,3 +259,33 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     eprintln!("{survived} SIGKILLs over {seeds} seeds, every table equal to the clean run");
     assert!(survived >= seeds as usize, "the harness must actually kill: {survived} kills");
 }
+
+#[test]
+fn a_bad_data_directory_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port());
+    let up = |what: &str| {
+        let out = Command::new(BIN).arg("--config").arg(&config).arg("up").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{what}: twinflow up must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The data directory is a file.
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"not a directory").unwrap();
+    let err = up("a file as data directory");
+    assert!(err.contains("cannot create the data directory") && err.contains(&data.display().to_string()), "{err}");
+
+    // A damaged input log segment (not the newest one): named, with what to do.
+    std::fs::remove_file(&data).unwrap();
+    let log = data.join("_input_log");
+    std::fs::create_dir_all(&log).unwrap();
+    let bad = log.join("00000000000000000001.log");
+    let mut frame = vec![9, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 0, 0, 0, 0, 0, 0, 0];
+    frame.extend_from_slice(b"[\"junk\"]!");
+    frame.extend_from_slice(&frame.clone());
+    std::fs::write(&bad, &frame).unwrap();
+    std::fs::write(log.join("00000000000000000002.log"), b"").unwrap();
+    let err = up("a corrupt input log");
+    assert!(err.contains(&bad.display().to_string()) && err.contains("checksum mismatch"), "{err}");
+    assert!(err.contains("move this file out of"), "{err}");
+}
