@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use differential_dataflow::input::InputSession;
 use parking_lot::{Condvar, Mutex};
 
-use twinflow_schemas::config::{ChunkingConfig, DriftConfig, EngineConfig};
+use twinflow_schemas::config::{ChunkingConfig, ClusterConfig, DriftConfig, EngineConfig};
 use twinflow_schemas::ids::partition_hash;
 use twinflow_schemas::{DocumentChange, DocumentRow, EmbeddingRow, EpochUpdates};
 
@@ -50,6 +50,8 @@ pub struct EngineOptions {
     pub chunking: ChunkingConfig,
     /// Drift statistics in the dataflow (`None`: off).
     pub drift: Option<DriftConfig>,
+    /// timely's cluster mode (`None`: one process).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl EngineOptions {
@@ -62,6 +64,7 @@ impl EngineOptions {
             max_pending: engine.max_pending.max(1),
             chunking: chunking.clone(),
             drift: None,
+            cluster: engine.cluster.clone(),
         }
     }
 
@@ -244,6 +247,32 @@ impl Engine {
         restore: Option<Restore>,
     ) -> Result<Engine, EngineError> {
         let workers = options.workers.max(1);
+        // In a cluster, process 0 takes the input and collects every worker's output; the
+        // others only compute (their inputs close at once, so only process 0's drive the epochs).
+        let (timely_config, process, processes) = match &options.cluster {
+            None => (timely::Config::process(workers), 0, 1),
+            Some(cluster) => {
+                if cluster.process >= cluster.hosts.len() {
+                    return Err(EngineError::Start(format!(
+                        "process {} is not among the {} hosts",
+                        cluster.process,
+                        cluster.hosts.len()
+                    )));
+                }
+                let communication = timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process: cluster.process,
+                    addresses: cluster.hosts.clone(),
+                    report: false,
+                    zerocopy: false,
+                };
+                (
+                    timely::Config { communication, worker: timely::WorkerConfig::default() },
+                    cluster.process,
+                    cluster.hosts.len(),
+                )
+            }
+        };
         let restore = restore.unwrap_or_default();
         let first_epoch = restore.epoch + 1;
         let cache = Arc::new(EmbedCache::new(embedder.model_id()));
@@ -285,27 +314,31 @@ impl Engine {
         }
 
         let mut threads = Vec::new();
-        let collector = std::thread::Builder::new()
-            .name("twinflow-collector".into())
-            .spawn(move || {
-                run_collector(workers, collector_rx, completed_tx);
-                Ok(())
-            })
-            .map_err(|e| EngineError::Start(e.to_string()))?;
-        threads.push(collector);
+        if process == 0 {
+            let collector = std::thread::Builder::new()
+                .name("twinflow-collector".into())
+                .spawn(move || {
+                    run_collector(workers, collector_rx, completed_tx);
+                    Ok(())
+                })
+                .map_err(|e| EngineError::Start(e.to_string()))?;
+            threads.push(collector);
+        }
 
         let worker_rxs = Arc::new(worker_rxs);
         let chunking = options.chunking.clone();
         let worker_embedder = embedder.clone();
         let worker_cache = cache.clone();
         let drift = options.drift.as_ref().map(|c| Arc::new(crate::drift::DriftFeatures::new(embedder.dim(), c)));
-        let timely_config = timely::Config::process(workers);
         let guards = timely::execute(timely_config, move |worker| {
-            let rx = worker_rxs[worker.index()].lock().take();
-            let tx = collector_tx.clone();
+            let local = worker.index() - process * workers;
+            let rx = if process == 0 { worker_rxs[local].lock().take() } else { None };
+            let tx = (process == 0).then(|| collector_tx.clone());
             let emit = move |msg| {
                 // The collector outlives the workers; a send error means it gave up.
-                let _ = tx.send(CollectorMsg::Worker(msg));
+                if let Some(tx) = &tx {
+                    let _ = tx.send(CollectorMsg::Worker(msg));
+                }
             };
             let input = graph::build(
                 worker,
@@ -313,10 +346,13 @@ impl Engine {
                 worker_embedder.clone(),
                 worker_cache.clone(),
                 drift.clone(),
+                processes > 1,
                 emit,
             );
-            if let Some(rx) = rx {
-                run_worker(worker, input, rx);
+            match rx {
+                Some(rx) => run_worker(worker, input, rx, (local, workers)),
+                // Another process's worker: no input of its own; it computes until process 0 stops.
+                None => drop(input),
             }
         })
         .map_err(EngineError::Start)?;
@@ -354,7 +390,7 @@ impl Engine {
             cache,
             embedder,
             completed: completed_rx,
-            workers,
+            workers: workers * processes,
             stop_ticker: Mutex::new(Some(stop_ticker)),
             threads: Mutex::new(threads),
         })
@@ -484,14 +520,15 @@ fn now_millis() -> i64 {
 }
 
 /// The loop of one worker thread: apply batches, step the dataflow.
+/// `(index, count)` of the worker among those that take input (the
+/// process's): each nets the changes of its share of documents.
 fn run_worker(
     worker: &mut timely::worker::Worker,
     mut input: InputSession<u64, DocumentRow, isize>,
     rx: Receiver<Arc<Batch>>,
+    (index, peers): (usize, usize),
 ) {
-    let index = worker.index();
-    let peers = worker.peers() as u64;
-    let owns = |doc_id: &str| partition_hash(doc_id) % peers == index as u64;
+    let owns = |doc_id: &str| partition_hash(doc_id) % peers as u64 == index as u64;
     let mut docs: HashMap<String, DocumentRow> = HashMap::new();
     let mut apply = |batch: &Batch, input: &mut InputSession<u64, DocumentRow, isize>| {
         input.advance_to(batch.epoch);

@@ -7,17 +7,21 @@
 //!                                                │                               └─ + embeddings ─ drift stats ─▶ OutRow::Drift
 //!                                                └─ instruct ▶ OutRow::Instruct
 //! ```
-//! Documents arrive already partitioned by `doc_id` (see `engine.rs`);
-//! `distinct` exchanges chunk texts by their hash, so each text is embedded
-//! by exactly one worker however many documents contain it.
+//! Documents arrive already partitioned by `doc_id` (see `engine.rs`; in a
+//! cluster they are exchanged by `doc_id` here, and every output goes to
+//! worker 0); `distinct` exchanges chunk texts by their hash, so each text is
+//! embedded by exactly one worker however many documents contain it.
 
 use std::sync::Arc;
 
+use differential_dataflow::AsCollection;
 use differential_dataflow::input::{Input, InputSession};
+use timely::dataflow::operators::Exchange;
 use timely::worker::Worker;
 
 use twinflow_schemas::DocumentRow;
 use twinflow_schemas::config::ChunkingConfig;
+use twinflow_schemas::ids::partition_hash;
 
 use crate::drift::DriftFeatures;
 use crate::embed::Embedder;
@@ -31,11 +35,16 @@ pub(crate) fn build(
     embedder: Arc<dyn Embedder>,
     cache: Arc<EmbedCache>,
     drift: Option<Arc<DriftFeatures>>,
+    cluster: bool,
     emit: impl FnMut(WorkerMsg) + 'static,
 ) -> InputSession<u64, DocumentRow, isize> {
     let index = worker.index();
     worker.dataflow::<u64, _, _>(move |scope| {
         let (input, docs) = scope.new_collection::<DocumentRow, isize>();
+        // In a cluster only process 0 takes input: its documents are spread over every
+        // process's workers by `doc_id` (in one process they already arrive partitioned).
+        let docs =
+            if cluster { docs.inner.exchange(|(doc, _, _)| partition_hash(&doc.doc_id)).as_collection() } else { docs };
         let counter = embedder.clone();
         let derived = docs.clone().flat_map(move |doc| derive_features(&doc, &chunking, &*counter));
         let chunks = derived.clone().flat_map(|d| match d {
@@ -59,6 +68,10 @@ pub(crate) fn build(
                 .concat(embeddings.map(DriftInput::Vector))
                 .drift_stats(features);
             out = out.concat(stats.map(|(bucket, stats)| OutRow::Drift(bucket, stats)));
+        }
+        if cluster {
+            // Every output goes to worker 0, in process 0, whose collector commits it.
+            out = out.inner.exchange(|_| 0).as_collection();
         }
         out.collect_epochs(index, emit);
         input

@@ -433,11 +433,26 @@ pub struct EngineConfig {
     /// Changes accepted but not yet committed above which ingest is refused
     /// (HTTP 503 `overloaded`) or sources wait: bounded memory.
     pub max_pending: usize,
+    /// timely's cluster mode: this process is one of several, each with
+    /// `workers` threads. `None`: a single process.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// One process of a timely cluster. Process 0 serves HTTP, runs the sources
+/// and commits; every process chunks and embeds its share (documents are
+/// exchanged by `doc_id`, chunk texts by hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This process's index in `hosts`.
+    pub process: usize,
+    /// `host:port` of every process, in order (timely's hostfile).
+    pub hosts: Vec<String>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { workers: 2, tick: Duration::from_millis(50), max_batch: 10_000, max_pending: 200_000 }
+        Self { workers: 2, tick: Duration::from_millis(50), max_batch: 10_000, max_pending: 200_000, cluster: None }
     }
 }
 

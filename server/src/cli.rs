@@ -269,6 +269,17 @@ pub struct UpArgs {
     /// Only the newest N speeches of the demo corpus.
     #[arg(long, value_name = "N")]
     pub demo_limit: Option<usize>,
+    /// timely's cluster mode: one `host:port` per line, one line per process
+    /// (the same file for every process). Process 0 serves HTTP, runs the
+    /// sources and commits; the others chunk and embed their share.
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+    /// How many processes (the first lines of the hostfile; default: all).
+    #[arg(long, value_name = "P", requires = "hostfile")]
+    pub processes: Option<usize>,
+    /// This process's index, from 0.
+    #[arg(long, value_name = "I", requires = "hostfile")]
+    pub process: Option<usize>,
 }
 
 /// Document kinds on the command line.
@@ -719,6 +730,26 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.pg {
         config.server.pg_addr = Some(addr);
     }
+    if let Some(file) = &args.hostfile {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read the hostfile {}", file.display()))?;
+        let mut hosts: Vec<String> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+        let processes = args.processes.unwrap_or(hosts.len());
+        anyhow::ensure!(
+            processes >= 1 && processes <= hosts.len(),
+            "--processes {processes}, but {} lists {} hosts",
+            file.display(),
+            hosts.len()
+        );
+        hosts.truncate(processes);
+        let process = args.process.unwrap_or(0);
+        anyhow::ensure!(process < processes, "--process {process} is not below --processes {processes}");
+        config.engine.cluster = Some(twinflow_schemas::config::ClusterConfig { process, hosts });
+        if process > 0 {
+            return worker_process(config);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let display = if crate::ui::stderr_is_terminal() && !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
         crate::app::ProgressDisplay::Bar
@@ -763,6 +794,26 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
 }
 
 /// `ADDRESS/TOPIC` of `--fluvio` and `--kafka`.
+/// A process other than 0 of a cluster: the engine's workers only, until
+/// process 0 stops (its sources, HTTP, store and committer are process 0's).
+fn worker_process(config: Config) -> anyhow::Result<()> {
+    let cluster = config.engine.cluster.clone().context("not in a cluster")?;
+    let embedder = crate::embedder::build_embedder(&config.embedder)?;
+    let options = twinflow_dataflow::EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
+    say(format_args!(
+        "twinflow process {} of {} ({} workers): connecting to {}…",
+        cluster.process,
+        cluster.hosts.len(),
+        config.engine.workers,
+        cluster.hosts.join(", ")
+    ));
+    let engine = twinflow_dataflow::Engine::start(options, embedder, None)?;
+    say("connected: chunking and embedding this process's share until process 0 stops");
+    engine.shutdown()?;
+    say("process 0 stopped: exiting");
+    Ok(())
+}
+
 fn address_topic(arg: &str) -> Result<(String, String), String> {
     match arg.rsplit_once('/') {
         Some((address, topic)) if !address.is_empty() && !topic.is_empty() => Ok((address.into(), topic.into())),

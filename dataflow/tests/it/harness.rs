@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use twinflow_dataflow::{Engine, EngineOptions, HashingEmbedder};
-use twinflow_schemas::config::{ChunkSpec, ChunkingConfig, DriftConfig};
+use twinflow_schemas::config::{ChunkSpec, ChunkingConfig, ClusterConfig, DriftConfig};
 use twinflow_schemas::{Document, DocumentChange, DocumentKind, EpochUpdates};
 
 pub(crate) struct Harness {
     pub(crate) engine: Engine,
+    /// The other processes of a cluster (compute only), stopped after `engine`.
+    _others: Vec<Engine>,
     /// Current state of every table: consolidated `(row, count)`.
     pub(crate) state: EpochUpdates,
     /// Updates of the last epoch.
@@ -25,9 +27,42 @@ impl Harness {
             max_pending: usize::MAX,
             chunking,
             drift: Some(drift_config()),
+            cluster: None,
         };
         let engine = Engine::start(options, Arc::new(HashingEmbedder::new(32)), None).expect("engine starts");
-        Self { engine, state: EpochUpdates::default(), last: EpochUpdates::default() }
+        Self { engine, _others: Vec::new(), state: EpochUpdates::default(), last: EpochUpdates::default() }
+    }
+
+    /// `processes` × `workers` in timely's cluster mode over loopback TCP,
+    /// all in this test process: process 0 takes the input and collects.
+    pub(crate) fn cluster(processes: usize, workers: usize, chunking: ChunkingConfig) -> Self {
+        let hosts: Vec<String> = (0..processes)
+            .map(|_| {
+                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                format!("127.0.0.1:{port}")
+            })
+            .collect();
+        let options = |process| EngineOptions {
+            workers,
+            tick: Duration::from_secs(3600),
+            max_batch: usize::MAX,
+            max_pending: usize::MAX,
+            chunking: chunking.clone(),
+            drift: Some(drift_config()),
+            cluster: Some(ClusterConfig { process, hosts: hosts.clone() }),
+        };
+        // Each start blocks until the processes are connected: the others start on their own threads.
+        let others: Vec<_> = (1..processes)
+            .map(|process| {
+                let options = options(process);
+                std::thread::spawn(move || {
+                    Engine::start(options, Arc::new(HashingEmbedder::new(32)), None).expect("process starts")
+                })
+            })
+            .collect();
+        let engine = Engine::start(options(0), Arc::new(HashingEmbedder::new(32)), None).expect("process 0 starts");
+        let others = others.into_iter().map(|t| t.join().expect("process starts")).collect();
+        Self { engine, _others: others, state: EpochUpdates::default(), last: EpochUpdates::default() }
     }
 
     /// Submits `changes` as one epoch, waits for it and folds it into the

@@ -1,6 +1,7 @@
 //! After any sequence of inserts, updates, deletes and re-inserts, every
 //! table equals a from-scratch recomputation over the live documents — after
-//! every epoch, on 1 and on 4 workers.
+//! every epoch, on 1 worker, on 4 workers, and on timely's cluster mode with
+//! 2 processes × 2 workers (over loopback TCP).
 
 use proptest::prelude::*;
 
@@ -86,19 +87,23 @@ fn check(epochs: &[Vec<Op>]) {
     let features = DriftFeatures::new(embedder.dim(), &drift_config());
     let mut one = Harness::new(1, chunking.clone());
     let mut four = Harness::new(4, chunking.clone());
+    let mut cluster = Harness::cluster(2, 2, chunking.clone());
     let mut reference = ReferenceDocs::default();
     for (i, ops) in epochs.iter().enumerate() {
         let changes = to_changes(ops, &pool);
         let e1 = one.epoch(changes.clone());
         let e4 = four.epoch(changes.clone());
-        assert_eq!(e1, e4);
+        let ec = cluster.epoch(changes.clone());
+        assert_eq!((e1, e1), (e4, ec));
         reference.apply(e1, &changes);
         let expected = reference.tables(&chunking, &embedder);
         assert_tables_eq(&one.state, &expected, &format!("on 1 worker after epoch {i}"));
         assert_tables_eq(&four.state, &expected, &format!("on 4 workers after epoch {i}"));
+        assert_tables_eq(&cluster.state, &expected, &format!("on 2 processes × 2 workers after epoch {i}"));
         let drift = drift_of(&expected, &features);
         assert_drift_eq(&one.state, &drift, &format!("on 1 worker after epoch {i}"));
         assert_drift_eq(&four.state, &drift, &format!("on 4 workers after epoch {i}"));
+        assert_drift_eq(&cluster.state, &drift, &format!("on 2 processes × 2 workers after epoch {i}"));
     }
 }
 

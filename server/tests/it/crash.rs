@@ -41,7 +41,7 @@ const WORDS: &[&str] = &[
 
 /// The input: batches of NDJSON changes over 24 documents (upserts with new
 /// text of one to three paragraphs, some deletes).
-fn workload(seed: u64, batches: usize) -> Vec<String> {
+pub(crate) fn workload(seed: u64, batches: usize) -> Vec<String> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     (0..batches)
         .map(|b| {
@@ -72,11 +72,11 @@ fn workload(seed: u64, batches: usize) -> Vec<String> {
         .collect()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start(config: &Path, log: &Path) -> Child {
+pub(crate) fn start(config: &Path, log: &Path) -> Child {
     Command::new(BIN)
         .arg("--config")
         .arg(config)
@@ -88,23 +88,28 @@ fn start(config: &Path, log: &Path) -> Child {
         .expect("twinflow starts")
 }
 
-fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
+pub(crate) fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    write_config_with(dir, port, 2)
+}
+
+/// [`write_config`] with `workers` timely workers.
+pub(crate) fn write_config_with(dir: &Path, port: u16, workers: usize) -> std::path::PathBuf {
     let path = dir.join("twinflow.toml");
     let data = dir.join("data");
     std::fs::write(
         &path,
         format!(
-            "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"15ms\"\n\n\
+            "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = {workers}\ntick = \"15ms\"\n\n\
              [storage]\ndata_dir = \"{}\"\nsnapshot_every = 7\n\n[server]\naddr = \"127.0.0.1:{port}\"\n\n\
              [drift]\nenabled = false\n",
-            data.display()
+            data.display(),
         ),
     )
     .unwrap();
     path
 }
 
-fn wait_ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child, log: &Path) {
+pub(crate) fn wait_ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if http.get(format!("{base}/healthz")).send().is_ok_and(|r| r.status().is_success()) {
@@ -121,14 +126,14 @@ fn wait_ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child, l
     }
 }
 
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM exits 0, got {status}");
 }
 
 /// Every table's rows (CSV, sorted), read offline from the committed Parquet files.
-fn tables(data: &Path) -> BTreeMap<&'static str, String> {
+pub(crate) fn tables(data: &Path) -> BTreeMap<&'static str, String> {
     [
         // (`version` is the epoch a version entered at: timing, not content; not compared)
         ("documents", "SELECT doc_id, title, content FROM documents ORDER BY doc_id"),

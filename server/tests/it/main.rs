@@ -16,6 +16,7 @@ mod pgwire;
 mod rag;
 mod readers;
 mod router;
+mod scale;
 mod socket;
 mod sources;
 mod twin;

@@ -1,0 +1,99 @@
+//! Scale-out: the same input gives identical tables and identical search
+//! answers on 1 worker, on 4 workers, and on timely's cluster mode with 2
+//! processes × 2 workers (`twinflow up --hostfile … --process I`, over
+//! loopback). Each batch is sent with `?wait=true`, so each run commits the
+//! same epochs.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::crash::{free_port, stop, tables, wait_ready, workload, write_config_with};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twinflow");
+
+fn up(config: &Path, log: &Path, extra: &[String]) -> Child {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("up")
+        .args(extra)
+        .env("TWINFLOW_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+        .spawn()
+        .expect("twinflow starts")
+}
+
+/// Runs the input on `workers` per process over `processes` processes;
+/// returns every table and the answers to `queries`.
+fn run(dir: &Path, batches: &[String], workers: usize, processes: usize, queries: &[&str]) -> (String, Vec<String>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let port = free_port();
+    let config = write_config_with(dir, port, workers);
+    let log = dir.join("twinflow.log");
+    let mut others = Vec::new();
+    let mut cluster = Vec::new();
+    if processes > 1 {
+        let hostfile = dir.join("hosts");
+        let hosts: Vec<String> = (0..processes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        std::fs::write(&hostfile, hosts.join("\n")).unwrap();
+        cluster = vec!["--hostfile".into(), hostfile.display().to_string()];
+        for process in 1..processes {
+            let mut args = cluster.clone();
+            args.extend(["--process".into(), process.to_string()]);
+            others.push(up(&config, &dir.join(format!("process-{process}.log")), &args));
+        }
+    }
+    let mut child = up(&config, &log, &cluster);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    wait_ready(&http, &base, &mut child, &log);
+    for (i, batch) in batches.iter().enumerate() {
+        let response = http
+            .post(format!("{base}/v1/documents?wait=true"))
+            .header("content-type", "application/x-ndjson")
+            .body(batch.clone())
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "batch {i}: {}", response.text().unwrap_or_default());
+    }
+    let status: serde_json::Value = http.get(format!("{base}/v1/status")).send().unwrap().json().unwrap();
+    assert_eq!(status["workers"], workers * processes, "{status}");
+    let answers = queries
+        .iter()
+        .map(|q| {
+            let answer: serde_json::Value =
+                http.get(format!("{base}/v1/search")).query(&[("q", *q), ("k", "5")]).send().unwrap().json().unwrap();
+            let hits: Vec<String> = answer["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| format!("{} {:.5}", h["chunk_id"].as_str().unwrap(), h["score"].as_f64().unwrap()))
+                .collect();
+            format!("{q}: {}", hits.join(", "))
+        })
+        .collect();
+    stop(&mut child);
+    for mut other in others {
+        let status = other.wait().unwrap();
+        assert!(status.success(), "process exits 0 once process 0 stops, got {status}");
+    }
+    let tables = tables(&dir.join("data"));
+    (tables.into_iter().map(|(name, rows)| format!("== {name}\n{rows}")).collect(), answers)
+}
+
+#[test]
+fn one_four_and_two_by_two_workers_give_identical_tables_and_search_answers() {
+    let root = tempfile::tempdir().unwrap();
+    let batches = workload(11, 30);
+    let queries = ["harbour lantern", "glacier thunder compass", "violin"];
+    let (one, one_answers) = run(&root.path().join("one"), &batches, 1, 1, &queries);
+    assert!(one.lines().filter(|l| l.starts_with("doc-")).count() > 5, "{one}");
+    assert!(one_answers.iter().all(|a| a.contains(", ")), "every query finds several chunks: {one_answers:?}");
+    for (name, workers, processes) in [("4 workers", 4, 1), ("2 processes × 2 workers", 2, 2)] {
+        let (tables, answers) = run(&root.path().join(name.replace(' ', "-")), &batches, workers, processes, &queries);
+        assert!(tables == one, "tables on {name} differ from 1 worker");
+        assert_eq!(answers, one_answers, "search answers on {name}");
+    }
+}
