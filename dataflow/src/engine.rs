@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub drift: Option<DriftConfig>,
     /// timely's cluster mode (`None`: one process).
     pub cluster: Option<ClusterConfig>,
+    /// Told of every vector the model computes (the persistent embedding cache).
+    pub vector_sink: Option<Arc<dyn crate::operators::ComputedVectors>>,
 }
 
 impl EngineOptions {
@@ -65,6 +67,7 @@ impl EngineOptions {
             chunking: chunking.clone(),
             drift: None,
             cluster: engine.cluster.clone(),
+            vector_sink: None,
         }
     }
 
@@ -275,7 +278,7 @@ impl Engine {
         };
         let restore = restore.unwrap_or_default();
         let first_epoch = restore.epoch + 1;
-        let cache = Arc::new(EmbedCache::new(embedder.model_id()));
+        let cache = Arc::new(EmbedCache::new(embedder.model_id()).with_sink(options.vector_sink.clone()));
         cache.seed(restore.embeddings);
 
         let (collector_tx, collector_rx) = crossbeam_channel::unbounded();

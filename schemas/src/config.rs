@@ -499,11 +499,14 @@ pub struct StorageConfig {
     /// survives a crash before its epoch commits. Off: faster, and a crash
     /// loses the acknowledged changes of uncommitted epochs.
     pub input_log: bool,
+    /// Keep every computed vector in `<data_dir>/_embed_cache` (by chunk hash
+    /// and model), so a restart never encodes a text twice.
+    pub embedding_cache: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("twinflow-data"), snapshot_every: 500, input_log: true }
+        Self { data_dir: PathBuf::from("twinflow-data"), snapshot_every: 500, input_log: true, embedding_cache: true }
     }
 }
 

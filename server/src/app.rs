@@ -177,7 +177,12 @@ impl App {
             Store::open_with(data_dir, embedder.dim(), &config.search.ann)
                 .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
         );
-        let restore = restore_from(&store, embedder.as_ref())?;
+        let mut restore = restore_from(&store, embedder.as_ref())?;
+        let vector_sink = if config.storage.embedding_cache {
+            Some(open_vector_cache(data_dir, embedder.as_ref(), &store, &mut restore)?)
+        } else {
+            None
+        };
         let (input_log, logged) = if config.storage.input_log {
             let (log, logged) = twinflow_sinks::InputLog::open(data_dir)
                 .with_context(|| format!("cannot open the input log in {}", data_dir.display()))?;
@@ -192,7 +197,8 @@ impl App {
         let positions = Arc::new(PendingPositions::default());
         let config_traces = config.traces.clone();
         let errors = Arc::new(PendingErrors::default());
-        let options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
+        let mut options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
+        options.vector_sink = vector_sink;
         let engine = Arc::new(Engine::start(options, embedder, restore)?);
         let app = Arc::new(App {
             config,
@@ -498,6 +504,46 @@ fn restore_from(store: &Store, embedder: &dyn Embedder) -> anyhow::Result<Option
     let documents = store.current_documents();
     tracing::info!(epoch, documents = documents.len(), vectors = embeddings.len(), "restoring committed state");
     Ok(Some(Restore { epoch, documents, embeddings }))
+}
+
+/// The persistent embedding cache, as the engine's sink of computed vectors.
+#[derive(Debug)]
+struct PersistentVectors {
+    cache: twinflow_sinks::VectorCache,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl twinflow_dataflow::ComputedVectors for PersistentVectors {
+    fn computed(&self, vectors: &[(twinflow_schemas::ids::Hash128, &[f32])]) {
+        if let Err(e) = self.cache.append(vectors) {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "could not append to the embedding cache (only a cache: nothing is lost)");
+            }
+        }
+    }
+}
+
+/// Opens the persistent embedding cache; its vectors (of chunks not in the
+/// committed `embeddings` table) join the restored ones in seeding the engine.
+fn open_vector_cache(
+    data_dir: &std::path::Path,
+    embedder: &dyn Embedder,
+    store: &Store,
+    restore: &mut Option<Restore>,
+) -> anyhow::Result<Arc<dyn twinflow_dataflow::ComputedVectors>> {
+    let live = restore.as_ref().map(|r| r.embeddings.iter().map(|e| e.chunk_id).collect()).unwrap_or_default();
+    let (cache, kept) = twinflow_sinks::VectorCache::open(data_dir, embedder.model_id(), embedder.dim(), &live)
+        .with_context(|| format!("cannot open the embedding cache in {}", data_dir.display()))?;
+    if !kept.is_empty() {
+        tracing::info!(vectors = kept.len(), file = %cache.path().display(), "embedding cache loaded");
+        let restore = restore.get_or_insert_with(|| Restore { epoch: store.committed_epoch(), ..Restore::default() });
+        restore.embeddings.extend(kept.into_iter().map(|(chunk_id, vector)| twinflow_schemas::EmbeddingRow {
+            chunk_id,
+            model_id: embedder.model_id().to_owned(),
+            vector: twinflow_schemas::Vector(vector),
+        }));
+    }
+    Ok(Arc::new(PersistentVectors { cache, warned: std::sync::atomic::AtomicBool::new(false) }))
 }
 
 /// What the committer feeds after each commit besides the tables.

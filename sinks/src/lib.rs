@@ -38,6 +38,7 @@ pub mod datasets;
 pub mod input_log;
 pub mod manifest;
 pub mod parquet_io;
+pub mod vector_cache;
 
 pub use encode::{encode_arrow_ipc, encode_csv, encode_json_rows, encode_parquet};
 pub use error::{Error, Result};
@@ -45,4 +46,5 @@ pub use input_log::{EncodedBatch, InputLog, LoggedBatch};
 pub use manifest::Manifest;
 pub use sql::SqlAnswer;
 pub use store::{CommitStats, ProjectionSwitch, SnapshotInfo, Store, VectorProjection};
+pub use vector_cache::VectorCache;
 pub use vector_index::{VectorIndex, VectorIndexStats};

@@ -30,6 +30,8 @@ use crate::embed::Embedder;
 #[derive(Debug)]
 pub struct EmbedCache {
     model_id: String,
+    /// Told of every vector the model computes (the persistent cache).
+    sink: Option<Arc<dyn ComputedVectors>>,
     vectors: RwLock<HashMap<Hash128, Arc<[f32]>>>,
     /// Texts actually sent to the model (cache misses).
     embedded: AtomicU64,
@@ -43,10 +45,17 @@ impl EmbedCache {
     pub fn new(model_id: &str) -> Self {
         Self {
             model_id: model_id.to_owned(),
+            sink: None,
             vectors: RwLock::default(),
             embedded: AtomicU64::new(0),
             queued: AtomicU64::new(0),
         }
+    }
+
+    /// With `sink` told of every vector computed from now on.
+    pub fn with_sink(mut self, sink: Option<Arc<dyn ComputedVectors>>) -> Self {
+        self.sink = sink;
+        self
     }
 
     /// Adds known vectors (e.g. the stored `embeddings` table after a
@@ -101,9 +110,22 @@ impl EmbedCache {
                 cache.insert(texts[*i].0, vector.clone());
                 out[*i] = Some(vector);
             }
+            drop(cache);
+            if let Some(sink) = &self.sink {
+                let computed: Vec<(Hash128, &[f32])> =
+                    batch.iter().filter_map(|i| Some((texts[*i].0, &**out[*i].as_ref()?))).collect();
+                sink.computed(&computed);
+            }
         }
         out.into_iter().map(|v| v.unwrap_or_else(|| Arc::from(Vec::new()))).collect()
     }
+}
+
+/// Told of the vectors the model computes, e.g. to keep them across
+/// restarts. Called from worker threads; must not block for long.
+pub trait ComputedVectors: Send + Sync + std::fmt::Debug {
+    /// `(chunk hash, vector)` pairs just computed.
+    fn computed(&self, vectors: &[(Hash128, &[f32])]);
 }
 
 /// Embeds a batch; when the model fails, retries text by text and gives a

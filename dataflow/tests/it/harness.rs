@@ -28,6 +28,7 @@ impl Harness {
             chunking,
             drift: Some(drift_config()),
             cluster: None,
+            vector_sink: None,
         };
         let engine = Engine::start(options, Arc::new(HashingEmbedder::new(32)), None).expect("engine starts");
         Self { engine, _others: Vec::new(), state: EpochUpdates::default(), last: EpochUpdates::default() }
@@ -50,6 +51,7 @@ impl Harness {
             chunking: chunking.clone(),
             drift: Some(drift_config()),
             cluster: Some(ClusterConfig { process, hosts: hosts.clone() }),
+            vector_sink: None,
         };
         // Each start blocks until the processes are connected: the others start on their own threads.
         let others: Vec<_> = (1..processes)

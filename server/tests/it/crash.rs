@@ -294,3 +294,42 @@ fn a_bad_data_directory_is_an_error_naming_the_file() {
     assert!(err.contains(&bad.display().to_string()) && err.contains("checksum mismatch"), "{err}");
     assert!(err.contains("move this file out of"), "{err}");
 }
+
+/// The persistent embedding cache: a document deleted, then added again
+/// after a restart, is not encoded again (its vectors are no longer in the
+/// `embeddings` table, but in `_embed_cache`); without the cache it is.
+#[test]
+fn a_restart_never_encodes_a_text_twice() {
+    use twinflow_schemas::{ChangeLimits, parse_change};
+
+    let change = |line: String| parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap();
+    let commit = |app: &twinflow_server::App, line: String| {
+        let epoch = app.engine.submit(vec![change(line)]).unwrap();
+        app.engine.flush();
+        assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    };
+    let article = crate::fixtures::article("lanterns", 12);
+    let upsert = crate::fixtures::upsert_line("lanterns", "Lanterns", &article);
+    let delete = serde_json::json!({ "op": "delete", "doc_id": "lanterns" }).to_string();
+    for cache in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let set = |c: &mut twinflow_schemas::config::Config| c.storage.embedding_cache = cache;
+        let app = crate::fixtures::app_with(dir.path(), set);
+        commit(&app, upsert.clone());
+        let encoded = app.engine.stats().texts_embedded;
+        assert!(encoded >= 2, "the article is encoded: {encoded} texts");
+        commit(&app, delete.clone());
+        app.shutdown().unwrap();
+        drop(app);
+
+        let app = crate::fixtures::app_with(dir.path(), set);
+        commit(&app, upsert.clone());
+        let again = app.engine.stats().texts_embedded;
+        if cache {
+            assert_eq!(again, 0, "with the cache nothing is encoded again");
+        } else {
+            assert_eq!(again, encoded, "without the cache every text is encoded again");
+        }
+        app.shutdown().unwrap();
+    }
+}
