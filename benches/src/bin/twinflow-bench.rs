@@ -164,6 +164,8 @@ fn main() -> anyhow::Result<()> {
 /// time until the last epoch completed, and the chunks produced.
 struct Run {
     engine: Engine,
+    /// The other process of a 2-process cluster (compute only), stopped after `engine`.
+    others: Vec<Engine>,
     store: Option<Arc<Store>>,
     chunks: i64,
 }
@@ -178,7 +180,30 @@ impl Run {
             ..EngineOptions::default()
         };
         let engine = Engine::start(options, Arc::new(HashingEmbedder::new(384)), None)?;
-        Ok(Self { engine, store, chunks: 0 })
+        Ok(Self { engine, others: Vec::new(), store, chunks: 0 })
+    }
+
+    /// Two processes of one worker each in timely's cluster mode (loopback TCP, both in this process).
+    fn cluster(store: Option<Arc<Store>>) -> anyhow::Result<Self> {
+        let port = || -> anyhow::Result<String> {
+            Ok(format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()))
+        };
+        let hosts = vec![port()?, port()?];
+        let options = |process| EngineOptions {
+            workers: 1,
+            tick: Duration::from_secs(3600),
+            max_batch: usize::MAX,
+            max_pending: usize::MAX,
+            cluster: Some(twinflow_schemas::config::ClusterConfig { process, hosts: hosts.clone() }),
+            ..EngineOptions::default()
+        };
+        let other = {
+            let options = options(1);
+            std::thread::spawn(move || Engine::start(options, Arc::new(HashingEmbedder::new(384)), None))
+        };
+        let engine = Engine::start(options(0), Arc::new(HashingEmbedder::new(384)), None)?;
+        let other = other.join().map_err(|_| anyhow::anyhow!("process 1 panicked"))??;
+        Ok(Self { engine, others: vec![other], store, chunks: 0 })
     }
 
     /// Submits `changes` as one epoch; waits until it is complete (and committed to the store, if any).
@@ -217,17 +242,22 @@ fn engine(n: usize) -> anyhow::Result<()> {
     let edited: Vec<DocumentChange> = docs.iter().step_by(100).map(corpus::edit).collect();
     let mut results = Vec::new();
     for with_store in [false, true] {
-        for workers in [1, 2] {
+        // 1 worker, 2 workers in one process, then 2 processes × 1 worker (timely's cluster mode).
+        for (workers, processes) in [(1, 1), (2, 1), (1, 2)] {
             let dir = tempfile::tempdir()?;
             let store = if with_store { Some(Arc::new(Store::open(dir.path(), 384)?)) } else { None };
-            let mut run = Run::new(workers, store)?;
+            let mut run = if processes == 1 { Run::new(workers, store)? } else { Run::cluster(store)? };
             let full = run.epoch(docs.clone())?;
             let chunks = run.chunks;
-            let before = run.engine.stats().texts_embedded;
+            // Every process embeds its share: count them all.
+            let embedded =
+                |run: &Run| run.others.iter().chain([&run.engine]).map(|e| e.stats().texts_embedded).sum::<u64>();
+            let before = embedded(&run);
             let incremental = run.epoch(edited.clone())?;
-            let reembedded = run.engine.stats().texts_embedded - before;
+            let reembedded = embedded(&run) - before;
             let result = json!({
                 "workers": workers,
+                "processes": processes,
                 "store": with_store,
                 "documents": docs.len(),
                 "chunks": chunks,
@@ -242,23 +272,26 @@ fn engine(n: usize) -> anyhow::Result<()> {
             eprintln!("{result}");
             results.push(result);
             run.engine.shutdown()?;
+            for other in run.others {
+                other.shutdown()?;
+            }
         }
     }
-    let speedup = |store: bool| {
-        let t = |w: u64| {
-            results
-                .iter()
-                .find(|r| r["workers"] == w && r["store"] == store)
-                .and_then(|r| r["full_ingest_s"].as_f64())
-                .unwrap_or(f64::NAN)
-        };
-        t(1) / t(2)
+    let seconds = |store: bool, workers: u64, processes: u64| {
+        results
+            .iter()
+            .find(|r| r["workers"] == workers && r["processes"] == processes && r["store"] == store)
+            .and_then(|r| r["full_ingest_s"].as_f64())
+            .unwrap_or(f64::NAN)
     };
+    let speedup = |store: bool| seconds(store, 1, 1) / seconds(store, 2, 1);
+    let cluster_speedup = |store: bool| seconds(store, 1, 1) / seconds(store, 1, 2);
     let report = json!({
         "bench": "engine",
         "embedder": "hashing-v1-384",
         "runs": results,
         "speedup_2_over_1_workers": { "engine": speedup(false), "engine_and_store": speedup(true) },
+        "speedup_2_processes_over_1_worker": { "engine": cluster_speedup(false), "engine_and_store": cluster_speedup(true) },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
