@@ -179,7 +179,7 @@ impl App {
         );
         let mut restore = restore_from(&store, embedder.as_ref())?;
         let vector_sink = if config.storage.embedding_cache {
-            Some(open_vector_cache(data_dir, embedder.as_ref(), &store, &mut restore)?)
+            Some(open_vector_cache(data_dir, embedder.as_ref(), store.committed_epoch(), &mut restore)?)
         } else {
             None
         };
@@ -525,10 +525,10 @@ impl twinflow_dataflow::ComputedVectors for PersistentVectors {
 
 /// Opens the persistent embedding cache; its vectors (of chunks not in the
 /// committed `embeddings` table) join the restored ones in seeding the engine.
-fn open_vector_cache(
+pub(crate) fn open_vector_cache(
     data_dir: &std::path::Path,
     embedder: &dyn Embedder,
-    store: &Store,
+    committed_epoch: u64,
     restore: &mut Option<Restore>,
 ) -> anyhow::Result<Arc<dyn twinflow_dataflow::ComputedVectors>> {
     let live = restore.as_ref().map(|r| r.embeddings.iter().map(|e| e.chunk_id).collect()).unwrap_or_default();
@@ -536,7 +536,7 @@ fn open_vector_cache(
         .with_context(|| format!("cannot open the embedding cache in {}", data_dir.display()))?;
     if !kept.is_empty() {
         tracing::info!(vectors = kept.len(), file = %cache.path().display(), "embedding cache loaded");
-        let restore = restore.get_or_insert_with(|| Restore { epoch: store.committed_epoch(), ..Restore::default() });
+        let restore = restore.get_or_insert_with(|| Restore { epoch: committed_epoch, ..Restore::default() });
         restore.embeddings.extend(kept.into_iter().map(|(chunk_id, vector)| twinflow_schemas::EmbeddingRow {
             chunk_id,
             model_id: embedder.model_id().to_owned(),

@@ -799,7 +799,14 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
 fn worker_process(config: Config) -> anyhow::Result<()> {
     let cluster = config.engine.cluster.clone().context("not in a cluster")?;
     let embedder = crate::embedder::build_embedder(&config.embedder)?;
-    let options = twinflow_dataflow::EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
+    let mut options = twinflow_dataflow::EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
+    // Its own embedding cache (under the data directory, apart from process 0's files), so
+    // after a restart it encodes none of its share of the restored chunks again.
+    let mut seed = None;
+    if config.storage.embedding_cache {
+        let dir = config.storage.data_dir.join(format!("_process-{}", cluster.process));
+        options.vector_sink = Some(crate::app::open_vector_cache(&dir, embedder.as_ref(), 0, &mut seed)?);
+    }
     say(format_args!(
         "twinflow process {} of {} ({} workers): connecting to {}…",
         cluster.process,
@@ -807,10 +814,10 @@ fn worker_process(config: Config) -> anyhow::Result<()> {
         config.engine.workers,
         cluster.hosts.join(", ")
     ));
-    let engine = twinflow_dataflow::Engine::start(options, embedder, None)?;
+    let engine = twinflow_dataflow::Engine::start(options, embedder, seed)?;
     say("connected: chunking and embedding this process's share until process 0 stops");
     engine.shutdown()?;
-    say("process 0 stopped: exiting");
+    say(format_args!("process 0 stopped: exiting ({} texts embedded here)", engine.stats().texts_embedded));
     Ok(())
 }
 

@@ -97,3 +97,57 @@ fn one_four_and_two_by_two_workers_give_identical_tables_and_search_answers() {
         assert_eq!(answers, one_answers, "search answers on {name}");
     }
 }
+
+/// A cluster stopped and started again on the same data: process 0 restores
+/// the tables, each process seeds its embedding cache (process 0 from the
+/// `embeddings` table, the others from their own cache files), and no
+/// process encodes a text again.
+#[test]
+fn a_restarted_cluster_encodes_nothing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    let config = write_config_with(dir, port, 1);
+    let hostfile = dir.join("hosts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let batches = workload(5, 12);
+    let mut embedded_by_process_1 = Vec::new();
+    for round in 0..2 {
+        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+        let cluster = |process: usize| {
+            vec!["--hostfile".to_owned(), hostfile.display().to_string(), "--process".into(), process.to_string()]
+        };
+        let log1 = dir.join(format!("process-1-{round}.log"));
+        let mut other = up(&config, &log1, &cluster(1));
+        let log0 = dir.join(format!("process-0-{round}.log"));
+        let mut child = up(&config, &log0, &cluster(0));
+        wait_ready(&http, &base, &mut child, &log0);
+        if round == 0 {
+            for batch in &batches {
+                let response = http
+                    .post(format!("{base}/v1/documents?wait=true"))
+                    .header("content-type", "application/x-ndjson")
+                    .body(batch.clone())
+                    .send()
+                    .unwrap();
+                assert!(response.status().is_success());
+            }
+        }
+        let status: serde_json::Value = http.get(format!("{base}/v1/status")).send().unwrap().json().unwrap();
+        assert!(status["tables"]["embeddings"].as_u64().unwrap() > 5, "{status}");
+        if round == 1 {
+            assert_eq!(status["texts_embedded"], 0, "process 0 encodes nothing again: {status}");
+        }
+        stop(&mut child);
+        assert!(other.wait().unwrap().success());
+        let log = std::fs::read_to_string(&log1).unwrap();
+        let embedded: u64 = log
+            .lines()
+            .find_map(|l| l.split("exiting (").nth(1)?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("process 1's log has no exit line:\n{log}"));
+        embedded_by_process_1.push(embedded);
+    }
+    assert!(embedded_by_process_1[0] > 0, "process 1 embedded its share: {embedded_by_process_1:?}");
+    assert_eq!(embedded_by_process_1[1], 0, "and after the restart nothing: {embedded_by_process_1:?}");
+}
