@@ -223,7 +223,9 @@ function showResults(hits) {
   const list = document.getElementById("results");
   list.replaceChildren(...hits.map((hit) => {
     const source = hit.sources[0] || {};
-    const title = source.url ? el("a", { href: source.url, class: "title" }, source.title || source.doc_id) : el("span", { class: "title" }, source.title || source.doc_id);
+    // Only web links become links (never `javascript:` and the like).
+    const safe = /^https?:\/\//i.test(source.url || "");
+    const title = safe ? el("a", { href: source.url, class: "title", rel: "noopener noreferrer" }, source.title || source.doc_id) : el("span", { class: "title" }, source.title || source.doc_id);
     return el("li", { class: "result", "data-doc": source.doc_id || "" },
       title,
       el("div", { class: "meta" }, `${source.doc_id} · ${source.author} · score ${hit.score.toFixed(4)}`),

@@ -179,7 +179,14 @@ impl App {
         );
         let mut restore = restore_from(&store, embedder.as_ref())?;
         let vector_sink = if config.storage.embedding_cache {
-            Some(open_vector_cache(data_dir, embedder.as_ref(), store.committed_epoch(), &mut restore)?)
+            // Only a cache: a failure to open it costs time, never data.
+            match open_vector_cache(data_dir, embedder.as_ref(), store.committed_epoch(), &mut restore) {
+                Ok(sink) => Some(sink),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "running without the embedding cache");
+                    None
+                }
+            }
         } else {
             None
         };
@@ -276,28 +283,37 @@ impl App {
     }
 
     /// Replays the input log's batches that the manifest does not hold
-    /// (acknowledged before a crash, not committed), in order, before any
-    /// source or request is served; the log then holds them with their new epochs.
+    /// (acknowledged before a crash, not committed), in order, one epoch
+    /// each, before any source or request is served. They are written back
+    /// to the log with those epochs (`committed + 1`, `+ 2`, …) before the
+    /// first is submitted, so a crash during the replay loses none.
     fn replay_input_log(&self, logged: Vec<twinflow_sinks::LoggedBatch>) -> anyhow::Result<()> {
         let Some(log) = &self.input_log else { return Ok(()) };
         let committed = self.store.committed_epoch();
         let total = logged.len();
-        let mut replayed = Vec::new();
-        let mut changes = 0;
-        for batch in logged.into_iter().filter(|b| b.epoch > committed) {
-            let encoded = twinflow_sinks::EncodedBatch::new(&batch.changes)?;
-            changes += batch.changes.len();
+        let pending: Vec<_> = logged.into_iter().filter(|b| b.epoch > committed && !b.changes.is_empty()).collect();
+        let mut renumbered = Vec::with_capacity(pending.len());
+        for (i, batch) in pending.iter().enumerate() {
+            renumbered.push((committed + 1 + i as u64, twinflow_sinks::EncodedBatch::new(&batch.changes)?));
+        }
+        log.adopt(&renumbered).with_context(|| format!("cannot rewrite the input log in {}", log.dir().display()))?;
+        let changes: usize = pending.iter().map(|b| b.changes.len()).sum();
+        for ((expected, encoded), batch) in renumbered.iter().zip(pending) {
             let epoch = self
                 .submit_patiently(batch.changes, Duration::from_secs(3600))
                 .map_err(|e| anyhow::anyhow!("replaying the input log: {e}"))?;
-            replayed.push((epoch, encoded));
+            self.engine.flush();
+            if epoch != *expected {
+                // Not the epoch it was logged with: logged again with this one, so truncation keeps it.
+                tracing::warn!(epoch, expected, "a replayed batch got another epoch than logged; logging it again");
+                log.append(epoch, encoded)?;
+            }
         }
-        log.adopt(&replayed).with_context(|| format!("cannot rewrite the input log in {}", log.dir().display()))?;
-        if !replayed.is_empty() {
+        if !renumbered.is_empty() {
             tracing::info!(
-                batches = replayed.len(),
+                batches = renumbered.len(),
                 changes,
-                skipped_committed = total - replayed.len(),
+                skipped_committed = total - renumbered.len(),
                 after_epoch = committed,
                 "replayed acknowledged changes from the input log"
             );
@@ -515,7 +531,9 @@ struct PersistentVectors {
 
 impl twinflow_dataflow::ComputedVectors for PersistentVectors {
     fn computed(&self, vectors: &[(twinflow_schemas::ids::Hash128, &[f32])]) {
-        if let Err(e) = self.cache.append(vectors) {
+        // A zero vector is the stand-in for a text the model failed on: not kept, so it is tried again.
+        let vectors: Vec<_> = vectors.iter().filter(|(_, v)| v.iter().any(|x| *x != 0.0)).copied().collect();
+        if let Err(e) = self.cache.append(&vectors) {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(error = %e, "could not append to the embedding cache (only a cache: nothing is lost)");
             }

@@ -13,10 +13,14 @@
 //!   committed, segments holding only batches at or before it are deleted
 //!   ([`InputLog::truncate_through`]): the log holds only what the manifest
 //!   does not.
-//! - On open, the batches of every segment are read back in order. The
-//!   caller replays those after its committed epoch (they get new epochs) and
-//!   [`InputLog::adopt`]s them: they are appended to a fresh segment, and the old
-//!   segments are deleted once that is durable.
+//! - On open, the batches of every segment are read back in order; those
+//!   segments are kept apart (truncation never touches them). The caller
+//!   renumbers the batches after its committed epoch (`committed + 1`, `+ 2`, …,
+//!   the epochs it will give them, one per batch) and [`InputLog::adopt`]s them
+//!   *before* submitting any: they are appended to a fresh segment and fsynced,
+//!   and only then are the old segments deleted. A crash at any point leaves
+//!   every batch in a segment numbered like the manifest (at worst twice, in
+//!   order: replaying twice gives the same state).
 //! - A torn frame at the end of the newest segment is a write cut short by
 //!   the crash: that batch was never acknowledged, and the tail is dropped (with a
 //!   warning). A bad frame anywhere else is corruption, reported with the file and
@@ -85,6 +89,9 @@ struct State {
     active: File,
     segments: Vec<Segment>,
     next_seq: u64,
+    /// Segments read back at open, numbered by the previous run: deleted by
+    /// [`InputLog::adopt`] only.
+    recovered: Vec<PathBuf>,
 }
 
 /// The input log of one data directory. See the module documentation.
@@ -121,11 +128,12 @@ impl InputLog {
             .collect();
         seqs.sort_unstable();
         let mut batches = Vec::new();
-        let mut segments = Vec::new();
+        let mut recovered = Vec::new();
         for (i, seq) in seqs.iter().enumerate() {
             let path = segment_path(&dir, *seq);
             let newest = i + 1 == seqs.len();
             let (read, bytes) = read_segment(&path, newest)?;
+            recovered.push(path.clone());
             if newest {
                 // Cut a torn tail off now, so this segment reads clean once it is no longer the newest.
                 let file = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(&path, e))?;
@@ -133,15 +141,13 @@ impl InputLog {
                     file.set_len(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io(&path, e))?;
                 }
             }
-            let max_epoch = read.iter().map(|b| b.epoch).max().unwrap_or(0);
             batches.extend(read);
-            segments.push(Segment { path, max_epoch, bytes });
         }
         let next_seq = seqs.last().map_or(1, |s| s + 1);
         let path = segment_path(&dir, next_seq);
         let active = create_segment(&path)?;
-        segments.push(Segment { path, max_epoch: 0, bytes: 0 });
-        let log = Self { dir, state: Mutex::new(State { active, segments, next_seq: next_seq + 1 }) };
+        let segments = vec![Segment { path, max_epoch: 0, bytes: 0 }];
+        let log = Self { dir, state: Mutex::new(State { active, segments, next_seq: next_seq + 1, recovered }) };
         Ok((log, batches))
     }
 
@@ -162,30 +168,48 @@ impl InputLog {
         frame.extend_from_slice(&epoch.to_le_bytes());
         frame.extend_from_slice(&batch.0);
         let mut state = self.state.lock();
-        let segment = state.segments.last_mut().expect("an active segment");
-        let path = segment.path.clone();
-        state.active.write_all(&frame).map_err(|e| Error::io(&path, e))?;
-        state.active.sync_data().map_err(|e| Error::io(&path, e))?;
+        let segment = state.segments.last().expect("an active segment");
+        let (path, good) = (segment.path.clone(), segment.bytes);
+        let written = state.active.write_all(&frame).and_then(|()| state.active.sync_data());
+        if let Err(e) = written {
+            // Part of the frame may be on disk: cut it off, and append to a new segment from now on,
+            // so no later acknowledged batch lands behind garbage.
+            let _ = state.active.set_len(good).and_then(|()| state.active.sync_all());
+            let _ = self.rotate(&mut state);
+            return Err(Error::io(&path, e));
+        }
         let segment = state.segments.last_mut().expect("an active segment");
         segment.max_epoch = segment.max_epoch.max(epoch);
         segment.bytes += frame.len() as u64;
         Ok(())
     }
 
-    /// Makes batches read back by [`InputLog::open`] and replayed (now
-    /// stamped with the epochs of this run) the log's own: appended to the
-    /// active segment, then the older segments deleted.
-    pub fn adopt(&self, replayed: &[(u64, EncodedBatch)]) -> Result<()> {
-        for (epoch, batch) in replayed {
+    /// Starts a new active segment.
+    fn rotate(&self, state: &mut State) -> Result<()> {
+        let path = segment_path(&self.dir, state.next_seq);
+        state.active = create_segment(&path)?;
+        state.next_seq += 1;
+        state.segments.push(Segment { path, max_epoch: 0, bytes: 0 });
+        Ok(())
+    }
+
+    /// Makes the batches read back by [`InputLog::open`] the log's own,
+    /// stamped with the epochs this run will give them (call it before
+    /// submitting them): appended and fsynced, then the recovered segments
+    /// deleted and the deletion made durable.
+    pub fn adopt(&self, renumbered: &[(u64, EncodedBatch)]) -> Result<()> {
+        for (epoch, batch) in renumbered {
             self.append(*epoch, batch)?;
         }
         let mut state = self.state.lock();
-        let active = state.segments.pop().expect("an active segment");
-        for old in state.segments.drain(..) {
-            std::fs::remove_file(&old.path).map_err(|e| Error::io(&old.path, e))?;
+        for old in std::mem::take(&mut state.recovered) {
+            match std::fs::remove_file(&old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&old, e)),
+            }
         }
-        state.segments.push(active);
-        Ok(())
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&self.dir, e))
     }
 
     /// Deletes the segments whose batches are all at or before `committed`
@@ -196,25 +220,29 @@ impl InputLog {
         let mut state = self.state.lock();
         let active = state.segments.last().expect("an active segment");
         if active.bytes > 0 && (active.max_epoch <= committed || active.bytes >= ROTATE_BYTES) {
-            let seq = state.next_seq;
-            let path = segment_path(&self.dir, seq);
-            state.active = create_segment(&path)?;
-            state.next_seq += 1;
-            state.segments.push(Segment { path, max_epoch: 0, bytes: 0 });
+            self.rotate(&mut state)?;
         }
         let keep_from = state.segments.len() - 1;
         let mut deleted = 0;
+        let mut failure = None;
         let mut kept = Vec::new();
         for (i, segment) in std::mem::take(&mut state.segments).into_iter().enumerate() {
             if i < keep_from && segment.max_epoch <= committed {
-                std::fs::remove_file(&segment.path).map_err(|e| Error::io(&segment.path, e))?;
-                deleted += 1;
+                match std::fs::remove_file(&segment.path) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => deleted += 1,
+                    Err(e) => {
+                        // Kept, and tried again at the next commit.
+                        failure.get_or_insert(Error::io(&segment.path, e));
+                        kept.push(segment);
+                    }
+                }
             } else {
                 kept.push(segment);
             }
         }
         state.segments = kept;
-        Ok(deleted)
+        failure.map_or(Ok(deleted), Err)
     }
 
     /// Bytes held in the log (all segments).
@@ -326,7 +354,10 @@ mod tests {
 
         let (log, read) = InputLog::open(dir.path()).unwrap();
         assert_eq!(read, vec![LoggedBatch { epoch: 1, changes: a }, LoggedBatch { epoch: 2, changes: c.clone() }]);
-        // Replayed in a new run: epoch 2 was committed before the crash, epoch 1's batch… say only [c] is pending.
+        // Until adopted, the recovered segment is out of truncation's reach.
+        assert_eq!(log.truncate_through(100).unwrap(), 0);
+        assert_eq!(segments(dir.path()), 2);
+        // Replayed in a new run: say only [c] is pending, renumbered 7.
         log.adopt(&[(7, EncodedBatch::new(&c).unwrap())]).unwrap();
         assert_eq!(segments(dir.path()), 1, "the old segments are gone once adopted");
         assert_eq!(log.truncate_through(6).unwrap(), 0);

@@ -55,7 +55,14 @@ pub async fn post_documents(
         max_document_bytes: app.config.server.max_document.as_u64() as usize,
         ..ChangeLimits::default()
     };
-    let changes = parse_body(&headers, &body, &limits)?;
+    let mut changes = parse_body(&headers, &body, &limits)?;
+    // Stamped here (not by the engine) so the input log holds the time a replay must keep.
+    let now_ms = crate::training::now_ms();
+    for change in &mut changes {
+        if let DocumentChange::Upsert(doc) = change {
+            doc.fetched_at.get_or_insert(now_ms);
+        }
+    }
     let accepted = changes.len();
     let (engine, log) = (app.engine.clone(), app.input_log.clone());
     // Durable before acknowledged: encoded first, appended and fsynced with the epoch the engine gives.

@@ -110,16 +110,20 @@ pub(crate) fn write_config_with(dir: &Path, port: u16, workers: usize) -> std::p
 }
 
 pub(crate) fn wait_ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child, log: &Path) {
+    if !ready_or_killed(http, base, child) {
+        panic!("twinflow exited while starting:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+}
+
+/// Waits until the server answers (true) or the process is gone (false).
+fn ready_or_killed(http: &reqwest::blocking::Client, base: &str, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if http.get(format!("{base}/healthz")).send().is_ok_and(|r| r.status().is_success()) {
-            return;
+            return true;
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "twinflow exited with {status} while starting:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+        if child.try_wait().unwrap().is_some() {
+            return false;
         }
         assert!(Instant::now() < deadline, "twinflow did not start");
         std::thread::sleep(Duration::from_millis(20));
@@ -169,17 +173,22 @@ fn run(dir: &Path, batches: &[String], seed: Option<u64>) -> usize {
     let mut next = 0;
     let mut child = start(&config, &log);
     loop {
-        wait_ready(&http, &base, &mut child, &log);
-        // A killer thread: SIGKILL at a random moment of this incarnation (up to 3 kills per seed).
+        // A killer thread: SIGKILL at a random moment of this incarnation, counted from its start, so
+        // some land while it restores and replays the input log (up to 3 kills per seed).
         let killer = (seed.is_some() && kills < 3).then(|| {
             let pid = child.id();
-            let delay = Duration::from_millis(rng.below(250));
+            // One kill in three within 40 ms of the start: opening the store, replaying the log.
+            let delay = Duration::from_millis(if rng.below(3) == 0 { rng.below(40) } else { rng.below(400) });
             std::thread::spawn(move || {
                 std::thread::sleep(delay);
                 let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
             })
         });
-        while next < batches.len() {
+        let ready = ready_or_killed(&http, &base, &mut child);
+        if !ready && killer.is_none() {
+            panic!("twinflow exited while starting:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        while ready && next < batches.len() {
             let sent = http
                 .post(format!("{base}/v1/documents"))
                 .header("content-type", "application/x-ndjson")
