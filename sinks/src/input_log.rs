@@ -259,54 +259,53 @@ fn create_segment(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// The batches of one segment and its valid length. In the newest segment
-/// a torn last frame (a crash mid-append) is dropped with a warning.
+/// The frame at `at`, if one is there whole and its checksum holds: `(epoch, payload)`.
+fn frame_at(bytes: &[u8], at: usize) -> Option<(u64, &[u8])> {
+    let header = bytes.get(at..at + HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    let epoch = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    if len > MAX_FRAME {
+        return None;
+    }
+    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&epoch.to_le_bytes());
+    hasher.update(payload);
+    (hasher.finalize() == crc).then_some((epoch, payload))
+}
+
+/// The batches of one segment and its valid length. A bad frame is a torn
+/// write (a crash mid-append, never acknowledged) only in the newest segment
+/// and only when no valid frame follows it: then the tail is dropped with a
+/// warning. Anything else is corruption, reported with the file and offset.
 fn read_segment(path: &Path, newest: bool) -> Result<(Vec<LoggedBatch>, u64)> {
     let mut bytes = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| Error::io(path, e))?;
     let mut batches = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let torn = |reason: &str| -> Result<()> {
-            if newest {
+        let Some((epoch, payload)) = frame_at(&bytes, at) else {
+            // Zeros need no search; otherwise any valid frame further on means this one was damaged in place.
+            let zeros = bytes[at..].iter().all(|b| *b == 0);
+            let later =
+                !zeros && (at + 1..bytes.len().saturating_sub(HEADER - 1)).any(|o| frame_at(&bytes, o).is_some());
+            if newest && !later {
                 tracing::warn!(
                     file = %path.display(),
                     offset = at,
                     dropped_bytes = bytes.len() - at,
-                    "input log ends with a torn write ({reason}): that batch was never acknowledged; dropped"
+                    "input log ends with a torn write: that batch was never acknowledged; dropped"
                 );
-                Ok(())
-            } else {
-                Err(corrupt(path, format!("{reason} at byte {at}")))
-            }
-        };
-        if bytes.len() - at < HEADER {
-            torn("a partial frame header")?;
-            return Ok((batches, at as u64));
-        }
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let epoch = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
-        if len > MAX_FRAME || bytes.len() - at - HEADER < len {
-            torn("a frame longer than the file")?;
-            return Ok((batches, at as u64));
-        }
-        let payload = &bytes[at + HEADER..at + HEADER + len];
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&epoch.to_le_bytes());
-        hasher.update(payload);
-        if hasher.finalize() != crc {
-            // Only the very last frame can be torn; a bad checksum with frames after it is corruption.
-            if at + HEADER + len == bytes.len() {
-                torn("a checksum mismatch in the last frame")?;
                 return Ok((batches, at as u64));
             }
-            return Err(corrupt(path, format!("checksum mismatch in the frame at byte {at}")));
-        }
+            let reason = if later { "a damaged frame with valid frames after it" } else { "a bad frame" };
+            return Err(corrupt(path, format!("checksum mismatch: {reason} at byte {at}")));
+        };
         let changes: Vec<DocumentChange> = serde_json::from_slice(payload)
             .map_err(|e| corrupt(path, format!("undecodable batch at byte {at}: {e}")))?;
         batches.push(LoggedBatch { epoch, changes });
-        at += HEADER + len;
+        at += HEADER + payload.len();
     }
     Ok((batches, at as u64))
 }
@@ -394,5 +393,27 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = InputLog::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_frame_in_the_newest_segment_is_not_taken_for_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = InputLog::open(dir.path()).unwrap();
+        log.append(1, &batch(&["a"]).1).unwrap();
+        log.append(2, &batch(&["b"]).1).unwrap();
+        let path = log.state.lock().segments.last().unwrap().path.clone();
+        drop(log);
+        // A flipped bit in the first frame's length: the second, acknowledged, frame must not be dropped silently.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[2] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = InputLog::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("valid frames after it") && err.contains(&path.display().to_string()), "{err}");
+        // Zeros after the last frame (space allocated, never written): a torn tail.
+        bytes[2] ^= 0x01;
+        bytes.extend_from_slice(&[0; 100]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, read) = InputLog::open(dir.path()).unwrap();
+        assert_eq!(read.len(), 2);
     }
 }
