@@ -35,6 +35,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Starts an app on `config` and serves it on a loopback port: the app, the
+/// runtime serving it (keep it alive) and its base URL.
+fn serve(config: Config) -> anyhow::Result<(Arc<twinflow_server::App>, tokio::runtime::Runtime, String)> {
+    let app = twinflow_server::App::start(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = twinflow_server::router(app.clone());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    Ok((app, runtime, base))
+}
+
 /// Runs `search-load` and returns its report.
 pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
     let cache = twinflow_connectors::demo::default_cache_dir();
@@ -52,12 +64,7 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
         config.embedder = EmbedderConfig::Hashing(Default::default());
     }
     config.rag.expansions = 1;
-    let app = twinflow_server::App::start(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let router = twinflow_server::router(app.clone());
-    runtime.spawn(async move { axum::serve(listener, router).await });
+    let (app, _runtime, base) = serve(config)?;
     let client = twinflow_server::client::Client::new(&base)?;
 
     let loading = Instant::now();
@@ -314,12 +321,7 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
     if !bench.minilm {
         config.embedder = EmbedderConfig::Hashing(Default::default());
     }
-    let app = twinflow_server::App::start(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let router = twinflow_server::router(app.clone());
-    runtime.spawn(async move { axum::serve(listener, router).await });
+    let (app, _runtime, base) = serve(config)?;
     let client = twinflow_server::client::Client::new(&base)?;
     let preload = &docs[..docs.len().min(60)];
     for batch in preload.chunks(20) {

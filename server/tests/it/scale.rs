@@ -25,6 +25,19 @@ fn up(config: &Path, log: &Path, extra: &[String]) -> Child {
         .expect("twinflow starts")
 }
 
+/// Sends each batch with `?wait=true` (one committed epoch each).
+fn post_committed(http: &reqwest::blocking::Client, base: &str, batches: &[String]) {
+    for (i, batch) in batches.iter().enumerate() {
+        let response = http
+            .post(format!("{base}/v1/documents?wait=true"))
+            .header("content-type", "application/x-ndjson")
+            .body(batch.clone())
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "batch {i}: {}", response.text().unwrap_or_default());
+    }
+}
+
 /// Runs the input on `workers` per process over `processes` processes;
 /// returns every table and the answers to `queries`.
 fn run(dir: &Path, batches: &[String], workers: usize, processes: usize, queries: &[&str]) -> (String, Vec<String>) {
@@ -49,15 +62,7 @@ fn run(dir: &Path, batches: &[String], workers: usize, processes: usize, queries
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     wait_ready(&http, &base, &mut child, &log);
-    for (i, batch) in batches.iter().enumerate() {
-        let response = http
-            .post(format!("{base}/v1/documents?wait=true"))
-            .header("content-type", "application/x-ndjson")
-            .body(batch.clone())
-            .send()
-            .unwrap();
-        assert!(response.status().is_success(), "batch {i}: {}", response.text().unwrap_or_default());
-    }
+    post_committed(&http, &base, batches);
     let status: serde_json::Value = http.get(format!("{base}/v1/status")).send().unwrap().json().unwrap();
     assert_eq!(status["workers"], workers * processes, "{status}");
     let answers = queries
@@ -124,15 +129,7 @@ fn a_restarted_cluster_encodes_nothing_again() {
         let mut child = up(&config, &log0, &cluster(0));
         wait_ready(&http, &base, &mut child, &log0);
         if round == 0 {
-            for batch in &batches {
-                let response = http
-                    .post(format!("{base}/v1/documents?wait=true"))
-                    .header("content-type", "application/x-ndjson")
-                    .body(batch.clone())
-                    .send()
-                    .unwrap();
-                assert!(response.status().is_success());
-            }
+            post_committed(&http, &base, &batches);
         }
         let status: serde_json::Value = http.get(format!("{base}/v1/status")).send().unwrap().json().unwrap();
         assert!(status["tables"]["embeddings"].as_u64().unwrap() > 5, "{status}");
