@@ -288,6 +288,9 @@ pub struct IngestLoadBench {
     /// Documents per batch.
     pub batch: usize,
     pub minilm: bool,
+    /// The engine's `max_lag`: batches are refused (503 `overloaded`) while
+    /// the oldest uncommitted change is older.
+    pub max_lag: Duration,
 }
 
 /// Peak and current resident memory of this process, in MiB (`VmHWM`, `VmRSS`).
@@ -318,6 +321,7 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
     let mut config = Config::default();
     config.storage.data_dir = dir.path().to_path_buf();
     config.training.on_drift = false;
+    config.engine.max_lag = bench.max_lag;
     if !bench.minilm {
         config.embedder = EmbedderConfig::Hashing(Default::default());
     }
@@ -377,7 +381,7 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
     let load = Load::start(&base, "hybrid", bench.clients, &queries);
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / bench.rate.max(0.01));
-    let (mut errors, mut batches, mut round) = (0usize, 0usize, 0usize);
+    let (mut errors, mut refused, mut batches, mut round) = (0usize, 0usize, 0usize, 0usize);
     let mut next = Instant::now();
     while started.elapsed() < Duration::from_secs(bench.seconds) {
         // Every batch edits documents already there: new chunks are embedded, old ones retracted.
@@ -393,8 +397,10 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
             .collect();
         round += 1;
         let sent = Instant::now();
-        match client.ingest(crate::corpus::ndjson(&edits)?, false) {
+        // Sent once: a fixed-rate writer counts refusals instead of waiting them out.
+        match client.ingest_with_patience(crate::corpus::ndjson(&edits)?, false, Duration::ZERO) {
             Ok(answer) => pending.lock().push((answer.epoch, sent)),
+            Err(e) if format!("{e:#}").contains("Overloaded") => refused += 1,
             Err(e) => {
                 errors += 1;
                 eprintln!("ingest error: {e:#}");
@@ -423,6 +429,8 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
         "documents": preload.len(),
         "target_batches_per_s": bench.rate, "docs_per_batch": bench.batch,
         "batches": batches, "achieved_batches_per_s": batches as f64 / elapsed, "ingest_errors": errors,
+        "refused_overloaded": refused, "accepted_batches_per_s": (batches - refused - errors) as f64 / elapsed,
+        "max_lag_ms": bench.max_lag.as_millis() as u64,
         "freshness_ms": {
             "p50": percentile(&freshness, 0.5), "p99": percentile(&freshness, 0.99),
             "max": freshness.last().copied().unwrap_or(f64::NAN),

@@ -46,6 +46,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// Uncommitted changes above which `submit` refuses.
     pub max_pending: usize,
+    /// Age of the oldest uncommitted change above which `submit` refuses.
+    pub max_lag: Duration,
     /// Chunk sizes.
     pub chunking: ChunkingConfig,
     /// Drift statistics in the dataflow (`None`: off).
@@ -64,6 +66,7 @@ impl EngineOptions {
             tick: engine.tick,
             max_batch: engine.max_batch.max(1),
             max_pending: engine.max_pending.max(1),
+            max_lag: engine.max_lag,
             chunking: chunking.clone(),
             drift: None,
             cluster: engine.cluster.clone(),
@@ -102,6 +105,14 @@ pub enum SubmitError {
     /// Too many changes are waiting to be committed.
     #[error("engine overloaded: {pending} changes are waiting to be committed (limit {limit}); retry later")]
     Overloaded { pending: usize, limit: usize },
+    /// The oldest uncommitted change has waited too long: changes arrive
+    /// faster than they are committed.
+    #[error(
+        "engine overloaded: the oldest uncommitted change has waited {} ms (limit {} ms); retry later",
+        lag.as_millis(),
+        limit.as_millis()
+    )]
+    Behind { lag: Duration, limit: Duration },
     /// The engine is shutting down.
     #[error("engine is shutting down")]
     ShuttingDown,
@@ -180,6 +191,7 @@ struct Ingest {
     stopping: AtomicBool,
     max_batch: usize,
     max_pending: usize,
+    max_lag: Duration,
 }
 
 impl Ingest {
@@ -300,6 +312,7 @@ impl Engine {
             stopping: AtomicBool::new(false),
             max_batch: options.max_batch,
             max_pending: options.max_pending,
+            max_lag: options.max_lag,
         });
 
         // The restored state is replayed as epoch `restore.epoch`, before any change.
@@ -415,6 +428,13 @@ impl Engine {
         let pending = self.ingest.pending(&open);
         if pending > 0 && pending + changes.len() > self.ingest.max_pending {
             return Err(SubmitError::Overloaded { pending, limit: self.ingest.max_pending });
+        }
+        // Closed epochs are committed in order: the first one is the oldest.
+        let oldest = self.ingest.uncommitted.lock().first_key_value().map(|(_, (_, t))| *t).or(open.first_accepted);
+        if let Some(lag) = oldest.map(|t| t.elapsed())
+            && lag > self.ingest.max_lag
+        {
+            return Err(SubmitError::Behind { lag, limit: self.ingest.max_lag });
         }
         let epoch = open.epoch;
         if changes.is_empty() {

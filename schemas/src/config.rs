@@ -433,6 +433,11 @@ pub struct EngineConfig {
     /// Changes accepted but not yet committed above which ingest is refused
     /// (HTTP 503 `overloaded`) or sources wait: bounded memory.
     pub max_pending: usize,
+    /// Age of the oldest uncommitted change above which ingest is refused
+    /// (HTTP 503 `overloaded`, with `Retry-After`) or sources wait: bounded
+    /// freshness when changes arrive faster than they can be committed.
+    #[serde(with = "humantime_serde")]
+    pub max_lag: Duration,
     /// timely's cluster mode: this process is one of several, each with
     /// `workers` threads. `None`: a single process.
     pub cluster: Option<ClusterConfig>,
@@ -452,7 +457,14 @@ pub struct ClusterConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { workers: 2, tick: Duration::from_millis(50), max_batch: 10_000, max_pending: 200_000, cluster: None }
+        Self {
+            workers: 2,
+            tick: Duration::from_millis(50),
+            max_batch: 10_000,
+            max_pending: 200_000,
+            max_lag: Duration::from_secs(60),
+            cluster: None,
+        }
     }
 }
 

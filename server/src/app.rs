@@ -327,7 +327,7 @@ impl App {
         let deadline = Instant::now() + patience;
         loop {
             match self.engine.submit(changes.clone()) {
-                Err(SubmitError::Overloaded { .. }) if Instant::now() < deadline => {
+                Err(SubmitError::Overloaded { .. } | SubmitError::Behind { .. }) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 other => return other,
@@ -683,7 +683,13 @@ fn commit_with_retry(
                 return;
             }
             Err(e) => {
-                tracing::error!(epoch = completed.epoch, error = %e, retry_in = ?delay, "commit failed; will retry");
+                tracing::error!(
+                    epoch = completed.epoch,
+                    error = %e,
+                    retry_in = ?delay,
+                    "commit failed; will retry (nothing accepted is lost meanwhile: free space or fix the \
+                     data directory; ingest is refused once changes wait longer than engine.max_lag)"
+                );
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(10));
             }

@@ -707,6 +707,7 @@ fn train(args: &ServerArgs, status: &str, start: &str) -> anyhow::Result<()> {
 }
 
 fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
+    stop_when_the_dataflow_fails();
     for dir in &args.watch {
         config.sources.push(SourceConfig::Watch(WatchSourceConfig {
             path: dir.clone(),
@@ -791,6 +792,41 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     stopped?;
     say(format_args!("stopped at epoch {}", app.store.committed_epoch()));
     Ok(())
+}
+
+/// Makes a panic on one of timely's threads (a worker, or the network
+/// threads of a cluster) end the process with exit code 1 and a clear
+/// error, instead of leaving it serving with a dataflow that no longer
+/// commits. Timely reports a dead or unreachable peer process only by
+/// panicking its network threads ("timely communication error: …").
+/// Nothing acknowledged is lost: the input log replays it at restart.
+fn stop_when_the_dataflow_fails() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let thread = std::thread::current().name().unwrap_or_default().to_owned();
+        if !thread.starts_with("timely:") {
+            return;
+        }
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        let why = if message.contains("communication error") {
+            "a process of the cluster stopped or its connection broke"
+        } else {
+            "a dataflow worker failed"
+        };
+        tracing::error!(
+            thread,
+            message,
+            "{why}: stopping this process; start every process of the cluster again \
+             (acknowledged changes are replayed from the input log)"
+        );
+        std::process::exit(1);
+    }));
 }
 
 /// `ADDRESS/TOPIC` of `--fluvio` and `--kafka`.

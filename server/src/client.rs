@@ -11,6 +11,19 @@ use twinflow_schemas::api::{
     ErrorBody, IngestResponse, RagRequest, RagResponse, SearchResponse, SqlFormat, SqlRequest, StatusResponse,
 };
 
+/// How long [`Client::ingest`] keeps sending a batch the server refuses as overloaded.
+pub const INGEST_PATIENCE: Duration = Duration::from_secs(300);
+
+/// The wait a 503 `overloaded` answer asks for (`Retry-After`, in seconds;
+/// twinflow sends it only with `overloaded`); `None` for any other answer.
+fn overloaded_retry_after(response: &Response) -> Option<Duration> {
+    if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let seconds = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(seconds.clamp(1, 60)))
+}
+
 /// Client of one twinflow server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -42,12 +55,34 @@ impl Client {
         }
     }
 
-    /// Posts NDJSON changes.
+    /// Posts NDJSON changes. While the server answers 503 `overloaded` the
+    /// same body is sent again after its `Retry-After`, for up to
+    /// [`INGEST_PATIENCE`]; nothing was accepted from a refused request.
     pub fn ingest(&self, ndjson: Vec<u8>, wait: bool) -> anyhow::Result<IngestResponse> {
+        self.ingest_with_patience(ndjson, wait, INGEST_PATIENCE)
+    }
+
+    /// [`ingest`](Self::ingest), sending again for up to `patience` (zero: once).
+    pub fn ingest_with_patience(
+        &self,
+        ndjson: Vec<u8>,
+        wait: bool,
+        patience: Duration,
+    ) -> anyhow::Result<IngestResponse> {
         let url = format!("{}/v1/documents?wait={wait}", self.base);
-        let response =
-            self.check(self.http.post(url).header("content-type", "application/x-ndjson").body(ndjson).send())?;
-        Ok(response.json()?)
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let sent = self.http.post(&url).header("content-type", "application/x-ndjson").body(ndjson.clone()).send();
+            if let Ok(response) = &sent
+                && let Some(wait) = overloaded_retry_after(response)
+                && std::time::Instant::now() + wait < deadline
+            {
+                tracing::info!(retry_in_ms = wait.as_millis() as u64, "twinflow is overloaded; sending again");
+                std::thread::sleep(wait);
+                continue;
+            }
+            return Ok(self.check(sent)?.json()?);
+        }
     }
 
     /// Runs SQL and returns the raw answer in `format`.

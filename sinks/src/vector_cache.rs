@@ -12,7 +12,9 @@
 //!   are restored from there); the file matters for the others. At open it is
 //!   compacted to the newest [`KEEP`] records that are not live.
 //! - Appends are buffered and flushed per batch, not fsynced: it is a cache.
-//!   A torn last record is ignored; a file of another model or dimension,
+//!   An append that fails (a full disk) is cut off the file, so later
+//!   records stay aligned; if it cannot be cut, appends stop. A torn last
+//!   record (a crash) is ignored; a file of another model or dimension,
 //!   or with a bad header, is set aside (`.bad`) and a new one started.
 
 use std::collections::HashSet;
@@ -36,7 +38,15 @@ const MAGIC: &[u8] = b"TWVC1\n";
 pub struct VectorCache {
     path: PathBuf,
     dim: usize,
-    writer: Mutex<BufWriter<File>>,
+    writer: Mutex<Appender>,
+}
+
+/// The open file, its length after the last whole append, and whether
+/// appends stopped (a failed append could not be cut off).
+#[derive(Debug)]
+struct Appender {
+    out: Option<BufWriter<File>>,
+    len: u64,
 }
 
 fn header(model_id: &str, dim: usize) -> Vec<u8> {
@@ -114,19 +124,44 @@ impl VectorCache {
             tracing::info!(file = %path.display(), records = total, kept = kept.len(), "embedding cache compacted");
         }
         let file = OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        Ok((Self { path, dim, writer: Mutex::new(BufWriter::new(file)) }, kept))
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        Ok((Self { path, dim, writer: Mutex::new(Appender { out: Some(BufWriter::new(file)), len }) }, kept))
     }
 
     /// Appends computed vectors (those of another dimension are skipped).
+    /// On failure nothing of this call stays in the file.
     pub fn append(&self, vectors: &[(Hash128, &[f32])]) -> Result<()> {
-        let mut writer = self.writer.lock();
+        let mut appender = self.writer.lock();
+        let Appender { out, len } = &mut *appender;
+        let Some(writer) = out.as_mut() else {
+            return Err(Error::io(&self.path, std::io::Error::other("appends stopped after a failed write")));
+        };
+        let mut added = 0u64;
         let mut write = || -> std::io::Result<()> {
             for (hash, vector) in vectors.iter().filter(|(_, v)| v.len() == self.dim) {
                 write_record(&mut *writer, *hash, vector)?;
+                added += (16 + 4 * vector.len()) as u64;
             }
             writer.flush()
         };
-        write().map_err(|e| Error::io(&self.path, e))
+        match write() {
+            Ok(()) => {
+                *len += added;
+                Ok(())
+            }
+            Err(e) => {
+                // Drop what is buffered, cut what reached the file: the records after stay aligned.
+                let (file, _) = out.take().expect("checked above").into_parts();
+                match file.set_len(*len) {
+                    Ok(()) => *out = Some(BufWriter::new(file)),
+                    Err(cut) => tracing::error!(
+                        file = %self.path.display(), error = %cut,
+                        "could not cut a failed append off the embedding cache; no more appends this run"
+                    ),
+                }
+                Err(Error::io(&self.path, e))
+            }
+        }
     }
 
     /// The file.

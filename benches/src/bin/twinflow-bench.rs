@@ -107,6 +107,7 @@ fn main() -> anyhow::Result<()> {
                 rate: flag("--rate", 10) as f64,
                 batch: flag("--batch", 4),
                 minilm: args.iter().any(|a| a == "--minilm"),
+                max_lag: Duration::from_millis(flag("--max-lag-ms", 5000) as u64),
             };
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::serve::ingest_load(&bench)?)?);
             Ok(())
@@ -177,6 +178,7 @@ impl Run {
             tick: Duration::from_secs(3600),
             max_batch: usize::MAX,
             max_pending: usize::MAX,
+            max_lag: Duration::MAX,
             ..EngineOptions::default()
         };
         let engine = Engine::start(options, Arc::new(HashingEmbedder::new(384)), None)?;
@@ -194,6 +196,7 @@ impl Run {
             tick: Duration::from_secs(3600),
             max_batch: usize::MAX,
             max_pending: usize::MAX,
+            max_lag: Duration::MAX,
             cluster: Some(twinflow_schemas::config::ClusterConfig { process, hosts: hosts.clone() }),
             ..EngineOptions::default()
         };

@@ -25,6 +25,7 @@ impl Harness {
             tick: Duration::from_secs(3600), // epochs are closed by `flush` only
             max_batch: usize::MAX,
             max_pending: usize::MAX,
+            max_lag: Duration::MAX,
             chunking,
             drift: Some(drift_config()),
             cluster: None,
@@ -48,6 +49,7 @@ impl Harness {
             tick: Duration::from_secs(3600),
             max_batch: usize::MAX,
             max_pending: usize::MAX,
+            max_lag: Duration::MAX,
             chunking: chunking.clone(),
             drift: Some(drift_config()),
             cluster: Some(ClusterConfig { process, hosts: hosts.clone() }),

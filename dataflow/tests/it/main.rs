@@ -2,6 +2,7 @@
 //! from-scratch recomputation after every epoch, on 1 and 4 workers) and work
 //! counting (only changed chunk texts are embedded).
 
+mod admission;
 mod harness;
 mod oracle;
 mod work;

@@ -69,7 +69,9 @@ pub async fn post_documents(
     let epoch = tokio::task::spawn_blocking(move || {
         let encoded = log.as_ref().map(|_| EncodedBatch::new(&changes)).transpose().map_err(ApiError::internal)?;
         let epoch = engine.submit(changes).map_err(|e| match e {
-            SubmitError::Overloaded { .. } => ApiError::new(ErrorCode::Overloaded, e.to_string()),
+            SubmitError::Overloaded { .. } | SubmitError::Behind { .. } => {
+                ApiError::new(ErrorCode::Overloaded, e.to_string())
+            }
             SubmitError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
         })?;
         if let (Some(log), Some(encoded)) = (log, encoded) {

@@ -42,8 +42,14 @@ impl IntoResponse for ApiError {
         if status.is_client_error() {
             tracing::info!(code = ?self.code, message = %self.message, "client error");
         }
+        let overloaded = self.code == ErrorCode::Overloaded;
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, line: self.line } };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if overloaded {
+            // Clients (and `twinflow ingest`) wait this long before sending again.
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

@@ -7,6 +7,7 @@ mod binary;
 mod crash;
 mod dashboard;
 mod datasets;
+mod disk_full;
 mod drift;
 mod fixtures;
 mod metrics;

@@ -26,7 +26,7 @@ fn up(config: &Path, log: &Path, extra: &[String]) -> Child {
 }
 
 /// Sends each batch with `?wait=true` (one committed epoch each).
-fn post_committed(http: &reqwest::blocking::Client, base: &str, batches: &[String]) {
+pub(crate) fn post_committed(http: &reqwest::blocking::Client, base: &str, batches: &[String]) {
     for (i, batch) in batches.iter().enumerate() {
         let response = http
             .post(format!("{base}/v1/documents?wait=true"))
@@ -40,7 +40,13 @@ fn post_committed(http: &reqwest::blocking::Client, base: &str, batches: &[Strin
 
 /// Runs the input on `workers` per process over `processes` processes;
 /// returns every table and the answers to `queries`.
-fn run(dir: &Path, batches: &[String], workers: usize, processes: usize, queries: &[&str]) -> (String, Vec<String>) {
+pub(crate) fn run(
+    dir: &Path,
+    batches: &[String],
+    workers: usize,
+    processes: usize,
+    queries: &[&str],
+) -> (String, Vec<String>) {
     std::fs::create_dir_all(dir).unwrap();
     let port = free_port();
     let config = write_config_with(dir, port, workers);
@@ -147,4 +153,70 @@ fn a_restarted_cluster_encodes_nothing_again() {
     }
     assert!(embedded_by_process_1[0] > 0, "process 1 embedded its share: {embedded_by_process_1:?}");
     assert_eq!(embedded_by_process_1[1], 0, "and after the restart nothing: {embedded_by_process_1:?}");
+}
+
+/// A process of the cluster killed (SIGKILL) while changes stream in:
+/// process 0 stops with exit code 1 and an error saying what happened
+/// (instead of serving on with a dataflow that no longer commits); the
+/// cluster started again on the same data ends with the same tables as one
+/// process given the same input: nothing acknowledged is lost.
+#[test]
+fn a_killed_process_stops_the_cluster_and_a_restart_loses_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let batches = workload(23, 16);
+    let (expected, _) = run(&root.path().join("one"), &batches, 1, 1, &[]);
+
+    let dir = root.path().join("cluster");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let config = write_config_with(&dir, port, 1);
+    let hostfile = dir.join("hosts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let cluster = |process: usize| {
+        vec!["--hostfile".to_owned(), hostfile.display().to_string(), "--process".into(), process.to_string()]
+    };
+    let start = |round: usize| {
+        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+        let other = up(&config, &dir.join(format!("process-1-{round}.log")), &cluster(1));
+        let log0 = dir.join(format!("process-0-{round}.log"));
+        let mut child = up(&config, &log0, &cluster(0));
+        wait_ready(&http, &base, &mut child, &log0);
+        (child, other, log0)
+    };
+
+    let (mut child, mut other, log0) = start(0);
+    let (committed, streamed) = batches.split_at(batches.len() / 2);
+    post_committed(&http, &base, committed);
+    // Acknowledged (in the input log), not waited for: the kill may come before they are committed.
+    for batch in streamed {
+        let response = http
+            .post(format!("{base}/v1/documents"))
+            .header("content-type", "application/x-ndjson")
+            .body(batch.clone())
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.text().unwrap_or_default());
+    }
+    other.kill().unwrap();
+    other.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "process 0 still runs 60 s after process 1 was killed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&log0).unwrap();
+    assert_eq!(status.code(), Some(1), "process 0 exits 1:\n{log}");
+    assert!(log.contains("a process of the cluster stopped or its connection broke"), "{log}");
+
+    // The restart replays what was acknowledged but not committed before it serves.
+    let (mut child, mut other, _) = start(1);
+    stop(&mut child);
+    assert!(other.wait().unwrap().success());
+    let after: String =
+        tables(&dir.join("data")).into_iter().map(|(name, rows)| format!("== {name}\n{rows}")).collect();
+    assert!(after == expected, "tables after the restart differ from one process given the same input");
 }
