@@ -342,3 +342,153 @@ fn a_restart_never_encodes_a_text_twice() {
         app.shutdown().unwrap();
     }
 }
+
+/// A corpus the instruct extractor and the adapter trainer have enough to
+/// work with: `docs` documents of four paragraphs of pseudo-words.
+fn training_corpus(docs: usize) -> String {
+    const SYLLABLES: &[&str] = &["ka", "lo", "mi", "ren", "tu", "sa", "vel", "dor", "in", "pha", "gro", "ste"];
+    let mut rng = Rng(0x7e57_1a1e);
+    (0..docs)
+        .map(|d| {
+            let paragraphs: Vec<String> = (0..4)
+                .map(|_| {
+                    let words: Vec<String> = (0..40)
+                        .map(|_| (0..2 + rng.below(2)).map(|_| SYLLABLES[rng.below(12) as usize]).collect())
+                        .collect();
+                    words.join(" ") + "."
+                })
+                .collect();
+            serde_json::json!({
+                "op": "upsert", "doc_id": format!("report-{d:02}"), "kind": "article", "author": "Ada",
+                "title": format!("Report {d}"), "content": paragraphs.join("\n\n"),
+            })
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The registry and the dataset versions as the API shows them, checked
+/// for consistency: versions numbered 1..=n, each model's dataset version
+/// listed, each dataset version readable, no training run in progress.
+/// Returns (model versions, dataset versions).
+fn training_state(http: &reqwest::blocking::Client, base: &str) -> (u64, u64) {
+    let models: serde_json::Value = http.get(format!("{base}/v1/models")).send().unwrap().json().unwrap();
+    assert_eq!(models["training"]["state"], "idle", "{models}");
+    let versions: Vec<u64> =
+        models["versions"].as_array().unwrap().iter().map(|c| c["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "{models}");
+    let datasets: serde_json::Value = http.get(format!("{base}/v1/datasets")).send().unwrap().json().unwrap();
+    let dataset_versions: Vec<u64> = datasets["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["name"] == "instruct")
+        .flat_map(|d| d["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()))
+        .collect();
+    for v in &dataset_versions {
+        let response = http.get(format!("{base}/v1/datasets/instruct/versions/{v}")).send().unwrap();
+        assert!(response.status().is_success(), "dataset version {v}: {}", response.text().unwrap_or_default());
+    }
+    for card in models["versions"].as_array().unwrap() {
+        let dataset = card["dataset"]["version"].as_u64().unwrap();
+        assert!(dataset_versions.contains(&dataset), "model {card} trained on a dataset version not listed");
+    }
+    match models["active"].as_str().unwrap().strip_prefix("adapter-v") {
+        Some(v) => assert!(versions.contains(&v.parse().unwrap()), "the active adapter is registered: {models}"),
+        None => assert_eq!(models["active"], "base"),
+    }
+    (versions.len() as u64, dataset_versions.iter().copied().max().unwrap_or(0))
+}
+
+/// Waits until the current training run has finished; returns its status.
+fn trained(http: &reqwest::blocking::Client, base: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let models: serde_json::Value = http.get(format!("{base}/v1/models")).send().unwrap().json().unwrap();
+        if models["training"]["state"] == "idle" && models["training"]["runs"].as_u64() >= Some(1) {
+            return models["training"].clone();
+        }
+        assert!(Instant::now() < deadline, "training never finished: {models}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGKILL while the embedding adapter trains (snapshotting the tables,
+/// writing the dataset version, training, registering, promoting): after
+/// each restart the registry and the datasets are consistent (only whole
+/// versions, numbered without gaps, every model's dataset present, the
+/// active adapter loadable and searched through), the next run completes,
+/// and the tables are those before training.
+#[test]
+fn sigkill_while_training_leaves_whole_versions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    let config = write_config(dir, port);
+    let text = std::fs::read_to_string(&config).unwrap() + "\n[training]\nepochs = 20\nbatch_size = 16\n";
+    std::fs::write(&config, text).unwrap();
+    let log = dir.join("twinflow.log");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+
+    let mut child = start(&config, &log);
+    wait_ready(&http, &base, &mut child, &log);
+    let response = http
+        .post(format!("{base}/v1/documents?wait=true"))
+        .header("content-type", "application/x-ndjson")
+        .body(training_corpus(80))
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.text().unwrap_or_default());
+    stop(&mut child);
+    let before = tables(&dir.join("data"));
+
+    // One whole run, to know how long a run takes.
+    let mut child = start(&config, &log);
+    wait_ready(&http, &base, &mut child, &log);
+    let started = Instant::now();
+    assert_eq!(http.post(format!("{base}/v1/models/train")).send().unwrap().status().as_u16(), 202);
+    let status = trained(&http, &base);
+    let run = started.elapsed();
+    assert!(status["last_error"].is_null(), "{status}");
+    assert_eq!(training_state(&http, &base), (1, 1));
+
+    let kills = std::env::var("TWINFLOW_CRASH_TRAINING_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(12u64);
+    let mut rng = Rng(0x7a11 | 1);
+    let mut phases = Vec::new();
+    for kill in 0..kills {
+        assert_eq!(http.post(format!("{base}/v1/models/train")).send().unwrap().status().as_u16(), 202);
+        // Anywhere in the run, spread over its phases.
+        std::thread::sleep(run.mul_f64((kill as f64 + rng.below(1000) as f64 / 1000.0) / kills as f64));
+        let models: serde_json::Value = http.get(format!("{base}/v1/models")).send().unwrap().json().unwrap();
+        let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+        if models["training"]["state"] == "running" {
+            phases.push(models["training"]["phase"].as_str().unwrap_or_default().to_owned());
+        }
+        child.wait().unwrap();
+        child = start(&config, &log);
+        wait_ready(&http, &base, &mut child, &log);
+        let (models, _) = training_state(&http, &base);
+        assert!(models >= 1, "the finished version stays");
+        let search: serde_json::Value = http
+            .get(format!("{base}/v1/search"))
+            .query(&[("q", "kalo miren"), ("k", "3")])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(search["results"].as_array().map(Vec::len), Some(3), "{search}");
+    }
+
+    eprintln!("a run took {run:?}; killed during {phases:?}");
+    assert!(phases.len() as u64 * 2 >= kills, "most kills land while training runs: {phases:?} in {run:?}");
+    // After the kills a run completes, numbered after every whole version.
+    let (models, datasets) = training_state(&http, &base);
+    assert_eq!(http.post(format!("{base}/v1/models/train")).send().unwrap().status().as_u16(), 202);
+    let status = trained(&http, &base);
+    assert!(status["last_error"].is_null(), "{status}");
+    assert_eq!(training_state(&http, &base), (models + 1, datasets + 1));
+    stop(&mut child);
+    assert!(tables(&dir.join("data")) == before, "training changed no table");
+}
