@@ -110,13 +110,27 @@ pub struct SearchConfig {
     pub bm25_weight: f32,
     /// Damping of reciprocal-rank fusion (60 in the original paper).
     pub rrf_k: f32,
+    /// Shards of both live indexes (BM25 and HNSW), split by chunk id:
+    /// a search asks every shard and merges their best, a commit updates
+    /// them side by side. 0: one per engine worker (of every process).
+    pub shards: usize,
     /// The approximate vector index.
     pub ann: AnnConfig,
 }
 
+impl SearchConfig {
+    /// The number of index shards for `engine`'s workers.
+    pub fn shards_for(&self, engine: &EngineConfig) -> usize {
+        match self.shards {
+            0 => engine.workers.max(1) * engine.cluster.as_ref().map_or(1, |c| c.hosts.len().max(1)),
+            n => n,
+        }
+    }
+}
+
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0, ann: AnnConfig::default() }
+        Self { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0, shards: 0, ann: AnnConfig::default() }
     }
 }
 

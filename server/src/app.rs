@@ -174,7 +174,7 @@ impl App {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let store = Arc::new(
-            Store::open_with(data_dir, embedder.dim(), &config.search.ann)
+            Store::open_sharded(data_dir, embedder.dim(), &config.search.ann, config.search.shards_for(&config.engine))
                 .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
         );
         let mut restore = restore_from(&store, embedder.as_ref())?;

@@ -27,6 +27,7 @@ mod error_log;
 mod live;
 mod restore;
 mod search;
+mod shards;
 mod sql;
 mod store;
 mod text_index;

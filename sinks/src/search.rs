@@ -16,7 +16,7 @@ use twinflow_schemas::{DocumentKind, EmbeddingRow, Hash128};
 
 use crate::error::Result;
 use crate::live::LiveState;
-use crate::vector_index::VectorIndex;
+use crate::vector_index::ShardedVectors;
 
 /// Where a search reads each row's vector: the stored (base) vector, or its
 /// projection by the active adapter.
@@ -76,7 +76,7 @@ pub(crate) fn top_k(
 pub(crate) fn planned_top_k(
     live: &LiveState,
     vectors: Vectors<'_>,
-    index: &VectorIndex,
+    index: &ShardedVectors,
     query: &[f32],
     k: usize,
     allowed: Option<&HashSet<Hash128>>,

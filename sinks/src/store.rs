@@ -16,7 +16,7 @@ use twinflow_schemas::{
 };
 
 use crate::text_index::TextIndex;
-use crate::vector_index::{VectorIndex, VectorIndexStats};
+use crate::vector_index::{ShardedVectors, VectorIndexStats};
 use twinflow_schemas::config::AnnConfig;
 
 use crate::drift_log::{drift_batch, drift_path, read_drift};
@@ -106,7 +106,7 @@ struct State {
     /// BM25 over the live chunk texts, at `committed` like `live`.
     text: TextIndex,
     /// HNSW over the live embeddings, at `committed` like `live`.
-    vectors: VectorIndex,
+    vectors: ShardedVectors,
     /// Every committed `drift` row, in epoch order.
     drift: Vec<DriftRow>,
     /// Every committed `ingest_errors` row, in epoch order.
@@ -156,6 +156,17 @@ impl Store {
     /// [`open`](Self::open) with the settings of the approximate vector index,
     /// which is rebuilt from the stored embeddings (nothing is re-encoded).
     pub fn open_with(data_dir: &Path, dim: usize, ann: &AnnConfig) -> Result<Store> {
+        Self::open_sharded(data_dir, dim, ann, 1)
+    }
+
+    /// [`open_with`](Self::open_with) with both live indexes (BM25 and HNSW)
+    /// split into `shards` shards by chunk id: searches ask every shard and
+    /// merge their best, commits update the shards side by side. Answers do
+    /// not depend on the number of shards (BM25 scores with the statistics of
+    /// the whole live corpus; exact vector scans are unaffected); approximate
+    /// (HNSW) candidates can differ, as between any two graphs.
+    pub fn open_sharded(data_dir: &Path, dim: usize, ann: &AnnConfig, shards: usize) -> Result<Store> {
+        let shards = shards.max(1);
         std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
         let dir = std::fs::canonicalize(data_dir).map_err(|e| Error::io(data_dir, e))?;
         let (manifest, live) = match Manifest::load(&dir)? {
@@ -172,14 +183,14 @@ impl Store {
             }
             None => (Manifest::new(dim), LiveState::default()),
         };
-        let text = TextIndex::new()?;
+        let text = TextIndex::with_shards(shards)?;
         let chunks = live.chunks.current();
         text.apply(chunks.iter().map(|c| (c.chunk_id, c.text.as_str())), [])?;
         drop(chunks);
         let started = Instant::now();
         // The graph saved with the latest snapshot, brought up to date; else a rebuild.
         let saved = manifest.snapshots.iter().map(|s| s.version).max().and_then(|version| {
-            let mut index = VectorIndex::load(&dir.join(INDEX_DIR), version, dim, ann)?;
+            let mut index = ShardedVectors::load(&dir.join(INDEX_DIR), version, dim, ann, shards)?;
             let rows = live.embeddings.current();
             let rows = rows.iter().map(|r| (r.chunk_id, r.model_id.as_str(), r.vector.0.as_slice()));
             match index.reconcile(rows) {
@@ -196,7 +207,7 @@ impl Store {
         let vectors = match saved {
             Some(index) => index,
             None => {
-                let mut vectors = VectorIndex::new(dim, ann)?;
+                let mut vectors = ShardedVectors::new(dim, ann, shards)?;
                 for row in live.embeddings.current() {
                     vectors.set(row.chunk_id, &row.model_id, Some(&row.vector.0))?;
                 }
@@ -208,6 +219,7 @@ impl Store {
             epoch = manifest.committed_epoch,
             chunks = text.len(),
             vectors = vectors.len(),
+            shards,
             vector_index_ms = started.elapsed().as_millis() as u64,
             "opened store"
         );
@@ -707,7 +719,7 @@ impl Store {
                 Some(p) => rows.iter().map(|r| (r.chunk_id, p.project(&r.vector.0))).collect(),
                 None => HashMap::new(),
             };
-            let mut index = VectorIndex::new(self.dim, &state.vectors.config())?;
+            let mut index = ShardedVectors::new(self.dim, &state.vectors.config(), state.vectors.shards())?;
             for row in &rows {
                 let vector = projected.get(&row.chunk_id).map_or(row.vector.0.as_slice(), Vec::as_slice);
                 index.set(row.chunk_id, &row.model_id, Some(vector))?;

@@ -1,42 +1,77 @@
-//! BM25 full-text index over the live chunk texts (tantivy, in memory).
+//! BM25 full-text index over the live chunk texts (tantivy, in memory),
+//! split into shards by `chunk_id`.
 //!
 //! One tantivy document per distinct chunk text, keyed by its `chunk_id`
-//! (16 bytes, indexed for deletes, a fast field for filtering). The store
-//! updates it in the same commit that applies an epoch to the live state, so
-//! a search sees the same epoch in both indexes; on open it is rebuilt from
-//! the restored chunks (no model needed). Metadata filters arrive as the set
-//! of chunk ids whose documents pass, applied by the collector during the
-//! search, so `k` is filled when enough chunks match.
+//! (16 bytes, indexed for deletes, a fast field for filtering), in the shard
+//! [`crate::shards::shard_of`] names. The store updates it in the same commit
+//! that applies an epoch to the live state, so a search sees the same epoch in
+//! both indexes; on open it is rebuilt from the restored chunks (no model
+//! needed). Metadata filters arrive as the set of chunk ids whose documents
+//! pass, applied by the collector during the search, so `k` is filled when
+//! enough chunks match.
+//!
+//! A search asks every shard for its `k` best and merges them (score, then
+//! `chunk_id`). Every shard scores with the statistics of the whole live
+//! corpus ([`LiveStats`]): the number of live chunks, their total length,
+//! and each word's number of live chunks. Tantivy's own statistics count
+//! deleted documents until a merge drops them, so they would depend on how
+//! the index was built; these depend only on what is live, so the scores are
+//! the same whatever the number of shards and whatever the history.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tantivy::collector::{BytesFilterCollector, TopDocs};
-use tantivy::query::QueryParser;
-use tantivy::schema::{BytesOptions, Field, Schema, TEXT, Value};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::query::{Bm25StatisticsProvider, QueryParser};
+use tantivy::schema::{BytesOptions, Field, IndexRecordOption, Schema, TEXT, Value};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, SegmentReader, TERMINATED, TantivyDocument, Term,
+};
 
 use twinflow_schemas::Hash128;
 
 use crate::error::{Error, Result};
+use crate::shards::{fan_out, shard_of};
 
-/// Memory the index writer may use before it flushes a segment.
+/// Memory all the shards' writers may use before they flush a segment.
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
+/// The least a tantivy writer accepts.
+const MIN_WRITER_HEAP: usize = 15 * 1024 * 1024;
+/// BM25 scores are rounded to this (relative) step before they are compared.
+const SCORE_STEP: f32 = 1e-5;
+
+/// `score` rounded to [`SCORE_STEP`] of its magnitude (monotone: a better
+/// score never rounds below a worse one).
+fn round_score(score: f32) -> f32 {
+    if score == 0.0 || !score.is_finite() {
+        return score;
+    }
+    let step = SCORE_STEP * 2f32.powi(score.abs().log2().floor() as i32);
+    (score / step).round() * step
+}
+
+/// One shard: its writer and reader.
+struct Shard {
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+}
 
 /// The BM25 index of the live chunks.
 pub(crate) struct TextIndex {
     /// Reads a query's words (OR-ed, the parser's default) for the `text` field.
     parser: QueryParser,
-    writer: Mutex<IndexWriter>,
-    reader: IndexReader,
+    shards: Vec<Shard>,
     id: Field,
     text: Field,
+    /// The live corpus's size and length for the shards' current searchers
+    /// (by generation): computed once per commit, not per query.
+    totals: Mutex<Option<(Vec<u64>, u64, u64)>>,
 }
 
 impl std::fmt::Debug for TextIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextIndex").field("docs", &self.reader.searcher().num_docs()).finish()
+        f.debug_struct("TextIndex").field("shards", &self.shards.len()).field("docs", &self.len()).finish()
     }
 }
 
@@ -45,51 +80,84 @@ fn index_error(e: impl std::fmt::Display) -> Error {
 }
 
 impl TextIndex {
-    /// An empty index.
+    /// An empty index of one shard.
+    #[cfg(test)]
     pub(crate) fn new() -> Result<Self> {
+        Self::with_shards(1)
+    }
+
+    /// An empty index of `shards` shards (at least one).
+    pub(crate) fn with_shards(shards: usize) -> Result<Self> {
         let mut schema = Schema::builder();
         let id = schema.add_bytes_field("chunk_id", BytesOptions::default().set_indexed().set_fast().set_stored());
         let text = schema.add_text_field("text", TEXT);
-        let index = Index::create_in_ram(schema.build());
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP).map_err(index_error)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
-        let parser = QueryParser::for_index(&index, vec![text]);
-        Ok(Self { parser, writer: Mutex::new(writer), reader, id, text })
+        let schema = schema.build();
+        let heap = (WRITER_HEAP / shards.max(1)).max(MIN_WRITER_HEAP);
+        let mut parser = None;
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let index = Index::create_in_ram(schema.clone());
+                let writer = index.writer_with_num_threads(1, heap).map_err(index_error)?;
+                let reader =
+                    index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
+                parser.get_or_insert_with(|| QueryParser::for_index(&index, vec![text]));
+                Ok(Shard { writer: Mutex::new(writer), reader })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let parser = parser.expect("at least one shard");
+        Ok(Self { parser, shards, id, text, totals: Mutex::new(None) })
     }
 
     /// Makes the index hold exactly `present` among the ids it is told about:
     /// every id in `present` is (re)indexed with its text, every id in
-    /// `absent` is removed; then commits, so searches see the change.
+    /// `absent` is removed; then commits the shards that changed (in
+    /// parallel when several did), so searches see the change.
     pub(crate) fn apply<'a>(
         &self,
         present: impl IntoIterator<Item = (Hash128, &'a str)>,
         absent: impl IntoIterator<Item = Hash128>,
     ) -> Result<()> {
-        let mut writer = self.writer.lock();
-        let mut changed = false;
+        let n = self.shards.len();
+        let mut work: Vec<(Vec<Hash128>, Vec<(Hash128, &str)>)> = (0..n).map(|_| Default::default()).collect();
+        for id in absent {
+            work[shard_of(&id, n)].0.push(id);
+        }
+        for (id, text) in present {
+            work[shard_of(&id, n)].1.push((id, text));
+        }
+        let ops: usize = work.iter().map(|(a, p)| a.len() + p.len()).sum();
+        let jobs: Vec<_> = self.shards.iter().zip(work).filter(|(_, (a, p))| !a.is_empty() || !p.is_empty()).collect();
+        fan_out(&jobs, ops >= 512, |(shard, (absent, present))| self.apply_to(shard, absent, present))
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+
+    fn apply_to(&self, shard: &Shard, absent: &[Hash128], present: &[(Hash128, &str)]) -> Result<()> {
+        let mut writer = shard.writer.lock();
         for id in absent {
             writer.delete_term(Term::from_field_bytes(self.id, &id.0.to_be_bytes()));
-            changed = true;
         }
         for (id, text) in present {
             let key = id.0.to_be_bytes();
             writer.delete_term(Term::from_field_bytes(self.id, &key));
             let mut doc = TantivyDocument::default();
             doc.add_bytes(self.id, &key[..]);
-            doc.add_text(self.text, text);
+            doc.add_text(self.text, *text);
             writer.add_document(doc).map_err(index_error)?;
-            changed = true;
         }
-        if changed {
-            writer.commit().map_err(index_error)?;
-            self.reader.reload().map_err(index_error)?;
-        }
-        Ok(())
+        writer.commit().map_err(index_error)?;
+        shard.reader.reload().map_err(index_error)
     }
 
-    /// The `k` best chunks for the words of `query` by BM25, best first;
-    /// with `allowed`, only those chunk ids. Query syntax errors are not
-    /// errors: the query is read leniently, as words.
+    /// The `k` best chunks for the words of `query` by BM25, best first (ties
+    /// by `chunk_id`); with `allowed`, only those chunk ids. Query syntax
+    /// errors are not errors: the query is read leniently, as words.
+    ///
+    /// Scores are rounded to [`SCORE_STEP`], so that sums of the same terms
+    /// added in another order (shards, segments) tie exactly; a shard whose
+    /// last hit ties with the `k`-th overall is asked again for more, so every
+    /// tied chunk takes part in the tie-break whatever the sharding.
     pub(crate) fn search(
         &self,
         query: &str,
@@ -101,30 +169,124 @@ impl TextIndex {
         }
         // BM25 ranks chunks with more of the OR-ed words first.
         let (parsed, _) = self.parser.parse_query_lenient(query);
-        let searcher = self.reader.searcher();
-        let top = TopDocs::with_limit(k);
-        let docs = match allowed {
-            None => searcher.search(&parsed, &top).map_err(index_error)?,
-            Some(allowed) => {
-                let filter =
-                    BytesFilterCollector::new("chunk_id".to_owned(), move |id: &[u8]| allowed.contains(id), top);
-                searcher.search(&parsed, &filter).map_err(index_error)?
+        let searchers: Vec<Searcher> = self.shards.iter().map(|s| s.reader.searcher()).collect();
+        let stats = self.live_stats(&searchers)?;
+        let one = |searcher: &Searcher, limit: usize| -> Result<Vec<(Hash128, f32)>> {
+            let top = TopDocs::with_limit(limit);
+            let docs = match &allowed {
+                None => searcher.search_with_statistics_provider(&parsed, &top, &stats),
+                Some(allowed) => {
+                    let allowed = allowed.clone();
+                    let filter =
+                        BytesFilterCollector::new("chunk_id".to_owned(), move |id: &[u8]| allowed.contains(id), top);
+                    searcher.search_with_statistics_provider(&parsed, &filter, &stats)
+                }
             }
+            .map_err(index_error)?;
+            let mut out = Vec::with_capacity(docs.len());
+            for (score, address) in docs {
+                let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;
+                let Some(bytes) = doc.get_first(self.id).and_then(|v| v.as_bytes()) else { continue };
+                let Ok(key) = <[u8; 16]>::try_from(bytes) else { continue };
+                out.push((Hash128(u128::from_be_bytes(key)), round_score(score)));
+            }
+            Ok(out)
         };
-        let mut out = Vec::with_capacity(docs.len());
-        for (score, address) in docs {
-            let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;
-            let Some(bytes) = doc.get_first(self.id).and_then(|v| v.as_bytes()) else { continue };
-            let Ok(key) = <[u8; 16]>::try_from(bytes) else { continue };
-            out.push((Hash128(u128::from_be_bytes(key)), score));
+        let parallel = stats.docs >= crate::shards::PARALLEL_FROM as u64;
+        let mut found: Vec<(usize, Vec<(Hash128, f32)>)> = Vec::with_capacity(searchers.len());
+        // One more than k from each: a tie at the k-th place shows as a tie with the next.
+        for hits in fan_out(&searchers, parallel, |searcher| one(searcher, k + 1)) {
+            found.push((k + 1, hits?));
         }
-        Ok(out)
+        let order = |a: &(Hash128, f32), b: &(Hash128, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let merged = |found: &[(usize, Vec<(Hash128, f32)>)]| {
+            let mut hits: Vec<(Hash128, f32)> = found.iter().flat_map(|(_, h)| h.iter().copied()).collect();
+            hits.sort_unstable_by(order);
+            hits
+        };
+        let mut hits = merged(&found);
+        if hits.len() > k && hits[k].1 >= hits[k - 1].1 {
+            let boundary = hits[k - 1].1;
+            for (searcher, (limit, shard_hits)) in searchers.iter().zip(&mut found) {
+                // Full, and its last hit ties with the boundary: it may hold more tied chunks.
+                while shard_hits.len() == *limit && shard_hits.last().is_some_and(|h| h.1 >= boundary) {
+                    *limit *= 2;
+                    *shard_hits = one(searcher, *limit)?;
+                }
+            }
+            hits = merged(&found);
+        }
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// The statistics of the live corpus for these searchers.
+    fn live_stats<'a>(&self, searchers: &'a [Searcher]) -> Result<LiveStats<'a>> {
+        let generations: Vec<u64> = searchers.iter().map(|s| s.generation().generation_id()).collect();
+        let mut totals = self.totals.lock();
+        if let Some((cached, docs, tokens)) = &*totals
+            && *cached == generations
+        {
+            return Ok(LiveStats { searchers, docs: *docs, tokens: *tokens });
+        }
+        let (mut docs, mut tokens) = (0u64, 0u64);
+        for segment in searchers.iter().flat_map(|s| s.segment_readers()) {
+            let norms = segment.get_fieldnorms_reader(self.text).map_err(index_error)?;
+            for doc in segment.doc_ids_alive() {
+                docs += 1;
+                tokens += u64::from(norms.fieldnorm(doc));
+            }
+        }
+        *totals = Some((generations, docs, tokens));
+        Ok(LiveStats { searchers, docs, tokens })
     }
 
     /// Number of indexed chunks.
     pub(crate) fn len(&self) -> u64 {
-        self.reader.searcher().num_docs()
+        self.shards.iter().map(|s| s.reader.searcher().num_docs()).sum()
     }
+}
+
+/// BM25's corpus statistics over every shard, counting live chunks only:
+/// their number, their total length (of the text field, the only one
+/// scored), and per word the live chunks holding it.
+struct LiveStats<'a> {
+    searchers: &'a [Searcher],
+    docs: u64,
+    tokens: u64,
+}
+
+impl Bm25StatisticsProvider for LiveStats<'_> {
+    fn total_num_tokens(&self, _field: Field) -> tantivy::Result<u64> {
+        Ok(self.tokens)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let mut n = 0;
+        for segment in self.searchers.iter().flat_map(|s| s.segment_readers()) {
+            n += live_doc_freq(segment, term)?;
+        }
+        Ok(n)
+    }
+}
+
+/// Live documents of `segment` holding `term` (the term dictionary's count
+/// includes deleted documents until a merge).
+fn live_doc_freq(segment: &SegmentReader, term: &Term) -> tantivy::Result<u64> {
+    let index = segment.inverted_index(term.field())?;
+    let Some(alive) = segment.alive_bitset() else { return Ok(u64::from(index.doc_freq(term)?)) };
+    let Some(mut postings) = index.read_postings(term, IndexRecordOption::Basic)? else { return Ok(0) };
+    let mut n = 0;
+    let mut doc = postings.doc();
+    while doc != TERMINATED {
+        n += u64::from(alive.is_alive(doc));
+        doc = postings.advance();
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -163,5 +325,40 @@ mod tests {
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [id(42)]);
         assert!(!index.search("ships AND (harbour OR", 3, None).unwrap().is_empty());
         assert!(index.search("   ", 3, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn scores_do_not_depend_on_shards_or_deletion_history() {
+        let texts: Vec<(Hash128, String)> = (0..300u128)
+            .map(|i| (id(i * 7919 + 13), format!("ships harbour w{} w{} lantern{}", i % 17, i % 5, i % 3)))
+            .collect();
+        let gone: Vec<Hash128> = texts.iter().step_by(4).map(|(i, _)| *i).collect();
+        let answers: Vec<Vec<(Hash128, f32)>> = [1, 3, 8]
+            .into_iter()
+            .map(|shards| {
+                let index = TextIndex::with_shards(shards).unwrap();
+                // In several commits, with deletes (left in the segments) ...
+                for batch in texts.chunks(50) {
+                    index.apply(batch.iter().map(|(i, t)| (*i, t.as_str())), []).unwrap();
+                }
+                index.apply([], gone.iter().copied()).unwrap();
+                assert_eq!(index.len(), 300 - gone.len() as u64);
+                index.search("harbour w3 lantern1", 20, None).unwrap()
+            })
+            .collect();
+        // ... against one commit of only the live texts.
+        let fresh = TextIndex::with_shards(1).unwrap();
+        fresh.apply(texts.iter().filter(|(i, _)| !gone.contains(i)).map(|(i, t)| (*i, t.as_str())), []).unwrap();
+        let expected = fresh.search("harbour w3 lantern1", 20, None).unwrap();
+        assert_eq!(expected.len(), 20);
+        for answer in &answers {
+            assert_eq!(
+                answer.iter().map(|h| h.0).collect::<Vec<_>>(),
+                expected.iter().map(|h| h.0).collect::<Vec<_>>()
+            );
+            for (a, b) in answer.iter().zip(&expected) {
+                assert!((a.1 - b.1).abs() < 1e-5, "{a:?} {b:?}");
+            }
+        }
     }
 }

@@ -69,11 +69,33 @@ pub struct VectorIndexStats {
     pub bookkeeping_bytes: usize,
     /// The snapshot version whose saved graph this one was loaded from (`None`: built from the rows).
     pub restored_from: Option<u64>,
+    /// Shards the index is split into (by chunk id).
+    pub shards: usize,
 }
 
 /// The graph and keys files of snapshot `version`.
-fn saved_paths(dir: &Path, version: u64) -> (PathBuf, PathBuf) {
-    (dir.join(format!("vectors-v{version}.usearch")), dir.join(format!("vectors-v{version}.keys")))
+/// The files of shard `shard` of `shards` saved with snapshot `version`
+/// (one shard: `vectors-v{version}.*`, as before shards).
+fn saved_paths(dir: &Path, version: u64, shard: usize, shards: usize) -> (PathBuf, PathBuf) {
+    let stem =
+        if shards <= 1 { format!("vectors-v{version}") } else { format!("vectors-v{version}-s{shard}of{shards}") };
+    (dir.join(format!("{stem}.usearch")), dir.join(format!("{stem}.keys")))
+}
+
+/// Removes the saved files of versions before `version`.
+fn remove_older(dir: &Path, version: u64) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let older = name
+            .strip_prefix("vectors-v")
+            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v < version);
+        if older {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 fn index_error(e: impl fmt::Display) -> Error {
@@ -137,6 +159,7 @@ impl VectorIndex {
             // The row → key map (~48 bytes an entry with its hash-table slack) and the key → chunk table.
             bookkeeping_bytes: self.keys.capacity() * 48 + self.chunks.capacity() * 24,
             restored_from: self.restored_from,
+            shards: 1,
         }
     }
 
@@ -193,9 +216,19 @@ impl VectorIndex {
     /// another dimension, hands out keys (invisible to searches until
     /// [`publish`](Self::publish)) and reserves the graph's capacity. Quick;
     /// needs `&mut` (the store's write lock).
+    #[cfg(test)]
     pub(crate) fn stage(&mut self, rows: &[(Hash128, &str, &[f32])]) -> Result<Staged> {
+        self.stage_where(rows, |_| true)
+    }
+
+    /// [`stage`](Self::stage) of the rows whose chunk `take` accepts (this shard's).
+    pub(crate) fn stage_where(
+        &mut self,
+        rows: &[(Hash128, &str, &[f32])],
+        take: impl Fn(&Hash128) -> bool,
+    ) -> Result<Staged> {
         let mut staged = Staged::default();
-        for (i, (chunk_id, model_id, vector)) in rows.iter().enumerate() {
+        for (i, (chunk_id, model_id, vector)) in rows.iter().enumerate().filter(|(_, r)| take(&r.0)) {
             let row = (*chunk_id, self.model_index(model_id));
             if vector.len() != self.dim || self.keys.contains_key(&row) || staged.rows.iter().any(|r| r.1 == row) {
                 continue;
@@ -284,21 +317,10 @@ impl VectorIndex {
         Ok(hits)
     }
 
-    /// Whether a search over `candidates` chunks (all when `None`) should
-    /// scan exactly instead: the index is off, small, or the filter is selective.
-    pub(crate) fn prefers_exact(&self, candidates: Option<usize>) -> bool {
-        let candidates = candidates.unwrap_or(self.len()).min(self.len());
-        // A filter that lets through under 5% of the index: the filtered graph search would
-        // wander through mostly rejected nodes; the scan of the candidates is cheaper.
-        !self.config.enabled || candidates < self.config.exact_below || candidates * 20 < self.len()
-    }
-
-    /// Writes the graph and its keys to `dir/vectors-v{version}.usearch` and
-    /// `.keys` (each through a temporary file and a rename), removing older
-    /// versions. Call with no commit in progress (the store's writer lock).
-    pub(crate) fn save(&self, dir: &Path, version: u64) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let (graph_path, keys_path) = saved_paths(dir, version);
+    /// Writes the graph and its keys to `graph_path` and `keys_path` (each
+    /// through a temporary file and a rename). Call with no commit in
+    /// progress (the store's writer lock).
+    fn save_to(&self, graph_path: &Path, keys_path: &Path) -> Result<()> {
         let graph_tmp = graph_path.with_extension("usearch.tmp");
         self.graph.save(&graph_tmp.to_string_lossy()).map_err(index_error)?;
         let mut text = format!("twinflow-vector-keys 1 {} {}\n", self.dim, self.config.quantization);
@@ -310,27 +332,15 @@ impl VectorIndex {
         }
         let keys_tmp = keys_path.with_extension("keys.tmp");
         std::fs::write(&keys_tmp, text).map_err(|e| Error::io(&keys_tmp, e))?;
-        std::fs::rename(&graph_tmp, &graph_path).map_err(|e| Error::io(&graph_path, e))?;
-        std::fs::rename(&keys_tmp, &keys_path).map_err(|e| Error::io(&keys_path, e))?;
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let older = name
-                .strip_prefix("vectors-v")
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|v| v < version);
-            if older {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+        std::fs::rename(&graph_tmp, graph_path).map_err(|e| Error::io(graph_path, e))?;
+        std::fs::rename(&keys_tmp, keys_path).map_err(|e| Error::io(keys_path, e))?;
         Ok(())
     }
 
-    /// The index saved for snapshot `version` in `dir`, if it is there, whole,
-    /// and of this dimension and storage; `None` otherwise (rebuild instead).
-    pub(crate) fn load(dir: &Path, version: u64, dim: usize, config: &AnnConfig) -> Option<Self> {
-        let (graph_path, keys_path) = saved_paths(dir, version);
-        let text = std::fs::read_to_string(&keys_path).ok()?;
+    /// The index saved in `graph_path` and `keys_path`, if they are there,
+    /// whole, and of this dimension and storage; `None` otherwise (rebuild instead).
+    fn load_from(graph_path: &Path, keys_path: &Path, version: u64, dim: usize, config: &AnnConfig) -> Option<Self> {
+        let text = std::fs::read_to_string(keys_path).ok()?;
         let mut lines = text.lines();
         let header = lines.next()?;
         if header != format!("twinflow-vector-keys 1 {dim} {}", config.quantization) {
@@ -403,6 +413,178 @@ impl VectorIndex {
     /// Sets how many candidates a search keeps (HNSW `ef`).
     pub fn set_expansion_search(&self, ef: usize) {
         self.graph.change_expansion_search(ef);
+    }
+}
+
+/// The HNSW index split into shards by chunk id (`shards.rs`): rows go to
+/// their chunk's shard, a search asks every shard for its `k` nearest and
+/// merges them, a commit adds each shard's new vectors side by side.
+pub(crate) struct ShardedVectors {
+    shards: Vec<VectorIndex>,
+}
+
+impl fmt::Debug for ShardedVectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardedVectors").field("shards", &self.shards.len()).field("vectors", &self.len()).finish()
+    }
+}
+
+impl ShardedVectors {
+    /// An empty index of `shards` shards (at least one).
+    pub(crate) fn new(dim: usize, config: &AnnConfig, shards: usize) -> Result<Self> {
+        let shards = (0..shards.max(1)).map(|_| VectorIndex::new(dim, config)).collect::<Result<Vec<_>>>()?;
+        Ok(Self { shards })
+    }
+
+    /// Number of shards.
+    pub(crate) fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The settings it was built with.
+    pub(crate) fn config(&self) -> AnnConfig {
+        self.shards[0].config()
+    }
+
+    /// Vectors indexed, in all shards.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(VectorIndex::len).sum()
+    }
+
+    /// Sizes, summed over the shards.
+    pub(crate) fn stats(&self) -> VectorIndexStats {
+        let mut stats = VectorIndexStats {
+            restored_from: self.shards[0].restored_from,
+            shards: self.shards.len(),
+            ..Default::default()
+        };
+        for shard in &self.shards {
+            let s = shard.stats();
+            stats.vectors += s.vectors;
+            stats.memory_bytes += s.memory_bytes;
+            stats.bookkeeping_bytes += s.bookkeeping_bytes;
+        }
+        stats
+    }
+
+    fn shard_of(&self, chunk_id: &Hash128) -> usize {
+        crate::shards::shard_of(chunk_id, self.shards.len())
+    }
+
+    /// [`VectorIndex::set`] in the chunk's shard.
+    pub(crate) fn set(&mut self, chunk_id: Hash128, model_id: &str, vector: Option<&[f32]>) -> Result<()> {
+        let shard = self.shard_of(&chunk_id);
+        self.shards[shard].set(chunk_id, model_id, vector)
+    }
+
+    /// [`VectorIndex::stage`], each shard its rows.
+    pub(crate) fn stage(&mut self, rows: &[(Hash128, &str, &[f32])]) -> Result<Vec<Staged>> {
+        let n = self.shards.len();
+        (0..n).map(|s| self.shards[s].stage_where(rows, |chunk| crate::shards::shard_of(chunk, n) == s)).collect()
+    }
+
+    /// [`VectorIndex::add_staged`], the shards side by side when there is enough to add.
+    pub(crate) fn add_staged(&self, staged: &mut [Staged], rows: &[(Hash128, &str, &[f32])]) {
+        let total: usize = staged.iter().map(|s| s.rows.len()).sum();
+        if self.shards.len() < 2 || total < 256 {
+            for (shard, staged) in self.shards.iter().zip(staged) {
+                shard.add_staged(staged, rows);
+            }
+            return;
+        }
+        std::thread::scope(|scope| {
+            for (shard, staged) in self.shards.iter().zip(staged) {
+                scope.spawn(move || shard.add_staged(staged, rows));
+            }
+        });
+    }
+
+    /// [`VectorIndex::publish`] in every shard.
+    pub(crate) fn publish(&mut self, staged: Vec<Staged>, present: impl Fn(&Hash128, &str) -> bool) -> Result<()> {
+        for (shard, staged) in self.shards.iter_mut().zip(staged) {
+            shard.publish(staged, &present)?;
+        }
+        Ok(())
+    }
+
+    /// The `k` nearest chunks over every shard, as [`VectorIndex::search`]:
+    /// each shard's `k` best, merged (score, then `chunk_id`).
+    pub(crate) fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: Option<&(dyn Fn(&Hash128) -> bool + Sync)>,
+    ) -> Result<Vec<(f32, Hash128)>> {
+        let parallel = self.len() >= crate::shards::PARALLEL_FROM;
+        let mut hits = Vec::new();
+        let one = |shard: &VectorIndex| shard.search(query, k, allowed.map(|f| f as &dyn Fn(&Hash128) -> bool));
+        for found in crate::shards::fan_out(&self.shards, parallel, one) {
+            hits.extend(found?);
+        }
+        hits.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Whether a search over `candidates` chunks (all when `None`) should
+    /// scan exactly instead: the index is off, small, or the filter is selective.
+    pub(crate) fn prefers_exact(&self, candidates: Option<usize>) -> bool {
+        let len = self.len();
+        let config = &self.shards[0].config;
+        let candidates = candidates.unwrap_or(len).min(len);
+        // A filter that lets through under 5% of the index: the filtered graph search would
+        // wander through mostly rejected nodes; the scan of the candidates is cheaper.
+        !config.enabled || candidates < config.exact_below || candidates * 20 < len
+    }
+
+    /// Writes every shard's graph and keys for snapshot `version` under `dir`,
+    /// then removes older versions. Call with no commit in progress.
+    pub(crate) fn save(&self, dir: &Path, version: u64) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let n = self.shards.len();
+        for (s, shard) in self.shards.iter().enumerate() {
+            let (graph, keys) = saved_paths(dir, version, s, n);
+            shard.save_to(&graph, &keys)?;
+        }
+        remove_older(dir, version)
+    }
+
+    /// The `shards` shards saved for snapshot `version` in `dir`, if all are
+    /// there, whole, and of this dimension and storage; `None` otherwise.
+    pub(crate) fn load(dir: &Path, version: u64, dim: usize, config: &AnnConfig, shards: usize) -> Option<Self> {
+        let n = shards.max(1);
+        let shards = (0..n)
+            .map(|s| {
+                let (graph, keys) = saved_paths(dir, version, s, n);
+                VectorIndex::load_from(&graph, &keys, version, dim, config)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { shards })
+    }
+
+    /// [`VectorIndex::reconcile`], each shard with its live rows.
+    pub(crate) fn reconcile<'a>(
+        &mut self,
+        live: impl Iterator<Item = (Hash128, &'a str, &'a [f32])>,
+    ) -> Result<(usize, usize)> {
+        let mut rows: Vec<Vec<(Hash128, &'a str, &'a [f32])>> = vec![Vec::new(); self.shards.len()];
+        for row in live {
+            rows[self.shard_of(&row.0)].push(row);
+        }
+        let (mut added, mut removed) = (0, 0);
+        for (shard, rows) in self.shards.iter_mut().zip(rows) {
+            let (a, r) = shard.reconcile(rows.into_iter())?;
+            added += a;
+            removed += r;
+        }
+        Ok((added, removed))
+    }
+
+    /// Sets how many candidates a search keeps (HNSW `ef`), in every shard.
+    pub(crate) fn set_expansion_search(&self, ef: usize) {
+        for shard in &self.shards {
+            shard.set_expansion_search(ef);
+        }
     }
 }
 

@@ -222,3 +222,54 @@ fn a_projection_switches_both_searches_and_follows_commits() {
     assert_eq!(reopened.projection(), None);
     assert_eq!(ids(&reopened, &vector(7), 1, &all, false)[0], chunk7);
 }
+
+/// Both live indexes split into shards answer as one index: the same chunks
+/// and scores in every mode (BM25 with the whole live corpus's statistics,
+/// vectors exactly; HNSW over sharded graphs keeps its recall), through
+/// inserts and deletes, and after a reopen that loads every shard's saved graph.
+#[test]
+fn sharded_indexes_answer_as_one() {
+    let config = AnnConfig { exact_below: 0, ..AnnConfig::default() };
+    let words = ["harbour", "lantern", "orchard", "glacier", "meadow", "compass", "violin", "granite"];
+    let with_words = |ids: std::ops::Range<u64>, diff: i64, with_docs: bool| {
+        let mut u = updates(ids.clone(), diff, with_docs);
+        for ((c, _), i) in u.chunks.iter_mut().zip(ids) {
+            let text = format!("{} {} {} number {i}", words[(i % 8) as usize], words[(i % 5) as usize], text(i));
+            let old = c.chunk_id;
+            *c = chunk(&c.doc_id, c.ordinal, &text);
+            let e = u.embeddings.iter_mut().find(|(e, _)| e.chunk_id == old).unwrap();
+            e.0.chunk_id = c.chunk_id;
+        }
+        u
+    };
+    let mut answers = Vec::new();
+    let mut exact_vectors = Vec::new();
+    for shards in [1, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sharded(dir.path(), D, &config, shards).unwrap();
+        store.commit_epoch(1, vec![(0, with_words(0..1200, 1, true))]).unwrap();
+        store.commit_epoch(2, vec![(0, with_words(0..300, -1, false))]).unwrap();
+        store.commit_epoch(3, vec![(0, with_words(1200..1500, 1, false))]).unwrap();
+        store.snapshot().unwrap();
+        drop(store);
+        let store = Store::open_sharded(dir.path(), D, &config, shards).unwrap();
+        let stats = store.vector_index_stats();
+        assert_eq!((stats.shards, stats.vectors, stats.restored_from), (shards, 1200, Some(1)));
+        let all = SearchFilter::default();
+        let mut answer = Vec::new();
+        for (q, query) in [(0u64, "harbour violin"), (1333, "glacier number"), (777, "meadow compass lantern")] {
+            for mode in [SearchMode::Bm25, SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0 }] {
+                let (_, hits) = store.search_mode(query, &vector(q), 10, &all, mode, true).unwrap();
+                assert_eq!(hits.len(), 10);
+                answer.push(hits.iter().map(|h| format!("{} {:.5}", h.chunk_id, h.score)).collect::<Vec<_>>());
+            }
+            let exact = ids(&store, &vector(q), 10, &all, true);
+            assert!(recall(&ids(&store, &vector(q), 10, &all, false), &exact) >= 0.8, "{shards} shards");
+            exact_vectors.push(exact);
+        }
+        answers.push(answer);
+    }
+    assert_eq!(answers[0], answers[1], "BM25 and hybrid answers on 1 and 4 shards");
+    let (one, four) = exact_vectors.split_at(exact_vectors.len() / 2);
+    assert_eq!(one, four, "exact vector answers on 1 and 4 shards");
+}
