@@ -48,11 +48,11 @@ pub struct AnnBench {
 }
 
 /// A dataset on disk in the peer script's format.
-struct Dataset {
+pub(crate) struct Dataset {
     name: String,
     dir: PathBuf,
-    base: Vec<f32>,
-    queries: Vec<f32>,
+    pub(crate) base: Vec<f32>,
+    pub(crate) queries: Vec<f32>,
 }
 
 impl Dataset {
@@ -145,7 +145,7 @@ fn sotu(queries: usize) -> anyhow::Result<Dataset> {
 
 /// `n` base vectors and `q` queries from a seeded mixture of 1,000 clusters:
 /// centre + Gaussian noise of about 0.9 of the centre's norm, normalised.
-fn synthetic(n: usize, q: usize) -> anyhow::Result<Dataset> {
+pub(crate) fn synthetic(n: usize, q: usize) -> anyhow::Result<Dataset> {
     let dir = bench_dir(&format!("ann-synthetic-{n}"));
     if let Some(data) = load("synthetic", dir.clone())? {
         return Ok(data);

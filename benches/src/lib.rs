@@ -8,6 +8,8 @@
 //!             Rust sources from ~/.cargo/registry) ─▶ DocumentChange
 //!  embed.rs   MiniLM throughput, twinflow vs sentence-transformers (peers/)
 //!  ann.rs     HNSW recall/QPS/memory/deletes, twinflow vs hnswlib (peers/)
+//!  shards.rs  the store's live indexes on 1, 2, 4 shards: commit and query
+//!             latency side by side, answers compared
 //!  serve.rs   /v1/search under concurrent clients, /v1/rag step timings,
 //!             local LLM prefill/decode tokens/s
 //!  drift.rs   the training loop on every SOTU speech, decade by decade
@@ -23,5 +25,6 @@ pub mod corpus;
 pub mod drift;
 pub mod embed;
 pub mod serve;
+pub mod shards;
 pub mod sources;
 pub mod twin;

@@ -112,7 +112,9 @@ pub struct SearchConfig {
     pub rrf_k: f32,
     /// Shards of both live indexes (BM25 and HNSW), split by chunk id:
     /// a search asks every shard and merges their best, a commit updates
-    /// them side by side. 0: one per engine worker (of every process).
+    /// them side by side. A property of the index, not of the workers: the
+    /// default is fixed (2), so answers do not change when workers or
+    /// processes are added; 0 = one per engine worker (of every process).
     pub shards: usize,
     /// The approximate vector index.
     pub ann: AnnConfig,
@@ -130,7 +132,7 @@ impl SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0, shards: 0, ann: AnnConfig::default() }
+        Self { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0, shards: 2, ann: AnnConfig::default() }
     }
 }
 

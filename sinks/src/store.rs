@@ -161,10 +161,11 @@ impl Store {
 
     /// [`open_with`](Self::open_with) with both live indexes (BM25 and HNSW)
     /// split into `shards` shards by chunk id: searches ask every shard and
-    /// merge their best, commits update the shards side by side. Answers do
-    /// not depend on the number of shards (BM25 scores with the statistics of
-    /// the whole live corpus; exact vector scans are unaffected); approximate
-    /// (HNSW) candidates can differ, as between any two graphs.
+    /// merge their best, commits update the shards side by side. BM25 scores
+    /// with the statistics of the whole live corpus and exact vector scans are
+    /// unaffected, so answers match one shard's up to near-ties (see
+    /// `shards.rs`); approximate (HNSW) candidates can differ, as between any
+    /// two graphs.
     pub fn open_sharded(data_dir: &Path, dim: usize, ann: &AnnConfig, shards: usize) -> Result<Store> {
         let shards = shards.max(1);
         std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;

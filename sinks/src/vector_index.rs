@@ -492,11 +492,8 @@ impl ShardedVectors {
             }
             return;
         }
-        std::thread::scope(|scope| {
-            for (shard, staged) in self.shards.iter().zip(staged) {
-                scope.spawn(move || shard.add_staged(staged, rows));
-            }
-        });
+        let mut jobs: Vec<(&VectorIndex, &mut Staged)> = self.shards.iter().zip(staged.iter_mut()).collect();
+        crate::shards::fan_out_mut(&mut jobs, |(shard, staged)| shard.add_staged(staged, rows));
     }
 
     /// [`VectorIndex::publish`] in every shard.

@@ -5,8 +5,9 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- freshness --base 200 --requests 100 [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- embed --texts 1000 --batch 32 --threads 2 [--no-peer] [--with-burn-graph]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- ann [--dataset sotu|synthetic|both] [--n 100000] [--queries 1000] [--m 16] [--ef-construction 128] [--no-peer]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- shards [--n 50000] [--queries 200] [--epoch 5000] [--shards 1,2,4]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
-//! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--minilm]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--max-lag-ms 5000] [--minilm]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
@@ -90,6 +91,21 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::ann::run(&bench)?)?);
             Ok(())
         }
+        Some("shards") => {
+            let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+            let bench = twinflow_benches::shards::ShardsBench {
+                n: flag("--n", 50_000),
+                queries: flag("--queries", 200),
+                epoch: flag("--epoch", 5_000),
+                shards: value("--shards")
+                    .unwrap_or_else(|| "1,2,4".into())
+                    .split(',')
+                    .filter_map(|s| s.parse().ok())
+                    .collect(),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::shards::run(&bench)?)?);
+            Ok(())
+        }
         Some("search-load") => {
             let bench = twinflow_benches::serve::LoadBench {
                 clients: flag("--clients", 16),
@@ -151,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 "usage: twinflow-bench engine [--docs N] | freshness [--base N] [--requests N] [--hashing] \
                  | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph] \
                  | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--quantization bf16|f16|f32] [--no-peer] \
+                 | shards [--n N] [--queries N] [--epoch N] [--shards a,b,..] \
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] \
                  | drift [--years N] [--hashing] \
                  | sources [--docs N] [--files N] [--pages N] \
