@@ -108,9 +108,20 @@ impl Reader {
         let Some(count) = count else {
             return Err(config_error(format!("the cluster at {endpoint} has no topic {:?}", config.topic)));
         };
-        let partitions = if config.partitions.is_empty() { (0..count).collect() } else { config.partitions.clone() };
+        let mut partitions =
+            if config.partitions.is_empty() { (0..count).collect() } else { config.partitions.clone() };
         if let Some(bad) = partitions.iter().find(|p| **p >= count) {
             return Err(config_error(format!("topic {:?} has {count} partitions, no partition {bad}", config.topic)));
+        }
+        // In a cluster, each process reads its share.
+        if let Some(share) = config.share {
+            partitions.retain(|p| share.takes(*p));
+            if partitions.is_empty() {
+                return Err(config_error(format!(
+                    "no partition of topic {:?} ({count}) falls to process {} of {}",
+                    config.topic, share.index, share.of
+                )));
+            }
         }
         let next = position_offsets(&config.topic, resume.as_ref());
         let batcher = PartitionBatcher::new("fluvio", name, &config.topic, limits, config.batch, next);

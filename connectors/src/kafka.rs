@@ -109,10 +109,20 @@ impl Reader {
         if count == 0 {
             return Err(config_error(format!("the brokers at {brokers} have no topic {:?}", config.topic)));
         }
-        let partitions: Vec<u32> =
+        let mut partitions: Vec<u32> =
             if config.partitions.is_empty() { (0..count).collect() } else { config.partitions.clone() };
         if let Some(bad) = partitions.iter().find(|p| **p >= count) {
             return Err(config_error(format!("topic {:?} has {count} partitions, no partition {bad}", config.topic)));
+        }
+        // In a cluster, each process reads its share.
+        if let Some(share) = config.share {
+            partitions.retain(|p| share.takes(*p));
+            if partitions.is_empty() {
+                return Err(config_error(format!(
+                    "no partition of topic {:?} ({count}) falls to process {} of {}",
+                    config.topic, share.index, share.of
+                )));
+            }
         }
 
         // Start offsets: twinflow's committed position, else the group's, else `start`.

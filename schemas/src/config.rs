@@ -687,6 +687,27 @@ pub struct KafkaSourceConfig {
     pub batch: usize,
     /// Further librdkafka settings (`security.protocol`, `sasl.mechanism`, …).
     pub options: std::collections::BTreeMap<String, String>,
+    /// This process's share of the partitions in a cluster (set by
+    /// `twinflow up`, not a setting).
+    #[serde(skip)]
+    pub share: Option<PartitionShare>,
+}
+
+/// The partitions one process of a cluster reads of a partitioned source
+/// (Kafka, Fluvio): partition `p` goes to process `p % of`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionShare {
+    /// This process.
+    pub index: usize,
+    /// Processes in the cluster.
+    pub of: usize,
+}
+
+impl PartitionShare {
+    /// Whether `partition` is this process's to read.
+    pub fn takes(&self, partition: u32) -> bool {
+        self.of <= 1 || partition as usize % self.of == self.index
+    }
 }
 
 impl Default for KafkaSourceConfig {
@@ -699,6 +720,7 @@ impl Default for KafkaSourceConfig {
             start: StartFrom::Beginning,
             batch: 500,
             options: std::collections::BTreeMap::new(),
+            share: None,
         }
     }
 }
@@ -727,6 +749,10 @@ pub struct FluvioSourceConfig {
     pub start: StartFrom,
     /// Changes handed to the engine per batch at most.
     pub batch: usize,
+    /// This process's share of the partitions in a cluster (set by
+    /// `twinflow up`, not a setting).
+    #[serde(skip)]
+    pub share: Option<PartitionShare>,
 }
 
 impl Default for FluvioSourceConfig {
@@ -737,6 +763,7 @@ impl Default for FluvioSourceConfig {
             partitions: Vec::new(),
             start: StartFrom::Beginning,
             batch: 500,
+            share: None,
         }
     }
 }

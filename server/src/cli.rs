@@ -13,7 +13,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use twinflow_connectors::{FluvioSource, GitSource, KafkaSource, NdjsonSource, WatchSource, WebSource, demo};
 use twinflow_schemas::api::{RagFilters, RagRequest, SqlFormat};
 use twinflow_schemas::config::{
-    Config, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, SourceConfig,
+    Config, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PartitionShare, SourceConfig,
     WatchSourceConfig, WebSourceConfig,
 };
 use twinflow_schemas::{ChangeLimits, DocumentKind, parse_change};
@@ -852,7 +852,9 @@ fn worker_process(config: Config) -> anyhow::Result<()> {
     ));
     let engine = twinflow_dataflow::Engine::start(options, embedder, seed)?;
     say("connected: chunking and embedding this process's share until process 0 stops");
+    let forwarding = crate::forward::SourceForwarding::start(&config, &cluster)?;
     engine.shutdown()?;
+    forwarding.stop();
     say(format_args!("process 0 stopped: exiting ({} texts embedded here)", engine.stats().texts_embedded));
     Ok(())
 }
@@ -903,6 +905,14 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
     };
     // Sources resume from the positions committed with their last changes.
     let positions = app.store.source_positions();
+    // In a cluster, process 0 reads its share of each partitioned source (the others forward theirs).
+    let share = app
+        .config
+        .engine
+        .cluster
+        .as_ref()
+        .filter(|c| c.hosts.len() > 1)
+        .map(|c| PartitionShare { index: 0, of: c.hosts.len() });
     for (i, source) in app.config.sources.iter().enumerate() {
         let (tx, rx) = crossbeam_channel::bounded(16);
         let (name, handle) = match source {
@@ -929,6 +939,7 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
             SourceConfig::Fluvio(fluvio) => {
                 let name = format!("fluvio-{i}");
                 let resume = positions.get(&name).cloned();
+                let fluvio = FluvioSourceConfig { share, ..fluvio.clone() };
                 let handle = FluvioSource::spawn(name.clone(), fluvio.clone(), limits, resume, tx)
                     .with_context(|| format!("cannot read Fluvio topic {:?} at {}", fluvio.topic, fluvio.endpoint))?;
                 (name, handle)
@@ -936,6 +947,7 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
             SourceConfig::Kafka(kafka) => {
                 let name = format!("kafka-{i}");
                 let resume = positions.get(&name).cloned();
+                let kafka = KafkaSourceConfig { share, ..kafka.clone() };
                 let handle = KafkaSource::spawn(name.clone(), kafka.clone(), limits, resume, tx)
                     .with_context(|| format!("cannot read Kafka topic {:?} at {}", kafka.topic, kafka.brokers))?;
                 (name, handle)

@@ -29,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod datasets;
 pub mod embedder;
+pub mod forward;
 pub mod generator;
 pub mod metrics;
 pub mod pgwire;

@@ -134,3 +134,78 @@ fn parse_json(body: &[u8], limits: &ChangeLimits) -> Result<Vec<DocumentChange>,
         single => Ok(vec![change_from_value(single, 1, limits)?]),
     }
 }
+
+/// Body of `POST /v1/internal/source-changes`: a batch another process of
+/// the cluster read from its share of a partitioned source.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedBatch {
+    /// The source's name there (`kafka-0@p1`: source 0's partitions read by process 1).
+    pub source: String,
+    /// The changes, in the order the source read them (the NDJSON line format).
+    #[serde(default)]
+    pub changes: Vec<serde_json::Value>,
+    /// Where the source has read to; committed with the changes' epoch.
+    #[serde(default)]
+    pub position: Option<serde_json::Value>,
+    /// Records the source refused; committed as `ingest_errors` rows.
+    #[serde(default)]
+    pub errors: Vec<ForwardedError>,
+}
+
+/// A record another process's source refused.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedError {
+    pub location: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// Handler of `POST /v1/internal/source-changes`: the changes are checked
+/// like any others and accepted as a source's (no input log: the source
+/// resumes from its committed position); the position is committed with
+/// their epoch. 503 `overloaded` (with `Retry-After`) pushes back.
+pub async fn post_source_changes(
+    State(app): State<Arc<App>>,
+    body: Result<Json<ForwardedBatch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let Json(batch) = body.map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.body_text()))?;
+    let limits = ChangeLimits {
+        max_document_bytes: app.config.server.max_document.as_u64() as usize,
+        ..ChangeLimits::default()
+    };
+    let changes = batch
+        .changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| change_from_value(value, i + 1, &limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    for error in batch.errors {
+        app.record_ingest_error(twinflow_connectors::IngestError {
+            source: batch.source.clone(),
+            location: error.location,
+            reason: error.reason,
+            at_ms: error.at_ms,
+        });
+    }
+    let accepted = changes.len();
+    let (engine, source, position) = (app.engine.clone(), batch.source, batch.position);
+    let app_for_positions = app.clone();
+    let epoch = tokio::task::spawn_blocking(move || {
+        let epoch = engine.submit(changes).map_err(|e| match e {
+            SubmitError::Overloaded { .. } | SubmitError::Behind { .. } => {
+                ApiError::new(ErrorCode::Overloaded, e.to_string())
+            }
+            SubmitError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
+        })?;
+        if let Some(position) = position {
+            app_for_positions.positions.record(&source, epoch, position);
+        }
+        crate::metrics::changes_accepted(&source, accepted);
+        Ok::<_, ApiError>(epoch)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(IngestResponse { accepted, epoch, committed: false }))
+}

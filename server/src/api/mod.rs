@@ -3,7 +3,7 @@
 //!
 //! | file | routes |
 //! |---|---|
-//! | `documents.rs` | `POST /v1/documents` (NDJSON or JSON changes) |
+//! | `documents.rs` | `POST /v1/documents` (NDJSON or JSON changes), `POST /v1/internal/source-changes` (another process's source batches) |
 //! | `search.rs` | `GET /v1/search` |
 //! | `embeddings.rs` | `POST /v1/embeddings` (OpenAI's format) |
 //! | `rag.rs` | `POST /v1/rag` (answers with citations and step timings) |
@@ -128,6 +128,18 @@ pub fn table() -> Api {
                 ])
                 .ok::<IngestResponse>("The changes were accepted (and committed, with `wait=true`)"),
             documents::post_documents,
+        )
+        .route(
+            "/v1/internal/source-changes",
+            Op::post("pipeline", "Changes another process of the cluster read from its share of a source")
+                .describe(
+                    "Internal to a cluster: a process other than 0 reads its share of the partitions of \
+                     each Kafka and Fluvio source and sends each batch here with the position it has read to, \
+                     which is committed with the batch's epoch.",
+                )
+                .body::<documents::ForwardedBatch>()
+                .ok::<IngestResponse>("The changes were accepted"),
+            documents::post_source_changes,
         )
         .route(
             "/v1/search",

