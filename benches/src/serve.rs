@@ -291,6 +291,8 @@ pub struct IngestLoadBench {
     /// The engine's `max_lag`: batches are refused (503 `overloaded`) while
     /// the oldest uncommitted change is older.
     pub max_lag: Duration,
+    /// Index shards (`search.shards`).
+    pub shards: usize,
 }
 
 /// Peak and current resident memory of this process, in MiB (`VmHWM`, `VmRSS`).
@@ -322,6 +324,7 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
     config.storage.data_dir = dir.path().to_path_buf();
     config.training.on_drift = false;
     config.engine.max_lag = bench.max_lag;
+    config.search.shards = bench.shards;
     if !bench.minilm {
         config.embedder = EmbedderConfig::Hashing(Default::default());
     }
@@ -430,7 +433,7 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
         "target_batches_per_s": bench.rate, "docs_per_batch": bench.batch,
         "batches": batches, "achieved_batches_per_s": batches as f64 / elapsed, "ingest_errors": errors,
         "refused_overloaded": refused, "accepted_batches_per_s": (batches - refused - errors) as f64 / elapsed,
-        "max_lag_ms": bench.max_lag.as_millis() as u64,
+        "max_lag_ms": bench.max_lag.as_millis() as u64, "index_shards": bench.shards,
         "freshness_ms": {
             "p50": percentile(&freshness, 0.5), "p99": percentile(&freshness, 0.99),
             "max": freshness.last().copied().unwrap_or(f64::NAN),

@@ -7,7 +7,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- ann [--dataset sotu|synthetic|both] [--n 100000] [--queries 1000] [--m 16] [--ef-construction 128] [--no-peer]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- shards [--n 50000] [--queries 200] [--epoch 5000] [--shards 1,2,4]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
-//! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--max-lag-ms 5000] [--minilm]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--max-lag-ms 5000] [--shards 2] [--minilm]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
@@ -124,6 +124,7 @@ fn main() -> anyhow::Result<()> {
                 batch: flag("--batch", 4),
                 minilm: args.iter().any(|a| a == "--minilm"),
                 max_lag: Duration::from_millis(flag("--max-lag-ms", 5000) as u64),
+                shards: flag("--shards", 2),
             };
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::serve::ingest_load(&bench)?)?);
             Ok(())
