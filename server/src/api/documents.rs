@@ -171,6 +171,14 @@ pub async fn post_source_changes(
     body: Result<Json<ForwardedBatch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let Json(batch) = body.map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.body_text()))?;
+    // Only another process's share (`<source>@p<I>`, I > 0): never process 0's own positions.
+    let process = batch.source.rsplit_once("@p").and_then(|(_, p)| p.parse::<usize>().ok());
+    if !process.is_some_and(|p| p > 0) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("source {:?} is not another process's share (<source>@p<process>)", batch.source),
+        ));
+    }
     let limits = ChangeLimits {
         max_document_bytes: app.config.server.max_document.as_u64() as usize,
         ..ChangeLimits::default()

@@ -134,6 +134,21 @@ async fn bad_inputs_are_4xx_with_codes_and_accept_nothing() {
     for (body, content_type, status, code) in cases {
         expect_error(&app, post("/v1/documents", content_type, body), status, code).await;
     }
+    // Another process's source batches: only its own share's name, changes checked like any others.
+    let forwarded = |source: &str, change: serde_json::Value| {
+        serde_json::json!({ "source": source, "changes": [change], "position": { "offsets": { "1": 5 } } }).to_string()
+    };
+    let change = serde_json::json!({ "doc_id": "f", "content": "forwarded" });
+    for (body, code) in [
+        (forwarded("kafka-0", change.clone()), ErrorCode::InvalidField),
+        (forwarded("kafka-0@p0", change.clone()), ErrorCode::InvalidField),
+        (forwarded("kafka-0@p1", serde_json::json!({ "doc_id": "f" })), ErrorCode::MissingField),
+        ("{\"source\": 3}".to_owned(), ErrorCode::InvalidJson),
+    ] {
+        let request = post("/v1/internal/source-changes", "application/json", body);
+        expect_error(&app, request, StatusCode::BAD_REQUEST, code).await;
+    }
+    assert!(app.store.source_positions().is_empty(), "no position recorded from a refused batch");
     // A 50 MB document: over the per-document limit (8 MiB), under the body limit.
     let huge = format!("{{\"doc_id\":\"huge\",\"content\":\"{}\"}}", "a".repeat(50 << 20));
     expect_error(
