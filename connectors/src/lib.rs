@@ -58,6 +58,7 @@ pub use git::GitSource;
 pub use handle::SourceHandle;
 pub use kafka::{KafkaPublisher, KafkaSource};
 pub use ndjson::{NdjsonSource, NdjsonStats, read_ndjson};
+pub use offsets::merge_positions;
 pub use watch::{WatchSource, file_change};
 pub use web::{CrawlStats, WebSource};
 

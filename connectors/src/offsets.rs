@@ -28,6 +28,26 @@ pub(crate) fn offsets_position(topic: &str, next: &BTreeMap<u32, i64>) -> Source
     json!({ "topic": topic, "offsets": offsets })
 }
 
+/// One position of the offsets of several (`{"topic", "offsets"}`, the
+/// positions of one source read by different processes of a cluster): per
+/// partition the furthest offset, so a partition that moved to another
+/// process resumes where any process left it. `None` when there is none.
+pub fn merge_positions<'a>(positions: impl IntoIterator<Item = &'a SourcePosition>) -> Option<SourcePosition> {
+    let mut topic: Option<String> = None;
+    let mut merged: BTreeMap<u32, i64> = BTreeMap::new();
+    for position in positions {
+        let Some(this) = position["topic"].as_str() else { continue };
+        if topic.get_or_insert_with(|| this.to_owned()) != this {
+            continue;
+        }
+        for (partition, offset) in position_offsets(this, Some(position)) {
+            let entry = merged.entry(partition).or_insert(offset);
+            *entry = (*entry).max(offset);
+        }
+    }
+    Some(offsets_position(&topic?, &merged))
+}
+
 /// The records of one topic's partitions on their way to the engine (the
 /// Fluvio and Kafka sources share it): valid changes in batches, a bad
 /// record as an ingest error at `<scheme>://<topic>/<partition>@<offset>`,
@@ -91,5 +111,20 @@ impl PartitionBatcher {
         outbox.changes_at(std::mem::take(&mut self.pending), offsets_position(&self.topic, &self.next))?;
         self.moved = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn merged_positions_keep_each_partitions_furthest_offset() {
+        let a = json!({ "topic": "t", "offsets": { "0": 5, "2": 9 } });
+        let b = json!({ "topic": "t", "offsets": { "1": 4, "2": 3 } });
+        let other = json!({ "topic": "u", "offsets": { "0": 99 } });
+        let merged = merge_positions([&a, &b, &other]).unwrap();
+        assert_eq!(merged, json!({ "topic": "t", "offsets": { "0": 5, "1": 4, "2": 9 } }));
+        assert_eq!(merge_positions([]), None);
     }
 }

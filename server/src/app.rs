@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,8 @@ pub struct App {
     traces_flusher: Mutex<Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>>,
     ingest_errors: Mutex<VecDeque<IngestError>>,
     ingest_error_count: AtomicU64,
+    /// Set when the shutdown begins: source pumps waiting on a busy engine give up.
+    stopping: AtomicBool,
     /// The most recent commits (`GET /v1/timeline`).
     pub timeline: Arc<Timeline>,
     /// Changes accepted over HTTP, fsynced before they are acknowledged (`storage.input_log`).
@@ -224,6 +226,7 @@ impl App {
             traces_flusher: Mutex::new(None),
             ingest_errors: Mutex::new(VecDeque::new()),
             ingest_error_count: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             timeline: Arc::new(Timeline::default()),
             input_log,
         });
@@ -327,7 +330,9 @@ impl App {
         let deadline = Instant::now() + patience;
         loop {
             match self.engine.submit(changes.clone()) {
-                Err(SubmitError::Overloaded { .. } | SubmitError::Behind { .. }) if Instant::now() < deadline => {
+                Err(SubmitError::Overloaded { .. } | SubmitError::Behind { .. })
+                    if Instant::now() < deadline && !self.stopping.load(Ordering::Acquire) =>
+                {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 other => return other,
@@ -371,7 +376,19 @@ impl App {
                         let count = changes.len();
                         let span = tracing::info_span!("source_batch", %source, changes = count, epoch = tracing::field::Empty);
                         let _span = span.enter();
-                        match app.submit_patiently(changes, Duration::from_secs(3600)) {
+                        // Waits as long as the engine is behind (a minute at a time, said in the log);
+                        // stops only when the engine does.
+                        let submitted = loop {
+                            match app.submit_patiently(changes.clone(), Duration::from_secs(60)) {
+                                Err(e @ (SubmitError::Overloaded { .. } | SubmitError::Behind { .. }))
+                                    if !app.stopping.load(Ordering::Acquire) =>
+                                {
+                                    tracing::warn!(%source, error = %e, "source waiting: the engine is behind");
+                                }
+                                other => break other,
+                            }
+                        };
+                        match submitted {
                             Ok(epoch) => {
                                 span.record("epoch", epoch);
                                 crate::metrics::changes_accepted(&source, count);
@@ -380,7 +397,7 @@ impl App {
                                 }
                             }
                             Err(e) => {
-                                tracing::error!(%source, error = %e, "source stopped: the engine refused its changes");
+                                tracing::info!(%source, error = %e, "source stopped: shutting down");
                                 return;
                             }
                         }
@@ -396,6 +413,7 @@ impl App {
     /// Stops the sources, closes the open epoch, lets the engine finish and
     /// the committer commit everything, then returns.
     pub fn shutdown(&self) -> anyhow::Result<()> {
+        self.stopping.store(true, Ordering::Release);
         for mut source in self.sources.lock().drain(..) {
             tracing::info!(source = %source.name, "stopping source");
             if let Some(handle) = source.handle.take() {

@@ -938,7 +938,16 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
             }
             SourceConfig::Fluvio(fluvio) => {
                 let name = format!("fluvio-{i}");
-                let resume = positions.get(&name).cloned();
+                if share
+                    .is_some_and(|s| !fluvio.partitions.is_empty() && !fluvio.partitions.iter().any(|p| s.takes(*p)))
+                {
+                    tracing::info!(source = %name, "none of its partitions falls to process 0");
+                    continue;
+                }
+                let resume = match share {
+                    Some(_) => crate::forward::shared_resume(&serde_json::json!(positions), &name),
+                    None => positions.get(&name).cloned(),
+                };
                 let fluvio = FluvioSourceConfig { share, ..fluvio.clone() };
                 let handle = FluvioSource::spawn(name.clone(), fluvio.clone(), limits, resume, tx)
                     .with_context(|| format!("cannot read Fluvio topic {:?} at {}", fluvio.topic, fluvio.endpoint))?;
@@ -946,7 +955,15 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
             }
             SourceConfig::Kafka(kafka) => {
                 let name = format!("kafka-{i}");
-                let resume = positions.get(&name).cloned();
+                if share.is_some_and(|s| !kafka.partitions.is_empty() && !kafka.partitions.iter().any(|p| s.takes(*p)))
+                {
+                    tracing::info!(source = %name, "none of its partitions falls to process 0");
+                    continue;
+                }
+                let resume = match share {
+                    Some(_) => crate::forward::shared_resume(&serde_json::json!(positions), &name),
+                    None => positions.get(&name).cloned(),
+                };
                 let kafka = KafkaSourceConfig { share, ..kafka.clone() };
                 let handle = KafkaSource::spawn(name.clone(), kafka.clone(), limits, resume, tx)
                     .with_context(|| format!("cannot read Kafka topic {:?} at {}", kafka.topic, kafka.brokers))?;
@@ -1076,7 +1093,9 @@ fn sql(args: &SqlArgs) -> anyhow::Result<()> {
 fn sql_offline(dir: &Path, sql: &str, format: OutputFormat, out: &mut impl Write) -> anyhow::Result<()> {
     let manifest = twinflow_sinks::Manifest::load(dir)?
         .with_context(|| format!("{} has no _manifest.json: nothing was committed there", dir.display()))?;
-    let store = twinflow_sinks::Store::open(dir, manifest.dim)?;
+    // With the default shards, so the vector index saved with the snapshot is loaded, not rebuilt.
+    let shards = twinflow_schemas::config::SearchConfig::default().shards;
+    let store = twinflow_sinks::Store::open_sharded(dir, manifest.dim, &Default::default(), shards)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let answer = runtime.block_on(store.sql(sql))?;
     match format {

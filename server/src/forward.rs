@@ -50,8 +50,8 @@ impl SourceForwarding {
             .iter()
             .enumerate()
             .filter_map(|(i, source)| match source {
-                SourceConfig::Kafka(_) => Some((format!("kafka-{i}@p{}", cluster.process), source.clone())),
-                SourceConfig::Fluvio(_) => Some((format!("fluvio-{i}@p{}", cluster.process), source.clone())),
+                SourceConfig::Kafka(_) => Some((format!("kafka-{i}"), source.clone())),
+                SourceConfig::Fluvio(_) => Some((format!("fluvio-{i}"), source.clone())),
                 _ => None,
             })
             .collect();
@@ -64,10 +64,12 @@ impl SourceForwarding {
             max_document_bytes: config.server.max_document.as_u64() as usize,
             ..ChangeLimits::default()
         };
+        // Process 0 takes bodies up to its `max_body` (the same configuration): half of it, to be safe.
+        let max_request = (config.server.max_body.as_u64() as usize / 2).max(1 << 20);
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("forward-sources".into())
-            .spawn(move || run(&base, sources, share, limits, &flag))?;
+            .spawn(move || run(&base, sources, share, limits, max_request, &flag))?;
         Ok(Self { stop, thread: Some(thread) })
     }
 
@@ -97,11 +99,22 @@ fn committed_positions(http: &reqwest::blocking::Client, base: &str) -> Option<V
     Some(status["sources"]["positions"].clone())
 }
 
+/// Where a source's share resumes: per partition the furthest committed
+/// offset under its name or any process's (`<name>@p<I>`), so a partition
+/// that moved to another process when the cluster changed size resumes
+/// where it was left.
+pub(crate) fn shared_resume(positions: &Value, name: &str) -> Option<Value> {
+    let prefix = format!("{name}@p");
+    let entries = positions.as_object()?.iter().filter(|(k, v)| (*k == name || k.starts_with(&prefix)) && !v.is_null());
+    twinflow_connectors::merge_positions(entries.map(|(_, v)| v))
+}
+
 fn run(
     base: &str,
     sources: Vec<(String, SourceConfig)>,
     share: PartitionShare,
     limits: ChangeLimits,
+    max_request: usize,
     stop: &Arc<AtomicBool>,
 ) {
     let http = http();
@@ -119,7 +132,9 @@ fn run(
     let mut pumps = Vec::new();
     for (name, source) in sources {
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let resume = positions.get(&name).filter(|p| !p.is_null()).cloned();
+        // The documents name the source as process 0 does; the position is this process's own.
+        let key = format!("{name}@p{}", share.index);
+        let resume = shared_resume(&positions, &name);
         let spawned = match source {
             SourceConfig::Kafka(kafka) => {
                 KafkaSource::spawn(name.clone(), KafkaSourceConfig { share: Some(share), ..kafka }, limits, resume, tx)
@@ -136,9 +151,9 @@ fn run(
         match spawned {
             Ok(handle) => {
                 tracing::info!(source = %name, process = share.index, "reading this process's share of the partitions");
-                let (source, base, http, stop) = (name.clone(), base.to_owned(), http.clone(), stop.clone());
-                pumps.push(std::thread::spawn(move || pump(&source, &rx, &http, &base, &stop)));
-                handles.push((name, handle));
+                let (source, base, http, stop) = (key.clone(), base.to_owned(), http.clone(), stop.clone());
+                pumps.push(std::thread::spawn(move || pump(&source, &rx, &http, &base, &stop, max_request)));
+                handles.push((key, handle));
             }
             // E.g. more processes than partitions: nothing falls to this one.
             Err(e) => tracing::warn!(source = %name, error = %e, "not reading this source here"),
@@ -166,15 +181,18 @@ fn run(
     }
 }
 
-/// Sends each event of one source to process 0, in order: a batch is sent
-/// again until it is accepted (503 `overloaded`, or process 0 not
-/// answering), or until the forwarding stops.
+/// Sends each event of one source to process 0, in order: a batch goes in
+/// requests of at most `max_request` bytes (its position with the last),
+/// each sent again until it is accepted (503 `overloaded`, or process 0 not
+/// answering) or the forwarding stops. A batch process 0 refuses (4xx) stops
+/// this source's forwarding, loudly: its position is never committed past it.
 fn pump(
-    name: &str,
+    key: &str,
     events: &crossbeam_channel::Receiver<SourceEvent>,
     http: &reqwest::blocking::Client,
     base: &str,
     stop: &AtomicBool,
+    max_request: usize,
 ) {
     let url = format!("{base}/v1/internal/source-changes");
     loop {
@@ -183,35 +201,91 @@ fn pump(
             Err(crossbeam_channel::RecvTimeoutError::Timeout) if !stop.load(Ordering::Acquire) => continue,
             Err(_) => return,
         };
-        let body = match event {
-            SourceEvent::Changes { changes, position, .. } => {
-                json!({ "source": name, "changes": changes, "position": position })
-            }
-            SourceEvent::Error(error) => json!({
-                "source": name,
+        let bodies = match event {
+            SourceEvent::Changes { changes, position, .. } => requests(key, &changes, position, max_request),
+            SourceEvent::Error(error) => vec![json!({
+                "source": key,
                 "errors": [{ "location": error.location, "reason": error.reason, "at_ms": error.at_ms }],
-            }),
+            })],
         };
-        loop {
-            if stop.load(Ordering::Acquire) {
-                return;
-            }
-            match http.post(&url).json(&body).send() {
-                Ok(response) if response.status().is_success() => break,
-                Ok(response) if response.status().is_server_error() => {
-                    std::thread::sleep(Duration::from_secs(1));
+        for body in bodies {
+            loop {
+                if stop.load(Ordering::Acquire) {
+                    return;
                 }
-                Ok(response) => {
-                    // Checked by the source already: refused only if the two processes disagree on limits.
-                    let status = response.status();
-                    tracing::error!(
-                        source = name, %status, answer = %response.text().unwrap_or_default(),
-                        "process 0 refused a batch of this source; it is skipped"
-                    );
-                    break;
+                match http.post(&url).json(&body).send() {
+                    Ok(response) if response.status().is_success() => break,
+                    Ok(response) if response.status().is_server_error() => {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    Ok(response) => {
+                        let status = response.status();
+                        tracing::error!(
+                            source = key, %status, answer = %response.text().unwrap_or_default(),
+                            "process 0 refused a batch of this source: its forwarding stops here \
+                             (nothing after it is committed; restart the cluster once fixed)"
+                        );
+                        return;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(500)),
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
         }
+    }
+}
+
+/// The request bodies of one batch: its changes split so that each body
+/// stays under `max_request` bytes, the position with the last.
+fn requests(
+    key: &str,
+    changes: &[twinflow_schemas::DocumentChange],
+    position: Option<Value>,
+    max_request: usize,
+) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    let (mut part, mut bytes) = (Vec::new(), 0usize);
+    for change in changes {
+        let value = serde_json::to_value(change).unwrap_or(Value::Null);
+        let size = value.to_string().len();
+        if !part.is_empty() && bytes + size > max_request {
+            bodies.push(json!({ "source": key, "changes": std::mem::take(&mut part) }));
+            bytes = 0;
+        }
+        bytes += size;
+        part.push(value);
+    }
+    bodies.push(json!({ "source": key, "changes": part, "position": position }));
+    bodies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twinflow_schemas::DocumentChange;
+
+    #[test]
+    fn a_batch_goes_in_bounded_requests_with_its_position_last() {
+        let changes: Vec<DocumentChange> =
+            (0..10).map(|i| DocumentChange::Delete { doc_id: format!("doc-{i:04}") }).collect();
+        let one = serde_json::to_value(&changes[0]).unwrap().to_string().len();
+        let bodies = requests("kafka-0@p1", &changes, Some(json!({ "offsets": { "1": 10 } })), 3 * one);
+        assert_eq!(bodies.len(), 4, "{bodies:?}");
+        assert!(bodies.iter().all(|b| b["changes"].as_array().unwrap().len() <= 3 && b["source"] == "kafka-0@p1"));
+        let sent: usize = bodies.iter().map(|b| b["changes"].as_array().unwrap().len()).sum();
+        assert_eq!(sent, 10);
+        assert!(bodies[..3].iter().all(|b| b.get("position").is_none()));
+        assert_eq!(bodies[3]["position"]["offsets"]["1"], 10);
+    }
+
+    #[test]
+    fn a_share_resumes_from_every_process_s_offsets() {
+        let positions = json!({
+            "kafka-0": { "topic": "t", "offsets": { "0": 7, "2": 3 } },
+            "kafka-0@p1": { "topic": "t", "offsets": { "1": 5, "3": 2 } },
+            "kafka-1": { "topic": "u", "offsets": { "0": 100 } },
+        });
+        let merged = shared_resume(&positions, "kafka-0").unwrap();
+        assert_eq!(merged["offsets"], json!({ "0": 7, "1": 5, "2": 3, "3": 2 }));
+        assert_eq!(shared_resume(&positions, "fluvio-0"), None);
     }
 }

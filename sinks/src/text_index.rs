@@ -38,6 +38,8 @@ use crate::shards::{fan_out, shard_of};
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 /// The least a tantivy writer accepts.
 const MIN_WRITER_HEAP: usize = 15 * 1024 * 1024;
+/// Words whose live document frequency is kept per commit, at most.
+const MAX_CACHED_TERMS: usize = 100_000;
 /// BM25 scores are rounded to this (relative) step before they are compared.
 const SCORE_STEP: f32 = 1e-5;
 
@@ -65,8 +67,17 @@ pub(crate) struct TextIndex {
     id: Field,
     text: Field,
     /// The live corpus's size and length for the shards' current searchers
-    /// (by generation): computed once per commit, not per query.
-    totals: Mutex<Option<(Vec<u64>, u64, u64)>>,
+    /// (by generation), and the live document frequencies asked so far:
+    /// computed once per commit, not per query.
+    totals: Mutex<Option<Totals>>,
+}
+
+/// See [`TextIndex::totals`].
+struct Totals {
+    generations: Vec<u64>,
+    docs: u64,
+    tokens: u64,
+    doc_freqs: Arc<Mutex<std::collections::HashMap<Term, u64>>>,
 }
 
 impl std::fmt::Debug for TextIndex {
@@ -155,9 +166,10 @@ impl TextIndex {
     /// errors are not errors: the query is read leniently, as words.
     ///
     /// Scores are rounded to [`SCORE_STEP`], so that sums of the same terms
-    /// added in another order (shards, segments) tie exactly; a shard whose
-    /// last hit ties with the `k`-th overall is asked again for more, so every
-    /// tied chunk takes part in the tie-break whatever the sharding.
+    /// added in another order (shards, segments) mostly tie exactly; a shard
+    /// whose last hit ties with the `k`-th overall is asked again for more
+    /// (up to `max(8(k+1), 128)`), so tied chunks take part in the tie-break
+    /// whatever the sharding.
     pub(crate) fn search(
         &self,
         query: &str,
@@ -207,10 +219,13 @@ impl TextIndex {
         let mut hits = merged(&found);
         if hits.len() > k && hits[k].1 >= hits[k - 1].1 {
             let boundary = hits[k - 1].1;
+            let most = (8 * (k + 1)).max(128);
             for (searcher, (limit, shard_hits)) in searchers.iter().zip(&mut found) {
-                // Full, and its last hit ties with the boundary: it may hold more tied chunks.
-                while shard_hits.len() == *limit && shard_hits.last().is_some_and(|h| h.1 >= boundary) {
-                    *limit *= 2;
+                // Full, and its last hit ties with the boundary: it may hold more tied chunks
+                // (up to `most`: past it, a tie that wide is broken by the shards' own order).
+                while *limit < most && shard_hits.len() == *limit && shard_hits.last().is_some_and(|h| h.1 >= boundary)
+                {
+                    *limit = (*limit * 2).min(most);
                     *shard_hits = one(searcher, *limit)?;
                 }
             }
@@ -224,10 +239,10 @@ impl TextIndex {
     fn live_stats<'a>(&self, searchers: &'a [Searcher]) -> Result<LiveStats<'a>> {
         let generations: Vec<u64> = searchers.iter().map(|s| s.generation().generation_id()).collect();
         let mut totals = self.totals.lock();
-        if let Some((cached, docs, tokens)) = &*totals
-            && *cached == generations
+        if let Some(t) = &*totals
+            && t.generations == generations
         {
-            return Ok(LiveStats { searchers, docs: *docs, tokens: *tokens });
+            return Ok(LiveStats { searchers, docs: t.docs, tokens: t.tokens, doc_freqs: t.doc_freqs.clone() });
         }
         let (mut docs, mut tokens) = (0u64, 0u64);
         for segment in searchers.iter().flat_map(|s| s.segment_readers()) {
@@ -237,8 +252,9 @@ impl TextIndex {
                 tokens += u64::from(norms.fieldnorm(doc));
             }
         }
-        *totals = Some((generations, docs, tokens));
-        Ok(LiveStats { searchers, docs, tokens })
+        let doc_freqs = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        *totals = Some(Totals { generations, docs, tokens, doc_freqs: doc_freqs.clone() });
+        Ok(LiveStats { searchers, docs, tokens, doc_freqs })
     }
 
     /// Number of indexed chunks.
@@ -254,6 +270,8 @@ struct LiveStats<'a> {
     searchers: &'a [Searcher],
     docs: u64,
     tokens: u64,
+    /// Per word, shared by the searches of one commit.
+    doc_freqs: Arc<Mutex<std::collections::HashMap<Term, u64>>>,
 }
 
 impl Bm25StatisticsProvider for LiveStats<'_> {
@@ -266,10 +284,18 @@ impl Bm25StatisticsProvider for LiveStats<'_> {
     }
 
     fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        if let Some(n) = self.doc_freqs.lock().get(term) {
+            return Ok(*n);
+        }
         let mut n = 0;
         for segment in self.searchers.iter().flat_map(|s| s.segment_readers()) {
             n += live_doc_freq(segment, term)?;
         }
+        let mut cached = self.doc_freqs.lock();
+        if cached.len() >= MAX_CACHED_TERMS {
+            cached.clear();
+        }
+        cached.insert(term.clone(), n);
         Ok(n)
     }
 }

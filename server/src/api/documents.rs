@@ -189,15 +189,22 @@ pub async fn post_source_changes(
         .enumerate()
         .map(|(i, value)| change_from_value(value, i + 1, &limits))
         .collect::<Result<Vec<_>, _>>()?;
-    for error in batch.errors {
-        app.record_ingest_error(twinflow_connectors::IngestError {
+    let errors: Vec<_> = batch
+        .errors
+        .into_iter()
+        .map(|error| twinflow_connectors::IngestError {
             source: batch.source.clone(),
             location: error.location,
             reason: error.reason,
             at_ms: error.at_ms,
-        });
-    }
+        })
+        .collect();
     let accepted = changes.len();
+    if changes.is_empty() && batch.position.is_none() {
+        // Refused records only: recorded once (nothing to submit, so nothing to refuse).
+        errors.into_iter().for_each(|e| app.record_ingest_error(e));
+        return Ok(Json(IngestResponse { accepted, epoch: app.store.committed_epoch(), committed: true }));
+    }
     let (engine, source, position) = (app.engine.clone(), batch.source, batch.position);
     let app_for_positions = app.clone();
     let epoch = tokio::task::spawn_blocking(move || {
@@ -211,6 +218,8 @@ pub async fn post_source_changes(
             app_for_positions.positions.record(&source, epoch, position);
         }
         crate::metrics::changes_accepted(&source, accepted);
+        // After the submit: a refused (and so resent) batch records its errors once.
+        errors.into_iter().for_each(|e| app_for_positions.record_ingest_error(e));
         Ok::<_, ApiError>(epoch)
     })
     .await

@@ -285,7 +285,12 @@ fn a_cluster_reads_a_kafka_topic_each_process_its_partitions() {
         let mut child = up(&config, &log0, &cluster(0));
         wait_ready(&http, &base, &mut child, &log0);
         if round == 1 {
-            // Resumed from the committed positions: nothing is read again.
+            // Once process 1 reads too, nothing comes again: both resumed from their committed positions.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !std::fs::read_to_string(&log1).unwrap_or_default().contains("reading this process's share") {
+                assert!(std::time::Instant::now() < deadline, "process 1 never started reading");
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let epoch = status()["committed_epoch"].clone();
             std::thread::sleep(Duration::from_secs(1));
             assert_eq!(status()["committed_epoch"], epoch, "a restart replayed records");
