@@ -39,7 +39,7 @@ use twinflow_schemas::ChangeLimits;
 use twinflow_schemas::config::{FluvioSourceConfig, StartFrom};
 
 use crate::handle::{Halt, Outbox};
-use crate::offsets::{PartitionBatcher, position_offsets};
+use crate::offsets::{PartitionBatcher, position_offsets, select_partitions};
 use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition};
 
 /// How long a partial batch waits for more records before it is sent.
@@ -108,21 +108,8 @@ impl Reader {
         let Some(count) = count else {
             return Err(config_error(format!("the cluster at {endpoint} has no topic {:?}", config.topic)));
         };
-        let mut partitions =
-            if config.partitions.is_empty() { (0..count).collect() } else { config.partitions.clone() };
-        if let Some(bad) = partitions.iter().find(|p| **p >= count) {
-            return Err(config_error(format!("topic {:?} has {count} partitions, no partition {bad}", config.topic)));
-        }
-        // In a cluster, each process reads its share.
-        if let Some(share) = config.share {
-            partitions.retain(|p| share.takes(*p));
-            if partitions.is_empty() {
-                return Err(config_error(format!(
-                    "no partition of topic {:?} ({count}) falls to process {} of {}",
-                    config.topic, share.index, share.of
-                )));
-            }
-        }
+        let partitions =
+            select_partitions(&config.topic, count, &config.partitions, config.share).map_err(config_error)?;
         let next = position_offsets(&config.topic, resume.as_ref());
         let batcher = PartitionBatcher::new("fluvio", name, &config.topic, limits, config.batch, next);
         Ok(Self { name: name.to_owned(), config, partitions, batcher })

@@ -35,7 +35,7 @@ use twinflow_schemas::ChangeLimits;
 use twinflow_schemas::config::{KafkaSourceConfig, StartFrom};
 
 use crate::handle::{Halt, Outbox};
-use crate::offsets::{PartitionBatcher, position_offsets};
+use crate::offsets::{PartitionBatcher, position_offsets, select_partitions};
 use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition};
 
 /// How long a poll waits for a record (and a partial batch for more).
@@ -109,21 +109,8 @@ impl Reader {
         if count == 0 {
             return Err(config_error(format!("the brokers at {brokers} have no topic {:?}", config.topic)));
         }
-        let mut partitions: Vec<u32> =
-            if config.partitions.is_empty() { (0..count).collect() } else { config.partitions.clone() };
-        if let Some(bad) = partitions.iter().find(|p| **p >= count) {
-            return Err(config_error(format!("topic {:?} has {count} partitions, no partition {bad}", config.topic)));
-        }
-        // In a cluster, each process reads its share.
-        if let Some(share) = config.share {
-            partitions.retain(|p| share.takes(*p));
-            if partitions.is_empty() {
-                return Err(config_error(format!(
-                    "no partition of topic {:?} ({count}) falls to process {} of {}",
-                    config.topic, share.index, share.of
-                )));
-            }
-        }
+        let partitions =
+            select_partitions(&config.topic, count, &config.partitions, config.share).map_err(config_error)?;
 
         // Start offsets: twinflow's committed position, else the group's, else `start`.
         let ours = position_offsets(&config.topic, resume.as_ref());

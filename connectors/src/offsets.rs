@@ -28,6 +28,31 @@ pub(crate) fn offsets_position(topic: &str, next: &BTreeMap<u32, i64>) -> Source
     json!({ "topic": topic, "offsets": offsets })
 }
 
+/// The partitions of `topic` (of `count`) a source reads: `chosen` (empty:
+/// all), and of those only its `share` in a cluster. The error says why
+/// none or a wrong one is chosen.
+pub(crate) fn select_partitions(
+    topic: &str,
+    count: u32,
+    chosen: &[u32],
+    share: Option<twinflow_schemas::config::PartitionShare>,
+) -> std::result::Result<Vec<u32>, String> {
+    let mut partitions: Vec<u32> = if chosen.is_empty() { (0..count).collect() } else { chosen.to_vec() };
+    if let Some(bad) = partitions.iter().find(|p| **p >= count) {
+        return Err(format!("topic {topic:?} has {count} partitions, no partition {bad}"));
+    }
+    if let Some(share) = share {
+        partitions.retain(|p| share.takes(*p));
+        if partitions.is_empty() {
+            return Err(format!(
+                "no partition of topic {topic:?} ({count}) falls to process {} of {}",
+                share.index, share.of
+            ));
+        }
+    }
+    Ok(partitions)
+}
+
 /// One position of the offsets of several (`{"topic", "offsets"}`, the
 /// positions of one source read by different processes of a cluster): per
 /// partition the furthest offset, so a partition that moved to another

@@ -199,6 +199,12 @@ impl Ingest {
         open.changes.len() + self.uncommitted.lock().values().map(|(n, _)| n).sum::<usize>()
     }
 
+    /// When the oldest uncommitted change was accepted. Closed epochs are
+    /// committed in order, so the first one holds it; else the open one.
+    fn oldest(&self, open: &OpenEpoch) -> Option<Instant> {
+        self.uncommitted.lock().first_key_value().map(|(_, (_, t))| *t).or(open.first_accepted)
+    }
+
     /// Closes the open epoch if it holds changes. Called with `open` locked.
     fn close(&self, open: &mut OpenEpoch) -> Option<u64> {
         if open.changes.is_empty() {
@@ -429,9 +435,7 @@ impl Engine {
         if pending > 0 && pending + changes.len() > self.ingest.max_pending {
             return Err(SubmitError::Overloaded { pending, limit: self.ingest.max_pending });
         }
-        // Closed epochs are committed in order: the first one is the oldest.
-        let oldest = self.ingest.uncommitted.lock().first_key_value().map(|(_, (_, t))| *t).or(open.first_accepted);
-        if let Some(lag) = oldest.map(|t| t.elapsed())
+        if let Some(lag) = self.ingest.oldest(&open).map(|t| t.elapsed())
             && lag > self.ingest.max_lag
         {
             return Err(SubmitError::Behind { lag, limit: self.ingest.max_lag });
@@ -491,14 +495,12 @@ impl Engine {
     /// Current counters.
     pub fn stats(&self) -> EngineStats {
         let open = self.ingest.open.lock();
-        let uncommitted = self.ingest.uncommitted.lock();
-        let oldest = uncommitted.values().map(|(_, t)| *t).chain(open.first_accepted).min();
         EngineStats {
             workers: self.workers,
             open_epoch: open.epoch,
             committed_epoch: *self.ingest.committed.lock(),
-            pending_changes: open.changes.len() + uncommitted.values().map(|(n, _)| n).sum::<usize>(),
-            input_lag: oldest.map(|t| t.elapsed()).unwrap_or_default(),
+            pending_changes: self.ingest.pending(&open),
+            input_lag: self.ingest.oldest(&open).map(|t| t.elapsed()).unwrap_or_default(),
             texts_embedded: self.cache.texts_embedded(),
             texts_queued: self.cache.texts_queued(),
         }

@@ -55,7 +55,7 @@ static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 
 /// A message for the person running the server: stderr as text, or a log
 /// event when logs are JSON (so stderr stays one JSON object per line).
-fn say(message: impl std::fmt::Display) {
+pub(crate) fn say(message: impl std::fmt::Display) {
     if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::info!("{message}");
     } else {
@@ -707,7 +707,7 @@ fn train(args: &ServerArgs, status: &str, start: &str) -> anyhow::Result<()> {
 }
 
 fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
-    stop_when_the_dataflow_fails();
+    crate::cluster::stop_when_the_dataflow_fails();
     for dir in &args.watch {
         config.sources.push(SourceConfig::Watch(WatchSourceConfig {
             path: dir.clone(),
@@ -748,7 +748,7 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
         anyhow::ensure!(process < processes, "--process {process} is not below --processes {processes}");
         config.engine.cluster = Some(twinflow_schemas::config::ClusterConfig { process, hosts });
         if process > 0 {
-            return worker_process(config);
+            return crate::cluster::worker_process(config);
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -794,71 +794,7 @@ fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes a panic on one of timely's threads (a worker, or the network
-/// threads of a cluster) end the process with exit code 1 and a clear
-/// error, instead of leaving it serving with a dataflow that no longer
-/// commits. Timely reports a dead or unreachable peer process only by
-/// panicking its network threads ("timely communication error: …").
-/// Nothing acknowledged is lost: the input log replays it at restart.
-fn stop_when_the_dataflow_fails() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        let thread = std::thread::current().name().unwrap_or_default().to_owned();
-        if !thread.starts_with("timely:") {
-            return;
-        }
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("unknown");
-        let why = if message.contains("communication error") {
-            "a process of the cluster stopped or its connection broke"
-        } else {
-            "a dataflow worker failed"
-        };
-        tracing::error!(
-            thread,
-            message,
-            "{why}: stopping this process; start every process of the cluster again \
-             (acknowledged changes are replayed from the input log)"
-        );
-        std::process::exit(1);
-    }));
-}
-
 /// `ADDRESS/TOPIC` of `--fluvio` and `--kafka`.
-/// A process other than 0 of a cluster: the engine's workers only, until
-/// process 0 stops (its sources, HTTP, store and committer are process 0's).
-fn worker_process(config: Config) -> anyhow::Result<()> {
-    let cluster = config.engine.cluster.clone().context("not in a cluster")?;
-    let embedder = crate::embedder::build_embedder(&config.embedder)?;
-    let mut options = twinflow_dataflow::EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
-    // Its own embedding cache (under the data directory, apart from process 0's files), so
-    // after a restart it encodes none of its share of the restored chunks again.
-    let mut seed = None;
-    if config.storage.embedding_cache {
-        let dir = config.storage.data_dir.join(format!("_process-{}", cluster.process));
-        options.vector_sink = Some(crate::app::open_vector_cache(&dir, embedder.as_ref(), 0, &mut seed)?);
-    }
-    say(format_args!(
-        "twinflow process {} of {} ({} workers): connecting to {}…",
-        cluster.process,
-        cluster.hosts.len(),
-        config.engine.workers,
-        cluster.hosts.join(", ")
-    ));
-    let engine = twinflow_dataflow::Engine::start(options, embedder, seed)?;
-    say("connected: chunking and embedding this process's share until process 0 stops");
-    let forwarding = crate::forward::SourceForwarding::start(&config, &cluster)?;
-    engine.shutdown()?;
-    forwarding.stop();
-    say(format_args!("process 0 stopped: exiting ({} texts embedded here)", engine.stats().texts_embedded));
-    Ok(())
-}
-
 fn address_topic(arg: &str) -> Result<(String, String), String> {
     match arg.rsplit_once('/') {
         Some((address, topic)) if !address.is_empty() && !topic.is_empty() => Ok((address.into(), topic.into())),
@@ -945,7 +881,7 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
                     continue;
                 }
                 let resume = match share {
-                    Some(_) => crate::forward::shared_resume(&serde_json::json!(positions), &name),
+                    Some(_) => crate::forward::shared_resume(&positions, &name),
                     None => positions.get(&name).cloned(),
                 };
                 let fluvio = FluvioSourceConfig { share, ..fluvio.clone() };
@@ -961,7 +897,7 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
                     continue;
                 }
                 let resume = match share {
-                    Some(_) => crate::forward::shared_resume(&serde_json::json!(positions), &name),
+                    Some(_) => crate::forward::shared_resume(&positions, &name),
                     None => positions.get(&name).cloned(),
                 };
                 let kafka = KafkaSourceConfig { share, ..kafka.clone() };

@@ -103,9 +103,12 @@ fn committed_positions(http: &reqwest::blocking::Client, base: &str) -> Option<V
 /// offset under its name or any process's (`<name>@p<I>`), so a partition
 /// that moved to another process when the cluster changed size resumes
 /// where it was left.
-pub(crate) fn shared_resume(positions: &Value, name: &str) -> Option<Value> {
+pub(crate) fn shared_resume<'a>(
+    positions: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    name: &str,
+) -> Option<Value> {
     let prefix = format!("{name}@p");
-    let entries = positions.as_object()?.iter().filter(|(k, v)| (*k == name || k.starts_with(&prefix)) && !v.is_null());
+    let entries = positions.into_iter().filter(|(k, v)| (*k == name || k.starts_with(&prefix)) && !v.is_null());
     twinflow_connectors::merge_positions(entries.map(|(_, v)| v))
 }
 
@@ -134,7 +137,7 @@ fn run(
         let (tx, rx) = crossbeam_channel::bounded(16);
         // The documents name the source as process 0 does; the position is this process's own.
         let key = format!("{name}@p{}", share.index);
-        let resume = shared_resume(&positions, &name);
+        let resume = positions.as_object().and_then(|p| shared_resume(p, &name));
         let spawned = match source {
             SourceConfig::Kafka(kafka) => {
                 KafkaSource::spawn(name.clone(), KafkaSourceConfig { share: Some(share), ..kafka }, limits, resume, tx)
@@ -284,8 +287,9 @@ mod tests {
             "kafka-0@p1": { "topic": "t", "offsets": { "1": 5, "3": 2 } },
             "kafka-1": { "topic": "u", "offsets": { "0": 100 } },
         });
-        let merged = shared_resume(&positions, "kafka-0").unwrap();
+        let positions = positions.as_object().unwrap();
+        let merged = shared_resume(positions, "kafka-0").unwrap();
         assert_eq!(merged["offsets"], json!({ "0": 7, "1": 5, "2": 3, "3": 2 }));
-        assert_eq!(shared_resume(&positions, "fluvio-0"), None);
+        assert_eq!(shared_resume(positions, "fluvio-0"), None);
     }
 }

@@ -27,6 +27,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod datasets;
 pub mod embedder;
 pub mod forward;

@@ -68,12 +68,7 @@ pub async fn post_documents(
     // Durable before acknowledged: encoded first, appended and fsynced with the epoch the engine gives.
     let epoch = tokio::task::spawn_blocking(move || {
         let encoded = log.as_ref().map(|_| EncodedBatch::new(&changes)).transpose().map_err(ApiError::internal)?;
-        let epoch = engine.submit(changes).map_err(|e| match e {
-            SubmitError::Overloaded { .. } | SubmitError::Behind { .. } => {
-                ApiError::new(ErrorCode::Overloaded, e.to_string())
-            }
-            SubmitError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
-        })?;
+        let epoch = engine.submit(changes).map_err(refused)?;
         if let (Some(log), Some(encoded)) = (log, encoded) {
             log.append(epoch, &encoded).map_err(|e| {
                 tracing::error!(error = %e, "could not append to the input log");
@@ -100,6 +95,15 @@ pub async fn post_documents(
             .map_err(ApiError::internal)?;
     }
     Ok(Json(IngestResponse { accepted, epoch, committed }))
+}
+
+/// The answer to changes the engine did not accept.
+fn refused(e: SubmitError) -> ApiError {
+    let code = match e {
+        SubmitError::Overloaded { .. } | SubmitError::Behind { .. } => ErrorCode::Overloaded,
+        SubmitError::ShuttingDown => ErrorCode::ShuttingDown,
+    };
+    ApiError::new(code, e.to_string())
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8], limits: &ChangeLimits) -> Result<Vec<DocumentChange>, ApiError> {
@@ -208,12 +212,7 @@ pub async fn post_source_changes(
     let (engine, source, position) = (app.engine.clone(), batch.source, batch.position);
     let app_for_positions = app.clone();
     let epoch = tokio::task::spawn_blocking(move || {
-        let epoch = engine.submit(changes).map_err(|e| match e {
-            SubmitError::Overloaded { .. } | SubmitError::Behind { .. } => {
-                ApiError::new(ErrorCode::Overloaded, e.to_string())
-            }
-            SubmitError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
-        })?;
+        let epoch = engine.submit(changes).map_err(refused)?;
         if let Some(position) = position {
             app_for_positions.positions.record(&source, epoch, position);
         }

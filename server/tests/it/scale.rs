@@ -25,6 +25,29 @@ fn up(config: &Path, log: &Path, extra: &[String]) -> Child {
         .expect("twinflow starts")
 }
 
+/// Process 0 and process 1 of a 2-process cluster on `config`, on fresh
+/// ports (written to `<dir>/hosts`), process 0 ready; their logs are
+/// `<dir>/process-{0,1}-<round>.log`. Returns (process 0, process 1, their logs).
+fn start_pair(
+    dir: &Path,
+    config: &Path,
+    http: &reqwest::blocking::Client,
+    base: &str,
+    round: usize,
+) -> (Child, Child, std::path::PathBuf, std::path::PathBuf) {
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let cluster = |process: usize| {
+        vec!["--hostfile".to_owned(), hostfile.display().to_string(), "--process".into(), process.to_string()]
+    };
+    let log1 = dir.join(format!("process-1-{round}.log"));
+    let other = up(config, &log1, &cluster(1));
+    let log0 = dir.join(format!("process-0-{round}.log"));
+    let mut child = up(config, &log0, &cluster(0));
+    wait_ready(http, base, &mut child, &log0);
+    (child, other, log0, log1)
+}
+
 /// Sends each batch with `?wait=true` (one committed epoch each).
 pub(crate) fn post_committed(http: &reqwest::blocking::Client, base: &str, batches: &[String]) {
     for (i, batch) in batches.iter().enumerate() {
@@ -119,21 +142,12 @@ fn a_restarted_cluster_encodes_nothing_again() {
     let dir = dir.path();
     let port = free_port();
     let config = write_config_with(dir, port, 1);
-    let hostfile = dir.join("hosts");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let batches = workload(5, 12);
     let mut embedded_by_process_1 = Vec::new();
     for round in 0..2 {
-        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-        let cluster = |process: usize| {
-            vec!["--hostfile".to_owned(), hostfile.display().to_string(), "--process".into(), process.to_string()]
-        };
-        let log1 = dir.join(format!("process-1-{round}.log"));
-        let mut other = up(&config, &log1, &cluster(1));
-        let log0 = dir.join(format!("process-0-{round}.log"));
-        let mut child = up(&config, &log0, &cluster(0));
-        wait_ready(&http, &base, &mut child, &log0);
+        let (mut child, mut other, _, log1) = start_pair(dir, &config, &http, &base, round);
         if round == 0 {
             post_committed(&http, &base, &batches);
         }
@@ -170,22 +184,10 @@ fn a_killed_process_stops_the_cluster_and_a_restart_loses_nothing() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let config = write_config_with(&dir, port, 1);
-    let hostfile = dir.join("hosts");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let cluster = |process: usize| {
-        vec!["--hostfile".to_owned(), hostfile.display().to_string(), "--process".into(), process.to_string()]
-    };
-    let start = |round: usize| {
-        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-        let other = up(&config, &dir.join(format!("process-1-{round}.log")), &cluster(1));
-        let log0 = dir.join(format!("process-0-{round}.log"));
-        let mut child = up(&config, &log0, &cluster(0));
-        wait_ready(&http, &base, &mut child, &log0);
-        (child, other, log0)
-    };
 
-    let (mut child, mut other, log0) = start(0);
+    let (mut child, mut other, log0, _) = start_pair(&dir, &config, &http, &base, 0);
     let (committed, streamed) = batches.split_at(batches.len() / 2);
     post_committed(&http, &base, committed);
     // Acknowledged (in the input log), not waited for: the kill may come before they are committed.
@@ -213,7 +215,7 @@ fn a_killed_process_stops_the_cluster_and_a_restart_loses_nothing() {
     assert!(log.contains("a process of the cluster stopped or its connection broke"), "{log}");
 
     // The restart replays what was acknowledged but not committed before it serves.
-    let (mut child, mut other, _) = start(1);
+    let (mut child, mut other, ..) = start_pair(&dir, &config, &http, &base, 1);
     stop(&mut child);
     assert!(other.wait().unwrap().success());
     let after: String =
@@ -259,7 +261,6 @@ fn a_cluster_reads_a_kafka_topic_each_process_its_partitions() {
     let source =
         format!("\n[[sources]]\ntype = \"kafka\"\nconfig = {{ brokers = \"{brokers}\", topic = \"posts\" }}\n");
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &source).unwrap();
-    let hostfile = dir.join("hosts");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let status = || -> serde_json::Value { http.get(format!("{base}/v1/status")).send().unwrap().json().unwrap() };
@@ -275,15 +276,7 @@ fn a_cluster_reads_a_kafka_topic_each_process_its_partitions() {
         }
     };
     for round in 0..2 {
-        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-        let cluster = |process: usize| {
-            vec!["--hostfile".to_owned(), hostfile.display().to_string(), "--process".into(), process.to_string()]
-        };
-        let log1 = dir.join(format!("process-1-{round}.log"));
-        let mut other = up(&config, &log1, &cluster(1));
-        let log0 = dir.join(format!("process-0-{round}.log"));
-        let mut child = up(&config, &log0, &cluster(0));
-        wait_ready(&http, &base, &mut child, &log0);
+        let (mut child, mut other, _, log1) = start_pair(dir, &config, &http, &base, round);
         if round == 1 {
             // Once process 1 reads too, nothing comes again: both resumed from their committed positions.
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
