@@ -24,6 +24,7 @@ mod drift_log;
 mod encode;
 mod error;
 mod error_log;
+mod fusion;
 mod live;
 mod restore;
 mod search;
@@ -43,6 +44,7 @@ pub mod vector_cache;
 
 pub use encode::{encode_arrow_ipc, encode_csv, encode_json_rows, encode_parquet};
 pub use error::{Error, Result};
+pub use fusion::reciprocal_rank;
 pub use input_log::{EncodedBatch, InputLog, LoggedBatch};
 pub use manifest::Manifest;
 pub use sql::SqlAnswer;

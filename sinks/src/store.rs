@@ -22,6 +22,7 @@ use twinflow_schemas::config::AnnConfig;
 use crate::drift_log::{drift_batch, drift_path, read_drift};
 use crate::error::{Error, Result};
 use crate::error_log::{error_batch, error_log_path, read_errors};
+use crate::fusion::reciprocal_rank;
 use crate::live::LiveState;
 use crate::manifest::{EpochEntry, MANIFEST_FILE, Manifest, SnapshotEntry, now_ms};
 use crate::parquet_io::{snapshot_path, write_epoch, write_parquet};
@@ -646,26 +647,23 @@ impl Store {
                 .collect(),
             SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => {
                 let n = (4 * k).max(50);
-                let mut fused: HashMap<Hash128, (f32, Option<f32>, Option<f32>)> = HashMap::new();
-                for (rank, (score, id)) in nearest(n)?.into_iter().enumerate() {
-                    let entry = fused.entry(id).or_default();
-                    entry.0 += vector_weight / (rrf_k + rank as f32 + 1.0);
-                    entry.1 = Some(score);
-                }
-                for (rank, (id, score)) in bm25(n)?.into_iter().enumerate() {
-                    let entry = fused.entry(id).or_default();
-                    entry.0 += bm25_weight / (rrf_k + rank as f32 + 1.0);
-                    entry.2 = Some(score);
-                }
-                let mut ranked: Vec<_> = fused.into_iter().collect();
-                ranked.sort_unstable_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
-                ranked.truncate(k);
-                ranked
+                let by_vector = nearest(n)?;
+                let by_bm25 = bm25(n)?;
+                let vector_ids: Vec<Hash128> = by_vector.iter().map(|(_, id)| *id).collect();
+                let bm25_ids: Vec<Hash128> = by_bm25.iter().map(|(id, _)| *id).collect();
+                let mut fused =
+                    reciprocal_rank(&[(vector_weight, &vector_ids[..]), (bm25_weight, &bm25_ids[..])], rrf_k);
+                fused.truncate(k);
+                // Each part's own score goes with the hit, beside the fused one.
+                let vector_scores: HashMap<Hash128, f32> =
+                    by_vector.into_iter().map(|(score, id)| (id, score)).collect();
+                let bm25_scores: HashMap<Hash128, f32> = by_bm25.into_iter().collect();
+                fused
                     .into_iter()
-                    .map(|(id, (score, vector_score, bm25_score))| {
+                    .map(|(id, score)| {
                         let mut hit = crate::search::hit(live, id, score, &passes);
-                        hit.vector_score = vector_score;
-                        hit.bm25_score = bm25_score;
+                        hit.vector_score = vector_scores.get(&id).copied();
+                        hit.bm25_score = bm25_scores.get(&id).copied();
                         hit
                     })
                     .collect()
