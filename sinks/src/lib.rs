@@ -16,9 +16,10 @@
 //!  Store::snapshot ──▶ <data>/<table>/_snapshots/v<N>/part-0.parquet     Store::open ──▶ restore from manifest
 //! ```
 //!
-//! Where to look next: `store.rs` for the commit protocol and the public
-//! entry points, `convert.rs` for the row ↔ Arrow mapping, `sql.rs` for the
-//! SQL catalog and the read-only checks, `src/README.md` for every file.
+//! Where to look next: `store/` for the public entry points (`commit.rs`
+//! for the commit protocol, `query.rs` for the reads), `convert.rs` for the
+//! row ↔ Arrow mapping, `sql.rs` for the SQL catalog and the read-only
+//! checks, `src/README.md` for every file.
 
 mod drift_log;
 mod encode;

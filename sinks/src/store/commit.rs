@@ -1,0 +1,326 @@
+//! Writing: each epoch's part files, drift and error logs, then the
+//! manifest, then the live state and both indexes ([`Store::commit_epoch_full`]
+//! and its shorter forms); late positions, errors and traces without a new
+//! epoch ([`Store::commit_late`]); consolidated snapshots ([`Store::snapshot`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use twinflow_schemas::{DriftRow, EmbeddingRow, EpochUpdates, Hash128, IngestErrorRow, TableName, TraceRow};
+
+use super::{INDEX_DIR, State, Store};
+use crate::drift_log::{drift_batch, drift_path};
+use crate::error::Result;
+use crate::error_log::{error_batch, error_log_path};
+use crate::manifest::{EpochEntry, SnapshotEntry, now_ms};
+use crate::parquet_io::{snapshot_path, write_epoch, write_parquet};
+use crate::trace_log::{trace_batch, trace_log_path};
+
+/// What one [`Store::commit_epoch`] wrote.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitStats {
+    /// The epoch.
+    pub epoch: u64,
+    /// Part files written (0 for an empty or already committed epoch).
+    pub files: usize,
+    /// Table name → updates written (after consolidation per worker).
+    pub rows: BTreeMap<String, usize>,
+    /// Bytes written to part files.
+    pub bytes: u64,
+    /// Time spent writing files and the manifest, in milliseconds.
+    pub write_ms: f64,
+}
+
+/// What one [`Store::snapshot`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The snapshot version (1, 2, …).
+    pub version: u64,
+    /// The committed epoch it reflects.
+    pub epoch: u64,
+    /// Table name → live rows (sum of multiplicities).
+    pub rows: BTreeMap<String, u64>,
+    /// The files written, relative to the data directory.
+    pub files: Vec<String>,
+}
+
+impl Store {
+    /// [`Store::commit_epoch_with`] without source positions.
+    pub fn commit_epoch(&self, epoch: u64, parts: Vec<(usize, EpochUpdates)>) -> Result<CommitStats> {
+        self.commit_epoch_with(epoch, parts, BTreeMap::new())
+    }
+
+    /// Commits `epoch`: writes each worker's non-empty table updates as
+    /// Parquet (consolidated per worker), then atomically replaces the
+    /// manifest (recording `sources`, merged over the previous positions),
+    /// then applies the updates to the live state.
+    ///
+    /// An epoch at or below [`Store::committed_epoch`] is a no-op returning
+    /// `Ok` (re-committing after a crash is harmless). An epoch without
+    /// updates or sources writes nothing but still advances the committed
+    /// epoch; the manifest records it with the next write.
+    pub fn commit_epoch_with(
+        &self,
+        epoch: u64,
+        parts: Vec<(usize, EpochUpdates)>,
+        sources: BTreeMap<String, serde_json::Value>,
+    ) -> Result<CommitStats> {
+        self.commit_epoch_full(epoch, parts, sources, Vec::new(), Vec::new())
+    }
+
+    /// [`commit_epoch_with`](Self::commit_epoch_with), also appending the
+    /// epoch's `drift` rows and the `ingest_errors` recorded since the last
+    /// commit (stamped with this epoch); both are written and listed in the
+    /// same manifest replacement, so they are committed with the epoch or not at all.
+    pub fn commit_epoch_full(
+        &self,
+        epoch: u64,
+        parts: Vec<(usize, EpochUpdates)>,
+        sources: BTreeMap<String, serde_json::Value>,
+        drift: Vec<DriftRow>,
+        mut ingest_errors: Vec<IngestErrorRow>,
+    ) -> Result<CommitStats> {
+        let started = Instant::now();
+        let _writer = self.writer.lock();
+        if epoch <= self.committed_epoch() {
+            return Ok(CommitStats { epoch, ..CommitStats::default() });
+        }
+        let parts = merge_by_worker(parts);
+        let written = write_epoch(&self.dir, self.dim, epoch, &parts)?;
+
+        let mut stats = CommitStats { epoch, files: written.len(), ..CommitStats::default() };
+        let mut entry = EpochEntry::empty(epoch, now_ms());
+        if !drift.is_empty() {
+            let path = drift_path(epoch);
+            stats.bytes += write_parquet(&self.dir.join(&path), &drift_batch(&drift)?)?;
+            stats.files += 1;
+            entry.drift = Some(path);
+        }
+        if !ingest_errors.is_empty() {
+            ingest_errors.iter_mut().for_each(|r| r.epoch = epoch);
+            let path = error_log_path(epoch, 0);
+            stats.bytes += write_parquet(&self.dir.join(&path), &error_batch(&ingest_errors)?)?;
+            stats.files += 1;
+            entry.ingest_errors.push(path);
+        }
+        for part in &written {
+            let table = part.table.as_str().to_owned();
+            entry.files.entry(table.clone()).or_default().push(part.path.clone());
+            *entry.rows.entry(table).or_default() += part.rows;
+            stats.bytes += part.bytes;
+        }
+        stats.rows = entry.rows.clone();
+
+        let logs = entry.drift.is_some() || !entry.ingest_errors.is_empty();
+        let manifest = if written.is_empty() && sources.is_empty() && !logs {
+            None
+        } else {
+            let mut manifest = self.state.read().manifest.clone();
+            if !written.is_empty() || logs {
+                manifest.epochs.push(entry);
+            }
+            manifest.sources.extend(sources);
+            manifest.committed_epoch = epoch;
+            manifest.store(&self.dir)?;
+            Some(manifest)
+        };
+
+        // New vectors go into the graph before the epoch is published, beside
+        // searches (which skip them until then): the write lock below stays short.
+        // With an adapter active, the graph takes the projected vectors (projected here,
+        // outside the locks; the writer lock keeps the projection from changing meanwhile).
+        let projection = self.state.read().projection.clone();
+        let inserted: Vec<&EmbeddingRow> =
+            parts.iter().flat_map(|(_, u)| u.embeddings.iter()).filter(|(_, diff)| *diff > 0).map(|(e, _)| e).collect();
+        let projected: Vec<(Hash128, Vec<f32>)> = match &projection {
+            Some(p) => inserted.iter().map(|e| (e.chunk_id, p.project(&e.vector.0))).collect(),
+            None => Vec::new(),
+        };
+        let added: Vec<(Hash128, &str, &[f32])> = inserted
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let vector = projected.get(i).map_or(e.vector.0.as_slice(), |(_, v)| v.as_slice());
+                (e.chunk_id, e.model_id.as_str(), vector)
+            })
+            .collect();
+        let mut staged = match self.state.write().vectors.stage(&added) {
+            Ok(staged) => Some(staged),
+            Err(e) => {
+                tracing::error!(epoch, error = %e, "the vector index missed an update; it is rebuilt on restart");
+                None
+            }
+        };
+        if let Some(staged) = &mut staged {
+            self.state.read().vectors.add_staged(staged, &added);
+        }
+        let touched_vectors: BTreeSet<(Hash128, String)> = parts
+            .iter()
+            .flat_map(|(_, u)| u.embeddings.iter().map(|(e, _)| (e.chunk_id, e.model_id.clone())))
+            .collect();
+        drop(added);
+        drop(inserted);
+
+        let mut state = self.state.write();
+        if let Some(manifest) = manifest {
+            state.manifest = manifest;
+        }
+        state.committed = epoch;
+        state.drift.extend(drift);
+        state.ingest_errors.extend(ingest_errors);
+        let touched: BTreeSet<Hash128> =
+            parts.iter().flat_map(|(_, u)| u.chunks.iter().map(|(c, _)| c.chunk_id)).collect();
+        for (_, updates) in parts {
+            state.live.apply(updates, epoch);
+        }
+        let State { live, text, vectors, projection, projected: projected_live, .. } = &mut *state;
+        if projection.is_some() {
+            for (chunk_id, vector) in projected {
+                projected_live.insert(chunk_id, vector);
+            }
+            for (chunk_id, _) in &touched_vectors {
+                if live.embeddings.present(chunk_id).next().is_none() {
+                    projected_live.remove(chunk_id);
+                }
+            }
+        }
+        // The vector index follows the live embeddings row by row: staged rows
+        // become visible, rows no longer live are removed.
+        let present =
+            |chunk_id: &Hash128, model_id: &str| live.embeddings.present(chunk_id).any(|e| e.model_id == model_id);
+        if let Some(staged) = staged
+            && let Err(e) = vectors.publish(staged, present)
+        {
+            tracing::error!(epoch, error = %e, "the vector index missed an update; it is rebuilt on restart");
+        }
+        for (chunk_id, model_id) in &touched_vectors {
+            if !present(chunk_id, model_id)
+                && let Err(e) = vectors.set(*chunk_id, model_id, None)
+            {
+                tracing::error!(epoch, error = %e, "the vector index missed an update; it is rebuilt on restart");
+            }
+        }
+        // The full-text index follows the live chunks: touched ids still present are (re)indexed, others removed.
+        let (mut present, mut absent) = (Vec::new(), Vec::new());
+        for id in &touched {
+            match live.chunks.present(id).next() {
+                Some(chunk) => present.push((*id, chunk.text.as_str())),
+                None => absent.push(*id),
+            }
+        }
+        if let Err(e) = text.apply(present, absent) {
+            tracing::error!(epoch, error = %e, "the full-text index missed an epoch; it is rebuilt on restart");
+        }
+        drop(state);
+        stats.write_ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(epoch, files = stats.files, bytes = stats.bytes, write_ms = stats.write_ms, "committed epoch");
+        Ok(stats)
+    }
+
+    /// Records, without a new epoch, what arrived after the last one:
+    /// positions of sources whose changes are all committed already (at
+    /// shutdown), ingest errors and traces (stamped with the committed
+    /// epoch, each kind as a new file of that epoch). The manifest is
+    /// replaced atomically, like at a commit.
+    pub fn commit_late(
+        &self,
+        sources: BTreeMap<String, serde_json::Value>,
+        mut ingest_errors: Vec<IngestErrorRow>,
+        mut traces: Vec<TraceRow>,
+    ) -> Result<()> {
+        if sources.is_empty() && ingest_errors.is_empty() && traces.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock();
+        let epoch = self.committed_epoch();
+        let mut manifest = self.state.read().manifest.clone();
+        manifest.sources.extend(sources);
+        manifest.committed_epoch = epoch;
+        if !ingest_errors.is_empty() || !traces.is_empty() {
+            if manifest.epochs.last().is_none_or(|e| e.epoch < epoch) {
+                manifest.epochs.push(EpochEntry::empty(epoch, now_ms()));
+            }
+            let entry = manifest.epochs.last_mut().expect("an entry for the committed epoch");
+            if !ingest_errors.is_empty() {
+                ingest_errors.iter_mut().for_each(|r| r.epoch = epoch);
+                let path = error_log_path(epoch, entry.ingest_errors.len());
+                write_parquet(&self.dir.join(&path), &error_batch(&ingest_errors)?)?;
+                entry.ingest_errors.push(path);
+            }
+            if !traces.is_empty() {
+                traces.iter_mut().for_each(|r| r.epoch = epoch);
+                let path = trace_log_path(epoch, entry.traces.len());
+                write_parquet(&self.dir.join(&path), &trace_batch(&traces)?)?;
+                entry.traces.push(path);
+            }
+        }
+        manifest.store(&self.dir)?;
+        let mut state = self.state.write();
+        state.manifest = manifest;
+        state.ingest_errors.extend(ingest_errors);
+        state.traces.extend(traces);
+        Ok(())
+    }
+
+    /// Appends `traces` rows (see [`Store::commit_late`]).
+    pub fn append_traces(&self, traces: Vec<TraceRow>) -> Result<()> {
+        self.commit_late(BTreeMap::new(), Vec::new(), traces)
+    }
+
+    /// Writes a consolidated snapshot of every table's current state to
+    /// `<table>/_snapshots/v<N>/part-0.parquet` (the change-log columns,
+    /// `_epoch` = the snapshot's epoch, `_diff` = multiplicity) and records
+    /// it in the manifest. Restores start from the latest snapshot.
+    pub fn snapshot(&self) -> Result<SnapshotInfo> {
+        let _writer = self.writer.lock();
+        let (epoch, version, batches, rows) = {
+            let state = self.state.read();
+            let version = state.manifest.snapshots.iter().map(|s| s.version).max().unwrap_or(0) + 1;
+            let mut batches = Vec::new();
+            let mut rows = BTreeMap::new();
+            for table in TableName::ALL {
+                batches.push((table, state.live.snapshot_batch(table, state.committed, self.dim)?));
+                rows.insert(table.as_str().to_owned(), state.live.count(table));
+            }
+            (state.committed, version, batches, rows)
+        };
+        let mut files = BTreeMap::new();
+        for (table, batch) in &batches {
+            let path = snapshot_path(*table, version);
+            write_parquet(&self.dir.join(&path), batch)?;
+            files.insert(table.as_str().to_owned(), vec![path]);
+        }
+        let mut manifest = self.state.read().manifest.clone();
+        manifest.committed_epoch = manifest.committed_epoch.max(epoch);
+        let entry = SnapshotEntry { version, epoch, created_at_ms: now_ms(), files: files.clone(), rows: rows.clone() };
+        manifest.snapshots.push(entry);
+        manifest.store(&self.dir)?;
+        self.state.write().manifest = manifest;
+        // The graph too, so a restart loads it instead of rebuilding it (best effort: a
+        // missing or damaged file only means a rebuild).
+        let state = self.state.read();
+        if state.projection.is_some() {
+            tracing::debug!(version, "vector index not saved: it holds projected vectors (rebuilt on open)");
+        } else if let Err(e) = state.vectors.save(&self.dir.join(INDEX_DIR), version) {
+            tracing::warn!(version, error = %e, "could not save the vector index with the snapshot");
+        }
+        tracing::info!(version, epoch, "wrote snapshot");
+        Ok(SnapshotInfo { version, epoch, rows, files: files.into_values().flatten().collect() })
+    }
+}
+
+/// One `EpochUpdates` per worker (parts of the same worker appended),
+/// each consolidated.
+fn merge_by_worker(parts: Vec<(usize, EpochUpdates)>) -> Vec<(usize, EpochUpdates)> {
+    let mut merged: BTreeMap<usize, EpochUpdates> = BTreeMap::new();
+    for (worker, updates) in parts {
+        merged.entry(worker).or_default().extend(updates);
+    }
+    merged
+        .into_iter()
+        .map(|(worker, mut updates)| {
+            updates.consolidate();
+            (worker, updates)
+        })
+        .collect()
+}

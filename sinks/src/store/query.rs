@@ -1,0 +1,245 @@
+//! Reading at the committed epoch, each answer under one read lock: live
+//! counts and rows, the `drift` and `ingest_errors` tails, vector, BM25 and
+//! hybrid search (fused by [`reciprocal_rank`]), facets, similarities for
+//! reranking, and read-only SQL.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use twinflow_schemas::api::{SearchFilter, SearchHit, SearchMode};
+use twinflow_schemas::{
+    ChunkRow, DocumentKind, DocumentRow, DriftRow, EmbeddingRow, Hash128, IngestErrorRow, TableName,
+};
+
+use super::Store;
+use crate::drift_log::drift_batch;
+use crate::error::Result;
+use crate::error_log::error_batch;
+use crate::fusion::reciprocal_rank;
+use crate::sql::{SqlAnswer, SqlInputs};
+use crate::trace_log::trace_batch;
+
+impl Store {
+    /// Live row counts per table (sum of multiplicities) at the committed epoch.
+    pub fn counts(&self) -> (u64, BTreeMap<String, u64>) {
+        let state = self.state.read();
+        let counts = TableName::ALL.iter().map(|t| (t.as_str().to_owned(), state.live.count(*t))).collect();
+        (state.committed, counts)
+    }
+
+    /// The current documents, sorted (to restore the dataflow after a restart).
+    pub fn current_documents(&self) -> Vec<DocumentRow> {
+        self.state.read().live.documents.current().into_iter().cloned().collect()
+    }
+
+    /// The current chunks, sorted.
+    pub fn current_chunks(&self) -> Vec<ChunkRow> {
+        self.state.read().live.chunks.current().into_iter().cloned().collect()
+    }
+
+    /// The current instruct samples and chunks, sorted, at one committed epoch.
+    pub fn current_instruct_and_chunks(&self) -> (u64, Vec<twinflow_schemas::InstructRow>, Vec<ChunkRow>) {
+        let state = self.state.read();
+        (
+            state.committed,
+            state.live.instruct.current().into_iter().cloned().collect(),
+            state.live.chunks.current().into_iter().cloned().collect(),
+        )
+    }
+
+    /// The current embeddings, sorted (to seed the embedding cache).
+    pub fn current_embeddings(&self) -> Vec<EmbeddingRow> {
+        self.state.read().live.embeddings.current().into_iter().cloned().collect()
+    }
+
+    /// The last `n` committed `drift` rows, in epoch order.
+    pub fn drift_tail(&self, n: usize) -> Vec<DriftRow> {
+        let state = self.state.read();
+        state.drift[state.drift.len().saturating_sub(n)..].to_vec()
+    }
+
+    /// The committed `drift` rows of epochs after `since` (all with 0), in epoch order.
+    pub fn drift_rows(&self, since: u64) -> Vec<DriftRow> {
+        let state = self.state.read();
+        let start = state.drift.partition_point(|r| r.epoch <= since);
+        state.drift[start..].to_vec()
+    }
+
+    /// The last `n` committed `ingest_errors` rows, in epoch order.
+    pub fn ingest_errors_tail(&self, n: usize) -> Vec<IngestErrorRow> {
+        let state = self.state.read();
+        state.ingest_errors[state.ingest_errors.len().saturating_sub(n)..].to_vec()
+    }
+
+    /// Exact cosine top-`k` over the live embeddings (dot product of
+    /// L2-normalised vectors), with every live occurrence of each chunk and
+    /// its document's metadata, and the epoch the hits are as of. Ties are
+    /// broken by `chunk_id`; `k = 0` gives no hits.
+    pub fn search(&self, query: &[f32], k: usize) -> (u64, Vec<SearchHit>) {
+        self.search_filtered(query, k, &SearchFilter::default())
+    }
+
+    /// Search by `mode`: cosine of `vector` (the embedded query), BM25 of
+    /// the words of `text`, or both fused by weighted reciprocal rank over
+    /// each one's best `max(4k, 50)`. Filters apply inside both searches.
+    /// The vector side uses the HNSW index when it is on and the candidates
+    /// are many; `exact` forces the exact scan. Returns the committed epoch
+    /// both indexes are at.
+    pub fn search_mode(
+        &self,
+        text: &str,
+        vector: &[f32],
+        k: usize,
+        filter: &SearchFilter,
+        mode: SearchMode,
+        exact: bool,
+    ) -> Result<(u64, Vec<SearchHit>)> {
+        let state = self.state.read();
+        let live = &state.live;
+        let allowed = crate::search::allowed_docs(live, filter);
+        let passes = |doc_id: &str| allowed.as_ref().is_none_or(|set| set.contains(doc_id));
+        let allowed_chunks = allowed.as_ref().map(|docs| crate::search::allowed_chunks(live, docs));
+        let bm25 = |n: usize| {
+            let keys = allowed_chunks.as_ref().map(|ids| Arc::new(ids.iter().map(|id| id.0.to_be_bytes()).collect()));
+            state.text.search(text, n, keys)
+        };
+        let query = state.query(vector);
+        let nearest = |n: usize| {
+            crate::search::planned_top_k(
+                live,
+                state.vectors(),
+                &state.vectors,
+                &query,
+                n,
+                allowed_chunks.as_ref(),
+                exact,
+            )
+        };
+        let hits = match mode {
+            SearchMode::Vector => nearest(k)?
+                .into_iter()
+                .map(|(score, id)| {
+                    let mut hit = crate::search::hit(live, id, score, &passes);
+                    hit.vector_score = Some(score);
+                    hit
+                })
+                .collect(),
+            SearchMode::Bm25 => bm25(k)?
+                .into_iter()
+                .map(|(id, score)| {
+                    let mut hit = crate::search::hit(live, id, score, &passes);
+                    hit.bm25_score = Some(score);
+                    hit
+                })
+                .collect(),
+            SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => {
+                let n = (4 * k).max(50);
+                let by_vector = nearest(n)?;
+                let by_bm25 = bm25(n)?;
+                let vector_ids: Vec<Hash128> = by_vector.iter().map(|(_, id)| *id).collect();
+                let bm25_ids: Vec<Hash128> = by_bm25.iter().map(|(id, _)| *id).collect();
+                let mut fused =
+                    reciprocal_rank(&[(vector_weight, &vector_ids[..]), (bm25_weight, &bm25_ids[..])], rrf_k);
+                fused.truncate(k);
+                // Each part's own score goes with the hit, beside the fused one.
+                let vector_scores: HashMap<Hash128, f32> =
+                    by_vector.into_iter().map(|(score, id)| (id, score)).collect();
+                let bm25_scores: HashMap<Hash128, f32> = by_bm25.into_iter().collect();
+                fused
+                    .into_iter()
+                    .map(|(id, score)| {
+                        let mut hit = crate::search::hit(live, id, score, &passes);
+                        hit.vector_score = vector_scores.get(&id).copied();
+                        hit.bm25_score = bm25_scores.get(&id).copied();
+                        hit
+                    })
+                    .collect()
+            }
+        };
+        Ok((state.committed, hits))
+    }
+
+    /// [`search`](Self::search) over the chunks of the documents that pass
+    /// `filter`, applied during the scan (so `k` is filled when enough match).
+    pub fn search_filtered(&self, query: &[f32], k: usize, filter: &SearchFilter) -> (u64, Vec<SearchHit>) {
+        let state = self.state.read();
+        let query = state.query(query);
+        (state.committed, crate::search::top_k(&state.live, state.vectors(), &query, k, filter))
+    }
+
+    /// Cosine of `query` with each chunk's best live vector of the same
+    /// length (`None` for a chunk without one); for reranking.
+    pub fn similarities(&self, query: &[f32], chunk_ids: &[Hash128]) -> Vec<Option<f32>> {
+        let state = self.state.read();
+        let query = state.query(query);
+        chunk_ids.iter().map(|id| crate::search::best_similarity(&state.live, state.vectors(), id, &query)).collect()
+    }
+
+    /// The authors and kinds of the current documents, each with its number of documents.
+    pub fn facets(&self) -> (Vec<(String, usize)>, Vec<(DocumentKind, usize)>) {
+        let state = self.state.read();
+        let mut authors: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut kinds: BTreeMap<DocumentKind, usize> = BTreeMap::new();
+        for (_, rows) in state.live.documents.groups() {
+            if let Some((doc, _)) = rows.iter().find(|(_, n)| *n > 0) {
+                *authors.entry(doc.author.as_str()).or_default() += 1;
+                *kinds.entry(doc.kind).or_default() += 1;
+            }
+        }
+        (authors.into_iter().map(|(a, n)| (a.to_owned(), n)).collect(), kinds.into_iter().collect())
+    }
+
+    /// Runs one read-only SQL statement over the committed epoch: the live
+    /// tables `documents`, `chunks`, `embeddings`, `instruct` and their
+    /// committed change logs `<table>_changes` (with `_epoch`, `_diff`).
+    /// Statements that would change anything are [`Error::SqlNotReadOnly`];
+    /// others that fail are [`Error::Sql`].
+    pub async fn sql(&self, sql: &str) -> Result<SqlAnswer> {
+        let inputs = self.sql_inputs()?;
+        crate::sql::run(inputs, sql).await
+    }
+
+    /// Everything one query reads, taken under one read lock.
+    fn sql_inputs(&self) -> Result<SqlInputs> {
+        let state = self.state.read();
+        let mut cache = self.batches.lock();
+        let mut current = Vec::new();
+        let mut changes = Vec::new();
+        for table in TableName::ALL {
+            let changed_at = state.live.changed_at(table);
+            let batch = match cache.get(&table) {
+                Some((at, batch)) if *at == changed_at => batch.clone(),
+                _ => {
+                    let batch = state.live.current_batch(table, self.dim)?;
+                    cache.insert(table, (changed_at, batch.clone()));
+                    batch
+                }
+            };
+            current.push((table, batch));
+            let files = state.manifest.change_files(table, state.committed);
+            changes.push((table, files.iter().map(|f| self.dir.join(f)).collect()));
+        }
+        let drift = drift_batch(&state.drift)?;
+        let ingest_errors = error_batch(&state.ingest_errors)?;
+        let traces = trace_batch(&state.traces)?;
+        let snapshots = TableName::ALL
+            .iter()
+            .map(|table| {
+                let files = state.manifest.snapshots.iter().filter_map(|s| s.files.get(table.as_str())).flatten();
+                (*table, files.map(|f| self.dir.join(f)).collect())
+            })
+            .collect();
+        let datasets = crate::datasets::dataset_files(&self.dir);
+        Ok(SqlInputs {
+            epoch: state.committed,
+            dim: self.dim,
+            current,
+            changes,
+            drift,
+            ingest_errors,
+            traces,
+            snapshots,
+            datasets,
+        })
+    }
+}
