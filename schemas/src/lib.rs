@@ -17,11 +17,14 @@
 
 pub mod api;
 pub mod change;
+pub mod clock;
 pub mod config;
 pub mod drift;
+pub mod fs;
 pub mod ids;
 pub mod ingest;
 pub mod records;
+pub mod rng;
 pub mod tables;
 pub mod trace;
 pub mod updates;
