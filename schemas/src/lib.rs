@@ -12,8 +12,9 @@
 //! ```
 //!
 //! Where to look next: `records.rs` for the rows, `tables.rs` for their Arrow
-//! layout, `config.rs` for every setting and its default, `api.rs` for the
-//! REST types and error codes.
+//! layout, `config/` for every setting and its default (one file per
+//! section, listed in `config/mod.rs`), `api.rs` for the REST types and
+//! error codes.
 
 pub mod api;
 pub mod change;

@@ -1,0 +1,41 @@
+//! `[rag]`: the steps of a retrieval-augmented answer.
+
+use serde::{Deserialize, Serialize};
+
+/// The steps of the retrieval-augmented answer; each can be switched off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RagConfig {
+    /// Extract filters (author, kind) from the question by matching the
+    /// authors and kinds of the live documents.
+    pub self_query: bool,
+    /// Extra phrasings of the question written by the generator (0 = off).
+    pub expansions: usize,
+    /// Chunks retrieved per phrasing (hybrid search).
+    pub candidates: usize,
+    /// Re-order the merged candidates by similarity to the original question
+    /// (else by fused rank).
+    pub rerank: bool,
+    /// Chunks placed in the prompt (default for requests that give no `k`).
+    pub k: usize,
+    /// Tokens the answer may take.
+    pub max_tokens: usize,
+    pub temperature: f32,
+    /// Penalty on tokens the answer already used (1 = off); small models loop without one.
+    pub repetition_penalty: f32,
+}
+
+impl Default for RagConfig {
+    fn default() -> Self {
+        Self {
+            self_query: true,
+            expansions: 2,
+            candidates: 20,
+            rerank: true,
+            k: 4,
+            max_tokens: 256,
+            temperature: 0.0,
+            repetition_penalty: 1.15,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `[[sources]]`: the sources `twinflow up` starts besides the HTTP
+//! endpoint (directory watch, NDJSON replay, web crawl, git, Fluvio, Kafka),
+//! and how a cluster shares a partitioned source's partitions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::records::DocumentKind;
+
+/// A source of document changes, besides `POST /v1/documents`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "config", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Watch a directory: created or modified files are upserts, removed
+    /// files deletes.
+    Watch(WatchSourceConfig),
+    /// Replay an NDJSON file of changes once.
+    Ndjson(NdjsonSourceConfig),
+    /// Crawl web pages from seeds or a sitemap, and re-crawl on a schedule.
+    Web(WebSourceConfig),
+    /// Files at the head of a git branch; new commits give exactly the
+    /// changed, added and deleted files.
+    Git(GitSourceConfig),
+    /// Records of a Fluvio topic, each one JSON change (the line format of
+    /// an NDJSON change log), with offsets committed with the epoch.
+    Fluvio(FluvioSourceConfig),
+    /// Records of a Kafka topic, each one JSON change, with offsets
+    /// committed with the epoch (and then to the consumer group).
+    Kafka(KafkaSourceConfig),
+}
+
+/// Settings of a Kafka topic source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topic: String,
+    /// The consumer group whose offsets are committed after each epoch
+    /// (and used to start from when twinflow has no committed position).
+    pub group: String,
+    /// Partitions read (empty: all of the topic's).
+    pub partitions: Vec<u32>,
+    /// Where a partition with no committed offset (twinflow's or the group's) starts.
+    pub start: StartFrom,
+    /// Changes handed to the engine per batch at most.
+    pub batch: usize,
+    /// Further librdkafka settings (`security.protocol`, `sasl.mechanism`, …).
+    pub options: std::collections::BTreeMap<String, String>,
+    /// This process's share of the partitions in a cluster (set by
+    /// `twinflow up`, not a setting).
+    #[serde(skip)]
+    pub share: Option<PartitionShare>,
+}
+
+/// The partitions one process of a cluster reads of a partitioned source
+/// (Kafka, Fluvio): partition `p` goes to process `p % of`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionShare {
+    /// This process.
+    pub index: usize,
+    /// Processes in the cluster.
+    pub of: usize,
+}
+
+impl PartitionShare {
+    /// Whether `partition` is this process's to read.
+    pub fn takes(&self, partition: u32) -> bool {
+        self.of <= 1 || partition as usize % self.of == self.index
+    }
+}
+
+impl Default for KafkaSourceConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: String::new(),
+            group: "twinflow".into(),
+            partitions: Vec::new(),
+            start: StartFrom::Beginning,
+            batch: 500,
+            options: std::collections::BTreeMap::new(),
+            share: None,
+        }
+    }
+}
+
+/// Where a partition with no committed offset starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest record the partition still has.
+    #[default]
+    Beginning,
+    /// Only records written after the source starts.
+    End,
+}
+
+/// Settings of a Fluvio topic source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FluvioSourceConfig {
+    /// The cluster's controller, `host:port` (Fluvio listens on 9003).
+    pub endpoint: String,
+    pub topic: String,
+    /// Partitions read (empty: all of the topic's).
+    pub partitions: Vec<u32>,
+    /// Where a partition with no committed offset starts.
+    pub start: StartFrom,
+    /// Changes handed to the engine per batch at most.
+    pub batch: usize,
+    /// This process's share of the partitions in a cluster (set by
+    /// `twinflow up`, not a setting).
+    #[serde(skip)]
+    pub share: Option<PartitionShare>,
+}
+
+impl Default for FluvioSourceConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "127.0.0.1:9003".into(),
+            topic: String::new(),
+            partitions: Vec::new(),
+            start: StartFrom::Beginning,
+            batch: 500,
+            share: None,
+        }
+    }
+}
+
+/// Settings of a web crawl.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSourceConfig {
+    /// Pages the crawl starts from.
+    pub seeds: Vec<String>,
+    /// A sitemap (`<urlset>` of `<loc>`, or a `<sitemapindex>`) whose pages are seeds too.
+    pub sitemap: Option<String>,
+    /// Hosts the crawl may visit (default: the hosts of the seeds and the sitemap).
+    pub allowed_domains: Vec<String>,
+    /// Links followed from a seed at most (0: the seeds only).
+    pub max_depth: usize,
+    /// Pages fetched per crawl at most.
+    pub max_pages: usize,
+    /// Requests per second to one host at most (a robots.txt `Crawl-delay` can lower it).
+    pub rate_per_host: f64,
+    /// Time between the start of two crawls (`0s`: crawl once).
+    #[serde(with = "humantime_serde")]
+    pub recrawl: Duration,
+    /// Honour robots.txt.
+    pub respect_robots: bool,
+    pub user_agent: String,
+    /// Kind given to the pages' documents.
+    pub kind: DocumentKind,
+    /// Author given to pages without a `<meta name="author">`.
+    pub author: String,
+    /// Pages larger than this are refused (an ingest error).
+    pub max_page: ByteSize,
+    /// Per request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for WebSourceConfig {
+    fn default() -> Self {
+        Self {
+            seeds: Vec::new(),
+            sitemap: None,
+            allowed_domains: Vec::new(),
+            max_depth: 3,
+            max_pages: 1_000,
+            rate_per_host: 4.0,
+            recrawl: Duration::from_secs(3600),
+            respect_robots: true,
+            user_agent: "twinflow".into(),
+            kind: DocumentKind::Article,
+            author: String::new(),
+            max_page: ByteSize::mib(4),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Settings of a git repository source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitSourceConfig {
+    /// A local repository (working copy or bare), or a `file://` URL.
+    pub repo: String,
+    /// The branch followed (default: the repository's HEAD).
+    pub branch: Option<String>,
+    /// Paths taken: glob patterns (`*` within a name, `**` across folders); empty = all.
+    pub include: Vec<String>,
+    /// Paths left out, after `include`.
+    pub exclude: Vec<String>,
+    /// Files larger than this are skipped (an ingest error).
+    pub max_file: ByteSize,
+    /// Time between two looks at the branch (`0s`: once).
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// Author given to the files' documents.
+    pub author: String,
+}
+
+impl Default for GitSourceConfig {
+    fn default() -> Self {
+        Self {
+            repo: String::new(),
+            branch: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            max_file: ByteSize::kib(512),
+            poll: Duration::from_secs(30),
+            author: String::new(),
+        }
+    }
+}
+
+/// Settings of a directory watch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchSourceConfig {
+    pub path: PathBuf,
+    /// Kind given to the files' documents.
+    pub kind: DocumentKind,
+    /// Author given to the files' documents.
+    pub author: String,
+    /// File extensions taken (others are ignored).
+    pub extensions: Vec<String>,
+    /// Files larger than this are refused (an ingest error, not a crash).
+    pub max_file: ByteSize,
+}
+
+impl Default for WatchSourceConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("."),
+            kind: DocumentKind::Article,
+            author: String::new(),
+            extensions: ["md", "markdown", "txt", "html", "htm", "json"].map(String::from).to_vec(),
+            max_file: ByteSize::mib(8),
+        }
+    }
+}
+
+/// Settings of an NDJSON replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NdjsonSourceConfig {
+    pub path: PathBuf,
+}

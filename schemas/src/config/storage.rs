@@ -1,0 +1,30 @@
+//! `[storage]`: where tables live and what is kept on disk besides them.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where and how tables are stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root of the Parquet tables and the manifest.
+    pub data_dir: PathBuf,
+    /// Write a consolidated snapshot of every table every this many
+    /// committed epochs (0: only on demand).
+    pub snapshot_every: u64,
+    /// Append changes accepted over HTTP to an fsynced log before
+    /// acknowledging them (`<data_dir>/_input_log`), so an acknowledged change
+    /// survives a crash before its epoch commits. Off: faster, and a crash
+    /// loses the acknowledged changes of uncommitted epochs.
+    pub input_log: bool,
+    /// Keep every computed vector in `<data_dir>/_embed_cache` (by chunk hash
+    /// and model), so a restart never encodes a text twice.
+    pub embedding_cache: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("twinflow-data"), snapshot_every: 500, input_log: true, embedding_cache: true }
+    }
+}

@@ -1,0 +1,45 @@
+//! Whole-tree tests: defaults survive a JSON round trip, tagged sources and
+//! publishers parse, unknown keys are refused.
+
+use std::time::Duration;
+
+use super::*;
+use crate::records::DocumentKind;
+
+#[test]
+fn defaults_round_trip_through_json() {
+    let config = Config::default();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["engine"]["tick"], "50ms");
+    let back: Config = serde_json::from_value(json).unwrap();
+    assert_eq!(back, config);
+}
+
+#[test]
+fn tagged_sources_and_unknown_keys() {
+    let json = r#"{"sources":[{"type":"watch","config":{"path":"/tmp/x","kind":"post"}}],
+                   "engine":{"tick":"200ms","workers":4}}"#;
+    let config: Config = serde_json::from_str(json).unwrap();
+    assert_eq!(config.engine.tick, Duration::from_millis(200));
+    assert!(matches!(&config.sources[0], SourceConfig::Watch(w) if w.kind == DocumentKind::Post));
+    let err = serde_json::from_str::<Config>(r#"{"engine":{"tik":"1s"}}"#).unwrap_err();
+    assert!(err.to_string().contains("tik"), "{err}");
+}
+
+#[test]
+fn streaming_sources_and_publishers() {
+    let json = r#"{"sources":[
+        {"type":"fluvio","config":{"endpoint":"10.0.0.1:9003","topic":"posts","partitions":[0,2],"start":"end"}},
+        {"type":"kafka","config":{"brokers":"k1:9092,k2:9092","topic":"posts","options":{"security.protocol":"SSL"}}}],
+        "publish":{"kafka":{"brokers":"k1:9092","topic":"out","tables":["documents","embeddings"]}}}"#;
+    let config: Config = serde_json::from_str(json).unwrap();
+    assert!(
+        matches!(&config.sources[0], SourceConfig::Fluvio(f) if f.partitions == [0, 2] && f.start == StartFrom::End)
+    );
+    assert!(matches!(&config.sources[1], SourceConfig::Kafka(k) if k.group == "twinflow" && k.options.len() == 1));
+    let kafka = config.publish.kafka.unwrap();
+    assert_eq!(kafka.tables, [crate::TableName::Documents, crate::TableName::Embeddings]);
+    assert!(config.publish.fluvio.is_none());
+    let err = serde_json::from_str::<Config>(r#"{"publish":{"kafka":{"topik":"x"}}}"#).unwrap_err();
+    assert!(err.to_string().contains("topik"), "{err}");
+}

@@ -1,0 +1,53 @@
+//! `[twin]`: LoRA fine-tunes of the local generator (the LLM twin).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The LLM twin (`[twin]`): LoRA fine-tunes of the local generator on the
+/// instruct dataset (questions → the author's own text).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwinConfig {
+    /// Fine-tune in the background of `twinflow up` when drift triggers
+    /// (minutes of CPU per run: off by default; `twinflow twin train` runs one).
+    pub on_drift: bool,
+    /// Where twin versions are kept (default: `<data_dir>/_models/twin`).
+    pub registry: Option<PathBuf>,
+    /// LoRA rank r of every adapted projection.
+    pub rank: usize,
+    /// The update is scaled by alpha / rank.
+    pub alpha: f64,
+    /// Adapted attention projections: any of `q`, `k`, `v`, `o`.
+    pub targets: Vec<String>,
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Longest example (prompt and answer) in tokens; longer answers are cut.
+    pub max_tokens: usize,
+    /// Largest number of training examples (an even sample of the train split); 0 = all.
+    pub max_examples: usize,
+    /// Largest number of held-out examples scored per model.
+    pub max_test: usize,
+    pub seed: u64,
+}
+
+impl Default for TwinConfig {
+    fn default() -> Self {
+        Self {
+            on_drift: false,
+            registry: None,
+            rank: 8,
+            alpha: 16.0,
+            targets: ["q", "k", "v", "o"].map(String::from).to_vec(),
+            epochs: 1,
+            batch_size: 4,
+            learning_rate: 1e-3,
+            max_tokens: 192,
+            max_examples: 256,
+            max_test: 64,
+            seed: 7,
+        }
+    }
+}
