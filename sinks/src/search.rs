@@ -1,7 +1,7 @@
 //! Vector search over the live state, with provenance.
 //!
 //! Vectors are L2-normalised, so cosine similarity is the dot product. A
-//! search is planned: the HNSW index (`vector_index.rs`) when it is on and
+//! search is planned: the HNSW index (`vector_index/`) when it is on and
 //! the candidates are many, else an exact scan of the candidates — every live
 //! embedding of the query's length, or only those of the chunks a filter
 //! lets through. A chunk with several vectors (several models) counts once,

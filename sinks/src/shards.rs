@@ -1,7 +1,7 @@
 //! Index shards: which shard holds a chunk, and running one piece of work
 //! per shard, on its own thread when the work is big enough to repay it.
 //!
-//! Both live indexes (BM25 in `text_index.rs`, HNSW in `vector_index.rs`)
+//! Both live indexes (BM25 in `text_index.rs`, HNSW in `vector_index/`)
 //! are split by `chunk_id` into the same number of shards (`search.shards`,
 //! 2 by default, or one per engine worker). A query goes to every shard and
 //! their best are merged into one top-k; a commit updates the shards it
