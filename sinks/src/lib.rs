@@ -16,10 +16,15 @@
 //!  Store::snapshot ──▶ <data>/<table>/_snapshots/v<N>/part-0.parquet     Store::open ──▶ restore from manifest
 //! ```
 //!
-//! Where to look next: `store/` for the public entry points (`commit.rs`
-//! for the commit protocol, `query.rs` for the reads), `convert.rs` for the
-//! row ↔ Arrow mapping, `sql.rs` for the SQL catalog and the read-only
-//! checks, `src/README.md` for every file.
+//! Where to look next (`src/README.md` lists every file):
+//!
+//! - `store/`: the public entry points — `mod.rs` opening and restoring,
+//!   `commit.rs` the commit protocol and snapshots, `query.rs` the reads,
+//!   `projection.rs` the embedding adapter;
+//! - search: `search.rs` plans vector search over `vector_index/` (HNSW) or
+//!   an exact scan, `text_index.rs` is BM25, `fusion.rs` merges rankings;
+//! - files: `parquet_io.rs`, `manifest.rs`, `convert.rs` (row ↔ Arrow),
+//!   `restore.rs`, and `sql.rs` for the SQL catalog and the read-only checks.
 
 mod drift_log;
 mod encode;
