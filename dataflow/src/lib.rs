@@ -18,7 +18,8 @@
 //! Where to look next: `engine.rs` (threads, epochs, commit protocol),
 //! `graph.rs` (the dataflow itself), `operators/` (one operator per file),
 //! `text/` (the pure functions the operators call: clean, chunk, instruct),
-//! `embed.rs` (the `Embedder` trait).
+//! `embed.rs` (the `Embedder` trait), `drift/` (what each chunk contributes
+//! to drift, the metrics, and the monitor that triggers retraining).
 
 pub mod drift;
 pub mod embed;
