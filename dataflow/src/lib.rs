@@ -15,7 +15,7 @@
 //!                    per-worker EpochUpdates ─▶ Committed epochs (all workers past E)
 //! ```
 //!
-//! Where to look next: `engine.rs` (threads, epochs, commit protocol),
+//! Where to look next: `engine/` (threads, epochs, commit protocol),
 //! `graph.rs` (the dataflow itself), `operators/` (one operator per file),
 //! `text/` (the pure functions the operators call: clean, chunk, instruct),
 //! `embed.rs` (the `Embedder` trait), `drift/` (what each chunk contributes
