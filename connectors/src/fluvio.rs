@@ -23,6 +23,7 @@
 //! The client runs on `fluvio-future`'s executor; this source drives it
 //! from its own thread with `run_block_on`.
 
+#[cfg(feature = "testing")]
 pub mod test_server;
 
 use std::pin::pin;

@@ -18,6 +18,7 @@
 //! A record that is not a valid change becomes an ingest error located at
 //! `kafka://<topic>/<partition>@<offset>`.
 
+#[cfg(feature = "testing")]
 pub mod local_broker;
 
 use std::collections::BTreeMap;

@@ -33,10 +33,15 @@
 //! Where to look next: `watch.rs` (the directory mirror: scan, debounce,
 //! rename and delete handling) and `watch/file.rs` (one file to one
 //! document), `ndjson.rs` (streaming change logs), `web.rs` (the crawler),
-//! `git.rs` (the repository follower), `fluvio.rs` (topic partitions, and
-//! `fluvio/test_server.rs`, the protocol-level stand-in it is tested on),
-//! `kafka.rs` (topic partitions, offsets committed to the consumer group), `demo.rs` (the State of the Union
-//! corpus), `handle.rs` (threads, stop, backpressure).
+//! `git.rs` (the repository follower), `fluvio.rs` (topic partitions),
+//! `kafka.rs` (topic partitions, offsets committed to the consumer group),
+//! `offsets.rs` (their positions and batching), `demo.rs` (the State of the
+//! Union corpus), `handle.rs` (threads, stop, backpressure).
+//!
+//! Test doubles, behind the `testing` feature (this crate's tests, the
+//! server's and the benches turn it on): `fluvio/test_server.rs`, the
+//! protocol-level stand-in for a Fluvio cluster, and `kafka/local_broker.rs`,
+//! which starts a real Kafka-protocol broker on loopback.
 
 pub mod demo;
 mod error;

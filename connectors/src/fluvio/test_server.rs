@@ -3,6 +3,7 @@
 //! `fluvio` client to connect, produce and consume. A real cluster cannot
 //! be installed on our build machines (its server binaries are on no
 //! registry they reach), so the Fluvio source is tested against this.
+//! Behind the crate's `testing` feature.
 //!
 //! It is written on the published protocol crates (`fluvio-protocol`,
 //! `fluvio-sc-schema`, `fluvio-spu-schema`, `fluvio-socket`), at the same

