@@ -21,6 +21,10 @@
 //! closes every connection (clients see the cluster go away), and
 //! [`FluvioTestServer::restart`] brings it back on the same ports with the
 //! same logs, which is how reconnection is tested.
+//!
+//! This file is the server itself (start, stop, restart, what the logs
+//! hold) and the state both roles share; `test_server/controller.rs` serves
+//! the controller's metadata, `test_server/spu.rs` the partition logs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,46 +33,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use event_listener::Event;
-use fluvio_future::net::{TcpListener, TcpStream};
+use fluvio_future::net::TcpListener;
 use fluvio_future::task::{run_block_on, spawn};
-use fluvio_protocol::api::{Request, ResponseMessage};
+use fluvio_protocol::api::Request;
 use fluvio_protocol::link::ErrorCode;
 use fluvio_protocol::link::versions::{ApiVersionKey, ApiVersionsResponse, PlatformVersion};
-use fluvio_protocol::record::{Batch, RawRecords, RecordSet, ReplicaKey};
-use fluvio_sc_schema::objects::{
-    ListRequest, ListResponse, Metadata, MetadataUpdate, ObjectApiListRequest, ObjectApiListResponse,
-    ObjectApiWatchRequest, ObjectApiWatchResponse, WatchRequest, WatchResponse,
-};
-use fluvio_sc_schema::partition::{PartitionResolution, PartitionSpec, PartitionStatus};
-use fluvio_sc_schema::spu::SpuSpec;
-use fluvio_sc_schema::store::KeyFilter;
-use fluvio_sc_schema::topic::TopicSpec;
-use fluvio_sc_schema::{AdminPublicApiKey, AdminPublicDecodedRequest, AdminSpec, TryEncodableFrom};
-use fluvio_socket::{ExclusiveFlvSink, FluvioSocket};
-use fluvio_spu_schema::fetch::FetchablePartitionResponse;
-use fluvio_spu_schema::produce::{
-    DefaultProduceRequest, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
-};
-use fluvio_spu_schema::server::consumer_offset::{
-    ConsumerOffset, DeleteConsumerOffsetResponse, FetchConsumerOffsetsResponse, UpdateConsumerOffsetResponse,
-};
-use fluvio_spu_schema::server::fetch_offset::{
-    FetchOffsetPartitionResponse, FetchOffsetTopicResponse, FetchOffsetsResponse,
-};
-use fluvio_spu_schema::server::stream_fetch::DefaultStreamFetchResponse;
-use fluvio_spu_schema::server::update_offset::{OffsetUpdateStatus, UpdateOffsetsResponse};
-use fluvio_spu_schema::server::{SpuServerApiKey, SpuServerRequest};
-use futures_util::StreamExt;
+use fluvio_protocol::record::{Batch, RawRecords, ReplicaKey};
 use futures_util::future::{Either, select};
 use parking_lot::Mutex;
 
-/// The one SPU's id.
-const SPU_ID: i32 = 5001;
-/// The replica that consumer offsets live on (`fluvio_types::defaults::CONSUMER_REPLICA_KEY`).
-const CONSUMER_OFFSETS: &str = "consumer-offset";
-/// A stream-fetch response carries at most this many bytes of batches (the
-/// client's queue per stream is short, so responses are coalesced).
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
+mod controller;
+mod spu;
 
 /// See the module docs. Stops when dropped.
 #[derive(Debug)]
@@ -223,70 +198,6 @@ impl State {
             connections: AtomicU32::new(0),
         }
     }
-
-    /// Appends a batch, giving it its base offset: `Err` for an unknown partition.
-    fn append(&self, topic: &str, partition: u32, mut batch: Batch<RawRecords>) -> Result<i64, ErrorCode> {
-        let mut logs = self.logs.lock();
-        let log = logs.get_mut(&(topic.to_owned(), partition)).ok_or(ErrorCode::PartitionNotLeader)?;
-        let base = log.next;
-        batch.set_base_offset(base);
-        log.next = base + batch.records_len() as i64;
-        log.batches.push(batch);
-        drop(logs);
-        self.appended.notify(usize::MAX);
-        Ok(base)
-    }
-
-    /// The batches holding offsets at or after `from` (up to about
-    /// [`MAX_RESPONSE_BYTES`]), and the log's next offset.
-    fn read_from(&self, topic: &str, partition: u32, from: i64) -> Option<(Vec<Batch<RawRecords>>, i64)> {
-        let logs = self.logs.lock();
-        let log = logs.get(&(topic.to_owned(), partition))?;
-        let first = log.batches.partition_point(|b| b.computed_last_offset() <= from);
-        let mut bytes = 0;
-        let mut out = Vec::new();
-        for batch in &log.batches[first..] {
-            if !out.is_empty() && bytes + batch.batch_len as usize > MAX_RESPONSE_BYTES {
-                break;
-            }
-            bytes += batch.batch_len as usize;
-            out.push(batch.clone());
-        }
-        Some((out, log.next))
-    }
-
-    fn metadata_spus(&self) -> Vec<Metadata<SpuSpec>> {
-        let addr = self.spu_addr.lock().unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
-        vec![Metadata {
-            name: format!("spu-{SPU_ID}"),
-            spec: SpuSpec::new_public_addr(SPU_ID, addr.port(), addr.ip().to_string()),
-            status: Default::default(),
-        }]
-    }
-
-    fn metadata_partitions(&self) -> Vec<Metadata<PartitionSpec>> {
-        let partition = |name: String| Metadata {
-            name,
-            spec: PartitionSpec::new(SPU_ID, vec![SPU_ID]),
-            status: PartitionStatus { resolution: PartitionResolution::Online, ..Default::default() },
-        };
-        let mut out = vec![partition(format!("{CONSUMER_OFFSETS}-0"))];
-        for (topic, partitions) in &self.topics {
-            out.extend((0..*partitions).map(|p| partition(format!("{topic}-{p}"))));
-        }
-        out
-    }
-
-    fn metadata_topics(&self) -> Vec<Metadata<TopicSpec>> {
-        self.topics
-            .iter()
-            .map(|(topic, partitions)| Metadata {
-                name: topic.clone(),
-                spec: TopicSpec::new_computed(*partitions, 1, None),
-                status: Default::default(),
-            })
-            .collect()
-    }
 }
 
 type Shutdown = async_channel::Receiver<()>;
@@ -305,8 +216,8 @@ async fn accept(listener: TcpListener, state: Arc<State>, shutdown: Shutdown, ro
         let (state, shutdown) = (state.clone(), shutdown.clone());
         spawn(async move {
             let result = match role {
-                Role::Controller => serve_controller(stream, &state, &shutdown).await,
-                Role::Spu => serve_spu(stream, &state, &shutdown).await,
+                Role::Controller => controller::serve(stream, &state, &shutdown).await,
+                Role::Spu => spu::serve(stream, &state, &shutdown).await,
             };
             if let Err(error) = result {
                 tracing::debug!(?role, %error, "fluvio test server: connection ended");
@@ -325,272 +236,4 @@ fn api_versions(keys: Vec<ApiVersionKey>) -> ApiVersionsResponse {
 
 fn key<R: Request>(api_key: impl Into<i16>) -> ApiVersionKey {
     ApiVersionKey { api_key: api_key.into(), min_version: R::MIN_API_VERSION, max_version: R::MAX_API_VERSION }
-}
-
-async fn serve_controller(stream: TcpStream, state: &State, shutdown: &Shutdown) -> anyhow::Result<()> {
-    let (sink, mut stream) = FluvioSocket::from(stream).split();
-    let mut sink = sink.as_shared();
-    let mut requests = stream.api_stream::<AdminPublicDecodedRequest, AdminPublicApiKey>();
-    while let Some(request) = or_shutdown(requests.next(), shutdown).await.flatten() {
-        match request? {
-            AdminPublicDecodedRequest::ApiVersionsRequest(request) => {
-                let body = api_versions(vec![
-                    key::<ObjectApiWatchRequest>(AdminPublicApiKey::Watch as i16),
-                    key::<ObjectApiListRequest>(AdminPublicApiKey::List as i16),
-                ]);
-                sink.send_response(&request.new_response(body), request.header.api_version()).await?;
-            }
-            AdminPublicDecodedRequest::WatchRequest(request) => {
-                let (header, watch) = request.get_header_request();
-                let version = header.api_version();
-                // Everything is sent at once; the stream stays open (but
-                // nothing changes: topics are fixed).
-                let body = if is_watch::<SpuSpec>(&watch) {
-                    encode_all(state.metadata_spus(), version)?
-                } else if is_watch::<PartitionSpec>(&watch) {
-                    encode_all(state.metadata_partitions(), version)?
-                } else if is_watch::<TopicSpec>(&watch) {
-                    encode_all(state.metadata_topics(), version)?
-                } else {
-                    continue;
-                };
-                sink.send_response(&ResponseMessage::new(header.correlation_id(), body), version).await?;
-            }
-            AdminPublicDecodedRequest::ListRequest(request) => {
-                let (header, list) = request.get_header_request();
-                let version = header.api_version();
-                // Topics and partitions can be listed (by name); other kinds are not served.
-                let body = if let Ok(Some(list)) = list.downcast() as anyhow::Result<Option<ListRequest<TopicSpec>>> {
-                    let topics = state.metadata_topics().into_iter().filter(|t| list.name_filters.filter(&t.name));
-                    ObjectApiListResponse::try_encode_from(ListResponse::new(topics.collect()), version)?
-                } else if let Ok(Some(list)) = list.downcast() as anyhow::Result<Option<ListRequest<PartitionSpec>>> {
-                    let partitions =
-                        state.metadata_partitions().into_iter().filter(|p| list.name_filters.filter(&p.name));
-                    ObjectApiListResponse::try_encode_from(ListResponse::new(partitions.collect()), version)?
-                } else {
-                    continue;
-                };
-                sink.send_response(&ResponseMessage::new(header.correlation_id(), body), version).await?;
-            }
-            other => tracing::debug!(?other, "fluvio test server: controller request not served"),
-        }
-    }
-    Ok(())
-}
-
-fn is_watch<S>(watch: &ObjectApiWatchRequest) -> bool
-where
-    S: AdminSpec + fluvio_protocol::Encoder + fluvio_protocol::Decoder,
-    S::Status: fluvio_protocol::Encoder + fluvio_protocol::Decoder,
-{
-    let typed: anyhow::Result<Option<WatchRequest<S>>> = watch.downcast();
-    matches!(typed, Ok(Some(_)))
-}
-
-fn encode_all<S>(all: Vec<Metadata<S>>, version: i16) -> anyhow::Result<ObjectApiWatchResponse>
-where
-    S: AdminSpec + fluvio_protocol::Encoder + fluvio_protocol::Decoder,
-    S::Status: fluvio_protocol::Encoder + fluvio_protocol::Decoder,
-    ObjectApiWatchResponse: TryEncodableFrom<WatchResponse<S>>,
-{
-    ObjectApiWatchResponse::try_encode_from(WatchResponse::<S>::new(MetadataUpdate::with_all(1, all)), version)
-}
-
-async fn serve_spu(stream: TcpStream, state: &Arc<State>, shutdown: &Shutdown) -> anyhow::Result<()> {
-    use fluvio_spu_schema::server::consumer_offset::{
-        DeleteConsumerOffsetRequest, FetchConsumerOffsetsRequest, UpdateConsumerOffsetRequest,
-    };
-    use fluvio_spu_schema::server::fetch_offset::FetchOffsetsRequest;
-    use fluvio_spu_schema::server::stream_fetch::DefaultStreamFetchRequest;
-    use fluvio_spu_schema::server::update_offset::UpdateOffsetsRequest;
-
-    let (sink, mut stream) = FluvioSocket::from(stream).split();
-    let mut sink = sink.as_shared();
-    let mut requests = stream.api_stream::<SpuServerRequest, SpuServerApiKey>();
-    while let Some(request) = or_shutdown(requests.next(), shutdown).await.flatten() {
-        match request? {
-            SpuServerRequest::ApiVersionsRequest(request) => {
-                let body = api_versions(vec![
-                    key::<DefaultProduceRequest>(SpuServerApiKey::Produce as i16),
-                    key::<FetchOffsetsRequest>(SpuServerApiKey::FetchOffsets as i16),
-                    key::<DefaultStreamFetchRequest>(SpuServerApiKey::StreamFetch as i16),
-                    key::<UpdateOffsetsRequest>(SpuServerApiKey::UpdateOffsets as i16),
-                    key::<UpdateConsumerOffsetRequest>(SpuServerApiKey::UpdateConsumerOffset as i16),
-                    key::<DeleteConsumerOffsetRequest>(SpuServerApiKey::DeleteConsumerOffset as i16),
-                    key::<FetchConsumerOffsetsRequest>(SpuServerApiKey::FetchConsumerOffsets as i16),
-                ]);
-                sink.send_response(&request.new_response(body), request.header.api_version()).await?;
-            }
-            SpuServerRequest::ProduceRequest(request) => {
-                let (header, produce) = request.get_header_request();
-                let mut response = ProduceResponse::default();
-                for topic in produce.topics {
-                    let mut answer = TopicProduceResponse { name: topic.name.clone(), ..Default::default() };
-                    // One answer per entry, in order: the client pairs them with its batches.
-                    for data in topic.partitions {
-                        let mut base = Ok(-1);
-                        for batch in data.records.batches {
-                            let appended = state.append(&topic.name, data.partition_index, batch);
-                            if base == Ok(-1) || appended.is_err() {
-                                base = appended;
-                            }
-                        }
-                        let (base_offset, error_code) = match base {
-                            Ok(base) => (base, ErrorCode::None),
-                            Err(code) => (-1, code),
-                        };
-                        answer.partitions.push(PartitionProduceResponse {
-                            partition_index: data.partition_index,
-                            error_code,
-                            base_offset,
-                            ..Default::default()
-                        });
-                    }
-                    response.responses.push(answer);
-                }
-                sink.send_response(&ResponseMessage::new(header.correlation_id(), response), header.api_version())
-                    .await?;
-            }
-            SpuServerRequest::FetchOffsetsRequest(request) => {
-                let mut response = FetchOffsetsResponse::default();
-                for topic in &request.request.topics {
-                    let partitions = topic
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            let end = state.logs.lock().get(&(topic.name.clone(), p.partition_index)).map(|l| l.next);
-                            FetchOffsetPartitionResponse {
-                                error_code: if end.is_some() { ErrorCode::None } else { ErrorCode::PartitionNotLeader },
-                                partition_index: p.partition_index,
-                                start_offset: 0,
-                                last_stable_offset: end.unwrap_or(0),
-                            }
-                        })
-                        .collect();
-                    response.topics.push(FetchOffsetTopicResponse { name: topic.name.clone(), partitions });
-                }
-                sink.send_response(&request.new_response(response), request.header.api_version()).await?;
-            }
-            SpuServerRequest::FileStreamFetchRequest(request) => {
-                let (header, fetch) = request.get_header_request();
-                let stream_id = state.next_stream.fetch_add(1, Ordering::Relaxed);
-                let replica = ReplicaKey::new(fetch.topic.clone(), fetch.partition);
-                state.streams.lock().insert(stream_id, (replica, fetch.consumer_id.clone()));
-                let push = StreamPush {
-                    state: state.clone(),
-                    sink: sink.clone(),
-                    topic: fetch.topic,
-                    partition: fetch.partition,
-                    next: fetch.fetch_offset,
-                    stream_id,
-                    correlation_id: header.correlation_id(),
-                    version: header.api_version(),
-                };
-                let shutdown = shutdown.clone();
-                spawn(async move { push.run(&shutdown).await });
-            }
-            SpuServerRequest::UpdateOffsetsRequest(request) => {
-                let status = request
-                    .request
-                    .offsets
-                    .iter()
-                    .map(|o| OffsetUpdateStatus { session_id: o.session_id, error: ErrorCode::None })
-                    .collect();
-                let body = UpdateOffsetsResponse { status };
-                sink.send_response(&request.new_response(body), request.header.api_version()).await?;
-            }
-            SpuServerRequest::UpdateConsumerOffsetRequest(request) => {
-                let update = &request.request;
-                let stream = state.streams.lock().get(&update.session_id).cloned();
-                let error_code = match stream {
-                    Some((replica, Some(consumer))) => {
-                        state.consumer_offsets.lock().insert((replica, consumer), update.offset);
-                        ErrorCode::None
-                    }
-                    _ => ErrorCode::Other(format!("no consumer stream {}", update.session_id)),
-                };
-                let body = UpdateConsumerOffsetResponse { offset: update.offset, error_code };
-                sink.send_response(&request.new_response(body), request.header.api_version()).await?;
-            }
-            SpuServerRequest::FetchConsumerOffsetsRequest(request) => {
-                let (header, fetch) = request.get_header_request();
-                let (replica_id, consumer_id) =
-                    fetch.filter_opts.map_or((None, None), |f| (f.replica_id, f.consumer_id));
-                let consumers = state
-                    .consumer_offsets
-                    .lock()
-                    .iter()
-                    .filter(|((replica, consumer), _)| {
-                        replica_id.as_ref().is_none_or(|r| r == replica)
-                            && consumer_id.as_ref().is_none_or(|c| c == consumer)
-                    })
-                    .map(|((replica, consumer), offset)| ConsumerOffset {
-                        consumer_id: consumer.clone(),
-                        replica_id: replica.clone(),
-                        offset: *offset,
-                        modified_time: 0,
-                    })
-                    .collect();
-                let body = FetchConsumerOffsetsResponse { error_code: ErrorCode::None, consumers };
-                sink.send_response(&ResponseMessage::new(header.correlation_id(), body), header.api_version()).await?;
-            }
-            SpuServerRequest::DeleteConsumerOffsetRequest(request) => {
-                let delete = &request.request;
-                state.consumer_offsets.lock().remove(&(delete.replica_id.clone(), delete.consumer_id.clone()));
-                let body = DeleteConsumerOffsetResponse { error_code: ErrorCode::None };
-                sink.send_response(&request.new_response(body), request.header.api_version()).await?;
-            }
-            other => tracing::debug!(?other, "fluvio test server: SPU request not served"),
-        }
-    }
-    Ok(())
-}
-
-/// One stream fetch: pushes batches from `next` on as they are appended.
-struct StreamPush {
-    state: Arc<State>,
-    sink: ExclusiveFlvSink,
-    topic: String,
-    partition: u32,
-    next: i64,
-    stream_id: u32,
-    correlation_id: i32,
-    version: i16,
-}
-
-impl StreamPush {
-    async fn run(mut self, shutdown: &Shutdown) {
-        loop {
-            // Listen before looking, so an append in between is not missed.
-            let appended = self.state.appended.listen();
-            let Some((batches, end)) = self.state.read_from(&self.topic, self.partition, self.next) else {
-                return;
-            };
-            if let Some(last) = batches.last() {
-                self.next = last.computed_last_offset();
-                let body = DefaultStreamFetchResponse {
-                    topic: self.topic.clone(),
-                    stream_id: self.stream_id,
-                    partition: FetchablePartitionResponse {
-                        partition_index: self.partition,
-                        error_code: ErrorCode::None,
-                        high_watermark: end,
-                        next_filter_offset: 0,
-                        log_start_offset: 0,
-                        aborted: None,
-                        records: RecordSet { batches },
-                    },
-                };
-                let message = ResponseMessage::new(self.correlation_id, body);
-                if self.sink.send_response(&message, self.version).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            if or_shutdown(appended, shutdown).await.is_none() {
-                self.state.streams.lock().remove(&self.stream_id);
-                return;
-            }
-        }
-    }
 }
