@@ -126,6 +126,13 @@ pub enum Error {
         /// Whether trying again may help.
         retryable: bool,
     },
+    /// A source or publisher needs a cargo feature of this crate (`kafka`,
+    /// `fluvio`, `git`) that the build was made without.
+    #[error("twinflow was built without the `{feature}` feature")]
+    FeatureDisabled {
+        /// The feature.
+        feature: &'static str,
+    },
     /// A file of a corpus is not laid out as expected.
     #[error("{}: {reason}", path.display())]
     Corpus {
@@ -167,6 +174,7 @@ impl Error {
             | Self::NpmNotFound { .. }
             | Self::Checksum { .. }
             | Self::Corpus { .. }
+            | Self::FeatureDisabled { .. }
             | Self::Config { .. } => false,
         }
     }

@@ -38,6 +38,11 @@
 //! `offsets.rs` (their positions and batching), `demo.rs` (the State of the
 //! Union corpus), `handle.rs` (threads, stop, backpressure).
 //!
+//! Cargo features, all on by default: `kafka` (`kafka.rs`, librdkafka),
+//! `fluvio` (`fluvio.rs`, the official client) and `git` (`git.rs`,
+//! libgit2). A build without one has no such source: whoever builds sources
+//! from their configuration answers [`Error::FeatureDisabled`] for it.
+//!
 //! Test doubles, behind the `testing` feature (this crate's tests, the
 //! server's and the benches turn it on): `fluvio/test_server.rs`, the
 //! protocol-level stand-in for a Fluvio cluster, and `kafka/local_broker.rs`,
@@ -45,9 +50,12 @@
 
 pub mod demo;
 mod error;
+#[cfg(feature = "fluvio")]
 pub mod fluvio;
+#[cfg(feature = "git")]
 pub mod git;
 mod handle;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod ndjson;
 mod offsets;
@@ -57,10 +65,13 @@ pub mod web;
 use serde::Serialize;
 use twinflow_schemas::DocumentChange;
 
+#[cfg(feature = "fluvio")]
 pub use crate::fluvio::{FluvioPublisher, FluvioSource};
 pub use error::{Error, Result};
+#[cfg(feature = "git")]
 pub use git::GitSource;
 pub use handle::SourceHandle;
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaPublisher, KafkaSource};
 pub use ndjson::{NdjsonSource, NdjsonStats, read_ndjson};
 pub use offsets::merge_positions;

@@ -1,8 +1,11 @@
 //! Integration tests of twinflow-connectors: one binary, one module per source.
 
 mod demo;
+#[cfg(feature = "fluvio")]
 mod fluvio;
+#[cfg(feature = "git")]
 mod git;
+#[cfg(feature = "kafka")]
 mod kafka;
 mod ndjson;
 mod support;

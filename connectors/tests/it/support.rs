@@ -84,6 +84,7 @@ pub(crate) fn until_position(rx: &Receiver<SourceEvent>) -> (Seen, serde_json::V
 }
 
 /// A keyed record of a topic: an upsert of document `id` as JSON.
+#[cfg(any(feature = "fluvio", feature = "kafka"))]
 pub(crate) fn upsert_record(id: &str, text: &str) -> (String, Vec<u8>) {
     let change = serde_json::json!({"op": "upsert", "doc_id": id, "kind": "post", "title": id, "content": text});
     (id.to_owned(), change.to_string().into_bytes())
@@ -91,6 +92,7 @@ pub(crate) fn upsert_record(id: &str, text: &str) -> (String, Vec<u8>) {
 
 /// Receives until a partitioned source's position (Fluvio, Kafka) has
 /// handed over `records` records in all.
+#[cfg(any(feature = "fluvio", feature = "kafka"))]
 pub(crate) fn until_offsets(rx: &Receiver<SourceEvent>, records: i64) -> (Seen, serde_json::Value) {
     let mut seen = Seen::default();
     loop {
