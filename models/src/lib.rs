@@ -26,9 +26,11 @@
 //! ```
 //!
 //! Retraining: `adapter.rs` trains a linear embedding adapter with burn's
-//! autodiff and Adam (in-batch contrastive loss); `llama/lora.rs` fine-tunes
-//! the generator with LoRA (burn's `apply_lora` on the attention projections,
-//! loss on the answer tokens) and merges the result into the decode weights;
+//! autodiff and Adam (in-batch contrastive loss); `llama/lora/` fine-tunes
+//! the generator with LoRA: `examples.rs` turns (question, answer) pairs
+//! into tokens with the answer marked, `training.rs` trains (burn's
+//! `apply_lora` on the attention projections, loss on the answer tokens) and
+//! scores, `weights.rs` saves the factors and merges them into the decode weights;
 //! `registry.rs` keeps model versions (weights, model card with lineage and
 //! metrics) and which is active.
 //!

@@ -19,8 +19,8 @@
 //!
 //! Files: `tokenizer.rs` (BPE and chat template from the GGUF metadata),
 //! `generate.rs` (sampling, stop conditions, streaming: [`crate::LocalLlm`]),
-//! `fused.rs`, `lora.rs` (LoRA fine-tuning on the burn graph, merged into
-//! both paths for serving).
+//! `fused.rs`, `lora/` (LoRA fine-tuning on the burn graph, merged into
+//! both paths for serving: `weights.rs`, `examples.rs`, `training.rs`).
 
 mod fused;
 pub mod generate;

@@ -1,0 +1,287 @@
+//! Fine-tuning and scoring: [`LoraTrainer`] puts burn's LoRA adapters on
+//! the attention projections of the burn graph, trains them with Adam on the
+//! answer tokens' negative log-likelihood, reads the factors back as
+//! [`LoraWeights`], and scores held-out examples ([`Nll`]) with or without them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{Lora, Module, ParamGroup};
+use burn::nn::Linear;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::{LoraTarget, LoraWeights, SftExample};
+use crate::adapter::{scalar, shuffle};
+use crate::gguf::Gguf;
+use crate::llama::tokenizer::ChatTokenizer;
+use crate::llama::{Llama, LlamaConfig, LlamaModel};
+use crate::{Error, Result};
+
+/// How to fine-tune.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoraTraining {
+    /// Rank r of each adapter.
+    pub rank: usize,
+    /// α: the adapter's update is scaled by α / r.
+    pub alpha: f64,
+    pub targets: Vec<LoraTarget>,
+    /// Passes over the training examples.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Longest example in tokens (prompt and answer; longer answers are cut).
+    pub max_tokens: usize,
+    /// Seed of the batch order and of A's initialisation.
+    pub seed: u64,
+}
+
+impl Default for LoraTraining {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            targets: LoraTarget::ALL.to_vec(),
+            epochs: 1,
+            batch_size: 4,
+            learning_rate: 1e-3,
+            max_tokens: 192,
+            seed: 7,
+        }
+    }
+}
+
+/// What a fine-tuning run did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraReport {
+    pub examples: usize,
+    /// Answer tokens learned per epoch.
+    pub answer_tokens: usize,
+    pub steps: usize,
+    /// Mean loss (nll per answer token) of each epoch.
+    pub epoch_losses: Vec<f32>,
+    pub trainable_parameters: usize,
+    pub seconds: f64,
+}
+
+/// Mean negative log-likelihood of the answer tokens of a set of examples.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Nll {
+    pub examples: usize,
+    pub tokens: usize,
+    /// Per token, in nats.
+    pub mean: f64,
+}
+
+impl Nll {
+    /// `e^nll`.
+    pub fn perplexity(&self) -> f64 {
+        self.mean.exp()
+    }
+}
+
+/// Fine-tunes and scores LoRA adapters of one GGUF model through the burn graph.
+#[derive(Debug)]
+pub struct LoraTrainer {
+    gguf: std::path::PathBuf,
+    tokenizer: ChatTokenizer,
+    config: LlamaConfig,
+    /// The base model on the (non-autodiff) device, for scoring.
+    base: LlamaModel,
+    device: Device,
+    max_tokens: usize,
+}
+
+impl LoraTrainer {
+    /// Loads `gguf` for examples of up to `max_tokens` tokens on `device`.
+    pub fn load(gguf: &Path, max_tokens: usize, device: &Device) -> Result<Self> {
+        let file = Gguf::open(gguf)?;
+        let base = LlamaModel::from_gguf_burn_graph(&file, max_tokens, device)?;
+        Ok(Self {
+            gguf: gguf.to_owned(),
+            tokenizer: ChatTokenizer::from_gguf(&file)?,
+            config: base.config.clone(),
+            max_tokens: base.config.context_length,
+            base,
+            device: device.clone(),
+        })
+    }
+
+    /// Longest example the trainer takes.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// `question` → `answer` as an example for this model (see [`SftExample::from_chat`]).
+    pub fn example(&self, question: &str, answer: &str) -> Result<Option<SftExample>> {
+        SftExample::from_chat(&self.tokenizer, question, answer, self.max_tokens)
+    }
+
+    /// The held-out score of the base model (`lora: None`) or the base model
+    /// with `lora` merged, `batch_size` examples per forward pass.
+    pub fn nll(&self, examples: &[SftExample], lora: Option<&LoraWeights>, batch_size: usize) -> Result<Nll> {
+        let merged;
+        let model = match lora {
+            Some(lora) => {
+                let mut copy = LlamaModel {
+                    config: self.base.config.clone(),
+                    network: self.base.network.clone(),
+                    fused: None,
+                    embeddings: Vec::new(),
+                    device: self.device.clone(),
+                };
+                copy.merge_lora(lora)?;
+                merged = copy;
+                &merged
+            }
+            None => &self.base,
+        };
+        let network = model.network.as_ref().ok_or_else(|| Error::Inference("no network loaded".into()))?;
+        let (mut sum, mut tokens) = (0f64, 0usize);
+        for batch in examples.chunks(batch_size.max(1)) {
+            let (loss, n) = self.batch_loss(network, batch, &self.device)?;
+            sum += f64::from(scalar(loss)?) * n as f64;
+            tokens += n;
+        }
+        let mean = if tokens == 0 { 0.0 } else { sum / tokens as f64 };
+        Ok(Nll { examples: examples.len(), tokens, mean })
+    }
+
+    /// The mean nll per answer token of `batch` (a graph on `device`) and the token count.
+    fn batch_loss(&self, network: &Llama, batch: &[SftExample], device: &Device) -> Result<(Tensor<1>, usize)> {
+        let h = self.config.hidden_size;
+        let s = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        if s < 2 || s > self.max_tokens {
+            return Err(Error::Inference(format!("examples must have 2..={} tokens, got {s}", self.max_tokens)));
+        }
+        let b = batch.len();
+        let mut x = Vec::with_capacity(b * s * h);
+        let (mut positions, mut targets) = (Vec::new(), Vec::new());
+        for (row, example) in batch.iter().enumerate() {
+            for (i, &id) in example.ids.iter().enumerate() {
+                let embedding = self
+                    .base
+                    .embeddings
+                    .get(id as usize * h..(id as usize + 1) * h)
+                    .ok_or_else(|| Error::Inference(format!("token id {id} is outside the vocabulary")))?;
+                x.extend_from_slice(embedding);
+                // Position i predicts token i + 1: learned when that token is in the answer.
+                if i + 1 >= example.answer_start.max(1) && i + 1 < example.ids.len() {
+                    positions.push((row * s + i) as i64);
+                    targets.push(i64::from(example.ids[i + 1]));
+                }
+            }
+            // Right padding (never attended to by the real tokens: attention is causal).
+            x.extend(std::iter::repeat_n(0.0, (s - example.ids.len()) * h));
+        }
+        let n = positions.len();
+        if n == 0 {
+            return Err(Error::Inference("a batch without answer tokens".into()));
+        }
+        let x = Tensor::<3>::from_data(TensorData::new(x, [b, s, h]), device);
+        let mut caches = vec![None; network.blocks.len()];
+        let hidden = network.hidden(x, 0, &mut caches).reshape([b * s, h]);
+        let picked = hidden.select(0, Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), device));
+        let logits = network.output.forward(picked);
+        let log_probs = log_softmax(logits, 1);
+        let chosen = log_probs.gather(1, Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device));
+        Ok((chosen.sum().neg().div_scalar(n as f32), n))
+    }
+
+    /// Trains fresh adapters on `examples`; `progress` hears `(step, steps, loss)`.
+    pub fn train(
+        &self,
+        examples: &[SftExample],
+        config: &LoraTraining,
+        mut progress: impl FnMut(usize, usize, f32),
+    ) -> Result<(LoraWeights, LoraReport)> {
+        let started = Instant::now();
+        if config.rank == 0 || config.targets.is_empty() {
+            return Err(Error::Inference("LoRA needs a rank ≥ 1 and at least one target".into()));
+        }
+        let examples: Vec<&SftExample> = examples.iter().filter(|e| e.ids.len() <= self.max_tokens).collect();
+        if examples.is_empty() {
+            return Err(Error::Inference(format!("no training example fits {} tokens", self.max_tokens)));
+        }
+        let device = self.device.clone().autodiff();
+        device.seed(config.seed);
+        let file = Gguf::open(&self.gguf)?;
+        let mut network = LlamaModel::from_gguf_burn_graph(&file, self.max_tokens, &device)?
+            .network
+            .ok_or_else(|| Error::Inference("no network loaded".into()))?;
+        let paths: Vec<String> = (0..self.config.num_layers)
+            .flat_map(|i| config.targets.iter().map(move |t| format!("blocks.{i}.attn.{}.weight", t.name())))
+            .collect();
+        network =
+            network.apply_lora(Lora::new(config.rank, config.alpha).set_param_group(ParamGroup::from_paths(paths)));
+        let mut optimizer = AdamConfig::new().with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))).init();
+        let batch = config.batch_size.max(1);
+        let steps = examples.len().div_ceil(batch) * config.epochs.max(1);
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        let mut rng = config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut epoch_losses = Vec::new();
+        let mut step = 0;
+        for _ in 0..config.epochs.max(1) {
+            shuffle(&mut order, &mut rng);
+            let (mut total, mut tokens) = (0f64, 0usize);
+            for indices in order.chunks(batch) {
+                let batch: Vec<SftExample> = indices.iter().map(|i| examples[*i].clone()).collect();
+                let (loss, n) = self.batch_loss(&network, &batch, &device)?;
+                let value = scalar(loss.clone())?;
+                if !value.is_finite() {
+                    return Err(Error::Inference(format!("fine-tuning diverged at step {}: loss {value}", step + 1)));
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), &network);
+                network = optimizer.step(config.learning_rate, network, grads);
+                total += f64::from(value) * n as f64;
+                tokens += n;
+                step += 1;
+                progress(step, steps, value);
+            }
+            epoch_losses.push((total / tokens.max(1) as f64) as f32);
+        }
+        let weights = extract(&network, config)?;
+        let report = LoraReport {
+            examples: examples.len(),
+            answer_tokens: examples.iter().map(|e| e.answer_tokens()).sum(),
+            steps,
+            epoch_losses,
+            trainable_parameters: weights.parameters(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        Ok((weights, report))
+    }
+}
+
+/// The trained factors of `network`'s adapted projections.
+fn extract(network: &Llama, config: &LoraTraining) -> Result<LoraWeights> {
+    let read = |t: Tensor<2>| -> Result<Vec<f32>> {
+        t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Inference(format!("{e:?}")))
+    };
+    let mut factors = BTreeMap::new();
+    for (layer, block) in network.blocks.iter().enumerate() {
+        for target in &config.targets {
+            let linear: &Linear = match target {
+                LoraTarget::Q => &block.attn.q,
+                LoraTarget::K => &block.attn.k,
+                LoraTarget::V => &block.attn.v,
+                LoraTarget::O => &block.attn.o,
+            };
+            let adapter = linear.weight.adapter().ok_or_else(|| {
+                Error::Inference(format!("layer {layer} {target:?} has no LoRA adapter after training"))
+            })?;
+            let (a, b) = (read(adapter.a.val())?, read(adapter.b.val())?);
+            if let Some(bad) = a.iter().chain(&b).find(|v| !v.is_finite()) {
+                return Err(Error::Inference(format!("fine-tuning diverged: a non-finite factor ({bad})")));
+            }
+            factors.insert((layer, *target), (a, b));
+        }
+    }
+    Ok(LoraWeights { rank: config.rank, alpha: config.alpha, factors })
+}
