@@ -96,9 +96,7 @@ impl Adapter {
             .map_err(|e| Error::Weights { path: path.to_owned(), reason: e.to_string() })?;
         let out = safetensors::serialize([("weight", view)], None)
             .map_err(|e| Error::Weights { path: path.to_owned(), reason: e.to_string() })?;
-        let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, out).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        twinflow_schemas::fs::write_atomic(path, &out).map_err(|e| Error::io(path, e))
     }
 
     /// Reads weights written by [`Adapter::save`].

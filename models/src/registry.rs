@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use twinflow_schemas::fs;
 
 use crate::adapter::{Adapter, AdapterTraining, TrainingReport};
 use crate::error::{Error, Result};
@@ -229,7 +230,7 @@ impl<C: Card> Registry<C> {
     fn store_index(&self, index: &Index) -> Result<()> {
         let path = self.dir.join(INDEX_FILE);
         let bytes = serde_json::to_vec_pretty(index).map_err(|e| Error::Inference(e.to_string()))?;
-        write_atomic(&path, &bytes)
+        fs::write_atomic(&path, &bytes).map_err(|e| Error::io(&path, e))
     }
 
     /// The directory of `version`.
@@ -284,12 +285,14 @@ impl<C: Card> Registry<C> {
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         write_weights(&tmp)?;
         let json = serde_json::to_vec_pretty(&card).map_err(|e| Error::Inference(e.to_string()))?;
-        std::fs::write(tmp.join(CARD_FILE), json).map_err(|e| Error::io(&tmp, e))?;
+        let card_path = tmp.join(CARD_FILE);
+        fs::write_atomic(&card_path, &json).map_err(|e| Error::io(&card_path, e))?;
         for (name, bytes) in extra {
-            std::fs::write(tmp.join(name), bytes).map_err(|e| Error::io(&tmp, e))?;
+            let path = tmp.join(name);
+            fs::write_atomic(&path, bytes).map_err(|e| Error::io(&path, e))?;
         }
         let dir = self.version_dir(version);
-        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        fs::rename_durably(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
         let mut index = self.index()?;
         index.events.push(RegistryEvent {
             at_ms: now_ms(),
@@ -343,12 +346,6 @@ impl<C: Card> Registry<C> {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //!                               train.jsonl test.jsonl preference.jsonl   (chat / DPO formats)
 //!                               manifest.json        lineage and counts (written last: a version without it does not exist)
 //! ```
-//! A version is written under a temporary name and renamed into place.
+//! A version is written under a temporary name, its files synced, and
+//! renamed into place durably: after a crash it is whole or absent.
 //! SQL sees every version as `instruct_dataset` and `preference_dataset`.
 
 use std::path::{Path, PathBuf};
@@ -15,11 +16,12 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
+use twinflow_schemas::fs::rename_durably;
 use twinflow_schemas::{InstructRow, TableName};
 
 use crate::convert::{TableRow, rows_to_batch};
 use crate::error::{Error, Result};
-use crate::parquet_io::{read_parquet, write_parquet};
+use crate::parquet_io::{read_parquet, write_file_atomic, write_parquet};
 
 /// Where datasets live under the data directory.
 pub const DATASETS_DIR: &str = "datasets";
@@ -85,13 +87,13 @@ pub fn write_instruct_version(
     write_parquet(&tmp.join(PREFERENCE), &with_version(preference_batch(preference)?, version)?)?;
     let mut files = vec![SAMPLES.to_owned(), PREFERENCE.to_owned()];
     for (name, contents) in jsonl {
-        std::fs::write(tmp.join(name), contents).map_err(|e| Error::io(tmp.join(name), e))?;
+        write_file_atomic(&tmp.join(name), contents.as_bytes())?;
         files.push((*name).to_owned());
     }
     let bytes = serde_json::to_vec_pretty(manifest)?;
-    std::fs::write(tmp.join(MANIFEST), bytes).map_err(|e| Error::io(tmp.join(MANIFEST), e))?;
+    write_file_atomic(&tmp.join(MANIFEST), &bytes)?;
     files.push(MANIFEST.to_owned());
-    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    rename_durably(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
     let relative = format!("{DATASETS_DIR}/instruct/v{version}");
     Ok(files.into_iter().map(|f| format!("{relative}/{f}")).collect())
 }

@@ -107,19 +107,12 @@ impl VectorCache {
             }
         }
         // Rewrite what is kept (through a temporary file and a rename).
-        let tmp = path.with_extension("vec.tmp");
-        {
-            let mut out = BufWriter::new(File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
-            let mut write = || -> std::io::Result<()> {
-                out.write_all(&expected)?;
-                for (hash, vector) in &kept {
-                    write_record(&mut out, *hash, vector)?;
-                }
-                out.flush()
-            };
-            write().map_err(|e| Error::io(&tmp, e))?;
+        let mut out = Vec::with_capacity(expected.len() + kept.len() * (16 + 4 * dim));
+        out.extend_from_slice(&expected);
+        for (hash, vector) in &kept {
+            write_record(&mut out, *hash, vector).map_err(|e| Error::io(&path, e))?;
         }
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        twinflow_schemas::fs::write_atomic(&path, &out).map_err(|e| Error::io(&path, e))?;
         if total > kept.len() {
             tracing::info!(file = %path.display(), records = total, kept = kept.len(), "embedding cache compacted");
         }

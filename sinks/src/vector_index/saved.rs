@@ -2,10 +2,12 @@
 //! its `.keys` file), loaded on open and reconciled with the live rows, so
 //! a restart need not rebuild it.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use twinflow_schemas::Hash128;
 use twinflow_schemas::config::AnnConfig;
+use twinflow_schemas::fs;
 
 use super::{SEARCH_THREADS, VectorIndex, index_error};
 use crate::error::{Error, Result};
@@ -35,12 +37,15 @@ pub(super) fn remove_older(dir: &Path, version: u64) -> Result<()> {
 }
 
 impl VectorIndex {
-    /// Writes the graph and its keys to `graph_path` and `keys_path` (each
-    /// through a temporary file and a rename). Call with no commit in
-    /// progress (the store's writer lock).
+    /// Writes the graph and then its keys to `graph_path` and `keys_path`
+    /// (each through a synced temporary file and a durable rename: keys that
+    /// are there belong to a whole graph). Call with no commit in progress
+    /// (the store's writer lock).
     pub(super) fn save_to(&self, graph_path: &Path, keys_path: &Path) -> Result<()> {
         let graph_tmp = graph_path.with_extension("usearch.tmp");
         self.graph.save(&graph_tmp.to_string_lossy()).map_err(index_error)?;
+        File::open(&graph_tmp).and_then(|file| file.sync_all()).map_err(|e| Error::io(&graph_tmp, e))?;
+        fs::rename_durably(&graph_tmp, graph_path).map_err(|e| Error::io(graph_path, e))?;
         let mut text = format!("twinflow-vector-keys 1 {} {}\n", self.dim, self.config.quantization);
         for model in &self.models {
             text.push_str(&format!("model {model}\n"));
@@ -48,11 +53,7 @@ impl VectorIndex {
         for ((chunk, model), key) in &self.keys {
             text.push_str(&format!("{:032x} {model} {key}\n", chunk.0));
         }
-        let keys_tmp = keys_path.with_extension("keys.tmp");
-        std::fs::write(&keys_tmp, text).map_err(|e| Error::io(&keys_tmp, e))?;
-        std::fs::rename(&graph_tmp, graph_path).map_err(|e| Error::io(graph_path, e))?;
-        std::fs::rename(&keys_tmp, keys_path).map_err(|e| Error::io(keys_path, e))?;
-        Ok(())
+        fs::write_atomic(keys_path, text.as_bytes()).map_err(|e| Error::io(keys_path, e))
     }
 
     /// The index saved in `graph_path` and `keys_path`, if they are there,
