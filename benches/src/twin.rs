@@ -56,7 +56,7 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let started = Instant::now();
-    let outcome = app.twin.run(&app.store, &app.generator, json!("bench"))?;
+    let outcome = app.twin.run(json!("bench"))?;
     let run_s = started.elapsed().as_secs_f64();
     let card = app.twin.registry.card(outcome.version)?;
 

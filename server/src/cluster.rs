@@ -46,14 +46,14 @@ pub(crate) fn stop_when_the_dataflow_fails() {
 /// process 0 stops (its sources, HTTP, store and committer are process 0's).
 pub(crate) fn worker_process(config: Config) -> anyhow::Result<()> {
     let cluster = config.engine.cluster.clone().context("not in a cluster")?;
-    let embedder = crate::embedder::build_embedder(&config.embedder)?;
+    let embedder = twinflow_pipelines::feature::embedder::build_embedder(&config.embedder)?;
     let mut options = twinflow_dataflow::EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
     // Its own embedding cache (under the data directory, apart from process 0's files), so
     // after a restart it encodes none of its share of the restored chunks again.
     let mut seed = None;
     if config.storage.embedding_cache {
         let dir = config.storage.data_dir.join(format!("_process-{}", cluster.process));
-        options.vector_sink = Some(crate::app::open_vector_cache(&dir, embedder.as_ref(), 0, &mut seed)?);
+        options.vector_sink = Some(twinflow_pipelines::feature::open_vector_cache(&dir, embedder.as_ref(), 0, &mut seed)?);
     }
     say(format_args!(
         "twinflow process {} of {} ({} workers): connecting to {}…",
@@ -64,7 +64,7 @@ pub(crate) fn worker_process(config: Config) -> anyhow::Result<()> {
     ));
     let engine = twinflow_dataflow::Engine::start(options, embedder, seed)?;
     say("connected: chunking and embedding this process's share until process 0 stops");
-    let forwarding = crate::forward::SourceForwarding::start(&config, &cluster)?;
+    let forwarding = twinflow_pipelines::feature::forward::SourceForwarding::start(&config, &cluster)?;
     engine.shutdown()?;
     forwarding.stop();
     say(format_args!("process 0 stopped: exiting ({} texts embedded here)", engine.stats().texts_embedded));

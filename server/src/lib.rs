@@ -1,45 +1,42 @@
 //! # twinflow-server
 //!
-//! The `twinflow` binary and the only place where every part meets: it
-//! loads the configuration, opens the store, starts the engine and the
-//! sources, commits completed epochs, and serves the REST API.
+//! The `twinflow` binary: HTTP, the command line and the wiring of the
+//! pipelines (`twinflow-pipelines`) — no pipeline logic lives here. It
+//! loads the configuration, builds the parts, connects them, and maps the
+//! pipelines' errors to HTTP answers.
 //!
 //! ```text
-//!  sources (connectors) ─┐                        ┌─▶ Store::commit_epoch (sinks: Parquet + live state)
-//!  POST /v1/documents ───┴▶ Engine (dataflow) ─▶ committer ─▶ Engine::mark_committed
-//!                                                            │
-//!  GET /v1/search, POST /v1/sql, GET /v1/status ◀── reads ───┘
-//!  POST /v1/rag, /v1/chat/completions ─▶ rag.rs: self-query, expansion, hybrid retrieval,
-//!                                         rerank, prompt ─▶ generator.rs (local GGUF or OpenAI-compatible)
-//!  committer ─▶ drift monitor ─ trigger ─▶ training.rs: snapshot, train adapter (burn), evaluate,
-//!                                          register, promote ─▶ Store::set_projection (atomic switch)
-//!  POST /v1/twin/train ─▶ twin.rs: snapshot, LoRA fine-tune (burn), held-out nll, register,
-//!                                  promote ─▶ LazyGenerator::set_twin (the merged model answers next)
+//!  cli/ ─▶ settings.rs (layered config) ─▶ app.rs: Store, Engine, Ingest, Committer, Training, Twin, generator
+//!                                              │
+//!  api/ (axum): POST /v1/documents ─▶ Ingest::accept      GET /v1/search, POST /v1/sql ─▶ Store
+//!               POST /v1/rag, /v1/chat/completions ─▶ inference::answer (App::rag)
+//!               /v1/models, /v1/twin, promote / rollback ─▶ training jobs (versions.rs: one for both)
+//!  pgwire.rs: the SQL catalog over the Postgres protocol       cluster.rs: timely's cluster mode
 //! ```
 //!
-//! Where to look next: `app.rs` (wiring and lifecycle), `api/` (one file
-//! per endpoint group, `api/error.rs` for error codes), `rag.rs` (the
-//! answer pipeline), `generator.rs`, `training.rs` (drift triggers, the training job, the registry), `twin.rs` (the
-//! LLM twin's fine-tuning job), `cli.rs` (the verbs),
-//! `settings.rs` (layered configuration).
+//! | file | what it owns |
+//! |---|---|
+//! | `main.rs` | calls `cli::main` |
+//! | `cli/` | the verbs (`args.rs`), `up` (`up.rs`), client verbs (`verbs.rs`), tables for people (`print.rs`) |
+//! | `app.rs` | the running system: builds and connects the parts, starts sources, stops in order |
+//! | `api/` | the route table, one file per group of routes, `error.rs` (every error's code and status) |
+//! | `settings.rs` | configuration in layers: defaults < `twinflow.toml` < environment < flags |
+//! | `client.rs` | the HTTP client of the CLI verbs |
+//! | `cluster.rs` | a process of a timely cluster that is not process 0 |
+//! | `metrics.rs` | the Prometheus recorder, `GET /metrics`, the per-route middleware |
+//! | `pgwire.rs` | the Postgres wire protocol over the SQL catalog |
+//! | `progress.rs` | the embedding backlog's progress: a bar or log lines |
+//! | `ui.rs` | the terminal: colours and bars only on a terminal |
 
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;
 pub mod cluster;
-pub mod datasets;
-pub mod embedder;
-pub mod forward;
-pub mod generator;
 pub mod metrics;
 pub mod pgwire;
-pub mod publish;
-pub mod rag;
+mod progress;
 pub mod settings;
-pub mod traces;
-pub mod training;
-pub mod twin;
 pub mod ui;
 
 pub use api::router;

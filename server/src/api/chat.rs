@@ -26,7 +26,7 @@ use twinflow_schemas::api::{ChatCompletionMessage, ChatCompletionRequest, ErrorC
 use super::rag::{checked_params, checked_question};
 use super::{ApiError, json_body};
 use crate::app::App;
-use crate::rag::{RagQuestion, prepare};
+use twinflow_pipelines::inference::{RagQuestion, prepare};
 
 /// Most messages in one request.
 pub const MAX_MESSAGES: usize = 256;
@@ -136,7 +136,7 @@ pub async fn chat_completions(
     // Retrieval and the prompt first: their errors are still a 4xx, not an event in a 200 stream.
     let prepared = {
         let app = app.clone();
-        tokio::task::spawn_blocking(move || prepare(&app, &question)).await.map_err(ApiError::internal)??
+        tokio::task::spawn_blocking(move || prepare(&app.rag(), &question)).await.map_err(ApiError::internal)??
     };
     if !request.stream {
         let answer = tokio::task::spawn_blocking(move || prepared.generate(&mut |_| ControlFlow::Continue(())))
@@ -196,6 +196,7 @@ pub async fn chat_completions(
                 }
             }
             Err(e) => {
+                let e = ApiError::from(e);
                 let _ = tx.blocking_send(json!({"error": {"code": e.code, "message": e.message}}));
             }
         }

@@ -14,11 +14,10 @@ use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use serde::Deserialize;
 
-use twinflow_dataflow::SubmitError;
+use twinflow_pipelines::feature::{Accepted, Origin};
 use twinflow_schemas::api::{ErrorCode, IngestResponse};
 use twinflow_schemas::change::{change_from_value, parse_ndjson};
 use twinflow_schemas::{ChangeLimits, DocumentChange};
-use twinflow_sinks::EncodedBatch;
 
 use super::ApiError;
 use crate::app::App;
@@ -51,41 +50,13 @@ pub async fn post_documents(
             ApiError::new(ErrorCode::InvalidJson, format!("could not read the body: {rejection}"))
         }
     })?;
-    let limits = ChangeLimits {
-        max_document_bytes: app.config.server.max_document.as_u64() as usize,
-        ..ChangeLimits::default()
-    };
-    let mut changes = parse_body(&headers, &body, &limits)?;
-    // Stamped here (not by the engine) so the input log holds the time a replay must keep.
-    let now_ms = crate::training::now_ms();
-    for change in &mut changes {
-        if let DocumentChange::Upsert(doc) = change {
-            doc.fetched_at.get_or_insert(now_ms);
-        }
-    }
-    let accepted = changes.len();
-    let (engine, log) = (app.engine.clone(), app.input_log.clone());
-    // Durable before acknowledged: encoded first, appended and fsynced with the epoch the engine gives.
-    let epoch = tokio::task::spawn_blocking(move || {
-        let encoded = log.as_ref().map(|_| EncodedBatch::new(&changes)).transpose().map_err(ApiError::internal)?;
-        let epoch = engine.submit(changes).map_err(refused)?;
-        if let (Some(log), Some(encoded)) = (log, encoded) {
-            log.append(epoch, &encoded).map_err(|e| {
-                tracing::error!(error = %e, "could not append to the input log");
-                ApiError::new(
-                    ErrorCode::StorageError,
-                    format!(
-                        "the changes were accepted but are not durable ({e}); \
-                         free space or fix the data directory, then send them again"
-                    ),
-                )
-            })?;
-        }
-        Ok::<_, ApiError>(epoch)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    crate::metrics::changes_accepted("http", accepted);
+    let changes = parse_body(&headers, &body, app.ingest.limits())?;
+    let ingest = app.ingest.clone();
+    // Durable before acknowledged: the door fsyncs HTTP changes to the input log before it returns.
+    let Accepted { changes: accepted, epoch } =
+        tokio::task::spawn_blocking(move || ingest.accept(changes, Origin::Http, Vec::new()))
+            .await
+            .map_err(ApiError::internal)??;
     let mut committed = app.engine.stats().committed_epoch >= epoch;
     if params.wait && !committed && accepted > 0 {
         let engine = app.engine.clone();
@@ -95,15 +66,6 @@ pub async fn post_documents(
             .map_err(ApiError::internal)?;
     }
     Ok(Json(IngestResponse { accepted, epoch, committed }))
-}
-
-/// The answer to changes the engine did not accept.
-fn refused(e: SubmitError) -> ApiError {
-    let code = match e {
-        SubmitError::Overloaded { .. } | SubmitError::Behind { .. } => ErrorCode::Overloaded,
-        SubmitError::ShuttingDown => ErrorCode::ShuttingDown,
-    };
-    ApiError::new(code, e.to_string())
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8], limits: &ChangeLimits) -> Result<Vec<DocumentChange>, ApiError> {
@@ -175,23 +137,13 @@ pub async fn post_source_changes(
     body: Result<Json<ForwardedBatch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let Json(batch) = body.map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.body_text()))?;
-    // Only another process's share (`<source>@p<I>`, I > 0): never process 0's own positions.
-    let process = batch.source.rsplit_once("@p").and_then(|(_, p)| p.parse::<usize>().ok());
-    if !process.is_some_and(|p| p > 0) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidField,
-            format!("source {:?} is not another process's share (<source>@p<process>)", batch.source),
-        ));
-    }
-    let limits = ChangeLimits {
-        max_document_bytes: app.config.server.max_document.as_u64() as usize,
-        ..ChangeLimits::default()
-    };
+    let origin = Origin::forwarded(batch.source.clone(), batch.position.clone())?;
+    let ingest = app.ingest.clone();
     let changes = batch
         .changes
         .into_iter()
         .enumerate()
-        .map(|(i, value)| change_from_value(value, i + 1, &limits))
+        .map(|(i, value)| change_from_value(value, i + 1, ingest.limits()))
         .collect::<Result<Vec<_>, _>>()?;
     let errors: Vec<_> = batch
         .errors
@@ -203,25 +155,11 @@ pub async fn post_source_changes(
             at_ms: error.at_ms,
         })
         .collect();
-    let accepted = changes.len();
-    if changes.is_empty() && batch.position.is_none() {
-        // Refused records only: recorded once (nothing to submit, so nothing to refuse).
-        errors.into_iter().for_each(|e| app.record_ingest_error(e));
-        return Ok(Json(IngestResponse { accepted, epoch: app.store.committed_epoch(), committed: true }));
-    }
-    let (engine, source, position) = (app.engine.clone(), batch.source, batch.position);
-    let app_for_positions = app.clone();
-    let epoch = tokio::task::spawn_blocking(move || {
-        let epoch = engine.submit(changes).map_err(refused)?;
-        if let Some(position) = position {
-            app_for_positions.positions.record(&source, epoch, position);
-        }
-        crate::metrics::changes_accepted(&source, accepted);
-        // After the submit: a refused (and so resent) batch records its errors once.
-        errors.into_iter().for_each(|e| app_for_positions.record_ingest_error(e));
-        Ok::<_, ApiError>(epoch)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    Ok(Json(IngestResponse { accepted, epoch, committed: false }))
+    // Refused records only: recorded, and already as committed as they will be.
+    let committed = changes.is_empty() && batch.position.is_none();
+    let Accepted { changes: accepted, epoch } =
+        tokio::task::spawn_blocking(move || ingest.accept(changes, origin, errors))
+            .await
+            .map_err(ApiError::internal)??;
+    Ok(Json(IngestResponse { accepted, epoch, committed }))
 }

@@ -6,6 +6,9 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use twinflow_dataflow::SubmitError;
+use twinflow_pipelines::feature::AcceptError;
+use twinflow_pipelines::inference::RagError;
 use twinflow_schemas::ChangeError;
 use twinflow_schemas::api::{ErrorBody, ErrorCode, ErrorDetail};
 
@@ -33,6 +36,32 @@ impl ApiError {
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         Self { code: e.code, message: e.message, line: Some(e.line) }
+    }
+}
+
+/// The pipelines' errors, each given its HTTP code here and nowhere else.
+impl From<RagError> for ApiError {
+    fn from(e: RagError) -> Self {
+        let code = match &e {
+            RagError::GeneratorUnavailable(_) | RagError::Generation(_) => ErrorCode::GeneratorUnavailable,
+            RagError::ContextLengthExceeded(_) => ErrorCode::ContextLengthExceeded,
+            RagError::InvalidConversation(_) => ErrorCode::InvalidField,
+            RagError::Retrieval(_) => return Self::internal(e),
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<AcceptError> for ApiError {
+    fn from(e: AcceptError) -> Self {
+        let code = match &e {
+            AcceptError::Refused(SubmitError::Overloaded { .. } | SubmitError::Behind { .. }) => ErrorCode::Overloaded,
+            AcceptError::Refused(SubmitError::ShuttingDown) => ErrorCode::ShuttingDown,
+            AcceptError::NotAShare(_) => ErrorCode::InvalidField,
+            AcceptError::NotDurable(_) => ErrorCode::StorageError,
+            AcceptError::Encode(_) => return Self::internal(e),
+        };
+        Self::new(code, e.to_string())
     }
 }
 

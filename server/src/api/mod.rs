@@ -9,8 +9,9 @@
 //! | `rag.rs` | `POST /v1/rag` (answers with citations and step timings) |
 //! | `chat.rs` | `POST /v1/chat/completions` (OpenAI's format, SSE streaming, answered by RAG) |
 //! | `sql.rs` | `POST /v1/sql` |
-//! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train`, `POST /v1/models/{v}/promote`, `POST /v1/models/rollback` |
-//! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback` |
+//! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train` |
+//! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train` |
+//! | `versions.rs` | `POST /v1/models/{v}/promote`, `POST /v1/models/rollback`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback` (one implementation for both registries) |
 //! | `../metrics.rs` | `GET /metrics` (Prometheus), and the middleware timing every route |
 //! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `GET /healthz`, `POST /v1/snapshots` |
 //! | `dashboard.rs` | `GET /` (the dashboard page), `GET /dashboard.js`, `GET /dashboard.css` |
@@ -40,6 +41,7 @@ pub mod search;
 pub mod sql;
 pub mod status;
 pub mod twin;
+pub mod versions;
 
 pub use error::ApiError;
 pub use openapi::{Api, Op};
@@ -236,12 +238,12 @@ pub fn table() -> Api {
             Op::post("models", "Make an adapter version active")
                 .integer_path(&["version"])
                 .ok_object("The registry after the change"),
-            models::promote,
+            versions::promote_adapter,
         )
         .route(
             "/v1/models/rollback",
             Op::post("models", "Back to the previously active adapter").ok_object("The registry after the change"),
-            models::rollback,
+            versions::roll_back_adapter,
         )
         .route("/v1/twin", Op::get("twin", "The twin's versions and training job").ok_object("The twin"), twin::twin)
         .route(
@@ -256,12 +258,12 @@ pub fn table() -> Api {
             Op::post("twin", "Make a twin version active")
                 .integer_path(&["version"])
                 .ok_object("The twin after the change"),
-            twin::promote,
+            versions::promote_twin,
         )
         .route(
             "/v1/twin/rollback",
             Op::post("twin", "Back to the previously active twin").ok_object("The twin after the change"),
-            twin::rollback,
+            versions::roll_back_twin,
         )
 }
 

@@ -10,8 +10,8 @@
 //! | `POST /v1/datasets/generate` | one incremental LLM generation pass (`{"limit": n}`) |
 //! | `GET /v1/models` | active model, every version's card, registry events, training job |
 //! | `POST /v1/models/train` | start a training run (202; 409 `training_running`) |
-//! | `POST /v1/models/{version}/promote` | make a version active (search switches at an epoch) |
-//! | `POST /v1/models/rollback` | back to the previously active model |
+//!
+//! Promotion and rollback of adapter versions are in `versions.rs`.
 
 use std::sync::Arc;
 
@@ -165,44 +165,10 @@ pub async fn models(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError
 pub async fn train(State(app): State<Arc<App>>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let started = app
         .training
-        .start(app.store.clone(), app.engine.embedder().clone(), json!("manual"))
+        .start(json!("manual"))
         .map_err(ApiError::internal)?;
     if !started {
         return Err(ApiError::new(ErrorCode::TrainingRunning, "a training run is in progress; see GET /v1/models"));
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "started": true, "training": app.training.status() }))))
-}
-
-/// Handler of `POST /v1/models/{version}/promote`.
-pub async fn promote(State(app): State<Arc<App>>, Path(version): Path<u64>) -> Result<Json<Value>, ApiError> {
-    if app.training.registry.card(version).is_err() {
-        return Err(ApiError::new(ErrorCode::ModelNotFound, format!("no model version {version}")));
-    }
-    if app.training.is_running() {
-        return Err(ApiError::new(ErrorCode::TrainingRunning, "a training run is in progress; retry when it is done"));
-    }
-    let blocking = app.clone();
-    let epoch = tokio::task::spawn_blocking(move || {
-        blocking.training.activate(&blocking.store, version, "promoted by request")
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "active": format!("adapter-v{version}"), "switched_at_epoch": epoch })))
-}
-
-/// Handler of `POST /v1/models/rollback`.
-pub async fn rollback(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
-    if app.training.is_running() {
-        return Err(ApiError::new(ErrorCode::TrainingRunning, "a training run is in progress; retry when it is done"));
-    }
-    if app.training.registry.events().map_err(ApiError::internal)?.iter().all(|e| e.action != "promote") {
-        return Err(ApiError::new(ErrorCode::NotFound, "no model was ever promoted: nothing to roll back to"));
-    }
-    let blocking = app.clone();
-    let previous = tokio::task::spawn_blocking(move || blocking.training.rollback(&blocking.store))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::new(ErrorCode::NotFound, format!("{e:#}")))?;
-    Ok(Json(json!({ "active": previous.map_or("base".to_owned(), |v| format!("adapter-v{v}")) })))
 }

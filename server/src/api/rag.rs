@@ -15,7 +15,7 @@ use twinflow_schemas::api::{ErrorCode, RagRequest, RagResponse};
 
 use super::{ApiError, json_body};
 use crate::app::App;
-use crate::rag::{RagQuestion, answer};
+use twinflow_pipelines::inference::{RagQuestion, answer};
 
 /// Longest question accepted, in bytes.
 pub const MAX_QUESTION_BYTES: usize = 8 * 1024;
@@ -78,7 +78,7 @@ pub async fn rag(
     }
     let params = checked_params(&app, request.max_tokens, request.temperature, None)?;
     let ask = RagQuestion { question, history: Vec::new(), system: None, filter: (&request.filters).into(), k, params };
-    let answer = tokio::task::spawn_blocking(move || answer(&app, &ask, &mut |_| ControlFlow::Continue(())))
+    let answer = tokio::task::spawn_blocking(move || answer(&app.rag(), &ask, &mut |_| ControlFlow::Continue(())))
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(answer))

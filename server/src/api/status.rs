@@ -41,7 +41,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
             "twin": app.twin.active_name(),
         }),
         sources: {
-            let (recent, total) = app.ingest_errors();
+            let (recent, total) = app.ingest.recent_errors();
             serde_json::json!({
                 "positions": app.store.source_positions(),
                 "ingest_errors": { "total": total, "recent": recent.iter().rev().take(5).collect::<Vec<_>>() },

@@ -157,7 +157,7 @@ fn app_with_history(dir: &Path) -> Arc<App> {
         app.engine.flush();
         assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
     }
-    app.record_ingest_error(IngestError::new(
+    app.ingest.record_error(IngestError::new(
         "watch-0",
         "/data/inbox/broken.json:3".into(),
         "field `content` must be a string".into(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use twinflow_models::{ChatMessage, FinishReason, GenerateParams, Generation, Generator};
 use twinflow_schemas::{ChangeLimits, Split, parse_change};
-use twinflow_server::datasets::Datasets;
+use twinflow_pipelines::training::Datasets;
 
 use crate::fixtures::{app_with, article, upsert_line};
 

@@ -12,7 +12,7 @@ use twinflow_models::{ChatMessage, GenerateParams, Generator};
 use twinflow_schemas::api::{ErrorBody, ErrorCode, RagResponse};
 use twinflow_schemas::config::OpenAiGeneratorConfig;
 use twinflow_server::App;
-use twinflow_server::generator::OpenAiGenerator;
+use twinflow_pipelines::inference::OpenAiGenerator;
 
 use crate::fixtures::app_with;
 
@@ -365,7 +365,7 @@ fn a_rag_request_is_a_span_with_one_child_per_step() {
         .with_max_level(tracing::Level::INFO)
         .with_writer(move || writer.clone())
         .finish();
-    let question = twinflow_server::rag::RagQuestion {
+    let question = twinflow_pipelines::inference::RagQuestion {
         question: "Where do the boats rest?".into(),
         history: Vec::new(),
         system: None,
@@ -374,7 +374,7 @@ fn a_rag_request_is_a_span_with_one_child_per_step() {
         params: GenerateParams::default(),
     };
     let answer = tracing::subscriber::with_default(subscriber, || {
-        twinflow_server::rag::answer(&app, &question, &mut |_| ControlFlow::Continue(())).unwrap()
+        twinflow_pipelines::inference::answer(&app.rag(), &question, &mut |_| ControlFlow::Continue(())).unwrap()
     });
     assert_eq!(answer.answer, "Boats [1].");
 

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use super::Error;
+use crate::Context;
 
 use twinflow_dataflow::{EmbedError, Embedder, HashingEmbedder};
 use twinflow_models::{SentenceEncoder, cpu_device, default_cache_dir, fetch_minilm};
@@ -51,7 +52,7 @@ impl Embedder for MiniLmEmbedder {
 
 /// Builds the embedder the configuration names (fetching MiniLM's weights
 /// into the cache the first time).
-pub fn build_embedder(config: &EmbedderConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+pub fn build_embedder(config: &EmbedderConfig) -> Result<Arc<dyn Embedder>, Error> {
     Ok(match config {
         EmbedderConfig::Hashing(hashing) => Arc::new(HashingEmbedder::new(hashing.dim)),
         EmbedderConfig::Minilm(minilm) => {

@@ -18,12 +18,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use anyhow::Context;
 use parking_lot::Mutex;
-use serde::Serialize;
 
 use twinflow_dataflow::{DriftMonitor, DriftPersisted, DriftReference, Embedder};
 use twinflow_models::{
@@ -33,7 +30,10 @@ use twinflow_schemas::config::{Config, TrainingConfig};
 use twinflow_schemas::{Hash128, Split};
 use twinflow_sinks::{Store, VectorProjection};
 
-use crate::datasets::Datasets;
+use super::datasets::Datasets;
+use super::job::{Job, JobStatus, RunOutcome, even_sample};
+use super::Error;
+use crate::{Context, now_ms};
 
 /// Test queries evaluated at most (the corpus is always complete).
 const MAX_TEST_QUERIES: usize = 2_000;
@@ -59,42 +59,20 @@ impl VectorProjection for AdapterProjection {
     }
 }
 
-/// What the training job is doing, for `/v1/status` and `/v1/models`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct TrainingStatus {
-    /// `idle` or `running`.
-    pub state: String,
-    /// `snapshot`, `encode`, `train`, `evaluate`, `register`, `switch`.
-    pub phase: String,
-    pub step: usize,
-    pub steps: usize,
-    pub loss: Option<f32>,
-    pub started_at_ms: Option<i64>,
-    pub trigger: serde_json::Value,
-    /// The outcome of the last finished run.
-    pub last: Option<TrainingOutcome>,
-    /// The error of the last failed run.
-    pub last_error: Option<String>,
-    pub runs: u64,
-}
+/// What the adapter's job is doing, for `/v1/status` and `/v1/models`.
+pub type TrainingStatus = JobStatus<Evaluation>;
 
-/// What one training run produced.
-#[derive(Clone, Debug, Serialize)]
-pub struct TrainingOutcome {
-    pub version: u64,
-    pub promoted: bool,
-    pub decision: String,
-    pub evaluation: Evaluation,
-    pub dataset: DatasetRef,
-    pub seconds: f64,
-    /// The epoch from which searches use the new adapter (when promoted).
-    pub switched_at_epoch: Option<u64>,
-}
+/// What one adapter run produced.
+pub type TrainingOutcome = RunOutcome<Evaluation>;
 
 /// The drift monitor and the training job of a running twinflow.
 #[derive(Debug)]
 pub struct Training {
     pub config: TrainingConfig,
+    /// The store whose vector search the active adapter projects.
+    store: Arc<Store>,
+    /// The base encoder (instructions are encoded with it).
+    embedder: Arc<dyn Embedder>,
     pub registry: Registry,
     pub datasets: Arc<Datasets>,
     /// `None` when drift is off.
@@ -103,10 +81,8 @@ pub struct Training {
     /// Base vectors of instructions encoded by earlier runs (by text hash):
     /// a run encodes only the instructions it has not seen.
     instruction_vectors: Mutex<HashMap<Hash128, Vec<f32>>>,
-    status: Mutex<TrainingStatus>,
-    running: AtomicBool,
-    /// A drift trigger that fired during a run: a run starts for it when that one ends.
-    pending: Mutex<Option<serde_json::Value>>,
+    /// The training job (a drift trigger that fires during a run starts a run when that one ends).
+    job: Arc<Job<Evaluation>>,
     /// Serialises switches of the active model (a run's promotion, promote, rollback).
     switch: Mutex<()>,
     /// Serialises writes of the drift state file; when it was last written.
@@ -116,7 +92,12 @@ pub struct Training {
 impl Training {
     /// Opens the registry and the saved drift state, and activates the
     /// registry's active adapter in `store`.
-    pub fn open(config: &Config, store: &Store, datasets: Arc<Datasets>) -> anyhow::Result<Training> {
+    pub fn open(
+        config: &Config,
+        store: Arc<Store>,
+        embedder: Arc<dyn Embedder>,
+        datasets: Arc<Datasets>,
+    ) -> Result<Training, Error> {
         let data_dir = store.data_dir();
         let registry_dir = config.training.registry.clone().unwrap_or_else(|| data_dir.join("_models"));
         let registry = Registry::open(&registry_dir)
@@ -133,20 +114,20 @@ impl Training {
         let monitor = config.drift.enabled.then(|| Mutex::new(DriftMonitor::new(config.drift.clone(), persisted)));
         let training = Training {
             config: config.training.clone(),
+            store,
+            embedder,
             registry,
             datasets,
             monitor,
             state_file,
             instruction_vectors: Mutex::new(HashMap::new()),
-            status: Mutex::new(TrainingStatus { state: "idle".into(), ..TrainingStatus::default() }),
-            running: AtomicBool::new(false),
-            pending: Mutex::new(None),
+            job: Arc::new(Job::new("adapter", true)),
             switch: Mutex::new(()),
             save: Mutex::new(Instant::now()),
         };
         if let Some(version) = training.registry.active()? {
             let adapter = training.registry.adapter(version)?;
-            let switch = store.set_projection(Some(projection(version, adapter)))?;
+            let switch = training.store.set_projection(Some(projection(version, adapter)))?;
             tracing::info!(
                 version,
                 vectors = switch.vectors,
@@ -163,15 +144,9 @@ impl Training {
         let mut saved_at = self.save.lock();
         *saved_at = Instant::now();
         let persisted = monitor.lock().persisted();
-        let result = (|| -> anyhow::Result<()> {
-            if let Some(dir) = self.state_file.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = self.state_file.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&persisted)?)?;
-            std::fs::rename(&tmp, &self.state_file)?;
-            Ok(())
-        })();
+        let result = serde_json::to_vec(&persisted)
+            .map_err(std::io::Error::from)
+            .and_then(|bytes| twinflow_schemas::fs::write_atomic(&self.state_file, &bytes));
         if let Err(e) = result {
             tracing::error!(error = %e, file = %self.state_file.display(), "could not save the drift state");
         }
@@ -184,12 +159,12 @@ impl Training {
 
     /// The job's status.
     pub fn status(&self) -> TrainingStatus {
-        self.status.lock().clone()
+        self.job.status()
     }
 
     /// True while a run is in progress.
     pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+        self.job.is_running()
     }
 
     /// The active model: `base` or `adapter-v<N>`.
@@ -201,90 +176,16 @@ impl Training {
     }
 
     /// Starts a run in a background thread; `false` when one is running.
-    pub fn start(
-        self: &Arc<Self>,
-        store: Arc<Store>,
-        embedder: Arc<dyn Embedder>,
-        trigger: serde_json::Value,
-    ) -> anyhow::Result<bool> {
-        if self.running.swap(true, Ordering::SeqCst) {
-            if trigger.get("drift").is_some() {
-                *self.pending.lock() = Some(trigger);
-            }
-            return Ok(false);
-        }
-        {
-            let mut status = self.status.lock();
-            status.state = "running".into();
-            status.phase = "snapshot".into();
-            status.step = 0;
-            status.steps = 0;
-            status.loss = None;
-            status.started_at_ms = Some(now_ms());
-            status.trigger = trigger.clone();
-        }
+    pub fn start(self: &Arc<Self>, trigger: serde_json::Value) -> Result<bool, Error> {
         let training = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("twinflow-training".into()).spawn(move || {
-            // A panic in a run (the model, the backend) is a failed run, not a job stuck "running".
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                training.run(&store, embedder.as_ref(), trigger)
-            }))
-            .unwrap_or_else(|panic| Err(anyhow::anyhow!("the training run panicked: {}", panic_message(&*panic))));
-            let mut status = training.status.lock();
-            status.state = "idle".into();
-            status.phase = String::new();
-            status.runs += 1;
-            match result {
-                Ok(outcome) => {
-                    tracing::info!(
-                        version = outcome.version,
-                        promoted = outcome.promoted,
-                        candidate = outcome.evaluation.candidate,
-                        parent = outcome.evaluation.parent,
-                        base = outcome.evaluation.base,
-                        seconds = outcome.seconds,
-                        "training run finished: {}",
-                        outcome.decision
-                    );
-                    crate::metrics::training_run("adapter", if outcome.promoted { "promoted" } else { "kept" });
-                    status.last = Some(outcome);
-                    status.last_error = None;
-                }
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "training run failed");
-                    crate::metrics::training_run("adapter", "failed");
-                    status.last_error = Some(format!("{e:#}"));
-                }
-            }
-            drop(status);
-            training.running.store(false, Ordering::SeqCst);
-            if let Some(trigger) = training.pending.lock().take() {
-                tracing::info!("starting the retrain a drift trigger asked for during the last run");
-                if let Err(e) = training.start(store.clone(), embedder.clone(), trigger) {
-                    tracing::error!(error = %e, "could not start the pending training run");
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            self.running.store(false, Ordering::SeqCst);
-            return Err(e.into());
-        }
-        Ok(true)
-    }
-
-    fn set_phase(&self, phase: &str) {
-        self.status.lock().phase = phase.into();
+        self.job.start(trigger, Arc::new(move |trigger| training.run(trigger)))
     }
 
     /// One whole run, synchronously.
-    pub fn run(
-        &self,
-        store: &Store,
-        embedder: &dyn Embedder,
-        trigger: serde_json::Value,
-    ) -> anyhow::Result<TrainingOutcome> {
+    pub fn run(&self, trigger: serde_json::Value) -> Result<TrainingOutcome, Error> {
+        let (store, embedder) = (self.store.as_ref(), self.embedder.as_ref());
         let started = Instant::now();
-        self.set_phase("snapshot");
+        self.job.phase("snapshot");
         let dataset = self.datasets.snapshot(store).context("the dataset snapshot failed")?;
         let live_stats = self.monitor.as_ref().map(|m| m.lock().live());
         let epoch = dataset.source_epoch;
@@ -303,16 +204,17 @@ impl Training {
         // An even sample of the training pairs (the dataset is in sample-id order: no era is favoured).
         let train = even_sample(train, self.config.max_pairs);
         let test: Vec<_> = test.into_iter().take(MAX_TEST_QUERIES).collect();
-        anyhow::ensure!(
-            train.len() >= self.config.batch_size.max(2) && !test.is_empty(),
-            "not enough instruct samples to train: {} train, {} test (need at least one batch of {} and one test sample)",
-            train.len(),
-            test.len(),
-            self.config.batch_size
-        );
+        if train.len() < self.config.batch_size.max(2) || test.is_empty() {
+            return Err(Error::NotEnoughData(format!(
+                "not enough instruct samples to train: {} train, {} test (need at least one batch of {} and one test sample)",
+                train.len(),
+                test.len(),
+                self.config.batch_size
+            )));
+        }
 
-        self.set_phase("encode");
-        let encode = |rows: &[&twinflow_schemas::InstructRow]| -> anyhow::Result<Vec<Vec<f32>>> {
+        self.job.phase("encode");
+        let encode = |rows: &[&twinflow_schemas::InstructRow]| -> Result<Vec<Vec<f32>>, Error> {
             let key = |s: &twinflow_schemas::InstructRow| Hash128::of(s.instruction.as_bytes());
             let missing: Vec<&twinflow_schemas::InstructRow> = {
                 let cache = self.instruction_vectors.lock();
@@ -322,7 +224,7 @@ impl Training {
             for batch in missing.chunks(ENCODE_BATCH) {
                 let texts: Vec<&str> = batch.iter().map(|s| s.instruction.as_str()).collect();
                 let vectors =
-                    embedder.embed_batch(&texts).map_err(|e| anyhow::anyhow!("encoding instructions: {e}"))?;
+                    embedder.embed_batch(&texts).context("encoding instructions")?;
                 let mut cache = self.instruction_vectors.lock();
                 for (s, v) in batch.iter().zip(vectors) {
                     cache.insert(key(s), v);
@@ -339,7 +241,7 @@ impl Training {
         let corpus: Vec<Vec<f32>> = corpus_ids.iter().map(|id| vectors[id].clone()).collect();
         drop(vectors);
 
-        self.set_phase("train");
+        self.job.phase("train");
         let parent = self.registry.active()?;
         let parent_adapter = match parent {
             Some(v) => self.registry.adapter(v)?,
@@ -356,13 +258,10 @@ impl Training {
         };
         let (candidate, report) =
             train_adapter(&pairs, &parent_adapter, &training, &twinflow_models::cpu_device(), |step, steps, loss| {
-                let mut status = self.status.lock();
-                status.step = step;
-                status.steps = steps;
-                status.loss = Some(loss);
+                self.job.progress(step, steps, loss)
             })?;
 
-        self.set_phase("evaluate");
+        self.job.phase("evaluate");
         let k = self.config.recall_k.max(1);
         let base = recall_at_k(&Adapter::identity(embedder.dim()), &test_queries, &targets, &corpus, k);
         let parent_recall = match parent {
@@ -391,7 +290,7 @@ impl Training {
             )
         };
 
-        self.set_phase("register");
+        self.job.phase("register");
         let dataset = DatasetRef {
             name: "instruct".into(),
             version: dataset.version,
@@ -417,13 +316,13 @@ impl Training {
         };
         let reference = live_stats.map(|stats| DriftReference { name: String::new(), epoch, stats });
         let extra: Vec<(&str, Vec<u8>)> = match &reference {
-            Some(r) => vec![(REFERENCE_FILE, serde_json::to_vec(r)?)],
+            Some(r) => vec![(REFERENCE_FILE, serde_json::to_vec(r).context("encoding the drift reference")?)],
             None => Vec::new(),
         };
         let card = self.registry.register_adapter(card, &candidate, &extra)?;
         let mut switched_at_epoch = None;
         if promotable {
-            self.set_phase("switch");
+            self.job.phase("switch");
             // Promoted only if the active model is still the one it was compared with.
             let _switch = self.switch.lock();
             if self.registry.active()? == parent {
@@ -445,12 +344,12 @@ impl Training {
 
     /// Makes `version` active: registry, vector search (re-projected at an
     /// epoch), drift reference. Returns the epoch of the switch.
-    pub fn activate(&self, store: &Store, version: u64, reason: &str) -> anyhow::Result<u64> {
+    pub fn activate(&self, version: u64, reason: &str) -> Result<u64, Error> {
         let _switch = self.switch.lock();
-        self.activate_locked(store, version, reason)
+        self.activate_locked(&self.store, version, reason)
     }
 
-    fn activate_locked(&self, store: &Store, version: u64, reason: &str) -> anyhow::Result<u64> {
+    fn activate_locked(&self, store: &Store, version: u64, reason: &str) -> Result<u64, Error> {
         let adapter = self.registry.adapter(version)?;
         self.registry.promote(version, reason)?;
         let switch = store.set_projection(Some(projection(version, adapter)))?;
@@ -459,7 +358,8 @@ impl Training {
     }
 
     /// Rolls back to the previously active model; returns it (`None`: base).
-    pub fn rollback(&self, store: &Store) -> anyhow::Result<Option<u64>> {
+    pub fn rollback(&self) -> Result<Option<u64>, Error> {
+        let store = &self.store;
         let _switch = self.switch.lock();
         let previous = self.registry.rollback("rollback requested")?;
         let projection = match previous {
@@ -490,27 +390,4 @@ impl Training {
 
 fn projection(version: u64, adapter: Adapter) -> Arc<dyn VectorProjection> {
     Arc::new(AdapterProjection { id: format!("adapter-v{version}"), adapter })
-}
-
-/// What a caught panic said.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
-/// At most `limit` of `items`, evenly spread (0 = all).
-pub(crate) fn even_sample<T: Clone>(items: Vec<T>, limit: usize) -> Vec<T> {
-    if limit == 0 || items.len() <= limit {
-        return items;
-    }
-    let step = items.len() as f64 / limit as f64;
-    (0..limit).map(|i| items[(i as f64 * step) as usize].clone()).collect()
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -13,12 +13,9 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::Context;
 use parking_lot::Mutex;
-use serde::Serialize;
 
 use twinflow_models::{
     DatasetRef, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Registry, TwinCard, TwinEvaluation, cpu_device,
@@ -27,40 +24,20 @@ use twinflow_schemas::Split;
 use twinflow_schemas::config::{Config, TwinConfig};
 use twinflow_sinks::Store;
 
-use crate::datasets::Datasets;
-use crate::generator::LazyGenerator;
-use crate::training::{even_sample, now_ms, panic_message};
+use super::Error;
+use super::datasets::Datasets;
+use super::job::{Job, JobStatus, RunOutcome, even_sample};
+use crate::inference::generator::LazyGenerator;
+use crate::{Context, now_ms};
 
 /// Examples per forward pass when scoring.
 const SCORE_BATCH: usize = 4;
 
-/// What the twin job is doing, for `GET /v1/twin`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct TwinStatus {
-    /// `idle` or `running`.
-    pub state: String,
-    /// `snapshot`, `load`, `train`, `evaluate`, `register`, `switch`.
-    pub phase: String,
-    pub step: usize,
-    pub steps: usize,
-    pub loss: Option<f32>,
-    pub started_at_ms: Option<i64>,
-    pub trigger: serde_json::Value,
-    pub last: Option<TwinOutcome>,
-    pub last_error: Option<String>,
-    pub runs: u64,
-}
+/// What the twin's job is doing, for `GET /v1/twin`.
+pub type TwinStatus = JobStatus<TwinEvaluation>;
 
 /// What one fine-tuning run produced.
-#[derive(Clone, Debug, Serialize)]
-pub struct TwinOutcome {
-    pub version: u64,
-    pub promoted: bool,
-    pub decision: String,
-    pub evaluation: TwinEvaluation,
-    pub dataset: DatasetRef,
-    pub seconds: f64,
-}
+pub type TwinOutcome = RunOutcome<TwinEvaluation>;
 
 /// The twin's registry and fine-tuning job.
 #[derive(Debug)]
@@ -68,8 +45,10 @@ pub struct Twin {
     pub config: TwinConfig,
     pub registry: Registry<TwinCard>,
     datasets: Arc<Datasets>,
-    status: Mutex<TwinStatus>,
-    running: AtomicBool,
+    store: Arc<Store>,
+    /// Answers with the active twin; the local model it fine-tunes.
+    generator: Arc<LazyGenerator>,
+    job: Arc<Job<TwinEvaluation>>,
     /// Serialises switches of the active twin.
     switch: Mutex<()>,
 }
@@ -79,10 +58,11 @@ impl Twin {
     /// `generator`, which builds it on first use.
     pub fn open(
         config: &Config,
-        data_dir: &std::path::Path,
+        store: Arc<Store>,
         datasets: Arc<Datasets>,
-        generator: &LazyGenerator,
-    ) -> anyhow::Result<Twin> {
+        generator: Arc<LazyGenerator>,
+    ) -> Result<Twin, Error> {
+        let data_dir = store.data_dir().to_path_buf();
         let dir = config.twin.registry.clone().unwrap_or_else(|| data_dir.join("_models").join("twin"));
         let registry = Registry::<TwinCard>::open(&dir)
             .with_context(|| format!("cannot open the twin registry {}", dir.display()))?;
@@ -90,29 +70,32 @@ impl Twin {
             config: config.twin.clone(),
             registry,
             datasets,
-            status: Mutex::new(TwinStatus { state: "idle".into(), ..TwinStatus::default() }),
-            running: AtomicBool::new(false),
+            store,
+            generator,
+            job: Arc::new(Job::new("twin", false)),
             switch: Mutex::new(()),
         };
         if let Some(version) = twin.registry.active()? {
             let card = twin.registry.card(version)?;
             let lora = twin.registry.lora(version)?;
-            generator.set_twin(Some((twin_name(&card), Arc::new(lora), None)));
+            twin.generator.set_twin(Some((twin_name(&card), Arc::new(lora), None)));
             tracing::info!(version, "active twin registered (built on first use)");
         }
         Ok(twin)
     }
 
+    /// The job's status.
     pub fn status(&self) -> TwinStatus {
-        self.status.lock().clone()
+        self.job.status()
     }
 
+    /// True while a run is in progress.
     pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+        self.job.is_running()
     }
 
     /// The training configuration of a run.
-    pub fn training(&self) -> anyhow::Result<LoraTraining> {
+    pub fn training(&self) -> Result<LoraTraining, Error> {
         let targets = self
             .config
             .targets
@@ -121,9 +104,9 @@ impl Twin {
                 LoraTarget::ALL
                     .into_iter()
                     .find(|x| x.name() == t.as_str())
-                    .with_context(|| format!("[twin] targets: {t:?} is not one of q, k, v, o"))
+                    .ok_or_else(|| Error::Config(format!("[twin] targets: {t:?} is not one of q, k, v, o")))
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(LoraTraining {
             rank: self.config.rank,
             alpha: self.config.alpha,
@@ -137,85 +120,23 @@ impl Twin {
     }
 
     /// Starts a run in a background thread; `false` when one is running.
-    pub fn start(
-        self: &Arc<Self>,
-        store: Arc<Store>,
-        generator: Arc<LazyGenerator>,
-        trigger: serde_json::Value,
-    ) -> anyhow::Result<bool> {
-        if self.running.swap(true, Ordering::SeqCst) {
-            return Ok(false);
-        }
-        {
-            let mut status = self.status.lock();
-            status.state = "running".into();
-            status.phase = "snapshot".into();
-            status.step = 0;
-            status.steps = 0;
-            status.loss = None;
-            status.started_at_ms = Some(now_ms());
-            status.trigger = trigger.clone();
-        }
+    pub fn start(self: &Arc<Self>, trigger: serde_json::Value) -> Result<bool, Error> {
         let twin = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("twinflow-twin".into()).spawn(move || {
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| twin.run(&store, &generator, trigger)))
-                    .unwrap_or_else(|panic| {
-                        Err(anyhow::anyhow!("the fine-tuning run panicked: {}", panic_message(&*panic)))
-                    });
-            let mut status = twin.status.lock();
-            status.state = "idle".into();
-            status.phase = String::new();
-            status.runs += 1;
-            match result {
-                Ok(outcome) => {
-                    tracing::info!(
-                        version = outcome.version,
-                        promoted = outcome.promoted,
-                        seconds = outcome.seconds,
-                        "twin fine-tuning finished: {}",
-                        outcome.decision
-                    );
-                    crate::metrics::training_run("twin", if outcome.promoted { "promoted" } else { "kept" });
-                    status.last = Some(outcome);
-                    status.last_error = None;
-                }
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "twin fine-tuning failed");
-                    crate::metrics::training_run("twin", "failed");
-                    status.last_error = Some(format!("{e:#}"));
-                }
-            }
-            drop(status);
-            twin.running.store(false, Ordering::SeqCst);
-        });
-        if let Err(e) = spawned {
-            self.running.store(false, Ordering::SeqCst);
-            return Err(e.into());
-        }
-        Ok(true)
-    }
-
-    fn set_phase(&self, phase: &str) {
-        self.status.lock().phase = phase.into();
+        self.job.start(trigger, Arc::new(move |trigger| twin.run(trigger)))
     }
 
     /// One whole run, synchronously.
-    pub fn run(
-        &self,
-        store: &Store,
-        generator: &LazyGenerator,
-        trigger: serde_json::Value,
-    ) -> anyhow::Result<TwinOutcome> {
+    pub fn run(&self, trigger: serde_json::Value) -> Result<TwinOutcome, Error> {
+        let (store, generator) = (self.store.as_ref(), self.generator.as_ref());
         let started = Instant::now();
         let training = self.training()?;
-        let (gguf, _) = generator.local_gguf()?;
-        self.set_phase("snapshot");
+        let (gguf, _) = generator.local_gguf().map_err(|e| Error::GeneratorUnavailable(crate::error_chain(&e)))?;
+        self.job.phase("snapshot");
         let dataset = self.datasets.snapshot(store).context("the dataset snapshot failed")?;
         let samples = twinflow_sinks::datasets::read_instruct_version(store.data_dir(), dataset.version)
             .context("reading the dataset version")?;
 
-        self.set_phase("load");
+        self.job.phase("load");
         let trainer = LoraTrainer::load(&gguf, training.max_tokens, &cpu_device())
             .with_context(|| format!("cannot load {} for fine-tuning", gguf.display()))?;
         let mut train = Vec::new();
@@ -226,25 +147,22 @@ impl Twin {
         }
         let train = even_sample(train, self.config.max_examples);
         let test = even_sample(test, self.config.max_test);
-        anyhow::ensure!(
-            train.len() >= training.batch_size.max(1) && !test.is_empty(),
-            "not enough instruct samples to fine-tune: {} train, {} test that fit {} tokens \
-             (need one batch of {} and one test sample)",
-            train.len(),
-            test.len(),
-            training.max_tokens,
-            training.batch_size
-        );
+        if train.len() < training.batch_size.max(1) || test.is_empty() {
+            return Err(Error::NotEnoughData(format!(
+                "not enough instruct samples to fine-tune: {} train, {} test that fit {} tokens \
+                 (need one batch of {} and one test sample)",
+                train.len(),
+                test.len(),
+                training.max_tokens,
+                training.batch_size
+            )));
+        }
 
-        self.set_phase("train");
-        let (candidate, report) = trainer.train(&train, &training, |step, steps, loss| {
-            let mut status = self.status.lock();
-            status.step = step;
-            status.steps = steps;
-            status.loss = Some(loss);
-        })?;
+        self.job.phase("train");
+        let (candidate, report) =
+            trainer.train(&train, &training, |step, steps, loss| self.job.progress(step, steps, loss))?;
 
-        self.set_phase("evaluate");
+        self.job.phase("evaluate");
         let parent = self.registry.active()?;
         let base = trainer.nll(&test, None, SCORE_BATCH)?;
         let parent_nll = match parent {
@@ -274,7 +192,7 @@ impl Twin {
             )
         };
 
-        self.set_phase("register");
+        self.job.phase("register");
         let dataset = DatasetRef {
             name: "instruct".into(),
             version: dataset.version,
@@ -301,7 +219,7 @@ impl Twin {
         let card = self.registry.register_lora(card, &candidate, &[])?;
         let mut promoted = false;
         if promotable {
-            self.set_phase("switch");
+            self.job.phase("switch");
             let _switch = self.switch.lock();
             if self.registry.active()? == parent {
                 self.activate_locked(generator, card.version, Some(candidate), &decision)?;
@@ -317,13 +235,14 @@ impl Twin {
             evaluation,
             dataset,
             seconds: started.elapsed().as_secs_f64(),
+            switched_at_epoch: None,
         })
     }
 
     /// Makes `version` the twin that answers.
-    pub fn activate(&self, generator: &LazyGenerator, version: u64, reason: &str) -> anyhow::Result<()> {
+    pub fn activate(&self, version: u64, reason: &str) -> Result<(), Error> {
         let _switch = self.switch.lock();
-        self.activate_locked(generator, version, None, reason)
+        self.activate_locked(&self.generator, version, None, reason)
     }
 
     /// Builds the merged model before the switch, so that no request waits for it.
@@ -333,21 +252,22 @@ impl Twin {
         version: u64,
         lora: Option<LoraWeights>,
         reason: &str,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let card = self.registry.card(version)?;
         let lora = Arc::new(match lora {
             Some(lora) => lora,
             None => self.registry.lora(version)?,
         });
         let name = twin_name(&card);
-        let built = generator.build_twin(&name, &lora)?;
+        let built = generator.build_twin(&name, &lora).context("building the twin")?;
         self.registry.promote(version, reason)?;
         generator.set_twin(Some((name, lora, Some(built))));
         Ok(())
     }
 
     /// Back to the previously active twin (or the base model); returns it.
-    pub fn rollback(&self, generator: &LazyGenerator) -> anyhow::Result<Option<u64>> {
+    pub fn rollback(&self) -> Result<Option<u64>, Error> {
+        let generator = &self.generator;
         let _switch = self.switch.lock();
         let previous = self.registry.rollback("rollback requested")?;
         match previous {
@@ -355,12 +275,17 @@ impl Twin {
                 let card = self.registry.card(version)?;
                 let lora = Arc::new(self.registry.lora(version)?);
                 let name = twin_name(&card);
-                let built = generator.build_twin(&name, &lora)?;
+                let built = generator.build_twin(&name, &lora).context("building the twin")?;
                 generator.set_twin(Some((name, lora, Some(built))));
             }
             None => generator.set_twin(None),
         }
         Ok(previous)
+    }
+
+    /// The model answering questions now (the active twin's name), if a twin is active.
+    pub fn answering(&self) -> Option<String> {
+        self.generator.twin_name()
     }
 
     /// `twin-v<N>` or `base`.

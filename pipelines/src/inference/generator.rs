@@ -9,7 +9,6 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
@@ -19,6 +18,9 @@ use twinflow_models::{
     cpu_device, default_cache_dir, fetch_smollm2,
 };
 use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
+
+use super::Error;
+use crate::Context;
 
 /// The configured generator, built on first use (loading SmolLM2 takes a
 /// second or two and fetches it the first time; servers that never answer
@@ -53,7 +55,7 @@ impl LazyGenerator {
             if let Some(generator) = &slot.built {
                 return Ok(generator.clone());
             }
-            let generator = self.build_twin(&slot.name, &slot.lora).map_err(|e| format!("{e:#}"))?;
+            let generator = self.build_twin(&slot.name, &slot.lora).map_err(|e| crate::error_chain(&e))?;
             slot.built = Some(generator.clone());
             return Ok(generator);
         }
@@ -68,14 +70,14 @@ impl LazyGenerator {
         if let Some(generator) = built.as_ref() {
             return Ok(generator.clone());
         }
-        let generator = build_generator(&self.config).map_err(|e| format!("{e:#}"))?;
+        let generator = build_generator(&self.config).map_err(|e| crate::error_chain(&e))?;
         *built = Some(generator.clone());
         Ok(generator)
     }
 
     /// The local model's GGUF file and context (fetched if needed); an error
     /// for an OpenAI-compatible generator, which cannot be fine-tuned here.
-    pub fn local_gguf(&self) -> anyhow::Result<(std::path::PathBuf, usize)> {
+    pub fn local_gguf(&self) -> Result<(std::path::PathBuf, usize), Error> {
         match &self.config {
             GeneratorConfig::Local(local) => {
                 let path = match &local.gguf {
@@ -84,16 +86,15 @@ impl LazyGenerator {
                 };
                 Ok((path, local.context))
             }
-            GeneratorConfig::Openai(remote) => anyhow::bail!(
+            GeneratorConfig::Openai(remote) => Err(Error::NotLocal(format!(
                 "the generator is the OpenAI-compatible endpoint {} ({}); the twin fine-tunes the local model only",
-                remote.url,
-                remote.model
-            ),
+                remote.url, remote.model
+            ))),
         }
     }
 
     /// The local model with `lora` merged, named `name`.
-    pub fn build_twin(&self, name: &str, lora: &LoraWeights) -> anyhow::Result<Arc<dyn Generator>> {
+    pub fn build_twin(&self, name: &str, lora: &LoraWeights) -> Result<Arc<dyn Generator>, Error> {
         let (path, context) = self.local_gguf()?;
         let started = Instant::now();
         let mut llm = LocalLlm::load(&path, context, &cpu_device())
@@ -117,7 +118,7 @@ impl LazyGenerator {
 }
 
 /// Builds the generator `config` names.
-pub fn build_generator(config: &GeneratorConfig) -> anyhow::Result<Arc<dyn Generator>> {
+pub fn build_generator(config: &GeneratorConfig) -> Result<Arc<dyn Generator>, Error> {
     Ok(match config {
         GeneratorConfig::Local(local) => {
             let path = match &local.gguf {
@@ -180,7 +181,7 @@ fn remote_error(message: String) -> ModelError {
 
 impl OpenAiGenerator {
     /// A client for `config` (the API key is read from `config.api_key_env` now).
-    pub fn new(config: OpenAiGeneratorConfig) -> anyhow::Result<Self> {
+    pub fn new(config: OpenAiGeneratorConfig) -> Result<Self, Error> {
         let api_key = config.api_key_env.as_deref().and_then(|name| std::env::var(name).ok()).filter(|k| !k.is_empty());
         let http = reqwest::blocking::Client::builder()
             .timeout(config.timeout)

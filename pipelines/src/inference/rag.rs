@@ -17,15 +17,17 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
-use twinflow_schemas::api::{
-    Citation, CompletionUsage, ErrorCode, RagResponse, RagTimings, SearchFilter, SearchHit, SearchMode,
-};
-use twinflow_schemas::config::RagConfig;
-use twinflow_schemas::{DocumentKind, Hash128};
+use std::sync::Arc;
 
-use crate::api::ApiError;
-use crate::app::App;
+use twinflow_dataflow::Embedder;
+use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
+use twinflow_schemas::api::{Citation, CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit, SearchMode};
+use twinflow_schemas::config::{RagConfig, SearchConfig};
+use twinflow_schemas::{DocumentKind, Hash128};
+use twinflow_sinks::{Store, reciprocal_rank};
+
+use super::generator::LazyGenerator;
+use super::traces::Traces;
 
 /// The instructions every answer is generated under.
 const INSTRUCTIONS: &str = "You answer questions in at most three sentences, using only the numbered \
@@ -55,32 +57,65 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-fn generator_error(e: ModelError) -> ApiError {
+/// Why a question was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum RagError {
+    /// No generator could be built (the model is missing, the endpoint unreachable).
+    #[error("{0}")]
+    GeneratorUnavailable(String),
+    /// The question, conversation and answer do not fit the generator's context.
+    #[error("{0}")]
+    ContextLengthExceeded(String),
+    /// The chat template refused the conversation (e.g. roles out of order).
+    #[error("the conversation: {0}")]
+    InvalidConversation(String),
+    /// The generator failed while answering.
+    #[error("generation failed: {0}")]
+    Generation(String),
+    /// Embedding the question or searching the index failed.
+    #[error("retrieval failed: {0}")]
+    Retrieval(String),
+}
+
+fn generator_error(e: ModelError) -> RagError {
     match e {
-        ModelError::ContextOverflow { tokens, limit } => ApiError::new(
-            ErrorCode::ContextLengthExceeded,
-            format!("the prompt has {tokens} tokens; the generator's context holds {limit}"),
-        ),
-        // The chat template refused the conversation (e.g. roles out of order).
-        ModelError::Tokenizer(reason) => ApiError::new(ErrorCode::InvalidField, format!("the conversation: {reason}")),
-        other => ApiError::new(ErrorCode::GeneratorUnavailable, format!("generation failed: {other}")),
+        ModelError::ContextOverflow { tokens, limit } => RagError::ContextLengthExceeded(format!(
+            "the prompt has {tokens} tokens; the generator's context holds {limit}"
+        )),
+        ModelError::Tokenizer(reason) => RagError::InvalidConversation(reason),
+        other => RagError::Generation(other.to_string()),
     }
+}
+
+/// What answering reads: the live index, the embedder, the generator and
+/// where answers are traced.
+#[derive(Clone, Debug)]
+pub struct Rag<'a> {
+    pub config: &'a RagConfig,
+    /// Weights of the hybrid search each phrasing runs.
+    pub search: &'a SearchConfig,
+    pub store: &'a Store,
+    pub embedder: &'a dyn Embedder,
+    pub generator: &'a LazyGenerator,
+    pub traces: &'a Arc<Traces>,
+    /// The name of the active adapter (`base` when none), recorded in traces.
+    pub adapter: String,
 }
 
 /// Runs the pipeline; each piece of the answer goes to `on_text` as it is generated.
 pub fn answer(
-    app: &App,
+    rag: &Rag<'_>,
     request: &RagQuestion,
     on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
-) -> Result<RagResponse, ApiError> {
-    prepare(app, request)?.generate(on_text)
+) -> Result<RagResponse, RagError> {
+    prepare(rag, request)?.generate(on_text)
 }
 
 /// Everything up to generation: the prompt, its passages, and what was found on the way.
 pub struct Prepared {
     started: Instant,
     timings: RagTimings,
-    generator: std::sync::Arc<dyn Generator>,
+    generator: Arc<dyn Generator>,
     filter: SearchFilter,
     queries: Vec<String>,
     as_of: u64,
@@ -88,7 +123,7 @@ pub struct Prepared {
     messages: Vec<ChatMessage>,
     params: GenerateParams,
     /// Where the answer is traced, with the question and the search model.
-    trace: (std::sync::Arc<crate::traces::Traces>, String, String),
+    trace: (Arc<Traces>, String, String),
     /// The request's span: its steps are its children; generation re-enters it.
     span: tracing::Span,
 }
@@ -104,8 +139,8 @@ impl std::fmt::Debug for Prepared {
 
 /// Steps 1–5 (self-query, expansion, retrieval, rerank, prompt): blocking;
 /// every error a request can cause surfaces here, before any answer is streamed.
-pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
-    let config: &RagConfig = &app.config.rag;
+pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagError> {
+    let config: &RagConfig = rag.config;
     let started = Instant::now();
     let span = tracing::info_span!(
         "rag",
@@ -115,14 +150,14 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
     );
     let _request = span.enter();
     let mut timings = RagTimings::default();
-    let generator = app.generator.get().map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
+    let generator = rag.generator.get().map_err(RagError::GeneratorUnavailable)?;
 
     // 1. Self-query.
     let step_span = tracing::info_span!("self_query").entered();
     let step = Instant::now();
     let mut filter = request.filter.clone();
     if config.self_query {
-        let (authors, kinds) = app.store.facets();
+        let (authors, kinds) = rag.store.facets();
         let found = self_query(&request.question, &authors, &kinds);
         filter.author = filter.author.or(found.author);
         filter.kind = filter.kind.or(found.kind);
@@ -146,27 +181,32 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
     let step_span = tracing::info_span!("retrieval").entered();
     let step = Instant::now();
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
-    let vectors = app.engine.embedder().embed_batch(&texts).map_err(ApiError::internal)?;
+    let vectors = rag.embedder.embed_batch(&texts).map_err(|e| RagError::Retrieval(e.to_string()))?;
     let mode = SearchMode::Hybrid {
-        vector_weight: app.config.search.vector_weight,
-        bm25_weight: app.config.search.bm25_weight,
-        rrf_k: app.config.search.rrf_k,
+        vector_weight: rag.search.vector_weight,
+        bm25_weight: rag.search.bm25_weight,
+        rrf_k: rag.search.rrf_k,
     };
     let mut as_of = 0;
-    let mut merged: HashMap<Hash128, (f32, SearchHit)> = HashMap::new();
+    let mut found: HashMap<Hash128, SearchHit> = HashMap::new();
+    let mut rankings: Vec<Vec<Hash128>> = Vec::with_capacity(texts.len());
     for (text, vector) in texts.iter().zip(&vectors) {
-        let (epoch, hits) = app
+        let (epoch, hits) = rag
             .store
             .search_mode(text, vector, config.candidates.max(request.k), &filter, mode, false)
-            .map_err(ApiError::internal)?;
+            .map_err(|e| RagError::Retrieval(e.to_string()))?;
         as_of = as_of.max(epoch);
-        for (rank, hit) in hits.into_iter().enumerate() {
-            let entry = merged.entry(hit.chunk_id).or_insert_with(|| (0.0, hit));
-            entry.0 += 1.0 / (60.0 + rank as f32 + 1.0);
+        rankings.push(hits.iter().map(|hit| hit.chunk_id).collect());
+        for hit in hits {
+            found.entry(hit.chunk_id).or_insert(hit);
         }
     }
-    let mut candidates: Vec<(f32, SearchHit)> = merged.into_values().collect();
-    candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.chunk_id.cmp(&b.1.chunk_id)));
+    // The phrasings' rankings merged by the same fusion as hybrid search, with equal weights.
+    let weighted: Vec<(f32, &[Hash128])> = rankings.iter().map(|r| (1.0, r.as_slice())).collect();
+    let mut candidates: Vec<(f32, SearchHit)> = reciprocal_rank(&weighted, rag.search.rrf_k)
+        .into_iter()
+        .filter_map(|(id, score)| found.remove(&id).map(|hit| (score, hit)))
+        .collect();
     timings.retrieval_ms = ms(step);
     drop(step_span);
     tracing::debug!(target: "rag", ms = timings.retrieval_ms, candidates = candidates.len(), as_of, "retrieval");
@@ -176,7 +216,7 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
     let step = Instant::now();
     if config.rerank && !candidates.is_empty() {
         let ids: Vec<Hash128> = candidates.iter().map(|(_, h)| h.chunk_id).collect();
-        let similarities = app.store.similarities(&vectors[0], &ids);
+        let similarities = rag.store.similarities(&vectors[0], &ids);
         for ((score, _), similarity) in candidates.iter_mut().zip(similarities) {
             // Chunks without a vector of this model keep a fused score below every cosine.
             *score = similarity.unwrap_or(-1.0 + *score);
@@ -205,14 +245,11 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
         .context_tokens()
         .checked_sub(fixed + request.params.max_tokens + TEMPLATE_MARGIN)
         .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::ContextLengthExceeded,
-                format!(
-                    "the question and conversation take {fixed} tokens and the answer {}; the generator's context holds {}",
-                    request.params.max_tokens,
-                    generator.context_tokens()
-                ),
-            )
+            RagError::ContextLengthExceeded(format!(
+                "the question and conversation take {fixed} tokens and the answer {}; the generator's context holds {}",
+                request.params.max_tokens,
+                generator.context_tokens()
+            ))
         })?;
     let (context, placed) = assemble(generator.as_ref(), &candidates, budget);
     let mut messages = vec![ChatMessage::new("system", system)];
@@ -238,9 +275,9 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
         messages,
         params: request.params.clone(),
         trace: (
-            app.traces.clone(),
+            rag.traces.clone(),
             request.question.clone(),
-            format!("{}+{}", app.engine.embedder().model_id(), app.training.active_name()),
+            format!("{}+{}", rag.embedder.model_id(), rag.adapter),
         ),
         span,
     })
@@ -248,7 +285,7 @@ pub fn prepare(app: &App, request: &RagQuestion) -> Result<Prepared, ApiError> {
 
 impl Prepared {
     /// Step 6: generation, then the citations.
-    pub fn generate(self, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<RagResponse, ApiError> {
+    pub fn generate(self, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<RagResponse, RagError> {
         let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params, trace, span } =
             self;
         let _request = span.enter();

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
+use super::Error;
+use crate::Context;
 use serde_json::{Value, json};
 
 use twinflow_connectors::{FluvioSource, KafkaSource, SourceEvent, SourceHandle};
@@ -43,7 +44,7 @@ pub struct SourceForwarding {
 impl SourceForwarding {
     /// Starts reading this process's share of every Kafka and Fluvio source
     /// once process 0 serves (none configured: nothing runs).
-    pub fn start(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<Self> {
+    pub fn start(config: &Config, cluster: &ClusterConfig) -> Result<Self, Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let sources: Vec<(String, SourceConfig)> = config
             .sources
@@ -69,7 +70,8 @@ impl SourceForwarding {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("forward-sources".into())
-            .spawn(move || run(&base, sources, share, limits, max_request, &flag))?;
+            .spawn(move || run(&base, sources, share, limits, max_request, &flag))
+            .context("cannot start the forwarding thread")?;
         Ok(Self { stop, thread: Some(thread) })
     }
 
@@ -83,8 +85,8 @@ impl SourceForwarding {
 }
 
 /// Process 0's HTTP address: its host in the hostfile, the configured port.
-fn process_0_url(config: &Config, cluster: &ClusterConfig) -> anyhow::Result<String> {
-    let host = cluster.hosts.first().context("the hostfile lists no process")?;
+fn process_0_url(config: &Config, cluster: &ClusterConfig) -> Result<String, Error> {
+    let host = cluster.hosts.first().ok_or_else(|| Error::Config("the hostfile lists no process".into()))?;
     let host = host.rsplit_once(':').map_or(host.as_str(), |(host, _)| host);
     Ok(format!("http://{host}:{}", config.server.addr.port()))
 }

@@ -17,7 +17,7 @@ use twinflow_schemas::config::TracesConfig;
 use twinflow_schemas::{Hash128, TraceRow};
 use twinflow_sinks::Store;
 
-use crate::training::now_ms;
+use crate::now_ms;
 
 /// The traces waiting to be written.
 #[derive(Debug)]

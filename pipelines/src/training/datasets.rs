@@ -22,7 +22,6 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +34,9 @@ use twinflow_models::{ChatMessage, GenerateParams, Generator};
 use twinflow_schemas::{DocumentKind, Hash128, InstructRow, Split};
 use twinflow_sinks::Store;
 use twinflow_sinks::datasets::{PreferenceRow, versions, write_instruct_version};
+
+use super::Error;
+use crate::Context;
 
 /// Questions asked for per extract.
 const QUESTIONS_PER_EXTRACT: usize = 3;
@@ -107,7 +109,7 @@ pub struct Datasets {
 
 impl Datasets {
     /// Opens the cache under `<data>/datasets/_cache/` (a damaged line is skipped and logged).
-    pub fn open(store: &Store) -> anyhow::Result<Datasets> {
+    pub fn open(store: &Store) -> Result<Datasets, Error> {
         let cache_file = store.data_dir().join("datasets").join("_cache").join("generations.jsonl");
         let mut cache = HashMap::new();
         if let Ok(text) = std::fs::read_to_string(&cache_file) {
@@ -130,19 +132,18 @@ impl Datasets {
         self.cache.lock().len()
     }
 
-    fn append(&self, generation: &CachedGeneration) -> anyhow::Result<()> {
+    fn append(&self, generation: &CachedGeneration) -> std::io::Result<()> {
         if let Some(dir) = self.cache_file.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.cache_file)?;
         writeln!(file, "{}", serde_json::to_string(generation)?)?;
-        file.sync_data()?;
-        Ok(())
+        file.sync_data()
     }
 
     /// Sends up to `limit` live extracts that `generator` has not yet seen
     /// (with this prompt version) to it, and caches the questions it writes.
-    pub fn generate(&self, store: &Store, generator: &dyn Generator, limit: usize) -> anyhow::Result<GenerationReport> {
+    pub fn generate(&self, store: &Store, generator: &dyn Generator, limit: usize) -> Result<GenerationReport, Error> {
         let _pass = self.generating.lock();
         let started = Instant::now();
         let name = generator.model_name().to_owned();
@@ -190,7 +191,7 @@ impl Datasets {
 
     /// Writes the next version of the instruct dataset from the live state
     /// (taking a store snapshot of every table first).
-    pub fn snapshot(&self, store: &Store) -> anyhow::Result<DatasetVersion> {
+    pub fn snapshot(&self, store: &Store) -> Result<DatasetVersion, Error> {
         let _writer = self.writer.lock();
         let tables = store.snapshot().context("the table snapshot failed")?;
         // One committed epoch for everything the version is made of (the table snapshot may be older).
@@ -311,13 +312,8 @@ impl Datasets {
             content_hash,
             files: Vec::new(),
         };
-        let mut manifest = serde_json::to_value(&info)?;
-        manifest["created_at_ms"] = serde_json::json!(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0)
-        );
+        let mut manifest = serde_json::to_value(&info).context("encoding the dataset manifest")?;
+        manifest["created_at_ms"] = serde_json::json!(crate::now_ms());
         manifest["lineage"] = serde_json::json!({
             "source_epoch": epoch,
             "tables_snapshot": tables.version,
@@ -342,7 +338,7 @@ impl Datasets {
 
 /// Asks `generator` for questions `extract` answers, then for its own
 /// answer to the first of them (without the extract).
-fn ask(generator: &dyn Generator, extract: &str, seed: u64) -> anyhow::Result<(Vec<String>, Option<String>)> {
+fn ask(generator: &dyn Generator, extract: &str, seed: u64) -> Result<(Vec<String>, Option<String>), Error> {
     let (system, user) = question_prompt(extract, QUESTIONS_PER_EXTRACT);
     let messages = [ChatMessage::new("system", &system), ChatMessage::new("user", &user)];
     let params = GenerateParams {

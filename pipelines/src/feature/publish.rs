@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
+use super::Error;
+use crate::Context;
 use crossbeam_channel::Sender;
 use serde::Serialize;
 use serde_json::json;
@@ -99,7 +100,7 @@ impl Producer {
 
 impl ChangePublisher {
     /// One publisher per configured output.
-    pub fn start_all(config: &PublishConfig) -> anyhow::Result<Vec<Self>> {
+    pub fn start_all(config: &PublishConfig) -> Result<Vec<Self>, Error> {
         let targets =
             config.fluvio.clone().map(Target::Fluvio).into_iter().chain(config.kafka.clone().map(Target::Kafka));
         targets.map(Self::start).collect()
@@ -107,7 +108,7 @@ impl ChangePublisher {
 
     /// Connects (failing if the cluster or the topic cannot be reached) and
     /// starts the thread.
-    fn start(target: Target) -> anyhow::Result<Self> {
+    fn start(target: Target) -> Result<Self, Error> {
         let producer = target
             .connect()
             .with_context(|| format!("cannot publish to {} topic {:?}", target.kind(), target.topic()))?;
@@ -128,7 +129,8 @@ impl ChangePublisher {
                     tracing::error!(epoch, records = count, topic = %target.topic(), "shutting down: epoch not published");
                 }
             }
-        })?;
+        })
+        .context("cannot start the publishing thread")?;
         Ok(Self { tx: Some(tx), thread: Some(thread), closing })
     }
 

@@ -1,0 +1,27 @@
+//! The inference pipeline: answers from the live index.
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | `rag.rs` | the RAG steps: self-query, expansion, retrieval, fusion, rerank, prompt, generation, citations |
+//! | `generator.rs` | the generator choice: the local GGUF (or the active twin) or an OpenAI-compatible endpoint |
+//! | `traces.rs` | every answer traced, flushed to the `traces` table |
+
+pub mod generator;
+pub mod rag;
+pub mod traces;
+
+pub use generator::{LazyGenerator, OpenAiGenerator, build_generator};
+pub use rag::{Prepared, Rag, RagError, RagQuestion, answer, prepare};
+pub use traces::Traces;
+
+use crate::Failure;
+
+/// Why a generator could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configured generator is not a local model (it cannot be fine-tuned or merged here).
+    #[error("{0}")]
+    NotLocal(String),
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}

