@@ -20,7 +20,7 @@ use twinflow_schemas::config::AnnConfig;
 use twinflow_schemas::{
     ChunkRow, ContentFormat, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, Vector,
 };
-use twinflow_sinks::Store;
+use twinflow_sinks::{EpochCommit, Store};
 
 const DIM: usize = 384;
 const K: usize = 10;
@@ -134,7 +134,7 @@ pub fn run(bench: &ShardsBench) -> anyhow::Result<Value> {
         let mut commit_s = Vec::new();
         for (e, updates) in epochs(&texts, &data.base, bench.epoch).into_iter().enumerate() {
             let t = Instant::now();
-            store.commit_epoch(e as u64 + 1, vec![(0, updates)])?;
+            store.commit(EpochCommit::new(e as u64 + 1, vec![(0, updates)]))?;
             commit_s.push(t.elapsed().as_secs_f64());
         }
         let commit = started.elapsed().as_secs_f64();

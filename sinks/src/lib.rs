@@ -8,7 +8,7 @@
 //! change logs — all at one committed epoch.
 //!
 //! ```text
-//!  dataflow ── Vec<(worker, EpochUpdates)> per epoch E ──▶ Store::commit_epoch(E)
+//!  dataflow ── Vec<(worker, EpochUpdates)> per epoch E ──▶ Store::commit(EpochCommit E)
 //!                                                            │ 1. part files  <data>/<table>/epoch=E/part-<w>.parquet
 //!                                                            │ 2. manifest    <data>/_manifest.json (atomic replace)
 //!                                                            ▼ 3. live state (write lock: readers see whole epochs)
@@ -54,6 +54,6 @@ pub use fusion::reciprocal_rank;
 pub use input_log::{EncodedBatch, InputLog, LoggedBatch};
 pub use manifest::Manifest;
 pub use sql::SqlAnswer;
-pub use store::{CommitStats, ProjectionSwitch, SnapshotInfo, Store, VectorProjection};
+pub use store::{CommitStats, EpochCommit, ProjectionSwitch, SnapshotInfo, Store, VectorProjection};
 pub use vector_cache::VectorCache;
 pub use vector_index::{VectorIndex, VectorIndexStats};

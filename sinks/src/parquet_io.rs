@@ -5,7 +5,7 @@
 //! directory fsynced, so a crash leaves either the old file, the new file, or
 //! a stray temporary, never a torn file under the real name. A part file is
 //! still invisible to readers until the manifest lists it
-//! ([`crate::Store::commit_epoch`] replaces the manifest after writing parts).
+//! ([`crate::Store::commit`] replaces the manifest after writing parts).
 //!
 //! Layout (relative to the data directory):
 //! `<table>/epoch=<E>/part-<worker>.parquet` for change logs and
@@ -50,7 +50,7 @@ pub fn snapshot_path(table: TableName, version: u64) -> String {
 
 /// Writes one worker's updates of one table in `epoch` to
 /// [`part_path`]; `None` (and no file) when that table has no updates.
-/// Used by [`crate::Store::commit_epoch`]; a part file is not committed
+/// Used by [`crate::Store::commit`]; a part file is not committed
 /// until the manifest lists it.
 pub fn write_part(
     data_dir: &Path,

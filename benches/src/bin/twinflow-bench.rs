@@ -42,7 +42,7 @@ use twinflow_benches::corpus;
 use twinflow_dataflow::{Engine, EngineOptions, HashingEmbedder};
 use twinflow_schemas::DocumentChange;
 use twinflow_schemas::config::Config;
-use twinflow_sinks::Store;
+use twinflow_sinks::{EpochCommit, Store};
 
 fn main() -> anyhow::Result<()> {
     twinflow_models::blas::select_kernels();
@@ -239,7 +239,7 @@ impl Run {
                 self.chunks += part.chunks.iter().map(|(_, d)| *d).sum::<i64>();
             }
             if let Some(store) = &self.store {
-                store.commit_epoch(done.epoch, done.parts)?;
+                store.commit(EpochCommit::new(done.epoch, done.parts))?;
             }
             if done.epoch == epoch {
                 break;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  Engine::completed ─▶ drift deltas ─▶ DriftMonitor (rows, trigger?)
-//!                    ─▶ Store::commit_epoch_full (tables + positions + drift + ingest errors; retried)
+//!                    ─▶ Store::commit (an EpochCommit: tables, positions, drift, ingest errors; retried)
 //!                    ─▶ sources told their committed positions ─▶ Engine::mark_committed
 //!                    ─▶ input log truncated ─▶ publishers ─▶ timeline ─▶ snapshot every N epochs
 //! ```
@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use twinflow_dataflow::{CompletedEpoch, DriftTrigger, Engine};
 use twinflow_schemas::api::TimelinePoint;
 use twinflow_schemas::{DriftRow, IngestErrorRow};
-use twinflow_sinks::Store;
+use twinflow_sinks::{EpochCommit, Store};
 
 use super::Ingest;
 use super::publish::ChangePublisher;
@@ -155,13 +155,11 @@ fn commit_with_retry(
     let mut delay = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match store.commit_epoch_full(
-            completed.epoch,
-            completed.parts.clone(),
-            sources.clone(),
-            drift.clone(),
-            ingest_errors.clone(),
-        ) {
+        let commit = EpochCommit::new(completed.epoch, completed.parts.clone())
+            .with_sources(sources.clone())
+            .with_drift(drift.clone())
+            .with_ingest_errors(ingest_errors.clone());
+        match store.commit(commit) {
             Ok(stats) => {
                 if !completed.restored {
                     crate::metrics::epoch_committed(

@@ -1,6 +1,6 @@
 //! Writing: each epoch's part files, drift and error logs, then the
-//! manifest, then the live state and both indexes ([`Store::commit_epoch_full`]
-//! and its shorter forms); late positions, errors and traces without a new
+//! manifest, then the live state and both indexes ([`Store::commit`] of an
+//! [`EpochCommit`]); late positions, errors and traces without a new
 //! epoch ([`Store::commit_late`]); consolidated snapshots ([`Store::snapshot`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +16,7 @@ use crate::manifest::{EpochEntry, SnapshotEntry, now_ms};
 use crate::parquet_io::{snapshot_path, write_epoch, write_parquet};
 use crate::trace_log::{trace_batch, trace_log_path};
 
-/// What one [`Store::commit_epoch`] wrote.
+/// What one [`Store::commit`] wrote.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CommitStats {
     /// The epoch.
@@ -44,42 +44,60 @@ pub struct SnapshotInfo {
     pub files: Vec<String>,
 }
 
-impl Store {
-    /// [`Store::commit_epoch_with`] without source positions.
-    pub fn commit_epoch(&self, epoch: u64, parts: Vec<(usize, EpochUpdates)>) -> Result<CommitStats> {
-        self.commit_epoch_with(epoch, parts, BTreeMap::new())
+/// One epoch to commit: its updates, and what is committed with it in
+/// the same manifest replacement (so with the epoch or not at all).
+#[derive(Clone, Debug, Default)]
+pub struct EpochCommit {
+    /// The epoch.
+    pub epoch: u64,
+    /// Each worker's table updates.
+    pub parts: Vec<(usize, EpochUpdates)>,
+    /// Source positions reached by this epoch's changes (merged over the previous ones).
+    pub sources: BTreeMap<String, serde_json::Value>,
+    /// The epoch's drift rows.
+    pub drift: Vec<DriftRow>,
+    /// Ingest errors recorded since the last commit (stamped with this epoch).
+    pub ingest_errors: Vec<IngestErrorRow>,
+}
+
+impl EpochCommit {
+    /// `epoch` with its updates and nothing else.
+    pub fn new(epoch: u64, parts: Vec<(usize, EpochUpdates)>) -> Self {
+        Self { epoch, parts, ..Self::default() }
     }
 
-    /// Commits `epoch`: writes each worker's non-empty table updates as
-    /// Parquet (consolidated per worker), then atomically replaces the
-    /// manifest (recording `sources`, merged over the previous positions),
-    /// then applies the updates to the live state.
+    /// Also records the sources' positions.
+    pub fn with_sources(mut self, sources: BTreeMap<String, serde_json::Value>) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Also appends drift rows.
+    pub fn with_drift(mut self, drift: Vec<DriftRow>) -> Self {
+        self.drift = drift;
+        self
+    }
+
+    /// Also appends ingest errors.
+    pub fn with_ingest_errors(mut self, ingest_errors: Vec<IngestErrorRow>) -> Self {
+        self.ingest_errors = ingest_errors;
+        self
+    }
+}
+
+impl Store {
+    /// Commits an epoch: writes each worker's non-empty table updates as
+    /// Parquet (consolidated per worker) and the epoch's drift rows and
+    /// ingest errors, then atomically replaces the manifest (recording the
+    /// source positions, merged over the previous ones), then applies the
+    /// updates to the live state and both indexes.
     ///
     /// An epoch at or below [`Store::committed_epoch`] is a no-op returning
     /// `Ok` (re-committing after a crash is harmless). An epoch without
     /// updates or sources writes nothing but still advances the committed
     /// epoch; the manifest records it with the next write.
-    pub fn commit_epoch_with(
-        &self,
-        epoch: u64,
-        parts: Vec<(usize, EpochUpdates)>,
-        sources: BTreeMap<String, serde_json::Value>,
-    ) -> Result<CommitStats> {
-        self.commit_epoch_full(epoch, parts, sources, Vec::new(), Vec::new())
-    }
-
-    /// [`commit_epoch_with`](Self::commit_epoch_with), also appending the
-    /// epoch's `drift` rows and the `ingest_errors` recorded since the last
-    /// commit (stamped with this epoch); both are written and listed in the
-    /// same manifest replacement, so they are committed with the epoch or not at all.
-    pub fn commit_epoch_full(
-        &self,
-        epoch: u64,
-        parts: Vec<(usize, EpochUpdates)>,
-        sources: BTreeMap<String, serde_json::Value>,
-        drift: Vec<DriftRow>,
-        mut ingest_errors: Vec<IngestErrorRow>,
-    ) -> Result<CommitStats> {
+    pub fn commit(&self, commit: EpochCommit) -> Result<CommitStats> {
+        let EpochCommit { epoch, parts, sources, drift, mut ingest_errors } = commit;
         let started = Instant::now();
         let _writer = self.writer.lock();
         if epoch <= self.committed_epoch() {

@@ -7,7 +7,7 @@
 //!
 //! | file | what it owns |
 //! |---|---|
-//! | `commit.rs` | writing: `commit_epoch*`, `commit_late`, `append_traces`, `snapshot` |
+//! | `commit.rs` | writing: `EpochCommit` and `commit`, `commit_late`, `append_traces`, `snapshot` |
 //! | `query.rs` | reading at the committed epoch: counts, `current_*`, tails, search, facets, SQL |
 //! | `projection.rs` | the embedding adapter (`set_projection`) and the vector index's stats and breadth |
 
@@ -35,7 +35,7 @@ use crate::text_index::TextIndex;
 use crate::trace_log::read_traces;
 use crate::vector_index::ShardedVectors;
 
-pub use commit::{CommitStats, SnapshotInfo};
+pub use commit::{CommitStats, EpochCommit, SnapshotInfo};
 pub use projection::{ProjectionSwitch, VectorProjection};
 
 /// Where the vector graph is saved with each snapshot (not part of the

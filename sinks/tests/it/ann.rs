@@ -5,7 +5,7 @@
 use twinflow_schemas::api::{SearchFilter, SearchMode};
 use twinflow_schemas::config::AnnConfig;
 use twinflow_schemas::{EmbeddingRow, EpochUpdates, Hash128, Vector};
-use twinflow_sinks::Store;
+use twinflow_sinks::{EpochCommit, Store};
 
 use crate::fixtures::{chunk, doc};
 
@@ -70,7 +70,7 @@ fn hnsw_follows_epochs_agrees_with_exact_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let config = AnnConfig { exact_below: 0, ..AnnConfig::default() };
     let store = Store::open_with(dir.path(), D, &config).unwrap();
-    store.commit_epoch(1, vec![(0, updates(0..2000, 1, true))]).unwrap();
+    store.commit(EpochCommit::new(1, vec![(0, updates(0..2000, 1, true))])).unwrap();
     assert_eq!(store.vector_index_stats().vectors, 2000);
 
     let all = SearchFilter::default();
@@ -86,7 +86,7 @@ fn hnsw_follows_epochs_agrees_with_exact_and_survives_reopen() {
     assert!(r >= 0.95, "recall@10 {r}");
 
     // Delete every third chunk: none is returned after the epoch that deleted it.
-    store.commit_epoch(2, vec![(0, updates((0..2000).filter(|i| i % 3 == 0), -1, false))]).unwrap();
+    store.commit(EpochCommit::new(2, vec![(0, updates((0..2000).filter(|i| i % 3 == 0), -1, false))])).unwrap();
     assert_eq!(store.vector_index_stats().vectors, 2000 - 667);
     for q in &queries {
         for id in ids(&store, &vector(*q), 20, &all, false) {
@@ -107,7 +107,7 @@ fn hnsw_follows_epochs_agrees_with_exact_and_survives_reopen() {
     assert!(recall(&hits, &ids(&store, &vector(5), 10, &one_doc, true)) >= 0.9);
 
     // Re-inserted chunks come back (their keys are reused).
-    store.commit_epoch(3, vec![(0, updates((0..2000).filter(|i| i % 3 == 0), 1, false))]).unwrap();
+    store.commit(EpochCommit::new(3, vec![(0, updates((0..2000).filter(|i| i % 3 == 0), 1, false))])).unwrap();
     assert_eq!(store.vector_index_stats().vectors, 2000);
     assert_eq!(ids(&store, &vector(3), 1, &all, false), vec![Hash128::of(text(3).as_bytes())]);
 
@@ -124,7 +124,7 @@ fn small_indexes_and_selective_filters_scan_exactly() {
     let dir = tempfile::tempdir().unwrap();
     // Default: under 20,000 candidates the scan is exact, so results equal the exact ones.
     let store = Store::open(dir.path(), D).unwrap();
-    store.commit_epoch(1, vec![(0, updates(0..500, 1, true))]).unwrap();
+    store.commit(EpochCommit::new(1, vec![(0, updates(0..500, 1, true))])).unwrap();
     let all = SearchFilter::default();
     for q in [1, 77, 350] {
         assert_eq!(ids(&store, &vector(q), 10, &all, false), ids(&store, &vector(q), 10, &all, true));
@@ -136,12 +136,12 @@ fn the_graph_saved_with_a_snapshot_is_loaded_and_brought_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
     let config = AnnConfig { exact_below: 0, ..AnnConfig::default() };
     let store = Store::open_with(dir.path(), D, &config).unwrap();
-    store.commit_epoch(1, vec![(0, updates(0..1500, 1, true))]).unwrap();
+    store.commit(EpochCommit::new(1, vec![(0, updates(0..1500, 1, true))])).unwrap();
     store.snapshot().unwrap();
     assert!(dir.path().join("_index/vectors-v1.usearch").is_file());
     // After the snapshot: 100 deleted, 200 added.
-    store.commit_epoch(2, vec![(0, updates(0..100, -1, false))]).unwrap();
-    store.commit_epoch(3, vec![(0, updates(1500..1700, 1, false))]).unwrap();
+    store.commit(EpochCommit::new(2, vec![(0, updates(0..100, -1, false))])).unwrap();
+    store.commit(EpochCommit::new(3, vec![(0, updates(1500..1700, 1, false))])).unwrap();
     let all = SearchFilter::default();
     let expected: Vec<Vec<Hash128>> =
         [3u64, 150, 1600].iter().map(|q| ids(&store, &vector(*q), 10, &all, true)).collect();
@@ -190,7 +190,7 @@ fn a_projection_switches_both_searches_and_follows_commits() {
     let dir = tempfile::tempdir().unwrap();
     let config = AnnConfig { exact_below: 0, ..AnnConfig::default() };
     let store = Store::open_with(dir.path(), D, &config).unwrap();
-    store.commit_epoch(1, vec![(0, updates(0..1000, 1, true))]).unwrap();
+    store.commit(EpochCommit::new(1, vec![(0, updates(0..1000, 1, true))])).unwrap();
     let all = SearchFilter::default();
     // A query equal to chunk 7's reversed vector: chunk 7 under the projection, not before.
     let query: Vec<f32> = vector(7).into_iter().rev().collect();
@@ -206,7 +206,7 @@ fn a_projection_switches_both_searches_and_follows_commits() {
         assert_eq!(ids(&store, &projected_query, 1, &all, exact)[0], chunk7, "exact = {exact}");
     }
     // A chunk committed after the switch is projected on the way in.
-    store.commit_epoch(2, vec![(0, updates(1000..1001, 1, false))]).unwrap();
+    store.commit(EpochCommit::new(2, vec![(0, updates(1000..1001, 1, false))])).unwrap();
     let chunk1000 = chunk("d0", 1000, &text(1000)).chunk_id;
     for exact in [true, false] {
         assert_eq!(ids(&store, &vector(1000), 1, &all, exact)[0], chunk1000, "exact = {exact}");
@@ -247,9 +247,9 @@ fn sharded_indexes_answer_as_one() {
     for shards in [1, 4] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sharded(dir.path(), D, &config, shards).unwrap();
-        store.commit_epoch(1, vec![(0, with_words(0..1200, 1, true))]).unwrap();
-        store.commit_epoch(2, vec![(0, with_words(0..300, -1, false))]).unwrap();
-        store.commit_epoch(3, vec![(0, with_words(1200..1500, 1, false))]).unwrap();
+        store.commit(EpochCommit::new(1, vec![(0, with_words(0..1200, 1, true))])).unwrap();
+        store.commit(EpochCommit::new(2, vec![(0, with_words(0..300, -1, false))])).unwrap();
+        store.commit(EpochCommit::new(3, vec![(0, with_words(1200..1500, 1, false))])).unwrap();
         store.snapshot().unwrap();
         drop(store);
         let store = Store::open_sharded(dir.path(), D, &config, shards).unwrap();

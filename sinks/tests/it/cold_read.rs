@@ -2,7 +2,7 @@
 //! same change log in the Parquet files.
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use twinflow_sinks::Store;
+use twinflow_sinks::{EpochCommit, Store};
 
 use crate::fixtures::*;
 
@@ -88,7 +88,7 @@ fn source_positions_survive_a_restart() {
         commit_all(&store, &mut Oracle::default(), &epochs[..1]);
         // No updates, but a source position: the manifest is written.
         let sources = [("http".to_owned(), serde_json::json!(17))].into();
-        let stats = store.commit_epoch_with(2, vec![], sources).unwrap();
+        let stats = store.commit(EpochCommit::new(2, vec![]).with_sources(sources)).unwrap();
         assert_eq!(stats.files, 0);
     }
     let store = Store::open(dir.path(), DIM).unwrap();
@@ -96,7 +96,7 @@ fn source_positions_survive_a_restart() {
     assert_eq!(store.manifest().sources["http"], 17);
 
     let sources = [("watch".to_owned(), serde_json::json!({"offset": 3}))].into();
-    store.commit_epoch_with(3, epochs[1].1.clone(), sources).unwrap();
+    store.commit(EpochCommit::new(3, epochs[1].1.clone()).with_sources(sources)).unwrap();
     drop(store);
     let manifest = Store::open(dir.path(), DIM).unwrap().manifest();
     assert_eq!(manifest.committed_epoch, 3);

@@ -2,7 +2,7 @@
 //! leaves the previous committed state; committing again counts once.
 
 use twinflow_schemas::EpochUpdates;
-use twinflow_sinks::{Store, parquet_io};
+use twinflow_sinks::{EpochCommit, Store, parquet_io};
 
 use crate::fixtures::*;
 
@@ -31,7 +31,7 @@ async fn stray_part_files_are_invisible_and_the_epoch_counts_once() {
     assert_eq!(scalar(&store, "SELECT SUM(_diff) FROM chunks_changes").await as u64, oracle.counts()["chunks"]);
 
     // The retried commit overwrites the parts it has and ignores the stray one.
-    let stats = store.commit_epoch(epoch, parts.clone()).unwrap();
+    let stats = store.commit(EpochCommit::new(epoch, parts.clone())).unwrap();
     assert_eq!(stats.files, 3);
     oracle.apply(epoch, &parts);
     assert_eq!(store.counts(), (3, oracle.counts()));
@@ -41,10 +41,10 @@ async fn stray_part_files_are_invisible_and_the_epoch_counts_once() {
     assert!(!store.manifest().epochs.iter().flat_map(|e| e.files.values().flatten()).any(|f| f.contains("part-7")));
 
     // Committing epoch 3 again, before or after a restart, is harmless.
-    assert_eq!(store.commit_epoch(epoch, parts.clone()).unwrap().files, 0);
+    assert_eq!(store.commit(EpochCommit::new(epoch, parts.clone())).unwrap().files, 0);
     drop(store);
     let store = Store::open(dir.path(), DIM).unwrap();
-    assert_eq!(store.commit_epoch(epoch, parts).unwrap().files, 0);
+    assert_eq!(store.commit(EpochCommit::new(epoch, parts)).unwrap().files, 0);
     assert_eq!(store.counts(), (3, oracle.counts()));
     assert_eq!(scalar(&store, "SELECT COUNT(*) FROM chunks_changes WHERE _epoch = 3").await, 2);
 }

@@ -7,7 +7,7 @@ use twinflow_schemas::{
     ChunkRow, ContentFormat, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, InstructRow, Split,
     TableName, Vector,
 };
-use twinflow_sinks::Store;
+use twinflow_sinks::{EpochCommit, Store};
 
 /// Embedding dimension of every test store.
 pub(crate) const DIM: usize = 4;
@@ -161,7 +161,7 @@ pub(crate) fn scenario() -> Vec<Epoch> {
 /// Commits `epochs` to `store` and to `oracle`.
 pub(crate) fn commit_all(store: &Store, oracle: &mut Oracle, epochs: &[Epoch]) {
     for (epoch, parts) in epochs {
-        store.commit_epoch(*epoch, parts.clone()).unwrap();
+        store.commit(EpochCommit::new(*epoch, parts.clone())).unwrap();
         oracle.apply(*epoch, parts);
     }
 }

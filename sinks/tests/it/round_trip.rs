@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use twinflow_schemas::{EpochUpdates, Hash128};
-use twinflow_sinks::Store;
+use twinflow_sinks::{EpochCommit, Store};
 
 use crate::fixtures::*;
 
@@ -106,7 +106,7 @@ async fn ties_are_broken_by_chunk_id() {
         e.chunk_id = Hash128::of(text.as_bytes());
         updates.embeddings.push((e, 1));
     }
-    store.commit_epoch(1, vec![(0, updates)]).unwrap();
+    store.commit(EpochCommit::new(1, vec![(0, updates)])).unwrap();
     let (_, hits) = store.search(&vector_of("delta"), 2);
     let mut ids: Vec<Hash128> = texts.iter().map(|t| Hash128::of(t.as_bytes())).collect();
     ids.sort();
@@ -124,21 +124,21 @@ async fn recommitting_and_empty_epochs() {
     let manifest = store.manifest();
 
     // Re-committing epoch 2 (even with other data) changes nothing.
-    let stats = store.commit_epoch(2, epochs[0].1.clone()).unwrap();
+    let stats = store.commit(EpochCommit::new(2, epochs[0].1.clone())).unwrap();
     assert_eq!(stats.files, 0);
     assert_eq!(store.counts(), (2, oracle.counts()));
     assert_eq!(files_under(dir.path()), files);
     assert_eq!(store.manifest(), manifest);
 
     // An empty epoch advances the committed epoch and writes no file.
-    let stats = store.commit_epoch(3, vec![(0, EpochUpdates::default())]).unwrap();
+    let stats = store.commit(EpochCommit::new(3, vec![(0, EpochUpdates::default())])).unwrap();
     assert_eq!((stats.epoch, stats.files, stats.bytes), (3, 0, 0));
     assert_eq!(store.committed_epoch(), 3);
     assert_eq!(files_under(dir.path()), files);
     assert_eq!(store.sql("SELECT 1").await.unwrap().epoch, 3);
 
     // A non-empty one reports what it wrote.
-    let stats = store.commit_epoch(4, epochs[2].1.clone()).unwrap();
+    let stats = store.commit(EpochCommit::new(4, epochs[2].1.clone())).unwrap();
     assert_eq!(stats.files, 3, "documents, chunks and embeddings of worker 1");
     assert_eq!(stats.rows["chunks"], 2);
     assert!(stats.bytes > 0);
@@ -159,7 +159,7 @@ async fn readers_see_whole_epochs_while_commits_run() {
                     chunks: vec![(chunk(&format!("d{epoch}"), 0, &text), 1)],
                     ..EpochUpdates::default()
                 };
-                store.commit_epoch(epoch, vec![(0, updates)]).unwrap();
+                store.commit(EpochCommit::new(epoch, vec![(0, updates)])).unwrap();
             }
         })
     };
