@@ -49,9 +49,12 @@ fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// `<name>.tmp` beside `path` (one writer per file: callers serialise their writes).
+/// `.<name>.tmp` beside `path`: hidden, so a stray one left by a crash is
+/// not picked up by readers that list the directory (one writer per file:
+/// callers serialise their writes).
 fn temporary_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -78,7 +81,7 @@ mod tests {
         let path = dir.join("state.json");
         write_atomic(&path, b"old").unwrap();
         // The temporary name is taken by a directory: the write fails before the rename.
-        std::fs::create_dir_all(dir.join("state.json.tmp")).unwrap();
+        std::fs::create_dir_all(dir.join(".state.json.tmp")).unwrap();
         assert!(write_atomic(&path, b"new").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         std::fs::remove_dir_all(&dir).unwrap();
