@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use twinflow_schemas::config::Config;
 
-use crate::cli::say;
+use crate::ui::say;
 
 /// Makes a panic on one of timely's threads (a worker, or the network
 /// threads of a cluster) end the process with exit code 1 and a clear

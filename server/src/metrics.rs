@@ -16,17 +16,15 @@
 //! (`_seconds`, `_bytes`), `_total` for counters; latency histograms have
 //! fixed buckets.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use axum::response::Response;
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::app::App;
 
 /// Latency buckets, seconds.
 const SECONDS: &[f64] =
@@ -35,7 +33,7 @@ const SECONDS: &[f64] =
 const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// The process's recorder (installed once; `None` if another recorder was installed first).
-fn handle() -> Option<&'static PrometheusHandle> {
+pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -87,53 +85,6 @@ fn describe() {
     describe_gauge!("twinflow_training_running", "1 while a run of that kind is in progress");
     describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory of the process");
     describe_gauge!("twinflow_uptime_seconds", Unit::Seconds, "Seconds since the app started");
-}
-
-/// Handler of `GET /metrics`.
-pub async fn render(State(app): State<Arc<App>>) -> Response {
-    let Some(handle) = handle() else {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "metrics are not available in this process")
-            .into_response();
-    };
-    observe(&app);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
-}
-
-/// Sets the gauges that describe the app's state now.
-fn observe(app: &App) {
-    let stats = app.engine.stats();
-    gauge!("twinflow_committed_epoch").set(stats.committed_epoch as f64);
-    gauge!("twinflow_pending_changes").set(stats.pending_changes as f64);
-    gauge!("twinflow_input_lag_seconds").set(stats.input_lag.as_secs_f64());
-    gauge!("twinflow_texts_waiting").set(stats.texts_queued.saturating_sub(stats.texts_embedded) as f64);
-    gauge!("twinflow_uptime_seconds").set(app.started.elapsed().as_secs_f64());
-    let (_, counts) = app.store.counts();
-    for (table, rows) in counts {
-        gauge!("twinflow_table_rows", "table" => table).set(rows as f64);
-    }
-    let drift = app.store.drift_tail(8);
-    if let Some(last) = drift.last().map(|r| r.epoch) {
-        for row in drift.iter().filter(|r| r.epoch == last) {
-            gauge!("twinflow_drift", "metric" => row.metric.clone()).set(row.value);
-            gauge!("twinflow_drift_threshold", "metric" => row.metric.clone()).set(row.threshold);
-        }
-    }
-    let adapter = app.training.registry.active().ok().flatten().unwrap_or(0);
-    let twin = app.twin.registry.active().ok().flatten().unwrap_or(0);
-    gauge!("twinflow_active_model_version", "kind" => "adapter").set(adapter as f64);
-    gauge!("twinflow_active_model_version", "kind" => "twin").set(twin as f64);
-    gauge!("twinflow_training_running", "kind" => "adapter").set(f64::from(u8::from(app.training.is_running())));
-    gauge!("twinflow_training_running", "kind" => "twin").set(f64::from(u8::from(app.twin.is_running())));
-    if let Some(bytes) = resident_bytes() {
-        gauge!("process_resident_memory_bytes").set(bytes as f64);
-    }
-}
-
-/// Resident set size from `/proc/self/statm` (Linux).
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 /// Middleware: counts and times every request by its route pattern (not the

@@ -6,6 +6,7 @@
 //! `CLICOLOR_FORCE=1` turns them on. Progress bars draw on stderr only when it
 //! is a terminal; otherwise the callers print plain lines instead.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use console::{Style, StyledObject, Term};
@@ -89,4 +90,27 @@ pub fn spinner(message: impl Into<std::borrow::Cow<'static, str>>) -> ProgressBa
     let spinner = ProgressBar::new_spinner().with_style(style).with_message(message);
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner
+}
+
+/// Set once logging is set up as JSON: messages for people go through the log then.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Logs are JSON from now on (or not).
+pub fn set_json_logs(json: bool) {
+    JSON_LOGS.store(json, Ordering::Relaxed);
+}
+
+/// Whether logs are JSON (then no bars, and messages go through the log).
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}
+
+/// A message for the person running the server: stderr as text, or a log
+/// event when logs are JSON (so stderr stays one JSON object per line).
+pub fn say(message: impl std::fmt::Display) {
+    if json_logs() {
+        tracing::info!("{message}");
+    } else {
+        eprintln!("{message}");
+    }
 }

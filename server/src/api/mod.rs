@@ -12,7 +12,8 @@
 //! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train` |
 //! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train` |
 //! | `versions.rs` | `POST /v1/models/{v}/promote`, `POST /v1/models/rollback`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback` (one implementation for both registries) |
-//! | `../metrics.rs` | `GET /metrics` (Prometheus), and the middleware timing every route |
+//! | `prometheus.rs` | `GET /metrics` (Prometheus text, with the state's gauges set at each scrape) |
+//! | `../metrics.rs` | the recorder, and the middleware timing every route |
 //! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `GET /healthz`, `POST /v1/snapshots` |
 //! | `dashboard.rs` | `GET /` (the dashboard page), `GET /dashboard.js`, `GET /dashboard.css` |
 //! | `openapi.rs` | the route table's description, served at `GET /openapi.json` |
@@ -36,6 +37,7 @@ pub mod embeddings;
 pub mod error;
 pub mod models;
 pub mod openapi;
+pub mod prometheus;
 pub mod rag;
 pub mod search;
 pub mod sql;
@@ -96,7 +98,7 @@ pub fn table() -> Api {
             "/metrics",
             Op::get("meta", "Prometheus metrics of every stage")
                 .ok_text("text/plain; version=0.0.4", "The Prometheus text format"),
-            crate::metrics::render,
+            prometheus::render,
         )
         .route(
             "/v1/status",

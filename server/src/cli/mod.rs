@@ -29,19 +29,6 @@ use crate::ui::paint;
 pub use args::*;
 pub use up::start_sources;
 
-/// Set once logging is set up as JSON: messages for people go through the log then.
-static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// A message for the person running the server: stderr as text, or a log
-/// event when logs are JSON (so stderr stays one JSON object per line).
-pub(crate) fn say(message: impl std::fmt::Display) {
-    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::info!("{message}");
-    } else {
-        eprintln!("{message}");
-    }
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_format);
@@ -70,7 +57,7 @@ fn init_logging(filter: &str, format: LogFormat) {
         LogFormat::Text => builder.try_init().is_ok(),
         LogFormat::Json => builder.json().with_current_span(true).try_init().is_ok(),
     };
-    JSON_LOGS.store(installed && format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
+    crate::ui::set_json_logs(installed && format == LogFormat::Json);
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

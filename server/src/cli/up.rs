@@ -10,7 +10,8 @@ use twinflow_schemas::config::{
     Config, GitSourceConfig, NdjsonSourceConfig, SourceConfig, WatchSourceConfig, WebSourceConfig,
 };
 
-use super::{JSON_LOGS, UpArgs, say};
+use super::UpArgs;
+use crate::ui::say;
 use crate::app::App;
 
 
@@ -60,7 +61,7 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let display = if crate::ui::stderr_is_terminal() && !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+    let display = if crate::ui::stderr_is_terminal() && !crate::ui::json_logs() {
         crate::app::ProgressDisplay::Bar
     } else {
         crate::app::ProgressDisplay::Log
