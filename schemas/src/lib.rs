@@ -13,8 +13,8 @@
 //!
 //! Where to look next: `records.rs` for the rows, `tables.rs` for their Arrow
 //! layout, `config/` for every setting and its default (one file per
-//! section, listed in `config/mod.rs`), `api.rs` for the REST types and
-//! error codes.
+//! section, listed in `config/mod.rs`), `api/` for the REST types (one file
+//! per route group) and error codes.
 
 pub mod api;
 pub mod change;
