@@ -228,9 +228,9 @@ fn check_files(files: &BTreeMap<String, Vec<String>>) -> Result<(), String> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch, now.
+/// [`twinflow_schemas::clock::now_ms`] as the manifest's unsigned `*_at_ms`.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    u64::try_from(twinflow_schemas::clock::now_ms()).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
+use twinflow_schemas::clock::now_ms;
 use twinflow_schemas::{DocumentChange, DocumentRow};
 
 use super::EngineOptions;
@@ -158,10 +159,10 @@ impl Ingest {
 
     /// See [`Engine::submit`](super::Engine::submit).
     pub(super) fn submit(&self, mut changes: Vec<DocumentChange>) -> Result<u64, SubmitError> {
-        let now_ms = now_millis();
+        let now = now_ms();
         for change in &mut changes {
             if let DocumentChange::Upsert(doc) = change {
-                doc.fetched_at.get_or_insert(now_ms);
+                doc.fetched_at.get_or_insert(now);
             }
         }
         let mut open = self.open.lock();
@@ -244,8 +245,4 @@ impl Ingest {
         self.to_workers.lock().clear();
         true
     }
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
