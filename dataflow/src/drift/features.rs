@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use twinflow_schemas::config::DriftConfig;
 use twinflow_schemas::drift::{FIXED_SCALE, to_fixed};
+use twinflow_schemas::rng::SeededRng;
 use twinflow_schemas::{DriftStats, Hash128};
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -26,10 +27,11 @@ impl DriftFeatures {
     /// Features for vectors of `dim` components.
     pub fn new(dim: usize, config: &DriftConfig) -> Self {
         let features = config.features.max(1);
-        let mut rng = SplitMix64(config.seed);
+        // Saved drift references depend on these exact draws: keep the generator and their order.
+        let mut rng = SeededRng::new(config.seed);
         let sigma = f64::from(config.bandwidth.max(1e-6));
-        let omega = (0..features * dim).map(|_| (rng.normal() / sigma) as f32).collect();
-        let phase = (0..features).map(|_| (rng.uniform() * std::f64::consts::TAU) as f32).collect();
+        let omega = (0..features * dim).map(|_| (normal(&mut rng) / sigma) as f32).collect();
+        let phase = (0..features).map(|_| (rng.unit() * std::f64::consts::TAU) as f32).collect();
         Self { dim, omega, phase, scale: (2.0 / features as f32).sqrt() }
     }
 
@@ -81,25 +83,9 @@ pub fn word_hash(word: &str) -> u64 {
     Hash128::of(word.to_lowercase().as_bytes()).low64()
 }
 
-/// A small seeded generator (SplitMix64): reproducible features without a
-/// dependency.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform();
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
+/// A standard normal draw (Box–Muller).
+fn normal(rng: &mut SeededRng) -> f64 {
+    let u = 1.0 - rng.unit();
+    let v = rng.unit();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use twinflow_dataflow::{Engine, EngineOptions, HashingEmbedder};
 use twinflow_schemas::config::{ChunkSpec, ChunkingConfig, ClusterConfig, DriftConfig};
+use twinflow_schemas::rng::SeededRng;
 use twinflow_schemas::{Document, DocumentChange, DocumentKind, EpochUpdates};
 
 pub(crate) struct Harness {
@@ -142,20 +143,14 @@ pub(crate) fn prose(seed: u64, sentences: usize) -> String {
         "workers", "markets", "rivers", "cities", "roads", "budget", "taxes", "army", "navy", "treaty", "progress",
         "reform", "credit", "banks", "harvest", "railways", "courts", "votes", "rights",
     ];
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = SeededRng::new(seed);
     let mut out = String::new();
     let mut in_paragraph = 0;
-    let mut paragraph_len = 3 + next() % 5;
+    let mut paragraph_len = 3 + rng.index(5);
     for _ in 0..sentences {
-        let len = 8 + next() % 18;
+        let len = 8 + rng.index(18);
         for i in 0..len {
-            let word = WORDS[(next() % WORDS.len() as u64) as usize];
+            let word = WORDS[rng.index(WORDS.len())];
             if i == 0 {
                 let mut chars = word.chars();
                 let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or('X');
@@ -168,10 +163,10 @@ pub(crate) fn prose(seed: u64, sentences: usize) -> String {
         }
         out.push_str(". ");
         in_paragraph += 1;
-        if in_paragraph as u64 == paragraph_len {
+        if in_paragraph == paragraph_len {
             out.push_str("\n\n");
             in_paragraph = 0;
-            paragraph_len = 3 + next() % 5;
+            paragraph_len = 3 + rng.index(5);
         }
     }
     out.trim_end().to_owned()

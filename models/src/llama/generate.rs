@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
+use twinflow_schemas::rng::SeededRng;
 
 use super::tokenizer::{ChatMessage, ChatTokenizer};
 use super::{KvCache, LlamaModel};
@@ -232,13 +233,13 @@ impl Generator for LocalLlm {
 }
 
 /// Picks the next token: argmax at temperature 0, else a draw from the
-/// top-p nucleus of the tempered softmax (SplitMix64, seeded).
+/// top-p nucleus of the tempered softmax (seeded).
 #[derive(Debug)]
 struct Sampler {
     temperature: f32,
     top_p: f32,
     penalty: f32,
-    state: u64,
+    rng: SeededRng,
 }
 
 impl Sampler {
@@ -250,7 +251,7 @@ impl Sampler {
         } else {
             1.0
         };
-        Self { temperature, top_p, penalty, state: params.seed }
+        Self { temperature, top_p, penalty, rng: SeededRng::new(params.seed) }
     }
 
     /// The next token after `history` (the tokens generated so far).
@@ -308,14 +309,9 @@ impl Sampler {
         probs.last().map_or(0, |(id, _)| *id)
     }
 
-    /// A uniform draw in `[0, 1)`.
+    /// A uniform draw in `[0, 1)` (24 bits: every value exact in an `f32`).
     fn next_unit(&mut self) -> f32 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
+        (self.rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
 

@@ -9,6 +9,7 @@ use safetensors::{Dtype, tensor::TensorView};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use twinflow_models::{SentenceEncoder, cpu_device};
+use twinflow_schemas::rng::SeededRng;
 
 use crate::{assert_unit, max_abs_diff};
 
@@ -101,13 +102,8 @@ fn tensor_shapes() -> Vec<(String, Vec<usize>)> {
 
 /// Deterministic pseudo-random weights; LayerNorm scales near 1.
 fn write_weights(path: &Path) {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
+    let mut rng = SeededRng::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.unit() as f32 - 0.5;
     let shapes = tensor_shapes();
     let bytes: Vec<Vec<u8>> = shapes
         .iter()

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use twinflow_schemas::rng::SeededRng;
 
 use crate::crash::{free_port, stop, tables, wait_ready, workload};
 use crate::scale::{post_committed, run};
@@ -93,16 +94,13 @@ fn committed_epoch(http: &reqwest::blocking::Client, base: &str) -> u64 {
 
 /// A document of `bytes` of pseudo-random words (Parquet cannot squeeze it under [`LIMIT`]).
 fn big_document(bytes: usize) -> String {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = SeededRng::new(0x2545_f491_4f6c_dd1d);
     let mut content = String::new();
     while content.len() < bytes {
-        for _ in 0..3 + state % 7 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            content.push((b'a' + (state % 26) as u8) as char);
+        for _ in 0..3 + rng.below(7) {
+            content.push((b'a' + rng.below(26) as u8) as char);
         }
-        content.push(if state % 11 == 0 { '\n' } else { ' ' });
+        content.push(if rng.chance(1.0 / 11.0) { '\n' } else { ' ' });
     }
     serde_json::json!({ "op": "upsert", "doc_id": "doc-big", "kind": "article", "title": "Big", "content": content })
         .to_string()

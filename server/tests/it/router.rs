@@ -6,6 +6,7 @@ use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 
 use twinflow_schemas::api::{ErrorBody, ErrorCode, IngestResponse, SearchResponse, SqlResponse, StatusResponse};
+use twinflow_schemas::rng::SeededRng;
 use twinflow_server::router;
 
 use crate::fixtures::{app, article, upsert_line};
@@ -443,11 +444,8 @@ async fn drift_datasets_models_train_promote_rollback() {
         "rivers", "taxes", "ships", "farms", "roads", "mines", "banks", "forts", "ports", "mills", "courts", "schools",
         "wheat", "cotton", "iron", "coal", "treaty", "navy", "army", "tariff", "credit", "debt", "harbour", "canal",
     ];
-    let mut state = 7u64;
-    let mut word = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        vocabulary[(state >> 33) as usize % vocabulary.len()]
-    };
+    let mut rng = SeededRng::new(7);
+    let mut word = move || vocabulary[rng.index(vocabulary.len())];
     let body: String = (0..40)
         .map(|i| {
             let paragraphs: Vec<String> =

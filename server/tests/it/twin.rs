@@ -12,6 +12,7 @@ use serde_json::Value;
 use twinflow_models::GenerateParams;
 use twinflow_schemas::api::ErrorCode;
 use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
+use twinflow_schemas::rng::SeededRng;
 
 use crate::fixtures::{app_with, upsert_line};
 use crate::router::{expect_error, post, send};
@@ -68,11 +69,8 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
         "rivers", "taxes", "ships", "farms", "roads", "mines", "banks", "forts", "ports", "mills", "courts", "schools",
         "wheat", "cotton", "iron", "coal", "treaty", "navy", "army", "tariff", "credit", "debt", "harbour", "canal",
     ];
-    let mut state = 11u64;
-    let mut word = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        vocabulary[(state >> 33) as usize % vocabulary.len()]
-    };
+    let mut rng = SeededRng::new(11);
+    let mut word = move || vocabulary[rng.index(vocabulary.len())];
     let body: String = (0..40)
         .map(|i| {
             let paragraphs: Vec<String> = (0..2)

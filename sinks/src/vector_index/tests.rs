@@ -1,18 +1,13 @@
 //! Unit tests of [`VectorIndex`](super::VectorIndex): inserts, deletes and
 //! key reuse, staged adds, and every storage quantization.
 
+use twinflow_schemas::rng::SeededRng;
+
 use super::*;
 
 fn unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..dim)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
+    let mut rng = SeededRng::new(seed);
+    let v: Vec<f32> = (0..dim).map(|_| rng.unit() as f32 - 0.5).collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / n).collect()
 }

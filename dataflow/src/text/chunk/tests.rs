@@ -1,28 +1,13 @@
 use std::collections::HashSet;
 
 use twinflow_schemas::config::ChunkingConfig;
+use twinflow_schemas::rng::SeededRng;
 
 use super::*;
 
-/// splitmix64: a tiny deterministic PRNG for generated texts and edits.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
+/// One of `items`, drawn by `rng` (generated texts and edits).
+fn pick<'a>(rng: &mut SeededRng, items: &[&'a str]) -> &'a str {
+    items[rng.index(items.len())]
 }
 
 const SUBJECTS: &[&str] = &[
@@ -95,28 +80,28 @@ const TAILS: &[&str] = &[
 ];
 const OPENERS: &[&str] = &["", "", "", "In practice, ", "Sometimes ", "Of course, ", "Then ", "Still, "];
 
-fn sentence(rng: &mut Rng) -> String {
-    let mut s = String::from(rng.pick(OPENERS));
-    let subject = rng.pick(SUBJECTS);
+fn sentence(rng: &mut SeededRng) -> String {
+    let mut s = String::from(pick(rng, OPENERS));
+    let subject = pick(rng, SUBJECTS);
     if s.is_empty() {
         s.push_str(subject);
     } else {
         s.push_str(&subject.to_lowercase());
     }
-    s.push_str(&format!(" {} {}{}", rng.pick(VERBS), rng.pick(OBJECTS), rng.pick(TAILS)));
-    if rng.below(3) == 0 {
-        s.push_str(&format!(", and {} {}", rng.pick(VERBS).trim_end_matches('s'), rng.pick(OBJECTS)));
+    s.push_str(&format!(" {} {}{}", pick(rng, VERBS), pick(rng, OBJECTS), pick(rng, TAILS)));
+    if rng.index(3) == 0 {
+        s.push_str(&format!(", and {} {}", pick(rng, VERBS).trim_end_matches('s'), pick(rng, OBJECTS)));
     }
-    s.push_str([".", ".", ".", "!", "?"][rng.below(5)]);
+    s.push_str([".", ".", ".", "!", "?"][rng.index(5)]);
     s
 }
 
 /// An article as paragraphs of sentences, about `chars` characters long.
-fn article(rng: &mut Rng, chars: usize) -> Vec<Vec<String>> {
+fn article(rng: &mut SeededRng, chars: usize) -> Vec<Vec<String>> {
     let mut paragraphs = Vec::new();
     let mut total = 0;
     while total < chars {
-        let paragraph: Vec<String> = (0..2 + rng.below(6)).map(|_| sentence(rng)).collect();
+        let paragraph: Vec<String> = (0..2 + rng.index(6)).map(|_| sentence(rng)).collect();
         total += paragraph.iter().map(|s| s.len() + 1).sum::<usize>() + 1;
         paragraphs.push(paragraph);
     }
@@ -190,7 +175,7 @@ fn blank_input_gives_no_chunks() {
 #[test]
 fn article_chunks_respect_sizes_and_paragraphs() {
     let spec = ChunkingConfig::default().article;
-    let text = render(&article(&mut Rng(7), 75_000));
+    let text = render(&article(&mut SeededRng::new(7), 75_000));
     let chunks = chunk(&text, DocumentKind::Article, &spec);
     check(&text, &chunks, &spec, DocumentKind::Article);
     assert!((40..=65).contains(&chunks.len()), "{} chunks", chunks.len());
@@ -221,13 +206,13 @@ fn long_sentences_and_lines_are_split() {
 
 #[test]
 fn code_cuts_before_top_level_items() {
-    let mut rng = Rng(3);
+    let mut rng = SeededRng::new(3);
     let mut code = String::from("use std::fmt;\n\n");
     for i in 0..200 {
         code.push_str(&format!("/// Item {i}.\npub fn item_{i}(x: u32) -> u32 {{\n"));
-        for _ in 0..3 + rng.below(12) {
-            code.push_str(&format!("    let y = x * {} + {};\n", rng.below(100), rng.below(9)));
-            if rng.below(4) == 0 {
+        for _ in 0..3 + rng.index(12) {
+            code.push_str(&format!("    let y = x * {} + {};\n", rng.index(100), rng.index(9)));
+            if rng.index(4) == 0 {
                 code.push('\n');
             }
         }
@@ -271,13 +256,13 @@ fn offsets_match_on_random_unicode() {
         "Mr. ",
         "1.5 ",
     ];
-    let mut rng = Rng(11);
+    let mut rng = SeededRng::new(11);
     for case in 0..300 {
-        let len = rng.below(3000);
-        let text: String = (0..len).map(|_| rng.pick(&alphabet)).collect();
-        let min = rng.below(300);
+        let len = rng.index(3000);
+        let text: String = (0..len).map(|_| pick(&mut rng, &alphabet)).collect();
+        let min = rng.index(300);
         let spec =
-            ChunkSpec { min_chars: min, max_chars: min + 1 + rng.below(400), boundary_one_in: 1 + rng.below(6) as u32 };
+            ChunkSpec { min_chars: min, max_chars: min + 1 + rng.index(400), boundary_one_in: 1 + rng.index(6) as u32 };
         for kind in [DocumentKind::Article, DocumentKind::Repository] {
             let chunks = chunk(&text, kind, &spec);
             check(&text, &chunks, &spec, kind);
@@ -288,7 +273,7 @@ fn offsets_match_on_random_unicode() {
 
 #[test]
 fn handles_ten_megabytes() {
-    let text = render(&article(&mut Rng(5), 10_000_000));
+    let text = render(&article(&mut SeededRng::new(5), 10_000_000));
     let spec = ChunkingConfig::default().article;
     let chunks = chunk(&text, DocumentKind::Article, &spec);
     assert!(chunks.len() > 5000);
@@ -300,7 +285,7 @@ fn handles_ten_megabytes() {
 
 /// Applies one edit to a paragraph list: 0 replaces a word, 1 deletes a
 /// sentence, 2 inserts one; `at` picks the sentence (in reading order).
-fn edit(doc: &mut Vec<Vec<String>>, rng: &mut Rng, op: usize, at: usize) {
+fn edit(doc: &mut Vec<Vec<String>>, rng: &mut SeededRng, op: usize, at: usize) {
     let total: usize = doc.iter().map(Vec::len).sum();
     let mut at = at.min(total - 1);
     let mut p = 0;
@@ -311,7 +296,7 @@ fn edit(doc: &mut Vec<Vec<String>>, rng: &mut Rng, op: usize, at: usize) {
     match op {
         0 => {
             let words: Vec<&str> = doc[p][at].split(' ').collect();
-            let k = rng.below(words.len());
+            let k = rng.index(words.len());
             let mut words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
             words[k] = format!("{}ly", words[k].trim_end_matches(['.', '!', '?', ',']));
             doc[p][at] = words.join(" ") + if k + 1 == words.len() { "." } else { "" };
@@ -339,7 +324,7 @@ fn edit(doc: &mut Vec<Vec<String>>, rng: &mut Rng, op: usize, at: usize) {
 #[test]
 fn edits_change_only_nearby_chunks() {
     let spec = ChunkingConfig::default().article;
-    let mut rng = Rng(42);
+    let mut rng = SeededRng::new(42);
     let base = article(&mut rng, 75_000);
     let text = render(&base);
     let old: HashSet<String> = chunk(&text, DocumentKind::Article, &spec).into_iter().map(|c| c.text).collect();
@@ -348,9 +333,9 @@ fn edits_change_only_nearby_chunks() {
     let (mut worst, mut sum, mut edits) = (0, 0, 0);
     for i in 0..600 {
         let at = match i % 3 {
-            0 => rng.below(8),
-            1 => sentences / 2 - 20 + rng.below(40),
-            _ => sentences - 1 - rng.below(8),
+            0 => rng.index(8),
+            1 => sentences / 2 - 20 + rng.index(40),
+            _ => sentences - 1 - rng.index(8),
         };
         let at = if i % 30 == 0 {
             0
@@ -380,14 +365,14 @@ fn random_edits_change_few_chunks() {
     let spec = ChunkingConfig::default().article;
     let (mut worst, mut sum, mut over_three, mut edits) = (0, 0, 0, 0);
     for seed in 100..105 {
-        let mut rng = Rng(seed);
+        let mut rng = SeededRng::new(seed);
         let base = article(&mut rng, 75_000);
         let old: HashSet<String> =
             chunk(&render(&base), DocumentKind::Article, &spec).into_iter().map(|c| c.text).collect();
         let sentences: usize = base.iter().map(Vec::len).sum();
         for i in 0..200 {
             let mut doc = base.clone();
-            let at = rng.below(sentences);
+            let at = rng.index(sentences);
             edit(&mut doc, &mut rng, i % 3, at);
             let new = chunk(&render(&doc), DocumentKind::Article, &spec);
             let fresh = new.iter().filter(|c| !old.contains(&c.text)).count();
@@ -409,10 +394,10 @@ fn words(text: &str) -> usize {
 
 #[test]
 fn fit_tokens_splits_long_chunks_into_exact_pieces_that_fit() {
-    let mut rng = Rng(11);
+    let mut rng = SeededRng::new(11);
     let text: String = (0..40)
         .map(|i| {
-            let n = 3 + rng.below(12);
+            let n = 3 + rng.index(12);
             let sentence: Vec<String> = (0..n).map(|w| format!("w{i}x{w}")).collect();
             let end = if i % 7 == 6 { ".\n\n" } else { ". " };
             format!("{}{end}", sentence.join(" "))
