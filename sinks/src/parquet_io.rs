@@ -2,8 +2,9 @@
 //!
 //! Every file is written under a hidden temporary name in its final
 //! directory (`.part-0.parquet.tmp`), fsynced, renamed into place and the
-//! directory fsynced, so a crash leaves either the old file, the new file, or
-//! a stray temporary, never a torn file under the real name. A part file is
+//! directory fsynced ([`twinflow_schemas::fs::write_atomic`]), so a crash
+//! leaves either the old file, the new file, or a stray temporary, never a
+//! torn file under the real name. A part file is
 //! still invisible to readers until the manifest lists it
 //! ([`crate::Store::commit`] replaces the manifest after writing parts).
 //!
@@ -12,8 +13,7 @@
 //! `<table>/_snapshots/v<N>/part-0.parquet` for snapshots.
 
 use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -123,24 +123,11 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
     reader.map(|batch| batch.map_err(|e| Error::Parquet { path: path.to_owned(), source: e.into() })).collect()
 }
 
-/// Writes `bytes` to `path` atomically: a hidden temporary beside it,
-/// fsync, rename, fsync of the directory. Creates the directory.
+/// Writes `bytes` to `path` atomically ([`twinflow_schemas::fs::write_atomic`]:
+/// a hidden temporary beside it, fsync, rename, fsync of the directory).
+/// Creates the directory.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
-    let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(dir)
-}
-
-/// Fsyncs a directory so a rename in it is durable.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    twinflow_schemas::fs::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
