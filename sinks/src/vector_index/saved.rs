@@ -20,11 +20,13 @@ pub(super) fn saved_paths(dir: &Path, version: u64, shard: usize, shards: usize)
     (dir.join(format!("{stem}.usearch")), dir.join(format!("{stem}.keys")))
 }
 
-/// Removes the saved files of versions before `version`.
+/// Removes the saved files of versions before `version`, and the hidden
+/// temporaries (`.vectors-v<N>….tmp`) a crash may have left of them.
 pub(super) fn remove_older(dir: &Path, version: u64) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let older = name
+            .trim_start_matches('.')
             .strip_prefix("vectors-v")
             .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
             .and_then(|v| v.parse::<u64>().ok())
