@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use twinflow_schemas::api::{SearchFilter, SearchMode};
 use twinflow_schemas::config::AnnConfig;
+use twinflow_schemas::rng::SeededRng;
 use twinflow_schemas::{
     ChunkRow, ContentFormat, DocumentKind, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, Vector,
 };
@@ -34,22 +35,9 @@ pub struct ShardsBench {
     pub shards: Vec<usize>,
 }
 
-/// A deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A word index, small ones far more often (≈ Zipf).
-    fn word(&mut self, vocabulary: usize) -> usize {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((vocabulary as f64).powf(u) - 1.0) as usize
-    }
+/// A word index below `vocabulary`, small ones far more often (≈ Zipf).
+fn zipf_index(rng: &mut SeededRng, vocabulary: usize) -> usize {
+    ((vocabulary as f64).powf(rng.unit()) - 1.0) as usize
 }
 
 fn word(i: usize) -> String {
@@ -64,8 +52,8 @@ fn word(i: usize) -> String {
     w
 }
 
-fn words(rng: &mut Rng, n: usize) -> String {
-    (0..n).map(|_| word(rng.word(5_000))).collect::<Vec<_>>().join(" ")
+fn words(rng: &mut SeededRng, n: usize) -> String {
+    (0..n).map(|_| word(zipf_index(rng, 5_000))).collect::<Vec<_>>().join(" ")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -119,7 +107,7 @@ fn epochs(texts: &[String], vectors: &[f32], epoch: usize) -> Vec<EpochUpdates> 
 
 pub fn run(bench: &ShardsBench) -> anyhow::Result<Value> {
     let data = crate::ann::synthetic(bench.n, bench.queries)?;
-    let mut rng = Rng(0x5_4a2d5);
+    let mut rng = SeededRng::new(0x5_4a2d5);
     let texts: Vec<String> = (0..bench.n).map(|i| format!("{} {i}", words(&mut rng, 30))).collect();
     let queries: Vec<String> = (0..bench.queries).map(|_| words(&mut rng, 3)).collect();
     let all = SearchFilter::default();
