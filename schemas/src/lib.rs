@@ -27,6 +27,8 @@ pub mod ingest;
 pub mod records;
 pub mod rng;
 pub mod tables;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod trace;
 pub mod updates;
 

