@@ -17,6 +17,12 @@ pub fn stderr_is_terminal() -> bool {
     Term::stderr().is_term()
 }
 
+/// Whether log lines on stderr may carry colour codes: a terminal, unless
+/// `NO_COLOR` or `CLICOLOR=0` turn them off (`CLICOLOR_FORCE=1` turns them on).
+pub fn stderr_colours() -> bool {
+    console::colors_enabled_stderr()
+}
+
 /// Text styles of the CLI's output on stdout.
 pub mod paint {
     use super::*;

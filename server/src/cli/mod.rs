@@ -52,7 +52,9 @@ fn init_logging(filter: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_span_events(if spans { FmtSpan::CLOSE } else { FmtSpan::NONE })
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a redirected or piped log stays plain text.
+        .with_ansi(crate::ui::stderr_colours());
     let installed = match format {
         LogFormat::Text => builder.try_init().is_ok(),
         LogFormat::Json => builder.json().with_current_span(true).try_init().is_ok(),

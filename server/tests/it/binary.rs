@@ -172,3 +172,15 @@ fn spans_closed(log: &str) {
         "{log}"
     );
 }
+
+/// A log that goes to a file or a pipe is plain text: no colour codes in it
+/// (they are for a person at a terminal).
+#[test]
+fn a_redirected_log_has_no_colour_codes() {
+    // `demo fetch` logs at info (the corpus is cached by `.ci/run` before the tests).
+    let out = Command::new(BIN).args(["demo", "fetch"]).env_remove("CLICOLOR_FORCE").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a redirected log: {log:?}");
+}
