@@ -94,9 +94,10 @@ impl App {
         });
         let (stop, stopped) = crossbeam_channel::bounded(0);
         let engine = app.engine.clone();
-        let reporter = std::thread::Builder::new()
-            .name("twinflow-progress".into())
-            .spawn(move || crate::progress::report_progress(&engine, &stopped, Duration::from_secs(5), display))?;
+        let mut display = display.build(Duration::from_secs(5), engine.embedder().model_id());
+        let reporter = std::thread::Builder::new().name("twinflow-progress".into()).spawn(move || {
+            twinflow_pipelines::feature::progress::follow_backlog(&engine, &stopped, display.as_mut())
+        })?;
         app.helpers.lock().push((stop, reporter));
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let (traces, store) = (app.traces.clone(), app.store.clone());

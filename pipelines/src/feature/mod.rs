@@ -12,6 +12,7 @@
 //! | `committer.rs` | completed epochs → commits (retried), drift rows, truncation, publishing, timeline |
 //! | `restore.rs` | the committed state, the embedding cache and the input log replayed at start |
 //! | `embedder.rs` | the embedders the configuration names (MiniLM, hashing) |
+//! | `progress.rs` | the embedding backlog followed: started, progress, done (log lines or the caller's display) |
 //! | `publish.rs` | committed changes published to Kafka / Fluvio topics |
 //! | `forward.rs` | a cluster process's share of partitioned sources, forwarded to process 0 |
 //! | `sources.rs` | the configured sources, opened at their committed positions |
@@ -21,6 +22,7 @@ pub mod embedder;
 pub mod forward;
 mod ingest;
 mod pipeline;
+pub mod progress;
 pub mod publish;
 mod restore;
 pub mod sources;
