@@ -1,5 +1,11 @@
 //! `twinflow-bench embed`: sentence-encoder throughput of twinflow's burn
 //! MiniLM against sentence-transformers (PyTorch) on the same texts, in one run.
+//!
+//! The fused CPU path is timed [`RUNS`] times on every matrix-product backend
+//! the build has (`twinflow_models::matmul`: pure-Rust `gemm`, and OpenBLAS
+//! when built with `--features twinflow-models/openblas`), the passes of the
+//! backends interleaved so that a change in the machine's load hits all alike;
+//! each side reports its median pass.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,12 +16,15 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use twinflow_models::SentenceEncoder;
+use twinflow_models::matmul::{self, Backend};
 use twinflow_schemas::DocumentChange;
 
 /// Floating-point operations per token of all-MiniLM-L6-v2 (`../shared/ASSETS.md`).
 const FLOP_PER_TOKEN: f64 = 22.4e6;
 /// fp32 roofline of one core of this machine (AVX-512 FMA at 2.6 GHz).
 const ROOFLINE_PER_CORE: f64 = 166e9;
+/// Timed passes of the fused path per matrix-product backend.
+const RUNS: usize = 3;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -74,17 +83,44 @@ pub fn run(bench: &EmbedBench) -> anyhow::Result<Value> {
     let tokens: usize =
         refs.iter().map(|t| encoder.count_tokens(t).map(|n| n.min(encoder.max_tokens()))).sum::<Result<_, _>>()?;
 
-    let coretype = std::env::var(twinflow_models::blas::CORETYPE_VAR).unwrap_or_else(|_| "auto".into());
     let time = |encoder: &SentenceEncoder| -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
         encoder.embed(&refs[..bench.batch.min(refs.len())])?; // warm-up
         let started = Instant::now();
         let vectors = encoder.embed(&refs)?;
         Ok((vectors, started.elapsed().as_secs_f64()))
     };
-    let (vectors, seconds) = time(&encoder)?;
-    let name = format!("twinflow {} (OpenBLAS kernels: {coretype})", encoder.kernels());
-    let ours = side(&name, texts.len(), tokens, seconds, bench.threads);
-    eprintln!("{ours}");
+    // Every backend RUNS times, interleaved; the default backend (first) is "twinflow".
+    let backends = Backend::AVAILABLE;
+    let mut passes = vec![Vec::with_capacity(RUNS); backends.len()];
+    let mut outputs = vec![Vec::new(); backends.len()];
+    for _ in 0..RUNS {
+        for (i, &backend) in backends.iter().enumerate() {
+            matmul::set_backend(backend);
+            let (vectors, seconds) = time(&encoder)?;
+            passes[i].push(seconds);
+            outputs[i] = vectors;
+        }
+    }
+    matmul::set_backend(backends[0]);
+    let coretype = std::env::var(twinflow_models::blas::CORETYPE_VAR).unwrap_or_else(|_| "auto".into());
+    let sides: Vec<Value> = backends
+        .iter()
+        .zip(&passes)
+        .map(|(&backend, passes)| {
+            let name = match backend.name() {
+                "openblas" => format!("twinflow {}, OpenBLAS (kernels: {coretype})", encoder.kernels()),
+                other => format!("twinflow {}, {other}", encoder.kernels()),
+            };
+            let mut side = side(&name, texts.len(), tokens, median(passes), bench.threads);
+            side["matmul"] = json!(backend.name());
+            side["runs_s"] = json!(passes);
+            eprintln!("{side}");
+            side
+        })
+        .collect();
+    let ours = sides[0].clone();
+    let seconds = median(&passes[0]);
+    let vectors = outputs.swap_remove(0);
 
     let mut report = json!({
         "bench": "embed",
@@ -97,6 +133,19 @@ pub fn run(bench: &EmbedBench) -> anyhow::Result<Value> {
         "threads": bench.threads,
         "twinflow": ours,
     });
+    if sides.len() > 1 {
+        // Same texts, same encoder, only the products' library differs.
+        let speed = |side: &Value| side["sentences_per_s"].as_f64().unwrap_or(f64::NAN);
+        let min_cosine = outputs
+            .iter()
+            .flat_map(|other| other.iter().zip(&vectors).map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()))
+            .fold(f32::INFINITY, f32::min);
+        report["matmul_backends"] = json!({
+            "sides": sides,
+            "others_over_default": sides[1..].iter().map(|s| speed(s) / speed(&sides[0])).collect::<Vec<_>>(),
+            "min_cosine_vs_default": min_cosine,
+        });
+    }
     if bench.burn_graph {
         let graph = SentenceEncoder::load(&model_dir, &twinflow_models::cpu_device())?
             .with_batch_size(bench.batch)
@@ -132,6 +181,14 @@ pub fn run(bench: &EmbedBench) -> anyhow::Result<Value> {
         report["min_cosine_vs_pytorch_first_8"] = json!(min_cosine);
     }
     Ok(report)
+}
+
+/// The middle of `passes` (the mean of the two middle ones for an even count).
+fn median(passes: &[f64]) -> f64 {
+    let mut sorted = passes.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
 }
 
 fn side(name: &str, texts: usize, tokens: usize, seconds: f64, threads: usize) -> Value {

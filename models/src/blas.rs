@@ -1,4 +1,5 @@
-//! Choosing OpenBLAS's kernels for this CPU.
+//! Choosing OpenBLAS's kernels for this CPU, with the opt-in `openblas`
+//! feature (`matmul.rs`); without it everything here does nothing.
 //!
 //! OpenBLAS picks its kernels once, when the library initialises (before
 //! `main`), from the CPU id or from `OPENBLAS_CORETYPE`. Debian 12's 0.3.21
@@ -13,12 +14,10 @@
 ///
 /// The fused path calls BLAS from rayon's threads, one row block each, so
 /// OpenBLAS's own thread pool would only compete with rayon's for the cores.
+#[cfg(feature = "openblas")]
 pub(crate) fn single_threaded() {
-    #[cfg(feature = "openblas")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(ffi::set_one_thread);
-    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(ffi::set_one_thread);
 }
 
 #[cfg(feature = "openblas")]

@@ -37,7 +37,9 @@
 //! Where to look next: `encoder.rs` ([`SentenceEncoder`], the type callers
 //! use), `bert/` (the network, its config and weight loading), `tokenize.rs`,
 //! `llama/` ([`LocalLlm`] and the [`Generator`] interface, the decoder, its
-//! tokenizer), `gguf.rs` (the file format), `fetch.rs` (the model fetch step).
+//! tokenizer), `gguf.rs` (the file format), `fetch.rs` (the model fetch step),
+//! `matmul.rs` (the fused CPU paths' matrix products: pure-Rust `gemm`, or
+//! OpenBLAS with the `openblas` feature, `blas.rs` then tuning it).
 
 pub mod adapter;
 pub mod bert;
@@ -47,6 +49,7 @@ mod error;
 pub mod fetch;
 pub mod gguf;
 pub mod llama;
+pub mod matmul;
 pub mod registry;
 mod tokenize;
 

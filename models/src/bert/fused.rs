@@ -1,5 +1,5 @@
 //! The CPU inference path of [`BertModel`]: the same network, computed on
-//! packed host buffers with BLAS matrix products and fused row kernels.
+//! packed host buffers with blocked matrix products and fused row kernels.
 //!
 //! Why it exists: on this project's CPUs burn's stock ops left most of the
 //! time outside the matrix products (scalar `erf`, one pass per elementwise op,
@@ -23,16 +23,16 @@
 //! Row kernels run inside `pulp::Arch::dispatch`, which compiles them once
 //! per instruction set and picks AVX-512 or AVX2 at run time, so their
 //! branch-free loops vectorise wide without `unsafe` or `-C target-cpu`.
-//! Matrix products go through `ndarray::linalg::general_mat_mul`, which calls
-//! the system BLAS (`cblas_sgemm`) with the `openblas` feature and
-//! `matrixmultiply` without it. Row kernels run on rayon's pool.
+//! Matrix products go through [`crate::matmul`] (pure-Rust `gemm` by default,
+//! OpenBLAS with the `openblas` feature), one single-threaded call per row
+//! block or (text, head). Row kernels run on rayon's pool.
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayViewMut2, Axis, Slice};
 use rayon::prelude::*;
 
 use super::BertModel;
 use super::config::BertConfig;
+use crate::matmul::matmul;
 use crate::{Error, Result};
 
 /// One encoder layer's weights, as host matrices `[d_in, d_out]`.
@@ -88,7 +88,6 @@ fn host_vec_any(data: burn::tensor::TensorData) -> Result<Vec<f32>> {
 impl FusedBert {
     /// Copies the weights of `model` (built for `config`) to host buffers.
     pub(crate) fn from_model(model: &BertModel, config: &BertConfig) -> Result<Self> {
-        crate::blas::single_threaded();
         let eps = config.layer_norm_eps as f32;
         let norm = |n: &burn::nn::LayerNorm| -> Result<Norm> {
             let h = config.hidden_size;
@@ -247,24 +246,24 @@ impl FusedBert {
                 let q = rows.slice_axis(Axis(1), Slice::from(head * d..(head + 1) * d));
                 let k = rows.slice_axis(Axis(1), Slice::from(h + head * d..h + (head + 1) * d));
                 let v = rows.slice_axis(Axis(1), Slice::from(2 * h + head * d..2 * h + (head + 1) * d));
-                general_mat_mul(scale, &q, &k.t(), 0.0, &mut scores);
+                matmul(scale, q, k.t(), 0.0, scores.view_mut());
                 let scores_rows = scores.as_slice_mut().expect("standard layout");
                 simd(RowKernel::Softmax(scores_rows, len));
-                let mut o = out.slice_axis_mut(Axis(1), Slice::from(head * d..(head + 1) * d));
-                general_mat_mul(1.0, &scores.view(), &v, 0.0, &mut o);
+                let o = out.slice_axis_mut(Axis(1), Slice::from(head * d..(head + 1) * d));
+                matmul(1.0, scores.view(), v, 0.0, o);
             }
         });
     }
 }
 
 /// `c += a·w`, the rows of `a` and `c` split into one block per rayon thread,
-/// each block one single-threaded BLAS call.
+/// each block one single-threaded [`matmul`].
 fn par_gemm(a: &Array2<f32>, w: &Array2<f32>, c: &mut Array2<f32>) {
     let rows = a.nrows();
     let block = rows.div_ceil(rayon::current_num_threads().max(1)).max(1);
     let a_blocks: Vec<_> = a.axis_chunks_iter(Axis(0), block).collect();
     let c_blocks: Vec<_> = c.axis_chunks_iter_mut(Axis(0), block).collect();
-    a_blocks.into_par_iter().zip(c_blocks).for_each(|(a, mut c)| general_mat_mul(1.0, &a, w, 1.0, &mut c));
+    a_blocks.into_par_iter().zip(c_blocks).for_each(|(a, c)| matmul(1.0, a, w.view(), 1.0, c));
 }
 
 /// The rows of `m` (standard layout, as every matrix here) as parallel mutable slices.

@@ -1,21 +1,22 @@
-//! The Llama decoder as BLAS products and plain row loops: the fast CPU path.
+//! The Llama decoder as blocked matrix products and plain row loops: the fast
+//! CPU path.
 //!
 //! Same network as the burn graph in `mod.rs` (which tests hold it to), laid
 //! out for decoding one token at a time, where every step reads all the
 //! weights once and is bound by memory: weights stay in GGUF's `[out, in]`
 //! row order, Q/K/V are one matrix and gate/up another, and each product is
-//! split by output rows into one single-threaded OpenBLAS call per rayon
-//! thread (a matrix-vector product when decoding, a matrix product for a
-//! prompt). burn's generic matmul packs the weight matrix on every call,
-//! which doubles the memory traffic of a decode step.
+//! split by output rows into one single-threaded [`matmul`] per rayon thread
+//! (a matrix-vector product when decoding, a matrix product for a prompt).
+//! burn's generic matmul packs the weight matrix on every call, which doubles
+//! the memory traffic of a decode step.
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
 use super::LlamaConfig;
 use crate::Result;
 use crate::gguf::Gguf;
+use crate::matmul::matmul;
 
 struct Block {
     attn_norm: Vec<f32>,
@@ -179,7 +180,7 @@ impl FusedLlama {
     }
 
     /// Causal attention of the `s` new queries over every cached position,
-    /// `[s, h]`: per head, `softmax(Q·Kᵀ/√d, masked)·V` as two BLAS products.
+    /// `[s, h]`: per head, `softmax(Q·Kᵀ/√d, masked)·V` as two [`matmul`]s.
     fn attention(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
         let c = &self.config;
         let (s, h, d) = (qkv.nrows(), c.hidden_size, c.head_dim());
@@ -197,7 +198,7 @@ impl FusedLlama {
                 let g = head / group;
                 let q = qkv.slice(s![.., head * d..(head + 1) * d]);
                 let mut scores = Array2::<f32>::zeros((s, t));
-                general_mat_mul(scale, &q, &keys.slice(s![.., g * d..(g + 1) * d]).t(), 0.0, &mut scores);
+                matmul(scale, q, keys.slice(s![.., g * d..(g + 1) * d]).t(), 0.0, scores.view_mut());
                 for (i, mut row) in scores.axis_iter_mut(Axis(0)).enumerate() {
                     let row = row.as_slice_mut().expect("standard layout");
                     // Query i (position start + i) sees keys 0..=start + i.
@@ -205,7 +206,7 @@ impl FusedLlama {
                     row[start + i + 1..].fill(0.0);
                 }
                 let mut out = Array2::<f32>::zeros((s, d));
-                general_mat_mul(1.0, &scores, &values.slice(s![.., g * d..(g + 1) * d]), 0.0, &mut out);
+                matmul(1.0, scores.view(), values.slice(s![.., g * d..(g + 1) * d]), 0.0, out.view_mut());
                 out
             })
             .collect();
@@ -219,7 +220,7 @@ impl FusedLlama {
 
 impl FusedLlama {
     /// [`attention`](Self::attention) of one new query (decoding): row loops,
-    /// cheaper than BLAS calls of one row.
+    /// cheaper than matrix products of one row.
     fn attention_one(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
         let c = &self.config;
         let (h, d) = (c.hidden_size, c.head_dim());
@@ -259,30 +260,14 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `x · wᵀ` for `w` `[out, in]`: the output columns split into one block per
-/// rayon thread, each block one single-threaded BLAS call.
+/// rayon thread, each block one single-threaded [`matmul`] written in place
+/// (for one token a matrix-vector product that streams the weights once).
 fn product(x: &Array2<f32>, w: &Array2<f32>) -> Array2<f32> {
     let mut y = Array2::<f32>::zeros((x.nrows(), w.nrows()));
     let block = w.nrows().div_ceil(rayon::current_num_threads().max(1)).max(1);
     let w_blocks: Vec<ArrayView2<f32>> = w.axis_chunks_iter(Axis(0), block).collect();
-    let mut parts: Vec<Array2<f32>> = w_blocks
-        .into_par_iter()
-        .map(|w| {
-            if x.nrows() == 1 {
-                // One token: a matrix-vector product (BLAS sgemv streams the weights once).
-                let y = w.dot(&x.row(0));
-                return y.insert_axis(Axis(0));
-            }
-            let mut part = Array2::<f32>::zeros((x.nrows(), w.nrows()));
-            general_mat_mul(1.0, x, &w.t(), 0.0, &mut part);
-            part
-        })
-        .collect();
-    let mut at = 0;
-    for part in parts.drain(..) {
-        let width = part.ncols();
-        y.slice_mut(s![.., at..at + width]).assign(&part);
-        at += width;
-    }
+    let y_blocks: Vec<_> = y.axis_chunks_iter_mut(Axis(1), block).collect();
+    w_blocks.into_par_iter().zip(y_blocks).for_each(|(w, y)| matmul(1.0, x.view(), w.t(), 0.0, y));
     y
 }
 
