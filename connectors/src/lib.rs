@@ -62,7 +62,6 @@ mod offsets;
 pub mod watch;
 pub mod web;
 
-use serde::Serialize;
 use twinflow_schemas::DocumentChange;
 
 #[cfg(feature = "fluvio")]
@@ -100,33 +99,8 @@ pub enum SourceEvent {
     Error(IngestError),
 }
 
-/// A record a source refused, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct IngestError {
-    /// The source's name.
-    pub source: String,
-    /// Where the record is: a file path, or `path:line`.
-    pub location: String,
-    /// What is wrong with it, for a human.
-    pub reason: String,
-    /// When it was refused, milliseconds since the Unix epoch.
-    pub at_ms: i64,
-}
-
-impl IngestError {
-    /// An error record stamped with the current time.
-    pub fn new(source: &str, location: String, reason: String) -> Self {
-        Self { source: source.to_owned(), location, reason, at_ms: now_ms() }
-    }
-}
-
-impl std::fmt::Display for IngestError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.source, self.location, self.reason)
-    }
-}
-
-impl std::error::Error for IngestError {}
+/// A record a source refused, and why (a plain type of `schemas`).
+pub use twinflow_schemas::ingest::IngestError;
 
 /// `change`, with `source` as the source of an upsert that names none.
 pub(crate) fn own_source(mut change: DocumentChange, source: &str) -> DocumentChange {
@@ -136,9 +110,4 @@ pub(crate) fn own_source(mut change: DocumentChange, source: &str) -> DocumentCh
         doc.source = source.to_owned();
     }
     change
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

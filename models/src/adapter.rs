@@ -22,7 +22,7 @@ use burn::module::{Module, Param};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
+use twinflow_schemas::rng::SeededRng;
 
 use crate::error::{Error, Result};
 
@@ -114,50 +114,8 @@ impl Adapter {
     }
 }
 
-/// How to train an adapter.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AdapterTraining {
-    /// Passes over the pairs.
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    /// Softmax temperature.
-    pub temperature: f32,
-    /// Weight of `‖W − A‖²`, A the anchor.
-    pub identity_weight: f32,
-    /// The anchor A of the regulariser: the adapter training starts from
-    /// (continual learning: stay near the model being replaced) rather than I.
-    #[serde(default)]
-    pub anchor_to_init: bool,
-    /// Seed of the batch order.
-    pub seed: u64,
-}
-
-impl Default for AdapterTraining {
-    fn default() -> Self {
-        Self {
-            epochs: 8,
-            batch_size: 64,
-            learning_rate: 2e-3,
-            temperature: 0.05,
-            identity_weight: 0.1,
-            anchor_to_init: false,
-            seed: 7,
-        }
-    }
-}
-
-/// What a training run did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainingReport {
-    pub pairs: usize,
-    pub steps: usize,
-    /// Mean loss of each epoch.
-    pub epoch_losses: Vec<f32>,
-    pub seconds: f64,
-    /// `‖W − I‖_F` of the result.
-    pub distance_from_identity: f32,
-}
+/// How to train an adapter, and what a run did: plain types of `schemas` (model cards hold them).
+pub use twinflow_schemas::models::{AdapterTraining, TrainingReport};
 
 #[derive(Module, Debug)]
 struct AdapterNet {
@@ -209,11 +167,11 @@ pub fn train_adapter(
     let eye = matrix(Adapter::identity(batch).weight, batch, batch, &device);
     let mut optimizer = AdamConfig::new().init();
     let mut order: Vec<usize> = (0..pairs.len()).collect();
-    let mut rng = config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut rng = SeededRng::new(config.seed);
     let mut epoch_losses = Vec::new();
     let mut step = 0;
     for _ in 0..config.epochs.max(1) {
-        shuffle(&mut order, &mut rng);
+        rng.shuffle(&mut order);
         let mut total = 0.0;
         for indices in order.chunks_exact(batch) {
             let queries: Vec<f32> = indices.iter().flat_map(|i| pairs[*i].0.iter().copied()).collect();
@@ -270,16 +228,6 @@ pub(crate) fn scalar(t: Tensor<1>) -> Result<f32> {
     values.first().copied().ok_or_else(|| Error::Inference("an empty loss".into()))
 }
 
-/// Fisher–Yates with a xorshift generator (reproducible batch order).
-pub(crate) fn shuffle(order: &mut [usize], state: &mut u64) {
-    for i in (1..order.len()).rev() {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        order.swap(i, (*state % (i as u64 + 1)) as usize);
-    }
-}
-
 /// Retrieval quality of an adapter: for each query, is its target among the
 /// `k` corpus vectors most similar to it (both sides projected)?
 ///
@@ -313,17 +261,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shuffle_is_a_permutation() {
-        let mut order: Vec<usize> = (0..50).collect();
-        let mut state = 99;
-        shuffle(&mut order, &mut state);
-        let mut sorted = order.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-        assert_ne!(order, sorted);
-    }
-
-    #[test]
     fn identity_keeps_unit_vectors_and_weights_round_trip() {
         let a = Adapter::identity(3);
         assert_eq!(a.apply(&[0.6, 0.8, 0.0]), vec![0.6, 0.8, 0.0]);
@@ -343,13 +280,8 @@ mod tests {
     #[test]
     fn training_learns_a_map_that_improves_recall() {
         let dim = 8;
-        let mut state = 12345u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 10_000) as f32 / 10_000.0 - 0.5
-        };
+        let mut rng = SeededRng::new(12345);
+        let mut next = move || rng.unit() as f32 - 0.5;
         let norm = |mut v: Vec<f32>| {
             let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.iter_mut().for_each(|x| *x /= n);

@@ -18,11 +18,15 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use twinflow_schemas::clock::now_ms;
 use twinflow_schemas::fs;
 
-use crate::adapter::{Adapter, AdapterTraining, TrainingReport};
+use crate::adapter::Adapter;
 use crate::error::{Error, Result};
-use crate::llama::lora::{LoraReport, LoraTraining, LoraWeights, Nll};
+use crate::llama::lora::LoraWeights;
+
+/// The cards and events are plain types of `schemas` (the API lists them).
+pub use twinflow_schemas::models::{DatasetRef, Evaluation, ModelCard, RegistryEvent, TwinCard, TwinEvaluation};
 
 const INDEX_FILE: &str = "registry.json";
 const CARD_FILE: &str = "card.json";
@@ -35,59 +39,6 @@ pub trait Card: Serialize + DeserializeOwned + Clone {
     fn set_version(&mut self, version: u64);
     /// Why it was (or was not) promoted: the reason of its `register` event.
     fn decision(&self) -> &str;
-}
-
-/// The dataset version a model was trained on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DatasetRef {
-    pub name: String,
-    pub version: u64,
-    /// The committed epoch the dataset reflects.
-    pub epoch: u64,
-    pub content_hash: String,
-    pub train_pairs: usize,
-    pub test_pairs: usize,
-}
-
-/// Held-out evaluation of a candidate against the base model and the
-/// model it would replace, on the same test split.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// k of recall@k.
-    pub k: usize,
-    /// Test queries evaluated.
-    pub queries: usize,
-    /// Chunks searched (the whole live corpus at the dataset's epoch).
-    pub corpus: usize,
-    /// recall@k of the base model (no adapter).
-    pub base: f64,
-    /// recall@k of the active model when training started (the base model if none).
-    pub parent: f64,
-    /// recall@k of the candidate.
-    pub candidate: f64,
-}
-
-/// Everything known about one model version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelCard {
-    pub version: u64,
-    /// `embedding-adapter`.
-    pub kind: String,
-    /// The frozen encoder it adapts.
-    pub base_model: String,
-    pub dim: usize,
-    pub created_at_ms: i64,
-    /// The version active when it was trained (`None`: the base model).
-    pub parent: Option<u64>,
-    pub dataset: DatasetRef,
-    /// Why it was trained: the drift trigger, or `manual`.
-    pub trigger: serde_json::Value,
-    pub training: AdapterTraining,
-    pub report: TrainingReport,
-    pub evaluation: Evaluation,
-    /// Whether evaluation allowed promotion, and why.
-    pub promotable: bool,
-    pub decision: String,
 }
 
 impl Card for ModelCard {
@@ -104,36 +55,6 @@ impl Card for ModelCard {
     }
 }
 
-/// Held-out scores of a twin: mean negative log-likelihood per answer token
-/// of the test split's answers (the author's own text) under each model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TwinEvaluation {
-    pub base: Nll,
-    /// The twin active when training started (the base model if none).
-    pub parent: Nll,
-    pub candidate: Nll,
-}
-
-/// Everything known about one LoRA fine-tune of the generator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TwinCard {
-    pub version: u64,
-    /// `llm-lora`.
-    pub kind: String,
-    /// The GGUF model it fine-tunes (file name and sha256).
-    pub base_model: String,
-    pub base_sha256: String,
-    pub created_at_ms: i64,
-    pub parent: Option<u64>,
-    pub dataset: DatasetRef,
-    pub trigger: serde_json::Value,
-    pub training: LoraTraining,
-    pub report: LoraReport,
-    pub evaluation: TwinEvaluation,
-    pub promotable: bool,
-    pub decision: String,
-}
-
 impl Card for TwinCard {
     fn version(&self) -> u64 {
         self.version
@@ -146,16 +67,6 @@ impl Card for TwinCard {
     fn decision(&self) -> &str {
         &self.decision
     }
-}
-
-/// One change of the active version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RegistryEvent {
-    pub at_ms: i64,
-    /// `register`, `promote` or `rollback`.
-    pub action: String,
-    pub version: Option<u64>,
-    pub reason: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -344,13 +255,10 @@ impl<C: Card> Registry<C> {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::{AdapterTraining, TrainingReport};
 
     fn card() -> ModelCard {
         ModelCard {

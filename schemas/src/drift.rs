@@ -1,5 +1,5 @@
-//! Drift: the sufficient statistics of a set of embedded chunks, and the
-//! rows of the `drift` table.
+//! Drift: the sufficient statistics of a set of embedded chunks, the rows
+//! of the `drift` table, and the monitor's metrics, triggers and state.
 //!
 //! A [`DriftStats`] sums, over a set of chunks, what the drift metrics need:
 //! the vectors (for the mean), their random Fourier features (for a kernel
@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Fixed-point scale of vector and feature sums (2^24: a unit vector's
@@ -127,7 +128,7 @@ fn merge_counts(a: &[(u64, i64)], b: &[(u64, i64)], sign: i64) -> Vec<(u64, i64)
 pub const DRIFT_METRICS: [&str; 3] = ["mean_shift", "mmd", "oov_rate"];
 
 /// One row of the `drift` table: one metric of one window at one epoch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DriftRow {
     /// The epoch the window ends at.
     pub epoch: u64,
@@ -144,6 +145,56 @@ pub struct DriftRow {
     pub threshold: f64,
     /// True on the row whose crossing fired a retrain trigger.
     pub triggered: bool,
+}
+
+/// The metrics of one window against one reference (`dataflow` computes
+/// them from two [`DriftStats`]), or their thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftMetrics {
+    pub mean_shift: f64,
+    pub mmd: f64,
+    pub oov_rate: f64,
+}
+
+impl DriftMetrics {
+    /// `(name, value)` in the table's order.
+    pub fn named(&self) -> [(&'static str, f64); 3] {
+        [(DRIFT_METRICS[0], self.mean_shift), (DRIFT_METRICS[1], self.mmd), (DRIFT_METRICS[2], self.oov_rate)]
+    }
+}
+
+/// A retrain request: the drift that caused it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftTrigger {
+    pub epoch: u64,
+    pub at_ms: i64,
+    pub reference: String,
+    /// The metrics over their thresholds.
+    pub crossed: Vec<String>,
+    pub metrics: DriftMetrics,
+    pub window_size: u64,
+    /// Chunks that entered since the reference was taken.
+    pub new_samples: u64,
+}
+
+/// The drift monitor's view for `/v1/status`, `/v1/drift` and `twinflow drift`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftState {
+    pub enabled: bool,
+    pub epoch: u64,
+    pub reference: Option<String>,
+    pub reference_epoch: Option<u64>,
+    pub reference_size: u64,
+    pub window_start: u64,
+    pub window_size: u64,
+    pub new_samples: u64,
+    pub metrics: Option<DriftMetrics>,
+    pub thresholds: DriftMetrics,
+    /// False after a trigger until the metrics fall below `threshold × hysteresis`
+    /// or `min_samples` more chunks have arrived.
+    pub armed: bool,
+    pub last_trigger: Option<DriftTrigger>,
+    pub triggers: u64,
 }
 
 /// The Arrow schema of the `drift` table.

@@ -5,7 +5,36 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// A record a source refused, and why (an `ingest_errors` row once committed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IngestError {
+    /// The source's name.
+    pub source: String,
+    /// Where the record is: a file path, or `path:line`.
+    pub location: String,
+    /// What is wrong with it, for a human.
+    pub reason: String,
+    /// When it was refused, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+impl IngestError {
+    /// An error record stamped with the current time.
+    pub fn new(source: &str, location: String, reason: String) -> Self {
+        Self { source: source.to_owned(), location, reason, at_ms: crate::clock::now_ms() }
+    }
+}
+
+impl std::fmt::Display for IngestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.source, self.location, self.reason)
+    }
+}
+
+impl std::error::Error for IngestError {}
 
 /// One refused record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,28 +14,33 @@
 //! Where to look next: `records.rs` for the rows, `tables.rs` for their Arrow
 //! layout, `config/` for every setting and its default (one file per
 //! section, listed in `config/mod.rs`), `api/` for the REST types (one file
-//! per route group) and error codes.
+//! per route group) and error codes; `models.rs` (model cards and their
+//! training settings), `training.rs` (training jobs), `datasets.rs` and
+//! `drift.rs` for the records the training loop keeps and the API shows.
 
 pub mod api;
 pub mod change;
 pub mod clock;
 pub mod config;
+pub mod datasets;
 pub mod drift;
 pub mod fs;
 pub mod ids;
 pub mod ingest;
+pub mod models;
 pub mod records;
 pub mod rng;
 pub mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;
+pub mod training;
 pub mod updates;
 
 pub use change::{ChangeError, ChangeLimits, parse_change, parse_ndjson};
 pub use drift::{DriftRow, DriftStats};
 pub use ids::Hash128;
-pub use ingest::IngestErrorRow;
+pub use ingest::{IngestError, IngestErrorRow};
 pub use records::{
     ChunkRow, ContentFormat, Document, DocumentChange, DocumentKind, DocumentRow, EmbeddingRow, InstructRow, Split,
     Vector,

@@ -1,15 +1,21 @@
 //! A small blocking HTTP client for the CLI verbs that talk to a running
 //! server (`ingest`, `sql`, `search`, `ask`, `status`, `snapshot`, `drift`,
-//! `train`, `models`, `datasets`).
+//! `train`, `models`, `twin`, `datasets`): every answer is read as its
+//! `schemas::api` type.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reqwest::blocking::{Client as Http, Response};
+use serde::de::DeserializeOwned;
 
 use twinflow_schemas::api::{
-    ErrorBody, IngestResponse, RagRequest, RagResponse, SearchResponse, SqlFormat, SqlRequest, StatusResponse,
+    DatasetVersionResponse, DatasetsResponse, DriftResponse, ErrorBody, GenerateRequest, IngestResponse,
+    ModelsResponse, RagRequest, RagResponse, SearchResponse, SnapshotResponse, SqlFormat, SqlRequest, StatusResponse,
+    Switched, TrainingStarted, TwinResponse,
 };
+use twinflow_schemas::datasets::{DatasetVersion, GenerationReport};
+use twinflow_schemas::models::{Evaluation, TwinEvaluation};
 
 /// How long [`Client::ingest`] keeps sending a batch the server refuses as overloaded.
 pub const INGEST_PATIENCE: Duration = Duration::from_secs(300);
@@ -120,22 +126,83 @@ impl Client {
     }
 
     /// Asks for a snapshot now.
-    pub fn snapshot(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(self.check(self.http.post(format!("{}/v1/snapshots", self.base)).send())?.json()?)
+    pub fn snapshot(&self) -> anyhow::Result<SnapshotResponse> {
+        self.post("/v1/snapshots")
     }
 
-    /// `GET` of a JSON resource (e.g. `/v1/drift`).
-    pub fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+    /// The drift monitor's state and latest rows.
+    pub fn drift(&self) -> anyhow::Result<DriftResponse> {
+        self.get("/v1/drift")
+    }
+
+    /// The embedding adapter's versions and training job.
+    pub fn models(&self) -> anyhow::Result<ModelsResponse> {
+        self.get("/v1/models")
+    }
+
+    /// Starts training an embedding adapter.
+    pub fn train_adapter(&self) -> anyhow::Result<TrainingStarted<Evaluation>> {
+        self.post("/v1/models/train")
+    }
+
+    /// Makes adapter `version` active.
+    pub fn promote_adapter(&self, version: u64) -> anyhow::Result<Switched> {
+        self.post(&format!("/v1/models/{version}/promote"))
+    }
+
+    /// Back to the previously active adapter.
+    pub fn roll_back_adapter(&self) -> anyhow::Result<Switched> {
+        self.post("/v1/models/rollback")
+    }
+
+    /// The twin's versions and fine-tuning job.
+    pub fn twin(&self) -> anyhow::Result<TwinResponse> {
+        self.get("/v1/twin")
+    }
+
+    /// Starts fine-tuning the twin.
+    pub fn train_twin(&self) -> anyhow::Result<TrainingStarted<TwinEvaluation>> {
+        self.post("/v1/twin/train")
+    }
+
+    /// Makes twin `version` answer.
+    pub fn promote_twin(&self, version: u64) -> anyhow::Result<Switched> {
+        self.post(&format!("/v1/twin/versions/{version}/promote"))
+    }
+
+    /// Back to the previously active twin.
+    pub fn roll_back_twin(&self) -> anyhow::Result<Switched> {
+        self.post("/v1/twin/rollback")
+    }
+
+    /// Every dataset's versions.
+    pub fn datasets(&self) -> anyhow::Result<DatasetsResponse> {
+        self.get("/v1/datasets")
+    }
+
+    /// One version of the instruct dataset.
+    pub fn dataset_version(&self, version: u64) -> anyhow::Result<DatasetVersionResponse> {
+        self.get(&format!("/v1/datasets/instruct/versions/{version}"))
+    }
+
+    /// Writes the next dataset version now.
+    pub fn dataset_snapshot(&self) -> anyhow::Result<DatasetVersion> {
+        self.post("/v1/datasets/snapshot")
+    }
+
+    /// One generation pass over at most `limit` extracts.
+    pub fn dataset_generate(&self, limit: usize) -> anyhow::Result<GenerationReport> {
+        let url = format!("{}/v1/datasets/generate", self.base);
+        Ok(self.check(self.http.post(url).json(&GenerateRequest { limit }).send())?.json()?)
+    }
+
+    /// `GET` of a JSON answer of type `T`.
+    fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         Ok(self.check(self.http.get(format!("{}{path}", self.base)).send())?.json()?)
     }
 
-    /// `POST` without a body to a JSON endpoint (e.g. `/v1/models/train`).
-    pub fn post_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+    /// `POST` without a body, answered with JSON of type `T`.
+    fn post<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         Ok(self.check(self.http.post(format!("{}{path}", self.base)).send())?.json()?)
-    }
-
-    /// `POST` of a JSON body to a JSON endpoint.
-    pub fn post_json_body(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        Ok(self.check(self.http.post(format!("{}{path}", self.base)).json(body).send())?.json()?)
     }
 }

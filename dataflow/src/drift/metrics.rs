@@ -2,19 +2,17 @@
 //! summed statistics alone (see the module documentation of `drift` for the
 //! formulas).
 
-use serde::{Deserialize, Serialize};
 use twinflow_schemas::DriftStats;
-use twinflow_schemas::drift::{DRIFT_METRICS, FIXED_SCALE};
+pub use twinflow_schemas::drift::DriftMetrics;
+use twinflow_schemas::drift::FIXED_SCALE;
 
-/// The metrics of one window against one reference.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DriftMetrics {
-    pub mean_shift: f64,
-    pub mmd: f64,
-    pub oov_rate: f64,
+/// How [`DriftMetrics`] (a plain type of `schemas`) are computed.
+pub trait DriftMetricsExt {
+    /// The metrics of `window` against `reference` (`None` when either holds no vectors).
+    fn between(reference: &DriftStats, window: &DriftStats) -> Option<DriftMetrics>;
 }
 
-impl DriftMetrics {
+impl DriftMetricsExt for DriftMetrics {
     /// The metrics of `window` against `reference` (`None` when either holds no vectors).
     ///
     /// Both the mean shift and the MMD use unbiased estimates of the
@@ -22,7 +20,7 @@ impl DriftMetrics {
     /// `(‖Σx‖² − Σ‖x‖²) / n(n−1)`): the plain estimates grow by about
     /// `1/n` for samples of `n` chunks, which for windows of a few hundred
     /// chunks is as large as the drift between eras.
-    pub fn between(reference: &DriftStats, window: &DriftStats) -> Option<DriftMetrics> {
+    fn between(reference: &DriftStats, window: &DriftStats) -> Option<DriftMetrics> {
         if reference.vectors <= 0 || window.vectors <= 0 {
             return None;
         }
@@ -43,11 +41,6 @@ impl DriftMetrics {
         let mmd = mmd2.max(0.0).sqrt();
         let oov_rate = oov_rate(&reference.vocabulary, &window.vocabulary, window.words);
         Some(DriftMetrics { mean_shift, mmd, oov_rate })
-    }
-
-    /// `(name, value)` in the table's order.
-    pub fn named(&self) -> [(&'static str, f64); 3] {
-        [(DRIFT_METRICS[0], self.mean_shift), (DRIFT_METRICS[1], self.mmd), (DRIFT_METRICS[2], self.oov_rate)]
     }
 }
 

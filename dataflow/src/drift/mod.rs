@@ -21,7 +21,7 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `features.rs` | [`DriftFeatures`]: what one chunk contributes (its vector, random Fourier features, words) |
-//! | `metrics.rs` | [`DriftMetrics`]: mean shift, MMD and OOV rate of a window against a reference |
+//! | `metrics.rs` | [`DriftMetricsExt`]: mean shift, MMD and OOV rate of a window against a reference (the [`DriftMetrics`] type is in `schemas`) |
 //! | `monitor.rs` | [`DriftMonitor`]: epoch buckets, window, reference, thresholds, trigger, persisted and reported state |
 //! | `tests.rs` | the unit tests of all three |
 
@@ -33,5 +33,5 @@ mod tests;
 
 pub(crate) use features::mix64;
 pub use features::{DriftFeatures, word_hash};
-pub use metrics::DriftMetrics;
+pub use metrics::{DriftMetrics, DriftMetricsExt};
 pub use monitor::{DriftEvaluation, DriftMonitor, DriftPersisted, DriftReference, DriftState, DriftTrigger};

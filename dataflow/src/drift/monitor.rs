@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use twinflow_schemas::config::DriftConfig;
+pub use twinflow_schemas::drift::{DriftState, DriftTrigger};
 use twinflow_schemas::{DriftRow, DriftStats};
 
-use super::DriftMetrics;
+use super::{DriftMetrics, DriftMetricsExt};
 
 /// The distribution the windows are compared with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,40 +21,6 @@ pub struct DriftReference {
     /// The epoch at which the statistics were taken.
     pub epoch: u64,
     pub stats: DriftStats,
-}
-
-/// A retrain request: the drift that caused it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DriftTrigger {
-    pub epoch: u64,
-    pub at_ms: i64,
-    pub reference: String,
-    /// The metrics over their thresholds.
-    pub crossed: Vec<String>,
-    pub metrics: DriftMetrics,
-    pub window_size: u64,
-    /// Chunks that entered since the reference was taken.
-    pub new_samples: u64,
-}
-
-/// The monitor's view for `/v1/status` and `twinflow drift`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DriftState {
-    pub enabled: bool,
-    pub epoch: u64,
-    pub reference: Option<String>,
-    pub reference_epoch: Option<u64>,
-    pub reference_size: u64,
-    pub window_start: u64,
-    pub window_size: u64,
-    pub new_samples: u64,
-    pub metrics: Option<DriftMetrics>,
-    pub thresholds: DriftMetrics,
-    /// False after a trigger until the metrics fall below `threshold × hysteresis`
-    /// or `min_samples` more chunks have arrived.
-    pub armed: bool,
-    pub last_trigger: Option<DriftTrigger>,
-    pub triggers: u64,
 }
 
 /// What the monitor persists across restarts (the buckets are rebuilt from

@@ -52,19 +52,8 @@ pub fn parse_questions(reply: &str) -> Vec<String> {
     out
 }
 
-/// Why a sample was dropped by [`quality`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rejection {
-    /// Instruction under 3 words or answer under 10.
-    TooShort,
-    /// Instruction over 120 words or answer over 800.
-    TooLong,
-    /// Under 80% of the letters are Latin, or control characters.
-    Charset,
-    /// The answer repeats the instruction, or is mostly one repeated word.
-    Format,
-}
+/// Why a sample was dropped by [`quality`] (a plain type of `schemas`).
+pub use twinflow_schemas::datasets::Rejection;
 
 /// The quality filter: `None` keeps the sample.
 pub fn quality(instruction: &str, answer: &str) -> Option<Rejection> {

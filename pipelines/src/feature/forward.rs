@@ -15,7 +15,7 @@
 //! not yet accepted when process 0 goes away is not lost: its position was
 //! not committed, so it is read again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use super::Error;
 use crate::Context;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use twinflow_connectors::{FluvioSource, KafkaSource, SourceEvent, SourceHandle};
 use twinflow_schemas::ChangeLimits;
+use twinflow_schemas::api::{ForwardedBatch, ForwardedError, SourcesStatus};
 use twinflow_schemas::config::{
     ClusterConfig, Config, FluvioSourceConfig, KafkaSourceConfig, PartitionShare, SourceConfig,
 };
@@ -95,10 +96,18 @@ fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default()
 }
 
+/// The part of process 0's `GET /v1/status` the forwarding reads (the
+/// rest, models and drift, is no concern of it and is not read).
+#[derive(serde::Deserialize)]
+struct Status {
+    #[serde(default)]
+    sources: SourcesStatus,
+}
+
 /// The committed source positions process 0 reports, once it serves.
-fn committed_positions(http: &reqwest::blocking::Client, base: &str) -> Option<Value> {
-    let status: Value = http.get(format!("{base}/v1/status")).send().ok()?.error_for_status().ok()?.json().ok()?;
-    Some(status["sources"]["positions"].clone())
+fn committed_positions(http: &reqwest::blocking::Client, base: &str) -> Option<BTreeMap<String, Value>> {
+    let status: Status = http.get(format!("{base}/v1/status")).send().ok()?.error_for_status().ok()?.json().ok()?;
+    Some(status.sources.positions)
 }
 
 /// Where a source's share resumes: per partition the furthest committed
@@ -139,7 +148,7 @@ fn run(
         let (tx, rx) = crossbeam_channel::bounded(16);
         // The documents name the source as process 0 does; the position is this process's own.
         let key = format!("{name}@p{}", share.index);
-        let resume = positions.as_object().and_then(|p| shared_resume(p, &name));
+        let resume = shared_resume(&positions, &name);
         let spawned = match source {
             SourceConfig::Kafka(kafka) => {
                 KafkaSource::spawn(name.clone(), KafkaSourceConfig { share: Some(share), ..kafka }, limits, resume, tx)
@@ -208,10 +217,12 @@ fn pump(
         };
         let bodies = match event {
             SourceEvent::Changes { changes, position, .. } => requests(key, &changes, position, max_request),
-            SourceEvent::Error(error) => vec![json!({
-                "source": key,
-                "errors": [{ "location": error.location, "reason": error.reason, "at_ms": error.at_ms }],
-            })],
+            SourceEvent::Error(error) => vec![ForwardedBatch {
+                source: key.to_owned(),
+                changes: Vec::new(),
+                position: None,
+                errors: vec![ForwardedError { location: error.location, reason: error.reason, at_ms: error.at_ms }],
+            }],
         };
         for body in bodies {
             loop {
@@ -246,26 +257,28 @@ fn requests(
     changes: &[twinflow_schemas::DocumentChange],
     position: Option<Value>,
     max_request: usize,
-) -> Vec<Value> {
+) -> Vec<ForwardedBatch> {
+    let batch = |changes| ForwardedBatch { source: key.to_owned(), changes, position: None, errors: Vec::new() };
     let mut bodies = Vec::new();
     let (mut part, mut bytes) = (Vec::new(), 0usize);
     for change in changes {
         let value = serde_json::to_value(change).unwrap_or(Value::Null);
         let size = value.to_string().len();
         if !part.is_empty() && bytes + size > max_request {
-            bodies.push(json!({ "source": key, "changes": std::mem::take(&mut part) }));
+            bodies.push(batch(std::mem::take(&mut part)));
             bytes = 0;
         }
         bytes += size;
         part.push(value);
     }
-    bodies.push(json!({ "source": key, "changes": part, "position": position }));
+    bodies.push(ForwardedBatch { position, ..batch(part) });
     bodies
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use twinflow_schemas::DocumentChange;
 
     #[test]
@@ -275,11 +288,14 @@ mod tests {
         let one = serde_json::to_value(&changes[0]).unwrap().to_string().len();
         let bodies = requests("kafka-0@p1", &changes, Some(json!({ "offsets": { "1": 10 } })), 3 * one);
         assert_eq!(bodies.len(), 4, "{bodies:?}");
-        assert!(bodies.iter().all(|b| b["changes"].as_array().unwrap().len() <= 3 && b["source"] == "kafka-0@p1"));
-        let sent: usize = bodies.iter().map(|b| b["changes"].as_array().unwrap().len()).sum();
+        assert!(bodies.iter().all(|b| b.changes.len() <= 3 && b.source == "kafka-0@p1"));
+        let sent: usize = bodies.iter().map(|b| b.changes.len()).sum();
         assert_eq!(sent, 10);
-        assert!(bodies[..3].iter().all(|b| b.get("position").is_none()));
-        assert_eq!(bodies[3]["position"]["offsets"]["1"], 10);
+        assert!(bodies[..3].iter().all(|b| b.position.is_none()));
+        assert_eq!(bodies[3].position.as_ref().unwrap()["offsets"]["1"], 10);
+        // Sent as JSON, only the last body names a position.
+        let sent = serde_json::to_value(&bodies[0]).unwrap();
+        assert!(sent.get("position").is_none() && sent.get("errors").is_none(), "{sent}");
     }
 
     #[test]

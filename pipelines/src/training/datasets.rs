@@ -57,44 +57,8 @@ pub struct CachedGeneration {
     pub seconds: f64,
 }
 
-/// What one generation pass did.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GenerationReport {
-    pub generator: String,
-    /// Live extracts considered.
-    pub extracts: usize,
-    /// Already generated for this generator and prompt version: not sent again.
-    pub cached: usize,
-    /// Sent to the model in this pass.
-    pub generated: usize,
-    pub questions: usize,
-    /// Extracts left for a later pass (over the limit).
-    pub remaining: usize,
-    pub failures: usize,
-    pub seconds: f64,
-}
-
-/// What a snapshot wrote.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DatasetVersion {
-    pub name: String,
-    pub version: u64,
-    pub source_epoch: u64,
-    /// The store snapshot (every table) taken just before it.
-    pub tables_snapshot: u64,
-    /// The epoch of that snapshot (≤ `source_epoch`: commits may land in between).
-    pub tables_snapshot_epoch: u64,
-    pub documents: usize,
-    pub generators: BTreeMap<String, usize>,
-    pub candidates: usize,
-    pub rejected: BTreeMap<Rejection, usize>,
-    pub duplicates: usize,
-    pub train: usize,
-    pub test: usize,
-    pub preference: usize,
-    pub content_hash: String,
-    pub files: Vec<String>,
-}
+/// What a generation pass did, what a snapshot wrote and its manifest: plain types of `schemas` (the API shows them).
+pub use twinflow_schemas::datasets::{DatasetLineage, DatasetManifest, DatasetVersion, GenerationReport};
 
 /// The generation cache and the dataset versions of one data directory.
 #[derive(Debug)]
@@ -312,15 +276,18 @@ impl Datasets {
             content_hash,
             files: Vec::new(),
         };
-        let mut manifest = serde_json::to_value(&info).context("encoding the dataset manifest")?;
-        manifest["created_at_ms"] = serde_json::json!(crate::now_ms());
-        manifest["lineage"] = serde_json::json!({
-            "source_epoch": epoch,
-            "tables_snapshot": tables.version,
-            "documents": docs,
-            "prompt_version": PROMPT_VERSION,
-            "duplicate_jaccard": DUPLICATE_JACCARD,
-        });
+        let manifest = DatasetManifest {
+            version: info.clone(),
+            created_at_ms: crate::now_ms(),
+            lineage: DatasetLineage {
+                source_epoch: epoch,
+                tables_snapshot: tables.version,
+                documents: docs.into_iter().map(str::to_owned).collect(),
+                prompt_version: PROMPT_VERSION,
+                duplicate_jaccard: DUPLICATE_JACCARD,
+            },
+        };
+        let manifest = serde_json::to_value(&manifest).context("encoding the dataset manifest")?;
         let jsonl = [("train.jsonl", train_jsonl), ("test.jsonl", test_jsonl), ("preference.jsonl", preference_jsonl)];
         info.files = write_instruct_version(data_dir, version, &samples, &preference, &jsonl, &manifest)?;
         tracing::info!(

@@ -13,64 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-use serde::Serialize;
 use serde_json::Value;
-
-use twinflow_models::DatasetRef;
 
 use super::Error;
 
-/// What a job is doing, for `/v1/status`, `/v1/models` and `/v1/twin`;
-/// `E` is the evaluation its runs end with.
-#[derive(Clone, Debug, Serialize)]
-pub struct JobStatus<E> {
-    /// `idle` or `running`.
-    pub state: String,
-    /// The step of the run (`snapshot`, `encode`, `load`, `train`, `evaluate`, `register`, `switch`).
-    pub phase: String,
-    pub step: usize,
-    pub steps: usize,
-    pub loss: Option<f32>,
-    pub started_at_ms: Option<i64>,
-    pub trigger: Value,
-    /// The outcome of the last finished run.
-    pub last: Option<RunOutcome<E>>,
-    /// The error of the last failed run.
-    pub last_error: Option<String>,
-    pub runs: u64,
-}
-
-impl<E> Default for JobStatus<E> {
-    fn default() -> Self {
-        Self {
-            state: "idle".into(),
-            phase: String::new(),
-            step: 0,
-            steps: 0,
-            loss: None,
-            started_at_ms: None,
-            trigger: Value::Null,
-            last: None,
-            last_error: None,
-            runs: 0,
-        }
-    }
-}
-
-/// What one run produced: the registered version, whether it was promoted
-/// and why, its held-out evaluation and the dataset version it read.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunOutcome<E> {
-    pub version: u64,
-    pub promoted: bool,
-    pub decision: String,
-    pub evaluation: E,
-    pub dataset: DatasetRef,
-    pub seconds: f64,
-    /// The epoch from which searches use a promoted adapter.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub switched_at_epoch: Option<u64>,
-}
+/// What a job is doing and what one run produced: plain types of `schemas` (the API shows them).
+pub use twinflow_schemas::training::{JobStatus, RunOutcome};
 
 /// One run of a job, from its trigger to its outcome.
 pub type Run<E> = Arc<dyn Fn(Value) -> Result<RunOutcome<E>, Error> + Send + Sync>;

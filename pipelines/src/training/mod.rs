@@ -57,16 +57,8 @@ pub enum Error {
     Failed(#[from] Failure),
 }
 
-/// What a promotion or a rollback switched to.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Switched {
-    /// The active version now: `<kind>-v<N>`, or `base`.
-    pub active: String,
-    /// The epoch from which searches use it (adapters).
-    pub switched_at_epoch: Option<u64>,
-    /// The model answering questions now (twins).
-    pub answering: Option<String>,
-}
+/// What a promotion or a rollback switched to (a plain type of `schemas`: the API answers it).
+pub use twinflow_schemas::training::Switched;
 
 /// Promotion and rollback of a registry with one active version, the same
 /// for every kind of model (the adapter switches the search, the twin the

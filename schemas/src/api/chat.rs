@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{Citation, CompletionUsage, RagTimings};
+
 /// One message of `POST /v1/chat/completions`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChatCompletionMessage {
@@ -38,4 +40,86 @@ pub struct ChatCompletionRequest {
     /// Accepted and ignored: `user`, `stream_options`, … (OpenAI clients send them).
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Answer to `POST /v1/chat/completions` without `stream`, as OpenAI's,
+/// with the [`twinflow`](ChatExtension) extension OpenAI clients ignore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatCompletion {
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub model: String,
+    /// One choice (only `n: 1` is supported).
+    pub choices: Vec<ChatChoice>,
+    pub usage: CompletionUsage,
+    pub twinflow: ChatExtension,
+}
+
+/// The answer of a [`ChatCompletion`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: ChatAnswer,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+}
+
+/// The assistant's message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatAnswer {
+    /// Always `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+/// One server-sent event of `POST /v1/chat/completions` with `stream: true`
+/// (`data: <chunk>`; the stream ends with `data: [DONE]`): the role first,
+/// then the answer piece by piece, then the finish reason with the
+/// [`twinflow`](ChatExtension) extension, then (with
+/// `stream_options.include_usage`) the usage with no choices. An error
+/// after the stream began comes as one [`ErrorBody`](super::ErrorBody) event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    pub object: String,
+    /// Seconds since the Unix epoch (the same in every chunk).
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChunkChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<CompletionUsage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twinflow: Option<ChatExtension>,
+}
+
+/// What one chunk adds to the answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatChunkChoice {
+    pub index: usize,
+    pub delta: ChatDelta,
+    /// `stop` or `length` in the last chunk of the answer, `null` before.
+    pub finish_reason: Option<String>,
+}
+
+/// A piece of the assistant's message.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatDelta {
+    /// `assistant`, in the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// twinflow's extension of OpenAI's chat answers: the passages of the
+/// prompt, the epoch they are from and the time of each step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatExtension {
+    pub citations: Vec<Citation>,
+    pub as_of: u64,
+    pub timings: RagTimings,
 }

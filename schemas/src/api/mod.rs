@@ -5,13 +5,19 @@
 //! | file | types of |
 //! |---|---|
 //! | `mod.rs` | every error: [`ErrorCode`], [`ErrorBody`] |
-//! | `documents.rs` | `POST /v1/documents` |
+//! | `documents.rs` | `POST /v1/documents`, `POST /v1/internal/source-changes` |
 //! | `search.rs` | `GET /v1/search` |
 //! | `embeddings.rs` | `POST /v1/embeddings` (OpenAI's format) |
 //! | `rag.rs` | `POST /v1/rag` |
 //! | `chat.rs` | `POST /v1/chat/completions` (OpenAI's format) |
 //! | `sql.rs` | `POST /v1/sql` |
-//! | `status.rs` | `GET /v1/status`, `GET /v1/timeline` |
+//! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `POST /v1/snapshots` |
+//! | `training.rs` | `GET /v1/drift`, `/v1/datasets…`, `/v1/models…`, `/v1/twin…` |
+//!
+//! The records those answers hold have their own modules, as other crates
+//! keep them too ([`crate::models`], [`crate::training`],
+//! [`crate::datasets`], [`crate::drift`]); [`Switched`] (the answer of
+//! promotion and rollback) is re-exported here.
 
 mod chat;
 mod documents;
@@ -20,6 +26,7 @@ mod rag;
 mod search;
 mod sql;
 mod status;
+mod training;
 
 pub use chat::*;
 pub use documents::*;
@@ -28,6 +35,9 @@ pub use rag::*;
 pub use search::*;
 pub use sql::*;
 pub use status::*;
+pub use training::*;
+
+pub use crate::training::Switched;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

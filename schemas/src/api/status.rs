@@ -1,9 +1,14 @@
-//! `GET /v1/status` and `GET /v1/timeline`.
+//! `GET /v1/status`, `GET /v1/timeline` and `POST /v1/snapshots`.
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::DriftResponse;
+use crate::ingest::IngestError;
+use crate::models::Evaluation;
+use crate::training::JobStatus;
 
 /// Answer to `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -27,15 +32,60 @@ pub struct StatusResponse {
     pub texts_waiting: u64,
     pub uptime_s: f64,
     pub data_dir: String,
-    /// The drift monitor's state (`null` when drift is off).
+    /// The drift monitor's state and its last rows (`enabled: false` when drift is off).
     #[serde(default)]
-    pub drift: serde_json::Value,
-    /// The active embedding model (`base` or an adapter version) and the training job.
+    pub drift: DriftResponse,
+    /// The active embedding model (`base` or an adapter version), the training job and the twin.
     #[serde(default)]
-    pub models: serde_json::Value,
-    /// Committed source positions (name → position) and ingest errors (total, most recent).
+    pub models: StatusModels,
+    /// Committed source positions and ingest errors.
     #[serde(default)]
-    pub sources: serde_json::Value,
+    pub sources: SourcesStatus,
+}
+
+/// The models of `GET /v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusModels {
+    /// The active adapter (`adapter-v<N>`) or `base`.
+    pub active: String,
+    /// The projection searches go through, `None` for the base model.
+    pub search_projection: Option<String>,
+    /// The adapter's training job.
+    pub training: JobStatus<Evaluation>,
+    /// The active twin (`twin-v<N>`) or `base`.
+    pub twin: String,
+}
+
+/// The sources of `GET /v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SourcesStatus {
+    /// Committed position of each source (name → position). Free-form: each
+    /// kind of source writes its own (a Kafka source its offsets per
+    /// partition, a web source its pages' validators), and hands it back
+    /// to the same kind of source on restart.
+    pub positions: BTreeMap<String, serde_json::Value>,
+    pub ingest_errors: IngestErrors,
+}
+
+/// Records sources refused since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IngestErrors {
+    pub total: u64,
+    /// The most recent, newest first (at most 5).
+    pub recent: Vec<IngestError>,
+}
+
+/// Answer to `POST /v1/snapshots`: a consolidated snapshot of every table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SnapshotResponse {
+    /// The snapshot version (1, 2, …).
+    pub version: u64,
+    /// The committed epoch it reflects.
+    pub epoch: u64,
+    /// Table name → live rows.
+    pub rows: BTreeMap<String, u64>,
+    /// The files written, relative to the data directory.
+    pub files: Vec<String>,
 }
 
 /// One committed epoch, as `GET /v1/timeline` lists it: the history behind

@@ -17,11 +17,14 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use twinflow_models::ChatMessage;
-use twinflow_schemas::api::{ChatCompletionMessage, ChatCompletionRequest, ErrorCode, RagResponse, SearchFilter};
+use twinflow_schemas::api::{
+    ChatAnswer, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionMessage,
+    ChatCompletionRequest, ChatDelta, ChatExtension, ErrorBody, ErrorCode, RagResponse, SearchFilter,
+};
 
 use super::rag::{checked_params, checked_question};
 use super::{ApiError, json_body};
@@ -114,8 +117,8 @@ fn created() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn twinflow_fields(answer: &RagResponse) -> Value {
-    json!({"citations": answer.citations, "as_of": answer.as_of, "timings": answer.timings})
+fn twinflow_fields(answer: &RagResponse) -> ChatExtension {
+    ChatExtension { citations: answer.citations.clone(), as_of: answer.as_of, timings: answer.timings.clone() }
 }
 
 /// Handler of `POST /v1/chat/completions`.
@@ -142,19 +145,19 @@ pub async fn chat_completions(
         let answer = tokio::task::spawn_blocking(move || prepared.generate(&mut |_| ControlFlow::Continue(())))
             .await
             .map_err(ApiError::internal)??;
-        let body = json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created(),
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.answer},
-                "finish_reason": answer.finish_reason,
+        let body = ChatCompletion {
+            id,
+            object: "chat.completion".into(),
+            created: created(),
+            model,
+            choices: vec![ChatChoice {
+                index: 0,
+                message: ChatAnswer { role: "assistant".into(), content: answer.answer.clone() },
+                finish_reason: answer.finish_reason.clone(),
             }],
-            "usage": answer.usage,
-            "twinflow": twinflow_fields(&answer),
-        });
+            usage: answer.usage.clone(),
+            twinflow: twinflow_fields(&answer),
+        };
         return Ok(Json(body).into_response());
     }
 
@@ -164,40 +167,51 @@ pub async fn chat_completions(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let (tx, rx) = mpsc::channel::<Value>(64);
+    // Each event's JSON: a chunk, or an error once the stream has begun.
+    let (tx, rx) = mpsc::channel::<String>(64);
     let chunk = {
         let (id, model, created) = (id.clone(), model.clone(), created());
-        move |delta: Value, finish: Option<&str>| {
-            json!({
-                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            })
+        move |delta: ChatDelta, finish: Option<&str>| ChatCompletionChunk {
+            id: id.clone(),
+            object: "chat.completion.chunk".into(),
+            created,
+            model: model.clone(),
+            choices: vec![ChatChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned) }],
+            usage: None,
+            twinflow: None,
         }
     };
+    let event = |chunk: &ChatCompletionChunk| serde_json::to_string(chunk).unwrap_or_default();
     tokio::task::spawn_blocking(move || {
-        let _ = tx.blocking_send(chunk(json!({"role": "assistant", "content": ""}), None));
+        let first = ChatDelta { role: Some("assistant".into()), content: Some(String::new()) };
+        let _ = tx.blocking_send(event(&chunk(first, None)));
         let mut on_text = |piece: &str| {
             // A closed channel means the client went away: stop generating.
-            match tx.blocking_send(chunk(json!({"content": piece}), None)) {
+            let piece = ChatDelta { role: None, content: Some(piece.to_owned()) };
+            match tx.blocking_send(event(&chunk(piece, None))) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(_) => ControlFlow::Break(()),
             }
         };
         match prepared.generate(&mut on_text) {
             Ok(answer) => {
-                let mut last = chunk(json!({}), Some(&answer.finish_reason));
-                last["twinflow"] = twinflow_fields(&answer);
-                let _ = tx.blocking_send(last);
+                let last = ChatCompletionChunk {
+                    twinflow: Some(twinflow_fields(&answer)),
+                    ..chunk(ChatDelta::default(), Some(&answer.finish_reason))
+                };
+                let _ = tx.blocking_send(event(&last));
                 if include_usage {
-                    let mut usage = chunk(json!({}), None);
-                    usage["choices"] = json!([]);
-                    usage["usage"] = json!(answer.usage);
-                    let _ = tx.blocking_send(usage);
+                    let usage = ChatCompletionChunk {
+                        choices: Vec::new(),
+                        usage: Some(answer.usage.clone()),
+                        ..chunk(ChatDelta::default(), None)
+                    };
+                    let _ = tx.blocking_send(event(&usage));
                 }
             }
             Err(e) => {
-                let e = ApiError::from(e);
-                let _ = tx.blocking_send(json!({"error": {"code": e.code, "message": e.message}}));
+                let body: ErrorBody = ApiError::from(e).into();
+                let _ = tx.blocking_send(serde_json::to_string(&body).unwrap_or_default());
             }
         }
     });
@@ -206,7 +220,7 @@ pub async fn chat_completions(
             return None;
         }
         match rx.recv().await {
-            Some(value) => Some((Ok::<Event, Infallible>(Event::default().data(value.to_string())), (rx, false))),
+            Some(data) => Some((Ok::<Event, Infallible>(Event::default().data(data)), (rx, false))),
             None => Some((Ok(Event::default().data("[DONE]")), (rx, true))),
         }
     });

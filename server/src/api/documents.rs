@@ -15,7 +15,7 @@ use axum::http::header::CONTENT_TYPE;
 use serde::Deserialize;
 
 use twinflow_pipelines::feature::{Accepted, Origin};
-use twinflow_schemas::api::{ErrorCode, IngestResponse};
+use twinflow_schemas::api::{ErrorCode, ForwardedBatch, IngestResponse};
 use twinflow_schemas::change::{change_from_value, parse_ndjson};
 use twinflow_schemas::{ChangeLimits, DocumentChange};
 
@@ -99,33 +99,6 @@ fn parse_json(body: &[u8], limits: &ChangeLimits) -> Result<Vec<DocumentChange>,
             .collect(),
         single => Ok(vec![change_from_value(single, 1, limits)?]),
     }
-}
-
-/// Body of `POST /v1/internal/source-changes`: a batch another process of
-/// the cluster read from its share of a partitioned source.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardedBatch {
-    /// The source's name there (`kafka-0@p1`: source 0's partitions read by process 1).
-    pub source: String,
-    /// The changes, in the order the source read them (the NDJSON line format).
-    #[serde(default)]
-    pub changes: Vec<serde_json::Value>,
-    /// Where the source has read to; committed with the changes' epoch.
-    #[serde(default)]
-    pub position: Option<serde_json::Value>,
-    /// Records the source refused; committed as `ingest_errors` rows.
-    #[serde(default)]
-    pub errors: Vec<ForwardedError>,
-}
-
-/// A record another process's source refused.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardedError {
-    pub location: String,
-    pub reason: String,
-    pub at_ms: i64,
 }
 
 /// Handler of `POST /v1/internal/source-changes`: the changes are checked

@@ -65,6 +65,12 @@ impl From<AcceptError> for ApiError {
     }
 }
 
+impl From<ApiError> for ErrorBody {
+    fn from(e: ApiError) -> Self {
+        ErrorBody { error: ErrorDetail { code: e.code, message: e.message, line: e.line } }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -72,7 +78,7 @@ impl IntoResponse for ApiError {
             tracing::info!(code = ?self.code, message = %self.message, "client error");
         }
         let overloaded = self.code == ErrorCode::Overloaded;
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, line: self.line } };
+        let body = ErrorBody::from(self);
         let mut response = (status, Json(body)).into_response();
         if overloaded {
             // Clients (and `twinflow ingest`) wait this long before sending again.

@@ -72,6 +72,8 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
 pub fn table() -> Api {
     use twinflow_schemas::DocumentChange;
     use twinflow_schemas::api::*;
+    use twinflow_schemas::datasets::{DatasetVersion, GenerationReport};
+    use twinflow_schemas::models::{Evaluation, TwinEvaluation};
     Api::new()
         .route("/", Op::get("dashboard", "The dashboard (HTML)").ok_text("text/html", "The page"), dashboard::page)
         .route(
@@ -86,7 +88,8 @@ pub fn table() -> Api {
         )
         .route(
             "/openapi.json",
-            Op::get("meta", "This description (OpenAPI 3.1)").ok_object("The document"),
+            Op::get("meta", "This description (OpenAPI 3.1)")
+                .ok::<serde_json::Map<String, serde_json::Value>>("The document"),
             openapi_json,
         )
         .route(
@@ -115,7 +118,7 @@ pub fn table() -> Api {
         .route(
             "/v1/snapshots",
             Op::post("pipeline", "Write a consolidated snapshot of every table now")
-                .ok_object("`version`, `epoch`, `rows`, `files` of the snapshot"),
+                .ok::<SnapshotResponse>("The snapshot's version, epoch, rows per table and files"),
             status::snapshot,
         )
         .route(
@@ -141,7 +144,7 @@ pub fn table() -> Api {
                      each Kafka and Fluvio source and sends each batch here with the position it has read to, \
                      which is committed with the batch's epoch.",
                 )
-                .body::<documents::ForwardedBatch>()
+                .body::<ForwardedBatch>()
                 .ok::<IngestResponse>("The changes were accepted"),
             documents::post_source_changes,
         )
@@ -170,10 +173,7 @@ pub fn table() -> Api {
             "/v1/chat/completions",
             Op::post("rag", "Chat completions, as OpenAI's API, answered by RAG")
                 .body::<ChatCompletionRequest>()
-                .ok_many(
-                    "A chat completion, or server-sent chunks with `stream: true`",
-                    vec![("application/json", None), ("text/event-stream", None)],
-                ),
+                .ok_or_events::<ChatCompletion, ChatCompletionChunk>("A completion, or with `stream: true` its chunks"),
             chat::chat_completions,
         )
         .route(
@@ -195,76 +195,81 @@ pub fn table() -> Api {
         .route(
             "/v1/drift",
             Op::get("models", "The drift monitor's state and its latest values and thresholds")
-                .ok_object("`state` and `recent` drift rows, or `enabled: false`"),
+                .ok::<DriftResponse>("`state` and `recent` drift rows, or `enabled: false`"),
             models::drift,
         )
         .route(
             "/v1/datasets",
             Op::get("models", "Dataset versions with their counts and the models trained on them")
-                .ok_object("`datasets` and `generations_cached`"),
+                .ok::<DatasetsResponse>("Every dataset's versions, and the LLM generations cached"),
             models::datasets,
         )
         .route(
             "/v1/datasets/{name}/versions/{version}",
             Op::get("models", "One dataset version: manifest, lineage, files, models")
                 .integer_path(&["version"])
-                .ok_object("The version's manifest"),
+                .ok::<DatasetVersionResponse>("The version's manifest, files and models"),
             models::dataset_version,
         )
         .route(
             "/v1/datasets/snapshot",
-            Op::post("models", "Write the next dataset version now").ok_object("The new version's manifest"),
+            Op::post("models", "Write the next dataset version now").ok::<DatasetVersion>("The new version"),
             models::dataset_snapshot,
         )
         .route(
             "/v1/datasets/generate",
             Op::post("models", "One incremental LLM generation pass (`{\"limit\": n}`, optional)")
-                .ok_object("What was generated"),
+                .ok::<GenerationReport>("What was generated"),
             models::dataset_generate,
         )
         .route(
             "/v1/models",
             Op::get("models", "Embedding adapter versions, registry events and the training job")
-                .ok_object("`active`, `versions`, `events`, `training`"),
+                .ok::<ModelsResponse>("The active adapter, every version's card, the events, the job"),
             models::models,
         )
         .route(
             "/v1/models/train",
             Op::post("models", "Start training an embedding adapter")
                 .status(202)
-                .ok_object("The run started (409 `training_running` while one runs)"),
+                .ok::<TrainingStarted<Evaluation>>("The run started (409 `training_running` while one runs)"),
             models::train,
         )
         .route(
             "/v1/models/{version}/promote",
             Op::post("models", "Make an adapter version active")
                 .integer_path(&["version"])
-                .ok_object("The registry after the change"),
+                .ok::<Switched>("The active adapter after the change"),
             versions::promote_adapter,
         )
         .route(
             "/v1/models/rollback",
-            Op::post("models", "Back to the previously active adapter").ok_object("The registry after the change"),
+            Op::post("models", "Back to the previously active adapter")
+                .ok::<Switched>("The active adapter after the change"),
             versions::roll_back_adapter,
         )
-        .route("/v1/twin", Op::get("twin", "The twin's versions and training job").ok_object("The twin"), twin::twin)
+        .route(
+            "/v1/twin",
+            Op::get("twin", "The twin's versions and training job").ok::<TwinResponse>("The twin"),
+            twin::twin,
+        )
         .route(
             "/v1/twin/train",
             Op::post("twin", "Fine-tune the twin (LoRA) on the latest dataset version")
                 .status(202)
-                .ok_object("The run started"),
+                .ok::<TrainingStarted<TwinEvaluation>>("The run started"),
             twin::train,
         )
         .route(
             "/v1/twin/versions/{version}/promote",
             Op::post("twin", "Make a twin version active")
                 .integer_path(&["version"])
-                .ok_object("The twin after the change"),
+                .ok::<Switched>("The twin after the change"),
             versions::promote_twin,
         )
         .route(
             "/v1/twin/rollback",
-            Op::post("twin", "Back to the previously active twin").ok_object("The twin after the change"),
+            Op::post("twin", "Back to the previously active twin").ok::<Switched>("The twin after the change"),
             versions::roll_back_twin,
         )
 }

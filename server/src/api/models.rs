@@ -18,9 +18,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
-use twinflow_schemas::api::ErrorCode;
+use twinflow_schemas::api::{
+    DatasetModel, DatasetSummary, DatasetVersionResponse, DatasetVersions, DatasetsResponse, DriftResponse, ErrorCode,
+    GenerateRequest, ModelsResponse, TrainingStarted,
+};
+use twinflow_schemas::datasets::{DatasetManifest, DatasetVersion, GenerationReport};
+use twinflow_schemas::models::Evaluation;
 
 use super::ApiError;
 use crate::app::App;
@@ -29,46 +33,46 @@ use crate::app::App;
 const RECENT_DRIFT_ROWS: usize = 30;
 
 /// Handler of `GET /v1/drift`.
-pub async fn drift(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(drift_json(&app, RECENT_DRIFT_ROWS))
+pub async fn drift(State(app): State<Arc<App>>) -> Json<DriftResponse> {
+    Json(drift_response(&app, RECENT_DRIFT_ROWS))
 }
 
 /// The monitor's state and the last `recent` drift rows.
-pub(crate) fn drift_json(app: &App, recent: usize) -> Value {
+pub(crate) fn drift_response(app: &App, recent: usize) -> DriftResponse {
     let Some(monitor) = &app.training.monitor else {
-        return json!({ "enabled": false });
+        return DriftResponse { enabled: false, state: None, recent: Vec::new() };
     };
     let state = monitor.lock().state();
-    json!({ "state": state, "recent": app.store.drift_tail(recent) })
+    DriftResponse { enabled: true, state: Some(state), recent: app.store.drift_tail(recent) }
+}
+
+/// The manifest of the instruct dataset's `version`.
+fn manifest(app: &App, version: u64) -> Result<DatasetManifest, ApiError> {
+    let value = twinflow_sinks::datasets::read_manifest(app.store.data_dir(), "instruct", version)
+        .map_err(ApiError::internal)?;
+    serde_json::from_value(value).map_err(ApiError::internal)
 }
 
 /// Handler of `GET /v1/datasets`.
-pub async fn datasets(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
-    let data_dir = app.store.data_dir();
+pub async fn datasets(State(app): State<Arc<App>>) -> Result<Json<DatasetsResponse>, ApiError> {
     let cards = app.training.registry.list().map_err(ApiError::internal)?;
     let mut versions = Vec::new();
-    for version in twinflow_sinks::datasets::versions(data_dir, "instruct") {
-        let mut manifest =
-            twinflow_sinks::datasets::read_manifest(data_dir, "instruct", version).map_err(ApiError::internal)?;
-        if let Some(m) = manifest.as_object_mut() {
-            m.remove("lineage");
-            m.remove("files");
-        }
-        let models: Vec<u64> = cards.iter().filter(|c| c.dataset.version == version).map(|c| c.version).collect();
-        manifest["models"] = json!(models);
-        versions.push(manifest);
+    for version in twinflow_sinks::datasets::versions(app.store.data_dir(), "instruct") {
+        let DatasetManifest { version: info, created_at_ms, .. } = manifest(&app, version)?;
+        let models = cards.iter().filter(|c| c.dataset.version == version).map(|c| c.version).collect();
+        versions.push(DatasetSummary { version: info, created_at_ms, models });
     }
-    Ok(Json(json!({
-        "datasets": [ { "name": "instruct", "versions": versions } ],
-        "generations_cached": app.training.datasets.cached(),
-    })))
+    Ok(Json(DatasetsResponse {
+        datasets: vec![DatasetVersions { name: "instruct".into(), versions }],
+        generations_cached: app.training.datasets.cached(),
+    }))
 }
 
 /// Handler of `GET /v1/datasets/{name}/versions/{version}`.
 pub async fn dataset_version(
     State(app): State<Arc<App>>,
     Path((name, version)): Path<(String, u64)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DatasetVersionResponse>, ApiError> {
     if name != "instruct" {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no dataset {name:?}; datasets: instruct")));
     }
@@ -76,47 +80,31 @@ pub async fn dataset_version(
     if !twinflow_sinks::datasets::versions(data_dir, "instruct").contains(&version) {
         return Err(ApiError::new(ErrorCode::NotFound, format!("dataset instruct has no version {version}")));
     }
-    let mut manifest =
-        twinflow_sinks::datasets::read_manifest(data_dir, "instruct", version).map_err(ApiError::internal)?;
+    let mut manifest = manifest(&app, version)?;
     let cards = app.training.registry.list().map_err(ApiError::internal)?;
-    let models: Vec<Value> = cards
+    let models = cards
         .iter()
         .filter(|c| c.dataset.version == version)
-        .map(|c| json!({ "version": c.version, "evaluation": c.evaluation, "decision": c.decision }))
+        .map(|c| DatasetModel { version: c.version, evaluation: c.evaluation.clone(), decision: c.decision.clone() })
         .collect();
     let dir = twinflow_sinks::datasets::version_dir(data_dir, "instruct", version);
-    let files: Vec<String> = std::fs::read_dir(&dir)
+    manifest.version.files = std::fs::read_dir(&dir)
         .map_err(ApiError::internal)?
         .flatten()
         .map(|e| e.path().display().to_string())
         .collect();
-    manifest["files"] = json!(files);
-    manifest["models"] = json!(models);
-    manifest["sql"] = json!(format!("SELECT * FROM instruct_dataset WHERE dataset_version = {version}"));
-    Ok(Json(manifest))
+    let sql = format!("SELECT * FROM instruct_dataset WHERE dataset_version = {version}");
+    Ok(Json(DatasetVersionResponse { manifest, models, sql }))
 }
 
 /// Handler of `POST /v1/datasets/snapshot`: writes the next dataset version now.
-pub async fn dataset_snapshot(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+pub async fn dataset_snapshot(State(app): State<Arc<App>>) -> Result<Json<DatasetVersion>, ApiError> {
     let blocking = app.clone();
     let version = tokio::task::spawn_blocking(move || blocking.training.datasets.snapshot(&blocking.store))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    Ok(Json(json!(version)))
-}
-
-/// Body of `POST /v1/datasets/generate`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateRequest {
-    /// Extracts sent to the model at most (the rest wait for the next call).
-    #[serde(default = "default_generate_limit")]
-    pub limit: usize,
-}
-
-fn default_generate_limit() -> usize {
-    5
+    Ok(Json(version))
 }
 
 /// Handler of `POST /v1/datasets/generate`: one incremental generation pass
@@ -124,9 +112,9 @@ fn default_generate_limit() -> usize {
 pub async fn dataset_generate(
     State(app): State<Arc<App>>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GenerationReport>, ApiError> {
     let request: GenerateRequest = match &body {
-        Ok(bytes) if bytes.is_empty() => GenerateRequest { limit: default_generate_limit() },
+        Ok(bytes) if bytes.is_empty() => GenerateRequest::default(),
         _ => super::json_body(&app, body, " (expected {\"limit\": <extracts>})")?,
     };
     if request.limit > 10_000 {
@@ -143,32 +131,27 @@ pub async fn dataset_generate(
     })
     .await
     .map_err(ApiError::internal)??;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }
 
 /// Handler of `GET /v1/models`.
-pub async fn models(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+pub async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelsResponse>, ApiError> {
     let registry = &app.training.registry;
-    let cards = registry.list().map_err(ApiError::internal)?;
-    let events = registry.events().map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "active": app.training.active_name(),
-        "base_model": app.engine.embedder().model_id(),
-        "search_projection": app.store.projection(),
-        "versions": cards,
-        "events": events,
-        "training": app.training.status(),
-    })))
+    Ok(Json(ModelsResponse {
+        active: app.training.active_name(),
+        base_model: app.engine.embedder().model_id().to_owned(),
+        search_projection: app.store.projection(),
+        versions: registry.list().map_err(ApiError::internal)?,
+        events: registry.events().map_err(ApiError::internal)?,
+        training: app.training.status(),
+    }))
 }
 
 /// Handler of `POST /v1/models/train`.
-pub async fn train(State(app): State<Arc<App>>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let started = app
-        .training
-        .start(json!("manual"))
-        .map_err(ApiError::internal)?;
+pub async fn train(State(app): State<Arc<App>>) -> Result<(StatusCode, Json<TrainingStarted<Evaluation>>), ApiError> {
+    let started = app.training.start(serde_json::Value::from("manual")).map_err(ApiError::internal)?;
     if !started {
         return Err(ApiError::new(ErrorCode::TrainingRunning, "a training run is in progress; see GET /v1/models"));
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "started": true, "training": app.training.status() }))))
+    Ok((StatusCode::ACCEPTED, Json(TrainingStarted { started, training: app.training.status() })))
 }

@@ -59,10 +59,10 @@ pub fn schema_fn<T: JsonSchema>() -> SchemaFn {
 #[derive(Clone, Debug)]
 enum Content {
     Json(SchemaFn),
-    /// Any JSON object, described in words (answers assembled from several stores).
-    Object,
     /// A media type with a string body (`text/plain`, `text/html`, …).
     Text(&'static str),
+    /// Server-sent events, each `data:` line a JSON value of the schema (then `[DONE]`).
+    Events(SchemaFn),
     /// Several media types, each with a schema.
     Many(Vec<(&'static str, Content)>),
 }
@@ -142,12 +142,6 @@ impl Op {
         self
     }
 
-    /// The success answer: a JSON object described in words.
-    pub fn ok_object(mut self, description: &'static str) -> Self {
-        self.ok = Some((description, Content::Object));
-        self
-    }
-
     /// The success answer: a text body of `media` type.
     pub fn ok_text(mut self, media: &'static str, description: &'static str) -> Self {
         self.ok = Some((description, Content::Text(media)));
@@ -161,6 +155,19 @@ impl Op {
         self
     }
 
+    /// The success answer: JSON of type `T`, or with `stream: true`
+    /// server-sent events whose `data:` lines are each a JSON `E` (then
+    /// `[DONE]`). OpenAPI 3.1 has no schema for the events of a stream: the
+    /// body is described as a string and `E` as its `x-event-schema`.
+    pub fn ok_or_events<T: JsonSchema, E: JsonSchema>(mut self, description: &'static str) -> Self {
+        let types = vec![
+            ("application/json", Content::Json(schema_of::<T>)),
+            ("text/event-stream", Content::Events(schema_of::<E>)),
+        ];
+        self.ok = Some((description, Content::Many(types)));
+        self
+    }
+
     /// The success status when it is not 200 (202 for a started job).
     pub fn status(mut self, status: u16) -> Self {
         self.ok_status = status;
@@ -168,24 +175,35 @@ impl Op {
     }
 }
 
-/// Schema for a JSON Schema generator building a document's components.
+/// The `content` of a body or an answer (media type → media type object),
+/// its schemas from `generator` (which collects the document's components).
 fn content_json(content: &Content, generator: &mut SchemaGenerator) -> Value {
-    match content {
-        Content::Json(f) => json!({ "application/json": { "schema": f(generator) } }),
-        Content::Object => json!({ "application/json": { "schema": { "type": "object" } } }),
-        Content::Text(media) => json!({ (*media): { "schema": { "type": "string" } } }),
+    let media = match content {
+        Content::Json(_) => "application/json",
+        Content::Text(media) => media,
+        Content::Events(_) => "text/event-stream",
         Content::Many(types) => {
-            let mut map = Map::new();
-            for (media, content) in types {
-                let schema = match content {
-                    Content::Json(f) => f(generator),
-                    Content::Object => json!({ "type": "object" }),
-                    _ => json!({ "type": "string" }),
-                };
-                map.insert((*media).to_owned(), json!({ "schema": schema }));
-            }
-            Value::Object(map)
+            let map = types.iter().map(|(media, c)| ((*media).to_owned(), media_json(c, generator))).collect();
+            return Value::Object(map);
         }
+    };
+    json!({ media: media_json(content, generator) })
+}
+
+/// The media type object of one content.
+fn media_json(content: &Content, generator: &mut SchemaGenerator) -> Value {
+    match content {
+        Content::Json(f) => json!({ "schema": f(generator) }),
+        Content::Events(f) => json!({
+            "schema": {
+                "type": "string",
+                "description": "Server-sent events: each `data:` line is one JSON value of `x-event-schema`, \
+                                the last `[DONE]`",
+            },
+            "x-event-schema": f(generator),
+        }),
+        // Several media types do not nest.
+        Content::Text(_) | Content::Many(_) => json!({ "schema": { "type": "string" } }),
     }
 }
 
@@ -276,11 +294,11 @@ fn document(routes: &[(&'static str, Op)]) -> Value {
             );
         }
         let mut responses = Map::new();
-        let (description, ok) = op.ok.clone().unwrap_or(("OK", Content::Object));
-        responses.insert(
-            op.ok_status.to_string(),
-            json!({ "description": description, "content": content_json(&ok, &mut answers) }),
-        );
+        let ok = match &op.ok {
+            Some((description, ok)) => json!({ "description": description, "content": content_json(ok, &mut answers) }),
+            None => json!({ "description": "OK (no body)" }),
+        };
+        responses.insert(op.ok_status.to_string(), ok);
         responses.insert(
             "default".into(),
             json!({

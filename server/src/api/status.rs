@@ -7,7 +7,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 
-use twinflow_schemas::api::{StatusResponse, TimelineResponse};
+use twinflow_schemas::api::{
+    IngestErrors, SnapshotResponse, SourcesStatus, StatusModels, StatusResponse, TimelineResponse,
+};
 
 use super::ApiError;
 use crate::app::App;
@@ -33,19 +35,19 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
         texts_waiting: stats.texts_queued.saturating_sub(stats.texts_embedded),
         uptime_s: app.started.elapsed().as_secs_f64(),
         data_dir: app.config.storage.data_dir.display().to_string(),
-        drift: super::models::drift_json(&app, 3),
-        models: serde_json::json!({
-            "active": app.training.active_name(),
-            "search_projection": app.store.projection(),
-            "training": app.training.status(),
-            "twin": app.twin.active_name(),
-        }),
+        drift: super::models::drift_response(&app, 3),
+        models: StatusModels {
+            active: app.training.active_name(),
+            search_projection: app.store.projection(),
+            training: app.training.status(),
+            twin: app.twin.active_name(),
+        },
         sources: {
             let (recent, total) = app.ingest.recent_errors();
-            serde_json::json!({
-                "positions": app.store.source_positions(),
-                "ingest_errors": { "total": total, "recent": recent.iter().rev().take(5).collect::<Vec<_>>() },
-            })
+            SourcesStatus {
+                positions: app.store.source_positions(),
+                ingest_errors: IngestErrors { total, recent: recent.into_iter().rev().take(5).collect() },
+            }
         },
     })
 }
@@ -56,13 +58,11 @@ pub async fn timeline(State(app): State<Arc<App>>) -> Json<TimelineResponse> {
 }
 
 /// Handler of `POST /v1/snapshots`.
-pub async fn snapshot(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn snapshot(State(app): State<Arc<App>>) -> Result<Json<SnapshotResponse>, ApiError> {
     let store = app.store.clone();
     let info = tokio::task::spawn_blocking(move || store.snapshot())
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        serde_json::json!({ "version": info.version, "epoch": info.epoch, "rows": info.rows, "files": info.files }),
-    ))
+    Ok(Json(SnapshotResponse { version: info.version, epoch: info.epoch, rows: info.rows, files: info.files }))
 }

@@ -15,7 +15,10 @@ use super::ApiError;
 use crate::app::App;
 
 /// Handler of `POST /v1/models/{version}/promote`.
-pub async fn promote_adapter(State(app): State<Arc<App>>, Path(version): Path<u64>) -> Result<Json<Switched>, ApiError> {
+pub async fn promote_adapter(
+    State(app): State<Arc<App>>,
+    Path(version): Path<u64>,
+) -> Result<Json<Switched>, ApiError> {
     promote(app.training.clone(), version).await
 }
 

@@ -172,48 +172,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Drift(args) => {
-            let drift = Client::new(&args.server)?.get_json("/v1/drift")?;
-            print::print_drift(&drift);
+            print::print_drift(&Client::new(&args.server)?.drift()?);
             Ok(())
         }
-        Command::Train(args) => verbs::train(&args, "/v1/models", "/v1/models/train"),
+        Command::Train(args) => verbs::train(&args, |c| Ok(c.models()?.training), Client::train_adapter),
         Command::Twin { command } => {
             let answer = match command {
-                TwinCommand::Train(args) => return verbs::train(&args, "/v1/twin", "/v1/twin/train"),
-                TwinCommand::List(args) => Client::new(&args.server)?.get_json("/v1/twin")?,
-                TwinCommand::Promote { version, server } => {
-                    Client::new(&server.server)?.post_json(&format!("/v1/twin/versions/{version}/promote"))?
+                TwinCommand::Train(args) => {
+                    return verbs::train(&args, |c| Ok(c.twin()?.training), Client::train_twin);
                 }
-                TwinCommand::Rollback(args) => Client::new(&args.server)?.post_json("/v1/twin/rollback")?,
+                TwinCommand::List(args) => serde_json::to_string_pretty(&Client::new(&args.server)?.twin()?)?,
+                TwinCommand::Promote { version, server } => {
+                    serde_json::to_string_pretty(&Client::new(&server.server)?.promote_twin(version)?)?
+                }
+                TwinCommand::Rollback(args) => {
+                    serde_json::to_string_pretty(&Client::new(&args.server)?.roll_back_twin()?)?
+                }
             };
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            println!("{answer}");
             Ok(())
         }
         Command::Datasets { command } => {
             let answer = match command {
-                DatasetsCommand::List(args) => Client::new(&args.server)?.get_json("/v1/datasets")?,
-                DatasetsCommand::Snapshot(args) => Client::new(&args.server)?.post_json("/v1/datasets/snapshot")?,
-                DatasetsCommand::Generate { limit, server } => Client::new(&server.server)?
-                    .post_json_body("/v1/datasets/generate", &serde_json::json!({ "limit": limit }))?,
+                DatasetsCommand::List(args) => serde_json::to_string_pretty(&Client::new(&args.server)?.datasets()?)?,
+                DatasetsCommand::Snapshot(args) => {
+                    serde_json::to_string_pretty(&Client::new(&args.server)?.dataset_snapshot()?)?
+                }
+                DatasetsCommand::Generate { limit, server } => {
+                    serde_json::to_string_pretty(&Client::new(&server.server)?.dataset_generate(limit)?)?
+                }
                 DatasetsCommand::Show { version, server } => {
-                    Client::new(&server.server)?.get_json(&format!("/v1/datasets/instruct/versions/{version}"))?
+                    serde_json::to_string_pretty(&Client::new(&server.server)?.dataset_version(version)?)?
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            println!("{answer}");
             Ok(())
         }
         Command::Models { command: ModelsCommand::List(args) } => {
-            let models = Client::new(&args.server)?.get_json("/v1/models")?;
-            print::print_models(&models);
+            print::print_models(&Client::new(&args.server)?.models()?);
             Ok(())
         }
         Command::Models { command: ModelsCommand::Promote { version, server } } => {
-            let answer = Client::new(&server.server)?.post_json(&format!("/v1/models/{version}/promote"))?;
+            let answer = Client::new(&server.server)?.promote_adapter(version)?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
         Command::Models { command: ModelsCommand::Rollback(args) } => {
-            let answer = Client::new(&args.server)?.post_json("/v1/models/rollback")?;
+            let answer = Client::new(&args.server)?.roll_back_adapter()?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }

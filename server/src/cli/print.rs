@@ -1,29 +1,33 @@
 //! Tables for people: the drift monitor and the model versions.
 
+use twinflow_schemas::api::{DriftResponse, ModelsResponse};
+
 use crate::ui::paint;
 
+/// A value for people: the number, or `null` as JSON writes it.
+fn or_null<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or("null".to_owned(), |v| v.to_string())
+}
+
 /// `twinflow drift`: the state, then the latest rows as a table.
-pub(super) fn print_drift(drift: &serde_json::Value) {
-    let state = &drift["state"];
-    if state.is_null() {
+pub(super) fn print_drift(drift: &DriftResponse) {
+    let Some(state) = &drift.state else {
         println!("drift monitoring is off ([drift] enabled = false)");
         return;
-    }
-    let metrics = &state["metrics"];
-    let thresholds = &state["thresholds"];
+    };
     println!(
         "epoch {}  reference {} ({} chunks, epoch {})  window {} chunks from epoch {}  new since reference {}",
-        state["epoch"],
-        state["reference"],
-        state["reference_size"],
-        state["reference_epoch"],
-        state["window_size"],
-        state["window_start"],
-        state["new_samples"]
+        state.epoch,
+        state.reference.as_deref().map_or("null".to_owned(), |r| format!("{r:?}")),
+        state.reference_size,
+        or_null(state.reference_epoch),
+        state.window_size,
+        state.window_start,
+        state.new_samples
     );
-    for metric in ["mean_shift", "mmd", "oov_rate"] {
-        let value = metrics[metric].as_f64();
-        let threshold = thresholds[metric].as_f64().unwrap_or(0.0);
+    let values = state.metrics.as_ref().map(|m| m.named());
+    for (i, (metric, threshold)) in state.thresholds.named().into_iter().enumerate() {
+        let value = values.map(|v| v[i].1);
         let over = value.is_some_and(|v| threshold > 0.0 && v >= threshold);
         println!(
             "  {metric:<10} {:>9}  threshold {threshold:<6} {}",
@@ -33,60 +37,55 @@ pub(super) fn print_drift(drift: &serde_json::Value) {
     }
     println!(
         "  trigger {}  ({} so far; last: {})",
-        if state["armed"].as_bool() == Some(true) {
+        if state.armed {
             "armed"
         } else {
             "disarmed until drift falls below threshold × hysteresis or min_samples more chunks arrive"
         },
-        state["triggers"],
-        state["last_trigger"]["epoch"].as_u64().map_or("never".to_owned(), |e| format!("epoch {e}"))
+        state.triggers,
+        state.last_trigger.as_ref().map_or("never".to_owned(), |t| format!("epoch {}", t.epoch))
     );
-    if let Some(rows) = drift["recent"].as_array().filter(|r| !r.is_empty()) {
+    if !drift.recent.is_empty() {
         println!("\n  epoch  window_start  window_size  metric      value     threshold  triggered");
-        for row in rows {
+        for row in &drift.recent {
             println!(
                 "  {:<6} {:<13} {:<12} {:<11} {:<9.4} {:<10} {}",
-                row["epoch"],
-                row["window_start"],
-                row["window_size"],
-                row["metric"].as_str().unwrap_or(""),
-                row["value"].as_f64().unwrap_or(0.0),
-                row["threshold"],
-                if row["triggered"] == true { paint::bad("true") } else { paint::dim("false") }
+                row.epoch,
+                row.window_start,
+                row.window_size,
+                row.metric,
+                row.value,
+                row.threshold,
+                if row.triggered { paint::bad("true") } else { paint::dim("false") }
             );
         }
     }
 }
 
 /// `twinflow models list`.
-pub(super) fn print_models(models: &serde_json::Value) {
-    println!(
-        "active: {}   base model: {}",
-        paint::good(models["active"].as_str().unwrap_or("base")),
-        models["base_model"]
-    );
-    let versions = models["versions"].as_array().cloned().unwrap_or_default();
-    if versions.is_empty() {
+pub(super) fn print_models(models: &ModelsResponse) {
+    println!("active: {}   base model: {:?}", paint::good(&models.active), models.base_model);
+    if models.versions.is_empty() {
         println!("no model versions yet (`twinflow train`, or drift triggers one)");
     }
-    for card in versions {
-        let e = &card["evaluation"];
+    for card in &models.versions {
+        let (d, e) = (&card.dataset, &card.evaluation);
         println!(
             "  {} dataset instruct v{} (epoch {}, {} train / {} test pairs)  recall@{}: base {:.4}, parent {:.4}, candidate {:.4}  {}",
-            paint::id(format_args!("v{:<3}", card["version"])),
-            card["dataset"]["version"],
-            card["dataset"]["epoch"],
-            card["dataset"]["train_pairs"],
-            card["dataset"]["test_pairs"],
-            e["k"],
-            e["base"].as_f64().unwrap_or(0.0),
-            e["parent"].as_f64().unwrap_or(0.0),
-            e["candidate"].as_f64().unwrap_or(0.0),
-            card["decision"].as_str().unwrap_or("")
+            paint::id(format_args!("v{:<3}", card.version)),
+            d.version,
+            d.epoch,
+            d.train_pairs,
+            d.test_pairs,
+            e.k,
+            e.base,
+            e.parent,
+            e.candidate,
+            card.decision
         );
     }
-    let training = &models["training"];
-    if training["state"] == "running" {
-        println!("training: {} step {}/{}", training["phase"], training["step"], training["steps"]);
+    let training = &models.training;
+    if training.state == "running" {
+        println!("training: {:?} step {}/{}", training.phase, training.step, training.steps);
     }
 }

@@ -7,31 +7,34 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use twinflow_schemas::api::SqlFormat;
+use twinflow_schemas::api::{SqlFormat, TrainingStarted};
+use twinflow_schemas::training::JobStatus;
 use twinflow_schemas::{ChangeLimits, parse_change};
 
 use super::{IngestArgs, OutputFormat, ServerArgs, SqlArgs};
 use crate::client::Client;
 
-
-/// `twinflow train`, `twinflow twin train`: start a run (`POST start`),
-/// follow it (`GET status` → `training`), print the outcome.
-pub(super) fn train(args: &ServerArgs, status: &str, start: &str) -> anyhow::Result<()> {
+/// `twinflow train`, `twinflow twin train`: start a run (`start`), follow
+/// it (`status`: the job's status), print the outcome.
+pub(super) fn train<E: serde::Serialize>(
+    args: &ServerArgs,
+    status: impl Fn(&Client) -> anyhow::Result<JobStatus<E>>,
+    start: impl Fn(&Client) -> anyhow::Result<TrainingStarted<E>>,
+) -> anyhow::Result<()> {
     let client = Client::new(&args.server)?;
-    let before = client.get_json(status)?["training"]["runs"].as_u64().unwrap_or(0);
-    client.post_json(start)?;
+    let before = status(&client)?.runs;
+    start(&client)?;
     let mut last_phase = String::new();
     // On a terminal, one bar over the run's steps; piped, one line per phase.
     let bar = crate::ui::stderr_is_terminal().then(|| crate::ui::bar(0, "steps"));
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let training = client.get_json(status)?["training"].clone();
-        let phase = training["phase"].as_str().unwrap_or("").to_owned();
-        let steps = training["steps"].as_u64().unwrap_or(0);
+        let training = status(&client)?;
+        let (phase, steps) = (training.phase.clone(), training.steps as u64);
         if let Some(bar) = &bar {
             bar.set_message(format!("training: {phase}"));
             bar.set_length(steps);
-            bar.set_position(training["step"].as_u64().unwrap_or(0));
+            bar.set_position(training.step as u64);
         } else if phase != last_phase && !phase.is_empty() {
             if phase == "train" && steps > 0 {
                 eprintln!("training: {phase} ({steps} steps)");
@@ -40,14 +43,14 @@ pub(super) fn train(args: &ServerArgs, status: &str, start: &str) -> anyhow::Res
             }
         }
         last_phase = phase;
-        if training["runs"].as_u64().unwrap_or(0) > before && training["state"] == "idle" {
+        if training.runs > before && training.state == "idle" {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
-            if let Some(error) = training["last_error"].as_str() {
+            if let Some(error) = &training.last_error {
                 anyhow::bail!("training failed: {error}");
             }
-            println!("{}", serde_json::to_string_pretty(&training["last"])?);
+            println!("{}", serde_json::to_string_pretty(&training.last)?);
             return Ok(());
         }
     }

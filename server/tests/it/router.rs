@@ -506,8 +506,8 @@ async fn drift_datasets_models_train_promote_rollback() {
 
     let (_, bytes) = send(&app, get("/v1/status")).await;
     let status: StatusResponse = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(status.models["training"]["state"], "idle");
-    assert!(status.drift["state"]["epoch"].as_u64().is_some_and(|e| e >= 1));
+    assert_eq!(status.models.training.state, "idle");
+    assert!(status.drift.state.as_ref().is_some_and(|s| s.epoch >= 1), "{:?}", status.drift);
 
     // Promoted again, then a restart: the active adapter, its search projection and the drift
     // reference of its training data come back.

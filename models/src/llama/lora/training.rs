@@ -13,78 +13,17 @@ use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
+use twinflow_schemas::rng::SeededRng;
 
 use super::{LoraTarget, LoraWeights, SftExample};
-use crate::adapter::{scalar, shuffle};
+use crate::adapter::scalar;
 use crate::gguf::Gguf;
 use crate::llama::tokenizer::ChatTokenizer;
 use crate::llama::{Llama, LlamaConfig, LlamaModel};
 use crate::{Error, Result};
 
-/// How to fine-tune.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LoraTraining {
-    /// Rank r of each adapter.
-    pub rank: usize,
-    /// α: the adapter's update is scaled by α / r.
-    pub alpha: f64,
-    pub targets: Vec<LoraTarget>,
-    /// Passes over the training examples.
-    pub epochs: usize,
-    /// Examples per step.
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    /// Longest example in tokens (prompt and answer; longer answers are cut).
-    pub max_tokens: usize,
-    /// Seed of the batch order and of A's initialisation.
-    pub seed: u64,
-}
-
-impl Default for LoraTraining {
-    fn default() -> Self {
-        Self {
-            rank: 8,
-            alpha: 16.0,
-            targets: LoraTarget::ALL.to_vec(),
-            epochs: 1,
-            batch_size: 4,
-            learning_rate: 1e-3,
-            max_tokens: 192,
-            seed: 7,
-        }
-    }
-}
-
-/// What a fine-tuning run did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LoraReport {
-    pub examples: usize,
-    /// Answer tokens learned per epoch.
-    pub answer_tokens: usize,
-    pub steps: usize,
-    /// Mean loss (nll per answer token) of each epoch.
-    pub epoch_losses: Vec<f32>,
-    pub trainable_parameters: usize,
-    pub seconds: f64,
-}
-
-/// Mean negative log-likelihood of the answer tokens of a set of examples.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Nll {
-    pub examples: usize,
-    pub tokens: usize,
-    /// Per token, in nats.
-    pub mean: f64,
-}
-
-impl Nll {
-    /// `e^nll`.
-    pub fn perplexity(&self) -> f64 {
-        self.mean.exp()
-    }
-}
+/// How to fine-tune, what a run did, and held-out scores: plain types of `schemas` (twin cards hold them).
+pub use twinflow_schemas::models::{LoraReport, LoraTraining, Nll};
 
 /// Fine-tunes and scores LoRA adapters of one GGUF model through the burn graph.
 #[derive(Debug)]
@@ -224,11 +163,11 @@ impl LoraTrainer {
         let batch = config.batch_size.max(1);
         let steps = examples.len().div_ceil(batch) * config.epochs.max(1);
         let mut order: Vec<usize> = (0..examples.len()).collect();
-        let mut rng = config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut rng = SeededRng::new(config.seed);
         let mut epoch_losses = Vec::new();
         let mut step = 0;
         for _ in 0..config.epochs.max(1) {
-            shuffle(&mut order, &mut rng);
+            rng.shuffle(&mut order);
             let (mut total, mut tokens) = (0f64, 0usize);
             for indices in order.chunks(batch) {
                 let batch: Vec<SftExample> = indices.iter().map(|i| examples[*i].clone()).collect();

@@ -6,35 +6,24 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 
 use crate::llama::{LlamaConfig, LlamaModel};
 use crate::{Error, Result};
 
-/// An attention projection LoRA can adapt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LoraTarget {
-    Q,
-    K,
-    V,
-    O,
+/// An attention projection LoRA can adapt (a plain type of `schemas`:
+/// fine-tuning settings name them).
+pub use twinflow_schemas::models::LoraTarget;
+
+/// Where a [`LoraTarget`] is in a GGUF model and the burn graph.
+trait GgufTarget: Sized {
+    /// The GGUF tensor it adapts (`attn_q` …).
+    fn gguf_name(self) -> &'static str;
+    fn from_gguf_name(name: &str) -> Option<Self>;
+    /// `(in, out)` of the projection.
+    fn dims(self, config: &LlamaConfig) -> (usize, usize);
 }
 
-impl LoraTarget {
-    pub const ALL: [LoraTarget; 4] = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O];
-
-    /// `q`, `k`, `v` or `o`: the field of the burn attention module.
-    pub fn name(self) -> &'static str {
-        match self {
-            LoraTarget::Q => "q",
-            LoraTarget::K => "k",
-            LoraTarget::V => "v",
-            LoraTarget::O => "o",
-        }
-    }
-
-    /// The GGUF tensor it adapts (`attn_q` …).
+impl GgufTarget for LoraTarget {
     fn gguf_name(self) -> &'static str {
         match self {
             LoraTarget::Q => "attn_q",
@@ -48,7 +37,6 @@ impl LoraTarget {
         Self::ALL.into_iter().find(|t| t.gguf_name() == name)
     }
 
-    /// `(in, out)` of the projection.
     fn dims(self, config: &LlamaConfig) -> (usize, usize) {
         let h = config.hidden_size;
         match self {
@@ -129,9 +117,7 @@ impl LoraWeights {
             ("alpha".to_owned(), self.alpha.to_string()),
         ]);
         let out = safetensors::serialize(views, Some(metadata)).map_err(bad)?;
-        let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, out).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        twinflow_schemas::fs::write_atomic(path, &out).map_err(|e| Error::io(path, e))
     }
 
     /// Reads factors written by [`LoraWeights::save`].

@@ -1,0 +1,128 @@
+//! The training loop's routes: `GET /v1/drift`, the dataset versions
+//! (`/v1/datasets…`), the embedding adapter's registry and job
+//! (`/v1/models…`) and the twin's (`/v1/twin…`). Promotion and rollback of
+//! either answer [`Switched`](crate::training::Switched).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::datasets::{DatasetManifest, DatasetVersion};
+use crate::drift::{DriftRow, DriftState};
+use crate::models::{Evaluation, ModelCard, RegistryEvent, TwinCard, TwinEvaluation};
+use crate::training::JobStatus;
+
+/// Answer to `GET /v1/drift`, and the `drift` of `GET /v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftResponse {
+    /// False when drift monitoring is off (`[drift] enabled = false`): then
+    /// there is no `state` and no rows.
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<DriftState>,
+    /// The latest rows of the `drift` table, oldest first.
+    #[serde(default)]
+    pub recent: Vec<DriftRow>,
+}
+
+/// Answer to `GET /v1/datasets`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DatasetsResponse {
+    pub datasets: Vec<DatasetVersions>,
+    /// LLM generations in the cache (each the questions of one extract).
+    pub generations_cached: usize,
+}
+
+/// One dataset's versions, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DatasetVersions {
+    /// `instruct`.
+    pub name: String,
+    pub versions: Vec<DatasetSummary>,
+}
+
+/// One version in `GET /v1/datasets`: its manifest without the lineage
+/// (`GET /v1/datasets/{name}/versions/{version}` has it, and the files).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DatasetSummary {
+    #[serde(flatten)]
+    pub version: DatasetVersion,
+    pub created_at_ms: i64,
+    /// The adapter versions trained on it.
+    pub models: Vec<u64>,
+}
+
+/// Answer to `GET /v1/datasets/{name}/versions/{version}`: the manifest,
+/// with `files` listing the version's directory (paths on the server).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DatasetVersionResponse {
+    #[serde(flatten)]
+    pub manifest: DatasetManifest,
+    /// The adapter versions trained on it.
+    pub models: Vec<DatasetModel>,
+    /// A query of its samples (`POST /v1/sql`).
+    pub sql: String,
+}
+
+/// An adapter version trained on a dataset version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DatasetModel {
+    pub version: u64,
+    pub evaluation: Evaluation,
+    pub decision: String,
+}
+
+/// Body of `POST /v1/datasets/generate` (optional).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// Extracts sent to the model at most (the rest wait for the next call).
+    #[serde(default = "default_generate_limit")]
+    pub limit: usize,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        Self { limit: default_generate_limit() }
+    }
+}
+
+fn default_generate_limit() -> usize {
+    5
+}
+
+/// Answer to `GET /v1/models`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelsResponse {
+    /// The active adapter (`adapter-v<N>`) or `base`.
+    pub active: String,
+    /// The encoder's model id.
+    pub base_model: String,
+    /// The projection searches go through (`adapter-v<N>`), `None` for the base model.
+    pub search_projection: Option<String>,
+    /// Every version's card, oldest first.
+    pub versions: Vec<ModelCard>,
+    pub events: Vec<RegistryEvent>,
+    pub training: JobStatus<Evaluation>,
+}
+
+/// Answer to `GET /v1/twin`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TwinResponse {
+    /// The active twin (`twin-v<N>`) or `base`.
+    pub active: String,
+    /// The model answering questions (`<base>+twin-v<N>`), `None` for the base model.
+    pub answering: Option<String>,
+    /// Every version's card, oldest first.
+    pub versions: Vec<TwinCard>,
+    pub events: Vec<RegistryEvent>,
+    pub training: JobStatus<TwinEvaluation>,
+}
+
+/// Answer to `POST /v1/models/train` and `POST /v1/twin/train` (202): the
+/// run started; follow it in `training` of `GET /v1/models` or `/v1/twin`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "TrainingStartedOf{E}")]
+pub struct TrainingStarted<E> {
+    pub started: bool,
+    pub training: JobStatus<E>,
+}

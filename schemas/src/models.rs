@@ -1,0 +1,242 @@
+//! The model registry's records: the cards of embedding adapters
+//! ([`ModelCard`]) and of LoRA fine-tunes of the generator ([`TwinCard`]),
+//! the dataset version each was trained on, its held-out evaluation, the
+//! training settings and what the run did, and the registry's events.
+//! Plain data: `models` trains, scores and stores them, the API lists them.
+//!
+//! ```text
+//!  ModelCard / TwinCard ─ dataset: DatasetRef ─ training: AdapterTraining / LoraTraining
+//!                       ─ report: TrainingReport / LoraReport ─ evaluation: Evaluation / TwinEvaluation
+//!  RegistryEvent: register, promote, rollback
+//! ```
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The dataset version a model was trained on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DatasetRef {
+    pub name: String,
+    pub version: u64,
+    /// The committed epoch the dataset reflects.
+    pub epoch: u64,
+    pub content_hash: String,
+    pub train_pairs: usize,
+    pub test_pairs: usize,
+}
+
+/// Held-out evaluation of a candidate against the base model and the
+/// model it would replace, on the same test split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Evaluation {
+    /// k of recall@k.
+    pub k: usize,
+    /// Test queries evaluated.
+    pub queries: usize,
+    /// Chunks searched (the whole live corpus at the dataset's epoch).
+    pub corpus: usize,
+    /// recall@k of the base model (no adapter).
+    pub base: f64,
+    /// recall@k of the active model when training started (the base model if none).
+    pub parent: f64,
+    /// recall@k of the candidate.
+    pub candidate: f64,
+}
+
+/// Everything known about one model version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelCard {
+    pub version: u64,
+    /// `embedding-adapter`.
+    pub kind: String,
+    /// The frozen encoder it adapts.
+    pub base_model: String,
+    pub dim: usize,
+    pub created_at_ms: i64,
+    /// The version active when it was trained (`None`: the base model).
+    pub parent: Option<u64>,
+    pub dataset: DatasetRef,
+    /// Why it was trained: the drift trigger, or `manual`. Free-form: the
+    /// trigger as its source described it (`"manual"`, `{"drift": …}`).
+    pub trigger: serde_json::Value,
+    pub training: AdapterTraining,
+    pub report: TrainingReport,
+    pub evaluation: Evaluation,
+    /// Whether evaluation allowed promotion, and why.
+    pub promotable: bool,
+    pub decision: String,
+}
+
+/// Held-out scores of a twin: mean negative log-likelihood per answer token
+/// of the test split's answers (the author's own text) under each model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TwinEvaluation {
+    pub base: Nll,
+    /// The twin active when training started (the base model if none).
+    pub parent: Nll,
+    pub candidate: Nll,
+}
+
+/// Everything known about one LoRA fine-tune of the generator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TwinCard {
+    pub version: u64,
+    /// `llm-lora`.
+    pub kind: String,
+    /// The GGUF model it fine-tunes (file name and sha256).
+    pub base_model: String,
+    pub base_sha256: String,
+    pub created_at_ms: i64,
+    pub parent: Option<u64>,
+    pub dataset: DatasetRef,
+    /// Why it was trained (free-form, as [`ModelCard::trigger`]).
+    pub trigger: serde_json::Value,
+    pub training: LoraTraining,
+    pub report: LoraReport,
+    pub evaluation: TwinEvaluation,
+    pub promotable: bool,
+    pub decision: String,
+}
+
+/// One change of the active version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistryEvent {
+    pub at_ms: i64,
+    /// `register`, `promote` or `rollback`.
+    pub action: String,
+    pub version: Option<u64>,
+    pub reason: String,
+}
+
+/// How to train an adapter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AdapterTraining {
+    /// Passes over the pairs.
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Softmax temperature.
+    pub temperature: f32,
+    /// Weight of `‖W − A‖²`, A the anchor.
+    pub identity_weight: f32,
+    /// The anchor A of the regulariser: the adapter training starts from
+    /// (continual learning: stay near the model being replaced) rather than I.
+    #[serde(default)]
+    pub anchor_to_init: bool,
+    /// Seed of the batch order.
+    pub seed: u64,
+}
+
+impl Default for AdapterTraining {
+    fn default() -> Self {
+        Self {
+            epochs: 8,
+            batch_size: 64,
+            learning_rate: 2e-3,
+            temperature: 0.05,
+            identity_weight: 0.1,
+            anchor_to_init: false,
+            seed: 7,
+        }
+    }
+}
+
+/// What an adapter's training run did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrainingReport {
+    pub pairs: usize,
+    pub steps: usize,
+    /// Mean loss of each epoch.
+    pub epoch_losses: Vec<f32>,
+    pub seconds: f64,
+    /// `‖W − I‖_F` of the result.
+    pub distance_from_identity: f32,
+}
+
+/// An attention projection LoRA can adapt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LoraTarget {
+    Q,
+    K,
+    V,
+    O,
+}
+
+impl LoraTarget {
+    pub const ALL: [LoraTarget; 4] = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O];
+
+    /// `q`, `k`, `v` or `o`: the field of the burn attention module.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraTarget::Q => "q",
+            LoraTarget::K => "k",
+            LoraTarget::V => "v",
+            LoraTarget::O => "o",
+        }
+    }
+}
+
+/// How to fine-tune.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct LoraTraining {
+    /// Rank r of each adapter.
+    pub rank: usize,
+    /// α: the adapter's update is scaled by α / r.
+    pub alpha: f64,
+    pub targets: Vec<LoraTarget>,
+    /// Passes over the training examples.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Longest example in tokens (prompt and answer; longer answers are cut).
+    pub max_tokens: usize,
+    /// Seed of the batch order and of A's initialisation.
+    pub seed: u64,
+}
+
+impl Default for LoraTraining {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            targets: LoraTarget::ALL.to_vec(),
+            epochs: 1,
+            batch_size: 4,
+            learning_rate: 1e-3,
+            max_tokens: 192,
+            seed: 7,
+        }
+    }
+}
+
+/// What a fine-tuning run did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LoraReport {
+    pub examples: usize,
+    /// Answer tokens learned per epoch.
+    pub answer_tokens: usize,
+    pub steps: usize,
+    /// Mean loss (nll per answer token) of each epoch.
+    pub epoch_losses: Vec<f32>,
+    pub trainable_parameters: usize,
+    pub seconds: f64,
+}
+
+/// Mean negative log-likelihood of the answer tokens of a set of examples.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Nll {
+    pub examples: usize,
+    pub tokens: usize,
+    /// Per token, in nats.
+    pub mean: f64,
+}
+
+impl Nll {
+    /// `e^nll`.
+    pub fn perplexity(&self) -> f64 {
+        self.mean.exp()
+    }
+}
