@@ -177,10 +177,26 @@ fn spans_closed(log: &str) {
 /// (they are for a person at a terminal).
 #[test]
 fn a_redirected_log_has_no_colour_codes() {
-    // `demo fetch` logs at info (the corpus is cached by `.ci/run` before the tests).
-    let out = Command::new(BIN).args(["demo", "fetch"]).env_remove("CLICOLOR_FORCE").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("INFO"), "{log}");
-    assert!(!log.contains('\u{1b}'), "colour codes in a redirected log: {log:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("up.log");
+    let mut child = Command::new(BIN)
+        .args(["up", "--addr", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("TWINFLOW_LOG", "info")
+        .env_remove("TWINFLOW_LOG_FORMAT")
+        .env_remove("CLICOLOR_FORCE")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("twinflow starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("serving on") {
+        assert!(Instant::now() < deadline, "never served: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sigterm(&mut child).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" INFO "), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a redirected log: {text:?}");
 }
