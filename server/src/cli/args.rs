@@ -104,6 +104,7 @@ pub enum ModelsCommand {
     List(ServerArgs),
     /// Make a registered version active (search switches at an epoch).
     Promote {
+        #[arg(id = "number", value_name = "VERSION")]
         version: u64,
         #[command(flatten)]
         server: ServerArgs,
@@ -122,6 +123,7 @@ pub enum TwinCommand {
     List(ServerArgs),
     /// Make a twin version answer.
     Promote {
+        #[arg(id = "number", value_name = "VERSION")]
         version: u64,
         #[command(flatten)]
         server: ServerArgs,
@@ -156,6 +158,7 @@ pub enum DatasetsCommand {
     },
     /// One version's manifest: lineage, counts, files (the JSONL exports among them).
     Show {
+        #[arg(id = "number", value_name = "VERSION")]
         version: u64,
         #[command(flatten)]
         server: ServerArgs,
@@ -379,4 +382,21 @@ fn parse_fluvio(arg: &str) -> Result<FluvioSourceConfig, String> {
 fn parse_kafka(arg: &str) -> Result<KafkaSourceConfig, String> {
     let (brokers, topic) = address_topic(arg)?;
     Ok(KafkaSourceConfig { brokers, topic, ..KafkaSourceConfig::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, ModelsCommand};
+
+    /// clap's own consistency checks over every verb (a positional named
+    /// `version` clashed with the automatic `--version` and crashed
+    /// `twinflow models promote 3` in debug builds).
+    #[test]
+    fn every_verb_parses() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["twinflow", "models", "promote", "3"]).unwrap();
+        assert!(matches!(cli.command, Command::Models { command: ModelsCommand::Promote { version: 3, .. } }));
+    }
 }
