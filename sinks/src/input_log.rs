@@ -17,10 +17,11 @@
 //!   segments are kept apart (truncation never touches them). The caller
 //!   renumbers the batches after its committed epoch (`committed + 1`, `+ 2`, …,
 //!   the epochs it will give them, one per batch) and [`InputLog::adopt`]s them
-//!   *before* submitting any: they are appended to a fresh segment and fsynced,
-//!   and only then are the old segments deleted. A crash at any point leaves
-//!   every batch in a segment numbered like the manifest (at worst twice, in
-//!   order: replaying twice gives the same state).
+//!   *before* submitting any: they are written whole to a fresh segment
+//!   (temporary file, fsync, rename), and only then are the old segments
+//!   deleted. A crash at any point leaves every batch in a segment numbered
+//!   like the manifest (at worst twice, each copy whole and in order: replaying
+//!   the sequence twice gives the same state).
 //! - A torn frame at the end of the newest segment is a write cut short by
 //!   the crash: that batch was never acknowledged, and the tail is dropped (with a
 //!   warning). A bad frame anywhere else is corruption, reported with the file and
@@ -160,13 +161,7 @@ impl InputLog {
     /// `Ok`, the batch survives a crash.
     pub fn append(&self, epoch: u64, batch: &EncodedBatch) -> Result<()> {
         let mut frame = Vec::with_capacity(HEADER + batch.0.len());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&epoch.to_le_bytes());
-        crc.update(&batch.0);
-        frame.extend_from_slice(&(batch.0.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc.finalize().to_le_bytes());
-        frame.extend_from_slice(&epoch.to_le_bytes());
-        frame.extend_from_slice(&batch.0);
+        push_frame(&mut frame, epoch, batch);
         let mut state = self.state.lock();
         let segment = state.segments.last().expect("an active segment");
         let (path, good) = (segment.path.clone(), segment.bytes);
@@ -195,13 +190,31 @@ impl InputLog {
 
     /// Makes the batches read back by [`InputLog::open`] the log's own,
     /// stamped with the epochs this run will give them (call it before
-    /// submitting them): appended and fsynced, then the recovered segments
-    /// deleted and the deletion made durable.
+    /// submitting them): written whole as one new segment (a temporary file,
+    /// fsync, rename), then the recovered segments deleted and the deletion
+    /// made durable.
+    ///
+    /// Whole, because a crash in between must leave either none of the copy or
+    /// all of it: a prefix of it after the old segments would replay its
+    /// batches again after the later ones (an upsert undoing a later delete).
     pub fn adopt(&self, renumbered: &[(u64, EncodedBatch)]) -> Result<()> {
-        for (epoch, batch) in renumbered {
-            self.append(*epoch, batch)?;
-        }
         let mut state = self.state.lock();
+        if let Some(max_epoch) = renumbered.iter().map(|(epoch, _)| *epoch).max() {
+            let mut bytes = Vec::with_capacity(renumbered.iter().map(|(_, b)| HEADER + b.0.len()).sum());
+            for (epoch, batch) in renumbered {
+                push_frame(&mut bytes, *epoch, batch);
+            }
+            // The copy takes the place of the (empty) active segment; appends go on after it.
+            if state.segments.last().is_some_and(|s| s.bytes > 0) {
+                self.rotate(&mut state)?;
+            }
+            let path = state.segments.last().expect("an active segment").path.clone();
+            twinflow_schemas::fs::write_atomic(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+            state.active = OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+            let segment = state.segments.last_mut().expect("an active segment");
+            segment.max_epoch = max_epoch;
+            segment.bytes = bytes.len() as u64;
+        }
         for old in std::mem::take(&mut state.recovered) {
             match std::fs::remove_file(&old) {
                 Ok(()) => {}
@@ -249,6 +262,17 @@ impl InputLog {
     pub fn bytes(&self) -> u64 {
         self.state.lock().segments.iter().map(|s| s.bytes).sum()
     }
+}
+
+/// Appends the frame of `batch` stamped with `epoch` to `out`.
+fn push_frame(out: &mut Vec<u8>, epoch: u64, batch: &EncodedBatch) {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&epoch.to_le_bytes());
+    crc.update(&batch.0);
+    out.extend_from_slice(&(batch.0.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&batch.0);
 }
 
 fn create_segment(path: &Path) -> Result<File> {

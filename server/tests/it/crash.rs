@@ -8,7 +8,8 @@
 //! acknowledged change lost, none applied twice, no file of an unfinished
 //! commit visible.
 //!
-//! `TWINFLOW_CRASH_SEEDS=N` runs N seeds (default 4); each survives several kills.
+//! `TWINFLOW_CRASH_SEEDS=N` runs N seeds (default 4) from `TWINFLOW_CRASH_FIRST`
+//! (default 0); each survives several kills.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -20,23 +21,6 @@ use twinflow_schemas::rng::SeededRng;
 
 const BIN: &str = env!("CARGO_BIN_EXE_twinflow");
 
-/// The generator the harness's seeds were chosen with (xorshift64*): its
-/// workloads and kill times are the ones CI has run since the harness landed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const WORDS: &[&str] = &[
     "harbour", "lantern", "orchard", "glacier", "meadow", "compass", "violin", "granite", "thunder", "willow",
     "beacon", "saffron", "canyon", "ember", "falcon", "tidal", "quarry", "marble", "cobalt", "juniper",
@@ -45,7 +29,7 @@ const WORDS: &[&str] = &[
 /// The input: batches of NDJSON changes over 24 documents (upserts with new
 /// text of one to three paragraphs, some deletes).
 pub(crate) fn workload(seed: u64, batches: usize) -> Vec<String> {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = SeededRng::new(seed);
     (0..batches)
         .map(|b| {
             let size = 1 + rng.below(6);
@@ -58,7 +42,7 @@ pub(crate) fn workload(seed: u64, batches: usize) -> Vec<String> {
                     let paragraphs: Vec<String> = (0..1 + rng.below(3))
                         .map(|_| {
                             let words: Vec<&str> =
-                                (0..40 + rng.below(40)).map(|_| WORDS[rng.below(WORDS.len() as u64) as usize]).collect();
+                                (0..40 + rng.below(40)).map(|_| WORDS[rng.index(WORDS.len())]).collect();
                             words.join(" ") + "."
                         })
                         .collect();
@@ -170,7 +154,7 @@ fn run(dir: &Path, batches: &[String], seed: Option<u64>) -> usize {
     let log = dir.join("twinflow.log");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let mut rng = Rng(seed.unwrap_or(1).wrapping_add(0x5151) | 1);
+    let mut rng = SeededRng::new(seed.unwrap_or(1).wrapping_add(0x5151));
     let mut kills = 0;
     let mut next = 0;
     let mut child = start(&config, &log);
@@ -242,7 +226,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         root.path().to_path_buf()
     };
     let mut survived = 0;
-    for seed in 0..seeds {
+    let first: u64 = std::env::var("TWINFLOW_CRASH_FIRST").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    for seed in first..first + seeds {
         let batches = workload(seed, 60);
         let ops = |op: &str| batches.iter().flat_map(|b| b.lines()).filter(|l| l.contains(op)).count();
         assert!(ops(r#""op":"upsert""#) > 0 && ops(r#""op":"delete""#) > 0, "seed {seed}: upserts and deletes");
@@ -351,13 +336,13 @@ fn a_restart_never_encodes_a_text_twice() {
 /// work with: `docs` documents of four paragraphs of pseudo-words.
 fn training_corpus(docs: usize) -> String {
     const SYLLABLES: &[&str] = &["ka", "lo", "mi", "ren", "tu", "sa", "vel", "dor", "in", "pha", "gro", "ste"];
-    let mut rng = Rng(0x7e57_1a1e);
+    let mut rng = SeededRng::new(0x7e57_1a1e);
     (0..docs)
         .map(|d| {
             let paragraphs: Vec<String> = (0..4)
                 .map(|_| {
                     let words: Vec<String> = (0..40)
-                        .map(|_| (0..2 + rng.below(2)).map(|_| SYLLABLES[rng.below(SYLLABLES.len() as u64) as usize]).collect())
+                        .map(|_| (0..2 + rng.below(2)).map(|_| SYLLABLES[rng.index(SYLLABLES.len())]).collect())
                         .collect();
                     words.join(" ") + "."
                 })
