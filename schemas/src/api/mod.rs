@@ -13,6 +13,7 @@
 //! | `sql.rs` | `POST /v1/sql` |
 //! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `POST /v1/snapshots` |
 //! | `training.rs` | `GET /v1/drift`, `/v1/datasets…`, `/v1/models…`, `/v1/twin…` |
+//! | `openapi.rs` | the OpenAPI 3.1 document built from the routes' [`openapi::Op`]s |
 //!
 //! The records those answers hold have their own modules, as other crates
 //! keep them too ([`crate::models`], [`crate::training`],
@@ -22,6 +23,7 @@
 mod chat;
 mod documents;
 mod embeddings;
+pub mod openapi;
 mod rag;
 mod search;
 mod sql;
