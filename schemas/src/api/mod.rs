@@ -73,6 +73,16 @@ pub enum ErrorCode {
     SqlError,
     /// No such resource.
     NotFound,
+    /// The route exists but not for this method (the `Allow` header lists those it takes).
+    MethodNotAllowed,
+    /// No key, or a key that is not configured (`Authorization: Bearer <key>`).
+    Unauthorized,
+    /// The key is valid but lacks the scope the route needs.
+    Forbidden,
+    /// A state-changing request from a web page of another origin.
+    CrossOrigin,
+    /// A request over a configured limit of memory, rows or time (SQL memory pool, answer rows, timeout).
+    ResourceLimit,
     /// The request names a model this server does not serve.
     ModelNotFound,
     /// The engine is stopping and accepts no more changes.
@@ -109,6 +119,10 @@ impl ErrorCode {
             | Self::ContextLengthExceeded
             | Self::TwinUnavailable => 400,
             Self::NotFound | Self::ModelNotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::CrossOrigin => 403,
+            Self::ResourceLimit => 422,
             Self::DocumentTooLarge | Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::TrainingRunning => 409,

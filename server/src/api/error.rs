@@ -92,3 +92,56 @@ impl IntoResponse for ApiError {
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no route for {uri}"))
 }
+
+/// Makes every rejection a JSON error with a stable code: axum's own — a
+/// method the route does not take (405, `Allow` kept), a body over the
+/// limit (413), a path or query that does not parse (400) — come as plain
+/// text or empty otherwise.
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status.as_u16() {
+        400 => ErrorCode::InvalidQuery,
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        413 => ErrorCode::PayloadTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        422 => ErrorCode::InvalidJson,
+        503 => ErrorCode::Overloaded,
+        _ if status.is_client_error() => ErrorCode::InvalidQuery,
+        _ => ErrorCode::Internal,
+    };
+    let message = match code {
+        ErrorCode::MethodNotAllowed => {
+            let allow = parts.headers.get(axum::http::header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+            format!("{method} is not allowed here; this route takes: {allow}")
+        }
+        _ if !text.is_empty() => text,
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    let mut answer = ApiError::new(code, message).into_response();
+    // The status stays axum's (its code maps to the same one); headers such as `Allow` stay.
+    *answer.status_mut() = status;
+    for (name, value) in parts.headers.iter() {
+        answer.headers_mut().entry(name.clone()).or_insert_with(|| value.clone());
+    }
+    answer
+}

@@ -17,7 +17,7 @@
 //! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `GET /healthz`, `POST /v1/snapshots` |
 //! | `dashboard.rs` | `GET /` (the dashboard page), `GET /dashboard.js`, `GET /dashboard.css` |
 //! | `openapi.rs` | the route table's description, served at `GET /openapi.json` |
-//! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }` |
+//! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }`, and the layer that makes every rejection one |
 
 use std::sync::Arc;
 
@@ -57,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(app)
 }
 
