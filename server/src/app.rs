@@ -37,6 +37,8 @@ pub struct App {
     pub traces: Arc<Traces>,
     /// The most recent commits (`GET /v1/timeline`).
     pub timeline: Arc<Timeline>,
+    /// Slots of the requests that cost the most (SQL; answers and embeddings).
+    pub slots: crate::api::limits::Slots,
     feature: FeaturePipeline,
     sources: Mutex<Vec<SourcePump>>,
     /// Dropping a sender stops its thread: the progress reporter, the traces flusher.
@@ -65,6 +67,13 @@ impl App {
         ));
         let feature = FeaturePipeline::open(&config, embedder.clone())?;
         let store = feature.store.clone();
+        let server = &config.server;
+        store.set_sql_limits(twinflow_sinks::SqlLimits {
+            memory: server.sql_memory.as_u64() as usize,
+            spill: server.sql_spill.as_u64(),
+            max_rows: server.sql_max_rows,
+            max_bytes: server.sql_max_answer.as_u64() as usize,
+        })?;
         let datasets = Arc::new(Datasets::open(&store)?);
         let training = Arc::new(Training::open(&config, store.clone(), embedder, datasets.clone())?);
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
@@ -77,6 +86,7 @@ impl App {
             config.training.on_drift,
             config.twin.on_drift,
         );
+        let slots = crate::api::limits::Slots::new(&config.server);
         let app = Arc::new(App {
             traces: Arc::new(Traces::new(config.traces.clone())),
             config,
@@ -88,6 +98,7 @@ impl App {
             twin,
             started: Instant::now(),
             timeline: feature.timeline.clone(),
+            slots,
             feature,
             sources: Mutex::new(Vec::new()),
             helpers: Mutex::new(Vec::new()),

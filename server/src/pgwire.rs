@@ -86,6 +86,7 @@ impl PgServer {
         })?;
         answer.map_err(|e| match e {
             twinflow_sinks::Error::SqlNotReadOnly(message) => user_error("25006", message),
+            twinflow_sinks::Error::SqlLimit(message) => user_error("54000", message),
             other => user_error("42601", other.to_string()),
         })
     }

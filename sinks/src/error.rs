@@ -68,6 +68,9 @@ pub enum Error {
     /// The SQL statement failed to parse, plan or run.
     #[error("SQL error: {0}")]
     Sql(String),
+    /// The SQL statement needed more than its limits (memory pool, answer rows or bytes).
+    #[error("{0}")]
+    SqlLimit(String),
     /// Building or encoding Arrow data failed.
     #[error("Arrow error: {0}")]
     Arrow(#[from] ArrowError),
@@ -91,6 +94,7 @@ impl Error {
         match self {
             Self::SqlNotReadOnly(_) => ErrorCode::SqlNotReadOnly,
             Self::Sql(_) => ErrorCode::SqlError,
+            Self::SqlLimit(_) => ErrorCode::ResourceLimit,
             _ => ErrorCode::Internal,
         }
     }

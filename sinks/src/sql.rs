@@ -14,6 +14,12 @@
 //! before planning (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE pass), and
 //! the plan is checked again with DataFusion's `SQLOptions` (no DDL, DML,
 //! COPY or SET).
+//!
+//! Every statement of the process draws on one memory pool ([`SqlRuntime`]):
+//! operators that can spill (sorts, aggregations, joins' build sides) spill
+//! to a bounded temporary folder, and a statement that still needs more
+//! fails with [`Error::SqlLimit`]. The answer itself is bounded in rows and
+//! bytes, so a cross join without `LIMIT` is refused rather than collected.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +32,9 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use futures_util::StreamExt;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use twinflow_schemas::TableName;
@@ -41,6 +50,49 @@ pub struct SqlAnswer {
     pub schema: SchemaRef,
     /// The result rows; at least one (possibly empty) batch.
     pub batches: Vec<RecordBatch>,
+}
+
+/// What one statement may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// Bytes of memory all running statements share (beyond it they spill, then fail).
+    pub memory: usize,
+    /// Bytes the statements may spill to temporary files, together.
+    pub spill: u64,
+    /// Rows of one answer.
+    pub max_rows: usize,
+    /// Bytes of one answer (Arrow, in memory).
+    pub max_bytes: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self { memory: 1 << 30, spill: 4 << 30, max_rows: 1_000_000, max_bytes: 256 << 20 }
+    }
+}
+
+/// The memory pool and spill folder every statement of a store runs in.
+#[derive(Debug)]
+pub struct SqlRuntime {
+    env: Arc<RuntimeEnv>,
+    limits: SqlLimits,
+}
+
+impl SqlRuntime {
+    /// A runtime within `limits`.
+    pub fn new(limits: SqlLimits) -> Result<Self> {
+        let env = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory)))
+            .with_max_temp_directory_size(limits.spill)
+            .build_arc()
+            .map_err(sql_error)?;
+        Ok(Self { env, limits })
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> SqlLimits {
+        self.limits
+    }
 }
 
 /// What one query reads, captured under the store's lock.
@@ -68,8 +120,9 @@ pub(crate) struct SqlInputs {
 const BATCH_ROWS: usize = 8192;
 
 /// Runs one read-only statement over `inputs`.
-pub(crate) async fn run(inputs: SqlInputs, sql: &str) -> Result<SqlAnswer> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+pub(crate) async fn run(inputs: SqlInputs, sql: &str, runtime: &SqlRuntime) -> Result<SqlAnswer> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime.env.clone());
     register(&ctx, &inputs)?;
 
     let state = ctx.state();
@@ -85,7 +138,27 @@ pub(crate) async fn run(inputs: SqlInputs, sql: &str) -> Result<SqlAnswer> {
     let frame = ctx.execute_logical_plan(plan).await.map_err(sql_error)?;
     let physical = frame.create_physical_plan().await.map_err(sql_error)?;
     let schema = physical.schema();
-    let mut batches = datafusion::physical_plan::collect(physical, ctx.task_ctx()).await.map_err(sql_error)?;
+    let limits = runtime.limits;
+    let mut stream = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx()).map_err(sql_error)?;
+    let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(sql_error)?;
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
+        if rows > limits.max_rows {
+            return Err(Error::SqlLimit(format!(
+                "the answer has more than {} rows (the limit of one answer): add a LIMIT or aggregate",
+                limits.max_rows
+            )));
+        }
+        if bytes > limits.max_bytes {
+            return Err(Error::SqlLimit(format!(
+                "the answer is larger than {} bytes (the limit of one answer): select fewer columns or rows",
+                limits.max_bytes
+            )));
+        }
+        batches.push(batch);
+    }
     if batches.is_empty() {
         batches.push(RecordBatch::new_empty(schema.clone()));
     }
@@ -184,6 +257,12 @@ fn not_read_only(what: &str) -> Error {
 }
 
 fn sql_error(e: DataFusionError) -> Error {
+    if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+        return Error::SqlLimit(format!(
+            "the statement needs more memory than the SQL pool has left: {}",
+            e.find_root().strip_backtrace()
+        ));
+    }
     Error::Sql(e.strip_backtrace())
 }
 

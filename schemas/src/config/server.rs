@@ -21,6 +21,23 @@ pub struct ServerConfig {
     /// Where the Postgres wire protocol endpoint (read-only SQL, no
     /// authentication) listens; off when unset.
     pub pg_addr: Option<SocketAddr>,
+    /// Memory all running SQL statements share (HTTP and pgwire); past it
+    /// they spill to disk, then fail with `resource_limit`.
+    pub sql_memory: ByteSize,
+    /// Disk the SQL statements may spill to, together.
+    pub sql_spill: ByteSize,
+    /// Rows of one SQL answer.
+    pub sql_max_rows: usize,
+    /// Bytes of one SQL answer (in memory, before encoding).
+    pub sql_max_answer: ByteSize,
+    /// SQL statements running at once; more wait, then answer `overloaded`.
+    pub sql_concurrency: usize,
+    /// Answers (`/v1/rag`, chat) and embedding requests running at once; more
+    /// wait up to `queue_wait`, then answer `503 overloaded` with `Retry-After`.
+    pub answer_concurrency: usize,
+    /// How long a request waits for a free slot.
+    #[serde(with = "humantime_serde")]
+    pub queue_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +48,13 @@ impl Default for ServerConfig {
             max_document: ByteSize::mib(8),
             sql_timeout: Duration::from_secs(30),
             pg_addr: None,
+            sql_memory: ByteSize::gib(1),
+            sql_spill: ByteSize::gib(4),
+            sql_max_rows: 1_000_000,
+            sql_max_answer: ByteSize::mib(256),
+            sql_concurrency: 4,
+            answer_concurrency: 2,
+            queue_wait: Duration::from_secs(5),
         }
     }
 }

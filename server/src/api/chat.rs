@@ -127,6 +127,8 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: ChatCompletionRequest = json_body(&app, body, "")?;
+    // Held until the answer (or the stream) is done.
+    let slot = app.slots.take(&app.slots.answers, "answer").await?;
     // Building the generator may load or fetch a model: off the async runtime.
     let generator = {
         let app = app.clone();
@@ -142,7 +144,10 @@ pub async fn chat_completions(
         tokio::task::spawn_blocking(move || prepare(&app.rag(), &question)).await.map_err(ApiError::internal)??
     };
     if !request.stream {
-        let answer = tokio::task::spawn_blocking(move || prepared.generate(&mut |_| ControlFlow::Continue(())))
+        let answer = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            prepared.generate(&mut |_| ControlFlow::Continue(()))
+        })
             .await
             .map_err(ApiError::internal)??;
         let body = ChatCompletion {
@@ -183,6 +188,7 @@ pub async fn chat_completions(
     };
     let event = |chunk: &ChatCompletionChunk| serde_json::to_string(chunk).unwrap_or_default();
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let first = ChatDelta { role: Some("assistant".into()), content: Some(String::new()) };
         let _ = tx.blocking_send(event(&chunk(first, None)));
         let mut on_text = |piece: &str| {

@@ -66,7 +66,9 @@ pub async fn embeddings(
             format!("`input` must hold between 1 and {MAX_INPUTS} strings, not {}", inputs.len()),
         ));
     }
+    let slot = app.slots.take(&app.slots.answers, "embedding").await?;
     let (vectors, tokens) = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let texts: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let limit = embedder.max_tokens().unwrap_or(usize::MAX);
         let tokens: u64 = texts.iter().map(|t| embedder.count_tokens(t).min(limit) as u64).sum();

@@ -18,6 +18,7 @@
 //! | `dashboard.rs` | `GET /` (the dashboard page), `GET /dashboard.js`, `GET /dashboard.css` |
 //! | `openapi.rs` | the route table's description, served at `GET /openapi.json` |
 //! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }`, and the layer that makes every rejection one |
+//! | `limits.rs` | slots of the costly routes (SQL; answers and embeddings): wait, then `503 overloaded` |
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub mod dashboard;
 pub mod documents;
 pub mod embeddings;
 pub mod error;
+pub mod limits;
 pub mod models;
 pub mod openapi;
 pub mod prometheus;

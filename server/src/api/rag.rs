@@ -78,7 +78,11 @@ pub async fn rag(
     }
     let params = checked_params(&app, request.max_tokens, request.temperature, None)?;
     let ask = RagQuestion { question, history: Vec::new(), system: None, filter: (&request.filters).into(), k, params };
-    let answer = tokio::task::spawn_blocking(move || answer(&app.rag(), &ask, &mut |_| ControlFlow::Continue(())))
+    let slot = app.slots.take(&app.slots.answers, "answer").await?;
+    let answer = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        answer(&app.rag(), &ask, &mut |_| ControlFlow::Continue(()))
+    })
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(answer))

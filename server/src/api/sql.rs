@@ -36,6 +36,7 @@ pub async fn sql(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
     let request = parse_request(&headers, &body, params.format)?;
+    let _slot = app.slots.take(&app.slots.sql, "SQL").await?;
     let started = Instant::now();
     let timeout = app.config.server.sql_timeout;
     let answer = tokio::time::timeout(timeout, app.store.sql(&request.sql))
@@ -44,6 +45,7 @@ pub async fn sql(
         .map_err(|e| match e {
             SinkError::SqlNotReadOnly(msg) => ApiError::new(ErrorCode::SqlNotReadOnly, msg),
             SinkError::Sql(msg) => ApiError::new(ErrorCode::SqlError, msg),
+            SinkError::SqlLimit(msg) => ApiError::new(ErrorCode::ResourceLimit, msg),
             other => ApiError::internal(other),
         })?;
     let epoch = HeaderValue::from(answer.epoch);

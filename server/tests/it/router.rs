@@ -527,3 +527,35 @@ async fn drift_datasets_models_train_promote_rollback() {
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
     app.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_is_a_json_error_with_a_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::fixtures::app_with(dir.path(), |c| {
+        c.server.max_body = bytesize::ByteSize::kib(4);
+        c.server.sql_max_rows = 1000;
+    });
+    // A method the route does not take: 405 with `Allow`, as JSON.
+    let response = router(app.clone()).oneshot(Request::delete("/v1/search").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(response.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")));
+    let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error.error.code, ErrorCode::MethodNotAllowed);
+    // A path parameter that does not parse.
+    let promote = Request::post("/v1/models/abc/promote").body(Body::empty()).unwrap();
+    expect_error(&app, promote, StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
+    // A body over the limit on a route that reads it whole.
+    let big = format!("SELECT '{}'", "x".repeat(8 * 1024));
+    expect_error(&app, post("/v1/sql", "text/plain", big), StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+        .await;
+    // An unknown route.
+    let unknown = Request::get("/v1/nothing-here").body(Body::empty()).unwrap();
+    expect_error(&app, unknown, StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+    // An answer over the row limit: refused, and the server answers the next query.
+    let cross = r#"{"sql": "SELECT a, b FROM (SELECT unnest(range(0, 2000)) AS a) x CROSS JOIN (SELECT unnest(range(0, 2000)) AS b) y"}"#;
+    expect_error(&app, post("/v1/sql", "application/json", cross), StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ResourceLimit)
+        .await;
+    let (status, _) = send(&app, post("/v1/sql", "application/json", r#"{"sql": "SELECT 1 AS one"}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -56,6 +56,8 @@ pub struct Store {
     state: RwLock<State>,
     /// Current-state batches for SQL: table → (epoch of its last change, batch).
     batches: Mutex<HashMap<TableName, (u64, RecordBatch)>>,
+    /// The memory pool and limits every SQL statement runs within.
+    sql_runtime: RwLock<Arc<crate::sql::SqlRuntime>>,
 }
 
 #[derive(Debug)]
@@ -210,7 +212,8 @@ impl Store {
             projection: None,
             projected: HashMap::new(),
         };
-        Ok(Store { dir, dim, writer: Mutex::new(()), state: RwLock::new(state), batches: Mutex::default() })
+        let sql_runtime = RwLock::new(Arc::new(crate::sql::SqlRuntime::new(crate::SqlLimits::default())?));
+        Ok(Store { dir, dim, writer: Mutex::new(()), state: RwLock::new(state), batches: Mutex::default(), sql_runtime })
     }
 
     /// The data directory (absolute).

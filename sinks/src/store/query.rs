@@ -196,7 +196,14 @@ impl Store {
     /// others that fail are [`Error::Sql`].
     pub async fn sql(&self, sql: &str) -> Result<SqlAnswer> {
         let inputs = self.sql_inputs()?;
-        crate::sql::run(inputs, sql).await
+        let runtime = self.sql_runtime.read().clone();
+        crate::sql::run(inputs, sql, &runtime).await
+    }
+
+    /// Runs every later statement within `limits` (one memory pool for all of them).
+    pub fn set_sql_limits(&self, limits: crate::SqlLimits) -> Result<()> {
+        *self.sql_runtime.write() = Arc::new(crate::sql::SqlRuntime::new(limits)?);
+        Ok(())
     }
 
     /// Everything one query reads, taken under one read lock.

@@ -2,7 +2,7 @@
 //! anything runs.
 
 use twinflow_schemas::api::ErrorCode;
-use twinflow_sinks::{Error, Store};
+use twinflow_sinks::{Error, SqlLimits, Store};
 
 use crate::fixtures::*;
 
@@ -74,4 +74,33 @@ async fn errors_and_reads() {
     assert!(described.contains("token_estimate"), "{described}");
     let with = scalar(&store, "WITH x AS (SELECT doc_id FROM chunks) SELECT COUNT(DISTINCT doc_id) FROM x").await;
     assert_eq!(with, 2);
+}
+
+/// A cross join of 4,000 × 4,000 generated rows: 16 million rows, ordered.
+const HUGE: &str = "SELECT a, b FROM (SELECT unnest(range(0, 4000)) AS a) x \
+                    CROSS JOIN (SELECT unnest(range(0, 4000)) AS b) y ORDER BY a * b DESC, a";
+
+#[tokio::test]
+async fn a_query_over_its_limits_fails_with_a_limit_error_and_the_next_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DIM).unwrap();
+    let mut oracle = Oracle::default();
+    commit_all(&store, &mut oracle, &scenario());
+
+    // Rows: the answer is refused once it passes the limit, not collected whole.
+    store.set_sql_limits(SqlLimits { max_rows: 10_000, ..SqlLimits::default() }).unwrap();
+    let err = store.sql("SELECT a, b FROM (SELECT unnest(range(0, 4000)) AS a) x CROSS JOIN (SELECT unnest(range(0, 4000)) AS b) y").await.expect_err("too many rows");
+    assert!(matches!(err, Error::SqlLimit(_)), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::ResourceLimit);
+    assert!(err.to_string().contains("10000 rows"), "{err}");
+
+    // Memory: a sort of 16 million rows in an 8 MiB pool with no room to spill.
+    store.set_sql_limits(SqlLimits { memory: 8 << 20, spill: 0, ..SqlLimits::default() }).unwrap();
+    let err = store.sql(HUGE).await.expect_err("over the memory pool");
+    assert!(matches!(err, Error::SqlLimit(_)), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::ResourceLimit);
+
+    // The pool is free again: a small statement runs.
+    let answer = store.sql("SELECT COUNT(*) AS n FROM documents").await.unwrap();
+    assert_eq!(answer.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 }
