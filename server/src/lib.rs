@@ -6,7 +6,7 @@
 //! pipelines' errors to HTTP answers.
 //!
 //! ```text
-//!  cli/ ─▶ settings.rs (layered config) ─▶ app.rs: Store, Engine, Ingest, Committer, Training, Twin, generator
+//!  cli/ ─▶ settings (schemas::config::layers) ─▶ app.rs: Store, Engine, Ingest, Committer, Training, Twin, generator
 //!                                              │
 //!  api/ (axum): POST /v1/documents ─▶ Ingest::accept      GET /v1/search, POST /v1/sql ─▶ Store
 //!               POST /v1/rag, /v1/chat/completions ─▶ inference::answer (App::rag)
@@ -20,7 +20,6 @@
 //! | `cli/` | the verbs (`args.rs`), `up` (`up.rs`), client verbs (`verbs.rs`), tables for people (`print.rs`) |
 //! | `app.rs` | the running system: builds and connects the parts, starts sources, stops in order |
 //! | `api/` | the route table, one file per group of routes, `error.rs` (every error's code and status) |
-//! | `settings.rs` | configuration in layers: defaults < `twinflow.toml` < environment < flags |
 //! | `client.rs` | the HTTP client of the CLI verbs |
 //! | `cluster.rs` | a process of a timely cluster that is not process 0 |
 //! | `metrics.rs` | the Prometheus recorder, `GET /metrics`, the per-route middleware |
@@ -36,8 +35,10 @@ pub mod cluster;
 pub mod metrics;
 pub mod pgwire;
 mod progress;
-pub mod settings;
 pub mod ui;
+
+/// Layered configuration (defaults < `twinflow.toml` < environment < flags).
+pub use twinflow_schemas::config::layers as settings;
 
 pub use api::router;
 pub use app::App;

@@ -23,6 +23,7 @@
 //! | `traces.rs` | `[traces]`: sampling and redaction of recorded answers |
 //! | `sources.rs` | `[[sources]]`: every source's settings; [`PartitionShare`], [`StartFrom`] |
 //! | `publish.rs` | `[publish]`: Fluvio and Kafka topics of committed changes |
+//! | `layers.rs` | loading in layers (defaults < file < environment < flags) with figment; `show` with origins |
 //! | `tests.rs` | whole-tree tests (JSON round trip, tagged enums, unknown keys) |
 
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ mod drift;
 mod embedder;
 mod engine;
 mod generator;
+pub mod layers;
 mod publish;
 mod rag;
 mod search;

@@ -1,7 +1,8 @@
 //! Layered configuration: built-in defaults < `twinflow.toml` (or
 //! `--config FILE`) < `TWINFLOW__SECTION__KEY` environment variables <
 //! command-line flags. Unknown keys are errors naming the key and where it
-//! came from.
+//! came from. The binary (`twinflow`) loads its configuration through here;
+//! so can any program embedding the pipelines.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Serialize;
 
-use twinflow_schemas::config::Config;
+use super::Config;
 
 /// The default configuration file, read from the working directory when
 /// present.
@@ -167,7 +168,7 @@ mod tests {
 
     #[test]
     fn choosing_another_type_starts_from_its_own_defaults() {
-        use twinflow_schemas::config::{EmbedderConfig, GeneratorConfig, HashingEmbedderConfig};
+        use crate::config::{EmbedderConfig, GeneratorConfig, HashingEmbedderConfig};
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
         std::fs::write(&file, "[embedder]\ntype = \"hashing\"\n").unwrap();
