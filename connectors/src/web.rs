@@ -446,20 +446,14 @@ fn load_state(dir: &Path, position: &SourcePosition) -> Option<CrawlState> {
     }
 }
 
-/// Writes `crawl-<n>.json` durably (temporary file, fsync, rename) and
+/// Writes `crawl-<n>.json` durably (`twinflow_schemas::fs::write_atomic`:
+/// temporary file, fsync, rename, fsync of the folder) and
 /// removes all but the newest [`KEEP_STATES`]; returns its name.
 fn save_state(dir: &Path, state: &CrawlState) -> Result<String> {
     let name = format!("crawl-{:08}.json", state.crawl);
     let path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let bytes = serde_json::to_vec(state).map_err(|e| Error::io(&tmp, std::io::Error::other(e)))?;
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    let bytes = serde_json::to_vec(state).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+    twinflow_schemas::fs::write_atomic(&path, &bytes).map_err(|e| Error::io(&path, e))?;
     let mut old: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .flatten()
