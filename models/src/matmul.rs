@@ -139,13 +139,8 @@ mod tests {
 
     /// Seeded values in [-1, 1).
     fn matrix(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        Array2::from_shape_fn((rows, cols), |_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
+        let mut rng = twinflow_schemas::rng::SeededRng::new(seed);
+        Array2::from_shape_fn((rows, cols), |_| (rng.unit() * 2.0 - 1.0) as f32)
     }
 
     /// `α·a·b + β·c` by the textbook triple loop, in f64.
