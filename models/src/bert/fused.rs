@@ -3,11 +3,12 @@
 //!
 //! Why it exists: on this project's CPUs burn's stock ops left most of the
 //! time outside the matrix products (scalar `erf`, one pass per elementwise op,
-//! padded rows) and its pure-Rust GEMM ran at under half the speed of
-//! OpenBLAS (`cargo run -p twinflow-benches --bin twinflow-bench -- embed`
-//! and the notes of issue 3 give the figures). The burn graph in `mod.rs`
-//! stays the reference and the path for other devices (wgpu); the tests hold
-//! the two to the same vectors.
+//! padded rows): with the same `gemm` kernels under both, the fused path
+//! embeds twice as many texts per second as the burn graph
+//! (`cargo run -p twinflow-benches --bin twinflow-bench -- embed
+//! --with-burn-graph`; the notes of issue 3 give the history). The burn
+//! graph in `mod.rs` stays the reference and the path for other devices
+//! (wgpu); the tests hold the two to the same vectors.
 //!
 //! ```text
 //!  texts of lengths L₀, L₁, … ─▶ packed rows x [Σ Lᵢ, h] (no padding anywhere)
