@@ -53,7 +53,8 @@ pub(crate) fn worker_process(config: Config) -> anyhow::Result<()> {
     let mut seed = None;
     if config.storage.embedding_cache {
         let dir = config.storage.data_dir.join(format!("_process-{}", cluster.process));
-        options.vector_sink = Some(twinflow_pipelines::feature::open_vector_cache(&dir, embedder.as_ref(), 0, &mut seed)?);
+        options.vector_sink =
+            Some(twinflow_pipelines::feature::open_vector_cache(&dir, embedder.as_ref(), 0, &mut seed)?);
     }
     say(format_args!(
         "twinflow process {} of {} ({} workers): connecting to {}…",

@@ -67,8 +67,10 @@ impl FeaturePipeline {
             (None, Vec::new())
         };
         let engine = Arc::new(Engine::start(options, embedder, restore).context("cannot start the engine")?);
-        let limits =
-            ChangeLimits { max_document_bytes: config.server.max_document.as_u64() as usize, ..ChangeLimits::default() };
+        let limits = ChangeLimits {
+            max_document_bytes: config.server.max_document.as_u64() as usize,
+            ..ChangeLimits::default()
+        };
         let ingest = Arc::new(Ingest::new(engine.clone(), limits, input_log));
         Ok(Self {
             store,

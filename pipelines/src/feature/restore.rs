@@ -72,7 +72,6 @@ pub fn open_vector_cache(
     Ok(Arc::new(PersistentVectors { cache, warned: std::sync::atomic::AtomicBool::new(false) }))
 }
 
-
 /// Submits the input log's batches that the manifest does not hold
 /// (acknowledged before a crash, not committed), in order, one epoch each,
 /// before any source or request is served. They are written back to the log
@@ -93,8 +92,7 @@ pub fn replay_input_log(
     log.adopt(&renumbered).with_context(|| format!("cannot rewrite the input log in {}", log.dir().display()))?;
     let changes: usize = pending.iter().map(|b| b.changes.len()).sum();
     for ((expected, encoded), batch) in renumbered.iter().zip(pending) {
-        let epoch = submit_patiently(engine, batch.changes, Duration::from_secs(3600))
-            .map_err(Error::Replay)?;
+        let epoch = submit_patiently(engine, batch.changes, Duration::from_secs(3600)).map_err(Error::Replay)?;
         engine.flush();
         if epoch != *expected {
             // Not the epoch it was logged with: logged again with this one, so truncation keeps it.

@@ -112,7 +112,6 @@ pub fn open(
     Ok(opened)
 }
 
-
 /// Feeds a source's events through the ingest door until the source ends
 /// or the engine stops. A batch waits as long as the engine is behind (a
 /// minute at a time, said in the log): sources never drop changes.

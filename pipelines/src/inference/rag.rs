@@ -274,11 +274,7 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
         placed,
         messages,
         params: request.params.clone(),
-        trace: (
-            rag.traces.clone(),
-            request.question.clone(),
-            format!("{}+{}", rag.embedder.model_id(), rag.adapter),
-        ),
+        trace: (rag.traces.clone(), request.question.clone(), format!("{}+{}", rag.embedder.model_id(), rag.adapter)),
         span,
     })
 }

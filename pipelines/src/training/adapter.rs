@@ -30,9 +30,9 @@ use twinflow_schemas::config::{Config, TrainingConfig};
 use twinflow_schemas::{Hash128, Split};
 use twinflow_sinks::{Store, VectorProjection};
 
+use super::Error;
 use super::datasets::Datasets;
 use super::job::{Job, JobStatus, RunOutcome, even_sample};
-use super::Error;
 use crate::{Context, now_ms};
 
 /// Test queries evaluated at most (the corpus is always complete).
@@ -223,8 +223,7 @@ impl Training {
             };
             for batch in missing.chunks(ENCODE_BATCH) {
                 let texts: Vec<&str> = batch.iter().map(|s| s.instruction.as_str()).collect();
-                let vectors =
-                    embedder.embed_batch(&texts).context("encoding instructions")?;
+                let vectors = embedder.embed_batch(&texts).context("encoding instructions")?;
                 let mut cache = self.instruction_vectors.lock();
                 for (s, v) in batch.iter().zip(vectors) {
                     cache.insert(key(s), v);

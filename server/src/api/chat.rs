@@ -148,8 +148,8 @@ pub async fn chat_completions(
             let _slot = slot;
             prepared.generate(&mut |_| ControlFlow::Continue(()))
         })
-            .await
-            .map_err(ApiError::internal)??;
+        .await
+        .map_err(ApiError::internal)??;
         let body = ChatCompletion {
             id,
             object: "chat.completion".into(),

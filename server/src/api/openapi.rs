@@ -61,4 +61,3 @@ impl Api {
         (self.router, document)
     }
 }
-

@@ -83,7 +83,7 @@ pub async fn rag(
         let _slot = slot;
         answer(&app.rag(), &ask, &mut |_| ControlFlow::Continue(()))
     })
-        .await
-        .map_err(ApiError::internal)??;
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(answer))
 }

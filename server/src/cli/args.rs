@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use twinflow_schemas::config::{FluvioSourceConfig, KafkaSourceConfig};
 use twinflow_schemas::DocumentKind;
+use twinflow_schemas::config::{FluvioSourceConfig, KafkaSourceConfig};
 
 use crate::settings::Overrides;
 

@@ -224,4 +224,3 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
-

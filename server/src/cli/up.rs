@@ -11,9 +11,8 @@ use twinflow_schemas::config::{
 };
 
 use super::UpArgs;
-use crate::ui::say;
 use crate::app::App;
-
+use crate::ui::say;
 
 pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     crate::cluster::stop_when_the_dataflow_fails();

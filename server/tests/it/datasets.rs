@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use twinflow_models::{ChatMessage, FinishReason, GenerateParams, Generation, Generator};
-use twinflow_schemas::{ChangeLimits, Split, parse_change};
 use twinflow_pipelines::training::Datasets;
+use twinflow_schemas::{ChangeLimits, Split, parse_change};
 
 use crate::fixtures::{app_with, article, upsert_line};
 

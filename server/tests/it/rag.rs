@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use twinflow_models::{ChatMessage, GenerateParams, Generator};
+use twinflow_pipelines::inference::OpenAiGenerator;
 use twinflow_schemas::api::{ErrorBody, ErrorCode, RagResponse};
 use twinflow_schemas::config::OpenAiGeneratorConfig;
 use twinflow_server::App;
-use twinflow_pipelines::inference::OpenAiGenerator;
 
 use crate::fixtures::app_with;
 

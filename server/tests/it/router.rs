@@ -536,7 +536,8 @@ async fn every_rejection_is_a_json_error_with_a_code() {
         c.server.sql_max_rows = 1000;
     });
     // A method the route does not take: 405 with `Allow`, as JSON.
-    let response = router(app.clone()).oneshot(Request::delete("/v1/search").body(Body::empty()).unwrap()).await.unwrap();
+    let response =
+        router(app.clone()).oneshot(Request::delete("/v1/search").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(response.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")));
     let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
@@ -554,8 +555,13 @@ async fn every_rejection_is_a_json_error_with_a_code() {
     expect_error(&app, unknown, StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
     // An answer over the row limit: refused, and the server answers the next query.
     let cross = r#"{"sql": "SELECT a, b FROM (SELECT unnest(range(0, 2000)) AS a) x CROSS JOIN (SELECT unnest(range(0, 2000)) AS b) y"}"#;
-    expect_error(&app, post("/v1/sql", "application/json", cross), StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ResourceLimit)
-        .await;
+    expect_error(
+        &app,
+        post("/v1/sql", "application/json", cross),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::ResourceLimit,
+    )
+    .await;
     let (status, _) = send(&app, post("/v1/sql", "application/json", r#"{"sql": "SELECT 1 AS one"}"#)).await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -213,7 +213,14 @@ impl Store {
             projected: HashMap::new(),
         };
         let sql_runtime = RwLock::new(Arc::new(crate::sql::SqlRuntime::new(crate::SqlLimits::default())?));
-        Ok(Store { dir, dim, writer: Mutex::new(()), state: RwLock::new(state), batches: Mutex::default(), sql_runtime })
+        Ok(Store {
+            dir,
+            dim,
+            writer: Mutex::new(()),
+            state: RwLock::new(state),
+            batches: Mutex::default(),
+            sql_runtime,
+        })
     }
 
     /// The data directory (absolute).

@@ -89,7 +89,12 @@ async fn a_query_over_its_limits_fails_with_a_limit_error_and_the_next_one_runs(
 
     // Rows: the answer is refused once it passes the limit, not collected whole.
     store.set_sql_limits(SqlLimits { max_rows: 10_000, ..SqlLimits::default() }).unwrap();
-    let err = store.sql("SELECT a, b FROM (SELECT unnest(range(0, 4000)) AS a) x CROSS JOIN (SELECT unnest(range(0, 4000)) AS b) y").await.expect_err("too many rows");
+    let err = store
+        .sql(
+            "SELECT a, b FROM (SELECT unnest(range(0, 4000)) AS a) x CROSS JOIN (SELECT unnest(range(0, 4000)) AS b) y",
+        )
+        .await
+        .expect_err("too many rows");
     assert!(matches!(err, Error::SqlLimit(_)), "{err:?}");
     assert_eq!(err.code(), ErrorCode::ResourceLimit);
     assert!(err.to_string().contains("10000 rows"), "{err}");
