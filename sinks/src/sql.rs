@@ -88,11 +88,6 @@ impl SqlRuntime {
             .map_err(sql_error)?;
         Ok(Self { env, limits })
     }
-
-    /// Its limits.
-    pub fn limits(&self) -> SqlLimits {
-        self.limits
-    }
 }
 
 /// What one query reads, captured under the store's lock.
