@@ -128,6 +128,12 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
         _ => ErrorCode::Internal,
     };
     let message = match code {
+        // A server-side failure's text is for the log, not the client.
+        ErrorCode::Internal => {
+            let mut answer = ApiError::internal(format!("{status}: {text}")).into_response();
+            *answer.status_mut() = status;
+            return answer;
+        }
         ErrorCode::MethodNotAllowed => {
             let allow = parts.headers.get(axum::http::header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
             format!("{method} is not allowed here; this route takes: {allow}")
