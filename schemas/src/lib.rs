@@ -19,6 +19,7 @@
 //! `drift.rs` for the records the training loop keeps and the API shows.
 
 pub mod api;
+pub mod auth;
 pub mod change;
 pub mod clock;
 pub mod config;

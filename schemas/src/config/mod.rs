@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `engine.rs` | `[engine]`: workers, epochs, admission limits; [`ClusterConfig`] |
 //! | `server.rs` | `[server]`: HTTP and Postgres addresses, body and query limits |
+//! | `auth.rs` | `[auth]`: API keys and their scopes, allowed origins, sessions, the cluster secret |
 //! | `storage.rs` | `[storage]`: data directory, snapshots, input log, embedding cache |
 //! | `embedder.rs` | `[embedder]`: hashing or MiniLM, and their settings |
 //! | `chunking.rs` | `[chunking]`: [`ChunkSpec`] per kind of document |
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod chunking;
 mod drift;
 mod embedder;
@@ -46,6 +48,7 @@ mod traces;
 mod training;
 mod twin;
 
+pub use auth::{AuthConfig, AuthMode, KeyConfig};
 pub use chunking::{ChunkSpec, ChunkingConfig};
 pub use drift::DriftConfig;
 pub use embedder::{EmbedderConfig, HashingEmbedderConfig, MiniLmEmbedderConfig};
@@ -70,6 +73,7 @@ pub use twin::TwinConfig;
 pub struct Config {
     pub engine: EngineConfig,
     pub server: ServerConfig,
+    pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub embedder: EmbedderConfig,
     pub chunking: ChunkingConfig,
