@@ -50,6 +50,26 @@ impl std::fmt::Display for Scope {
     }
 }
 
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a key (`/healthz`, and the login itself).
+    Open,
+    /// A key (or a session made from one) with this scope.
+    Key(Scope),
+    /// Another process of the same cluster, with the cluster's shared secret.
+    Cluster,
+}
+
+impl Access {
+    /// Read access: search, SQL, answers, status.
+    pub const READ: Access = Access::Key(Scope::Read);
+    /// Write access: ingest.
+    pub const WRITE: Access = Access::Key(Scope::Write);
+    /// Admin access: training, promotion, snapshots; the default of a route.
+    pub const ADMIN: Access = Access::Key(Scope::Admin);
+}
+
 /// Who a request is from: the name of its key and what the key may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -75,6 +95,9 @@ pub enum KeyError {
 
 /// The prefix of every key this project makes (so a leaked key is recognisable).
 pub const KEY_PREFIX: &str = "tfk_";
+
+/// The cookie of a dashboard session.
+pub const SESSION_COOKIE: &str = "twinflow_session";
 
 /// A new random key.
 pub fn generate_key() -> std::io::Result<String> {
@@ -199,6 +222,38 @@ pub fn read_admin_key(data_dir: &Path) -> Option<String> {
     std::fs::read_to_string(admin_key_path(data_dir)).ok().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty())
 }
 
+/// The secret in `path`, or a new random one written there (mode 0600)
+/// when there is none. Processes that start at once agree: the file
+/// appears whole (written aside, then linked into place, which fails if
+/// another process linked first) and every process reads the one that won.
+pub fn load_or_create_secret(path: &Path) -> std::io::Result<String> {
+    let read = |path: &Path| -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    if let Some(secret) = read(path)? {
+        return Ok(secret);
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("secret");
+    let tmp = dir.join(format!(".{name}.{}.tmp", &random_token()?[..12]));
+    let mut file = private_file(&tmp)?;
+    file.write_all(format!("{}\n", random_token()?).as_bytes())?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    read(path)?.ok_or_else(|| std::io::Error::other(format!("{} is empty", path.display())))
+}
+
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -251,6 +306,18 @@ mod tests {
         assert!(matches!(KeyRing::new(&[bad]), Err(KeyError::BadDigest { name }) if name == "x"));
         let none = KeyConfig { name: "y".into(), scopes: vec![], sha256: key_sha256("k") };
         assert!(matches!(KeyRing::new(&[none]), Err(KeyError::NoScopes { .. })));
+    }
+
+    #[test]
+    fn processes_sharing_a_folder_agree_on_one_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.secret");
+        let secrets: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| load_or_create_secret(&path).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(secrets.iter().all(|s| s == &secrets[0] && s.len() == 43), "{secrets:?}");
+        assert_eq!(load_or_create_secret(&path).unwrap(), secrets[0]);
     }
 
     #[cfg(unix)]

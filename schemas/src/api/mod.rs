@@ -10,6 +10,7 @@
 //! | `embeddings.rs` | `POST /v1/embeddings` (OpenAI's format) |
 //! | `rag.rs` | `POST /v1/rag` |
 //! | `chat.rs` | `POST /v1/chat/completions` (OpenAI's format) |
+//! | `session.rs` | `POST /v1/session`, `DELETE /v1/session` (a dashboard session from a key) |
 //! | `sql.rs` | `POST /v1/sql` |
 //! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `POST /v1/snapshots` |
 //! | `training.rs` | `GET /v1/drift`, `/v1/datasets…`, `/v1/models…`, `/v1/twin…` |
@@ -26,6 +27,7 @@ mod embeddings;
 pub mod openapi;
 mod rag;
 mod search;
+mod session;
 mod sql;
 mod status;
 mod training;
@@ -35,6 +37,7 @@ pub use documents::*;
 pub use embeddings::*;
 pub use rag::*;
 pub use search::*;
+pub use session::*;
 pub use sql::*;
 pub use status::*;
 pub use training::*;

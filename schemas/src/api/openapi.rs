@@ -13,12 +13,14 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::ErrorBody;
+use crate::auth::{Access, Scope};
 
 /// An HTTP method of a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Get,
     Post,
+    Delete,
 }
 
 impl Method {
@@ -27,6 +29,7 @@ impl Method {
         match self {
             Self::Get => "get",
             Self::Post => "post",
+            Self::Delete => "delete",
         }
     }
 }
@@ -67,6 +70,7 @@ pub struct Op {
     body: Option<Content>,
     ok_status: u16,
     ok: Option<(&'static str, Content)>,
+    access: Access,
 }
 
 impl Op {
@@ -81,6 +85,7 @@ impl Op {
             body: None,
             ok_status: 200,
             ok: None,
+            access: Access::ADMIN,
         }
     }
 
@@ -92,6 +97,17 @@ impl Op {
     /// A `POST` operation.
     pub fn post(tag: &'static str, summary: &'static str) -> Self {
         Self::new(Method::Post, tag, summary)
+    }
+
+    /// A `DELETE` operation.
+    pub fn delete(tag: &'static str, summary: &'static str) -> Self {
+        Self::new(Method::Delete, tag, summary)
+    }
+
+    /// Who may call it; without this, only an `admin` key.
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// A longer description (Markdown).
@@ -165,6 +181,11 @@ impl Op {
     /// The route's method.
     pub fn method(&self) -> Method {
         self.method
+    }
+
+    /// Who may call the route.
+    pub fn required(&self) -> Access {
+        self.access
     }
 }
 
@@ -258,6 +279,18 @@ pub fn document(routes: &[(&'static str, Op)]) -> Value {
             }),
         );
         operation.insert("responses".into(), Value::Object(responses));
+        match op.access {
+            Access::Open => {
+                operation.insert("security".into(), json!([]));
+            }
+            Access::Key(scope) => {
+                operation.insert("security".into(), json!([{ "key": [] }, { "session": [] }]));
+                operation.insert("x-scope".into(), json!(scope));
+            }
+            Access::Cluster => {
+                operation.insert("security".into(), json!([{ "cluster": [] }]));
+            }
+        }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[op.method.key()] = Value::Object(operation);
     }
@@ -272,7 +305,32 @@ pub fn document(routes: &[(&'static str, Op)]) -> Value {
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": paths,
-        "components": { "schemas": answers.take_definitions(true) },
+        "security": [{ "key": [] }, { "session": [] }],
+        "components": {
+            "schemas": answers.take_definitions(true),
+            "securitySchemes": {
+                "key": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": format!(
+                        "An API key (`Authorization: Bearer tfk_…`). Each operation's `x-scope` names the scope \
+                         it needs: `{}`, `{}` or `{}` (which implies the others).",
+                        Scope::Read, Scope::Write, Scope::Admin
+                    ),
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": crate::auth::SESSION_COOKIE,
+                    "description": "A dashboard session, made from a key by `POST /v1/session`",
+                },
+                "cluster": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The secret the processes of one cluster share",
+                },
+            },
+        },
     })
 }
 

@@ -107,6 +107,9 @@ fn describe(error: figment::Error) -> String {
         .join("\n")
 }
 
+/// Settings whose values `show` hides.
+const SECRETS: [&str; 1] = ["auth.cluster_secret"];
+
 /// The effective configuration as TOML, each top-level value annotated with
 /// the layer it came from.
 pub fn show(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<String> {
@@ -119,8 +122,12 @@ pub fn show(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<String
             match body {
                 serde_json::Value::Object(fields) => {
                     out.push_str(&format!("[{section}]\n"));
-                    for (key, value) in fields {
+                    for (key, mut value) in fields {
                         let path = format!("{section}.{key}");
+                        // A secret is shown as set or not, never as itself.
+                        if SECRETS.contains(&path.as_str()) && !value.is_null() {
+                            value = serde_json::Value::String("<hidden>".into());
+                        }
                         let origin = figment
                             .find_metadata(&path)
                             .map(|m| m.source.as_ref().map(|s| s.to_string()).unwrap_or_else(|| m.name.to_string()))
