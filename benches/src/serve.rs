@@ -35,9 +35,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The admin key of the apps this process serves (a new random one per run).
+fn bench_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| twinflow_schemas::auth::generate_key().expect("the system's random source"))
+}
+
+/// A blocking client sending [`bench_key`].
+fn http(timeout: Duration) -> anyhow::Result<reqwest::blocking::Client> {
+    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", bench_key()))?;
+    bearer.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
+    Ok(reqwest::blocking::Client::builder().timeout(timeout).default_headers(headers).build()?)
+}
+
+/// The CLI's client of the server at `base`, with [`bench_key`].
+fn client(base: &str) -> anyhow::Result<twinflow_server::client::Client> {
+    twinflow_server::client::Client::new(base)?.with_key(Some(bench_key().to_owned()))
+}
+
 /// Starts an app on `config` and serves it on a loopback port: the app, the
 /// runtime serving it (keep it alive) and its base URL.
-fn serve(config: Config) -> anyhow::Result<(Arc<twinflow_server::App>, tokio::runtime::Runtime, String)> {
+fn serve(mut config: Config) -> anyhow::Result<(Arc<twinflow_server::App>, tokio::runtime::Runtime, String)> {
+    config.auth.keys = vec![twinflow_schemas::config::KeyConfig {
+        name: "bench".into(),
+        scopes: vec![twinflow_schemas::auth::Scope::Admin],
+        sha256: twinflow_schemas::auth::key_sha256(bench_key()),
+    }];
     let app = twinflow_server::App::start(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -65,7 +89,7 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
     }
     config.rag.expansions = 1;
     let (app, _runtime, base) = serve(config)?;
-    let client = twinflow_server::client::Client::new(&base)?;
+    let client = client(&base)?;
 
     let loading = Instant::now();
     for batch in docs.chunks(20) {
@@ -105,7 +129,7 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
         "Why is education important for the nation?",
         "What is the state of the union?",
     ];
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    let http = http(Duration::from_secs(600))?;
     for question in questions.iter().cycle().take(bench.rag_questions) {
         let request = RagRequest { query: (*question).into(), ..RagRequest::default() };
         let response = http.post(format!("{base}/v1/rag")).json(&request).send()?;
@@ -150,7 +174,7 @@ impl Load {
             .map(|c| {
                 let (base, mode, queries, stop) = (base.to_owned(), mode.to_owned(), queries.clone(), stop.clone());
                 std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
-                    let http = reqwest::blocking::Client::new();
+                    let http = http(Duration::from_secs(60))?;
                     let (mut latencies, mut errors) = (Vec::new(), 0);
                     let mut i = c;
                     while !stop.load(Ordering::Relaxed) {
@@ -329,7 +353,7 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
         config.embedder = EmbedderConfig::Hashing(Default::default());
     }
     let (app, _runtime, base) = serve(config)?;
-    let client = twinflow_server::client::Client::new(&base)?;
+    let client = client(&base)?;
     let preload = &docs[..docs.len().min(60)];
     for batch in preload.chunks(20) {
         client.ingest(crate::corpus::ndjson(batch)?, true).context("preloading")?;

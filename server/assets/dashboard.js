@@ -25,6 +25,8 @@ function svgEl(tag, attrs = {}) {
 
 async function api(path, options) {
   const response = await fetch(path, options);
+  // The session ended (or the server restarted): the page itself asks for the key again.
+  if (response.status === 401) location.reload();
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     const error = body && body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${response.status}`;

@@ -39,6 +39,8 @@ pub struct App {
     pub timeline: Arc<Timeline>,
     /// Slots of the requests that cost the most (SQL; answers and embeddings).
     pub slots: crate::api::limits::Slots,
+    /// Keys, sessions and the browser rules.
+    pub gate: Arc<crate::auth::Gate>,
     feature: FeaturePipeline,
     sources: Mutex<Vec<SourcePump>>,
     /// Dropping a sender stops its thread: the progress reporter, the traces flusher.
@@ -62,6 +64,8 @@ impl App {
     /// [`App::start`], showing the embedding backlog's progress as `display` says.
     pub fn start_showing(config: Config, display: ProgressDisplay) -> anyhow::Result<Arc<App>> {
         crate::metrics::install();
+        // Before anything is opened: a refused `[auth]` stops the start.
+        let gate = Arc::new(crate::auth::Gate::open(&config)?);
         let embedder: Arc<dyn Embedder> = Arc::new(twinflow_pipelines::metrics::MeteredEmbedder(
             twinflow_pipelines::feature::embedder::build_embedder(&config.embedder)?,
         ));
@@ -99,6 +103,7 @@ impl App {
             started: Instant::now(),
             timeline: feature.timeline.clone(),
             slots,
+            gate,
             feature,
             sources: Mutex::new(Vec::new()),
             helpers: Mutex::new(Vec::new()),

@@ -38,10 +38,21 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`), without a key.
     pub fn new(base: &str) -> anyhow::Result<Self> {
         let http = Http::builder().timeout(Duration::from_secs(600)).build()?;
         Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
+    }
+
+    /// This client, sending `key` (`Authorization: Bearer`) with every request.
+    pub fn with_key(self, key: Option<String>) -> anyhow::Result<Self> {
+        let Some(key) = key else { return Ok(self) };
+        let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+            .context("the API key is not a valid header value")?;
+        bearer.set_sensitive(true);
+        let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
+        let http = Http::builder().timeout(Duration::from_secs(600)).default_headers(headers).build()?;
+        Ok(Self { http, ..self })
     }
 
     fn check(&self, response: reqwest::Result<Response>) -> anyhow::Result<Response> {

@@ -19,6 +19,7 @@
 //! | `main.rs` | calls `cli::main` |
 //! | `cli/` | the verbs (`args.rs`), `up` (`up.rs`), client verbs (`verbs.rs`), tables for people (`print.rs`) |
 //! | `app.rs` | the running system: builds and connects the parts, starts sources, stops in order |
+//! | `auth.rs` | who is calling (keys, sessions, the cluster secret) and whether they may; the browser rules |
 //! | `api/` | the route table, one file per group of routes, `error.rs` (every error's code and status) |
 //! | `client.rs` | the HTTP client of the CLI verbs |
 //! | `cluster.rs` | a process of a timely cluster that is not process 0 |
@@ -29,6 +30,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster;

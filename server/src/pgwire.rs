@@ -16,8 +16,14 @@
 //! for; every other Arrow type (timestamps, lists, the embedding vectors)
 //! as text, as DataFusion prints it. Errors carry a SQLSTATE: `25006`
 //! (read-only) for statements that would change anything, `42601` for the
-//! rest of what DataFusion refuses. There is no authentication: listen on
-//! loopback (the default) or behind something that authenticates.
+//! rest of what DataFusion refuses.
+//!
+//! A client logs in with an API key as its password (any user name): a key
+//! with the `read` scope. The password travels in clear text (Postgres's
+//! `password` method): SCRAM would need the key itself or a verifier
+//! derived from it on the server, which keeps only each key's SHA-256.
+//! Keep the port on loopback or a trusted network. With `[auth] mode =
+//! "none"` (loopback only) no password is asked.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -28,7 +34,9 @@ use arrow::datatypes::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use futures_util::stream;
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -38,23 +46,36 @@ use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::messages::data::DataRow;
+use twinflow_schemas::auth::Scope;
 use twinflow_sinks::{SqlAnswer, Store};
+
+use crate::auth::Gate;
 
 /// The handlers of one server; cheap to share between connections.
 #[derive(Debug)]
 pub struct PgServer {
     store: Arc<Store>,
     parser: Arc<NoopQueryParser>,
+    startup: Arc<Startup>,
     /// Longest time a query may run.
     timeout: std::time::Duration,
 }
 
 impl PgServer {
-    /// A server over `store`'s tables; a query running longer than `timeout` is cancelled.
-    pub fn new(store: Arc<Store>, timeout: std::time::Duration) -> Arc<Self> {
-        Arc::new(Self { store, parser: Arc::new(NoopQueryParser::new()), timeout })
+    /// A server over `store`'s tables, logging clients in by `gate`'s keys;
+    /// a query running longer than `timeout` is cancelled.
+    pub fn new(store: Arc<Store>, timeout: std::time::Duration, gate: Arc<Gate>) -> Arc<Self> {
+        let startup = if gate.needs_keys() {
+            Startup::Keys(CleartextPasswordAuthStartupHandler::new(
+                KeyPasswords(gate),
+                DefaultServerParameterProvider::default(),
+            ))
+        } else {
+            Startup::Open(OpenStartup)
+        };
+        Arc::new(Self { store, parser: Arc::new(NoopQueryParser::new()), startup: Arc::new(startup), timeout })
     }
 
     /// Serves connections from `listener` until the task is dropped.
@@ -236,7 +257,60 @@ fn query_response(answer: &SqlAnswer, format: &Format) -> PgWireResult<Response>
     Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
 }
 
-impl NoopStartupHandler for PgServer {}
+/// How a client logs in: with a key as its password, or (`mode = "none"`) not at all.
+enum Startup {
+    Open(OpenStartup),
+    Keys(CleartextPasswordAuthStartupHandler<KeyPasswords, DefaultServerParameterProvider>),
+}
+
+impl Debug for Startup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Open(_) => "Startup::Open",
+            Self::Keys(_) => "Startup::Keys",
+        })
+    }
+}
+
+#[derive(Debug)]
+struct OpenStartup;
+
+impl NoopStartupHandler for OpenStartup {}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures_util::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as futures_util::Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Self::Open(open) => open.on_startup(client, message).await,
+            Self::Keys(keys) => keys.on_startup(client, message).await,
+        }
+    }
+}
+
+/// A password is an API key with the `read` scope.
+#[derive(Debug)]
+struct KeyPasswords(Arc<Gate>);
+
+#[async_trait]
+impl AuthSource for KeyPasswords {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        // Keys are kept as digests: there is no password to hand out, only ones to check.
+        Err(PgWireError::InvalidPassword(login.user().unwrap_or_default().to_owned()))
+    }
+
+    async fn verify_password(&self, login: &LoginInfo, presented: &[u8]) -> PgWireResult<Option<()>> {
+        let principal = std::str::from_utf8(presented).ok().and_then(|key| self.0.check_key(key.trim()));
+        match principal {
+            Some(principal) if principal.allows(Scope::Read) => Ok(None),
+            _ => Err(PgWireError::InvalidPassword(login.user().unwrap_or_default().to_owned())),
+        }
+    }
+}
 
 #[async_trait]
 impl SimpleQueryHandler for PgServer {
@@ -321,14 +395,19 @@ impl PgWireServerHandlers for PgServer {
         Arc::new(self.clone_handle())
     }
 
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::new(self.clone_handle())
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
     }
 }
 
 impl PgServer {
     fn clone_handle(&self) -> Self {
-        Self { store: self.store.clone(), parser: self.parser.clone(), timeout: self.timeout }
+        Self {
+            store: self.store.clone(),
+            parser: self.parser.clone(),
+            startup: self.startup.clone(),
+            timeout: self.timeout,
+        }
     }
 }
 

@@ -331,7 +331,9 @@ fn freshness(base: usize, requests: usize, hashing: bool) -> anyhow::Result<()> 
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     runtime.spawn(axum_serve(listener, app.clone()));
-    let client = twinflow_server::client::Client::new(&format!("http://{addr}"))?;
+    // The generated admin key of this data directory, as the CLI would find it.
+    let key = twinflow_schemas::auth::read_admin_key(dir.path());
+    let client = twinflow_server::client::Client::new(&format!("http://{addr}"))?.with_key(key)?;
 
     let loading = Instant::now();
     for batch in docs[..base].chunks(500) {

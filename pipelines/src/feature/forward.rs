@@ -13,7 +13,8 @@
 //! committed. Once a position is committed, its source is told, so a Kafka
 //! source commits the consumer group's offsets as process 0's do. A batch
 //! not yet accepted when process 0 goes away is not lost: its position was
-//! not committed, so it is read again.
+//! not committed, so it is read again. Every request carries the
+//! cluster's shared secret as its Bearer token (`[auth] cluster_secret`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -61,6 +62,10 @@ impl SourceForwarding {
             return Ok(Self { stop, thread: None });
         }
         let base = process_0_url(config, cluster)?;
+        let secret = config.auth.cluster_secret.as_deref().ok_or_else(|| {
+            Error::Config("a process of a cluster needs the cluster's secret ([auth] cluster_secret)".into())
+        })?;
+        let http = http(secret)?;
         let share = PartitionShare { index: cluster.process, of: cluster.hosts.len() };
         let limits = ChangeLimits {
             max_document_bytes: config.server.max_document.as_u64() as usize,
@@ -71,7 +76,7 @@ impl SourceForwarding {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("forward-sources".into())
-            .spawn(move || run(&base, sources, share, limits, max_request, &flag))
+            .spawn(move || run(&http, &base, sources, share, limits, max_request, &flag))
             .context("cannot start the forwarding thread")?;
         Ok(Self { stop, thread: Some(thread) })
     }
@@ -92,8 +97,17 @@ fn process_0_url(config: &Config, cluster: &ClusterConfig) -> Result<String, Err
     Ok(format!("http://{host}:{}", config.server.addr.port()))
 }
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default()
+/// The client of process 0: every request carries the cluster's secret.
+fn http(secret: &str) -> Result<reqwest::blocking::Client, Error> {
+    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {secret}"))
+        .map_err(|_| Error::Config("the cluster secret is not a valid header value".into()))?;
+    bearer.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .default_headers(headers)
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
 }
 
 /// The part of process 0's `GET /v1/status` the forwarding reads (the
@@ -124,6 +138,7 @@ pub(crate) fn shared_resume<'a>(
 }
 
 fn run(
+    http: &reqwest::blocking::Client,
     base: &str,
     sources: Vec<(String, SourceConfig)>,
     share: PartitionShare,
@@ -131,7 +146,6 @@ fn run(
     max_request: usize,
     stop: &Arc<AtomicBool>,
 ) {
-    let http = http();
     // Process 0 serves once every process is connected and its store is open.
     let positions = loop {
         if stop.load(Ordering::Acquire) {

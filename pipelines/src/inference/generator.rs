@@ -189,6 +189,13 @@ impl OpenAiGenerator {
             .context("cannot build the HTTP client of the OpenAI-compatible generator")?;
         Ok(Self { config, api_key, http })
     }
+
+    /// This client with `key` as its API key, whatever the environment holds
+    /// (for a caller that keeps keys elsewhere than in variables).
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
 }
 
 impl Generator for OpenAiGenerator {

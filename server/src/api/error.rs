@@ -89,8 +89,10 @@ impl IntoResponse for ApiError {
 }
 
 /// The answer for routes that do not exist.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("no route for {uri}"))
+/// A caller without a key learns nothing about which paths exist: 401.
+pub async fn not_found(uri: axum::http::Uri, caller: Option<axum::Extension<crate::auth::Caller>>) -> Response {
+    crate::auth::hides_routes(caller.as_ref().map(|c| &c.0))
+        .unwrap_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no route for {uri}")).into_response())
 }
 
 /// Makes every rejection a JSON error with a stable code: axum's own — a
@@ -106,7 +108,8 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let deliberate = response.extensions().get::<super::session::Deliberate>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_json || deliberate {
         return response;
     }
     let (mut parts, body) = response.into_parts();

@@ -1,5 +1,6 @@
 //! The REST API: [`table`] lists every route with its description;
-//! `router(app)` serves them, `GET /openapi.json` describes them.
+//! `router(app)` serves them, `GET /openapi.json` describes them. Each
+//! route names who may call it ([`Access`]); `crate::auth` enforces it.
 //!
 //! | file | routes |
 //! |---|---|
@@ -16,6 +17,7 @@
 //! | `../metrics.rs` | the recorder, and the middleware timing every route |
 //! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `GET /healthz`, `POST /v1/snapshots` |
 //! | `dashboard.rs` | `GET /` (the dashboard page), `GET /dashboard.js`, `GET /dashboard.css` |
+//! | `session.rs` | `POST /v1/session`, `DELETE /v1/session` (a dashboard session from a key), the login page |
 //! | `openapi.rs` | the route table's description, served at `GET /openapi.json` |
 //! | `error.rs` | `ApiError`: every error as `{ "error": { "code", "message" } }`, and the layer that makes every rejection one |
 //! | `limits.rs` | slots of the costly routes (SQL; answers and embeddings): wait, then `503 overloaded` |
@@ -42,6 +44,7 @@ pub mod openapi;
 pub mod prometheus;
 pub mod rag;
 pub mod search;
+pub mod session;
 pub mod sql;
 pub mod status;
 pub mod twin;
@@ -53,68 +56,113 @@ pub use openapi::{Api, Op};
 /// The application's routes over shared state.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.server.max_body.as_u64() as usize;
-    let (routes, document) = table().build();
-    let _ = DOCUMENT.set(document);
+    let (routes, document) = table(&Mounted::of(&app.config)).build();
     routes
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::auth::authenticate))
+        .layer(axum::Extension(Arc::new(document)))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(app)
 }
 
-/// The OpenAPI description, built with the first router.
-static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-
 /// Handler of `GET /openapi.json`.
-async fn openapi_json() -> axum::Json<serde_json::Value> {
-    axum::Json(DOCUMENT.get_or_init(|| table().build().1).clone())
+async fn openapi_json(
+    axum::Extension(document): axum::Extension<Arc<serde_json::Value>>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(document.as_ref().clone())
 }
 
-/// Every route with its description: the router and `/openapi.json` both come from here.
-pub fn table() -> Api {
+/// What the configuration changes in the route table.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mounted {
+    /// `GET /metrics` without a key (`[auth] open_metrics`).
+    pub open_metrics: bool,
+    /// The cluster's route (`/v1/internal/source-changes`): only in cluster mode.
+    pub cluster: bool,
+}
+
+impl Mounted {
+    /// What `config` mounts.
+    pub fn of(config: &twinflow_schemas::config::Config) -> Self {
+        Self { open_metrics: config.auth.open_metrics, cluster: config.engine.cluster.is_some() }
+    }
+}
+
+/// Every route with its description and who may call it: the router and
+/// `/openapi.json` both come from here.
+pub fn table(mounted: &Mounted) -> Api {
     use twinflow_schemas::DocumentChange;
     use twinflow_schemas::api::*;
+    use twinflow_schemas::auth::Access;
     use twinflow_schemas::datasets::{DatasetVersion, GenerationReport};
     use twinflow_schemas::models::{Evaluation, TwinEvaluation};
-    Api::new()
-        .route("/", Op::get("dashboard", "The dashboard (HTML)").ok_text("text/html", "The page"), dashboard::page)
+    let api = Api::new()
+        .route(
+            "/",
+            Op::get("dashboard", "The dashboard (HTML); without a session, a page that asks for a key")
+                .access(Access::READ)
+                .ok_text("text/html", "The page"),
+            dashboard::page,
+        )
         .route(
             "/dashboard.js",
-            Op::get("dashboard", "The dashboard's script").ok_text("text/javascript", "The script"),
+            Op::get("dashboard", "The dashboard's script").access(Access::READ).ok_text("text/javascript", "The script"),
             dashboard::script,
         )
         .route(
             "/dashboard.css",
-            Op::get("dashboard", "The dashboard's style sheet").ok_text("text/css", "The style sheet"),
+            Op::get("dashboard", "The dashboard's style sheet")
+                .access(Access::READ)
+                .ok_text("text/css", "The style sheet"),
             dashboard::style,
+        )
+        .route(
+            "/v1/session",
+            Op::post("session", "Start a dashboard session from a key (an `HttpOnly`, `SameSite=Strict` cookie)")
+                .access(Access::Open)
+                .body::<SessionRequest>()
+                .ok::<SessionResponse>("The session's key name, scopes and lifetime (401 for a key that is not valid)"),
+            session::start,
+        )
+        .route(
+            "/v1/session",
+            Op::delete("session", "End the dashboard session of the cookie")
+                .access(Access::Open)
+                .ok::<SessionEnded>("Whether a session ended; the cookie is cleared"),
+            session::end,
         )
         .route(
             "/openapi.json",
             Op::get("meta", "This description (OpenAPI 3.1)")
+                .access(Access::READ)
                 .ok::<serde_json::Map<String, serde_json::Value>>("The document"),
             openapi_json,
         )
         .route(
             "/healthz",
-            Op::get("meta", "Liveness").ok_text("text/plain", "`ok` while the process serves"),
+            Op::get("meta", "Liveness").access(Access::Open).ok_text("text/plain", "`ok` while the process serves"),
             status::healthz,
         )
         .route(
             "/metrics",
             Op::get("meta", "Prometheus metrics of every stage")
+                .access(if mounted.open_metrics { Access::Open } else { Access::READ })
                 .ok_text("text/plain; version=0.0.4", "The Prometheus text format"),
             prometheus::render,
         )
         .route(
             "/v1/status",
             Op::get("pipeline", "Epochs, lag, table sizes, drift, models and sources")
+                .access(Access::READ)
                 .ok::<StatusResponse>("The status"),
             status::status,
         )
         .route(
             "/v1/timeline",
             Op::get("pipeline", "The most recent commits: throughput, freshness and table sizes over time")
+                .access(Access::READ)
                 .ok::<TimelineResponse>("Commits, oldest first"),
             status::timeline,
         )
@@ -127,6 +175,7 @@ pub fn table() -> Api {
         .route(
             "/v1/documents",
             Op::post("pipeline", "Ingest document changes")
+                .access(Access::WRITE)
                 .describe(
                     "NDJSON (one change per line, `application/x-ndjson`) or JSON (one change or an array). \
                      Every change is validated before any is accepted; `op` defaults to `upsert`.",
@@ -140,20 +189,9 @@ pub fn table() -> Api {
             documents::post_documents,
         )
         .route(
-            "/v1/internal/source-changes",
-            Op::post("pipeline", "Changes another process of the cluster read from its share of a source")
-                .describe(
-                    "Internal to a cluster: a process other than 0 reads its share of the partitions of \
-                     each Kafka and Fluvio source and sends each batch here with the position it has read to, \
-                     which is committed with the batch's epoch.",
-                )
-                .body::<ForwardedBatch>()
-                .ok::<IngestResponse>("The changes were accepted"),
-            documents::post_source_changes,
-        )
-        .route(
             "/v1/search",
             Op::get("search", "Hybrid search (vectors + BM25) at the last committed epoch")
+                .access(Access::READ)
                 .query::<SearchQuery>()
                 .ok::<SearchResponse>("Ranked chunks with provenance"),
             search::search,
@@ -161,6 +199,7 @@ pub fn table() -> Api {
         .route(
             "/v1/embeddings",
             Op::post("search", "Embeddings, as OpenAI's API")
+                .access(Access::READ)
                 .body::<EmbeddingsRequest>()
                 .ok::<EmbeddingsResponse>("One vector per input"),
             embeddings::embeddings,
@@ -168,6 +207,7 @@ pub fn table() -> Api {
         .route(
             "/v1/rag",
             Op::post("rag", "Answer a question with citations (retrieval-augmented generation)")
+                .access(Access::READ)
                 .body::<RagRequest>()
                 .ok::<RagResponse>("The answer, its citations and the time of each step"),
             rag::rag,
@@ -175,6 +215,7 @@ pub fn table() -> Api {
         .route(
             "/v1/chat/completions",
             Op::post("rag", "Chat completions, as OpenAI's API, answered by RAG")
+                .access(Access::READ)
                 .body::<ChatCompletionRequest>()
                 .ok_or_events::<ChatCompletion, ChatCompletionChunk>("A completion, or with `stream: true` its chunks"),
             chat::chat_completions,
@@ -182,8 +223,12 @@ pub fn table() -> Api {
         .route(
             "/v1/sql",
             Op::post("sql", "A read-only SQL query over every table, at one committed epoch")
+                .access(Access::READ)
                 .query::<sql::SqlParams>()
-                .bodies(vec![("application/json", openapi::schema_fn::<SqlRequest>())])
+                .bodies(vec![
+                    ("application/json", openapi::schema_fn::<SqlRequest>()),
+                    ("application/sql", openapi::schema_fn::<String>()),
+                ])
                 .ok_many(
                     "Rows as JSON, CSV, Arrow IPC or Parquet (`format`)",
                     vec![
@@ -198,18 +243,21 @@ pub fn table() -> Api {
         .route(
             "/v1/drift",
             Op::get("models", "The drift monitor's state and its latest values and thresholds")
+                .access(Access::READ)
                 .ok::<DriftResponse>("`state` and `recent` drift rows, or `enabled: false`"),
             models::drift,
         )
         .route(
             "/v1/datasets",
             Op::get("models", "Dataset versions with their counts and the models trained on them")
+                .access(Access::READ)
                 .ok::<DatasetsResponse>("Every dataset's versions, and the LLM generations cached"),
             models::datasets,
         )
         .route(
             "/v1/datasets/{name}/versions/{version}",
             Op::get("models", "One dataset version: manifest, lineage, files, models")
+                .access(Access::READ)
                 .integer_path(&["version"])
                 .ok::<DatasetVersionResponse>("The version's manifest, files and models"),
             models::dataset_version,
@@ -228,6 +276,7 @@ pub fn table() -> Api {
         .route(
             "/v1/models",
             Op::get("models", "Embedding adapter versions, registry events and the training job")
+                .access(Access::READ)
                 .ok::<ModelsResponse>("The active adapter, every version's card, the events, the job"),
             models::models,
         )
@@ -253,7 +302,7 @@ pub fn table() -> Api {
         )
         .route(
             "/v1/twin",
-            Op::get("twin", "The twin's versions and training job").ok::<TwinResponse>("The twin"),
+            Op::get("twin", "The twin's versions and training job").access(Access::READ).ok::<TwinResponse>("The twin"),
             twin::twin,
         )
         .route(
@@ -274,6 +323,24 @@ pub fn table() -> Api {
             "/v1/twin/rollback",
             Op::post("twin", "Back to the previously active twin").ok::<Switched>("The twin after the change"),
             versions::roll_back_twin,
+        );
+    if !mounted.cluster {
+        return api;
+    }
+    api
+        .route(
+            "/v1/internal/source-changes",
+            Op::post("pipeline", "Changes another process of the cluster read from its share of a source")
+                .access(Access::Cluster)
+                .describe(
+                    "Internal to a cluster: a process other than 0 reads its share of the partitions of \
+                     each Kafka and Fluvio source and sends each batch here with the position it has read to, \
+                     which is committed with the batch's epoch. Mounted only in cluster mode; the caller presents \
+                     the cluster's shared secret as its Bearer token.",
+                )
+                .body::<ForwardedBatch>()
+                .ok::<IngestResponse>("The changes were accepted"),
+            documents::post_source_changes,
         )
 }
 

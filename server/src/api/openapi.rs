@@ -17,6 +17,7 @@ fn filter(method: Method) -> MethodFilter {
     match method {
         Method::Get => MethodFilter::GET,
         Method::Post => MethodFilter::POST,
+        Method::Delete => MethodFilter::DELETE,
     }
 }
 
@@ -50,7 +51,9 @@ impl Api {
         H: Handler<T, Arc<App>>,
         T: 'static,
     {
-        self.router = self.router.route(path, on(filter(op.method()), handler));
+        // Every method of the path, the 405 of the others included, passes the route's gate.
+        let gate = axum::middleware::from_fn_with_state(op.required(), crate::auth::require);
+        self.router = self.router.route(path, on(filter(op.method()), handler).layer(gate));
         self.routes.push((path, op));
         self
     }

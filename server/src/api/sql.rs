@@ -1,7 +1,7 @@
 //! `POST /v1/sql`: read-only SQL (DataFusion) over the current state of
 //! every table and their change logs, at one committed epoch. The body is
 //! `{"sql": "...", "format": "json" | "csv" | "arrow" | "parquet"}`, or the bare
-//! statement as `text/plain` with `?format=`.
+//! statement as `application/sql` with `?format=`.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -89,6 +89,30 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// API keys: make one to configure (the server keeps only its SHA-256).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// `twinflow keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random key and the `[auth] keys` entry that admits it.
+    Create {
+        /// Who holds it (shown in the server's log).
+        #[arg(long)]
+        name: String,
+        /// What it may do: `read`, `write`, `admin` (repeat for several).
+        #[arg(long = "scope", value_name = "SCOPE", required = true, value_parser = parse_scope)]
+        scopes: Vec<twinflow_schemas::auth::Scope>,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<twinflow_schemas::auth::Scope, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("{text:?} is not a scope: read, write or admin"))
 }
 
 /// `twinflow models …`
@@ -284,6 +308,20 @@ pub struct ServerArgs {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "TWINFLOW_SERVER")]
     pub server: String,
+    /// API key (default: the admin key a first start wrote to `<data-dir>/_auth/admin.key`).
+    #[arg(long, env = "TWINFLOW_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// The server's data directory, where its generated admin key is.
+    #[arg(long, value_name = "DIR", default_value = "twinflow-data", env = "TWINFLOW__STORAGE__DATA_DIR")]
+    pub data_dir: PathBuf,
+}
+
+impl ServerArgs {
+    /// A client of the server, with the key given or found.
+    pub fn client(&self) -> anyhow::Result<crate::client::Client> {
+        let key = self.key.clone().or_else(|| twinflow_schemas::auth::read_admin_key(&self.data_dir));
+        crate::client::Client::new(&self.server)?.with_key(key)
+    }
 }
 
 /// `twinflow ingest`

@@ -87,6 +87,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Keys { command: KeysCommand::Create { name, scopes } } => {
+            let key = twinflow_schemas::auth::generate_key()?;
+            let scopes: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+            println!("key (give it to its holder; it is not stored anywhere): {key}");
+            println!("config:");
+            println!("[[auth.keys]]");
+            println!("name = {name:?}");
+            println!("scopes = {scopes:?}");
+            println!("sha256 = {:?}", twinflow_schemas::auth::key_sha256(&key));
+            Ok(())
+        }
         Command::Demo { command: DemoCommand::Fetch } => {
             println!("{}", demo::fetch_sotu(&demo::default_cache_dir())?.display());
             Ok(())
@@ -99,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .into_iter()
                     .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
                     .collect();
-            let response = Client::new(&args.server.server)?.search_filtered(&args.query, args.k, &filters)?;
+            let response = args.server.client()?.search_filtered(&args.query, args.k, &filters)?;
             println!(
                 "{}",
                 paint::dim(format_args!(
@@ -129,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 filters: RagFilters { author: args.author.clone(), ..RagFilters::default() },
                 ..RagRequest::default()
             };
-            let answer = Client::new(&args.server.server)?.rag(&request)?;
+            let answer = args.server.client()?.rag(&request)?;
             println!("{}\n", answer.answer.trim());
             for c in &answer.citations {
                 let mark = if c.cited { paint::good("cited") } else { paint::dim("     ") };
@@ -162,17 +173,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => {
-            let status = Client::new(&args.server)?.status()?;
+            let status = args.client()?.status()?;
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
         Command::Snapshot(args) => {
-            let info = Client::new(&args.server)?.snapshot()?;
+            let info = args.client()?.snapshot()?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
         }
         Command::Drift(args) => {
-            print::print_drift(&Client::new(&args.server)?.drift()?);
+            print::print_drift(&args.client()?.drift()?);
             Ok(())
         }
         Command::Train(args) => verbs::train(&args, |c| Ok(c.models()?.training), Client::train_adapter),
@@ -181,12 +192,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 TwinCommand::Train(args) => {
                     return verbs::train(&args, |c| Ok(c.twin()?.training), Client::train_twin);
                 }
-                TwinCommand::List(args) => serde_json::to_string_pretty(&Client::new(&args.server)?.twin()?)?,
+                TwinCommand::List(args) => serde_json::to_string_pretty(&args.client()?.twin()?)?,
                 TwinCommand::Promote { version, server } => {
-                    serde_json::to_string_pretty(&Client::new(&server.server)?.promote_twin(version)?)?
+                    serde_json::to_string_pretty(&server.client()?.promote_twin(version)?)?
                 }
                 TwinCommand::Rollback(args) => {
-                    serde_json::to_string_pretty(&Client::new(&args.server)?.roll_back_twin()?)?
+                    serde_json::to_string_pretty(&args.client()?.roll_back_twin()?)?
                 }
             };
             println!("{answer}");
@@ -194,31 +205,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Datasets { command } => {
             let answer = match command {
-                DatasetsCommand::List(args) => serde_json::to_string_pretty(&Client::new(&args.server)?.datasets()?)?,
+                DatasetsCommand::List(args) => serde_json::to_string_pretty(&args.client()?.datasets()?)?,
                 DatasetsCommand::Snapshot(args) => {
-                    serde_json::to_string_pretty(&Client::new(&args.server)?.dataset_snapshot()?)?
+                    serde_json::to_string_pretty(&args.client()?.dataset_snapshot()?)?
                 }
                 DatasetsCommand::Generate { limit, server } => {
-                    serde_json::to_string_pretty(&Client::new(&server.server)?.dataset_generate(limit)?)?
+                    serde_json::to_string_pretty(&server.client()?.dataset_generate(limit)?)?
                 }
                 DatasetsCommand::Show { version, server } => {
-                    serde_json::to_string_pretty(&Client::new(&server.server)?.dataset_version(version)?)?
+                    serde_json::to_string_pretty(&server.client()?.dataset_version(version)?)?
                 }
             };
             println!("{answer}");
             Ok(())
         }
         Command::Models { command: ModelsCommand::List(args) } => {
-            print::print_models(&Client::new(&args.server)?.models()?);
+            print::print_models(&args.client()?.models()?);
             Ok(())
         }
         Command::Models { command: ModelsCommand::Promote { version, server } } => {
-            let answer = Client::new(&server.server)?.promote_adapter(version)?;
+            let answer = server.client()?.promote_adapter(version)?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
         Command::Models { command: ModelsCommand::Rollback(args) } => {
-            let answer = Client::new(&args.server)?.roll_back_adapter()?;
+            let answer = args.client()?.roll_back_adapter()?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }

@@ -55,6 +55,13 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
         let process = args.process.unwrap_or(0);
         anyhow::ensure!(process < processes, "--process {process} is not below --processes {processes}");
         config.engine.cluster = Some(twinflow_schemas::config::ClusterConfig { process, hosts });
+        if config.auth.cluster_secret.is_none() {
+            // Beside the hostfile: the processes of one cluster share it (on one machine, or a shared folder).
+            let path = file.with_file_name("twinflow-cluster.secret");
+            let secret = twinflow_schemas::auth::load_or_create_secret(&path)
+                .with_context(|| format!("cannot read or create the cluster secret {}", path.display()))?;
+            config.auth.cluster_secret = Some(secret);
+        }
         if process > 0 {
             return crate::cluster::worker_process(config);
         }
@@ -83,7 +90,11 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
                 pg_addr.ip(),
                 pg.local_addr()?.port()
             ));
-            let server = crate::pgwire::PgServer::new(app.store.clone(), app.config.server.sql_timeout);
+            let server = crate::pgwire::PgServer::new(
+                app.store.clone(),
+                app.config.server.sql_timeout,
+                app.gate.clone(),
+            );
             tokio::spawn(server.serve(pg));
         }
         say(format_args!(
@@ -91,6 +102,14 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             app.config.storage.data_dir.display()
         ));
+        match app.gate.admin_key_file() {
+            Some(file) => say(format_args!(
+                "API key: the admin key is in {} (the CLI reads it there; the dashboard asks for it)",
+                file.display()
+            )),
+            None if app.gate.needs_keys() => say("API keys: the ones in [auth] keys"),
+            None => say("API keys: none needed ([auth] mode = \"none\", loopback only)"),
+        }
         axum::serve(listener, crate::router(app.clone())).with_graceful_shutdown(shutdown_signal()).await?;
         anyhow::Ok(())
     });

@@ -21,7 +21,7 @@ pub(super) fn train<E: serde::Serialize>(
     status: impl Fn(&Client) -> anyhow::Result<JobStatus<E>>,
     start: impl Fn(&Client) -> anyhow::Result<TrainingStarted<E>>,
 ) -> anyhow::Result<()> {
-    let client = Client::new(&args.server)?;
+    let client = args.client()?;
     let before = status(&client)?.runs;
     start(&client)?;
     let mut last_phase = String::new();
@@ -57,7 +57,7 @@ pub(super) fn train<E: serde::Serialize>(
 }
 
 pub(super) fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.server.server)?;
+    let client = args.server.client()?;
     let limits = ChangeLimits::default();
     let (mut sent, mut bad) = (0usize, 0usize);
     let mut last_epoch = 0;
@@ -118,7 +118,7 @@ pub(super) fn sql(args: &SqlArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.data {
         return sql_offline(dir, &args.sql, args.format, &mut out);
     }
-    let client = Client::new(&args.server.server)?;
+    let client = args.server.client()?;
     match args.format {
         OutputFormat::Csv => out.write_all(&client.sql(&args.sql, SqlFormat::Csv)?)?,
         OutputFormat::Json => out.write_all(&client.sql(&args.sql, SqlFormat::Json)?)?,

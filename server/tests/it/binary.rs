@@ -29,20 +29,27 @@ fn start(data: &Path, watch: &Path, port: u16) -> Child {
         .expect("twinflow starts")
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}")).output().unwrap();
+/// A CLI verb against the server on `port`, which finds the admin key in `data` as a user's would.
+fn cli(port: u16, data: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("TWINFLOW__STORAGE__DATA_DIR", data)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "twinflow {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Polls `twinflow sql … --format csv` until the single value equals `want`.
-fn wait_for(port: u16, sql: &str, want: &str) {
+fn wait_for(port: u16, data: &Path, sql: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     while Instant::now() < deadline {
         let out = Command::new(BIN)
             .args(["sql", sql, "--format", "csv"])
             .env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}"))
+            .env("TWINFLOW__STORAGE__DATA_DIR", data)
             .output()
             .unwrap();
         if out.status.success() {
@@ -86,7 +93,18 @@ fn up_watch_query_stop_and_restart() {
     .unwrap();
     let port = free_port();
     let mut child = start(&data, &watch, port);
-    wait_for(port, "SELECT COUNT(*) FROM documents", "2");
+    wait_for(port, &data, "SELECT COUNT(*) FROM documents", "2");
+    // The first start made the admin key, private to its owner; nothing is served without a key.
+    let key_file = twinflow_schemas::auth::admin_key_path(&data);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let anonymous = reqwest::blocking::get(format!("http://127.0.0.1:{port}/v1/status")).unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let healthz = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).unwrap();
+    assert_eq!(healthz.status(), 200);
 
     std::fs::write(
         watch.join("three.html"),
@@ -94,14 +112,15 @@ fn up_watch_query_stop_and_restart() {
     )
     .unwrap();
     std::fs::remove_file(watch.join("two.txt")).unwrap();
-    wait_for(port, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
-    let search = cli(port, &["search", "ships on rocky coasts", "-k", "1"]);
+    wait_for(port, &data, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
+    let search = cli(port, &data, &["search", "ships on rocky coasts", "-k", "1"]);
     assert!(search.contains("file:one.md"), "{search}");
     // Piped output is plain; colours only where asked for (a terminal, or CLICOLOR_FORCE).
     assert!(!search.contains('\x1b'), "escape codes in piped output: {search:?}");
     let coloured = Command::new(BIN)
         .args(["search", "ships on rocky coasts", "-k", "1"])
         .env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("TWINFLOW__STORAGE__DATA_DIR", &data)
         .env("CLICOLOR_FORCE", "1")
         .output()
         .unwrap();
@@ -111,6 +130,7 @@ fn up_watch_query_stop_and_restart() {
     let parquet = Command::new(BIN)
         .args(["sql", "SELECT doc_id, title FROM documents ORDER BY doc_id", "--format", "parquet"])
         .env("TWINFLOW_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("TWINFLOW__STORAGE__DATA_DIR", &data)
         .output()
         .unwrap();
     assert!(parquet.status.success(), "{}", String::from_utf8_lossy(&parquet.stderr));
@@ -122,7 +142,7 @@ fn up_watch_query_stop_and_restart() {
             .map(|b| b.unwrap().num_rows())
             .sum::<usize>();
     assert_eq!(rows, 2);
-    let status = cli(port, &["status"]);
+    let status = cli(port, &data, &["status"]);
     assert!(status.contains("\"committed_epoch\""), "{status}");
 
     let code = sigterm(&mut child);
@@ -134,7 +154,7 @@ fn up_watch_query_stop_and_restart() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let mut child = start(&data, &empty, port);
-    wait_for(port, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
+    wait_for(port, &data, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
     let offline = Command::new(BIN)
         .args(["sql", "SELECT COUNT(*) FROM chunks", "--format", "csv", "--data"])
         .arg(&data)

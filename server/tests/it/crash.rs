@@ -87,8 +87,9 @@ pub(crate) fn write_config_with(dir: &Path, port: u16, workers: usize) -> std::p
         format!(
             "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = {workers}\ntick = \"15ms\"\n\n\
              [storage]\ndata_dir = \"{}\"\nsnapshot_every = 7\n\n[server]\naddr = \"127.0.0.1:{port}\"\n\n\
-             [drift]\nenabled = false\n",
+             [drift]\nenabled = false\n{}",
             data.display(),
+            crate::fixtures::auth_toml(),
         ),
     )
     .unwrap();
@@ -153,7 +154,7 @@ fn run(dir: &Path, batches: &[String], seed: Option<u64>) -> usize {
     let config = write_config(dir, port);
     let log = dir.join("twinflow.log");
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let http = crate::fixtures::http_with_key(crate::fixtures::ADMIN_KEY, Duration::from_secs(30));
     let mut rng = SeededRng::new(seed.unwrap_or(1).wrapping_add(0x5151));
     let mut kills = 0;
     let mut next = 0;
@@ -419,7 +420,7 @@ fn sigkill_while_training_leaves_whole_versions_only() {
     std::fs::write(&config, text).unwrap();
     let log = dir.join("twinflow.log");
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let http = crate::fixtures::http_with_key(crate::fixtures::ADMIN_KEY, Duration::from_secs(60));
 
     let mut child = start(&config, &log);
     wait_ready(&http, &base, &mut child, &log);

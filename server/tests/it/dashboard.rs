@@ -183,7 +183,21 @@ fn the_dashboard_shows_the_pipeline_and_searches_in_a_real_browser() {
     let driver = Driver::start(&chromedriver);
     let session = Session::new(&driver, &chromium, &dir.path().join("profile"));
     session.call(reqwest::Method::POST, "/url", Some(json!({ "url": format!("http://127.0.0.1:{port}/") })));
-    session.wait_for("the first refresh", "return document.body.dataset.ready === 'true'");
+    // No session yet: the page asks for a key. A wrong one is refused on the page; a `read` key logs in.
+    let key = session.element("#key");
+    let log_in = session.element("#login-button");
+    session.call(reqwest::Method::POST, &format!("/element/{key}/value"), Some(json!({ "text": "tfk_wrong" })));
+    session.call(reqwest::Method::POST, &format!("/element/{log_in}/click"), Some(json!({})));
+    let refused = session.wait_for("the refusal", "return document.getElementById('error').textContent || null");
+    assert!(refused.as_str().unwrap().contains("not valid"), "{refused}");
+    session.call(reqwest::Method::POST, &format!("/element/{key}/clear"), Some(json!({})));
+    let text = json!({ "text": crate::fixtures::READ_KEY });
+    session.call(reqwest::Method::POST, &format!("/element/{key}/value"), Some(text));
+    session.call(reqwest::Method::POST, &format!("/element/{log_in}/click"), Some(json!({})));
+    session.wait_for("the first refresh", "return document.body && document.body.dataset.ready === 'true'");
+    // The session cookie is out of the page's reach (HttpOnly).
+    let cookies = session.script("return document.cookie");
+    assert_eq!(cookies, "", "the page cannot read the session");
 
     // The pipeline: cards, table sizes, plots drawn from the timeline, drift with thresholds.
     let documents = session.script("return document.querySelector('[data-table=documents] td.num').textContent");

@@ -122,13 +122,14 @@ fn a_full_disk_refuses_or_delays_changes_and_loses_none() {
         &config,
         format!(
             "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 1\ntick = \"15ms\"\nmax_lag = \"2s\"\n\n\
-             [storage]\ndata_dir = \"{}\"\n\n[server]\naddr = \"127.0.0.1:{port}\"\n\n[drift]\nenabled = false\n",
+             [storage]\ndata_dir = \"{}\"\n\n[server]\naddr = \"127.0.0.1:{port}\"\n\n[drift]\nenabled = false\n{}",
             dir.join("data").display(),
+            crate::fixtures::auth_toml(),
         ),
     )
     .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let http = crate::fixtures::http_with_key(crate::fixtures::ADMIN_KEY, Duration::from_secs(60));
 
     let (mut child, log) = up(&config, Some(LIMIT));
     let log_file = dir.join("unused.log");

@@ -4,8 +4,43 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use twinflow_schemas::config::{Config, EmbedderConfig, HashingEmbedderConfig};
+use twinflow_schemas::auth::{Scope, key_sha256};
+use twinflow_schemas::config::{Config, EmbedderConfig, HashingEmbedderConfig, KeyConfig};
 use twinflow_server::App;
+
+/// The in-process apps' keys, one per scope (configured as their digests, as a user would).
+pub(crate) const ADMIN_KEY: &str = "tfk_test-admin-key";
+pub(crate) const READ_KEY: &str = "tfk_test-read-key";
+pub(crate) const WRITE_KEY: &str = "tfk_test-write-key";
+
+pub(crate) fn test_keys() -> Vec<KeyConfig> {
+    [("admin", Scope::Admin, ADMIN_KEY), ("reader", Scope::Read, READ_KEY), ("writer", Scope::Write, WRITE_KEY)]
+        .into_iter()
+        .map(|(name, scope, key)| KeyConfig { name: name.into(), scopes: vec![scope], sha256: key_sha256(key) })
+        .collect()
+}
+
+/// The `[auth]` section of a test's config file: the admin test key.
+pub(crate) fn auth_toml() -> String {
+    format!("\n[auth]\nkeys = [{{ name = \"test\", scopes = [\"admin\"], sha256 = \"{}\" }}]\n", key_sha256(ADMIN_KEY))
+}
+
+/// A blocking HTTP client that sends `key` with every request.
+pub(crate) fn http_with_key(key: &str, timeout: Duration) -> reqwest::blocking::Client {
+    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
+    bearer.set_sensitive(true);
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .default_headers(reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]))
+        .build()
+        .unwrap()
+}
+
+/// A blocking HTTP client of an in-process app, with its admin key.
+pub(crate) fn http() -> reqwest::blocking::Client {
+    http_with_key(ADMIN_KEY, Duration::from_secs(60))
+}
+
 
 /// A started app writing to `dir`, with a short tick and the feature-hashing
 /// embedder (a test double for the model: deterministic, instant; the real
@@ -21,6 +56,7 @@ pub(crate) fn app_with(dir: &Path, change: impl FnOnce(&mut Config)) -> Arc<App>
     config.storage.data_dir = dir.to_path_buf();
     config.engine.tick = Duration::from_millis(10);
     config.engine.workers = 2;
+    config.auth.keys = test_keys();
     change(&mut config);
     App::start(config).expect("app starts")
 }

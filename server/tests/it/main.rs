@@ -3,6 +3,7 @@
 //! answers from the real SmolLM2 generator (`rag`), and the LLM twin
 //! fine-tuned from it (`twin`).
 
+mod auth;
 mod binary;
 mod crash;
 mod dashboard;

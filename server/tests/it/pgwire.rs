@@ -32,10 +32,16 @@ fn app_with_data(dir: &std::path::Path) -> Arc<App> {
 }
 
 fn psql(port: u16, sql: &str) -> Option<std::process::Output> {
+    psql_with(port, crate::fixtures::READ_KEY, sql)
+}
+
+/// `psql` logging in with `key` as its password.
+fn psql_with(port: u16, key: &str, sql: &str) -> Option<std::process::Output> {
     Command::new("psql")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "twinflow", "-d", "twinflow"])
         .args(["-X", "-A", "-t", "-F", "|", "-c", sql])
         .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGPASSWORD", key)
         .output()
         .ok()
 }
@@ -47,7 +53,7 @@ fn psql_and_a_driver_query_tables_change_logs_and_datasets() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
-    runtime.spawn(PgServer::new(app.store.clone(), Duration::from_secs(30)).serve(listener));
+    runtime.spawn(PgServer::new(app.store.clone(), Duration::from_secs(30), app.gate.clone()).serve(listener));
 
     // psql: the simple query protocol, text results.
     match psql(port, "SELECT doc_id, title FROM documents ORDER BY doc_id") {
@@ -60,6 +66,13 @@ fn psql_and_a_driver_query_tables_change_logs_and_datasets() {
             assert_eq!(stdout.trim(), "rivers|Rivers\nroads|Roads\ntaxes|Taxes");
             let out = psql(port, "SELECT COUNT(*) > 0 FROM instruct_dataset WHERE dataset_version = 1").unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{}", String::from_utf8_lossy(&out.stderr));
+            // A key is the password: one that is not a key, or has no `read` scope, logs nobody in.
+            for key in ["tfk_not-a-key", crate::fixtures::WRITE_KEY] {
+                let out = psql_with(port, key, "SELECT 1").unwrap();
+                assert!(!out.status.success());
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(stderr.to_lowercase().contains("password authentication failed"), "{stderr}");
+            }
             let out = psql(port, "DELETE FROM documents").unwrap();
             assert!(!out.status.success());
             assert!(
@@ -72,10 +85,11 @@ fn psql_and_a_driver_query_tables_change_logs_and_datasets() {
 
     // tokio-postgres: the extended protocol (parse, describe, bind, execute), binary results.
     runtime.block_on(async {
+        let login = |key: &str| format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={key}");
+        let refused = tokio_postgres::connect(&login("tfk_not-a-key"), tokio_postgres::NoTls).await;
+        assert!(refused.is_err(), "a password that is no key is refused");
         let (client, connection) =
-            tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow"), tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            tokio_postgres::connect(&login(crate::fixtures::READ_KEY), tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         let rows = client.query("SELECT doc_id, version FROM documents ORDER BY doc_id", &[]).await.unwrap();
         let docs: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();

@@ -52,7 +52,7 @@ impl Drop for Served {
 }
 
 fn post(base: &str, path: &str, body: &Value) -> reqwest::blocking::Response {
-    reqwest::blocking::Client::new().post(format!("{base}{path}")).json(body).send().unwrap()
+    crate::fixtures::http().post(format!("{base}{path}")).json(body).send().unwrap()
 }
 
 fn expect_error(base: &str, path: &str, body: &Value, status: u16, code: ErrorCode) {
@@ -99,7 +99,7 @@ fn corpus_server(dir: &std::path::Path) -> Served {
                 + "\n"
         })
         .collect();
-    let response = reqwest::blocking::Client::new()
+    let response = crate::fixtures::http()
         .post(format!("{}/v1/documents?wait=true", served.base))
         .header("content-type", "application/x-ndjson")
         .body(body)
@@ -169,7 +169,8 @@ fn rag_and_chat_completions_answer_from_the_index_with_citations() {
         model: "twinflow".into(),
         ..OpenAiGeneratorConfig::default()
     })
-    .unwrap();
+    .unwrap()
+    .with_api_key(crate::fixtures::READ_KEY);
     let mut pieces = Vec::new();
     let generation = remote
         .generate(
@@ -247,7 +248,7 @@ fn bad_requests_are_4xx_with_stable_codes() {
         400,
         ErrorCode::InvalidField,
     );
-    let response = reqwest::blocking::Client::new()
+    let response = crate::fixtures::http()
         .post(format!("{base}/v1/chat/completions"))
         .header("content-type", "application/json")
         .body("{not json")

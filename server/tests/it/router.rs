@@ -11,7 +11,23 @@ use twinflow_server::router;
 
 use crate::fixtures::{app, article, upsert_line};
 
-pub(crate) async fn send(app: &std::sync::Arc<twinflow_server::App>, request: Request<Body>) -> (StatusCode, Vec<u8>) {
+/// Sends `request` with the admin key, unless it carries its own `Authorization`.
+pub(crate) async fn send(
+    app: &std::sync::Arc<twinflow_server::App>,
+    mut request: Request<Body>,
+) -> (StatusCode, Vec<u8>) {
+    if !request.headers().contains_key("authorization") {
+        let bearer = format!("Bearer {}", crate::fixtures::ADMIN_KEY).parse().unwrap();
+        request.headers_mut().insert("authorization", bearer);
+    }
+    send_as_is(app, request).await
+}
+
+/// Sends `request` as it is (no key added).
+pub(crate) async fn send_as_is(
+    app: &std::sync::Arc<twinflow_server::App>,
+    request: Request<Body>,
+) -> (StatusCode, Vec<u8>) {
     let response = router(app.clone()).oneshot(request).await.expect("router answers");
     let status = response.status();
     let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
@@ -73,7 +89,7 @@ async fn ingest_search_sql_and_status() {
     assert_eq!(answer.rows[0]["doc_id"], "rivers");
 
     let (status, bytes) =
-        send(&app, post("/v1/sql?format=csv", "text/plain", "SELECT COUNT(*) AS n FROM documents")).await;
+        send(&app, post("/v1/sql?format=csv", "application/sql", "SELECT COUNT(*) AS n FROM documents")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(String::from_utf8(bytes).unwrap().trim(), "n\n2");
 
@@ -83,7 +99,7 @@ async fn ingest_search_sql_and_status() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(documents(&app).await, 1);
     let (_, bytes) =
-        send(&app, post("/v1/sql", "text/plain", "SELECT COUNT(*) AS n FROM instruct WHERE doc_id = 'taxes'")).await;
+        send(&app, post("/v1/sql", "application/sql", "SELECT COUNT(*) AS n FROM instruct WHERE doc_id = 'taxes'")).await;
     let answer: SqlResponse = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(answer.rows[0]["n"], 0);
     app.shutdown().unwrap();
@@ -135,21 +151,6 @@ async fn bad_inputs_are_4xx_with_codes_and_accept_nothing() {
     for (body, content_type, status, code) in cases {
         expect_error(&app, post("/v1/documents", content_type, body), status, code).await;
     }
-    // Another process's source batches: only its own share's name, changes checked like any others.
-    let forwarded = |source: &str, change: serde_json::Value| {
-        serde_json::json!({ "source": source, "changes": [change], "position": { "offsets": { "1": 5 } } }).to_string()
-    };
-    let change = serde_json::json!({ "doc_id": "f", "content": "forwarded" });
-    for (body, code) in [
-        (forwarded("kafka-0", change.clone()), ErrorCode::InvalidField),
-        (forwarded("kafka-0@p0", change.clone()), ErrorCode::InvalidField),
-        (forwarded("kafka-0@p1", serde_json::json!({ "doc_id": "f" })), ErrorCode::MissingField),
-        ("{\"source\": 3}".to_owned(), ErrorCode::InvalidJson),
-    ] {
-        let request = post("/v1/internal/source-changes", "application/json", body);
-        expect_error(&app, request, StatusCode::BAD_REQUEST, code).await;
-    }
-    assert!(app.store.source_positions().is_empty(), "no position recorded from a refused batch");
     // A 50 MB document: over the per-document limit (8 MiB), under the body limit.
     let huge = format!("{{\"doc_id\":\"huge\",\"content\":\"{}\"}}", "a".repeat(50 << 20));
     expect_error(
@@ -185,7 +186,7 @@ async fn bad_inputs_are_4xx_with_codes_and_accept_nothing() {
         .await;
     }
     assert!(!std::path::Path::new("/tmp/twinflow-copy-test.csv").exists());
-    expect_error(&app, post("/v1/sql", "text/plain", "SELEC 1"), StatusCode::BAD_REQUEST, ErrorCode::SqlError).await;
+    expect_error(&app, post("/v1/sql", "application/sql", "SELEC 1"), StatusCode::BAD_REQUEST, ErrorCode::SqlError).await;
     expect_error(
         &app,
         post("/v1/sql", "application/json", "{\"query\":1}"),
@@ -385,6 +386,7 @@ async fn hybrid_weights_come_from_the_config() {
     config.search.vector_weight = 0.0;
     config.search.bm25_weight = 2.0;
     config.search.rrf_k = 10.0;
+    config.auth.keys = crate::fixtures::test_keys();
     let app = twinflow_server::App::start(config).unwrap();
     let body = (0..12)
         .map(|i| upsert_line(&format!("d{i}"), "T", &article(&format!("topic{i} harbour"), 2)))
@@ -537,7 +539,15 @@ async fn every_rejection_is_a_json_error_with_a_code() {
     });
     // A method the route does not take: 405 with `Allow`, as JSON.
     let response =
-        router(app.clone()).oneshot(Request::delete("/v1/search").body(Body::empty()).unwrap()).await.unwrap();
+        router(app.clone())
+            .oneshot(
+                Request::delete("/v1/search")
+                    .header("authorization", format!("Bearer {}", crate::fixtures::ADMIN_KEY))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(response.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")));
     let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
@@ -548,7 +558,7 @@ async fn every_rejection_is_a_json_error_with_a_code() {
     expect_error(&app, promote, StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
     // A body over the limit on a route that reads it whole.
     let big = format!("SELECT '{}'", "x".repeat(8 * 1024));
-    expect_error(&app, post("/v1/sql", "text/plain", big), StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+    expect_error(&app, post("/v1/sql", "application/sql", big), StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
         .await;
     // An unknown route.
     let unknown = Request::get("/v1/nothing-here").body(Body::empty()).unwrap();
@@ -564,4 +574,64 @@ async fn every_rejection_is_a_json_error_with_a_code() {
     .await;
     let (status, _) = send(&app, post("/v1/sql", "application/json", r#"{"sql": "SELECT 1 AS one"}"#)).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// `/v1/internal/source-changes` exists only in cluster mode, and only the
+/// cluster's secret opens it: an admin key is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_route_takes_only_the_cluster_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = app(&dir.path().join("single"));
+    let body = serde_json::json!({ "source": "kafka-0@p1", "changes": [] }).to_string();
+    let request = || post("/v1/internal/source-changes", "application/json", body.clone());
+    expect_error(&single, request(), StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+    single.shutdown().unwrap();
+
+    // A cluster of one process (process 0 of a one-line hostfile).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let app = crate::fixtures::app_with(&dir.path().join("cluster"), |c| {
+        c.engine.cluster = Some(twinflow_schemas::config::ClusterConfig {
+            process: 0,
+            hosts: vec![format!("127.0.0.1:{port}")],
+        });
+        c.auth.cluster_secret = Some("cluster-secret-for-tests".into());
+    });
+    expect_error(&app, request(), StatusCode::FORBIDDEN, ErrorCode::Forbidden).await;
+    let (status, _) = send_as_is(&app, request()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let as_cluster = |body: String| {
+        let mut request = post("/v1/internal/source-changes", "application/json", body);
+        request.headers_mut().insert("authorization", "Bearer cluster-secret-for-tests".parse().unwrap());
+        request
+    };
+    // Another process's source batches: only its own share's name, changes checked like any others.
+    let forwarded = |source: &str, change: serde_json::Value| {
+        serde_json::json!({ "source": source, "changes": [change], "position": { "offsets": { "1": 5 } } }).to_string()
+    };
+    let change = serde_json::json!({ "doc_id": "f", "content": "forwarded" });
+    for (body, code) in [
+        (forwarded("kafka-0", change.clone()), ErrorCode::InvalidField),
+        (forwarded("kafka-0@p0", change.clone()), ErrorCode::InvalidField),
+        (forwarded("kafka-0@p1", serde_json::json!({ "doc_id": "f" })), ErrorCode::MissingField),
+        ("{\"source\": 3}".to_owned(), ErrorCode::InvalidJson),
+    ] {
+        expect_error(&app, as_cluster(body), StatusCode::BAD_REQUEST, code).await;
+    }
+    assert!(app.store.source_positions().is_empty(), "no position recorded from a refused batch");
+    let (status, text) = send(&app, as_cluster(forwarded("kafka-0@p1", change))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
+    // The secret reads what the other processes need (their committed positions), and nothing more.
+    let get = |path: &str| {
+        let mut request = Request::get(path).body(Body::empty()).unwrap();
+        request.headers_mut().insert("authorization", "Bearer cluster-secret-for-tests".parse().unwrap());
+        request
+    };
+    assert_eq!(send(&app, get("/v1/status")).await.0, StatusCode::OK);
+    let train = {
+        let mut request = post("/v1/models/train", "application/json", "");
+        request.headers_mut().insert("authorization", "Bearer cluster-secret-for-tests".parse().unwrap());
+        request
+    };
+    expect_error(&app, train, StatusCode::FORBIDDEN, ErrorCode::Forbidden).await;
+    app.shutdown().unwrap();
 }

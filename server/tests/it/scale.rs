@@ -89,7 +89,7 @@ pub(crate) fn run(
     }
     let mut child = up(&config, &log, &cluster);
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let http = crate::fixtures::http_with_key(crate::fixtures::ADMIN_KEY, Duration::from_secs(60));
     wait_ready(&http, &base, &mut child, &log);
     post_committed(&http, &base, batches);
     let status: serde_json::Value = http.get(format!("{base}/v1/status")).send().unwrap().json().unwrap();
@@ -143,7 +143,7 @@ fn a_restarted_cluster_encodes_nothing_again() {
     let port = free_port();
     let config = write_config_with(dir, port, 1);
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let http = crate::fixtures::http_with_key(crate::fixtures::ADMIN_KEY, Duration::from_secs(60));
     let batches = workload(5, 12);
     let mut embedded_by_process_1 = Vec::new();
     for round in 0..2 {
@@ -185,7 +185,7 @@ fn a_killed_process_stops_the_cluster_and_a_restart_loses_nothing() {
     let port = free_port();
     let config = write_config_with(&dir, port, 1);
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let http = crate::fixtures::http_with_key(crate::fixtures::ADMIN_KEY, Duration::from_secs(60));
 
     let (mut child, mut other, log0, _) = start_pair(&dir, &config, &http, &base, 0);
     let (committed, streamed) = batches.split_at(batches.len() / 2);
@@ -261,7 +261,7 @@ fn a_cluster_reads_a_kafka_topic_each_process_its_partitions() {
         format!("\n[[sources]]\ntype = \"kafka\"\nconfig = {{ brokers = \"{brokers}\", topic = \"posts\" }}\n");
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &source).unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let http = crate::fixtures::http_with_key(crate::fixtures::ADMIN_KEY, Duration::from_secs(60));
     let status = || -> serde_json::Value { http.get(format!("{base}/v1/status")).send().unwrap().json().unwrap() };
     let wait_documents = |n: u64| {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
