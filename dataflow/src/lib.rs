@@ -33,4 +33,4 @@ pub mod text;
 pub use drift::{DriftFeatures, DriftMetrics, DriftMonitor, DriftPersisted, DriftReference, DriftState, DriftTrigger};
 pub use embed::{EmbedError, Embedder, HashingEmbedder, cosine};
 pub use engine::{CompletedEpoch, Engine, EngineError, EngineOptions, EngineStats, Restore, SubmitError};
-pub use operators::ComputedVectors;
+pub use operators::{ComputedVectors, EmbedFailure};

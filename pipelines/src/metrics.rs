@@ -29,6 +29,11 @@ pub fn ingest_error(source: &str) {
     counter!("twinflow_ingest_errors_total", "source" => source.to_owned()).increment(1);
 }
 
+/// Records a text the model could not embed (it has no vector).
+pub fn embed_failed() {
+    counter!("twinflow_embed_failures_total").increment(1);
+}
+
 /// Records one generation.
 pub fn generation(model: &str, generation: &twinflow_models::Generation) {
     let model = model.to_owned();

@@ -51,6 +51,8 @@ pub struct EngineStats {
     /// Texts found missing from the embedding cache since start; the
     /// model's backlog is `texts_queued − texts_embedded`.
     pub texts_queued: u64,
+    /// Texts the model could not embed since start (they have no vector).
+    pub embed_failures: u64,
 }
 
 /// A batch of changes closed as one epoch.
@@ -230,6 +232,7 @@ impl Ingest {
             input_lag: self.oldest(&open).map(|t| t.elapsed()).unwrap_or_default(),
             texts_embedded: cache.texts_embedded(),
             texts_queued: cache.texts_queued(),
+            embed_failures: cache.failures_total(),
         }
     }
 

@@ -217,6 +217,12 @@ impl Engine {
         self.ingest.wait_committed(epoch, timeout)
     }
 
+    /// The texts the model could not embed since the last call (each has
+    /// no row in `embeddings`).
+    pub fn take_embed_failures(&self) -> Vec<crate::operators::EmbedFailure> {
+        self.cache.take_failures()
+    }
+
     /// The embedder the engine uses.
     pub fn embedder(&self) -> &Arc<dyn Embedder> {
         &self.embedder

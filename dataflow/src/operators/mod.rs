@@ -13,4 +13,4 @@ pub mod embed;
 
 pub use collect::{CollectEpochsExt, OutRow, WorkerMsg};
 pub use drift::{DriftInput, DriftStatsExt};
-pub use embed::{ComputedVectors, EmbedCache, EmbedExt};
+pub use embed::{ComputedVectors, EmbedCache, EmbedExt, EmbedFailure};

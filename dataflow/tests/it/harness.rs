@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use twinflow_dataflow::{Engine, EngineOptions, HashingEmbedder};
+use twinflow_dataflow::{Embedder, Engine, EngineOptions, HashingEmbedder};
 use twinflow_schemas::config::{ChunkSpec, ChunkingConfig, ClusterConfig, DriftConfig};
 use twinflow_schemas::rng::SeededRng;
 use twinflow_schemas::{Document, DocumentChange, DocumentKind, EpochUpdates};
@@ -21,6 +21,11 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) fn new(workers: usize, chunking: ChunkingConfig) -> Self {
+        Self::with_embedder(workers, chunking, Arc::new(HashingEmbedder::new(32)))
+    }
+
+    /// [`Harness::new`] embedding with `embedder`.
+    pub(crate) fn with_embedder(workers: usize, chunking: ChunkingConfig, embedder: Arc<dyn Embedder>) -> Self {
         let options = EngineOptions {
             workers,
             tick: Duration::from_secs(3600), // epochs are closed by `flush` only
@@ -32,7 +37,7 @@ impl Harness {
             cluster: None,
             vector_sink: None,
         };
-        let engine = Engine::start(options, Arc::new(HashingEmbedder::new(32)), None).expect("engine starts");
+        let engine = Engine::start(options, embedder, None).expect("engine starts");
         Self { engine, _others: Vec::new(), state: EpochUpdates::default(), last: EpochUpdates::default() }
     }
 

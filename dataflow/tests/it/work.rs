@@ -69,3 +69,63 @@ fn delete_removes_everything_derived() {
     assert!(!h.state.embeddings.is_empty());
     assert_eq!(h.state.documents.len(), 1);
 }
+
+/// A test double of a model that fails: every call with a text containing
+/// `POISON` fails, and the first call with a text containing `FLAKY` fails
+/// once (a transient error); otherwise the hashing embedder answers.
+#[derive(Debug)]
+struct FailingEmbedder {
+    inner: twinflow_dataflow::HashingEmbedder,
+    flaked: std::sync::atomic::AtomicBool,
+}
+
+impl twinflow_dataflow::Embedder for FailingEmbedder {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, twinflow_dataflow::EmbedError> {
+        if texts.iter().any(|t| t.contains("POISON")) {
+            return Err(twinflow_dataflow::EmbedError("the model refused this text".into()));
+        }
+        if texts.iter().any(|t| t.contains("FLAKY")) && !self.flaked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(twinflow_dataflow::EmbedError("connection reset".into()));
+        }
+        self.inner.embed_batch(texts)
+    }
+}
+
+#[test]
+fn a_text_the_model_fails_on_gets_no_vector_and_is_reported() {
+    let embedder = FailingEmbedder {
+        inner: twinflow_dataflow::HashingEmbedder::new(32),
+        flaked: std::sync::atomic::AtomicBool::new(false),
+    };
+    let mut h = Harness::with_embedder(2, ChunkingConfig::default(), std::sync::Arc::new(embedder));
+    h.epoch(vec![
+        upsert("good", DocumentKind::Post, "Good", "Plain words about rivers and their banks."),
+        upsert("bad", DocumentKind::Post, "Bad", "POISON in a text the model will not take."),
+        upsert("flaky", DocumentKind::Post, "Flaky", "FLAKY network, then fine on the retry."),
+    ]);
+    let chunk_of = |h: &Harness, doc: &str| h.state.chunks.iter().find(|(c, _)| c.doc_id == doc).map(|(c, _)| c.chunk_id);
+    let bad = chunk_of(&h, "bad").expect("the chunk row is there");
+    let vectors: Vec<_> = h.state.embeddings.iter().map(|(e, _)| e.chunk_id).collect();
+    assert!(!vectors.contains(&bad), "no made-up vector for the failed text");
+    assert!(vectors.contains(&chunk_of(&h, "good").unwrap()));
+    assert!(vectors.contains(&chunk_of(&h, "flaky").unwrap()), "a transient failure is retried");
+    assert!(h.state.embeddings.iter().all(|(e, _)| e.vector.0.iter().any(|x| *x != 0.0)));
+    let failures = h.engine.take_embed_failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].chunk_id, bad);
+    assert!(failures[0].reason.contains("refused"), "{failures:?}");
+    assert_eq!(h.engine.stats().embed_failures, 1);
+    // Deleting it retracts the rows it has and nothing else (no negative counts: checked by the harness).
+    h.epoch(vec![delete("bad")]);
+    assert!(h.last.embeddings.is_empty(), "nothing to retract for a text that never got a vector");
+    assert!(chunk_of(&h, "bad").is_none());
+    assert!(h.engine.take_embed_failures().is_empty());
+}

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use twinflow_dataflow::{CompletedEpoch, DriftTrigger, Engine};
 use twinflow_schemas::api::TimelinePoint;
-use twinflow_schemas::{DriftRow, IngestErrorRow};
+use twinflow_schemas::{DriftRow, IngestError, IngestErrorRow};
 use twinflow_sinks::{EpochCommit, Store};
 
 use super::Ingest;
@@ -76,6 +76,12 @@ impl Committer {
         for completed in engine.completed() {
             let epoch = completed.epoch;
             let (drift_rows, trigger) = observe_drift(&training, &completed);
+            // Texts the model could not embed: visible as ingest errors, never as made-up vectors.
+            for failure in engine.take_embed_failures() {
+                crate::metrics::embed_failed();
+                let reason = format!("could not embed ({} characters): {}", failure.chars, failure.reason);
+                ingest.record_error(IngestError::new("embedder", format!("chunk:{}", failure.chunk_id), reason));
+            }
             let (sources, ingest_errors) = if completed.restored {
                 Default::default()
             } else {
