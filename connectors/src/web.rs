@@ -7,6 +7,8 @@
 //!    ─▶ wait for the host's turn ─▶ GET (If-None-Match / If-Modified-Since from the last crawl)
 //!         304            ─▶ unchanged: no change; its stored links are followed
 //!         200 text/html  ─▶ title, author, main content, links ─▶ content hash changed? ─▶ upsert
+//!         3xx Location   ─▶ delete (a page crawled before); the target joins the frontier, so it passes
+//!                           the same checks (a redirect off the allowed hosts is never followed)
 //!         404 / 410      ─▶ delete (a page crawled before)
 //!         other failure  ─▶ an ingest error; the page keeps its last version
 //!  end of crawl ─▶ crawl state file (etags, hashes, links) ─▶ position {"state": file} with the last changes
@@ -77,6 +79,10 @@ pub struct CrawlStats {
     pub unchanged: usize,
     pub errors: usize,
     pub robots_disallowed: usize,
+    /// Pages that redirected (the target is crawled as a page of its own, if allowed).
+    pub redirects: usize,
+    /// Redirects to a host outside the allowed ones (not followed).
+    pub redirects_refused: usize,
 }
 
 /// The crawler; see the module docs.
@@ -132,9 +138,12 @@ impl Crawler {
         }
         std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
         let state = resume.and_then(|position| load_state(&state_dir, &position)).unwrap_or_default();
+        // Redirects are never followed blindly: a page's redirect becomes a link (checked against the
+        // allowed hosts and robots.txt like any other), robots.txt and sitemaps follow theirs within the hosts.
         let client = Client::builder()
             .user_agent(config.user_agent.clone())
             .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| bad_config(name, format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
@@ -239,6 +248,20 @@ impl Crawler {
                     pages.insert(key, PageState { etag, last_modified, hash, links: links.clone() });
                     links
                 }
+                Fetched::Redirect(target) => {
+                    stats.redirects += 1;
+                    if previous.is_some_and(|p| !p.hash.is_empty()) {
+                        stats.deletes += 1;
+                        pending.push(DocumentChange::Delete { doc_id: key });
+                    }
+                    if !self.allowed_host(&target) {
+                        stats.redirects_refused += 1;
+                        tracing::debug!(from = %url, to = %target, "redirect to a host outside the crawl: not followed");
+                    } else if !seen.contains(target.as_str()) {
+                        frontier.push_front((target, depth));
+                    }
+                    Vec::new()
+                }
                 Fetched::Gone => {
                     if previous.is_some_and(|p| !p.hash.is_empty()) {
                         stats.deletes += 1;
@@ -318,8 +341,22 @@ impl Crawler {
         Ok(pages)
     }
 
+    /// GET `url`, following up to 5 redirects that stay on the allowed hosts.
+    fn get_within(&self, url: &Url) -> std::result::Result<reqwest::blocking::Response, String> {
+        let mut url = url.clone();
+        for _ in 0..=5 {
+            let response = self.client.get(url.clone()).send().map_err(|e| e.to_string())?;
+            let Some(target) = redirect_target(&url, &response) else { return Ok(response) };
+            if !self.allowed_host(&target) {
+                return Err(format!("redirect to {target}, outside the crawl's hosts"));
+            }
+            url = target;
+        }
+        Err("more than 5 redirects".into())
+    }
+
     fn get_text(&self, url: &Url) -> std::result::Result<String, String> {
-        let response = self.client.get(url.clone()).send().map_err(|e| e.to_string())?;
+        let response = self.get_within(url)?;
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
@@ -333,7 +370,7 @@ impl Crawler {
         let origin = url.origin().ascii_serialization();
         if !self.robots.contains_key(&origin) {
             let robots_url = format!("{origin}/robots.txt");
-            let robot = match self.client.get(&robots_url).send() {
+            let robot = match Url::parse(&robots_url).map_err(|e| e.to_string()).and_then(|u| self.get_within(&u)) {
                 Ok(r) if r.status().is_success() => {
                     let body = read_limited(r, 512 * 1024).unwrap_or_default();
                     texting_robots::Robot::new(&self.config.user_agent, body.as_bytes()).ok()
@@ -381,6 +418,9 @@ impl Crawler {
             Ok(response) => response,
             Err(e) => return Fetched::Refused(format!("fetch failed: {e}")),
         };
+        if let Some(target) = redirect_target(url, &response) {
+            return Fetched::Redirect(target);
+        }
         match response.status() {
             StatusCode::NOT_MODIFIED => return Fetched::NotModified,
             StatusCode::NOT_FOUND | StatusCode::GONE => return Fetched::Gone,
@@ -403,8 +443,19 @@ impl Crawler {
 enum Fetched {
     NotModified,
     Page { html: String, etag: Option<String>, last_modified: Option<String> },
+    /// A 3xx with a `Location`: the URL it points to (resolved against the page's).
+    Redirect(Url),
     Gone,
     Refused(String),
+}
+
+/// Where a redirect answer points, if it is one.
+fn redirect_target(url: &Url, response: &reqwest::blocking::Response) -> Option<Url> {
+    if !response.status().is_redirection() || response.status() == StatusCode::NOT_MODIFIED {
+        return None;
+    }
+    let location = response.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    url.join(location).ok().filter(|u| matches!(u.scheme(), "http" | "https"))
 }
 
 /// The body, at most `limit` bytes (more is an error), as UTF-8 (invalid bytes replaced).

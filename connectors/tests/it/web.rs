@@ -19,6 +19,8 @@ use crate::support::until_position;
 #[derive(Default)]
 struct Site {
     pages: HashMap<String, (String, u32)>,
+    /// path → `Location` of a 301.
+    redirects: HashMap<String, String>,
     robots: String,
     hits: HashMap<String, (usize, usize)>,
 }
@@ -30,6 +32,10 @@ async fn serve(site: axum::extract::State<Shared>, uri: Uri, headers: HeaderMap)
     let path = uri.path().to_owned();
     if path == "/robots.txt" {
         return site.robots.clone().into_response();
+    }
+    if let Some(location) = site.redirects.get(&path).cloned() {
+        site.hits.entry(path).or_default().0 += 1;
+        return (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response();
     }
     let Some((html, version)) = site.pages.get(&path).cloned() else { return StatusCode::NOT_FOUND.into_response() };
     let etag = format!("\"v{version}\"");
@@ -232,4 +238,36 @@ fn follows_a_sitemap_and_recrawls_on_schedule() {
     assert_eq!(seen.ops(), [format!("+{base}/linked.html")]);
     assert!(position["crawl"].as_u64().unwrap() >= 3);
     handle.stop();
+}
+
+/// A redirect is a link like any other: followed on the allowed hosts,
+/// checked against robots.txt, and never off the hosts (here `localhost`,
+/// the same server under a name that is not the seed's host).
+#[test]
+fn redirects_stay_inside_the_allowed_hosts_and_robots() {
+    let site: Shared = Arc::default();
+    site.lock().unwrap().robots = "User-agent: *\nDisallow: /private/\n".into();
+    let base = start(site.clone());
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    set(&site, "/", page("Home", "Ada", "Welcome.", &["/moved.html", "/away.html", "/sneaky.html"]));
+    set(&site, "/a.html", page("A", "Ada", "First post.", &[]));
+    set(&site, "/secret.html", page("Secret", "Ada", "Off the crawl.", &[]));
+    set(&site, "/private/x.html", page("X", "Ada", "Disallowed.", &[]));
+    {
+        let mut site = site.lock().unwrap();
+        site.redirects.insert("/moved.html".into(), "/a.html".into());
+        site.redirects.insert("/away.html".into(), format!("http://localhost:{port}/secret.html"));
+        site.redirects.insert("/sneaky.html".into(), "/private/x.html".into());
+    }
+    let state_dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let handle = WebSource::spawn("web".into(), config(&base), state_dir.path().to_owned(), None, tx).unwrap();
+    let (seen, _) = until_position(&rx);
+    handle.wait().unwrap();
+    let url = |p: &str| format!("{base}{p}");
+    assert_eq!(sorted(seen.ops()), sorted(vec![format!("+{}", url("/")), format!("+{}", url("/a.html"))]));
+    let hits = site.lock().unwrap().hits.clone();
+    assert!(!hits.contains_key("/secret.html"), "followed a redirect off the allowed hosts: {hits:?}");
+    assert!(!hits.contains_key("/private/x.html"), "followed a redirect robots.txt forbids: {hits:?}");
+    assert_eq!(hits.get("/a.html").map(|h| h.0), Some(1));
 }
