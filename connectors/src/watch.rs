@@ -204,6 +204,13 @@ impl Mirror {
 
     /// Sends the file's current version unless it was the last one sent.
     fn upsert(&mut self, path: &Path) -> Result<(), Halt> {
+        // A link is followed only to a file inside the watched directory: the source mirrors that tree, nothing else.
+        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+            && !path.canonicalize().is_ok_and(|target| target.starts_with(&self.root))
+        {
+            let reason = "a link to outside the watched directory: not followed".to_owned();
+            return self.outbox.error(path.display().to_string(), reason);
+        }
         let name = self.outbox.name().to_owned();
         let change = match file_change(&self.root, path, &name, &self.config) {
             Ok(change) => change,

@@ -256,3 +256,24 @@ fn file_change_reads_one_file() {
     assert!(err.reason.contains("not inside"), "{err}");
     assert!(change("missing.md").unwrap_err().reason.contains("cannot read"));
 }
+
+/// A link is mirrored only when it points at a file inside the watched
+/// directory; one pointing outside is an error record, its target unread.
+#[cfg(unix)]
+#[test]
+fn links_out_of_the_directory_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("notes");
+    let outside = dir.path().join("secrets");
+    write(&outside.join("key.md"), "# private key material");
+    write(&root.join("a.md"), "# inside");
+    std::os::unix::fs::symlink(outside.join("key.md"), root.join("leak.md")).unwrap();
+    std::os::unix::fs::symlink(root.join("a.md"), root.join("alias.md")).unwrap();
+    let (handle, rx) = start(config(&root));
+    let seen = receive(&rx, 2, 1);
+    assert_eq!(seen.ops(), ["+file:a.md", "+file:alias.md"]);
+    assert!(seen.upserts().iter().all(|d| !d.content.contains("private")));
+    assert!(seen.errors[0].location.ends_with("leak.md"), "{:?}", seen.errors);
+    assert!(seen.errors[0].reason.contains("outside the watched directory"), "{:?}", seen.errors);
+    handle.stop();
+}
