@@ -258,7 +258,14 @@ fn sql_error(e: DataFusionError) -> Error {
             e.find_root().strip_backtrace()
         ));
     }
-    Error::Sql(e.strip_backtrace())
+    // The spill cap comes back wrapped in an Arrow I/O error, so only its text names it.
+    let text = e.strip_backtrace();
+    if text.contains("max_temp_directory_size") {
+        return Error::SqlLimit(format!(
+            "the statement needs more memory than the SQL pool has, and more spill space than allowed: {text}"
+        ));
+    }
+    Error::Sql(text)
 }
 
 #[cfg(test)]
