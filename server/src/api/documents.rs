@@ -22,13 +22,16 @@ use twinflow_schemas::{ChangeLimits, DocumentChange};
 use super::ApiError;
 use crate::app::App;
 
+/// The longest `?wait=true` may wait for a commit (the answer then says `committed: false`).
+const MAX_WAIT_MS: u64 = 120_000;
+
 /// Query parameters of `POST /v1/documents`.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct IngestParams {
     /// Answer after the changes are committed.
     #[serde(default)]
     pub wait: bool,
-    /// Longest wait, in milliseconds (default 30 s).
+    /// Longest wait, in milliseconds (default 30 s, at most 120 s).
     pub timeout_ms: Option<u64>,
 }
 
@@ -60,7 +63,8 @@ pub async fn post_documents(
     let mut committed = app.engine.stats().committed_epoch >= epoch;
     if params.wait && !committed && accepted > 0 {
         let engine = app.engine.clone();
-        let timeout = Duration::from_millis(params.timeout_ms.unwrap_or(30_000));
+        // Each waiting request holds a blocking thread: the wait is capped.
+        let timeout = Duration::from_millis(params.timeout_ms.unwrap_or(30_000).min(MAX_WAIT_MS));
         committed = tokio::task::spawn_blocking(move || engine.wait_committed(epoch, timeout))
             .await
             .map_err(ApiError::internal)?;
