@@ -15,6 +15,7 @@
 //!   style; held-out likelihood, and the merged decode path against the burn graph.
 //! Throughput lives in `benches/` (`twinflow-bench embed`), not here.
 
+mod hostile;
 mod llm;
 mod lora;
 mod parity;

@@ -12,6 +12,7 @@ mod disk_full;
 mod drift;
 mod fixtures;
 mod metrics;
+mod hostile;
 mod memory;
 mod minilm;
 mod openapi;
