@@ -78,6 +78,10 @@ impl App {
             max_rows: server.sql_max_rows,
             max_bytes: server.sql_max_answer.as_u64() as usize,
         })?;
+        store.set_snapshot_retention(twinflow_sinks::SnapshotRetention {
+            keep: config.storage.keep_snapshots,
+            pinned: config.storage.pinned_snapshots.clone(),
+        });
         let datasets = Arc::new(Datasets::open(&store)?);
         let training = Arc::new(Training::open(&config, store.clone(), embedder, datasets.clone())?);
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));

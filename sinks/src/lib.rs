@@ -54,6 +54,6 @@ pub use fusion::reciprocal_rank;
 pub use input_log::{EncodedBatch, InputLog, LoggedBatch};
 pub use manifest::Manifest;
 pub use sql::{SqlAnswer, SqlLimits, SqlRuntime};
-pub use store::{CommitStats, EpochCommit, ProjectionSwitch, SnapshotInfo, Store, VectorProjection};
+pub use store::{CommitStats, EpochCommit, ProjectionSwitch, SnapshotInfo, SnapshotRetention, Store, VectorProjection};
 pub use vector_cache::VectorCache;
 pub use vector_index::{VectorIndex, VectorIndexStats};

@@ -21,10 +21,22 @@ pub struct StorageConfig {
     /// Keep every computed vector in `<data_dir>/_embed_cache` (by chunk hash
     /// and model), so a restart never encodes a text twice.
     pub embedding_cache: bool,
+    /// Snapshots kept after each new one: the newest this many (0: all),
+    /// plus `pinned_snapshots`; the newest (a restart's start) always.
+    pub keep_snapshots: usize,
+    /// Snapshot versions never removed.
+    pub pinned_snapshots: Vec<u64>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("twinflow-data"), snapshot_every: 500, input_log: true, embedding_cache: true }
+        Self {
+            data_dir: PathBuf::from("twinflow-data"),
+            snapshot_every: 500,
+            input_log: true,
+            embedding_cache: true,
+            keep_snapshots: 10,
+            pinned_snapshots: Vec::new(),
+        }
     }
 }

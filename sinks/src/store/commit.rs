@@ -285,6 +285,11 @@ impl Store {
         self.commit_late(BTreeMap::new(), Vec::new(), traces)
     }
 
+    /// Keeps, from the next snapshot on, only the snapshots `retention` names.
+    pub fn set_snapshot_retention(&self, retention: super::SnapshotRetention) {
+        *self.retention.write() = retention;
+    }
+
     /// Writes a consolidated snapshot of every table's current state to
     /// `<table>/_snapshots/v<N>/part-0.parquet` (the change-log columns,
     /// `_epoch` = the snapshot's epoch, `_diff` = multiplicity) and records
@@ -312,8 +317,23 @@ impl Store {
         manifest.committed_epoch = manifest.committed_epoch.max(epoch);
         let entry = SnapshotEntry { version, epoch, created_at_ms: now_ms(), files: files.clone(), rows: rows.clone() };
         manifest.snapshots.push(entry);
+        let dropped = self.retention.read().dropped(&manifest.snapshots);
+        manifest.snapshots.retain(|s| !dropped.contains(&s.version));
         manifest.store(&self.dir)?;
         self.state.write().manifest = manifest;
+        // Listed nowhere now: their files go (a crash before this leaves unlisted files, nothing worse).
+        for version in &dropped {
+            for table in TableName::ALL {
+                let dir = self.dir.join(snapshot_path(table, *version));
+                let dir = dir.parent().expect("a snapshot file is in its version's folder");
+                if let Err(e) = std::fs::remove_dir_all(dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(version, error = %e, folder = %dir.display(), "could not remove an old snapshot");
+                }
+            }
+            tracing::info!(version, "removed an old snapshot (storage.keep_snapshots)");
+        }
         // The graph too, so a restart loads it instead of rebuilding it (best effort: a
         // missing or damaged file only means a rebuild).
         let state = self.state.read();
@@ -324,6 +344,18 @@ impl Store {
         }
         tracing::info!(version, epoch, "wrote snapshot");
         Ok(SnapshotInfo { version, epoch, rows, files: files.into_values().flatten().collect() })
+    }
+}
+
+impl super::SnapshotRetention {
+    /// The versions of `snapshots` to drop: past the newest `keep`, not pinned.
+    fn dropped(&self, snapshots: &[SnapshotEntry]) -> Vec<u64> {
+        if self.keep == 0 {
+            return Vec::new();
+        }
+        let mut versions: Vec<u64> = snapshots.iter().map(|s| s.version).collect();
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        versions.into_iter().skip(self.keep).filter(|v| !self.pinned.contains(v)).collect()
     }
 }
 

@@ -58,6 +58,16 @@ pub struct Store {
     batches: Mutex<HashMap<TableName, (u64, RecordBatch)>>,
     /// The memory pool and limits every SQL statement runs within.
     sql_runtime: RwLock<Arc<crate::sql::SqlRuntime>>,
+    /// Which snapshots are kept after a new one is written.
+    retention: RwLock<SnapshotRetention>,
+}
+
+/// Which snapshots a store keeps: the newest `keep` (0: all) and the
+/// `pinned` versions; the newest, which a restart starts from, always.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotRetention {
+    pub keep: usize,
+    pub pinned: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -220,6 +230,7 @@ impl Store {
             state: RwLock::new(state),
             batches: Mutex::default(),
             sql_runtime,
+            retention: RwLock::default(),
         })
     }
 
