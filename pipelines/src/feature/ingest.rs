@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use twinflow_connectors::IngestError;
 use twinflow_dataflow::{Engine, SubmitError};
+use twinflow_schemas::config::DocIdNamespaces;
 use twinflow_schemas::{ChangeLimits, DocumentChange, IngestErrorRow};
 use twinflow_sinks::{EncodedBatch, InputLog};
 
@@ -100,6 +101,8 @@ pub struct Ingest {
     input_log: Option<Arc<InputLog>>,
     positions: Arc<PendingPositions>,
     errors: IngestErrors,
+    /// Which `doc_id`s each source may change.
+    namespaces: DocIdNamespaces,
     /// Set when the shutdown begins: sources waiting on a busy engine give up.
     stopping: AtomicBool,
 }
@@ -113,8 +116,15 @@ impl Ingest {
             input_log,
             positions: Arc::new(PendingPositions::default()),
             errors: IngestErrors::default(),
+            namespaces: DocIdNamespaces::default(),
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// This door, letting each source change only the `doc_id`s `namespaces` give it.
+    pub fn with_namespaces(mut self, namespaces: DocIdNamespaces) -> Self {
+        self.namespaces = namespaces;
+        self
     }
 
     /// What a change may be (size of its content, of its id): every caller
@@ -145,6 +155,18 @@ impl Ingest {
     ) -> Result<Accepted, AcceptError> {
         if let Origin::Forwarded { share, position } = &origin {
             Origin::forwarded(share.clone(), position.clone())?;
+        }
+        let mut errors = errors;
+        if !matches!(origin, Origin::Http) {
+            // A source changes only its own documents: another's are refused record by record.
+            let source = origin.source().to_owned();
+            changes.retain(|change| match self.namespaces.check(&source, change.doc_id()) {
+                Ok(()) => true,
+                Err(reason) => {
+                    errors.push(IngestError::new(&source, change.doc_id().to_owned(), reason));
+                    false
+                }
+            });
         }
         let count = changes.len();
         let (position, logged) = match origin {

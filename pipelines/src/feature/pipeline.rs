@@ -71,7 +71,8 @@ impl FeaturePipeline {
             max_document_bytes: config.server.max_document.as_u64() as usize,
             ..ChangeLimits::default()
         };
-        let ingest = Arc::new(Ingest::new(engine.clone(), limits, input_log));
+        let namespaces = twinflow_schemas::config::DocIdNamespaces::of(&config.sources);
+        let ingest = Arc::new(Ingest::new(engine.clone(), limits, input_log).with_namespaces(namespaces));
         Ok(Self {
             store,
             engine,

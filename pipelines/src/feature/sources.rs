@@ -46,19 +46,19 @@ pub fn open(
         let (tx, rx) = crossbeam_channel::bounded(16);
         let (name, handle) = match source {
             SourceConfig::Watch(watch) => {
-                let name = format!("watch-{i}");
+                let name = source.name(i);
                 let handle = WatchSource::spawn(name.clone(), watch.clone(), tx)
                     .with_context(|| format!("cannot watch {}", watch.path.display()))?;
                 (name, handle)
             }
             SourceConfig::Ndjson(ndjson) => {
-                let name = format!("ndjson-{i}");
+                let name = source.name(i);
                 let handle = NdjsonSource::spawn(name.clone(), ndjson.clone(), limits, 500, tx)
                     .with_context(|| format!("cannot replay {}", ndjson.path.display()))?;
                 (name, handle)
             }
             SourceConfig::Web(web) => {
-                let name = format!("web-{i}");
+                let name = source.name(i);
                 let state_dir = data_dir.join("_sources").join(&name);
                 let resume = positions.get(&name).cloned();
                 let handle = WebSource::spawn(name.clone(), web.clone(), state_dir, resume, tx)
@@ -66,7 +66,7 @@ pub fn open(
                 (name, handle)
             }
             SourceConfig::Fluvio(fluvio) => {
-                let name = format!("fluvio-{i}");
+                let name = source.name(i);
                 if share
                     .is_some_and(|s| !fluvio.partitions.is_empty() && !fluvio.partitions.iter().any(|p| s.takes(*p)))
                 {
@@ -83,7 +83,7 @@ pub fn open(
                 (name, handle)
             }
             SourceConfig::Kafka(kafka) => {
-                let name = format!("kafka-{i}");
+                let name = source.name(i);
                 if share.is_some_and(|s| !kafka.partitions.is_empty() && !kafka.partitions.iter().any(|p| s.takes(*p)))
                 {
                     tracing::info!(source = %name, "none of its partitions falls to process 0");
@@ -99,7 +99,7 @@ pub fn open(
                 (name, handle)
             }
             SourceConfig::Git(git) => {
-                let name = format!("git-{i}");
+                let name = source.name(i);
                 let resume = positions.get(&name).cloned();
                 let handle = GitSource::spawn(name.clone(), git.clone(), resume, tx)
                     .with_context(|| format!("cannot follow the git repository {}", git.repo))?;

@@ -59,7 +59,7 @@ pub use rag::RagConfig;
 pub use search::{AnnConfig, SearchConfig};
 pub use server::ServerConfig;
 pub use sources::{
-    FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PartitionShare, SourceConfig,
+    DocIdNamespaces, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PartitionShare, SourceConfig,
     StartFrom, WatchSourceConfig, WebSourceConfig,
 };
 pub use storage::StorageConfig;

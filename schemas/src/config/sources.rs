@@ -50,6 +50,9 @@ pub struct KafkaSourceConfig {
     pub batch: usize,
     /// Further librdkafka settings (`security.protocol`, `sasl.mechanism`, …).
     pub options: std::collections::BTreeMap<String, String>,
+    /// The `doc_id`s this source may change: those that start with this
+    /// (unset: any that no directory, git or web source owns).
+    pub doc_id_prefix: Option<String>,
     /// This process's share of the partitions in a cluster (set by
     /// `twinflow up`, not a setting).
     #[serde(skip)]
@@ -83,6 +86,7 @@ impl Default for KafkaSourceConfig {
             start: StartFrom::Beginning,
             batch: 500,
             options: std::collections::BTreeMap::new(),
+            doc_id_prefix: None,
             share: None,
         }
     }
@@ -112,6 +116,9 @@ pub struct FluvioSourceConfig {
     pub start: StartFrom,
     /// Changes handed to the engine per batch at most.
     pub batch: usize,
+    /// The `doc_id`s this source may change: those that start with this
+    /// (unset: any that no directory, git or web source owns).
+    pub doc_id_prefix: Option<String>,
     /// This process's share of the partitions in a cluster (set by
     /// `twinflow up`, not a setting).
     #[serde(skip)]
@@ -126,6 +133,7 @@ impl Default for FluvioSourceConfig {
             partitions: Vec::new(),
             start: StartFrom::Beginning,
             batch: 500,
+            doc_id_prefix: None,
             share: None,
         }
     }
@@ -251,4 +259,135 @@ impl Default for WatchSourceConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct NdjsonSourceConfig {
     pub path: PathBuf,
+    /// The `doc_id`s this source may change: those that start with this
+    /// (unset: any that no directory, git or web source owns).
+    pub doc_id_prefix: Option<String>,
+}
+
+impl SourceConfig {
+    /// The name of the `index`-th configured source (`watch-0`, `kafka-2`, …):
+    /// its changes, errors and positions are recorded under it.
+    pub fn name(&self, index: usize) -> String {
+        let kind = match self {
+            Self::Watch(_) => "watch",
+            Self::Ndjson(_) => "ndjson",
+            Self::Web(_) => "web",
+            Self::Git(_) => "git",
+            Self::Fluvio(_) => "fluvio",
+            Self::Kafka(_) => "kafka",
+        };
+        format!("{kind}-{index}")
+    }
+}
+
+/// Which `doc_id`s each source may change. A directory, git or web source
+/// makes its ids itself (`file:…`, `git:…`, its pages' URLs), so it owns
+/// those; a source whose records carry their ids (Kafka, Fluvio, NDJSON)
+/// may change only ids under its `doc_id_prefix` when one is set, and
+/// otherwise any id no other source owns. HTTP clients are not sources.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocIdNamespaces {
+    /// `(source, what it owns)`.
+    owned: Vec<(String, Owned)>,
+    /// `source → prefix` of the sources limited to one.
+    limited: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Owned {
+    Prefix(String),
+    /// Pages of this host (`http(s)://host[:port]/…`).
+    Host(String),
+}
+
+impl DocIdNamespaces {
+    /// The namespaces of `sources`, named as [`SourceConfig::name`] names them.
+    pub fn of(sources: &[SourceConfig]) -> Self {
+        let mut namespaces = Self::default();
+        for (i, source) in sources.iter().enumerate() {
+            let name = source.name(i);
+            match source {
+                SourceConfig::Watch(_) => namespaces.owned.push((name, Owned::Prefix("file:".into()))),
+                SourceConfig::Git(_) => namespaces.owned.push((name, Owned::Prefix("git:".into()))),
+                SourceConfig::Web(web) => {
+                    let mut hosts: Vec<String> = web.allowed_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+                    if hosts.is_empty() {
+                        hosts.extend(web.seeds.iter().chain(&web.sitemap).filter_map(|u| url_host(u)));
+                    }
+                    namespaces.owned.extend(hosts.into_iter().map(|h| (name.clone(), Owned::Host(h))));
+                }
+                SourceConfig::Kafka(KafkaSourceConfig { doc_id_prefix: Some(prefix), .. })
+                | SourceConfig::Fluvio(FluvioSourceConfig { doc_id_prefix: Some(prefix), .. })
+                | SourceConfig::Ndjson(NdjsonSourceConfig { doc_id_prefix: Some(prefix), .. }) => {
+                    namespaces.limited.insert(name, prefix.clone());
+                }
+                _ => {}
+            }
+        }
+        namespaces
+    }
+
+    /// Whether `source` (a name, or a cluster share `name@pI`) may change
+    /// `doc_id`; why not, when it may not.
+    pub fn check(&self, source: &str, doc_id: &str) -> Result<(), String> {
+        let source = source.split_once('@').map_or(source, |(name, _)| name);
+        if let Some(prefix) = self.limited.get(source) {
+            return if doc_id.starts_with(prefix.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("doc_id {doc_id:?} is outside this source's doc_id_prefix {prefix:?}"))
+            };
+        }
+        let host = url_host(doc_id);
+        for (owner, owned) in &self.owned {
+            let theirs = match owned {
+                Owned::Prefix(prefix) => doc_id.starts_with(prefix.as_str()),
+                Owned::Host(owned_host) => host.as_deref() == Some(owned_host.as_str()),
+            };
+            if theirs && owner != source {
+                return Err(format!("doc_id {doc_id:?} belongs to source {owner}; set doc_id_prefix to allow"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lower-case host of an `http(s)://` URL.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use super::*;
+
+    #[test]
+    fn a_source_changes_only_its_own_doc_ids() {
+        let sources = vec![
+            SourceConfig::Watch(WatchSourceConfig::default()),
+            SourceConfig::Web(WebSourceConfig { seeds: vec!["https://Blog.example/posts".into()], ..Default::default() }),
+            SourceConfig::Kafka(KafkaSourceConfig::default()),
+            SourceConfig::Fluvio(FluvioSourceConfig { doc_id_prefix: Some("feed:".into()), ..Default::default() }),
+        ];
+        let ns = DocIdNamespaces::of(&sources);
+        assert!(ns.check("watch-0", "file:notes/a.md").is_ok());
+        assert!(ns.check("web-1", "https://blog.example/posts/1").is_ok());
+        // The Kafka source: anything no other source owns.
+        assert!(ns.check("kafka-2", "post-17").is_ok());
+        assert!(ns.check("kafka-2", "https://other.example/x").is_ok());
+        assert!(ns.check("kafka-2", "file:notes/a.md").unwrap_err().contains("watch-0"));
+        assert!(ns.check("kafka-2@p1", "http://blog.example:80/posts/1").unwrap_err().contains("web-1"));
+        // The Fluvio source: its prefix only.
+        assert!(ns.check("fluvio-3", "feed:1").is_ok());
+        assert!(ns.check("fluvio-3@p2", "post-17").unwrap_err().contains("doc_id_prefix"));
+        assert_eq!(url_host("http://user@[::1]:8080/x").as_deref(), Some("[::1]"));
+    }
 }

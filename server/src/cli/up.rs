@@ -34,7 +34,7 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     config.sources.extend(args.fluvio.iter().cloned().map(SourceConfig::Fluvio));
     config.sources.extend(args.kafka.iter().cloned().map(SourceConfig::Kafka));
     for file in &args.ingest {
-        config.sources.push(SourceConfig::Ndjson(NdjsonSourceConfig { path: file.clone() }));
+        config.sources.push(SourceConfig::Ndjson(NdjsonSourceConfig { path: file.clone(), ..Default::default() }));
     }
     if let Some(addr) = args.pg {
         config.server.pg_addr = Some(addr);

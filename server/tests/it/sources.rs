@@ -372,3 +372,44 @@ fn a_lost_publishing_cluster_does_not_hang_the_shutdown() {
     assert_eq!(finished.recv_timeout(Duration::from_secs(60)), Ok(true), "the shutdown hung or failed");
     assert_eq!(server.end_offset("changes", 0), 0);
 }
+
+/// A source whose records carry their ids changes only its own documents:
+/// an NDJSON replay cannot delete or overwrite the watched directory's.
+#[test]
+fn a_source_cannot_change_another_sources_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("a.md"), "# A\n\nThe watched note about lighthouses.").unwrap();
+    let log = dir.path().join("changes.ndjson");
+    std::fs::write(
+        &log,
+        [
+            r#"{"op":"delete","doc_id":"file:a.md"}"#,
+            r#"{"op":"upsert","doc_id":"file:b.md","content":"forged into the watched namespace"}"#,
+            r#"{"op":"upsert","doc_id":"post-1","content":"a post of the replay's own"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let app = app_with(&dir.path().join("data"), |config| {
+        config.sources = vec![
+            SourceConfig::Watch(twinflow_schemas::config::WatchSourceConfig { path: notes.clone(), ..Default::default() }),
+            SourceConfig::Ndjson(twinflow_schemas::config::NdjsonSourceConfig { path: log.clone(), ..Default::default() }),
+        ];
+    });
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("both sources", || documents(&app) == 2);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let refused = || {
+        let answer = runtime
+            .block_on(app.store.sql("SELECT location FROM ingest_errors WHERE source = 'ndjson-1' ORDER BY location"))
+            .unwrap();
+        answer.batches.iter().map(|b| b.num_rows()).sum::<usize>()
+    };
+    wait_for("the refusals", || refused() == 2);
+    let mut ids: Vec<String> = app.store.current_documents().into_iter().map(|d| d.doc_id).collect();
+    ids.sort();
+    assert_eq!(ids, ["file:a.md", "post-1"]);
+    app.shutdown().unwrap();
+}
