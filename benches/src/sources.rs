@@ -80,7 +80,10 @@ fn ndjson(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
         })
         .collect();
     std::fs::write(&log, lines)?;
-    let app = App::start(config(&dir.join("data-ndjson"), SourceConfig::Ndjson(NdjsonSourceConfig { path: log, ..Default::default() })))?;
+    let app = App::start(config(
+        &dir.join("data-ndjson"),
+        SourceConfig::Ndjson(NdjsonSourceConfig { path: log, ..Default::default() }),
+    ))?;
     let seconds = ingest(&app, bench.docs)?;
     app.shutdown()?;
     Ok(

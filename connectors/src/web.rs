@@ -442,7 +442,11 @@ impl Crawler {
 
 enum Fetched {
     NotModified,
-    Page { html: String, etag: Option<String>, last_modified: Option<String> },
+    Page {
+        html: String,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
     /// A 3xx with a `Location`: the URL it points to (resolved against the page's).
     Redirect(Url),
     Gone,

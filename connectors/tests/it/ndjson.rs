@@ -129,7 +129,9 @@ fn a_spawned_replay_sends_everything_then_ends() {
     let path = dir.path().join("changes.ndjson");
     fs::write(&path, LOG).unwrap();
     let (tx, rx) = bounded(1);
-    let handle = NdjsonSource::spawn("log".into(), NdjsonSourceConfig { path, ..Default::default() }, limits(), 100, tx).unwrap();
+    let handle =
+        NdjsonSource::spawn("log".into(), NdjsonSourceConfig { path, ..Default::default() }, limits(), 100, tx)
+            .unwrap();
     let seen = receive(&rx, 4, 3);
     assert_eq!(seen.ops(), ["+a", "-old", "+d", "+f"]);
     handle.wait().unwrap();

@@ -205,7 +205,9 @@ fn embed_with_retries(embedder: &dyn Embedder, inputs: &[&str]) -> Vec<Result<Ve
         Ok(vectors) if vectors.len() == inputs.len() && vectors.iter().all(|v| valid(v)) => {
             return vectors.into_iter().map(Ok).collect();
         }
-        Ok(vectors) => format!("{} vectors for {} texts, or one not of {dim} finite numbers", vectors.len(), inputs.len()),
+        Ok(vectors) => {
+            format!("{} vectors for {} texts, or one not of {dim} finite numbers", vectors.len(), inputs.len())
+        }
         Err(e) => e.to_string(),
     };
     tracing::warn!(model = embedder.model_id(), error = %batch_error, texts = inputs.len(), "batch embedding failed; trying the texts one by one");
@@ -263,7 +265,9 @@ impl<'scope> EmbedExt<'scope> for VecCollection<'scope, u64, (Hash128, String), 
                     for time in ready {
                         let Some((cap, mut updates)) = stash.remove(&time) else { continue };
                         // A text that got no vector had no row: its retraction has none to retract.
-                        updates.retain(|(id, _, diff)| !(*diff < 0 && cache.get(id).is_none() && cache.had_failed(id, true)));
+                        updates.retain(|(id, _, diff)| {
+                            !(*diff < 0 && cache.get(id).is_none() && cache.had_failed(id, true))
+                        });
                         let texts: Vec<(Hash128, String)> =
                             updates.iter().map(|(id, text, _)| (*id, text.clone())).collect();
                         let vectors = cache.vectors_for(embedder.as_ref(), &texts);

@@ -111,7 +111,8 @@ fn a_text_the_model_fails_on_gets_no_vector_and_is_reported() {
         upsert("bad", DocumentKind::Post, "Bad", "POISON in a text the model will not take."),
         upsert("flaky", DocumentKind::Post, "Flaky", "FLAKY network, then fine on the retry."),
     ]);
-    let chunk_of = |h: &Harness, doc: &str| h.state.chunks.iter().find(|(c, _)| c.doc_id == doc).map(|(c, _)| c.chunk_id);
+    let chunk_of =
+        |h: &Harness, doc: &str| h.state.chunks.iter().find(|(c, _)| c.doc_id == doc).map(|(c, _)| c.chunk_id);
     let bad = chunk_of(&h, "bad").expect("the chunk row is there");
     let vectors: Vec<_> = h.state.embeddings.iter().map(|(e, _)| e.chunk_id).collect();
     assert!(!vectors.contains(&bad), "no made-up vector for the failed text");

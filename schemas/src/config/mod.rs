@@ -59,8 +59,8 @@ pub use rag::RagConfig;
 pub use search::{AnnConfig, SearchConfig};
 pub use server::ServerConfig;
 pub use sources::{
-    DocIdNamespaces, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PartitionShare, SourceConfig,
-    StartFrom, WatchSourceConfig, WebSourceConfig,
+    DocIdNamespaces, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PartitionShare,
+    SourceConfig, StartFrom, WatchSourceConfig, WebSourceConfig,
 };
 pub use storage::StorageConfig;
 pub use traces::TracesConfig;

@@ -373,7 +373,10 @@ mod namespace_tests {
     fn a_source_changes_only_its_own_doc_ids() {
         let sources = vec![
             SourceConfig::Watch(WatchSourceConfig::default()),
-            SourceConfig::Web(WebSourceConfig { seeds: vec!["https://Blog.example/posts".into()], ..Default::default() }),
+            SourceConfig::Web(WebSourceConfig {
+                seeds: vec!["https://Blog.example/posts".into()],
+                ..Default::default()
+            }),
             SourceConfig::Kafka(KafkaSourceConfig::default()),
             SourceConfig::Fluvio(FluvioSourceConfig { doc_id_prefix: Some("feed:".into()), ..Default::default() }),
         ];

@@ -79,9 +79,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8], limits: &ChangeLimits) -> Result
         .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
         .unwrap_or_default();
     match content_type.as_str() {
-        "application/x-ndjson" | "application/jsonl" | "application/ndjson" => {
-            Ok(parse_ndjson(body, limits)?)
-        }
+        "application/x-ndjson" | "application/jsonl" | "application/ndjson" => Ok(parse_ndjson(body, limits)?),
         "application/json" => parse_json(body, limits),
         other => Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,

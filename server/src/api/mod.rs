@@ -108,7 +108,9 @@ pub fn table(mounted: &Mounted) -> Api {
         )
         .route(
             "/dashboard.js",
-            Op::get("dashboard", "The dashboard's script").access(Access::READ).ok_text("text/javascript", "The script"),
+            Op::get("dashboard", "The dashboard's script")
+                .access(Access::READ)
+                .ok_text("text/javascript", "The script"),
             dashboard::script,
         )
         .route(
@@ -327,21 +329,20 @@ pub fn table(mounted: &Mounted) -> Api {
     if !mounted.cluster {
         return api;
     }
-    api
-        .route(
-            "/v1/internal/source-changes",
-            Op::post("pipeline", "Changes another process of the cluster read from its share of a source")
-                .access(Access::Cluster)
-                .describe(
-                    "Internal to a cluster: a process other than 0 reads its share of the partitions of \
+    api.route(
+        "/v1/internal/source-changes",
+        Op::post("pipeline", "Changes another process of the cluster read from its share of a source")
+            .access(Access::Cluster)
+            .describe(
+                "Internal to a cluster: a process other than 0 reads its share of the partitions of \
                      each Kafka and Fluvio source and sends each batch here with the position it has read to, \
                      which is committed with the batch's epoch. Mounted only in cluster mode; the caller presents \
                      the cluster's shared secret as its Bearer token.",
-                )
-                .body::<ForwardedBatch>()
-                .ok::<IngestResponse>("The changes were accepted"),
-            documents::post_source_changes,
-        )
+            )
+            .body::<ForwardedBatch>()
+            .ok::<IngestResponse>("The changes were accepted"),
+        documents::post_source_changes,
+    )
 }
 
 /// A JSON request body as `T`: too large → `payload_too_large`, a missing

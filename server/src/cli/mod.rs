@@ -196,9 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 TwinCommand::Promote { version, server } => {
                     serde_json::to_string_pretty(&server.client()?.promote_twin(version)?)?
                 }
-                TwinCommand::Rollback(args) => {
-                    serde_json::to_string_pretty(&args.client()?.roll_back_twin()?)?
-                }
+                TwinCommand::Rollback(args) => serde_json::to_string_pretty(&args.client()?.roll_back_twin()?)?,
             };
             println!("{answer}");
             Ok(())
@@ -206,9 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Datasets { command } => {
             let answer = match command {
                 DatasetsCommand::List(args) => serde_json::to_string_pretty(&args.client()?.datasets()?)?,
-                DatasetsCommand::Snapshot(args) => {
-                    serde_json::to_string_pretty(&args.client()?.dataset_snapshot()?)?
-                }
+                DatasetsCommand::Snapshot(args) => serde_json::to_string_pretty(&args.client()?.dataset_snapshot()?)?,
                 DatasetsCommand::Generate { limit, server } => {
                     serde_json::to_string_pretty(&server.client()?.dataset_generate(limit)?)?
                 }

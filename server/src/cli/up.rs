@@ -90,11 +90,8 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
                 pg_addr.ip(),
                 pg.local_addr()?.port()
             ));
-            let server = crate::pgwire::PgServer::new(
-                app.store.clone(),
-                app.config.server.sql_timeout,
-                app.gate.clone(),
-            );
+            let server =
+                crate::pgwire::PgServer::new(app.store.clone(), app.config.server.sql_timeout, app.gate.clone());
             tokio::spawn(server.serve(pg));
         }
         say(format_args!(

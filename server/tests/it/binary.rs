@@ -112,7 +112,12 @@ fn up_watch_query_stop_and_restart() {
     )
     .unwrap();
     std::fs::remove_file(watch.join("two.txt")).unwrap();
-    wait_for(port, &data, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
+    wait_for(
+        port,
+        &data,
+        "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents",
+        "file:one.md,file:three.html",
+    );
     let search = cli(port, &data, &["search", "ships on rocky coasts", "-k", "1"]);
     assert!(search.contains("file:one.md"), "{search}");
     // Piped output is plain; colours only where asked for (a terminal, or CLICOLOR_FORCE).
@@ -154,7 +159,12 @@ fn up_watch_query_stop_and_restart() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let mut child = start(&data, &empty, port);
-    wait_for(port, &data, "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents", "file:one.md,file:three.html");
+    wait_for(
+        port,
+        &data,
+        "SELECT string_agg(doc_id, ',' ORDER BY doc_id) FROM documents",
+        "file:one.md,file:three.html",
+    );
     let offline = Command::new(BIN)
         .args(["sql", "SELECT COUNT(*) FROM chunks", "--format", "csv", "--data"])
         .arg(&data)

@@ -41,7 +41,6 @@ pub(crate) fn http() -> reqwest::blocking::Client {
     http_with_key(ADMIN_KEY, Duration::from_secs(60))
 }
 
-
 /// A started app writing to `dir`, with a short tick and the feature-hashing
 /// embedder (a test double for the model: deterministic, instant; the real
 /// encoder's end-to-end test is `minilm.rs`).

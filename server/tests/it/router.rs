@@ -99,7 +99,8 @@ async fn ingest_search_sql_and_status() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(documents(&app).await, 1);
     let (_, bytes) =
-        send(&app, post("/v1/sql", "application/sql", "SELECT COUNT(*) AS n FROM instruct WHERE doc_id = 'taxes'")).await;
+        send(&app, post("/v1/sql", "application/sql", "SELECT COUNT(*) AS n FROM instruct WHERE doc_id = 'taxes'"))
+            .await;
     let answer: SqlResponse = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(answer.rows[0]["n"], 0);
     app.shutdown().unwrap();
@@ -186,7 +187,8 @@ async fn bad_inputs_are_4xx_with_codes_and_accept_nothing() {
         .await;
     }
     assert!(!std::path::Path::new("/tmp/twinflow-copy-test.csv").exists());
-    expect_error(&app, post("/v1/sql", "application/sql", "SELEC 1"), StatusCode::BAD_REQUEST, ErrorCode::SqlError).await;
+    expect_error(&app, post("/v1/sql", "application/sql", "SELEC 1"), StatusCode::BAD_REQUEST, ErrorCode::SqlError)
+        .await;
     expect_error(
         &app,
         post("/v1/sql", "application/json", "{\"query\":1}"),
@@ -538,16 +540,15 @@ async fn every_rejection_is_a_json_error_with_a_code() {
         c.server.sql_max_rows = 1000;
     });
     // A method the route does not take: 405 with `Allow`, as JSON.
-    let response =
-        router(app.clone())
-            .oneshot(
-                Request::delete("/v1/search")
-                    .header("authorization", format!("Bearer {}", crate::fixtures::ADMIN_KEY))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+    let response = router(app.clone())
+        .oneshot(
+            Request::delete("/v1/search")
+                .header("authorization", format!("Bearer {}", crate::fixtures::ADMIN_KEY))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(response.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")));
     let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
@@ -558,8 +559,13 @@ async fn every_rejection_is_a_json_error_with_a_code() {
     expect_error(&app, promote, StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
     // A body over the limit on a route that reads it whole.
     let big = format!("SELECT '{}'", "x".repeat(8 * 1024));
-    expect_error(&app, post("/v1/sql", "application/sql", big), StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
-        .await;
+    expect_error(
+        &app,
+        post("/v1/sql", "application/sql", big),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+    )
+    .await;
     // An unknown route.
     let unknown = Request::get("/v1/nothing-here").body(Body::empty()).unwrap();
     expect_error(&app, unknown, StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
@@ -590,10 +596,8 @@ async fn the_cluster_route_takes_only_the_cluster_secret() {
     // A cluster of one process (process 0 of a one-line hostfile).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let app = crate::fixtures::app_with(&dir.path().join("cluster"), |c| {
-        c.engine.cluster = Some(twinflow_schemas::config::ClusterConfig {
-            process: 0,
-            hosts: vec![format!("127.0.0.1:{port}")],
-        });
+        c.engine.cluster =
+            Some(twinflow_schemas::config::ClusterConfig { process: 0, hosts: vec![format!("127.0.0.1:{port}")] });
         c.auth.cluster_secret = Some("cluster-secret-for-tests".into());
     });
     expect_error(&app, request(), StatusCode::FORBIDDEN, ErrorCode::Forbidden).await;

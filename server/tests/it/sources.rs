@@ -394,8 +394,14 @@ fn a_source_cannot_change_another_sources_documents() {
     .unwrap();
     let app = app_with(&dir.path().join("data"), |config| {
         config.sources = vec![
-            SourceConfig::Watch(twinflow_schemas::config::WatchSourceConfig { path: notes.clone(), ..Default::default() }),
-            SourceConfig::Ndjson(twinflow_schemas::config::NdjsonSourceConfig { path: log.clone(), ..Default::default() }),
+            SourceConfig::Watch(twinflow_schemas::config::WatchSourceConfig {
+                path: notes.clone(),
+                ..Default::default()
+            }),
+            SourceConfig::Ndjson(twinflow_schemas::config::NdjsonSourceConfig {
+                path: log.clone(),
+                ..Default::default()
+            }),
         ];
     });
     twinflow_server::cli::start_sources(&app).unwrap();
