@@ -61,7 +61,9 @@ pub use fetch::{MINILM, SMOLLM2, default_cache_dir, fetch_minilm, fetch_smollm2}
 pub use llama::generate::{FinishReason, GenerateParams, Generation, Generator, LocalLlm};
 pub use llama::lora::{LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, SftExample};
 pub use llama::tokenizer::{ChatMessage, ChatTokenizer};
-pub use registry::{Card, DatasetRef, Evaluation, ModelCard, Registry, RegistryEvent, TwinCard, TwinEvaluation};
+pub use registry::{
+    Card, DatasetRef, Evaluation, ModelCard, Registry, RegistryEvent, Retention, TwinCard, TwinEvaluation,
+};
 pub use tokenize::TextTokenizer;
 
 /// The CPU device: burn's pure-Rust `flex` backend (SIMD kernels, rayon threads).

@@ -84,12 +84,22 @@ struct Index {
 pub struct Registry<C = ModelCard> {
     dir: PathBuf,
     lock: std::sync::Arc<std::sync::Mutex<()>>,
+    retention: Retention,
     card: PhantomData<fn() -> C>,
+}
+
+/// Which versions a registry keeps after registering a new one: the newest
+/// `keep` (0: all), the `pinned`, the active one and those a rollback can
+/// return to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub keep: usize,
+    pub pinned: Vec<u64>,
 }
 
 impl<C> Clone for Registry<C> {
     fn clone(&self) -> Self {
-        Self { dir: self.dir.clone(), lock: self.lock.clone(), card: PhantomData }
+        Self { dir: self.dir.clone(), lock: self.lock.clone(), retention: self.retention.clone(), card: PhantomData }
     }
 }
 
@@ -121,7 +131,38 @@ impl<C: Card> Registry<C> {
     /// Opens (creating) the registry at `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(Self { dir: dir.to_owned(), lock: Default::default(), card: PhantomData })
+        Ok(Self { dir: dir.to_owned(), lock: Default::default(), retention: Retention::default(), card: PhantomData })
+    }
+
+    /// This registry, removing after each registration the versions `retention` does not keep.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Removes the versions past the newest `keep` that are not pinned, not
+    /// active and not a rollback target; returns them.
+    fn prune(&self, index: &mut Index) -> Result<Vec<u64>> {
+        if self.retention.keep == 0 {
+            return Ok(Vec::new());
+        }
+        let mut versions: Vec<u64> = self.list()?.iter().map(Card::version).collect();
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        let needed = |v: &u64| {
+            self.retention.pinned.contains(v) || index.active == Some(*v) || index.previous.contains(&Some(*v))
+        };
+        let removed: Vec<u64> = versions.into_iter().skip(self.retention.keep).filter(|v| !needed(v)).collect();
+        for version in &removed {
+            let dir = self.version_dir(*version);
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            index.events.push(RegistryEvent {
+                at_ms: now_ms(),
+                action: "remove".into(),
+                version: Some(*version),
+                reason: format!("past the newest {} versions", self.retention.keep),
+            });
+        }
+        Ok(removed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -211,6 +252,7 @@ impl<C: Card> Registry<C> {
             version: Some(version),
             reason: card.decision().to_owned(),
         });
+        self.prune(&mut index)?;
         self.store_index(&index)?;
         Ok(card)
     }
@@ -312,5 +354,28 @@ mod tests {
         assert_eq!(registry.adapter(2).expect("weights"), Adapter::identity(2));
         let actions: Vec<_> = registry.events().expect("events").into_iter().map(|e| e.action).collect();
         assert_eq!(actions, ["register", "register", "promote", "promote", "rollback", "rollback"]);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_the_pinned_the_active_and_rollback_targets() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry =
+            Registry::open(dir.path()).expect("opens").with_retention(Retention { keep: 2, pinned: vec![1] });
+        let register = || registry.register_adapter(card(), &Adapter::identity(2), &[]).expect("registers").version;
+        for _ in 0..3 {
+            register();
+        }
+        registry.promote(2, "test").expect("promoted");
+        registry.promote(3, "test").expect("promoted");
+        for _ in 0..3 {
+            register();
+        }
+        let mut kept: Vec<u64> = registry.list().expect("lists").iter().map(|c| c.version).collect();
+        kept.sort_unstable();
+        // v1 pinned, v2 a rollback target, v3 active, v5 and v6 the newest two; v4 goes.
+        assert_eq!(kept, [1, 2, 3, 5, 6]);
+        assert!(!registry.version_dir(4).exists());
+        assert_eq!(registry.rollback("test").expect("rolls back"), Some(2));
+        assert_eq!(register(), 7, "numbers keep growing");
     }
 }

@@ -101,7 +101,11 @@ impl Training {
         let data_dir = store.data_dir();
         let registry_dir = config.training.registry.clone().unwrap_or_else(|| data_dir.join("_models"));
         let registry = Registry::open(&registry_dir)
-            .with_context(|| format!("cannot open the model registry {}", registry_dir.display()))?;
+            .with_context(|| format!("cannot open the model registry {}", registry_dir.display()))?
+            .with_retention(twinflow_models::Retention {
+                keep: config.training.keep_versions,
+                pinned: config.training.pinned_versions.clone(),
+            });
         let state_file = data_dir.join("_drift").join("state.json");
         let persisted: DriftPersisted = match std::fs::read(&state_file) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {

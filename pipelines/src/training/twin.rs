@@ -65,7 +65,11 @@ impl Twin {
         let data_dir = store.data_dir().to_path_buf();
         let dir = config.twin.registry.clone().unwrap_or_else(|| data_dir.join("_models").join("twin"));
         let registry = Registry::<TwinCard>::open(&dir)
-            .with_context(|| format!("cannot open the twin registry {}", dir.display()))?;
+            .with_context(|| format!("cannot open the twin registry {}", dir.display()))?
+            .with_retention(twinflow_models::Retention {
+                keep: config.twin.keep_versions,
+                pinned: config.twin.pinned_versions.clone(),
+            });
         let twin = Twin {
             config: config.twin.clone(),
             registry,

@@ -12,6 +12,11 @@ pub struct TrainingConfig {
     pub on_drift: bool,
     /// Where model versions are kept (default: `<data_dir>/_models`).
     pub registry: Option<PathBuf>,
+    /// Versions kept after each new one: the newest this many (0: all), plus
+    /// `pinned_versions`, the active one and those a rollback returns to.
+    pub keep_versions: usize,
+    /// Versions never removed.
+    pub pinned_versions: Vec<u64>,
     /// Passes over the training pairs.
     pub epochs: usize,
     /// Pairs per step (each pair's chunk is a negative for the others).
@@ -36,6 +41,8 @@ impl Default for TrainingConfig {
         Self {
             on_drift: true,
             registry: None,
+            keep_versions: 20,
+            pinned_versions: Vec::new(),
             epochs: 8,
             batch_size: 64,
             learning_rate: 2e-3,

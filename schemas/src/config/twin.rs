@@ -14,6 +14,11 @@ pub struct TwinConfig {
     pub on_drift: bool,
     /// Where twin versions are kept (default: `<data_dir>/_models/twin`).
     pub registry: Option<PathBuf>,
+    /// Versions kept after each new one: the newest this many (0: all), plus
+    /// `pinned_versions`, the active one and those a rollback returns to.
+    pub keep_versions: usize,
+    /// Versions never removed.
+    pub pinned_versions: Vec<u64>,
     /// LoRA rank r of every adapted projection.
     pub rank: usize,
     /// The update is scaled by alpha / rank.
@@ -38,6 +43,8 @@ impl Default for TwinConfig {
         Self {
             on_drift: false,
             registry: None,
+            keep_versions: 5,
+            pinned_versions: Vec::new(),
             rank: 8,
             alpha: 16.0,
             targets: ["q", "k", "v", "o"].map(String::from).to_vec(),
