@@ -122,3 +122,101 @@ fn psql_and_a_driver_query_tables_change_logs_and_datasets() {
     });
     app.shutdown().unwrap();
 }
+
+/// Hostile bytes on the Postgres port: random and mutated startup,
+/// password and query messages, before and after a login. Each connection
+/// ends or is refused; none panics a connection task; and a real client
+/// still logs in and queries afterwards.
+#[test]
+fn hostile_messages_leave_the_endpoint_serving() {
+    use std::io::{Read, Write};
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    // Its own thread names, so the panic count sees this endpoint's connection tasks only.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pgwire-hostile")
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(PgServer::new(app.store.clone(), Duration::from_secs(30), app.gate.clone()).serve(listener));
+    let panics = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hook = std::panic::take_hook();
+    let counted = panics.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name().is_some_and(|n| n == "pgwire-hostile") {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        hook(info);
+    }));
+
+    // A valid startup message (protocol 3.0, user twinflow) and a password message with the read key.
+    let startup = {
+        let body = b"\x00\x03\x00\x00user\x00twinflow\x00database\x00twinflow\x00\x00";
+        [&((body.len() + 4) as u32).to_be_bytes()[..], body].concat()
+    };
+    let password = {
+        let key = format!("{}\0", crate::fixtures::READ_KEY);
+        [b"p".as_slice(), &((key.len() + 4) as u32).to_be_bytes(), key.as_bytes()].concat()
+    };
+    let query = [b"Q".as_slice(), &13u32.to_be_bytes(), b"SELECT 1\0"].concat();
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config { cases: 300, failure_persistence: None, ..Config::default() });
+    let strategy = (
+        0u8..4,
+        prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..6),
+        prop::collection::vec(any::<u8>(), 0..64),
+    );
+    runner
+        .run(&strategy, |(stage, edits, tail)| {
+            // A prefix of a good conversation, then a mutated message, then random bytes.
+            let mut bytes = Vec::new();
+            let good: [&[u8]; 3] = [&startup, &password, &query];
+            for message in good.iter().take(stage as usize) {
+                bytes.extend_from_slice(message);
+            }
+            let mut message = good[(stage as usize).min(2)].to_vec();
+            for (at, byte, how) in edits {
+                let at = at % (message.len() + 1);
+                match how {
+                    0 if at < message.len() => message[at] = byte,
+                    1 => message.insert(at, byte),
+                    _ => message.truncate(at),
+                }
+            }
+            bytes.extend(message);
+            bytes.extend(tail);
+            let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let _ = socket.write_all(&bytes);
+            let _ = socket.shutdown(std::net::Shutdown::Write);
+            let mut answer = Vec::new();
+            let _ = socket.read_to_end(&mut answer);
+            if !answer.is_empty() {
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let answered = answered.into_inner();
+    eprintln!("300 hostile connections, {answered} answered (an error, a login challenge or rows)");
+    assert!(answered > 0, "the endpoint answered none of them");
+    assert_eq!(panics.load(std::sync::atomic::Ordering::SeqCst), 0, "a connection task panicked");
+    let _ = std::panic::take_hook();
+    runtime.block_on(async {
+        let login =
+            format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={}", crate::fixtures::READ_KEY);
+        let (client, connection) = tokio_postgres::connect(&login, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let row = client.query_one("SELECT 41 + 1 AS n", &[]).await.unwrap();
+        assert_eq!(row.get::<_, i64>(0), 42);
+    });
+    app.shutdown().unwrap();
+}
