@@ -11,7 +11,7 @@ use twinflow_schemas::api::{ErrorBody, ErrorCode, IngestResponse};
 use twinflow_server::api::{Mounted, table};
 
 use crate::fixtures::{ADMIN_KEY, READ_KEY, WRITE_KEY, app, app_with, upsert_line};
-use crate::router::{send, send_as_is};
+use crate::router::{expect_error, post, send, send_as_is};
 
 /// Every route of the table with a concrete path (`{version}` → 1), its
 /// method, and whether it is open (`security: []`).
@@ -213,4 +213,62 @@ fn a_first_start_makes_the_admin_key_and_none_is_refused_off_loopback() {
     config.server.addr = "127.0.0.1:8080".parse().unwrap();
     let gate = twinflow_server::auth::Gate::open(&config).unwrap();
     assert!(!gate.needs_keys());
+}
+
+/// `/v1/internal/source-changes` exists only in cluster mode, and only the
+/// cluster's secret opens it: an admin key is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_route_takes_only_the_cluster_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = app(&dir.path().join("single"));
+    let body = serde_json::json!({ "source": "kafka-0@p1", "changes": [] }).to_string();
+    let request = || post("/v1/internal/source-changes", "application/json", body.clone());
+    expect_error(&single, request(), StatusCode::NOT_FOUND, ErrorCode::NotFound).await;
+    single.shutdown().unwrap();
+
+    // A cluster of one process (process 0 of a one-line hostfile).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let app = crate::fixtures::app_with(&dir.path().join("cluster"), |c| {
+        c.engine.cluster =
+            Some(twinflow_schemas::config::ClusterConfig { process: 0, hosts: vec![format!("127.0.0.1:{port}")] });
+        c.auth.cluster_secret = Some("cluster-secret-for-tests".into());
+    });
+    expect_error(&app, request(), StatusCode::FORBIDDEN, ErrorCode::Forbidden).await;
+    let (status, _) = send_as_is(&app, request()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let as_cluster = |body: String| {
+        let mut request = post("/v1/internal/source-changes", "application/json", body);
+        request.headers_mut().insert("authorization", "Bearer cluster-secret-for-tests".parse().unwrap());
+        request
+    };
+    // Another process's source batches: only its own share's name, changes checked like any others.
+    let forwarded = |source: &str, change: serde_json::Value| {
+        serde_json::json!({ "source": source, "changes": [change], "position": { "offsets": { "1": 5 } } }).to_string()
+    };
+    let change = serde_json::json!({ "doc_id": "f", "content": "forwarded" });
+    for (body, code) in [
+        (forwarded("kafka-0", change.clone()), ErrorCode::InvalidField),
+        (forwarded("kafka-0@p0", change.clone()), ErrorCode::InvalidField),
+        (forwarded("kafka-0@p1", serde_json::json!({ "doc_id": "f" })), ErrorCode::MissingField),
+        ("{\"source\": 3}".to_owned(), ErrorCode::InvalidJson),
+    ] {
+        expect_error(&app, as_cluster(body), StatusCode::BAD_REQUEST, code).await;
+    }
+    assert!(app.store.source_positions().is_empty(), "no position recorded from a refused batch");
+    let (status, text) = send(&app, as_cluster(forwarded("kafka-0@p1", change))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
+    // The secret reads what the other processes need (their committed positions), and nothing more.
+    let get = |path: &str| {
+        let mut request = Request::get(path).body(Body::empty()).unwrap();
+        request.headers_mut().insert("authorization", "Bearer cluster-secret-for-tests".parse().unwrap());
+        request
+    };
+    assert_eq!(send(&app, get("/v1/status")).await.0, StatusCode::OK);
+    let train = {
+        let mut request = post("/v1/models/train", "application/json", "");
+        request.headers_mut().insert("authorization", "Bearer cluster-secret-for-tests".parse().unwrap());
+        request
+    };
+    expect_error(&app, train, StatusCode::FORBIDDEN, ErrorCode::Forbidden).await;
+    app.shutdown().unwrap();
 }
