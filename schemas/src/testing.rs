@@ -30,6 +30,22 @@ pub fn tool_missing(tool: &str, install: &str) {
     panic!("this test needs {tool}, which is not installed: {install} (or set {variable}=1 to skip it)");
 }
 
+/// Applies `edits` to `bytes`, each `(at, byte, how)`: `how` 0 overwrites
+/// the byte at `at % (len + 1)` (when there is one), 1 inserts `byte`
+/// there, anything else cuts the rest off. Property tests draw the edits
+/// to mutate valid inputs into hostile ones.
+pub fn mutate(bytes: &mut Vec<u8>, edits: &[(usize, u8, u8)]) {
+    for &(at, byte, how) in edits {
+        let at = at % (bytes.len() + 1);
+        match how {
+            0 if at < bytes.len() => bytes[at] = byte,
+            0 => {}
+            1 => bytes.insert(at, byte),
+            _ => bytes.truncate(at),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

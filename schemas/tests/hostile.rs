@@ -12,14 +12,7 @@ fn mutated_line() -> impl Strategy<Value = Vec<u8>> {
     let valid = r#"{"op":"upsert","doc_id":"d1","kind":"article","author":"A","title":"T","content":"x y z"}"#;
     (prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..6)).prop_map(move |edits| {
         let mut line = valid.as_bytes().to_vec();
-        for (at, byte, how) in edits {
-            let at = at % (line.len() + 1);
-            match how {
-                0 if at < line.len() => line[at] = byte,
-                1 => line.insert(at, byte),
-                _ => line.truncate(at),
-            }
-        }
+        twinflow_schemas::testing::mutate(&mut line, &edits);
         line
     })
 }

@@ -44,14 +44,7 @@ proptest! {
     #[test]
     fn mutated_headers_parse_or_are_refused(edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..8)) {
         let mut bytes = valid();
-        for (at, byte, how) in edits {
-            let at = at % (bytes.len() + 1);
-            match how {
-                0 if at < bytes.len() => bytes[at] = byte,
-                1 => bytes.insert(at, byte),
-                _ => bytes.truncate(at),
-            }
-        }
+        twinflow_schemas::testing::mutate(&mut bytes, &edits);
         if let Err(e) = Gguf::parse(Path::new("fuzz.gguf"), bytes) {
             prop_assert!(e.to_string().contains("fuzz.gguf"), "{e}");
         }

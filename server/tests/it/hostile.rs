@@ -50,14 +50,7 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     let mutated = (prop::sample::select(seeds), prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..5))
         .prop_map(|(seed, edits)| {
             let mut bytes = seed.as_bytes().to_vec();
-            for (at, byte, how) in edits {
-                let at = at % (bytes.len() + 1);
-                match how {
-                    0 if at < bytes.len() => bytes[at] = byte,
-                    1 => bytes.insert(at, byte),
-                    _ => bytes.truncate(at),
-                }
-            }
+            twinflow_schemas::testing::mutate(&mut bytes, &edits);
             bytes
         })
         .boxed();

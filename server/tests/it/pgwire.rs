@@ -182,14 +182,7 @@ fn hostile_messages_leave_the_endpoint_serving() {
                 bytes.extend_from_slice(message);
             }
             let mut message = good[(stage as usize).min(2)].to_vec();
-            for (at, byte, how) in edits {
-                let at = at % (message.len() + 1);
-                match how {
-                    0 if at < message.len() => message[at] = byte,
-                    1 => message.insert(at, byte),
-                    _ => message.truncate(at),
-                }
-            }
+            twinflow_schemas::testing::mutate(&mut message, &edits);
             bytes.extend(message);
             bytes.extend(tail);
             let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

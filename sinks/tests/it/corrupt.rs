@@ -93,14 +93,7 @@ mod input_log_damage {
                 .filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
             let segment = segments.last().unwrap();
             let mut bytes = std::fs::read(segment).unwrap();
-            for (at, byte, how) in edits {
-                let at = at % (bytes.len() + 1);
-                match how {
-                    0 if at < bytes.len() => bytes[at] ^= byte.max(1),
-                    1 => bytes.insert(at, byte),
-                    _ => bytes.truncate(at),
-                }
-            }
+            twinflow_schemas::testing::mutate(&mut bytes, &edits);
             std::fs::write(segment, &bytes).unwrap();
             match InputLog::open(dir.path()) {
                 Ok((_, batches)) => {
