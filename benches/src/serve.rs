@@ -43,15 +43,12 @@ fn bench_key() -> &'static str {
 
 /// A blocking client sending [`bench_key`].
 fn http(timeout: Duration) -> anyhow::Result<reqwest::blocking::Client> {
-    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", bench_key()))?;
-    bearer.set_sensitive(true);
-    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
-    Ok(reqwest::blocking::Client::builder().timeout(timeout).default_headers(headers).build()?)
+    twinflow_server::client::blocking_client(timeout, Some(bench_key())).map_err(anyhow::Error::msg)
 }
 
 /// The CLI's client of the server at `base`, with [`bench_key`].
 fn client(base: &str) -> anyhow::Result<twinflow_server::client::Client> {
-    twinflow_server::client::Client::new(base)?.with_key(Some(bench_key().to_owned()))
+    twinflow_server::client::Client::with_key(base, Some(bench_key()))
 }
 
 /// Starts an app on `config` and serves it on a loopback port: the app, the

@@ -18,6 +18,7 @@
 
 mod failure;
 pub mod feature;
+pub mod http;
 pub mod inference;
 pub mod metrics;
 pub mod training;

@@ -17,6 +17,8 @@ use twinflow_schemas::api::{
 use twinflow_schemas::datasets::{DatasetVersion, GenerationReport};
 use twinflow_schemas::models::{Evaluation, TwinEvaluation};
 
+pub use twinflow_pipelines::http::blocking_client;
+
 /// How long [`Client::ingest`] keeps sending a batch the server refuses as overloaded.
 pub const INGEST_PATIENCE: Duration = Duration::from_secs(300);
 
@@ -40,19 +42,14 @@ pub struct Client {
 impl Client {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`), without a key.
     pub fn new(base: &str) -> anyhow::Result<Self> {
-        let http = Http::builder().timeout(Duration::from_secs(600)).build()?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
+        Self::with_key(base, None)
     }
 
-    /// This client, sending `key` (`Authorization: Bearer`) with every request.
-    pub fn with_key(self, key: Option<String>) -> anyhow::Result<Self> {
-        let Some(key) = key else { return Ok(self) };
-        let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
-            .context("the API key is not a valid header value")?;
-        bearer.set_sensitive(true);
-        let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
-        let http = Http::builder().timeout(Duration::from_secs(600)).default_headers(headers).build()?;
-        Ok(Self { http, ..self })
+    /// A client of the server at `base` sending `key` (`Authorization: Bearer`) with every request.
+    pub fn with_key(base: &str, key: Option<&str>) -> anyhow::Result<Self> {
+        let http =
+            twinflow_pipelines::http::blocking_client(Duration::from_secs(600), key).map_err(anyhow::Error::msg)?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
     }
 
     fn check(&self, response: reqwest::Result<Response>) -> anyhow::Result<Response> {

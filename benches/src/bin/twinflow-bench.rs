@@ -333,7 +333,7 @@ fn freshness(base: usize, requests: usize, hashing: bool) -> anyhow::Result<()> 
     runtime.spawn(axum_serve(listener, app.clone()));
     // The generated admin key of this data directory, as the CLI would find it.
     let key = twinflow_schemas::auth::read_admin_key(dir.path());
-    let client = twinflow_server::client::Client::new(&format!("http://{addr}"))?.with_key(key)?;
+    let client = twinflow_server::client::Client::with_key(&format!("http://{addr}"), key.as_deref())?;
 
     let loading = Instant::now();
     for batch in docs[..base].chunks(500) {

@@ -65,7 +65,7 @@ impl SourceForwarding {
         let secret = config.auth.cluster_secret.as_deref().ok_or_else(|| {
             Error::Config("a process of a cluster needs the cluster's secret ([auth] cluster_secret)".into())
         })?;
-        let http = http(secret)?;
+        let http = crate::http::blocking_client(Duration::from_secs(60), Some(secret)).map_err(Error::Config)?;
         let share = PartitionShare { index: cluster.process, of: cluster.hosts.len() };
         let limits = ChangeLimits {
             max_document_bytes: config.server.max_document.as_u64() as usize,
@@ -95,19 +95,6 @@ fn process_0_url(config: &Config, cluster: &ClusterConfig) -> Result<String, Err
     let host = cluster.hosts.first().ok_or_else(|| Error::Config("the hostfile lists no process".into()))?;
     let host = host.rsplit_once(':').map_or(host.as_str(), |(host, _)| host);
     Ok(format!("http://{host}:{}", config.server.addr.port()))
-}
-
-/// The client of process 0: every request carries the cluster's secret.
-fn http(secret: &str) -> Result<reqwest::blocking::Client, Error> {
-    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {secret}"))
-        .map_err(|_| Error::Config("the cluster secret is not a valid header value".into()))?;
-    bearer.set_sensitive(true);
-    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .default_headers(headers)
-        .build()
-        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
 }
 
 /// The part of process 0's `GET /v1/status` the forwarding reads (the

@@ -320,7 +320,7 @@ impl ServerArgs {
     /// A client of the server, with the key given or found.
     pub fn client(&self) -> anyhow::Result<crate::client::Client> {
         let key = self.key.clone().or_else(|| twinflow_schemas::auth::read_admin_key(&self.data_dir));
-        crate::client::Client::new(&self.server)?.with_key(key)
+        crate::client::Client::with_key(&self.server, key.as_deref())
     }
 }
 

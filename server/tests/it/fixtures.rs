@@ -27,13 +27,7 @@ pub(crate) fn auth_toml() -> String {
 
 /// A blocking HTTP client that sends `key` with every request.
 pub(crate) fn http_with_key(key: &str, timeout: Duration) -> reqwest::blocking::Client {
-    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
-    bearer.set_sensitive(true);
-    reqwest::blocking::Client::builder()
-        .timeout(timeout)
-        .default_headers(reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]))
-        .build()
-        .unwrap()
+    twinflow_pipelines::http::blocking_client(timeout, Some(key)).unwrap()
 }
 
 /// A blocking HTTP client of an in-process app, with its admin key.

@@ -23,8 +23,7 @@ fn over_a_real_socket() {
             .into_future(),
     );
 
-    let client =
-        Client::new(&format!("http://{addr}")).unwrap().with_key(Some(crate::fixtures::ADMIN_KEY.into())).unwrap();
+    let client = Client::with_key(&format!("http://{addr}"), Some(crate::fixtures::ADMIN_KEY)).unwrap();
     let body = format!("{}\n", upsert_line("s1", "Sockets", &article("sockets and ports", 20)));
     let response = client.ingest(body.into_bytes(), true).unwrap();
     assert!(response.committed && response.accepted == 1);
