@@ -103,10 +103,9 @@ impl EmbedCache {
         }
     }
 
-    /// Whether `id` got no vector (and forgets it when `retracted`).
-    fn had_failed(&self, id: &Hash128, retracted: bool) -> bool {
-        let mut failed = self.failed.lock();
-        if retracted { failed.remove(id) } else { failed.contains(id) }
+    /// Whether `id` got no vector; forgets it (its retraction has come).
+    fn forget_failure(&self, id: &Hash128) -> bool {
+        self.failed.lock().remove(id)
     }
 
     /// With `sink` told of every vector computed from now on.
@@ -266,7 +265,7 @@ impl<'scope> EmbedExt<'scope> for VecCollection<'scope, u64, (Hash128, String), 
                         let Some((cap, mut updates)) = stash.remove(&time) else { continue };
                         // A text that got no vector had no row: its retraction has none to retract.
                         updates.retain(|(id, _, diff)| {
-                            !(*diff < 0 && cache.get(id).is_none() && cache.had_failed(id, true))
+                            !(*diff < 0 && cache.get(id).is_none() && cache.forget_failure(id))
                         });
                         let texts: Vec<(Hash128, String)> =
                             updates.iter().map(|(id, text, _)| (*id, text.clone())).collect();
