@@ -151,12 +151,11 @@ impl Ingest {
         &self,
         mut changes: Vec<DocumentChange>,
         origin: Origin,
-        errors: Vec<IngestError>,
+        mut errors: Vec<IngestError>,
     ) -> Result<Accepted, AcceptError> {
         if let Origin::Forwarded { share, position } = &origin {
             Origin::forwarded(share.clone(), position.clone())?;
         }
-        let mut errors = errors;
         if !matches!(origin, Origin::Http) {
             // A source changes only its own documents: another's are refused record by record.
             let source = origin.source().to_owned();

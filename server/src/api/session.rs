@@ -36,12 +36,9 @@ pub async fn start(
         .gate
         .check_key(request.key.trim())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the key is not valid"))?;
-    let answer = SessionResponse {
-        name: principal.name.clone(),
-        scopes: principal.scopes.clone(),
-        expires_in_s: app.config.auth.session_ttl.as_secs(),
-    };
+    let (name, scopes) = (principal.name.clone(), principal.scopes.clone());
     let (token, ttl) = app.gate.start_session(principal).map_err(ApiError::internal)?;
+    let answer = SessionResponse { name, scopes, expires_in_s: ttl.as_secs() };
     tracing::info!(key = %answer.name, "dashboard session started");
     Ok((cookie(&format!("{SESSION_COOKIE}={token}; Max-Age={}", ttl.as_secs())), Json(answer)))
 }
