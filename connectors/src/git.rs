@@ -51,7 +51,8 @@ struct Follower {
     config: GitSourceConfig,
     path: PathBuf,
     /// The repository's directory name: documents are `git:<repo>/<path>`.
-    repo_name: String,
+    /// What the files' `doc_id`s start with.
+    id_prefix: String,
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     last: Option<Oid>,
@@ -82,11 +83,11 @@ fn globs(name: &str, patterns: &[String]) -> Result<Option<GlobSet>> {
 
 impl Follower {
     fn open(name: &str, config: GitSourceConfig, resume: Option<SourcePosition>) -> Result<Self> {
-        let path = PathBuf::from(config.repo.strip_prefix("file://").unwrap_or(&config.repo));
+        let path = config.path();
         let follower = Self {
             include: globs(name, &config.include)?,
             exclude: globs(name, &config.exclude)?,
-            repo_name: repo_name(&path),
+            id_prefix: config.id_prefix(),
             last: resume.as_ref().and_then(|p| p.get("commit")?.as_str().and_then(|c| Oid::from_str(c).ok())),
             path,
             config,
@@ -175,7 +176,7 @@ impl Follower {
     }
 
     fn doc_id(&self, path: &str) -> String {
-        format!("git:{}/{path}", self.repo_name)
+        format!("{}{path}", self.id_prefix)
     }
 
     /// The document of the blob at `path`, `None` when it is binary or not
@@ -288,9 +289,3 @@ impl Follower {
     }
 }
 
-/// The last component of the repository's path (without `.git`).
-fn repo_name(path: &Path) -> String {
-    let path = if path.file_name().is_some_and(|n| n == ".git") { path.parent().unwrap_or(path) } else { path };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "repo".into());
-    name.strip_suffix(".git").map(str::to_owned).unwrap_or(name)
-}

@@ -14,7 +14,8 @@ use crate::IngestError;
 
 /// Reads the file `path` under the watched directory `root` as an upsert.
 ///
-/// `doc_id` is `file:` and the path relative to `root` with `/` separators;
+/// `doc_id` is `config.doc_id_prefix` (`file:` by default) and the path
+/// relative to `root` with `/` separators;
 /// `url` is `file://` and the absolute path; kind and author come from
 /// `config`, the format from the extension, the title from the first
 /// Markdown `# heading`, the HTML `<title>` or else the file stem, and
@@ -33,7 +34,7 @@ pub fn file_change(
 ) -> Result<DocumentChange, IngestError> {
     let fail = |reason: String| IngestError::new(name, path.display().to_string(), reason);
     let doc_id =
-        doc_id_for(root, path).ok_or_else(|| fail(format!("not inside the watched directory {}", root.display())))?;
+        doc_id_for(root, path, &config.doc_id_prefix).ok_or_else(|| fail(format!("not inside the watched directory {}", root.display())))?;
     let meta = fs::metadata(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
     if !meta.is_file() {
         return Err(fail("not a regular file".into()));
@@ -82,8 +83,8 @@ pub fn file_change(
     }))
 }
 
-/// `file:` and the path relative to `root` with `/` separators.
-pub(crate) fn doc_id_for(root: &Path, path: &Path) -> Option<String> {
+/// `prefix` and the path relative to `root` with `/` separators.
+pub(crate) fn doc_id_for(root: &Path, path: &Path, prefix: &str) -> Option<String> {
     let relative = path.strip_prefix(root).ok()?;
     let parts: Vec<_> = relative
         .components()
@@ -92,7 +93,7 @@ pub(crate) fn doc_id_for(root: &Path, path: &Path) -> Option<String> {
             _ => None,
         })
         .collect::<Option<_>>()?;
-    (!parts.is_empty()).then(|| format!("file:{}", parts.join("/")))
+    (!parts.is_empty()).then(|| format!("{prefix}{}", parts.join("/")))
 }
 
 /// Whether a file or directory name is never watched: hidden (`.name`) or a
@@ -239,9 +240,10 @@ mod tests {
     #[test]
     fn ids_and_ignored_names() {
         let root = Path::new("/w");
-        assert_eq!(doc_id_for(root, Path::new("/w/a/b.md")).as_deref(), Some("file:a/b.md"));
-        assert_eq!(doc_id_for(root, Path::new("/elsewhere/b.md")), None);
-        assert_eq!(doc_id_for(root, root), None);
+        assert_eq!(doc_id_for(root, Path::new("/w/a/b.md"), "file:").as_deref(), Some("file:a/b.md"));
+        assert_eq!(doc_id_for(root, Path::new("/w/a/b.md"), "notes:").as_deref(), Some("notes:a/b.md"));
+        assert_eq!(doc_id_for(root, Path::new("/elsewhere/b.md"), "file:"), None);
+        assert_eq!(doc_id_for(root, root, "file:"), None);
         for ignored in ["/w/.git/x.md", "/w/a/.hidden.md", "/w/a.md~", "/w/.a.md.swp", "/w/x.tmp"] {
             assert!(is_ignored(root, Path::new(ignored)), "{ignored}");
         }

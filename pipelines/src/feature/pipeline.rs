@@ -41,6 +41,7 @@ impl FeaturePipeline {
     /// embedding cache) and starts the engine; nothing is committed until
     /// [`FeaturePipeline::start`].
     pub fn open(config: &Config, embedder: Arc<dyn Embedder>) -> Result<Self, Error> {
+        let namespaces = twinflow_schemas::config::DocIdNamespaces::of(&config.sources).map_err(Error::Config)?;
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -71,7 +72,6 @@ impl FeaturePipeline {
             max_document_bytes: config.server.max_document.as_u64() as usize,
             ..ChangeLimits::default()
         };
-        let namespaces = twinflow_schemas::config::DocIdNamespaces::of(&config.sources);
         let ingest = Arc::new(Ingest::new(engine.clone(), limits, input_log).with_namespaces(namespaces));
         Ok(Self {
             store,

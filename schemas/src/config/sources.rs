@@ -211,6 +211,8 @@ pub struct GitSourceConfig {
     pub poll: Duration,
     /// Author given to the files' documents.
     pub author: String,
+    /// What the files' `doc_id`s start with (unset: `git:<repository name>/`).
+    pub doc_id_prefix: Option<String>,
 }
 
 impl Default for GitSourceConfig {
@@ -223,7 +225,27 @@ impl Default for GitSourceConfig {
             max_file: ByteSize::kib(512),
             poll: Duration::from_secs(30),
             author: String::new(),
+            doc_id_prefix: None,
         }
+    }
+}
+
+impl GitSourceConfig {
+    /// The repository's path (`repo` without `file://`).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(self.repo.strip_prefix("file://").unwrap_or(&self.repo))
+    }
+
+    /// What the files' `doc_id`s start with: `doc_id_prefix`, or `git:` and
+    /// the last component of the repository's path (without `.git`) and `/`.
+    pub fn id_prefix(&self) -> String {
+        if let Some(prefix) = &self.doc_id_prefix {
+            return prefix.clone();
+        }
+        let path = self.path();
+        let path = if path.file_name().is_some_and(|n| n == ".git") { path.parent().unwrap_or(&path) } else { &path };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "repo".into());
+        format!("git:{}/", name.strip_suffix(".git").unwrap_or(&name))
     }
 }
 
@@ -240,6 +262,9 @@ pub struct WatchSourceConfig {
     pub extensions: Vec<String>,
     /// Files larger than this are refused (an ingest error, not a crash).
     pub max_file: ByteSize,
+    /// What the files' `doc_id`s start with, before their path relative to
+    /// `path`. Two watched directories need prefixes that do not overlap.
+    pub doc_id_prefix: String,
 }
 
 impl Default for WatchSourceConfig {
@@ -250,6 +275,7 @@ impl Default for WatchSourceConfig {
             author: String::new(),
             extensions: ["md", "markdown", "txt", "html", "htm", "json"].map(String::from).to_vec(),
             max_file: ByteSize::mib(8),
+            doc_id_prefix: "file:".into(),
         }
     }
 }
@@ -281,10 +307,12 @@ impl SourceConfig {
 }
 
 /// Which `doc_id`s each source may change. A directory, git or web source
-/// makes its ids itself (`file:…`, `git:…`, its pages' URLs), so it owns
-/// those; a source whose records carry their ids (Kafka, Fluvio, NDJSON)
-/// may change only ids under its `doc_id_prefix` when one is set, and
-/// otherwise any id no other source owns. HTTP clients are not sources.
+/// makes its ids itself (under its `doc_id_prefix`, `file:` and
+/// `git:<repo>/` by default; its pages' URLs), so it owns those, and no two
+/// of them may own overlapping ids; a source whose records carry their ids
+/// (Kafka, Fluvio, NDJSON) may change only ids under its `doc_id_prefix`
+/// when one is set, and otherwise any id no other source owns. HTTP clients
+/// are not sources.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DocIdNamespaces {
     /// `(source, what it owns)`.
@@ -301,14 +329,17 @@ enum Owned {
 }
 
 impl DocIdNamespaces {
-    /// The namespaces of `sources`, named as [`SourceConfig::name`] names them.
-    pub fn of(sources: &[SourceConfig]) -> Self {
+    /// The namespaces of `sources`, named as [`SourceConfig::name`] names
+    /// them; an error when two sources would make the same ids.
+    pub fn of(sources: &[SourceConfig]) -> Result<Self, String> {
         let mut namespaces = Self::default();
         for (i, source) in sources.iter().enumerate() {
             let name = source.name(i);
             match source {
-                SourceConfig::Watch(_) => namespaces.owned.push((name, Owned::Prefix("file:".into()))),
-                SourceConfig::Git(_) => namespaces.owned.push((name, Owned::Prefix("git:".into()))),
+                SourceConfig::Watch(watch) => {
+                    namespaces.owned.push((name, Owned::Prefix(watch.doc_id_prefix.clone())))
+                }
+                SourceConfig::Git(git) => namespaces.owned.push((name, Owned::Prefix(git.id_prefix()))),
                 SourceConfig::Web(web) => {
                     let mut hosts: Vec<String> = web.allowed_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
                     if hosts.is_empty() {
@@ -324,7 +355,26 @@ impl DocIdNamespaces {
                 _ => {}
             }
         }
-        namespaces
+        for (i, (first, a)) in namespaces.owned.iter().enumerate() {
+            for (second, b) in &namespaces.owned[i + 1..] {
+                let overlap = match (a, b) {
+                    (Owned::Prefix(a), Owned::Prefix(b)) => a.starts_with(b.as_str()) || b.starts_with(a.as_str()),
+                    (Owned::Host(a), Owned::Host(b)) => a == b,
+                    _ => false,
+                };
+                if overlap && first != second {
+                    return Err(format!(
+                        "sources {first} and {second} would both make doc_ids under {}: give one of them another \
+                         doc_id_prefix (or other allowed_domains)",
+                        match a {
+                            Owned::Prefix(p) => format!("{p:?}"),
+                            Owned::Host(h) => format!("the host {h}"),
+                        }
+                    ));
+                }
+            }
+        }
+        Ok(namespaces)
     }
 
     /// Whether `source` (a name, or a cluster share `name@pI`) may change
@@ -380,7 +430,7 @@ mod namespace_tests {
             SourceConfig::Kafka(KafkaSourceConfig::default()),
             SourceConfig::Fluvio(FluvioSourceConfig { doc_id_prefix: Some("feed:".into()), ..Default::default() }),
         ];
-        let ns = DocIdNamespaces::of(&sources);
+        let ns = DocIdNamespaces::of(&sources).expect("no overlap");
         assert!(ns.check("watch-0", "file:notes/a.md").is_ok());
         assert!(ns.check("web-1", "https://blog.example/posts/1").is_ok());
         // The Kafka source: anything no other source owns.
@@ -392,5 +442,26 @@ mod namespace_tests {
         assert!(ns.check("fluvio-3", "feed:1").is_ok());
         assert!(ns.check("fluvio-3@p2", "post-17").unwrap_err().contains("doc_id_prefix"));
         assert_eq!(url_host("http://user@[::1]:8080/x").as_deref(), Some("[::1]"));
+    }
+
+    #[test]
+    fn two_directories_or_repositories_need_their_own_prefixes() {
+        let watch = |prefix: &str| {
+            SourceConfig::Watch(WatchSourceConfig { doc_id_prefix: prefix.into(), ..Default::default() })
+        };
+        let git = |repo: &str| SourceConfig::Git(GitSourceConfig { repo: repo.into(), ..Default::default() });
+        let clash = DocIdNamespaces::of(&[watch("file:"), watch("file:")]).unwrap_err();
+        assert!(clash.contains("watch-0 and watch-1"), "{clash}");
+        let nested = DocIdNamespaces::of(&[watch("file:"), watch("file:notes/")]).unwrap_err();
+        assert!(nested.contains("\"file:notes/\"") || nested.contains("\"file:\""), "{nested}");
+        let ns = DocIdNamespaces::of(&[watch("file:"), watch("notes:"), git("/src/a"), git("file:///src/b.git")])
+            .expect("distinct prefixes");
+        assert!(ns.check("watch-1", "notes:x.md").is_ok());
+        assert!(ns.check("watch-1", "file:x.md").unwrap_err().contains("watch-0"));
+        assert!(ns.check("git-3", "git:b/README.md").is_ok());
+        assert!(ns.check("git-3", "git:a/README.md").unwrap_err().contains("git-2"));
+        assert!(DocIdNamespaces::of(&[git("/src/a"), git("/elsewhere/a/.git")]).is_err());
+        let web = |seed: &str| SourceConfig::Web(WebSourceConfig { seeds: vec![seed.into()], ..Default::default() });
+        assert!(DocIdNamespaces::of(&[web("https://a.example/"), web("https://A.example/x")]).is_err());
     }
 }

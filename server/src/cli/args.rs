@@ -230,7 +230,8 @@ pub struct UpArgs {
     #[command(flatten)]
     pub engine: EngineFlags,
     /// Watch a directory: files created, modified or deleted there become
-    /// changes (md, txt, html, json). Repeatable.
+    /// changes (md, txt, html, json). Repeatable: with several, each
+    /// directory's doc_ids start with `file:<its name>/`.
     #[arg(long, value_name = "DIR")]
     pub watch: Vec<PathBuf>,
     /// Kind of the watched files' documents.

@@ -17,9 +17,15 @@ use crate::ui::say;
 pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     crate::cluster::stop_when_the_dataflow_fails();
     for dir in &args.watch {
+        // One directory's files are `file:<path>`; with several, each gets `file:<its name>/<path>`.
+        let doc_id_prefix = match (args.watch.len(), dir.file_name()) {
+            (1, _) | (_, None) => WatchSourceConfig::default().doc_id_prefix,
+            (_, Some(name)) => format!("file:{}/", name.to_string_lossy()),
+        };
         config.sources.push(SourceConfig::Watch(WatchSourceConfig {
             path: dir.clone(),
             kind: args.watch_kind.into(),
+            doc_id_prefix,
             ..WatchSourceConfig::default()
         }));
     }

@@ -419,3 +419,48 @@ fn a_source_cannot_change_another_sources_documents() {
     assert_eq!(ids, ["file:a.md", "post-1"]);
     app.shutdown().unwrap();
 }
+
+/// Two watched directories each own their ids (`file:` and `drafts:`), so
+/// files of the same name in both are two documents; two directories that
+/// would make the same ids are refused at start, naming both.
+#[test]
+fn two_watched_directories_keep_their_own_documents() {
+    use twinflow_schemas::config::WatchSourceConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let (notes, drafts) = (dir.path().join("notes"), dir.path().join("drafts"));
+    for (folder, text) in [(&notes, "The published note about lighthouses."), (&drafts, "A draft about orchards.")] {
+        std::fs::create_dir_all(folder).unwrap();
+        std::fs::write(folder.join("a.md"), format!("# A\n\n{text}")).unwrap();
+    }
+    let watch = |path: &Path, prefix: &str| {
+        SourceConfig::Watch(WatchSourceConfig {
+            path: path.to_owned(),
+            doc_id_prefix: prefix.into(),
+            ..Default::default()
+        })
+    };
+    let mut clash = Config::default();
+    clash.storage.data_dir = dir.path().join("clash");
+    clash.embedder = twinflow_schemas::config::EmbedderConfig::Hashing(Default::default());
+    clash.auth.keys = crate::fixtures::test_keys();
+    clash.sources = vec![watch(&notes, "file:"), watch(&drafts, "file:")];
+    let refused = App::start(clash).err().expect("overlapping prefixes are refused");
+    assert!(format!("{refused:#}").contains("watch-0 and watch-1"), "{refused:#}");
+
+    let app = app_with(&dir.path().join("data"), |config| {
+        config.sources = vec![watch(&notes, "file:"), watch(&drafts, "drafts:")];
+    });
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("both directories", || documents(&app) == 2);
+    let mut docs: Vec<(String, String)> =
+        app.store.current_documents().into_iter().map(|d| (d.doc_id, d.source)).collect();
+    docs.sort();
+    assert_eq!(
+        docs,
+        [("drafts:a.md".to_owned(), "watch-1".to_owned()), ("file:a.md".to_owned(), "watch-0".to_owned())]
+    );
+    std::fs::remove_file(drafts.join("a.md")).unwrap();
+    wait_for("the draft's delete", || documents(&app) == 1);
+    assert_eq!(app.store.current_documents()[0].doc_id, "file:a.md");
+    app.shutdown().unwrap();
+}
