@@ -39,6 +39,8 @@ pub trait Card: Serialize + DeserializeOwned + Clone {
     fn set_version(&mut self, version: u64);
     /// Why it was (or was not) promoted: the reason of its `register` event.
     fn decision(&self) -> &str;
+    /// The dataset version it was trained on (its lineage).
+    fn dataset(&self) -> &DatasetRef;
 }
 
 impl Card for ModelCard {
@@ -53,6 +55,10 @@ impl Card for ModelCard {
     fn decision(&self) -> &str {
         &self.decision
     }
+
+    fn dataset(&self) -> &DatasetRef {
+        &self.dataset
+    }
 }
 
 impl Card for TwinCard {
@@ -66,6 +72,10 @@ impl Card for TwinCard {
 
     fn decision(&self) -> &str {
         &self.decision
+    }
+
+    fn dataset(&self) -> &DatasetRef {
+        &self.dataset
     }
 }
 

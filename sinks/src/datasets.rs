@@ -108,6 +108,22 @@ pub fn read_instruct_version(data_dir: &Path, version: u64) -> Result<Vec<Instru
     Ok(rows)
 }
 
+/// Removes version `version` of dataset `name`: first its manifest (from
+/// then on the version does not exist: [`versions`] and SQL skip it), then
+/// its folder. Removing a version that is not there is not an error.
+pub fn remove_version(data_dir: &Path, name: &str, version: u64) -> Result<()> {
+    let dir = version_dir(data_dir, name, version);
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    match std::fs::remove_file(dir.join(MANIFEST)) {
+        Err(e) if !gone(&e) => return Err(Error::io(&dir.join(MANIFEST), e)),
+        _ => {}
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if !gone(&e) => Err(Error::io(&dir, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Absolute paths of every complete version's samples and preference files.
 pub(crate) fn dataset_files(data_dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let versions = versions(data_dir, "instruct");

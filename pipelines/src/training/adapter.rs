@@ -106,6 +106,7 @@ impl Training {
                 keep: config.training.keep_versions,
                 pinned: config.training.pinned_versions.clone(),
             });
+        datasets.keep_lineage_of(Box::new(registry.clone()));
         let state_file = data_dir.join("_drift").join("state.json");
         let persisted: DriftPersisted = match std::fs::read(&state_file) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {

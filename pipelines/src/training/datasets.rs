@@ -14,6 +14,8 @@
 //!     ─▶ quality filter ─▶ MinHash near-duplicate removal (whole dataset) ─▶ split by document
 //!     ─▶ preference triples (prompt = instruction, chosen = the author's extract, rejected = the model's answer)
 //!     ─▶ datasets/instruct/v<N>/ (Parquet, chat JSONL, DPO JSONL, manifest with lineage)
+//!     ─▶ retention: versions past the newest `keep` go, unless pinned or a registered model was trained on them;
+//!        the store keeps the table snapshots the remaining versions were taken from
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,10 +32,10 @@ use twinflow_dataflow::text::dataset::{
 };
 use twinflow_dataflow::text::instruct::MIN_CHARS;
 use twinflow_dataflow::text::split_for;
-use twinflow_models::{ChatMessage, GenerateParams, Generator};
+use twinflow_models::{Card, ChatMessage, GenerateParams, Generator, Registry};
 use twinflow_schemas::{DocumentKind, Hash128, InstructRow, Split};
 use twinflow_sinks::Store;
-use twinflow_sinks::datasets::{PreferenceRow, versions, write_instruct_version};
+use twinflow_sinks::datasets::{PreferenceRow, read_manifest, remove_version, versions, write_instruct_version};
 
 use super::Error;
 use crate::Context;
@@ -60,6 +62,27 @@ pub struct CachedGeneration {
 /// What a generation pass did, what a snapshot wrote and its manifest: plain types of `schemas` (the API shows them).
 pub use twinflow_schemas::datasets::{DatasetLineage, DatasetManifest, DatasetVersion, GenerationReport};
 
+/// Which dataset versions stay after each new one: the newest `keep` (0:
+/// all), the `pinned`, and every version a model still in a registry was
+/// trained on ([`Lineage`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatasetRetention {
+    pub keep: usize,
+    pub pinned: Vec<u64>,
+}
+
+/// What names dataset versions as its models' lineage: a model registry.
+pub trait Lineage: Send + Sync + std::fmt::Debug {
+    /// The versions of dataset `name` that the models here were trained on.
+    fn trained_on(&self, name: &str) -> Result<BTreeSet<u64>, Error>;
+}
+
+impl<C: Card + std::fmt::Debug + Send + Sync> Lineage for Registry<C> {
+    fn trained_on(&self, name: &str) -> Result<BTreeSet<u64>, Error> {
+        Ok(self.list()?.iter().map(Card::dataset).filter(|d| d.name == name).map(|d| d.version).collect())
+    }
+}
+
 /// The generation cache and the dataset versions of one data directory.
 #[derive(Debug)]
 pub struct Datasets {
@@ -69,6 +92,9 @@ pub struct Datasets {
     writer: Mutex<()>,
     /// Serialises generation passes (a pass does not hold up snapshots).
     generating: Mutex<()>,
+    retention: DatasetRetention,
+    /// The registries whose models' datasets are kept.
+    lineage: Mutex<Vec<Box<dyn Lineage>>>,
 }
 
 impl Datasets {
@@ -88,7 +114,51 @@ impl Datasets {
                 }
             }
         }
-        Ok(Datasets { cache_file, cache: Mutex::new(cache), writer: Mutex::new(()), generating: Mutex::new(()) })
+        Ok(Datasets {
+            cache_file,
+            cache: Mutex::new(cache),
+            writer: Mutex::new(()),
+            generating: Mutex::new(()),
+            retention: DatasetRetention::default(),
+            lineage: Mutex::default(),
+        })
+    }
+
+    /// These datasets, removing after each new version the versions
+    /// `retention` does not keep.
+    pub fn with_retention(mut self, retention: DatasetRetention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Keeps every dataset version the models of `registry` were trained on.
+    pub fn keep_lineage_of(&self, registry: Box<dyn Lineage>) {
+        self.lineage.lock().push(registry);
+    }
+
+    /// Removes the versions of `instruct` past the newest `keep` that are
+    /// neither pinned nor in a registered model's lineage, and has `store`
+    /// hold the table snapshots the remaining ones were taken from; returns
+    /// the removed versions. Called with the writer lock held.
+    fn prune(&self, store: &Store) -> Result<Vec<u64>, Error> {
+        let all = versions(store.data_dir(), "instruct");
+        let mut needed: BTreeSet<u64> = self.retention.pinned.iter().copied().collect();
+        for registry in self.lineage.lock().iter() {
+            needed.extend(registry.trained_on("instruct")?);
+        }
+        let keep = if self.retention.keep == 0 { all.len() } else { self.retention.keep };
+        let removed: Vec<u64> = all.iter().rev().skip(keep).filter(|v| !needed.contains(v)).copied().collect();
+        for version in &removed {
+            remove_version(store.data_dir(), "instruct", *version)?;
+            tracing::info!(version, "removed an old dataset version (storage.keep_datasets)");
+        }
+        let mut snapshots = Vec::new();
+        for version in all.iter().filter(|v| !removed.contains(v)) {
+            let manifest = read_manifest(store.data_dir(), "instruct", *version)?;
+            snapshots.extend(manifest.get("tables_snapshot").and_then(serde_json::Value::as_u64));
+        }
+        store.hold_snapshots(snapshots);
+        Ok(removed)
     }
 
     /// Generations cached so far.
@@ -290,6 +360,7 @@ impl Datasets {
         let manifest = serde_json::to_value(&manifest).context("encoding the dataset manifest")?;
         let jsonl = [("train.jsonl", train_jsonl), ("test.jsonl", test_jsonl), ("preference.jsonl", preference_jsonl)];
         info.files = write_instruct_version(data_dir, version, &samples, &preference, &jsonl, &manifest)?;
+        self.prune(store)?;
         tracing::info!(
             version,
             epoch,

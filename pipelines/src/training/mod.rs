@@ -19,7 +19,7 @@ pub mod job;
 pub mod twin;
 
 pub use adapter::{AdapterProjection, Training, TrainingOutcome, TrainingStatus};
-pub use datasets::Datasets;
+pub use datasets::{DatasetRetention, Datasets, Lineage};
 pub use job::{Job, JobStatus, RunOutcome};
 pub use twin::{Twin, TwinOutcome, TwinStatus};
 

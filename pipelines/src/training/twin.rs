@@ -70,6 +70,7 @@ impl Twin {
                 keep: config.twin.keep_versions,
                 pinned: config.twin.pinned_versions.clone(),
             });
+        datasets.keep_lineage_of(Box::new(registry.clone()));
         let twin = Twin {
             config: config.twin.clone(),
             registry,

@@ -26,6 +26,12 @@ pub struct StorageConfig {
     pub keep_snapshots: usize,
     /// Snapshot versions never removed.
     pub pinned_snapshots: Vec<u64>,
+    /// Dataset versions (`datasets/<name>/v<N>`) kept after each new one:
+    /// the newest this many (0: all), plus `pinned_datasets` and every
+    /// version a model still in a registry was trained on.
+    pub keep_datasets: usize,
+    /// Dataset versions never removed.
+    pub pinned_datasets: Vec<u64>,
 }
 
 impl Default for StorageConfig {
@@ -37,6 +43,8 @@ impl Default for StorageConfig {
             embedding_cache: true,
             keep_snapshots: 10,
             pinned_snapshots: Vec::new(),
+            keep_datasets: 10,
+            pinned_datasets: Vec::new(),
         }
     }
 }

@@ -151,6 +151,85 @@ fn generation_is_cached_and_incremental_and_snapshots_are_curated() {
     app.shutdown().unwrap();
 }
 
+/// Retention: past the newest `keep_datasets`, a version goes unless it is
+/// pinned or a registered model was trained on it; the store keeps the
+/// table snapshots of the versions that stay (their lineage), and SQL sees
+/// only those versions.
+#[test]
+fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() {
+    use twinflow_models::{Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, TrainingReport};
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(dir.path(), |config| {
+        config.storage.keep_datasets = 2;
+        config.storage.pinned_datasets = vec![1];
+        config.storage.keep_snapshots = 1;
+    });
+    let datasets = &app.training.datasets;
+    let mut snapshots = Vec::new();
+    for round in 0..6 {
+        let line = upsert_line(&format!("doc-{round}"), "Rivers", &article(&format!("rivers in year {round}"), 10));
+        let epoch = app.engine.submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()]).unwrap();
+        app.engine.flush();
+        assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+        let version = datasets.snapshot(&app.store).unwrap();
+        snapshots.push(version.tables_snapshot);
+        if version.version == 3 {
+            // An adapter trained on version 3 (registered as training would).
+            let card = ModelCard {
+                version: 0,
+                kind: "embedding-adapter".into(),
+                base_model: "hashing".into(),
+                dim: app.engine.embedder().dim(),
+                created_at_ms: 1,
+                parent: None,
+                dataset: DatasetRef {
+                    name: "instruct".into(),
+                    version: 3,
+                    epoch: version.source_epoch,
+                    content_hash: version.content_hash.clone(),
+                    train_pairs: version.train,
+                    test_pairs: version.test,
+                },
+                trigger: serde_json::json!("manual"),
+                training: AdapterTraining::default(),
+                report: TrainingReport {
+                    pairs: 1,
+                    steps: 1,
+                    epoch_losses: vec![1.0],
+                    seconds: 0.1,
+                    distance_from_identity: 0.0,
+                },
+                evaluation: Evaluation { k: 10, queries: 1, corpus: 1, base: 0.5, parent: 0.5, candidate: 0.5 },
+                promotable: false,
+                decision: "a test of lineage".into(),
+            };
+            let dim = card.dim;
+            app.training.registry.register_adapter(card, &Adapter::identity(dim), &[]).unwrap();
+        }
+    }
+    let data = app.store.data_dir();
+    assert_eq!(twinflow_sinks::datasets::versions(data, "instruct"), [1, 3, 5, 6], "pinned v1, v3 trained on, newest two");
+    assert!(!twinflow_sinks::datasets::version_dir(data, "instruct", 2).exists());
+    // The table snapshots held for removed versions go with the next snapshot.
+    app.store.snapshot().unwrap();
+    for (i, snapshot) in snapshots.iter().enumerate() {
+        let kept = [0, 2, 4, 5].contains(&i);
+        let folder = data.join(format!("chunks/_snapshots/v{snapshot}"));
+        assert_eq!(folder.exists(), kept, "the table snapshot of dataset v{}", i + 1);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer = rt
+        .block_on(app.store.sql("SELECT DISTINCT dataset_version FROM instruct_dataset ORDER BY dataset_version"))
+        .unwrap();
+    let seen: Vec<u64> = answer
+        .batches
+        .iter()
+        .flat_map(|b| arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(b.column(0)).values().to_vec())
+        .collect();
+    assert_eq!(seen, [1, 3, 5, 6]);
+    app.shutdown().unwrap();
+}
+
 /// The real local generator writes questions for an extract and answers
 /// the first (SmolLM2-135M: what it writes is filtered later).
 #[test]

@@ -290,6 +290,13 @@ impl Store {
         *self.retention.write() = retention;
     }
 
+    /// Keeps the snapshot `versions` too, from the next snapshot on, whatever
+    /// the retention says: the ones the kept dataset versions were taken
+    /// from. Replaces the versions held before.
+    pub fn hold_snapshots(&self, versions: Vec<u64>) {
+        *self.held.write() = versions;
+    }
+
     /// Writes a consolidated snapshot of every table's current state to
     /// `<table>/_snapshots/v<N>/part-0.parquet` (the change-log columns,
     /// `_epoch` = the snapshot's epoch, `_diff` = multiplicity) and records
@@ -317,7 +324,9 @@ impl Store {
         manifest.committed_epoch = manifest.committed_epoch.max(epoch);
         let entry = SnapshotEntry { version, epoch, created_at_ms: now_ms(), files: files.clone(), rows: rows.clone() };
         manifest.snapshots.push(entry);
-        let dropped = self.retention.read().dropped(&manifest.snapshots);
+        let held = self.held.read().clone();
+        let mut dropped = self.retention.read().dropped(&manifest.snapshots);
+        dropped.retain(|v| !held.contains(v));
         manifest.snapshots.retain(|s| !dropped.contains(&s.version));
         manifest.store(&self.dir)?;
         self.state.write().manifest = manifest;

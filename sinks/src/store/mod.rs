@@ -60,10 +60,13 @@ pub struct Store {
     sql_runtime: RwLock<Arc<crate::sql::SqlRuntime>>,
     /// Which snapshots are kept after a new one is written.
     retention: RwLock<SnapshotRetention>,
+    /// Snapshots kept besides `retention`'s: those something else still names.
+    held: RwLock<Vec<u64>>,
 }
 
 /// Which snapshots a store keeps: the newest `keep` (0: all) and the
-/// `pinned` versions; the newest, which a restart starts from, always.
+/// `pinned` versions; the newest, which a restart starts from, always; and
+/// those [`Store::hold_snapshots`] holds (the lineage of kept datasets).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotRetention {
     pub keep: usize,
@@ -231,6 +234,7 @@ impl Store {
             batches: Mutex::default(),
             sql_runtime,
             retention: RwLock::default(),
+            held: RwLock::default(),
         })
     }
 

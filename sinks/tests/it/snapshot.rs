@@ -60,7 +60,7 @@ async fn restart_from_snapshot_plus_later_epochs() {
 }
 
 /// Retention: past the newest `keep`, old snapshots leave the manifest and
-/// the disk, except the pinned ones; a restart starts from the newest.
+/// the disk, except the pinned and the held ones; a restart starts from the newest.
 #[tokio::test]
 async fn old_snapshots_are_removed_except_the_pinned_and_the_newest() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,13 +68,14 @@ async fn old_snapshots_are_removed_except_the_pinned_and_the_newest() {
     let mut oracle = Oracle::default();
     let store = Store::open(dir.path(), DIM).unwrap();
     store.set_snapshot_retention(twinflow_sinks::SnapshotRetention { keep: 2, pinned: vec![1] });
+    store.hold_snapshots(vec![2]);
     for (i, epoch) in epochs.iter().enumerate().take(5) {
         commit_all(&store, &mut oracle, std::slice::from_ref(epoch));
         assert_eq!(store.snapshot().unwrap().version, i as u64 + 1);
     }
     let folder = |v: u64| dir.path().join(format!("chunks/_snapshots/v{v}"));
     let kept: Vec<bool> = (1..=5).map(|v| folder(v).exists()).collect();
-    assert_eq!(kept, [true, false, false, true, true], "pinned v1 and the newest two");
+    assert_eq!(kept, [true, true, false, true, true], "pinned v1, held v2 and the newest two");
     drop(store);
     let store = Store::open(dir.path(), DIM).unwrap();
     let last = epochs[4].0;
