@@ -17,7 +17,7 @@ use twinflow_schemas::api::{
 use twinflow_schemas::datasets::{DatasetVersion, GenerationReport};
 use twinflow_schemas::models::{Evaluation, TwinEvaluation};
 
-pub use twinflow_pipelines::http::blocking_client;
+pub use twinflow_pipelines::http::{blocking_client, blocking_client_trusting};
 
 /// How long [`Client::ingest`] keeps sending a batch the server refuses as overloaded.
 pub const INGEST_PATIENCE: Duration = Duration::from_secs(300);
@@ -47,8 +47,14 @@ impl Client {
 
     /// A client of the server at `base` sending `key` (`Authorization: Bearer`) with every request.
     pub fn with_key(base: &str, key: Option<&str>) -> anyhow::Result<Self> {
-        let http =
-            twinflow_pipelines::http::blocking_client(Duration::from_secs(600), key).map_err(anyhow::Error::msg)?;
+        Self::trusting(base, key, None)
+    }
+
+    /// [`with_key`](Self::with_key), trusting the PEM certificates `roots`
+    /// too when `base` is `https://` (a private CA or a self-signed server).
+    pub fn trusting(base: &str, key: Option<&str>, roots: Option<&[u8]>) -> anyhow::Result<Self> {
+        let http = twinflow_pipelines::http::blocking_client_trusting(Duration::from_secs(600), key, roots)
+            .map_err(anyhow::Error::msg)?;
         Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
     }
 

@@ -23,9 +23,11 @@
 //! | `api/` | the route table, one file per group of routes, `error.rs` (every error's code and status) |
 //! | `client.rs` | the HTTP client of the CLI verbs |
 //! | `cluster.rs` | a process of a timely cluster that is not process 0 |
+//! | `listen.rs` | the endpoints on their sockets: HTTP or HTTPS, and pgwire |
 //! | `metrics.rs` | the Prometheus recorder, `GET /metrics`, the per-route middleware |
 //! | `pgwire.rs` | the Postgres wire protocol over the SQL catalog |
 //! | `progress.rs` | the embedding backlog's progress: a bar or log lines |
+//! | `tls.rs` | rustls from `[server.tls]`'s PEM files; the listener that hands over finished handshakes |
 //! | `ui.rs` | the terminal: colours and bars only on a terminal |
 
 pub mod api;
@@ -34,9 +36,11 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod listen;
 pub mod metrics;
 pub mod pgwire;
 mod progress;
+pub mod tls;
 pub mod ui;
 
 /// Layered configuration (defaults < `twinflow.toml` < environment < flags).

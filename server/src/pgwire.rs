@@ -19,11 +19,14 @@
 //! rest of what DataFusion refuses.
 //!
 //! A client logs in with an API key as its password (any user name): a key
-//! with the `read` scope. The password travels in clear text (Postgres's
-//! `password` method): SCRAM would need the key itself or a verifier
-//! derived from it on the server, which keeps only each key's SHA-256.
-//! Keep the port on loopback or a trusted network. With `[auth] mode =
-//! "none"` (loopback only) no password is asked.
+//! with the `read` scope. The password travels as Postgres's `password`
+//! method sends it, so with `[server.tls]` the endpoint speaks TLS (after
+//! an `SSLRequest`, or directly with ALPN `postgresql`) and refuses a
+//! password on a connection without it (`sslmode=require` or stricter);
+//! without TLS, keep the port on loopback or a trusted network. (SCRAM
+//! would need the key itself or a verifier derived from it on the server,
+//! which keeps only each key's SHA-256.) With `[auth] mode = "none"`
+//! (loopback only) no password is asked.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -54,38 +57,51 @@ use twinflow_sinks::{SqlAnswer, Store};
 use crate::auth::Gate;
 
 /// The handlers of one server; cheap to share between connections.
-#[derive(Debug)]
 pub struct PgServer {
     store: Arc<Store>,
     parser: Arc<NoopQueryParser>,
     startup: Arc<Startup>,
     /// Longest time a query may run.
     timeout: std::time::Duration,
+    gate: Arc<Gate>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+}
+
+impl Debug for PgServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgServer")
+            .field("startup", &self.startup)
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgServer {
     /// A server over `store`'s tables, logging clients in by `gate`'s keys;
     /// a query running longer than `timeout` is cancelled.
-    pub fn new(store: Arc<Store>, timeout: std::time::Duration, gate: Arc<Gate>) -> Arc<Self> {
-        let startup = if gate.needs_keys() {
-            Startup::Keys(CleartextPasswordAuthStartupHandler::new(
-                KeyPasswords(gate),
-                DefaultServerParameterProvider::default(),
-            ))
-        } else {
-            Startup::Open(OpenStartup)
-        };
-        Arc::new(Self { store, parser: Arc::new(NoopQueryParser::new()), startup: Arc::new(startup), timeout })
+    pub fn new(store: Arc<Store>, timeout: std::time::Duration, gate: Arc<Gate>) -> Self {
+        let startup = Arc::new(Startup::new(&gate, false));
+        Self { store, parser: Arc::new(NoopQueryParser::new()), startup, timeout, gate, tls: None }
+    }
+
+    /// This server, speaking TLS with `config` to the clients that ask for
+    /// it, and asking a password only of those.
+    pub fn with_tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(pgwire::tokio::TlsAcceptor::from(config));
+        self.startup = Arc::new(Startup::new(&self.gate, true));
+        self
     }
 
     /// Serves connections from `listener` until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+    pub async fn serve(self, listener: tokio::net::TcpListener) {
+        let server = Arc::new(self);
         loop {
             match listener.accept().await {
                 Ok((socket, peer)) => {
-                    let handlers = self.clone();
+                    let (handlers, tls) = (server.clone(), server.tls.clone());
                     tokio::spawn(async move {
-                        if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(error) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, %error, "postgres connection ended with an error");
                         }
                     });
@@ -257,17 +273,33 @@ fn query_response(answer: &SqlAnswer, format: &Format) -> PgWireResult<Response>
     Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
 }
 
-/// How a client logs in: with a key as its password, or (`mode = "none"`) not at all.
+/// How a client logs in: with a key as its password (over TLS only when
+/// `tls`), or (`mode = "none"`) not at all.
 enum Startup {
     Open(OpenStartup),
-    Keys(CleartextPasswordAuthStartupHandler<KeyPasswords, DefaultServerParameterProvider>),
+    Keys { keys: CleartextPasswordAuthStartupHandler<KeyPasswords, DefaultServerParameterProvider>, tls: bool },
+}
+
+impl Startup {
+    fn new(gate: &Arc<Gate>, tls: bool) -> Self {
+        if gate.needs_keys() {
+            let keys = CleartextPasswordAuthStartupHandler::new(
+                KeyPasswords(gate.clone()),
+                DefaultServerParameterProvider::default(),
+            );
+            Self::Keys { keys, tls }
+        } else {
+            Self::Open(OpenStartup)
+        }
+    }
 }
 
 impl Debug for Startup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Open(_) => "Startup::Open",
-            Self::Keys(_) => "Startup::Keys",
+            Self::Keys { tls: false, .. } => "Startup::Keys",
+            Self::Keys { tls: true, .. } => "Startup::Keys(TLS)",
         })
     }
 }
@@ -287,7 +319,17 @@ impl StartupHandler for Startup {
     {
         match self {
             Self::Open(open) => open.on_startup(client, message).await,
-            Self::Keys(keys) => keys.on_startup(client, message).await,
+            Self::Keys { tls: true, .. } if !client.is_secure() => {
+                // Before the password is asked for, so it never crosses the network in clear.
+                let info = ErrorInfo::new(
+                    "FATAL".to_owned(),
+                    "28000".to_owned(),
+                    "this server takes passwords over TLS only: connect with sslmode=require (or verify-full)"
+                        .to_owned(),
+                );
+                Err(PgWireError::UserError(Box::new(info)))
+            }
+            Self::Keys { keys, .. } => keys.on_startup(client, message).await,
         }
     }
 }
@@ -407,6 +449,8 @@ impl PgServer {
             parser: self.parser.clone(),
             startup: self.startup.clone(),
             timeout: self.timeout,
+            gate: self.gate.clone(),
+            tls: self.tls.clone(),
         }
     }
 }

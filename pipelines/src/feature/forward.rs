@@ -65,7 +65,9 @@ impl SourceForwarding {
         let secret = config.auth.cluster_secret.as_deref().ok_or_else(|| {
             Error::Config("a process of a cluster needs the cluster's secret ([auth] cluster_secret)".into())
         })?;
-        let http = crate::http::blocking_client(Duration::from_secs(60), Some(secret)).map_err(Error::Config)?;
+        let roots = config.server.tls.as_ref().map(crate::http::tls_roots).transpose().map_err(Error::Config)?;
+        let http = crate::http::blocking_client_trusting(Duration::from_secs(60), Some(secret), roots.as_deref())
+            .map_err(Error::Config)?;
         let share = PartitionShare { index: cluster.process, of: cluster.hosts.len() };
         let limits = ChangeLimits {
             max_document_bytes: config.server.max_document.as_u64() as usize,
@@ -94,7 +96,8 @@ impl SourceForwarding {
 fn process_0_url(config: &Config, cluster: &ClusterConfig) -> Result<String, Error> {
     let host = cluster.hosts.first().ok_or_else(|| Error::Config("the hostfile lists no process".into()))?;
     let host = host.rsplit_once(':').map_or(host.as_str(), |(host, _)| host);
-    Ok(format!("http://{host}:{}", config.server.addr.port()))
+    let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+    Ok(format!("{scheme}://{host}:{}", config.server.addr.port()))
 }
 
 /// The part of process 0's `GET /v1/status` the forwarding reads (the

@@ -10,7 +10,7 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `engine.rs` | `[engine]`: workers, epochs, admission limits; [`ClusterConfig`] |
-//! | `server.rs` | `[server]`: HTTP and Postgres addresses, body and query limits |
+//! | `server.rs` | `[server]`: HTTP and Postgres addresses, TLS, body and query limits |
 //! | `auth.rs` | `[auth]`: API keys and their scopes, allowed origins, sessions, the cluster secret |
 //! | `storage.rs` | `[storage]`: data directory, snapshots, input log, embedding cache |
 //! | `embedder.rs` | `[embedder]`: hashing or MiniLM, and their settings |
@@ -57,7 +57,7 @@ pub use generator::{GeneratorConfig, LocalGeneratorConfig, OpenAiGeneratorConfig
 pub use publish::{FluvioPublishConfig, KafkaPublishConfig, PublishConfig};
 pub use rag::RagConfig;
 pub use search::{AnnConfig, SearchConfig};
-pub use server::ServerConfig;
+pub use server::{ServerConfig, TlsConfig};
 pub use sources::{
     DocIdNamespaces, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PartitionShare,
     SourceConfig, StartFrom, WatchSourceConfig, WebSourceConfig,

@@ -1,6 +1,7 @@
 //! `[server]`: the HTTP (and optional Postgres wire) endpoints and their limits.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -18,9 +19,11 @@ pub struct ServerConfig {
     /// Longest time a SQL query may run.
     #[serde(with = "humantime_serde")]
     pub sql_timeout: Duration,
-    /// Where the Postgres wire protocol endpoint (read-only SQL, no
-    /// authentication) listens; off when unset.
+    /// Where the Postgres wire protocol endpoint (read-only SQL, a `read`
+    /// key as the password) listens; off when unset.
     pub pg_addr: Option<SocketAddr>,
+    /// TLS for HTTP (HTTPS only) and the Postgres endpoint; off when unset.
+    pub tls: Option<TlsConfig>,
     /// Memory all running SQL statements share (HTTP and pgwire); past it
     /// they spill to disk, then fail with `resource_limit`.
     pub sql_memory: ByteSize,
@@ -40,6 +43,23 @@ pub struct ServerConfig {
     pub queue_wait: Duration,
 }
 
+/// `[server.tls]`: the server's certificate chain and private key, both PEM
+/// files. With it, HTTP is served as HTTPS only, and Postgres clients may
+/// (and, to log in with a password, must) use TLS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate, followed by any intermediate certificates.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA that signed `cert`, when it is not a public one: the other
+    /// processes of a cluster trust it (unset: they trust `cert` itself, as
+    /// a self-signed certificate).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -48,6 +68,7 @@ impl Default for ServerConfig {
             max_document: ByteSize::mib(8),
             sql_timeout: Duration::from_secs(30),
             pg_addr: None,
+            tls: None,
             sql_memory: ByteSize::gib(1),
             sql_spill: ByteSize::gib(4),
             sql_max_rows: 1_000_000,

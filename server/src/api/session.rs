@@ -40,19 +40,21 @@ pub async fn start(
     let (token, ttl) = app.gate.start_session(principal).map_err(ApiError::internal)?;
     let answer = SessionResponse { name, scopes, expires_in_s: ttl.as_secs() };
     tracing::info!(key = %answer.name, "dashboard session started");
-    Ok((cookie(&format!("{SESSION_COOKIE}={token}; Max-Age={}", ttl.as_secs())), Json(answer)))
+    Ok((cookie(&app, &format!("{SESSION_COOKIE}={token}; Max-Age={}", ttl.as_secs())), Json(answer)))
 }
 
 /// Handler of `DELETE /v1/session`.
 pub async fn end(State(app): State<Arc<App>>, headers: HeaderMap) -> (HeaderMap, Json<SessionEnded>) {
     let ended = crate::auth::session_token(&headers).is_some_and(|token| app.gate.end_session(token));
-    (cookie(&format!("{SESSION_COOKIE}=; Max-Age=0")), Json(SessionEnded { ended }))
+    (cookie(&app, &format!("{SESSION_COOKIE}=; Max-Age=0")), Json(SessionEnded { ended }))
 }
 
-/// `Set-Cookie` with the attributes every session cookie has.
-fn cookie(value: &str) -> HeaderMap {
+/// `Set-Cookie` with the attributes every session cookie has (and
+/// `Secure` when the server speaks HTTPS).
+fn cookie(app: &App, value: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let value = format!("{value}; Path=/; HttpOnly; SameSite=Strict");
+    let secure = if app.config.server.tls.is_some() { "; Secure" } else { "" };
+    let value = format!("{value}; Path=/; HttpOnly; SameSite=Strict{secure}");
     headers.insert(SET_COOKIE, HeaderValue::from_str(&value).expect("a cookie of base64url and digits"));
     headers
 }

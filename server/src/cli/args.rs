@@ -315,13 +315,23 @@ pub struct ServerArgs {
     /// The server's data directory, where its generated admin key is.
     #[arg(long, value_name = "DIR", default_value = "twinflow-data", env = "TWINFLOW__STORAGE__DATA_DIR")]
     pub data_dir: PathBuf,
+    /// A PEM certificate to trust for an `https://` server besides the
+    /// public CAs: its private CA, or its self-signed certificate.
+    #[arg(long, value_name = "PEM", env = "TWINFLOW_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
     /// A client of the server, with the key given or found.
     pub fn client(&self) -> anyhow::Result<crate::client::Client> {
         let key = self.key.clone().or_else(|| twinflow_schemas::auth::read_admin_key(&self.data_dir));
-        crate::client::Client::with_key(&self.server, key.as_deref())
+        let roots = match &self.ca {
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read --ca {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        crate::client::Client::trusting(&self.server, key.as_deref(), roots.as_deref())
     }
 }
 

@@ -96,12 +96,11 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
                 pg_addr.ip(),
                 pg.local_addr()?.port()
             ));
-            let server =
-                crate::pgwire::PgServer::new(app.store.clone(), app.config.server.sql_timeout, app.gate.clone());
-            tokio::spawn(server.serve(pg));
+            tokio::spawn(crate::listen::pg_server(&app)?.serve(pg));
         }
         say(format_args!(
-            "twinflow serving on http://{} — data in {} — Ctrl-C to stop",
+            "twinflow serving on {}://{} — data in {} — Ctrl-C to stop",
+            crate::listen::scheme(&app),
             listener.local_addr()?,
             app.config.storage.data_dir.display()
         ));
@@ -113,8 +112,7 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
             None if app.gate.needs_keys() => say("API keys: the ones in [auth] keys"),
             None => say("API keys: none needed ([auth] mode = \"none\", loopback only)"),
         }
-        axum::serve(listener, crate::router(app.clone())).with_graceful_shutdown(shutdown_signal()).await?;
-        anyhow::Ok(())
+        crate::listen::serve_http(app.clone(), listener, shutdown_signal()).await
     });
     say("stopping: committing accepted changes…");
     let stopped = app.shutdown();

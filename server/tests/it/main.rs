@@ -23,4 +23,5 @@ mod router;
 mod scale;
 mod socket;
 mod sources;
+mod tls;
 mod twin;
