@@ -94,6 +94,45 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The evaluation stage: measure retrieval on a question set with judged answers.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+}
+
+/// `twinflow eval …`
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Commit a BEIR-format set's corpus into a fresh data directory (the
+    /// configured embedder, chunking and index) and score vector, BM25 and
+    /// hybrid search, and whole-document vectors: nDCG@10, recall@10 and
+    /// MRR@10 with 95% bootstrap intervals.
+    Retrieval(EvalRetrievalArgs),
+}
+
+/// `twinflow eval retrieval`
+#[derive(Debug, Args)]
+pub struct EvalRetrievalArgs {
+    /// The set's folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+    #[arg(value_name = "DIR")]
+    pub set: PathBuf,
+    /// Which judgements (`qrels/<split>.tsv`).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Also try a grid of hybrid fusions, choose one on half of the queries
+    /// and report it on the other half against the single modes.
+    #[arg(long)]
+    pub tune: bool,
+    /// Skip the whole-document baseline (it embeds every document once more).
+    #[arg(long)]
+    pub no_whole_documents: bool,
+    /// Keep the data directory here (default: a temporary one, removed after).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Write the whole report as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `twinflow keys …`

@@ -5,10 +5,12 @@
 //! | `mod.rs` | `main`: logging, then one verb |
 //! | `args.rs` | the verbs and their flags (clap) |
 //! | `up.rs` | `twinflow up`: the app, sources, demo, HTTP and pgwire until a signal |
+//! | `eval.rs` | `twinflow eval retrieval`: a question set's corpus in a scratch store, every setting scored |
 //! | `verbs.rs` | the client verbs: train, ingest, sql (also offline) |
 //! | `print.rs` | tables for people: drift, models |
 
 mod args;
+mod eval;
 mod print;
 mod up;
 mod verbs;
@@ -96,6 +98,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("name = {name:?}");
             println!("scopes = {scopes:?}");
             println!("sha256 = {:?}", twinflow_schemas::auth::key_sha256(&key));
+            Ok(())
+        }
+        Command::Eval { command: EvalCommand::Retrieval(args) } => {
+            let config = settings::load(file, &settings::Overrides::default())?;
+            let report = eval::retrieval(config, &args)?;
+            if let Some(out) = &args.out {
+                std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+            }
+            print!("{}", eval::table(&report));
             Ok(())
         }
         Command::Demo { command: DemoCommand::Fetch } => {

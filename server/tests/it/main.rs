@@ -8,6 +8,7 @@ mod binary;
 mod crash;
 mod dashboard;
 mod datasets;
+mod eval;
 mod disk_full;
 mod drift;
 mod fixtures;

@@ -1,0 +1,23 @@
+//! The evaluation stage: how well a search setting finds what a question
+//! set's judges marked relevant, measured on questions nobody templated.
+//!
+//! ```text
+//!  BEIR set (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) ─▶ the corpus committed into a store
+//!     ─▶ every query × every setting (vector, bm25, hybrid fusions, whole-document vectors)
+//!     ─▶ documents in rank order ─▶ nDCG@10, recall@10, MRR@10 per query ─▶ means with 95% bootstrap intervals
+//!     ─▶ fusion chosen on a dev half of the queries, reported on the other half
+//! ```
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | `beir.rs` | reading a question set in the BEIR layout |
+//! | `measures.rs` | nDCG, recall, reciprocal rank; bootstrap intervals of means and of paired differences |
+//! | `retrieval.rs` | running the settings over a store and choosing a fusion from the evidence |
+
+pub mod beir;
+pub mod measures;
+pub mod retrieval;
+
+pub use beir::{BeirDoc, BeirSet};
+pub use measures::Estimate;
+pub use retrieval::{RetrievalReport, SettingReport, evaluate_retrieval, fusion_grid};

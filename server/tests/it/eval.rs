@@ -1,0 +1,114 @@
+//! The evaluation stage end to end: `twinflow eval retrieval` on a small
+//! BEIR-format set (the feature-hashing embedder, a test double for the
+//! model), and the same measures on wrong judgements, which must score
+//! near zero (the measures see the judgements, not just the rankings).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use twinflow_pipelines::training::evaluation::{BeirSet, evaluate_retrieval};
+use twinflow_schemas::api::SearchMode;
+use twinflow_schemas::{ChangeLimits, parse_change};
+
+use crate::fixtures::{app, article, upsert_line};
+
+const TOPICS: [&str; 12] = [
+    "lighthouses",
+    "orchards",
+    "glaciers",
+    "railroads",
+    "volcanoes",
+    "harbours",
+    "beekeeping",
+    "telescopes",
+    "vineyards",
+    "bridges",
+    "caravans",
+    "windmills",
+];
+
+/// A set whose query `q-i` asks about topic `i`, judged relevant to `doc-(i + shift)`.
+fn write_set(dir: &Path, shift: usize) {
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    // The topics' documents, then 28 distractors nobody asks about.
+    let topics = TOPICS.iter().map(|t| (*t).to_owned()).chain((0..28).map(|n| format!("subject{n}")));
+    let corpus: String = topics
+        .enumerate()
+        .map(|(i, topic)| {
+            serde_json::json!({"_id": format!("doc-{i}"), "title": topic, "text": article(&topic, 3)}).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    let queries: String = TOPICS
+        .iter()
+        .enumerate()
+        .map(|(i, topic)| serde_json::json!({"_id": format!("q-{i}"), "text": format!("{topic}?")}).to_string() + "\n")
+        .collect();
+    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+    let qrels: String = (0..TOPICS.len()).map(|i| format!("q-{i}\tdoc-{}\t1\n", (i + shift) % TOPICS.len())).collect();
+    std::fs::write(dir.join("qrels/test.tsv"), format!("query-id\tcorpus-id\tscore\n{qrels}")).unwrap();
+}
+
+#[test]
+fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("topics");
+    write_set(&set, 0);
+    let config = dir.path().join("twinflow.toml");
+    std::fs::write(&config, "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"10ms\"\n").unwrap();
+    let report_file = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_twinflow"))
+        .arg("--config")
+        .arg(&config)
+        .args(["eval", "retrieval", "--tune", "--out"])
+        .arg(&report_file)
+        .arg(&set)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("nDCG@10") && stdout.contains("chosen on"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
+    assert_eq!((report["documents"].as_u64(), report["queries"].as_u64()), (Some(40), Some(12)));
+    let settings = report["settings"].as_array().unwrap();
+    let names: Vec<&str> = settings.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for wanted in ["vector", "bm25", "hybrid (configured)", "whole-documents"] {
+        assert!(names.contains(&wanted), "{names:?}");
+    }
+    assert!(names.len() > 20, "the fusion grid: {names:?}");
+    for setting in settings {
+        let ndcg = setting["ndcg_at_10"]["mean"].as_f64().unwrap();
+        // One topic word per query, one document per topic: every setting finds it first.
+        assert!(ndcg > 0.9, "{}: {ndcg}", setting["name"]);
+        let (low, high) = (setting["ndcg_at_10"]["low"].as_f64().unwrap(), setting["ndcg_at_10"]["high"].as_f64().unwrap());
+        assert!(low <= ndcg && ndcg <= high);
+    }
+    let tuned = &report["tuned"];
+    assert_eq!(tuned["dev_queries"].as_u64().unwrap() + tuned["test_queries"].as_u64().unwrap(), 12);
+    assert!(tuned["best"]["name"].as_str().unwrap().starts_with("hybrid("), "{tuned}");
+}
+
+#[test]
+fn wrong_judgements_score_near_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let set_dir = dir.path().join("shifted");
+    write_set(&set_dir, 5);
+    let set = BeirSet::load(&set_dir, "test").unwrap();
+    let app = app(&dir.path().join("data"));
+    let lines: Vec<String> = set.corpus.iter().map(|d| upsert_line(&d.id, &d.title, &d.text)).collect();
+    let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
+    let epoch = app.engine.submit(changes).unwrap();
+    app.engine.flush();
+    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let settings = [("vector".to_owned(), SearchMode::Vector), ("bm25".to_owned(), SearchMode::Bm25)];
+    let report = evaluate_retrieval(&app.store, app.engine.embedder().as_ref(), &set, &settings, true).unwrap();
+    assert_eq!(report.settings.len(), 3);
+    for setting in &report.settings {
+        // The judged document is another topic's: among 39 others, found at best far down, if at all.
+        assert!(setting.ndcg_at_10.mean < 0.3, "{}: {}", setting.name, setting.ndcg_at_10);
+        assert!(setting.mrr_at_10.mean < 0.3, "{}: {}", setting.name, setting.mrr_at_10);
+    }
+    assert!(report.tuned.is_none(), "no hybrid settings: nothing to tune");
+    app.shutdown().unwrap();
+}
