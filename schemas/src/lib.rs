@@ -32,7 +32,9 @@ pub mod models;
 pub mod records;
 pub mod rng;
 pub mod tables;
-#[cfg(feature = "testing")]
+/// Support the test suites and benches share (small, and always compiled:
+/// a feature for it would build every crate twice, once for the binary and
+/// once for the tests).
 pub mod testing;
 pub mod trace;
 pub mod training;

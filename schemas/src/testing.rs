@@ -1,4 +1,4 @@
-//! Support shared by the test suites and benches (the `testing` feature).
+//! Support shared by the test suites and benches.
 //!
 //! A test that needs a tool from outside the workspace (a Kafka broker,
 //! psql, chromium, DuckDB, an OpenAPI validator) fails when the tool is
