@@ -82,10 +82,11 @@ impl App {
             keep: config.storage.keep_snapshots,
             pinned: config.storage.pinned_snapshots.clone(),
         });
-        let datasets = Arc::new(Datasets::open(&store)?.with_retention(twinflow_pipelines::training::DatasetRetention {
-            keep: config.storage.keep_datasets,
-            pinned: config.storage.pinned_datasets.clone(),
-        }));
+        let datasets =
+            Arc::new(Datasets::open(&store)?.with_retention(twinflow_pipelines::training::DatasetRetention {
+                keep: config.storage.keep_datasets,
+                pinned: config.storage.pinned_datasets.clone(),
+            }));
         let training = Arc::new(Training::open(&config, store.clone(), embedder, datasets.clone())?);
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
         let twin = Arc::new(Twin::open(&config, store.clone(), datasets, generator.clone())?);

@@ -47,7 +47,9 @@ pub fn server_config(tls: &TlsConfig, alpn: &[&[u8]]) -> anyhow::Result<Arc<Serv
         .context("the TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .with_context(|| format!("the key {} does not fit the certificate {}", tls.key.display(), tls.cert.display()))?;
+        .with_context(|| {
+            format!("the key {} does not fit the certificate {}", tls.key.display(), tls.cert.display())
+        })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

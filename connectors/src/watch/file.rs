@@ -33,8 +33,8 @@ pub fn file_change(
     config: &WatchSourceConfig,
 ) -> Result<DocumentChange, IngestError> {
     let fail = |reason: String| IngestError::new(name, path.display().to_string(), reason);
-    let doc_id =
-        doc_id_for(root, path, &config.doc_id_prefix).ok_or_else(|| fail(format!("not inside the watched directory {}", root.display())))?;
+    let doc_id = doc_id_for(root, path, &config.doc_id_prefix)
+        .ok_or_else(|| fail(format!("not inside the watched directory {}", root.display())))?;
     let meta = fs::metadata(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
     if !meta.is_file() {
         return Err(fail("not a regular file".into()));

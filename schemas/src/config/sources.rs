@@ -336,9 +336,7 @@ impl DocIdNamespaces {
         for (i, source) in sources.iter().enumerate() {
             let name = source.name(i);
             match source {
-                SourceConfig::Watch(watch) => {
-                    namespaces.owned.push((name, Owned::Prefix(watch.doc_id_prefix.clone())))
-                }
+                SourceConfig::Watch(watch) => namespaces.owned.push((name, Owned::Prefix(watch.doc_id_prefix.clone()))),
                 SourceConfig::Git(git) => namespaces.owned.push((name, Owned::Prefix(git.id_prefix()))),
                 SourceConfig::Web(web) => {
                     let mut hosts: Vec<String> = web.allowed_domains.iter().map(|d| d.to_ascii_lowercase()).collect();

@@ -67,7 +67,10 @@ fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Resul
         last = app.engine.submit(changes).map_err(|e| anyhow::anyhow!("the engine refused the corpus: {e}"))?;
     }
     app.engine.flush();
-    anyhow::ensure!(app.engine.wait_committed(last, Duration::from_secs(3600)), "the corpus was not committed in an hour");
+    anyhow::ensure!(
+        app.engine.wait_committed(last, Duration::from_secs(3600)),
+        "the corpus was not committed in an hour"
+    );
     say(format_args!("corpus committed in {:.1} s; searching", started.elapsed().as_secs_f64()));
     let search = &app.config.search;
     let mut settings = vec![
@@ -105,7 +108,13 @@ pub(super) fn table(report: &RetrievalReport) -> String {
         "MRR@10"
     );
     for s in &report.settings {
-        out += &format!("{:<32} {:>22} {:>22} {:>22}\n", s.name, s.ndcg_at_10.to_string(), s.recall_at_10.to_string(), s.mrr_at_10.to_string());
+        out += &format!(
+            "{:<32} {:>22} {:>22} {:>22}\n",
+            s.name,
+            s.ndcg_at_10.to_string(),
+            s.recall_at_10.to_string(),
+            s.mrr_at_10.to_string()
+        );
     }
     if let Some(tuned) = &report.tuned {
         out += &format!(

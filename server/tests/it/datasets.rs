@@ -168,7 +168,8 @@ fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() 
     let mut snapshots = Vec::new();
     for round in 0..6 {
         let line = upsert_line(&format!("doc-{round}"), "Rivers", &article(&format!("rivers in year {round}"), 10));
-        let epoch = app.engine.submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()]).unwrap();
+        let epoch =
+            app.engine.submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()]).unwrap();
         app.engine.flush();
         assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
         let version = datasets.snapshot(&app.store).unwrap();
@@ -208,7 +209,11 @@ fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() 
         }
     }
     let data = app.store.data_dir();
-    assert_eq!(twinflow_sinks::datasets::versions(data, "instruct"), [1, 3, 5, 6], "pinned v1, v3 trained on, newest two");
+    assert_eq!(
+        twinflow_sinks::datasets::versions(data, "instruct"),
+        [1, 3, 5, 6],
+        "pinned v1, v3 trained on, newest two"
+    );
     assert!(!twinflow_sinks::datasets::version_dir(data, "instruct", 2).exists());
     // The table snapshots held for removed versions go with the next snapshot.
     app.store.snapshot().unwrap();
@@ -224,7 +229,9 @@ fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() 
     let seen: Vec<u64> = answer
         .batches
         .iter()
-        .flat_map(|b| arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(b.column(0)).values().to_vec())
+        .flat_map(|b| {
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(b.column(0)).values().to_vec()
+        })
         .collect();
     assert_eq!(seen, [1, 3, 5, 6]);
     app.shutdown().unwrap();

@@ -36,7 +36,8 @@ fn write_set(dir: &Path, shift: usize) {
     let corpus: String = topics
         .enumerate()
         .map(|(i, topic)| {
-            serde_json::json!({"_id": format!("doc-{i}"), "title": topic, "text": article(&topic, 3)}).to_string() + "\n"
+            serde_json::json!({"_id": format!("doc-{i}"), "title": topic, "text": article(&topic, 3)}).to_string()
+                + "\n"
         })
         .collect();
     std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
@@ -81,7 +82,8 @@ fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
         let ndcg = setting["ndcg_at_10"]["mean"].as_f64().unwrap();
         // One topic word per query, one document per topic: every setting finds it first.
         assert!(ndcg > 0.9, "{}: {ndcg}", setting["name"]);
-        let (low, high) = (setting["ndcg_at_10"]["low"].as_f64().unwrap(), setting["ndcg_at_10"]["high"].as_f64().unwrap());
+        let (low, high) =
+            (setting["ndcg_at_10"]["low"].as_f64().unwrap(), setting["ndcg_at_10"]["high"].as_f64().unwrap());
         assert!(low <= ndcg && ndcg <= high);
     }
     let tuned = &report["tuned"];

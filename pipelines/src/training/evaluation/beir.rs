@@ -58,19 +58,19 @@ impl BeirSet {
             let [query, doc, score] = fields[..] else {
                 return Err(Error::Config(format!("{qrels_file} line {}: expected query-id, corpus-id, score", n + 1)));
             };
-            let score: u32 = score
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| s.round() as u32)
-                .ok_or_else(|| Error::Config(format!("{qrels_file} line {}: score {score:?} is not a number", n + 1)))?;
+            let score: u32 =
+                score.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| s.round() as u32).ok_or_else(
+                    || Error::Config(format!("{qrels_file} line {}: score {score:?} is not a number", n + 1)),
+                )?;
             if score > 0 {
                 qrels.entry(query.to_owned()).or_default().insert(doc.to_owned(), score);
             }
         }
         let known: std::collections::HashSet<&str> = corpus.iter().map(|d| d.id.as_str()).collect();
-        if let Some((query, doc)) =
-            qrels.iter().flat_map(|(q, docs)| docs.keys().map(move |d| (q, d))).find(|(_, d)| !known.contains(d.as_str()))
+        if let Some((query, doc)) = qrels
+            .iter()
+            .flat_map(|(q, docs)| docs.keys().map(move |d| (q, d)))
+            .find(|(_, d)| !known.contains(d.as_str()))
         {
             return Err(Error::Config(format!("{qrels_file}: query {query} names document {doc}, not in the corpus")));
         }
@@ -105,9 +105,13 @@ mod tests {
             "{\"_id\":\"d1\",\"title\":\"One\",\"text\":\"first\"}\n{\"_id\":\"d2\",\"text\":\"second\"}\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("queries.jsonl"), "{\"_id\":\"q1\",\"text\":\"a?\"}\n{\"_id\":\"q2\",\"text\":\"b?\"}\n")
+        std::fs::write(
+            dir.path().join("queries.jsonl"),
+            "{\"_id\":\"q1\",\"text\":\"a?\"}\n{\"_id\":\"q2\",\"text\":\"b?\"}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td1\t0\n")
             .unwrap();
-        std::fs::write(dir.path().join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td1\t0\n").unwrap();
         let set = BeirSet::load(dir.path(), "test").unwrap();
         assert_eq!(set.corpus.len(), 2);
         assert_eq!(set.corpus[1].title, "");

@@ -19,8 +19,12 @@ const RESAMPLES: usize = 2_000;
 pub fn ndcg_at(ranked: &[&str], relevant: &BTreeMap<String, u32>, k: usize) -> f64 {
     let gain = |rel: u32| 2f64.powi(rel as i32) - 1.0;
     let discount = |i: usize| (i as f64 + 2.0).log2();
-    let dcg: f64 =
-        ranked.iter().take(k).enumerate().map(|(i, id)| relevant.get(*id).map_or(0.0, |r| gain(*r) / discount(i))).sum();
+    let dcg: f64 = ranked
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, id)| relevant.get(*id).map_or(0.0, |r| gain(*r) / discount(i)))
+        .sum();
     let mut ideal: Vec<u32> = relevant.values().copied().collect();
     ideal.sort_unstable_by(|a, b| b.cmp(a));
     let idcg: f64 = ideal.iter().take(k).enumerate().map(|(i, r)| gain(*r) / discount(i)).sum();

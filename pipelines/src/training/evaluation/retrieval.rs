@@ -150,7 +150,11 @@ fn normalised(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 /// Every document embedded whole (`title`, a blank line, `text`), ranked by cosine per query.
-fn rank_whole_documents(embedder: &dyn Embedder, set: &BeirSet, queries: &[Vec<f32>]) -> Result<Vec<Vec<String>>, Error> {
+fn rank_whole_documents(
+    embedder: &dyn Embedder,
+    set: &BeirSet,
+    queries: &[Vec<f32>],
+) -> Result<Vec<Vec<String>>, Error> {
     let texts: Vec<String> = set.corpus.iter().map(|d| format!("{}\n\n{}", d.title, d.text)).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let docs = embed_all(embedder, &refs)?;
