@@ -25,6 +25,8 @@ const K: usize = 10;
 const SEED: u64 = 21;
 /// The name of the whole-document baseline.
 pub const WHOLE_DOCUMENTS: &str = "whole-documents";
+/// The same baseline without the documents' titles (what the title adds).
+pub const WHOLE_DOCUMENTS_UNTITLED: &str = "whole-documents, no title";
 
 /// One setting's scores on a set of queries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,8 +118,10 @@ pub fn evaluate_retrieval(
         reports.push(score(name, Some(*mode), &rankings, &judged));
     }
     if whole_documents {
-        let rankings = rank_whole_documents(embedder, set, &vectors)?;
-        reports.push(score(WHOLE_DOCUMENTS, None, &rankings, &judged));
+        for (name, titled) in [(WHOLE_DOCUMENTS, true), (WHOLE_DOCUMENTS_UNTITLED, false)] {
+            let rankings = rank_whole_documents(embedder, set, &vectors, titled)?;
+            reports.push(score(name, None, &rankings, &judged));
+        }
     }
     let hybrids = reports.iter().filter(|r| matches!(r.mode, Some(SearchMode::Hybrid { .. }))).count();
     let tuned = (hybrids >= 2).then(|| tune(set, &reports));
@@ -149,13 +153,19 @@ fn normalised(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
-/// Every document embedded whole (`title`, a blank line, `text`), ranked by cosine per query.
+/// Every document embedded whole (with `titled`: `title`, a blank line,
+/// `text`), ranked by cosine per query.
 fn rank_whole_documents(
     embedder: &dyn Embedder,
     set: &BeirSet,
     queries: &[Vec<f32>],
+    titled: bool,
 ) -> Result<Vec<Vec<String>>, Error> {
-    let texts: Vec<String> = set.corpus.iter().map(|d| format!("{}\n\n{}", d.title, d.text)).collect();
+    let texts: Vec<String> = set
+        .corpus
+        .iter()
+        .map(|d| if titled { format!("{}\n\n{}", d.title, d.text) } else { d.text.clone() })
+        .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let docs = embed_all(embedder, &refs)?;
     Ok(queries
