@@ -161,11 +161,8 @@ fn rank_whole_documents(
     queries: &[Vec<f32>],
     titled: bool,
 ) -> Result<Vec<Vec<String>>, Error> {
-    let texts: Vec<String> = set
-        .corpus
-        .iter()
-        .map(|d| if titled { format!("{}\n\n{}", d.title, d.text) } else { d.text.clone() })
-        .collect();
+    let texts: Vec<String> =
+        set.corpus.iter().map(|d| if titled { format!("{}\n\n{}", d.title, d.text) } else { d.text.clone() }).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let docs = embed_all(embedder, &refs)?;
     Ok(queries
