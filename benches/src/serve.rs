@@ -58,6 +58,7 @@ fn serve(mut config: Config) -> anyhow::Result<(Arc<twinflow_server::App>, tokio
         name: "bench".into(),
         scopes: vec![twinflow_schemas::auth::Scope::Admin],
         sha256: twinflow_schemas::auth::key_sha256(bench_key()),
+        scram: None,
     }];
     let app = twinflow_server::App::start(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -286,8 +286,18 @@ mod tests {
         let key = generate_key().unwrap();
         assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 43, "{key}");
         let ring = KeyRing::new(&[
-            KeyConfig { name: "reader".into(), scopes: vec![Scope::Read], sha256: key_sha256(&key).to_uppercase() },
-            KeyConfig { name: "other".into(), scopes: vec![Scope::Write], sha256: key_sha256("tfk_other") },
+            KeyConfig {
+                name: "reader".into(),
+                scopes: vec![Scope::Read],
+                sha256: key_sha256(&key).to_uppercase(),
+                scram: None,
+            },
+            KeyConfig {
+                name: "other".into(),
+                scopes: vec![Scope::Write],
+                sha256: key_sha256("tfk_other"),
+                scram: None,
+            },
         ])
         .unwrap();
         let who = ring.check(&key).unwrap();
@@ -302,9 +312,9 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_refused_by_name() {
-        let bad = KeyConfig { name: "x".into(), scopes: vec![Scope::Read], sha256: "12ab".into() };
+        let bad = KeyConfig { name: "x".into(), scopes: vec![Scope::Read], sha256: "12ab".into(), scram: None };
         assert!(matches!(KeyRing::new(&[bad]), Err(KeyError::BadDigest { name }) if name == "x"));
-        let none = KeyConfig { name: "y".into(), scopes: vec![], sha256: key_sha256("k") };
+        let none = KeyConfig { name: "y".into(), scopes: vec![], sha256: key_sha256("k"), scram: None };
         assert!(matches!(KeyRing::new(&[none]), Err(KeyError::NoScopes { .. })));
     }
 

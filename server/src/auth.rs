@@ -36,6 +36,7 @@ use twinflow_schemas::config::{AuthMode, Config};
 
 use crate::api::ApiError;
 use crate::app::App;
+use crate::scram::Verifier;
 
 /// The media types of request bodies the API documents. None of them is
 /// one a page of another site may send without a CORS preflight.
@@ -69,6 +70,8 @@ pub struct Gate {
     allowed_origins: Vec<String>,
     cluster_secret: Option<String>,
     admin_key_file: Option<PathBuf>,
+    /// The keys Postgres clients log in to with SCRAM, by name.
+    scram: HashMap<String, (Verifier, Principal)>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -85,6 +88,7 @@ impl Gate {
         let auth = &config.auth;
         let mut ring = KeyRing::new(&auth.keys)?;
         let mut admin_key_file = None;
+        let mut scram = HashMap::new();
         match auth.mode {
             AuthMode::None => {
                 let addrs = std::iter::once(config.server.addr).chain(config.server.pg_addr);
@@ -102,8 +106,23 @@ impl Gate {
                 let (key, _) = twinflow_schemas::auth::load_or_create_admin_key(dir)?;
                 ring = ring.with_key("admin", &key, &Scope::ALL);
                 admin_key_file = Some(twinflow_schemas::auth::admin_key_path(dir));
+                let principal = Principal { name: "admin".into(), scopes: Scope::ALL.to_vec() };
+                scram.insert(principal.name.clone(), (Verifier::derive(&key)?, principal));
             }
-            AuthMode::Keys => {}
+            AuthMode::Keys => {
+                for key in &auth.keys {
+                    let Some(text) = &key.scram else { continue };
+                    let verifier =
+                        Verifier::parse(text).map_err(|e| anyhow::anyhow!("key {:?}: scram: {e}", key.name))?;
+                    let principal = Principal { name: key.name.clone(), scopes: key.scopes.clone() };
+                    anyhow::ensure!(
+                        scram.insert(key.name.clone(), (verifier, principal)).is_none(),
+                        "two keys named {:?} have a scram verifier: Postgres clients log in by the key's name, so \
+                         it must be unique",
+                        key.name
+                    );
+                }
+            }
         }
         Ok(Self {
             mode: auth.mode,
@@ -113,6 +132,7 @@ impl Gate {
             allowed_origins: auth.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
             cluster_secret: auth.cluster_secret.clone().filter(|s| !s.is_empty()),
             admin_key_file,
+            scram,
         })
     }
 
@@ -129,6 +149,12 @@ impl Gate {
     /// Who holds `key`, if it is a configured key.
     pub fn check_key(&self, key: &str) -> Option<Principal> {
         self.ring.check(key)
+    }
+
+    /// The SCRAM verifier of the key named `name` and who holds it, when
+    /// that key has one (a Postgres login as `name` then uses SCRAM).
+    pub fn scram_login(&self, name: &str) -> Option<&(Verifier, Principal)> {
+        self.scram.get(name)
     }
 
     /// A new session for `principal`: its token (the cookie's value) and lifetime.

@@ -40,6 +40,7 @@ pub mod listen;
 pub mod metrics;
 pub mod pgwire;
 mod progress;
+pub mod scram;
 pub mod tls;
 pub mod ui;
 

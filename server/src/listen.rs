@@ -32,7 +32,11 @@ pub async fn serve_http(
 pub fn pg_server(app: &App) -> anyhow::Result<crate::pgwire::PgServer> {
     let server = crate::pgwire::PgServer::new(app.store.clone(), app.config.server.sql_timeout, app.gate.clone());
     Ok(match &app.config.server.tls {
-        Some(tls) => server.with_tls(crate::tls::server_config(tls, &[b"postgresql"])?),
+        Some(tls) => {
+            let certificate = std::fs::read(&tls.cert)
+                .map_err(|e| anyhow::anyhow!("cannot read the TLS certificate {}: {e}", tls.cert.display()))?;
+            server.with_tls(crate::tls::server_config(tls, &[b"postgresql"])?, &certificate)
+        }
         None => server,
     })
 }

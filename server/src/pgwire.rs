@@ -18,15 +18,23 @@
 //! (read-only) for statements that would change anything, `42601` for the
 //! rest of what DataFusion refuses.
 //!
-//! A client logs in with an API key as its password (any user name): a key
-//! with the `read` scope. The password travels as Postgres's `password`
-//! method sends it, so with `[server.tls]` the endpoint speaks TLS (after
-//! an `SSLRequest`, or directly with ALPN `postgresql`) and refuses a
-//! password on a connection without it (`sslmode=require` or stricter);
-//! without TLS, keep the port on loopback or a trusted network. (SCRAM
-//! would need the key itself or a verifier derived from it on the server,
-//! which keeps only each key's SHA-256.) With `[auth] mode = "none"`
-//! (loopback only) no password is asked.
+//! A client logs in with an API key that has the `read` scope, in one of
+//! two ways, chosen by the user name it sends:
+//!
+//! ```text
+//!  user = a key's name, and the key has a `scram` verifier ─▶ SCRAM-SHA-256 (-PLUS over TLS):
+//!                                                             the key never crosses the network
+//!  any other user name                                     ─▶ the key as the password (`password`)
+//! ```
+//!
+//! Either way the key's scope is checked once the key is proven. With
+//! `[server.tls]` the endpoint speaks TLS (after an `SSLRequest`, or
+//! directly with ALPN `postgresql`), refuses every login on a connection
+//! without it (`sslmode=require` or stricter), and offers channel binding
+//! (`SCRAM-SHA-256-PLUS`, `tls-server-end-point`), which ties the proof to
+//! this server's certificate. Without TLS, a password login sends the key in
+//! clear: keep the port on loopback or a trusted network, or give the keys
+//! verifiers. With `[auth] mode = "none"` (loopback only) no key is asked.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -37,9 +45,6 @@ use arrow::datatypes::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use futures_util::stream;
-use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -47,14 +52,18 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use twinflow_schemas::auth::Scope;
 use twinflow_sinks::{SqlAnswer, Store};
 
 use crate::auth::Gate;
+
+mod login;
+mod socket;
+
+use login::Startup;
 
 /// The handlers of one server; cheap to share between connections.
 pub struct PgServer {
@@ -81,15 +90,16 @@ impl PgServer {
     /// A server over `store`'s tables, logging clients in by `gate`'s keys;
     /// a query running longer than `timeout` is cancelled.
     pub fn new(store: Arc<Store>, timeout: std::time::Duration, gate: Arc<Gate>) -> Self {
-        let startup = Arc::new(Startup::new(&gate, false));
+        let startup = Arc::new(Startup::new(&gate, None));
         Self { store, parser: Arc::new(NoopQueryParser::new()), startup, timeout, gate, tls: None }
     }
 
     /// This server, speaking TLS with `config` to the clients that ask for
-    /// it, and asking a password only of those.
-    pub fn with_tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+    /// it and logging in only those; `certificate` (PEM, the server's
+    /// certificate first) is what SCRAM's channel binding binds to.
+    pub fn with_tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>, certificate: &[u8]) -> Self {
         self.tls = Some(pgwire::tokio::TlsAcceptor::from(config));
-        self.startup = Arc::new(Startup::new(&self.gate, true));
+        self.startup = Arc::new(Startup::new(&self.gate, Some(certificate)));
         self
     }
 
@@ -99,9 +109,9 @@ impl PgServer {
         loop {
             match listener.accept().await {
                 Ok((socket, peer)) => {
-                    let (handlers, tls) = (server.clone(), server.tls.clone());
+                    let (server, tls) = (server.clone(), server.tls.clone());
                     tokio::spawn(async move {
-                        if let Err(error) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                        if let Err(error) = socket::serve(socket, tls, server).await {
                             tracing::debug!(%peer, %error, "postgres connection ended with an error");
                         }
                     });
@@ -273,87 +283,6 @@ fn query_response(answer: &SqlAnswer, format: &Format) -> PgWireResult<Response>
     Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
 }
 
-/// How a client logs in: with a key as its password (over TLS only when
-/// `tls`), or (`mode = "none"`) not at all.
-enum Startup {
-    Open(OpenStartup),
-    Keys { keys: CleartextPasswordAuthStartupHandler<KeyPasswords, DefaultServerParameterProvider>, tls: bool },
-}
-
-impl Startup {
-    fn new(gate: &Arc<Gate>, tls: bool) -> Self {
-        if gate.needs_keys() {
-            let keys = CleartextPasswordAuthStartupHandler::new(
-                KeyPasswords(gate.clone()),
-                DefaultServerParameterProvider::default(),
-            );
-            Self::Keys { keys, tls }
-        } else {
-            Self::Open(OpenStartup)
-        }
-    }
-}
-
-impl Debug for Startup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Open(_) => "Startup::Open",
-            Self::Keys { tls: false, .. } => "Startup::Keys",
-            Self::Keys { tls: true, .. } => "Startup::Keys(TLS)",
-        })
-    }
-}
-
-#[derive(Debug)]
-struct OpenStartup;
-
-impl NoopStartupHandler for OpenStartup {}
-
-#[async_trait]
-impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
-    where
-        C: ClientInfo + futures_util::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as futures_util::Sink<PgWireBackendMessage>>::Error>,
-    {
-        match self {
-            Self::Open(open) => open.on_startup(client, message).await,
-            Self::Keys { tls: true, .. } if !client.is_secure() => {
-                // Before the password is asked for, so it never crosses the network in clear.
-                let info = ErrorInfo::new(
-                    "FATAL".to_owned(),
-                    "28000".to_owned(),
-                    "this server takes passwords over TLS only: connect with sslmode=require (or verify-full)"
-                        .to_owned(),
-                );
-                Err(PgWireError::UserError(Box::new(info)))
-            }
-            Self::Keys { keys, .. } => keys.on_startup(client, message).await,
-        }
-    }
-}
-
-/// A password is an API key with the `read` scope.
-#[derive(Debug)]
-struct KeyPasswords(Arc<Gate>);
-
-#[async_trait]
-impl AuthSource for KeyPasswords {
-    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        // Keys are kept as digests: there is no password to hand out, only ones to check.
-        Err(PgWireError::InvalidPassword(login.user().unwrap_or_default().to_owned()))
-    }
-
-    async fn verify_password(&self, login: &LoginInfo, presented: &[u8]) -> PgWireResult<Option<()>> {
-        let principal = std::str::from_utf8(presented).ok().and_then(|key| self.0.check_key(key.trim()));
-        match principal {
-            Some(principal) if principal.allows(Scope::Read) => Ok(None),
-            _ => Err(PgWireError::InvalidPassword(login.user().unwrap_or_default().to_owned())),
-        }
-    }
-}
-
 #[async_trait]
 impl SimpleQueryHandler for PgServer {
     async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -425,33 +354,6 @@ impl ExtendedQueryHandler for PgServer {
     {
         let answer = self.answer(&target.statement.statement).await?;
         Ok(DescribePortalResponse::new(fields(&answer, &target.result_column_format)))
-    }
-}
-
-impl PgWireServerHandlers for PgServer {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::new(self.clone_handle())
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::new(self.clone_handle())
-    }
-
-    fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        self.startup.clone()
-    }
-}
-
-impl PgServer {
-    fn clone_handle(&self) -> Self {
-        Self {
-            store: self.store.clone(),
-            parser: self.parser.clone(),
-            startup: self.startup.clone(),
-            timeout: self.timeout,
-            gate: self.gate.clone(),
-            tls: self.tls.clone(),
-        }
     }
 }
 

@@ -28,6 +28,13 @@ pub struct KeyConfig {
     pub scopes: Vec<Scope>,
     /// Lower-case hex SHA-256 of the whole key (`twinflow keys create` prints both).
     pub sha256: String,
+    /// The key's SCRAM-SHA-256 verifier, in PostgreSQL's form
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, as
+    /// `twinflow keys create` prints it). With one, a Postgres client that
+    /// logs in as the key's `name` proves it holds the key without sending
+    /// it; without one, the key is sent as the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram: Option<String>,
 }
 
 /// Authentication and the browser rules.

@@ -138,7 +138,8 @@ pub struct EvalRetrievalArgs {
 /// `twinflow keys …`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Print a new random key and the `[auth] keys` entry that admits it.
+    /// Print a new random key and the `[auth] keys` entry that admits it
+    /// (its SHA-256, and the SCRAM verifier Postgres clients log in with as `name`).
     Create {
         /// Who holds it (shown in the server's log).
         #[arg(long)]

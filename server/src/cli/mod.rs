@@ -98,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("name = {name:?}");
             println!("scopes = {scopes:?}");
             println!("sha256 = {:?}", twinflow_schemas::auth::key_sha256(&key));
+            println!("scram = {:?}", crate::scram::Verifier::derive(&key)?.to_string());
             Ok(())
         }
         Command::Eval { command: EvalCommand::Retrieval(args) } => {

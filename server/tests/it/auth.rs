@@ -202,7 +202,21 @@ fn a_first_start_makes_the_admin_key_and_none_is_refused_off_loopback() {
     let key = twinflow_schemas::auth::read_admin_key(&data).expect("an admin key was written");
     assert!(app.gate.check_key(&key).is_some_and(|p| p.allows(twinflow_schemas::auth::Scope::Admin)));
     assert!(app.gate.check_key(ADMIN_KEY).is_none(), "only the generated key when none is configured");
+    let (_, principal) = app.gate.scram_login("admin").expect("Postgres clients log in as admin with SCRAM");
+    assert!(principal.allows(twinflow_schemas::auth::Scope::Admin));
     app.shutdown().unwrap();
+
+    // A malformed verifier, or two keys of one name with verifiers, stop the start naming the key.
+    let mut config = twinflow_schemas::config::Config::default();
+    config.storage.data_dir = dir.path().join("scram");
+    config.auth.keys = crate::fixtures::test_keys();
+    config.auth.keys[1].scram = Some("SCRAM-SHA-256$4096:c2FsdA==$AA==:AA==".into());
+    let refused = twinflow_server::auth::Gate::open(&config).unwrap_err().to_string();
+    assert!(refused.contains("\"reader\"") && refused.contains("32 bytes"), "{refused}");
+    crate::fixtures::give_scram_verifiers(&mut config);
+    config.auth.keys[2].name = "reader".into();
+    let refused = twinflow_server::auth::Gate::open(&config).unwrap_err().to_string();
+    assert!(refused.contains("two keys named \"reader\""), "{refused}");
 
     let mut config = twinflow_schemas::config::Config::default();
     config.storage.data_dir = dir.path().join("open");

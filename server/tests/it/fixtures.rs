@@ -13,11 +13,29 @@ pub(crate) const ADMIN_KEY: &str = "tfk_test-admin-key";
 pub(crate) const READ_KEY: &str = "tfk_test-read-key";
 pub(crate) const WRITE_KEY: &str = "tfk_test-write-key";
 
+/// The test keys: (name, scope, key).
+const TEST_KEYS: [(&str, Scope, &str); 3] =
+    [("admin", Scope::Admin, ADMIN_KEY), ("reader", Scope::Read, READ_KEY), ("writer", Scope::Write, WRITE_KEY)];
+
 pub(crate) fn test_keys() -> Vec<KeyConfig> {
-    [("admin", Scope::Admin, ADMIN_KEY), ("reader", Scope::Read, READ_KEY), ("writer", Scope::Write, WRITE_KEY)]
+    TEST_KEYS
         .into_iter()
-        .map(|(name, scope, key)| KeyConfig { name: name.into(), scopes: vec![scope], sha256: key_sha256(key) })
+        .map(|(name, scope, key)| KeyConfig {
+            name: name.into(),
+            scopes: vec![scope],
+            sha256: key_sha256(key),
+            scram: None,
+        })
         .collect()
+}
+
+/// Gives each test key of `config` its SCRAM verifier, as `twinflow keys create` prints it.
+pub(crate) fn give_scram_verifiers(config: &mut Config) {
+    for key in &mut config.auth.keys {
+        if let Some((.., secret)) = TEST_KEYS.iter().find(|(name, ..)| *name == key.name) {
+            key.scram = Some(twinflow_server::scram::Verifier::derive(secret).unwrap().to_string());
+        }
+    }
 }
 
 /// The `[auth]` section of a test's config file: the admin test key.

@@ -2,7 +2,8 @@
 //! (simple query protocol; `.ci/run` installs it, elsewhere that part is
 //! skipped without it) and `tokio-postgres` (extended protocol, binary
 //! results). Queries over the live tables, a change log, and a versioned
-//! dataset; writes refused with SQLSTATE 25006.
+//! dataset; writes refused with SQLSTATE 25006. Logins with a key as the
+//! password, and with SCRAM-SHA-256 as a key's name.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -12,11 +13,11 @@ use twinflow_schemas::{ChangeLimits, parse_change};
 use twinflow_server::App;
 use twinflow_server::pgwire::PgServer;
 
-use crate::fixtures::{app, article, upsert_line};
+use crate::fixtures::{READ_KEY, WRITE_KEY, app_with, article, give_scram_verifiers, upsert_line};
 
-/// An app with three documents and one dataset version.
+/// An app with three documents and one dataset version; its keys have SCRAM verifiers.
 fn app_with_data(dir: &std::path::Path) -> Arc<App> {
-    let app = app(dir);
+    let app = app_with(dir, give_scram_verifiers);
     let lines = [
         upsert_line("rivers", "Rivers", &article("rivers and boats", 8)),
         upsert_line("taxes", "Taxes", &article("taxes and budgets", 8)),
@@ -32,13 +33,13 @@ fn app_with_data(dir: &std::path::Path) -> Arc<App> {
 }
 
 fn psql(port: u16, sql: &str) -> Option<std::process::Output> {
-    psql_with(port, crate::fixtures::READ_KEY, sql)
+    psql_with(port, "twinflow", READ_KEY, sql)
 }
 
-/// `psql` logging in with `key` as its password.
-fn psql_with(port: u16, key: &str, sql: &str) -> Option<std::process::Output> {
+/// `psql` logging in as `user` with `key` as its password.
+fn psql_with(port: u16, user: &str, key: &str, sql: &str) -> Option<std::process::Output> {
     Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "twinflow", "-d", "twinflow"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "twinflow"])
         .args(["-X", "-A", "-t", "-F", "|", "-c", sql])
         .env("PGCONNECT_TIMEOUT", "10")
         .env("PGPASSWORD", key)
@@ -67,12 +68,22 @@ fn psql_and_a_driver_query_tables_change_logs_and_datasets() {
             let out = psql(port, "SELECT COUNT(*) > 0 FROM instruct_dataset WHERE dataset_version = 1").unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{}", String::from_utf8_lossy(&out.stderr));
             // A key is the password: one that is not a key, or has no `read` scope, logs nobody in.
-            for key in ["tfk_not-a-key", crate::fixtures::WRITE_KEY] {
-                let out = psql_with(port, key, "SELECT 1").unwrap();
-                assert!(!out.status.success());
+            // As a key's name, the login is SCRAM (see `logins_by_key_name_use_scram`): the same rules hold.
+            for (user, key) in [
+                ("twinflow", "tfk_not-a-key"),
+                ("twinflow", WRITE_KEY),
+                ("reader", "tfk_not-a-key"),
+                ("reader", WRITE_KEY),
+                ("writer", WRITE_KEY),
+            ] {
+                let out = psql_with(port, user, key, "SELECT 1").unwrap();
+                assert!(!out.status.success(), "{user} with {key} logged in");
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 assert!(stderr.to_lowercase().contains("password authentication failed"), "{stderr}");
             }
+            let out = psql_with(port, "reader", READ_KEY, "SELECT COUNT(*) FROM documents").unwrap();
+            assert!(out.status.success(), "SCRAM login: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
             let out = psql(port, "DELETE FROM documents").unwrap();
             assert!(!out.status.success());
             assert!(
@@ -85,11 +96,15 @@ fn psql_and_a_driver_query_tables_change_logs_and_datasets() {
 
     // tokio-postgres: the extended protocol (parse, describe, bind, execute), binary results.
     runtime.block_on(async {
-        let login = |key: &str| format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={key}");
-        let refused = tokio_postgres::connect(&login("tfk_not-a-key"), tokio_postgres::NoTls).await;
-        assert!(refused.is_err(), "a password that is no key is refused");
-        let (client, connection) =
-            tokio_postgres::connect(&login(crate::fixtures::READ_KEY), tokio_postgres::NoTls).await.unwrap();
+        let login = |user: &str, key: &str| format!("host=127.0.0.1 port={port} user={user} dbname=twinflow password={key}");
+        for user in ["twinflow", "reader"] {
+            let refused = tokio_postgres::connect(&login(user, "tfk_not-a-key"), tokio_postgres::NoTls).await;
+            assert!(refused.is_err(), "a password that is no key is refused");
+        }
+        let (scram, connection) = tokio_postgres::connect(&login("reader", READ_KEY), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        assert_eq!(scram.query_one("SELECT 6 * 7", &[]).await.unwrap().get::<_, i64>(0), 42);
+        let (client, connection) = tokio_postgres::connect(&login("twinflow", READ_KEY), tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         let rows = client.query("SELECT doc_id, version FROM documents ORDER BY doc_id", &[]).await.unwrap();
         let docs: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -123,8 +138,49 @@ fn psql_and_a_driver_query_tables_change_logs_and_datasets() {
     app.shutdown().unwrap();
 }
 
+/// What the server asks a client that starts up as `user` for: the
+/// authentication request's code (3: a password, 10: SASL) and its body.
+fn auth_request(port: u16, user: &str) -> (u32, Vec<u8>) {
+    use std::io::{Read, Write};
+
+    let body = [b"\x00\x03\x00\x00user\x00".as_slice(), user.as_bytes(), b"\x00database\x00twinflow\x00\x00"].concat();
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket.write_all(&[&((body.len() + 4) as u32).to_be_bytes()[..], &body].concat()).unwrap();
+    let mut head = [0u8; 9];
+    socket.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], b'R', "an authentication request");
+    let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len - 8];
+    socket.read_exact(&mut rest).unwrap();
+    (u32::from_be_bytes(head[5..9].try_into().unwrap()), rest)
+}
+
+/// A key with a verifier logs in by its name with SCRAM-SHA-256, so the key
+/// never crosses the network; any other user name is asked for the key as
+/// a password. (No channel binding without TLS: `tls.rs` checks `-PLUS`.)
+#[test]
+fn logins_by_key_name_use_scram() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with(dir.path(), |config| {
+        give_scram_verifiers(config);
+        config.auth.keys.retain(|k| k.name != "writer");
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(PgServer::new(app.store.clone(), Duration::from_secs(30), app.gate.clone()).serve(listener));
+    for user in ["reader", "admin"] {
+        assert_eq!(auth_request(port, user), (10, b"SCRAM-SHA-256\0\0".to_vec()), "{user}: SASL, SCRAM-SHA-256 only");
+    }
+    for user in ["twinflow", "writer", "Reader"] {
+        assert_eq!(auth_request(port, user).0, 3, "{user}: no key of that name, so a password");
+    }
+    app.shutdown().unwrap();
+}
+
 /// Hostile bytes on the Postgres port: random and mutated startup,
-/// password and query messages, before and after a login. Each connection
+/// password, SCRAM and query messages, before and after a login. Each connection
 /// ends or is refused; none panics a connection task; and a real client
 /// still logs in and queries afterwards.
 #[test]
@@ -135,7 +191,7 @@ fn hostile_messages_leave_the_endpoint_serving() {
     use proptest::test_runner::{Config, TestRunner};
 
     let dir = tempfile::tempdir().unwrap();
-    let app = app(dir.path());
+    let app = app_with(dir.path(), give_scram_verifiers);
     // Its own thread names, so the panic count sees this endpoint's connection tasks only.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -156,28 +212,36 @@ fn hostile_messages_leave_the_endpoint_serving() {
         hook(info);
     }));
 
-    // A valid startup message (protocol 3.0, user twinflow) and a password message with the read key.
-    let startup = {
-        let body = b"\x00\x03\x00\x00user\x00twinflow\x00database\x00twinflow\x00\x00";
-        [&((body.len() + 4) as u32).to_be_bytes()[..], body].concat()
+    // Two conversations: a password login (user twinflow, the read key) and a
+    // SCRAM one (user reader: client-first, then a client-final whose proof is wrong).
+    let startup = |user: &str| {
+        let body =
+            [b"\x00\x03\x00\x00user\x00".as_slice(), user.as_bytes(), b"\x00database\x00twinflow\x00\x00"].concat();
+        [&((body.len() + 4) as u32).to_be_bytes()[..], &body].concat()
     };
-    let password = {
-        let key = format!("{}\0", crate::fixtures::READ_KEY);
-        [b"p".as_slice(), &((key.len() + 4) as u32).to_be_bytes(), key.as_bytes()].concat()
-    };
+    let password_message = |body: &[u8]| [b"p".as_slice(), &((body.len() + 4) as u32).to_be_bytes(), body].concat();
+    let password = password_message(format!("{READ_KEY}\0").as_bytes());
+    let client_first = b"n,,n=,r=fyko+d2lbbFgONRv9qkxdawL";
+    let scram_first = password_message(
+        &[b"SCRAM-SHA-256\0".as_slice(), &(client_first.len() as u32).to_be_bytes(), client_first].concat(),
+    );
+    let scram_final = password_message(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL,p=dHpbWHJlYWxseW5vdHByb29m");
     let query = [b"Q".as_slice(), &13u32.to_be_bytes(), b"SELECT 1\0"].concat();
+    let conversations: [[Vec<u8>; 3]; 2] =
+        [[startup("twinflow"), password, query], [startup("reader"), scram_first, scram_final]];
     let answered = std::sync::atomic::AtomicUsize::new(0);
     let mut runner = TestRunner::new(Config { cases: 300, failure_persistence: None, ..Config::default() });
     let strategy = (
+        0usize..2,
         0u8..4,
         prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..6),
         prop::collection::vec(any::<u8>(), 0..64),
     );
     runner
-        .run(&strategy, |(stage, edits, tail)| {
+        .run(&strategy, |(conversation, stage, edits, tail)| {
             // A prefix of a good conversation, then a mutated message, then random bytes.
             let mut bytes = Vec::new();
-            let good: [&[u8]; 3] = [&startup, &password, &query];
+            let good = &conversations[conversation];
             for message in good.iter().take(stage as usize) {
                 bytes.extend_from_slice(message);
             }
@@ -204,12 +268,15 @@ fn hostile_messages_leave_the_endpoint_serving() {
     assert_eq!(panics.load(std::sync::atomic::Ordering::SeqCst), 0, "a connection task panicked");
     let _ = std::panic::take_hook();
     runtime.block_on(async {
-        let login =
-            format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={}", crate::fixtures::READ_KEY);
+        let login = format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={READ_KEY}");
         let (client, connection) = tokio_postgres::connect(&login, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         let row = client.query_one("SELECT 41 + 1 AS n", &[]).await.unwrap();
         assert_eq!(row.get::<_, i64>(0), 42);
+        let scram = format!("host=127.0.0.1 port={port} user=reader dbname=twinflow password={READ_KEY}");
+        let (client, connection) = tokio_postgres::connect(&scram, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i64>(0), 1);
     });
     app.shutdown().unwrap();
 }

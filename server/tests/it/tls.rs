@@ -1,8 +1,9 @@
 //! TLS on both endpoints (`[server.tls]`), with the test-only CA and
 //! `localhost` certificate of `server/tests/tls/`: HTTPS answers clients that
 //! trust the CA and nobody speaking plain HTTP; the session cookie is
-//! `Secure`; Debian's `psql` connects with `sslmode=verify-full` and is
-//! refused, before any password is sent, without TLS.
+//! `Secure`; Debian's `psql` connects with `sslmode=verify-full` (with a
+//! password, and with SCRAM bound to the certificate) and is refused,
+//! before any key is sent, without TLS.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use reqwest::StatusCode;
 use twinflow_schemas::config::TlsConfig;
 use twinflow_server::App;
 
-use crate::fixtures::{ADMIN_KEY, READ_KEY, app_with};
+use crate::fixtures::{ADMIN_KEY, READ_KEY, app_with, give_scram_verifiers};
 
 fn material(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tls").join(name)
@@ -23,6 +24,7 @@ fn material(name: &str) -> PathBuf {
 /// An app serving HTTPS and pgwire over TLS on loopback: (app, its runtime, HTTPS port, Postgres port).
 fn tls_app(dir: &std::path::Path) -> (Arc<App>, tokio::runtime::Runtime, u16, u16) {
     let app = app_with(dir, |config| {
+        give_scram_verifiers(config);
         config.server.tls =
             Some(TlsConfig { cert: material("server.crt"), key: material("server.key"), ca: Some(material("ca.crt")) });
     });
@@ -86,10 +88,10 @@ fn https_and_postgres_over_tls_with_a_private_ca() {
     assert!(!answer.starts_with(b"HTTP/1.1 200"), "plain HTTP was answered: {}", String::from_utf8_lossy(&answer));
 
     // psql: verify-full against the CA works; without TLS the password is never asked for.
-    let psql = |sslmode: &str| {
+    let psql_as = |user: &str, options: &str| {
         Command::new("psql")
             .arg(format!(
-                "host=localhost port={pg_port} user=twinflow dbname=twinflow sslmode={sslmode} sslrootcert={}",
+                "host=localhost port={pg_port} user={user} dbname=twinflow {options} sslrootcert={}",
                 material("ca.crt").display()
             ))
             .args(["-X", "-A", "-t", "-c", "SELECT COUNT(*) FROM documents"])
@@ -97,6 +99,7 @@ fn https_and_postgres_over_tls_with_a_private_ca() {
             .env("PGPASSWORD", READ_KEY)
             .output()
     };
+    let psql = |sslmode: &str| psql_as("twinflow", &format!("sslmode={sslmode}"));
     match psql("verify-full") {
         Err(_) => twinflow_schemas::testing::tool_missing("psql", "apt-get install postgresql-client"),
         Ok(out) => {
@@ -106,6 +109,11 @@ fn https_and_postgres_over_tls_with_a_private_ca() {
             assert!(!plain.status.success());
             let stderr = String::from_utf8_lossy(&plain.stderr);
             assert!(stderr.contains("TLS only"), "{stderr}");
+            // As the key's name: SCRAM-SHA-256-PLUS, the proof bound to this server's certificate.
+            let bound = psql_as("reader", "sslmode=verify-full channel_binding=require").unwrap();
+            assert!(bound.status.success(), "SCRAM with channel binding: {}", String::from_utf8_lossy(&bound.stderr));
+            let plain = psql_as("reader", "sslmode=disable").unwrap();
+            assert!(String::from_utf8_lossy(&plain.stderr).contains("TLS only"));
         }
     }
     app.shutdown().unwrap();
