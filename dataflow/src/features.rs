@@ -15,27 +15,43 @@ use crate::text;
 /// One derived row of a document.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Derived {
-    Chunk(ChunkRow),
+    /// A chunk, and the title context its vector is computed with (see
+    /// [`Derived::passage`]).
+    Chunk(ChunkRow, Option<String>),
     Instruct(InstructRow),
+}
+
+impl Derived {
+    /// What a chunk's vector is computed from: `(chunk_id, passage)`.
+    pub fn passage(chunk: &ChunkRow, context: Option<&str>) -> (Hash128, String) {
+        (chunk.chunk_id, text::passage(context, &chunk.text))
+    }
 }
 
 /// Cleans, chunks and writes instruct samples for one document version.
 ///
 /// Chunks are cut by characters (`chunking`), then any chunk longer than the
 /// embedder's [`max_tokens`](Embedder::max_tokens), counted by its own
-/// tokenizer, is split until it fits: no chunk is silently truncated by the
-/// model. Each chunk's `token_estimate` is the embedder's count.
+/// tokenizer, less what the title context takes (`chunking.title_context`),
+/// is split until it fits: no passage is silently truncated by the model.
+/// Each chunk's `token_estimate` is the embedder's count of its text.
 pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig, embedder: &dyn Embedder) -> Vec<Derived> {
     let cleaned = text::clean_as(&doc.content, doc.format);
     let spec = chunking.for_kind(doc.kind);
     let source = text::InstructSource { doc_id: &doc.doc_id, title: &doc.title, author: &doc.author, kind: doc.kind };
     let count = |t: &str| embedder.count_tokens(t);
     let max_tokens = embedder.max_tokens().unwrap_or(usize::MAX);
-    let pieces = text::fit_tokens(text::chunk(&cleaned, doc.kind, spec), max_tokens, &count);
+    let context = chunking.title_context.then(|| text::title_context(&doc.title, max_tokens, &count)).flatten();
+    // The context's tokens and the blank line's, counted as the model will see them.
+    let budget = match &context {
+        Some(context) => max_tokens.saturating_sub(count(&text::passage(Some(context), "")).max(1)),
+        None => max_tokens,
+    };
+    let pieces = text::fit_tokens(text::chunk(&cleaned, doc.kind, spec), budget, &count);
     let mut out = Vec::new();
     for (ordinal, piece) in pieces.into_iter().enumerate() {
         let row = ChunkRow {
-            chunk_id: text::chunk_id(&piece.text),
+            chunk_id: text::chunk_id(&text::passage(context.as_deref(), &piece.text)),
             doc_id: doc.doc_id.clone(),
             ordinal: ordinal as u32,
             text: piece.text,
@@ -46,7 +62,7 @@ pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig, embedder: &
         if let Some(sample) = text::offline_instructions(&source, &row) {
             out.push(Derived::Instruct(sample));
         }
-        out.push(Derived::Chunk(row));
+        out.push(Derived::Chunk(row, context.clone()));
     }
     out
 }

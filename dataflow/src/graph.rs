@@ -3,14 +3,15 @@
 //! ```text
 //! documents ─┬──────────────────────────────────────────────▶ OutRow::Document
 //!            └─ derive (clean, chunk, instruct) ─┬─ chunks ──▶ OutRow::Chunk
-//!                                                │   └─ (hash, text) ─ distinct ─┬─ embed ─▶ OutRow::Embedding
-//!                                                │                               └─ + embeddings ─ drift stats ─▶ OutRow::Drift
+//!                                                │   └─ (id, title + text) ─ distinct ─┬─ embed ─▶ OutRow::Embedding
+//!                                                │   └─ (id, text) ─ distinct ─ + embeddings ─ drift stats ─▶ OutRow::Drift
 //!                                                └─ instruct ▶ OutRow::Instruct
 //! ```
 //! Documents arrive already partitioned by `doc_id` (see `engine.rs`; in a
 //! cluster they are exchanged by `doc_id` here, and every output goes to
-//! worker 0); `distinct` exchanges chunk texts by their hash, so each text is
-//! embedded by exactly one worker however many documents contain it.
+//! worker 0); `distinct` exchanges passages (a chunk's text after its title
+//! context) by their hash, so each is embedded by exactly one worker however
+//! many documents contain it.
 
 use std::sync::Arc;
 
@@ -48,22 +49,27 @@ pub(crate) fn build(
         let counter = embedder.clone();
         let derived = docs.clone().flat_map(move |doc| derive_features(&doc, &chunking, &*counter));
         let chunks = derived.clone().flat_map(|d| match d {
-            Derived::Chunk(c) => Some(c),
+            Derived::Chunk(c, _) => Some(c),
+            Derived::Instruct(_) => None,
+        });
+        let passages = derived.clone().flat_map(|d| match d {
+            Derived::Chunk(c, context) => Some(Derived::passage(&c, context.as_deref())),
             Derived::Instruct(_) => None,
         });
         let instruct = derived.flat_map(|d| match d {
             Derived::Instruct(s) => Some(s),
-            Derived::Chunk(_) => None,
+            Derived::Chunk(..) => None,
         });
-        let texts = chunks.clone().map(|c| (c.chunk_id, c.text)).distinct();
-        let embeddings = texts.clone().embed(embedder, cache);
+        let embeddings = passages.distinct().embed(embedder, cache);
+        // Drift reads the chunks' own texts (not their titles), one per chunk id.
+        let chunk_texts = drift.is_some().then(|| chunks.clone().map(|c| (c.chunk_id, c.text)).distinct());
         let mut out = docs
             .map(OutRow::Document)
             .concat(chunks.map(OutRow::Chunk))
             .concat(embeddings.clone().map(OutRow::Embedding))
             .concat(instruct.map(OutRow::Instruct));
-        if let Some(features) = drift {
-            let stats = texts
+        if let (Some(features), Some(chunk_texts)) = (drift, chunk_texts) {
+            let stats = chunk_texts
                 .map(|(id, text)| DriftInput::Text(id, text))
                 .concat(embeddings.map(DriftInput::Vector))
                 .drift_stats(features);

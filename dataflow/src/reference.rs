@@ -40,8 +40,8 @@ impl ReferenceDocs {
             out.documents.push((doc.clone(), 1));
             for derived in derive_features(doc, chunking, embedder) {
                 match derived {
-                    Derived::Chunk(chunk) => {
-                        texts.insert((chunk.chunk_id, chunk.text.clone()));
+                    Derived::Chunk(chunk, context) => {
+                        texts.insert(Derived::passage(&chunk, context.as_deref()));
                         out.chunks.push((chunk, 1));
                     }
                     Derived::Instruct(sample) => out.instruct.push((sample, 1)),

@@ -37,9 +37,39 @@ pub struct Chunk {
     pub token_estimate: u32,
 }
 
-/// A chunk's identity: the hash of its text.
-pub fn chunk_id(text: &str) -> Hash128 {
-    Hash128::of(text.as_bytes())
+/// A chunk's identity: the hash of the passage it is embedded as (see
+/// [`passage`]; the chunk's text alone when it has no context).
+pub fn chunk_id(passage: &str) -> Hash128 {
+    Hash128::of(passage.as_bytes())
+}
+
+/// The share of a chunk's token budget its title context may take (one in
+/// this many tokens); a longer title is cut at a word boundary.
+pub const TITLE_SHARE: usize = 4;
+
+/// The context a document's title gives each of its chunks: the title with
+/// whitespace collapsed, cut to words that fit `max_tokens / TITLE_SHARE`
+/// tokens by `count`; `None` for a blank title.
+pub fn title_context(title: &str, max_tokens: usize, count: &dyn Fn(&str) -> usize) -> Option<String> {
+    let budget = (max_tokens / TITLE_SHARE).max(1);
+    let mut context = String::new();
+    for word in title.split_whitespace() {
+        let longer = if context.is_empty() { word.to_owned() } else { format!("{context} {word}") };
+        if count(&longer) > budget {
+            break;
+        }
+        context = longer;
+    }
+    (!context.is_empty()).then_some(context)
+}
+
+/// What a chunk's vector is computed from: its title context, a blank line,
+/// then its text; the text alone without a context.
+pub fn passage(context: Option<&str>, text: &str) -> String {
+    match context {
+        Some(context) => format!("{context}\n\n{text}"),
+        None => text.to_owned(),
+    }
 }
 
 /// Estimated model tokens: `max(⌈chars / 4⌉, ⌈words · 4 / 3⌉)`, 0 for empty

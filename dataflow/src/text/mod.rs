@@ -3,7 +3,7 @@
 //! here on their own.
 //!
 //! ```text
-//!  Document ─ clean ─▶ String ─ chunk ─▶ Vec<Chunk> ─▶ ChunkRow (id = chunk_id(text))
+//!  Document ─ clean ─▶ String ─ chunk ─▶ Vec<Chunk> ─▶ ChunkRow (id = chunk_id(passage(title, text)))
 //!  (format per doc)    (paragraphs      (cuts chosen          │
 //!                       "\n\n")          by content)          └─ offline_instructions ─▶ InstructRow
 //! ```
@@ -11,7 +11,7 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `clean.rs` | format inference, HTML/Markdown stripping, normalisation, boilerplate lines |
-//! | `chunk.rs` | sentence/line units, the content-defined cut rule, chunk ids, token estimate |
+//! | `chunk.rs` | sentence/line units, the content-defined cut rule, title context and chunk ids, token estimate |
 //! | `instruct.rs` | the offline instruct generator, key phrases, quality filter, train/test split |
 //! | `*/tests.rs` | each file's unit tests (chunk's include the locality measurements) |
 
@@ -20,6 +20,6 @@ pub mod clean;
 pub mod dataset;
 pub mod instruct;
 
-pub use chunk::{Chunk, chunk, chunk_id, fit_tokens, token_estimate};
+pub use chunk::{Chunk, chunk, chunk_id, fit_tokens, passage, title_context, token_estimate};
 pub use clean::{clean, clean_as, infer_format};
 pub use instruct::{GENERATOR, InstructSource, key_phrases, offline_instructions, split_for};

@@ -30,7 +30,7 @@ pub mod sources;
 pub use committer::{Committer, Timeline};
 pub use ingest::{AcceptError, Accepted, Ingest, Origin, PendingPositions};
 pub use pipeline::FeaturePipeline;
-pub use restore::{open_vector_cache, replay_input_log, restore_from};
+pub use restore::{CHUNKING_FILE, check_chunking, open_vector_cache, replay_input_log, restore_from};
 
 use crate::Failure;
 

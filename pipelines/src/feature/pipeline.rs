@@ -18,7 +18,7 @@ use twinflow_schemas::config::Config;
 use twinflow_sinks::{InputLog, LoggedBatch, Store};
 
 use super::publish::ChangePublisher;
-use super::{Committer, Error, Ingest, Timeline, open_vector_cache, replay_input_log, restore_from};
+use super::{Committer, Error, Ingest, Timeline, check_chunking, open_vector_cache, replay_input_log, restore_from};
 use crate::Context;
 use crate::training::Training;
 
@@ -49,6 +49,7 @@ impl FeaturePipeline {
             Store::open_sharded(data_dir, embedder.dim(), &config.search.ann, config.search.shards_for(&config.engine))
                 .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?,
         );
+        check_chunking(data_dir, store.committed_epoch(), &config.chunking)?;
         let mut restore = restore_from(&store, embedder.as_ref())?;
         let mut options = EngineOptions::new(&config.engine, &config.chunking).with_drift(&config.drift);
         if config.storage.embedding_cache {

@@ -2,6 +2,7 @@
 //! the engine, the persistent embedding cache seeding it, and the input
 //! log's acknowledged but uncommitted batches submitted again.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,7 +11,49 @@ use super::Error;
 use crate::Context;
 
 use twinflow_dataflow::{Embedder, Engine, Restore, SubmitError};
+use twinflow_schemas::config::ChunkingConfig;
 use twinflow_sinks::{EncodedBatch, InputLog, LoggedBatch, Store};
+
+/// The file recording how a data directory's chunks were derived.
+pub const CHUNKING_FILE: &str = "chunking.json";
+
+/// Checks that `configured` derives chunks as the data directory's committed
+/// ones were (recorded in [`CHUNKING_FILE`] by the first start), and records
+/// it in a new directory. The restored documents are derived again on every
+/// start, and their chunks must be the committed ones, so another chunking
+/// is refused rather than mixed in. A directory committed before the record
+/// existed was derived without title context.
+pub fn check_chunking(data_dir: &Path, committed_epoch: u64, configured: &ChunkingConfig) -> Result<(), Error> {
+    let path = data_dir.join(CHUNKING_FILE);
+    if committed_epoch == 0 {
+        // Nothing derived yet: the configured chunking is the directory's.
+        let json = serde_json::to_vec_pretty(configured).map_err(|e| Error::Config(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        return std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot record the chunking in {}", path.display()))
+            .map_err(Error::from);
+    }
+    let stored: ChunkingConfig = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("{} is not a chunking record: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ChunkingConfig { title_context: false, ..configured.clone() }
+        }
+        Err(e) => return Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+    };
+    if stored == *configured {
+        return Ok(());
+    }
+    let recorded = if path.exists() { "" } else { " (committed before title context existed)" };
+    Err(Error::Config(format!(
+        "the chunks in {} were derived with [chunking] {}{recorded}, but the configuration says {}: configure \
+         the data directory's chunking, or use a new data directory (storage.data_dir) and ingest again",
+        data_dir.display(),
+        serde_json::to_string(&stored).unwrap_or_default(),
+        serde_json::to_string(configured).unwrap_or_default(),
+    )))
+}
 
 /// What to replay into the engine so it continues from the committed state.
 pub fn restore_from(store: &Store, embedder: &dyn Embedder) -> Result<Option<Restore>, Error> {
@@ -126,5 +169,31 @@ fn submit_patiently(
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_keeps_the_chunking_its_chunks_were_derived_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunking = ChunkingConfig::default();
+        check_chunking(dir.path(), 0, &chunking).unwrap();
+        assert!(dir.path().join(CHUNKING_FILE).exists(), "recorded before anything is committed");
+        check_chunking(dir.path(), 7, &chunking).unwrap();
+        let untitled = ChunkingConfig { title_context: false, ..chunking.clone() };
+        let refused = check_chunking(dir.path(), 7, &untitled).unwrap_err().to_string();
+        assert!(refused.contains("\"title_context\":true") && refused.contains("new data directory"), "{refused}");
+        // Nothing committed yet: the configuration simply becomes the record.
+        check_chunking(dir.path(), 0, &untitled).unwrap();
+        check_chunking(dir.path(), 7, &untitled).unwrap();
+
+        // Committed before the record existed: derived without titles.
+        let old = tempfile::tempdir().unwrap();
+        let refused = check_chunking(old.path(), 3, &chunking).unwrap_err().to_string();
+        assert!(refused.contains("before title context existed"), "{refused}");
+        check_chunking(old.path(), 3, &untitled).unwrap();
     }
 }

@@ -1,4 +1,5 @@
-//! `[chunking]`: chunk sizes per kind of document.
+//! `[chunking]`: chunk sizes per kind of document, and what each chunk's
+//! vector is computed from.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,12 @@ pub struct ChunkingConfig {
     pub repository: ChunkSpec,
     /// Everything else: as articles.
     pub other: ChunkSpec,
+    /// Embed each chunk as its document's title, a blank line, then the
+    /// chunk's text, so a passage that never names its subject is still
+    /// found by it. The title is part of the chunk's identity (`chunk_id` is
+    /// the hash of the embedded passage): a retitled document re-embeds its
+    /// chunks. Fixed per data directory (recorded at the first start).
+    pub title_context: bool,
 }
 
 impl ChunkingConfig {
@@ -38,6 +45,7 @@ impl Default for ChunkingConfig {
             post: ChunkSpec { min_chars: 700, max_chars: 1200, boundary_one_in: 3 },
             repository: ChunkSpec { min_chars: 4000, max_chars: 7000, boundary_one_in: 4 },
             other: article,
+            title_context: true,
         }
     }
 }

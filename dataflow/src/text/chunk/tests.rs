@@ -446,3 +446,18 @@ fn fit_tokens_cuts_text_without_spaces_at_character_boundaries() {
     assert!(fitted.iter().all(|p| chars(&p.text) <= 50));
     assert_eq!(fitted.iter().map(|p| p.text.as_str()).collect::<String>(), text);
 }
+
+#[test]
+fn a_title_is_each_passage_s_context_within_a_quarter_of_the_budget() {
+    let words = |t: &str| t.split_whitespace().count();
+    assert_eq!(title_context("  Rivers   and\nboats ", 256, &words).as_deref(), Some("Rivers and boats"));
+    assert_eq!(title_context(" \n", 256, &words), None);
+    // 16 words at most with a budget of 64: the title is cut at a word.
+    let long = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    assert_eq!(words(&title_context(&long, 64, &words).unwrap()), 16);
+    assert_eq!(passage(Some("Rivers"), "Boats float."), "Rivers\n\nBoats float.");
+    assert_eq!(passage(None, "Boats float."), "Boats float.");
+    // Without a context a chunk's id is its text's hash, as before titles were embedded.
+    assert_eq!(chunk_id(&passage(None, "abc")), Hash128::of(b"abc"));
+    assert_ne!(chunk_id(&passage(Some("T"), "abc")), chunk_id("abc"));
+}
