@@ -300,7 +300,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "HOST:PORT/TOPIC", value_parser = parse_kafka)]
     pub kafka: Vec<KafkaSourceConfig>,
     /// Also serve read-only SQL over the Postgres wire protocol here (for
-    /// psql, drivers and BI tools; no authentication), e.g. 127.0.0.1:5433.
+    /// psql, drivers and BI tools; a key with `read` logs in, with SCRAM as the key's name), e.g. 127.0.0.1:5433.
     #[arg(long, value_name = "ADDR")]
     pub pg: Option<std::net::SocketAddr>,
     /// Ingest the demo corpus: State of the Union speeches 1790–2021
