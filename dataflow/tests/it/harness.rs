@@ -117,7 +117,13 @@ pub(crate) fn drift_config() -> DriftConfig {
 /// Small chunks, so short test documents have several.
 pub(crate) fn small_chunks() -> ChunkingConfig {
     let spec = ChunkSpec { min_chars: 60, max_chars: 240, boundary_one_in: 3 };
-    ChunkingConfig { article: spec.clone(), post: spec.clone(), repository: spec.clone(), other: spec, title_context: true }
+    ChunkingConfig {
+        article: spec.clone(),
+        post: spec.clone(),
+        repository: spec.clone(),
+        other: spec,
+        title_context: true,
+    }
 }
 
 pub(crate) fn upsert(doc_id: &str, kind: DocumentKind, title: &str, content: &str) -> DocumentChange {
