@@ -3,15 +3,17 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `rag.rs` | the RAG steps: self-query, expansion, retrieval, fusion, rerank, prompt, generation, citations |
+//! | `grounding.rs` | each answer sentence cited by the passages that support it, or dropped; extractive fallback |
 //! | `generator.rs` | the generator choice: the local GGUF (or the active twin) or an OpenAI-compatible endpoint |
 //! | `traces.rs` | every answer traced, flushed to the `traces` table |
 
 pub mod generator;
+pub mod grounding;
 pub mod rag;
 pub mod traces;
 
 pub use generator::{LazyGenerator, OpenAiGenerator, build_generator};
-pub use rag::{Prepared, Rag, RagError, RagQuestion, answer, prepare};
+pub use rag::{Prepared, Rag, RagError, RagQuestion, answer, ground_response, prepare};
 pub use traces::Traces;
 
 use crate::Failure;

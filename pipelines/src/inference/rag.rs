@@ -8,6 +8,7 @@
 //!           ─▶ rerank: cosine of each candidate with the original question
 //!           ─▶ prompt: numbered passages that fit the generator's context
 //!           ─▶ generation (streamed) ─▶ citations: the passages whose [n] the answer uses
+//!           ─▶ grounding: each sentence cited by the passages that support it, or dropped (`grounding.rs`)
 //! ```
 //!
 //! Each step is switched by `[rag]`, timed, and logged under the `rag` target.
@@ -22,11 +23,12 @@ use std::sync::Arc;
 use twinflow_dataflow::Embedder;
 use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
 use twinflow_schemas::api::{Citation, CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit, SearchMode};
-use twinflow_schemas::config::{RagConfig, SearchConfig};
+use twinflow_schemas::config::{GroundingMode, RagConfig, SearchConfig};
 use twinflow_schemas::{DocumentKind, Hash128};
 use twinflow_sinks::{Store, reciprocal_rank};
 
 use super::generator::LazyGenerator;
+use super::grounding;
 use super::traces::Traces;
 
 /// The instructions every answer is generated under.
@@ -102,13 +104,41 @@ pub struct Rag<'a> {
     pub adapter: String,
 }
 
-/// Runs the pipeline; each piece of the answer goes to `on_text` as it is generated.
+/// Runs the pipeline; each piece of the answer goes to `on_text` as it is
+/// generated, and the answer returned is grounded (`[rag] grounding`).
 pub fn answer(
     rag: &Rag<'_>,
     request: &RagQuestion,
     on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
 ) -> Result<RagResponse, RagError> {
-    prepare(rag, request)?.generate(on_text)
+    let prepared = prepare(rag, request)?;
+    let passages = prepared.passages();
+    let response = prepared.generate(on_text)?;
+    ground_response(rag, &request.question, &passages, response)
+}
+
+/// Step 7: ties the answer's sentences to the prompt's `passages` (see
+/// `grounding.rs`), unless `[rag] grounding = "off"`.
+pub fn ground_response(
+    rag: &Rag<'_>,
+    question: &str,
+    passages: &[String],
+    mut response: RagResponse,
+) -> Result<RagResponse, RagError> {
+    if rag.config.grounding == GroundingMode::Off {
+        return Ok(response);
+    }
+    let step = Instant::now();
+    let grounded = grounding::ground(question, &response.answer, passages, rag.embedder, rag.config.min_support)
+        .map_err(RagError::Retrieval)?;
+    for citation in &mut response.citations {
+        citation.cited = grounded.cited.contains(&citation.marker);
+    }
+    response.answer = grounded.answer;
+    response.grounding = Some(grounded.report);
+    response.timings.grounding_ms = ms(step);
+    response.timings.total_ms += response.timings.grounding_ms;
+    Ok(response)
 }
 
 /// Everything up to generation: the prompt, its passages, and what was found on the way.
@@ -126,6 +156,13 @@ pub struct Prepared {
     trace: (Arc<Traces>, String, String),
     /// The request's span: its steps are its children; generation re-enters it.
     span: tracing::Span,
+}
+
+impl Prepared {
+    /// The texts of the prompt's passages, by marker (`[1]` first).
+    pub fn passages(&self) -> Vec<String> {
+        self.placed.iter().map(|(_, hit)| hit.text.clone()).collect()
+    }
 }
 
 impl std::fmt::Debug for Prepared {
@@ -345,6 +382,7 @@ impl Prepared {
                 total_tokens: generation.prompt_tokens + generation.completion_tokens,
             },
             timings,
+            grounding: None,
         };
         let (traces, question, search_model) = trace;
         traces.record(&question, &response, search_model);

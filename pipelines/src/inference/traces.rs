@@ -113,6 +113,7 @@ mod tests {
             finish_reason: "stop".into(),
             usage: CompletionUsage { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 },
             timings: RagTimings { total_ms: 5.0, ..RagTimings::default() },
+            grounding: None,
         }
     }
 

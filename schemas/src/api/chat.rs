@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Citation, CompletionUsage, RagTimings};
+use super::{Citation, CompletionUsage, Grounding, RagTimings};
 
 /// One message of `POST /v1/chat/completions`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -122,4 +122,7 @@ pub struct ChatExtension {
     pub citations: Vec<Citation>,
     pub as_of: u64,
     pub timings: RagTimings,
+    /// How a whole answer was tied to its passages (a streamed one is not grounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<Grounding>,
 }

@@ -85,7 +85,29 @@ pub struct RagTimings {
     /// Time to the first generated token (prompt processing).
     pub prefill_ms: f64,
     pub generation_ms: f64,
+    /// Tying the answer's sentences to the passages (`[rag] grounding`).
+    #[serde(default)]
+    pub grounding_ms: f64,
     pub total_ms: f64,
+}
+
+/// How an answer was tied to its passages (`[rag] grounding = "attribute"`):
+/// each sentence the generator wrote is kept, citing the passages that
+/// support it, or dropped when none does; with none left, the answer is the
+/// passages' sentences closest to the question, quoted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Grounding {
+    /// `generated` (the generator's supported sentences) or `extractive`
+    /// (quoted passage sentences, because none of the generated ones was supported).
+    pub mode: String,
+    /// Sentences the generator wrote.
+    pub generated_sentences: usize,
+    /// Of those, the ones a passage supports (kept, with its marker).
+    pub supported: usize,
+    /// The least similarity (cosine, the search encoder) a supporting passage sentence has.
+    pub min_support: f32,
+    /// The generator's own answer, before grounding.
+    pub raw_answer: String,
 }
 
 /// Tokens of a generation.
@@ -113,4 +135,7 @@ pub struct RagResponse {
     pub finish_reason: String,
     pub usage: CompletionUsage,
     pub timings: RagTimings,
+    /// How the answer was tied to its passages (absent with `[rag] grounding = "off"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<Grounding>,
 }

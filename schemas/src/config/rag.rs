@@ -23,6 +23,24 @@ pub struct RagConfig {
     pub temperature: f32,
     /// Penalty on tokens the answer already used (1 = off); small models loop without one.
     pub repetition_penalty: f32,
+    /// Tie every answer sentence to the passages that support it
+    /// (`attribute`: cite them, drop sentences none supports, quote the
+    /// passages when nothing is left) or leave the answer as generated (`off`).
+    pub grounding: GroundingMode,
+    /// The cosine (search encoder) from which a passage sentence supports an
+    /// answer sentence.
+    pub min_support: f32,
+}
+
+/// What happens to a generated answer before it is returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroundingMode {
+    /// As generated.
+    Off,
+    /// Cited by support; unsupported sentences dropped; extractive when none is left.
+    #[default]
+    Attribute,
 }
 
 impl Default for RagConfig {
@@ -36,6 +54,8 @@ impl Default for RagConfig {
             max_tokens: 256,
             temperature: 0.0,
             repetition_penalty: 1.15,
+            grounding: GroundingMode::Attribute,
+            min_support: 0.55,
         }
     }
 }

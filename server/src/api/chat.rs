@@ -4,6 +4,8 @@
 //! `stream: true` the answer comes as server-sent events
 //! (`chat.completion.chunk` objects, then `data: [DONE]`). Both forms carry
 //! a `citations` extension (the passages of the prompt) that OpenAI clients ignore.
+//! A whole answer is grounded as `/v1/rag`'s is (`[rag] grounding`); a streamed
+//! one goes out as it is generated, so it is not.
 
 use std::convert::Infallible;
 use std::ops::ControlFlow;
@@ -29,7 +31,7 @@ use twinflow_schemas::api::{
 use super::rag::{checked_params, checked_question};
 use super::{ApiError, json_body};
 use crate::app::App;
-use twinflow_pipelines::inference::{RagQuestion, prepare};
+use twinflow_pipelines::inference::{RagQuestion, ground_response, prepare};
 
 /// Most messages in one request.
 pub const MAX_MESSAGES: usize = 256;
@@ -118,7 +120,12 @@ fn created() -> u64 {
 }
 
 fn twinflow_fields(answer: &RagResponse) -> ChatExtension {
-    ChatExtension { citations: answer.citations.clone(), as_of: answer.as_of, timings: answer.timings.clone() }
+    ChatExtension {
+        citations: answer.citations.clone(),
+        as_of: answer.as_of,
+        timings: answer.timings.clone(),
+        grounding: answer.grounding.clone(),
+    }
 }
 
 /// Handler of `POST /v1/chat/completions`.
@@ -137,6 +144,7 @@ pub async fn chat_completions(
     .map_err(|e| ApiError::new(ErrorCode::GeneratorUnavailable, e))?;
     let model = generator.model_name().to_owned();
     let question = question_of(&app, &request, &model)?;
+    let asked = question.question.clone();
     let id = format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     // Retrieval and the prompt first: their errors are still a 4xx, not an event in a 200 stream.
     let prepared = {
@@ -144,9 +152,12 @@ pub async fn chat_completions(
         tokio::task::spawn_blocking(move || prepare(&app.rag(), &question)).await.map_err(ApiError::internal)??
     };
     if !request.stream {
+        let app = app.clone();
         let answer = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            prepared.generate(&mut |_| ControlFlow::Continue(()))
+            let passages = prepared.passages();
+            let answer = prepared.generate(&mut |_| ControlFlow::Continue(()))?;
+            ground_response(&app.rag(), &asked, &passages, answer)
         })
         .await
         .map_err(ApiError::internal)??;

@@ -119,6 +119,9 @@ fn rag_and_chat_completions_answer_from_the_index_with_citations() {
     assert_eq!(response.status(), 200);
     let rag: RagResponse = response.json().unwrap();
     assert!(rag.answer.contains("Paris"), "{rag:?}");
+    // Grounded: the answer cites the passage that says it, whatever the generator did with markers.
+    assert!(rag.grounding.is_some() && rag.timings.grounding_ms > 0.0, "{rag:?}");
+    assert!(rag.citations.iter().any(|c| c.cited && c.doc_id == "france"), "{rag:?}");
     assert!(rag.as_of >= 1);
     assert_eq!(rag.queries.len(), 2, "the question and one expansion: {:?}", rag.queries);
     assert!(!rag.citations.is_empty() && rag.citations.len() <= 2);
@@ -159,7 +162,8 @@ fn rag_and_chat_completions_answer_from_the_index_with_citations() {
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let text: String =
         chunks.iter().filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str().map(str::to_owned)).collect();
-    assert_eq!(text, content, "greedy: the stream adds up to the plain answer");
+    let raw = plain["twinflow"]["grounding"]["raw_answer"].as_str().unwrap();
+    assert_eq!(text, raw, "greedy: the stream adds up to the plain answer as generated (the stream is not grounded)");
     assert!(chunks.iter().any(|c| c["choices"].get(0).is_some_and(|ch| ch["finish_reason"] == "stop")));
     assert!(chunks.last().unwrap()["usage"]["total_tokens"].as_u64().unwrap() > 0);
 
@@ -182,7 +186,7 @@ fn rag_and_chat_completions_answer_from_the_index_with_citations() {
             },
         )
         .unwrap();
-    assert_eq!(generation.text, content);
+    assert_eq!(generation.text, raw, "it streams, so it gets the answer as generated");
     assert!(pieces.len() > 1, "streamed piece by piece");
 
     // Prompt monitoring: every answer above (2 RAG, 3 chat) is a row of `traces`, written by the flusher.
@@ -377,7 +381,11 @@ fn a_rag_request_is_a_span_with_one_child_per_step() {
     let answer = tracing::subscriber::with_default(subscriber, || {
         twinflow_pipelines::inference::answer(&app.rag(), &question, &mut |_| ControlFlow::Continue(())).unwrap()
     });
-    assert_eq!(answer.answer, "Boats [1].");
+    // The generator's answer, then grounded: what is left cites the passages it keeps.
+    let grounding = answer.grounding.as_ref().expect("grounded by default");
+    assert_eq!(grounding.raw_answer, "Boats [1].");
+    assert!(answer.citations.iter().filter(|c| c.cited).all(|c| answer.answer.contains(&format!("[{}]", c.marker))));
+    assert!(answer.citations.iter().any(|c| c.cited), "{answer:?}");
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let closes: Vec<Value> = log
