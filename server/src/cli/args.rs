@@ -109,6 +109,33 @@ pub enum EvalCommand {
     /// hybrid search, and whole-document vectors: nDCG@10, recall@10 and
     /// MRR@10 with 95% bootstrap intervals.
     Retrieval(EvalRetrievalArgs),
+    /// Commit a BEIR-format set's corpus into a fresh data directory and
+    /// answer judged queries through the RAG pipeline (the configured
+    /// generator): context recall, citations, groundedness, latency.
+    Rag(EvalRagArgs),
+}
+
+/// `twinflow eval rag`
+#[derive(Debug, Args)]
+pub struct EvalRagArgs {
+    /// The set's folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+    #[arg(value_name = "DIR")]
+    pub set: PathBuf,
+    /// Which judgements (`qrels/<split>.tsv`).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Questions answered (spread evenly over the judged ones).
+    #[arg(long, default_value_t = 40)]
+    pub questions: usize,
+    /// Passages per prompt (default: `[rag] k`).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Keep the data directory here (default: a temporary one, removed after).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Write the whole report (every answer) as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `twinflow eval retrieval`

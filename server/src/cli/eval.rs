@@ -1,40 +1,77 @@
-//! `twinflow eval retrieval DIR`: the evaluation stage on a question set
-//! in the BEIR layout. The set's corpus is committed into a fresh data
-//! directory with the configured embedder, chunking and index, then every
-//! setting is scored (`twinflow_pipelines::training::evaluation`).
+//! `twinflow eval retrieval DIR` and `twinflow eval rag DIR`: the evaluation
+//! stage on a question set in the BEIR layout. The set's corpus is committed
+//! into a fresh data directory with the configured embedder, chunking and
+//! index, then every search setting is scored, or judged queries are
+//! answered by the RAG pipeline and the answers scored
+//! (`twinflow_pipelines::training::evaluation`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use twinflow_pipelines::training::evaluation::{BeirSet, RetrievalReport, evaluate_retrieval, fusion_grid};
+use twinflow_pipelines::training::evaluation::{
+    BeirSet, RagReport, RetrievalReport, evaluate_rag, evaluate_retrieval, fusion_grid,
+};
 use twinflow_schemas::api::SearchMode;
 use twinflow_schemas::config::Config;
 use twinflow_schemas::{ContentFormat, Document, DocumentChange, DocumentKind};
 
-use super::EvalRetrievalArgs;
+use super::{EvalRagArgs, EvalRetrievalArgs};
 use crate::app::App;
 use crate::ui::say;
 
 /// Documents handed to the engine at a time.
 const BATCH: usize = 32;
 
-pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
+pub(super) fn retrieval(config: Config, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
     let set = BeirSet::load(&args.set, &args.split)?;
+    with_corpus(config, &set, args.data_dir.as_deref(), |app| run(app, &set, args))
+}
+
+pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagReport> {
+    let set = BeirSet::load(&args.set, &args.split)?;
+    with_corpus(config, &set, args.data_dir.as_deref(), |app| {
+        let k = args.k.unwrap_or(app.config.rag.k);
+        say(format_args!("answering {} questions with {} passages each", args.questions.min(set.queries.len()), k));
+        let report = evaluate_rag(&app.rag(), &set, args.questions, k, &mut |i, answer| {
+            say(format_args!(
+                "{:>3}. {} ({:.1} s, {}, context {}, cites relevant {}, {}/{} sentences grounded)",
+                i + 1,
+                answer.query_id,
+                answer.timings.total_ms / 1e3,
+                answer.mode,
+                answer.context_has_relevant,
+                answer.cites_relevant,
+                answer.grounded_sentences,
+                answer.sentences
+            ))
+        })?;
+        Ok(report)
+    })
+}
+
+/// Runs `then` on an app whose store holds `set`'s corpus, in `data_dir` (or
+/// a temporary directory), with no sources, no retraining and no keys.
+fn with_corpus<T>(
+    mut config: Config,
+    set: &BeirSet,
+    data_dir: Option<&std::path::Path>,
+    then: impl FnOnce(&Arc<App>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let scratch = tempfile::tempdir().context("cannot make a temporary data directory")?;
-    config.storage.data_dir = args.data_dir.clone().unwrap_or_else(|| scratch.path().to_owned());
+    config.storage.data_dir = data_dir.map_or_else(|| scratch.path().to_owned(), ToOwned::to_owned);
     // Only the corpus: no sources, no retraining, no keys to generate (nothing listens).
     config.sources.clear();
     config.training.on_drift = false;
     config.twin.on_drift = false;
     config.auth.mode = twinflow_schemas::config::AuthMode::None;
     let app = App::start(config)?;
-    let outcome = run(&app, &set, args);
+    let outcome = commit_corpus(&app, set).and_then(|()| then(&app));
     app.shutdown()?;
     outcome
 }
 
-fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
+fn commit_corpus(app: &Arc<App>, set: &BeirSet) -> anyhow::Result<()> {
     say(format_args!(
         "{}: {} documents, {} judged queries; embedding with {}",
         set.name,
@@ -71,7 +108,11 @@ fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Resul
         app.engine.wait_committed(last, Duration::from_secs(3600)),
         "the corpus was not committed in an hour"
     );
-    say(format_args!("corpus committed in {:.1} s; searching", started.elapsed().as_secs_f64()));
+    say(format_args!("corpus committed in {:.1} s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
     let search = &app.config.search;
     let mut settings = vec![
         ("vector".to_owned(), SearchMode::Vector),
@@ -91,6 +132,40 @@ fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Resul
     let report =
         evaluate_retrieval(&app.store, app.engine.embedder().as_ref(), set, &settings, !args.no_whole_documents)?;
     Ok(report)
+}
+
+/// The RAG report for people: the measures, then the latency.
+pub(super) fn rag_table(report: &RagReport) -> String {
+    let latency = &report.latency_ms;
+    format!(
+        "{} — {} documents, {} questions, generator {}, support from cosine {:.2}\n\
+         context recall (a relevant passage in the prompt)   {}\n\
+         cites a relevant passage                            {}\n\
+         citation precision (answers that cite)              {}\n\
+         groundedness (sentences a cited passage supports)   {}\n\
+         … the generator's answers before grounding          {}\n\
+         answers replaced by quoted passages                 {:.0}%\n\
+         latency: median {:.2} s (p90 {:.2} s): expansion {:.0} ms, retrieval {:.0} ms, prefill {:.0} ms, \
+         generation {:.0} ms, grounding {:.0} ms\n",
+        report.set,
+        report.documents,
+        report.questions,
+        report.generator,
+        report.min_support,
+        report.context_recall,
+        report.cites_relevant,
+        report.citation_precision,
+        report.groundedness,
+        report.raw_groundedness,
+        report.extractive * 100.0,
+        latency.total / 1e3,
+        latency.total_p90 / 1e3,
+        latency.expansion,
+        latency.retrieval,
+        latency.prefill,
+        latency.generation,
+        latency.grounding,
+    )
 }
 
 /// The report as a table for people: every setting on all queries, then the tuning.

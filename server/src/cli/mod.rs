@@ -111,6 +111,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", eval::table(&report));
             Ok(())
         }
+        Command::Eval { command: EvalCommand::Rag(args) } => {
+            let config = settings::load(file, &settings::Overrides::default())?;
+            let report = eval::rag(config, &args)?;
+            if let Some(out) = &args.out {
+                std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+            }
+            print!("{}", eval::rag_table(&report));
+            Ok(())
+        }
         Command::Demo { command: DemoCommand::Fetch } => {
             println!("{}", demo::fetch_sotu(&demo::default_cache_dir())?.display());
             Ok(())

@@ -6,6 +6,7 @@
 //!     ─▶ every query × every setting (vector, bm25, hybrid fusions, whole-document vectors)
 //!     ─▶ documents in rank order ─▶ nDCG@10, recall@10, MRR@10 per query ─▶ means with 95% bootstrap intervals
 //!     ─▶ fusion chosen on a dev half of the queries, reported on the other half
+//!     ─▶ (rag) judged queries answered by the RAG pipeline ─▶ context recall, citations, groundedness, latency
 //! ```
 //!
 //! | file | what it owns |
@@ -13,11 +14,14 @@
 //! | `beir.rs` | reading a question set in the BEIR layout |
 //! | `measures.rs` | nDCG, recall, reciprocal rank; bootstrap intervals of means and of paired differences |
 //! | `retrieval.rs` | running the settings over a store and choosing a fusion from the evidence |
+//! | `rag.rs` | answering judged queries through the RAG pipeline and scoring the answers |
 
 pub mod beir;
 pub mod measures;
+pub mod rag;
 pub mod retrieval;
 
 pub use beir::{BeirDoc, BeirSet};
 pub use measures::Estimate;
+pub use rag::{Latency, RagAnswerReport, RagReport, evaluate_rag};
 pub use retrieval::{RetrievalReport, SettingReport, evaluate_retrieval, fusion_grid};
