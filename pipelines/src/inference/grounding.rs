@@ -187,13 +187,21 @@ mod tests {
         let grounded = ground("what do rivers carry?", answer, &passages, &embedder, 0.9).unwrap();
         assert_eq!(grounded.answer, "Rivers carry boats to the sea. [1] Taxes on imports rose in the spring. [2]");
         assert_eq!(grounded.cited, [1, 2]);
-        assert_eq!((grounded.report.mode.as_str(), grounded.report.generated_sentences, grounded.report.supported), ("generated", 3, 2));
+        assert_eq!(
+            (grounded.report.mode.as_str(), grounded.report.generated_sentences, grounded.report.supported),
+            ("generated", 3, 2)
+        );
         assert_eq!(grounded.report.raw_answer, answer);
 
         // Nothing supported: the passage sentences closest to the question, quoted.
-        let grounded = ground("Taxes on imports rose in the spring", "I do not know.", &passages, &embedder, 0.9).unwrap();
+        let grounded =
+            ground("Taxes on imports rose in the spring", "I do not know.", &passages, &embedder, 0.9).unwrap();
         assert_eq!(grounded.report.mode, "extractive");
-        assert!(grounded.answer.starts_with("\u{201c}Taxes on imports rose in the spring.\u{201d} [2]"), "{}", grounded.answer);
+        assert!(
+            grounded.answer.starts_with("\u{201c}Taxes on imports rose in the spring.\u{201d} [2]"),
+            "{}",
+            grounded.answer
+        );
         assert_eq!(grounded.report.supported, 0);
     }
 }

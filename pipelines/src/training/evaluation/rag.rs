@@ -129,9 +129,8 @@ pub fn evaluate_rag(
         let response = ground_response(rag, question, &passages, raw.clone()).map_err(failed)?;
         generator.clone_from(&response.model);
 
-        let relevant_marker = |marker: usize| {
-            response.citations.iter().any(|c| c.marker == marker && relevant.contains_key(&c.doc_id))
-        };
+        let relevant_marker =
+            |marker: usize| response.citations.iter().any(|c| c.marker == marker && relevant.contains_key(&c.doc_id));
         let cited: Vec<usize> = response.citations.iter().filter(|c| c.cited).map(|c| c.marker).collect();
         let cited_passages: Vec<String> = cited.iter().filter_map(|m| passages.get(m - 1).cloned()).collect();
         let answer_sentences = sentences(&response.answer);
