@@ -64,7 +64,9 @@ fn strip_markers(text: &str) -> String {
     out
 }
 
-fn is_marker(inside: &str) -> bool {
+/// Whether `inside` (what stands between `[` and `]`) is a citation marker:
+/// numbers separated by commas.
+pub(super) fn is_marker(inside: &str) -> bool {
     inside.split(',').all(|p| !p.trim().is_empty() && p.trim().chars().all(|c| c.is_ascii_digit()))
 }
 

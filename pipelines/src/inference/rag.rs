@@ -535,7 +535,7 @@ pub fn cited_markers(answer: &str) -> Vec<usize> {
         rest = &rest[open + 1..];
         let Some(close) = rest.find(']') else { break };
         let inside = &rest[..close];
-        if inside.split(',').all(|p| !p.trim().is_empty() && p.trim().chars().all(|c| c.is_ascii_digit())) {
+        if grounding::is_marker(inside) {
             markers.extend(inside.split(',').filter_map(|p| p.trim().parse::<usize>().ok()));
         }
         rest = &rest[close + 1..];
