@@ -134,6 +134,13 @@ fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Resul
     Ok(report)
 }
 
+/// Writes `report` as JSON to `out`, when the caller asked for it (`--out`).
+pub(super) fn write_report(out: Option<&std::path::Path>, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    let Some(out) = out else { return Ok(()) };
+    std::fs::write(out, serde_json::to_vec_pretty(report)?)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))
+}
+
 /// The RAG report for people: the measures, then the latency.
 pub(super) fn rag_table(report: &RagReport) -> String {
     let latency = &report.latency_ms;

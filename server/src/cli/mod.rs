@@ -104,20 +104,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval { command: EvalCommand::Retrieval(args) } => {
             let config = settings::load(file, &settings::Overrides::default())?;
             let report = eval::retrieval(config, &args)?;
-            if let Some(out) = &args.out {
-                std::fs::write(out, serde_json::to_vec_pretty(&report)?)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-            }
+            eval::write_report(args.out.as_deref(), &report)?;
             print!("{}", eval::table(&report));
             Ok(())
         }
         Command::Eval { command: EvalCommand::Rag(args) } => {
             let config = settings::load(file, &settings::Overrides::default())?;
             let report = eval::rag(config, &args)?;
-            if let Some(out) = &args.out {
-                std::fs::write(out, serde_json::to_vec_pretty(&report)?)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-            }
+            eval::write_report(args.out.as_deref(), &report)?;
             print!("{}", eval::rag_table(&report));
             Ok(())
         }

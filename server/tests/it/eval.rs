@@ -51,26 +51,35 @@ fn write_set(dir: &Path, shift: usize) {
     std::fs::write(dir.join("qrels/test.tsv"), format!("query-id\tcorpus-id\tscore\n{qrels}")).unwrap();
 }
 
-#[test]
-fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
+/// `twinflow eval <args> --out FILE SET` on the topics set with the
+/// feature-hashing embedder and `more_toml`: its standard output and report.
+fn run_eval(more_toml: &str, args: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("topics");
     write_set(&set, 0);
     let config = dir.path().join("twinflow.toml");
-    std::fs::write(&config, "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"10ms\"\n").unwrap();
+    let toml = format!("[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"10ms\"\n{more_toml}");
+    std::fs::write(&config, toml).unwrap();
     let report_file = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_twinflow"))
         .arg("--config")
         .arg(&config)
-        .args(["eval", "retrieval", "--tune", "--out"])
+        .arg("eval")
+        .args(args)
+        .arg("--out")
         .arg(&report_file)
         .arg(&set)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    (stdout, serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap())
+}
+
+#[test]
+fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
+    let (stdout, report) = run_eval("", &["retrieval", "--tune"]);
     assert!(stdout.contains("nDCG@10") && stdout.contains("chosen on"), "{stdout}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
     assert_eq!((report["documents"].as_u64(), report["queries"].as_u64()), (Some(40), Some(12)));
     let settings = report["settings"].as_array().unwrap();
     let names: Vec<&str> = settings.iter().map(|s| s["name"].as_str().unwrap()).collect();
@@ -122,25 +131,9 @@ fn wrong_judgements_score_near_zero() {
 /// answers can only be as grounded or less.
 #[test]
 fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
-    let dir = tempfile::tempdir().unwrap();
-    let set = dir.path().join("topics");
-    write_set(&set, 0);
-    let config = dir.path().join("twinflow.toml");
-    let toml = "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"10ms\"\n\n[rag]\nexpansions = 0\nmax_tokens = 48\n";
-    std::fs::write(&config, toml).unwrap();
-    let report_file = dir.path().join("rag.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_twinflow"))
-        .arg("--config")
-        .arg(&config)
-        .args(["eval", "rag", "--questions", "3", "--k", "2", "--out"])
-        .arg(&report_file)
-        .arg(&set)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, report) =
+        run_eval("\n[rag]\nexpansions = 0\nmax_tokens = 48\n", &["rag", "--questions", "3", "--k", "2"]);
     assert!(stdout.contains("context recall") && stdout.contains("groundedness"), "{stdout}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
     assert_eq!(report["questions"], 3);
     let answers = report["answers"].as_array().unwrap();
     // Spread over the 12 judged queries: q-0, q-4, q-8.
