@@ -1,11 +1,7 @@
 //! `twinflow-bench embed`: sentence-encoder throughput of twinflow's burn
 //! MiniLM against sentence-transformers (PyTorch) on the same texts, in one run.
 //!
-//! The fused CPU path is timed [`RUNS`] times on every matrix-product backend
-//! the build has (`twinflow_models::matmul`: pure-Rust `gemm`, and OpenBLAS
-//! when built with `--features twinflow-models/openblas`), the passes of the
-//! backends interleaved so that a change in the machine's load hits all alike;
-//! each side reports its median pass.
+//! The fused CPU path is timed [`RUNS`] times and reports its median pass.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,14 +12,13 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use twinflow_models::SentenceEncoder;
-use twinflow_models::matmul::{self, Backend};
 use twinflow_schemas::DocumentChange;
 
 /// Floating-point operations per token of all-MiniLM-L6-v2 (`../shared/ASSETS.md`).
 const FLOP_PER_TOKEN: f64 = 22.4e6;
 /// fp32 roofline of one core of this machine (AVX-512 FMA at 2.6 GHz).
 const ROOFLINE_PER_CORE: f64 = 166e9;
-/// Timed passes of the fused path per matrix-product backend.
+/// Timed passes of the fused path.
 const RUNS: usize = 3;
 
 /// What to run.
@@ -89,38 +84,17 @@ pub fn run(bench: &EmbedBench) -> anyhow::Result<Value> {
         let vectors = encoder.embed(&refs)?;
         Ok((vectors, started.elapsed().as_secs_f64()))
     };
-    // Every backend RUNS times, interleaved; the default backend (first) is "twinflow".
-    let backends = Backend::AVAILABLE;
-    let mut passes = vec![Vec::with_capacity(RUNS); backends.len()];
-    let mut outputs = vec![Vec::new(); backends.len()];
+    let mut passes = Vec::with_capacity(RUNS);
+    let mut vectors = Vec::new();
     for _ in 0..RUNS {
-        for (i, &backend) in backends.iter().enumerate() {
-            matmul::set_backend(backend);
-            let (vectors, seconds) = time(&encoder)?;
-            passes[i].push(seconds);
-            outputs[i] = vectors;
-        }
+        let (output, seconds) = time(&encoder)?;
+        passes.push(seconds);
+        vectors = output;
     }
-    matmul::set_backend(backends[0]);
-    let coretype = std::env::var(twinflow_models::blas::CORETYPE_VAR).unwrap_or_else(|_| "auto".into());
-    let sides: Vec<Value> = backends
-        .iter()
-        .zip(&passes)
-        .map(|(&backend, passes)| {
-            let name = match backend.name() {
-                "openblas" => format!("twinflow {}, OpenBLAS (kernels: {coretype})", encoder.kernels()),
-                other => format!("twinflow {}, {other}", encoder.kernels()),
-            };
-            let mut side = side(&name, texts.len(), tokens, median(passes), bench.threads);
-            side["matmul"] = json!(backend.name());
-            side["runs_s"] = json!(passes);
-            eprintln!("{side}");
-            side
-        })
-        .collect();
-    let ours = sides[0].clone();
-    let seconds = median(&passes[0]);
-    let vectors = outputs.swap_remove(0);
+    let seconds = median(&passes);
+    let mut ours = side(&format!("twinflow {}", encoder.kernels()), texts.len(), tokens, seconds, bench.threads);
+    ours["runs_s"] = json!(passes);
+    eprintln!("{ours}");
 
     let mut report = json!({
         "bench": "embed",
@@ -133,19 +107,6 @@ pub fn run(bench: &EmbedBench) -> anyhow::Result<Value> {
         "threads": bench.threads,
         "twinflow": ours,
     });
-    if sides.len() > 1 {
-        // Same texts, same encoder, only the products' library differs.
-        let speed = |side: &Value| side["sentences_per_s"].as_f64().unwrap_or(f64::NAN);
-        let min_cosine = outputs
-            .iter()
-            .flat_map(|other| other.iter().zip(&vectors).map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()))
-            .fold(f32::INFINITY, f32::min);
-        report["matmul_backends"] = json!({
-            "sides": sides,
-            "others_over_default": sides[1..].iter().map(|s| speed(s) / speed(&sides[0])).collect::<Vec<_>>(),
-            "min_cosine_vs_default": min_cosine,
-        });
-    }
     if bench.burn_graph {
         let graph = SentenceEncoder::load(&model_dir, &twinflow_models::cpu_device())?
             .with_batch_size(bench.batch)
@@ -214,7 +175,6 @@ fn run_peer(model_dir: &Path, texts: &Path, vectors: &Path, bench: &EmbedBench) 
         .arg(vectors)
         .args(["--batch", &bench.batch.to_string(), "--threads", &bench.threads.to_string()])
         .env("OMP_NUM_THREADS", bench.threads.to_string())
-        .env_remove(twinflow_models::blas::CORETYPE_VAR)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", script.display()))?;

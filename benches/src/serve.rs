@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use twinflow_models::matmul::{self, Backend};
 use twinflow_models::{GenerateParams, Generator, LocalLlm, cpu_device, default_cache_dir, fetch_smollm2};
 use twinflow_schemas::DocumentChange;
 use twinflow_schemas::api::{RagRequest, RagResponse};
@@ -280,19 +279,14 @@ pub fn generate(tokens: usize, runs: usize) -> anyhow::Result<Value> {
             LocalLlm::load(&path, 2048, &cpu_device())?
         };
         let load_s = started.elapsed().as_secs_f64();
-        // The fused path's products on every compiled matmul backend (gemm, and
-        // OpenBLAS with `--features twinflow-models/openblas`), interleaved per
-        // run so both see the same machine; the burn graph does not use them.
-        let backends: &[Backend] = if burn_graph { &Backend::AVAILABLE[..1] } else { Backend::AVAILABLE };
         for (name, prompt) in &prompts {
             let messages = [twinflow_models::ChatMessage::new("user", prompt.clone())];
             for _ in 0..runs {
-                for &backend in backends {
-                    matmul::set_backend(backend);
+                {
                     let g = llm.generate(&messages, &params, &mut |_| std::ops::ControlFlow::Continue(()))?;
                     let row = json!({
                         "path": llm.model().path(),
-                        "matmul": if burn_graph { "burn" } else { backend.name() },
+                        "graph": if burn_graph { "burn" } else { "fused" },
                         "load_s": load_s,
                         "prompt": name,
                         "prompt_tokens": g.prompt_tokens,
@@ -306,7 +300,6 @@ pub fn generate(tokens: usize, runs: usize) -> anyhow::Result<Value> {
                 }
             }
         }
-        matmul::set_backend(Backend::AVAILABLE[0]);
     }
     Ok(json!({"bench": "generate", "model": "SmolLM2-135M-Instruct.Q4_1 (dequantised to f32)",
               "threads": rayon::current_num_threads(), "runs": rows}))

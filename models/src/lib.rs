@@ -38,18 +38,16 @@
 //! use), `bert/` (the network, its config and weight loading), `tokenize.rs`,
 //! `llama/` ([`LocalLlm`] and the [`Generator`] interface, the decoder, its
 //! tokenizer), `gguf.rs` (the file format), `fetch.rs` (the model fetch step),
-//! `matmul.rs` (the fused CPU paths' matrix products: pure-Rust `gemm`, or
-//! OpenBLAS with the `openblas` feature, `blas.rs` then tuning it).
+//! `matmul.rs` (the fused CPU paths' matrix products, on the pure-Rust `gemm`).
 
 pub mod adapter;
 pub mod bert;
-pub mod blas;
 mod encoder;
 mod error;
 pub mod fetch;
 pub mod gguf;
 pub mod llama;
-pub mod matmul;
+mod matmul;
 pub mod registry;
 mod tokenize;
 

@@ -45,7 +45,6 @@ use twinflow_schemas::config::Config;
 use twinflow_sinks::{EpochCommit, Store};
 
 fn main() -> anyhow::Result<()> {
-    twinflow_models::blas::select_kernels();
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str, default: usize| -> usize {
         args.iter()

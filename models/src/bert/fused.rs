@@ -24,9 +24,8 @@
 //! Row kernels run inside `pulp::Arch::dispatch`, which compiles them once
 //! per instruction set and picks AVX-512 or AVX2 at run time, so their
 //! branch-free loops vectorise wide without `unsafe` or `-C target-cpu`.
-//! Matrix products go through [`crate::matmul`] (pure-Rust `gemm` by default,
-//! OpenBLAS with the `openblas` feature), one single-threaded call per row
-//! block or (text, head). Row kernels run on rayon's pool.
+//! Matrix products go through [`crate::matmul`] (the pure-Rust `gemm`), one
+//! single-threaded call per row block or (text, head). Row kernels run on rayon's pool.
 
 use ndarray::{Array2, ArrayViewMut2, Axis, Slice};
 use rayon::prelude::*;
