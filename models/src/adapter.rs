@@ -233,12 +233,22 @@ pub(crate) fn scalar(t: Tensor<1>) -> Result<f32> {
 ///
 /// `targets[i]` is the index in `corpus` of query `i`'s source chunk.
 pub fn recall_at_k(adapter: &Adapter, queries: &[Vec<f32>], targets: &[usize], corpus: &[Vec<f32>], k: usize) -> f64 {
-    if queries.is_empty() {
-        return 0.0;
-    }
+    let hits = hits_at_k(adapter, queries, targets, corpus, k);
+    if hits.is_empty() { 0.0 } else { hits.iter().sum::<f64>() / hits.len() as f64 }
+}
+
+/// Per query, 1 if its target is in the top `k` (as [`recall_at_k`] ranks), else 0:
+/// what a paired comparison of two adapters on the same queries resamples.
+pub fn hits_at_k(
+    adapter: &Adapter,
+    queries: &[Vec<f32>],
+    targets: &[usize],
+    corpus: &[Vec<f32>],
+    k: usize,
+) -> Vec<f64> {
     let corpus: Vec<Vec<f32>> = corpus.iter().map(|v| adapter.apply(v)).collect();
-    let mut hits = 0usize;
-    for (query, target) in queries.iter().zip(targets) {
+    let mut hits = vec![0.0; queries.len()];
+    for ((query, target), hit) in queries.iter().zip(targets).zip(&mut hits) {
         let q = adapter.apply(query);
         let dot = |v: &[f32]| q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
         let Some(target_score) = corpus.get(*target).map(|v| dot(v)).filter(|s| s.is_finite()) else { continue };
@@ -250,10 +260,10 @@ pub fn recall_at_k(adapter: &Adapter, queries: &[Vec<f32>], targets: &[usize], c
             .filter(|(i, v)| i != target && dot(v).partial_cmp(&target_score) != Some(std::cmp::Ordering::Less))
             .count();
         if better < k {
-            hits += 1;
+            *hit = 1.0;
         }
     }
-    hits as f64 / queries.len() as f64
+    hits
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ mod matmul;
 pub mod registry;
 mod tokenize;
 
-pub use adapter::{Adapter, AdapterTraining, TrainingReport, recall_at_k, train_adapter};
+pub use adapter::{Adapter, AdapterTraining, TrainingReport, hits_at_k, recall_at_k, train_adapter};
 pub use burn::tensor::Device;
 pub use encoder::{DEFAULT_BATCH_SIZE, SentenceEncoder};
 pub use error::{Error, Result};

@@ -337,7 +337,16 @@ mod tests {
                 seconds: 0.1,
                 distance_from_identity: 0.0,
             },
-            evaluation: Evaluation { k: 10, queries: 2, corpus: 5, base: 0.5, parent: 0.5, candidate: 0.6 },
+            evaluation: Evaluation {
+                k: 10,
+                queries: 2,
+                corpus: 5,
+                base: 0.5,
+                parent: 0.5,
+                candidate: 0.6,
+                evidence: Vec::new(),
+                gain: None,
+            },
             promotable: true,
             decision: "better".into(),
         }

@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod models;
 pub mod records;
 pub mod rng;
+pub mod stats;
 pub mod tables;
 /// Support the test suites and benches share (small, and always compiled:
 /// a feature for it would build every crate twice, once for the binary and

@@ -13,6 +13,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::stats::Estimate;
+
 /// The dataset version a model was trained on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DatasetRef {
@@ -41,6 +43,16 @@ pub struct Evaluation {
     pub parent: f64,
     /// recall@k of the candidate.
     pub candidate: f64,
+    /// Who wrote the questions the recalls were measured on: the generators of
+    /// the held-out (test-split) samples judged, e.g. `llm:SmolLM2-135M-Instruct@p1`.
+    /// Templated instructions (`offline-v1`) train an adapter but never judge one.
+    #[serde(default)]
+    pub evidence: Vec<String>,
+    /// recall@k of the candidate minus the parent's, per question, with its
+    /// 95% paired-bootstrap interval; `None` when no question could judge it.
+    /// Promotion needs the whole interval above zero.
+    #[serde(default)]
+    pub gain: Option<Estimate>,
 }
 
 /// Everything known about one model version.
@@ -75,6 +87,15 @@ pub struct TwinEvaluation {
     /// The twin active when training started (the base model if none).
     pub parent: Nll,
     pub candidate: Nll,
+    /// Who wrote the held-out questions the answers were scored under (as in
+    /// [`Evaluation::evidence`]: never the templates).
+    #[serde(default)]
+    pub evidence: Vec<String>,
+    /// The parent's nll per answer token minus the candidate's, per answer
+    /// (positive: the candidate predicts the author's text better), with its
+    /// 95% paired-bootstrap interval; promotion needs it above zero.
+    #[serde(default)]
+    pub gain: Option<Estimate>,
 }
 
 /// Everything known about one LoRA fine-tune of the generator.
@@ -238,5 +259,13 @@ impl Nll {
     /// `e^nll`.
     pub fn perplexity(&self) -> f64 {
         self.mean.exp()
+    }
+
+    /// The nll per token of all of `parts` together (each weighted by its tokens).
+    pub fn pooled(parts: &[Nll]) -> Nll {
+        let tokens: usize = parts.iter().map(|n| n.tokens).sum();
+        let sum: f64 = parts.iter().map(|n| n.mean * n.tokens as f64).sum();
+        let examples = parts.iter().map(|n| n.examples).sum();
+        Nll { examples, tokens, mean: if tokens == 0 { 0.0 } else { sum / tokens as f64 } }
     }
 }

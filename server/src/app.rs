@@ -87,8 +87,9 @@ impl App {
                 keep: config.storage.keep_datasets,
                 pinned: config.storage.pinned_datasets.clone(),
             }));
-        let training = Arc::new(Training::open(&config, store.clone(), embedder, datasets.clone())?);
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
+        let training =
+            Arc::new(Training::open(&config, store.clone(), embedder, datasets.clone(), Some(generator.clone()))?);
         let twin = Arc::new(Twin::open(&config, store.clone(), datasets, generator.clone())?);
         // Outputs besides Parquet: started before the committer, which feeds them.
         let publishers = ChangePublisher::start_all(&config.publish)?;

@@ -6,16 +6,19 @@
 //!  committer: epoch E ─▶ DriftMonitor::observe ─▶ drift rows (committed with E) ─▶ trigger?
 //!                                                                                   │ [training] on_drift
 //!  Training::start ◀────────────────────────────── POST /v1/models/train, twinflow train
+//!    0. questions: the generator writes questions for `questions_per_run` extracts, held-out documents first
 //!    1. the next dataset version (with a snapshot of every table), drift stats of the live data
 //!    2. pairs: instruct samples (instruction → encoded with the base encoder, source chunk → stored base vector)
 //!    3. train from the active adapter (burn, Adam, in-batch contrastive loss) on the train split
-//!    4. recall@k on the test split over the whole corpus: base, active (parent), candidate
-//!    5. register (weights, model card, drift reference); promote only if better:
+//!       (templated and LLM-written instructions alike)
+//!    4. recall@k over the whole corpus on the held-out LLM-written questions only (never templates):
+//!       base, active (parent), candidate; the candidate − parent gain per question, bootstrapped
+//!    5. register (weights, model card, drift reference); promote only if the gain's 95% interval is above zero:
 //!       the store re-projects the stored vectors into a new index and switches at an epoch,
 //!       the drift monitor takes the training data as its reference
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,21 +27,28 @@ use parking_lot::Mutex;
 
 use twinflow_dataflow::{DriftMonitor, DriftPersisted, DriftReference, Embedder};
 use twinflow_models::{
-    Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, Registry, recall_at_k, train_adapter,
+    Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, Registry, hits_at_k, train_adapter,
 };
 use twinflow_schemas::config::{Config, TrainingConfig};
+use twinflow_schemas::stats::paired_difference;
 use twinflow_schemas::{Hash128, Split};
 use twinflow_sinks::{Store, VectorProjection};
 
 use super::Error;
-use super::datasets::Datasets;
+use super::datasets::{Datasets, is_evidence};
 use super::job::{Job, JobStatus, RunOutcome, even_sample};
+use super::question_phase;
+use crate::inference::LazyGenerator;
 use crate::{Context, now_ms};
 
 /// Test queries evaluated at most (the corpus is always complete).
 const MAX_TEST_QUERIES: usize = 2_000;
 /// Instructions encoded per call to the embedder.
 const ENCODE_BATCH: usize = 64;
+/// Why a run with nothing to be judged on keeps the active model.
+pub(crate) const NO_EVIDENCE: &str = "kept the active model: no held-out questions written by an LLM to judge it on \
+     (templated instructions train a model but never judge one); `twinflow datasets generate` or \
+     `[training] questions_per_run` writes them";
 /// The drift reference file of a model version.
 const REFERENCE_FILE: &str = "drift_reference.json";
 
@@ -73,6 +83,8 @@ pub struct Training {
     store: Arc<Store>,
     /// The base encoder (instructions are encoded with it).
     embedder: Arc<dyn Embedder>,
+    /// Writes the questions a run is judged on (`None`: only those already cached).
+    questions: Option<Arc<LazyGenerator>>,
     pub registry: Registry,
     pub datasets: Arc<Datasets>,
     /// `None` when drift is off.
@@ -97,6 +109,7 @@ impl Training {
         store: Arc<Store>,
         embedder: Arc<dyn Embedder>,
         datasets: Arc<Datasets>,
+        questions: Option<Arc<LazyGenerator>>,
     ) -> Result<Training, Error> {
         let data_dir = store.data_dir();
         let registry_dir = config.training.registry.clone().unwrap_or_else(|| data_dir.join("_models"));
@@ -121,6 +134,7 @@ impl Training {
             config: config.training.clone(),
             store,
             embedder,
+            questions,
             registry,
             datasets,
             monitor,
@@ -190,6 +204,9 @@ impl Training {
     pub fn run(&self, trigger: serde_json::Value) -> Result<TrainingOutcome, Error> {
         let (store, embedder) = (self.store.as_ref(), self.embedder.as_ref());
         let started = Instant::now();
+        if let Some(generator) = &self.questions {
+            question_phase(&self.job, &self.datasets, store, generator, self.config.questions_per_run);
+        }
         self.job.phase("snapshot");
         let dataset = self.datasets.snapshot(store).context("the dataset snapshot failed")?;
         let live_stats = self.monitor.as_ref().map(|m| m.lock().live());
@@ -208,12 +225,12 @@ impl Training {
         let (train, test): (Vec<_>, Vec<_>) = usable.into_iter().partition(|s| s.split == Split::Train);
         // An even sample of the training pairs (the dataset is in sample-id order: no era is favoured).
         let train = even_sample(train, self.config.max_pairs);
-        let test: Vec<_> = test.into_iter().take(MAX_TEST_QUERIES).collect();
-        if train.len() < self.config.batch_size.max(2) || test.is_empty() {
+        // Judged only on questions an LLM wrote about held-out documents: templates train, never judge.
+        let test = even_sample(test.into_iter().filter(|s| is_evidence(s)).collect(), MAX_TEST_QUERIES);
+        if train.len() < self.config.batch_size.max(2) {
             return Err(Error::NotEnoughData(format!(
-                "not enough instruct samples to train: {} train, {} test (need at least one batch of {} and one test sample)",
+                "not enough instruct samples to train: {} train (need at least one batch of {})",
                 train.len(),
-                test.len(),
                 self.config.batch_size
             )));
         }
@@ -267,31 +284,38 @@ impl Training {
 
         self.job.phase("evaluate");
         let k = self.config.recall_k.max(1);
-        let base = recall_at_k(&Adapter::identity(embedder.dim()), &test_queries, &targets, &corpus, k);
-        let parent_recall = match parent {
-            Some(_) => recall_at_k(&parent_adapter, &test_queries, &targets, &corpus, k),
-            None => base,
+        let mean = |hits: &[f64]| if hits.is_empty() { 0.0 } else { hits.iter().sum::<f64>() / hits.len() as f64 };
+        let base_hits = hits_at_k(&Adapter::identity(embedder.dim()), &test_queries, &targets, &corpus, k);
+        let parent_hits = match parent {
+            Some(_) => hits_at_k(&parent_adapter, &test_queries, &targets, &corpus, k),
+            None => base_hits.clone(),
         };
-        let candidate_recall = recall_at_k(&candidate, &test_queries, &targets, &corpus, k);
+        let candidate_hits = hits_at_k(&candidate, &test_queries, &targets, &corpus, k);
+        let gain = (!test.is_empty()).then(|| paired_difference(&candidate_hits, &parent_hits, self.config.seed));
+        let evidence: BTreeSet<String> = test.iter().map(|s| s.generator.clone()).collect();
+        let (parent_recall, candidate_recall) = (mean(&parent_hits), mean(&candidate_hits));
         let evaluation = Evaluation {
             k,
             queries: test_queries.len(),
             corpus: corpus.len(),
-            base,
+            base: mean(&base_hits),
             parent: parent_recall,
             candidate: candidate_recall,
+            evidence: evidence.into_iter().collect(),
+            gain,
         };
-        let promotable = candidate_recall > parent_recall;
-        let decision = if promotable {
-            format!(
-                "promoted: recall@{k} {parent_recall:.4} → {candidate_recall:.4} on {} held-out queries",
-                test_queries.len()
-            )
-        } else {
-            format!(
-                "kept the active model: recall@{k} {candidate_recall:.4} is not above {parent_recall:.4} on {} held-out queries",
-                test_queries.len()
-            )
+        let promotable = gain.is_some_and(|g| g.above_zero());
+        let n = test_queries.len();
+        let decision = match gain {
+            None => NO_EVIDENCE.to_owned(),
+            Some(gain) if promotable => format!(
+                "promoted: recall@{k} {parent_recall:.4} → {candidate_recall:.4} on {n} held-out LLM-written questions \
+                 (gain {gain}, 95% interval)"
+            ),
+            Some(gain) => format!(
+                "kept the active model: recall@{k} {parent_recall:.4} → {candidate_recall:.4} on {n} held-out \
+                 LLM-written questions; the gain {gain} (95% interval) is not beyond the noise"
+            ),
         };
 
         self.job.phase("register");

@@ -40,6 +40,16 @@ use twinflow_sinks::datasets::{PreferenceRow, read_manifest, remove_version, ver
 use super::Error;
 use crate::Context;
 
+/// Whether a sample may judge a model: an LLM wrote its question (never a
+/// template: templated instructions may train a model, never judge one)
+/// about a held-out document (split by document, so no chunk of it trained).
+pub fn is_evidence(row: &InstructRow) -> bool {
+    row.split == Split::Test && row.generator.starts_with(LLM_GENERATOR_PREFIX)
+}
+
+/// How a snapshot names the generator of an LLM-written sample: `llm:<model>@p<prompt version>`.
+const LLM_GENERATOR_PREFIX: &str = "llm:";
+
 /// Questions asked for per extract.
 const QUESTIONS_PER_EXTRACT: usize = 3;
 /// Jaccard similarity of word 3-shingles above which two samples are duplicates.
@@ -178,10 +188,25 @@ impl Datasets {
     /// Sends up to `limit` live extracts that `generator` has not yet seen
     /// (with this prompt version) to it, and caches the questions it writes.
     pub fn generate(&self, store: &Store, generator: &dyn Generator, limit: usize) -> Result<GenerationReport, Error> {
+        self.generate_for(store, generator, limit, None)
+    }
+
+    /// [`Self::generate`], taking the extracts of `first`-split documents
+    /// before the others, and one extract of each document in turn (so a
+    /// small `limit` still covers many documents). A training run asks for
+    /// [`Split::Test`] first: questions about held-out documents are the
+    /// evidence it is judged on.
+    pub fn generate_for(
+        &self,
+        store: &Store,
+        generator: &dyn Generator,
+        limit: usize,
+        first: Option<Split>,
+    ) -> Result<GenerationReport, Error> {
         let _pass = self.generating.lock();
         let started = Instant::now();
         let name = generator.model_name().to_owned();
-        let extracts = extracts(store);
+        let extracts = spread(extracts(store), first);
         let mut report = GenerationReport { generator: name.clone(), extracts: extracts.len(), ..Default::default() };
         let todo: Vec<_> = {
             let cache = self.cache.lock();
@@ -258,7 +283,7 @@ impl Datasets {
                         output: chunk.text.clone(),
                         doc_id: chunk.doc_id.clone(),
                         chunk_ids: vec![chunk.chunk_id],
-                        generator: format!("llm:{}@p{}", g.generator, g.prompt_version),
+                        generator: format!("{LLM_GENERATOR_PREFIX}{}@p{}", g.generator, g.prompt_version),
                         split: split_for(&chunk.doc_id),
                     };
                     llm.push((row, if i == 0 { g.answer.clone() } else { None }));
@@ -399,9 +424,29 @@ fn ask(generator: &dyn Generator, extract: &str, seed: u64) -> Result<(Vec<Strin
     Ok((questions, Some(answer.text.trim().to_owned())))
 }
 
+/// `extracts` reordered: those of `first`-split documents first, then round
+/// robin over documents (each document's first extract, then each one's
+/// second, ...), documents in id order.
+fn spread(extracts: Vec<(Hash128, String, String)>, first: Option<Split>) -> Vec<(Hash128, String)> {
+    let mut by_doc: BTreeMap<String, Vec<(Hash128, String)>> = BTreeMap::new();
+    for (id, text, doc_id) in extracts {
+        by_doc.entry(doc_id).or_default().push((id, text));
+    }
+    let mut ranked: Vec<(bool, usize, String, Hash128, String)> = Vec::new();
+    for (doc_id, extracts) in by_doc {
+        let later = first.is_some_and(|split| split_for(&doc_id) != split);
+        for (turn, (id, text)) in extracts.into_iter().enumerate() {
+            ranked.push((later, turn, doc_id.clone(), id, text));
+        }
+    }
+    ranked.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    ranked.into_iter().map(|(_, _, _, id, text)| (id, text)).collect()
+}
+
 /// The live extracts an LLM may write questions for: distinct chunks of at
-/// least [`MIN_CHARS`] characters from articles and posts (not code).
-fn extracts(store: &Store) -> Vec<(Hash128, String)> {
+/// least [`MIN_CHARS`] characters from articles and posts (not code), with
+/// their document, in the store's chunk order.
+fn extracts(store: &Store) -> Vec<(Hash128, String, String)> {
     let kinds: HashMap<String, DocumentKind> =
         store.current_documents().into_iter().map(|d| (d.doc_id, d.kind)).collect();
     let mut seen = BTreeSet::new();
@@ -411,6 +456,6 @@ fn extracts(store: &Store) -> Vec<(Hash128, String)> {
         .filter(|c| kinds.get(&c.doc_id).is_some_and(|k| *k != DocumentKind::Repository))
         .filter(|c| c.text.chars().count() >= MIN_CHARS)
         .filter(|c| seen.insert(c.chunk_id))
-        .map(|c| (c.chunk_id, c.text))
+        .map(|c| (c.chunk_id, c.text, c.doc_id))
         .collect()
 }

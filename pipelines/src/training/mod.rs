@@ -2,8 +2,10 @@
 //! the twin's fine-tuning job, promotion and rollback.
 //!
 //! ```text
-//!  Datasets::snapshot (the next version of every table) ─▶ a Job's run ─▶ evaluate on the test split
-//!       ─▶ register (card, weights, lineage) ─▶ promote when better ─▶ the store / the generator switch
+//!  questions (the generator, held-out documents first) ─▶ Datasets::snapshot (the next version of every table)
+//!       ─▶ a Job's run ─▶ evaluate on the test split's LLM-written questions (never templates)
+//!       ─▶ register (card, weights, lineage) ─▶ promote when the gain's 95% interval is above zero
+//!       ─▶ the store / the generator switch
 //! ```
 //!
 //! | file | what it owns |
@@ -25,7 +27,37 @@ pub use datasets::{DatasetRetention, Datasets, Lineage};
 pub use job::{Job, JobStatus, RunOutcome};
 pub use twin::{Twin, TwinOutcome, TwinStatus};
 
+use twinflow_schemas::Split;
+use twinflow_sinks::Store;
+
 use crate::Failure;
+use crate::inference::LazyGenerator;
+
+/// The first phase of a run: the base generator writes questions for up to
+/// `limit` extracts it has not seen, those of held-out documents first, so
+/// the run has real questions to be judged on. A generator that cannot be
+/// loaded or fails costs the run only its new questions (logged): it goes on
+/// with what earlier passes cached.
+pub(crate) fn question_phase<T: Clone + Send + 'static>(
+    job: &Job<T>,
+    datasets: &Datasets,
+    store: &Store,
+    generator: &LazyGenerator,
+    limit: usize,
+) {
+    if limit == 0 {
+        return;
+    }
+    job.phase("questions");
+    let report = generator
+        .base()
+        .map_err(|e| e.to_string())
+        .and_then(|g| datasets.generate_for(store, g.as_ref(), limit, Some(Split::Test)).map_err(|e| e.to_string()));
+    match report {
+        Ok(report) => tracing::info!(?report, "questions for the run"),
+        Err(error) => tracing::warn!(%error, "no new questions for the run: judged on those already written"),
+    }
+}
 
 /// Why a training step failed.
 #[derive(Debug, thiserror::Error)]

@@ -4,29 +4,35 @@
 //!
 //! ```text
 //!  Twin::start ◀── POST /v1/twin/train, twinflow twin train, drift ([twin] on_drift)
+//!    0. questions: the base generator writes questions for `[training] questions_per_run` extracts
 //!    1. the next dataset version; its train/test splits (split by document)
 //!    2. examples: chat template(user: instruction) ++ the author's text ++ end of turn
 //!    3. LoRA on Q/K/V/O of every layer, fresh from the base model (burn autodiff, Adam)
-//!    4. held-out nll per answer token: base, active twin (parent), candidate
-//!    5. register (lora.safetensors, card); promote only if the candidate's nll is lower:
+//!    4. held-out nll per answer token under the test split's LLM-written questions (never templates):
+//!       base, active twin (parent), candidate; the parent − candidate gain per answer, bootstrapped
+//!    5. register (lora.safetensors, card); promote only if the gain's 95% interval is above zero:
 //!       build the merged model first, then swap it in (requests in flight finish on the old one)
 //! ```
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use twinflow_models::{
-    DatasetRef, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Registry, TwinCard, TwinEvaluation, cpu_device,
+    DatasetRef, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, Registry, TwinCard, TwinEvaluation, cpu_device,
 };
 use twinflow_schemas::Split;
 use twinflow_schemas::config::{Config, TwinConfig};
+use twinflow_schemas::stats::paired_difference;
 use twinflow_sinks::Store;
 
 use super::Error;
-use super::datasets::Datasets;
+use super::adapter::NO_EVIDENCE;
+use super::datasets::{Datasets, is_evidence};
 use super::job::{Job, JobStatus, RunOutcome, even_sample};
+use super::question_phase;
 use crate::inference::generator::LazyGenerator;
 use crate::{Context, now_ms};
 
@@ -43,6 +49,8 @@ pub type TwinOutcome = RunOutcome<TwinEvaluation>;
 #[derive(Debug)]
 pub struct Twin {
     pub config: TwinConfig,
+    /// Extracts the generator writes questions for at the start of a run (`[training]`).
+    questions_per_run: usize,
     pub registry: Registry<TwinCard>,
     datasets: Arc<Datasets>,
     store: Arc<Store>,
@@ -73,6 +81,7 @@ impl Twin {
         datasets.keep_lineage_of(Box::new(registry.clone()));
         let twin = Twin {
             config: config.twin.clone(),
+            questions_per_run: config.training.questions_per_run,
             registry,
             datasets,
             store,
@@ -136,6 +145,7 @@ impl Twin {
         let started = Instant::now();
         let training = self.training()?;
         let (gguf, _) = generator.local_gguf().map_err(|e| Error::GeneratorUnavailable(crate::error_chain(&e)))?;
+        question_phase(&self.job, &self.datasets, store, generator, self.questions_per_run);
         self.job.phase("snapshot");
         let dataset = self.datasets.snapshot(store).context("the dataset snapshot failed")?;
         let samples = twinflow_sinks::datasets::read_instruct_version(store.data_dir(), dataset.version)
@@ -146,18 +156,26 @@ impl Twin {
             .with_context(|| format!("cannot load {} for fine-tuning", gguf.display()))?;
         let mut train = Vec::new();
         let mut test = Vec::new();
+        let mut evidence = BTreeSet::new();
         for sample in &samples {
+            // Templated instructions train the twin; only LLM-written questions about held-out documents judge it.
+            if sample.split != Split::Train && !is_evidence(sample) {
+                continue;
+            }
             let Some(example) = trainer.example(&sample.instruction, &sample.output)? else { continue };
-            if sample.split == Split::Train { train.push(example) } else { test.push(example) }
+            if sample.split == Split::Train {
+                train.push(example);
+            } else {
+                evidence.insert(sample.generator.clone());
+                test.push(example);
+            }
         }
         let train = even_sample(train, self.config.max_examples);
         let test = even_sample(test, self.config.max_test);
-        if train.len() < training.batch_size.max(1) || test.is_empty() {
+        if train.len() < training.batch_size.max(1) {
             return Err(Error::NotEnoughData(format!(
-                "not enough instruct samples to fine-tune: {} train, {} test that fit {} tokens \
-                 (need one batch of {} and one test sample)",
+                "not enough instruct samples to fine-tune: {} train that fit {} tokens (need one batch of {})",
                 train.len(),
-                test.len(),
                 training.max_tokens,
                 training.batch_size
             )));
@@ -169,32 +187,40 @@ impl Twin {
 
         self.job.phase("evaluate");
         let parent = self.registry.active()?;
-        let base = trainer.nll(&test, None, SCORE_BATCH)?;
-        let parent_nll = match parent {
-            Some(v) => trainer.nll(&test, Some(&self.registry.lora(v)?), SCORE_BATCH)?,
-            None => base,
+        let base_each = trainer.nll_each(&test, None, SCORE_BATCH)?;
+        let parent_each = match parent {
+            Some(v) => trainer.nll_each(&test, Some(&self.registry.lora(v)?), SCORE_BATCH)?,
+            None => base_each.clone(),
         };
-        let candidate_nll = trainer.nll(&test, Some(&candidate), SCORE_BATCH)?;
+        let candidate_each = trainer.nll_each(&test, Some(&candidate), SCORE_BATCH)?;
         drop(trainer);
-        let evaluation = TwinEvaluation { base, parent: parent_nll, candidate: candidate_nll };
-        let promotable = candidate_nll.mean < parent_nll.mean;
-        let decision = if promotable {
-            format!(
-                "promoted: held-out nll {:.4} → {:.4} (perplexity {:.2} → {:.2}) on {} answers, {} tokens",
+        let means = |each: &[Nll]| each.iter().map(|n| n.mean).collect::<Vec<f64>>();
+        let gain = (!test.is_empty())
+            .then(|| paired_difference(&means(&parent_each), &means(&candidate_each), self.config.seed));
+        let (base, parent_nll, candidate_nll) =
+            (Nll::pooled(&base_each), Nll::pooled(&parent_each), Nll::pooled(&candidate_each));
+        let evaluation = TwinEvaluation {
+            base,
+            parent: parent_nll,
+            candidate: candidate_nll,
+            evidence: evidence.into_iter().collect(),
+            gain,
+        };
+        let promotable = gain.is_some_and(|g| g.above_zero());
+        let decision = match gain {
+            None => NO_EVIDENCE.replace("active model", "active twin"),
+            Some(gain) => format!(
+                "{}: held-out nll {:.4} → {:.4} (perplexity {:.2} → {:.2}) on {} answers, {} tokens, \
+                 under LLM-written questions; the gain per answer {gain} (95% interval) {}",
+                if promotable { "promoted" } else { "kept the active twin" },
                 parent_nll.mean,
                 candidate_nll.mean,
                 parent_nll.perplexity(),
                 candidate_nll.perplexity(),
                 test.len(),
-                candidate_nll.tokens
-            )
-        } else {
-            format!(
-                "kept the active twin: held-out nll {:.4} is not below {:.4} on {} answers",
-                candidate_nll.mean,
-                parent_nll.mean,
-                test.len()
-            )
+                candidate_nll.tokens,
+                if promotable { "is above zero" } else { "is not beyond the noise" },
+            ),
         };
 
         self.job.phase("register");

@@ -30,6 +30,11 @@ pub struct TrainingConfig {
     pub anchor_to_parent: bool,
     /// Recall@k reported and compared for promotion.
     pub recall_k: usize,
+    /// Extracts the generator writes questions for at the start of each run
+    /// (adapter and twin), held-out documents first: those questions are the
+    /// only evidence a run is judged on. 0: only what `twinflow datasets
+    /// generate` wrote.
+    pub questions_per_run: usize,
     /// Largest number of training pairs (an even sample of the train split); 0 = all.
     pub max_pairs: usize,
     /// Seed of shuffling and initialisation.
@@ -50,6 +55,7 @@ impl Default for TrainingConfig {
             identity_weight: 0.1,
             anchor_to_parent: true,
             recall_k: 10,
+            questions_per_run: 32,
             max_pairs: 20_000,
             seed: 7,
         }

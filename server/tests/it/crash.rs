@@ -416,7 +416,8 @@ fn sigkill_while_training_leaves_whole_versions_only() {
     let dir = dir.path();
     let port = free_port();
     let config = write_config(dir, port);
-    let text = std::fs::read_to_string(&config).unwrap() + "\n[training]\nepochs = 20\nbatch_size = 16\n";
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[training]\nepochs = 20\nbatch_size = 16\nquestions_per_run = 0\n";
     std::fs::write(&config, text).unwrap();
     let log = dir.join("twinflow.log");
     let base = format!("http://127.0.0.1:{port}");

@@ -200,7 +200,16 @@ fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() 
                     seconds: 0.1,
                     distance_from_identity: 0.0,
                 },
-                evaluation: Evaluation { k: 10, queries: 1, corpus: 1, base: 0.5, parent: 0.5, candidate: 0.5 },
+                evaluation: Evaluation {
+                    k: 10,
+                    queries: 1,
+                    corpus: 1,
+                    base: 0.5,
+                    parent: 0.5,
+                    candidate: 0.5,
+                    evidence: Vec::new(),
+                    gain: None,
+                },
                 promotable: false,
                 decision: "a test of lineage".into(),
             };

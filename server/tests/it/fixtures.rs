@@ -68,6 +68,9 @@ pub(crate) fn app_with(dir: &Path, change: impl FnOnce(&mut Config)) -> Arc<App>
     config.engine.tick = Duration::from_millis(10);
     config.engine.workers = 2;
     config.auth.keys = test_keys();
+    // No LLM writes questions at the start of training runs: tests that judge a
+    // run write them with a test double (`KeywordQuestions`) first.
+    config.training.questions_per_run = 0;
     change(&mut config);
     App::start(config).expect("app starts")
 }
@@ -92,4 +95,59 @@ pub(crate) fn article(topic: &str, paragraphs: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n\n")
+}
+
+/// Test double of an LLM that writes questions, for tests that judge a
+/// training run (the real SmolLM2 takes seconds per extract; these runs need
+/// hundreds of questions). Asked for questions about an extract, it asks
+/// about the extract's three longest words; asked a question alone, it gives
+/// a short generic answer. Samples it writes are named
+/// `llm:keyword-questions-test-double@p…` in the datasets and model cards.
+#[derive(Debug, Default)]
+pub(crate) struct KeywordQuestions;
+
+impl twinflow_models::Generator for KeywordQuestions {
+    fn model_name(&self) -> &str {
+        "keyword-questions-test-double"
+    }
+    fn context_tokens(&self) -> usize {
+        8192
+    }
+    fn count_tokens(&self, text: &str) -> usize {
+        text.split_whitespace().count()
+    }
+    fn generate(
+        &self,
+        messages: &[twinflow_models::ChatMessage],
+        _params: &twinflow_models::GenerateParams,
+        _on_text: &mut dyn FnMut(&str) -> std::ops::ControlFlow<()>,
+    ) -> twinflow_models::Result<twinflow_models::Generation> {
+        let text = match messages.last().and_then(|m| m.content.split("\"\"\"").nth(1)) {
+            Some(extract) => {
+                let mut words: Vec<&str> =
+                    extract.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+                let mut seen = std::collections::HashSet::new();
+                words.retain(|w| seen.insert(w.to_lowercase()));
+                words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
+                let at = |i: usize| words.get(i).copied().unwrap_or("this");
+                format!(
+                    "1. What is said about {} and {}?\n2. Why does {} matter here?\n3. How are {} and {} related?",
+                    at(0),
+                    at(1),
+                    at(2),
+                    at(0),
+                    at(2)
+                )
+            }
+            None => "That depends on many things, and people have long disagreed about it.".to_owned(),
+        };
+        Ok(twinflow_models::Generation {
+            text,
+            finish_reason: twinflow_models::FinishReason::Stop,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            prefill_ms: 0.0,
+            decode_ms: 0.0,
+        })
+    }
 }

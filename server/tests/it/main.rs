@@ -18,6 +18,7 @@ mod metrics;
 mod minilm;
 mod openapi;
 mod pgwire;
+mod promotion;
 mod rag;
 mod readers;
 mod router;

@@ -14,7 +14,10 @@ use twinflow_schemas::api::ErrorCode;
 use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
 use twinflow_schemas::rng::SeededRng;
 
-use crate::fixtures::{app_with, upsert_line};
+use twinflow_dataflow::text::dataset::PROMPT_VERSION;
+use twinflow_schemas::Split;
+
+use crate::fixtures::{KeywordQuestions, app_with, upsert_line};
 use crate::router::{expect_error, post, send};
 
 fn get(uri: &str) -> Request<Body> {
@@ -85,6 +88,16 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
     let (status, bytes) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body)).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
     let (base_name, base_answer) = answer(&app, "Tell me about the harbour.").await;
+    // Questions about the letters (a test double standing in for the LLM): the held-out
+    // letters' questions are what the run is judged on; templated instructions never judge.
+    let writer = app.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        writer.training.datasets.generate_for(&writer.store, &KeywordQuestions, 1000, Some(Split::Test))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(written.generated > 0, "{written:?}");
 
     let (status, bytes) = send(&app, post("/v1/twin/train", "application/json", "")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&bytes));
@@ -116,6 +129,8 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
         card["evaluation"]["candidate"]["mean"].as_f64().unwrap(),
     );
     assert!(candidate_nll < 0.8 * base_nll, "held-out nll {base_nll} → {candidate_nll}");
+    assert!(card["evaluation"]["gain"]["low"].as_f64().is_some_and(|low| low > 0.0), "{card}");
+    assert_eq!(card["evaluation"]["evidence"][0], format!("llm:keyword-questions-test-double@p{PROMPT_VERSION}"));
     assert_eq!(card["promotable"], true);
     assert_eq!(twin["active"], "twin-v1");
     assert!(twin["answering"].as_str().is_some_and(|n| n.ends_with("+twin-v1")), "{twin}");

@@ -65,6 +65,13 @@ impl LoraTrainer {
     /// The held-out score of the base model (`lora: None`) or the base model
     /// with `lora` merged, `batch_size` examples per forward pass.
     pub fn nll(&self, examples: &[SftExample], lora: Option<&LoraWeights>, batch_size: usize) -> Result<Nll> {
+        Ok(Nll::pooled(&self.nll_each(examples, lora, batch_size)?))
+    }
+
+    /// [`Self::nll`] of each example alone (its own answer tokens), in order:
+    /// what a paired comparison of two models on the same answers resamples.
+    /// `batch_size` examples share a forward pass; each one's loss is its own.
+    pub fn nll_each(&self, examples: &[SftExample], lora: Option<&LoraWeights>, batch_size: usize) -> Result<Vec<Nll>> {
         let merged;
         let model = match lora {
             Some(lora) => {
@@ -82,18 +89,46 @@ impl LoraTrainer {
             None => &self.base,
         };
         let network = model.network.as_ref().ok_or_else(|| Error::Inference("no network loaded".into()))?;
-        let (mut sum, mut tokens) = (0f64, 0usize);
+        let mut out = Vec::with_capacity(examples.len());
         for batch in examples.chunks(batch_size.max(1)) {
-            let (loss, n) = self.batch_loss(network, batch, &self.device)?;
-            sum += f64::from(scalar(loss)?) * n as f64;
-            tokens += n;
+            for (loss, tokens) in self.example_losses(network, batch, &self.device)? {
+                out.push(Nll { examples: 1, tokens, mean: loss });
+            }
         }
-        let mean = if tokens == 0 { 0.0 } else { sum / tokens as f64 };
-        Ok(Nll { examples: examples.len(), tokens, mean })
+        Ok(out)
     }
 
     /// The mean nll per answer token of `batch` (a graph on `device`) and the token count.
     fn batch_loss(&self, network: &Llama, batch: &[SftExample], device: &Device) -> Result<(Tensor<1>, usize)> {
+        let (chosen, rows) = self.answer_log_probs(network, batch, device)?;
+        let n = rows.len();
+        Ok((chosen.sum().neg().div_scalar(n as f32), n))
+    }
+
+    /// Each example's mean nll per answer token and its answer token count, in order.
+    fn example_losses(&self, network: &Llama, batch: &[SftExample], device: &Device) -> Result<Vec<(f64, usize)>> {
+        let (chosen, rows) = self.answer_log_probs(network, batch, device)?;
+        let values = chosen
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Inference(format!("reading the log-probabilities: {e:?}")))?;
+        let mut sums = vec![(0f64, 0usize); batch.len()];
+        for (value, row) in values.into_iter().zip(rows) {
+            sums[row].0 -= f64::from(value);
+            sums[row].1 += 1;
+        }
+        Ok(sums.into_iter().map(|(sum, n)| (if n == 0 { 0.0 } else { sum / n as f64 }, n)).collect())
+    }
+
+    /// The log-probability of every answer token of `batch` given what comes
+    /// before it, `[n, 1]`, and the example (row) each belongs to.
+    fn answer_log_probs(
+        &self,
+        network: &Llama,
+        batch: &[SftExample],
+        device: &Device,
+    ) -> Result<(Tensor<2>, Vec<usize>)> {
         let h = self.config.hidden_size;
         let s = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
         if s < 2 || s > self.max_tokens {
@@ -101,7 +136,7 @@ impl LoraTrainer {
         }
         let b = batch.len();
         let mut x = Vec::with_capacity(b * s * h);
-        let (mut positions, mut targets) = (Vec::new(), Vec::new());
+        let (mut positions, mut targets, mut rows) = (Vec::new(), Vec::new(), Vec::new());
         for (row, example) in batch.iter().enumerate() {
             for (i, &id) in example.ids.iter().enumerate() {
                 let embedding = self
@@ -114,6 +149,7 @@ impl LoraTrainer {
                 if i + 1 >= example.answer_start.max(1) && i + 1 < example.ids.len() {
                     positions.push((row * s + i) as i64);
                     targets.push(i64::from(example.ids[i + 1]));
+                    rows.push(row);
                 }
             }
             // Right padding (never attended to by the real tokens: attention is causal).
@@ -130,7 +166,7 @@ impl LoraTrainer {
         let logits = network.output.forward(picked);
         let log_probs = log_softmax(logits, 1);
         let chosen = log_probs.gather(1, Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device));
-        Ok((chosen.sum().neg().div_scalar(n as f32), n))
+        Ok((chosen, rows))
     }
 
     /// Trains fresh adapters on `examples`; `progress` hears `(step, steps, loss)`.
