@@ -98,6 +98,9 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
             ));
             tokio::spawn(crate::listen::pg_server(&app)?.serve(pg));
         }
+        // The handlers are in place before anyone is told we serve: a SIGTERM
+        // right after "serving on" stops gracefully instead of killing.
+        let shutdown = shutdown_signal()?;
         say(format_args!(
             "twinflow serving on {}://{} — data in {} — Ctrl-C to stop",
             crate::listen::scheme(&app),
@@ -112,7 +115,7 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
             None if app.gate.needs_keys() => say("API keys: the ones in [auth] keys"),
             None => say("API keys: none needed ([auth] mode = \"none\", loopback only)"),
         }
-        crate::listen::serve_http(app.clone(), listener, shutdown_signal()).await
+        crate::listen::serve_http(app.clone(), listener, shutdown).await
     });
     say("stopping: committing accepted changes…");
     let stopped = app.shutdown();
@@ -122,25 +125,28 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers the SIGINT and SIGTERM handlers now (tokio's `ctrl_c()` and an
+/// unpolled stream would only register on first poll, leaving a window in
+/// which the default action kills the process) and returns the future that
+/// completes on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// Starts every configured source and attaches it to the engine.
