@@ -25,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod datasets;
 pub mod drift;
+pub mod evaluation;
 pub mod fs;
 pub mod ids;
 pub mod ingest;

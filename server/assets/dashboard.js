@@ -62,13 +62,16 @@ function plot(svg, series, { yLabel = "", xLabel = "" } = {}) {
   const ys = all.map((p) => p[1]);
   const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
   const y1 = Math.max(...ys, 1e-9) * 1.1;
+  const y0 = Math.min(0, ...ys) * 1.1; // below zero only for values that are (a gain can be negative)
   const sx = (x) => margin.left + (x1 === x0 ? 0.5 : (x - x0) / (x1 - x0)) * (width - margin.left - margin.right);
-  const sy = (y) => height - margin.bottom - (y / y1) * (height - margin.top - margin.bottom);
+  const sy = (y) => height - margin.bottom - ((y - y0) / (y1 - y0)) * (height - margin.top - margin.bottom);
   svg.append(svgEl("line", { class: "axis", x1: margin.left, x2: width - margin.right, y1: sy(0), y2: sy(0) }));
   svg.append(svgEl("line", { class: "axis", x1: margin.left, x2: margin.left, y1: margin.top, y2: sy(0) }));
-  for (const [value, y] of [[y1 / 1.1, sy(y1 / 1.1)], [0, sy(0)]]) {
+  const ticks = [[y1 / 1.1, sy(y1 / 1.1)], [0, sy(0)]];
+  if (y0 < 0) ticks.push([y0 / 1.1, sy(y0 / 1.1)]);
+  for (const [value, y] of ticks) {
     const label = svgEl("text", { x: margin.left - 4, y: y + 3, "text-anchor": "end" });
-    label.textContent = number(value, value < 10 ? 2 : 0);
+    label.textContent = number(value, Math.abs(value) < 10 ? 2 : 0);
     svg.append(label);
   }
   const caption = svgEl("text", { x: width - margin.right, y: height - 4, "text-anchor": "end" });
@@ -83,7 +86,7 @@ function plot(svg, series, { yLabel = "", xLabel = "" } = {}) {
       }
     } else {
       const d = s.points.map(([x, y], i) => `${i ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("");
-      svg.append(svgEl("path", { class: s.kind === "threshold" ? "threshold" : "series", d }));
+      svg.append(svgEl("path", { class: s.kind === "threshold" || s.kind === "bound" ? s.kind : "series", d }));
       // Few points: each one visible (a single point has no line).
       if (s.kind === "line" && s.points.length < 60) {
         for (const [x, y] of s.points) svg.append(svgEl("circle", { class: "point", cx: sx(x), cy: sy(y), r: 2 }));
@@ -169,6 +172,47 @@ function renderDrift(drift) {
   container.replaceChildren(...(plots.length ? plots : [el("div", { class: "muted" }, "no drift windows yet")]));
 }
 
+// The figures worth following over runs: search quality, answer quality, and the
+// training runs' gains over the active model (the evidence promotion needs).
+const EVAL_METRICS = {
+  retrieval: ["ndcg@10"],
+  rag: ["context_recall", "cites_relevant", "groundedness"],
+  "adapter-run": ["gain"],
+  "twin-run": ["gain"],
+  twin: ["nll", "preference_accuracy"],
+};
+
+function renderEvals(evals) {
+  const container = document.getElementById("evals");
+  const series = new Map();
+  for (const row of (evals && evals.evaluations) || []) {
+    if (!(EVAL_METRICS[row.kind] || []).includes(row.metric)) continue;
+    // Training runs are judged on a new dataset version each time: one series per kind.
+    const training = row.kind.endsWith("-run");
+    const key = training ? `${row.kind} · ${row.metric}` : `${row.kind} · ${row.question_set} · ${row.setting} · ${row.model} · ${row.metric}`;
+    if (!series.has(key)) series.set(key, []);
+    series.get(key).push(row);
+  }
+  const plots = [];
+  for (const [key, rows] of [...series].slice(-8)) {
+    const runs = rows.map((r, i) => [i + 1, r]);
+    const svg = svgEl("svg", { class: "plot small", viewBox: "0 0 480 110", "data-series": key });
+    plot(svg, [
+      { kind: "line", points: runs.map(([i, r]) => [i, r.value]) },
+      { kind: "bound", points: runs.map(([i, r]) => [i, r.low]) },
+      { kind: "bound", points: runs.map(([i, r]) => [i, r.high]) },
+    ], { yLabel: key, xLabel: "run" });
+    const last = rows[rows.length - 1];
+    const interval = last.low !== last.high ? ` [${number(last.low, 3)}, ${number(last.high, 3)}]` : "";
+    plots.push(el("div", {},
+      el("div", { class: "muted" }, `${key}: ${number(last.value, 3)}${interval} · ${last.model} · ${number(last.queries)} questions`),
+      svg));
+  }
+  container.replaceChildren(...(plots.length
+    ? plots
+    : [el("div", { class: "muted" }, "no evaluations yet: twinflow eval retrieval | rag DIR, or a training run")]));
+}
+
 function modelLines(title, registry, active) {
   const lines = [el("div", { class: "model" }, el("strong", {}, title), " · active: ", active || "base")];
   for (const card of (registry.versions || []).slice(-5).reverse()) {
@@ -205,9 +249,9 @@ function renderErrors(errors) {
 
 async function refresh() {
   const parts = await Promise.allSettled([
-    api("/v1/status"), api("/v1/timeline"), api("/v1/drift"), api("/v1/models"), api("/v1/twin"),
+    api("/v1/status"), api("/v1/timeline"), api("/v1/drift"), api("/v1/models"), api("/v1/twin"), api("/v1/evals?limit=2000"),
   ]);
-  const [status, timeline, drift, models, twin] = parts.map((p) => (p.status === "fulfilled" ? p.value : null));
+  const [status, timeline, drift, models, twin, evals] = parts.map((p) => (p.status === "fulfilled" ? p.value : null));
   for (const p of parts) if (p.status === "rejected") window.twinflowErrors.push(String(p.reason));
   if (status) {
     renderCards(status);
@@ -217,6 +261,7 @@ async function refresh() {
   if (timeline) renderTimeline(timeline.points);
   if (drift) renderDrift(drift);
   if (models && twin) renderModels(models, twin);
+  if (evals) renderEvals(evals);
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   if (status) document.body.dataset.ready = "true";
 }

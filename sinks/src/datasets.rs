@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use twinflow_schemas::fs::rename_durably;
 use twinflow_schemas::{InstructRow, TableName};
@@ -104,6 +104,35 @@ pub fn read_instruct_version(data_dir: &Path, version: u64) -> Result<Vec<Instru
     let mut rows = Vec::new();
     for batch in read_parquet(&path)? {
         rows.extend(InstructRow::from_batch(&batch, 0).map_err(|e| Error::corrupt(&path, e.to_string()))?);
+    }
+    Ok(rows)
+}
+
+/// The preference triples of a version.
+pub fn read_preference_version(data_dir: &Path, version: u64) -> Result<Vec<PreferenceRow>> {
+    let path = version_dir(data_dir, "instruct", version).join(PREFERENCE);
+    let mut rows = Vec::new();
+    for batch in read_parquet(&path)? {
+        let text = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| Error::corrupt(&path, format!("no text column {name:?}")))
+        };
+        let (prompt, chosen, rejected) = (text("prompt")?, text("chosen")?, text("rejected")?);
+        let (doc_id, chunk_id, generator, split) =
+            (text("doc_id")?, text("chunk_id")?, text("generator")?, text("split")?);
+        for i in 0..batch.num_rows() {
+            rows.push(PreferenceRow {
+                prompt: prompt.value(i).to_owned(),
+                chosen: chosen.value(i).to_owned(),
+                rejected: rejected.value(i).to_owned(),
+                doc_id: doc_id.value(i).to_owned(),
+                chunk_id: chunk_id.value(i).to_owned(),
+                generator: generator.value(i).to_owned(),
+                split: split.value(i).to_owned(),
+            });
+        }
     }
     Ok(rows)
 }

@@ -43,6 +43,7 @@ mod vector_index;
 
 pub mod convert;
 pub mod datasets;
+pub mod evaluations;
 pub mod input_log;
 pub mod manifest;
 pub mod parquet_io;

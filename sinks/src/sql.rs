@@ -107,6 +107,8 @@ pub(crate) struct SqlInputs {
     pub(crate) traces: RecordBatch,
     /// Every dataset version's samples and preference files.
     pub(crate) datasets: (Vec<PathBuf>, Vec<PathBuf>),
+    /// Every evaluation run's file.
+    pub(crate) evaluations: Vec<PathBuf>,
     /// Absolute paths of every table's snapshot files (all versions).
     pub(crate) snapshots: Vec<(TableName, Vec<PathBuf>)>,
 }
@@ -179,6 +181,9 @@ fn register(ctx: &SessionContext, inputs: &SqlInputs) -> Result<()> {
     ctx.register_table("instruct_dataset", provider).map_err(sql_error)?;
     let provider = change_log(preference, &inputs.datasets.1).map_err(sql_error)?;
     ctx.register_table("preference_dataset", provider).map_err(sql_error)?;
+    let provider =
+        change_log(twinflow_schemas::evaluation::evaluations_schema(), &inputs.evaluations).map_err(sql_error)?;
+    ctx.register_table("evaluations", provider).map_err(sql_error)?;
     for (table, files) in &inputs.snapshots {
         let provider = change_log(table.change_schema(inputs.dim), files).map_err(sql_error)?;
         ctx.register_table(format!("{table}_snapshots"), provider).map_err(sql_error)?;

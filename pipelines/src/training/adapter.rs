@@ -30,14 +30,15 @@ use twinflow_models::{
     Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, Registry, hits_at_k, train_adapter,
 };
 use twinflow_schemas::config::{Config, TrainingConfig};
-use twinflow_schemas::stats::paired_difference;
+use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
+use twinflow_schemas::stats::{estimate, paired_difference};
 use twinflow_schemas::{Hash128, Split};
 use twinflow_sinks::{Store, VectorProjection};
 
 use super::Error;
 use super::datasets::{Datasets, is_evidence};
 use super::job::{Job, JobStatus, RunOutcome, even_sample};
-use super::question_phase;
+use super::{question_phase, record_evaluation};
 use crate::inference::LazyGenerator;
 use crate::{Context, now_ms};
 
@@ -348,6 +349,28 @@ impl Training {
             None => Vec::new(),
         };
         let card = self.registry.register_adapter(card, &candidate, &extra)?;
+        if let Some(gain) = gain {
+            let name = |v: Option<u64>| v.map_or_else(|| "base".to_owned(), |v| format!("adapter-v{v}"));
+            let (n, seed, metric) = (test_queries.len() as u64, self.config.seed, format!("recall@{k}"));
+            let mut measured = vec![(name(None), &base_hits), (name(Some(card.version)), &candidate_hits)];
+            if parent.is_some() {
+                measured.push((name(parent), &parent_hits));
+            }
+            let run = EvaluationRun::new(
+                "adapter-run",
+                now_ms(),
+                &format!("instruct-v{}", dataset.version),
+                epoch,
+                dataset.version,
+            );
+            let mut rows: Vec<EvaluationRow> = measured
+                .into_iter()
+                .map(|(model, hits)| EvaluationRow::estimate(&run, &model, "", &metric, estimate(hits, seed), n))
+                .collect();
+            let over = format!("{metric} over {}", name(parent));
+            rows.push(EvaluationRow::estimate(&run, &name(Some(card.version)), &over, "gain", gain, n));
+            record_evaluation(store.data_dir(), &rows);
+        }
         let mut switched_at_epoch = None;
         if promotable {
             self.job.phase("switch");

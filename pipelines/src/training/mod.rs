@@ -33,6 +33,14 @@ use twinflow_sinks::Store;
 use crate::Failure;
 use crate::inference::LazyGenerator;
 
+/// Adds a run's judgement to the `evaluations` table. A failure to record is
+/// logged, not the run's failure: the card holds the same figures.
+pub(crate) fn record_evaluation(data_dir: &std::path::Path, rows: &[twinflow_schemas::evaluation::EvaluationRow]) {
+    if let Err(error) = twinflow_sinks::evaluations::append_evaluations(data_dir, rows) {
+        tracing::warn!(%error, "the run's evaluation was not added to the evaluations table");
+    }
+}
+
 /// The first phase of a run: the base generator writes questions for up to
 /// `limit` extracts it has not seen, those of held-out documents first, so
 /// the run has real questions to be judged on. A generator that cannot be

@@ -25,6 +25,7 @@ use twinflow_models::{
 };
 use twinflow_schemas::Split;
 use twinflow_schemas::config::{Config, TwinConfig};
+use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
 use twinflow_schemas::stats::paired_difference;
 use twinflow_sinks::Store;
 
@@ -32,7 +33,7 @@ use super::Error;
 use super::adapter::NO_EVIDENCE;
 use super::datasets::{Datasets, is_evidence};
 use super::job::{Job, JobStatus, RunOutcome, even_sample};
-use super::question_phase;
+use super::{question_phase, record_evaluation};
 use crate::inference::generator::LazyGenerator;
 use crate::{Context, now_ms};
 
@@ -61,6 +62,11 @@ pub struct Twin {
     switch: Mutex<()>,
 }
 
+/// Where the twin's versions are kept: `[twin] registry`, else `<data_dir>/_models/twin`.
+pub fn registry_dir(config: &Config) -> std::path::PathBuf {
+    config.twin.registry.clone().unwrap_or_else(|| config.storage.data_dir.join("_models").join("twin"))
+}
+
 impl Twin {
     /// Opens the twin registry; the active twin (if any) is handed to
     /// `generator`, which builds it on first use.
@@ -70,8 +76,7 @@ impl Twin {
         datasets: Arc<Datasets>,
         generator: Arc<LazyGenerator>,
     ) -> Result<Twin, Error> {
-        let data_dir = store.data_dir().to_path_buf();
-        let dir = config.twin.registry.clone().unwrap_or_else(|| data_dir.join("_models").join("twin"));
+        let dir = registry_dir(config);
         let registry = Registry::<TwinCard>::open(&dir)
             .with_context(|| format!("cannot open the twin registry {}", dir.display()))?
             .with_retention(twinflow_models::Retention {
@@ -248,6 +253,23 @@ impl Twin {
             decision: decision.clone(),
         };
         let card = self.registry.register_lora(card, &candidate, &[])?;
+        if let Some(gain) = gain {
+            let name = |v: Option<u64>| v.map_or_else(|| "base".to_owned(), |v| format!("twin-v{v}"));
+            let n = test.len() as u64;
+            let mut measured = vec![(name(None), base), (name(Some(card.version)), candidate_nll)];
+            if parent.is_some() {
+                measured.push((name(parent), parent_nll));
+            }
+            let set = format!("instruct-v{}", dataset.version);
+            let run = EvaluationRun::new("twin-run", now_ms(), &set, dataset.epoch, dataset.version);
+            let mut rows: Vec<EvaluationRow> = measured
+                .into_iter()
+                .map(|(model, nll)| EvaluationRow::point(&run, &model, "per answer token", "nll", nll.mean, n))
+                .collect();
+            let over = format!("nll over {}", name(parent));
+            rows.push(EvaluationRow::estimate(&run, &name(Some(card.version)), &over, "gain", gain, n));
+            record_evaluation(store.data_dir(), &rows);
+        }
         let mut promoted = false;
         if promotable {
             self.job.phase("switch");

@@ -126,3 +126,32 @@ pub struct TrainingStarted<E> {
     pub started: bool,
     pub training: JobStatus<E>,
 }
+
+/// Query of `GET /v1/evals`: every filter is an exact match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EvalsQuery {
+    /// `retrieval`, `rag`, `twin`, `adapter-run` or `twin-run`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// `base`, `adapter-v<N>`, `twin-v<N>` or a generator's name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// A BEIR set's name, or `instruct-v<N>`.
+    #[serde(default)]
+    pub question_set: Option<String>,
+    /// `ndcg@10`, `recall@10`, `gain`, …
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// The newest this many matching rows (default 500, at most 10,000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Answer to `GET /v1/evals`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EvalsResponse {
+    /// The matching rows of the `evaluations` table, oldest first.
+    pub evaluations: Vec<crate::evaluation::EvaluationRow>,
+    /// Rows that matched, before `limit`.
+    pub matched: usize,
+}

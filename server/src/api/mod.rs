@@ -12,6 +12,7 @@
 //! | `sql.rs` | `POST /v1/sql` |
 //! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train` |
 //! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train` |
+//! | `evals.rs` | `GET /v1/evals` (the `evaluations` table) |
 //! | `versions.rs` | `POST /v1/models/{v}/promote`, `POST /v1/models/rollback`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback` (one implementation for both registries) |
 //! | `prometheus.rs` | `GET /metrics` (Prometheus text, with the state's gauges set at each scrape) |
 //! | `../metrics.rs` | the recorder, and the middleware timing every route |
@@ -38,6 +39,7 @@ pub mod dashboard;
 pub mod documents;
 pub mod embeddings;
 pub mod error;
+pub mod evals;
 pub mod limits;
 pub mod models;
 pub mod openapi;
@@ -248,6 +250,14 @@ pub fn table(mounted: &Mounted) -> Api {
                 .access(Access::READ)
                 .ok::<DriftResponse>("`state` and `recent` drift rows, or `enabled: false`"),
             models::drift,
+        )
+        .route(
+            "/v1/evals",
+            Op::get("models", "The evaluations table: every `eval` run's and training run's measured figures")
+                .access(Access::READ)
+                .query::<EvalsQuery>()
+                .ok::<EvalsResponse>("The matching rows, oldest first, with the 95% intervals and lineage"),
+            evals::evals,
         )
         .route(
             "/v1/datasets",

@@ -113,6 +113,28 @@ pub enum EvalCommand {
     /// answer judged queries through the RAG pipeline (the configured
     /// generator): context recall, citations, groundedness, latency.
     Rag(EvalRagArgs),
+    /// Held-out perplexity of the author's answers (under LLM-written
+    /// questions about held-out documents) and preference accuracy (the
+    /// author's text against the base model's own answer) of the base model
+    /// and twin versions, on a dataset version of the data directory.
+    Twin(EvalTwinArgs),
+}
+
+/// `twinflow eval twin`
+#[derive(Debug, Args)]
+pub struct EvalTwinArgs {
+    /// Twin versions to score besides the base model (default: the active one).
+    #[arg(long = "twin", value_name = "N")]
+    pub versions: Vec<u64>,
+    /// The instruct dataset version (default: the newest).
+    #[arg(long, value_name = "N")]
+    pub dataset: Option<u64>,
+    /// Held-out answers and preference triples scored, at most (each an even sample).
+    #[arg(long, default_value_t = 64)]
+    pub max: usize,
+    /// Write the report as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `twinflow eval rag`

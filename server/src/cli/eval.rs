@@ -3,20 +3,23 @@
 //! into a fresh data directory with the configured embedder, chunking and
 //! index, then every search setting is scored, or judged queries are
 //! answered by the RAG pipeline and the answers scored
-//! (`twinflow_pipelines::training::evaluation`).
+//! (`twinflow_pipelines::training::evaluation`). The figures are added to
+//! the `evaluations` table of the configured data directory, where the
+//! server's SQL, `/v1/evals` and the dashboard read them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use twinflow_pipelines::training::evaluation::{
-    BeirSet, RagReport, RetrievalReport, evaluate_rag, evaluate_retrieval, fusion_grid,
+    BeirSet, RagReport, RetrievalReport, TwinReport, evaluate_rag, evaluate_retrieval, evaluate_twin, fusion_grid,
 };
 use twinflow_schemas::api::SearchMode;
 use twinflow_schemas::config::Config;
+use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
 use twinflow_schemas::{ContentFormat, Document, DocumentChange, DocumentKind};
 
-use super::{EvalRagArgs, EvalRetrievalArgs};
+use super::{EvalRagArgs, EvalRetrievalArgs, EvalTwinArgs};
 use crate::app::App;
 use crate::ui::say;
 
@@ -25,13 +28,27 @@ const BATCH: usize = 32;
 
 pub(super) fn retrieval(config: Config, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
     let set = BeirSet::load(&args.set, &args.split)?;
-    with_corpus(config, &set, args.data_dir.as_deref(), |app| run(app, &set, args))
+    let record_to = config.storage.data_dir.clone();
+    let report = with_corpus(config, &set, args.data_dir.as_deref(), |app| run(app, &set, args))?;
+    let run = EvaluationRun::new("retrieval", twinflow_schemas::clock::now_ms(), &report.set, report.epoch, 0);
+    let n = report.queries as u64;
+    let rows: Vec<EvaluationRow> = report
+        .settings
+        .iter()
+        .flat_map(|s| {
+            [("ndcg@10", s.ndcg_at_10), ("recall@10", s.recall_at_10), ("mrr@10", s.mrr_at_10)]
+                .map(|(metric, e)| EvaluationRow::estimate(&run, "base", &s.name, metric, e, n))
+        })
+        .collect();
+    record(&record_to, &rows)?;
+    Ok(report)
 }
 
 pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagReport> {
     let set = BeirSet::load(&args.set, &args.split)?;
-    with_corpus(config, &set, args.data_dir.as_deref(), |app| {
-        let k = args.k.unwrap_or(app.config.rag.k);
+    let record_to = config.storage.data_dir.clone();
+    let k = args.k.unwrap_or(config.rag.k);
+    let (report, epoch) = with_corpus(config, &set, args.data_dir.as_deref(), |app| {
         say(format_args!("answering {} questions with {} passages each", args.questions.min(set.queries.len()), k));
         let report = evaluate_rag(&app.rag(), &set, args.questions, k, &mut |i, answer| {
             say(format_args!(
@@ -46,8 +63,104 @@ pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagRepor
                 answer.sentences
             ))
         })?;
-        Ok(report)
-    })
+        Ok((report, app.store.committed_epoch()))
+    })?;
+    let run = EvaluationRun::new("rag", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
+    let (n, model, setting) = (report.questions as u64, report.generator.as_str(), format!("k={k}"));
+    let mut rows: Vec<EvaluationRow> = [
+        ("context_recall", report.context_recall),
+        ("cites_relevant", report.cites_relevant),
+        ("citation_precision", report.citation_precision),
+        ("groundedness", report.groundedness),
+        ("raw_groundedness", report.raw_groundedness),
+    ]
+    .into_iter()
+    .map(|(metric, e)| EvaluationRow::estimate(&run, model, &setting, metric, e, n))
+    .collect();
+    for (metric, value) in [
+        ("extractive", report.extractive),
+        ("latency_median_ms", report.latency_ms.total),
+        ("latency_p90_ms", report.latency_ms.total_p90),
+    ] {
+        rows.push(EvaluationRow::point(&run, model, &setting, metric, value, n));
+    }
+    record(&record_to, &rows)?;
+    Ok(report)
+}
+
+pub(super) fn twin(config: Config, args: &EvalTwinArgs) -> anyhow::Result<TwinReport> {
+    use twinflow_sinks::datasets::{read_instruct_version, read_preference_version, versions};
+    let data_dir = config.storage.data_dir.clone();
+    let version = match args.dataset {
+        Some(v) => v,
+        None => *versions(&data_dir, "instruct").last().with_context(|| {
+            format!("{} has no dataset version yet: `twinflow datasets snapshot` writes one", data_dir.display())
+        })?,
+    };
+    let samples = read_instruct_version(&data_dir, version)?;
+    let preference = read_preference_version(&data_dir, version)?;
+    let (gguf, _) = twinflow_pipelines::inference::LazyGenerator::new(config.generator.clone()).local_gguf()?;
+    let registry = twinflow_models::Registry::<twinflow_models::TwinCard>::open(
+        &twinflow_pipelines::training::twin::registry_dir(&config),
+    )?;
+    let wanted: Vec<u64> =
+        if args.versions.is_empty() { registry.active()?.into_iter().collect() } else { args.versions.clone() };
+    let mut models = vec![("base".to_owned(), None)];
+    for v in wanted {
+        models.push((format!("twin-v{v}"), Some(registry.lora(v).with_context(|| format!("twin version {v}"))?)));
+    }
+    say(format_args!("scoring {} on dataset version {version} with {}", models.len(), gguf.display()));
+    let trainer = twinflow_models::LoraTrainer::load(&gguf, config.twin.max_tokens, &twinflow_models::cpu_device())?;
+    let report = evaluate_twin(&trainer, version, &samples, &preference, &models, args.max)?;
+    let run =
+        EvaluationRun::new("twin", twinflow_schemas::clock::now_ms(), &format!("instruct-v{version}"), 0, version);
+    let (answers, pairs) = (report.answers as u64, report.preference_pairs as u64);
+    let mut rows = Vec::new();
+    for m in &report.models {
+        rows.push(EvaluationRow::point(&run, &m.model, "per answer token", "nll", m.nll.mean, answers));
+        rows.push(EvaluationRow::point(&run, &m.model, "per answer token", "perplexity", m.perplexity, answers));
+        if pairs > 0 {
+            rows.push(EvaluationRow::estimate(&run, &m.model, "", "preference_accuracy", m.preference_accuracy, pairs));
+        }
+    }
+    record(&data_dir, &rows)?;
+    Ok(report)
+}
+
+/// The twin report for people.
+pub(super) fn twin_table(report: &TwinReport) -> String {
+    let mut out = format!(
+        "dataset version {}: {} held-out answers (questions by {}), {} preference triples
+{:<16} {:>10} {:>12} {:>28}
+",
+        report.dataset_version,
+        report.answers,
+        report.evidence.join(", "),
+        report.preference_pairs,
+        "model",
+        "nll",
+        "perplexity",
+        "preference accuracy [95% CI]"
+    );
+    for m in &report.models {
+        out += &format!(
+            "{:<16} {:>10.4} {:>12.2} {:>28}
+",
+            m.model,
+            m.nll.mean,
+            m.perplexity,
+            if report.preference_pairs > 0 { m.preference_accuracy.to_string() } else { "–".to_owned() }
+        );
+    }
+    out
+}
+
+/// Adds one evaluation's figures to the `evaluations` table of `data_dir`.
+fn record(data_dir: &std::path::Path, rows: &[EvaluationRow]) -> anyhow::Result<()> {
+    let path = twinflow_sinks::evaluations::append_evaluations(data_dir, rows)
+        .with_context(|| format!("cannot add the figures to the evaluations table in {}", data_dir.display()))?;
+    say(format_args!("{} figures added to the evaluations table ({})", rows.len(), path.display()));
+    Ok(())
 }
 
 /// Runs `then` on an app whose store holds `set`'s corpus, in `data_dir` (or

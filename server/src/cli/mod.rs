@@ -115,6 +115,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", eval::rag_table(&report));
             Ok(())
         }
+        Command::Eval { command: EvalCommand::Twin(args) } => {
+            let config = settings::load(file, &settings::Overrides::default())?;
+            let report = eval::twin(config, &args)?;
+            eval::write_report(args.out.as_deref(), &report)?;
+            print!("{}", eval::twin_table(&report));
+            Ok(())
+        }
         Command::Demo { command: DemoCommand::Fetch } => {
             println!("{}", demo::fetch_sotu(&demo::default_cache_dir())?.display());
             Ok(())

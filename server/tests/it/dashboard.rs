@@ -162,6 +162,19 @@ fn app_with_history(dir: &Path) -> Arc<App> {
         "/data/inbox/broken.json:3".into(),
         "field `content` must be a string".into(),
     ));
+    // Two runs of a search evaluation, and a training run's gain.
+    use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
+    use twinflow_schemas::stats::Estimate;
+    for (at, value) in [(1_000, 0.70), (2_000, 0.74)] {
+        let run = EvaluationRun::new("retrieval", at, "faq", 4, 0);
+        let e = Estimate { mean: value, low: value - 0.05, high: value + 0.05 };
+        let rows = [EvaluationRow::estimate(&run, "base", "vector", "ndcg@10", e, 40)];
+        twinflow_sinks::evaluations::append_evaluations(app.store.data_dir(), &rows).unwrap();
+    }
+    let run = EvaluationRun::new("adapter-run", 3_000, "instruct-v1", 4, 1);
+    let gain = Estimate { mean: -0.01, low: -0.05, high: 0.03 };
+    let rows = [EvaluationRow::estimate(&run, "adapter-v1", "recall@10 over base", "gain", gain, 90)];
+    twinflow_sinks::evaluations::append_evaluations(app.store.data_dir(), &rows).unwrap();
     app
 }
 
@@ -217,6 +230,15 @@ fn the_dashboard_shows_the_pipeline_and_searches_in_a_real_browser() {
     assert!(reference.as_str().unwrap().starts_with("reference: bootstrap@"), "{reference}");
     let thresholds = session.script("return document.querySelectorAll('#drift path.threshold').length");
     assert!(thresholds.as_u64().unwrap() >= 1, "drift thresholds drawn: {thresholds}");
+    let series = session.wait_for(
+        "evaluation plots",
+        "return [...document.querySelectorAll('#evals svg[data-series]')].map(s => s.dataset.series).join('|') || null",
+    );
+    assert_eq!(series, "retrieval · faq · vector · base · ndcg@10|adapter-run · gain", "{series}");
+    let bounds = session.script("return document.querySelectorAll('#evals path.bound').length");
+    assert_eq!(bounds, 4, "each series' interval, low and high");
+    let label = session.script("return document.getElementById('evals').textContent");
+    assert!(label.as_str().unwrap().contains("0.74 [0.69, 0.79]"), "the newest value with its interval: {label}");
     let models = session.script("return document.getElementById('models').textContent");
     assert!(models.as_str().unwrap().contains("embedding adapter"), "{models}");
     let errors = session.script("return document.querySelector('#errors tbody').textContent");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use twinflow_pipelines::training::evaluation::{BeirSet, evaluate_retrieval};
 use twinflow_schemas::api::SearchMode;
+use twinflow_schemas::evaluation::EvaluationRow;
 use twinflow_schemas::{ChangeLimits, parse_change};
 
 use crate::fixtures::{app, article, upsert_line};
@@ -52,13 +53,18 @@ fn write_set(dir: &Path, shift: usize) {
 }
 
 /// `twinflow eval <args> --out FILE SET` on the topics set with the
-/// feature-hashing embedder and `more_toml`: its standard output and report.
-fn run_eval(more_toml: &str, args: &[&str]) -> (String, serde_json::Value) {
+/// feature-hashing embedder and `more_toml`: its standard output, report,
+/// and the rows it added to the configured data directory's `evaluations`.
+fn run_eval(more_toml: &str, args: &[&str]) -> (String, serde_json::Value, Vec<EvaluationRow>) {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("topics");
     write_set(&set, 0);
     let config = dir.path().join("twinflow.toml");
-    let toml = format!("[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"10ms\"\n{more_toml}");
+    let data = dir.path().join("data");
+    let toml = format!(
+        "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"10ms\"\n\n[storage]\ndata_dir = {:?}\n{more_toml}",
+        data.display().to_string()
+    );
     std::fs::write(&config, toml).unwrap();
     let report_file = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_twinflow"))
@@ -73,12 +79,25 @@ fn run_eval(more_toml: &str, args: &[&str]) -> (String, serde_json::Value) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    (stdout, serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap())
+    let evaluations = twinflow_sinks::evaluations::read_evaluations(&data).expect("the evaluations table");
+    (stdout, serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap(), evaluations)
 }
 
 #[test]
 fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
-    let (stdout, report) = run_eval("", &["retrieval", "--tune"]);
+    let (stdout, report, evaluations) = run_eval("", &["retrieval", "--tune"]);
+    // Every setting's three measures, with the report's intervals, in the evaluations table.
+    let settings = report["settings"].as_array().unwrap();
+    assert_eq!(evaluations.len(), 3 * settings.len());
+    let vector = evaluations.iter().find(|r| r.setting == "vector" && r.metric == "ndcg@10").expect("vector nDCG@10");
+    assert_eq!(
+        (vector.kind.as_str(), vector.model.as_str(), vector.question_set.as_str()),
+        ("retrieval", "base", "topics")
+    );
+    assert_eq!((vector.queries, vector.index_epoch), (12, report["epoch"].as_u64().unwrap()));
+    let reported = settings.iter().find(|s| s["name"] == "vector").unwrap();
+    assert_eq!(vector.value, reported["ndcg_at_10"]["mean"].as_f64().unwrap());
+    assert_eq!(vector.low, reported["ndcg_at_10"]["low"].as_f64().unwrap());
     assert!(stdout.contains("nDCG@10") && stdout.contains("chosen on"), "{stdout}");
     assert_eq!((report["documents"].as_u64(), report["queries"].as_u64()), (Some(40), Some(12)));
     let settings = report["settings"].as_array().unwrap();
@@ -131,7 +150,7 @@ fn wrong_judgements_score_near_zero() {
 /// answers can only be as grounded or less.
 #[test]
 fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
-    let (stdout, report) =
+    let (stdout, report, evaluations) =
         run_eval("\n[rag]\nexpansions = 0\nmax_tokens = 48\n", &["rag", "--questions", "3", "--k", "2"]);
     assert!(stdout.contains("context recall") && stdout.contains("groundedness"), "{stdout}");
     assert_eq!(report["questions"], 3);
@@ -147,6 +166,29 @@ fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
     }
     let mean = |measure: &str| report[measure]["mean"].as_f64().unwrap();
     assert_eq!(mean("groundedness"), 1.0);
+    let recorded =
+        |metric: &str| evaluations.iter().find(|r| r.metric == metric).map(|r| (r.value, r.setting.as_str()));
+    assert_eq!(recorded("context_recall"), Some((mean("context_recall"), "k=2")));
+    assert_eq!(recorded("latency_median_ms").map(|r| r.0), report["latency_ms"]["total"].as_f64());
+    assert!(evaluations.iter().all(|r| r.kind == "rag" && r.queries == 3 && r.model == report["generator"]));
     assert!(mean("raw_groundedness") <= 1.0);
     assert!(mean("context_recall") >= 2.0 / 3.0, "the topic's document is found: {report}");
+}
+
+/// `twinflow eval twin` on a data directory with no dataset version says what to do.
+#[test]
+fn eval_twin_without_a_dataset_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("twinflow.toml");
+    std::fs::write(&config, format!("[storage]\ndata_dir = {:?}\n", dir.path().join("data").display().to_string()))
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_twinflow"))
+        .arg("--config")
+        .arg(&config)
+        .args(["eval", "twin"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no dataset version yet") && stderr.contains("twinflow datasets snapshot"), "{stderr}");
 }

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use serde::de::DeserializeOwned;
 use twinflow_schemas::api::{
-    ChatCompletion, ChatCompletionChunk, DatasetVersionResponse, DatasetsResponse, DriftResponse, ModelsResponse,
-    SnapshotResponse, StatusResponse, Switched, TrainingStarted, TwinResponse,
+    ChatCompletion, ChatCompletionChunk, DatasetVersionResponse, DatasetsResponse, DriftResponse, EvalsResponse,
+    ModelsResponse, SnapshotResponse, StatusResponse, Switched, TrainingStarted, TwinResponse,
 };
 use twinflow_schemas::datasets::{DatasetVersion, GenerationReport};
 use twinflow_schemas::models::Evaluation;
@@ -228,6 +228,7 @@ async fn openapi_describes_every_route_and_the_answers_match_it() {
         ("/v1/chat/completions", "post"),
         ("/v1/sql", "post"),
         ("/v1/drift", "get"),
+        ("/v1/evals", "get"),
         ("/v1/datasets", "get"),
         ("/v1/datasets/{name}/versions/{version}", "get"),
         ("/v1/datasets/snapshot", "post"),
@@ -312,6 +313,9 @@ async fn openapi_describes_every_route_and_the_answers_match_it() {
     let drift: DriftResponse = typed(&check(&app, &document, get("/v1/drift"), StatusCode::OK).await);
     assert!(drift.enabled && drift.state.is_some(), "{drift:?}");
     typed::<DatasetsResponse>(&check(&app, &document, get("/v1/datasets"), StatusCode::OK).await);
+    let evals: EvalsResponse = typed(&check(&app, &document, get("/v1/evals?kind=retrieval"), StatusCode::OK).await);
+    assert_eq!(evals.matched, 0, "nothing evaluated yet: {evals:?}");
+    check(&app, &document, get("/v1/evals?limit=0"), StatusCode::BAD_REQUEST).await;
     typed::<TwinResponse>(&check(&app, &document, get("/v1/twin"), StatusCode::OK).await);
     check(&app, &document, empty("/v1/models/rollback"), StatusCode::NOT_FOUND).await;
     typed::<DatasetVersion>(&check(&app, &document, empty("/v1/datasets/snapshot"), StatusCode::OK).await);

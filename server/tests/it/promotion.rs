@@ -15,7 +15,8 @@ use twinflow_schemas::Split;
 use twinflow_schemas::rng::SeededRng;
 
 use crate::fixtures::{app_with, upsert_line};
-use crate::router::{post, send};
+use crate::router::{expect_error, post, send};
+use twinflow_schemas::api::ErrorCode;
 
 /// Test double of an LLM whose questions use the extract's words spelled
 /// backwards: three questions about three different pairs of its words.
@@ -123,4 +124,36 @@ async fn an_adapter_that_learns_the_readers_words_is_promoted_on_held_out_questi
     assert!(outcome.promoted && outcome.decision.starts_with("promoted"), "{}", outcome.decision);
     assert_eq!(app.training.registry.active().unwrap(), Some(1));
     assert_eq!(app.store.projection().as_deref(), Some("adapter-v1"));
+
+    // The judgement is in the evaluations table: over HTTP, and in SQL.
+    let (status, bytes) = send(&app, get("/v1/evals?kind=adapter-run&metric=gain")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let evals: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let rows = evals["evaluations"].as_array().unwrap();
+    assert_eq!((rows.len(), evals["matched"].as_u64()), (1, Some(1)), "{evals}");
+    assert_eq!(rows[0]["model"], "adapter-v1");
+    assert_eq!(rows[0]["setting"], "recall@10 over base");
+    assert_eq!(rows[0]["question_set"], format!("instruct-v{}", outcome.dataset.version));
+    assert_eq!(rows[0]["queries"].as_u64(), Some(evaluation.queries as u64));
+    assert!((rows[0]["low"].as_f64().unwrap() - gain.low).abs() < 1e-12, "{evals}");
+    let (status, bytes) = send(&app, get("/v1/evals?kind=adapter-run")).await;
+    assert_eq!(status, StatusCode::OK);
+    let all: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let models: Vec<&str> =
+        all["evaluations"].as_array().unwrap().iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["base", "adapter-v1", "adapter-v1"], "recall@10 of each, then the gain: {all}");
+    let answer =
+        app.store.sql("SELECT model, value FROM evaluations WHERE metric = 'recall@10' ORDER BY value").await.unwrap();
+    let values = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(answer.batches[0].column(1));
+    assert_eq!(values.len(), 2);
+    assert!(
+        (values.value(0) - evaluation.base).abs() < 1e-12 && (values.value(1) - evaluation.candidate).abs() < 1e-12
+    );
+    for bad in ["/v1/evals?limit=0", "/v1/evals?limit=10001", "/v1/evals?limit=many"] {
+        expect_error(&app, get(bad), StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
+    }
+}
+
+fn get(uri: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::get(uri).body(axum::body::Body::empty()).unwrap()
 }

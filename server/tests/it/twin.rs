@@ -15,6 +15,7 @@ use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
 use twinflow_schemas::rng::SeededRng;
 
 use twinflow_dataflow::text::dataset::PROMPT_VERSION;
+use twinflow_pipelines::training::evaluation::evaluate_twin;
 use twinflow_schemas::Split;
 
 use crate::fixtures::{KeywordQuestions, app_with, upsert_line};
@@ -134,6 +135,28 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
     assert_eq!(card["promotable"], true);
     assert_eq!(twin["active"], "twin-v1");
     assert!(twin["answering"].as_str().is_some_and(|n| n.ends_with("+twin-v1")), "{twin}");
+
+    // `eval twin`'s measures on the same held-out data: the twin is the likelier author.
+    let scorer = app.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let (gguf, _) = scorer.generator.local_gguf().unwrap();
+        let trainer = twinflow_models::LoraTrainer::load(&gguf, 96, &twinflow_models::cpu_device()).unwrap();
+        let data = scorer.store.data_dir();
+        let samples = twinflow_sinks::datasets::read_instruct_version(data, 1).unwrap();
+        let preference = twinflow_sinks::datasets::read_preference_version(data, 1).unwrap();
+        let models = [("base".to_owned(), None), ("twin-v1".to_owned(), Some(scorer.twin.registry.lora(1).unwrap()))];
+        evaluate_twin(&trainer, 1, &samples, &preference, &models, 4).unwrap()
+    })
+    .await
+    .unwrap();
+    eprintln!("eval twin: {}", serde_json::to_string(&report).unwrap());
+    let [base, tuned] = [&report.models[0], &report.models[1]];
+    assert!(report.answers > 0 && report.preference_pairs > 0, "{report:?}");
+    assert!(tuned.nll.mean < base.nll.mean, "{report:?}");
+    assert!(
+        tuned.preference_accuracy.mean > base.preference_accuracy.mean,
+        "the author's text over the other answer: {report:?}"
+    );
 
     // The twin answers now, in the author's voice.
     let (name, text) = answer(&app, "Tell me about the harbour.").await;

@@ -237,6 +237,7 @@ impl Store {
             })
             .collect();
         let datasets = crate::datasets::dataset_files(&self.dir);
+        let evaluations = crate::evaluations::evaluation_files(&self.dir);
         Ok(SqlInputs {
             epoch: state.committed,
             dim: self.dim,
@@ -247,6 +248,7 @@ impl Store {
             traces,
             snapshots,
             datasets,
+            evaluations,
         })
     }
 }
