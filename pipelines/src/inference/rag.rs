@@ -174,6 +174,31 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
+/// The first `k` of `ranked`, taking at most `per_document` passages of one
+/// document (by its first source) in a first pass, then filling what is left
+/// in rank order; `per_document` 0 takes the first `k` as they come.
+fn spread_over_documents(ranked: Vec<(f32, SearchHit)>, k: usize, per_document: usize) -> Vec<(f32, SearchHit)> {
+    if per_document == 0 || ranked.len() <= k {
+        return ranked.into_iter().take(k).collect();
+    }
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    let (mut first, mut rest) = (Vec::with_capacity(k), Vec::new());
+    for (score, hit) in ranked {
+        let doc = hit.sources.first().map(|s| s.doc_id.clone()).unwrap_or_default();
+        let count = taken.entry(doc).or_default();
+        if first.len() < k && *count < per_document {
+            *count += 1;
+            first.push((score, hit));
+        } else {
+            rest.push((score, hit));
+        }
+    }
+    let missing = k.saturating_sub(first.len());
+    first.extend(rest.into_iter().take(missing));
+    first.sort_by(|a, b| b.0.total_cmp(&a.0));
+    first
+}
+
 /// Steps 1–5 (self-query, expansion, retrieval, rerank, prompt): blocking;
 /// every error a request can cause surfaces here, before any answer is streamed.
 pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagError> {
@@ -260,7 +285,7 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
         }
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
     }
-    candidates.truncate(request.k);
+    let candidates = spread_over_documents(candidates, request.k, config.max_per_document);
     timings.rerank_ms = ms(step);
     drop(step_span);
 
@@ -548,6 +573,40 @@ pub fn cited_markers(answer: &str) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passages_spread_over_documents_then_fill_in_rank_order() {
+        let hit = |doc: &str, n: u8| -> (f32, SearchHit) {
+            let source = twinflow_schemas::api::ChunkSource {
+                doc_id: doc.to_owned(),
+                ordinal: u32::from(n),
+                char_start: 0,
+                char_end: 1,
+                title: String::new(),
+                url: String::new(),
+                author: String::new(),
+                kind: DocumentKind::Article,
+            };
+            let hit = SearchHit {
+                chunk_id: Hash128::of(&[n]),
+                score: 0.0,
+                vector_score: None,
+                bm25_score: None,
+                text: String::new(),
+                sources: vec![source],
+            };
+            (1.0 - f32::from(n) / 10.0, hit)
+        };
+        let ranked = || vec![hit("a", 0), hit("a", 1), hit("a", 2), hit("b", 3), hit("c", 4), hit("a", 5)];
+        let docs = |picked: Vec<(f32, SearchHit)>| -> Vec<String> {
+            picked.into_iter().map(|(_, h)| format!("{}{}", h.sources[0].doc_id, h.sources[0].ordinal)).collect()
+        };
+        assert_eq!(docs(spread_over_documents(ranked(), 3, 0)), ["a0", "a1", "a2"], "no limit: rank order");
+        assert_eq!(docs(spread_over_documents(ranked(), 3, 1)), ["a0", "b3", "c4"]);
+        assert_eq!(docs(spread_over_documents(ranked(), 4, 1)), ["a0", "a1", "b3", "c4"], "filled in rank order");
+        assert_eq!(docs(spread_over_documents(ranked(), 4, 2)), ["a0", "a1", "b3", "c4"]);
+        assert_eq!(spread_over_documents(ranked(), 10, 1).len(), 6, "never more than there are");
+    }
 
     #[test]
     fn markers_are_read_from_brackets_only() {

@@ -20,6 +20,10 @@ pub struct RagConfig {
     pub rerank: bool,
     /// Chunks placed in the prompt (default for requests that give no `k`).
     pub k: usize,
+    /// Passages of one document placed before any document gets another
+    /// (0: no limit); more documents in the prompt when a few long ones
+    /// would fill it. Slots left over are filled in rank order.
+    pub max_per_document: usize,
     /// Tokens the answer may take.
     pub max_tokens: usize,
     pub temperature: f32,
@@ -53,6 +57,7 @@ impl Default for RagConfig {
             candidates: 20,
             rerank: true,
             k: 4,
+            max_per_document: 0,
             max_tokens: 256,
             temperature: 0.0,
             repetition_penalty: 1.15,
