@@ -48,9 +48,9 @@ pub struct Evaluation {
     /// Templated instructions (`offline-v1`) train an adapter but never judge one.
     #[serde(default)]
     pub evidence: Vec<String>,
-    /// recall@k of the candidate minus the parent's, per question, with its
-    /// 95% paired-bootstrap interval; `None` when no question could judge it.
-    /// Promotion needs the whole interval above zero.
+    /// recall@k of the candidate minus the parent's, with its 95% interval
+    /// from resampling the questions' documents; `None` when too few
+    /// questions could judge it. Promotion needs the whole interval above zero.
     #[serde(default)]
     pub gain: Option<Estimate>,
 }
@@ -91,9 +91,10 @@ pub struct TwinEvaluation {
     /// [`Evaluation::evidence`]: never the templates).
     #[serde(default)]
     pub evidence: Vec<String>,
-    /// The parent's nll per answer token minus the candidate's, per answer
-    /// (positive: the candidate predicts the author's text better), with its
-    /// 95% paired-bootstrap interval; promotion needs it above zero.
+    /// The parent's nll per answer token minus the candidate's, over every
+    /// held-out answer token (positive: the candidate predicts the author's
+    /// text better), with its 95% interval from resampling documents;
+    /// promotion needs it above zero.
     #[serde(default)]
     pub gain: Option<Estimate>,
 }

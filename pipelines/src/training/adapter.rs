@@ -31,7 +31,7 @@ use twinflow_models::{
 };
 use twinflow_schemas::config::{Config, TrainingConfig};
 use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
-use twinflow_schemas::stats::{estimate, paired_difference};
+use twinflow_schemas::stats::{clustered_gain, estimate};
 use twinflow_schemas::{Hash128, Split};
 use twinflow_sinks::{Store, VectorProjection};
 
@@ -292,7 +292,12 @@ impl Training {
             None => base_hits.clone(),
         };
         let candidate_hits = hits_at_k(&candidate, &test_queries, &targets, &corpus, k);
-        let gain = (!test.is_empty()).then(|| paired_difference(&candidate_hits, &parent_hits, self.config.seed));
+        // Judged only on enough questions, resampled by document (a document's questions are one piece of evidence).
+        let documents: Vec<&str> = test.iter().map(|s| s.doc_id.as_str()).collect();
+        let ones = vec![1.0; test.len()];
+        let gain = (test.len() >= self.config.min_questions.max(1))
+            .then(|| clustered_gain(&candidate_hits, &parent_hits, &ones, &documents, self.config.seed))
+            .flatten();
         let evidence: BTreeSet<String> = test.iter().map(|s| s.generator.clone()).collect();
         let (parent_recall, candidate_recall) = (mean(&parent_hits), mean(&candidate_hits));
         let evaluation = Evaluation {
@@ -308,14 +313,20 @@ impl Training {
         let promotable = gain.is_some_and(|g| g.above_zero());
         let n = test_queries.len();
         let decision = match gain {
+            None if !test.is_empty() => format!(
+                "kept the active model: {n} held-out LLM-written questions are fewer than the {} a judgement needs \
+                 ([training] min_questions)",
+                self.config.min_questions
+            ),
             None => NO_EVIDENCE.to_owned(),
             Some(gain) if promotable => format!(
                 "promoted: recall@{k} {parent_recall:.4} → {candidate_recall:.4} on {n} held-out LLM-written questions \
-                 (gain {gain}, 95% interval)"
+                 about {} documents (gain {gain}, 95% interval by document)",
+                documents.iter().collect::<BTreeSet<_>>().len()
             ),
             Some(gain) => format!(
                 "kept the active model: recall@{k} {parent_recall:.4} → {candidate_recall:.4} on {n} held-out \
-                 LLM-written questions; the gain {gain} (95% interval) is not beyond the noise"
+                 LLM-written questions; the gain {gain} (95% interval by document) is not beyond the noise"
             ),
         };
 

@@ -26,7 +26,7 @@ use twinflow_models::{
 use twinflow_schemas::Split;
 use twinflow_schemas::config::{Config, TwinConfig};
 use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
-use twinflow_schemas::stats::paired_difference;
+use twinflow_schemas::stats::clustered_gain;
 use twinflow_sinks::Store;
 
 use super::Error;
@@ -52,6 +52,8 @@ pub struct Twin {
     pub config: TwinConfig,
     /// Extracts the generator writes questions for at the start of a run (`[training]`).
     questions_per_run: usize,
+    /// Held-out answers a run needs before its gain is judged (`[training]`).
+    min_questions: usize,
     pub registry: Registry<TwinCard>,
     datasets: Arc<Datasets>,
     store: Arc<Store>,
@@ -87,6 +89,7 @@ impl Twin {
         let twin = Twin {
             config: config.twin.clone(),
             questions_per_run: config.training.questions_per_run,
+            min_questions: config.training.min_questions,
             registry,
             datasets,
             store,
@@ -172,11 +175,11 @@ impl Twin {
                 train.push(example);
             } else {
                 evidence.insert(sample.generator.clone());
-                test.push(example);
+                test.push((example, sample.doc_id.clone()));
             }
         }
         let train = even_sample(train, self.config.max_examples);
-        let test = even_sample(test, self.config.max_test);
+        let (test, documents): (Vec<_>, Vec<String>) = even_sample(test, self.config.max_test).into_iter().unzip();
         if train.len() < training.batch_size.max(1) {
             return Err(Error::NotEnoughData(format!(
                 "not enough instruct samples to fine-tune: {} train that fit {} tokens (need one batch of {})",
@@ -199,9 +202,13 @@ impl Twin {
         };
         let candidate_each = trainer.nll_each(&test, Some(&candidate), SCORE_BATCH)?;
         drop(trainer);
+        // The pooled nll's difference (token-weighted), resampled by document; judged only on enough answers.
         let means = |each: &[Nll]| each.iter().map(|n| n.mean).collect::<Vec<f64>>();
-        let gain = (!test.is_empty())
-            .then(|| paired_difference(&means(&parent_each), &means(&candidate_each), self.config.seed));
+        let tokens: Vec<f64> = candidate_each.iter().map(|n| n.tokens as f64).collect();
+        let groups: Vec<&str> = documents.iter().map(String::as_str).collect();
+        let gain = (test.len() >= self.min_questions.max(1))
+            .then(|| clustered_gain(&means(&parent_each), &means(&candidate_each), &tokens, &groups, self.config.seed))
+            .flatten();
         let (base, parent_nll, candidate_nll) =
             (Nll::pooled(&base_each), Nll::pooled(&parent_each), Nll::pooled(&candidate_each));
         let evaluation = TwinEvaluation {
@@ -213,10 +220,16 @@ impl Twin {
         };
         let promotable = gain.is_some_and(|g| g.above_zero());
         let decision = match gain {
+            None if !test.is_empty() => format!(
+                "kept the active twin: {} held-out answers under LLM-written questions are fewer than the {} \
+                 a judgement needs ([training] min_questions)",
+                test.len(),
+                self.min_questions
+            ),
             None => NO_EVIDENCE.replace("active model", "active twin"),
             Some(gain) => format!(
                 "{}: held-out nll {:.4} → {:.4} (perplexity {:.2} → {:.2}) on {} answers, {} tokens, \
-                 under LLM-written questions; the gain per answer {gain} (95% interval) {}",
+                 under LLM-written questions; the gain per token {gain} (95% interval by document) {}",
                 if promotable { "promoted" } else { "kept the active twin" },
                 parent_nll.mean,
                 candidate_nll.mean,

@@ -35,6 +35,9 @@ pub struct TrainingConfig {
     /// only evidence a run is judged on. 0: only what `twinflow datasets
     /// generate` wrote.
     pub questions_per_run: usize,
+    /// Held-out questions (adapter) or answers (twin) a run needs before its
+    /// gain is judged at all; with fewer it keeps the active model.
+    pub min_questions: usize,
     /// Largest number of training pairs (an even sample of the train split); 0 = all.
     pub max_pairs: usize,
     /// Seed of shuffling and initialisation.
@@ -56,6 +59,7 @@ impl Default for TrainingConfig {
             anchor_to_parent: true,
             recall_k: 10,
             questions_per_run: 32,
+            min_questions: 30,
             max_pairs: 20_000,
             seed: 7,
         }
