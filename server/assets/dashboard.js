@@ -193,8 +193,14 @@ function renderEvals(evals) {
     if (!series.has(key)) series.set(key, []);
     series.get(key).push(row);
   }
+  // The training runs' gains always; of the rest, the 6 series measured most recently.
+  const newest = (rows) => rows[rows.length - 1].at_ms;
+  const all = [...series];
+  const training = all.filter(([, rows]) => rows[0].kind.endsWith("-run"));
+  const others = all.filter(([, rows]) => !rows[0].kind.endsWith("-run"))
+    .sort((a, b) => newest(a[1]) - newest(b[1])).slice(-6);
   const plots = [];
-  for (const [key, rows] of [...series].slice(-8)) {
+  for (const [key, rows] of [...others, ...training]) {
     const runs = rows.map((r, i) => [i + 1, r]);
     const svg = svgEl("svg", { class: "plot small", viewBox: "0 0 480 110", "data-series": key });
     plot(svg, [

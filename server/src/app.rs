@@ -37,6 +37,8 @@ pub struct App {
     pub traces: Arc<Traces>,
     /// The most recent commits (`GET /v1/timeline`).
     pub timeline: Arc<Timeline>,
+    /// The `evaluations` table's rows, each file decoded once (`GET /v1/evals`).
+    pub evaluations: Arc<twinflow_sinks::evaluations::EvaluationReader>,
     /// Slots of the requests that cost the most (SQL; answers and embeddings).
     pub slots: crate::api::limits::Slots,
     /// Keys, sessions and the browser rules.
@@ -102,6 +104,7 @@ impl App {
         let slots = crate::api::limits::Slots::new(&config.server);
         let app = Arc::new(App {
             traces: Arc::new(Traces::new(config.traces.clone())),
+            evaluations: Arc::default(),
             config,
             engine: feature.engine.clone(),
             store,

@@ -4,8 +4,11 @@
 //! another process (an `eval` command beside a running server) may add to
 //! it. SQL reads every file as `evaluations`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use twinflow_schemas::evaluation::{EvaluationRow, evaluations_schema};
@@ -17,12 +20,16 @@ use crate::parquet_io::{read_parquet, write_parquet};
 pub const EVALUATIONS_DIR: &str = "evaluations";
 
 /// Writes one run's rows as `evaluations/<run_id>.parquet`; returns the path.
-/// A run id already written is refused, not overwritten.
+/// A run id already written is refused, not overwritten, and so is a row
+/// whose value or interval is not a finite number (JSON has no such numbers).
 pub fn append_evaluations(data_dir: &Path, rows: &[EvaluationRow]) -> Result<PathBuf> {
-    let Some(first) = rows.first() else {
-        let empty = std::io::Error::new(std::io::ErrorKind::InvalidInput, "an evaluation run without rows");
-        return Err(Error::io(data_dir.join(EVALUATIONS_DIR), empty));
+    let invalid = |message: String| {
+        Error::io(data_dir.join(EVALUATIONS_DIR), std::io::Error::new(std::io::ErrorKind::InvalidInput, message))
     };
+    let Some(first) = rows.first() else { return Err(invalid("an evaluation run without rows".into())) };
+    if let Some(row) = rows.iter().find(|r| ![r.value, r.low, r.high].iter().all(|v| v.is_finite())) {
+        return Err(invalid(format!("{} of {} is not a finite number: {}", row.metric, row.model, row.value)));
+    }
     let name: String =
         first.run_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     let path = data_dir.join(EVALUATIONS_DIR).join(format!("{name}.parquet"));
@@ -34,7 +41,7 @@ pub fn append_evaluations(data_dir: &Path, rows: &[EvaluationRow]) -> Result<Pat
     Ok(path)
 }
 
-/// Every run's file, oldest first (by name: run ids lead with their kind and end with their time).
+/// Every run's file, in name order (`<kind>-<at_ms>`: by kind, then time).
 pub fn evaluation_files(data_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(data_dir.join(EVALUATIONS_DIR)) else { return Vec::new() };
     let mut files: Vec<PathBuf> = entries
@@ -51,13 +58,42 @@ pub fn evaluation_files(data_dir: &Path) -> Vec<PathBuf> {
 
 /// Every row, ordered by time then run; a damaged file is [`Error::Corrupt`] naming it.
 pub fn read_evaluations(data_dir: &Path) -> Result<Vec<EvaluationRow>> {
-    let mut rows = Vec::new();
-    for path in evaluation_files(data_dir) {
-        for batch in read_parquet(&path)? {
-            rows.extend(rows_of(&batch).map_err(|reason| Error::corrupt(&path, reason))?);
+    EvaluationReader::default().read(data_dir)
+}
+
+/// Reads the table, parsing each file once: files never change, so a file
+/// read before is answered from memory and only new ones are decoded.
+#[derive(Debug, Default)]
+pub struct EvaluationReader {
+    files: Mutex<BTreeMap<PathBuf, Arc<Vec<EvaluationRow>>>>,
+}
+
+impl EvaluationReader {
+    /// Every row under `data_dir`, ordered by time then run ([`read_evaluations`]).
+    pub fn read(&self, data_dir: &Path) -> Result<Vec<EvaluationRow>> {
+        let mut rows = Vec::new();
+        for path in evaluation_files(data_dir) {
+            let cached = self.files.lock().get(&path).cloned();
+            let file = match cached {
+                Some(file) => file,
+                None => {
+                    let file = Arc::new(read_file(&path)?);
+                    self.files.lock().insert(path, file.clone());
+                    file
+                }
+            };
+            rows.extend(file.iter().cloned());
         }
+        rows.sort_by(|a, b| (a.at_ms, &a.run_id).cmp(&(b.at_ms, &b.run_id)));
+        Ok(rows)
     }
-    rows.sort_by(|a, b| (a.at_ms, &a.run_id).cmp(&(b.at_ms, &b.run_id)));
+}
+
+fn read_file(path: &Path) -> Result<Vec<EvaluationRow>> {
+    let mut rows = Vec::new();
+    for batch in read_parquet(path)? {
+        rows.extend(rows_of(&batch).map_err(|reason| Error::corrupt(path, reason))?);
+    }
     Ok(rows)
 }
 
@@ -137,6 +173,11 @@ mod tests {
         append_evaluations(dir.path(), &[EvaluationRow::estimate(&earlier, "adapter-v2", "k=10", "gain", gain, 90)])
             .unwrap();
         assert!(append_evaluations(dir.path(), &rows).is_err(), "a run id is written once");
+        let infinite =
+            EvaluationRow::point(&EvaluationRun::new("twin", 5, "s", 0, 0), "m", "", "perplexity", f64::INFINITY, 1);
+        assert!(append_evaluations(dir.path(), &[infinite]).unwrap_err().to_string().contains("not a finite number"));
+        let reader = EvaluationReader::default();
+        assert_eq!(reader.read(dir.path()).unwrap().len(), 3);
         let back = read_evaluations(dir.path()).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!((back[0].model.as_str(), back[0].low, back[0].high), ("adapter-v2", 0.02, 0.18));

@@ -47,6 +47,12 @@ pub fn is_evidence(row: &InstructRow) -> bool {
     row.split == Split::Test && row.generator.starts_with(LLM_GENERATOR_PREFIX)
 }
 
+/// [`is_evidence`] for a preference triple: its question was written by an
+/// LLM about a held-out document.
+pub fn is_evidence_preference(row: &PreferenceRow) -> bool {
+    row.split == Split::Test.as_str() && row.generator.starts_with(LLM_GENERATOR_PREFIX)
+}
+
 /// How a snapshot names the generator of an LLM-written sample: `llm:<model>@p<prompt version>`.
 const LLM_GENERATOR_PREFIX: &str = "llm:";
 

@@ -29,8 +29,8 @@ pub async fn evals(
             format!("parameter `limit` must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let data_dir = app.store.data_dir().to_path_buf();
-    let rows = tokio::task::spawn_blocking(move || twinflow_sinks::evaluations::read_evaluations(&data_dir))
+    let reader = app.clone();
+    let rows = tokio::task::spawn_blocking(move || reader.evaluations.read(reader.store.data_dir()))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;

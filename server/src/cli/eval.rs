@@ -30,7 +30,9 @@ pub(super) fn retrieval(config: Config, args: &EvalRetrievalArgs) -> anyhow::Res
     let set = BeirSet::load(&args.set, &args.split)?;
     let record_to = config.storage.data_dir.clone();
     let report = with_corpus(config, &set, args.data_dir.as_deref(), |app| run(app, &set, args))?;
-    let run = EvaluationRun::new("retrieval", twinflow_schemas::clock::now_ms(), &report.set, report.epoch, 0);
+    // The epoch means something only in a data directory that is kept (`--data-dir`).
+    let epoch = if args.data_dir.is_some() { report.epoch } else { 0 };
+    let run = EvaluationRun::new("retrieval", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
     let n = report.queries as u64;
     let rows: Vec<EvaluationRow> = report
         .settings
@@ -40,7 +42,7 @@ pub(super) fn retrieval(config: Config, args: &EvalRetrievalArgs) -> anyhow::Res
                 .map(|(metric, e)| EvaluationRow::estimate(&run, "base", &s.name, metric, e, n))
         })
         .collect();
-    record(&record_to, &rows)?;
+    record(&record_to, &rows);
     Ok(report)
 }
 
@@ -65,6 +67,7 @@ pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagRepor
         })?;
         Ok((report, app.store.committed_epoch()))
     })?;
+    let epoch = if args.data_dir.is_some() { epoch } else { 0 };
     let run = EvaluationRun::new("rag", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
     let (n, model, setting) = (report.questions as u64, report.generator.as_str(), format!("k={k}"));
     let mut rows: Vec<EvaluationRow> = [
@@ -84,7 +87,7 @@ pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagRepor
     ] {
         rows.push(EvaluationRow::point(&run, model, &setting, metric, value, n));
     }
-    record(&record_to, &rows)?;
+    record(&record_to, &rows);
     Ok(report)
 }
 
@@ -118,12 +121,14 @@ pub(super) fn twin(config: Config, args: &EvalTwinArgs) -> anyhow::Result<TwinRe
     let mut rows = Vec::new();
     for m in &report.models {
         rows.push(EvaluationRow::point(&run, &m.model, "per answer token", "nll", m.nll.mean, answers));
-        rows.push(EvaluationRow::point(&run, &m.model, "per answer token", "perplexity", m.perplexity, answers));
+        if m.perplexity.is_finite() {
+            rows.push(EvaluationRow::point(&run, &m.model, "per answer token", "perplexity", m.perplexity, answers));
+        }
         if pairs > 0 {
             rows.push(EvaluationRow::estimate(&run, &m.model, "", "preference_accuracy", m.preference_accuracy, pairs));
         }
     }
-    record(&data_dir, &rows)?;
+    record(&data_dir, &rows);
     Ok(report)
 }
 
@@ -155,12 +160,16 @@ pub(super) fn twin_table(report: &TwinReport) -> String {
     out
 }
 
-/// Adds one evaluation's figures to the `evaluations` table of `data_dir`.
-fn record(data_dir: &std::path::Path, rows: &[EvaluationRow]) -> anyhow::Result<()> {
-    let path = twinflow_sinks::evaluations::append_evaluations(data_dir, rows)
-        .with_context(|| format!("cannot add the figures to the evaluations table in {}", data_dir.display()))?;
-    say(format_args!("{} figures added to the evaluations table ({})", rows.len(), path.display()));
-    Ok(())
+/// Adds one evaluation's figures to the `evaluations` table of `data_dir`. A
+/// failure is said, not fatal: the report (printed, and `--out`) is whole.
+fn record(data_dir: &std::path::Path, rows: &[EvaluationRow]) {
+    match twinflow_sinks::evaluations::append_evaluations(data_dir, rows) {
+        Ok(path) => say(format_args!("{} figures added to the evaluations table ({})", rows.len(), path.display())),
+        Err(e) => say(format_args!(
+            "warning: the figures were not added to the evaluations table in {}: {e}",
+            data_dir.display()
+        )),
+    }
 }
 
 /// Runs `then` on an app whose store holds `set`'s corpus, in `data_dir` (or

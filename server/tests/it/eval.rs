@@ -94,7 +94,9 @@ fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
         (vector.kind.as_str(), vector.model.as_str(), vector.question_set.as_str()),
         ("retrieval", "base", "topics")
     );
-    assert_eq!((vector.queries, vector.index_epoch), (12, report["epoch"].as_u64().unwrap()));
+    // The corpus was committed into a scratch directory, gone after: no epoch to point at.
+    assert_eq!((vector.queries, vector.index_epoch), (12, 0));
+    assert!(report["epoch"].as_u64().unwrap() > 0);
     let reported = settings.iter().find(|s| s["name"] == "vector").unwrap();
     assert_eq!(vector.value, reported["ndcg_at_10"]["mean"].as_f64().unwrap());
     assert_eq!(vector.low, reported["ndcg_at_10"]["low"].as_f64().unwrap());

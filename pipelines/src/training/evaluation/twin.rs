@@ -14,7 +14,7 @@ use twinflow_schemas::stats::{Estimate, estimate};
 use twinflow_sinks::datasets::PreferenceRow;
 
 use super::super::Error;
-use super::super::datasets::is_evidence;
+use super::super::datasets::{is_evidence, is_evidence_preference};
 use super::super::job::even_sample;
 
 /// Examples per forward pass.
@@ -66,7 +66,7 @@ pub fn evaluate_twin(
         }
     }
     let mut pairs: Vec<(SftExample, SftExample)> = Vec::new();
-    for triple in preference.iter().filter(|p| p.split == "test" && p.generator.starts_with("llm:")) {
+    for triple in preference.iter().filter(|p| is_evidence_preference(p)) {
         let chosen = trainer.example(&triple.prompt, &triple.chosen)?;
         let rejected = trainer.example(&triple.prompt, &triple.rejected)?;
         if let (Some(chosen), Some(rejected)) = (chosen, rejected) {
