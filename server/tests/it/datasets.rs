@@ -3,67 +3,31 @@
 //! preference triples) readable as Parquet, JSONL and SQL; and one pass of
 //! the real SmolLM2 generator.
 
-use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use twinflow_models::{ChatMessage, FinishReason, GenerateParams, Generation, Generator};
 use twinflow_pipelines::training::Datasets;
 use twinflow_schemas::{ChangeLimits, Split, parse_change};
 
-use crate::fixtures::{app_with, article, upsert_line};
+use crate::fixtures::{QuestionDouble, app_with, article, upsert_line};
 
-/// Test double of an LLM: asked for questions about an extract, it writes
-/// two made from the extract's words; asked a question alone, a short
-/// generic answer. Counts the extracts it was sent.
-#[derive(Debug, Default)]
-struct ScriptedGenerator {
-    calls: AtomicUsize,
+/// Questions of a test double (`QuestionDouble`): two made from the extract's words.
+fn scripted_questions(extract: &str) -> String {
+    let words: Vec<&str> = extract.split_whitespace().collect();
+    format!(
+        "Here you go:\n1. What does the passage say about {} and {}?\n2. Why does the author mention {}?\nHope this helps.",
+        words[words.len() / 3],
+        words[words.len() / 2],
+        words[2 * words.len() / 3],
+    )
 }
 
-impl Generator for ScriptedGenerator {
-    fn model_name(&self) -> &str {
-        "scripted-test-double"
-    }
-    fn context_tokens(&self) -> usize {
-        8192
-    }
-    fn count_tokens(&self, text: &str) -> usize {
-        text.split_whitespace().count()
-    }
-    fn generate(
-        &self,
-        messages: &[ChatMessage],
-        _params: &GenerateParams,
-        _on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> twinflow_models::Result<Generation> {
-        let Some(extract) = messages.last().and_then(|m| m.content.split("\"\"\"").nth(1)) else {
-            return Ok(reply(
-                "It is an important question that many people have asked over the years, and it depends.".into(),
-            ));
-        };
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let words: Vec<&str> = extract.split_whitespace().collect();
-        let text = format!(
-            "Here you go:\n1. What does the passage say about {} and {}?\n2. Why does the author mention {}?\nHope this helps.",
-            words[words.len() / 3],
-            words[words.len() / 2],
-            words[2 * words.len() / 3],
-        );
-        Ok(reply(text))
-    }
-}
-
-/// A finished generation of `text`.
-fn reply(text: String) -> Generation {
-    Generation {
-        text,
-        finish_reason: FinishReason::Stop,
-        prompt_tokens: 1,
-        completion_tokens: 1,
-        prefill_ms: 0.0,
-        decode_ms: 0.0,
-    }
+fn scripted() -> QuestionDouble {
+    QuestionDouble::new(
+        "scripted-test-double",
+        scripted_questions,
+        "It is an important question that many people have asked over the years, and it depends.",
+    )
 }
 
 #[test]
@@ -82,7 +46,7 @@ fn generation_is_cached_and_incremental_and_snapshots_are_curated() {
     assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
 
     let datasets = &app.training.datasets;
-    let llm = ScriptedGenerator::default();
+    let llm = scripted();
     let first = datasets.generate(&app.store, &llm, 2).unwrap();
     assert_eq!((first.generated, first.cached), (2, 0), "{first:?}");
     assert!(first.remaining > 0 && first.questions == 4, "{first:?}");

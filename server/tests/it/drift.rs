@@ -20,7 +20,7 @@ use twinflow_schemas::config::{Config, DriftConfig, EmbedderConfig, MiniLmEmbedd
 use twinflow_schemas::{DocumentChange, Split};
 use twinflow_server::App;
 
-use crate::fixtures::KeywordQuestions;
+use crate::fixtures::QuestionDouble;
 use twinflow_pipelines::training::datasets::is_evidence;
 
 fn year(change: &DocumentChange) -> u32 {
@@ -115,7 +115,8 @@ fn eras_drift_trigger_a_retrain_promoted_only_on_real_held_out_questions() {
     assert_eq!(app.training.registry.active().unwrap(), None);
 
     // Questions about the extracts, the held-out speeches' first; the next run is judged on them.
-    let written = app.training.datasets.generate_for(&app.store, &KeywordQuestions, 5_000, Some(Split::Test)).unwrap();
+    let written =
+        app.training.datasets.generate_for(&app.store, &QuestionDouble::keywords(), 5_000, Some(Split::Test)).unwrap();
     assert!(written.generated > 0 && written.failures == 0, "{written:?}");
     let outcome = app.training.run(serde_json::json!({"drift": {"crossed": ["rerun with questions"]}})).unwrap();
     eprintln!("training outcome: {}", serde_json::to_string_pretty(&outcome).unwrap_or_default());

@@ -69,7 +69,7 @@ pub(crate) fn app_with(dir: &Path, change: impl FnOnce(&mut Config)) -> Arc<App>
     config.engine.workers = 2;
     config.auth.keys = test_keys();
     // No LLM writes questions at the start of training runs: tests that judge a
-    // run write them with a test double (`KeywordQuestions`) first.
+    // run write them with a test double (`QuestionDouble`) first.
     config.training.questions_per_run = 0;
     change(&mut config);
     App::start(config).expect("app starts")
@@ -97,18 +97,54 @@ pub(crate) fn article(topic: &str, paragraphs: usize) -> String {
         .join("\n\n")
 }
 
-/// Test double of an LLM that writes questions, for tests that judge a
-/// training run (the real SmolLM2 takes seconds per extract; these runs need
-/// hundreds of questions). Asked for questions about an extract, it asks
-/// about the extract's three longest words; asked a question alone, it gives
-/// a short generic answer. Samples it writes are named
-/// `llm:keyword-questions-test-double@p…` in the datasets and model cards.
-#[derive(Debug, Default)]
-pub(crate) struct KeywordQuestions;
+/// Test double of an LLM that writes questions (the real SmolLM2 takes
+/// seconds per extract; tests that generate datasets or judge training runs
+/// need hundreds). Asked for questions about an extract, it answers with
+/// `questions(extract)`; asked a question alone, with `answer`. Samples it
+/// writes are named `llm:<name>@p…` in the datasets and model cards. Counts
+/// the extracts it was sent.
+#[derive(Debug)]
+pub(crate) struct QuestionDouble {
+    name: &'static str,
+    questions: fn(&str) -> String,
+    answer: &'static str,
+    pub(crate) calls: std::sync::atomic::AtomicUsize,
+}
 
-impl twinflow_models::Generator for KeywordQuestions {
+impl QuestionDouble {
+    pub(crate) fn new(name: &'static str, questions: fn(&str) -> String, answer: &'static str) -> Self {
+        Self { name, questions, answer, calls: Default::default() }
+    }
+
+    /// Questions about the extract's three longest words.
+    pub(crate) fn keywords() -> Self {
+        Self::new(
+            "keyword-questions-test-double",
+            keyword_questions,
+            "That depends on many things, and people have long disagreed about it.",
+        )
+    }
+}
+
+fn keyword_questions(extract: &str) -> String {
+    let mut words: Vec<&str> = extract.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let mut seen = std::collections::HashSet::new();
+    words.retain(|w| seen.insert(w.to_lowercase()));
+    words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
+    let at = |i: usize| words.get(i).copied().unwrap_or("this");
+    format!(
+        "1. What is said about {} and {}?\n2. Why does {} matter here?\n3. How are {} and {} related?",
+        at(0),
+        at(1),
+        at(2),
+        at(0),
+        at(2)
+    )
+}
+
+impl twinflow_models::Generator for QuestionDouble {
     fn model_name(&self) -> &str {
-        "keyword-questions-test-double"
+        self.name
     }
     fn context_tokens(&self) -> usize {
         8192
@@ -124,22 +160,10 @@ impl twinflow_models::Generator for KeywordQuestions {
     ) -> twinflow_models::Result<twinflow_models::Generation> {
         let text = match messages.last().and_then(|m| m.content.split("\"\"\"").nth(1)) {
             Some(extract) => {
-                let mut words: Vec<&str> =
-                    extract.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
-                let mut seen = std::collections::HashSet::new();
-                words.retain(|w| seen.insert(w.to_lowercase()));
-                words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
-                let at = |i: usize| words.get(i).copied().unwrap_or("this");
-                format!(
-                    "1. What is said about {} and {}?\n2. Why does {} matter here?\n3. How are {} and {} related?",
-                    at(0),
-                    at(1),
-                    at(2),
-                    at(0),
-                    at(2)
-                )
+                self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (self.questions)(extract)
             }
-            None => "That depends on many things, and people have long disagreed about it.".to_owned(),
+            None => self.answer.to_owned(),
         };
         Ok(twinflow_models::Generation {
             text,

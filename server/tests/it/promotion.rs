@@ -6,72 +6,37 @@
 //! beyond the noise and the adapter is promoted. Templated instructions
 //! (the words as written) train too, and judge nothing.
 
-use std::ops::ControlFlow;
-
 use axum::http::StatusCode;
 use twinflow_dataflow::text::dataset::PROMPT_VERSION;
-use twinflow_models::{ChatMessage, FinishReason, GenerateParams, Generation, Generator};
 use twinflow_schemas::Split;
 use twinflow_schemas::rng::SeededRng;
 
-use crate::fixtures::{app_with, upsert_line};
+use crate::fixtures::{QuestionDouble, app_with, upsert_line};
 use crate::router::{expect_error, post, send};
 use twinflow_schemas::api::ErrorCode;
 
-/// Test double of an LLM whose questions use the extract's words spelled
-/// backwards: three questions about three different pairs of its words.
-#[derive(Debug, Default)]
-struct BackwardsQuestions;
-
-impl Generator for BackwardsQuestions {
-    fn model_name(&self) -> &str {
-        "backwards-questions-test-double"
-    }
-    fn context_tokens(&self) -> usize {
-        8192
-    }
-    fn count_tokens(&self, text: &str) -> usize {
-        text.split_whitespace().count()
-    }
-    fn generate(
-        &self,
-        messages: &[ChatMessage],
-        _params: &GenerateParams,
-        _on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> twinflow_models::Result<Generation> {
-        let text = match messages.last().and_then(|m| m.content.split("\"\"\"").nth(1)) {
-            Some(extract) => {
-                let words: Vec<String> = extract
-                    .split(|c: char| !c.is_alphanumeric())
-                    .filter(|w| w.chars().count() >= 4)
-                    .map(|w| w.chars().rev().collect())
-                    .collect();
-                let at = |i: usize| words.get(i % words.len().max(1)).map_or("", String::as_str).to_owned();
-                let n = words.len();
-                format!(
-                    "1. What of {} {} {}?\n2. Where are {} {} {}?\n3. Why {} {} {}?",
-                    at(0),
-                    at(n / 4),
-                    at(n / 2),
-                    at(1),
-                    at(n / 3),
-                    at(3 * n / 4),
-                    at(2),
-                    at(2 * n / 3),
-                    at(n - 1)
-                )
-            }
-            None => "It depends.".to_owned(),
-        };
-        Ok(Generation {
-            text,
-            finish_reason: FinishReason::Stop,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            prefill_ms: 0.0,
-            decode_ms: 0.0,
-        })
-    }
+/// Questions of a test double (`QuestionDouble`) that uses the extract's words
+/// spelled backwards: three questions about three different sets of its words.
+fn backwards_questions(extract: &str) -> String {
+    let words: Vec<String> = extract
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 4)
+        .map(|w| w.chars().rev().collect())
+        .collect();
+    let at = |i: usize| words.get(i % words.len().max(1)).map_or("", String::as_str).to_owned();
+    let n = words.len();
+    format!(
+        "1. What of {} {} {}?\n2. Where are {} {} {}?\n3. Why {} {} {}?",
+        at(0),
+        at(n / 4),
+        at(n / 2),
+        at(1),
+        at(n / 3),
+        at(3 * n / 4),
+        at(2),
+        at(2 * n / 3),
+        at(n - 1)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +72,8 @@ async fn an_adapter_that_learns_the_readers_words_is_promoted_on_held_out_questi
 
     let run = app.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let written = run.training.datasets.generate_for(&run.store, &BackwardsQuestions, 10_000, Some(Split::Test))?;
+        let double = QuestionDouble::new("backwards-questions-test-double", backwards_questions, "It depends.");
+        let written = run.training.datasets.generate_for(&run.store, &double, 10_000, Some(Split::Test))?;
         assert!(written.generated > 0 && written.failures == 0, "{written:?}");
         run.training.run(serde_json::json!("manual"))
     })

@@ -18,7 +18,7 @@ use twinflow_dataflow::text::dataset::PROMPT_VERSION;
 use twinflow_pipelines::training::evaluation::evaluate_twin;
 use twinflow_schemas::Split;
 
-use crate::fixtures::{KeywordQuestions, app_with, upsert_line};
+use crate::fixtures::{QuestionDouble, app_with, upsert_line};
 use crate::router::{expect_error, post, send};
 
 fn get(uri: &str) -> Request<Body> {
@@ -95,7 +95,7 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
     // letters' questions are what the run is judged on; templated instructions never judge.
     let writer = app.clone();
     let written = tokio::task::spawn_blocking(move || {
-        writer.training.datasets.generate_for(&writer.store, &KeywordQuestions, 1000, Some(Split::Test))
+        writer.training.datasets.generate_for(&writer.store, &QuestionDouble::keywords(), 1000, Some(Split::Test))
     })
     .await
     .unwrap()
