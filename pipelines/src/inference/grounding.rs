@@ -8,7 +8,7 @@
 //!  question ────────────────────────────────────────┘
 //!  each answer sentence ─ passages whose closest sentence ≥ min_support? ─ yes: "sentence [i][j]"
 //!                                                                          └ no: dropped
-//!  no sentence left ─▶ extractive: the passage sentences closest to the question, quoted, with markers
+//!  no sentence left ─▶ extractive: from each of the first two passages, its sentence closest to the question, quoted
 //! ```
 //!
 //! A 135M-parameter generator seldom cites and often adds what no passage
@@ -23,7 +23,7 @@ use unicode_segmentation::UnicodeSegmentation;
 const SENTENCES_PER_PASSAGE: usize = 64;
 /// Markers a kept sentence cites at most (the best supporting passages).
 const MARKERS_PER_SENTENCE: usize = 2;
-/// Sentences an extractive answer quotes.
+/// Sentences an extractive answer quotes (one from each of the first passages).
 const EXTRACTED: usize = 2;
 
 /// An answer after grounding.
@@ -134,16 +134,20 @@ pub fn ground(
     }
     let supported = kept.len();
     let mode = if kept.is_empty() && !candidates.is_empty() {
-        // Nothing the generator said is supported: quote what is closest to the question.
-        let mut ranked: Vec<_> = candidates.iter().map(|(m, s, v)| (cosine(&question_vector[0], v), *m, *s)).collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut quoted: Vec<&str> = Vec::new();
-        for (_, marker, sentence) in ranked {
-            if quoted.len() == EXTRACTED {
+        // Nothing the generator said is supported: quote, from each of the
+        // first passages (the best ranked), its sentence closest to the question.
+        for marker in 1..=passages.len() {
+            if kept.len() == EXTRACTED {
                 break;
             }
-            if !quoted.contains(&sentence.as_str()) {
-                quoted.push(sentence);
+            let best = candidates
+                .iter()
+                .filter(|(m, ..)| *m == marker)
+                .map(|(_, s, v)| (cosine(&question_vector[0], v), *s))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, sentence)) = best
+                && !kept.iter().any(|k| k.contains(sentence.as_str()))
+            {
                 kept.push(format!("\u{201c}{sentence}\u{201d} [{marker}]"));
                 cited.push(marker);
             }
@@ -195,15 +199,12 @@ mod tests {
         );
         assert_eq!(grounded.report.raw_answer, answer);
 
-        // Nothing supported: the passage sentences closest to the question, quoted.
+        // Nothing supported: from each passage in rank order, its sentence closest to the question, quoted.
         let grounded =
-            ground("Taxes on imports rose in the spring", "I do not know.", &passages, &embedder, 0.9).unwrap();
+            ground("Farmers paid more taxes in the spring", "I do not know.", &passages, &embedder, 0.9).unwrap();
         assert_eq!(grounded.report.mode, "extractive");
-        assert!(
-            grounded.answer.starts_with("\u{201c}Taxes on imports rose in the spring.\u{201d} [2]"),
-            "{}",
-            grounded.answer
-        );
+        assert_eq!(grounded.answer, "\u{201c}The water is cold.\u{201d} [1] \u{201c}Farmers paid more.\u{201d} [2]");
+        assert_eq!(grounded.cited, [1, 2]);
         assert_eq!(grounded.report.supported, 0);
     }
 }

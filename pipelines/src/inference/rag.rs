@@ -15,15 +15,16 @@
 //! Citations only ever name passages that were in the prompt.
 
 use std::collections::HashMap;
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::time::Instant;
 
 use std::sync::Arc;
 
-use twinflow_dataflow::Embedder;
+use twinflow_dataflow::{Embedder, cosine};
+use unicode_segmentation::UnicodeSegmentation;
 use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
 use twinflow_schemas::api::{Citation, CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit, SearchMode};
-use twinflow_schemas::config::{GroundingMode, RagConfig, SearchConfig};
+use twinflow_schemas::config::{AnswerMode, GroundingMode, RagConfig, Rerank, SearchConfig};
 use twinflow_schemas::{DocumentKind, Hash128};
 use twinflow_sinks::{Store, reciprocal_rank};
 
@@ -53,6 +54,7 @@ pub struct RagQuestion {
     pub filter: SearchFilter,
     pub k: usize,
     pub params: GenerateParams,
+    pub answer: AnswerMode,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -113,19 +115,23 @@ pub fn answer(
 ) -> Result<RagResponse, RagError> {
     let prepared = prepare(rag, request)?;
     let passages = prepared.passages();
-    let response = prepared.generate(on_text)?;
+    let response = match request.answer {
+        AnswerMode::Generated => prepared.generate(rag.config.max_sentences, on_text)?,
+        AnswerMode::Extractive => prepared.nothing_generated(),
+    };
     ground_response(rag, &request.question, &passages, response)
 }
 
 /// Step 7: ties the answer's sentences to the prompt's `passages` (see
-/// `grounding.rs`), unless `[rag] grounding = "off"`.
+/// `grounding.rs`), unless `[rag] grounding = "off"`; an empty answer (an
+/// extractive one) becomes the passages' sentences closest to the question.
 pub fn ground_response(
     rag: &Rag<'_>,
     question: &str,
     passages: &[String],
     mut response: RagResponse,
 ) -> Result<RagResponse, RagError> {
-    if rag.config.grounding == GroundingMode::Off {
+    if rag.config.grounding == GroundingMode::Off && !response.answer.is_empty() {
         return Ok(response);
     }
     let step = Instant::now();
@@ -162,6 +168,21 @@ impl Prepared {
     /// The texts of the prompt's passages, by marker (`[1]` first).
     pub fn passages(&self) -> Vec<String> {
         self.placed.iter().map(|(_, hit)| hit.text.clone()).collect()
+    }
+
+    /// The document of each passage, by marker.
+    pub fn documents(&self) -> Vec<String> {
+        self.placed.iter().map(|(_, hit)| hit.sources.first().map(|s| s.doc_id.clone()).unwrap_or_default()).collect()
+    }
+
+    /// The prompt's tokens (its messages' text, without the template's markup).
+    pub fn prompt_tokens(&self) -> usize {
+        self.messages.iter().map(|m| self.generator.count_tokens(&m.content)).sum()
+    }
+
+    /// Milliseconds spent so far.
+    pub fn elapsed_ms(&self) -> f64 {
+        ms(self.started)
     }
 }
 
@@ -273,19 +294,44 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
     drop(step_span);
     tracing::debug!(target: "rag", ms = timings.retrieval_ms, candidates = candidates.len(), as_of, "retrieval");
 
-    // 4. Rerank by similarity to the original question.
+    // 4. Rerank by similarity to the original question, fused with retrieval's order.
     let step_span = tracing::info_span!("rerank").entered();
     let step = Instant::now();
-    if config.rerank && !candidates.is_empty() {
-        let ids: Vec<Hash128> = candidates.iter().map(|(_, h)| h.chunk_id).collect();
-        let similarities = rag.store.similarities(&vectors[0], &ids);
-        for ((score, _), similarity) in candidates.iter_mut().zip(similarities) {
-            // Chunks without a vector of this model keep a fused score below every cosine.
-            *score = similarity.unwrap_or(-1.0 + *score);
-        }
-        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut sentence_scores = HashMap::new();
+    if config.rerank != Rerank::Off && !candidates.is_empty() {
+        let similarities: Vec<Option<f32>> = match config.rerank {
+            Rerank::Sentences => {
+                sentence_scores = score_sentences(rag.embedder, &vectors[0], candidates.iter().map(|(_, h)| h))?;
+                candidates
+                    .iter()
+                    .map(|(_, h)| {
+                        sentence_scores.get(&h.chunk_id).and_then(|s| s.iter().map(|(_, c)| *c).reduce(f32::max))
+                    })
+                    .collect()
+            }
+            _ => {
+                let ids: Vec<Hash128> = candidates.iter().map(|(_, h)| h.chunk_id).collect();
+                rag.store.similarities(&vectors[0], &ids)
+            }
+        };
+        candidates = fuse_with_similarity(candidates, &similarities, rag.search.rrf_k);
     }
-    let candidates = spread_over_documents(candidates, request.k, config.max_per_document);
+    let mut candidates = spread_over_documents(candidates, request.k, config.max_per_document);
+    if config.passage_tokens > 0 {
+        let long: Vec<&SearchHit> = candidates
+            .iter()
+            .map(|(_, h)| h)
+            .filter(|h| !sentence_scores.contains_key(&h.chunk_id) && generator.count_tokens(&h.text) > config.passage_tokens)
+            .collect();
+        if !long.is_empty() {
+            sentence_scores.extend(score_sentences(rag.embedder, &vectors[0], long.into_iter())?);
+        }
+        for (_, hit) in &mut candidates {
+            if let Some(scores) = sentence_scores.get(&hit.chunk_id) {
+                hit.text = focus(&|t| generator.count_tokens(t), &hit.text, scores, config.passage_tokens);
+            }
+        }
+    }
     timings.rerank_ms = ms(step);
     drop(step_span);
 
@@ -343,37 +389,26 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
 
 impl Prepared {
     /// Step 6: generation, then the citations.
-    pub fn generate(self, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<RagResponse, RagError> {
+    /// At most `max_sentences` sentences are generated (0: no limit): the
+    /// piece that begins the next one stops generation and is not passed on.
+    pub fn generate(
+        self,
+        max_sentences: usize,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<RagResponse, RagError> {
         let Prepared { started, mut timings, generator, filter, queries, as_of, placed, messages, params, trace, span } =
             self;
         let _request = span.enter();
         let step = Instant::now();
         let step_span = tracing::info_span!("generate").entered();
-        let generation = generator.generate(&messages, &params, on_text).map_err(generator_error)?;
+        let generation =
+            generate_sentences(generator.as_ref(), &messages, &params, max_sentences, on_text).map_err(generator_error)?;
         crate::metrics::generation(generator.model_name(), &generation);
         timings.prefill_ms = generation.prefill_ms;
         timings.generation_ms = ms(step);
         drop(step_span);
         let cited = cited_markers(&generation.text);
-        let citations = placed
-            .iter()
-            .enumerate()
-            .map(|(i, (score, hit))| {
-                let source = hit.sources.first();
-                Citation {
-                    marker: i + 1,
-                    cited: cited.contains(&(i + 1)),
-                    chunk_id: hit.chunk_id,
-                    doc_id: source.map(|s| s.doc_id.clone()).unwrap_or_default(),
-                    title: source.map(|s| s.title.clone()).unwrap_or_default(),
-                    url: source.map(|s| s.url.clone()).unwrap_or_default(),
-                    author: source.map(|s| s.author.clone()).unwrap_or_default(),
-                    char_start: source.map_or(0, |s| s.char_start),
-                    char_end: source.map_or(0, |s| s.char_end),
-                    score: *score,
-                }
-            })
-            .collect();
+        let citations = citations(&placed, &cited);
         timings.total_ms = ms(started);
         tracing::info!(
             target: "rag",
@@ -413,6 +448,97 @@ impl Prepared {
         traces.record(&question, &response, search_model);
         Ok(response)
     }
+
+    /// Step 6 skipped (an extractive answer): the citations, an empty answer.
+    pub fn nothing_generated(self) -> RagResponse {
+        let Prepared { started, mut timings, filter, queries, as_of, placed, trace, .. } = self;
+        timings.total_ms = ms(started);
+        let response = RagResponse {
+            answer: String::new(),
+            citations: citations(&placed, &[]),
+            as_of,
+            model: "extractive".into(),
+            filters: filter,
+            queries,
+            finish_reason: "stop".into(),
+            usage: CompletionUsage::default(),
+            timings,
+            grounding: None,
+        };
+        let (traces, question, search_model) = trace;
+        traces.record(&question, &response, search_model);
+        response
+    }
+}
+
+/// The citations of the prompt's passages; `cited` marks those the answer cites.
+fn citations(placed: &[(f32, SearchHit)], cited: &[usize]) -> Vec<Citation> {
+    placed
+        .iter()
+        .enumerate()
+        .map(|(i, (score, hit))| {
+            let source = hit.sources.first();
+            Citation {
+                marker: i + 1,
+                cited: cited.contains(&(i + 1)),
+                chunk_id: hit.chunk_id,
+                doc_id: source.map(|s| s.doc_id.clone()).unwrap_or_default(),
+                title: source.map(|s| s.title.clone()).unwrap_or_default(),
+                url: source.map(|s| s.url.clone()).unwrap_or_default(),
+                author: source.map(|s| s.author.clone()).unwrap_or_default(),
+                char_start: source.map_or(0, |s| s.char_start),
+                char_end: source.map_or(0, |s| s.char_end),
+                score: *score,
+            }
+        })
+        .collect()
+}
+
+/// `generator`'s answer to `messages`, stopped before sentence
+/// `max_sentences + 1` begins (0: no limit); of the piece that begins it,
+/// only what comes before is passed to `on_text` and kept.
+fn generate_sentences(
+    generator: &dyn Generator,
+    messages: &[ChatMessage],
+    params: &GenerateParams,
+    max_sentences: usize,
+    on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+) -> Result<twinflow_models::Generation, ModelError> {
+    let mut so_far = String::new();
+    let mut limited = |piece: &str| {
+        let before = so_far.len();
+        so_far.push_str(piece);
+        if max_sentences > 0
+            && let Some(&cut) = sentence_starts(&so_far).get(max_sentences)
+        {
+            // What of the piece ends the last sentence still goes out.
+            if cut > before {
+                let _ = on_text(&so_far[before..cut]);
+            }
+            return ControlFlow::Break(());
+        }
+        on_text(piece)
+    };
+    let mut generation = generator.generate(messages, params, &mut limited)?;
+    if max_sentences > 0
+        && let Some(&cut) = sentence_starts(&generation.text).get(max_sentences)
+    {
+        generation.text.truncate(cut);
+        generation.text.truncate(generation.text.trim_end().len());
+    }
+    Ok(generation)
+}
+
+/// Byte offsets where the sentences of `text` begin: UAX #29 sentence
+/// bounds (line breaks included) whose piece has a word of two letters; a
+/// piece of markers alone (`[1] `) belongs to the sentence before it.
+fn sentence_starts(text: &str) -> Vec<usize> {
+    text.split_sentence_bound_indices()
+        .filter(|(_, piece)| {
+            piece.unicode_words().any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+        })
+        .map(|(at, piece)| at + (piece.len() - piece.trim_start().len()))
+        .collect()
 }
 
 /// Filters a question names: an author of the live documents (full name, or
@@ -507,6 +633,127 @@ fn expand(generator: &dyn Generator, question: &str, n: usize) -> Vec<String> {
     variants
 }
 
+/// `ranked` (best first) re-ordered by reciprocal-rank fusion of that order
+/// with the order of `similarities` (a candidate without one keeps only its
+/// first rank); the fused score replaces the retrieval score.
+fn fuse_with_similarity(
+    ranked: Vec<(f32, SearchHit)>,
+    similarities: &[Option<f32>],
+    rrf_k: f32,
+) -> Vec<(f32, SearchHit)> {
+    let mut by_similarity: Vec<usize> = (0..ranked.len()).filter(|i| similarities[*i].is_some()).collect();
+    by_similarity.sort_by(|a, b| similarities[*b].unwrap_or(0.0).total_cmp(&similarities[*a].unwrap_or(0.0)).then(a.cmp(b)));
+    let mut second = vec![None; ranked.len()];
+    for (rank, i) in by_similarity.into_iter().enumerate() {
+        second[i] = Some(rank);
+    }
+    let rrf = |rank: usize| 1.0 / (rrf_k + rank as f32 + 1.0);
+    let mut fused: Vec<(f32, SearchHit)> = ranked
+        .into_iter()
+        .enumerate()
+        .map(|(rank, (_, hit))| (rrf(rank) + second[rank].map_or(0.0, rrf), hit))
+        .collect();
+    // Stable: ties keep retrieval's order.
+    fused.sort_by(|a, b| b.0.total_cmp(&a.0));
+    fused
+}
+
+/// The sentences of a passage, as byte ranges of its text: UAX #29 sentence
+/// bounds, also split at line breaks; pieces with fewer than two letters or
+/// digits (bullets, blank lines) are left out.
+fn sentence_spans(text: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    for (start, piece) in text.split_sentence_bound_indices() {
+        let mut offset = start;
+        for line in piece.split_inclusive('\n') {
+            let trimmed = line.trim();
+            if trimmed.chars().filter(|c| c.is_alphanumeric()).count() >= 2 {
+                let lead = line.len() - line.trim_start().len();
+                spans.push(offset + lead..offset + lead + trimmed.len());
+            }
+            offset += line.len();
+        }
+    }
+    spans
+}
+
+/// Each hit's sentences with their cosine to `question`, by chunk: the
+/// sentences are embedded in one batch, each after its document's title as
+/// chunks are.
+fn score_sentences<'h>(
+    embedder: &dyn Embedder,
+    question: &[f32],
+    hits: impl Iterator<Item = &'h SearchHit>,
+) -> Result<HashMap<Hash128, Vec<(Range<usize>, f32)>>, RagError> {
+    let mut spans: Vec<(Hash128, Vec<Range<usize>>)> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    for hit in hits {
+        let title = hit.sources.first().map_or("", |s| s.title.as_str());
+        let these = sentence_spans(&hit.text);
+        texts.extend(these.iter().map(|r| {
+            if title.is_empty() { hit.text[r.clone()].to_owned() } else { format!("{title}\n\n{}", &hit.text[r.clone()]) }
+        }));
+        spans.push((hit.chunk_id, these));
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = rag_embed(embedder, &refs)?;
+    let mut vectors = vectors.iter();
+    Ok(spans
+        .into_iter()
+        .map(|(id, these)| {
+            let scored = these.into_iter().zip(vectors.by_ref()).map(|(r, v)| (r, cosine(question, v))).collect();
+            (id, scored)
+        })
+        .collect())
+}
+
+fn rag_embed(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, RagError> {
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let vectors = embedder.embed_batch(texts).map_err(|e| RagError::Retrieval(e.to_string()))?;
+    if vectors.len() != texts.len() {
+        return Err(RagError::Retrieval(format!("the encoder returned {} vectors for {} texts", vectors.len(), texts.len())));
+    }
+    Ok(vectors)
+}
+
+/// `text` cut to its sentences closest to the question (`scores`: each
+/// sentence's span and cosine) that fit in `budget` generator tokens, in
+/// their order; gaps are marked "…". The best sentence is always kept.
+fn focus(count_tokens: &dyn Fn(&str) -> usize, text: &str, scores: &[(Range<usize>, f32)], budget: usize) -> String {
+    if scores.is_empty() || count_tokens(text) <= budget {
+        return text.to_owned();
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*b].1.total_cmp(&scores[*a].1).then(a.cmp(b)));
+    let mut kept = vec![false; scores.len()];
+    let mut used = 0;
+    for i in order {
+        let cost = count_tokens(&text[scores[i].0.clone()]) + 1;
+        if used + cost <= budget || used == 0 {
+            kept[i] = true;
+            used += cost;
+        }
+    }
+    let mut out = String::new();
+    let mut last: Option<usize> = None;
+    for (i, (span, _)) in scores.iter().enumerate().filter(|(i, _)| kept[*i]) {
+        match last {
+            Some(prev) if prev + 1 == i => out.push_str(&text[scores[prev].0.end..span.start]),
+            Some(_) => out.push_str(" … "),
+            None if i > 0 => out.push_str("… "),
+            None => {}
+        }
+        out.push_str(&text[span.clone()]);
+        last = Some(i);
+    }
+    if last.is_some_and(|l| l + 1 < scores.len()) {
+        out.push_str(" …");
+    }
+    out
+}
+
 /// The numbered passages that fit in `budget` tokens, best first; the last
 /// one is cut (at a word) to fit when a whole one does not.
 fn assemble(
@@ -573,6 +820,120 @@ pub fn cited_markers(answer: &str) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A generator double that streams a fixed text word by word.
+    #[derive(Debug)]
+    struct Words(&'static str);
+
+    impl Generator for Words {
+        fn model_name(&self) -> &str {
+            "words"
+        }
+        fn context_tokens(&self) -> usize {
+            4096
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+        fn generate(
+            &self,
+            _: &[ChatMessage],
+            _: &GenerateParams,
+            on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        ) -> Result<twinflow_models::Generation, ModelError> {
+            let mut text = String::new();
+            let mut finish_reason = twinflow_models::FinishReason::Length;
+            for piece in self.0.split_inclusive(' ') {
+                text.push_str(piece);
+                if on_text(piece).is_break() {
+                    finish_reason = twinflow_models::FinishReason::Stop;
+                    break;
+                }
+            }
+            let completion_tokens = text.split_whitespace().count();
+            Ok(twinflow_models::Generation {
+                text,
+                finish_reason,
+                prompt_tokens: 1,
+                completion_tokens,
+                prefill_ms: 0.0,
+                decode_ms: 0.0,
+            })
+        }
+    }
+
+    #[test]
+    fn generation_stops_before_the_sentence_past_the_limit() {
+        let text = "Boats float [1]. They carry goods [2].\nRivers flow. Seas are deep.";
+        let generate = |max: usize| {
+            let mut streamed = String::new();
+            let generation = generate_sentences(&Words(text), &[], &GenerateParams::default(), max, &mut |p| {
+                streamed.push_str(p);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            (generation.text, streamed, generation.finish_reason)
+        };
+        let (answer, streamed, finish) = generate(2);
+        assert_eq!(answer, "Boats float [1]. They carry goods [2].");
+        assert_eq!(streamed.trim_end(), answer, "what began the third was not streamed");
+        assert_eq!(finish, twinflow_models::FinishReason::Stop);
+        assert_eq!(generate(3).0, "Boats float [1]. They carry goods [2].\nRivers flow.");
+        assert_eq!(generate(0).0, text, "no limit");
+        assert_eq!(generate(9).0, text);
+        assert_eq!(sentence_starts("[1] Lone marker. Next one"), [0, 17]);
+        assert_eq!(sentence_starts("Done [2]. [3] "), [0], "markers alone belong to the sentence before");
+    }
+
+    #[test]
+    fn passages_split_at_sentences_and_lines() {
+        let text = "First one. Second one!\n- a list item\n\n  Third, indented.";
+        let spans: Vec<&str> = sentence_spans(text).into_iter().map(|r| &text[r]).collect();
+        assert_eq!(spans, ["First one.", "Second one!", "- a list item", "Third, indented."]);
+    }
+
+    #[test]
+    fn focus_keeps_the_closest_sentences_in_order_within_the_budget() {
+        let text = "Alpha beta. Gamma delta epsilon. Zeta eta. Theta iota kappa.";
+        let spans = sentence_spans(text);
+        let words = |t: &str| t.split_whitespace().count();
+        let scores: Vec<(Range<usize>, f32)> = spans.into_iter().zip([0.9, 0.1, 0.8, 0.2]).collect();
+        // Each sentence costs its words + 1: the best (3) and the third best (3) fit in 6.
+        assert_eq!(focus(&words, text, &scores, 6), "Alpha beta. … Zeta eta. …");
+        let scores: Vec<(Range<usize>, f32)> = scores.into_iter().map(|(r, s)| (r, 1.0 - s)).collect();
+        assert_eq!(focus(&words, text, &scores, 9), "… Gamma delta epsilon. … Theta iota kappa.");
+        // Neighbours keep what stood between them; a text that fits stays whole.
+        let scores: Vec<(Range<usize>, f32)> =
+            scores.into_iter().zip([0.9, 0.8, 0.0, 0.0]).map(|((r, _), s)| (r, s)).collect();
+        assert_eq!(focus(&words, text, &scores, 7), "Alpha beta. Gamma delta epsilon. …");
+        assert_eq!(focus(&words, text, &scores, 100), text);
+        // The best sentence is kept even when it alone is over the budget.
+        assert_eq!(focus(&words, text, &scores, 1), "Alpha beta. …");
+    }
+
+    #[test]
+    fn rerank_fuses_similarity_with_retrieval_order() {
+        let hit = |n: u8| -> (f32, SearchHit) {
+            let hit = SearchHit {
+                chunk_id: Hash128::of(&[n]),
+                score: 0.0,
+                vector_score: None,
+                bm25_score: None,
+                text: n.to_string(),
+                sources: Vec::new(),
+            };
+            (0.0, hit)
+        };
+        let ranked = vec![hit(0), hit(1), hit(2), hit(3)];
+        // The last by retrieval is the most similar: it moves up, not to the top.
+        let fused = fuse_with_similarity(ranked, &[Some(0.5), Some(0.4), Some(0.3), Some(0.9)], 1.0);
+        let order: Vec<&str> = fused.iter().map(|(_, h)| h.text.as_str()).collect();
+        assert_eq!(order, ["0", "3", "1", "2"]);
+        // Without a vector a candidate keeps only its retrieval rank.
+        let fused = fuse_with_similarity(vec![hit(0), hit(1)], &[None, Some(0.1)], 1.0);
+        let order: Vec<&str> = fused.iter().map(|(_, h)| h.text.as_str()).collect();
+        assert_eq!(order, ["1", "0"]);
+    }
 
     #[test]
     fn passages_spread_over_documents_then_fill_in_rank_order() {

@@ -21,6 +21,9 @@ pub struct RagRequest {
     pub max_tokens: Option<usize>,
     #[serde(default)]
     pub temperature: Option<f32>,
+    /// `generated` or `extractive` (default from `[rag] answer`).
+    #[serde(default)]
+    pub answer: Option<crate::config::AnswerMode>,
 }
 
 /// Filters of a RAG request, named as in `/v1/search`.

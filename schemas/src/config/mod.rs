@@ -55,7 +55,7 @@ pub use embedder::{EmbedderConfig, HashingEmbedderConfig, MiniLmEmbedderConfig};
 pub use engine::{ClusterConfig, EngineConfig};
 pub use generator::{GeneratorConfig, LocalGeneratorConfig, OpenAiGeneratorConfig};
 pub use publish::{FluvioPublishConfig, KafkaPublishConfig, PublishConfig};
-pub use rag::{GroundingMode, RagConfig};
+pub use rag::{AnswerMode, GroundingMode, RagConfig, Rerank};
 pub use search::{AnnConfig, SearchConfig};
 pub use server::{ServerConfig, TlsConfig};
 pub use sources::{

@@ -15,15 +15,24 @@ pub struct RagConfig {
     pub expansions: usize,
     /// Chunks retrieved per phrasing (hybrid search).
     pub candidates: usize,
-    /// Re-order the merged candidates by similarity to the original question
-    /// (else by fused rank).
-    pub rerank: bool,
+    /// How the merged candidates are re-ordered before the best `k` are
+    /// placed: see [`Rerank`].
+    pub rerank: Rerank,
     /// Chunks placed in the prompt (default for requests that give no `k`).
     pub k: usize,
     /// Passages of one document placed before any document gets another
     /// (0: no limit); more documents in the prompt when a few long ones
     /// would fill it. Slots left over are filled in rank order.
     pub max_per_document: usize,
+    /// Tokens of one passage in the prompt (0: the whole chunk). A longer
+    /// chunk is cut to its sentences closest to the question, in their
+    /// order, so that more passages fit the same prompt.
+    pub passage_tokens: usize,
+    /// How answers are written (requests may choose): see [`AnswerMode`].
+    pub answer: AnswerMode,
+    /// Sentences a generated answer may have (0: no limit): generation stops
+    /// when the next one begins.
+    pub max_sentences: usize,
     /// Tokens the answer may take.
     pub max_tokens: usize,
     pub temperature: f32,
@@ -38,6 +47,18 @@ pub struct RagConfig {
     pub min_support: f32,
 }
 
+/// How an answer is written from the prompt's passages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerMode {
+    /// By the generator, then grounded (`grounding`).
+    #[default]
+    Generated,
+    /// Nothing generated: from each of the first two passages, its sentence
+    /// closest to the question, quoted, with its marker.
+    Extractive,
+}
+
 /// What happens to a generated answer before it is returned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,15 +70,56 @@ pub enum GroundingMode {
     Attribute,
 }
 
+/// How the candidates of retrieval are re-ordered by their similarity to the
+/// question (the search encoder's cosine), fused by reciprocal rank with the
+/// order retrieval gave them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rerank {
+    /// Retrieval's order.
+    Off,
+    /// The chunk's vector.
+    #[default]
+    Chunk,
+    /// The chunk's closest sentence (each candidate's sentences embedded at
+    /// question time, with the document's title).
+    Sentences,
+}
+
+impl<'de> Deserialize<'de> for Rerank {
+    /// Also `true` (`chunk`) and `false` (`off`), as the setting was first written.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Switch(bool),
+            Name(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Switch(true) => Ok(Self::Chunk),
+            Written::Switch(false) => Ok(Self::Off),
+            Written::Name(name) => match name.as_str() {
+                "off" => Ok(Self::Off),
+                "chunk" => Ok(Self::Chunk),
+                "sentences" => Ok(Self::Sentences),
+                other => Err(serde::de::Error::unknown_variant(other, &["off", "chunk", "sentences"])),
+            },
+        }
+    }
+}
+
 impl Default for RagConfig {
     fn default() -> Self {
         Self {
             self_query: true,
             expansions: 0,
             candidates: 20,
-            rerank: true,
-            k: 4,
-            max_per_document: 0,
+            rerank: Rerank::Chunk,
+            k: 8,
+            max_per_document: 1,
+            passage_tokens: 96,
+            answer: AnswerMode::Generated,
+            max_sentences: 3,
             max_tokens: 256,
             temperature: 0.0,
             repetition_penalty: 1.15,

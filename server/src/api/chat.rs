@@ -112,6 +112,7 @@ fn question_of(app: &App, request: &ChatCompletionRequest, model: &str) -> Resul
         filter: SearchFilter::default(),
         k: app.config.rag.k,
         params,
+        answer: twinflow_schemas::config::AnswerMode::Generated,
     })
 }
 
@@ -156,7 +157,7 @@ pub async fn chat_completions(
         let answer = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let passages = prepared.passages();
-            let answer = prepared.generate(&mut |_| ControlFlow::Continue(()))?;
+            let answer = prepared.generate(app.config.rag.max_sentences, &mut |_| ControlFlow::Continue(()))?;
             ground_response(&app.rag(), &asked, &passages, answer)
         })
         .await
@@ -198,6 +199,7 @@ pub async fn chat_completions(
         }
     };
     let event = |chunk: &ChatCompletionChunk| serde_json::to_string(chunk).unwrap_or_default();
+    let max_sentences = app.config.rag.max_sentences;
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let first = ChatDelta { role: Some("assistant".into()), content: Some(String::new()) };
@@ -210,7 +212,7 @@ pub async fn chat_completions(
                 Err(_) => ControlFlow::Break(()),
             }
         };
-        match prepared.generate(&mut on_text) {
+        match prepared.generate(max_sentences, &mut on_text) {
             Ok(answer) => {
                 let last = ChatCompletionChunk {
                     twinflow: Some(twinflow_fields(&answer)),

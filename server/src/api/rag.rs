@@ -77,7 +77,15 @@ pub async fn rag(
         return Err(ApiError::new(ErrorCode::InvalidField, format!("`k` must be between 1 and {MAX_K}")));
     }
     let params = checked_params(&app, request.max_tokens, request.temperature, None)?;
-    let ask = RagQuestion { question, history: Vec::new(), system: None, filter: (&request.filters).into(), k, params };
+    let ask = RagQuestion {
+        question,
+        history: Vec::new(),
+        system: None,
+        filter: (&request.filters).into(),
+        k,
+        params,
+        answer: request.answer.unwrap_or(app.config.rag.answer),
+    };
     let slot = app.slots.take(&app.slots.answers, "answer").await?;
     let answer = tokio::task::spawn_blocking(move || {
         let _slot = slot;

@@ -146,12 +146,21 @@ pub struct EvalRagArgs {
     /// Which judgements (`qrels/<split>.tsv`).
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Questions answered (spread evenly over the judged ones).
-    #[arg(long, default_value_t = 40)]
-    pub questions: usize,
+    /// Questions answered (spread evenly over the judged ones; default 40,
+    /// or all with `--context-only`).
+    #[arg(long)]
+    pub questions: Option<usize>,
     /// Passages per prompt (default: `[rag] k`).
     #[arg(long)]
     pub k: Option<usize>,
+    /// Only build the prompts (every judged question unless `--questions`
+    /// says fewer): context recall and prompt size, nothing generated.
+    #[arg(long)]
+    pub context_only: bool,
+    /// Also ask an LLM (the configured `[generator]`) whether the cited
+    /// passages support each answer sentence.
+    #[arg(long)]
+    pub judge: bool,
     /// Keep the data directory here (default: a temporary one, removed after).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

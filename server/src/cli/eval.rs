@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use twinflow_pipelines::training::evaluation::{
-    BeirSet, RagReport, RetrievalReport, TwinReport, evaluate_rag, evaluate_retrieval, evaluate_twin, fusion_grid,
+    BeirSet, ContextReport, RagReport, RetrievalReport, TwinReport, evaluate_context, evaluate_rag, LlmJudge, evaluate_retrieval, evaluate_twin, fusion_grid,
 };
 use twinflow_schemas::api::SearchMode;
 use twinflow_schemas::config::Config;
@@ -46,13 +46,72 @@ pub(super) fn retrieval(config: Config, args: &EvalRetrievalArgs) -> anyhow::Res
     Ok(report)
 }
 
+/// The RAG settings a figure was measured with, as the `setting` of its rows.
+fn rag_setting(config: &Config, k: usize) -> String {
+    let rag = &config.rag;
+    format!(
+        "k={k} rerank={} passage_tokens={} max_per_document={} expansions={}",
+        serde_json::to_value(rag.rerank).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        rag.passage_tokens,
+        rag.max_per_document,
+        rag.expansions
+    )
+}
+
+pub(super) fn context(config: Config, args: &EvalRagArgs) -> anyhow::Result<ContextReport> {
+    let set = BeirSet::load(&args.set, &args.split)?;
+    let record_to = config.storage.data_dir.clone();
+    let k = args.k.unwrap_or(config.rag.k);
+    let setting = rag_setting(&config, k);
+    let (report, epoch) = with_corpus(config, &set, args.data_dir.as_deref(), |app| {
+        let report = evaluate_context(&app.rag(), &set, args.questions.unwrap_or(usize::MAX), k)?;
+        Ok((report, app.store.committed_epoch()))
+    })?;
+    let epoch = if args.data_dir.is_some() { epoch } else { 0 };
+    let run = EvaluationRun::new("rag-context", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
+    let n = report.questions as u64;
+    let rows = vec![
+        EvaluationRow::estimate(&run, "base", &setting, "context_recall", report.context_recall, n),
+        EvaluationRow::point(&run, "base", &setting, "prompt_tokens_median", report.prompt_tokens, n),
+        EvaluationRow::point(&run, "base", &setting, "prepare_median_ms", report.prepare_ms, n),
+    ];
+    record(&record_to, &rows);
+    Ok(report)
+}
+
+/// The context report for people.
+pub(super) fn context_table(report: &ContextReport) -> String {
+    format!(
+        "{} — {} documents, {} questions, {} passages asked ({:.1} placed on average)\n\
+         context recall (a relevant passage in the prompt)   {}\n\
+         an extractive answer cites a relevant passage       {}\n\
+         prompt: median {:.0} tokens, prepared in a median {:.0} ms\n",
+        report.set,
+        report.documents,
+        report.questions,
+        report.k,
+        report.passages,
+        report.context_recall,
+        report.extractive_cites_relevant,
+        report.prompt_tokens,
+        report.prepare_ms
+    )
+}
+
 pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagReport> {
     let set = BeirSet::load(&args.set, &args.split)?;
     let record_to = config.storage.data_dir.clone();
     let k = args.k.unwrap_or(config.rag.k);
+    let setting = rag_setting(&config, k);
+    let questions = args.questions.unwrap_or(40);
     let (report, epoch) = with_corpus(config, &set, args.data_dir.as_deref(), |app| {
-        say(format_args!("answering {} questions with {} passages each", args.questions.min(set.queries.len()), k));
-        let report = evaluate_rag(&app.rag(), &set, args.questions, k, &mut |i, answer| {
+        say(format_args!("answering {} questions with {} passages each", questions.min(set.queries.len()), k));
+        let rag = app.rag();
+        let judge = match args.judge {
+            true => Some(LlmJudge::new(rag.generator.get().map_err(|e| anyhow::anyhow!("the judge: {e}"))?)),
+            false => None,
+        };
+        let report = evaluate_rag(&rag, &set, questions, k, judge.as_ref(), &mut |i, answer| {
             say(format_args!(
                 "{:>3}. {} ({:.1} s, {}, context {}, cites relevant {}, {}/{} sentences grounded)",
                 i + 1,
@@ -69,7 +128,7 @@ pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagRepor
     })?;
     let epoch = if args.data_dir.is_some() { epoch } else { 0 };
     let run = EvaluationRun::new("rag", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
-    let (n, model, setting) = (report.questions as u64, report.generator.as_str(), format!("k={k}"));
+    let (n, model) = (report.questions as u64, report.generator.as_str());
     let mut rows: Vec<EvaluationRow> = [
         ("context_recall", report.context_recall),
         ("cites_relevant", report.cites_relevant),
@@ -80,6 +139,10 @@ pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagRepor
     .into_iter()
     .map(|(metric, e)| EvaluationRow::estimate(&run, model, &setting, metric, e, n))
     .collect();
+    if let (Some(judge), Some(judged)) = (&report.judge, report.judged_groundedness) {
+        let setting = format!("{setting} judge={judge}");
+        rows.push(EvaluationRow::estimate(&run, model, &setting, "judged_groundedness", judged, n));
+    }
     for (metric, value) in [
         ("extractive", report.extractive),
         ("latency_median_ms", report.latency_ms.total),
@@ -274,6 +337,7 @@ pub(super) fn rag_table(report: &RagReport) -> String {
          groundedness (sentences a cited passage supports)   {}\n\
          … the generator's answers before grounding          {}\n\
          answers replaced by quoted passages                 {:.0}%\n\
+         {}\
          latency: median {:.2} s (p90 {:.2} s): expansion {:.0} ms, retrieval {:.0} ms, prefill {:.0} ms, \
          generation {:.0} ms, grounding {:.0} ms\n",
         report.set,
@@ -287,6 +351,13 @@ pub(super) fn rag_table(report: &RagReport) -> String {
         report.groundedness,
         report.raw_groundedness,
         report.extractive * 100.0,
+        match (&report.judge, &report.judged_groundedness) {
+            (Some(judge), Some(judged)) => format!(
+                "groundedness by the LLM judge ({judge})            {judged} ({:.0}% unclear)\n",
+                report.judged_unclear.unwrap_or(0.0) * 100.0
+            ),
+            _ => String::new(),
+        },
         latency.total / 1e3,
         latency.total_p90 / 1e3,
         latency.expansion,

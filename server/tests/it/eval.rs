@@ -53,7 +53,7 @@ fn write_set(dir: &Path, shift: usize) {
 }
 
 /// `twinflow eval <args> --out FILE SET` on the topics set with the
-/// feature-hashing embedder and `more_toml`: its standard output, report,
+/// feature-hashing embedder and `more_toml`: its output (both streams), report,
 /// and the rows it added to the configured data directory's `evaluations`.
 fn run_eval(more_toml: &str, args: &[&str]) -> (String, serde_json::Value, Vec<EvaluationRow>) {
     let dir = tempfile::tempdir().unwrap();
@@ -77,8 +77,9 @@ fn run_eval(more_toml: &str, args: &[&str]) -> (String, serde_json::Value, Vec<E
         .arg(&set)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    // What it printed and what it said (on standard error), together.
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}");
     let evaluations = twinflow_sinks::evaluations::read_evaluations(&data).expect("the evaluations table");
     (stdout, serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap(), evaluations)
 }
@@ -153,7 +154,7 @@ fn wrong_judgements_score_near_zero() {
 #[test]
 fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
     let (stdout, report, evaluations) =
-        run_eval("\n[rag]\nexpansions = 0\nmax_tokens = 48\n", &["rag", "--questions", "3", "--k", "2"]);
+        run_eval("\n[rag]\nexpansions = 0\nmax_tokens = 48\n", &["rag", "--questions", "3", "--k", "2", "--judge"]);
     assert!(stdout.contains("context recall") && stdout.contains("groundedness"), "{stdout}");
     assert_eq!(report["questions"], 3);
     let answers = report["answers"].as_array().unwrap();
@@ -170,11 +171,40 @@ fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
     assert_eq!(mean("groundedness"), 1.0);
     let recorded =
         |metric: &str| evaluations.iter().find(|r| r.metric == metric).map(|r| (r.value, r.setting.as_str()));
-    assert_eq!(recorded("context_recall"), Some((mean("context_recall"), "k=2")));
+    let (recall, setting) = recorded("context_recall").expect("context recall recorded");
+    assert_eq!(recall, mean("context_recall"));
+    assert!(setting.starts_with("k=2 rerank=chunk passage_tokens="), "{setting}");
+    // The LLM judge (the configured generator) gave its verdict on every answer sentence.
+    assert_eq!(report["judge"], report["generator"]);
+    let judged = report["judged_groundedness"]["mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&judged), "{report}");
+    for answer in answers {
+        assert!(answer["judged_supported"].as_u64().unwrap() <= answer["sentences"].as_u64().unwrap(), "{answer}");
+    }
+    assert_eq!(recorded("judged_groundedness").map(|r| r.0), Some(judged));
+    assert!(stdout.contains("groundedness by the LLM judge"), "{stdout}");
     assert_eq!(recorded("latency_median_ms").map(|r| r.0), report["latency_ms"]["total"].as_f64());
     assert!(evaluations.iter().all(|r| r.kind == "rag" && r.queries == 3 && r.model == report["generator"]));
     assert!(mean("raw_groundedness") <= 1.0);
     assert!(mean("context_recall") >= 2.0 / 3.0, "the topic's document is found: {report}");
+}
+
+/// `twinflow eval rag --context-only`: every judged question's prompt built,
+/// nothing generated; the topic's document reaches the prompt.
+#[test]
+fn eval_rag_context_only_builds_every_prompt_without_generating() {
+    let (stdout, report, evaluations) =
+        run_eval("\n[rag]\npassage_tokens = 24\n", &["rag", "--context-only", "--k", "3"]);
+    assert!(stdout.contains("context recall") && stdout.contains("tokens"), "{stdout}");
+    assert_eq!((report["questions"].as_u64(), report["k"].as_u64()), (Some(12), Some(3)));
+    assert!(report["context_recall"]["mean"].as_f64().unwrap() >= 11.0 / 12.0, "{report}");
+    let first = report["first_relevant"].as_array().unwrap();
+    assert_eq!(first.len(), 12);
+    assert!(first.iter().filter(|f| f[1] == 1).count() >= 10, "the topic's document placed first: {report}");
+    // Three focused passages of at most 24 tokens each, and the question and instructions.
+    assert!(report["prompt_tokens"].as_f64().unwrap() < 220.0, "{report}");
+    assert!(evaluations.iter().all(|r| r.kind == "rag-context" && r.queries == 12), "{evaluations:?}");
+    assert!(evaluations.iter().any(|r| r.metric == "context_recall" && r.setting.contains("passage_tokens=24")));
 }
 
 /// `twinflow eval twin` on a data directory with no dataset version says what to do.

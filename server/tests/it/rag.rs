@@ -206,6 +206,15 @@ fn rag_and_chat_completions_answer_from_the_index_with_citations() {
     assert!(rows.iter().all(|r| r["prompt_tokens"].as_u64() > Some(0) && r["total_ms"].as_f64() > Some(0.0)));
     assert!(rows[0]["retrieved"].as_str().unwrap().contains("\"cited\""), "{}", rows[0]["retrieved"]);
     assert_eq!(rows[0]["model"], rag.model);
+
+    // Extractive: nothing generated; from each of the first passages, its sentence closest to the question.
+    let asked = json!({"query": "What is the capital of France?", "k": 2, "answer": "extractive"});
+    let rag: RagResponse = post(base, "/v1/rag", &asked).json().unwrap();
+    assert_eq!((rag.model.as_str(), rag.usage.completion_tokens), ("extractive", 0));
+    assert!(rag.answer.starts_with("\u{201c}Paris is the capital of France.\u{201d} [1]"), "{rag:?}");
+    assert_eq!(rag.grounding.as_ref().map(|g| g.mode.as_str()), Some("extractive"));
+    assert!(rag.citations[0].cited && rag.citations[0].doc_id == "france", "{:?}", rag.citations);
+    expect_error(base, "/v1/rag", &json!({"query": "capital?", "answer": "poem"}), 400, ErrorCode::InvalidField);
 }
 
 #[test]
@@ -377,6 +386,7 @@ fn a_rag_request_is_a_span_with_one_child_per_step() {
         filter: Default::default(),
         k: 3,
         params: GenerateParams::default(),
+        answer: Default::default(),
     };
     let answer = tracing::subscriber::with_default(subscriber, || {
         twinflow_pipelines::inference::answer(&app.rag(), &question, &mut |_| ControlFlow::Continue(())).unwrap()

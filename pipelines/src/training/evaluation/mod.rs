@@ -28,6 +28,6 @@ pub mod twin;
 
 pub use beir::{BeirDoc, BeirSet};
 pub use measures::Estimate;
-pub use rag::{Latency, RagAnswerReport, RagReport, evaluate_rag};
+pub use rag::{ContextReport, Latency, LlmJudge, RagAnswerReport, RagReport, Verdict, evaluate_context, evaluate_rag};
 pub use retrieval::{RetrievalReport, SettingReport, evaluate_retrieval, fusion_grid};
 pub use twin::{TwinModelReport, TwinReport, evaluate_twin};

@@ -12,15 +12,20 @@
 //! "Supports" is judged as grounding decides it: a sentence of the passage
 //! within `[rag] min_support` cosine of the answer sentence, by the search
 //! encoder. The generator's own answer (before grounding) is judged too,
-//! against every passage of its prompt: what grounding changed.
+//! against every passage of its prompt: what grounding changed. With an
+//! [`LlmJudge`], each answer sentence is also put to an LLM with the cited
+//! passages (a judge that does not share grounding's rule).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use twinflow_dataflow::{Embedder, cosine};
-use twinflow_models::GenerateParams;
+use twinflow_models::{ChatMessage, GenerateParams, Generator};
 use twinflow_schemas::api::RagTimings;
+use twinflow_schemas::config::AnswerMode;
 
 use super::beir::BeirSet;
 use super::measures::{Estimate, estimate};
@@ -51,6 +56,13 @@ pub struct RagAnswerReport {
     pub raw_sentences: usize,
     /// The raw answer's sentences that some passage of the prompt supports.
     pub raw_supported: usize,
+    /// Answer sentences the LLM judge found supported by the cited passages
+    /// (`None` without a judge).
+    #[serde(default)]
+    pub judged_supported: Option<usize>,
+    /// Answer sentences the judge answered neither yes nor no about.
+    #[serde(default)]
+    pub judged_unclear: Option<usize>,
     pub timings: RagTimings,
 }
 
@@ -84,6 +96,15 @@ pub struct RagReport {
     pub raw_groundedness: Estimate,
     /// Share of answers that grounding replaced by quoted passage sentences.
     pub extractive: f64,
+    /// The LLM judge's model, when one judged.
+    #[serde(default)]
+    pub judge: Option<String>,
+    /// Share of answer sentences the LLM judge found supported by the cited passages.
+    #[serde(default)]
+    pub judged_groundedness: Option<Estimate>,
+    /// Share of answer sentences the judge gave no clear verdict on.
+    #[serde(default)]
+    pub judged_unclear: Option<f64>,
     pub latency_ms: Latency,
     pub answers: Vec<RagAnswerReport>,
 }
@@ -96,14 +117,11 @@ pub fn evaluate_rag(
     set: &BeirSet,
     limit: usize,
     k: usize,
+    judge: Option<&LlmJudge>,
     on_answer: &mut dyn FnMut(usize, &RagAnswerReport),
 ) -> Result<RagReport, Error> {
-    let judged: Vec<&(String, String)> = set.queries.iter().filter(|(id, _)| set.qrels.contains_key(id)).collect();
-    if judged.is_empty() {
-        return Err(Error::Config(format!("{}: no query has judgements", set.name)));
-    }
-    let n = limit.clamp(1, judged.len());
-    let picked: Vec<&(String, String)> = (0..n).map(|i| judged[i * judged.len() / n]).collect();
+    let picked = pick_questions(set, limit)?;
+    let n = picked.len();
     let params = GenerateParams {
         max_tokens: rag.config.max_tokens,
         temperature: rag.config.temperature,
@@ -121,11 +139,17 @@ pub fn evaluate_rag(
             filter: Default::default(),
             k,
             params: params.clone(),
+            answer: rag.config.answer,
         };
         let failed = |e: crate::inference::RagError| Error::Config(format!("question {query_id:?}: {e}"));
         let prepared = prepare(rag, &ask).map_err(failed)?;
         let passages = prepared.passages();
-        let raw = prepared.generate(&mut |_| ControlFlow::Continue(())).map_err(failed)?;
+        let raw = match rag.config.answer {
+            AnswerMode::Generated => {
+                prepared.generate(rag.config.max_sentences, &mut |_| ControlFlow::Continue(())).map_err(failed)?
+            }
+            AnswerMode::Extractive => prepared.nothing_generated(),
+        };
         let response = ground_response(rag, question, &passages, raw.clone()).map_err(failed)?;
         generator.clone_from(&response.model);
 
@@ -135,7 +159,11 @@ pub fn evaluate_rag(
         let cited_passages: Vec<String> = cited.iter().filter_map(|m| passages.get(m - 1).cloned()).collect();
         let answer_sentences = sentences(&response.answer);
         let raw_sentences = sentences(&raw.answer);
-        let judge = |said: &[String], by: &[String]| supported(rag.embedder, said, by, rag.config.min_support);
+        let by_encoder = |said: &[String], by: &[String]| supported(rag.embedder, said, by, rag.config.min_support);
+        let verdicts = match judge {
+            Some(judge) => Some(judge.judge_all(&answer_sentences, &cited_passages)?),
+            None => None,
+        };
         let report = RagAnswerReport {
             query_id: query_id.clone(),
             question: question.clone(),
@@ -147,15 +175,178 @@ pub fn evaluate_rag(
             citation_precision: (!cited.is_empty())
                 .then(|| cited.iter().filter(|m| relevant_marker(**m)).count() as f64 / cited.len() as f64),
             sentences: answer_sentences.len(),
-            grounded_sentences: judge(&answer_sentences, &cited_passages)?,
+            grounded_sentences: by_encoder(&answer_sentences, &cited_passages)?,
             raw_sentences: raw_sentences.len(),
-            raw_supported: judge(&raw_sentences, &passages)?,
+            raw_supported: by_encoder(&raw_sentences, &passages)?,
+            judged_supported: verdicts.as_ref().map(|v| v.iter().filter(|v| **v == Verdict::Yes).count()),
+            judged_unclear: verdicts.as_ref().map(|v| v.iter().filter(|v| **v == Verdict::Unclear).count()),
             timings: response.timings.clone(),
         };
         on_answer(i, &report);
         answers.push(report);
     }
-    Ok(summarise(set, generator, rag.config.min_support, answers))
+    let mut report = summarise(set, generator, rag.config.min_support, answers);
+    if let Some(judge) = judge {
+        let answers = &report.answers;
+        let shares: Vec<f64> =
+            answers.iter().map(|a| share(a.judged_supported.unwrap_or(0), a.sentences)).collect();
+        let unclear: usize = answers.iter().filter_map(|a| a.judged_unclear).sum();
+        let sentences: usize = answers.iter().map(|a| a.sentences).sum();
+        report.judge = Some(judge.name().to_owned());
+        report.judged_groundedness = Some(estimate(&shares, SEED));
+        report.judged_unclear = Some(share(unclear, sentences));
+    }
+    Ok(report)
+}
+
+/// A judge's answer about one statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Yes,
+    No,
+    /// Neither "yes" nor "no" came first: counted as not supported.
+    Unclear,
+}
+
+/// An LLM asked, for each answer sentence, whether the passages the answer
+/// cites support it (greedy, a few tokens, read by [`verdict`]).
+#[derive(Clone, Debug)]
+pub struct LlmJudge {
+    generator: Arc<dyn Generator>,
+}
+
+impl LlmJudge {
+    pub fn new(generator: Arc<dyn Generator>) -> Self {
+        Self { generator }
+    }
+
+    pub fn name(&self) -> &str {
+        self.generator.model_name()
+    }
+
+    /// The verdict on `statement` given `passages` (all of them in one prompt).
+    pub fn judge(&self, statement: &str, passages: &[String]) -> Result<Verdict, Error> {
+        if passages.is_empty() {
+            return Ok(Verdict::No);
+        }
+        let numbered: String = passages.iter().enumerate().map(|(i, p)| format!("[{}] {}\n", i + 1, p.trim())).collect();
+        let messages = [
+            ChatMessage::new("system", "You check claims against passages. Reply Yes or No."),
+            ChatMessage::new(
+                "user",
+                format!("Passages:\n{numbered}\nClaim: {statement}\n\nIs the claim true according to the passages? Reply Yes or No."),
+            ),
+        ];
+        let params = GenerateParams { max_tokens: 8, ..GenerateParams::default() };
+        let generation = self
+            .generator
+            .generate(&messages, &params, &mut |_| ControlFlow::Continue(()))
+            .map_err(|e| Error::Config(format!("the judge ({}) failed: {e}", self.name())))?;
+        tracing::debug!(target: "eval", reply = generation.text, "judge");
+        Ok(verdict(&generation.text))
+    }
+
+    /// The verdicts on each of `statements` given the same `passages`.
+    pub fn judge_all(&self, statements: &[String], passages: &[String]) -> Result<Vec<Verdict>, Error> {
+        statements.iter().map(|s| self.judge(s, passages)).collect()
+    }
+}
+
+/// The verdict in a judge's reply: the first of its first twelve words that
+/// says one ("yes", "true", "correct", "supported"; "no", "false",
+/// "incorrect", "unsupported"), reversed after "not" ("the claim is not true").
+fn verdict(reply: &str) -> Verdict {
+    let words: Vec<String> = reply
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .take(12)
+        .map(str::to_lowercase)
+        .collect();
+    for (i, word) in words.iter().enumerate() {
+        let says = match word.as_str() {
+            "yes" | "true" | "correct" | "supported" => true,
+            "no" | "false" | "incorrect" | "unsupported" => false,
+            _ => continue,
+        };
+        let negated = i > 0 && words[i - 1] == "not";
+        return if says != negated { Verdict::Yes } else { Verdict::No };
+    }
+    Verdict::Unclear
+}
+
+/// What [`evaluate_context`] measured: the prompts alone, nothing generated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContextReport {
+    pub set: String,
+    pub documents: usize,
+    pub questions: usize,
+    pub k: usize,
+    pub context_recall: Estimate,
+    /// Mean passages placed (fewer than `k` when the context is full).
+    pub passages: f64,
+    /// Median tokens of the prompt's messages.
+    pub prompt_tokens: f64,
+    /// Median milliseconds to the prompt (self-query to assembly).
+    pub prepare_ms: f64,
+    /// Each question's id and the marker of its first relevant passage.
+    pub first_relevant: Vec<(String, Option<usize>)>,
+    /// Whether an extractive answer (the passage sentences closest to the
+    /// question, quoted) cites a relevant passage.
+    pub extractive_cites_relevant: Estimate,
+}
+
+/// `limit` of `set`'s judged queries (spread evenly over the file), each
+/// prepared with `k` passages as an answer would be, without generating:
+/// whether the prompt holds a relevant passage, and what the prompt costs.
+pub fn evaluate_context(rag: &Rag<'_>, set: &BeirSet, limit: usize, k: usize) -> Result<ContextReport, Error> {
+    let picked = pick_questions(set, limit)?;
+    let (mut hits, mut placed, mut tokens, mut times, mut first) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut extractive = Vec::new();
+    for (query_id, question) in picked {
+        let relevant = &set.qrels[query_id];
+        let ask = RagQuestion {
+            question: question.clone(),
+            history: Vec::new(),
+            system: None,
+            filter: Default::default(),
+            k,
+            params: GenerateParams { max_tokens: rag.config.max_tokens, ..GenerateParams::default() },
+            answer: rag.config.answer,
+        };
+        let prepared = prepare(rag, &ask).map_err(|e| Error::Config(format!("question {query_id:?}: {e}")))?;
+        let documents = prepared.documents();
+        let at = documents.iter().position(|d| relevant.contains_key(d)).map(|i| i + 1);
+        hits.push(if at.is_some() { 1.0 } else { 0.0 });
+        placed.push(documents.len() as f64);
+        tokens.push(prepared.prompt_tokens() as f64);
+        times.push(prepared.elapsed_ms());
+        first.push((query_id.clone(), at));
+        let quoted = crate::inference::grounding::ground(question, "", &prepared.passages(), rag.embedder, 1.0)
+            .map_err(Error::Config)?;
+        extractive.push(if quoted.cited.iter().any(|m| relevant.contains_key(&documents[m - 1])) { 1.0 } else { 0.0 });
+    }
+    Ok(ContextReport {
+        set: set.name.clone(),
+        documents: set.corpus.len(),
+        questions: hits.len(),
+        k,
+        context_recall: estimate(&hits, SEED),
+        passages: placed.iter().sum::<f64>() / placed.len() as f64,
+        prompt_tokens: median(tokens, 0.5),
+        prepare_ms: median(times, 0.5),
+        first_relevant: first,
+        extractive_cites_relevant: estimate(&extractive, SEED),
+    })
+}
+
+/// `limit` judged queries of `set`, spread evenly over the file.
+fn pick_questions(set: &BeirSet, limit: usize) -> Result<Vec<&(String, String)>, Error> {
+    let judged: Vec<&(String, String)> = set.queries.iter().filter(|(id, _)| set.qrels.contains_key(id)).collect();
+    if judged.is_empty() {
+        return Err(Error::Config(format!("{}: no query has judgements", set.name)));
+    }
+    let n = limit.clamp(1, judged.len());
+    Ok((0..n).map(|i| judged[i * judged.len() / n]).collect())
 }
 
 /// How many of `said` a sentence of `by` supports (cosine ≥ `min_support`).
@@ -203,6 +394,9 @@ fn summarise(set: &BeirSet, generator: String, min_support: f32, answers: Vec<Ra
         groundedness: of(&|a| share(a.grounded_sentences, a.sentences)),
         raw_groundedness: of(&|a| share(a.raw_supported, a.raw_sentences)),
         extractive: share(modes.get("extractive").copied().unwrap_or(0), answers.len()),
+        judge: None,
+        judged_groundedness: None,
+        judged_unclear: None,
         latency_ms: Latency {
             total: timing(0.5, &|t| t.total_ms),
             total_p90: timing(0.9, &|t| t.total_ms),
@@ -213,5 +407,69 @@ fn summarise(set: &BeirSet, generator: String, min_support: f32, answers: Vec<Ra
             grounding: timing(0.5, &|t| t.grounding_ms),
         },
         answers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twinflow_models::{FinishReason, Generation};
+
+    /// A judge double that says "Yes" when a passage contains the claim word for word.
+    #[derive(Debug)]
+    struct Literal;
+
+    impl Generator for Literal {
+        fn model_name(&self) -> &str {
+            "literal"
+        }
+        fn context_tokens(&self) -> usize {
+            4096
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+        fn generate(
+            &self,
+            messages: &[ChatMessage],
+            _: &GenerateParams,
+            _: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        ) -> twinflow_models::Result<Generation> {
+            let user = &messages[1].content;
+            let claim = user.split("Claim: ").nth(1).unwrap().split("\n").next().unwrap();
+            let passages = user.split("Claim: ").next().unwrap();
+            let text = if claim.contains("maybe") {
+                "I think".to_owned()
+            } else if passages.contains(claim) {
+                "Yes, it does.".to_owned()
+            } else {
+                "No.".to_owned()
+            };
+            Ok(Generation {
+                text,
+                finish_reason: FinishReason::Stop,
+                prompt_tokens: 0,
+                completion_tokens: 1,
+                prefill_ms: 0.0,
+                decode_ms: 0.0,
+            })
+        }
+    }
+
+    #[test]
+    fn the_judge_reads_the_first_word_of_each_verdict() {
+        let judge = LlmJudge::new(Arc::new(Literal));
+        let passages = vec!["Rivers carry boats to the sea.".to_owned(), "Taxes rose in spring.".to_owned()];
+        let statements: Vec<String> =
+            ["Taxes rose in spring.", "Dragons guard gold.", "maybe"].map(str::to_owned).to_vec();
+        assert_eq!(judge.judge_all(&statements, &passages).unwrap(), [Verdict::Yes, Verdict::No, Verdict::Unclear]);
+        // Nothing cited supports nothing.
+        assert_eq!(judge.judge("Taxes rose in spring.", &[]).unwrap(), Verdict::No);
+        assert_eq!(verdict("  YES."), Verdict::Yes);
+        assert_eq!(verdict("Nope"), Verdict::Unclear);
+        assert_eq!(verdict("The answer is: no, it is not."), Verdict::No);
+        assert_eq!(verdict("The claim is not true according to the"), Verdict::No);
+        assert_eq!(verdict("The claim is true."), Verdict::Yes);
+        assert_eq!(verdict("one two three four five six seven eight nine ten eleven twelve yes"), Verdict::Unclear);
     }
 }
