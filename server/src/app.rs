@@ -64,8 +64,19 @@ impl App {
     }
 
     /// [`App::start`], showing the embedding backlog's progress as `display` says.
-    pub fn start_showing(config: Config, display: ProgressDisplay) -> anyhow::Result<Arc<App>> {
+    pub fn start_showing(mut config: Config, display: ProgressDisplay) -> anyhow::Result<Arc<App>> {
         crate::metrics::install();
+        // A retrieval setting promoted by `twinflow eval retrieval --promote` replaces `[search]`'s weights.
+        if let Some(version) = twinflow_pipelines::training::evaluation::setting::apply_active(&mut config)? {
+            let search = &config.search;
+            tracing::info!(
+                version,
+                vector_weight = search.vector_weight,
+                bm25_weight = search.bm25_weight,
+                rrf_k = search.rrf_k,
+                "searching with the active retrieval setting"
+            );
+        }
         // Before anything is opened: a refused `[auth]` stops the start.
         let gate = Arc::new(crate::auth::Gate::open(&config)?);
         let embedder: Arc<dyn Embedder> = Arc::new(twinflow_pipelines::metrics::MeteredEmbedder(

@@ -182,6 +182,12 @@ pub struct EvalRetrievalArgs {
     /// and report it on the other half against the single modes.
     #[arg(long)]
     pub tune: bool,
+    /// With `--tune`: judge the chosen fusion against the active setting on
+    /// the held-out half, register it as a retrieval setting version of the
+    /// configured data directory, and make it active when its gain is above
+    /// zero with 95% confidence.
+    #[arg(long, requires = "tune")]
+    pub promote: bool,
     /// Skip the whole-document baseline (it embeds every document once more).
     #[arg(long)]
     pub no_whole_documents: bool,

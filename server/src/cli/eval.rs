@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use twinflow_pipelines::training::evaluation::setting;
 use twinflow_pipelines::training::evaluation::{
     BeirSet, ContextReport, RagReport, RetrievalReport, TwinReport, evaluate_context, evaluate_rag, LlmJudge, evaluate_retrieval, evaluate_twin, fusion_grid,
 };
@@ -26,9 +27,15 @@ use crate::ui::say;
 /// Documents handed to the engine at a time.
 const BATCH: usize = 32;
 
-pub(super) fn retrieval(config: Config, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
+pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
     let set = BeirSet::load(&args.set, &args.split)?;
     let record_to = config.storage.data_dir.clone();
+    // The configured hybrid is the active retrieval setting of the configured data directory.
+    let active = setting::apply_active(&mut config)?;
+    if let Some(version) = active {
+        say(format_args!("the active retrieval setting is version {version}"));
+    }
+    let registry_config = config.clone();
     let report = with_corpus(config, &set, args.data_dir.as_deref(), |app| run(app, &set, args))?;
     // The epoch means something only in a data directory that is kept (`--data-dir`).
     let epoch = if args.data_dir.is_some() { report.epoch } else { 0 };
@@ -42,6 +49,19 @@ pub(super) fn retrieval(config: Config, args: &EvalRetrievalArgs) -> anyhow::Res
                 .map(|(metric, e)| EvaluationRow::estimate(&run, "base", &s.name, metric, e, n))
         })
         .collect();
+    let mut rows = rows;
+    if args.promote {
+        match setting::judge_and_register(&registry_config, &report, active)? {
+            Some(card) => {
+                say(format_args!("retrieval setting version {}: {}", card.version, card.decision));
+                let (model, held_out) = (format!("retrieval-v{}", card.version), card.test_queries as u64);
+                let name = format!("hybrid(bm25={}, rrf_k={})", card.bm25_weight, card.rrf_k);
+                rows.push(EvaluationRow::estimate(&run, &model, &name, "gain_ndcg@10", card.gain, held_out));
+                rows.push(EvaluationRow::estimate(&run, &model, &name, "held_out_ndcg@10", card.ndcg_at_10, held_out));
+            }
+            None => say(format_args!("the active setting is still the best fusion on the dev half: nothing to register")),
+        }
+    }
     record(&record_to, &rows);
     Ok(report)
 }
@@ -303,7 +323,7 @@ fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Resul
         ("vector".to_owned(), SearchMode::Vector),
         ("bm25".to_owned(), SearchMode::Bm25),
         (
-            "hybrid (configured)".to_owned(),
+            setting::CONFIGURED.to_owned(),
             SearchMode::Hybrid {
                 vector_weight: search.vector_weight,
                 bm25_weight: search.bm25_weight,

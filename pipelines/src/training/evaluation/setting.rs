@@ -1,0 +1,235 @@
+//! Retrieval settings as versions. `twinflow eval retrieval --tune
+//! --promote` chooses a hybrid fusion on a dev half of a question set's
+//! queries and judges it on the other half against the active setting; the
+//! choice is registered with its evidence (a registry of cards, as models
+//! are), and becomes active only when its paired gain in nDCG@10 is above
+//! zero with 95% confidence. The server and the `eval` commands search with
+//! the active version's weights in place of `[search]`'s.
+//!
+//! ```text
+//!  tuned fusion (dev half) ─▶ held-out half: candidate − active, per query ─▶ bootstrap interval
+//!     ─▶ card (weights, set, gain) registered ─▶ low > 0: promoted ─▶ [search] weights overridden at start
+//! ```
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use twinflow_models::{Card, Registry};
+use twinflow_schemas::api::SearchMode;
+use twinflow_schemas::config::Config;
+use twinflow_schemas::models::DatasetRef;
+
+use super::measures::{Estimate, paired_difference};
+use super::retrieval::{RetrievalReport, SettingReport};
+use crate::training::Error;
+
+/// The name of the configured hybrid among a report's settings.
+pub const CONFIGURED: &str = "hybrid (configured)";
+/// Seed of the paired bootstrap.
+const SEED: u64 = 41;
+
+/// One registered retrieval setting and the evidence it was judged on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalCard {
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub vector_weight: f32,
+    pub bm25_weight: f32,
+    pub rrf_k: f32,
+    /// The held-out queries it was judged on (the dev half chose it).
+    pub test_queries: usize,
+    pub dev_queries: usize,
+    /// nDCG@10 on the held-out queries: this setting's, and the one active when it was judged.
+    pub ndcg_at_10: Estimate,
+    pub active_ndcg_at_10: Estimate,
+    /// This setting's nDCG@10 minus the active one's, per held-out query (95% interval).
+    pub gain: Estimate,
+    /// The version active when it was judged (`None`: `[search]`'s weights).
+    pub parent: Option<u64>,
+    pub promoted: bool,
+    pub decision: String,
+    /// The question set (name) and the index epoch it was measured at.
+    pub dataset: DatasetRef,
+}
+
+impl Card for RetrievalCard {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    fn decision(&self) -> &str {
+        &self.decision
+    }
+
+    fn dataset(&self) -> &DatasetRef {
+        &self.dataset
+    }
+}
+
+/// Where retrieval settings are registered: `<data>/_models/retrieval`.
+pub fn registry_dir(config: &Config) -> PathBuf {
+    config.storage.data_dir.join("_models").join("retrieval")
+}
+
+fn registry(config: &Config) -> Result<Registry<RetrievalCard>, Error> {
+    Ok(Registry::<RetrievalCard>::open(&registry_dir(config))?)
+}
+
+/// Puts the active retrieval setting's weights (if a version is active) in
+/// `config.search`; returns its version.
+pub fn apply_active(config: &mut Config) -> Result<Option<u64>, Error> {
+    if !registry_dir(config).exists() {
+        return Ok(None);
+    }
+    let registry = registry(config)?;
+    let Some(version) = registry.active()? else { return Ok(None) };
+    let card = registry.card(version)?;
+    config.search.vector_weight = card.vector_weight;
+    config.search.bm25_weight = card.bm25_weight;
+    config.search.rrf_k = card.rrf_k;
+    Ok(Some(version))
+}
+
+/// Judges the fusion `report` tuned against the configured hybrid (the
+/// active setting) on the held-out half, registers it, and promotes it when
+/// the gain's interval is above zero. `None` when the report was not tuned
+/// or the dev half chose the active setting itself.
+pub fn judge_and_register(
+    config: &Config,
+    report: &RetrievalReport,
+    active: Option<u64>,
+) -> Result<Option<RetrievalCard>, Error> {
+    let Some(tuned) = &report.tuned else { return Ok(None) };
+    let on_test = |name: &str| -> Result<&SettingReport, Error> {
+        tuned
+            .test
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::Config(format!("the report has no setting {name:?}")))
+    };
+    let candidate = on_test(&tuned.best.name)?;
+    let current = on_test(CONFIGURED)?;
+    let Some(SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k }) = candidate.mode else {
+        return Err(Error::Config(format!("{} is not a hybrid setting", candidate.name)));
+    };
+    if candidate.name == CONFIGURED || candidate.mode == current.mode {
+        return Ok(None);
+    }
+    let gain = paired_difference(&candidate.per_query, &current.per_query, SEED);
+    let promoted = gain.low > 0.0;
+    let decision = if promoted {
+        format!(
+            "promoted: nDCG@10 {:.3} against {:.3} on {} held-out queries of {}, gain {gain}",
+            candidate.ndcg_at_10.mean, current.ndcg_at_10.mean, tuned.test_queries, report.set
+        )
+    } else {
+        format!(
+            "kept the active setting: gain {gain} on {} held-out queries of {} is not above the noise",
+            tuned.test_queries, report.set
+        )
+    };
+    let card = RetrievalCard {
+        version: 0,
+        created_at_ms: twinflow_schemas::clock::now_ms(),
+        vector_weight,
+        bm25_weight,
+        rrf_k,
+        test_queries: tuned.test_queries,
+        dev_queries: tuned.dev_queries,
+        ndcg_at_10: candidate.ndcg_at_10,
+        active_ndcg_at_10: current.ndcg_at_10,
+        gain,
+        parent: active,
+        promoted,
+        decision,
+        dataset: DatasetRef {
+            name: report.set.clone(),
+            version: 0,
+            epoch: report.epoch,
+            content_hash: String::new(),
+            train_pairs: tuned.dev_queries,
+            test_pairs: tuned.test_queries,
+        },
+    };
+    let registry = registry(config)?;
+    let card = registry.register(card, |_| Ok(()), &[])?;
+    if promoted {
+        registry.promote(card.version, &card.decision)?;
+    }
+    Ok(Some(card))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::evaluation::retrieval::Tuned;
+    use twinflow_schemas::stats::estimate;
+
+    fn setting(name: &str, bm25_weight: f32, per_query: Vec<f64>) -> SettingReport {
+        let e = estimate(&per_query, 1);
+        SettingReport {
+            name: name.to_owned(),
+            mode: Some(SearchMode::Hybrid { vector_weight: 1.0, bm25_weight, rrf_k: 10.0 }),
+            ndcg_at_10: e,
+            recall_at_10: e,
+            mrr_at_10: e,
+            per_query,
+        }
+    }
+
+    /// A tuned report whose held-out half scores the configured fusion at
+    /// `configured` and the dev half's choice (BM25 weight 0.2) at `chosen`.
+    fn report(configured: Vec<f64>, chosen: Vec<f64>) -> RetrievalReport {
+        let test = vec![setting(CONFIGURED, 0.5, configured), setting("hybrid(bm25=0.2)", 0.2, chosen)];
+        RetrievalReport {
+            set: "faq".into(),
+            documents: 10,
+            queries: 2 * test[0].per_query.len(),
+            epoch: 3,
+            embedder: "test".into(),
+            settings: Vec::new(),
+            tuned: Some(Tuned {
+                dev_queries: test[0].per_query.len(),
+                test_queries: test[0].per_query.len(),
+                best: test[1].clone(),
+                dev: test.clone(),
+                test,
+                gains: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_fusion_is_active_only_after_a_gain_above_the_noise() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().to_owned();
+        assert_eq!(apply_active(&mut config).unwrap(), None, "no registry: [search] as configured");
+
+        // Better on some held-out queries, worse on others: registered, not active.
+        let noisy = report(vec![0.5, 0.9, 0.2, 0.8], vec![0.9, 0.5, 0.6, 0.4]);
+        let card = judge_and_register(&config, &noisy, None).unwrap().expect("a card");
+        assert!(!card.promoted && card.gain.low <= 0.0, "{card:?}");
+        assert!(card.decision.starts_with("kept the active setting"), "{}", card.decision);
+        assert_eq!(apply_active(&mut config).unwrap(), None);
+        assert_eq!(config.search.bm25_weight, 0.5);
+
+        // Better on every held-out query: registered and active, with its evidence.
+        let better = report(vec![0.2, 0.3, 0.4, 0.5, 0.3, 0.2], vec![0.6, 0.7, 0.8, 0.9, 0.7, 0.6]);
+        let card = judge_and_register(&config, &better, None).unwrap().expect("a card");
+        assert!(card.promoted && card.gain.low > 0.0, "{card:?}");
+        assert_eq!((card.version, card.dataset.name.as_str(), card.dataset.epoch), (2, "faq", 3));
+        assert_eq!(apply_active(&mut config).unwrap(), Some(2));
+        assert_eq!((config.search.bm25_weight, config.search.rrf_k), (0.2, 10.0));
+
+        // The dev half chose the active setting itself: nothing to register.
+        let mut same = report(vec![0.5; 4], vec![0.5; 4]);
+        let tuned = same.tuned.as_mut().unwrap();
+        tuned.best = tuned.test[0].clone();
+        assert!(judge_and_register(&config, &same, Some(2)).unwrap().is_none());
+    }
+}
