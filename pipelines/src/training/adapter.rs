@@ -113,7 +113,7 @@ impl Training {
         questions: Option<Arc<LazyGenerator>>,
     ) -> Result<Training, Error> {
         let data_dir = store.data_dir();
-        let registry_dir = config.training.registry.clone().unwrap_or_else(|| data_dir.join("_models"));
+        let registry_dir = registry_dir_in(config, data_dir);
         let registry = Registry::open(&registry_dir)
             .with_context(|| format!("cannot open the model registry {}", registry_dir.display()))?
             .with_retention(twinflow_models::Retention {
@@ -450,6 +450,16 @@ impl Training {
     }
 }
 
-fn projection(version: u64, adapter: Adapter) -> Arc<dyn VectorProjection> {
+/// Where adapters are registered: `[training] registry`, else `<data>/_models`.
+pub fn registry_dir(config: &Config) -> std::path::PathBuf {
+    registry_dir_in(config, &config.storage.data_dir)
+}
+
+fn registry_dir_in(config: &Config, data_dir: &std::path::Path) -> std::path::PathBuf {
+    config.training.registry.clone().unwrap_or_else(|| data_dir.join("_models"))
+}
+
+/// Adapter `version` as the store's vector projection.
+pub fn projection(version: u64, adapter: Adapter) -> Arc<dyn VectorProjection> {
     Arc::new(AdapterProjection { id: format!("adapter-v{version}"), adapter })
 }

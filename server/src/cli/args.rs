@@ -188,6 +188,10 @@ pub struct EvalRetrievalArgs {
     /// zero with 95% confidence.
     #[arg(long, requires = "tune")]
     pub promote: bool,
+    /// Also score vector search and the configured hybrid with this
+    /// embedding adapter version of the configured registry (repeatable).
+    #[arg(long = "adapter", value_name = "VERSION")]
+    pub adapters: Vec<u64>,
     /// Skip the whole-document baseline (it embeds every document once more).
     #[arg(long)]
     pub no_whole_documents: bool,

@@ -36,7 +36,15 @@ pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow:
         say(format_args!("the active retrieval setting is version {version}"));
     }
     let registry_config = config.clone();
-    let report = with_corpus(config, &set, args.data_dir.as_deref(), |app| run(app, &set, args))?;
+    let adapters = if args.adapters.is_empty() {
+        Vec::new()
+    } else {
+        let dir = twinflow_pipelines::training::adapter::registry_dir(&config);
+        let registry = twinflow_models::Registry::<twinflow_models::ModelCard>::open(&dir)?;
+        let load = |v: &u64| registry.adapter(*v).map(|a| (*v, a)).with_context(|| format!("adapter version {v}"));
+        args.adapters.iter().map(load).collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let report = with_corpus(config, &set, args.data_dir.as_deref(), |app| run(app, &set, args, &adapters))?;
     // The epoch means something only in a data directory that is kept (`--data-dir`).
     let epoch = if args.data_dir.is_some() { report.epoch } else { 0 };
     let run = EvaluationRun::new("retrieval", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
@@ -46,7 +54,11 @@ pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow:
         .iter()
         .flat_map(|s| {
             [("ndcg@10", s.ndcg_at_10), ("recall@10", s.recall_at_10), ("mrr@10", s.mrr_at_10)]
-                .map(|(metric, e)| EvaluationRow::estimate(&run, "base", &s.name, metric, e, n))
+                .map(|(metric, e)| {
+                    // "vector @adapter-v2": the setting, with the adapter version it ran with.
+                    let (setting, model) = s.name.split_once(" @").unwrap_or((&s.name, "base"));
+                    EvaluationRow::estimate(&run, model, setting, metric, e, n)
+                })
         })
         .collect();
     let mut rows = rows;
@@ -317,7 +329,12 @@ fn commit_corpus(app: &Arc<App>, set: &BeirSet) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
+fn run(
+    app: &Arc<App>,
+    set: &BeirSet,
+    args: &EvalRetrievalArgs,
+    adapters: &[(u64, twinflow_models::Adapter)],
+) -> anyhow::Result<RetrievalReport> {
     let search = &app.config.search;
     let mut settings = vec![
         ("vector".to_owned(), SearchMode::Vector),
@@ -334,8 +351,18 @@ fn run(app: &Arc<App>, set: &BeirSet, args: &EvalRetrievalArgs) -> anyhow::Resul
     if args.tune {
         settings.extend(fusion_grid());
     }
-    let report =
-        evaluate_retrieval(&app.store, app.engine.embedder().as_ref(), set, &settings, !args.no_whole_documents)?;
+    let embedder = app.engine.embedder();
+    let mut report = evaluate_retrieval(&app.store, embedder.as_ref(), set, &settings, !args.no_whole_documents)?;
+    // Each adapter version: the vectors re-projected (nothing re-encoded), the same queries.
+    for (version, adapter) in adapters {
+        let projection = twinflow_pipelines::training::adapter::projection(*version, adapter.clone());
+        app.store.set_projection(Some(projection))?;
+        let more = evaluate_retrieval(&app.store, embedder.as_ref(), set, &settings[..3], false)?;
+        report.settings.extend(more.settings.into_iter().filter(|s| s.name != "bm25").map(|mut s| {
+            s.name = format!("{} @adapter-v{version}", s.name);
+            s
+        }));
+    }
     Ok(report)
 }
 

@@ -56,11 +56,21 @@ fn write_set(dir: &Path, shift: usize) {
 /// feature-hashing embedder and `more_toml`: its output (both streams), report,
 /// and the rows it added to the configured data directory's `evaluations`.
 fn run_eval(more_toml: &str, args: &[&str]) -> (String, serde_json::Value, Vec<EvaluationRow>) {
+    run_eval_on(more_toml, args, |_| {})
+}
+
+/// [`run_eval`], after `setup` prepared the configured data directory.
+fn run_eval_on(
+    more_toml: &str,
+    args: &[&str],
+    setup: impl FnOnce(&Path),
+) -> (String, serde_json::Value, Vec<EvaluationRow>) {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("topics");
     write_set(&set, 0);
     let config = dir.path().join("twinflow.toml");
     let data = dir.path().join("data");
+    setup(&data);
     let toml = format!(
         "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"10ms\"\n\n[storage]\ndata_dir = {:?}\n{more_toml}",
         data.display().to_string()
@@ -127,6 +137,72 @@ fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
     let tuned = &report["tuned"];
     assert_eq!(tuned["dev_queries"].as_u64().unwrap() + tuned["test_queries"].as_u64().unwrap(), 12);
     assert!(tuned["best"]["name"].as_str().unwrap().starts_with("hybrid("), "{tuned}");
+}
+
+/// `--adapter 1`: vector search and the configured hybrid again with the
+/// registry's adapter version 1, here one that keeps 8 of 384 dimensions:
+/// its rows are that version's, and it scores below the base vectors.
+#[test]
+fn eval_retrieval_scores_each_adapter_version_asked_for() {
+    use twinflow_models::{Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, Registry, TrainingReport};
+    let register = |data: &Path| {
+        let dim = 384;
+        let weights: Vec<f32> =
+            (0..dim * dim).map(|i| if i / dim == i % dim && i / dim < 8 { 1.0 } else { 0.0 }).collect();
+        let card = ModelCard {
+            version: 0,
+            kind: "embedding-adapter".into(),
+            base_model: "hashing".into(),
+            dim,
+            created_at_ms: 1,
+            parent: None,
+            dataset: DatasetRef {
+                name: "instruct".into(),
+                version: 1,
+                epoch: 1,
+                content_hash: String::new(),
+                train_pairs: 1,
+                test_pairs: 1,
+            },
+            trigger: serde_json::json!("manual"),
+            training: AdapterTraining::default(),
+            report: TrainingReport {
+                pairs: 1,
+                steps: 1,
+                epoch_losses: vec![1.0],
+                seconds: 0.1,
+                distance_from_identity: 1.0,
+            },
+            evaluation: Evaluation {
+                k: 10,
+                queries: 1,
+                corpus: 1,
+                base: 0.5,
+                parent: 0.5,
+                candidate: 0.5,
+                evidence: Vec::new(),
+                gain: None,
+            },
+            promotable: false,
+            decision: "a test of per-version evaluation".into(),
+        };
+        let registry = Registry::<ModelCard>::open(&data.join("_models")).unwrap();
+        registry.register_adapter(card, &Adapter::from_weights(dim, weights).unwrap(), &[]).unwrap();
+    };
+    let (_, report, evaluations) =
+        run_eval_on("", &["retrieval", "--no-whole-documents", "--adapter", "1"], register);
+    let names: Vec<&str> = report["settings"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["vector", "bm25", "hybrid (configured)", "vector @adapter-v1", "hybrid (configured) @adapter-v1"]);
+    let ndcg = |model: &str, setting: &str| {
+        evaluations
+            .iter()
+            .find(|r| r.model == model && r.setting == setting && r.metric == "ndcg@10")
+            .map(|r| r.value)
+            .unwrap_or_else(|| panic!("{model} {setting}: {evaluations:?}"))
+    };
+    assert!(ndcg("base", "vector") > 0.9);
+    assert!(ndcg("adapter-v1", "vector") < ndcg("base", "vector") - 0.2, "{evaluations:?}");
+    assert!(ndcg("adapter-v1", "hybrid (configured)") > ndcg("adapter-v1", "vector"), "BM25 is not projected");
 }
 
 #[test]
