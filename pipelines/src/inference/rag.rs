@@ -299,21 +299,16 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
     let step = Instant::now();
     let mut sentence_scores = HashMap::new();
     if config.rerank != Rerank::Off && !candidates.is_empty() {
-        let similarities: Vec<Option<f32>> = match config.rerank {
-            Rerank::Sentences => {
-                sentence_scores = score_sentences(rag.embedder, &vectors[0], candidates.iter().map(|(_, h)| h))?;
-                candidates
-                    .iter()
-                    .map(|(_, h)| {
-                        sentence_scores.get(&h.chunk_id).and_then(|s| s.iter().map(|(_, c)| *c).reduce(f32::max))
-                    })
-                    .collect()
-            }
-            _ => {
-                let ids: Vec<Hash128> = candidates.iter().map(|(_, h)| h.chunk_id).collect();
-                rag.store.similarities(&vectors[0], &ids)
-            }
-        };
+        let ids: Vec<Hash128> = candidates.iter().map(|(_, h)| h.chunk_id).collect();
+        let mut similarities = vec![rag.store.similarities(&vectors[0], &ids)];
+        if config.rerank == Rerank::Sentences {
+            sentence_scores = score_sentences(rag.embedder, &vectors[0], candidates.iter().map(|(_, h)| h))?;
+            similarities.push(
+                ids.iter()
+                    .map(|id| sentence_scores.get(id).and_then(|s| s.iter().map(|(_, c)| *c).reduce(f32::max)))
+                    .collect(),
+            );
+        }
         candidates = fuse_with_similarity(candidates, &similarities, rag.search.rrf_k);
     }
     let mut candidates = spread_over_documents(candidates, request.k, config.max_per_document);
@@ -634,25 +629,23 @@ fn expand(generator: &dyn Generator, question: &str, n: usize) -> Vec<String> {
 }
 
 /// `ranked` (best first) re-ordered by reciprocal-rank fusion of that order
-/// with the order of `similarities` (a candidate without one keeps only its
-/// first rank); the fused score replaces the retrieval score.
+/// with the order of each list of `similarities` (a candidate without one
+/// in a list gets nothing from it); the fused score replaces the retrieval score.
 fn fuse_with_similarity(
     ranked: Vec<(f32, SearchHit)>,
-    similarities: &[Option<f32>],
+    similarities: &[Vec<Option<f32>>],
     rrf_k: f32,
 ) -> Vec<(f32, SearchHit)> {
-    let mut by_similarity: Vec<usize> = (0..ranked.len()).filter(|i| similarities[*i].is_some()).collect();
-    by_similarity.sort_by(|a, b| similarities[*b].unwrap_or(0.0).total_cmp(&similarities[*a].unwrap_or(0.0)).then(a.cmp(b)));
-    let mut second = vec![None; ranked.len()];
-    for (rank, i) in by_similarity.into_iter().enumerate() {
-        second[i] = Some(rank);
-    }
     let rrf = |rank: usize| 1.0 / (rrf_k + rank as f32 + 1.0);
-    let mut fused: Vec<(f32, SearchHit)> = ranked
-        .into_iter()
-        .enumerate()
-        .map(|(rank, (_, hit))| (rrf(rank) + second[rank].map_or(0.0, rrf), hit))
-        .collect();
+    let mut scores: Vec<f32> = (0..ranked.len()).map(rrf).collect();
+    for list in similarities {
+        let mut order: Vec<usize> = (0..ranked.len()).filter(|i| list[*i].is_some()).collect();
+        order.sort_by(|a, b| list[*b].unwrap_or(0.0).total_cmp(&list[*a].unwrap_or(0.0)).then(a.cmp(b)));
+        for (rank, i) in order.into_iter().enumerate() {
+            scores[i] += rrf(rank);
+        }
+    }
+    let mut fused: Vec<(f32, SearchHit)> = scores.into_iter().zip(ranked).map(|(score, (_, hit))| (score, hit)).collect();
     // Stable: ties keep retrieval's order.
     fused.sort_by(|a, b| b.0.total_cmp(&a.0));
     fused
@@ -926,13 +919,18 @@ mod tests {
         };
         let ranked = vec![hit(0), hit(1), hit(2), hit(3)];
         // The last by retrieval is the most similar: it moves up, not to the top.
-        let fused = fuse_with_similarity(ranked, &[Some(0.5), Some(0.4), Some(0.3), Some(0.9)], 1.0);
+        let fused = fuse_with_similarity(ranked, &[vec![Some(0.5), Some(0.4), Some(0.3), Some(0.9)]], 1.0);
         let order: Vec<&str> = fused.iter().map(|(_, h)| h.text.as_str()).collect();
         assert_eq!(order, ["0", "3", "1", "2"]);
         // Without a vector a candidate keeps only its retrieval rank.
-        let fused = fuse_with_similarity(vec![hit(0), hit(1)], &[None, Some(0.1)], 1.0);
+        let fused = fuse_with_similarity(vec![hit(0), hit(1)], &[vec![None, Some(0.1)]], 1.0);
         let order: Vec<&str> = fused.iter().map(|(_, h)| h.text.as_str()).collect();
         assert_eq!(order, ["1", "0"]);
+        // Two lists that agree outvote retrieval's order: the last becomes first.
+        let lists = [vec![Some(0.1), Some(0.2), Some(0.3)], vec![Some(0.0), Some(0.5), Some(0.9)]];
+        let fused = fuse_with_similarity(vec![hit(0), hit(1), hit(2)], &lists, 1.0);
+        assert_eq!(fused[0].1.text, "2");
+        assert!(fused[0].0 > fused[1].0);
     }
 
     #[test]

@@ -81,8 +81,9 @@ pub enum Rerank {
     /// The chunk's vector.
     #[default]
     Chunk,
-    /// The chunk's closest sentence (each candidate's sentences embedded at
-    /// question time, with the document's title).
+    /// The chunk's vector and, as a third ranking, the chunk's closest
+    /// sentence (each candidate's sentences embedded at question time, with
+    /// the document's title).
     Sentences,
 }
 

@@ -288,8 +288,9 @@ pub struct ContextReport {
     pub prompt_tokens: f64,
     /// Median milliseconds to the prompt (self-query to assembly).
     pub prepare_ms: f64,
-    /// Each question's id and the marker of its first relevant passage.
-    pub first_relevant: Vec<(String, Option<usize>)>,
+    /// Each question's id, the marker of its first relevant passage, and
+    /// whether its extractive answer cites a relevant passage.
+    pub first_relevant: Vec<(String, Option<usize>, bool)>,
     /// Whether an extractive answer (the passage sentences closest to the
     /// question, quoted) cites a relevant passage.
     pub extractive_cites_relevant: Estimate,
@@ -320,10 +321,11 @@ pub fn evaluate_context(rag: &Rag<'_>, set: &BeirSet, limit: usize, k: usize) ->
         placed.push(documents.len() as f64);
         tokens.push(prepared.prompt_tokens() as f64);
         times.push(prepared.elapsed_ms());
-        first.push((query_id.clone(), at));
         let quoted = crate::inference::grounding::ground(question, "", &prepared.passages(), rag.embedder, 1.0)
             .map_err(Error::Config)?;
-        extractive.push(if quoted.cited.iter().any(|m| relevant.contains_key(&documents[m - 1])) { 1.0 } else { 0.0 });
+        let cites = quoted.cited.iter().any(|m| relevant.contains_key(&documents[m - 1]));
+        extractive.push(if cites { 1.0 } else { 0.0 });
+        first.push((query_id.clone(), at, cites));
     }
     Ok(ContextReport {
         set: set.name.clone(),
