@@ -21,12 +21,12 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use twinflow_dataflow::{Embedder, cosine};
-use unicode_segmentation::UnicodeSegmentation;
 use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
 use twinflow_schemas::api::{Citation, CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit, SearchMode};
 use twinflow_schemas::config::{AnswerMode, GroundingMode, RagConfig, Rerank, SearchConfig};
 use twinflow_schemas::{DocumentKind, Hash128};
 use twinflow_sinks::{Store, reciprocal_rank};
+use unicode_segmentation::UnicodeSegmentation;
 
 use super::generator::LazyGenerator;
 use super::grounding;
@@ -316,7 +316,9 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
         let long: Vec<&SearchHit> = candidates
             .iter()
             .map(|(_, h)| h)
-            .filter(|h| !sentence_scores.contains_key(&h.chunk_id) && generator.count_tokens(&h.text) > config.passage_tokens)
+            .filter(|h| {
+                !sentence_scores.contains_key(&h.chunk_id) && generator.count_tokens(&h.text) > config.passage_tokens
+            })
             .collect();
         if !long.is_empty() {
             sentence_scores.extend(score_sentences(rag.embedder, &vectors[0], long.into_iter())?);
@@ -396,8 +398,8 @@ impl Prepared {
         let _request = span.enter();
         let step = Instant::now();
         let step_span = tracing::info_span!("generate").entered();
-        let generation =
-            generate_sentences(generator.as_ref(), &messages, &params, max_sentences, on_text).map_err(generator_error)?;
+        let generation = generate_sentences(generator.as_ref(), &messages, &params, max_sentences, on_text)
+            .map_err(generator_error)?;
         crate::metrics::generation(generator.model_name(), &generation);
         timings.prefill_ms = generation.prefill_ms;
         timings.generation_ms = ms(step);
@@ -529,9 +531,7 @@ fn generate_sentences(
 /// piece of markers alone (`[1] `) belongs to the sentence before it.
 fn sentence_starts(text: &str) -> Vec<usize> {
     text.split_sentence_bound_indices()
-        .filter(|(_, piece)| {
-            piece.unicode_words().any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2)
-        })
+        .filter(|(_, piece)| piece.unicode_words().any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2))
         .map(|(at, piece)| at + (piece.len() - piece.trim_start().len()))
         .collect()
 }
@@ -645,7 +645,8 @@ fn fuse_with_similarity(
             scores[i] += rrf(rank);
         }
     }
-    let mut fused: Vec<(f32, SearchHit)> = scores.into_iter().zip(ranked).map(|(score, (_, hit))| (score, hit)).collect();
+    let mut fused: Vec<(f32, SearchHit)> =
+        scores.into_iter().zip(ranked).map(|(score, (_, hit))| (score, hit)).collect();
     // Stable: ties keep retrieval's order.
     fused.sort_by(|a, b| b.0.total_cmp(&a.0));
     fused
@@ -684,7 +685,11 @@ fn score_sentences<'h>(
         let title = hit.sources.first().map_or("", |s| s.title.as_str());
         let these = sentence_spans(&hit.text);
         texts.extend(these.iter().map(|r| {
-            if title.is_empty() { hit.text[r.clone()].to_owned() } else { format!("{title}\n\n{}", &hit.text[r.clone()]) }
+            if title.is_empty() {
+                hit.text[r.clone()].to_owned()
+            } else {
+                format!("{title}\n\n{}", &hit.text[r.clone()])
+            }
         }));
         spans.push((hit.chunk_id, these));
     }
@@ -706,7 +711,11 @@ fn rag_embed(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, R
     }
     let vectors = embedder.embed_batch(texts).map_err(|e| RagError::Retrieval(e.to_string()))?;
     if vectors.len() != texts.len() {
-        return Err(RagError::Retrieval(format!("the encoder returned {} vectors for {} texts", vectors.len(), texts.len())));
+        return Err(RagError::Retrieval(format!(
+            "the encoder returned {} vectors for {} texts",
+            vectors.len(),
+            texts.len()
+        )));
     }
     Ok(vectors)
 }

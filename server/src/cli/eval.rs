@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use twinflow_pipelines::training::evaluation::setting;
 use twinflow_pipelines::training::evaluation::{
-    BeirSet, ContextReport, RagReport, RetrievalReport, TwinReport, evaluate_context, evaluate_rag, LlmJudge, evaluate_retrieval, evaluate_twin, fusion_grid,
+    BeirSet, ContextReport, LlmJudge, RagReport, RetrievalReport, TwinReport, evaluate_context, evaluate_rag,
+    evaluate_retrieval, evaluate_twin, fusion_grid,
 };
 use twinflow_schemas::api::SearchMode;
 use twinflow_schemas::config::Config;
@@ -53,12 +54,11 @@ pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow:
         .settings
         .iter()
         .flat_map(|s| {
-            [("ndcg@10", s.ndcg_at_10), ("recall@10", s.recall_at_10), ("mrr@10", s.mrr_at_10)]
-                .map(|(metric, e)| {
-                    // "vector @adapter-v2": the setting, with the adapter version it ran with.
-                    let (setting, model) = s.name.split_once(" @").unwrap_or((&s.name, "base"));
-                    EvaluationRow::estimate(&run, model, setting, metric, e, n)
-                })
+            [("ndcg@10", s.ndcg_at_10), ("recall@10", s.recall_at_10), ("mrr@10", s.mrr_at_10)].map(|(metric, e)| {
+                // "vector @adapter-v2": the setting, with the adapter version it ran with.
+                let (setting, model) = s.name.split_once(" @").unwrap_or((&s.name, "base"));
+                EvaluationRow::estimate(&run, model, setting, metric, e, n)
+            })
         })
         .collect();
     let mut rows = rows;
@@ -71,7 +71,9 @@ pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow:
                 rows.push(EvaluationRow::estimate(&run, &model, &name, "gain_ndcg@10", card.gain, held_out));
                 rows.push(EvaluationRow::estimate(&run, &model, &name, "held_out_ndcg@10", card.ndcg_at_10, held_out));
             }
-            None => say(format_args!("the active setting is still the best fusion on the dev half: nothing to register")),
+            None => {
+                say(format_args!("the active setting is still the best fusion on the dev half: nothing to register"))
+            }
         }
     }
     record(&record_to, &rows);

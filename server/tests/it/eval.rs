@@ -98,10 +98,7 @@ fn run_eval_on(
 fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
     let (stdout, report, evaluations) = run_eval("", &["retrieval", "--tune", "--promote"]);
     // Every fusion finds each topic first: no gain over the configured one, so nothing becomes active.
-    assert!(
-        stdout.contains("kept the active setting") || stdout.contains("still the best fusion"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("kept the active setting") || stdout.contains("still the best fusion"), "{stdout}");
     let evaluations: Vec<EvaluationRow> =
         evaluations.into_iter().filter(|r| !r.model.starts_with("retrieval-v")).collect();
     // Every setting's three measures, with the report's intervals, in the evaluations table.
@@ -189,10 +186,12 @@ fn eval_retrieval_scores_each_adapter_version_asked_for() {
         let registry = Registry::<ModelCard>::open(&data.join("_models")).unwrap();
         registry.register_adapter(card, &Adapter::from_weights(dim, weights).unwrap(), &[]).unwrap();
     };
-    let (_, report, evaluations) =
-        run_eval_on("", &["retrieval", "--no-whole-documents", "--adapter", "1"], register);
+    let (_, report, evaluations) = run_eval_on("", &["retrieval", "--no-whole-documents", "--adapter", "1"], register);
     let names: Vec<&str> = report["settings"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["vector", "bm25", "hybrid (configured)", "vector @adapter-v1", "hybrid (configured) @adapter-v1"]);
+    assert_eq!(
+        names,
+        ["vector", "bm25", "hybrid (configured)", "vector @adapter-v1", "hybrid (configured) @adapter-v1"]
+    );
     let ndcg = |model: &str, setting: &str| {
         evaluations
             .iter()

@@ -188,8 +188,7 @@ pub fn evaluate_rag(
     let mut report = summarise(set, generator, rag.config.min_support, answers);
     if let Some(judge) = judge {
         let answers = &report.answers;
-        let shares: Vec<f64> =
-            answers.iter().map(|a| share(a.judged_supported.unwrap_or(0), a.sentences)).collect();
+        let shares: Vec<f64> = answers.iter().map(|a| share(a.judged_supported.unwrap_or(0), a.sentences)).collect();
         let unclear: usize = answers.iter().filter_map(|a| a.judged_unclear).sum();
         let sentences: usize = answers.iter().map(|a| a.sentences).sum();
         report.judge = Some(judge.name().to_owned());
@@ -229,12 +228,15 @@ impl LlmJudge {
         if passages.is_empty() {
             return Ok(Verdict::No);
         }
-        let numbered: String = passages.iter().enumerate().map(|(i, p)| format!("[{}] {}\n", i + 1, p.trim())).collect();
+        let numbered: String =
+            passages.iter().enumerate().map(|(i, p)| format!("[{}] {}\n", i + 1, p.trim())).collect();
         let messages = [
             ChatMessage::new("system", "You check claims against passages. Reply Yes or No."),
             ChatMessage::new(
                 "user",
-                format!("Passages:\n{numbered}\nClaim: {statement}\n\nIs the claim true according to the passages? Reply Yes or No."),
+                format!(
+                    "Passages:\n{numbered}\nClaim: {statement}\n\nIs the claim true according to the passages? Reply Yes or No."
+                ),
             ),
         ];
         let params = GenerateParams { max_tokens: 8, ..GenerateParams::default() };
@@ -256,12 +258,8 @@ impl LlmJudge {
 /// says one ("yes", "true", "correct", "supported"; "no", "false",
 /// "incorrect", "unsupported"), reversed after "not" ("the claim is not true").
 fn verdict(reply: &str) -> Verdict {
-    let words: Vec<String> = reply
-        .split(|c: char| !c.is_alphabetic())
-        .filter(|w| !w.is_empty())
-        .take(12)
-        .map(str::to_lowercase)
-        .collect();
+    let words: Vec<String> =
+        reply.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty()).take(12).map(str::to_lowercase).collect();
     for (i, word) in words.iter().enumerate() {
         let says = match word.as_str() {
             "yes" | "true" | "correct" | "supported" => true,
