@@ -43,3 +43,15 @@ fn streaming_sources_and_publishers() {
     let err = serde_json::from_str::<Config>(r#"{"publish":{"kafka":{"topik":"x"}}}"#).unwrap_err();
     assert!(err.to_string().contains("topik"), "{err}");
 }
+
+#[test]
+fn rerank_reads_its_names_and_the_old_switch() {
+    let rag = |json: &str| serde_json::from_str::<Config>(&format!(r#"{{"rag":{{"rerank":{json}}}}}"#)).map(|c| c.rag);
+    assert_eq!(rag("true").unwrap().rerank, Rerank::Chunk);
+    assert_eq!(rag("false").unwrap().rerank, Rerank::Off);
+    assert_eq!(rag(r#""sentences""#).unwrap().rerank, Rerank::Sentences);
+    let err = rag(r#""cosine""#).unwrap_err();
+    assert!(err.to_string().contains("cosine") && err.to_string().contains("sentences"), "{err}");
+    assert_eq!(RagConfig::default().rerank, Rerank::Chunk);
+    assert_eq!(serde_json::to_value(Rerank::Sentences).unwrap(), "sentences");
+}
