@@ -3,12 +3,14 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `rag.rs` | the RAG steps: self-query, expansion, retrieval, fusion, rerank, prompt, generation, citations |
+//! | `passages.rs` | which candidates the prompt holds (rerank fusion, spread over documents) and each cut to its closest sentences |
 //! | `grounding.rs` | each answer sentence cited by the passages that support it, or dropped; extractive fallback |
 //! | `generator.rs` | the generator choice: the local GGUF (or the active twin) or an OpenAI-compatible endpoint |
 //! | `traces.rs` | every answer traced, flushed to the `traces` table |
 
 pub mod generator;
 pub mod grounding;
+mod passages;
 pub mod rag;
 pub mod traces;
 
