@@ -122,27 +122,12 @@ pub fn evaluate_rag(
 ) -> Result<RagReport, Error> {
     let picked = pick_questions(set, limit)?;
     let n = picked.len();
-    let params = GenerateParams {
-        max_tokens: rag.config.max_tokens,
-        temperature: rag.config.temperature,
-        repetition_penalty: rag.config.repetition_penalty,
-        ..GenerateParams::default()
-    };
     let mut answers = Vec::with_capacity(n);
     let mut generator = String::new();
     for (i, (query_id, question)) in picked.into_iter().enumerate() {
         let relevant = &set.qrels[query_id];
-        let ask = RagQuestion {
-            question: question.clone(),
-            history: Vec::new(),
-            system: None,
-            filter: Default::default(),
-            k,
-            params: params.clone(),
-            answer: rag.config.answer,
-        };
         let failed = |e: crate::inference::RagError| Error::Config(format!("question {query_id:?}: {e}"));
-        let prepared = prepare(rag, &ask).map_err(failed)?;
+        let prepared = prepare(rag, &asked(rag, question, k)).map_err(failed)?;
         let passages = prepared.passages();
         let raw = match rag.config.answer {
             AnswerMode::Generated => {
@@ -303,16 +288,8 @@ pub fn evaluate_context(rag: &Rag<'_>, set: &BeirSet, limit: usize, k: usize) ->
     let mut extractive = Vec::new();
     for (query_id, question) in picked {
         let relevant = &set.qrels[query_id];
-        let ask = RagQuestion {
-            question: question.clone(),
-            history: Vec::new(),
-            system: None,
-            filter: Default::default(),
-            k,
-            params: GenerateParams { max_tokens: rag.config.max_tokens, ..GenerateParams::default() },
-            answer: rag.config.answer,
-        };
-        let prepared = prepare(rag, &ask).map_err(|e| Error::Config(format!("question {query_id:?}: {e}")))?;
+        let prepared =
+            prepare(rag, &asked(rag, question, k)).map_err(|e| Error::Config(format!("question {query_id:?}: {e}")))?;
         let documents = prepared.documents();
         let at = documents.iter().position(|d| relevant.contains_key(d)).map(|i| i + 1);
         hits.push(if at.is_some() { 1.0 } else { 0.0 });
@@ -337,6 +314,25 @@ pub fn evaluate_context(rag: &Rag<'_>, set: &BeirSet, limit: usize, k: usize) ->
         first_relevant: first,
         extractive_cites_relevant: estimate(&extractive, SEED),
     })
+}
+
+/// `question` as the configured pipeline asks it: `k` passages, `[rag]`'s
+/// sampling and answer mode, no filters.
+fn asked(rag: &Rag<'_>, question: &str, k: usize) -> RagQuestion {
+    RagQuestion {
+        question: question.to_owned(),
+        history: Vec::new(),
+        system: None,
+        filter: Default::default(),
+        k,
+        params: GenerateParams {
+            max_tokens: rag.config.max_tokens,
+            temperature: rag.config.temperature,
+            repetition_penalty: rag.config.repetition_penalty,
+            ..GenerateParams::default()
+        },
+        answer: rag.config.answer,
+    }
 }
 
 /// `limit` judged queries of `set`, spread evenly over the file.
