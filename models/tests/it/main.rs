@@ -13,12 +13,15 @@
 //!   against transformers' LlamaForCausalLM on the same dequantised weights).
 //! - `lora`: LoRA fine-tuning of the real SmolLM2 on a small, distinctive
 //!   style; held-out likelihood, and the merged decode path against the burn graph.
+//! - `quants`: every ggml type (K-quants too) against the `gguf` package's
+//!   dequantiser reading the same file, to the bit.
 //! Throughput lives in `benches/` (`twinflow-bench embed`), not here.
 
 mod hostile;
 mod llm;
 mod lora;
 mod parity;
+mod quants;
 mod robustness;
 mod tiny;
 #[cfg(feature = "wgpu")]

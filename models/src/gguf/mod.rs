@@ -1,6 +1,6 @@
 //! A reader for GGUF files (llama.cpp's model format, version 2 and 3):
 //! the metadata key/values, the tensor table, and the tensors dequantised to
-//! `f32` (F32, F16, Q8_0, Q4_0, Q4_1).
+//! `f32` (every type of [`GgmlType`]: `quants.rs`); `writer.rs` writes them.
 //!
 //! ```text
 //!  "GGUF" u32 version · u64 tensors · u64 metadata entries
@@ -17,6 +17,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
+
+mod quants;
+mod writer;
+
+pub use quants::{GgmlType, dequantize};
+pub use writer::{GgufWriter, Meta};
 
 /// One metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,40 +73,6 @@ impl Value {
     }
 }
 
-/// The element types of ggml that this reader can dequantise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GgmlType {
-    F32,
-    F16,
-    Q4_0,
-    Q4_1,
-    Q8_0,
-}
-
-impl GgmlType {
-    fn from_code(code: u32) -> Option<Self> {
-        Some(match code {
-            0 => Self::F32,
-            1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            8 => Self::Q8_0,
-            _ => return None,
-        })
-    }
-
-    /// `(elements per block, bytes per block)`.
-    fn block(self) -> (usize, usize) {
-        match self {
-            Self::F32 => (1, 4),
-            Self::F16 => (1, 2),
-            Self::Q4_0 => (32, 18),
-            Self::Q4_1 => (32, 20),
-            Self::Q8_0 => (32, 34),
-        }
-    }
-}
-
 /// One entry of the tensor table.
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
@@ -127,6 +99,8 @@ pub struct Gguf {
     bytes: Vec<u8>,
     /// Metadata by key.
     pub metadata: BTreeMap<String, Value>,
+    /// Where each metadata value (type code and bytes) lies in `bytes`.
+    spans: BTreeMap<String, std::ops::Range<usize>>,
     /// Tensors by name.
     pub tensors: BTreeMap<String, TensorInfo>,
 }
@@ -153,11 +127,17 @@ impl Gguf {
             return Err(bad(format!("GGUF version {version} is not supported (2 or 3 are)")));
         }
         let mut metadata = BTreeMap::new();
+        let mut spans = BTreeMap::new();
         for i in 0..n_metadata {
-            let entry = (|| Some((r.string()?, r.value(0)?)))();
-            let Some((key, value)) = entry else {
+            let entry = (|| {
+                let key = r.string()?;
+                let start = r.at;
+                Some((key, r.value(0)?, start..r.at))
+            })();
+            let Some((key, value, span)) = entry else {
                 return Err(bad(format!("metadata entry {i} of {n_metadata} is malformed or truncated")));
             };
+            spans.insert(key.clone(), span);
             metadata.insert(key, value);
         }
         let mut table = Vec::new();
@@ -195,7 +175,7 @@ impl Gguf {
                 _ => return Err(bad(format!("tensor {name} {dims:?} {ty:?} does not fit in the file"))),
             }
         }
-        Ok(Self { path: path.to_owned(), bytes, metadata, tensors })
+        Ok(Self { path: path.to_owned(), bytes, metadata, spans, tensors })
     }
 
     /// The file this was read from.
@@ -247,56 +227,21 @@ impl Gguf {
         Ok(dequantize(info.ty, &self.bytes[info.start..info.start + info.len]))
     }
 
+    /// The tensor `name`'s type and encoded blocks, as stored.
+    pub fn tensor_bytes(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let info = self.tensors.get(name).ok_or_else(|| self.bad(format!("no tensor {name}")))?;
+        Ok((info, &self.bytes[info.start..info.start + info.len]))
+    }
+
+    /// The metadata entry `key` as it is encoded in the file (its type
+    /// included), to copy into another file unchanged.
+    pub fn raw_meta(&self, key: &str) -> Option<writer::Meta> {
+        self.spans.get(key).map(|span| writer::Meta::Raw(self.bytes[span.clone()].to_vec()))
+    }
+
     fn bad(&self, reason: String) -> Error {
         Error::Weights { path: self.path.clone(), reason }
     }
-}
-
-/// Dequantises whole blocks of `ty` (`data.len()` a multiple of the block size).
-pub fn dequantize(ty: GgmlType, data: &[u8]) -> Vec<f32> {
-    let (block, block_bytes) = ty.block();
-    let mut out = Vec::with_capacity(data.len() / block_bytes * block);
-    for b in data.chunks_exact(block_bytes) {
-        match ty {
-            GgmlType::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            GgmlType::F16 => out.push(f16(b[0], b[1])),
-            GgmlType::Q8_0 => {
-                let d = f16(b[0], b[1]);
-                out.extend(b[2..34].iter().map(|&q| d * f32::from(q as i8)));
-            }
-            GgmlType::Q4_0 => {
-                // Low nibbles are elements 0..16, high nibbles 16..32; stored offset by 8.
-                let d = f16(b[0], b[1]);
-                let qs = &b[2..18];
-                out.extend(qs.iter().map(|&q| d * (f32::from(q & 0x0f) - 8.0)));
-                out.extend(qs.iter().map(|&q| d * (f32::from(q >> 4) - 8.0)));
-            }
-            GgmlType::Q4_1 => {
-                // x = d·q + m, with the same nibble order as Q4_0.
-                let (d, m) = (f16(b[0], b[1]), f16(b[2], b[3]));
-                let qs = &b[4..20];
-                out.extend(qs.iter().map(|&q| d * f32::from(q & 0x0f) + m));
-                out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
-            }
-        }
-    }
-    out
-}
-
-/// IEEE half (little-endian bytes) to `f32`.
-fn f16(lo: u8, hi: u8) -> f32 {
-    let h = u16::from_le_bytes([lo, hi]);
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let mant = u32::from(h & 0x3ff);
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        // Subnormal: value = mant · 2^-24.
-        (0, _) => return if sign != 0 { -(mant as f32) } else { mant as f32 } * (1.0 / 16_777_216.0),
-        (0x1f, _) => sign | 0x7f80_0000 | (mant << 13),
-        _ => sign | ((exp + 112) << 23) | (mant << 13),
-    };
-    f32::from_bits(bits)
 }
 
 /// A bounds-checked reader over the header.
@@ -369,36 +314,6 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn half_floats_convert() {
-        for (bits, value) in
-            [(0x3c00u16, 1.0f32), (0xc000, -2.0), (0x3555, 0.333_251_95), (0x0001, 5.960_464_5e-8), (0, 0.0)]
-        {
-            let [lo, hi] = bits.to_le_bytes();
-            assert_eq!(f16(lo, hi), value, "{bits:#x}");
-        }
-        assert!(f16(0x00, 0x7c).is_infinite());
-    }
-
-    #[test]
-    fn q8_0_and_q4_1_blocks_dequantise() {
-        // Q8_0: d = 0.5, q = -16..16.
-        let mut q8 = vec![0x00, 0x38];
-        q8.extend((0..32).map(|i| (i as i8 - 16) as u8));
-        let x = dequantize(GgmlType::Q8_0, &q8);
-        assert_eq!(x.len(), 32);
-        assert_eq!(x[0], -8.0);
-        assert_eq!(x[31], 7.5);
-        // Q4_1: d = 1, m = -1; byte j holds element j (low) and j + 16 (high).
-        let mut q4 = vec![0x00, 0x3c, 0x00, 0xbc];
-        q4.extend((0..16).map(|j| (j as u8) | ((15 - j as u8) << 4)));
-        let x = dequantize(GgmlType::Q4_1, &q4);
-        assert_eq!(x[0], -1.0);
-        assert_eq!(x[15], 14.0);
-        assert_eq!(x[16], 14.0);
-        assert_eq!(x[31], -1.0);
-    }
 
     #[test]
     fn damaged_files_are_errors_not_panics() {
