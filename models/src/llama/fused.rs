@@ -13,16 +13,20 @@
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
-use super::LlamaConfig;
+use super::{LlamaConfig, Weights};
 use crate::Result;
 use crate::gguf::Gguf;
 use crate::matmul::matmul;
 
 struct Block {
     attn_norm: Vec<f32>,
-    /// `[h + 2·kv, h]`: Q, K, V stacked.
+    /// `[q + 2·kv, h]`: Q, K, V stacked.
     qkv: Array2<f32>,
-    /// `[h, h]`.
+    /// `[q + 2·kv]`: their biases, where the architecture has them (Qwen2).
+    qkv_bias: Option<Vec<f32>>,
+    /// `[head_dim]` gains of the Q and K heads' RMSNorm (Qwen3).
+    qk_norm: Option<[Vec<f32>; 2]>,
+    /// `[h, q]`.
     out: Array2<f32>,
     ffn_norm: Vec<f32>,
     /// `[2·f, h]`: gate, up stacked.
@@ -56,43 +60,48 @@ pub(crate) struct FusedCache {
     pub(crate) len: usize,
 }
 
-fn stacked(gguf: &Gguf, names: &[String], rows: &[usize], cols: usize) -> Result<Array2<f32>> {
-    let mut values = Vec::with_capacity(rows.iter().sum::<usize>() * cols);
-    for (name, r) in names.iter().zip(rows) {
-        values.extend(gguf.tensor_f32(name, &[cols, *r])?);
-    }
-    Ok(Array2::from_shape_vec((rows.iter().sum(), cols), values).expect("stacked rows × cols values"))
+fn stacked(parts: Vec<Vec<f32>>, cols: usize) -> Array2<f32> {
+    let values: Vec<f32> = parts.concat();
+    Array2::from_shape_vec((values.len() / cols, cols), values).expect("stacked rows × cols values")
 }
 
 impl FusedLlama {
     /// Reads the weights of `gguf` for `config`; `embeddings` is `token_embd` `[vocab, h]`.
     pub(crate) fn from_gguf(gguf: &Gguf, config: &LlamaConfig, embeddings: &[f32]) -> Result<Self> {
         let (h, f, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
-        let kv = config.num_kv_heads * config.head_dim();
+        let (qd, kv) = (config.q_dim(), config.kv_dim());
+        let weights = Weights::new(gguf, config);
         let blocks = (0..config.num_layers)
             .map(|i| -> Result<Block> {
-                let p = |n: &str| format!("blk.{i}.{n}.weight");
                 Ok(Block {
-                    attn_norm: gguf.tensor_f32(&p("attn_norm"), &[h])?,
-                    qkv: stacked(gguf, &[p("attn_q"), p("attn_k"), p("attn_v")], &[h, kv, kv], h)?,
-                    out: stacked(gguf, &[p("attn_output")], &[h], h)?,
-                    ffn_norm: gguf.tensor_f32(&p("ffn_norm"), &[h])?,
-                    gate_up: stacked(gguf, &[p("ffn_gate"), p("ffn_up")], &[f, f], h)?,
-                    down: stacked(gguf, &[p("ffn_down")], &[h], f)?,
+                    attn_norm: gguf.tensor_f32(&format!("blk.{i}.attn_norm.weight"), &[h])?,
+                    qkv: stacked(
+                        vec![
+                            weights.matrix(i, "attn_q", qd, h)?,
+                            weights.matrix(i, "attn_k", kv, h)?,
+                            weights.matrix(i, "attn_v", kv, h)?,
+                        ],
+                        h,
+                    ),
+                    qkv_bias: weights.qkv_bias(i)?.map(|parts| parts.concat()),
+                    qk_norm: weights.qk_norm(i)?,
+                    out: stacked(vec![weights.matrix(i, "attn_output", h, qd)?], qd),
+                    ffn_norm: gguf.tensor_f32(&format!("blk.{i}.ffn_norm.weight"), &[h])?,
+                    gate_up: stacked(vec![weights.matrix(i, "ffn_gate", f, h)?, weights.matrix(i, "ffn_up", f, h)?], h),
+                    down: stacked(vec![weights.matrix(i, "ffn_down", h, f)?], f),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let output = if gguf.tensors.contains_key("output.weight") {
-            stacked(gguf, &["output.weight".to_owned()], &[v], h)?
+            stacked(vec![gguf.tensor_f32("output.weight", &[h, v])?], h)
         } else {
             Array2::from_shape_vec((v, h), embeddings.to_vec()).expect("vocab × h embeddings")
         };
-        let half = config.head_dim() / 2;
+        let half = config.head_dim / 2;
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
         for position in 0..config.context_length {
             for i in 0..half {
-                let theta = config.rope_theta.powf(-2.0 * i as f64 / config.head_dim() as f64);
-                let angle = position as f64 * theta;
+                let angle = position as f64 * config.rope_frequency(i);
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
             }
@@ -110,16 +119,17 @@ impl FusedLlama {
     /// `which` 0 = Q, 1 = K, 2 = V, 3 = the output projection.
     pub(crate) fn add_attention_delta(&mut self, layer: usize, which: usize, delta: &[f32]) {
         let c = &self.config;
-        let (h, kv) = (c.hidden_size, c.num_kv_heads * c.head_dim());
+        let (h, qd, kv) = (c.hidden_size, c.q_dim(), c.kv_dim());
         let block = &mut self.blocks[layer];
         let (matrix, rows) = match which {
-            0 => (&mut block.qkv, 0..h),
-            1 => (&mut block.qkv, h..h + kv),
-            2 => (&mut block.qkv, h + kv..h + 2 * kv),
+            0 => (&mut block.qkv, 0..qd),
+            1 => (&mut block.qkv, qd..qd + kv),
+            2 => (&mut block.qkv, qd + kv..qd + 2 * kv),
             _ => (&mut block.out, 0..h),
         };
+        let width = matrix.ncols();
         let mut rows = matrix.slice_mut(s![rows, ..]);
-        for (mut row, update) in rows.axis_iter_mut(Axis(0)).zip(delta.chunks_exact(h)) {
+        for (mut row, update) in rows.axis_iter_mut(Axis(0)).zip(delta.chunks_exact(width)) {
             row.iter_mut().zip(update).for_each(|(w, d)| *w += d);
         }
     }
@@ -128,8 +138,8 @@ impl FusedLlama {
     /// and returns the logits of the last one.
     pub(crate) fn step(&self, mut x: Array2<f32>, cache: &mut FusedCache) -> Vec<f32> {
         let c = &self.config;
-        let (s, h, d) = (x.nrows(), c.hidden_size, c.head_dim());
-        let kv = c.num_kv_heads * d;
+        let (s, d) = (x.nrows(), c.head_dim);
+        let (qd, kv) = (c.q_dim(), c.kv_dim());
         let start = cache.len;
         cache.k.resize_with(self.blocks.len(), Vec::new);
         cache.v.resize_with(self.blocks.len(), Vec::new);
@@ -138,15 +148,21 @@ impl FusedLlama {
             let mut qkv = product(&normed, &block.qkv);
             for (i, mut row) in qkv.axis_iter_mut(Axis(0)).enumerate() {
                 let row = row.as_slice_mut().expect("standard layout");
-                for head in row[..h + kv].chunks_exact_mut(d) {
+                if let Some(bias) = &block.qkv_bias {
+                    row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+                }
+                for (j, head) in row[..qd + kv].chunks_exact_mut(d).enumerate() {
+                    if let Some([q_norm, k_norm]) = &block.qk_norm {
+                        rms_norm_row(head, if j < c.num_heads { q_norm } else { k_norm }, c.rms_eps as f32);
+                    }
                     self.rotate(head, start + i);
                 }
             }
             let (k_cache, v_cache) = (&mut cache.k[layer], &mut cache.v[layer]);
             for row in qkv.axis_iter(Axis(0)) {
                 let row = row.as_slice().expect("standard layout");
-                k_cache.extend_from_slice(&row[h..h + kv]);
-                v_cache.extend_from_slice(&row[h + kv..]);
+                k_cache.extend_from_slice(&row[qd..qd + kv]);
+                v_cache.extend_from_slice(&row[qd + kv..]);
             }
             let context = self.attention(&qkv, k_cache, v_cache, start);
             x += &product(&context, &block.out);
@@ -183,8 +199,8 @@ impl FusedLlama {
     /// `[s, h]`: per head, `softmax(Q·Kᵀ/√d, masked)·V` as two [`matmul`]s.
     fn attention(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
         let c = &self.config;
-        let (s, h, d) = (qkv.nrows(), c.hidden_size, c.head_dim());
-        let (kv, group) = (c.num_kv_heads * d, c.num_heads / c.num_kv_heads);
+        let (s, d) = (qkv.nrows(), c.head_dim);
+        let (kv, group) = (c.kv_dim(), c.num_heads / c.num_kv_heads);
         let t = start + s;
         if s == 1 {
             return self.attention_one(qkv, k, v, start);
@@ -210,7 +226,7 @@ impl FusedLlama {
                 out
             })
             .collect();
-        let mut out = Array2::<f32>::zeros((s, h));
+        let mut out = Array2::<f32>::zeros((s, c.q_dim()));
         for (head, part) in heads.into_iter().enumerate() {
             out.slice_mut(s![.., head * d..(head + 1) * d]).assign(&part);
         }
@@ -223,12 +239,12 @@ impl FusedLlama {
     /// cheaper than matrix products of one row.
     fn attention_one(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
         let c = &self.config;
-        let (h, d) = (c.hidden_size, c.head_dim());
-        let (kv, group) = (c.num_kv_heads * d, c.num_heads / c.num_kv_heads);
+        let (qd, d) = (c.q_dim(), c.head_dim);
+        let (kv, group) = (c.kv_dim(), c.num_heads / c.num_kv_heads);
         let scale = 1.0 / (d as f32).sqrt();
         let q_row = qkv.row(0);
         let q_row = q_row.as_slice().expect("standard layout");
-        let mut out = vec![0f32; h];
+        let mut out = vec![0f32; qd];
         let mut scores = vec![0f32; start + 1];
         for (head, o) in out.chunks_exact_mut(d).enumerate() {
             let q = &q_row[head * d..][..d];
@@ -243,7 +259,7 @@ impl FusedLlama {
                 }
             }
         }
-        Array2::from_shape_vec((1, h), out).expect("1 × h")
+        Array2::from_shape_vec((1, qd), out).expect("1 × q")
     }
 }
 
@@ -275,11 +291,16 @@ fn product(x: &Array2<f32>, w: &Array2<f32>) -> Array2<f32> {
 fn rms_norm(x: &Array2<f32>, weight: &[f32], eps: f32) -> Array2<f32> {
     let mut out = x.clone();
     for mut row in out.axis_iter_mut(Axis(0)) {
-        let mean_square = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
-        let inv = 1.0 / (mean_square + eps).sqrt();
-        for (v, w) in row.iter_mut().zip(weight) {
-            *v *= inv * w;
-        }
+        rms_norm_row(row.as_slice_mut().expect("standard layout"), weight, eps);
     }
     out
+}
+
+/// `row` scaled to unit root-mean-square, then by `weight`, in place.
+fn rms_norm_row(row: &mut [f32], weight: &[f32], eps: f32) {
+    let mean_square = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    let inv = 1.0 / (mean_square + eps).sqrt();
+    for (v, w) in row.iter_mut().zip(weight) {
+        *v *= inv * w;
+    }
 }

@@ -1,5 +1,6 @@
-//! A Llama-architecture decoder in burn (SmolLM2, TinyLlama, Llama 2/3 shapes),
-//! loaded from a GGUF file, with a KV cache for incremental decoding.
+//! The Llama-family decoder in burn (SmolLM2, TinyLlama, Llama 2/3.x, Qwen2,
+//! Qwen2.5, Qwen3: see [`Architecture`]), loaded from a GGUF file of any
+//! block type `gguf` reads, with a KV cache for incremental decoding.
 //!
 //! ```text
 //!  ids ─▶ token_embd rows ─▶ N × Block:
@@ -10,8 +11,13 @@
 //!      ─▶ RMSNorm ─▶ logits = x·token_embdᵀ (or `output.weight` when not tied)
 //! ```
 //!
-//! GGUF converters permute Q and K so that RoPE rotates adjacent pairs
-//! `(2i, 2i+1)`, which is what burn's [`RotaryEncoding`] does.
+//! GGUF converters permute Llama's Q and K so that RoPE rotates adjacent
+//! pairs `(2i, 2i+1)`, which is what burn's [`RotaryEncoding`] does; Qwen
+//! models rotate `(i, i + d/2)`, and [`Weights`] permutes their Q and K rows
+//! on load so that both forward passes need only the one rotation.
+//! Qwen2's Q/K/V biases, Qwen3's QK-norm (RMSNorm per head before RoPE),
+//! heads wider than hidden / heads, and RoPE frequency divisors (linear
+//! scaling, Llama 3.1's `rope_freqs`) come from the file.
 //!
 //! On the CPU device the same network runs as BLAS products and row loops
 //! (`fused.rs`, the fast decode path); the burn graph here is the reference
@@ -39,65 +45,218 @@ use burn::tensor::{Bool, Device, Tensor, TensorData};
 use crate::gguf::Gguf;
 use crate::{Error, Result};
 
-/// The hyper-parameters of a Llama network, from `llama.*` GGUF metadata.
+/// The decoder families this loader runs: one block shape (pre-norm
+/// attention with grouped K/V heads and RoPE, SwiGLU), differing in what the
+/// metadata and the tensors say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    /// Llama 1/2/3.x, SmolLM, TinyLlama: RoPE on adjacent pairs (the
+    /// converter permuted Q and K for it), Llama 3.1's `rope_freqs` factors.
+    Llama,
+    /// Qwen2 and Qwen2.5: biases on Q, K and V; RoPE on the two halves of a head.
+    Qwen2,
+    /// Qwen3: Qwen2's RoPE, no biases, RMSNorm of each Q and K head (QK-norm).
+    Qwen3,
+}
+
+impl Architecture {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "llama" => Self::Llama,
+            "qwen2" => Self::Qwen2,
+            "qwen3" => Self::Qwen3,
+            _ => return None,
+        })
+    }
+
+    /// The name of `general.architecture`, and the prefix of the model's keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+        }
+    }
+
+    /// Whether RoPE rotates the pairs `(i, i + d/2)` of a head (GPT-NeoX's
+    /// layout) rather than `(2i, 2i + 1)`.
+    fn rotates_halves(self) -> bool {
+        !matches!(self, Self::Llama)
+    }
+}
+
+/// The hyper-parameters of a network, from the GGUF metadata (`<arch>.*`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
+    pub architecture: Architecture,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_layers: usize,
     pub num_heads: usize,
     pub num_kv_heads: usize,
+    /// Width of one attention head (`attention.key_length`, else hidden / heads).
+    pub head_dim: usize,
     /// Longest sequence (prompt + generated) the model was trained for.
     pub context_length: usize,
     pub rope_theta: f64,
+    /// What each RoPE frequency is divided by (`head_dim / 2` of them):
+    /// linear scaling's factor times Llama 3.1's `rope_freqs`; all 1 without scaling.
+    pub rope_divisors: Vec<f64>,
     pub rms_eps: f64,
+    /// Q, K and V have biases (Qwen2).
+    pub qkv_bias: bool,
+    /// Q and K heads are RMS-normalised before RoPE (Qwen3).
+    pub qk_norm: bool,
 }
 
 impl LlamaConfig {
-    /// Reads the config from `gguf`'s metadata; only `general.architecture = llama` is accepted.
+    /// Reads the config from `gguf`'s metadata and tensor table.
     pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
-        let arch = gguf.get_str("general.architecture")?;
-        if arch != "llama" {
-            return Err(Error::Config {
-                path: gguf.path().to_owned(),
-                reason: format!("architecture {arch:?} is not supported (llama is)"),
-            });
+        let name = gguf.get_str("general.architecture")?;
+        let bad = |reason: String| Error::Config { path: gguf.path().to_owned(), reason };
+        let architecture = Architecture::from_name(name)
+            .ok_or_else(|| bad(format!("architecture {name:?} is not supported (llama, qwen2 and qwen3 are)")))?;
+        let key = |k: &str| format!("{name}.{k}");
+        let heads = gguf.get_usize(&key("attention.head_count"))?;
+        let hidden = gguf.get_usize(&key("embedding_length"))?;
+        let head_dim = match gguf.get_usize(&key("attention.key_length")) {
+            Ok(d) => d,
+            Err(_) => hidden / heads.max(1),
+        };
+        if let Ok(v) = gguf.get_usize(&key("attention.value_length"))
+            && v != head_dim
+        {
+            return Err(bad(format!("value heads of {v} differ from key heads of {head_dim}")));
         }
-        let heads = gguf.get_usize("llama.attention.head_count")?;
+        if let Ok(r) = gguf.get_usize(&key("rope.dimension_count"))
+            && r != head_dim
+        {
+            return Err(bad(format!("RoPE over {r} of {head_dim} dimensions (partial rotation) is not supported")));
+        }
+        let linear = match gguf.metadata.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+            None | Some("none") => 1.0,
+            Some("linear") => gguf.get_f64(&key("rope.scaling.factor"))?,
+            Some(other) => return Err(bad(format!("RoPE scaling {other:?} is not supported (linear is)"))),
+        };
+        let mut rope_divisors = vec![linear; head_dim / 2];
+        if gguf.tensors.contains_key("rope_freqs.weight") {
+            let factors = gguf.tensor_f32("rope_freqs.weight", &[head_dim / 2])?;
+            rope_divisors.iter_mut().zip(factors).for_each(|(d, f)| *d *= f64::from(f));
+        }
         let config = Self {
+            architecture,
             vocab_size: gguf.get("tokenizer.ggml.tokens")?.as_array().map_or(0, <[_]>::len),
-            hidden_size: gguf.get_usize("llama.embedding_length")?,
-            intermediate_size: gguf.get_usize("llama.feed_forward_length")?,
-            num_layers: gguf.get_usize("llama.block_count")?,
+            hidden_size: hidden,
+            intermediate_size: gguf.get_usize(&key("feed_forward_length"))?,
+            num_layers: gguf.get_usize(&key("block_count"))?,
             num_heads: heads,
-            num_kv_heads: gguf.get_usize("llama.attention.head_count_kv").unwrap_or(heads),
-            context_length: gguf.get_usize("llama.context_length")?,
-            rope_theta: gguf.get_f64("llama.rope.freq_base").unwrap_or(10_000.0),
-            rms_eps: gguf.get_f64("llama.attention.layer_norm_rms_epsilon")?,
+            num_kv_heads: gguf.get_usize(&key("attention.head_count_kv")).unwrap_or(heads),
+            head_dim,
+            context_length: gguf.get_usize(&key("context_length"))?,
+            rope_theta: gguf.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rope_divisors,
+            rms_eps: gguf.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
+            qkv_bias: gguf.tensors.contains_key("blk.0.attn_q.bias"),
+            qk_norm: gguf.tensors.contains_key("blk.0.attn_q_norm.weight"),
         };
         let fits = config.num_heads > 0
             && config.num_kv_heads > 0
             && config.hidden_size > 0
             && config.intermediate_size > 0
             && config.num_layers > 0
-            && config.hidden_size / config.num_heads > 0
-            && config.hidden_size % config.num_heads == 0
+            && config.head_dim > 0
             && config.num_heads % config.num_kv_heads == 0
-            && config.head_dim() % 2 == 0
-            && config.vocab_size > 0;
+            && config.head_dim % 2 == 0
+            && config.vocab_size > 0
+            && config.rope_divisors.iter().all(|d| d.is_finite() && *d > 0.0);
         if !fits {
-            return Err(Error::Config {
-                path: gguf.path().to_owned(),
-                reason: format!("inconsistent shape: {config:?}"),
-            });
+            return Err(bad(format!("inconsistent shape: {config:?}")));
         }
         Ok(config)
     }
 
-    /// Width of one attention head.
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_heads
+    /// Width of all query heads together (the hidden size, except in models like Qwen3-0.6B).
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    /// RoPE's angle per position of pair `i` (of `head_dim / 2`).
+    pub fn rope_frequency(&self, i: usize) -> f64 {
+        self.rope_theta.powf(-2.0 * i as f64 / self.head_dim as f64) / self.rope_divisors[i]
+    }
+}
+
+/// Reads the tensors of a network for its architecture, in the layout both
+/// forward passes use: rows `[out, in]`, and Q and K (weights, biases,
+/// QK-norm gains) permuted so that RoPE rotates adjacent pairs everywhere.
+pub(crate) struct Weights<'a> {
+    gguf: &'a Gguf,
+    config: &'a LlamaConfig,
+}
+
+impl<'a> Weights<'a> {
+    pub(crate) fn new(gguf: &'a Gguf, config: &'a LlamaConfig) -> Self {
+        Self { gguf, config }
+    }
+
+    /// `blk.<layer>.<name>.weight` as `[rows, cols]` row-major.
+    pub(crate) fn matrix(&self, layer: usize, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
+        let values = self.gguf.tensor_f32(&format!("blk.{layer}.{name}.weight"), &[cols, rows])?;
+        Ok(self.rotary_rows(name, values, cols))
+    }
+
+    /// `blk.<layer>.<name>.<suffix>` of `len` values.
+    pub(crate) fn vector(&self, layer: usize, name: &str, suffix: &str, len: usize) -> Result<Vec<f32>> {
+        let values = self.gguf.tensor_f32(&format!("blk.{layer}.{name}.{suffix}"), &[len])?;
+        Ok(self.rotary_rows(name, values, 1))
+    }
+
+    /// Q, K, V biases of `layer`, where the architecture has them.
+    pub(crate) fn qkv_bias(&self, layer: usize) -> Result<Option<[Vec<f32>; 3]>> {
+        if !self.config.qkv_bias {
+            return Ok(None);
+        }
+        let (q, kv) = (self.config.q_dim(), self.config.kv_dim());
+        Ok(Some([
+            self.vector(layer, "attn_q", "bias", q)?,
+            self.vector(layer, "attn_k", "bias", kv)?,
+            self.vector(layer, "attn_v", "bias", kv)?,
+        ]))
+    }
+
+    /// QK-norm gains `[head_dim]` of `layer`, where the architecture has them.
+    pub(crate) fn qk_norm(&self, layer: usize) -> Result<Option<[Vec<f32>; 2]>> {
+        if !self.config.qk_norm {
+            return Ok(None);
+        }
+        let d = self.config.head_dim;
+        Ok(Some([self.vector(layer, "attn_q_norm", "weight", d)?, self.vector(layer, "attn_k_norm", "weight", d)?]))
+    }
+
+    /// For halves-rotating architectures, reorders the rows of a Q or K
+    /// tensor within each head so that element `i` of a half goes to `2i`
+    /// and element `i + d/2` to `2i + 1`: adjacent-pair RoPE on the result is
+    /// the model's own RoPE, and Q·K is unchanged (both move alike).
+    fn rotary_rows(&self, name: &str, values: Vec<f32>, cols: usize) -> Vec<f32> {
+        let rotated = matches!(name, "attn_q" | "attn_k" | "attn_q_norm" | "attn_k_norm");
+        if !rotated || !self.config.architecture.rotates_halves() {
+            return values;
+        }
+        let d = self.config.head_dim;
+        let mut out = vec![0f32; values.len()];
+        for (from, to) in values.chunks_exact(d * cols).zip(out.chunks_exact_mut(d * cols)) {
+            for i in 0..d / 2 {
+                to[2 * i * cols..(2 * i + 1) * cols].copy_from_slice(&from[i * cols..(i + 1) * cols]);
+                to[(2 * i + 1) * cols..(2 * i + 2) * cols].copy_from_slice(&from[(i + d / 2) * cols..(i + d / 2 + 1) * cols]);
+            }
+        }
+        out
     }
 }
 
@@ -108,8 +267,12 @@ struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    /// Qwen3's RMSNorm of each Q and K head, before RoPE.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     heads: usize,
     kv_heads: usize,
+    head_dim: usize,
 }
 
 /// The SwiGLU feed-forward block.
@@ -167,12 +330,16 @@ impl Attention {
         start: usize,
         cache: &mut Option<(Tensor<4>, Tensor<4>)>,
     ) -> Tensor<3> {
-        let [b, s, h] = x.dims();
-        let d = h / self.heads;
-        let split = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2);
-        let q = rope.apply(split(self.q.forward(x.clone()), self.heads), start);
-        let k = rope.apply(split(self.k.forward(x.clone()), self.kv_heads), start);
-        let v = split(self.v.forward(x), self.kv_heads);
+        let [b, s, _] = x.dims();
+        let d = self.head_dim;
+        let split = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]);
+        let (mut q, mut k) = (split(self.q.forward(x.clone()), self.heads), split(self.k.forward(x.clone()), self.kv_heads));
+        if let (Some(q_norm), Some(k_norm)) = (&self.q_norm, &self.k_norm) {
+            (q, k) = (q_norm.forward(q), k_norm.forward(k));
+        }
+        let q = rope.apply(q.swap_dims(1, 2), start);
+        let k = rope.apply(k.swap_dims(1, 2), start);
+        let v = split(self.v.forward(x), self.kv_heads).swap_dims(1, 2);
         let (k, v) = match cache.take() {
             Some((ck, cv)) => (Tensor::cat(vec![ck, k], 2), Tensor::cat(vec![cv, v], 2)),
             None => (k, v),
@@ -194,7 +361,7 @@ impl Attention {
                 .expand([b, self.heads, s, t])
         });
         let context = attention(q, widen(k), widen(v), mask, None, AttentionModuleOptions::default());
-        self.o.forward(context.swap_dims(1, 2).reshape([b, s, h]))
+        self.o.forward(context.swap_dims(1, 2).reshape([b, s, self.heads * d]))
     }
 }
 
@@ -264,54 +431,76 @@ impl LlamaModel {
     pub fn from_gguf_burn_graph(gguf: &Gguf, max_context: usize, device: &Device) -> Result<Self> {
         let (config, embeddings) = Self::config_and_embeddings(gguf, max_context)?;
         let (h, f, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
-        let kv = config.num_kv_heads * config.head_dim();
+        let (qd, kv, d) = (config.q_dim(), config.kv_dim(), config.head_dim);
+        let weights = Weights::new(gguf, &config);
         let tensor =
             |values: Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(values, shape), device);
+        let vector = |values: Vec<f32>| {
+            let n = values.len();
+            Param::from_tensor(Tensor::<1>::from_data(TensorData::new(values, [n]), device))
+        };
         // GGUF `[in, out]` (ne order) is PyTorch's `[out, in]` row-major; burn's Linear wants `[in, out]`.
-        let linear_from = |rows: &[f32], d_in: usize, d_out: usize| Linear {
+        let linear_from = |rows: &[f32], d_in: usize, d_out: usize, bias: Option<Vec<f32>>| Linear {
             weight: Param::from_tensor(tensor(transpose(rows, d_out, d_in), [d_in, d_out])),
-            bias: None,
+            bias: bias.map(vector),
         };
-        let linear = |name: &str, d_in: usize, d_out: usize| -> Result<Linear> {
-            Ok(linear_from(&gguf.tensor_f32(name, &[d_in, d_out])?, d_in, d_out))
+        let linear = |layer: usize, name: &str, d_in: usize, d_out: usize, bias: Option<Vec<f32>>| -> Result<Linear> {
+            Ok(linear_from(&weights.matrix(layer, name, d_out, d_in)?, d_in, d_out, bias))
         };
-        let norm = |name: &str| -> Result<RmsNorm> {
-            let mut norm = RmsNormConfig::new(h).with_epsilon(config.rms_eps).init(device);
-            let gamma = gguf.tensor_f32(name, &[h])?;
-            norm.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [h]), device));
-            Ok(norm)
+        let norm_of = |gamma: Vec<f32>| {
+            let mut norm = RmsNormConfig::new(gamma.len()).with_epsilon(config.rms_eps).init(device);
+            norm.gamma = vector(gamma);
+            norm
         };
+        let norm = |name: &str| -> Result<RmsNorm> { Ok(norm_of(gguf.tensor_f32(name, &[h])?)) };
         let blocks = (0..config.num_layers)
             .map(|i| -> Result<Block> {
-                let p = format!("blk.{i}");
+                let [q_bias, k_bias, v_bias] = match weights.qkv_bias(i)? {
+                    Some([q, k, v]) => [Some(q), Some(k), Some(v)],
+                    None => [None, None, None],
+                };
+                let (q_norm, k_norm) = match weights.qk_norm(i)? {
+                    Some([q, k]) => (Some(norm_of(q)), Some(norm_of(k))),
+                    None => (None, None),
+                };
                 Ok(Block {
-                    attn_norm: norm(&format!("{p}.attn_norm.weight"))?,
+                    attn_norm: norm(&format!("blk.{i}.attn_norm.weight"))?,
                     attn: Attention {
-                        q: linear(&format!("{p}.attn_q.weight"), h, h)?,
-                        k: linear(&format!("{p}.attn_k.weight"), h, kv)?,
-                        v: linear(&format!("{p}.attn_v.weight"), h, kv)?,
-                        o: linear(&format!("{p}.attn_output.weight"), h, h)?,
+                        q: linear(i, "attn_q", h, qd, q_bias)?,
+                        k: linear(i, "attn_k", h, kv, k_bias)?,
+                        v: linear(i, "attn_v", h, kv, v_bias)?,
+                        o: linear(i, "attn_output", qd, h, None)?,
+                        q_norm,
+                        k_norm,
                         heads: config.num_heads,
                         kv_heads: config.num_kv_heads,
+                        head_dim: d,
                     },
-                    ffn_norm: norm(&format!("{p}.ffn_norm.weight"))?,
+                    ffn_norm: norm(&format!("blk.{i}.ffn_norm.weight"))?,
                     ffn: FeedForward {
-                        gate: linear(&format!("{p}.ffn_gate.weight"), h, f)?,
-                        up: linear(&format!("{p}.ffn_up.weight"), h, f)?,
-                        down: linear(&format!("{p}.ffn_down.weight"), f, h)?,
+                        gate: linear(i, "ffn_gate", h, f, None)?,
+                        up: linear(i, "ffn_up", h, f, None)?,
+                        down: linear(i, "ffn_down", f, h, None)?,
                     },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         // Tied output unless the file has its own.
         let output = if gguf.tensors.contains_key("output.weight") {
-            linear("output.weight", h, v)?
+            linear_from(&gguf.tensor_f32("output.weight", &[h, v])?, h, v, None)
         } else {
-            linear_from(&embeddings, h, v)
+            linear_from(&embeddings, h, v, None)
         };
-        let rope = RotaryEncodingConfig::new(config.context_length, config.head_dim())
+        let divisors: Vec<f32> = config.rope_divisors.iter().map(|d| *d as f32).collect();
+        let rope = RotaryEncodingConfig::new(config.context_length, d)
             .with_theta(config.rope_theta as f32)
-            .init(device);
+            .init_with_frequency_scaling(
+                |frequencies| {
+                    let n = divisors.len();
+                    frequencies.div(Tensor::from_data(TensorData::new(divisors.clone(), [n]), device))
+                },
+                device,
+            );
         let network = Llama { blocks, norm: norm("output_norm.weight")?, output, rope };
         Ok(Self { config, network: Some(network), fused: None, embeddings, device: device.clone() })
     }

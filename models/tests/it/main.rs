@@ -13,10 +13,13 @@
 //!   against transformers' LlamaForCausalLM on the same dequantised weights).
 //! - `lora`: LoRA fine-tuning of the real SmolLM2 on a small, distinctive
 //!   style; held-out likelihood, and the merged decode path against the burn graph.
+//! - `architectures`: small random Llama 3, Qwen2 and Qwen3 GGUFs (K-quant
+//!   weights) on both forward passes against a NumPy reference forward pass.
 //! - `quants`: every ggml type (K-quants too) against the `gguf` package's
 //!   dequantiser reading the same file, to the bit.
 //! Throughput lives in `benches/` (`twinflow-bench embed`), not here.
 
+mod architectures;
 mod hostile;
 mod llm;
 mod lora;

@@ -40,8 +40,9 @@ impl GgufTarget for LoraTarget {
     fn dims(self, config: &LlamaConfig) -> (usize, usize) {
         let h = config.hidden_size;
         match self {
-            LoraTarget::Q | LoraTarget::O => (h, h),
-            LoraTarget::K | LoraTarget::V => (h, config.num_kv_heads * config.head_dim()),
+            LoraTarget::Q => (h, config.q_dim()),
+            LoraTarget::O => (config.q_dim(), h),
+            LoraTarget::K | LoraTarget::V => (h, config.kv_dim()),
         }
     }
 }
