@@ -4,7 +4,8 @@
 //! The BPE is rebuilt with the `tokenizers` crate from the vocabulary and the
 //! merges; control tokens (`token_type` 3, e.g. `<|im_start|>`) are special
 //! tokens, matched whole. The pre-tokenizer follows `tokenizer.ggml.pre`:
-//! SmolLM's splits every digit before the GPT-2 byte-level split. The chat
+//! SmolLM's splits every digit before the GPT-2 byte-level split; Llama 3's
+//! and Qwen2's split by their published regular expressions. The chat
 //! template (Jinja) is rendered with minijinja.
 
 use minijinja::{Environment, ErrorKind, context};
@@ -15,7 +16,8 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::gguf::Gguf;
 use crate::{Error, Result};
@@ -50,6 +52,39 @@ pub struct ChatTokenizer {
     controls: Vec<String>,
 }
 
+/// Llama 3's split before the byte-level step (numbers in runs of up to three digits).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split: Llama 3's, with every digit on its own.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The pre-tokenizer `tokenizer.ggml.pre` names: GPT-2's byte-level split
+/// (no name, `gpt2`, `default`), SmolLM's (every digit first split off),
+/// Llama 3's and Qwen2's regular expressions. Any other name is an error
+/// rather than a guess: a wrong split gives plausible but wrong tokens.
+fn pre_tokenizer(name: Option<&str>) -> Result<PreTokenizerWrapper> {
+    let regex_then_bytes = |pattern: &str| -> Result<PreTokenizerWrapper> {
+        let split = Split::new(SplitPattern::Regex(pattern.to_owned()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| Error::Tokenizer(format!("pre-tokenizer pattern: {e}")))?;
+        Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Split(split),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+        ])))
+    };
+    let byte_level = ByteLevel::new(false, true, true);
+    match name {
+        None | Some("gpt2" | "default") => Ok(PreTokenizerWrapper::ByteLevel(byte_level)),
+        Some("smollm") => Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(byte_level),
+        ]))),
+        Some("llama-bpe" | "llama3" | "smaug-bpe") => regex_then_bytes(LLAMA3_SPLIT),
+        Some("qwen2") => regex_then_bytes(QWEN2_SPLIT),
+        Some(other) => Err(Error::Tokenizer(format!(
+            "pre-tokenizer {other:?} is not supported (gpt2, smollm, llama-bpe and qwen2 are)"
+        ))),
+    }
+}
+
 impl ChatTokenizer {
     /// Builds the tokenizer described by `gguf`'s metadata.
     pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
@@ -77,14 +112,7 @@ impl ChatTokenizer {
             .build()
             .map_err(|e| Error::Tokenizer(format!("BPE from the GGUF metadata: {e}")))?;
         let mut tokenizer = Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, true, true);
-        let pre = match gguf.metadata.get("tokenizer.ggml.pre").and_then(|v| v.as_str()) {
-            Some("smollm") => PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                PreTokenizerWrapper::ByteLevel(byte_level),
-            ])),
-            _ => PreTokenizerWrapper::ByteLevel(byte_level),
-        };
+        let pre = pre_tokenizer(gguf.metadata.get("tokenizer.ggml.pre").and_then(|v| v.as_str()))?;
         tokenizer.with_pre_tokenizer(Some(pre));
         tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
         let mut controls: Vec<String> =
@@ -192,5 +220,34 @@ impl ChatTokenizer {
             })
             .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
         Ok(rendered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+
+    use super::*;
+
+    /// The pieces of `text` (as slices of it) the pre-tokenizer `name` makes.
+    fn pieces(name: &str, text: &str) -> Vec<String> {
+        let mut pre = PreTokenizedString::from(text);
+        pre_tokenizer(Some(name)).unwrap().pre_tokenize(&mut pre).unwrap();
+        pre.get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(_, (start, end), _)| text[start..end].to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn llama3_and_qwen2_split_as_their_expressions_say() {
+        let text = "Hello world's 12345 x!!\n\n  y";
+        assert_eq!(pieces("llama-bpe", text), ["Hello", " world", "'s", " ", "123", "45", " x", "!!\n\n", " ", " y"]);
+        assert_eq!(
+            pieces("qwen2", text),
+            ["Hello", " world", "'s", " ", "1", "2", "3", "4", "5", " x", "!!\n\n", " ", " y"]
+        );
+        assert_eq!(pieces("smollm", "ab 12"), ["ab", " ", "1", "2"]);
+        assert!(matches!(pre_tokenizer(Some("jais")), Err(Error::Tokenizer(_))));
     }
 }
