@@ -57,7 +57,9 @@ pub use encoder::{DEFAULT_BATCH_SIZE, SentenceEncoder};
 pub use error::{Error, Result};
 pub use fetch::{MINILM, SMOLLM2, default_cache_dir, fetch_minilm, fetch_smollm2};
 pub use llama::generate::{FinishReason, GenerateParams, Generation, Generator, LocalLlm};
-pub use llama::lora::{LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, SftExample};
+pub use llama::lora::{
+    Dpo, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, PreferenceExample, Rewards, Sft, SftExample, Technique,
+};
 pub use llama::tokenizer::{ChatMessage, ChatTokenizer};
 pub use registry::{
     Card, DatasetRef, Evaluation, ModelCard, Registry, RegistryEvent, Retention, TwinCard, TwinEvaluation,

@@ -241,8 +241,11 @@ pub struct LoraReport {
     /// Answer tokens learned per epoch.
     pub answer_tokens: usize,
     pub steps: usize,
-    /// Mean loss (nll per answer token) of each epoch.
+    /// Mean loss of each epoch (SFT: nll per answer token; DPO: the preference loss per pair).
     pub epoch_losses: Vec<f32>,
+    /// Preference techniques: each epoch's training reward accuracy and mean reward margin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epoch_rewards: Vec<[f32; 2]>,
     pub trainable_parameters: usize,
     pub seconds: f64,
 }

@@ -106,3 +106,59 @@ fn lora_learns_a_voice_and_the_merged_model_speaks_it() {
     let answer = fused.complete(&prompt, &params, &mut |_| std::ops::ControlFlow::Continue(())).unwrap().text;
     assert!(answer.starts_with("Hark"), "{answer:?}");
 }
+
+/// DPO from the base model on pairs with a clear preference — the chosen
+/// answer in the keeper's voice, the rejected one plain — raises the reward
+/// accuracy on held-out topics from chance to (nearly) every pair; a second
+/// stage on top of the first keeps the first one's preference (the adapters stack).
+#[test]
+fn dpo_learns_a_preference_that_holds_on_held_out_pairs() {
+    use twinflow_models::{Dpo, PreferenceExample, Technique};
+    let path = fetch_smollm2(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let device = cpu_device();
+    let trainer = LoraTrainer::load(&path, 96, &device).expect("trainer loads");
+    let llm = LocalLlm::load(&path, 2048, &device).expect("model loads");
+    let pairs: Vec<PreferenceExample> = pairs()
+        .iter()
+        .map(|(q, chosen)| {
+            let topic = q.trim_start_matches("Tell me about ").trim_end_matches('.');
+            let fact = chosen.split(": ").nth(1).and_then(|f| f.split(". ").next()).expect("a fact");
+            let rejected = format!("{topic} is a place in the town, and {fact}.");
+            PreferenceExample::from_chat(llm.tokenizer(), q, chosen, &rejected, trainer.max_tokens())
+                .unwrap()
+                .expect("fits")
+        })
+        .collect();
+    let (train, test) = pairs.split_at(14);
+    let dpo = Dpo { beta: 0.1 };
+    let held_out = dpo.prepare(&trainer, None, test.to_vec()).expect("reference log-probs");
+    let before = dpo.rewards(&trainer, &held_out, None).expect("base rewards");
+    assert_eq!((before.accuracy, before.pairs), (0.0, 6), "the reference's own margins are zero: {before:?}");
+
+    let config = LoraTraining { epochs: 2, batch_size: 4, learning_rate: 2e-3, ..LoraTraining::default() };
+    let started = Instant::now();
+    let mut losses = Vec::new();
+    let (lora, report) =
+        trainer.train_with(&dpo, train.to_vec(), &config, None, |_, _, loss| losses.push(loss)).expect("trains");
+    let after = dpo.rewards(&trainer, &held_out, Some(&lora)).expect("tuned rewards");
+    eprintln!(
+        "dpo: {} steps in {:.1} s, step losses {losses:?}, epoch rewards {:?}; held-out reward accuracy {:.2}, margin {:.3}",
+        report.steps,
+        started.elapsed().as_secs_f64(),
+        report.epoch_rewards,
+        after.accuracy,
+        after.margin
+    );
+    assert!((losses[0] - std::f32::consts::LN_2).abs() < 0.02, "the first loss is log 2 (policy = reference): {}", losses[0]);
+    assert_eq!((report.steps, report.epoch_rewards.len()), (8, 2));
+    assert!(after.accuracy >= 5.0 / 6.0 && after.margin > 0.0, "held-out rewards {after:?}");
+
+    // A second stage starts from the first (its reference) and returns both stacked.
+    let second = Dpo { beta: 0.1 };
+    let (stacked, _) = trainer
+        .train_with(&second, train[..4].to_vec(), &LoraTraining { epochs: 1, ..config.clone() }, Some(&lora), |_, _, _| {})
+        .expect("second stage trains");
+    assert_eq!(stacked.rank, 2 * config.rank);
+    let kept = dpo.rewards(&trainer, &held_out, Some(&stacked)).expect("stacked rewards");
+    assert!(kept.accuracy >= 5.0 / 6.0, "the stacked adapter lost the first stage: {kept:?}");
+}

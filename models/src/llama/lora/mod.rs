@@ -16,15 +16,28 @@
 //! (perplexity = e^nll) under the base model, the active twin and a
 //! candidate, all through the same burn graph.
 //!
+//! Preference alignment follows: DPO (`dpo.rs`) trains fresh adapters on
+//! top of the SFT'd model against (prompt, chosen = the author's text,
+//! rejected = the model's answer) pairs, the SFT'd model frozen as its
+//! reference; the result is one adapter (both stacked) applied to the base.
+//!
 //! Files: `weights.rs` (the trained factors, their file, merging them into
-//! the decode weights), `examples.rs` (a question and its answer as tokens,
-//! with the answer marked), `training.rs` (the trainer: training loop,
-//! answer-token loss, held-out scoring).
+//! the decode weights, stacking two fine-tunes), `examples.rs` (a question
+//! and its answer as tokens, with the answer marked), `technique.rs` (what a
+//! technique gives the loop: its example and its batch loss), `sft.rs`,
+//! `dpo.rs` (the techniques), `training.rs` (the trainer: the shared
+//! training loop, held-out scoring).
 
+mod dpo;
 mod examples;
+mod sft;
+mod technique;
 mod training;
 mod weights;
 
+pub use dpo::{Dpo, PreferenceExample};
 pub use examples::SftExample;
+pub use sft::Sft;
+pub use technique::{BatchLoss, Rewards, Technique};
 pub use training::{LoraReport, LoraTrainer, LoraTraining, Nll};
 pub use weights::{LoraTarget, LoraWeights};

@@ -1,7 +1,8 @@
 //! Fine-tuning and scoring: [`LoraTrainer`] puts burn's LoRA adapters on
-//! the attention projections of the burn graph, trains them with Adam on the
-//! answer tokens' negative log-likelihood, reads the factors back as
-//! [`LoraWeights`], and scores held-out examples ([`Nll`]) with or without them.
+//! the attention projections of the burn graph, trains them with Adam on a
+//! [`Technique`]'s loss (SFT: the answer tokens' negative log-likelihood;
+//! DPO: the preference loss), reads the factors back as [`LoraWeights`], and
+//! scores held-out examples ([`Nll`], log-probabilities) with or without them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +16,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use twinflow_schemas::rng::SeededRng;
 
-use super::{LoraTarget, LoraWeights, SftExample};
+use super::technique::Technique;
+use super::{LoraTarget, LoraWeights, Sft, SftExample};
 use crate::adapter::scalar;
 use crate::gguf::Gguf;
 use crate::llama::tokenizer::ChatTokenizer;
@@ -98,11 +100,15 @@ impl LoraTrainer {
         Ok(out)
     }
 
-    /// The mean nll per answer token of `batch` (a graph on `device`) and the token count.
-    fn batch_loss(&self, network: &Llama, batch: &[SftExample], device: &Device) -> Result<(Tensor<1>, usize)> {
-        let (chosen, rows) = self.answer_log_probs(network, batch, device)?;
-        let n = rows.len();
-        Ok((chosen.sum().neg().div_scalar(n as f32), n))
+    /// The log-probability of each example's answer (the sum over its
+    /// answer tokens) under the base model or the base with `lora` merged.
+    pub fn log_probs_each(
+        &self,
+        examples: &[SftExample],
+        lora: Option<&LoraWeights>,
+        batch_size: usize,
+    ) -> Result<Vec<f64>> {
+        Ok(self.nll_each(examples, lora, batch_size)?.iter().map(|n| -n.mean * n.tokens as f64).collect())
     }
 
     /// Each example's mean nll per answer token and its answer token count, in order.
@@ -123,7 +129,7 @@ impl LoraTrainer {
 
     /// The log-probability of every answer token of `batch` given what comes
     /// before it, `[n, 1]`, and the example (row) each belongs to.
-    fn answer_log_probs(
+    pub(super) fn answer_log_probs(
         &self,
         network: &Llama,
         batch: &[SftExample],
@@ -169,27 +175,47 @@ impl LoraTrainer {
         Ok((chosen, rows))
     }
 
-    /// Trains fresh adapters on `examples`; `progress` hears `(step, steps, loss)`.
+    /// Trains fresh adapters on `examples` by supervised fine-tuning
+    /// ([`Sft`]); `progress` hears `(step, steps, loss)`.
     pub fn train(
         &self,
         examples: &[SftExample],
         config: &LoraTraining,
+        progress: impl FnMut(usize, usize, f32),
+    ) -> Result<(LoraWeights, LoraReport)> {
+        self.train_with(&Sft, examples.to_vec(), config, None, progress)
+    }
+
+    /// Trains fresh adapters on `examples` with `technique`, on top of
+    /// `start` (merged into the frozen weights; `None`: the base model).
+    /// Returns the adapter of the whole fine-tune: `start` and the new
+    /// factors stacked into one, so that it applies to the base model.
+    pub fn train_with<T: Technique>(
+        &self,
+        technique: &T,
+        examples: Vec<T::Example>,
+        config: &LoraTraining,
+        start: Option<&LoraWeights>,
         mut progress: impl FnMut(usize, usize, f32),
     ) -> Result<(LoraWeights, LoraReport)> {
         let started = Instant::now();
         if config.rank == 0 || config.targets.is_empty() {
             return Err(Error::Inference("LoRA needs a rank ≥ 1 and at least one target".into()));
         }
-        let examples: Vec<&SftExample> = examples.iter().filter(|e| e.ids.len() <= self.max_tokens).collect();
+        let examples: Vec<T::Example> =
+            examples.into_iter().filter(|e| technique.tokens(e) <= self.max_tokens).collect();
         if examples.is_empty() {
             return Err(Error::Inference(format!("no training example fits {} tokens", self.max_tokens)));
         }
+        let examples = technique.prepare(self, start, examples)?;
         let device = self.device.clone().autodiff();
         device.seed(config.seed);
         let file = Gguf::open(&self.gguf)?;
-        let mut network = LlamaModel::from_gguf_burn_graph(&file, self.max_tokens, &device)?
-            .network
-            .ok_or_else(|| Error::Inference("no network loaded".into()))?;
+        let mut model = LlamaModel::from_gguf_burn_graph(&file, self.max_tokens, &device)?;
+        if let Some(start) = start {
+            model.merge_lora(start)?;
+        }
+        let mut network = model.network.ok_or_else(|| Error::Inference("no network loaded".into()))?;
         let paths: Vec<String> = (0..self.config.num_layers)
             .flat_map(|i| config.targets.iter().map(move |t| format!("blocks.{i}.attn.{}.weight", t.name())))
             .collect();
@@ -200,34 +226,45 @@ impl LoraTrainer {
         let steps = examples.len().div_ceil(batch) * config.epochs.max(1);
         let mut order: Vec<usize> = (0..examples.len()).collect();
         let mut rng = SeededRng::new(config.seed);
-        let mut epoch_losses = Vec::new();
+        let (mut epoch_losses, mut epoch_rewards) = (Vec::new(), Vec::new());
         let mut step = 0;
         for _ in 0..config.epochs.max(1) {
             rng.shuffle(&mut order);
-            let (mut total, mut tokens) = (0f64, 0usize);
+            let (mut total, mut weight, mut rewards) = (0f64, 0usize, Vec::new());
             for indices in order.chunks(batch) {
-                let batch: Vec<SftExample> = indices.iter().map(|i| examples[*i].clone()).collect();
-                let (loss, n) = self.batch_loss(&network, &batch, &device)?;
-                let value = scalar(loss.clone())?;
+                let batch: Vec<T::Example> = indices.iter().map(|i| examples[*i].clone()).collect();
+                let step_loss = technique.loss(self, &network, &batch, &device)?;
+                let value = scalar(step_loss.loss.clone())?;
                 if !value.is_finite() {
                     return Err(Error::Inference(format!("fine-tuning diverged at step {}: loss {value}", step + 1)));
                 }
-                let grads = GradientsParams::from_grads(loss.backward(), &network);
+                let grads = GradientsParams::from_grads(step_loss.loss.backward(), &network);
                 network = optimizer.step(config.learning_rate, network, grads);
-                total += f64::from(value) * n as f64;
-                tokens += n;
+                total += f64::from(value) * step_loss.weight as f64;
+                weight += step_loss.weight;
+                rewards.extend(step_loss.rewards);
                 step += 1;
                 progress(step, steps, value);
             }
-            epoch_losses.push((total / tokens.max(1) as f64) as f32);
+            epoch_losses.push((total / weight.max(1) as f64) as f32);
+            if !rewards.is_empty() {
+                let pooled = super::Rewards::pooled(&rewards);
+                epoch_rewards.push([pooled.accuracy as f32, pooled.margin as f32]);
+            }
         }
-        let weights = extract(&network, config)?;
+        let trained = extract(&network, config)?;
+        let trainable_parameters = trained.parameters();
+        let weights = match start {
+            Some(start) => start.stacked(&trained)?,
+            None => trained,
+        };
         let report = LoraReport {
             examples: examples.len(),
-            answer_tokens: examples.iter().map(|e| e.answer_tokens()).sum(),
+            answer_tokens: examples.iter().map(|e| technique.answer_tokens(e)).sum(),
             steps,
             epoch_losses,
-            trainable_parameters: weights.parameters(),
+            epoch_rewards,
+            trainable_parameters,
             seconds: started.elapsed().as_secs_f64(),
         };
         Ok((weights, report))

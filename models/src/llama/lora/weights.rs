@@ -76,6 +76,41 @@ impl LoraWeights {
         self.factors.values().map(|(a, b)| a.len() + b.len()).sum()
     }
 
+    /// `self` followed by `other` as one adapter whose update is the sum of
+    /// both (a DPO stage on top of its SFT stage): rank r₁ + r₂,
+    /// A = [s₁·A₁ | s₂·A₂] by columns, B = [B₁; B₂] by rows, and α = r₁ + r₂
+    /// so that the scale is 1. A projection only one adapts gets zeros from the other.
+    pub fn stacked(&self, other: &LoraWeights) -> Result<LoraWeights> {
+        let (r1, r2) = (self.rank, other.rank);
+        let (s1, s2) = (self.scale(), other.scale());
+        let keys: std::collections::BTreeSet<_> = self.factors.keys().chain(other.factors.keys()).copied().collect();
+        let mut factors = BTreeMap::new();
+        for key in keys {
+            let (first, second) = (self.factors.get(&key), other.factors.get(&key));
+            let dims = |(a, b): &(Vec<f32>, Vec<f32>), r: usize| (a.len() / r, b.len() / r);
+            let (d_in, d_out) = match (first, second) {
+                (Some(f), _) => dims(f, r1),
+                (None, Some(f)) => dims(f, r2),
+                (None, None) => continue,
+            };
+            if let (Some(f), Some(g)) = (first, second)
+                && dims(f, r1) != dims(g, r2)
+            {
+                return Err(Error::Inference(format!("the adapters of layer {} {:?} differ in shape", key.0, key.1)));
+            }
+            let zeros = |r: usize| (vec![0f32; d_in * r], vec![0f32; r * d_out]);
+            let (a1, b1) = first.cloned().unwrap_or_else(|| zeros(r1));
+            let (a2, b2) = second.cloned().unwrap_or_else(|| zeros(r2));
+            let mut a = Vec::with_capacity(d_in * (r1 + r2));
+            for (row1, row2) in a1.chunks_exact(r1).zip(a2.chunks_exact(r2)) {
+                a.extend(row1.iter().map(|v| v * s1));
+                a.extend(row2.iter().map(|v| v * s2));
+            }
+            factors.insert(key, (a, [b1, b2].concat()));
+        }
+        Ok(LoraWeights { rank: r1 + r2, alpha: (r1 + r2) as f64, factors })
+    }
+
     /// `ΔW` of one projection in GGUF's `[out, in]` row order.
     fn delta_rows(&self, a: &[f32], b: &[f32], d_in: usize, d_out: usize) -> Vec<f32> {
         let (r, scale) = (self.rank, self.scale());
@@ -221,6 +256,26 @@ mod tests {
         assert_eq!(weights.parameters(), 4 + 6 + 4 + 4);
         std::fs::write(&path, b"garbage").expect("write");
         assert!(matches!(LoraWeights::load(&path), Err(Error::Weights { .. })));
+    }
+
+    #[test]
+    fn stacked_adapters_update_by_the_sum_of_both() {
+        let mut first = BTreeMap::new();
+        first.insert((0, LoraTarget::Q), (vec![1.0, 2.0, 3.0, 4.0], vec![0.5, -0.5, 0.25, 1.0, 0.0, 2.0]));
+        let mut second = BTreeMap::new();
+        second.insert((0, LoraTarget::Q), (vec![0.5, -1.0], vec![2.0, 1.0, -3.0]));
+        second.insert((1, LoraTarget::V), (vec![1.0, 1.0], vec![1.0, 2.0, 3.0]));
+        let first = LoraWeights { rank: 2, alpha: 4.0, factors: first };
+        let second = LoraWeights { rank: 1, alpha: 3.0, factors: second };
+        let both = first.stacked(&second).unwrap();
+        assert_eq!((both.rank, both.scale()), (3, 1.0));
+        let delta = |w: &LoraWeights, key| {
+            w.factors.get(&key).map_or(vec![0.0; 6], |(a, b)| w.delta_rows(a, b, 2, 3))
+        };
+        for key in [(0, LoraTarget::Q), (1, LoraTarget::V)] {
+            let sum: Vec<f32> = delta(&first, key).iter().zip(delta(&second, key)).map(|(x, y)| x + y).collect();
+            assert_eq!(delta(&both, key), sum, "{key:?}");
+        }
     }
 
     #[test]
