@@ -97,6 +97,30 @@ pub struct TwinEvaluation {
     /// promotion needs it above zero.
     #[serde(default)]
     pub gain: Option<Estimate>,
+    /// A preference stage's held-out pairs (DPO): promotion needs their
+    /// margin gain above zero and `gain` not below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<PreferenceEvaluation>,
+}
+
+/// Held-out preference pairs (an LLM's question about a held-out document,
+/// the author's text chosen, the model's answer rejected) under a DPO
+/// stage's parent (its reference) and candidate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PreferenceEvaluation {
+    pub pairs: usize,
+    pub beta: f64,
+    /// Share of pairs whose chosen answer is likelier per token than the rejected one.
+    pub parent_accuracy: f64,
+    pub candidate_accuracy: f64,
+    /// Share of pairs whose implicit reward β·(log π − log π_ref) is higher for the chosen answer.
+    pub reward_accuracy: f64,
+    /// Mean chosen − rejected implicit reward.
+    pub reward_margin: f64,
+    /// The candidate's log π(chosen) − log π(rejected) minus the parent's,
+    /// with its 95% interval from resampling documents; `None` when fewer
+    /// pairs than a judgement needs.
+    pub gain: Option<Estimate>,
 }
 
 /// Everything known about one LoRA fine-tune of the generator.
@@ -217,6 +241,11 @@ pub struct LoraTraining {
     pub max_tokens: usize,
     /// Seed of the batch order and of A's initialisation.
     pub seed: u64,
+    /// The technique: `sft` (the answers' likelihood) or `dpo` (preference pairs).
+    pub technique: String,
+    /// DPO's β (how far the policy may move from its reference per unit of preference).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
 }
 
 impl Default for LoraTraining {
@@ -230,6 +259,8 @@ impl Default for LoraTraining {
             learning_rate: 1e-3,
             max_tokens: 192,
             seed: 7,
+            technique: "sft".into(),
+            beta: None,
         }
     }
 }

@@ -1,17 +1,23 @@
-//! The LLM twin: LoRA fine-tunes of the local generator on the instruct
-//! dataset, evaluated on held-out answers, registered, and switched in for
+//! The LLM twin: LoRA fine-tunes of the local generator — supervised on the
+//! author's answers, then aligned to the author over the model's own answers
+//! (DPO) — evaluated on held-out data, registered, and switched in for
 //! answering without downtime.
 //!
 //! ```text
 //!  Twin::start ◀── POST /v1/twin/train, twinflow twin train, drift ([twin] on_drift)
-//!    0. questions: the base generator writes questions for `[training] questions_per_run` extracts
-//!    1. the next dataset version; its train/test splits (split by document)
-//!    2. examples: chat template(user: instruction) ++ the author's text ++ end of turn
-//!    3. LoRA on Q/K/V/O of every layer, fresh from the base model (burn autodiff, Adam)
-//!    4. held-out nll per answer token under the test split's LLM-written questions (never templates):
-//!       base, active twin (parent), candidate; the parent − candidate gain per answer, bootstrapped
-//!    5. register (lora.safetensors, card); promote only if the gain's 95% interval is above zero:
-//!       build the merged model first, then swap it in (requests in flight finish on the old one)
+//!    0. questions: the base generator writes questions (and its own answer) for `[training] questions_per_run` extracts
+//!    1. the next dataset version; its train/test splits (split by document); instruct and preference rows
+//!    2. examples: chat template(user: instruction) ++ the author's text ++ end of turn; pairs: the same
+//!       prompt with the author's text (chosen) and the base model's answer (rejected)
+//!    3. the stages of [twin] method (sft, dpo, sft+dpo), each its own registry version:
+//!       sft  LoRA on Q/K/V/O fresh from the base model; judged against the active twin by held-out nll
+//!            (the test split's LLM-written questions, never templates): the gain per answer token, bootstrapped
+//!            by document, must be above zero
+//!       dpo  fresh LoRA on top of the SFT stage (or the active twin), which is frozen as the reference;
+//!            the adapters stack into one; judged against that reference on held-out pairs: the chosen −
+//!            rejected log-likelihood gain above zero and the held-out nll not worse beyond the noise
+//!    4. register (lora.safetensors, card; parent = the stage it builds on); promote only when judged better
+//!       and its parent is the active twin: build the merged model first, then swap it in
 //! ```
 
 use std::collections::BTreeSet;
@@ -21,17 +27,20 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use twinflow_models::{
-    DatasetRef, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, Registry, TwinCard, TwinEvaluation, cpu_device,
+    DatasetRef, Dpo, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, PreferenceExample, Registry, Rewards,
+    SftExample, Technique, TwinCard, TwinEvaluation, cpu_device,
 };
-use twinflow_schemas::Split;
-use twinflow_schemas::config::{Config, TwinConfig};
+use twinflow_schemas::{InstructRow, Split};
+use twinflow_schemas::config::{Config, TwinConfig, TwinStage};
+use twinflow_schemas::models::PreferenceEvaluation;
 use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
 use twinflow_schemas::stats::clustered_gain;
 use twinflow_sinks::Store;
+use twinflow_sinks::datasets::PreferenceRow;
 
 use super::Error;
 use super::adapter::NO_EVIDENCE;
-use super::datasets::{Datasets, is_evidence};
+use super::datasets::{Datasets, is_evidence, is_evidence_preference};
 use super::job::{Job, JobStatus, RunOutcome, even_sample};
 use super::{question_phase, record_evaluation};
 use crate::inference::generator::LazyGenerator;
@@ -116,7 +125,8 @@ impl Twin {
         self.job.is_running()
     }
 
-    /// The training configuration of a run.
+    /// The training configuration of a run's SFT stage (a DPO stage takes
+    /// [`Self::dpo_training`]).
     pub fn training(&self) -> Result<LoraTraining, Error> {
         let targets = self
             .config
@@ -138,6 +148,21 @@ impl Twin {
             learning_rate: self.config.learning_rate,
             max_tokens: self.config.max_tokens,
             seed: self.config.seed,
+            technique: "sft".into(),
+            beta: None,
+        })
+    }
+
+    /// The training configuration of a DPO stage.
+    pub fn dpo_training(&self) -> Result<LoraTraining, Error> {
+        if !(self.config.beta > 0.0 && self.config.beta.is_finite()) {
+            return Err(Error::Config(format!("[twin] beta must be a positive number, not {}", self.config.beta)));
+        }
+        Ok(LoraTraining {
+            learning_rate: self.config.dpo_learning_rate,
+            technique: "dpo".into(),
+            beta: Some(self.config.beta),
+            ..self.training()?
         })
     }
 
@@ -147,39 +172,170 @@ impl Twin {
         self.job.start(trigger, Arc::new(move |trigger| twin.run(trigger)))
     }
 
-    /// One whole run, synchronously.
+    /// One whole run, synchronously: the stages of `[twin] method`, each
+    /// registered as its own version; the outcome is the last stage's.
     pub fn run(&self, trigger: serde_json::Value) -> Result<TwinOutcome, Error> {
         let (store, generator) = (self.store.as_ref(), self.generator.as_ref());
         let started = Instant::now();
-        let training = self.training()?;
+        let stages = self.config.method.stages();
+        // Configuration errors surface before minutes of work.
+        self.training()?;
+        if stages.contains(&TwinStage::Dpo) {
+            self.dpo_training()?;
+        }
         let (gguf, _) = generator.local_gguf().map_err(|e| Error::GeneratorUnavailable(crate::error_chain(&e)))?;
         question_phase(&self.job, &self.datasets, store, generator, self.questions_per_run);
         self.job.phase("snapshot");
         let dataset = self.datasets.snapshot(store).context("the dataset snapshot failed")?;
         let samples = twinflow_sinks::datasets::read_instruct_version(store.data_dir(), dataset.version)
             .context("reading the dataset version")?;
+        let preference = twinflow_sinks::datasets::read_preference_version(store.data_dir(), dataset.version)
+            .context("reading the preference dataset version")?;
 
         self.job.phase("load");
-        let trainer = LoraTrainer::load(&gguf, training.max_tokens, &cpu_device())
+        let max_tokens = self.config.max_tokens;
+        let trainer = LoraTrainer::load(&gguf, max_tokens, &cpu_device())
             .with_context(|| format!("cannot load {} for fine-tuning", gguf.display()))?;
-        let mut train = Vec::new();
-        let mut test = Vec::new();
+        let data = self.examples(&trainer, &samples, &preference)?;
+        let run = RunContext {
+            trainer: &trainer,
+            data: &data,
+            trigger,
+            dataset: DatasetRef {
+                name: "instruct".into(),
+                version: dataset.version,
+                epoch: dataset.source_epoch,
+                content_hash: dataset.content_hash,
+                train_pairs: data.train.len(),
+                test_pairs: data.test.len(),
+            },
+            base_model: gguf.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            base_sha256: twinflow_models::fetch::sha256_file(&gguf)?,
+        };
+        // The model a DPO stage starts from: this run's SFT stage, else the active twin.
+        let mut previous: Option<(Option<u64>, Option<LoraWeights>)> = None;
+        let mut outcome: Option<TwinOutcome> = None;
+        for stage in stages {
+            match stage {
+                TwinStage::Sft => {
+                    let (stage_outcome, lora) = self.sft_stage(&run)?;
+                    previous = Some((Some(stage_outcome.version), Some(lora)));
+                    outcome = Some(stage_outcome);
+                }
+                TwinStage::Dpo => {
+                    let (parent, start) = match previous.take() {
+                        Some(previous) => previous,
+                        None => {
+                            let active = self.registry.active()?;
+                            (active, active.map(|v| self.registry.lora(v)).transpose()?)
+                        }
+                    };
+                    match self.dpo_stage(&run, parent, start) {
+                        Ok(stage_outcome) => outcome = Some(stage_outcome),
+                        // Too few pairs after an SFT stage: the SFT stage stands, and its decision says so.
+                        Err(Error::NotEnoughData(reason)) if outcome.is_some() => {
+                            if let Some(outcome) = &mut outcome {
+                                outcome.decision = format!("{}; no DPO stage: {reason}", outcome.decision);
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        let mut outcome = outcome.ok_or_else(|| Error::Config("[twin] method has no stage".into()))?;
+        outcome.seconds = started.elapsed().as_secs_f64();
+        Ok(outcome)
+    }
+
+    /// The run's examples: SFT pairs of the train split; held-out answers
+    /// and preference pairs under LLM-written questions about test documents.
+    fn examples(
+        &self,
+        trainer: &LoraTrainer,
+        samples: &[InstructRow],
+        preference: &[PreferenceRow],
+    ) -> Result<RunData, Error> {
+        let mut data = RunData::default();
         let mut evidence = BTreeSet::new();
-        for sample in &samples {
+        let mut test = Vec::new();
+        for sample in samples {
             // Templated instructions train the twin; only LLM-written questions about held-out documents judge it.
             if sample.split != Split::Train && !is_evidence(sample) {
                 continue;
             }
             let Some(example) = trainer.example(&sample.instruction, &sample.output)? else { continue };
             if sample.split == Split::Train {
-                train.push(example);
+                data.train.push(example);
             } else {
                 evidence.insert(sample.generator.clone());
                 test.push((example, sample.doc_id.clone()));
             }
         }
-        let train = even_sample(train, self.config.max_examples);
-        let (test, documents): (Vec<_>, Vec<String>) = even_sample(test, self.config.max_test).into_iter().unzip();
+        let mut pairs_test = Vec::new();
+        for row in preference {
+            let held_out = is_evidence_preference(row);
+            if !held_out && row.split != Split::Train.as_str() {
+                continue;
+            }
+            let pair = PreferenceExample::from_chat(
+                trainer.tokenizer(),
+                &row.prompt,
+                &row.chosen,
+                &row.rejected,
+                trainer.max_tokens(),
+            )?;
+            let Some(pair) = pair else { continue };
+            if held_out {
+                pairs_test.push((pair, row.doc_id.clone()));
+            } else {
+                data.pairs_train.push(pair);
+            }
+        }
+        data.train = even_sample(std::mem::take(&mut data.train), self.config.max_examples);
+        data.pairs_train = even_sample(std::mem::take(&mut data.pairs_train), self.config.max_examples);
+        (data.test, data.documents) = even_sample(test, self.config.max_test).into_iter().unzip();
+        (data.pairs_test, data.pair_documents) = even_sample(pairs_test, self.config.max_test).into_iter().unzip();
+        data.evidence = evidence.into_iter().collect();
+        Ok(data)
+    }
+
+    /// Held-out nll of the base model, `parent` and `candidate`, and the
+    /// parent − candidate gain per token (resampled by document), judged
+    /// only on enough answers.
+    fn nll_evaluation(
+        &self,
+        run: &RunContext<'_>,
+        parent: Option<&LoraWeights>,
+        candidate: &LoraWeights,
+    ) -> Result<TwinEvaluation, Error> {
+        let (trainer, test) = (run.trainer, &run.data.test);
+        let base_each = trainer.nll_each(test, None, SCORE_BATCH)?;
+        let parent_each = match parent {
+            Some(lora) => trainer.nll_each(test, Some(lora), SCORE_BATCH)?,
+            None => base_each.clone(),
+        };
+        let candidate_each = trainer.nll_each(test, Some(candidate), SCORE_BATCH)?;
+        let means = |each: &[Nll]| each.iter().map(|n| n.mean).collect::<Vec<f64>>();
+        let tokens: Vec<f64> = candidate_each.iter().map(|n| n.tokens as f64).collect();
+        let groups: Vec<&str> = run.data.documents.iter().map(String::as_str).collect();
+        let gain = (test.len() >= self.min_questions.max(1))
+            .then(|| clustered_gain(&means(&parent_each), &means(&candidate_each), &tokens, &groups, self.config.seed))
+            .flatten();
+        Ok(TwinEvaluation {
+            base: Nll::pooled(&base_each),
+            parent: Nll::pooled(&parent_each),
+            candidate: Nll::pooled(&candidate_each),
+            evidence: run.data.evidence.clone(),
+            gain,
+            preference: None,
+        })
+    }
+
+    /// SFT from the base model on the train split; judged against the active twin.
+    fn sft_stage(&self, run: &RunContext<'_>) -> Result<(TwinOutcome, LoraWeights), Error> {
+        let training = self.training()?;
+        let train = &run.data.train;
         if train.len() < training.batch_size.max(1) {
             return Err(Error::NotEnoughData(format!(
                 "not enough instruct samples to fine-tune: {} train that fit {} tokens (need one batch of {})",
@@ -188,110 +344,158 @@ impl Twin {
                 training.batch_size
             )));
         }
-
         self.job.phase("train");
         let (candidate, report) =
-            trainer.train(&train, &training, |step, steps, loss| self.job.progress(step, steps, loss))?;
+            run.trainer.train(train, &training, |step, steps, loss| self.job.progress(step, steps, loss))?;
 
         self.job.phase("evaluate");
         let parent = self.registry.active()?;
-        let base_each = trainer.nll_each(&test, None, SCORE_BATCH)?;
-        let parent_each = match parent {
-            Some(v) => trainer.nll_each(&test, Some(&self.registry.lora(v)?), SCORE_BATCH)?,
-            None => base_each.clone(),
-        };
-        let candidate_each = trainer.nll_each(&test, Some(&candidate), SCORE_BATCH)?;
-        drop(trainer);
-        // The pooled nll's difference (token-weighted), resampled by document; judged only on enough answers.
-        let means = |each: &[Nll]| each.iter().map(|n| n.mean).collect::<Vec<f64>>();
-        let tokens: Vec<f64> = candidate_each.iter().map(|n| n.tokens as f64).collect();
-        let groups: Vec<&str> = documents.iter().map(String::as_str).collect();
-        let gain = (test.len() >= self.min_questions.max(1))
-            .then(|| clustered_gain(&means(&parent_each), &means(&candidate_each), &tokens, &groups, self.config.seed))
-            .flatten();
-        let (base, parent_nll, candidate_nll) =
-            (Nll::pooled(&base_each), Nll::pooled(&parent_each), Nll::pooled(&candidate_each));
-        let evaluation = TwinEvaluation {
-            base,
-            parent: parent_nll,
-            candidate: candidate_nll,
-            evidence: evidence.into_iter().collect(),
-            gain,
-        };
-        let promotable = gain.is_some_and(|g| g.above_zero());
-        let decision = match gain {
-            None if !test.is_empty() => format!(
-                "kept the active twin: {} held-out answers under LLM-written questions are fewer than the {} \
-                 a judgement needs ([training] min_questions)",
-                test.len(),
+        let parent_lora = parent.map(|v| self.registry.lora(v)).transpose()?;
+        let evaluation = self.nll_evaluation(run, parent_lora.as_ref(), &candidate)?;
+        let promotable = evaluation.gain.is_some_and(|g| g.above_zero());
+        let decision = nll_decision(&evaluation, run.data.test.len(), self.min_questions, promotable);
+        let outcome = self.register(run, "llm-lora", parent, training, report, evaluation, &candidate, promotable, decision)?;
+        Ok((outcome, candidate))
+    }
+
+    /// DPO on the train split's preference pairs, on top of `start` (the
+    /// version `parent`, `None`: the base model), which is also its
+    /// reference and what it is judged against.
+    fn dpo_stage(
+        &self,
+        run: &RunContext<'_>,
+        parent: Option<u64>,
+        start: Option<LoraWeights>,
+    ) -> Result<TwinOutcome, Error> {
+        let training = self.dpo_training()?;
+        let dpo = Dpo { beta: self.config.beta };
+        let pairs = &run.data.pairs_train;
+        if pairs.len() < training.batch_size.max(1) {
+            return Err(Error::NotEnoughData(format!(
+                "{} preference pairs in the train split fit {} tokens (need one batch of {}); \
+                 LLM-written questions and the model's answers make them (`twinflow datasets generate`)",
+                pairs.len(),
+                training.max_tokens,
+                training.batch_size
+            )));
+        }
+        self.job.phase("train dpo");
+        let (candidate, report) = run.trainer.train_with(&dpo, pairs.clone(), &training, start.as_ref(), |step, steps, loss| {
+            self.job.progress(step, steps, loss)
+        })?;
+
+        self.job.phase("evaluate dpo");
+        let mut evaluation = self.nll_evaluation(run, start.as_ref(), &candidate)?;
+        let preference = self.preference_evaluation(run, &dpo, start.as_ref(), &candidate)?;
+        let nll_holds = evaluation.gain.is_some_and(|g| g.high >= 0.0);
+        let preferred = preference.gain.is_some_and(|g| g.above_zero());
+        let promotable = nll_holds && preferred;
+        let decision = match (preference.gain, evaluation.gain) {
+            (None, _) | (_, None) => format!(
+                "kept the active twin: {} held-out preference pairs and {} held-out answers under LLM-written \
+                 questions; a judgement needs {} of each ([training] min_questions)",
+                preference.pairs,
+                run.data.test.len(),
                 self.min_questions
             ),
-            None => NO_EVIDENCE.replace("active model", "active twin"),
-            Some(gain) => format!(
-                "{}: held-out nll {:.4} → {:.4} (perplexity {:.2} → {:.2}) on {} answers, {} tokens, \
-                 under LLM-written questions; the gain per token {gain} (95% interval by document) {}",
+            (Some(margin), Some(nll)) => format!(
+                "{}: on {} held-out pairs the chosen answer's log-likelihood over the rejected one rose by {margin} \
+                 (95% interval by document; reward accuracy {:.2}, per-token preference {:.2} → {:.2}); \
+                 held-out nll {:.4} → {:.4}, gain {nll} ({})",
                 if promotable { "promoted" } else { "kept the active twin" },
-                parent_nll.mean,
-                candidate_nll.mean,
-                parent_nll.perplexity(),
-                candidate_nll.perplexity(),
-                test.len(),
-                candidate_nll.tokens,
-                if promotable { "is above zero" } else { "is not beyond the noise" },
+                preference.pairs,
+                preference.reward_accuracy,
+                preference.parent_accuracy,
+                preference.candidate_accuracy,
+                evaluation.parent.mean,
+                evaluation.candidate.mean,
+                if nll_holds { "not worse beyond the noise" } else { "worse beyond the noise" },
             ),
         };
+        evaluation.preference = Some(preference);
+        self.register(run, "llm-lora-dpo", parent, training, report, evaluation, &candidate, promotable, decision)
+    }
 
-        self.job.phase("register");
-        let dataset = DatasetRef {
-            name: "instruct".into(),
-            version: dataset.version,
-            epoch: dataset.source_epoch,
-            content_hash: dataset.content_hash,
-            train_pairs: train.len(),
-            test_pairs: test.len(),
+    /// Held-out preference pairs under the stage's reference (`start`) and its candidate.
+    fn preference_evaluation(
+        &self,
+        run: &RunContext<'_>,
+        dpo: &Dpo,
+        start: Option<&LoraWeights>,
+        candidate: &LoraWeights,
+    ) -> Result<PreferenceEvaluation, Error> {
+        let pairs = dpo.prepare(run.trainer, start, run.data.pairs_test.clone())?;
+        let (chosen, rejected): (Vec<SftExample>, Vec<SftExample>) =
+            pairs.iter().map(|p| (p.chosen.clone(), p.rejected.clone())).unzip();
+        // Whether the chosen answer is likelier per token than the rejected one.
+        let accuracy = |lora: Option<&LoraWeights>| -> Result<f64, Error> {
+            let c = run.trainer.nll_each(&chosen, lora, SCORE_BATCH)?;
+            let r = run.trainer.nll_each(&rejected, lora, SCORE_BATCH)?;
+            Ok(c.iter().zip(&r).filter(|(c, r)| c.mean < r.mean).count() as f64 / pairs.len().max(1) as f64)
         };
+        let margins = dpo.margins(run.trainer, &pairs, Some(candidate))?;
+        let rewards = Rewards::of_margins(&margins);
+        // The reference is the parent: the candidate's reward margin over β is its gain over the parent.
+        let gains: Vec<f64> = margins.iter().map(|m| m / dpo.beta).collect();
+        let groups: Vec<&str> = run.data.pair_documents.iter().map(String::as_str).collect();
+        let gain = (pairs.len() >= self.min_questions.max(1))
+            .then(|| clustered_gain(&gains, &vec![0.0; gains.len()], &vec![1.0; gains.len()], &groups, self.config.seed))
+            .flatten();
+        Ok(PreferenceEvaluation {
+            pairs: pairs.len(),
+            beta: dpo.beta,
+            parent_accuracy: accuracy(start)?,
+            candidate_accuracy: accuracy(Some(candidate))?,
+            reward_accuracy: rewards.accuracy,
+            reward_margin: rewards.margin,
+            gain,
+        })
+    }
+
+    /// Registers a stage's candidate, records its evaluation rows, and
+    /// switches to it when promotable and its parent is still the active twin.
+    #[allow(clippy::too_many_arguments)]
+    fn register(
+        &self,
+        run: &RunContext<'_>,
+        kind: &str,
+        parent: Option<u64>,
+        training: LoraTraining,
+        report: twinflow_schemas::models::LoraReport,
+        evaluation: TwinEvaluation,
+        candidate: &LoraWeights,
+        promotable: bool,
+        decision: String,
+    ) -> Result<TwinOutcome, Error> {
+        self.job.phase("register");
         let card = TwinCard {
             version: 0,
-            kind: "llm-lora".into(),
-            base_model: gguf.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-            base_sha256: twinflow_models::fetch::sha256_file(&gguf)?,
+            kind: kind.into(),
+            base_model: run.base_model.clone(),
+            base_sha256: run.base_sha256.clone(),
             created_at_ms: now_ms(),
             parent,
-            dataset: dataset.clone(),
-            trigger,
+            dataset: run.dataset.clone(),
+            trigger: run.trigger.clone(),
             training,
             report,
             evaluation: evaluation.clone(),
             promotable,
             decision: decision.clone(),
         };
-        let card = self.registry.register_lora(card, &candidate, &[])?;
-        if let Some(gain) = gain {
-            let name = |v: Option<u64>| v.map_or_else(|| "base".to_owned(), |v| format!("twin-v{v}"));
-            let n = test.len() as u64;
-            let mut measured = vec![(name(None), base), (name(Some(card.version)), candidate_nll)];
-            if parent.is_some() {
-                measured.push((name(parent), parent_nll));
-            }
-            let set = format!("instruct-v{}", dataset.version);
-            let run = EvaluationRun::new("twin-run", now_ms(), &set, dataset.epoch, dataset.version);
-            let mut rows: Vec<EvaluationRow> = measured
-                .into_iter()
-                .map(|(model, nll)| EvaluationRow::point(&run, &model, "per answer token", "nll", nll.mean, n))
-                .collect();
-            let over = format!("nll over {}", name(parent));
-            rows.push(EvaluationRow::estimate(&run, &name(Some(card.version)), &over, "gain", gain, n));
-            record_evaluation(store.data_dir(), &rows);
-        }
+        let card = self.registry.register_lora(card, candidate, &[])?;
+        self.record(run, &card, parent);
         let mut promoted = false;
+        let mut decision = decision;
         if promotable {
             self.job.phase("switch");
             let _switch = self.switch.lock();
             if self.registry.active()? == parent {
-                self.activate_locked(generator, card.version, Some(candidate), &decision)?;
+                self.activate_locked(&self.generator, card.version, Some(candidate.clone()), &decision)?;
                 promoted = true;
             } else {
-                tracing::warn!(version = card.version, "the active twin changed during the run: not promoted");
+                decision = format!("{decision}; not switched: the version it builds on is not the active twin");
+                tracing::warn!(version = card.version, "the active twin is not this version's parent: not promoted");
             }
         }
         Ok(TwinOutcome {
@@ -299,10 +503,42 @@ impl Twin {
             promoted,
             decision,
             evaluation,
-            dataset,
-            seconds: started.elapsed().as_secs_f64(),
+            dataset: run.dataset.clone(),
+            seconds: 0.0,
             switched_at_epoch: None,
         })
+    }
+
+    /// The stage's rows of the `evaluations` table (only for judged runs).
+    fn record(&self, run: &RunContext<'_>, card: &TwinCard, parent: Option<u64>) {
+        let evaluation = &card.evaluation;
+        let Some(gain) = evaluation.gain else { return };
+        let name = |v: Option<u64>| v.map_or_else(|| "base".to_owned(), |v| format!("twin-v{v}"));
+        let n = run.data.test.len() as u64;
+        let mut measured = vec![(name(None), evaluation.base), (name(Some(card.version)), evaluation.candidate)];
+        if parent.is_some() {
+            measured.push((name(parent), evaluation.parent));
+        }
+        let set = format!("instruct-v{}", run.dataset.version);
+        let eval_run = EvaluationRun::new("twin-run", now_ms(), &set, run.dataset.epoch, run.dataset.version);
+        let mut rows: Vec<EvaluationRow> = measured
+            .into_iter()
+            .map(|(model, nll)| EvaluationRow::point(&eval_run, &model, "per answer token", "nll", nll.mean, n))
+            .collect();
+        let over = format!("nll over {}", name(parent));
+        rows.push(EvaluationRow::estimate(&eval_run, &name(Some(card.version)), &over, "gain", gain, n));
+        if let Some(preference) = &evaluation.preference {
+            let pairs = preference.pairs as u64;
+            let candidate = name(Some(card.version));
+            rows.push(EvaluationRow::point(&eval_run, &name(parent), "pairs", "preference accuracy", preference.parent_accuracy, pairs));
+            rows.push(EvaluationRow::point(&eval_run, &candidate, "pairs", "preference accuracy", preference.candidate_accuracy, pairs));
+            let reference = format!("reference {}", name(parent));
+            rows.push(EvaluationRow::point(&eval_run, &candidate, &reference, "reward accuracy", preference.reward_accuracy, pairs));
+            if let Some(margin) = preference.gain {
+                rows.push(EvaluationRow::estimate(&eval_run, &candidate, &reference, "preference gain", margin, pairs));
+            }
+        }
+        record_evaluation(self.store.data_dir(), &rows);
     }
 
     /// Makes `version` the twin that answers.
@@ -366,4 +602,51 @@ impl Twin {
 /// The generator name of a twin: `<base model>+twin-v<N>`.
 fn twin_name(card: &TwinCard) -> String {
     format!("{}+twin-v{}", card.base_model, card.version)
+}
+
+/// What a run's stages share.
+struct RunContext<'a> {
+    trainer: &'a LoraTrainer,
+    data: &'a RunData,
+    trigger: serde_json::Value,
+    dataset: DatasetRef,
+    base_model: String,
+    base_sha256: String,
+}
+
+/// A run's examples (see [`Twin::examples`]).
+#[derive(Default)]
+struct RunData {
+    train: Vec<SftExample>,
+    test: Vec<SftExample>,
+    /// The document of each held-out answer (what the gain resamples).
+    documents: Vec<String>,
+    /// Who wrote the held-out questions.
+    evidence: Vec<String>,
+    pairs_train: Vec<PreferenceExample>,
+    pairs_test: Vec<PreferenceExample>,
+    pair_documents: Vec<String>,
+}
+
+/// The decision of a stage judged by held-out nll alone (SFT).
+fn nll_decision(evaluation: &TwinEvaluation, answers: usize, min_questions: usize, promotable: bool) -> String {
+    let (parent, candidate) = (evaluation.parent, evaluation.candidate);
+    match evaluation.gain {
+        None if answers > 0 => format!(
+            "kept the active twin: {answers} held-out answers under LLM-written questions are fewer than the \
+             {min_questions} a judgement needs ([training] min_questions)"
+        ),
+        None => NO_EVIDENCE.replace("active model", "active twin"),
+        Some(gain) => format!(
+            "{}: held-out nll {:.4} → {:.4} (perplexity {:.2} → {:.2}) on {answers} answers, {} tokens, \
+             under LLM-written questions; the gain per token {gain} (95% interval by document) {}",
+            if promotable { "promoted" } else { "kept the active twin" },
+            parent.mean,
+            candidate.mean,
+            parent.perplexity(),
+            candidate.perplexity(),
+            candidate.tokens,
+            if promotable { "is above zero" } else { "is not beyond the noise" },
+        ),
+    }
 }

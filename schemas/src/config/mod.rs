@@ -65,7 +65,7 @@ pub use sources::{
 pub use storage::StorageConfig;
 pub use traces::TracesConfig;
 pub use training::TrainingConfig;
-pub use twin::TwinConfig;
+pub use twin::{TwinConfig, TwinMethod, TwinStage};
 
 /// Everything twinflow can be told.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,14 @@ pub struct TwinConfig {
     pub keep_versions: usize,
     /// Versions never removed.
     pub pinned_versions: Vec<u64>,
+    /// The fine-tune's stages: `sft` (the author's answers), `dpo` (preference
+    /// pairs, on top of the active twin), or `sft+dpo` (the book's way: DPO
+    /// on top of the SFT stage; one registry version per stage).
+    pub method: TwinMethod,
+    /// DPO's β: larger keeps the policy closer to its reference.
+    pub beta: f64,
+    /// DPO's learning rate (the SFT stage uses `learning_rate`).
+    pub dpo_learning_rate: f64,
     /// LoRA rank r of every adapted projection.
     pub rank: usize,
     /// The update is scaled by alpha / rank.
@@ -45,6 +53,9 @@ impl Default for TwinConfig {
             registry: None,
             keep_versions: 5,
             pinned_versions: Vec::new(),
+            method: TwinMethod::SftDpo,
+            beta: 0.1,
+            dpo_learning_rate: 5e-4,
             rank: 8,
             alpha: 16.0,
             targets: ["q", "k", "v", "o"].map(String::from).to_vec(),
@@ -55,6 +66,35 @@ impl Default for TwinConfig {
             max_examples: 256,
             max_test: 64,
             seed: 7,
+        }
+    }
+}
+
+/// `[twin] method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TwinMethod {
+    #[serde(rename = "sft")]
+    Sft,
+    #[serde(rename = "dpo")]
+    Dpo,
+    #[serde(rename = "sft+dpo")]
+    SftDpo,
+}
+
+/// One stage of a twin run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwinStage {
+    Sft,
+    Dpo,
+}
+
+impl TwinMethod {
+    /// Its stages, in order.
+    pub fn stages(self) -> &'static [TwinStage] {
+        match self {
+            Self::Sft => &[TwinStage::Sft],
+            Self::Dpo => &[TwinStage::Dpo],
+            Self::SftDpo => &[TwinStage::Sft, TwinStage::Dpo],
         }
     }
 }

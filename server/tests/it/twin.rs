@@ -1,7 +1,8 @@
 //! The LLM twin over HTTP with the real SmolLM2: a corpus written in one
-//! voice, a LoRA fine-tuning run on its instruct dataset, the held-out
-//! evaluation, the switch of the answering model, rollback, promotion, a
-//! restart, and the errors of each endpoint.
+//! voice, a LoRA fine-tuning run on its instruct dataset (SFT, then DPO on
+//! the preference pairs: one version per stage), the held-out evaluation,
+//! the switch of the answering model, rollback, promotion, a restart, and
+//! the errors of each endpoint.
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -121,7 +122,12 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
         assert!(started.elapsed() < Duration::from_secs(600), "the run did not finish: {twin}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    eprintln!("twin run: {:.1} s, {}", started.elapsed().as_secs_f64(), twin["versions"][0]["decision"]);
+    eprintln!(
+        "twin run: {:.1} s; sft: {}; dpo: {}",
+        started.elapsed().as_secs_f64(),
+        twin["versions"][0]["decision"],
+        twin["versions"][1]["decision"]
+    );
     assert!(twin["training"]["last_error"].is_null(), "{twin}");
     let card = &twin["versions"][0];
     assert_eq!(card["kind"], "llm-lora");
@@ -135,8 +141,19 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
     assert!(card["evaluation"]["gain"]["low"].as_f64().is_some_and(|low| low > 0.0), "{card}");
     assert_eq!(card["evaluation"]["evidence"][0], format!("llm:keyword-questions-test-double@p{PROMPT_VERSION}"));
     assert_eq!(card["promotable"], true);
-    assert_eq!(twin["active"], "twin-v1");
-    assert!(twin["answering"].as_str().is_some_and(|n| n.ends_with("+twin-v1")), "{twin}");
+
+    // The DPO stage on top of it: its own version, its parent the SFT stage,
+    // judged on held-out pairs against it (its reference).
+    let dpo = &twin["versions"][1];
+    assert_eq!((&dpo["kind"], &dpo["parent"], &dpo["training"]["technique"]), (&"llm-lora-dpo".into(), &1.into(), &"dpo".into()));
+    assert_eq!(dpo["report"]["steps"], 8, "16 pairs, batches of 4, 2 epochs: {dpo}");
+    let preference = &dpo["evaluation"]["preference"];
+    assert_eq!(preference["pairs"], 4, "{dpo}");
+    assert!(preference["reward_accuracy"].as_f64().is_some_and(|a| a >= 0.75), "{dpo}");
+    assert!(preference["gain"]["mean"].as_f64().is_some_and(|m| m > 0.0), "{dpo}");
+    let active = if dpo["promotable"] == true { "twin-v2" } else { "twin-v1" };
+    assert_eq!(twin["active"], active, "{twin}");
+    assert!(twin["answering"].as_str().is_some_and(|n| n.ends_with(&format!("+{active}"))), "{twin}");
 
     // `eval twin`'s measures on the same held-out data: the twin is the likelier author.
     let scorer = app.clone();
@@ -162,14 +179,22 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
 
     // The twin answers now, in the author's voice.
     let (name, text) = answer(&app, "Tell me about the harbour.").await;
-    assert_eq!(name, format!("{base_name}+twin-v1"));
+    assert_eq!(name, format!("{base_name}+{active}"));
     assert!(text.starts_with("Hark"), "twin: {text:?}; base: {base_answer:?}");
     assert!(!base_answer.starts_with("Hark"), "{base_answer:?}");
 
-    // Rollback to the base model, promotion back.
-    let (status, bytes) = send(&app, post("/v1/twin/rollback", "application/json", "")).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
-    assert_eq!(json(&bytes)["active"], "base");
+    // Rollback (through the SFT stage when the DPO stage is active) to the base model, promotion back.
+    let mut rolled = Value::Null;
+    for _ in 0..2 {
+        let (status, bytes) = send(&app, post("/v1/twin/rollback", "application/json", "")).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        rolled = json(&bytes)["active"].clone();
+        if rolled == "base" {
+            break;
+        }
+        assert_eq!(rolled, "twin-v1");
+    }
+    assert_eq!(rolled, "base");
     assert_eq!(answer(&app, "Tell me about the harbour.").await.0, base_name);
     let (status, bytes) = send(&app, post("/v1/twin/versions/1/promote", "application/json", "")).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));

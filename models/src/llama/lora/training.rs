@@ -54,6 +54,11 @@ impl LoraTrainer {
         })
     }
 
+    /// The model's tokenizer and chat template (what examples are built with).
+    pub fn tokenizer(&self) -> &ChatTokenizer {
+        &self.tokenizer
+    }
+
     /// Longest example the trainer takes.
     pub fn max_tokens(&self) -> usize {
         self.max_tokens
