@@ -28,6 +28,7 @@
 //! `fused.rs`, `lora/` (LoRA fine-tuning on the burn graph, merged into
 //! both paths for serving: `weights.rs`, `examples.rs`, `training.rs`).
 
+pub mod export;
 mod fused;
 pub mod generate;
 pub mod lora;

@@ -147,6 +147,25 @@ impl ChatTokenizer {
         Ok(Self { tokenizer, template, bos, eos, stop_ids, controls })
     }
 
+    /// Writes the tokenizer as Hugging Face's `tokenizer.json` into `dir`.
+    pub fn save_hf(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        let path = dir.join("tokenizer.json");
+        self.tokenizer.save(&path, true).map_err(|e| Error::Tokenizer(format!("writing {}: {e}", path.display())))?;
+        Ok(path)
+    }
+
+    /// What Hugging Face's `tokenizer_config.json` says of it: the chat
+    /// template and the special tokens.
+    pub fn hf_config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "chat_template": self.template,
+            "bos_token": self.bos,
+            "eos_token": self.eos,
+            "clean_up_tokenization_spaces": false,
+        })
+    }
+
     /// Token ids of `text`; special tokens written in the text are matched.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.tokenizer.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;

@@ -1,15 +1,18 @@
-"""A reference forward pass of a GGUF decoder (llama, qwen2, qwen3) in NumPy.
+"""A reference forward pass of a decoder (llama, qwen2, qwen3) in NumPy.
 
-Reads the file with the `gguf` package (llama.cpp's own reader and
-dequantisers), runs the tokens through the network in float64, following
-llama.cpp's conventions (adjacent-pair RoPE for llama, whose converter
-permutes Q and K for it; halves for the Qwen models), and writes the logits of
-every position as little-endian float32 `[tokens, vocab]`.
+Reads a GGUF file with the `gguf` package (llama.cpp's own reader and
+dequantisers), or a Hugging Face model directory (config.json and
+model.safetensors, read here), runs the tokens through the network in
+float64, following each format's conventions (GGUF: adjacent-pair RoPE for
+llama, whose converter permutes Q and K for it, halves for the Qwen models;
+Hugging Face: halves for all), and writes the logits of every position as
+little-endian float32 `[tokens, vocab]`.
 
-usage: reference_forward.py MODEL.gguf '[ids...]' OUT.f32
+usage: reference_forward.py MODEL.gguf|MODEL_DIR '[ids...]' OUT.f32
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -17,22 +20,85 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 
-def main(path, ids, out):
+def read_safetensors(path):
+    data = open(path, "rb").read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    tensors = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        assert t["dtype"] == "F32", (name, t["dtype"])
+        start, end = t["data_offsets"]
+        raw = np.frombuffer(data[8 + n + start : 8 + n + end], dtype="<f4")
+        tensors[name] = raw.reshape(t["shape"]).astype(np.float64)
+    return tensors
+
+
+HF_NAMES = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def load_hf(path):
+    """A Hugging Face directory as (tensors by GGUF name, hyper-parameters, halves)."""
+    config = json.load(open(os.path.join(path, "config.json")))
+    w = {}
+    for name, value in read_safetensors(os.path.join(path, "model.safetensors")).items():
+        if name == "model.embed_tokens.weight":
+            w["token_embd.weight"] = value
+        elif name == "model.norm.weight":
+            w["output_norm.weight"] = value
+        elif name == "lm_head.weight":
+            w["output.weight"] = value
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            module, kind = rest.rsplit(".", 1)
+            w[f"blk.{layer}.{HF_NAMES[module]}.{kind}"] = value
+    scaling = config.get("rope_scaling") or {}
+    hp = {
+        "embedding_length": config["hidden_size"],
+        "attention.head_count": config["num_attention_heads"],
+        "attention.head_count_kv": config["num_key_value_heads"],
+        "attention.key_length": config["head_dim"],
+        "attention.layer_norm_rms_epsilon": config["rms_norm_eps"],
+        "rope.freq_base": config["rope_theta"],
+        "block_count": config["num_hidden_layers"],
+        "rope.scaling.type": scaling.get("type"),
+        "rope.scaling.factor": scaling.get("factor"),
+    }
+    return w, hp, True
+
+
+def load_gguf(path):
+    """A GGUF file as (tensors by name, hyper-parameters, halves)."""
     reader = GGUFReader(path)
-
-    def meta(key, default=None):
-        field = reader.fields.get(key)
-        return default if field is None else field.contents()
-
-    arch = meta("general.architecture")
-
-    def hp(key, default=None):
-        return meta(f"{arch}.{key}", default)
-
+    arch = reader.fields["general.architecture"].contents()
+    prefix = f"{arch}."
+    hp = {k[len(prefix) :]: f.contents() for k, f in reader.fields.items() if k.startswith(prefix)}
     w = {}
     for t in reader.tensors:
         shape = [int(n) for n in reversed(t.shape)]
         w[t.name] = dequantize(t.data, t.tensor_type).astype(np.float64).reshape(shape)
+    return w, hp, arch in ("qwen2", "qwen3")
+
+
+def main(path, ids, out):
+    w, params, halves = load_hf(path) if os.path.isdir(path) else load_gguf(path)
+
+    def hp(key, default=None):
+        value = params.get(key)
+        return default if value is None else value
 
     hidden, heads = hp("embedding_length"), hp("attention.head_count")
     kv_heads = hp("attention.head_count_kv", heads)
@@ -43,7 +109,6 @@ def main(path, ids, out):
         freqs = freqs / w["rope_freqs.weight"]
     if hp("rope.scaling.type") == "linear":
         freqs = freqs / hp("rope.scaling.factor")
-    halves = arch in ("qwen2", "qwen3")
 
     def norm(x, gain):
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * gain

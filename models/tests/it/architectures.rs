@@ -17,7 +17,7 @@ use twinflow_models::gguf::{GgmlType, Gguf, GgufWriter, Meta};
 use twinflow_models::llama::{Architecture, KvCache, LlamaConfig, LlamaModel};
 use twinflow_schemas::rng::SeededRng;
 
-const VOCAB: usize = 64;
+pub(crate) const VOCAB: usize = 64;
 const HIDDEN: usize = 256;
 const FFN: usize = 512;
 const LAYERS: usize = 2;
@@ -71,18 +71,20 @@ fn random_tensor(ty: GgmlType, rows: usize, cols: usize, scale: f32, rng: &mut S
     data
 }
 
-struct Spec {
-    arch: Architecture,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
+pub(crate) struct Spec {
+    pub(crate) arch: Architecture,
+    /// Llama 3.1's `rope_freqs` (Llama only).
+    pub(crate) rope_factors: bool,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
     /// Types of Q, K, V, output, gate, up, down and the token embeddings.
-    types: [GgmlType; 8],
+    pub(crate) types: [GgmlType; 8],
     /// The output projection's type, or `None` for tied embeddings.
-    output: Option<GgmlType>,
+    pub(crate) output: Option<GgmlType>,
 }
 
-fn write_model(spec: &Spec, path: &Path, rng: &mut SeededRng) {
+pub(crate) fn write_model(spec: &Spec, path: &Path, rng: &mut SeededRng) {
     use GgmlType::F32;
     let arch = spec.arch.name();
     let key = |k: &str| format!("{arch}.{k}");
@@ -106,8 +108,10 @@ fn write_model(spec: &Spec, path: &Path, rng: &mut SeededRng) {
         Architecture::Llama => {
             w.meta(&key("rope.freq_base"), Meta::F32(500_000.0));
             // Llama 3.1's long-context factors: low frequencies slowed.
+            if spec.rope_factors {
             let factors: Vec<f32> = (0..spec.head_dim / 2).map(|i| 1.0 + (i as f32 / 4.0).floor()).collect();
             w.tensor_f32("rope_freqs.weight", &[spec.head_dim / 2], &factors).unwrap();
+            }
         }
         Architecture::Qwen2 => {
             w.meta(&key("rope.freq_base"), Meta::F32(1_000_000.0))
@@ -153,7 +157,7 @@ fn write_model(spec: &Spec, path: &Path, rng: &mut SeededRng) {
 }
 
 /// The reference's logits `[TOKENS][VOCAB]`.
-fn reference(path: &Path, ids: &[u32], dir: &Path) -> Vec<Vec<f32>> {
+pub(crate) fn reference(path: &Path, ids: &[u32], dir: &Path) -> Vec<Vec<f32>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reference_forward.py");
     let out = dir.join("logits.f32");
     let ids = serde_json::to_string(ids).unwrap();
@@ -164,9 +168,18 @@ fn reference(path: &Path, ids: &[u32], dir: &Path) -> Vec<Vec<f32>> {
     values.chunks_exact(VOCAB).map(<[f32]>::to_vec).collect()
 }
 
+/// Whether the `gguf` package (and numpy) can run; when not, fails the test
+/// unless `TWINFLOW_SKIP_GGUF=1`.
+pub(crate) fn gguf_py() -> bool {
+    if Command::new("python3").args(["-c", "import gguf, numpy"]).output().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    twinflow_schemas::testing::tool_missing("gguf", "python3 -m pip install gguf==0.19.0");
+    false
+}
+
 fn check(spec: Spec, seed: u64) {
-    if !Command::new("python3").args(["-c", "import gguf, numpy"]).output().is_ok_and(|o| o.status.success()) {
-        twinflow_schemas::testing::tool_missing("gguf", "python3 -m pip install gguf==0.19.0");
+    if !gguf_py() {
         return;
     }
     let mut rng = SeededRng::new(seed);
@@ -211,6 +224,7 @@ fn llama3_with_rope_factors_and_k_quants_matches_the_reference() {
     use GgmlType::*;
     let spec = Spec {
         arch: Architecture::Llama,
+        rope_factors: true,
         heads: 4,
         kv_heads: 2,
         head_dim: 64,
@@ -225,6 +239,7 @@ fn qwen2_with_biases_and_half_rotation_matches_the_reference() {
     use GgmlType::*;
     let spec = Spec {
         arch: Architecture::Qwen2,
+        rope_factors: false,
         heads: 4,
         kv_heads: 1,
         head_dim: 64,
@@ -239,6 +254,7 @@ fn qwen3_with_qk_norm_and_wide_heads_matches_the_reference() {
     use GgmlType::*;
     let spec = Spec {
         arch: Architecture::Qwen3,
+        rope_factors: false,
         heads: 4,
         kv_heads: 2,
         head_dim: 48,

@@ -15,11 +15,14 @@
 //!   style; held-out likelihood, and the merged decode path against the burn graph.
 //! - `architectures`: small random Llama 3, Qwen2 and Qwen3 GGUFs (K-quant
 //!   weights) on both forward passes against a NumPy reference forward pass.
+//! - `export`: GGUF, safetensors and PEFT exports of a merged adapter read
+//!   back by our loader and the NumPy reference as the model in memory.
 //! - `quants`: every ggml type (K-quants too) against the `gguf` package's
 //!   dequantiser reading the same file, to the bit.
 //! Throughput lives in `benches/` (`twinflow-bench embed`), not here.
 
 mod architectures;
+mod export;
 mod hostile;
 mod llm;
 mod lora;

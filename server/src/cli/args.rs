@@ -262,6 +262,28 @@ pub enum TwinCommand {
     },
     /// Go back to the previous twin (or the base model).
     Rollback(ServerArgs),
+    /// Write a twin version for other runtimes: the base model with its
+    /// adapter merged (GGUF for llama.cpp/Ollama, or safetensors in the
+    /// Hugging Face layout with config and tokenizer), and the bare adapter
+    /// in the PEFT layout (`adapter/`). Reads the registry and the base model
+    /// from the configuration; no server needed.
+    Export {
+        /// The version: `v3` or `3`.
+        #[arg(id = "number", value_name = "VERSION")]
+        version: String,
+        #[arg(long, value_enum, default_value = "gguf")]
+        format: ExportFormat,
+        /// Directory written (default: `./twin-v<N>-<format>`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `twinflow twin export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Gguf,
+    Safetensors,
 }
 
 /// `twinflow demo …`

@@ -228,6 +228,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     serde_json::to_string_pretty(&server.client()?.promote_twin(version)?)?
                 }
                 TwinCommand::Rollback(args) => serde_json::to_string_pretty(&args.client()?.roll_back_twin()?)?,
+                TwinCommand::Export { version, format, out } => {
+                    let config = settings::load(file, &settings::Overrides::default())?;
+                    serde_json::to_string_pretty(&verbs::export_twin(&config, &version, format, out)?)?
+                }
             };
             println!("{answer}");
             Ok(())

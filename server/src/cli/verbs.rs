@@ -152,3 +152,52 @@ fn sql_offline(dir: &Path, sql: &str, format: OutputFormat, out: &mut impl Write
     }
     Ok(())
 }
+
+/// `twinflow twin export`: the merged model in `format` and the bare adapter
+/// (PEFT) under `out`; returns what was written.
+pub(super) fn export_twin(
+    config: &twinflow_schemas::config::Config,
+    version: &str,
+    format: super::ExportFormat,
+    out: Option<std::path::PathBuf>,
+) -> anyhow::Result<serde_json::Value> {
+    use twinflow_models::llama::export::{export_gguf, export_peft, export_safetensors};
+    let version: u64 = version
+        .trim_start_matches('v')
+        .parse()
+        .with_context(|| format!("{version:?} is not a version (`v3` or `3`)"))?;
+    let registry = twinflow_models::Registry::<twinflow_models::TwinCard>::open(
+        &twinflow_pipelines::training::twin::registry_dir(config),
+    )?;
+    let card = registry.card(version).with_context(|| format!("twin version {version}"))?;
+    let lora = registry.lora(version).with_context(|| format!("twin version {version}'s adapter"))?;
+    let (gguf_path, _) = twinflow_pipelines::inference::LazyGenerator::new(config.generator.clone()).local_gguf()?;
+    let sha = twinflow_models::fetch::sha256_file(&gguf_path)?;
+    anyhow::ensure!(
+        sha == card.base_sha256,
+        "twin v{version} was trained on {} (sha256 {}), but the configured model {} differs",
+        card.base_model,
+        card.base_sha256,
+        gguf_path.display()
+    );
+    let base = twinflow_models::gguf::Gguf::open(&gguf_path)?;
+    let name = format!("{}+twin-v{version}", card.base_model);
+    let suffix = match format {
+        super::ExportFormat::Gguf => "gguf",
+        super::ExportFormat::Safetensors => "safetensors",
+    };
+    let out = out.unwrap_or_else(|| std::path::PathBuf::from(format!("twin-v{version}-{suffix}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let model = match format {
+        super::ExportFormat::Gguf => export_gguf(&base, Some(&lora), &name, &out.join(format!("{name}.gguf")))?,
+        super::ExportFormat::Safetensors => export_safetensors(&base, Some(&lora), &out)?,
+    };
+    let adapter = export_peft(&base, &lora, &card.base_model, &out.join("adapter"))?;
+    Ok(serde_json::json!({
+        "version": version,
+        "model": name,
+        "format": suffix,
+        "merged_projections": model.merged,
+        "files": model.files.iter().chain(&adapter.files).map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    }))
+}

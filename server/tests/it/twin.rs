@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::Value;
-use twinflow_models::GenerateParams;
+use twinflow_models::{GenerateParams, Generator};
 use twinflow_schemas::api::ErrorCode;
 use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
 use twinflow_schemas::rng::SeededRng;
@@ -28,6 +28,18 @@ fn get(uri: &str) -> Request<Body> {
 
 fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
+}
+
+/// `twinflow twin export <version> --format <format> --out <out>` on the data directory `data`.
+fn export(data: &std::path::Path, version: &str, format: &str, out: &std::path::Path) -> Value {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_twinflow"))
+        .args(["twin", "export", version.trim_start_matches("twin-"), "--format", format, "--out"])
+        .arg(out)
+        .env("TWINFLOW__STORAGE__DATA_DIR", data)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "export failed: {}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice(&run.stdout).unwrap()
 }
 
 /// Greedy first tokens of the answering model to `question`, and its name.
@@ -176,6 +188,49 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
         tuned.preference_accuracy.mean > base.preference_accuracy.mean,
         "the author's text over the other answer: {report:?}"
     );
+
+    // Exported for other runtimes: the merged GGUF answers in the author's voice through our
+    // loader; the safetensors export runs in the NumPy reference as the twin does here.
+    let exports = tempfile::tempdir().unwrap();
+    let exported = export(dir.path(), active, "gguf", &exports.path().join("gguf"));
+    let gguf = exported["files"][0].as_str().unwrap().to_owned();
+    assert!(gguf.ends_with(&format!("+{active}.gguf")), "{exported}");
+    assert!(exported["files"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().ends_with("adapter/adapter_config.json")));
+    let hf = exports.path().join("hf");
+    export(dir.path(), active, "safetensors", &hf);
+    let merged = app.clone();
+    let (exported_text, ours, reference) = tokio::task::spawn_blocking(move || {
+        let device = twinflow_models::cpu_device();
+        let llm = twinflow_models::LocalLlm::load(std::path::Path::new(&gguf), 2048, &device).unwrap();
+        let params = GenerateParams { max_tokens: 5, temperature: 0.0, ..GenerateParams::default() };
+        let messages = [twinflow_models::ChatMessage::new("user", "Tell me about the harbour.")];
+        let text = llm.generate(&messages, &params, &mut |_| ControlFlow::Continue(())).unwrap().text;
+        // The served twin's logits after a short prompt, and the reference's on the export.
+        let ids = [1u32, 504, 3458, 282, 260, 7133];
+        let (base, _) = merged.generator.local_gguf().unwrap();
+        let mut twin = twinflow_models::LocalLlm::load(&base, 2048, &device).unwrap();
+        let version: u64 = active.trim_start_matches("twin-v").parse().unwrap();
+        twin.merge_lora(&merged.twin.registry.lora(version).unwrap(), "twin").unwrap();
+        let ours = twin.model().step(&ids, &mut twinflow_models::llama::KvCache::default()).unwrap();
+        let out = hf.join("logits.f32");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/data/reference_forward.py");
+        let run = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&hf)
+            .arg(serde_json::to_string(&ids).unwrap())
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let values: Vec<f32> =
+            std::fs::read(&out).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        (text, ours.clone(), values[values.len() - ours.len()..].to_vec())
+    })
+    .await
+    .unwrap();
+    assert!(exported_text.starts_with("Hark"), "the exported twin: {exported_text:?}");
+    let diff = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(diff < 2e-2, "the safetensors export's logits differ from the twin's by {diff}");
 
     // The twin answers now, in the author's voice.
     let (name, text) = answer(&app, "Tell me about the harbour.").await;

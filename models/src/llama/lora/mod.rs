@@ -40,4 +40,5 @@ pub use examples::SftExample;
 pub use sft::Sft;
 pub use technique::{BatchLoss, Rewards, Technique};
 pub use training::{LoraReport, LoraTrainer, LoraTraining, Nll};
+pub(in crate::llama) use weights::GgufTarget;
 pub use weights::{LoraTarget, LoraWeights};

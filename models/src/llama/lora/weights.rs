@@ -15,7 +15,7 @@ use crate::{Error, Result};
 pub use twinflow_schemas::models::LoraTarget;
 
 /// Where a [`LoraTarget`] is in a GGUF model and the burn graph.
-trait GgufTarget: Sized {
+pub(in crate::llama) trait GgufTarget: Sized {
     /// The GGUF tensor it adapts (`attn_q` …).
     fn gguf_name(self) -> &'static str;
     fn from_gguf_name(name: &str) -> Option<Self>;
@@ -53,7 +53,7 @@ impl GgufTarget for LoraTarget {
 pub struct LoraWeights {
     pub rank: usize,
     pub alpha: f64,
-    pub(super) factors: BTreeMap<(usize, LoraTarget), (Vec<f32>, Vec<f32>)>,
+    pub(in crate::llama) factors: BTreeMap<(usize, LoraTarget), (Vec<f32>, Vec<f32>)>,
 }
 
 impl LoraWeights {
@@ -74,6 +74,18 @@ impl LoraWeights {
     /// Trainable numbers (A and B of every projection).
     pub fn parameters(&self) -> usize {
         self.factors.values().map(|(a, b)| a.len() + b.len()).sum()
+    }
+
+    /// An adapter from its factors: for each (layer, projection), `A`
+    /// `[in, r]` and `B` `[r, out]` row-major, `ΔW = (α/r)·A·B` in the
+    /// `[in, out]` orientation (checked against a model when merged or exported).
+    pub fn from_factors(rank: usize, alpha: f64, factors: BTreeMap<(usize, LoraTarget), (Vec<f32>, Vec<f32>)>) -> Result<Self> {
+        for ((layer, target), (a, b)) in &factors {
+            if rank == 0 || a.len() % rank != 0 || b.len() % rank != 0 || a.is_empty() || b.is_empty() {
+                return Err(Error::Inference(format!("layer {layer} {target:?}: factors of {} and {} values are not of rank {rank}", a.len(), b.len())));
+            }
+        }
+        Ok(Self { rank, alpha, factors })
     }
 
     /// `self` followed by `other` as one adapter whose update is the sum of
@@ -112,7 +124,7 @@ impl LoraWeights {
     }
 
     /// `ΔW` of one projection in GGUF's `[out, in]` row order.
-    fn delta_rows(&self, a: &[f32], b: &[f32], d_in: usize, d_out: usize) -> Vec<f32> {
+    pub(in crate::llama) fn delta_rows(&self, a: &[f32], b: &[f32], d_in: usize, d_out: usize) -> Vec<f32> {
         let (r, scale) = (self.rank, self.scale());
         let mut delta = vec![0f32; d_out * d_in];
         for i in 0..d_in {
