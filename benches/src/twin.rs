@@ -1,9 +1,11 @@
-//! `twinflow-bench twin`: one LoRA fine-tuning run of the twin at a
-//! realistic size. State of the Union speeches of a span of years (one
-//! "author" voice) are ingested; their instruct dataset is snapshotted; the
-//! twin job fine-tunes SmolLM2 on up to `--examples` samples and scores
-//! held-out answers; then the base model and the merged twin decode the same
-//! prompt side by side (the merge must cost nothing per token).
+//! `twinflow-bench twin`: one fine-tuning run of the twin at a realistic
+//! size. State of the Union speeches of a span of years (one "author" voice)
+//! are ingested; SmolLM2 writes questions (and its own answer) for
+//! `--questions` extracts spread over every document, so both splits get
+//! LLM-written questions and preference pairs; the twin job runs the stages
+//! of `--method` (SFT on up to `--examples` samples, then DPO on the pairs),
+//! each judged on held-out data; then the base model and the merged twin
+//! decode the same prompt side by side (the merge must cost nothing per token).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,12 @@ pub struct TwinBench {
     pub test: usize,
     pub max_tokens: usize,
     pub epochs: usize,
+    /// `sft`, `dpo` or `sft+dpo`.
+    pub method: String,
+    /// Extracts the base model writes questions for before the run.
+    pub questions: usize,
+    /// Held-out answers (and pairs) a stage needs to be judged.
+    pub min_questions: usize,
 }
 
 /// Runs the bench and returns the report.
@@ -48,6 +56,9 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
     config.twin.max_test = bench.test;
     config.twin.max_tokens = bench.max_tokens;
     config.twin.epochs = bench.epochs;
+    config.twin.method = serde_json::from_value(json!(bench.method)).context("--method: sft, dpo or sft+dpo")?;
+    config.training.questions_per_run = 0;
+    config.training.min_questions = bench.min_questions;
     let twin_config = serde_json::to_value(&config.twin)?;
     let app = App::start(config)?;
     let speeches_in = speeches.len();
@@ -56,9 +67,36 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let started = Instant::now();
+    let generator = app.generator.get().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let questions = app.training.datasets.generate_for(&app.store, generator.as_ref(), bench.questions, None)?;
+    let questions_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let outcome = app.twin.run(json!("bench"))?;
     let run_s = started.elapsed().as_secs_f64();
     let card = app.twin.registry.card(outcome.version)?;
+    let stages: Vec<Value> = app
+        .twin
+        .registry
+        .list()?
+        .into_iter()
+        .map(|card| {
+            json!({
+                "version": card.version,
+                "kind": card.kind,
+                "parent": card.parent,
+                "train_s": card.report.seconds,
+                "steps": card.report.steps,
+                "examples": card.report.examples,
+                "epoch_losses": card.report.epoch_losses,
+                "epoch_rewards": card.report.epoch_rewards,
+                "held_out_losses": card.report.held_out_losses,
+                "held_out_rewards": card.report.held_out_rewards,
+                "evaluation": card.evaluation,
+                "promotable": card.promotable,
+                "decision": card.decision,
+            })
+        })
+        .collect();
 
     // Decode speed: base and merged twin, same prompt, greedy, side by side.
     let path = fetch_smollm2(&default_cache_dir())?;
@@ -90,7 +128,11 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
         "speeches": speeches_in,
         "years": format!("{}–{}", bench.from, bench.to),
         "config": twin_config,
+        "questions": questions,
+        "questions_s": questions_s,
         "run_s": run_s,
+        "stages": stages,
+        "active": app.twin.active_name(),
         "train_s": card.report.seconds,
         "steps": card.report.steps,
         "examples": card.report.examples,

@@ -277,6 +277,13 @@ pub struct LoraReport {
     /// Preference techniques: each epoch's training reward accuracy and mean reward margin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub epoch_rewards: Vec<[f32; 2]>,
+    /// The held-out examples' mean loss after each epoch, on the model being
+    /// trained: the learning curve on data it never trains on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out_losses: Vec<f32>,
+    /// Preference techniques: the held-out reward accuracy and mean margin after each epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out_rewards: Vec<[f32; 2]>,
     pub trainable_parameters: usize,
     pub seconds: f64,
 }

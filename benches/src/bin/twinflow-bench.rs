@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
+    let text_flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     match args.get(1).map(String::as_str) {
         Some("engine") => engine(flag("--docs", 10_000)),
         Some("freshness") => {
@@ -158,6 +159,9 @@ fn main() -> anyhow::Result<()> {
                 test: flag("--test", 32),
                 max_tokens: flag("--max-tokens", 192),
                 epochs: flag("--epochs", 1),
+                method: text_flag("--method").unwrap_or_else(|| "sft+dpo".into()),
+                questions: flag("--questions", 120),
+                min_questions: flag("--min-questions", 20),
             };
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::twin::run(&bench)?)?);
             Ok(())
@@ -171,7 +175,7 @@ fn main() -> anyhow::Result<()> {
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] \
                  | drift [--years N] [--hashing] \
                  | sources [--docs N] [--files N] [--pages N] \
-                 | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N]"
+                 | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N] [--method sft|dpo|sft+dpo] [--questions N] [--min-questions N]"
             );
             std::process::exit(2)
         }

@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 
 use twinflow_models::{
     DatasetRef, Dpo, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, PreferenceExample, Registry, Rewards,
-    SftExample, Technique, TwinCard, TwinEvaluation, cpu_device,
+    Sft, SftExample, Technique, TwinCard, TwinEvaluation, cpu_device,
 };
 use twinflow_schemas::{InstructRow, Split};
 use twinflow_schemas::config::{Config, TwinConfig, TwinStage};
@@ -346,7 +346,9 @@ impl Twin {
         }
         self.job.phase("train");
         let (candidate, report) =
-            run.trainer.train(train, &training, |step, steps, loss| self.job.progress(step, steps, loss))?;
+            run.trainer.train_with(&Sft, train.clone(), &run.data.test, &training, None, |step, steps, loss| {
+                self.job.progress(step, steps, loss)
+            })?;
 
         self.job.phase("evaluate");
         let parent = self.registry.active()?;
@@ -380,9 +382,14 @@ impl Twin {
             )));
         }
         self.job.phase("train dpo");
-        let (candidate, report) = run.trainer.train_with(&dpo, pairs.clone(), &training, start.as_ref(), |step, steps, loss| {
-            self.job.progress(step, steps, loss)
-        })?;
+        let (candidate, report) = run.trainer.train_with(
+            &dpo,
+            pairs.clone(),
+            &run.data.pairs_test,
+            &training,
+            start.as_ref(),
+            |step, steps, loss| self.job.progress(step, steps, loss),
+        )?;
 
         self.job.phase("evaluate dpo");
         let mut evaluation = self.nll_evaluation(run, start.as_ref(), &candidate)?;

@@ -188,17 +188,20 @@ impl LoraTrainer {
         config: &LoraTraining,
         progress: impl FnMut(usize, usize, f32),
     ) -> Result<(LoraWeights, LoraReport)> {
-        self.train_with(&Sft, examples.to_vec(), config, None, progress)
+        self.train_with(&Sft, examples.to_vec(), &[], config, None, progress)
     }
 
     /// Trains fresh adapters on `examples` with `technique`, on top of
     /// `start` (merged into the frozen weights; `None`: the base model).
-    /// Returns the adapter of the whole fine-tune: `start` and the new
-    /// factors stacked into one, so that it applies to the base model.
+    /// After each epoch the `held_out` examples' loss (and rewards) on the
+    /// model being trained go in the report: the learning curve on data it
+    /// never trains on. Returns the adapter of the whole fine-tune: `start`
+    /// and the new factors stacked into one, so that it applies to the base model.
     pub fn train_with<T: Technique>(
         &self,
         technique: &T,
         examples: Vec<T::Example>,
+        held_out: &[T::Example],
         config: &LoraTraining,
         start: Option<&LoraWeights>,
         mut progress: impl FnMut(usize, usize, f32),
@@ -213,6 +216,9 @@ impl LoraTrainer {
             return Err(Error::Inference(format!("no training example fits {} tokens", self.max_tokens)));
         }
         let examples = technique.prepare(self, start, examples)?;
+        let held_out: Vec<T::Example> =
+            held_out.iter().filter(|e| technique.tokens(e) <= self.max_tokens).cloned().collect();
+        let held_out = if held_out.is_empty() { held_out } else { technique.prepare(self, start, held_out)? };
         let device = self.device.clone().autodiff();
         device.seed(config.seed);
         let file = Gguf::open(&self.gguf)?;
@@ -232,6 +238,7 @@ impl LoraTrainer {
         let mut order: Vec<usize> = (0..examples.len()).collect();
         let mut rng = SeededRng::new(config.seed);
         let (mut epoch_losses, mut epoch_rewards) = (Vec::new(), Vec::new());
+        let (mut held_out_losses, mut held_out_rewards) = (Vec::new(), Vec::new());
         let mut step = 0;
         for _ in 0..config.epochs.max(1) {
             rng.shuffle(&mut order);
@@ -256,6 +263,11 @@ impl LoraTrainer {
                 let pooled = super::Rewards::pooled(&rewards);
                 epoch_rewards.push([pooled.accuracy as f32, pooled.margin as f32]);
             }
+            if !held_out.is_empty() {
+                let (loss, rewards) = self.held_out_loss(technique, &network, &held_out, batch, &device)?;
+                held_out_losses.push(loss);
+                held_out_rewards.extend(rewards.map(|r| [r.accuracy as f32, r.margin as f32]));
+            }
         }
         let trained = extract(&network, config)?;
         let trainable_parameters = trained.parameters();
@@ -269,10 +281,35 @@ impl LoraTrainer {
             steps,
             epoch_losses,
             epoch_rewards,
+            held_out_losses,
+            held_out_rewards,
             trainable_parameters,
             seconds: started.elapsed().as_secs_f64(),
         };
         Ok((weights, report))
+    }
+}
+
+impl LoraTrainer {
+    /// `technique`'s mean loss over `examples` (and their pooled rewards) on
+    /// `network` as it is, in batches of `batch`, without gradients kept.
+    fn held_out_loss<T: Technique>(
+        &self,
+        technique: &T,
+        network: &Llama,
+        examples: &[T::Example],
+        batch: usize,
+        device: &Device,
+    ) -> Result<(f32, Option<super::Rewards>)> {
+        let (mut total, mut weight, mut rewards) = (0f64, 0usize, Vec::new());
+        for chunk in examples.chunks(batch) {
+            let step = technique.loss(self, network, chunk, device)?;
+            total += f64::from(scalar(step.loss)?) * step.weight as f64;
+            weight += step.weight;
+            rewards.extend(step.rewards);
+        }
+        let pooled = (!rewards.is_empty()).then(|| super::Rewards::pooled(&rewards));
+        Ok(((total / weight.max(1) as f64) as f32, pooled))
     }
 }
 
