@@ -1,8 +1,9 @@
 //! `twinflow-bench twin`: one fine-tuning run of the twin at a realistic
 //! size. State of the Union speeches of a span of years (one "author" voice)
 //! are ingested; SmolLM2 writes questions (and its own answer) for
-//! `--questions` extracts spread over every document, so both splits get
-//! LLM-written questions and preference pairs; the twin job runs the stages
+//! `--held-out-questions` extracts of test documents, then `--questions`
+//! spread over every document, so both splits get LLM-written questions
+//! and preference pairs; the twin job runs the stages
 //! of `--method` (SFT on up to `--examples` samples, then DPO on the pairs),
 //! each judged on held-out data; then the base model and the merged twin
 //! decode the same prompt side by side (the merge must cost nothing per token).
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 use twinflow_connectors::demo::{default_cache_dir, fetch_sotu, sotu_changes};
 use twinflow_models::{ChatMessage, GenerateParams, Generator, LocalLlm, cpu_device, fetch_smollm2};
+use twinflow_schemas::Split;
 use twinflow_schemas::config::Config;
 use twinflow_server::App;
 
@@ -32,7 +34,9 @@ pub struct TwinBench {
     pub epochs: usize,
     /// `sft`, `dpo` or `sft+dpo`.
     pub method: String,
-    /// Extracts the base model writes questions for before the run.
+    /// Extracts of held-out documents the base model writes questions for before the run…
+    pub held_out_questions: usize,
+    /// …then extracts of any document.
     pub questions: usize,
     /// Held-out answers (and pairs) a stage needs to be judged.
     pub min_questions: usize,
@@ -68,6 +72,9 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
     }
     let started = Instant::now();
     let generator = app.generator.get().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Held-out documents first (the evidence every stage is judged on), then spread over all of them.
+    let held_out =
+        app.training.datasets.generate_for(&app.store, generator.as_ref(), bench.held_out_questions, Some(Split::Test))?;
     let questions = app.training.datasets.generate_for(&app.store, generator.as_ref(), bench.questions, None)?;
     let questions_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -128,6 +135,7 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
         "speeches": speeches_in,
         "years": format!("{}–{}", bench.from, bench.to),
         "config": twin_config,
+        "held_out_questions": held_out,
         "questions": questions,
         "questions_s": questions_s,
         "run_s": run_s,

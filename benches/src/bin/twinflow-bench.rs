@@ -160,7 +160,8 @@ fn main() -> anyhow::Result<()> {
                 max_tokens: flag("--max-tokens", 192),
                 epochs: flag("--epochs", 1),
                 method: text_flag("--method").unwrap_or_else(|| "sft+dpo".into()),
-                questions: flag("--questions", 120),
+                held_out_questions: flag("--held-out-questions", 40),
+                questions: flag("--questions", 80),
                 min_questions: flag("--min-questions", 20),
             };
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::twin::run(&bench)?)?);
@@ -175,7 +176,7 @@ fn main() -> anyhow::Result<()> {
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] \
                  | drift [--years N] [--hashing] \
                  | sources [--docs N] [--files N] [--pages N] \
-                 | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N] [--method sft|dpo|sft+dpo] [--questions N] [--min-questions N]"
+                 | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N] [--method sft|dpo|sft+dpo] [--held-out-questions N] [--questions N] [--min-questions N]"
             );
             std::process::exit(2)
         }
