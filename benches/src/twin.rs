@@ -73,8 +73,12 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
     let started = Instant::now();
     let generator = app.generator.get().map_err(|e| anyhow::anyhow!("{e}"))?;
     // Held-out documents first (the evidence every stage is judged on), then spread over all of them.
-    let held_out =
-        app.training.datasets.generate_for(&app.store, generator.as_ref(), bench.held_out_questions, Some(Split::Test))?;
+    let held_out = app.training.datasets.generate_for(
+        &app.store,
+        generator.as_ref(),
+        bench.held_out_questions,
+        Some(Split::Test),
+    )?;
     let questions = app.training.datasets.generate_for(&app.store, generator.as_ref(), bench.questions, None)?;
     let questions_s = started.elapsed().as_secs_f64();
     let started = Instant::now();

@@ -58,7 +58,8 @@ pub use error::{Error, Result};
 pub use fetch::{MINILM, SMOLLM2, default_cache_dir, fetch_minilm, fetch_smollm2};
 pub use llama::generate::{FinishReason, GenerateParams, Generation, Generator, LocalLlm};
 pub use llama::lora::{
-    Dpo, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, PreferenceExample, Rewards, Sft, SftExample, Technique,
+    Dpo, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, PreferenceExample, Rewards, Sft, SftExample,
+    Technique,
 };
 pub use llama::tokenizer::{ChatMessage, ChatTokenizer};
 pub use registry::{

@@ -222,7 +222,9 @@ fn deltas(config: &LlamaConfig, lora: Option<&LoraWeights>) -> Result<BTreeMap<S
     for ((layer, target), (a, b)) in &lora.factors {
         let (d_in, d_out) = target.dims(config);
         if *layer >= config.num_layers || a.len() != d_in * lora.rank || b.len() != lora.rank * d_out {
-            return Err(Error::Inference(format!("the LoRA factors of layer {layer} {target:?} do not fit this model")));
+            return Err(Error::Inference(format!(
+                "the LoRA factors of layer {layer} {target:?} do not fit this model"
+            )));
         }
         out.insert(format!("blk.{layer}.{}.weight", target.gguf_name()), lora.delta_rows(a, b, d_in, d_out));
     }
@@ -254,7 +256,8 @@ fn unpermute_head(values: &[f32], d: usize, cols: usize) -> Vec<f32> {
     for (from, to) in values.chunks_exact(d * cols).zip(out.chunks_exact_mut(d * cols)) {
         for i in 0..d / 2 {
             to[i * cols..(i + 1) * cols].copy_from_slice(&from[2 * i * cols..(2 * i + 1) * cols]);
-            to[(i + d / 2) * cols..(i + d / 2 + 1) * cols].copy_from_slice(&from[(2 * i + 1) * cols..(2 * i + 2) * cols]);
+            to[(i + d / 2) * cols..(i + d / 2 + 1) * cols]
+                .copy_from_slice(&from[(2 * i + 1) * cols..(2 * i + 2) * cols]);
         }
     }
     out
@@ -283,7 +286,8 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) ->
         .iter()
         .zip(&bytes)
         .map(|((name, shape, _), data)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v))
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|v| (name.clone(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(bad)?;

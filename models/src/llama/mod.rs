@@ -254,7 +254,8 @@ impl<'a> Weights<'a> {
         for (from, to) in values.chunks_exact(d * cols).zip(out.chunks_exact_mut(d * cols)) {
             for i in 0..d / 2 {
                 to[2 * i * cols..(2 * i + 1) * cols].copy_from_slice(&from[i * cols..(i + 1) * cols]);
-                to[(2 * i + 1) * cols..(2 * i + 2) * cols].copy_from_slice(&from[(i + d / 2) * cols..(i + d / 2 + 1) * cols]);
+                to[(2 * i + 1) * cols..(2 * i + 2) * cols]
+                    .copy_from_slice(&from[(i + d / 2) * cols..(i + d / 2 + 1) * cols]);
             }
         }
         out
@@ -334,7 +335,8 @@ impl Attention {
         let [b, s, _] = x.dims();
         let d = self.head_dim;
         let split = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]);
-        let (mut q, mut k) = (split(self.q.forward(x.clone()), self.heads), split(self.k.forward(x.clone()), self.kv_heads));
+        let (mut q, mut k) =
+            (split(self.q.forward(x.clone()), self.heads), split(self.k.forward(x.clone()), self.kv_heads));
         if let (Some(q_norm), Some(k_norm)) = (&self.q_norm, &self.k_norm) {
             (q, k) = (q_norm.forward(q), k_norm.forward(k));
         }

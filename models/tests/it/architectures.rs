@@ -109,8 +109,8 @@ pub(crate) fn write_model(spec: &Spec, path: &Path, rng: &mut SeededRng) {
             w.meta(&key("rope.freq_base"), Meta::F32(500_000.0));
             // Llama 3.1's long-context factors: low frequencies slowed.
             if spec.rope_factors {
-            let factors: Vec<f32> = (0..spec.head_dim / 2).map(|i| 1.0 + (i as f32 / 4.0).floor()).collect();
-            w.tensor_f32("rope_freqs.weight", &[spec.head_dim / 2], &factors).unwrap();
+                let factors: Vec<f32> = (0..spec.head_dim / 2).map(|i| 1.0 + (i as f32 / 4.0).floor()).collect();
+                w.tensor_f32("rope_freqs.weight", &[spec.head_dim / 2], &factors).unwrap();
             }
         }
         Architecture::Qwen2 => {

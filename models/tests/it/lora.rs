@@ -151,17 +151,31 @@ fn dpo_learns_a_preference_that_holds_on_held_out_pairs() {
         after.accuracy,
         after.margin
     );
-    assert!((losses[0] - std::f32::consts::LN_2).abs() < 0.02, "the first loss is log 2 (policy = reference): {}", losses[0]);
+    assert!(
+        (losses[0] - std::f32::consts::LN_2).abs() < 0.02,
+        "the first loss is log 2 (policy = reference): {}",
+        losses[0]
+    );
     assert_eq!((report.steps, report.epoch_rewards.len(), report.held_out_rewards.len()), (8, 2, 2));
     // The curve on the held-out pairs, measured during training, ends where the evaluation does.
     let last = report.held_out_rewards[1];
-    assert!((f64::from(last[0]) - after.accuracy).abs() < 1e-6 && (f64::from(last[1]) - after.margin).abs() < 0.05, "{last:?} vs {after:?}");
+    assert!(
+        (f64::from(last[0]) - after.accuracy).abs() < 1e-6 && (f64::from(last[1]) - after.margin).abs() < 0.05,
+        "{last:?} vs {after:?}"
+    );
     assert!(after.accuracy >= 5.0 / 6.0 && after.margin > 0.0, "held-out rewards {after:?}");
 
     // A second stage starts from the first (its reference) and returns both stacked.
     let second = Dpo { beta: 0.1 };
     let (stacked, _) = trainer
-        .train_with(&second, train[..4].to_vec(), &[], &LoraTraining { epochs: 1, ..config.clone() }, Some(&lora), |_, _, _| {})
+        .train_with(
+            &second,
+            train[..4].to_vec(),
+            &[],
+            &LoraTraining { epochs: 1, ..config.clone() },
+            Some(&lora),
+            |_, _, _| {},
+        )
         .expect("second stage trains");
     assert_eq!(stacked.rank, 2 * config.rank);
     let kept = dpo.rewards(&trainer, &held_out, Some(&stacked)).expect("stacked rewards");

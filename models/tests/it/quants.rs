@@ -57,7 +57,9 @@ fn random_blocks(ty: GgmlType, blocks: usize, rng: &mut SeededRng) -> Vec<u8> {
                 block[0..4].copy_from_slice(&value.to_le_bytes());
             }
             // The upper half of a finite f32.
-            GgmlType::BF16 => block.copy_from_slice(&(((rng.unit() as f32 - 0.5) * 8.0).to_bits() >> 16).to_le_bytes()[..2]),
+            GgmlType::BF16 => {
+                block.copy_from_slice(&(((rng.unit() as f32 - 0.5) * 8.0).to_bits() >> 16).to_le_bytes()[..2])
+            }
             _ => {}
         }
     }

@@ -30,11 +30,11 @@ use twinflow_models::{
     DatasetRef, Dpo, LoraTarget, LoraTrainer, LoraTraining, LoraWeights, Nll, PreferenceExample, Registry, Rewards,
     Sft, SftExample, Technique, TwinCard, TwinEvaluation, cpu_device,
 };
-use twinflow_schemas::{InstructRow, Split};
 use twinflow_schemas::config::{Config, TwinConfig, TwinStage};
-use twinflow_schemas::models::PreferenceEvaluation;
 use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
+use twinflow_schemas::models::PreferenceEvaluation;
 use twinflow_schemas::stats::clustered_gain;
+use twinflow_schemas::{InstructRow, Split};
 use twinflow_sinks::Store;
 use twinflow_sinks::datasets::PreferenceRow;
 
@@ -356,7 +356,8 @@ impl Twin {
         let evaluation = self.nll_evaluation(run, parent_lora.as_ref(), &candidate)?;
         let promotable = evaluation.gain.is_some_and(|g| g.above_zero());
         let decision = nll_decision(&evaluation, run.data.test.len(), self.min_questions, promotable);
-        let outcome = self.register(run, "llm-lora", parent, training, report, evaluation, &candidate, promotable, decision)?;
+        let outcome =
+            self.register(run, "llm-lora", parent, training, report, evaluation, &candidate, promotable, decision)?;
         Ok((outcome, candidate))
     }
 
@@ -446,7 +447,9 @@ impl Twin {
         let gains: Vec<f64> = margins.iter().map(|m| m / dpo.beta).collect();
         let groups: Vec<&str> = run.data.pair_documents.iter().map(String::as_str).collect();
         let gain = (pairs.len() >= self.min_questions.max(1))
-            .then(|| clustered_gain(&gains, &vec![0.0; gains.len()], &vec![1.0; gains.len()], &groups, self.config.seed))
+            .then(|| {
+                clustered_gain(&gains, &vec![0.0; gains.len()], &vec![1.0; gains.len()], &groups, self.config.seed)
+            })
             .flatten();
         Ok(PreferenceEvaluation {
             pairs: pairs.len(),
@@ -537,10 +540,31 @@ impl Twin {
         if let Some(preference) = &evaluation.preference {
             let pairs = preference.pairs as u64;
             let candidate = name(Some(card.version));
-            rows.push(EvaluationRow::point(&eval_run, &name(parent), "pairs", "preference accuracy", preference.parent_accuracy, pairs));
-            rows.push(EvaluationRow::point(&eval_run, &candidate, "pairs", "preference accuracy", preference.candidate_accuracy, pairs));
+            rows.push(EvaluationRow::point(
+                &eval_run,
+                &name(parent),
+                "pairs",
+                "preference accuracy",
+                preference.parent_accuracy,
+                pairs,
+            ));
+            rows.push(EvaluationRow::point(
+                &eval_run,
+                &candidate,
+                "pairs",
+                "preference accuracy",
+                preference.candidate_accuracy,
+                pairs,
+            ));
             let reference = format!("reference {}", name(parent));
-            rows.push(EvaluationRow::point(&eval_run, &candidate, &reference, "reward accuracy", preference.reward_accuracy, pairs));
+            rows.push(EvaluationRow::point(
+                &eval_run,
+                &candidate,
+                &reference,
+                "reward accuracy",
+                preference.reward_accuracy,
+                pairs,
+            ));
             if let Some(margin) = preference.gain {
                 rows.push(EvaluationRow::estimate(&eval_run, &candidate, &reference, "preference gain", margin, pairs));
             }

@@ -157,7 +157,10 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
     // The DPO stage on top of it: its own version, its parent the SFT stage,
     // judged on held-out pairs against it (its reference).
     let dpo = &twin["versions"][1];
-    assert_eq!((&dpo["kind"], &dpo["parent"], &dpo["training"]["technique"]), (&"llm-lora-dpo".into(), &1.into(), &"dpo".into()));
+    assert_eq!(
+        (&dpo["kind"], &dpo["parent"], &dpo["training"]["technique"]),
+        (&"llm-lora-dpo".into(), &1.into(), &"dpo".into())
+    );
     assert_eq!(dpo["report"]["steps"], 8, "16 pairs, batches of 4, 2 epochs: {dpo}");
     let preference = &dpo["evaluation"]["preference"];
     assert_eq!(preference["pairs"], 4, "{dpo}");
@@ -195,7 +198,13 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
     let exported = export(dir.path(), active, "gguf", &exports.path().join("gguf"));
     let gguf = exported["files"][0].as_str().unwrap().to_owned();
     assert!(gguf.ends_with(&format!("+{active}.gguf")), "{exported}");
-    assert!(exported["files"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().ends_with("adapter/adapter_config.json")));
+    assert!(
+        exported["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().ends_with("adapter/adapter_config.json"))
+    );
     let hf = exports.path().join("hf");
     export(dir.path(), active, "safetensors", &hf);
     let merged = app.clone();
@@ -222,8 +231,11 @@ async fn twin_fine_tunes_switches_rolls_back_and_survives_a_restart() {
             .output()
             .unwrap();
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        let values: Vec<f32> =
-            std::fs::read(&out).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values: Vec<f32> = std::fs::read(&out)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         (text, ours.clone(), values[values.len() - ours.len()..].to_vec())
     })
     .await

@@ -81,7 +81,12 @@ impl Dpo {
     }
 
     /// [`Rewards`] of `pairs` under `lora` (see [`Self::margins`]).
-    pub fn rewards(&self, trainer: &LoraTrainer, pairs: &[PreferenceExample], lora: Option<&LoraWeights>) -> Result<Rewards> {
+    pub fn rewards(
+        &self,
+        trainer: &LoraTrainer,
+        pairs: &[PreferenceExample],
+        lora: Option<&LoraWeights>,
+    ) -> Result<Rewards> {
         Ok(Rewards::of_margins(&self.margins(trainer, pairs, lora)?))
     }
 }
@@ -141,11 +146,10 @@ impl Technique for Dpo {
         for (j, row) in rows.iter().enumerate() {
             onehot[row * n + j] = 1.0;
         }
-        let sums = Tensor::<2>::from_data(TensorData::new(onehot, [2 * b, n]), device).matmul(log_probs).reshape([2 * b]);
-        let references = batch
-            .iter()
-            .map(|pair| reference(pair).map(|[c, r]| (c - r) as f32))
-            .collect::<Result<Vec<f32>>>()?;
+        let sums =
+            Tensor::<2>::from_data(TensorData::new(onehot, [2 * b, n]), device).matmul(log_probs).reshape([2 * b]);
+        let references =
+            batch.iter().map(|pair| reference(pair).map(|[c, r]| (c - r) as f32)).collect::<Result<Vec<f32>>>()?;
         let references = Tensor::<1>::from_data(TensorData::new(references, [b]), device);
         let margins = (sums.clone().narrow(0, 0, b) - sums.narrow(0, b, b) - references).mul_scalar(self.beta as f32);
         let values = margins

@@ -50,7 +50,8 @@ impl Rewards {
     /// `parts` together, each weighted by its pairs.
     pub fn pooled(parts: &[Rewards]) -> Self {
         let pairs: usize = parts.iter().map(|r| r.pairs).sum();
-        let weigh = |f: fn(&Rewards) -> f64| parts.iter().map(|r| f(r) * r.pairs as f64).sum::<f64>() / pairs.max(1) as f64;
+        let weigh =
+            |f: fn(&Rewards) -> f64| parts.iter().map(|r| f(r) * r.pairs as f64).sum::<f64>() / pairs.max(1) as f64;
         Self { accuracy: weigh(|r| r.accuracy), margin: weigh(|r| r.margin), pairs }
     }
 }
@@ -82,6 +83,11 @@ pub trait Technique {
     }
 
     /// The loss of `batch` on `network` (the adapted graph, on `device`).
-    fn loss(&self, trainer: &LoraTrainer, network: &Llama, batch: &[Self::Example], device: &Device)
-    -> Result<BatchLoss>;
+    fn loss(
+        &self,
+        trainer: &LoraTrainer,
+        network: &Llama,
+        batch: &[Self::Example],
+        device: &Device,
+    ) -> Result<BatchLoss>;
 }

@@ -79,10 +79,18 @@ impl LoraWeights {
     /// An adapter from its factors: for each (layer, projection), `A`
     /// `[in, r]` and `B` `[r, out]` row-major, `ΔW = (α/r)·A·B` in the
     /// `[in, out]` orientation (checked against a model when merged or exported).
-    pub fn from_factors(rank: usize, alpha: f64, factors: BTreeMap<(usize, LoraTarget), (Vec<f32>, Vec<f32>)>) -> Result<Self> {
+    pub fn from_factors(
+        rank: usize,
+        alpha: f64,
+        factors: BTreeMap<(usize, LoraTarget), (Vec<f32>, Vec<f32>)>,
+    ) -> Result<Self> {
         for ((layer, target), (a, b)) in &factors {
             if rank == 0 || a.len() % rank != 0 || b.len() % rank != 0 || a.is_empty() || b.is_empty() {
-                return Err(Error::Inference(format!("layer {layer} {target:?}: factors of {} and {} values are not of rank {rank}", a.len(), b.len())));
+                return Err(Error::Inference(format!(
+                    "layer {layer} {target:?}: factors of {} and {} values are not of rank {rank}",
+                    a.len(),
+                    b.len()
+                )));
             }
         }
         Ok(Self { rank, alpha, factors })
@@ -281,9 +289,7 @@ mod tests {
         let second = LoraWeights { rank: 1, alpha: 3.0, factors: second };
         let both = first.stacked(&second).unwrap();
         assert_eq!((both.rank, both.scale()), (3, 1.0));
-        let delta = |w: &LoraWeights, key| {
-            w.factors.get(&key).map_or(vec![0.0; 6], |(a, b)| w.delta_rows(a, b, 2, 3))
-        };
+        let delta = |w: &LoraWeights, key| w.factors.get(&key).map_or(vec![0.0; 6], |(a, b)| w.delta_rows(a, b, 2, 3));
         for key in [(0, LoraTarget::Q), (1, LoraTarget::V)] {
             let sum: Vec<f32> = delta(&first, key).iter().zip(delta(&second, key)).map(|(x, y)| x + y).collect();
             assert_eq!(delta(&both, key), sum, "{key:?}");
