@@ -24,6 +24,7 @@ pub mod ann;
 pub mod corpus;
 pub mod drift;
 pub mod embed;
+pub mod quantized;
 pub mod serve;
 pub mod shards;
 pub mod sources;

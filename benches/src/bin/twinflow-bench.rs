@@ -134,6 +134,15 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Some("quantized") => {
+            let bench = twinflow_benches::quantized::QuantizedBench {
+                prompt: flag("--prompt", 128),
+                tokens: flag("--tokens", 64),
+                runs: flag("--runs", 3),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::quantized::run(&bench)?)?);
+            Ok(())
+        }
         Some("drift") => {
             let bench = twinflow_benches::drift::DriftBench {
                 years: flag("--years", 10) as u32,
@@ -174,6 +183,7 @@ fn main() -> anyhow::Result<()> {
                  | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--quantization bf16|f16|f32] [--no-peer] \
                  | shards [--n N] [--queries N] [--epoch N] [--shards a,b,..] \
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] \
+                 | quantized [--prompt N] [--tokens N] [--runs N] \
                  | drift [--years N] [--hashing] \
                  | sources [--docs N] [--files N] [--pages N] \
                  | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N] [--method sft|dpo|sft+dpo] [--held-out-questions N] [--questions N] [--min-questions N]"

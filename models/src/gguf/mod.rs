@@ -21,7 +21,7 @@ use crate::{Error, Result};
 mod quants;
 mod writer;
 
-pub use quants::{GgmlType, dequantize};
+pub use quants::{GgmlType, dequantize, dequantize_into};
 pub use writer::{GgufWriter, Meta};
 
 /// One metadata value.

@@ -131,6 +131,13 @@ impl GgmlType {
 pub fn dequantize(ty: GgmlType, data: &[u8]) -> Vec<f32> {
     let (block, block_bytes) = ty.block();
     let mut out = Vec::with_capacity(data.len() / block_bytes * block);
+    dequantize_into(ty, data, &mut out);
+    out
+}
+
+/// [`dequantize`], appending to `out` (a buffer reused across calls).
+pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut Vec<f32>) {
+    let (_, block_bytes) = ty.block();
     for b in data.chunks_exact(block_bytes) {
         match ty {
             GgmlType::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -164,18 +171,17 @@ pub fn dequantize(ty: GgmlType, data: &[u8]) -> Vec<f32> {
                 let q = five_bits(u32::from_le_bytes([b[4], b[5], b[6], b[7]]), &b[8..24]);
                 out.extend(q.iter().map(|&q| d * f32::from(q) + m));
             }
-            GgmlType::Q2_K => q2_k(b, &mut out),
-            GgmlType::Q3_K => q3_k(b, &mut out),
-            GgmlType::Q4_K => q4_k(b, &mut out),
-            GgmlType::Q5_K => q5_k(b, &mut out),
-            GgmlType::Q6_K => q6_k(b, &mut out),
+            GgmlType::Q2_K => q2_k(b, out),
+            GgmlType::Q3_K => q3_k(b, out),
+            GgmlType::Q4_K => q4_k(b, out),
+            GgmlType::Q5_K => q5_k(b, out),
+            GgmlType::Q6_K => q6_k(b, out),
             GgmlType::Q8_K => {
                 let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 out.extend(b[4..4 + QK_K].iter().map(|&q| d * f32::from(q as i8)));
             }
         }
     }
-    out
 }
 
 /// The 32 five-bit values of a Q5 block: nibble `j` (low) and `j + 16`

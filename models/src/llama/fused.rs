@@ -13,6 +13,7 @@
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
+use super::matrix::Matrix;
 use super::{LlamaConfig, Weights};
 use crate::Result;
 use crate::gguf::Gguf;
@@ -21,18 +22,18 @@ use crate::matmul::matmul;
 struct Block {
     attn_norm: Vec<f32>,
     /// `[q + 2·kv, h]`: Q, K, V stacked.
-    qkv: Array2<f32>,
+    qkv: Matrix,
     /// `[q + 2·kv]`: their biases, where the architecture has them (Qwen2).
     qkv_bias: Option<Vec<f32>>,
     /// `[head_dim]` gains of the Q and K heads' RMSNorm (Qwen3).
     qk_norm: Option<[Vec<f32>; 2]>,
     /// `[h, q]`.
-    out: Array2<f32>,
+    out: Matrix,
     ffn_norm: Vec<f32>,
     /// `[2·f, h]`: gate, up stacked.
-    gate_up: Array2<f32>,
+    gate_up: Matrix,
     /// `[h, f]`.
-    down: Array2<f32>,
+    down: Matrix,
 }
 
 /// The network on the host.
@@ -66,29 +67,29 @@ fn stacked(parts: Vec<Vec<f32>>, cols: usize) -> Array2<f32> {
 }
 
 impl FusedLlama {
-    /// Reads the weights of `gguf` for `config`; `embeddings` is `token_embd` `[vocab, h]`.
-    pub(crate) fn from_gguf(gguf: &Gguf, config: &LlamaConfig, embeddings: &[f32]) -> Result<Self> {
+    /// Reads the weights of `gguf` for `config`; `embeddings` is `token_embd`
+    /// `[vocab, h]`. With `keep_blocks`, the projections of a block type stay
+    /// as their blocks (dequantised in the products, `matrix.rs`).
+    pub(crate) fn from_gguf(gguf: &Gguf, config: &LlamaConfig, embeddings: &[f32], keep_blocks: bool) -> Result<Self> {
         let (h, f, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
         let (qd, kv) = (config.q_dim(), config.kv_dim());
         let weights = Weights::new(gguf, config);
+        let part = |i: usize, name: &str, rows: usize, cols: usize| weights.part(i, name, rows, cols, keep_blocks);
         let blocks = (0..config.num_layers)
             .map(|i| -> Result<Block> {
                 Ok(Block {
                     attn_norm: gguf.tensor_f32(&format!("blk.{i}.attn_norm.weight"), &[h])?,
-                    qkv: stacked(
-                        vec![
-                            weights.matrix(i, "attn_q", qd, h)?,
-                            weights.matrix(i, "attn_k", kv, h)?,
-                            weights.matrix(i, "attn_v", kv, h)?,
-                        ],
-                        h,
-                    ),
+                    qkv: Matrix::new(vec![
+                        part(i, "attn_q", qd, h)?,
+                        part(i, "attn_k", kv, h)?,
+                        part(i, "attn_v", kv, h)?,
+                    ]),
                     qkv_bias: weights.qkv_bias(i)?.map(|parts| parts.concat()),
                     qk_norm: weights.qk_norm(i)?,
-                    out: stacked(vec![weights.matrix(i, "attn_output", h, qd)?], qd),
+                    out: Matrix::new(vec![part(i, "attn_output", h, qd)?]),
                     ffn_norm: gguf.tensor_f32(&format!("blk.{i}.ffn_norm.weight"), &[h])?,
-                    gate_up: stacked(vec![weights.matrix(i, "ffn_gate", f, h)?, weights.matrix(i, "ffn_up", f, h)?], h),
-                    down: stacked(vec![weights.matrix(i, "ffn_down", h, f)?], f),
+                    gate_up: Matrix::new(vec![part(i, "ffn_gate", f, h)?, part(i, "ffn_up", f, h)?]),
+                    down: Matrix::new(vec![part(i, "ffn_down", h, f)?]),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -115,6 +116,11 @@ impl FusedLlama {
         })
     }
 
+    /// Bytes of every block's projections (not the output projection).
+    pub(crate) fn projection_bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.qkv.bytes() + b.out.bytes() + b.gate_up.bytes() + b.down.bytes()).sum()
+    }
+
     /// Adds `delta` (`[out, in]` rows) to an attention projection of `layer`:
     /// `which` 0 = Q, 1 = K, 2 = V, 3 = the output projection.
     pub(crate) fn add_attention_delta(&mut self, layer: usize, which: usize, delta: &[f32]) {
@@ -122,10 +128,10 @@ impl FusedLlama {
         let (h, qd, kv) = (c.hidden_size, c.q_dim(), c.kv_dim());
         let block = &mut self.blocks[layer];
         let (matrix, rows) = match which {
-            0 => (&mut block.qkv, 0..qd),
-            1 => (&mut block.qkv, qd..qd + kv),
-            2 => (&mut block.qkv, qd + kv..qd + 2 * kv),
-            _ => (&mut block.out, 0..h),
+            0 => (block.qkv.as_f32_mut(), 0..qd),
+            1 => (block.qkv.as_f32_mut(), qd..qd + kv),
+            2 => (block.qkv.as_f32_mut(), qd + kv..qd + 2 * kv),
+            _ => (block.out.as_f32_mut(), 0..h),
         };
         let width = matrix.ncols();
         let mut rows = matrix.slice_mut(s![rows, ..]);
@@ -145,7 +151,7 @@ impl FusedLlama {
         cache.v.resize_with(self.blocks.len(), Vec::new);
         for (layer, block) in self.blocks.iter().enumerate() {
             let normed = rms_norm(&x, &block.attn_norm, c.rms_eps as f32);
-            let mut qkv = product(&normed, &block.qkv);
+            let mut qkv = block.qkv.product(&normed);
             for (i, mut row) in qkv.axis_iter_mut(Axis(0)).enumerate() {
                 let row = row.as_slice_mut().expect("standard layout");
                 if let Some(bias) = &block.qkv_bias {
@@ -165,9 +171,9 @@ impl FusedLlama {
                 v_cache.extend_from_slice(&row[qd + kv..]);
             }
             let context = self.attention(&qkv, k_cache, v_cache, start);
-            x += &product(&context, &block.out);
+            x += &block.out.product(&context);
             let normed = rms_norm(&x, &block.ffn_norm, c.rms_eps as f32);
-            let gate_up = product(&normed, &block.gate_up);
+            let gate_up = block.gate_up.product(&normed);
             let f = c.intermediate_size;
             let mut act = Array2::<f32>::zeros((s, f));
             for (mut out, gu) in act.axis_iter_mut(Axis(0)).zip(gate_up.axis_iter(Axis(0))) {
@@ -176,7 +182,7 @@ impl FusedLlama {
                     *o = g / (1.0 + (-g).exp()) * u;
                 }
             }
-            x += &product(&act, &block.down);
+            x += &block.down.product(&act);
         }
         cache.len = start + s;
         let last = x.slice(s![s - 1..s, ..]).to_owned();

@@ -109,6 +109,12 @@ impl LocalLlm {
         Self::load_with(path, max_context, device, LlamaModel::from_gguf)
     }
 
+    /// [`load`](Self::load) keeping the projections' GGUF blocks in memory
+    /// (dequantised in the products; see `LlamaModel::from_gguf_quantized`).
+    pub fn load_quantized(path: &Path, max_context: usize, device: &Device) -> Result<Self> {
+        Self::load_with(path, max_context, device, LlamaModel::from_gguf_quantized)
+    }
+
     /// [`load`](Self::load), always through the burn graph (the reference path).
     pub fn load_burn_graph(path: &Path, max_context: usize, device: &Device) -> Result<Self> {
         Self::load_with(path, max_context, device, LlamaModel::from_gguf_burn_graph)

@@ -31,6 +31,7 @@
 pub mod export;
 mod fused;
 pub mod generate;
+mod matrix;
 pub mod lora;
 pub mod tokenizer;
 
@@ -43,7 +44,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
-use crate::gguf::Gguf;
+use crate::gguf::{GgmlType, Gguf};
 use crate::{Error, Result};
 
 /// The decoder families this loader runs: one block shape (pre-norm
@@ -212,6 +213,35 @@ impl<'a> Weights<'a> {
         Ok(self.rotary_rows(name, values, cols))
     }
 
+    /// [`Self::matrix`] for the fused path: with `keep_blocks`, a tensor of
+    /// a block type stays as its blocks (rows reordered as `matrix` does).
+    pub(crate) fn part(
+        &self,
+        layer: usize,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        keep_blocks: bool,
+    ) -> Result<matrix::Part> {
+        let tensor = format!("blk.{layer}.{name}.weight");
+        let (info, bytes) = self.gguf.tensor_bytes(&tensor)?;
+        let blocks = !matches!(info.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        if !keep_blocks || !blocks {
+            let values = self.matrix(layer, name, rows, cols)?;
+            return Ok(matrix::Part::F32(ndarray::Array2::from_shape_vec((rows, cols), values).expect("rows × cols")));
+        }
+        if info.dims != [cols, rows] {
+            return Err(Error::Weights {
+                path: self.gguf.path().to_owned(),
+                reason: format!("tensor {tensor} has dims {:?}, expected {:?}", info.dims, [cols, rows]),
+            });
+        }
+        // Whole rows of blocks: reordering rows moves their bytes.
+        let row_bytes = bytes.len() / rows;
+        let data = self.rotary_rows(name, bytes.to_vec(), row_bytes);
+        Ok(matrix::Part::Blocks { ty: info.ty, rows, cols, data })
+    }
+
     /// `blk.<layer>.<name>.<suffix>` of `len` values.
     pub(crate) fn vector(&self, layer: usize, name: &str, suffix: &str, len: usize) -> Result<Vec<f32>> {
         let values = self.gguf.tensor_f32(&format!("blk.{layer}.{name}.{suffix}"), &[len])?;
@@ -244,13 +274,13 @@ impl<'a> Weights<'a> {
     /// tensor within each head so that element `i` of a half goes to `2i`
     /// and element `i + d/2` to `2i + 1`: adjacent-pair RoPE on the result is
     /// the model's own RoPE, and Q·K is unchanged (both move alike).
-    fn rotary_rows(&self, name: &str, values: Vec<f32>, cols: usize) -> Vec<f32> {
+    fn rotary_rows<T: Copy + Default>(&self, name: &str, values: Vec<T>, cols: usize) -> Vec<T> {
         let rotated = matches!(name, "attn_q" | "attn_k" | "attn_q_norm" | "attn_k_norm");
         if !rotated || !self.config.architecture.rotates_halves() {
             return values;
         }
         let d = self.config.head_dim;
-        let mut out = vec![0f32; values.len()];
+        let mut out = vec![T::default(); values.len()];
         for (from, to) in values.chunks_exact(d * cols).zip(out.chunks_exact_mut(d * cols)) {
             for i in 0..d / 2 {
                 to[2 * i * cols..(2 * i + 1) * cols].copy_from_slice(&from[i * cols..(i + 1) * cols]);
@@ -415,12 +445,28 @@ impl LlamaModel {
     /// `f32`: the fused path on the CPU device, the burn graph elsewhere.
     /// Positions are limited to `max_context` (and the model's own limit).
     pub fn from_gguf(gguf: &Gguf, max_context: usize, device: &Device) -> Result<Self> {
+        Self::from_gguf_with(gguf, max_context, device, false)
+    }
+
+    /// [`from_gguf`](Self::from_gguf) keeping the projections of a block
+    /// type (Q4_K, Q8_0, …) as their blocks on the fused path: a quarter to
+    /// a seventh of the memory, dequantised in the products.
+    pub fn from_gguf_quantized(gguf: &Gguf, max_context: usize, device: &Device) -> Result<Self> {
+        Self::from_gguf_with(gguf, max_context, device, true)
+    }
+
+    fn from_gguf_with(gguf: &Gguf, max_context: usize, device: &Device, keep_blocks: bool) -> Result<Self> {
         if *device == crate::cpu_device() {
             let (config, embeddings) = Self::config_and_embeddings(gguf, max_context)?;
-            let fused = fused::FusedLlama::from_gguf(gguf, &config, &embeddings)?;
+            let fused = fused::FusedLlama::from_gguf(gguf, &config, &embeddings, keep_blocks)?;
             return Ok(Self { config, network: None, fused: Some(fused), embeddings, device: device.clone() });
         }
         Self::from_gguf_burn_graph(gguf, max_context, device)
+    }
+
+    /// Bytes the projections of the fused path take (`None` on the burn graph).
+    pub fn projection_bytes(&self) -> Option<usize> {
+        self.fused.as_ref().map(fused::FusedLlama::projection_bytes)
     }
 
     fn config_and_embeddings(gguf: &Gguf, max_context: usize) -> Result<(LlamaConfig, Vec<f32>)> {

@@ -3,7 +3,8 @@
 //! RoPE on head halves, linear RoPE scaling, tied embeddings) and Qwen3
 //! (QK-norm, heads wider than hidden / heads) — each as a small model with
 //! random weights, K-quant and other block types, written as GGUF here. Both
-//! forward passes (the fused CPU path and the burn graph), prefilling then
+//! forward passes (the fused CPU path, with f32 weights or with the blocks
+//! kept, and the burn graph), prefilling then
 //! decoding through the KV cache, must give the logits of a NumPy forward
 //! pass over the same file read by the `gguf` package
 //! (`tests/data/reference_forward.py`). A missing `gguf` package fails the
@@ -198,9 +199,14 @@ fn check(spec: Spec, seed: u64) {
     let device = cpu_device();
     let models = [
         LlamaModel::from_gguf(&gguf, 64, &device).unwrap(),
+        LlamaModel::from_gguf_quantized(&gguf, 64, &device).unwrap(),
         LlamaModel::from_gguf_burn_graph(&gguf, 64, &device).unwrap(),
     ];
-    for model in &models {
+    // Kept as blocks, the projections take a fraction of their f32 bytes.
+    let (f32_bytes, block_bytes) = (models[0].projection_bytes().unwrap(), models[1].projection_bytes().unwrap());
+    assert!(block_bytes * 3 < f32_bytes, "{:?}: {block_bytes} bytes as blocks, {f32_bytes} as f32", spec.arch);
+    for (i, model) in models.iter().enumerate() {
+        let path = if i == 1 { "fused-cpu with blocks" } else { model.path() };
         let mut cache = KvCache::default();
         let mut steps = vec![(PREFILL - 1, model.step(&ids[..PREFILL], &mut cache).unwrap())];
         for t in PREFILL..TOKENS {
@@ -211,9 +217,8 @@ fn check(spec: Spec, seed: u64) {
             let diff = logits.iter().zip(&expected[t]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(
                 diff <= 1e-3 * scale,
-                "{:?} on {}: position {t} differs from the reference by {diff} (logits up to {scale})",
+                "{:?} on {path}: position {t} differs from the reference by {diff} (logits up to {scale})",
                 spec.arch,
-                model.path()
             );
         }
     }

@@ -1,0 +1,133 @@
+//! The weight matrices of the fused path: rows `[out, in]`, stacked from
+//! parts (Q, K and V; gate and up), each part either `f32` or the GGUF
+//! blocks as stored (Q4_K, Q6_K, Q8_0, …).
+//!
+//! Kept as blocks, a part is dequantised in the product, one tile of rows
+//! at a time into a buffer that stays in cache, then multiplied like the
+//! `f32` rows: decoding reads the weights' bytes once per token (a 4-bit
+//! model a seventh of the `f32` traffic) and a model that would take GBs
+//! as `f32` fits.
+//!
+//! ```text
+//!  x [s, in] ─┬─ part f32    [r₁, in] ──── matmul ──────────────────▶ y[:, 0..r₁]
+//!             └─ part blocks [r₂, in] ── per thread: tiles of TILE rows
+//!                                         ─ dequantise ─ matmul ────▶ y[:, r₁..r₁ + r₂]
+//! ```
+
+use ndarray::{Array2, ArrayView2, Axis, s};
+use rayon::prelude::*;
+
+use crate::gguf::{GgmlType, dequantize_into};
+use crate::matmul::matmul;
+
+/// Rows dequantised at a time: 32 rows of 576–4,096 `f32` stay in L2.
+const TILE: usize = 32;
+
+/// One part of a stacked matrix.
+pub(crate) enum Part {
+    F32(Array2<f32>),
+    /// `rows` rows of `cols` values as whole blocks of `ty`, row after row.
+    Blocks { ty: GgmlType, rows: usize, cols: usize, data: Vec<u8> },
+}
+
+impl Part {
+    fn rows(&self) -> usize {
+        match self {
+            Part::F32(m) => m.nrows(),
+            Part::Blocks { rows, .. } => *rows,
+        }
+    }
+
+    fn to_f32(&self) -> Array2<f32> {
+        match self {
+            Part::F32(m) => m.clone(),
+            Part::Blocks { ty, rows, cols, data } => {
+                let mut values = Vec::with_capacity(rows * cols);
+                dequantize_into(*ty, data, &mut values);
+                Array2::from_shape_vec((*rows, *cols), values).expect("rows × cols values")
+            }
+        }
+    }
+
+    /// Bytes the part takes in memory.
+    fn bytes(&self) -> usize {
+        match self {
+            Part::F32(m) => m.len() * 4,
+            Part::Blocks { data, .. } => data.len(),
+        }
+    }
+}
+
+/// Rows stacked from parts.
+pub(crate) struct Matrix {
+    parts: Vec<Part>,
+}
+
+impl Matrix {
+    pub(crate) fn new(parts: Vec<Part>) -> Self {
+        Self { parts }
+    }
+
+    /// All rows.
+    pub(crate) fn rows(&self) -> usize {
+        self.parts.iter().map(Part::rows).sum()
+    }
+
+    /// Bytes the matrix takes in memory.
+    pub(crate) fn bytes(&self) -> usize {
+        self.parts.iter().map(Part::bytes).sum()
+    }
+
+    /// The rows as one `f32` matrix, replacing the parts (what a LoRA
+    /// update is added to).
+    pub(crate) fn as_f32_mut(&mut self) -> &mut Array2<f32> {
+        if !matches!(self.parts.as_slice(), [Part::F32(_)]) {
+            let parts: Vec<Array2<f32>> = self.parts.iter().map(Part::to_f32).collect();
+            let views: Vec<ArrayView2<f32>> = parts.iter().map(|p| p.view()).collect();
+            let stacked = ndarray::concatenate(Axis(0), &views).expect("parts of one width");
+            self.parts = vec![Part::F32(stacked)];
+        }
+        match &mut self.parts[0] {
+            Part::F32(m) => m,
+            Part::Blocks { .. } => unreachable!("just made f32"),
+        }
+    }
+
+    /// `x · selfᵀ` for `x` `[s, in]`: `[s, rows]`. Each part's rows are split
+    /// into one block per rayon thread, each block one single-threaded
+    /// product written in place (for blocks, tile by tile).
+    pub(crate) fn product(&self, x: &Array2<f32>) -> Array2<f32> {
+        let mut y = Array2::<f32>::zeros((x.nrows(), self.rows()));
+        let threads = rayon::current_num_threads().max(1);
+        let mut start = 0;
+        for part in &self.parts {
+            let rows = part.rows();
+            let block = rows.div_ceil(threads).max(1);
+            let mut y_part = y.slice_mut(s![.., start..start + rows]);
+            let y_blocks: Vec<_> = y_part.axis_chunks_iter_mut(Axis(1), block).collect();
+            match part {
+                Part::F32(w) => {
+                    let w_blocks: Vec<ArrayView2<f32>> = w.axis_chunks_iter(Axis(0), block).collect();
+                    w_blocks.into_par_iter().zip(y_blocks).for_each(|(w, y)| matmul(1.0, x.view(), w.t(), 0.0, y));
+                }
+                Part::Blocks { ty, cols, data, .. } => {
+                    let row_bytes = data.len() / rows;
+                    y_blocks.into_par_iter().enumerate().for_each(|(i, mut y)| {
+                        let first = i * block;
+                        let mut buffer = Vec::with_capacity(TILE * cols);
+                        let n = y.ncols();
+                        for tile in (0..n).step_by(TILE) {
+                            let end = (tile + TILE).min(n);
+                            buffer.clear();
+                            dequantize_into(*ty, &data[(first + tile) * row_bytes..(first + end) * row_bytes], &mut buffer);
+                            let w = ArrayView2::from_shape((end - tile, *cols), &buffer).expect("tile rows × cols");
+                            matmul(1.0, x.view(), w.t(), 0.0, y.slice_mut(s![.., tile..end]));
+                        }
+                    });
+                }
+            }
+            start += rows;
+        }
+        y
+    }
+}
