@@ -104,6 +104,22 @@ fn the_burn_graph_answers_as_the_fused_path_does() {
 }
 
 #[test]
+fn the_gguf_blocks_kept_in_memory_answer_as_the_f32_weights_do() {
+    let path = fetch_smollm2(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let blocks = LocalLlm::load_quantized(&path, 2048, &cpu_device()).unwrap();
+    let (f32_bytes, block_bytes) =
+        (llm().model().projection_bytes().unwrap(), blocks.model().projection_bytes().unwrap());
+    assert!(block_bytes * 4 < f32_bytes, "Q4_1 projections: {block_bytes} bytes as blocks, {f32_bytes} as f32");
+    let params = GenerateParams { max_tokens: 16, ..GenerateParams::default() };
+    let a = llm().generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
+    let b = blocks.generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(a.text, b.text);
+    let prompt = llm().tokenizer().apply_chat_template(&question()).unwrap();
+    let diff = crate::max_abs_diff(&llm().prompt_logits(&prompt).unwrap(), &blocks.prompt_logits(&prompt).unwrap());
+    assert!(diff < 1e-3, "logits differ by {diff}");
+}
+
+#[test]
 fn greedy_answer_names_paris_and_streams_the_same_text() {
     let mut pieces = Vec::new();
     let generation = llm()

@@ -17,7 +17,7 @@ use twinflow_models::{
     ChatMessage, Error as ModelError, FinishReason, GenerateParams, Generation, Generator, LocalLlm, LoraWeights,
     cpu_device, default_cache_dir, fetch_smollm2,
 };
-use twinflow_schemas::config::{GeneratorConfig, OpenAiGeneratorConfig};
+use twinflow_schemas::config::{GeneratorConfig, LocalWeights, OpenAiGeneratorConfig};
 
 use super::Error;
 use crate::Context;
@@ -96,8 +96,12 @@ impl LazyGenerator {
     /// The local model with `lora` merged, named `name`.
     pub fn build_twin(&self, name: &str, lora: &LoraWeights) -> Result<Arc<dyn Generator>, Error> {
         let (path, context) = self.local_gguf()?;
+        let weights = match &self.config {
+            GeneratorConfig::Local(local) => local.weights,
+            GeneratorConfig::Openai(_) => LocalWeights::F32,
+        };
         let started = Instant::now();
-        let mut llm = LocalLlm::load(&path, context, &cpu_device())
+        let mut llm = load_local(&path, context, weights)
             .with_context(|| format!("cannot load the generator {}", path.display()))?;
         llm.merge_lora(lora, name).with_context(|| format!("cannot merge the twin {name}"))?;
         tracing::info!(twin = name, ms = started.elapsed().as_millis() as u64, "loaded the twin");
@@ -126,7 +130,7 @@ pub fn build_generator(config: &GeneratorConfig) -> Result<Arc<dyn Generator>, E
                 None => fetch_smollm2(&default_cache_dir()).context("cannot fetch the SmolLM2 weights")?,
             };
             let started = Instant::now();
-            let llm = LocalLlm::load(&path, local.context, &cpu_device())
+            let llm = load_local(&path, local.context, local.weights)
                 .with_context(|| format!("cannot load the generator {}", path.display()))?;
             tracing::info!(model = llm.model_name(), ms = started.elapsed().as_millis() as u64, "loaded the generator");
             Arc::new(llm)
@@ -287,5 +291,13 @@ impl Generator for OpenAiGenerator {
             prefill_ms,
             decode_ms: started.elapsed().as_secs_f64() * 1e3 - prefill_ms,
         })
+    }
+}
+
+/// The local model at `path`, its projections in memory as `weights` says.
+fn load_local(path: &std::path::Path, context: usize, weights: LocalWeights) -> twinflow_models::Result<LocalLlm> {
+    match weights {
+        LocalWeights::F32 => LocalLlm::load(path, context, &cpu_device()),
+        LocalWeights::Blocks => LocalLlm::load_quantized(path, context, &cpu_device()),
     }
 }

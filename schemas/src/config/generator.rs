@@ -30,11 +30,25 @@ pub struct LocalGeneratorConfig {
     pub gguf: Option<PathBuf>,
     /// Positions (prompt and answer together) the KV cache holds.
     pub context: usize,
+    /// How the projections sit in memory: `f32` (dequantised at load) or
+    /// `blocks` (the GGUF blocks as stored, dequantised in the products: a
+    /// quarter to a seventh of the memory; `twinflow-bench quantized`
+    /// measures the speed of both).
+    pub weights: LocalWeights,
+}
+
+/// `[generator] weights`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalWeights {
+    #[default]
+    F32,
+    Blocks,
 }
 
 impl Default for LocalGeneratorConfig {
     fn default() -> Self {
-        Self { gguf: None, context: 2048 }
+        Self { gguf: None, context: 2048, weights: LocalWeights::F32 }
     }
 }
 
@@ -64,5 +78,18 @@ impl Default for OpenAiGeneratorConfig {
             context: 8192,
             timeout: Duration::from_secs(120),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_weights_read_their_names() {
+        let local: LocalGeneratorConfig = toml::from_str("weights = \"blocks\"").unwrap();
+        assert_eq!(local.weights, LocalWeights::Blocks);
+        assert_eq!(LocalGeneratorConfig::default().weights, LocalWeights::F32);
+        assert!(toml::from_str::<LocalGeneratorConfig>("weights = \"q4\"").is_err());
     }
 }

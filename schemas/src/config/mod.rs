@@ -53,7 +53,7 @@ pub use chunking::{ChunkSpec, ChunkingConfig};
 pub use drift::DriftConfig;
 pub use embedder::{EmbedderConfig, HashingEmbedderConfig, MiniLmEmbedderConfig};
 pub use engine::{ClusterConfig, EngineConfig};
-pub use generator::{GeneratorConfig, LocalGeneratorConfig, OpenAiGeneratorConfig};
+pub use generator::{GeneratorConfig, LocalGeneratorConfig, LocalWeights, OpenAiGeneratorConfig};
 pub use publish::{FluvioPublishConfig, KafkaPublishConfig, PublishConfig};
 pub use rag::{AnswerMode, GroundingMode, RagConfig, Rerank};
 pub use search::{AnnConfig, SearchConfig};
