@@ -58,12 +58,17 @@ pub fn paired_difference(a: &[f64], b: &[f64], seed: u64) -> Estimate {
     estimate(&differences, seed)
 }
 
+/// Documents a clustered gain needs before it has an interval.
+pub const MIN_DOCUMENTS: usize = 2;
+
 /// The weighted mean per-question gain `Σ w·(a − b) / Σ w` (the same
 /// questions, in the same order) with its 95% interval from a cluster
 /// bootstrap: whole `groups` (a question's document) are resampled, so
 /// correlated questions count as the one piece of evidence they are.
 /// Weights make a token-weighted difference (an nll per token) exact; use 1
-/// for a plain mean. `None` when the weights sum to zero.
+/// for a plain mean. `None` when the weights sum to zero, or when the
+/// questions come from fewer than [`MIN_DOCUMENTS`] documents: resampling one
+/// document gives an interval of zero width, which measures no noise at all.
 pub fn clustered_gain(a: &[f64], b: &[f64], weights: &[f64], groups: &[&str], seed: u64) -> Option<Estimate> {
     let n = a.len().min(b.len()).min(weights.len()).min(groups.len());
     let mut clusters: std::collections::BTreeMap<&str, (f64, f64)> = std::collections::BTreeMap::new();
@@ -73,6 +78,9 @@ pub fn clustered_gain(a: &[f64], b: &[f64], weights: &[f64], groups: &[&str], se
         cluster.1 += weights[i];
     }
     let sums: Vec<(f64, f64)> = clusters.into_values().collect();
+    if sums.len() < MIN_DOCUMENTS {
+        return None;
+    }
     let ratio = |picked: &mut dyn Iterator<Item = (f64, f64)>| {
         let (gain, weight) = picked.fold((0.0, 0.0), |(g, w), (dg, dw)| (g + dg, w + dw));
         (weight > 0.0).then(|| gain / weight)
@@ -89,6 +97,14 @@ pub fn clustered_gain(a: &[f64], b: &[f64], weights: &[f64], groups: &[&str], se
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_document_is_no_interval() {
+        let (a, b, w) = ([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]);
+        assert_eq!(clustered_gain(&a, &b, &w, &["d", "d", "d"], 1), None);
+        let two = clustered_gain(&a, &b, &w, &["d", "d", "e"], 1).unwrap();
+        assert!(two.low < two.high, "{two}");
+    }
 
     #[test]
     fn intervals_cover_the_mean_and_shrink_with_agreement() {

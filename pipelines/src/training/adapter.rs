@@ -31,7 +31,7 @@ use twinflow_models::{
 };
 use twinflow_schemas::config::{Config, TrainingConfig};
 use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
-use twinflow_schemas::stats::{clustered_gain, estimate};
+use twinflow_schemas::stats::{MIN_DOCUMENTS, clustered_gain, estimate};
 use twinflow_schemas::{Hash128, Split};
 use twinflow_sinks::{Store, VectorProjection};
 
@@ -314,8 +314,9 @@ impl Training {
         let n = test_queries.len();
         let decision = match gain {
             None if !test.is_empty() => format!(
-                "kept the active model: {n} held-out LLM-written questions are fewer than the {} a judgement needs \
-                 ([training] min_questions)",
+                "kept the active model: {n} held-out LLM-written questions about {} documents; a judgement needs {} \
+                 questions ([training] min_questions) from at least {MIN_DOCUMENTS} documents",
+                documents.iter().collect::<BTreeSet<_>>().len(),
                 self.config.min_questions
             ),
             None => NO_EVIDENCE.to_owned(),

@@ -33,7 +33,7 @@ use twinflow_models::{
 use twinflow_schemas::config::{Config, TwinConfig, TwinStage};
 use twinflow_schemas::evaluation::{EvaluationRow, EvaluationRun};
 use twinflow_schemas::models::PreferenceEvaluation;
-use twinflow_schemas::stats::clustered_gain;
+use twinflow_schemas::stats::{MIN_DOCUMENTS, clustered_gain};
 use twinflow_schemas::{InstructRow, Split};
 use twinflow_sinks::Store;
 use twinflow_sinks::datasets::PreferenceRow;
@@ -355,7 +355,8 @@ impl Twin {
         let parent_lora = parent.map(|v| self.registry.lora(v)).transpose()?;
         let evaluation = self.nll_evaluation(run, parent_lora.as_ref(), &candidate)?;
         let promotable = evaluation.gain.is_some_and(|g| g.above_zero());
-        let decision = nll_decision(&evaluation, run.data.test.len(), self.min_questions, promotable);
+        let documents = distinct(&run.data.documents);
+        let decision = nll_decision(&evaluation, run.data.test.len(), documents, self.min_questions, promotable);
         let outcome =
             self.register(run, "llm-lora", parent, training, report, evaluation, &candidate, promotable, decision)?;
         Ok((outcome, candidate))
@@ -400,10 +401,13 @@ impl Twin {
         let promotable = nll_holds && preferred;
         let decision = match (preference.gain, evaluation.gain) {
             (None, _) | (_, None) => format!(
-                "kept the active twin: {} held-out preference pairs and {} held-out answers under LLM-written \
-                 questions; a judgement needs {} of each ([training] min_questions)",
+                "kept the active twin: {} held-out preference pairs about {} documents and {} held-out answers \
+                 about {} under LLM-written questions; a judgement needs {} of each ([training] min_questions), \
+                 from at least {MIN_DOCUMENTS} documents",
                 preference.pairs,
+                distinct(&run.data.pair_documents),
                 run.data.test.len(),
+                distinct(&run.data.documents),
                 self.min_questions
             ),
             (Some(margin), Some(nll)) => format!(
@@ -660,12 +664,19 @@ struct RunData {
 }
 
 /// The decision of a stage judged by held-out nll alone (SFT).
-fn nll_decision(evaluation: &TwinEvaluation, answers: usize, min_questions: usize, promotable: bool) -> String {
+fn nll_decision(
+    evaluation: &TwinEvaluation,
+    answers: usize,
+    documents: usize,
+    min_questions: usize,
+    promotable: bool,
+) -> String {
     let (parent, candidate) = (evaluation.parent, evaluation.candidate);
     match evaluation.gain {
         None if answers > 0 => format!(
-            "kept the active twin: {answers} held-out answers under LLM-written questions are fewer than the \
-             {min_questions} a judgement needs ([training] min_questions)"
+            "kept the active twin: {answers} held-out answers about {documents} documents under LLM-written \
+             questions; a judgement needs {min_questions} ([training] min_questions) from at least \
+             {MIN_DOCUMENTS} documents"
         ),
         None => NO_EVIDENCE.replace("active model", "active twin"),
         Some(gain) => format!(
@@ -680,4 +691,9 @@ fn nll_decision(evaluation: &TwinEvaluation, answers: usize, min_questions: usiz
             if promotable { "is above zero" } else { "is not beyond the noise" },
         ),
     }
+}
+
+/// How many different documents `documents` names.
+fn distinct(documents: &[String]) -> usize {
+    documents.iter().collect::<BTreeSet<_>>().len()
 }
