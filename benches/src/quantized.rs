@@ -135,7 +135,8 @@ pub fn run(bench: &QuantizedBench) -> anyhow::Result<Value> {
             eprintln!("{row}");
             measured.push(row);
         }
-        let ratio = |key: &str| measured[1][key].as_f64().unwrap_or(f64::NAN) / measured[0][key].as_f64().unwrap_or(f64::NAN);
+        let ratio =
+            |key: &str| measured[1][key].as_f64().unwrap_or(f64::NAN) / measured[0][key].as_f64().unwrap_or(f64::NAN);
         rows.push(json!({
             "model": model,
             "f32": measured[0],

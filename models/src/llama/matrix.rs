@@ -27,7 +27,12 @@ const TILE: usize = 32;
 pub(crate) enum Part {
     F32(Array2<f32>),
     /// `rows` rows of `cols` values as whole blocks of `ty`, row after row.
-    Blocks { ty: GgmlType, rows: usize, cols: usize, data: Vec<u8> },
+    Blocks {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    },
 }
 
 impl Part {
@@ -119,7 +124,11 @@ impl Matrix {
                         for tile in (0..n).step_by(TILE) {
                             let end = (tile + TILE).min(n);
                             buffer.clear();
-                            dequantize_into(*ty, &data[(first + tile) * row_bytes..(first + end) * row_bytes], &mut buffer);
+                            dequantize_into(
+                                *ty,
+                                &data[(first + tile) * row_bytes..(first + end) * row_bytes],
+                                &mut buffer,
+                            );
                             let w = ArrayView2::from_shape((end - tile, *cols), &buffer).expect("tile rows × cols");
                             matmul(1.0, x.view(), w.t(), 0.0, y.slice_mut(s![.., tile..end]));
                         }

@@ -31,8 +31,8 @@
 pub mod export;
 mod fused;
 pub mod generate;
-mod matrix;
 pub mod lora;
+mod matrix;
 pub mod tokenizer;
 
 use std::path::Path;

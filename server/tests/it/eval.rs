@@ -266,7 +266,8 @@ fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
     assert_eq!(recorded("judged_groundedness").map(|r| r.0), Some(judged));
     assert!(stdout.contains("groundedness by the LLM judge"), "{stdout}");
     // The table and the report agree up to the rounding of the last digit.
-    let (latency, reported) = (recorded("latency_median_ms").unwrap().0, report["latency_ms"]["total"].as_f64().unwrap());
+    let (latency, reported) =
+        (recorded("latency_median_ms").unwrap().0, report["latency_ms"]["total"].as_f64().unwrap());
     assert!((latency - reported).abs() <= 1e-9 * reported.abs(), "{latency} vs {reported}");
     assert!(evaluations.iter().all(|r| r.kind == "rag" && r.queries == 3 && r.model == report["generator"]));
     assert!(mean("raw_groundedness") <= 1.0);
