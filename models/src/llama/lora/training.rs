@@ -264,7 +264,10 @@ impl LoraTrainer {
                 epoch_rewards.push([pooled.accuracy as f32, pooled.margin as f32]);
             }
             if !held_out.is_empty() {
-                let (loss, rewards) = self.held_out_loss(technique, &network, &held_out, batch, &device)?;
+                // On the plain device: a forward pass on the autodiff device that is never
+                // differentiated keeps its graph (and every activation) alive.
+                let (loss, rewards) =
+                    self.held_out_loss(technique, &network.valid(), &held_out, batch, &self.device)?;
                 held_out_losses.push(loss);
                 held_out_rewards.extend(rewards.map(|r| [r.accuracy as f32, r.margin as f32]));
             }
