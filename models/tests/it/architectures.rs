@@ -224,47 +224,62 @@ fn check(spec: Spec, seed: u64) {
     }
 }
 
+impl Spec {
+    /// Llama 3.x: grouped K/V heads, K-quant projections, an untied F16 output;
+    /// with `rope_factors`, Llama 3.1's `rope_freqs`.
+    pub(crate) fn llama3(rope_factors: bool) -> Self {
+        use GgmlType::*;
+        Spec {
+            arch: Architecture::Llama,
+            rope_factors,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+            types: [Q4_K, Q5_K, Q6_K, Q8_0, Q4_K, Q3_K, Q2_K, Q6_K],
+            output: Some(F16),
+        }
+    }
+
+    /// Qwen2: one K/V head, the 32-element block types, BF16 embeddings tied to the output.
+    pub(crate) fn qwen2() -> Self {
+        use GgmlType::*;
+        Spec {
+            arch: Architecture::Qwen2,
+            rope_factors: false,
+            heads: 4,
+            kv_heads: 1,
+            head_dim: 64,
+            types: [Q5_0, Q5_1, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, BF16],
+            output: None,
+        }
+    }
+
+    /// Qwen3: heads of 48 (4 × 48 ≠ hidden 256), an untied Q6_K output.
+    pub(crate) fn qwen3() -> Self {
+        use GgmlType::*;
+        Spec {
+            arch: Architecture::Qwen3,
+            rope_factors: false,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 48,
+            types: [Q6_K, Q4_K, Q8_0, F16, Q5_K, Q4_K, Q6_K, F16],
+            output: Some(Q6_K),
+        }
+    }
+}
+
 #[test]
 fn llama3_with_rope_factors_and_k_quants_matches_the_reference() {
-    use GgmlType::*;
-    let spec = Spec {
-        arch: Architecture::Llama,
-        rope_factors: true,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 64,
-        types: [Q4_K, Q5_K, Q6_K, Q8_0, Q4_K, Q3_K, Q2_K, Q6_K],
-        output: Some(F16),
-    };
-    check(spec, 1);
+    check(Spec::llama3(true), 1);
 }
 
 #[test]
 fn qwen2_with_biases_and_half_rotation_matches_the_reference() {
-    use GgmlType::*;
-    let spec = Spec {
-        arch: Architecture::Qwen2,
-        rope_factors: false,
-        heads: 4,
-        kv_heads: 1,
-        head_dim: 64,
-        types: [Q5_0, Q5_1, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, BF16],
-        output: None,
-    };
-    check(spec, 2);
+    check(Spec::qwen2(), 2);
 }
 
 #[test]
 fn qwen3_with_qk_norm_and_wide_heads_matches_the_reference() {
-    use GgmlType::*;
-    let spec = Spec {
-        arch: Architecture::Qwen3,
-        rope_factors: false,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 48,
-        types: [Q6_K, Q4_K, Q8_0, F16, Q5_K, Q4_K, Q6_K, F16],
-        output: Some(Q6_K),
-    };
-    check(spec, 3);
+    check(Spec::qwen3(), 3);
 }
