@@ -20,7 +20,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::lora::{GgufTarget, LoraTarget, LoraWeights};
-use super::{Architecture, LlamaConfig, Weights};
+use super::{Architecture, LlamaConfig, Weights, transpose};
 use crate::gguf::{Gguf, GgufWriter, Meta, dequantize};
 use crate::llama::tokenizer::ChatTokenizer;
 use crate::{Error, Result};
@@ -271,11 +271,6 @@ fn hf_module(target: LoraTarget) -> &'static str {
         LoraTarget::V => "v_proj",
         LoraTarget::O => "o_proj",
     }
-}
-
-/// `[r, c]` row-major → `[c, r]`.
-fn transpose(values: &[f32], r: usize, c: usize) -> Vec<f32> {
-    super::transpose(values, r, c)
 }
 
 fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<std::path::PathBuf> {
