@@ -63,7 +63,8 @@ pub use llama::lora::{
 };
 pub use llama::tokenizer::{ChatMessage, ChatTokenizer};
 pub use registry::{
-    Card, DatasetRef, Evaluation, ModelCard, Registry, RegistryEvent, Retention, TwinCard, TwinEvaluation,
+    Card, DatasetRef, Evaluation, ModelCard, Registry, RegistryEvent, Retention, RetrievalCard, TwinCard,
+    TwinEvaluation,
 };
 pub use tokenize::TextTokenizer;
 

@@ -1,6 +1,7 @@
 //! The model registry: versioned model directories on disk, and which
 //! version is active. One registry per kind of model: embedding adapters
-//! ([`ModelCard`]) and LoRA fine-tunes of the generator ([`TwinCard`]).
+//! ([`ModelCard`]), LoRA fine-tunes of the generator ([`TwinCard`]) and
+//! retrieval settings ([`RetrievalCard`], a card with no weights).
 //!
 //! ```text
 //!  <registry>/registry.json           { "active": 2, "events": [ {at_ms, action, version, reason} ] }
@@ -26,7 +27,9 @@ use crate::error::{Error, Result};
 use crate::llama::lora::LoraWeights;
 
 /// The cards and events are plain types of `schemas` (the API lists them).
-pub use twinflow_schemas::models::{DatasetRef, Evaluation, ModelCard, RegistryEvent, TwinCard, TwinEvaluation};
+pub use twinflow_schemas::models::{
+    DatasetRef, Evaluation, ModelCard, RegistryEvent, RetrievalCard, TwinCard, TwinEvaluation,
+};
 
 const INDEX_FILE: &str = "registry.json";
 const CARD_FILE: &str = "card.json";
@@ -43,41 +46,30 @@ pub trait Card: Serialize + DeserializeOwned + Clone {
     fn dataset(&self) -> &DatasetRef;
 }
 
-impl Card for ModelCard {
-    fn version(&self) -> u64 {
-        self.version
-    }
+/// Every card keeps its version, decision and dataset in fields of those names.
+macro_rules! cards {
+    ($($card:ty),*) => {$(
+        impl Card for $card {
+            fn version(&self) -> u64 {
+                self.version
+            }
 
-    fn set_version(&mut self, version: u64) {
-        self.version = version;
-    }
+            fn set_version(&mut self, version: u64) {
+                self.version = version;
+            }
 
-    fn decision(&self) -> &str {
-        &self.decision
-    }
+            fn decision(&self) -> &str {
+                &self.decision
+            }
 
-    fn dataset(&self) -> &DatasetRef {
-        &self.dataset
-    }
+            fn dataset(&self) -> &DatasetRef {
+                &self.dataset
+            }
+        }
+    )*};
 }
 
-impl Card for TwinCard {
-    fn version(&self) -> u64 {
-        self.version
-    }
-
-    fn set_version(&mut self, version: u64) {
-        self.version = version;
-    }
-
-    fn decision(&self) -> &str {
-        &self.decision
-    }
-
-    fn dataset(&self) -> &DatasetRef {
-        &self.dataset
-    }
-}
+cards!(ModelCard, TwinCard, RetrievalCard);
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Index {

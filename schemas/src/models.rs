@@ -1,5 +1,6 @@
 //! The model registry's records: the cards of embedding adapters
-//! ([`ModelCard`]) and of LoRA fine-tunes of the generator ([`TwinCard`]),
+//! ([`ModelCard`]), of LoRA fine-tunes of the generator ([`TwinCard`]) and
+//! of hybrid-search fusions ([`RetrievalCard`]),
 //! the dataset version each was trained on, its held-out evaluation, the
 //! training settings and what the run did, and the registry's events.
 //! Plain data: `models` trains, scores and stores them, the API lists them.
@@ -7,6 +8,7 @@
 //! ```text
 //!  ModelCard / TwinCard ─ dataset: DatasetRef ─ training: AdapterTraining / LoraTraining
 //!                       ─ report: TrainingReport / LoraReport ─ evaluation: Evaluation / TwinEvaluation
+//!  RetrievalCard: fusion weights ─ dataset: the question set ─ gain over the active setting
 //!  RegistryEvent: register, promote, rollback
 //! ```
 
@@ -310,4 +312,28 @@ impl Nll {
         let examples = parts.iter().map(|n| n.examples).sum();
         Nll { examples, tokens, mean: if tokens == 0 { 0.0 } else { sum / tokens as f64 } }
     }
+}
+
+/// One registered retrieval setting and the evidence it was judged on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RetrievalCard {
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub vector_weight: f32,
+    pub bm25_weight: f32,
+    pub rrf_k: f32,
+    /// The held-out queries it was judged on (the dev half chose it).
+    pub test_queries: usize,
+    pub dev_queries: usize,
+    /// nDCG@10 on the held-out queries: this setting's, and the one active when it was judged.
+    pub ndcg_at_10: Estimate,
+    pub active_ndcg_at_10: Estimate,
+    /// This setting's nDCG@10 minus the active one's, per held-out query (95% interval).
+    pub gain: Estimate,
+    /// The version active when it was judged (`None`: `[search]`'s weights).
+    pub parent: Option<u64>,
+    pub promoted: bool,
+    pub decision: String,
+    /// The question set (name) and the index epoch it was measured at.
+    pub dataset: DatasetRef,
 }

@@ -12,6 +12,7 @@ use twinflow_dataflow::{Embedder, Engine};
 use twinflow_pipelines::feature::publish::ChangePublisher;
 use twinflow_pipelines::feature::{FeaturePipeline, Ingest, Timeline};
 use twinflow_pipelines::inference::{LazyGenerator, Rag, Traces};
+use twinflow_pipelines::training::evaluation::setting::{FOLLOW_EVERY, RetrievalSettings};
 use twinflow_pipelines::training::{Datasets, Training, Twin};
 use twinflow_schemas::config::Config;
 use twinflow_sinks::Store;
@@ -32,6 +33,8 @@ pub struct App {
     pub training: Arc<Training>,
     /// The twin's registry and fine-tuning job.
     pub twin: Arc<Twin>,
+    /// Hybrid search's fusion and the registry of retrieval settings it follows.
+    pub retrieval: Arc<RetrievalSettings>,
     pub started: Instant,
     /// Answered questions waiting to be written to `traces`.
     pub traces: Arc<Traces>,
@@ -64,19 +67,8 @@ impl App {
     }
 
     /// [`App::start`], showing the embedding backlog's progress as `display` says.
-    pub fn start_showing(mut config: Config, display: ProgressDisplay) -> anyhow::Result<Arc<App>> {
+    pub fn start_showing(config: Config, display: ProgressDisplay) -> anyhow::Result<Arc<App>> {
         crate::metrics::install();
-        // A retrieval setting promoted by `twinflow eval retrieval --promote` replaces `[search]`'s weights.
-        if let Some(version) = twinflow_pipelines::training::evaluation::setting::apply_active(&mut config)? {
-            let search = &config.search;
-            tracing::info!(
-                version,
-                vector_weight = search.vector_weight,
-                bm25_weight = search.bm25_weight,
-                rrf_k = search.rrf_k,
-                "searching with the active retrieval setting"
-            );
-        }
         // Before anything is opened: a refused `[auth]` stops the start.
         let gate = Arc::new(crate::auth::Gate::open(&config)?);
         let embedder: Arc<dyn Embedder> = Arc::new(twinflow_pipelines::metrics::MeteredEmbedder(
@@ -113,7 +105,10 @@ impl App {
             config.twin.on_drift,
         );
         let slots = crate::api::limits::Slots::new(&config.server);
+        // The fusion hybrid search runs with: the active registered setting's, else `[search]`'s.
+        let retrieval = Arc::new(RetrievalSettings::open(&config)?);
         let app = Arc::new(App {
+            retrieval,
             traces: Arc::new(Traces::new(config.traces.clone())),
             evaluations: Arc::default(),
             config,
@@ -147,6 +142,17 @@ impl App {
             }
         })?;
         app.helpers.lock().push((stop, flusher));
+        // A setting promoted by another process (`twinflow eval retrieval --promote`) applies without a restart.
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let retrieval = app.retrieval.clone();
+        let follower = std::thread::Builder::new().name("twinflow-retrieval".into()).spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(FOLLOW_EVERY) {
+                if let Err(e) = retrieval.refresh() {
+                    tracing::warn!(error = %e, "the retrieval settings' registry could not be read; the fusion stays");
+                }
+            }
+        })?;
+        app.helpers.lock().push((stop, follower));
         // Commits start, and the input log's acknowledged batches are replayed, before anything is served.
         app.feature.start(training, publishers, on_drift)?;
         Ok(app)
@@ -156,7 +162,7 @@ impl App {
     pub fn rag(&self) -> Rag<'_> {
         Rag {
             config: &self.config.rag,
-            search: &self.config.search,
+            search: self.retrieval.fusion(),
             store: &self.store,
             embedder: self.engine.embedder().as_ref(),
             generator: &self.generator,

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use twinflow_dataflow::Embedder;
 use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
-use twinflow_schemas::api::{Citation, CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit, SearchMode};
-use twinflow_schemas::config::{AnswerMode, GroundingMode, RagConfig, Rerank, SearchConfig};
+use twinflow_schemas::api::{Citation, CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit};
+use twinflow_schemas::config::{AnswerMode, Fusion, GroundingMode, RagConfig, Rerank};
 use twinflow_schemas::{DocumentKind, Hash128};
 use twinflow_sinks::{Store, reciprocal_rank};
 use unicode_segmentation::UnicodeSegmentation;
@@ -98,7 +98,7 @@ fn generator_error(e: ModelError) -> RagError {
 pub struct Rag<'a> {
     pub config: &'a RagConfig,
     /// Weights of the hybrid search each phrasing runs.
-    pub search: &'a SearchConfig,
+    pub search: Fusion,
     pub store: &'a Store,
     pub embedder: &'a dyn Embedder,
     pub generator: &'a LazyGenerator,
@@ -241,11 +241,7 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
     let step = Instant::now();
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
     let vectors = rag.embedder.embed_batch(&texts).map_err(|e| RagError::Retrieval(e.to_string()))?;
-    let mode = SearchMode::Hybrid {
-        vector_weight: rag.search.vector_weight,
-        bm25_weight: rag.search.bm25_weight,
-        rrf_k: rag.search.rrf_k,
-    };
+    let mode = rag.search.mode();
     let mut as_of = 0;
     let mut found: HashMap<Hash128, SearchHit> = HashMap::new();
     let mut rankings: Vec<Vec<Hash128>> = Vec::with_capacity(texts.len());

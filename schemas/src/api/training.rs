@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::datasets::{DatasetManifest, DatasetVersion};
 use crate::drift::{DriftRow, DriftState};
-use crate::models::{Evaluation, ModelCard, RegistryEvent, TwinCard, TwinEvaluation};
+use crate::config::Fusion;
+use crate::models::{Evaluation, ModelCard, RegistryEvent, RetrievalCard, TwinCard, TwinEvaluation};
 use crate::training::JobStatus;
 
 /// Answer to `GET /v1/drift`, and the `drift` of `GET /v1/status`.
@@ -116,6 +117,20 @@ pub struct TwinResponse {
     pub versions: Vec<TwinCard>,
     pub events: Vec<RegistryEvent>,
     pub training: JobStatus<TwinEvaluation>,
+}
+
+/// Answer to `GET /v1/retrieval`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RetrievalResponse {
+    /// The active setting (`retrieval-v<N>`) or `base` (`[search]`'s weights).
+    pub active: String,
+    /// The fusion hybrid searches run with now.
+    pub fusion: Fusion,
+    /// `[search]`'s own weights, used when no setting is active.
+    pub configured: Fusion,
+    /// Every registered setting's card (weights, question set, held-out gain), oldest first.
+    pub versions: Vec<RetrievalCard>,
+    pub events: Vec<RegistryEvent>,
 }
 
 /// Answer to `POST /v1/models/train` and `POST /v1/twin/train` (202): the

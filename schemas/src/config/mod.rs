@@ -56,7 +56,7 @@ pub use engine::{ClusterConfig, EngineConfig};
 pub use generator::{GeneratorConfig, LocalGeneratorConfig, LocalWeights, OpenAiGeneratorConfig};
 pub use publish::{FluvioPublishConfig, KafkaPublishConfig, PublishConfig};
 pub use rag::{AnswerMode, GroundingMode, RagConfig, Rerank};
-pub use search::{AnnConfig, SearchConfig};
+pub use search::{AnnConfig, Fusion, SearchConfig};
 pub use server::{ServerConfig, TlsConfig};
 pub use sources::{
     DocIdNamespaces, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PartitionShare,

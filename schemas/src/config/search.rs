@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::EngineConfig;
+use crate::api::SearchMode;
 
 /// How `/v1/search` fuses its two rankings in `hybrid` mode: each chunk
 /// scores `Σ weight / (rrf_k + rank)` over the vector and BM25 rankings.
@@ -27,12 +28,33 @@ pub struct SearchConfig {
 }
 
 impl SearchConfig {
+    /// The configured fusion of hybrid search.
+    pub fn fusion(&self) -> Fusion {
+        Fusion { vector_weight: self.vector_weight, bm25_weight: self.bm25_weight, rrf_k: self.rrf_k }
+    }
+
     /// The number of index shards for `engine`'s workers.
     pub fn shards_for(&self, engine: &EngineConfig) -> usize {
         match self.shards {
             0 => engine.workers.max(1) * engine.cluster.as_ref().map_or(1, |c| c.hosts.len().max(1)),
             n => n,
         }
+    }
+}
+
+/// The weights hybrid search fuses its two rankings with: `[search]`'s, or
+/// those of the active registered retrieval setting.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Fusion {
+    pub vector_weight: f32,
+    pub bm25_weight: f32,
+    pub rrf_k: f32,
+}
+
+impl Fusion {
+    /// Hybrid search with these weights.
+    pub fn mode(self) -> SearchMode {
+        SearchMode::Hybrid { vector_weight: self.vector_weight, bm25_weight: self.bm25_weight, rrf_k: self.rrf_k }
     }
 }
 

@@ -13,7 +13,7 @@
 //! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train` |
 //! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train` |
 //! | `evals.rs` | `GET /v1/evals` (the `evaluations` table) |
-//! | `versions.rs` | `POST /v1/models/{v}/promote`, `POST /v1/models/rollback`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback` (one implementation for both registries) |
+//! | `versions.rs` | `POST /v1/models/{v}/promote`, `POST /v1/models/rollback`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback`, `GET /v1/retrieval`, `POST /v1/retrieval/{v}/promote`, `POST /v1/retrieval/rollback` (one implementation for every registry) |
 //! | `prometheus.rs` | `GET /metrics` (Prometheus text, with the state's gauges set at each scrape) |
 //! | `../metrics.rs` | the recorder, and the middleware timing every route |
 //! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `GET /healthz`, `POST /v1/snapshots` |
@@ -311,6 +311,26 @@ pub fn table(mounted: &Mounted) -> Api {
             Op::post("models", "Back to the previously active adapter")
                 .ok::<Switched>("The active adapter after the change"),
             versions::roll_back_adapter,
+        )
+        .route(
+            "/v1/retrieval",
+            Op::get("models", "Retrieval settings: hybrid search's fusion, its registered versions and their evidence")
+                .access(Access::READ)
+                .ok::<RetrievalResponse>("The active fusion, every version's card, the events"),
+            versions::retrieval,
+        )
+        .route(
+            "/v1/retrieval/{version}/promote",
+            Op::post("models", "Make a retrieval setting active (the next search uses its fusion)")
+                .integer_path(&["version"])
+                .ok::<Switched>("The active setting after the change"),
+            versions::promote_retrieval,
+        )
+        .route(
+            "/v1/retrieval/rollback",
+            Op::post("models", "Back to the previously active retrieval setting")
+                .ok::<Switched>("The active setting after the change"),
+            versions::roll_back_retrieval,
         )
         .route(
             "/v1/twin",

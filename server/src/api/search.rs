@@ -50,14 +50,7 @@ pub async fn search(
         until_ms: query.until,
     };
     let mode = match query.mode.as_deref() {
-        None | Some("hybrid") => {
-            let fusion = &app.config.search;
-            SearchMode::Hybrid {
-                vector_weight: fusion.vector_weight,
-                bm25_weight: fusion.bm25_weight,
-                rrf_k: fusion.rrf_k,
-            }
-        }
+        None | Some("hybrid") => app.retrieval.fusion().mode(),
         Some("vector") => SearchMode::Vector,
         Some("bm25") => SearchMode::Bm25,
         Some(other) => {

@@ -1,5 +1,5 @@
 //! Promotion and rollback over HTTP, the same for every registry of
-//! versions (the embedding adapter, the twin): 404 for an unknown version,
+//! versions (the embedding adapter, the twin, retrieval settings): 404 for an unknown version,
 //! 409 while a run of that kind is in progress, 404 when nothing was ever
 //! promoted to roll back from.
 
@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 
 use twinflow_pipelines::training::{Promotion, Switched};
-use twinflow_schemas::api::ErrorCode;
+use twinflow_schemas::api::{ErrorCode, RetrievalResponse};
 
 use super::ApiError;
 use crate::app::App;
@@ -35,6 +35,33 @@ pub async fn promote_twin(State(app): State<Arc<App>>, Path(version): Path<u64>)
 /// Handler of `POST /v1/twin/rollback`.
 pub async fn roll_back_twin(State(app): State<Arc<App>>) -> Result<Json<Switched>, ApiError> {
     roll_back(app.twin.clone()).await
+}
+
+/// Handler of `GET /v1/retrieval`.
+pub async fn retrieval(State(app): State<Arc<App>>) -> Result<Json<RetrievalResponse>, ApiError> {
+    let settings = &app.retrieval;
+    let (versions, events) = settings.versions().map_err(ApiError::internal)?;
+    let (active, fusion) = settings.current();
+    Ok(Json(RetrievalResponse {
+        active: active.map_or_else(|| "base".to_owned(), |v| format!("retrieval-v{v}")),
+        fusion,
+        configured: settings.configured(),
+        versions,
+        events,
+    }))
+}
+
+/// Handler of `POST /v1/retrieval/{version}/promote`.
+pub async fn promote_retrieval(
+    State(app): State<Arc<App>>,
+    Path(version): Path<u64>,
+) -> Result<Json<Switched>, ApiError> {
+    promote(app.retrieval.clone(), version).await
+}
+
+/// Handler of `POST /v1/retrieval/rollback`.
+pub async fn roll_back_retrieval(State(app): State<Arc<App>>) -> Result<Json<Switched>, ApiError> {
+    roll_back(app.retrieval.clone()).await
 }
 
 async fn promote(versions: Arc<dyn Promotion>, version: u64) -> Result<Json<Switched>, ApiError> {

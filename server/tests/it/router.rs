@@ -376,9 +376,44 @@ async fn bm25_and_hybrid_follow_epochs_and_survive_a_restart() {
     app.shutdown().unwrap();
 }
 
+/// A registered retrieval setting (weights, judged evidence) for the test.
+fn retrieval_card(bm25_weight: f32, rrf_k: f32) -> twinflow_models::RetrievalCard {
+    use twinflow_schemas::stats::Estimate;
+    let estimate = Estimate { mean: 0.5, low: 0.4, high: 0.6 };
+    twinflow_models::RetrievalCard {
+        version: 0,
+        created_at_ms: 0,
+        vector_weight: 0.0,
+        bm25_weight,
+        rrf_k,
+        test_queries: 10,
+        dev_queries: 10,
+        ndcg_at_10: estimate,
+        active_ndcg_at_10: estimate,
+        gain: Estimate { mean: 0.1, low: 0.05, high: 0.15 },
+        parent: None,
+        promoted: true,
+        decision: "registered by the test".into(),
+        dataset: twinflow_schemas::models::DatasetRef {
+            name: "test".into(),
+            version: 0,
+            epoch: 1,
+            content_hash: String::new(),
+            train_pairs: 10,
+            test_pairs: 10,
+        },
+    }
+}
+
+/// Hybrid search fuses with `[search]`'s weights until a retrieval setting
+/// is active: one promoted by another process (as `twinflow eval retrieval
+/// --promote` does) applies within seconds without a restart; promotion
+/// and rollback over HTTP apply at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hybrid_weights_come_from_the_config() {
+async fn hybrid_weights_follow_the_config_then_the_active_retrieval_setting() {
+    use twinflow_schemas::api::RetrievalResponse;
     use twinflow_schemas::config::{Config, EmbedderConfig, HashingEmbedderConfig};
+    use twinflow_schemas::training::Switched;
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.storage.data_dir = dir.path().to_path_buf();
@@ -403,15 +438,82 @@ async fn hybrid_weights_come_from_the_config() {
             serde_json::from_slice::<SearchResponse>(&body).unwrap().results
         }
     };
-    let (hybrid, bm25) = (results("hybrid").await, results("bm25").await);
-    assert_eq!(
-        hybrid.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
-        bm25.iter().map(|h| h.chunk_id).collect::<Vec<_>>()
-    );
-    for (rank, hit) in hybrid.iter().enumerate() {
-        let want = 2.0 / (10.0 + rank as f32 + 1.0);
-        assert!((hit.score - want).abs() < 1e-6, "rank {rank}: score {}, want {want}", hit.score);
+    // Hybrid ranks as BM25 does, each hit scored `weight / (rrf_k + rank)`.
+    let fused_as = |weight: f32, rrf_k: f32| {
+        let results = results.clone();
+        async move {
+            let (hybrid, bm25) = (results("hybrid").await, results("bm25").await);
+            assert_eq!(
+                hybrid.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
+                bm25.iter().map(|h| h.chunk_id).collect::<Vec<_>>()
+            );
+            hybrid.iter().enumerate().all(|(rank, hit)| (hit.score - weight / (rrf_k + rank as f32 + 1.0)).abs() < 1e-6)
+        }
+    };
+    let retrieval = |app: std::sync::Arc<twinflow_server::App>| async move {
+        let (status, body) = send(&app, Request::get("/v1/retrieval").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<RetrievalResponse>(&body).unwrap()
+    };
+    assert!(fused_as(2.0, 10.0).await, "[search]'s weights");
+    let listed = retrieval(app.clone()).await;
+    assert_eq!((listed.active.as_str(), listed.versions.len()), ("base", 0));
+    assert_eq!(listed.fusion, listed.configured);
+
+    // Nothing to roll back; no such version; a read key may not switch.
+    expect_error(&app, post("/v1/retrieval/rollback", "application/json", ""), StatusCode::NOT_FOUND, ErrorCode::NotFound)
+        .await;
+    expect_error(
+        &app,
+        post("/v1/retrieval/9/promote", "application/json", ""),
+        StatusCode::NOT_FOUND,
+        ErrorCode::ModelNotFound,
+    )
+    .await;
+    let mut as_reader = post("/v1/retrieval/1/promote", "application/json", "");
+    as_reader.headers_mut().insert("authorization", format!("Bearer {}", crate::fixtures::READ_KEY).parse().unwrap());
+    let (status, _) = send(&app, as_reader).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Another process registers and promotes a setting: searches follow it.
+    let registry = twinflow_models::Registry::<twinflow_models::RetrievalCard>::open(
+        &dir.path().join("_models").join("retrieval"),
+    )
+    .unwrap();
+    let card = registry.register(retrieval_card(3.0, 5.0), |_| Ok(()), &[]).unwrap();
+    registry.promote(card.version, "promoted by another process").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while retrieval(app.clone()).await.active != "retrieval-v1" {
+        assert!(std::time::Instant::now() < deadline, "the server never picked up retrieval-v1");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert!(fused_as(3.0, 5.0).await, "the active setting's weights");
+    let listed = retrieval(app.clone()).await;
+    assert_eq!((listed.versions.len(), listed.fusion.bm25_weight, listed.configured.bm25_weight), (1, 3.0, 2.0));
+
+    // Over HTTP: rollback and promotion switch the next search.
+    let (status, body) = send(&app, post("/v1/retrieval/rollback", "application/json", "")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(serde_json::from_slice::<Switched>(&body).unwrap().active, "base");
+    assert!(fused_as(2.0, 10.0).await, "back to [search]'s weights");
+    let (status, body) = send(&app, post("/v1/retrieval/1/promote", "application/json", "")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(serde_json::from_slice::<Switched>(&body).unwrap().active, "retrieval-v1");
+    assert!(fused_as(3.0, 5.0).await);
+    let events = retrieval(app.clone()).await.events;
+    assert_eq!(events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["register", "promote", "rollback", "promote"]);
+    app.shutdown().unwrap();
+
+    // After a restart the active setting applies from the first search.
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    config.embedder = EmbedderConfig::Hashing(HashingEmbedderConfig::default());
+    config.search.vector_weight = 0.0;
+    config.search.bm25_weight = 2.0;
+    config.search.rrf_k = 10.0;
+    config.auth.keys = crate::fixtures::test_keys();
+    let app = twinflow_server::App::start(config).unwrap();
+    assert_eq!(app.retrieval.current().0, Some(1));
     app.shutdown().unwrap();
 }
 

@@ -4,71 +4,39 @@
 //! choice is registered with its evidence (a registry of cards, as models
 //! are), and becomes active only when its paired gain in nDCG@10 is above
 //! zero with 95% confidence. The server and the `eval` commands search with
-//! the active version's weights in place of `[search]`'s.
+//! the active version's weights in place of `[search]`'s; a running server
+//! follows the registry ([`RetrievalSettings`]): a version promoted or
+//! rolled back over HTTP applies at once, one promoted by another process
+//! (the `eval` command) within [`FOLLOW_EVERY`].
 //!
 //! ```text
 //!  tuned fusion (dev half) ─▶ held-out half: candidate − active, per query ─▶ bootstrap interval
-//!     ─▶ card (weights, set, gain) registered ─▶ low > 0: promoted ─▶ [search] weights overridden at start
+//!     ─▶ card (weights, set, gain) registered ─▶ low > 0: promoted ─▶ the next search uses its weights
 //! ```
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use twinflow_models::{Card, Registry};
+use parking_lot::{Mutex, RwLock};
+use twinflow_models::Registry;
 use twinflow_schemas::api::SearchMode;
-use twinflow_schemas::config::Config;
-use twinflow_schemas::models::DatasetRef;
+use twinflow_schemas::config::{Config, Fusion};
+use twinflow_schemas::models::{DatasetRef, RegistryEvent};
+use twinflow_schemas::training::Switched;
 
-use super::measures::{Estimate, paired_difference};
+pub use twinflow_schemas::models::RetrievalCard;
+
+use super::measures::paired_difference;
 use super::retrieval::{RetrievalReport, SettingReport};
-use crate::training::Error;
+use crate::training::{Error, Promotion, version_name};
+
+/// How often a server reads the registry for a version another process promoted.
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
 /// The name of the configured hybrid among a report's settings.
 pub const CONFIGURED: &str = "hybrid (configured)";
 /// Seed of the paired bootstrap.
 const SEED: u64 = 41;
-
-/// One registered retrieval setting and the evidence it was judged on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RetrievalCard {
-    pub version: u64,
-    pub created_at_ms: i64,
-    pub vector_weight: f32,
-    pub bm25_weight: f32,
-    pub rrf_k: f32,
-    /// The held-out queries it was judged on (the dev half chose it).
-    pub test_queries: usize,
-    pub dev_queries: usize,
-    /// nDCG@10 on the held-out queries: this setting's, and the one active when it was judged.
-    pub ndcg_at_10: Estimate,
-    pub active_ndcg_at_10: Estimate,
-    /// This setting's nDCG@10 minus the active one's, per held-out query (95% interval).
-    pub gain: Estimate,
-    /// The version active when it was judged (`None`: `[search]`'s weights).
-    pub parent: Option<u64>,
-    pub promoted: bool,
-    pub decision: String,
-    /// The question set (name) and the index epoch it was measured at.
-    pub dataset: DatasetRef,
-}
-
-impl Card for RetrievalCard {
-    fn version(&self) -> u64 {
-        self.version
-    }
-
-    fn set_version(&mut self, version: u64) {
-        self.version = version;
-    }
-
-    fn decision(&self) -> &str {
-        &self.decision
-    }
-
-    fn dataset(&self) -> &DatasetRef {
-        &self.dataset
-    }
-}
 
 /// Where retrieval settings are registered: `<data>/_models/retrieval`.
 pub fn registry_dir(config: &Config) -> PathBuf {
@@ -79,6 +47,10 @@ fn registry(config: &Config) -> Result<Registry<RetrievalCard>, Error> {
     Ok(Registry::<RetrievalCard>::open(&registry_dir(config))?)
 }
 
+fn fusion_of(card: &RetrievalCard) -> Fusion {
+    Fusion { vector_weight: card.vector_weight, bm25_weight: card.bm25_weight, rrf_k: card.rrf_k }
+}
+
 /// Puts the active retrieval setting's weights (if a version is active) in
 /// `config.search`; returns its version.
 pub fn apply_active(config: &mut Config) -> Result<Option<u64>, Error> {
@@ -87,11 +59,114 @@ pub fn apply_active(config: &mut Config) -> Result<Option<u64>, Error> {
     }
     let registry = registry(config)?;
     let Some(version) = registry.active()? else { return Ok(None) };
-    let card = registry.card(version)?;
-    config.search.vector_weight = card.vector_weight;
-    config.search.bm25_weight = card.bm25_weight;
-    config.search.rrf_k = card.rrf_k;
+    let fusion = fusion_of(&registry.card(version)?);
+    config.search.vector_weight = fusion.vector_weight;
+    config.search.bm25_weight = fusion.bm25_weight;
+    config.search.rrf_k = fusion.rrf_k;
     Ok(Some(version))
+}
+
+/// The fusion a running server searches with: the active registered
+/// setting's weights, else `[search]`'s. Reading it is a lock and a copy;
+/// [`RetrievalSettings::refresh`] reads the registry.
+#[derive(Debug)]
+pub struct RetrievalSettings {
+    registry: Registry<RetrievalCard>,
+    configured: Fusion,
+    active: RwLock<(Option<u64>, Fusion)>,
+    /// One refresh at a time, so an older read never overwrites a newer one.
+    refreshing: Mutex<()>,
+}
+
+impl RetrievalSettings {
+    /// Opens (creating) `<data>/_models/retrieval` and applies its active version.
+    pub fn open(config: &Config) -> Result<Self, Error> {
+        let configured = config.search.fusion();
+        let settings = Self {
+            registry: registry(config)?,
+            configured,
+            active: RwLock::new((None, configured)),
+            refreshing: Mutex::new(()),
+        };
+        settings.refresh()?;
+        Ok(settings)
+    }
+
+    /// The active version (`None`: `[search]`'s weights) and its fusion.
+    pub fn current(&self) -> (Option<u64>, Fusion) {
+        *self.active.read()
+    }
+
+    /// The fusion hybrid searches run with now.
+    pub fn fusion(&self) -> Fusion {
+        self.current().1
+    }
+
+    /// `[search]`'s own weights.
+    pub fn configured(&self) -> Fusion {
+        self.configured
+    }
+
+    /// Every registered setting, oldest first, and the registry's events.
+    pub fn versions(&self) -> Result<(Vec<RetrievalCard>, Vec<RegistryEvent>), Error> {
+        Ok((self.registry.list()?, self.registry.events()?))
+    }
+
+    /// Reads the registry's active version and switches to it; true when it changed.
+    pub fn refresh(&self) -> Result<bool, Error> {
+        let _one = self.refreshing.lock();
+        let version = self.registry.active()?;
+        if version == self.current().0 {
+            return Ok(false);
+        }
+        let fusion = match version {
+            Some(v) => fusion_of(&self.registry.card(v)?),
+            None => self.configured,
+        };
+        *self.active.write() = (version, fusion);
+        tracing::info!(
+            version = version_name("retrieval", version),
+            vector_weight = fusion.vector_weight,
+            bm25_weight = fusion.bm25_weight,
+            rrf_k = fusion.rrf_k,
+            "hybrid search switched its fusion"
+        );
+        Ok(true)
+    }
+
+    fn switched(&self) -> Result<Switched, Error> {
+        self.refresh()?;
+        Ok(Switched { active: version_name("retrieval", self.current().0), switched_at_epoch: None, answering: None })
+    }
+}
+
+impl Promotion for RetrievalSettings {
+    fn kind(&self) -> &'static str {
+        "retrieval setting"
+    }
+
+    /// Settings are judged by `twinflow eval retrieval`, not trained here.
+    fn is_running(&self) -> bool {
+        false
+    }
+
+    fn has_version(&self, version: u64) -> bool {
+        self.registry.card(version).is_ok()
+    }
+
+    fn ever_promoted(&self) -> Result<bool, Error> {
+        Ok(self.registry.events()?.iter().any(|e| e.action == "promote"))
+    }
+
+    fn promote(&self, version: u64, reason: &str) -> Result<Switched, Error> {
+        self.registry.promote(version, reason)?;
+        self.switched()
+    }
+
+    fn roll_back(&self) -> Result<Switched, Error> {
+        self.registry.rollback("rolled back by request")?;
+        self.switched()
+    }
 }
 
 /// Judges the fusion `report` tuned against the configured hybrid (the
