@@ -100,6 +100,7 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
                 "examples": card.report.examples,
                 "epoch_losses": card.report.epoch_losses,
                 "epoch_rewards": card.report.epoch_rewards,
+                "held_out_steps": card.report.held_out_steps,
                 "held_out_losses": card.report.held_out_losses,
                 "held_out_rewards": card.report.held_out_rewards,
                 "evaluation": card.evaluation,

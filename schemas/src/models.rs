@@ -248,6 +248,9 @@ pub struct LoraTraining {
     /// DPO's β (how far the policy may move from its reference per unit of preference).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
+    /// Held-out examples are scored every this many steps, and after every
+    /// epoch (0: after every epoch only).
+    pub eval_every: usize,
 }
 
 impl Default for LoraTraining {
@@ -263,6 +266,7 @@ impl Default for LoraTraining {
             seed: 7,
             technique: "sft".into(),
             beta: None,
+            eval_every: 0,
         }
     }
 }
@@ -279,11 +283,15 @@ pub struct LoraReport {
     /// Preference techniques: each epoch's training reward accuracy and mean reward margin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub epoch_rewards: Vec<[f32; 2]>,
-    /// The held-out examples' mean loss after each epoch, on the model being
-    /// trained: the learning curve on data it never trains on.
+    /// The steps after which the held-out examples were scored: every
+    /// `eval_every` steps and at the end of each epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out_steps: Vec<usize>,
+    /// The held-out examples' mean loss at each of `held_out_steps`, on the
+    /// model being trained: the learning curve on data it never trains on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_out_losses: Vec<f32>,
-    /// Preference techniques: the held-out reward accuracy and mean margin after each epoch.
+    /// Preference techniques: the held-out reward accuracy and mean margin at each of `held_out_steps`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_out_rewards: Vec<[f32; 2]>,
     pub trainable_parameters: usize,

@@ -135,18 +135,21 @@ fn dpo_learns_a_preference_that_holds_on_held_out_pairs() {
     let before = dpo.rewards(&trainer, &held_out, None).expect("base rewards");
     assert_eq!((before.accuracy, before.pairs), (0.0, 6), "the reference's own margins are zero: {before:?}");
 
-    let config = LoraTraining { epochs: 2, batch_size: 4, learning_rate: 2e-3, ..LoraTraining::default() };
+    // 14 pairs in batches of 4: 4 steps per epoch; held-out scored every 3 steps and at each epoch's end.
+    let config =
+        LoraTraining { epochs: 2, batch_size: 4, learning_rate: 2e-3, eval_every: 3, ..LoraTraining::default() };
     let started = Instant::now();
     let mut losses = Vec::new();
     let (lora, report) =
         trainer.train_with(&dpo, train.to_vec(), test, &config, None, |_, _, loss| losses.push(loss)).expect("trains");
     let after = dpo.rewards(&trainer, &held_out, Some(&lora)).expect("tuned rewards");
     eprintln!(
-        "dpo: {} steps in {:.1} s, step losses {losses:?}, epoch rewards {:?}, held-out after each epoch {:?}; \
+        "dpo: {} steps in {:.1} s, step losses {losses:?}, epoch rewards {:?}, held-out at steps {:?}: {:?}; \
          held-out reward accuracy {:.2}, margin {:.3}",
         report.steps,
         started.elapsed().as_secs_f64(),
         report.epoch_rewards,
+        report.held_out_steps,
         report.held_out_rewards,
         after.accuracy,
         after.margin
@@ -156,9 +159,10 @@ fn dpo_learns_a_preference_that_holds_on_held_out_pairs() {
         "the first loss is log 2 (policy = reference): {}",
         losses[0]
     );
-    assert_eq!((report.steps, report.epoch_rewards.len(), report.held_out_rewards.len()), (8, 2, 2));
+    assert_eq!((report.steps, report.epoch_rewards.len()), (8, 2));
+    assert_eq!((report.held_out_steps.as_slice(), report.held_out_rewards.len()), ([3, 4, 6, 8].as_slice(), 4));
     // The curve on the held-out pairs, measured during training, ends where the evaluation does.
-    let last = report.held_out_rewards[1];
+    let last = report.held_out_rewards[3];
     assert!(
         (f64::from(last[0]) - after.accuracy).abs() < 1e-6 && (f64::from(last[1]) - after.margin).abs() < 0.05,
         "{last:?} vs {after:?}"

@@ -150,6 +150,7 @@ impl Twin {
             seed: self.config.seed,
             technique: "sft".into(),
             beta: None,
+            eval_every: self.config.eval_every,
         })
     }
 

@@ -43,6 +43,10 @@ pub struct TwinConfig {
     pub max_examples: usize,
     /// Largest number of held-out examples scored per model.
     pub max_test: usize,
+    /// The held-out examples are scored during training every this many
+    /// steps (and after each epoch): the learning curve in the card (0:
+    /// after each epoch only).
+    pub eval_every: usize,
     pub seed: u64,
 }
 
@@ -65,6 +69,7 @@ impl Default for TwinConfig {
             max_tokens: 192,
             max_examples: 256,
             max_test: 64,
+            eval_every: 16,
             seed: 7,
         }
     }

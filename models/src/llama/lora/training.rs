@@ -193,8 +193,9 @@ impl LoraTrainer {
 
     /// Trains fresh adapters on `examples` with `technique`, on top of
     /// `start` (merged into the frozen weights; `None`: the base model).
-    /// After each epoch the `held_out` examples' loss (and rewards) on the
-    /// model being trained go in the report: the learning curve on data it
+    /// Every `config.eval_every` steps and after each epoch, the `held_out`
+    /// examples' loss (and rewards) on the model being trained go in the
+    /// report: the learning curve on data it
     /// never trains on. Returns the adapter of the whole fine-tune: `start`
     /// and the new factors stacked into one, so that it applies to the base model.
     pub fn train_with<T: Technique>(
@@ -238,7 +239,19 @@ impl LoraTrainer {
         let mut order: Vec<usize> = (0..examples.len()).collect();
         let mut rng = SeededRng::new(config.seed);
         let (mut epoch_losses, mut epoch_rewards) = (Vec::new(), Vec::new());
-        let (mut held_out_losses, mut held_out_rewards) = (Vec::new(), Vec::new());
+        let (mut held_out_steps, mut held_out_losses, mut held_out_rewards) = (Vec::new(), Vec::new(), Vec::new());
+        // On the plain device: a forward pass on the autodiff device that is never
+        // differentiated keeps its graph (and every activation) alive.
+        let mut score_held_out = |network: &Llama, step: usize| -> Result<()> {
+            if held_out.is_empty() || held_out_steps.last() == Some(&step) {
+                return Ok(());
+            }
+            let (loss, rewards) = self.held_out_loss(technique, &network.valid(), &held_out, batch, &self.device)?;
+            held_out_steps.push(step);
+            held_out_losses.push(loss);
+            held_out_rewards.extend(rewards.map(|r| [r.accuracy as f32, r.margin as f32]));
+            Ok(())
+        };
         let mut step = 0;
         for _ in 0..config.epochs.max(1) {
             rng.shuffle(&mut order);
@@ -257,20 +270,16 @@ impl LoraTrainer {
                 rewards.extend(step_loss.rewards);
                 step += 1;
                 progress(step, steps, value);
+                if config.eval_every > 0 && step % config.eval_every == 0 {
+                    score_held_out(&network, step)?;
+                }
             }
             epoch_losses.push((total / weight.max(1) as f64) as f32);
             if !rewards.is_empty() {
                 let pooled = super::Rewards::pooled(&rewards);
                 epoch_rewards.push([pooled.accuracy as f32, pooled.margin as f32]);
             }
-            if !held_out.is_empty() {
-                // On the plain device: a forward pass on the autodiff device that is never
-                // differentiated keeps its graph (and every activation) alive.
-                let (loss, rewards) =
-                    self.held_out_loss(technique, &network.valid(), &held_out, batch, &self.device)?;
-                held_out_losses.push(loss);
-                held_out_rewards.extend(rewards.map(|r| [r.accuracy as f32, r.margin as f32]));
-            }
+            score_held_out(&network, step)?;
         }
         let trained = extract(&network, config)?;
         let trainable_parameters = trained.parameters();
@@ -284,6 +293,7 @@ impl LoraTrainer {
             steps,
             epoch_losses,
             epoch_rewards,
+            held_out_steps,
             held_out_losses,
             held_out_rewards,
             trainable_parameters,
