@@ -1,6 +1,7 @@
 //! A reader for GGUF files (llama.cpp's model format, version 2 and 3):
 //! the metadata key/values, the tensor table, and the tensors dequantised to
-//! `f32` (every type of [`GgmlType`]: `quants.rs`); `writer.rs` writes them.
+//! `f32` (every type of [`GgmlType`]: `quants.rs`); `writer.rs` writes them;
+//! `dot.rs` multiplies rows of blocks with quantised activations as they are.
 //!
 //! ```text
 //!  "GGUF" u32 version · u64 tensors · u64 metadata entries
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+pub mod dot;
 mod quants;
 mod writer;
 

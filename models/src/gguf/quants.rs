@@ -247,7 +247,7 @@ fn q3_k(b: &[u8], out: &mut Vec<f32>) {
 /// Scale and min `j` (0..8) of Q4_K / Q5_K's 12 packed bytes: 6 bits each,
 /// the first four whole in bytes 0..8, the last four split between the
 /// nibbles of bytes 8..12 and the top bits of bytes 0..8.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -13,10 +13,11 @@
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
-use super::matrix::Matrix;
+use super::matrix::{Matrix, Part};
 use super::{LlamaConfig, Weights};
 use crate::Result;
 use crate::gguf::Gguf;
+use crate::gguf::dot::kernel;
 use crate::matmul::matmul;
 
 struct Block {
@@ -41,8 +42,9 @@ pub(crate) struct FusedLlama {
     config: LlamaConfig,
     blocks: Vec<Block>,
     norm: Vec<f32>,
-    /// `[vocab, h]`: the output projection (the token embeddings when tied).
-    output: Array2<f32>,
+    /// `[vocab, h]`: the output projection (the token embeddings when tied;
+    /// kept as blocks with the projections, where its type has a kernel).
+    output: Matrix,
     /// `cos`, `sin` of position · θᵢ, `[context, head_dim / 2]`.
     rope: (Vec<f32>, Vec<f32>),
 }
@@ -93,11 +95,17 @@ impl FusedLlama {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let output = if gguf.tensors.contains_key("output.weight") {
-            stacked(vec![gguf.tensor_f32("output.weight", &[h, v])?], h)
+        let tied = !gguf.tensors.contains_key("output.weight");
+        let (info, bytes) = gguf.tensor_bytes(if tied { "token_embd.weight" } else { "output.weight" })?;
+        let output = if keep_blocks && kernel(info.ty).is_some() && info.dims == [h, v] {
+            Part::Blocks { ty: info.ty, rows: v, cols: h, data: bytes.to_vec() }
+        } else if tied {
+            Part::F32(Array2::from_shape_vec((v, h), embeddings.to_vec()).expect("vocab × h embeddings"))
         } else {
-            Array2::from_shape_vec((v, h), embeddings.to_vec()).expect("vocab × h embeddings")
+            Part::F32(stacked(vec![gguf.tensor_f32("output.weight", &[h, v])?], h))
         };
+        // The logits are read directly (greedy choices between near ties): precise activations.
+        let output = Matrix::new(vec![output]).precise();
         let half = config.head_dim / 2;
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
         for position in 0..config.context_length {
@@ -187,7 +195,7 @@ impl FusedLlama {
         cache.len = start + s;
         let last = x.slice(s![s - 1..s, ..]).to_owned();
         let normed = rms_norm(&last, &self.norm, c.rms_eps as f32);
-        product(&normed, &self.output).into_raw_vec_and_offset().0
+        self.output.product(&normed).into_raw_vec_and_offset().0
     }
 
     /// RoPE on one head at `position`: pairs `(2i, 2i+1)` rotated by `position · θᵢ`.
@@ -279,18 +287,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = a.chunks_exact(16).remainder().iter().zip(b.chunks_exact(16).remainder()).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
-}
-
-/// `x · wᵀ` for `w` `[out, in]`: the output columns split into one block per
-/// rayon thread, each block one single-threaded [`matmul`] written in place
-/// (for one token a matrix-vector product that streams the weights once).
-fn product(x: &Array2<f32>, w: &Array2<f32>) -> Array2<f32> {
-    let mut y = Array2::<f32>::zeros((x.nrows(), w.nrows()));
-    let block = w.nrows().div_ceil(rayon::current_num_threads().max(1)).max(1);
-    let w_blocks: Vec<ArrayView2<f32>> = w.axis_chunks_iter(Axis(0), block).collect();
-    let y_blocks: Vec<_> = y.axis_chunks_iter_mut(Axis(1), block).collect();
-    w_blocks.into_par_iter().zip(y_blocks).for_each(|(w, y)| matmul(1.0, x.view(), w.t(), 0.0, y));
-    y
 }
 
 /// Each row scaled to unit root-mean-square, then by `weight`.

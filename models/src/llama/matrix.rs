@@ -2,26 +2,35 @@
 //! parts (Q, K and V; gate and up), each part either `f32` or the GGUF
 //! blocks as stored (Q4_K, Q6_K, Q8_0, …).
 //!
-//! Kept as blocks, a part is dequantised in the product, one tile of rows
+//! Kept as blocks, a part is read as it is stored: for a few rows of `x`
+//! (decoding), each row of `x` is quantised to 8 bits once and every weight
+//! row's blocks are dotted with it by the integer kernels of
+//! `gguf::dot`; for a prompt, the blocks are dequantised one tile of rows
 //! at a time into a buffer that stays in cache, then multiplied like the
-//! `f32` rows: decoding reads the weights' bytes once per token (a 4-bit
-//! model a seventh of the `f32` traffic) and a model that would take GBs
-//! as `f32` fits.
+//! `f32` rows. Either way the weights' bytes are read once per product (a
+//! 4-bit model a seventh of the `f32` traffic) and a model that would take
+//! GBs as `f32` fits.
 //!
 //! ```text
 //!  x [s, in] ─┬─ part f32    [r₁, in] ──── matmul ──────────────────▶ y[:, 0..r₁]
-//!             └─ part blocks [r₂, in] ── per thread: tiles of TILE rows
+//!             └─ part blocks [r₂, in] ─┬─ s ≤ DOT_ROWS: x rows → Q8 ─ integer dots per row ─▶ y[:, r₁..]
+//!                                      └─ else, per thread: tiles of TILE rows
 //!                                         ─ dequantise ─ matmul ────▶ y[:, r₁..r₁ + r₂]
 //! ```
 
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
+use crate::gguf::dot::{Q8Row, kernel};
 use crate::gguf::{GgmlType, dequantize_into};
 use crate::matmul::matmul;
 
 /// Rows dequantised at a time: 32 rows of 576–4,096 `f32` stay in L2.
 const TILE: usize = 32;
+
+/// Rows of `x` up to which block parts are multiplied by the integer
+/// kernels; above, a dequantised tile is reused by every row of `x`.
+const DOT_ROWS: usize = 4;
 
 /// One part of a stacked matrix.
 pub(crate) enum Part {
@@ -54,6 +63,14 @@ impl Part {
         }
     }
 
+    /// The integer kernel of a part of blocks, where its type has one.
+    fn kernel(&self) -> Option<crate::gguf::dot::Kernel> {
+        match self {
+            Part::F32(_) => None,
+            Part::Blocks { ty, .. } => kernel(*ty),
+        }
+    }
+
     /// Bytes the part takes in memory.
     fn bytes(&self) -> usize {
         match self {
@@ -66,11 +83,23 @@ impl Part {
 /// Rows stacked from parts.
 pub(crate) struct Matrix {
     parts: Vec<Part>,
+    /// Passes of activation quantisation in the integer products (2: each
+    /// row of `x` and its quantisation error, for products read directly,
+    /// such as the logits).
+    passes: usize,
 }
 
 impl Matrix {
     pub(crate) fn new(parts: Vec<Part>) -> Self {
-        Self { parts }
+        Self { parts, passes: 1 }
+    }
+
+    /// This matrix, its integer products taking `x` in two passes (its 8-bit
+    /// quantisation, then that one's error): close to `f32` activations at
+    /// twice the integer work and the same weight traffic.
+    pub(crate) fn precise(mut self) -> Self {
+        self.passes = 2;
+        self
     }
 
     /// All rows.
@@ -104,6 +133,12 @@ impl Matrix {
     pub(crate) fn product(&self, x: &Array2<f32>) -> Array2<f32> {
         let mut y = Array2::<f32>::zeros((x.nrows(), self.rows()));
         let threads = rayon::current_num_threads().max(1);
+        let few = x.nrows() <= DOT_ROWS;
+        let quantized: Vec<Vec<Q8Row>> = if few && self.parts.iter().any(|p| p.kernel().is_some()) {
+            x.rows().into_iter().map(|row| Q8Row::quantize_residual(&row.to_vec(), self.passes)).collect()
+        } else {
+            Vec::new()
+        };
         let mut start = 0;
         for part in &self.parts {
             let rows = part.rows();
@@ -114,6 +149,19 @@ impl Matrix {
                 Part::F32(w) => {
                     let w_blocks: Vec<ArrayView2<f32>> = w.axis_chunks_iter(Axis(0), block).collect();
                     w_blocks.into_par_iter().zip(y_blocks).for_each(|(w, y)| matmul(1.0, x.view(), w.t(), 0.0, y));
+                }
+                Part::Blocks { data, .. } if !quantized.is_empty() && part.kernel().is_some() => {
+                    let dot = part.kernel().expect("checked");
+                    let row_bytes = data.len() / rows;
+                    y_blocks.into_par_iter().enumerate().for_each(|(i, mut y)| {
+                        let first = i * block;
+                        for r in 0..y.ncols() {
+                            let w = &data[(first + r) * row_bytes..][..row_bytes];
+                            for (s, passes) in quantized.iter().enumerate() {
+                                y[[s, r]] = passes.iter().map(|x| dot(w, x)).sum();
+                            }
+                        }
+                    });
                 }
                 Part::Blocks { ty, cols, data, .. } => {
                     let row_bytes = data.len() / rows;

@@ -215,9 +215,15 @@ fn check(spec: Spec, seed: u64) {
         for (t, logits) in steps {
             let scale = expected[t].iter().fold(1.0f32, |m, v| m.max(v.abs()));
             let diff = logits.iter().zip(&expected[t]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            // Normalised squared error: Σ(a − b)² / Σb².
+            let nmse = logits.iter().zip(&expected[t]).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>()
+                / expected[t].iter().map(|b| f64::from(*b).powi(2)).sum::<f64>();
+            // Decoding with blocks multiplies 8-bit activations (as llama.cpp
+            // does): held to a normalised error, not to f32's last digits.
+            let within = if i == 1 && t >= PREFILL { nmse <= 1e-3 } else { diff <= 1e-3 * scale };
             assert!(
-                diff <= 1e-3 * scale,
-                "{:?} on {path}: position {t} differs from the reference by {diff} (logits up to {scale})",
+                within,
+                "{:?} on {path}: position {t} differs from the reference by {diff} (logits up to {scale}; nmse {nmse:.2e})",
                 spec.arch,
             );
         }

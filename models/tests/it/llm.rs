@@ -113,10 +113,12 @@ fn the_gguf_blocks_kept_in_memory_answer_as_the_f32_weights_do() {
     let params = GenerateParams { max_tokens: 16, ..GenerateParams::default() };
     let a = llm().generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
     let b = blocks.generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
-    assert_eq!(a.text, b.text);
     let prompt = llm().tokenizer().apply_chat_template(&question()).unwrap();
-    let diff = crate::max_abs_diff(&llm().prompt_logits(&prompt).unwrap(), &blocks.prompt_logits(&prompt).unwrap());
-    assert!(diff < 1e-3, "logits differ by {diff}");
+    let (la, lb) = (llm().prompt_logits(&prompt).unwrap(), blocks.prompt_logits(&prompt).unwrap());
+    assert_eq!(a.text, b.text);
+    // The logits multiply 8-bit activations in two passes (the second quantises the first's error).
+    let (diff, scale) = (crate::max_abs_diff(&la, &lb), la.iter().fold(0f32, |m, v| m.max(v.abs())));
+    assert!(diff < 1e-4 * scale, "logits differ by {diff} (up to {scale})");
 }
 
 #[test]
