@@ -39,8 +39,11 @@ pub fn generation(model: &str, generation: &twinflow_models::Generation) {
     let model = model.to_owned();
     counter!("twinflow_generated_tokens_total", "model" => model.clone(), "kind" => "prompt")
         .increment(generation.prompt_tokens as u64);
-    counter!("twinflow_generated_tokens_total", "model" => model, "kind" => "completion")
+    counter!("twinflow_generated_tokens_total", "model" => model.clone(), "kind" => "completion")
         .increment(generation.completion_tokens as u64);
+    // Prompt tokens whose keys and values were reused from the previous generation.
+    counter!("twinflow_generated_tokens_total", "model" => model, "kind" => "cached")
+        .increment(generation.cached_tokens as u64);
     histogram!("twinflow_generation_seconds", "phase" => "prefill").record(generation.prefill_ms / 1e3);
     histogram!("twinflow_generation_seconds", "phase" => "decode").record(generation.decode_ms / 1e3);
 }

@@ -63,6 +63,19 @@ pub(crate) struct FusedCache {
     pub(crate) len: usize,
 }
 
+impl FusedCache {
+    /// Keeps the first `len` positions.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            for rows in self.k.iter_mut().chain(self.v.iter_mut()) {
+                let width = rows.len() / self.len;
+                rows.truncate(len * width);
+            }
+            self.len = len;
+        }
+    }
+}
+
 fn stacked(parts: Vec<Vec<f32>>, cols: usize) -> Array2<f32> {
     let values: Vec<f32> = parts.concat();
     Array2::from_shape_vec((values.len() / cols, cols), values).expect("stacked rows × cols values")

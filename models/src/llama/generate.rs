@@ -67,6 +67,10 @@ pub struct Generation {
     pub prefill_ms: f64,
     /// Time spent generating after the first token, milliseconds.
     pub decode_ms: f64,
+    /// Prompt tokens whose keys and values came from the previous
+    /// generation's cache (a shared prefix: system text, the conversation so far).
+    #[serde(default)]
+    pub cached_tokens: usize,
 }
 
 /// Something that answers chat messages: the local model, or a remote
@@ -99,7 +103,16 @@ pub struct LocalLlm {
     model: LlamaModel,
     tokenizer: ChatTokenizer,
     name: String,
-    turn: std::sync::Mutex<()>,
+    /// Generations take turns; each leaves its tokens and their keys and
+    /// values here, for the next one to reuse what its prompt shares.
+    turn: std::sync::Mutex<Turn>,
+}
+
+/// The tokens of the last generation and their cache.
+#[derive(Debug, Default)]
+struct Turn {
+    ids: Vec<u32>,
+    cache: KvCache,
 }
 
 impl LocalLlm {
@@ -130,13 +143,15 @@ impl LocalLlm {
         let tokenizer = ChatTokenizer::from_gguf(&gguf)?;
         let model = build(&gguf, max_context, device)?;
         let name = path.file_stem().map_or_else(|| "llm".to_owned(), |s| s.to_string_lossy().into_owned());
-        Ok(Self { model, tokenizer, name, turn: std::sync::Mutex::new(()) })
+        Ok(Self { model, tokenizer, name, turn: std::sync::Mutex::default() })
     }
 
     /// Merges LoRA factors into the weights (the fine-tuned model decodes at
     /// the base model's speed) and names the result `name`.
     pub fn merge_lora(&mut self, lora: &super::lora::LoraWeights, name: impl Into<String>) -> Result<()> {
         self.model.merge_lora(lora)?;
+        // Keys and values cached under the old weights no longer hold.
+        *self.turn.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = Turn::default();
         self.name = name.into();
         Ok(())
     }
@@ -164,7 +179,7 @@ impl LocalLlm {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        let _turn = self.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut turn = self.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let started = Instant::now();
         let prompt_ids = self.tokenizer.encode(prompt)?;
         let limit = self.model.config.context_length;
@@ -172,13 +187,18 @@ impl LocalLlm {
             return Err(Error::ContextOverflow { tokens: prompt_ids.len(), limit });
         }
         let max_tokens = params.max_tokens.min(limit - prompt_ids.len());
-        let mut cache = KvCache::default();
+        // The positions the last generation shares with this prompt are kept
+        // (at least one prompt token is run, for its logits).
+        let Turn { ids: cached_ids, mut cache } = std::mem::take(&mut *turn);
+        let shared = cached_ids.iter().zip(&prompt_ids).take_while(|(a, b)| a == b).count().min(prompt_ids.len().saturating_sub(1));
+        cache.truncate(shared);
+        let mut stepped = prompt_ids.clone();
         let mut sampler = Sampler::new(params);
         let mut stream = TextStream::new(&params.stop);
         let mut ids: Vec<u32> = Vec::new();
         let mut finish = FinishReason::Length;
         let mut prefill_ms = 0.0;
-        let mut logits = if max_tokens > 0 { Some(self.model.step(&prompt_ids, &mut cache)?) } else { None };
+        let mut logits = if max_tokens > 0 { Some(self.model.step(&prompt_ids[shared..], &mut cache)?) } else { None };
         let decode_started = Instant::now();
         while let Some(current) = logits.take() {
             if ids.is_empty() {
@@ -198,11 +218,15 @@ impl LocalLlm {
                 }
                 ControlFlow::Continue(()) if ids.len() < max_tokens => {
                     logits = Some(self.model.step(&[next], &mut cache)?);
+                    stepped.push(next);
                 }
                 ControlFlow::Continue(()) => {}
             }
         }
         let text = stream.finish(on_text);
+        if cache.len() == stepped.len() {
+            *turn = Turn { ids: stepped, cache };
+        }
         Ok(Generation {
             text,
             finish_reason: finish,
@@ -210,6 +234,7 @@ impl LocalLlm {
             completion_tokens: ids.len(),
             prefill_ms,
             decode_ms: if ids.is_empty() { 0.0 } else { decode_started.elapsed().as_secs_f64() * 1e3 },
+            cached_tokens: if max_tokens > 0 { shared } else { 0 },
         })
     }
 }

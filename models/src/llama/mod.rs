@@ -256,6 +256,21 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Forgets every position from `len` on (a no-op past the end): what a
+    /// prompt sharing the first `len` tokens with the cached ones reuses.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let [b, heads, _, d] = k.dims();
+            *k = k.clone().slice([0..b, 0..heads, 0..len, 0..d]);
+            *v = v.clone().slice([0..b, 0..heads, 0..len, 0..d]);
+        }
+        self.fused.truncate(len);
+        self.len = len;
+    }
 }
 
 impl Attention {

@@ -163,3 +163,24 @@ fn a_prompt_past_the_context_is_an_error() {
         .generate(&[ChatMessage::new("user", long)], &GenerateParams::default(), &mut |_| ControlFlow::Continue(()));
     assert!(matches!(err, Err(twinflow_models::Error::ContextOverflow { .. })), "{err:?}");
 }
+
+#[test]
+fn a_prompt_sharing_a_prefix_reuses_the_cache_and_answers_the_same() {
+    let path = fetch_smollm2(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let load = || LocalLlm::load(&path, 2048, &cpu_device()).unwrap();
+    let (llm, fresh) = (load(), load());
+    let params = GenerateParams { max_tokens: 12, ..GenerateParams::default() };
+    let ask = |llm: &LocalLlm, text: &str| {
+        llm.generate(&[ChatMessage::new("user", text)], &params, &mut |_| ControlFlow::Continue(())).unwrap()
+    };
+    let first = ask(&llm, "What is the capital of France?");
+    assert_eq!(first.cached_tokens, 0, "nothing to reuse yet");
+    // The chat template's system text and "What is the capital of" are shared.
+    let second = ask(&llm, "What is the capital of Italy?");
+    let alone = ask(&fresh, "What is the capital of Italy?");
+    assert!(second.cached_tokens > 20 && second.cached_tokens < second.prompt_tokens, "{second:?}");
+    assert_eq!((second.text.as_str(), alone.cached_tokens), (alone.text.as_str(), 0));
+    // The same prompt again: all but its last token come from the cache.
+    let again = ask(&llm, "What is the capital of Italy?");
+    assert_eq!((again.cached_tokens, again.text.as_str()), (again.prompt_tokens - 1, alone.text.as_str()));
+}

@@ -290,6 +290,7 @@ impl Generator for OpenAiGenerator {
             completion_tokens,
             prefill_ms,
             decode_ms: started.elapsed().as_secs_f64() * 1e3 - prefill_ms,
+            cached_tokens: 0,
         })
     }
 }

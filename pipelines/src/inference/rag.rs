@@ -385,6 +385,7 @@ impl Prepared {
             queries = queries.len(),
             passages = placed.len(),
             prompt_tokens = generation.prompt_tokens,
+            cached_tokens = generation.cached_tokens,
             completion_tokens = generation.completion_tokens,
             self_query_ms = timings.self_query_ms,
             expansion_ms = timings.expansion_ms,
@@ -704,6 +705,7 @@ mod tests {
                 completion_tokens,
                 prefill_ms: 0.0,
                 decode_ms: 0.0,
+                cached_tokens: 0,
             })
         }
     }

@@ -172,6 +172,7 @@ impl twinflow_models::Generator for QuestionDouble {
             completion_tokens: 1,
             prefill_ms: 0.0,
             decode_ms: 0.0,
+            cached_tokens: 0,
         })
     }
 }

@@ -448,6 +448,7 @@ mod tests {
                 completion_tokens: 1,
                 prefill_ms: 0.0,
                 decode_ms: 0.0,
+                cached_tokens: 0,
             })
         }
     }
