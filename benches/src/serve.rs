@@ -3,7 +3,8 @@
 //!   clients on an index of the State of the Union speeches cut into small
 //!   chunks (≈100k); deletes and re-inserts of whole documents while they
 //!   search (chunk rows per second); then the step timings of `/v1/rag`;
-//! - `twinflow-bench generate`: prefill and decode tokens/s of the local LLM.
+//! - `twinflow-bench generate`: prefill and decode tokens/s of the local LLM,
+//!   beside llama.cpp's on the same file (`--peer llama-cpp`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use twinflow_models::{GenerateParams, Generator, LocalLlm, cpu_device, default_cache_dir, fetch_smollm2};
+use twinflow_models::{LocalLlm, cpu_device, default_cache_dir, fetch_smollm2};
 use twinflow_schemas::DocumentChange;
 use twinflow_schemas::api::{RagRequest, RagResponse};
 use twinflow_schemas::config::{ChunkSpec, Config, EmbedderConfig};
@@ -259,50 +260,139 @@ fn churn(
     }))
 }
 
-/// Prefill and decode speed of the local LLM, on the fused CPU path and on
-/// the burn graph: a short chat prompt and a ~1,000-token RAG-sized prompt,
-/// greedy, `tokens` new tokens each, `runs` times.
-pub fn generate(tokens: usize, runs: usize) -> anyhow::Result<Value> {
+/// What `generate` runs.
+#[derive(Debug, Clone)]
+pub struct GenerateBench {
+    /// Tokens decoded after each prompt.
+    pub tokens: usize,
+    pub runs: usize,
+    /// Also run llama.cpp (`benches/peers/llama_cpp_bench.sh`) on the same file and token ids.
+    pub peer: bool,
+    /// Also run the burn graph (slow: a reference, not a serving path).
+    pub burn_graph: bool,
+}
+
+/// Median of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `twinflow-bench generate`: prefill and greedy decode tokens/s of the
+/// local LLM (SmolLM2-135M-Instruct Q4_1) on a short prompt and a ~1k-token
+/// RAG-shaped one, through the fused path with the weights dequantised to
+/// `f32` and kept as their blocks (integer kernels), and with `peer`,
+/// llama.cpp on the same GGUF and the same token ids in the same run;
+/// ratios twinflow / llama.cpp (above 1: twinflow faster).
+pub fn generate(bench: &GenerateBench) -> anyhow::Result<Value> {
     let path = fetch_smollm2(&default_cache_dir())?;
     let passage = "The State of the Union is a report the president gives to Congress each year. ";
     let prompts = [
         ("short", "Write a detailed essay about the history of the United States.".to_owned()),
         ("rag_1k", format!("Context:\n{}\nQuestion: what is the State of the Union?", passage.repeat(60))),
     ];
-    let params = GenerateParams { max_tokens: tokens, ..GenerateParams::default() };
+    let mut variants = vec!["f32", "blocks"];
+    if bench.burn_graph {
+        variants.push("burn");
+    }
+    let mut prompt_ids: Vec<(&str, Vec<u32>)> = Vec::new();
     let mut rows = Vec::new();
-    for burn_graph in [false, true] {
+    for variant in variants {
         let started = Instant::now();
-        let llm = if burn_graph {
-            LocalLlm::load_burn_graph(&path, 2048, &cpu_device())?
-        } else {
-            LocalLlm::load(&path, 2048, &cpu_device())?
+        let llm = match variant {
+            "f32" => LocalLlm::load(&path, 2048, &cpu_device())?,
+            "blocks" => LocalLlm::load_quantized(&path, 2048, &cpu_device())?,
+            _ => LocalLlm::load_burn_graph(&path, 2048, &cpu_device())?,
         };
         let load_s = started.elapsed().as_secs_f64();
-        for (name, prompt) in &prompts {
-            let messages = [twinflow_models::ChatMessage::new("user", prompt.clone())];
-            for _ in 0..runs {
-                {
-                    let g = llm.generate(&messages, &params, &mut |_| std::ops::ControlFlow::Continue(()))?;
-                    let row = json!({
-                        "path": llm.model().path(),
-                        "graph": if burn_graph { "burn" } else { "fused" },
-                        "load_s": load_s,
-                        "prompt": name,
-                        "prompt_tokens": g.prompt_tokens,
-                        "completion_tokens": g.completion_tokens,
-                        "prefill_ms": g.prefill_ms,
-                        "prefill_tok_s": g.prompt_tokens as f64 / (g.prefill_ms / 1e3),
-                        "decode_tok_s": (g.completion_tokens.saturating_sub(1)) as f64 / (g.decode_ms / 1e3),
-                    });
-                    eprintln!("{row}");
-                    rows.push(row);
-                }
+        if prompt_ids.is_empty() {
+            for (name, text) in &prompts {
+                let messages = [twinflow_models::ChatMessage::new("user", text.clone())];
+                prompt_ids.push((name, llm.tokenizer().encode(&llm.tokenizer().apply_chat_template(&messages)?)?));
             }
         }
+        for (name, ids) in &prompt_ids {
+            let (mut prefill, mut decode, mut first) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..bench.runs {
+                let model = llm.model();
+                let mut cache = twinflow_models::llama::KvCache::default();
+                let started = Instant::now();
+                let mut logits = model.step(ids, &mut cache)?;
+                prefill.push(ids.len() as f64 / started.elapsed().as_secs_f64());
+                let argmax = |l: &[f32]| l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
+                let mut out = vec![argmax(&logits)];
+                let started = Instant::now();
+                for _ in 1..bench.tokens {
+                    logits = model.step(&[*out.last().expect("one token")], &mut cache)?;
+                    out.push(argmax(&logits));
+                }
+                decode.push((bench.tokens - 1) as f64 / started.elapsed().as_secs_f64());
+                out.truncate(16);
+                first = out;
+            }
+            let row = json!({
+                "runtime": "twinflow",
+                "weights": variant,
+                "load_s": load_s,
+                "prompt": name,
+                "prompt_tokens": ids.len(),
+                "prefill_tok_s": median(prefill),
+                "decode_tok_s": median(decode),
+                "first_tokens": first,
+            });
+            eprintln!("{row}");
+            rows.push(row);
+        }
     }
-    Ok(json!({"bench": "generate", "model": "SmolLM2-135M-Instruct.Q4_1 (dequantised to f32)",
-              "threads": rayon::current_num_threads(), "runs": rows}))
+    let mut ratios = Vec::new();
+    if bench.peer {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("prompts.json");
+        let ids: serde_json::Map<String, Value> = prompt_ids.iter().map(|(n, ids)| ((*n).to_owned(), json!(ids))).collect();
+        std::fs::write(&file, serde_json::to_vec(&ids)?)?;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/llama_cpp_bench.sh");
+        let output = std::process::Command::new(script)
+            .arg("--model")
+            .arg(&path)
+            .arg("--prompts")
+            .arg(&file)
+            .args(["--tokens", &bench.tokens.to_string(), "--runs", &bench.runs.to_string()])
+            .args(["--threads", &rayon::current_num_threads().to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("running benches/peers/llama_cpp_bench.sh")?;
+        anyhow::ensure!(output.status.success(), "llama_cpp_bench.sh failed: {}", output.status);
+        let peer: Value = serde_json::from_slice(&output.stdout).context("llama_cpp_bench.sh's JSON line")?;
+        for (name, _) in &prompt_ids {
+            let peer_rows: Vec<&Value> =
+                peer["rows"].as_array().into_iter().flatten().filter(|r| r["prompt"] == *name).collect();
+            let of = |key: &str| median(peer_rows.iter().filter_map(|r| r[key].as_f64()).collect());
+            let row = json!({
+                "runtime": format!("llama.cpp (llama-cpp-python {})", peer["version"].as_str().unwrap_or("?")),
+                "weights": "blocks",
+                "prompt": name,
+                "prompt_tokens": peer_rows.first().map(|r| r["prompt_tokens"].clone()),
+                "prefill_tok_s": of("prefill_tok_s"),
+                "decode_tok_s": of("decode_tok_s"),
+                "first_tokens": peer_rows.first().map(|r| r["first_tokens"].clone()),
+            });
+            eprintln!("{row}");
+            for ours in rows.iter().filter(|r| r["prompt"] == *name && r["runtime"] == "twinflow") {
+                let ratio = |key: &str| ours[key].as_f64().unwrap_or(f64::NAN) / row[key].as_f64().unwrap_or(f64::NAN);
+                ratios.push(json!({
+                    "prompt": name,
+                    "twinflow_weights": ours["weights"],
+                    "decode_ratio_twinflow_over_llama_cpp": ratio("decode_tok_s"),
+                    "prefill_ratio_twinflow_over_llama_cpp": ratio("prefill_tok_s"),
+                    "same_first_16_tokens": ours["first_tokens"] == row["first_tokens"],
+                }));
+            }
+            rows.push(row);
+        }
+    }
+    Ok(json!({"bench": "generate", "model": "SmolLM2-135M-Instruct.Q4_1.gguf",
+              "threads": rayon::current_num_threads(), "decoded_tokens": bench.tokens, "runs": bench.runs,
+              "rows": rows, "ratios": ratios}))
 }
 
 /// What `ingest-load` runs.

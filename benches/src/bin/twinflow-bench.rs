@@ -8,7 +8,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- shards [--n 50000] [--queries 200] [--epoch 5000] [--shards 1,2,4]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--max-lag-ms 5000] [--shards 2] [--minilm]
-//! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3] [--peer llama-cpp] [--burn-graph]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- twin [--from 1901] [--to 1945] [--examples 128] [--test 32] [--max-tokens 192] [--epochs 1]
@@ -24,7 +24,9 @@
 //! HNSW index against hnswlib (`benches/peers/hnswlib_bench.sh`) on the same
 //! vectors. `search-load`: `/v1/search` p50/p99 under concurrent clients on
 //! ~100k chunks, then `/v1/rag` step timings. `generate`: the local LLM's
-//! prefill and decode tokens/s. `drift`: every SOTU speech in chronological
+//! prefill and decode tokens/s (weights as `f32` and as GGUF blocks), and
+//! with `--peer llama-cpp` llama.cpp's on the same file and token ids
+//! (`benches/peers/llama_cpp_bench.sh`), with the ratios. `drift`: every SOTU speech in chronological
 //! order, one epoch per `--years`, drift per epoch and every retrain it triggers.
 //! `sources`: records/s through the NDJSON, git, Fluvio, Kafka and web sources (a crawl of
 //! a local site), and restarts that must replay nothing.
@@ -130,7 +132,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("generate") => {
-            let report = twinflow_benches::serve::generate(flag("--tokens", 128), flag("--runs", 3))?;
+            let bench = twinflow_benches::serve::GenerateBench {
+                tokens: flag("--tokens", 128).max(2),
+                runs: flag("--runs", 3).max(1),
+                peer: text_flag("--peer").as_deref() == Some("llama-cpp"),
+                burn_graph: args.iter().any(|a| a == "--burn-graph"),
+            };
+            let report = twinflow_benches::serve::generate(&bench)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
@@ -182,7 +190,7 @@ fn main() -> anyhow::Result<()> {
                  | embed [--texts N] [--words N] [--batch N] [--threads N] [--no-peer] [--with-burn-graph] \
                  | ann [--dataset sotu|synthetic|both] [--n N] [--queries N] [--m M] [--ef-construction N] [--ef a,b,..] [--quantization bf16|f16|f32] [--no-peer] \
                  | shards [--n N] [--queries N] [--epoch N] [--shards a,b,..] \
-                 | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] \
+                 | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] [--peer llama-cpp] [--burn-graph] \
                  | quantized [--prompt N] [--tokens N] [--runs N] \
                  | drift [--years N] [--hashing] \
                  | sources [--docs N] [--files N] [--pages N] \
