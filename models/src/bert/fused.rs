@@ -345,7 +345,7 @@ fn layer_norm(x: &mut [f32], norm: &Norm) {
 
 /// Softmax of one row in place.
 #[inline(always)]
-fn softmax(x: &mut [f32]) {
+pub(crate) fn softmax(x: &mut [f32]) {
     let max = lanes(x, f32::NEG_INFINITY, |acc, v| acc.max(v), f32::max);
     x.iter_mut().for_each(|v| *v = exp(*v - max));
     let inv = 1.0 / lanes(x, 0.0, |acc, v| acc + v, |a, b| a + b);

@@ -262,35 +262,84 @@ impl FusedLlama {
 }
 
 impl FusedLlama {
-    /// [`attention`](Self::attention) of one new query (decoding): row loops,
-    /// cheaper than matrix products of one row.
+    /// [`attention`](Self::attention) of one new query (decoding), one KV
+    /// group at a time: each cached key and value row is read once for all
+    /// the heads that share it, in loops compiled for this CPU's SIMD; the
+    /// groups split over the threads once the context is long enough to pay for it.
     fn attention_one(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
         let c = &self.config;
         let (qd, d) = (c.q_dim(), c.head_dim);
         let (kv, group) = (c.kv_dim(), c.num_heads / c.num_kv_heads);
-        let scale = 1.0 / (d as f32).sqrt();
         let q_row = qkv.row(0);
         let q_row = q_row.as_slice().expect("standard layout");
         let mut out = vec![0f32; qd];
-        let mut scores = vec![0f32; start + 1];
-        for (head, o) in out.chunks_exact_mut(d).enumerate() {
-            let q = &q_row[head * d..][..d];
-            let g = head / group;
-            for (j, score) in scores.iter_mut().enumerate() {
-                *score = dot(q, &k[j * kv + g * d..][..d]) * scale;
-            }
-            crate::bert::fused::softmax_row(&mut scores);
-            for (j, weight) in scores.iter().enumerate() {
-                for (o, x) in o.iter_mut().zip(&v[j * kv + g * d..][..d]) {
-                    *o += weight * x;
-                }
-            }
+        let one_group = |(g, out): (usize, &mut [f32])| {
+            pulp::Arch::new().dispatch(GroupAttention {
+                q: &q_row[g * group * d..][..group * d],
+                k,
+                v,
+                kv,
+                offset: g * d,
+                d,
+                positions: start + 1,
+                scale: 1.0 / (d as f32).sqrt(),
+                out,
+            })
+        };
+        if start + 1 >= PARALLEL_CONTEXT {
+            out.par_chunks_exact_mut(group * d).enumerate().for_each(one_group);
+        } else {
+            out.chunks_exact_mut(group * d).enumerate().for_each(one_group);
         }
         Array2::from_shape_vec((1, qd), out).expect("1 × q")
     }
 }
 
+/// Cached positions from which one query's KV groups are spread over the threads.
+const PARALLEL_CONTEXT: usize = 128;
+
+/// One query's attention in one KV group: `q` and `out` are the group's
+/// heads (`[heads · d]`), `k` and `v` the cached rows of `kv` values, the
+/// group's `d` at `offset`.
+struct GroupAttention<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    kv: usize,
+    offset: usize,
+    d: usize,
+    positions: usize,
+    scale: f32,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for GroupAttention<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let GroupAttention { q, k, v, kv, offset, d, positions, scale, out } = self;
+        let heads = q.len() / d;
+        let mut scores = vec![0f32; heads * positions];
+        for j in 0..positions {
+            let key = &k[j * kv + offset..][..d];
+            for h in 0..heads {
+                scores[h * positions + j] = dot(&q[h * d..][..d], key) * scale;
+            }
+        }
+        scores.chunks_exact_mut(positions).for_each(crate::bert::fused::softmax);
+        for j in 0..positions {
+            let value = &v[j * kv + offset..][..d];
+            for (h, o) in out.chunks_exact_mut(d).enumerate() {
+                let weight = scores[h * positions + j];
+                o.iter_mut().zip(value).for_each(|(o, x)| *o += weight * x);
+            }
+        }
+    }
+}
+
 /// Dot product over 16 independent lanes (so the loop vectorises).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     for (x, y) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
