@@ -319,7 +319,8 @@ pub fn generate(bench: &GenerateBench) -> anyhow::Result<Value> {
                 let started = Instant::now();
                 let mut logits = model.step(ids, &mut cache)?;
                 prefill.push(ids.len() as f64 / started.elapsed().as_secs_f64());
-                let argmax = |l: &[f32]| l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
+                let argmax =
+                    |l: &[f32]| l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
                 let mut out = vec![argmax(&logits)];
                 let started = Instant::now();
                 for _ in 1..bench.tokens {
@@ -348,7 +349,8 @@ pub fn generate(bench: &GenerateBench) -> anyhow::Result<Value> {
     if bench.peer {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("prompts.json");
-        let ids: serde_json::Map<String, Value> = prompt_ids.iter().map(|(n, ids)| ((*n).to_owned(), json!(ids))).collect();
+        let ids: serde_json::Map<String, Value> =
+            prompt_ids.iter().map(|(n, ids)| ((*n).to_owned(), json!(ids))).collect();
         std::fs::write(&file, serde_json::to_vec(&ids)?)?;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/llama_cpp_bench.sh");
         let output = std::process::Command::new(script)

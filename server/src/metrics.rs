@@ -70,7 +70,10 @@ fn describe() {
     describe_histogram!("twinflow_embed_batch_size", "Texts per call to the embedding model");
     describe_histogram!("twinflow_embed_seconds", Unit::Seconds, "Time per call to the embedding model");
     describe_counter!("twinflow_embedded_texts_total", "Texts sent to the embedding model");
-    describe_counter!("twinflow_generated_tokens_total", "LLM tokens, by model and kind (prompt, completion; cached: prompt tokens reused from the previous generation)");
+    describe_counter!(
+        "twinflow_generated_tokens_total",
+        "LLM tokens, by model and kind (prompt, completion; cached: prompt tokens reused from the previous generation)"
+    );
     describe_histogram!("twinflow_generation_seconds", Unit::Seconds, "LLM time by phase (prefill, decode)");
     describe_counter!("twinflow_training_runs_total", "Training runs by kind (adapter, twin) and outcome");
     describe_gauge!("twinflow_committed_epoch", "The last committed epoch");

@@ -84,7 +84,11 @@ impl Q8Row {
 
     /// The values it stands for (`dₓ · q`).
     pub fn dequantize(&self) -> Vec<f32> {
-        self.values.chunks_exact(QK).zip(&self.scales).flat_map(|(q, d)| q.iter().map(move |&q| d * f32::from(q))).collect()
+        self.values
+            .chunks_exact(QK)
+            .zip(&self.scales)
+            .flat_map(|(q, d)| q.iter().map(move |&q| d * f32::from(q)))
+            .collect()
     }
 
     /// Values in the row.
@@ -124,9 +128,8 @@ impl Isa {
     pub fn detected() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c");
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                 return Self::Avx512Vnni;
             }

@@ -190,7 +190,12 @@ impl LocalLlm {
         // The positions the last generation shares with this prompt are kept
         // (at least one prompt token is run, for its logits).
         let Turn { ids: cached_ids, mut cache } = std::mem::take(&mut *turn);
-        let shared = cached_ids.iter().zip(&prompt_ids).take_while(|(a, b)| a == b).count().min(prompt_ids.len().saturating_sub(1));
+        let shared = cached_ids
+            .iter()
+            .zip(&prompt_ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt_ids.len().saturating_sub(1));
         cache.truncate(shared);
         let mut stepped = prompt_ids.clone();
         let mut sampler = Sampler::new(params);

@@ -6,9 +6,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Fusion;
 use crate::datasets::{DatasetManifest, DatasetVersion};
 use crate::drift::{DriftRow, DriftState};
-use crate::config::Fusion;
 use crate::models::{Evaluation, ModelCard, RegistryEvent, RetrievalCard, TwinCard, TwinEvaluation};
 use crate::training::JobStatus;
 

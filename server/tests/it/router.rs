@@ -461,8 +461,13 @@ async fn hybrid_weights_follow_the_config_then_the_active_retrieval_setting() {
     assert_eq!(listed.fusion, listed.configured);
 
     // Nothing to roll back; no such version; a read key may not switch.
-    expect_error(&app, post("/v1/retrieval/rollback", "application/json", ""), StatusCode::NOT_FOUND, ErrorCode::NotFound)
-        .await;
+    expect_error(
+        &app,
+        post("/v1/retrieval/rollback", "application/json", ""),
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+    )
+    .await;
     expect_error(
         &app,
         post("/v1/retrieval/9/promote", "application/json", ""),
@@ -501,7 +506,10 @@ async fn hybrid_weights_follow_the_config_then_the_active_retrieval_setting() {
     assert_eq!(serde_json::from_slice::<Switched>(&body).unwrap().active, "retrieval-v1");
     assert!(fused_as(3.0, 5.0).await);
     let events = retrieval(app.clone()).await.events;
-    assert_eq!(events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["register", "promote", "rollback", "promote"]);
+    assert_eq!(
+        events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["register", "promote", "rollback", "promote"]
+    );
     app.shutdown().unwrap();
 
     // After a restart the active setting applies from the first search.
