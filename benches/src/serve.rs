@@ -14,6 +14,8 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use twinflow_models::{LocalLlm, cpu_device, default_cache_dir, fetch_smollm2};
+
+use crate::quantized::median;
 use twinflow_schemas::DocumentChange;
 use twinflow_schemas::api::{RagRequest, RagResponse};
 use twinflow_schemas::config::{ChunkSpec, Config, EmbedderConfig};
@@ -270,12 +272,6 @@ pub struct GenerateBench {
     pub peer: bool,
     /// Also run the burn graph (slow: a reference, not a serving path).
     pub burn_graph: bool,
-}
-
-/// Median of `values`.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// `twinflow-bench generate`: prefill and greedy decode tokens/s of the
