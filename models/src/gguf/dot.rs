@@ -70,9 +70,12 @@ impl Q8Row {
     /// the ones before left over, so the error shrinks ~254× per pass (a dot
     /// product with `x` is the sum of the dots with each).
     pub fn quantize_residual(x: &[f32], passes: usize) -> Vec<Self> {
+        if passes <= 1 {
+            return vec![Self::quantize(x)];
+        }
         let mut rest = x.to_vec();
         let mut rows = Vec::with_capacity(passes);
-        for pass in 0..passes.max(1) {
+        for pass in 0..passes {
             let row = Self::quantize(&rest);
             if pass + 1 < passes {
                 rest.iter_mut().zip(row.dequantize()).for_each(|(r, q)| *r -= q);

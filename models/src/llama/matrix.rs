@@ -135,7 +135,11 @@ impl Matrix {
         let threads = rayon::current_num_threads().max(1);
         let few = x.nrows() <= DOT_ROWS;
         let quantized: Vec<Vec<Q8Row>> = if few && self.parts.iter().any(|p| p.kernel().is_some()) {
-            x.rows().into_iter().map(|row| Q8Row::quantize_residual(&row.to_vec(), self.passes)).collect()
+            let x = x.as_standard_layout();
+            x.rows()
+                .into_iter()
+                .map(|row| Q8Row::quantize_residual(row.as_slice().expect("standard layout"), self.passes))
+                .collect()
         } else {
             Vec::new()
         };
