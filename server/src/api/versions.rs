@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 
+use twinflow_pipelines::training::evaluation::setting::RetrievalSettings;
 use twinflow_pipelines::training::{Promotion, Switched};
 use twinflow_schemas::api::{ErrorCode, RetrievalResponse};
 
@@ -43,7 +44,7 @@ pub async fn retrieval(State(app): State<Arc<App>>) -> Result<Json<RetrievalResp
     let (versions, events) = settings.versions().map_err(ApiError::internal)?;
     let (active, fusion) = settings.current();
     Ok(Json(RetrievalResponse {
-        active: active.map_or_else(|| "base".to_owned(), |v| format!("retrieval-v{v}")),
+        active: RetrievalSettings::name(active),
         fusion,
         configured: settings.configured(),
         versions,

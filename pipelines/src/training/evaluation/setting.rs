@@ -57,13 +57,11 @@ pub fn apply_active(config: &mut Config) -> Result<Option<u64>, Error> {
     if !registry_dir(config).exists() {
         return Ok(None);
     }
-    let registry = registry(config)?;
-    let Some(version) = registry.active()? else { return Ok(None) };
-    let fusion = fusion_of(&registry.card(version)?);
+    let (version, fusion) = RetrievalSettings::open(config)?.current();
     config.search.vector_weight = fusion.vector_weight;
     config.search.bm25_weight = fusion.bm25_weight;
     config.search.rrf_k = fusion.rrf_k;
-    Ok(Some(version))
+    Ok(version)
 }
 
 /// The fusion a running server searches with: the active registered
@@ -97,6 +95,16 @@ impl RetrievalSettings {
         *self.active.read()
     }
 
+    /// A version's name (`retrieval-v<N>`), or `base` for `[search]`'s weights.
+    pub fn name(version: Option<u64>) -> String {
+        version_name("retrieval", version)
+    }
+
+    /// The active version's name.
+    pub fn active_name(&self) -> String {
+        Self::name(self.current().0)
+    }
+
     /// The fusion hybrid searches run with now.
     pub fn fusion(&self) -> Fusion {
         self.current().1
@@ -125,7 +133,7 @@ impl RetrievalSettings {
         };
         *self.active.write() = (version, fusion);
         tracing::info!(
-            version = version_name("retrieval", version),
+            version = Self::name(version),
             vector_weight = fusion.vector_weight,
             bm25_weight = fusion.bm25_weight,
             rrf_k = fusion.rrf_k,
@@ -136,7 +144,7 @@ impl RetrievalSettings {
 
     fn switched(&self) -> Result<Switched, Error> {
         self.refresh()?;
-        Ok(Switched { active: version_name("retrieval", self.current().0), switched_at_epoch: None, answering: None })
+        Ok(Switched { active: self.active_name(), switched_at_epoch: None, answering: None })
     }
 }
 
