@@ -415,16 +415,19 @@ async fn hybrid_weights_follow_the_config_then_the_active_retrieval_setting() {
     use twinflow_schemas::config::{Config, EmbedderConfig, HashingEmbedderConfig};
     use twinflow_schemas::training::Switched;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.data_dir = dir.path().to_path_buf();
-    config.engine.tick = std::time::Duration::from_millis(10);
-    config.embedder = EmbedderConfig::Hashing(HashingEmbedderConfig::default());
-    // Only the BM25 ranking counts, at 2 / (10 + rank): the defaults (1, 1, 60) give other scores.
-    config.search.vector_weight = 0.0;
-    config.search.bm25_weight = 2.0;
-    config.search.rrf_k = 10.0;
-    config.auth.keys = crate::fixtures::test_keys();
-    let app = twinflow_server::App::start(config).unwrap();
+    let config = || {
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().to_path_buf();
+        config.engine.tick = std::time::Duration::from_millis(10);
+        config.embedder = EmbedderConfig::Hashing(HashingEmbedderConfig::default());
+        // Only the BM25 ranking counts, at 2 / (10 + rank): the defaults (1, 1, 60) give other scores.
+        config.search.vector_weight = 0.0;
+        config.search.bm25_weight = 2.0;
+        config.search.rrf_k = 10.0;
+        config.auth.keys = crate::fixtures::test_keys();
+        config
+    };
+    let app = twinflow_server::App::start(config()).unwrap();
     let body = (0..12)
         .map(|i| upsert_line(&format!("d{i}"), "T", &article(&format!("topic{i} harbour"), 2)))
         .collect::<Vec<_>>();
@@ -513,14 +516,7 @@ async fn hybrid_weights_follow_the_config_then_the_active_retrieval_setting() {
     app.shutdown().unwrap();
 
     // After a restart the active setting applies from the first search.
-    let mut config = Config::default();
-    config.storage.data_dir = dir.path().to_path_buf();
-    config.embedder = EmbedderConfig::Hashing(HashingEmbedderConfig::default());
-    config.search.vector_weight = 0.0;
-    config.search.bm25_weight = 2.0;
-    config.search.rrf_k = 10.0;
-    config.auth.keys = crate::fixtures::test_keys();
-    let app = twinflow_server::App::start(config).unwrap();
+    let app = twinflow_server::App::start(config()).unwrap();
     assert_eq!(app.retrieval.current().0, Some(1));
     app.shutdown().unwrap();
 }
