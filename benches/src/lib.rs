@@ -14,6 +14,8 @@
 //!             local LLM prefill/decode tokens/s
 //!  drift.rs   the training loop on every SOTU speech, decade by decade
 //!  sources.rs records/s through the NDJSON, git, Fluvio, Kafka and web sources; a restart replays nothing
+//!  peers.rs   keeping an index fresh beside Pathway, CocoIndex, LlamaIndex and a
+//!             batch Qdrant pipeline (peers/): build, edits, correctness, load, restart
 //!  twin.rs    one LoRA fine-tuning run of the twin, base vs twin decode speed
 //!  bin/twinflow-bench.rs  engine throughput, incremental cost, freshness,
 //!             embedding throughput, the above → JSON
@@ -24,6 +26,7 @@ pub mod ann;
 pub mod corpus;
 pub mod drift;
 pub mod embed;
+pub mod peers;
 pub mod quantized;
 pub mod serve;
 pub mod shards;

@@ -9,6 +9,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- search-load [--clients 16] [--seconds 20] [--minilm] [--rag 5]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--max-lag-ms 5000] [--shards 2] [--minilm]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3] [--peer llama-cpp] [--burn-graph]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- peers [--corpus synthetic|sotu] [--docs 2000] [--rounds 3] [--rate 0.01] [--systems twinflow,pathway,cocoindex,llamaindex,batch-qdrant]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- twin [--from 1901] [--to 1945] [--examples 128] [--test 32] [--max-tokens 192] [--epochs 1]
@@ -142,6 +143,26 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Some("peers") => {
+            let bench = twinflow_benches::peers::PeersBench {
+                corpus: text_flag("--corpus").unwrap_or_else(|| "synthetic".into()),
+                docs: flag("--docs", 2_000),
+                rounds: flag("--rounds", 3).max(1),
+                rate: text_flag("--rate").and_then(|r| r.parse().ok()).unwrap_or(0.01),
+                chunk_chars: flag("--chunk-chars", 1_200),
+                clients: flag("--clients", 16),
+                seconds: flag("--seconds", 10),
+                threads: flag("--threads", 2),
+                systems: text_flag("--systems")
+                    .unwrap_or_else(|| "twinflow,pathway,cocoindex,llamaindex,batch-qdrant".into())
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
+                timeout: flag("--timeout", 300),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::peers::run(&bench)?)?);
+            Ok(())
+        }
         Some("quantized") => {
             let bench = twinflow_benches::quantized::QuantizedBench {
                 prompt: flag("--prompt", 128),
@@ -192,6 +213,7 @@ fn main() -> anyhow::Result<()> {
                  | shards [--n N] [--queries N] [--epoch N] [--shards a,b,..] \
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] [--peer llama-cpp] [--burn-graph] \
                  | quantized [--prompt N] [--tokens N] [--runs N] \
+                 | peers [--corpus synthetic|sotu] [--docs N] [--rounds N] [--rate F] [--chunk-chars N] [--clients N] [--seconds N] [--threads N] [--timeout S] [--systems a,b,..] \
                  | drift [--years N] [--hashing] \
                  | sources [--docs N] [--files N] [--pages N] \
                  | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N] [--method sft|dpo|sft+dpo] [--held-out-questions N] [--questions N] [--min-questions N]"
