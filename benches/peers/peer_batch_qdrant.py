@@ -91,15 +91,20 @@ class Worker:
         self._run()
         return {}
 
-    def _search(self, q, k):
+    def _search(self, q, k, doc=None):
         vector = self.model.encode([q], normalize_embeddings=True)[0].tolist()
+        only = None
+        if doc is not None:
+            only = models.Filter(must=[models.FieldCondition(key="doc", match=models.MatchValue(value=doc))])
         # The local mode is not safe to call from several threads at once.
         with self.lock:
-            found = self.client.query_points(self.collection, query=vector, limit=k, with_payload=True).points
+            found = self.client.query_points(
+                self.collection, query=vector, query_filter=only, limit=k, with_payload=True
+            ).points
         return [{"doc": p.payload["doc"], "text": p.payload["text"]} for p in found]
 
-    def search(self, q, k):
-        return {"hits": self._search(q, k)}
+    def search(self, q, k, doc=None):
+        return {"hits": self._search(q, k, doc)}
 
     def load(self, queries, clients, seconds, k):
         return pc.in_process_load(self._search, queries, clients, seconds, k)

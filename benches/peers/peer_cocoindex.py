@@ -204,17 +204,14 @@ class Worker:
         self._update()
         return {}
 
-    def search(self, q, k):
+    def search(self, q, k, doc=None):
         if self.table is None:  # nothing indexed yet
             return {"hits": []}
         vector = self.model.encode([q], normalize_embeddings=True, show_progress_bar=False)[0]
-        rows = (
-            self.table.search(vector, vector_column_name="embedding")
-            .distance_type("cosine")
-            .select(["doc", "text", "_distance"])
-            .limit(k)
-            .to_list()
-        )
+        query = self.table.search(vector, vector_column_name="embedding").distance_type("cosine")
+        if doc is not None:
+            query = query.where(f"doc = '{doc}'", prefilter=True)
+        rows = query.select(["doc", "text", "_distance"]).limit(k).to_list()
         return {"hits": [{"doc": r["doc"], "text": r["text"]} for r in rows]}
 
     def load(self, queries, clients, seconds, k):

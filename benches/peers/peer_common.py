@@ -13,8 +13,10 @@ to stderr):
   {"cmd": "sync"}                   bring the index up to the directory's state when
                                     the system must be told (batch systems run here);
                                     streaming systems return at once: {}
-  {"cmd": "search", "q": s, "k": 10}
-                                    {"hits": [{"doc": file stem, "text": chunk text}, ...]}
+  {"cmd": "search", "q": s, "k": 10, "doc": stem or null}
+                                    {"hits": [{"doc": file stem, "text": chunk text}, ...]};
+                                    with "doc", only that document's chunks (the
+                                    system's metadata filter)
   {"cmd": "load", "queries": [...], "clients": 16, "seconds": 10, "k": 10}
                                     {"via": "http" | "in-process", "p50_ms", "p99_ms", "qps", "queries"}
   {"cmd": "stats"}                  {"embedded": texts encoded since this worker started,

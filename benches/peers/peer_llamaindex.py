@@ -25,6 +25,7 @@ from llama_index.core import SimpleDirectoryReader, VectorStoreIndex  # noqa: E4
 from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline  # noqa: E402
 from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
 from llama_index.core.storage.docstore import SimpleDocumentStore  # noqa: E402
+from llama_index.core.vector_stores import ExactMatchFilter, MetadataFilters  # noqa: E402
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding  # noqa: E402
 from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: E402
 from qdrant_client import QdrantClient  # noqa: E402
@@ -81,19 +82,22 @@ class Worker:
         self._run()
         return {}
 
-    def _search(self, q, k):
+    def _search(self, q, k, doc=None):
         retriever = self.retriever
-        if retriever._similarity_top_k != k:
+        if retriever._similarity_top_k != k or doc is not None:
+            only = None
+            if doc is not None:
+                only = MetadataFilters(filters=[ExactMatchFilter(key="file_name", value=f"{doc}.txt")])
             retriever = VectorStoreIndex.from_vector_store(
                 self.pipeline.vector_store, embed_model=self.embed
-            ).as_retriever(similarity_top_k=k)
+            ).as_retriever(similarity_top_k=k, filters=only)
         # The local mode is not safe to call from several threads at once.
         with self.lock:
             found = retriever.retrieve(q)
         return [{"doc": pc.doc_of(n.node.metadata.get("file_name", "")), "text": n.node.get_content()} for n in found]
 
-    def search(self, q, k):
-        return {"hits": self._search(q, k)}
+    def search(self, q, k, doc=None):
+        return {"hits": self._search(q, k, doc)}
 
     def load(self, queries, clients, seconds, k):
         return pc.in_process_load(self._search, queries, clients, seconds, k)

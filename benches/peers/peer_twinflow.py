@@ -102,8 +102,11 @@ boundary_one_in = 4
         # The watch source sees the files change: nothing to tell.
         return {}
 
-    def _search(self, q, k):
-        query = urllib.parse.urlencode({"q": q, "k": k})
+    def _search(self, q, k, doc=None):
+        query = {"q": q, "k": k}
+        if doc is not None:
+            query["doc_id"] = f"file:{doc}.txt"
+        query = urllib.parse.urlencode(query)
         hits = self._request(f"/v1/search?{query}")["results"]
         out = []
         for hit in hits:
@@ -112,8 +115,8 @@ boundary_one_in = 4
                 out.append({"doc": pc.doc_of(source["doc_id"].removeprefix("file:")), "text": hit["text"]})
         return out
 
-    def search(self, q, k):
-        return {"hits": self._search(q, k)}
+    def search(self, q, k, doc=None):
+        return {"hits": self._search(q, k, doc)}
 
     def load(self, queries, clients, seconds, k):
         # Each client thread is a separate HTTP connection to the server.

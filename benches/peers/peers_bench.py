@@ -79,8 +79,10 @@ def normal(text):
 
 
 def passes(worker, check, k):
-    """Whether the system answers `check` as the directory now says."""
-    hits = worker.call("search", q=check["query"], k=k)["hits"]
+    """Whether the system answers `check` as the directory now says: a search
+    for its sentence, restricted to its document, finds the sentence
+    (`present`) or does not (`absent`)."""
+    hits = worker.call("search", q=check["query"], k=k, doc=check["doc"])["hits"]
     # A splitter may cut the sentence between two chunks: either half is enough.
     words = check["text"].split()
     halves = [" ".join(words[:6]), " ".join(words[-6:])]
@@ -114,9 +116,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--k", type=int, default=10)
-    # Checks look deeper than the answers users read: a chunk holding the
-    # sentence among 100 is found by any system's search, vector-only ones too,
-    # so a check measures freshness, not ranking.
+    # Checks search with the sentence within its document (each system's
+    # metadata filter), deep enough for every chunk of a long one: they
+    # measure what the index holds, not how a system ranks.
     parser.add_argument("--check-k", type=int, default=100)
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
