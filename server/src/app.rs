@@ -59,7 +59,31 @@ struct SourcePump {
     pump: Option<JoinHandle<()>>,
 }
 
+/// The query encoder of SQL's search functions: the engine's embedder, and
+/// the active retrieval setting's fusion for `hybrid(…)` (what `/v1/search`
+/// uses).
+struct SqlEncoder {
+    embedder: Arc<dyn Embedder>,
+    retrieval: Arc<RetrievalSettings>,
+}
+
+impl twinflow_sinks::QueryEncoder for SqlEncoder {
+    fn encode(&self, text: &str) -> Result<Vec<f32>, String> {
+        let mut vectors = self.embedder.embed_batch(&[text]).map_err(|e| format!("embedding the query: {e}"))?;
+        vectors.pop().ok_or_else(|| "the encoder returned no vector".to_owned())
+    }
+
+    fn hybrid(&self) -> twinflow_schemas::api::SearchMode {
+        self.retrieval.fusion().mode()
+    }
+}
+
 impl App {
+    /// What SQL statements search with (`knn`, `bm25`, `hybrid`, `embed`).
+    pub fn sql_encoder(&self) -> Arc<dyn twinflow_sinks::QueryEncoder> {
+        Arc::new(SqlEncoder { embedder: self.engine.embedder().clone(), retrieval: self.retrieval.clone() })
+    }
+
     /// Opens the store (restoring committed state), starts the engine and
     /// the committer. Sources are started separately ([`App::attach_source`]).
     pub fn start(config: Config) -> anyhow::Result<Arc<App>> {

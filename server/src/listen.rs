@@ -30,7 +30,8 @@ pub async fn serve_http(
 /// The Postgres endpoint of `app` (with TLS when `[server.tls]` is set);
 /// serve it with [`crate::pgwire::PgServer::serve`].
 pub fn pg_server(app: &App) -> anyhow::Result<crate::pgwire::PgServer> {
-    let server = crate::pgwire::PgServer::new(app.store.clone(), app.config.server.sql_timeout, app.gate.clone());
+    let server = crate::pgwire::PgServer::new(app.store.clone(), app.config.server.sql_timeout, app.gate.clone())
+        .with_search(app.sql_encoder());
     Ok(match &app.config.server.tls {
         Some(tls) => {
             let certificate = std::fs::read(&tls.cert)

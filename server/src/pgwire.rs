@@ -74,6 +74,9 @@ pub struct PgServer {
     timeout: std::time::Duration,
     gate: Arc<Gate>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
+    /// The search functions' encoder (`knn`, `hybrid`, `embed`); without it
+    /// statements read the tables only.
+    search: Option<Arc<dyn twinflow_sinks::QueryEncoder>>,
 }
 
 impl Debug for PgServer {
@@ -91,7 +94,13 @@ impl PgServer {
     /// a query running longer than `timeout` is cancelled.
     pub fn new(store: Arc<Store>, timeout: std::time::Duration, gate: Arc<Gate>) -> Self {
         let startup = Arc::new(Startup::new(&gate, None));
-        Self { store, parser: Arc::new(NoopQueryParser::new()), startup, timeout, gate, tls: None }
+        Self { store, parser: Arc::new(NoopQueryParser::new()), startup, timeout, gate, tls: None, search: None }
+    }
+
+    /// This server, answering the search functions of SQL with `encoder`.
+    pub fn with_search(mut self, encoder: Arc<dyn twinflow_sinks::QueryEncoder>) -> Self {
+        self.search = Some(encoder);
+        self
     }
 
     /// This server, speaking TLS with `config` to the clients that ask for
@@ -128,7 +137,13 @@ impl PgServer {
         if has_parameters(sql) {
             return Err(user_error("0A000", "bound parameters ($1, …) are not supported: inline the values".into()));
         }
-        let answer = tokio::time::timeout(self.timeout, self.store.sql(sql)).await.map_err(|_| {
+        let run = async {
+            match &self.search {
+                Some(encoder) => self.store.sql_with(sql, encoder.clone()).await,
+                None => self.store.sql(sql).await,
+            }
+        };
+        let answer = tokio::time::timeout(self.timeout, run).await.map_err(|_| {
             user_error("57014", format!("the query ran longer than {:?} and was cancelled", self.timeout))
         })?;
         answer.map_err(|e| match e {

@@ -15,6 +15,10 @@
 //! the plan is checked again with DataFusion's `SQLOptions` (no DDL, DML,
 //! COPY or SET).
 //!
+//! With a query encoder ([`crate::Store::sql_with`]) the statement can also
+//! search: `knn`, `bm25` and `hybrid` table functions and `embed(text)`
+//! (`sql_search.rs`), at the same epoch as the tables.
+//!
 //! Every statement of the process draws on one memory pool ([`SqlRuntime`]):
 //! operators that can spill (sorts, aggregations, joins' build sides) spill
 //! to a bounded temporary folder, and a statement that still needs more
@@ -117,10 +121,18 @@ pub(crate) struct SqlInputs {
 const BATCH_ROWS: usize = 8192;
 
 /// Runs one read-only statement over `inputs`.
-pub(crate) async fn run(inputs: SqlInputs, sql: &str, runtime: &SqlRuntime) -> Result<SqlAnswer> {
+pub(crate) async fn run(
+    inputs: SqlInputs,
+    sql: &str,
+    runtime: &SqlRuntime,
+    search: Option<&crate::sql_search::SearchFunctions>,
+) -> Result<SqlAnswer> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime.env.clone());
     register(&ctx, &inputs)?;
+    if let Some(search) = search {
+        crate::sql_search::register(&ctx, search);
+    }
 
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;

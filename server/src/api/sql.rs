@@ -39,7 +39,7 @@ pub async fn sql(
     let _slot = app.slots.take(&app.slots.sql, "SQL").await?;
     let started = Instant::now();
     let timeout = app.config.server.sql_timeout;
-    let answer = tokio::time::timeout(timeout, app.store.sql(&request.sql))
+    let answer = tokio::time::timeout(timeout, app.store.sql_with(&request.sql, app.sql_encoder()))
         .await
         .map_err(|_| ApiError::new(ErrorCode::SqlError, format!("query ran longer than {timeout:?}")))?
         .map_err(|e| match e {

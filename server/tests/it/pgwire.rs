@@ -280,3 +280,85 @@ fn hostile_messages_leave_the_endpoint_serving() {
     });
     app.shutdown().unwrap();
 }
+
+/// Search inside SQL: `hybrid`, `knn` and `bm25` as tables joined with
+/// `documents`, and `embed(text)`, over HTTP and over the wire protocol,
+/// at the statement's epoch; a deleted document leaves the search's rows.
+#[test]
+fn search_functions_join_the_tables_over_http_and_pgwire() {
+    use axum::http::StatusCode;
+    use twinflow_schemas::api::SqlResponse;
+
+    use crate::router::{post, send};
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_data(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sql = |statement: &str| {
+        let (status, bytes) = runtime.block_on(send(&app, post("/v1/sql", "application/sql", statement.to_owned())));
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let join = "SELECT d.doc_id, d.title, s.score, s.rank FROM hybrid('rivers and boats', 20) s \
+                JOIN documents d USING (doc_id) ORDER BY s.rank";
+    let (status, body) = sql(join);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: SqlResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer.rows[0]["doc_id"], "rivers", "{body}");
+    assert_eq!(answer.rows[0]["title"], "Rivers");
+    assert_eq!(answer.rows[0]["rank"], 1);
+    let docs: std::collections::BTreeSet<_> = answer.rows.iter().map(|r| r["doc_id"].as_str().unwrap()).collect();
+    assert_eq!(docs.len(), 3, "every document has a chunk among 20: {body}");
+    for function in ["knn", "bm25"] {
+        let (status, body) = sql(&format!(
+            "SELECT doc_id, chunk_id, score FROM {function}('taxes and budgets', 3) ORDER BY rank LIMIT 1"
+        ));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let answer: SqlResponse = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer.rows[0]["doc_id"], "taxes", "{function}: {body}");
+    }
+    // The hits are chunks of the same epoch's `chunks` table.
+    let (_, body) = sql(
+        "SELECT COUNT(*) AS n, SUM(CASE WHEN c.chunk_id IS NULL THEN 1 ELSE 0 END) AS missing \
+         FROM knn('roads', 10) s LEFT JOIN chunks c ON c.chunk_id = s.chunk_id AND c.doc_id = s.doc_id",
+    );
+    let answer: SqlResponse = serde_json::from_str(&body).unwrap();
+    assert!(answer.rows[0]["n"].as_i64().unwrap() > 0, "{body}");
+    assert_eq!(answer.rows[0]["missing"], 0, "{body}");
+    // `embed` gives the encoder's vector: the same as the stored one for a chunk's text.
+    let (status, body) = sql("SELECT array_length(embed('rivers and boats')) AS dim");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: SqlResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer.rows[0]["dim"], app.store.dim() as i64, "{body}");
+    // Bad arguments are the statement's error, not a crash.
+    for bad in ["SELECT * FROM knn('rivers')", "SELECT * FROM knn('rivers', 0)", "SELECT * FROM bm25(3, 'x')"] {
+        let (status, body) = sql(bad);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body.contains("sql_error"), "{bad}: {body}");
+    }
+
+    // The same join over the wire protocol.
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(twinflow_server::listen::pg_server(&app).unwrap().serve(listener));
+    let login = format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={READ_KEY}");
+    let (client, connection) = runtime.block_on(tokio_postgres::connect(&login, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    let rows = runtime.block_on(client.query(join, &[])).unwrap();
+    assert_eq!(rows[0].get::<_, String>("doc_id"), "rivers");
+    assert_eq!(rows[0].get::<_, String>("title"), "Rivers");
+
+    // Deleted: no row of the search names it, in either protocol.
+    let line = r#"{"op":"delete","doc_id":"rivers"}"#;
+    let changes = vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()];
+    let epoch = app.engine.submit(changes).unwrap();
+    app.engine.flush();
+    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let rows = runtime.block_on(client.query(join, &[])).unwrap();
+    assert!(rows.iter().all(|r| r.get::<_, String>("doc_id") != "rivers"));
+    assert_eq!(rows.len(), 2, "the other two documents' chunks");
+    let (_, body) = sql(join);
+    let answer: SqlResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer.as_of, epoch, "{body}");
+    assert!(answer.rows.iter().all(|r| r["doc_id"] != "rivers"), "{body}");
+    app.shutdown().unwrap();
+}

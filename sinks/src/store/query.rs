@@ -13,7 +13,7 @@ use twinflow_schemas::{
 
 use super::Store;
 use crate::drift_log::drift_batch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::error_log::error_batch;
 use crate::fusion::reciprocal_rank;
 use crate::sql::{SqlAnswer, SqlInputs};
@@ -197,7 +197,31 @@ impl Store {
     pub async fn sql(&self, sql: &str) -> Result<SqlAnswer> {
         let inputs = self.sql_inputs()?;
         let runtime = self.sql_runtime.read().clone();
-        crate::sql::run(inputs, sql, &runtime).await
+        crate::sql::run(inputs, sql, &runtime, None).await
+    }
+
+    /// [`Self::sql`] with the search functions (`knn`, `bm25`, `hybrid`,
+    /// `embed`) answering at the statement's epoch: a statement whose
+    /// search met a newer epoch than its tables is run again on that epoch.
+    pub async fn sql_with(self: &Arc<Self>, sql: &str, encoder: Arc<dyn crate::QueryEncoder>) -> Result<SqlAnswer> {
+        const TRIES: usize = 5;
+        let runtime = self.sql_runtime.read().clone();
+        for _ in 0..TRIES {
+            let inputs = self.sql_inputs()?;
+            let functions = crate::sql_search::SearchFunctions {
+                store: self.clone(),
+                encoder: encoder.clone(),
+                epoch: inputs.epoch,
+                moved: Default::default(),
+            };
+            let answer = crate::sql::run(inputs, sql, &runtime, Some(&functions)).await;
+            if !functions.moved.load(std::sync::atomic::Ordering::SeqCst) {
+                return answer;
+            }
+        }
+        Err(Error::Sql(format!(
+            "commits moved the epoch under the statement's searches {TRIES} times in a row; run it again"
+        )))
     }
 
     /// Runs every later statement within `limits` (one memory pool for all of them).
