@@ -247,8 +247,13 @@ class Worker:
     def sync(self):
         return {}  # the streaming connector sees every change by itself
 
-    def search(self, q, k):
-        result = self._post("/v1/retrieve", {"query": q, "k": k})
+    def search(self, q, k, doc=None):
+        body = {"query": q, "k": k}
+        if doc is not None:
+            # The document store's metadata filter (JMESPath over the file's metadata;
+            # Pathway writes string literals between backticks).
+            body["metadata_filter"] = f"contains(path, `/{doc}.txt`)"
+        result = self._post("/v1/retrieve", body)
         return {"hits": [{"doc": pc.doc_of(r["metadata"]["path"]), "text": r["text"]}
                          for r in result]}
 
