@@ -36,6 +36,7 @@ mod restore;
 mod search;
 mod shards;
 mod sql;
+mod sql_as_of;
 mod sql_search;
 mod store;
 mod text_index;

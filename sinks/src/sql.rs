@@ -15,6 +15,9 @@
 //! the plan is checked again with DataFusion's `SQLOptions` (no DDL, DML,
 //! COPY or SET).
 //!
+//! A live table can be read as it was at an earlier epoch:
+//! `FROM chunks AS OF EPOCH 120` (`sql_as_of.rs`).
+//!
 //! With a query encoder ([`crate::Store::sql_with`]) the statement can also
 //! search: `knn`, `bm25` and `hybrid` table functions and `embed(text)`
 //! (`sql_search.rs`), at the same epoch as the tables.
@@ -127,16 +130,18 @@ pub(crate) async fn run(
     runtime: &SqlRuntime,
     search: Option<&crate::sql_search::SearchFunctions>,
 ) -> Result<SqlAnswer> {
+    let (sql, as_of) = crate::sql_as_of::rewrite(sql)?;
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime.env.clone());
     register(&ctx, &inputs)?;
+    crate::sql_as_of::register(&ctx, &as_of, inputs.epoch, inputs.dim).await?;
     if let Some(search) = search {
         crate::sql_search::register(&ctx, search);
     }
 
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
-    let statement = state.sql_to_statement(sql, &dialect).map_err(sql_error)?;
+    let statement = state.sql_to_statement(&sql, &dialect).map_err(sql_error)?;
     check_statement(&statement)?;
     let plan = state.statement_to_plan(statement).await.map_err(sql_error)?;
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);

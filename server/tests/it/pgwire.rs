@@ -362,3 +362,84 @@ fn search_functions_join_the_tables_over_http_and_pgwire() {
     assert!(answer.rows.iter().all(|r| r["doc_id"] != "rivers"), "{body}");
     app.shutdown().unwrap();
 }
+
+/// Time travel: `<table> AS OF EPOCH n` reads a live table as it was when
+/// epoch `n` committed, after edits and deletes, over HTTP and the wire
+/// protocol; a later epoch is refused, naming the newest.
+#[test]
+fn as_of_epoch_reads_the_tables_as_they_were() {
+    use axum::http::StatusCode;
+    use twinflow_schemas::api::SqlResponse;
+
+    use crate::router::{post, send};
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_data(dir.path());
+    let first = app.store.committed_epoch();
+    let commit = |line: String| {
+        let changes = vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()];
+        let epoch = app.engine.submit(changes).unwrap();
+        app.engine.flush();
+        assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+        epoch
+    };
+    let edited = commit(upsert_line("rivers", "Rivers", &article("canals and barges", 6)));
+    let deleted = commit(r#"{"op":"delete","doc_id":"taxes"}"#.to_owned());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rows = |statement: String| -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let (status, bytes) = runtime.block_on(send(&app, post("/v1/sql", "application/sql", statement)));
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        serde_json::from_slice::<SqlResponse>(&bytes).unwrap().rows
+    };
+    let versions = |epoch: Option<u64>| -> Vec<(String, u64)> {
+        let table = epoch.map_or("documents".to_owned(), |e| format!("documents AS OF EPOCH {e}"));
+        rows(format!("SELECT doc_id, version FROM {table} ORDER BY doc_id"))
+            .iter()
+            .map(|r| (r["doc_id"].as_str().unwrap().to_owned(), r["version"].as_u64().unwrap()))
+            .collect()
+    };
+    let pairs = |v: &[(&str, u64)]| v.iter().map(|(d, n)| (d.to_string(), *n)).collect::<Vec<_>>();
+    assert_eq!(versions(Some(first)), pairs(&[("rivers", 1), ("roads", 1), ("taxes", 1)]));
+    assert_eq!(versions(Some(edited)), pairs(&[("rivers", 2), ("roads", 1), ("taxes", 1)]));
+    assert_eq!(versions(Some(deleted)), versions(None));
+    assert_eq!(versions(None), pairs(&[("rivers", 2), ("roads", 1)]));
+
+    // The old text is back, chunks and vectors included, and joins across tables read one epoch.
+    let count = |sql: String| rows(sql)[0]["n"].as_u64().unwrap();
+    let taxes_then = count(format!("SELECT COUNT(*) AS n FROM chunks AS OF EPOCH {first} WHERE doc_id = 'taxes'"));
+    assert!(taxes_then > 0);
+    assert_eq!(count(format!("SELECT COUNT(*) AS n FROM chunks AS OF EPOCH {deleted} WHERE doc_id = 'taxes'")), 0);
+    let chunks_then = count(format!("SELECT COUNT(DISTINCT chunk_id) AS n FROM chunks AS OF EPOCH {first}"));
+    assert_eq!(count(format!("SELECT COUNT(*) AS n FROM embeddings AS OF EPOCH {first}")), chunks_then);
+    assert_eq!(
+        count(format!(
+            "SELECT COUNT(*) AS n FROM documents AS OF EPOCH {first} d JOIN chunks AS OF EPOCH {first} c \
+             USING (doc_id) WHERE d.doc_id = 'taxes'"
+        )),
+        taxes_then
+    );
+    let old = rows(format!("SELECT content FROM documents AS OF EPOCH {first} WHERE doc_id = 'rivers'"));
+    assert!(old[0]["content"].as_str().unwrap().contains("rivers and boats"));
+
+    // Not yet committed: refused, naming the newest epoch.
+    let (status, bytes) = runtime.block_on(send(
+        &app,
+        post("/v1/sql", "application/sql", format!("SELECT * FROM chunks AS OF EPOCH {}", deleted + 1000)),
+    ));
+    let body = String::from_utf8_lossy(&bytes);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains(&format!("the newest committed epoch is {deleted}")), "{body}");
+
+    // Over the wire protocol.
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(twinflow_server::listen::pg_server(&app).unwrap().serve(listener));
+    let login = format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={READ_KEY}");
+    let (client, connection) = runtime.block_on(tokio_postgres::connect(&login, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    let sql = format!("SELECT doc_id FROM documents AS OF EPOCH {first} ORDER BY doc_id");
+    let rows = runtime.block_on(client.query(&sql, &[])).unwrap();
+    let docs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(docs, ["rivers", "roads", "taxes"]);
+    app.shutdown().unwrap();
+}
