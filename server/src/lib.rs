@@ -37,6 +37,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod listen;
+pub mod mcp;
 pub mod metrics;
 pub mod pgwire;
 mod progress;

@@ -59,7 +59,16 @@ pub use openapi::{Api, Op};
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.server.max_body.as_u64() as usize;
     let (routes, document) = table(&Mounted::of(&app.config)).build();
+    // MCP (streamable HTTP), for a key with the read scope; its tools call the
+    // routes above with the same key, so writes need what POST /v1/documents needs.
+    let mcp = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(
+            twinflow_schemas::auth::Access::READ,
+            crate::auth::require,
+        ))
+        .service(crate::mcp::http_service(app.clone()));
     routes
+        .route_service("/mcp", mcp)
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(axum::middleware::from_fn_with_state(app.clone(), crate::auth::authenticate))

@@ -55,6 +55,9 @@ pub enum Command {
     Ask(AskArgs),
     /// Show epochs, lag and table sizes of a running server.
     Status(ServerArgs),
+    /// Serve the Model Context Protocol over stdin and stdout (for an
+    /// agent's MCP client), answered by a running server with this key.
+    Mcp(ServerArgs),
     /// Write a consolidated snapshot of every table now.
     Snapshot(ServerArgs),
     /// Show the drift of the embedding stream against the reference (the

@@ -208,6 +208,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
+        Command::Mcp(args) => {
+            let key = args.key.clone().or_else(|| twinflow_schemas::auth::read_admin_key(&args.data_dir));
+            let roots = args.ca.as_ref().map(std::fs::read).transpose()?;
+            crate::mcp::stdio(&args.server, key, roots.as_deref())
+        }
         Command::Snapshot(args) => {
             let info = args.client()?.snapshot()?;
             println!("{}", serde_json::to_string_pretty(&info)?);

@@ -13,6 +13,7 @@ mod drift;
 mod eval;
 mod fixtures;
 mod hostile;
+mod mcp;
 mod memory;
 mod metrics;
 mod minilm;
