@@ -25,6 +25,9 @@ pub struct App {
     pub config: Config,
     pub engine: Arc<Engine>,
     pub store: Arc<Store>,
+    /// The engine's embedder for search queries: concurrent requests' queries
+    /// embedded in one batch.
+    pub queries: Arc<dyn Embedder>,
     /// The one door changes enter by (HTTP, sources, other processes).
     pub ingest: Arc<Ingest>,
     /// Writes answers (the active twin, else the configured generator); built on first use.
@@ -59,7 +62,7 @@ struct SourcePump {
     pump: Option<JoinHandle<()>>,
 }
 
-/// The query encoder of SQL's search functions: the engine's embedder, and
+/// The query encoder of SQL's search functions: the queries' embedder, and
 /// the active retrieval setting's fusion for `hybrid(…)` (what `/v1/search`
 /// uses).
 struct SqlEncoder {
@@ -81,7 +84,7 @@ impl twinflow_sinks::QueryEncoder for SqlEncoder {
 impl App {
     /// What SQL statements search with (`knn`, `bm25`, `hybrid`, `embed`).
     pub fn sql_encoder(&self) -> Arc<dyn twinflow_sinks::QueryEncoder> {
-        Arc::new(SqlEncoder { embedder: self.engine.embedder().clone(), retrieval: self.retrieval.clone() })
+        Arc::new(SqlEncoder { embedder: self.queries.clone(), retrieval: self.retrieval.clone() })
     }
 
     /// Opens the store (restoring committed state), starts the engine and
@@ -131,8 +134,11 @@ impl App {
         let slots = crate::api::limits::Slots::new(&config.server);
         // The fusion hybrid search runs with: the active registered setting's, else `[search]`'s.
         let retrieval = Arc::new(RetrievalSettings::open(&config)?);
+        let queries: Arc<dyn Embedder> =
+            Arc::new(twinflow_pipelines::inference::CombiningEmbedder::new(feature.engine.embedder().clone()));
         let app = Arc::new(App {
             retrieval,
+            queries,
             traces: Arc::new(Traces::new(config.traces.clone())),
             evaluations: Arc::default(),
             config,
@@ -188,7 +194,7 @@ impl App {
             config: &self.config.rag,
             search: self.retrieval.fusion(),
             store: &self.store,
-            embedder: self.engine.embedder().as_ref(),
+            embedder: self.queries.as_ref(),
             generator: &self.generator,
             traces: &self.traces,
             adapter: self.training.active_name(),

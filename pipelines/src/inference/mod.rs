@@ -5,15 +5,18 @@
 //! | `rag.rs` | the RAG steps: self-query, expansion, retrieval, fusion, rerank, prompt, generation, citations |
 //! | `passages.rs` | which candidates the prompt holds (rerank fusion, spread over documents) and each cut to its closest sentences |
 //! | `grounding.rs` | each answer sentence cited by the passages that support it, or dropped; extractive fallback |
+//! | `combine.rs` | the queries of concurrent requests embedded in one batch |
 //! | `generator.rs` | the generator choice: the local GGUF (or the active twin) or an OpenAI-compatible endpoint |
 //! | `traces.rs` | every answer traced, flushed to the `traces` table |
 
+mod combine;
 pub mod generator;
 pub mod grounding;
 mod passages;
 pub mod rag;
 pub mod traces;
 
+pub use combine::CombiningEmbedder;
 pub use generator::{LazyGenerator, OpenAiGenerator, build_generator};
 pub use rag::{Prepared, Rag, RagError, RagQuestion, answer, ground_response, prepare};
 pub use traces::Traces;

@@ -26,7 +26,7 @@ pub async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EmbeddingsResponse>, ApiError> {
     let request: EmbeddingsRequest = json_body(&app, body, " (`input` must be a string or an array of strings)")?;
-    let embedder = app.engine.embedder().clone();
+    let embedder = app.queries.clone();
     let model_id = embedder.model_id().to_owned();
     if let Some(model) = &request.model {
         // The full id (with the weights' hash) or the name before the `@`.

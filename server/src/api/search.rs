@@ -61,12 +61,12 @@ pub async fn search(
         }
     };
     let started = Instant::now();
-    let engine = app.engine.clone();
+    let queries = app.queries.clone();
     let store = app.store.clone();
     let (as_of, results) = tokio::task::spawn_blocking(move || {
         let vector = match mode {
             SearchMode::Bm25 => Vec::new(),
-            _ => engine.embedder().embed_batch(&[query.q.as_str()]).map_err(ApiError::internal)?.remove(0),
+            _ => queries.embed_batch(&[query.q.as_str()]).map_err(ApiError::internal)?.remove(0),
         };
         store.search_mode(&query.q, &vector, query.k, &filter, mode, query.exact).map_err(ApiError::internal)
     })
