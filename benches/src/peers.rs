@@ -160,9 +160,7 @@ pub fn workload(bench: &PeersBench, dir: &Path) -> anyhow::Result<Value> {
     let mut take = |rng: &mut Rng| -> Option<usize> {
         (!untouched.is_empty()).then(|| untouched.swap_remove(rng.below(untouched.len())))
     };
-    let check = |kind: &str, expect: &str, doc: &str, sentence: &str| {
-        json!({"kind": kind, "expect": expect, "doc": doc, "query": sentence, "text": sentence})
-    };
+    let check = |kind: &str, expect: &str, doc: &str, sentence: &str| json!({"kind": kind, "expect": expect, "doc": doc, "query": sentence, "text": sentence});
     let middle = |text: &str| -> Option<String> {
         let all = sentences(text);
         let n = all.len();
@@ -290,7 +288,9 @@ pub fn run(bench: &PeersBench) -> anyhow::Result<Value> {
     }
     let table = table(&reports);
     eprintln!("{table}");
-    Ok(json!({"workload": workload, "threads": bench.threads, "chunk_chars": bench.chunk_chars, "systems": reports, "table": table}))
+    Ok(
+        json!({"workload": workload, "threads": bench.threads, "chunk_chars": bench.chunk_chars, "systems": reports, "table": table}),
+    )
 }
 
 /// The rows of the table: (label, how to read the figure from a report).
@@ -327,7 +327,11 @@ fn figure(value: f64) -> String {
 /// ratio peer / twinflow.
 pub fn table(reports: &[Value]) -> String {
     let name = |r: &Value| r.get("system").and_then(Value::as_str).unwrap_or("?").to_owned();
-    let mut out = format!("| | {} |\n|---|{}\n", reports.iter().map(name).collect::<Vec<_>>().join(" | "), "---|".repeat(reports.len()));
+    let mut out = format!(
+        "| | {} |\n|---|{}\n",
+        reports.iter().map(name).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(reports.len())
+    );
     let base = reports.first();
     for (label, read) in rows() {
         let cells: Vec<String> = reports

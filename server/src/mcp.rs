@@ -116,12 +116,15 @@ impl McpServer {
                     }
                 }
                 let request = match call.body {
-                    Some((content_type, body)) => request.header(header::CONTENT_TYPE, content_type).body(Body::from(body)),
+                    Some((content_type, body)) => {
+                        request.header(header::CONTENT_TYPE, content_type).body(Body::from(body))
+                    }
                     None => request.body(Body::empty()),
                 }
                 .map_err(|e| McpError::invalid_params(format!("the request: {e}"), None))?;
                 let router = router.get_or_init(|| crate::router(app.clone())).clone();
-                let response = router.oneshot(request).await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
+                let response =
+                    router.oneshot(request).await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
                 let status = response.status().as_u16();
                 let body = axum::body::to_bytes(response.into_body(), MAX_ANSWER)
                     .await
@@ -182,7 +185,11 @@ impl McpServer {
                     ndjson.extend_from_slice(change.to_string().as_bytes());
                     ndjson.push(b'\n');
                 }
-                vec![Call { method: Method::POST, uri: "/v1/documents?wait=true".into(), body: Some(("application/x-ndjson", ndjson)) }]
+                vec![Call {
+                    method: Method::POST,
+                    uri: "/v1/documents?wait=true".into(),
+                    body: Some(("application/x-ndjson", ndjson)),
+                }]
             }
             "status" => vec![Call::get("/v1/status")],
             "datasets" => vec![Call::get("/v1/datasets")],
@@ -257,8 +264,8 @@ impl ServerHandler for McpServer {
         let mut info = ServerConfig::new(
             serde_json::from_value(json!({"tools": {}, "resources": {}})).expect("capabilities are well formed"),
         );
-        info.server_info =
-            serde_json::from_value(json!({"name": "twinflow", "version": env!("CARGO_PKG_VERSION")})).expect("server info");
+        info.server_info = serde_json::from_value(json!({"name": "twinflow", "version": env!("CARGO_PKG_VERSION")}))
+            .expect("server info");
         info.instructions = Some(
             "twinflow keeps a live index of an author's documents: search it, query its tables with SQL, \
              ask it questions (rag), and add documents (ingest)."
@@ -327,7 +334,8 @@ impl ServerHandler for McpServer {
             return Err(McpError::resource_not_found(format!("no resource {uri}: see resources/list"), None));
         };
         let sql = format!("SELECT * FROM {name} LIMIT {RESOURCE_ROWS}");
-        let (status, body) = self.send(Call::post_json("/v1/sql", &json!({"sql": sql, "format": "json"})), &context).await?;
+        let (status, body) =
+            self.send(Call::post_json("/v1/sql", &json!({"sql": sql, "format": "json"})), &context).await?;
         if status >= 400 {
             return Err(McpError::internal_error(format!("reading {uri}: {body}"), None));
         }
@@ -347,8 +355,10 @@ fn tool_result(text: &str, error: bool) -> Value {
 /// SDK is off, as every request carries a key.
 pub fn http_service(
     app: Arc<App>,
-) -> rmcp::transport::StreamableHttpService<McpServer, rmcp::transport::streamable_http_server::session::local::LocalSessionManager>
-{
+) -> rmcp::transport::StreamableHttpService<
+    McpServer,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
     let config = rmcp::transport::StreamableHttpServerConfig::default().disable_allowed_hosts();
     let server = McpServer::local(app);
     rmcp::transport::StreamableHttpService::new(move || Ok(server.clone()), Default::default(), config)
@@ -374,9 +384,11 @@ mod tests {
     #[test]
     fn tool_calls_become_the_routes_requests() {
         let args = |v: Value| v.as_object().unwrap().clone();
-        let calls = McpServer::call_for("search", &args(json!({"query": "rivers & boats", "k": 3, "mode": "bm25"}))).unwrap();
+        let calls =
+            McpServer::call_for("search", &args(json!({"query": "rivers & boats", "k": 3, "mode": "bm25"}))).unwrap();
         assert_eq!(calls[0].uri, "/v1/search?q=rivers+%26+boats&k=3&mode=bm25");
-        let calls = McpServer::call_for("ingest", &args(json!({"changes": [{"op": "delete", "doc_id": "a"}]}))).unwrap();
+        let calls =
+            McpServer::call_for("ingest", &args(json!({"changes": [{"op": "delete", "doc_id": "a"}]}))).unwrap();
         let (content_type, body) = calls[0].body.as_ref().unwrap();
         assert_eq!(*content_type, "application/x-ndjson");
         let line: Value = serde_json::from_slice(body.strip_suffix(b"\n").unwrap()).unwrap();

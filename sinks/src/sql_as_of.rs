@@ -96,7 +96,10 @@ pub(crate) fn rewrite(sql: &str) -> Result<(String, Vec<AsOf>)> {
     while i < tokens.len() {
         let window = &tokens[i..(i + 5).min(tokens.len())];
         let is = |k: usize, word: &str| window.get(k).is_some_and(|t| t.word && text(t).eq_ignore_ascii_case(word));
-        let table = window[0].word.then(|| TableName::ALL.into_iter().find(|t| text(&window[0]).eq_ignore_ascii_case(t.as_str()))).flatten();
+        let table = window[0]
+            .word
+            .then(|| TableName::ALL.into_iter().find(|t| text(&window[0]).eq_ignore_ascii_case(t.as_str())))
+            .flatten();
         if let Some(table) = table
             && is(1, "as")
             && is(2, "of")
@@ -104,7 +107,9 @@ pub(crate) fn rewrite(sql: &str) -> Result<(String, Vec<AsOf>)> {
         {
             let number = window.get(4).filter(|t| t.word).map(text);
             let Some(epoch) = number.and_then(|n| n.parse::<u64>().ok()) else {
-                return Err(Error::Sql(format!("{table} AS OF EPOCH takes an epoch number, as in {table} AS OF EPOCH 12")));
+                return Err(Error::Sql(format!(
+                    "{table} AS OF EPOCH takes an epoch number, as in {table} AS OF EPOCH 12"
+                )));
             };
             let view = format!("{table}__as_of_{epoch}");
             out.push_str(&sql[copied..window[0].start]);

@@ -83,7 +83,9 @@ impl CombiningEmbedder {
                 .unwrap_or_else(|_| Err(EmbedError("the encoder panicked".into())));
             let mut vectors = match result {
                 Ok(vectors) if vectors.len() == texts.len() => Ok(vectors.into_iter()),
-                Ok(vectors) => Err(EmbedError(format!("the encoder returned {} vectors for {} texts", vectors.len(), texts.len()))),
+                Ok(vectors) => {
+                    Err(EmbedError(format!("the encoder returned {} vectors for {} texts", vectors.len(), texts.len())))
+                }
                 Err(e) => Err(e),
             };
             for waiting in batch {

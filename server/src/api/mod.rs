@@ -62,10 +62,7 @@ pub fn router(app: Arc<App>) -> Router {
     // MCP (streamable HTTP), for a key with the read scope; its tools call the
     // routes above with the same key, so writes need what POST /v1/documents needs.
     let mcp = tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(
-            twinflow_schemas::auth::Access::READ,
-            crate::auth::require,
-        ))
+        .layer(axum::middleware::from_fn_with_state(twinflow_schemas::auth::Access::READ, crate::auth::require))
         .service(crate::mcp::http_service(app.clone()));
     routes
         .route_service("/mcp", mcp)

@@ -25,11 +25,13 @@ fn python() -> String {
 
 fn run_client(args: &[&str]) -> Value {
     let out = Command::new(python()).arg(CLIENT).args(args).output().unwrap_or_else(|e| {
-        panic!("{} is missing ({e}): python3 -m venv ~/.cache/twinflow/mcp-venv && its pip install mcp==2.3.0", python())
+        panic!(
+            "{} is missing ({e}): python3 -m venv ~/.cache/twinflow/mcp-venv && its pip install mcp==2.3.0",
+            python()
+        )
     });
     assert!(out.status.success(), "the MCP client failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The answer of the `i`-th call: (error, text).

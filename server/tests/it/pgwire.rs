@@ -317,10 +317,8 @@ fn search_functions_join_the_tables_over_http_and_pgwire() {
         assert_eq!(answer.rows[0]["doc_id"], "taxes", "{function}: {body}");
     }
     // The hits are chunks of the same epoch's `chunks` table.
-    let (_, body) = sql(
-        "SELECT COUNT(*) AS n, SUM(CASE WHEN c.chunk_id IS NULL THEN 1 ELSE 0 END) AS missing \
-         FROM knn('roads', 10) s LEFT JOIN chunks c ON c.chunk_id = s.chunk_id AND c.doc_id = s.doc_id",
-    );
+    let (_, body) = sql("SELECT COUNT(*) AS n, SUM(CASE WHEN c.chunk_id IS NULL THEN 1 ELSE 0 END) AS missing \
+         FROM knn('roads', 10) s LEFT JOIN chunks c ON c.chunk_id = s.chunk_id AND c.doc_id = s.doc_id");
     let answer: SqlResponse = serde_json::from_str(&body).unwrap();
     assert!(answer.rows[0]["n"].as_i64().unwrap() > 0, "{body}");
     assert_eq!(answer.rows[0]["missing"], 0, "{body}");
