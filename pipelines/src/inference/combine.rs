@@ -3,14 +3,16 @@
 //! query, which is most of a short query's cost on a CPU.
 //!
 //! ```text
-//!  request A ─┐                    ┌─ leader: takes every queued text (≤ MAX_BATCH), one embed_batch,
-//!  request B ─┼─▶ queue ──────────▶┤          hands each caller its vectors, then the next queued ones
-//!  request C ─┘  (text + slot)     └─ others: wait on their slot
+//!  request A ─┐                    ┌─ leader: the queue's oldest texts (≤ MAX_BATCH, its own first),
+//!  request B ─┼─▶ queue ──────────▶┤          one embed_batch, each caller's vectors to its slot,
+//!  request C ─┘  (texts + slot)    │          then the oldest caller still queued leads the next batch
+//!                                  └─ others: wait on their slot
 //! ```
 //!
 //! No timer: a request that finds no batch running leads at once, so an idle
 //! server adds no latency; under load, texts queue while a batch runs and the
-//! next batch takes them all (flat combining).
+//! next batch takes them. A leader runs one batch and hands over, so no
+//! caller waits for other callers' batches after its own.
 
 use std::sync::Arc;
 
@@ -20,11 +22,25 @@ use twinflow_dataflow::{EmbedError, Embedder};
 /// Texts one forward pass takes at most.
 const MAX_BATCH: usize = 64;
 
-/// Where a caller's vectors arrive.
+/// What a waiting caller is told.
+enum Outcome {
+    Vectors(Result<Vec<Vec<f32>>, EmbedError>),
+    /// Run the next batch (yours is its first entry).
+    Lead,
+}
+
+/// Where a caller's answer arrives.
 #[derive(Default)]
 struct Slot {
-    done: Mutex<Option<Result<Vec<Vec<f32>>, EmbedError>>>,
+    outcome: Mutex<Option<Outcome>>,
     ready: Condvar,
+}
+
+impl Slot {
+    fn tell(&self, outcome: Outcome) {
+        *self.outcome.lock() = Some(outcome);
+        self.ready.notify_one();
+    }
 }
 
 struct Waiting {
@@ -32,10 +48,11 @@ struct Waiting {
     slot: Arc<Slot>,
 }
 
+/// Invariant: `waiting` is not empty only while `leading`.
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Waiting>,
-    /// A caller is running batches.
+    /// A caller is running a batch (or has been told to).
     leading: bool,
 }
 
@@ -56,46 +73,46 @@ impl CombiningEmbedder {
         Self { inner, queue: Mutex::new(Queue::default()) }
     }
 
-    /// Runs queued calls, a batch at a time, until none is left.
+    /// Runs one batch of the oldest queued calls, then hands the lead to the
+    /// oldest call still queued (or gives it up).
     fn lead(&self) {
-        loop {
-            let batch = {
-                let mut queue = self.queue.lock();
-                if queue.waiting.is_empty() {
-                    queue.leading = false;
-                    return;
-                }
-                let mut texts = 0;
-                let take = queue
-                    .waiting
-                    .iter()
-                    .take_while(|w| {
-                        texts += w.texts.len();
-                        texts <= MAX_BATCH
-                    })
-                    .count()
-                    .max(1);
-                queue.waiting.drain(..take).collect::<Vec<_>>()
-            };
-            let texts: Vec<&str> = batch.iter().flat_map(|w| w.texts.iter().map(String::as_str)).collect();
-            // A panicking encoder fails this batch's callers, not every later call.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.embed_batch(&texts)))
-                .unwrap_or_else(|_| Err(EmbedError("the encoder panicked".into())));
-            let mut vectors = match result {
-                Ok(vectors) if vectors.len() == texts.len() => Ok(vectors.into_iter()),
-                Ok(vectors) => {
-                    Err(EmbedError(format!("the encoder returned {} vectors for {} texts", vectors.len(), texts.len())))
-                }
-                Err(e) => Err(e),
-            };
-            for waiting in batch {
-                let answer = match &mut vectors {
-                    Ok(all) => Ok(all.by_ref().take(waiting.texts.len()).collect()),
-                    Err(e) => Err(EmbedError(e.0.clone())),
-                };
-                *waiting.slot.done.lock() = Some(answer);
-                waiting.slot.ready.notify_one();
+        let batch = {
+            let mut queue = self.queue.lock();
+            let mut texts = 0;
+            let take = queue
+                .waiting
+                .iter()
+                .take_while(|w| {
+                    texts += w.texts.len();
+                    texts <= MAX_BATCH
+                })
+                .count()
+                .max(1)
+                .min(queue.waiting.len());
+            queue.waiting.drain(..take).collect::<Vec<_>>()
+        };
+        let texts: Vec<&str> = batch.iter().flat_map(|w| w.texts.iter().map(String::as_str)).collect();
+        // A panicking encoder fails this batch's callers, not every later call.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.embed_batch(&texts)))
+            .unwrap_or_else(|_| Err(EmbedError("the encoder panicked".into())));
+        let mut vectors = match result {
+            Ok(vectors) if vectors.len() == texts.len() => Ok(vectors.into_iter()),
+            Ok(vectors) => {
+                Err(EmbedError(format!("the encoder returned {} vectors for {} texts", vectors.len(), texts.len())))
             }
+            Err(e) => Err(e),
+        };
+        for waiting in batch {
+            let answer = match &mut vectors {
+                Ok(all) => Ok(all.by_ref().take(waiting.texts.len()).collect()),
+                Err(e) => Err(EmbedError(e.0.clone())),
+            };
+            waiting.slot.tell(Outcome::Vectors(answer));
+        }
+        let mut queue = self.queue.lock();
+        match queue.waiting.first() {
+            Some(next) => next.slot.tell(Outcome::Lead),
+            None => queue.leading = false,
         }
     }
 }
@@ -130,16 +147,25 @@ impl Embedder for CombiningEmbedder {
         let lead = {
             let mut queue = self.queue.lock();
             queue.waiting.push(Waiting { texts: texts.iter().map(|t| (*t).to_owned()).collect(), slot: slot.clone() });
+            // Nobody leading: the queue was empty, so this call is its oldest.
             !std::mem::replace(&mut queue.leading, true)
         };
         if lead {
             self.lead();
         }
-        let mut done = slot.done.lock();
-        while done.is_none() {
-            slot.ready.wait(&mut done);
+        loop {
+            let outcome = {
+                let mut outcome = slot.outcome.lock();
+                while outcome.is_none() {
+                    slot.ready.wait(&mut outcome);
+                }
+                outcome.take().expect("told")
+            };
+            match outcome {
+                Outcome::Vectors(answer) => return answer,
+                Outcome::Lead => self.lead(),
+            }
         }
-        done.take().expect("the slot was filled")
     }
 }
 
