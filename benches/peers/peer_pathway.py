@@ -259,27 +259,10 @@ class Worker:
 
     def load(self, queries, clients, seconds, k):
         """`clients` threads POSTing /v1/retrieve (one connection per request)."""
-        latencies, lock = [], threading.Lock()
-        stop = time.monotonic() + seconds
-
-        def client(i):
-            while time.monotonic() < stop:
-                started = time.monotonic()
-                self._post("/v1/retrieve", {"query": queries[i % len(queries)], "k": k})
-                with lock:
-                    latencies.append((time.monotonic() - started) * 1e3)
-                i += clients
-
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.monotonic() - started
-        return {"via": "http", "p50_ms": pc.percentile(latencies, 0.5),
-                "p99_ms": pc.percentile(latencies, 0.99),
-                "qps": len(latencies) / wall, "queries": len(latencies)}
+        report = pc.in_process_load(
+            lambda q, k: self._post("/v1/retrieve", {"query": q, "k": k}), queries, clients, seconds, k)
+        report["via"] = "http"
+        return report
 
     def stats(self):
         rss, cpu = pc.process_usage(self.child.pid)

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 
 import peer_common as pc
@@ -33,7 +34,6 @@ class Worker:
         self.server = None
         self.base = None
         self.key = None
-        self.started_at_embedded = 0
 
     def _request(self, path, body=None, timeout=60):
         data = None if body is None else json.dumps(body).encode()
@@ -136,6 +136,4 @@ boundary_one_in = 4
 
 
 if __name__ == "__main__":
-    import urllib.parse
-
     pc.serve(Worker(pc.parse_args(extra=("--twinflow",))))
