@@ -281,6 +281,18 @@ fn hostile_messages_leave_the_endpoint_serving() {
     app.shutdown().unwrap();
 }
 
+/// `app`'s wire-protocol server as `serve` sets it up (search functions
+/// included), on a loopback port, and a tokio-postgres client of it with the read key.
+fn serve_and_connect(runtime: &tokio::runtime::Runtime, app: &Arc<App>) -> tokio_postgres::Client {
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(twinflow_server::listen::pg_server(app).unwrap().serve(listener));
+    let login = format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={READ_KEY}");
+    let (client, connection) = runtime.block_on(tokio_postgres::connect(&login, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    client
+}
+
 /// Search inside SQL: `hybrid`, `knn` and `bm25` as tables joined with
 /// `documents`, and `embed(text)`, over HTTP and over the wire protocol,
 /// at the statement's epoch; a deleted document leaves the search's rows.
@@ -335,12 +347,7 @@ fn search_functions_join_the_tables_over_http_and_pgwire() {
     }
 
     // The same join over the wire protocol.
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    runtime.spawn(twinflow_server::listen::pg_server(&app).unwrap().serve(listener));
-    let login = format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={READ_KEY}");
-    let (client, connection) = runtime.block_on(tokio_postgres::connect(&login, tokio_postgres::NoTls)).unwrap();
-    runtime.spawn(connection);
+    let client = serve_and_connect(&runtime, &app);
     let rows = runtime.block_on(client.query(join, &[])).unwrap();
     assert_eq!(rows[0].get::<_, String>("doc_id"), "rivers");
     assert_eq!(rows[0].get::<_, String>("title"), "Rivers");
@@ -429,12 +436,7 @@ fn as_of_epoch_reads_the_tables_as_they_were() {
     assert!(body.contains(&format!("the newest committed epoch is {deleted}")), "{body}");
 
     // Over the wire protocol.
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    runtime.spawn(twinflow_server::listen::pg_server(&app).unwrap().serve(listener));
-    let login = format!("host=127.0.0.1 port={port} user=twinflow dbname=twinflow password={READ_KEY}");
-    let (client, connection) = runtime.block_on(tokio_postgres::connect(&login, tokio_postgres::NoTls)).unwrap();
-    runtime.spawn(connection);
+    let client = serve_and_connect(&runtime, &app);
     let sql = format!("SELECT doc_id FROM documents AS OF EPOCH {first} ORDER BY doc_id");
     let rows = runtime.block_on(client.query(&sql, &[])).unwrap();
     let docs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
