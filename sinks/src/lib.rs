@@ -58,6 +58,9 @@ pub use input_log::{EncodedBatch, InputLog, LoggedBatch};
 pub use manifest::Manifest;
 pub use sql::{SqlAnswer, SqlLimits, SqlRuntime};
 pub use sql_search::{QueryEncoder, search_schema};
-pub use store::{CommitStats, EpochCommit, ProjectionSwitch, SnapshotInfo, SnapshotRetention, Store, VectorProjection};
+pub use store::{
+    CommitNotice, CommitObserver, CommitStats, EpochCommit, ProjectionSwitch, Ranked, SnapshotInfo, SnapshotRetention,
+    Store, VectorProjection,
+};
 pub use vector_cache::VectorCache;
 pub use vector_index::{VectorIndex, VectorIndexStats};

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tantivy::collector::{BytesFilterCollector, TopDocs};
 use tantivy::query::{Bm25StatisticsProvider, QueryParser};
+use tantivy::tokenizer::TokenStream;
 use tantivy::schema::{BytesOptions, Field, IndexRecordOption, Schema, TEXT, Value};
 use tantivy::{
     DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, SegmentReader, TERMINATED, TantivyDocument, Term,
@@ -66,6 +67,8 @@ pub(crate) struct TextIndex {
     shards: Vec<Shard>,
     id: Field,
     text: Field,
+    /// Splits texts into words as the `text` field does.
+    analyzer: tantivy::tokenizer::TextAnalyzer,
     /// The live corpus's size and length for the shards' current searchers
     /// (by generation), and the live document frequencies asked so far:
     /// computed once per commit, not per query.
@@ -105,6 +108,7 @@ impl TextIndex {
         let schema = schema.build();
         let heap = (WRITER_HEAP / shards.max(1)).max(MIN_WRITER_HEAP);
         let mut parser = None;
+        let mut analyzer = None;
         let shards = (0..shards.max(1))
             .map(|_| {
                 let index = Index::create_in_ram(schema.clone());
@@ -112,11 +116,15 @@ impl TextIndex {
                 let reader =
                     index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_error)?;
                 parser.get_or_insert_with(|| QueryParser::for_index(&index, vec![text]));
+                if analyzer.is_none() {
+                    analyzer = Some(index.tokenizer_for_field(text).map_err(index_error)?);
+                }
                 Ok(Shard { writer: Mutex::new(writer), reader })
             })
             .collect::<Result<Vec<_>>>()?;
         let parser = parser.expect("at least one shard");
-        Ok(Self { parser, shards, id, text, totals: Mutex::new(None) })
+        let analyzer = analyzer.expect("at least one shard");
+        Ok(Self { parser, analyzer, shards, id, text, totals: Mutex::new(None) })
     }
 
     /// Makes the index hold exactly `present` among the ids it is told about:
@@ -257,6 +265,43 @@ impl TextIndex {
         Ok(LiveStats { searchers, docs, tokens, doc_freqs })
     }
 
+    /// Each word of `query` as BM25 scores it (the parser's terms, repeated
+    /// as often as the query repeats them) with the most one occurrence of it
+    /// can add to a chunk's score now: `idf · (1 + k1)`, since the term-frequency
+    /// factor `tf / (tf + k1 · norm)` stays below one. A chunk holding none of
+    /// these words scores nothing; one holding some scores below the sum of
+    /// theirs.
+    pub(crate) fn term_bounds(&self, query: &str) -> Result<Vec<(String, f32)>> {
+        /// tantivy's BM25 `k1`.
+        const K1: f32 = 1.2;
+        let (parsed, _) = self.parser.parse_query_lenient(query);
+        let mut terms: Vec<Term> = Vec::new();
+        parsed.query_terms(&mut |term, _| terms.push(term.clone()));
+        let searchers: Vec<Searcher> = self.shards.iter().map(|s| s.reader.searcher()).collect();
+        let stats = self.live_stats(&searchers)?;
+        let docs = stats.docs as f32;
+        terms
+            .into_iter()
+            .filter_map(|term| term.value().as_str().map(str::to_owned).map(|word| (word, term)))
+            .map(|(word, term)| {
+                let df = stats.doc_freq(&term).map_err(index_error)? as f32;
+                let idf = (1.0 + (docs - df + 0.5) / (df + 0.5)).ln();
+                Ok((word, idf.max(0.0) * (1.0 + K1)))
+            })
+            .collect()
+    }
+
+    /// The distinct words of `text` as the index reads them.
+    pub(crate) fn words(&self, text: &str) -> HashSet<String> {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut words = HashSet::new();
+        while let Some(token) = stream.next() {
+            words.insert(token.text.clone());
+        }
+        words
+    }
+
     /// Number of indexed chunks.
     pub(crate) fn len(&self) -> u64 {
         self.shards.iter().map(|s| s.reader.searcher().num_docs()).sum()
@@ -321,6 +366,33 @@ mod tests {
 
     fn id(n: u128) -> Hash128 {
         Hash128(n)
+    }
+
+    #[test]
+    fn term_bounds_bound_every_score_by_the_words_shared() {
+        let index = TextIndex::new().unwrap();
+        let texts = [
+            "the railroad strike of the railroad workers",
+            "railroad railroad railroad",
+            "a strike",
+            "harbour fees and cranes",
+            "The Railroad, the strike; the end.",
+        ];
+        index.apply(texts.iter().enumerate().map(|(i, t)| (id(i as u128), *t)), []).unwrap();
+        let query = "railroad strike the";
+        let bounds = index.term_bounds(query).unwrap();
+        let words: Vec<&str> = bounds.iter().map(|(w, _)| w.as_str()).collect();
+        assert_eq!(words, ["railroad", "strike", "the"]);
+        for (chunk, score) in index.search(query, 10, None).unwrap() {
+            let text = texts[chunk.0 as usize];
+            let shared = index.words(text);
+            let bound: f32 = bounds.iter().filter(|(w, _)| shared.contains(w)).map(|(_, b)| b).sum();
+            assert!(score <= bound, "{text:?}: {score} > {bound}");
+            assert!(score > 0.0);
+        }
+        // A chunk with none of the words: no bound, and no hit.
+        assert!(index.words(texts[3]).iter().all(|w| !words.contains(&w.as_str())));
+        assert!(index.search(query, 10, None).unwrap().iter().all(|(c, _)| c.0 != 3));
     }
 
     #[test]

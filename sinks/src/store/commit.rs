@@ -231,6 +231,7 @@ impl Store {
         }
         drop(state);
         stats.write_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.notify(touched.iter().copied().chain(touched_vectors.iter().map(|(id, _)| *id)).collect::<BTreeSet<_>>());
         tracing::debug!(epoch, files = stats.files, bytes = stats.bytes, write_ms = stats.write_ms, "committed epoch");
         Ok(stats)
     }

@@ -9,9 +9,11 @@
 //! |---|---|
 //! | `commit.rs` | writing: `EpochCommit` and `commit`, `commit_late`, `append_traces`, `snapshot` |
 //! | `query.rs` | reading at the committed epoch: counts, `current_*`, tails, search, facets, SQL |
+//! | `notice.rs` | following commits: `on_commit` and the `CommitNotice` each commit sends |
 //! | `projection.rs` | the embedding adapter (`set_projection`) and the vector index's stats and breadth |
 
 mod commit;
+mod notice;
 mod projection;
 mod query;
 
@@ -36,7 +38,9 @@ use crate::trace_log::read_traces;
 use crate::vector_index::ShardedVectors;
 
 pub use commit::{CommitStats, EpochCommit, SnapshotInfo};
+pub use notice::{CommitNotice, CommitObserver};
 pub use projection::{ProjectionSwitch, VectorProjection};
+pub use query::Ranked;
 
 /// Where the vector graph is saved with each snapshot (not part of the
 /// tables: readers of the Parquet layout never look here).
@@ -62,6 +66,8 @@ pub struct Store {
     retention: RwLock<SnapshotRetention>,
     /// Snapshots kept besides `retention`'s: those something else still names.
     held: RwLock<Vec<u64>>,
+    /// Told of every commit ([`Store::on_commit`]).
+    observers: RwLock<Vec<CommitObserver>>,
 }
 
 /// Which snapshots a store keeps: the newest `keep` (0: all) and the
@@ -235,6 +241,7 @@ impl Store {
             sql_runtime,
             retention: RwLock::default(),
             held: RwLock::default(),
+            observers: RwLock::default(),
         })
     }
 

@@ -72,6 +72,7 @@ impl Store {
         let epoch = state.committed;
         drop(state);
         drop(index);
+        self.notify([]);
         Ok(ProjectionSwitch { epoch, vectors, seconds: started.elapsed().as_secs_f64() })
     }
 

@@ -19,6 +19,21 @@ use crate::fusion::reciprocal_rank;
 use crate::sql::{SqlAnswer, SqlInputs};
 use crate::trace_log::trace_batch;
 
+/// A search's answer with the rankings behind it ([`Store::search_ranked`]).
+#[derive(Clone, Debug, Default)]
+pub struct Ranked {
+    /// The committed epoch of the answer.
+    pub epoch: u64,
+    /// The best `k`, as [`Store::search_mode`] answers them.
+    pub hits: Vec<SearchHit>,
+    /// How many each ranking was asked for: `k`, or hybrid's candidate depth.
+    pub depth: usize,
+    /// `(cosine, chunk_id)` best first (empty in `bm25` mode).
+    pub by_vector: Vec<(f32, Hash128)>,
+    /// `(chunk_id, BM25)` best first (empty in `vector` mode).
+    pub by_bm25: Vec<(Hash128, f32)>,
+}
+
 impl Store {
     /// Live row counts per table (sum of multiplicities) at the committed epoch.
     pub fn counts(&self) -> (u64, BTreeMap<String, u64>) {
@@ -94,6 +109,21 @@ impl Store {
         mode: SearchMode,
         exact: bool,
     ) -> Result<(u64, Vec<SearchHit>)> {
+        let ranked = self.search_ranked(text, vector, k, filter, mode, exact)?;
+        Ok((ranked.epoch, ranked.hits))
+    }
+
+    /// [`search_mode`](Self::search_mode) with the rankings it fused: what
+    /// a standing question needs to tell which later changes can move it.
+    pub fn search_ranked(
+        &self,
+        text: &str,
+        vector: &[f32],
+        k: usize,
+        filter: &SearchFilter,
+        mode: SearchMode,
+        exact: bool,
+    ) -> Result<Ranked> {
         let state = self.state.read();
         let live = &state.live;
         let allowed = crate::search::allowed_docs(live, filter);
@@ -115,36 +145,40 @@ impl Store {
                 exact,
             )
         };
+        let (depth, by_vector, by_bm25) = match mode {
+            SearchMode::Vector => (k, nearest(k)?, Vec::new()),
+            SearchMode::Bm25 => (k, Vec::new(), bm25(k)?),
+            SearchMode::Hybrid { .. } => {
+                let n = (4 * k).max(50);
+                (n, nearest(n)?, bm25(n)?)
+            }
+        };
         let hits = match mode {
-            SearchMode::Vector => nearest(k)?
-                .into_iter()
-                .map(|(score, id)| {
+            SearchMode::Vector => by_vector
+                .iter()
+                .map(|&(score, id)| {
                     let mut hit = crate::search::hit(live, id, score, &passes);
                     hit.vector_score = Some(score);
                     hit
                 })
                 .collect(),
-            SearchMode::Bm25 => bm25(k)?
-                .into_iter()
-                .map(|(id, score)| {
+            SearchMode::Bm25 => by_bm25
+                .iter()
+                .map(|&(id, score)| {
                     let mut hit = crate::search::hit(live, id, score, &passes);
                     hit.bm25_score = Some(score);
                     hit
                 })
                 .collect(),
             SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => {
-                let n = (4 * k).max(50);
-                let by_vector = nearest(n)?;
-                let by_bm25 = bm25(n)?;
                 let vector_ids: Vec<Hash128> = by_vector.iter().map(|(_, id)| *id).collect();
                 let bm25_ids: Vec<Hash128> = by_bm25.iter().map(|(id, _)| *id).collect();
                 let mut fused =
                     reciprocal_rank(&[(vector_weight, &vector_ids[..]), (bm25_weight, &bm25_ids[..])], rrf_k);
                 fused.truncate(k);
                 // Each part's own score goes with the hit, beside the fused one.
-                let vector_scores: HashMap<Hash128, f32> =
-                    by_vector.into_iter().map(|(score, id)| (id, score)).collect();
-                let bm25_scores: HashMap<Hash128, f32> = by_bm25.into_iter().collect();
+                let vector_scores: HashMap<Hash128, f32> = by_vector.iter().map(|&(score, id)| (id, score)).collect();
+                let bm25_scores: HashMap<Hash128, f32> = by_bm25.iter().copied().collect();
                 fused
                     .into_iter()
                     .map(|(id, score)| {
@@ -156,7 +190,7 @@ impl Store {
                     .collect()
             }
         };
-        Ok((state.committed, hits))
+        Ok(Ranked { epoch: state.committed, hits, depth, by_vector, by_bm25 })
     }
 
     /// [`search`](Self::search) over the chunks of the documents that pass
