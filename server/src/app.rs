@@ -11,7 +11,8 @@ use twinflow_connectors::SourceEvent;
 use twinflow_dataflow::{Embedder, Engine};
 use twinflow_pipelines::feature::publish::ChangePublisher;
 use twinflow_pipelines::feature::{FeaturePipeline, Ingest, Timeline};
-use twinflow_pipelines::inference::{LazyGenerator, Rag, Traces};
+use twinflow_pipelines::inference::subscriptions::{Spec, Subscriptions};
+use twinflow_pipelines::inference::{LazyGenerator, Rag, RagQuestion, Traces};
 use twinflow_pipelines::training::evaluation::setting::{FOLLOW_EVERY, RetrievalSettings};
 use twinflow_pipelines::training::{Datasets, Training, Twin};
 use twinflow_schemas::config::Config;
@@ -49,6 +50,10 @@ pub struct App {
     pub slots: crate::api::limits::Slots,
     /// Keys, sessions and the browser rules.
     pub gate: Arc<crate::auth::Gate>,
+    /// Standing questions, followed across commits.
+    pub subscriptions: Arc<Subscriptions>,
+    /// Subscription event streams open now.
+    pub streams: std::sync::atomic::AtomicUsize,
     feature: FeaturePipeline,
     sources: Mutex<Vec<SourcePump>>,
     /// Dropping a sender stops its thread: the progress reporter, the traces flusher.
@@ -136,7 +141,17 @@ impl App {
         let retrieval = Arc::new(RetrievalSettings::open(&config)?);
         let queries: Arc<dyn Embedder> =
             Arc::new(twinflow_pipelines::inference::CombiningEmbedder::new(feature.engine.embedder().clone()));
+        // Following commits from the first one on (the input log's replay included).
+        let fusion = retrieval.clone();
+        let subscriptions = Subscriptions::open(
+            store.clone(),
+            queries.clone(),
+            Arc::new(move || fusion.fusion().mode()),
+            config.subscriptions.clone(),
+        )?;
         let app = Arc::new(App {
+            subscriptions,
+            streams: Default::default(),
             retrieval,
             queries,
             traces: Arc::new(Traces::new(config.traces.clone())),
@@ -183,6 +198,12 @@ impl App {
             }
         })?;
         app.helpers.lock().push((stop, follower));
+        // Standing answers are written by the RAG pipeline, as `/v1/rag` writes them.
+        let weak = Arc::downgrade(&app);
+        app.subscriptions.set_answerer(Arc::new(move |spec: &Spec| {
+            let app = weak.upgrade().ok_or_else(|| "the server is stopping".to_owned())?;
+            app.standing_answer(spec)
+        }));
         // Commits start, and the input log's acknowledged batches are replayed, before anything is served.
         app.feature.start(training, publishers, on_drift)?;
         Ok(app)
@@ -199,6 +220,27 @@ impl App {
             traces: &self.traces,
             adapter: self.training.active_name(),
         }
+    }
+
+    /// A subscription's answer, written as `POST /v1/rag` would write it.
+    fn standing_answer(&self, spec: &Spec) -> Result<twinflow_schemas::api::RagResponse, String> {
+        let params = twinflow_models::GenerateParams {
+            max_tokens: self.config.rag.max_tokens,
+            temperature: self.config.rag.temperature,
+            repetition_penalty: self.config.rag.repetition_penalty,
+            ..twinflow_models::GenerateParams::default()
+        };
+        let question = RagQuestion {
+            question: spec.query.clone(),
+            history: Vec::new(),
+            system: None,
+            filter: spec.filter.clone(),
+            k: self.config.rag.k,
+            params,
+            answer: self.config.rag.answer,
+        };
+        twinflow_pipelines::inference::answer(&self.rag(), &question, &mut |_| std::ops::ControlFlow::Continue(()))
+            .map_err(|e| e.to_string())
     }
 
     /// Starts a thread that feeds a source's events through the ingest door.

@@ -12,6 +12,7 @@
 //! | `chat.rs` | `POST /v1/chat/completions` (OpenAI's format) |
 //! | `session.rs` | `POST /v1/session`, `DELETE /v1/session` (a dashboard session from a key) |
 //! | `sql.rs` | `POST /v1/sql` |
+//! | `subscriptions.rs` | `/v1/subscriptions…` (standing questions and their events) |
 //! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `POST /v1/snapshots` |
 //! | `training.rs` | `GET /v1/drift`, `/v1/datasets…`, `/v1/models…`, `/v1/twin…` |
 //! | `openapi.rs` | the OpenAPI 3.1 document built from the routes' [`openapi::Op`]s |
@@ -30,6 +31,7 @@ mod search;
 mod session;
 mod sql;
 mod status;
+mod subscriptions;
 mod training;
 
 pub use chat::*;
@@ -40,6 +42,7 @@ pub use search::*;
 pub use session::*;
 pub use sql::*;
 pub use status::*;
+pub use subscriptions::*;
 pub use training::*;
 
 pub use crate::training::Switched;
@@ -103,6 +106,8 @@ pub enum ErrorCode {
     /// Accepted changes could not be made durable (disk full, unwritable data
     /// directory): they may not survive a crash; send them again.
     StorageError,
+    /// An `as_of` epoch outside the time-travel window (the message names the oldest and newest available).
+    EpochUnavailable,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }
@@ -120,7 +125,8 @@ impl ErrorCode {
             | Self::SqlNotReadOnly
             | Self::SqlError
             | Self::ContextLengthExceeded
-            | Self::TwinUnavailable => 400,
+            | Self::TwinUnavailable
+            | Self::EpochUnavailable => 400,
             Self::NotFound | Self::ModelNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Unauthorized => 401,

@@ -172,6 +172,12 @@ impl Op {
         self
     }
 
+    /// The success answer: a stream of server-sent events, each `data:` a JSON `E`.
+    pub fn ok_events<E: JsonSchema>(mut self, description: &'static str) -> Self {
+        self.ok = Some((description, Content::Events(schema_of::<E>)));
+        self
+    }
+
     /// The success status when it is not 200 (202 for a started job).
     pub fn status(mut self, status: u16) -> Self {
         self.ok_status = status;
@@ -211,8 +217,8 @@ fn media_json(content: &Content, generator: &mut SchemaGenerator) -> Value {
         Content::Events(f) => json!({
             "schema": {
                 "type": "string",
-                "description": "Server-sent events: each `data:` line is one JSON value of `x-event-schema`, \
-                                the last `[DONE]`",
+                "description": "Server-sent events: each `data:` line is one JSON value of `x-event-schema` \
+                                (a chat completion's stream ends with `[DONE]`)",
             },
             "x-event-schema": f(generator),
         }),

@@ -22,6 +22,7 @@
 //! | `training.rs` | `[training]`: the embedding adapter's retraining and registry |
 //! | `twin.rs` | `[twin]`: LoRA fine-tunes of the local generator |
 //! | `traces.rs` | `[traces]`: sampling and redaction of recorded answers |
+//! | `subscriptions.rs` | `[subscriptions]`: limits of standing questions, webhook retries |
 //! | `sources.rs` | `[[sources]]`: every source's settings; [`PartitionShare`], [`StartFrom`] |
 //! | `publish.rs` | `[publish]`: Fluvio and Kafka topics of committed changes |
 //! | `layers.rs` | loading in layers (defaults < file < environment < flags) with figment; `show` with origins |
@@ -44,6 +45,7 @@ mod search;
 mod server;
 mod sources;
 mod storage;
+mod subscriptions;
 mod traces;
 mod training;
 mod twin;
@@ -63,6 +65,7 @@ pub use sources::{
     SourceConfig, StartFrom, WatchSourceConfig, WebSourceConfig,
 };
 pub use storage::StorageConfig;
+pub use subscriptions::SubscriptionsConfig;
 pub use traces::TracesConfig;
 pub use training::TrainingConfig;
 pub use twin::{TwinConfig, TwinMethod, TwinStage};
@@ -84,6 +87,7 @@ pub struct Config {
     pub training: TrainingConfig,
     pub twin: TwinConfig,
     pub traces: TracesConfig,
+    pub subscriptions: SubscriptionsConfig,
     /// Sources started by `twinflow up` besides the HTTP endpoint.
     pub sources: Vec<SourceConfig>,
     /// Where committed table changes are published, besides Parquet.

@@ -10,6 +10,7 @@
 //! | `rag.rs` | `POST /v1/rag` (answers with citations and step timings) |
 //! | `chat.rs` | `POST /v1/chat/completions` (OpenAI's format, SSE streaming, answered by RAG) |
 //! | `sql.rs` | `POST /v1/sql` |
+//! | `subscriptions.rs` | `POST`, `GET /v1/subscriptions`, `GET`, `DELETE /v1/subscriptions/{id}`, `GET /v1/subscriptions/{id}/events` (SSE) |
 //! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train` |
 //! | `twin.rs` | `GET /v1/twin`, `POST /v1/twin/train` |
 //! | `evals.rs` | `GET /v1/evals` (the `evaluations` table) |
@@ -49,6 +50,7 @@ pub mod search;
 pub mod session;
 pub mod sql;
 pub mod status;
+pub mod subscriptions;
 pub mod twin;
 pub mod versions;
 
@@ -290,6 +292,52 @@ pub fn table(mounted: &Mounted) -> Api {
             Op::post("models", "One incremental LLM generation pass (`{\"limit\": n}`, optional)")
                 .ok::<GenerationReport>("What was generated"),
             models::dataset_generate,
+        )
+        .route(
+            "/v1/subscriptions",
+            Op::post("subscriptions", "Register a standing question: its top-k is kept answered as chunks change")
+                .access(Access::READ)
+                .describe(
+                    "The question is searched now (the `initial` event) and again after each commit that can \
+                     change its top-k (a commit touches only those: see the README's *Standing questions*). \
+                     A `webhook` needs the `write` scope; its secret, when twinflow makes it, is shown once.",
+                )
+                .body::<SubscriptionRequest>()
+                .status(201)
+                .ok::<SubscriptionCreated>("The subscription and its initial top-k"),
+            subscriptions::create,
+        )
+        .route(
+            "/v1/subscriptions",
+            Op::get("subscriptions", "The caller's subscriptions (every one for an admin key)")
+                .access(Access::READ)
+                .ok::<SubscriptionList>("Subscriptions, oldest first"),
+            subscriptions::list,
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            Op::get("subscriptions", "One subscription with its current top-k")
+                .access(Access::READ)
+                .ok::<Subscription>("The subscription"),
+            subscriptions::get,
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            Op::delete("subscriptions", "Forget a subscription").access(Access::READ).ok::<serde_json::Value>(
+                "`{\"id\", \"deleted\"}`",
+            ),
+            subscriptions::delete,
+        )
+        .route(
+            "/v1/subscriptions/{id}/events",
+            Op::get("subscriptions", "The subscription's events as server-sent events (id: the epoch)")
+                .access(Access::READ)
+                .describe(
+                    "First the current top-k (or, with `Last-Event-ID: <epoch>`, every kept event after that \
+                     epoch), then each `changed` (and `answer`) event as it happens.",
+                )
+                .ok_events::<SubscriptionEvent>("Events of kind `initial`, `changed` or `answer`"),
+            subscriptions::events,
         )
         .route(
             "/v1/models",

@@ -26,5 +26,6 @@ mod router;
 mod scale;
 mod socket;
 mod sources;
+mod subscriptions;
 mod tls;
 mod twin;

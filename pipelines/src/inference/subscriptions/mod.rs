@@ -1,0 +1,715 @@
+//! Standing questions: each subscription's top-k kept answered as commits
+//! change the chunks, and an event for every change of it.
+//!
+//! ```text
+//!  Store::commit ─▶ CommitNotice ─▶ follower thread (notices merged while it is busy)
+//!                                     │ matcher.rs: which subscriptions can move (no search)
+//!                                     │ those searched again (exact) ─▶ top-k changed? ─▶ event
+//!                                     ▼
+//!     events ─▶ broadcast (the server's SSE streams) · webhook.rs (signed, retried) · saved (persist.rs)
+//!     answers: a touched subscription whose cited chunks changed ─▶ answer thread ─▶ `answer` event
+//! ```
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | `mod.rs` | [`Subscriptions`]: create, list, delete, replay, listen; the follower and answer threads |
+//! | `matcher.rs` | which subscriptions a commit can move, decided without searching |
+//! | `persist.rs` | one file per subscription under `<data>/_subscriptions/`, and the epoch followed |
+//! | `webhook.rs` | deliveries to webhooks: HMAC-SHA256 signatures, retries with backoff |
+
+mod matcher;
+mod persist;
+mod webhook;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use twinflow_dataflow::Embedder;
+use twinflow_schemas::Hash128;
+use twinflow_schemas::api::{
+    EventKind, RagResponse, RankedChunk, SearchFilter, SearchHit, SearchMode, Subscription, SubscriptionCreated,
+    SubscriptionEvent,
+};
+use twinflow_schemas::config::SubscriptionsConfig;
+use twinflow_sinks::{CommitNotice, Ranked, Store};
+
+pub use matcher::{Matcher, Standing, Touches};
+pub use webhook::signature;
+
+use crate::Failure;
+
+/// How a subscription ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The active retrieval setting's fusion, followed when it changes.
+    Hybrid,
+    Vector,
+    Bm25,
+}
+
+impl Mode {
+    /// `hybrid`, `vector` or `bm25`.
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text {
+            "hybrid" => Some(Mode::Hybrid),
+            "vector" => Some(Mode::Vector),
+            "bm25" => Some(Mode::Bm25),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Hybrid => "hybrid",
+            Mode::Vector => "vector",
+            Mode::Bm25 => "bm25",
+        }
+    }
+}
+
+/// A webhook and its signing key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: String,
+}
+
+/// What a subscription asks, as registered.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Spec {
+    pub id: String,
+    pub query: String,
+    pub k: usize,
+    pub filter: SearchFilter,
+    pub mode: Mode,
+    pub answer: bool,
+    pub webhook: Option<Webhook>,
+    pub owner: String,
+    pub created_at_ms: i64,
+}
+
+/// A new subscription's request, checked by the caller.
+#[derive(Clone, Debug)]
+pub struct NewSubscription {
+    pub query: String,
+    pub k: usize,
+    pub filter: SearchFilter,
+    pub mode: Mode,
+    pub answer: bool,
+    pub webhook: Option<Webhook>,
+    pub owner: String,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    /// Over `[subscriptions] max` or `max_per_key`.
+    #[error("{0}")]
+    Limit(String),
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+/// Writes the answer of a subscription with `answer: true` (the RAG pipeline).
+pub type Answerer = Arc<dyn Fn(&Spec) -> Result<RagResponse, String> + Send + Sync>;
+
+/// The hybrid fusion in force (the active retrieval setting's).
+pub type FusionSource = Arc<dyn Fn() -> SearchMode + Send + Sync>;
+
+/// What following commits has cost, for `/v1/status`, metrics and benches.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct FollowStats {
+    pub subscriptions: usize,
+    /// The last epoch whose notice was processed.
+    pub followed: u64,
+    /// Notices processed (several merged while the follower was busy count once).
+    pub rounds: u64,
+    /// Subscriptions searched again, over every round.
+    pub searched: u64,
+    /// Events sent (all kinds).
+    pub events: u64,
+    /// The last round: subscriptions searched and why, and its time in ms
+    /// (matching alone, then with the searches).
+    pub last_touched: usize,
+    pub last_touches: (usize, usize, usize, usize),
+    pub last_match_ms: f64,
+    pub last_round_ms: f64,
+}
+
+/// One subscription's state besides its [`Standing`] (in the matcher).
+#[derive(Debug)]
+struct Sub {
+    spec: Spec,
+    slot: u32,
+    /// The embedded query (not projected); empty in `bm25` mode.
+    query: Vec<f32>,
+    top: Vec<RankedChunk>,
+    epoch: u64,
+    events: VecDeque<Arc<SubscriptionEvent>>,
+    /// The epoch of the newest event no longer kept.
+    dropped_through: u64,
+    event_count: u64,
+    /// The chunks the current answer cites.
+    cited: Vec<Hash128>,
+}
+
+#[derive(Debug, Default)]
+struct Engine {
+    subs: HashMap<String, Sub>,
+    by_slot: HashMap<u32, String>,
+    matcher: Matcher,
+    /// Chunks changed since the store opened (BM25's statistics rule).
+    changes: u64,
+    projection: Option<String>,
+    fusion: Option<SearchMode>,
+    /// Every subscription is searched at the next round (after a restart that missed commits).
+    stale: bool,
+    stats: FollowStats,
+}
+
+/// Every standing question, followed across commits.
+pub struct Subscriptions {
+    store: Arc<Store>,
+    embedder: Arc<dyn Embedder>,
+    fusion: FusionSource,
+    config: SubscriptionsConfig,
+    files: persist::Files,
+    engine: Mutex<Engine>,
+    events: tokio::sync::broadcast::Sender<Arc<SubscriptionEvent>>,
+    answerer: RwLock<Option<Answerer>>,
+    answers: crossbeam_channel::Sender<String>,
+    pending_answers: Mutex<HashSet<String>>,
+    webhooks: webhook::Deliveries,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions").field("subscriptions", &self.engine.lock().subs.len()).finish()
+    }
+}
+
+/// Slots of the event broadcast: a stream further behind resumes from the saved events.
+const BROADCAST: usize = 4096;
+
+impl Subscriptions {
+    /// Loads the saved subscriptions of `store`'s data directory and starts
+    /// following its commits. Subscriptions saved before the last committed
+    /// epoch are searched again first (a commit may have been missed).
+    pub fn open(
+        store: Arc<Store>,
+        embedder: Arc<dyn Embedder>,
+        fusion: FusionSource,
+        config: SubscriptionsConfig,
+    ) -> Result<Arc<Self>, Failure> {
+        let files = persist::Files::open(store.data_dir())?;
+        let (saved, followed) = files.load()?;
+        let mut engine = Engine { matcher: Matcher::new(store.dim()), ..Engine::default() };
+        engine.projection = store.projection();
+        engine.stats.followed = followed;
+        let committed = store.committed_epoch();
+        engine.stale = followed < committed;
+        let model_id = embedder.model_id().to_owned();
+        for saved in saved {
+            let persist::Saved { spec, model_id: saved_model, query, mut standing, top, epoch, events, dropped_through, event_count, cited } =
+                saved;
+            // Another encoder since: the query is embedded again, and searched again.
+            let query = if spec.mode == Mode::Bm25 || saved_model == model_id {
+                query
+            } else {
+                engine.stale = true;
+                embed(embedder.as_ref(), &spec.query)?
+            };
+            if !query.is_empty() && standing.vector_floor.is_some() {
+                standing.vector = store.query_space(&query);
+            }
+            let slot = engine.matcher.insert(standing);
+            engine.by_slot.insert(slot, spec.id.clone());
+            let events = events.into_iter().map(Arc::new).collect();
+            engine.subs.insert(
+                spec.id.clone(),
+                Sub { spec, slot, query, top, epoch, events, dropped_through, event_count, cited },
+            );
+        }
+        engine.stats.subscriptions = engine.subs.len();
+        tracing::info!(subscriptions = engine.subs.len(), followed, committed, "subscriptions loaded");
+        let (answers, answer_queue) = crossbeam_channel::unbounded();
+        let (events, _) = tokio::sync::broadcast::channel(BROADCAST);
+        let webhooks = webhook::Deliveries::start(&config)?;
+        let this = Arc::new(Subscriptions {
+            store: store.clone(),
+            embedder,
+            fusion,
+            config,
+            files,
+            engine: Mutex::new(engine),
+            events,
+            answerer: RwLock::new(None),
+            answers,
+            pending_answers: Mutex::default(),
+            webhooks,
+        });
+        let (notices, queue) = crossbeam_channel::unbounded::<CommitNotice>();
+        store.on_commit(Arc::new(move |notice: &CommitNotice| {
+            let _ = notices.send(notice.clone());
+        }));
+        let weak = Arc::downgrade(&this);
+        std::thread::Builder::new()
+            .name("twinflow-subscriptions".into())
+            .spawn(move || follow(weak, queue))
+            .map_err(|e| Failure { what: "cannot start the subscriptions' thread".into(), source: Box::new(e) })?;
+        let weak = Arc::downgrade(&this);
+        std::thread::Builder::new()
+            .name("twinflow-standing-answers".into())
+            .spawn(move || answer_loop(weak, answer_queue))
+            .map_err(|e| Failure { what: "cannot start the standing answers' thread".into(), source: Box::new(e) })?;
+        if this.engine.lock().stale {
+            // Searched again at once rather than at the next commit.
+            this.round(CommitNotice { epoch: committed, ..CommitNotice::default() });
+        }
+        Ok(this)
+    }
+
+    /// Writes answers of subscriptions with `answer: true` from now on.
+    pub fn set_answerer(&self, answerer: Answerer) {
+        *self.answerer.write() = Some(answerer);
+        let waiting: Vec<String> =
+            self.engine.lock().subs.values().filter(|s| s.spec.answer && s.cited.is_empty()).map(|s| s.spec.id.clone()).collect();
+        for id in waiting {
+            self.queue_answer(&id);
+        }
+    }
+
+    /// Registers a standing question: searched now (its `initial` event), then
+    /// followed.
+    pub fn create(&self, new: NewSubscription) -> Result<SubscriptionCreated, SubscriptionError> {
+        let query = match new.mode {
+            Mode::Bm25 => Vec::new(),
+            _ => embed(self.embedder.as_ref(), &new.query)?,
+        };
+        let id = format!("sub_{}", persist::random_id()?);
+        let spec = Spec {
+            id: id.clone(),
+            query: new.query,
+            k: new.k,
+            filter: new.filter,
+            mode: new.mode,
+            answer: new.answer,
+            webhook: new.webhook,
+            owner: new.owner,
+            created_at_ms: now_ms(),
+        };
+        let mut engine = self.engine.lock();
+        if engine.subs.len() >= self.config.max {
+            return Err(SubscriptionError::Limit(format!(
+                "this server holds {} subscriptions, the most `[subscriptions] max` allows",
+                engine.subs.len()
+            )));
+        }
+        let owned = engine.subs.values().filter(|s| s.spec.owner == spec.owner).count();
+        if owned >= self.config.max_per_key {
+            return Err(SubscriptionError::Limit(format!(
+                "key {:?} holds {owned} subscriptions, the most `[subscriptions] max_per_key` allows",
+                spec.owner
+            )));
+        }
+        let (ranked, standing) = self.search(&spec, &query, engine.changes)?;
+        let top = ranked_top(&ranked.hits);
+        let event = Arc::new(SubscriptionEvent {
+            subscription: id.clone(),
+            kind: EventKind::Initial,
+            epoch: ranked.epoch,
+            entered: top.iter().map(|h| h.chunk_id).collect(),
+            left: Vec::new(),
+            hits: ranked.hits,
+            answer: None,
+            at_ms: now_ms(),
+            committed_at_ms: 0,
+        });
+        let slot = engine.matcher.insert(standing);
+        engine.by_slot.insert(slot, id.clone());
+        let mut sub = Sub {
+            spec,
+            slot,
+            query,
+            top,
+            epoch: event.epoch,
+            events: VecDeque::new(),
+            dropped_through: 0,
+            event_count: 0,
+            cited: Vec::new(),
+        };
+        self.record(&mut sub, event.clone());
+        let view = view(&sub);
+        let webhook = sub.spec.webhook.clone();
+        self.save(&engine, &sub);
+        engine.subs.insert(id.clone(), sub);
+        engine.stats.subscriptions = engine.subs.len();
+        drop(engine);
+        metrics::gauge!("twinflow_subscriptions").increment(1.0);
+        self.publish(event.clone(), webhook.as_ref());
+        if view.answer {
+            self.queue_answer(&id);
+        }
+        Ok(SubscriptionCreated { subscription: view, event: event.as_ref().clone(), webhook_secret: None })
+    }
+
+    /// The subscription `id`.
+    pub fn get(&self, id: &str) -> Option<Subscription> {
+        self.engine.lock().subs.get(id).map(view)
+    }
+
+    /// Every subscription, or those of `owner`, oldest first.
+    pub fn list(&self, owner: Option<&str>) -> Vec<Subscription> {
+        let engine = self.engine.lock();
+        let mut subs: Vec<Subscription> =
+            engine.subs.values().filter(|s| owner.is_none_or(|o| s.spec.owner == o)).map(view).collect();
+        subs.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        subs
+    }
+
+    /// Forgets `id`; false when there was none.
+    pub fn delete(&self, id: &str) -> Result<bool, Failure> {
+        let mut engine = self.engine.lock();
+        let Some(sub) = engine.subs.remove(id) else { return Ok(false) };
+        engine.matcher.remove(sub.slot);
+        engine.by_slot.remove(&sub.slot);
+        engine.stats.subscriptions = engine.subs.len();
+        self.files.remove(id)?;
+        metrics::gauge!("twinflow_subscriptions").decrement(1.0);
+        Ok(true)
+    }
+
+    /// The events a stream resuming after epoch `after` is owed (`None`:
+    /// a new stream, owed the current top-k): those after it, or the
+    /// current top-k when events after it are no longer kept. An `answer`
+    /// at `after` itself is sent again (at least once). `None` for an
+    /// unknown subscription.
+    pub fn replay(&self, id: &str, after: Option<u64>) -> Option<Vec<Arc<SubscriptionEvent>>> {
+        let engine = self.engine.lock();
+        let sub = engine.subs.get(id)?;
+        let current = || {
+            let last_top = sub.events.iter().rposition(|e| e.kind != EventKind::Answer);
+            last_top.map_or_else(Vec::new, |i| sub.events.iter().skip(i).cloned().collect())
+        };
+        Some(match after {
+            Some(after) if sub.dropped_through <= after => sub
+                .events
+                .iter()
+                .filter(|e| e.epoch > after || (e.epoch == after && e.kind == EventKind::Answer))
+                .cloned()
+                .collect(),
+            _ => current(),
+        })
+    }
+
+    /// Every event from now on (all subscriptions).
+    pub fn listen(&self) -> tokio::sync::broadcast::Receiver<Arc<SubscriptionEvent>> {
+        self.events.subscribe()
+    }
+
+    /// What following has cost so far.
+    pub fn stats(&self) -> FollowStats {
+        self.engine.lock().stats.clone()
+    }
+
+    /// The owner of `id`.
+    pub fn owner(&self, id: &str) -> Option<String> {
+        self.engine.lock().subs.get(id).map(|s| s.spec.owner.clone())
+    }
+
+    /// Searches as `spec` asks, exactly (so that the matcher's floors are
+    /// those of the ranking), and what the matcher keeps of it.
+    fn search(&self, spec: &Spec, query: &[f32], changes: u64) -> Result<(Ranked, Standing), Failure> {
+        let mode = match spec.mode {
+            Mode::Hybrid => (self.fusion)(),
+            Mode::Vector => SearchMode::Vector,
+            Mode::Bm25 => SearchMode::Bm25,
+        };
+        let failed = |e: twinflow_sinks::Error| Failure {
+            what: format!("cannot search for subscription {}", spec.id),
+            source: Box::new(e),
+        };
+        let ranked = self.store.search_ranked(&spec.query, query, spec.k, &spec.filter, mode, true).map_err(failed)?;
+        let floor = |len: usize, last: Option<f32>, empty: f32| match last {
+            Some(last) if len >= ranked.depth => last,
+            _ => empty,
+        };
+        let vector_side = !matches!(mode, SearchMode::Bm25);
+        let text_side = !matches!(mode, SearchMode::Vector);
+        let mut chunks: Vec<Hash128> = ranked.hits.iter().map(|h| h.chunk_id).collect();
+        chunks.extend(ranked.by_vector.iter().map(|(_, id)| *id));
+        chunks.extend(ranked.by_bm25.iter().map(|(id, _)| *id));
+        chunks.sort_unstable();
+        chunks.dedup();
+        let standing = Standing {
+            vector: if vector_side { self.store.query_space(query) } else { Vec::new() },
+            vector_floor: vector_side.then(|| {
+                floor(ranked.by_vector.len(), ranked.by_vector.last().map(|(s, _)| *s), f32::MIN)
+            }),
+            words: if text_side { self.store.term_bounds(&spec.query).map_err(failed)? } else { Vec::new() },
+            bm25_floor: text_side.then(|| floor(ranked.by_bm25.len(), ranked.by_bm25.last().map(|(_, s)| *s), 0.0)),
+            chunks,
+            changes_seen: changes,
+        };
+        Ok((ranked, standing))
+    }
+
+    /// Processes one (merged) notice: the subscriptions it can move are
+    /// searched again; those whose top-k changed get an event.
+    fn round(&self, notice: CommitNotice) {
+        let started = Instant::now();
+        let mut guard = self.engine.lock();
+        let engine = &mut *guard;
+        engine.changes += notice.touched.len() as u64;
+        let fusion = (self.fusion)();
+        let everything = std::mem::take(&mut engine.stale)
+            || notice.projection != engine.projection
+            || engine.fusion.is_some_and(|f| f != fusion);
+        engine.projection = notice.projection.clone();
+        engine.fusion = Some(fusion);
+        let (slots, touches) = if everything {
+            (engine.matcher.all(), Touches::default())
+        } else {
+            let words: Vec<HashSet<String>> = notice.present.iter().map(|(_, text, _)| self.store.words(text)).collect();
+            let restat = (self.config.restat_share * notice.chunks.max(1) as f64) as u64;
+            engine.matcher.touched(&notice, &words, engine.changes, restat)
+        };
+        let match_ms = started.elapsed().as_secs_f64() * 1e3;
+        let touched_ids: HashSet<Hash128> = notice.touched.iter().copied().collect();
+        let mut out = Vec::new();
+        let mut answers = Vec::new();
+        for &slot in &slots {
+            let Some(id) = engine.by_slot.get(&slot).cloned() else { continue };
+            let Some(sub) = engine.subs.get_mut(&id) else { continue };
+            let (ranked, mut standing) = match self.search(&sub.spec, &sub.query, engine.changes) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(subscription = %id, error = %crate::failure::error_chain(&e), "a subscription could not be searched; it is searched again at the next commit");
+                    engine.stale = true;
+                    continue;
+                }
+            };
+            standing.chunks.extend(sub.cited.iter().copied());
+            let top = ranked_top(&ranked.hits);
+            let moved = top.iter().map(|h| h.chunk_id).ne(sub.top.iter().map(|h| h.chunk_id));
+            if sub.spec.answer
+                && (sub.cited.iter().any(|c| touched_ids.contains(c)) || (sub.cited.is_empty() && moved))
+            {
+                answers.push(id.clone());
+            }
+            if moved {
+                let before: HashSet<Hash128> = sub.top.iter().map(|h| h.chunk_id).collect();
+                let after: HashSet<Hash128> = top.iter().map(|h| h.chunk_id).collect();
+                let event = Arc::new(SubscriptionEvent {
+                    subscription: id.clone(),
+                    kind: EventKind::Changed,
+                    epoch: ranked.epoch,
+                    entered: top.iter().map(|h| h.chunk_id).filter(|c| !before.contains(c)).collect(),
+                    left: sub.top.iter().map(|h| h.chunk_id).filter(|c| !after.contains(c)).collect(),
+                    hits: ranked.hits,
+                    answer: None,
+                    at_ms: now_ms(),
+                    committed_at_ms: notice.at_ms,
+                });
+                sub.epoch = event.epoch;
+                self.record(sub, event.clone());
+                out.push((event, sub.spec.webhook.clone()));
+            }
+            sub.top = top;
+            engine.matcher.set(slot, standing);
+            let sub = &engine.subs[&id];
+            self.save_sub(sub, engine.matcher.get(slot));
+        }
+        if let Err(e) = self.files.save_followed(notice.epoch) {
+            tracing::warn!(error = %crate::failure::error_chain(&e), "the epoch subscriptions follow could not be saved; they are searched again after a restart");
+        }
+        let stats = &mut engine.stats;
+        stats.followed = stats.followed.max(notice.epoch);
+        stats.rounds += 1;
+        stats.searched += slots.len() as u64;
+        stats.events += out.len() as u64;
+        stats.last_touched = slots.len();
+        stats.last_touches = (touches.by_chunk, touches.by_vector, touches.by_words, touches.by_statistics);
+        stats.last_match_ms = match_ms;
+        stats.last_round_ms = started.elapsed().as_secs_f64() * 1e3;
+        metrics::histogram!("twinflow_subscription_round_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("twinflow_subscriptions_searched_total").increment(slots.len() as u64);
+        drop(guard);
+        for (event, webhook) in out {
+            self.publish(event, webhook.as_ref());
+        }
+        for id in answers {
+            self.queue_answer(&id);
+        }
+    }
+
+    /// Keeps `event` among `sub`'s last events.
+    fn record(&self, sub: &mut Sub, event: Arc<SubscriptionEvent>) {
+        sub.events.push_back(event);
+        sub.event_count += 1;
+        while sub.events.len() > self.config.events_kept.max(1) {
+            if let Some(dropped) = sub.events.pop_front() {
+                sub.dropped_through = sub.dropped_through.max(dropped.epoch);
+            }
+        }
+    }
+
+    /// Sends `event` to the streams and the webhook.
+    fn publish(&self, event: Arc<SubscriptionEvent>, webhook: Option<&Webhook>) {
+        metrics::counter!("twinflow_subscription_events_total").increment(1);
+        if let Some(webhook) = webhook {
+            self.webhooks.send(webhook, &event);
+        }
+        let _ = self.events.send(event);
+    }
+
+    fn save(&self, engine: &Engine, sub: &Sub) {
+        self.save_sub(sub, engine.matcher.get(sub.slot));
+    }
+
+    fn save_sub(&self, sub: &Sub, standing: Option<&Standing>) {
+        let saved = persist::Saved {
+            spec: sub.spec.clone(),
+            model_id: self.embedder.model_id().to_owned(),
+            query: sub.query.clone(),
+            standing: standing.cloned().unwrap_or_default(),
+            top: sub.top.clone(),
+            epoch: sub.epoch,
+            events: sub.events.iter().map(|e| e.as_ref().clone()).collect(),
+            dropped_through: sub.dropped_through,
+            event_count: sub.event_count,
+            cited: sub.cited.clone(),
+        };
+        if let Err(e) = self.files.save(&saved) {
+            tracing::warn!(subscription = %sub.spec.id, error = %crate::failure::error_chain(&e), "a subscription could not be saved");
+        }
+    }
+
+    fn queue_answer(&self, id: &str) {
+        if self.answerer.read().is_some() && self.pending_answers.lock().insert(id.to_owned()) {
+            let _ = self.answers.send(id.to_owned());
+        }
+    }
+
+    /// Writes `id`'s answer again and sends it as an `answer` event.
+    fn answer(&self, id: &str) {
+        self.pending_answers.lock().remove(id);
+        let Some(answerer) = self.answerer.read().clone() else { return };
+        let Some(spec) = self.engine.lock().subs.get(id).map(|s| s.spec.clone()) else { return };
+        let response = match answerer(&spec) {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(subscription = %id, error = %e, "a standing answer could not be written");
+                return;
+            }
+        };
+        let mut cited: Vec<Hash128> = response.citations.iter().filter(|c| c.cited).map(|c| c.chunk_id).collect();
+        if cited.is_empty() {
+            cited = response.citations.iter().map(|c| c.chunk_id).collect();
+        }
+        let mut guard = self.engine.lock();
+        let engine = &mut *guard;
+        let Some(sub) = engine.subs.get_mut(id) else { return };
+        let event = Arc::new(SubscriptionEvent {
+            subscription: id.to_owned(),
+            kind: EventKind::Answer,
+            epoch: response.as_of,
+            hits: Vec::new(),
+            entered: Vec::new(),
+            left: Vec::new(),
+            answer: Some(Box::new(response)),
+            at_ms: now_ms(),
+            committed_at_ms: 0,
+        });
+        sub.cited = cited;
+        if let Some(mut standing) = engine.matcher.get(sub.slot).cloned() {
+            standing.chunks.extend(sub.cited.iter().copied());
+            standing.chunks.sort_unstable();
+            standing.chunks.dedup();
+            engine.matcher.set(sub.slot, standing);
+        }
+        self.record(sub, event.clone());
+        let webhook = sub.spec.webhook.clone();
+        let sub = &engine.subs[id];
+        self.save_sub(sub, engine.matcher.get(sub.slot));
+        engine.stats.events += 1;
+        drop(guard);
+        self.publish(event, webhook.as_ref());
+    }
+}
+
+/// The follower: notices merged while a round runs, one round per batch.
+fn follow(subscriptions: Weak<Subscriptions>, queue: crossbeam_channel::Receiver<CommitNotice>) {
+    loop {
+        let first = match queue.recv_timeout(Duration::from_secs(1)) {
+            Ok(notice) => notice,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if subscriptions.strong_count() > 0 => continue,
+            Err(_) => return,
+        };
+        let Some(subscriptions) = subscriptions.upgrade() else { return };
+        let mut merged = first;
+        for next in queue.try_iter() {
+            merged = merge(merged, next);
+        }
+        subscriptions.round(merged);
+    }
+}
+
+/// Two notices as one: everything either touched, at the later epoch.
+fn merge(mut earlier: CommitNotice, later: CommitNotice) -> CommitNotice {
+    let replaced: HashSet<Hash128> = later.present.iter().map(|(id, _, _)| *id).collect();
+    earlier.present.retain(|(id, _, _)| !replaced.contains(id));
+    earlier.present.extend(later.present);
+    earlier.touched.extend(later.touched);
+    earlier.touched.sort_unstable();
+    earlier.touched.dedup();
+    CommitNotice { touched: earlier.touched, present: earlier.present, ..later }
+}
+
+fn answer_loop(subscriptions: Weak<Subscriptions>, queue: crossbeam_channel::Receiver<String>) {
+    loop {
+        let id = match queue.recv_timeout(Duration::from_secs(1)) {
+            Ok(id) => id,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if subscriptions.strong_count() > 0 => continue,
+            Err(_) => return,
+        };
+        let Some(subscriptions) = subscriptions.upgrade() else { return };
+        subscriptions.answer(&id);
+    }
+}
+
+fn embed(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>, Failure> {
+    let failed = |e: String| Failure { what: "cannot embed the subscription's query".into(), source: e.into() };
+    let mut vectors = embedder.embed_batch(&[text]).map_err(|e| failed(e.to_string()))?;
+    vectors.pop().ok_or_else(|| failed("the encoder returned no vector".into()))
+}
+
+fn ranked_top(hits: &[SearchHit]) -> Vec<RankedChunk> {
+    hits.iter().map(|h| RankedChunk { chunk_id: h.chunk_id, score: h.score }).collect()
+}
+
+fn view(sub: &Sub) -> Subscription {
+    let spec = &sub.spec;
+    Subscription {
+        id: spec.id.clone(),
+        query: spec.query.clone(),
+        k: spec.k,
+        filters: spec.filter.clone(),
+        mode: spec.mode.as_str().to_owned(),
+        answer: spec.answer,
+        webhook: spec.webhook.as_ref().map(|w| w.url.clone()),
+        owner: spec.owner.clone(),
+        created_at_ms: spec.created_at_ms,
+        epoch: sub.epoch,
+        top: sub.top.clone(),
+        events: sub.event_count,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
