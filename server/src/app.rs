@@ -280,6 +280,13 @@ impl App {
             let _ = thread.join();
         }
         self.traces.flush(&self.store);
+        // Subscriptions follow the last commits before their rankings are saved.
+        let committed = self.store.committed_epoch();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.subscriptions.stats().followed < committed && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.subscriptions.save_all();
         self.feature.commit_late();
         // The monitor's counters (new samples, trigger state) with its reference.
         self.training.save_drift_state();

@@ -18,7 +18,7 @@
 //! the index was built; these depend only on what is live, so the scores are
 //! the same whatever the number of shards and whatever the history.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -52,6 +52,34 @@ fn round_score(score: f32) -> f32 {
     }
     let step = SCORE_STEP * 2f32.powi(score.abs().log2().floor() as i32);
     (score / step).round() * step
+}
+
+/// tantivy's BM25 parameters.
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+
+/// A query as BM25 weighs it ([`crate::Store::bm25_query`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Bm25Query {
+    /// Each word with its idf (repeated as the query repeats it).
+    pub words: Vec<(String, f32)>,
+    /// The mean length of a live chunk, in words.
+    pub avg_len: f32,
+}
+
+impl Bm25Query {
+    /// The BM25 score of a chunk of `len` words with these word `counts`
+    /// (`Σ idf · (k1 + 1) · tf / (tf + k1 · (1 − b + b · len / avg_len))`).
+    /// The index stores lengths rounded down (by at most an eighth), so its
+    /// own score of the chunk can be higher by up to about a tenth.
+    pub fn estimate(&self, counts: &HashMap<String, u32>, len: u32) -> f32 {
+        let norm = K1 * (1.0 - B + B * len as f32 / self.avg_len.max(f32::MIN_POSITIVE));
+        self.words
+            .iter()
+            .filter_map(|(word, idf)| counts.get(word).map(|tf| (*tf as f32, idf)))
+            .map(|(tf, idf)| idf * (K1 + 1.0) * tf / (tf + norm))
+            .sum()
+    }
 }
 
 /// One shard: its writer and reader.
@@ -265,41 +293,39 @@ impl TextIndex {
         Ok(LiveStats { searchers, docs, tokens, doc_freqs })
     }
 
-    /// Each word of `query` as BM25 scores it (the parser's terms, repeated
-    /// as often as the query repeats them) with the most one occurrence of it
-    /// can add to a chunk's score now: `idf · (1 + k1)`, since the term-frequency
-    /// factor `tf / (tf + k1 · norm)` stays below one. A chunk holding none of
-    /// these words scores nothing; one holding some scores below the sum of
-    /// theirs.
-    pub(crate) fn term_bounds(&self, query: &str) -> Result<Vec<(String, f32)>> {
-        /// tantivy's BM25 `k1`.
-        const K1: f32 = 1.2;
+    /// `query` as BM25 weighs it now: each of the parser's words (repeated
+    /// as often as the query repeats them) with its idf, and the mean chunk
+    /// length, from the live statistics.
+    pub(crate) fn bm25_query(&self, query: &str) -> Result<Bm25Query> {
         let (parsed, _) = self.parser.parse_query_lenient(query);
         let mut terms: Vec<Term> = Vec::new();
         parsed.query_terms(&mut |term, _| terms.push(term.clone()));
         let searchers: Vec<Searcher> = self.shards.iter().map(|s| s.reader.searcher()).collect();
         let stats = self.live_stats(&searchers)?;
         let docs = stats.docs as f32;
-        terms
+        let words = terms
             .into_iter()
             .filter_map(|term| term.value().as_str().map(str::to_owned).map(|word| (word, term)))
             .map(|(word, term)| {
                 let df = stats.doc_freq(&term).map_err(index_error)? as f32;
-                let idf = (1.0 + (docs - df + 0.5) / (df + 0.5)).ln();
-                Ok((word, idf.max(0.0) * (1.0 + K1)))
+                Ok((word, (1.0 + (docs - df + 0.5) / (df + 0.5)).ln().max(0.0)))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let avg_len = if stats.docs == 0 { 1.0 } else { stats.tokens as f32 / docs };
+        Ok(Bm25Query { words, avg_len })
     }
 
-    /// The distinct words of `text` as the index reads them.
-    pub(crate) fn words(&self, text: &str) -> HashSet<String> {
+    /// The words of `text` as the index reads them, each with its count, and their total.
+    pub(crate) fn word_counts(&self, text: &str) -> (HashMap<String, u32>, u32) {
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(text);
-        let mut words = HashSet::new();
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        let mut len = 0;
         while let Some(token) = stream.next() {
-            words.insert(token.text.clone());
+            *counts.entry(token.text.clone()).or_default() += 1;
+            len += 1;
         }
-        words
+        (counts, len)
     }
 
     /// Number of indexed chunks.
@@ -369,30 +395,30 @@ mod tests {
     }
 
     #[test]
-    fn term_bounds_bound_every_score_by_the_words_shared() {
+    fn estimates_are_the_index_scores_up_to_length_rounding() {
         let index = TextIndex::new().unwrap();
+        let long = "the railroad ".repeat(60) + "strike";
         let texts = [
             "the railroad strike of the railroad workers",
             "railroad railroad railroad",
             "a strike",
             "harbour fees and cranes",
             "The Railroad, the strike; the end.",
+            long.as_str(),
         ];
         index.apply(texts.iter().enumerate().map(|(i, t)| (id(i as u128), *t)), []).unwrap();
-        let query = "railroad strike the";
-        let bounds = index.term_bounds(query).unwrap();
-        let words: Vec<&str> = bounds.iter().map(|(w, _)| w.as_str()).collect();
+        let query = index.bm25_query("railroad strike the").unwrap();
+        let words: Vec<&str> = query.words.iter().map(|(w, _)| w.as_str()).collect();
         assert_eq!(words, ["railroad", "strike", "the"]);
-        for (chunk, score) in index.search(query, 10, None).unwrap() {
-            let text = texts[chunk.0 as usize];
-            let shared = index.words(text);
-            let bound: f32 = bounds.iter().filter(|(w, _)| shared.contains(w)).map(|(_, b)| b).sum();
-            assert!(score <= bound, "{text:?}: {score} > {bound}");
-            assert!(score > 0.0);
+        let hits = index.search("railroad strike the", 10, None).unwrap();
+        assert_eq!(hits.len(), 5, "every chunk with one of the words");
+        for (chunk, score) in hits {
+            let (counts, len) = index.word_counts(texts[chunk.0 as usize]);
+            let estimate = query.estimate(&counts, len);
+            assert!(estimate <= score * 1.0001 && score <= estimate * 1.12, "{chunk:?}: {estimate} against {score}");
         }
-        // A chunk with none of the words: no bound, and no hit.
-        assert!(index.words(texts[3]).iter().all(|w| !words.contains(&w.as_str())));
-        assert!(index.search(query, 10, None).unwrap().iter().all(|(c, _)| c.0 != 3));
+        let (counts, len) = index.word_counts(texts[3]);
+        assert_eq!((query.estimate(&counts, len), len), (0.0, 4));
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub struct SubscriptionsConfig {
     /// Events of each subscription kept for resuming a stream (`Last-Event-ID`).
     pub events_kept: usize,
     /// Share of the live chunks that may change before the BM25 side of a
-    /// subscription is searched again whatever the changes were (its
-    /// scores move with the corpus's statistics, not only with its words).
+    /// subscription is searched again whatever the changes were: its scores
+    /// move with the corpus's statistics (idf, mean length), not only with
+    /// its words; until then a near-tie they reorder goes unnoticed.
     pub restat_share: f64,
     /// Tries of a webhook delivery before it is given up (logged, counted).
     pub webhook_attempts: u32,

@@ -1,9 +1,9 @@
 //! Following commits: each commit's [`CommitNotice`] to the observers
 //! registered with [`Store::on_commit`], and what a follower needs to tell
 //! which notices can move a ranking — the query as the vector index scores
-//! it, and BM25's words and their most each can add to a score.
+//! it, and as BM25 weighs it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use twinflow_schemas::Hash128;
@@ -61,15 +61,14 @@ impl Store {
         self.state.read().query(query).into_owned()
     }
 
-    /// BM25's words of `query`, each with the most one occurrence of it can
-    /// add to a chunk's score at the committed epoch.
-    pub fn term_bounds(&self, query: &str) -> Result<Vec<(String, f32)>> {
-        self.state.read().text.term_bounds(query)
+    /// `query` as BM25 weighs it at the committed epoch.
+    pub fn bm25_query(&self, query: &str) -> Result<crate::Bm25Query> {
+        self.state.read().text.bm25_query(query)
     }
 
-    /// The distinct words of `text` as BM25 reads them.
-    pub fn words(&self, text: &str) -> HashSet<String> {
-        self.state.read().text.words(text)
+    /// The words of `text` as BM25 reads them, with their counts, and their total.
+    pub fn word_counts(&self, text: &str) -> (HashMap<String, u32>, u32) {
+        self.state.read().text.word_counts(text)
     }
 }
 

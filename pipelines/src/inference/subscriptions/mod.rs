@@ -36,7 +36,7 @@ use twinflow_schemas::api::{
 use twinflow_schemas::config::SubscriptionsConfig;
 use twinflow_sinks::{CommitNotice, Ranked, Store};
 
-pub use matcher::{Matcher, Standing, Touches};
+pub use matcher::{Matcher, Rankings, Standing, Touches};
 pub use webhook::signature;
 
 use crate::Failure;
@@ -132,9 +132,11 @@ pub struct FollowStats {
     pub searched: u64,
     /// Events sent (all kinds).
     pub events: u64,
-    /// The last round: subscriptions searched and why, and its time in ms
-    /// (matching alone, then with the searches).
+    /// The last round: subscriptions touched (and why), those of them
+    /// searched again (the others settled by their kept rankings), and its
+    /// time in ms (matching alone, then with the searches).
     pub last_touched: usize,
+    pub last_searched: usize,
     pub last_touches: (usize, usize, usize, usize),
     pub last_match_ms: f64,
     pub last_round_ms: f64,
@@ -168,6 +170,14 @@ struct Engine {
     fusion: Option<SearchMode>,
     /// Every subscription is searched at the next round (after a restart that missed commits).
     stale: bool,
+    /// Subscriptions whose rankings or events changed since they were saved;
+    /// the epoch followed is saved only when there are none, so a restart
+    /// after a crash searches every subscription again rather than trust them
+    /// (an event not saved is not replayed, but the next one, at a later
+    /// epoch, carries the whole top-k).
+    dirty: HashSet<String>,
+    /// The last epoch whose notice was processed.
+    followed: u64,
     stats: FollowStats,
 }
 
@@ -192,6 +202,10 @@ impl std::fmt::Debug for Subscriptions {
     }
 }
 
+/// Unsaved subscriptions written after each round, and each second without one.
+const FLUSH_PER_ROUND: usize = 256;
+const FLUSH_WHEN_IDLE: usize = 2048;
+
 /// Slots of the event broadcast: a stream further behind resumes from the saved events.
 const BROADCAST: usize = 4096;
 
@@ -210,6 +224,7 @@ impl Subscriptions {
         let mut engine = Engine { matcher: Matcher::new(store.dim()), ..Engine::default() };
         engine.projection = store.projection();
         engine.stats.followed = followed;
+        engine.followed = followed;
         let committed = store.committed_epoch();
         engine.stale = followed < committed;
         let model_id = embedder.model_id().to_owned();
@@ -302,6 +317,14 @@ impl Subscriptions {
             owner: new.owner,
             created_at_ms: now_ms(),
         };
+        // Searched outside the lock (creations run side by side, and beside the
+        // follower); again inside it when a round ran meanwhile, which may have
+        // followed a commit this search did not see.
+        let (changes, rounds) = {
+            let engine = self.engine.lock();
+            (engine.changes, engine.stats.rounds)
+        };
+        let found = self.search(&spec, &query, changes)?;
         let mut engine = self.engine.lock();
         if engine.subs.len() >= self.config.max {
             return Err(SubscriptionError::Limit(format!(
@@ -316,7 +339,11 @@ impl Subscriptions {
                 spec.owner
             )));
         }
-        let (ranked, standing) = self.search(&spec, &query, engine.changes)?;
+        let (ranked, standing) = if engine.stats.rounds == rounds && !engine.stale {
+            found
+        } else {
+            self.search(&spec, &query, engine.changes)?
+        };
         let top = ranked_top(&ranked.hits);
         let event = Arc::new(SubscriptionEvent {
             subscription: id.clone(),
@@ -416,6 +443,16 @@ impl Subscriptions {
         self.engine.lock().stats.clone()
     }
 
+    /// `id`'s top-k searched from scratch now, as its rounds would find it
+    /// (for checking what the matcher kept); `None` for an unknown id.
+    pub fn search_again(&self, id: &str) -> Result<Option<Vec<Hash128>>, Failure> {
+        let Some((spec, query)) = self.engine.lock().subs.get(id).map(|s| (s.spec.clone(), s.query.clone())) else {
+            return Ok(None);
+        };
+        let (ranked, _) = self.search(&spec, &query, 0)?;
+        Ok(Some(ranked.hits.iter().map(|h| h.chunk_id).collect()))
+    }
+
     /// The owner of `id`.
     pub fn owner(&self, id: &str) -> Option<String> {
         self.engine.lock().subs.get(id).map(|s| s.spec.owner.clone())
@@ -450,10 +487,25 @@ impl Subscriptions {
             vector_floor: vector_side.then(|| {
                 floor(ranked.by_vector.len(), ranked.by_vector.last().map(|(s, _)| *s), f32::MIN)
             }),
-            words: if text_side { self.store.term_bounds(&spec.query).map_err(failed)? } else { Vec::new() },
+            bm25: if text_side { Some(self.store.bm25_query(&spec.query).map_err(failed)?) } else { None },
             bm25_floor: text_side.then(|| floor(ranked.by_bm25.len(), ranked.by_bm25.last().map(|(_, s)| *s), 0.0)),
             chunks,
             changes_seen: changes,
+            filtered: !spec.filter.is_empty(),
+            rankings: match mode {
+                SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => Some(Rankings {
+                    vector_weight,
+                    bm25_weight,
+                    rrf_k,
+                    k: spec.k,
+                    vector: ranked.by_vector.iter().map(|(_, id)| *id).collect(),
+                    vector_unknown: 0,
+                    bm25: ranked.by_bm25.iter().map(|(id, _)| *id).collect(),
+                    bm25_unknown: 0,
+                    top: ranked.hits.iter().map(|h| h.chunk_id).collect(),
+                }),
+                _ => None,
+            },
         };
         Ok((ranked, standing))
     }
@@ -474,17 +526,37 @@ impl Subscriptions {
         let (slots, touches) = if everything {
             (engine.matcher.all(), Touches::default())
         } else {
-            let words: Vec<HashSet<String>> = notice.present.iter().map(|(_, text, _)| self.store.words(text)).collect();
+            let words: Vec<(HashMap<String, u32>, u32)> =
+                notice.present.iter().map(|(_, text, _)| self.store.word_counts(text)).collect();
             let restat = (self.config.restat_share * notice.chunks.max(1) as f64) as u64;
             engine.matcher.touched(&notice, &words, engine.changes, restat)
         };
         let match_ms = started.elapsed().as_secs_f64() * 1e3;
         let touched_ids: HashSet<Hash128> = notice.touched.iter().copied().collect();
+        let live: HashSet<Hash128> = notice.present.iter().map(|(id, _, _)| *id).collect();
+        let removed: HashSet<Hash128> = touched_ids.difference(&live).copied().collect();
         let mut out = Vec::new();
         let mut answers = Vec::new();
-        for &slot in &slots {
+        let mut searched = 0;
+        for &(slot, hard) in &slots {
             let Some(id) = engine.by_slot.get(&slot).cloned() else { continue };
             let Some(sub) = engine.subs.get_mut(&id) else { continue };
+            if sub.spec.answer && sub.cited.iter().any(|c| touched_ids.contains(c)) {
+                answers.push(id.clone());
+            }
+            // Only ranked chunks deleted: the kept rankings may settle it without a search.
+            if !hard
+                && let Some(standing) = engine.matcher.get(slot)
+                && let Some(rankings) = standing.rankings.as_ref().and_then(|r| r.without(&removed))
+            {
+                let mut standing = standing.clone();
+                standing.chunks.retain(|c| !removed.contains(c));
+                standing.rankings = Some(rankings);
+                engine.matcher.set(slot, standing);
+                engine.dirty.insert(id);
+                continue;
+            }
+            searched += 1;
             let (ranked, mut standing) = match self.search(&sub.spec, &sub.query, engine.changes) {
                 Ok(found) => found,
                 Err(e) => {
@@ -496,9 +568,7 @@ impl Subscriptions {
             standing.chunks.extend(sub.cited.iter().copied());
             let top = ranked_top(&ranked.hits);
             let moved = top.iter().map(|h| h.chunk_id).ne(sub.top.iter().map(|h| h.chunk_id));
-            if sub.spec.answer
-                && (sub.cited.iter().any(|c| touched_ids.contains(c)) || (sub.cited.is_empty() && moved))
-            {
+            if sub.spec.answer && sub.cited.is_empty() && moved {
                 answers.push(id.clone());
             }
             if moved {
@@ -521,29 +591,59 @@ impl Subscriptions {
             }
             sub.top = top;
             engine.matcher.set(slot, standing);
-            let sub = &engine.subs[&id];
-            self.save_sub(sub, engine.matcher.get(slot));
+            // Saved with the next flushes: until then a restart searches everything again.
+            engine.dirty.insert(id);
         }
-        if let Err(e) = self.files.save_followed(notice.epoch) {
-            tracing::warn!(error = %crate::failure::error_chain(&e), "the epoch subscriptions follow could not be saved; they are searched again after a restart");
-        }
+        engine.followed = notice.epoch.max(engine.followed);
+        self.flush(engine, FLUSH_PER_ROUND);
         let stats = &mut engine.stats;
         stats.followed = stats.followed.max(notice.epoch);
         stats.rounds += 1;
-        stats.searched += slots.len() as u64;
+        stats.searched += searched;
         stats.events += out.len() as u64;
         stats.last_touched = slots.len();
+        stats.last_searched = searched as usize;
         stats.last_touches = (touches.by_chunk, touches.by_vector, touches.by_words, touches.by_statistics);
         stats.last_match_ms = match_ms;
         stats.last_round_ms = started.elapsed().as_secs_f64() * 1e3;
         metrics::histogram!("twinflow_subscription_round_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("twinflow_subscriptions_searched_total").increment(slots.len() as u64);
+        metrics::counter!("twinflow_subscriptions_searched_total").increment(searched);
         drop(guard);
         for (event, webhook) in out {
             self.publish(event, webhook.as_ref());
         }
         for id in answers {
             self.queue_answer(&id);
+        }
+    }
+
+    /// Saves up to `most` subscriptions with unsaved rankings, then, when
+    /// none is left, the epoch followed.
+    fn flush(&self, engine: &mut Engine, most: usize) {
+        let ids: Vec<String> = engine.dirty.iter().take(most).cloned().collect();
+        for id in ids {
+            engine.dirty.remove(&id);
+            if let Some(sub) = engine.subs.get(&id) {
+                self.save_sub(sub, engine.matcher.get(sub.slot));
+            }
+        }
+        if engine.dirty.is_empty()
+            && let Err(e) = self.files.save_followed(engine.followed)
+        {
+            tracing::warn!(error = %crate::failure::error_chain(&e), "the epoch subscriptions follow could not be saved; they are searched again after a restart");
+        }
+    }
+
+    /// Saves every subscription's rankings and events, and the epoch followed (at shutdown).
+    pub fn save_all(&self) {
+        self.save_some(usize::MAX);
+    }
+
+    /// Saves up to `most` unsaved subscriptions (then the epoch followed, when none is left).
+    fn save_some(&self, most: usize) {
+        let mut engine = self.engine.lock();
+        if !engine.dirty.is_empty() {
+            self.flush(&mut engine, most);
         }
     }
 
@@ -647,7 +747,13 @@ fn follow(subscriptions: Weak<Subscriptions>, queue: crossbeam_channel::Receiver
     loop {
         let first = match queue.recv_timeout(Duration::from_secs(1)) {
             Ok(notice) => notice,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) if subscriptions.strong_count() > 0 => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => match subscriptions.upgrade() {
+                Some(subscriptions) => {
+                    subscriptions.save_some(FLUSH_WHEN_IDLE);
+                    continue;
+                }
+                None => return,
+            },
             Err(_) => return,
         };
         let Some(subscriptions) = subscriptions.upgrade() else { return };

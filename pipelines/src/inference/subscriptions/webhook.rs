@@ -58,15 +58,27 @@ pub(super) struct Deliveries {
 impl Deliveries {
     pub(super) fn start(config: &SubscriptionsConfig) -> Result<Self, Failure> {
         let (queue, incoming) = crossbeam_channel::unbounded();
-        let client = reqwest::blocking::Client::builder()
-            .timeout(config.webhook_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("cannot build the webhooks' HTTP client")?;
-        let (attempts, backoff) = (config.webhook_attempts.max(1), config.webhook_backoff);
+        let (attempts, backoff, timeout) =
+            (config.webhook_attempts.max(1), config.webhook_backoff, config.webhook_timeout);
+        // The blocking client runs a runtime of its own: built (and dropped) on this
+        // thread, never inside a caller's async context.
         std::thread::Builder::new()
             .name("twinflow-webhooks".into())
-            .spawn(move || deliver(&client, &incoming, attempts, backoff))
+            .spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build();
+                match client {
+                    Ok(client) => deliver(&client, &incoming, attempts, backoff),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the webhooks' HTTP client could not be built; no webhook is called");
+                        for delivery in incoming.iter() {
+                            tracing::warn!(url = %delivery.url, delivery = %delivery.id, "webhook delivery dropped");
+                        }
+                    }
+                }
+            })
             .context("cannot start the webhooks' thread")?;
         Ok(Self { queue })
     }
