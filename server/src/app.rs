@@ -115,6 +115,7 @@ impl App {
             max_rows: server.sql_max_rows,
             max_bytes: server.sql_max_answer.as_u64() as usize,
         })?;
+        store.set_time_travel(config.storage.time_travel);
         store.set_snapshot_retention(twinflow_sinks::SnapshotRetention {
             keep: config.storage.keep_snapshots,
             pinned: config.storage.pinned_snapshots.clone(),
@@ -211,10 +212,15 @@ impl App {
 
     /// What answering reads, for the inference pipeline.
     pub fn rag(&self) -> Rag<'_> {
+        self.rag_at(&self.store)
+    }
+
+    /// [`App::rag`] over `store` (a past epoch's, say).
+    pub fn rag_at<'a>(&'a self, store: &'a Store) -> Rag<'a> {
         Rag {
             config: &self.config.rag,
             search: self.retrieval.fusion(),
-            store: &self.store,
+            store,
             embedder: self.queries.as_ref(),
             generator: &self.generator,
             traces: &self.traces,

@@ -83,6 +83,14 @@ pub enum Error {
     /// The approximate vector index failed.
     #[error("vector index: {0}")]
     VectorIndex(String),
+    /// An `as_of` epoch outside the time-travel window.
+    #[error(
+        "epoch {epoch} is outside the time-travel window: the oldest available epoch is {oldest}, the newest {newest}"
+    )]
+    EpochUnavailable { epoch: u64, oldest: u64, newest: u64 },
+    /// A write to a store opened at a past epoch.
+    #[error("the store at a past epoch is read-only")]
+    ReadOnly,
 }
 
 /// The crate's result type.
@@ -95,6 +103,7 @@ impl Error {
             Self::SqlNotReadOnly(_) => ErrorCode::SqlNotReadOnly,
             Self::Sql(_) => ErrorCode::SqlError,
             Self::SqlLimit(_) => ErrorCode::ResourceLimit,
+            Self::EpochUnavailable { .. } => ErrorCode::EpochUnavailable,
             _ => ErrorCode::Internal,
         }
     }

@@ -101,6 +101,8 @@ impl SqlRuntime {
 #[derive(Debug)]
 pub(crate) struct SqlInputs {
     pub(crate) epoch: u64,
+    /// The oldest epoch `AS OF` may read (the time-travel window).
+    pub(crate) oldest: u64,
     pub(crate) dim: usize,
     /// Current state of every table.
     pub(crate) current: Vec<(TableName, RecordBatch)>,
@@ -134,7 +136,7 @@ pub(crate) async fn run(
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime.env.clone());
     register(&ctx, &inputs)?;
-    crate::sql_as_of::register(&ctx, &as_of, inputs.epoch, inputs.dim).await?;
+    crate::sql_as_of::register(&ctx, &as_of, inputs.oldest, inputs.epoch, inputs.dim).await?;
     if let Some(search) = search {
         crate::sql_search::register(&ctx, search);
     }

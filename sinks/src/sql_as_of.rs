@@ -128,12 +128,25 @@ pub(crate) fn rewrite(sql: &str) -> Result<(String, Vec<AsOf>)> {
 }
 
 /// Registers each of `views` in `ctx` (after the change logs), refusing
-/// epochs later than `committed`.
-pub(crate) async fn register(ctx: &SessionContext, views: &[AsOf], committed: u64, dim: usize) -> Result<()> {
+/// epochs later than `committed` or before `oldest` (the time-travel window).
+pub(crate) async fn register(
+    ctx: &SessionContext,
+    views: &[AsOf],
+    oldest: u64,
+    committed: u64,
+    dim: usize,
+) -> Result<()> {
     for view in views {
         if view.epoch > committed {
             return Err(Error::Sql(format!(
                 "{} AS OF EPOCH {}: that epoch is not committed; the newest committed epoch is {committed}",
+                view.table, view.epoch
+            )));
+        }
+        if view.epoch < oldest {
+            return Err(Error::Sql(format!(
+                "{} AS OF EPOCH {}: that epoch is outside the time-travel window ([storage] time_travel); \
+                 the oldest available epoch is {oldest}",
                 view.table, view.epoch
             )));
         }

@@ -24,6 +24,10 @@ pub struct RagRequest {
     /// `generated` or `extractive` (default from `[rag] answer`).
     #[serde(default)]
     pub answer: Option<crate::config::AnswerMode>,
+    /// Answer from the state of this committed epoch (within `[storage]
+    /// time_travel`); with `temperature` 0 the same answer every time.
+    #[serde(default)]
+    pub as_of: Option<u64>,
 }
 
 /// Filters of a RAG request, named as in `/v1/search`.

@@ -38,6 +38,10 @@ pub struct SearchQuery {
     /// indexes; for measuring recall).
     #[serde(default)]
     pub exact: bool,
+    /// Search the state of this committed epoch (within `[storage]
+    /// time_travel`) instead of the latest.
+    #[serde(default)]
+    pub as_of: Option<u64>,
 }
 
 /// How a search ranks chunks.

@@ -32,6 +32,11 @@ pub struct StorageConfig {
     pub keep_datasets: usize,
     /// Dataset versions never removed.
     pub pinned_datasets: Vec<u64>,
+    /// How far back `AS OF` reads (SQL, `/v1/search?as_of=`, `/v1/rag`): the
+    /// states current within this window (`"7d"`); unset: every committed
+    /// epoch. An epoch before it is refused, naming the oldest available.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub time_travel: Option<std::time::Duration>,
 }
 
 impl Default for StorageConfig {
@@ -45,6 +50,7 @@ impl Default for StorageConfig {
             pinned_snapshots: Vec::new(),
             keep_datasets: 10,
             pinned_datasets: Vec::new(),
+            time_travel: None,
         }
     }
 }

@@ -33,6 +33,17 @@ impl ApiError {
     }
 }
 
+impl From<twinflow_sinks::Error> for ApiError {
+    /// The store's errors with their codes: an epoch outside the window is the
+    /// caller's (`epoch_unavailable`), the rest the server's.
+    fn from(e: twinflow_sinks::Error) -> Self {
+        match e.code() {
+            ErrorCode::Internal => Self::internal(e),
+            code => Self::new(code, e.to_string()),
+        }
+    }
+}
+
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         Self { code: e.code, message: e.message, line: Some(e.line) }

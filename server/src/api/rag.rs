@@ -1,6 +1,7 @@
-//! `POST /v1/rag {query, k?, filters?, max_tokens?, temperature?}`: an answer
-//! from the live index with citations, the `as_of` epoch, the filters and
-//! phrasings used, and the time of every step (see `rag.rs`).
+//! `POST /v1/rag {query, k?, filters?, max_tokens?, temperature?, as_of?}`:
+//! an answer from the live index (or the state of epoch `as_of`) with
+//! citations, the `as_of` epoch, the filters and phrasings used, and the
+//! time of every step (see `rag.rs`).
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -87,9 +88,16 @@ pub async fn rag(
         answer: request.answer.unwrap_or(app.config.rag.answer),
     };
     let slot = app.slots.take(&app.slots.answers, "answer").await?;
+    let as_of = request.as_of;
     let answer = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        answer(&app.rag(), &ask, &mut |_| ControlFlow::Continue(()))
+        match as_of {
+            None => answer(&app.rag(), &ask, &mut |_| ControlFlow::Continue(())).map_err(ApiError::from),
+            Some(epoch) => {
+                let past = app.store.as_of(epoch)?;
+                answer(&app.rag_at(&past), &ask, &mut |_| ControlFlow::Continue(())).map_err(ApiError::from)
+            }
+        }
     })
     .await
     .map_err(ApiError::internal)??;

@@ -2,7 +2,8 @@
 //! hybrid search (cosine over the live embeddings — HNSW, or an exact scan for
 //! small candidate sets or with `exact=true` — and BM25 over the chunk texts,
 //! fused by reciprocal rank; `mode=vector|bm25` for one of them)
-//! at the last committed epoch, with provenance and the `as_of` epoch; the
+//! at the last committed epoch (or `as_of=` a past one, within the
+//! time-travel window), with provenance and the `as_of` epoch; the
 //! metadata filters apply inside both searches, before the top `k` is taken.
 
 use std::sync::Arc;
@@ -62,7 +63,13 @@ pub async fn search(
     };
     let started = Instant::now();
     let queries = app.queries.clone();
-    let store = app.store.clone();
+    let store = match query.as_of {
+        Some(epoch) => {
+            let store = app.store.clone();
+            tokio::task::spawn_blocking(move || store.as_of(epoch)).await.map_err(ApiError::internal)??
+        }
+        None => app.store.clone(),
+    };
     let (as_of, results) = tokio::task::spawn_blocking(move || {
         let vector = match mode {
             SearchMode::Bm25 => Vec::new(),

@@ -27,5 +27,6 @@ mod scale;
 mod socket;
 mod sources;
 mod subscriptions;
+mod time_travel;
 mod tls;
 mod twin;

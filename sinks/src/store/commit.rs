@@ -99,6 +99,9 @@ impl Store {
     pub fn commit(&self, commit: EpochCommit) -> Result<CommitStats> {
         let EpochCommit { epoch, parts, sources, drift, mut ingest_errors } = commit;
         let started = Instant::now();
+        if self.read_only {
+            return Err(crate::Error::ReadOnly);
+        }
         let _writer = self.writer.lock();
         if epoch <= self.committed_epoch() {
             return Ok(CommitStats { epoch, ..CommitStats::default() });
@@ -250,6 +253,9 @@ impl Store {
         if sources.is_empty() && ingest_errors.is_empty() && traces.is_empty() {
             return Ok(());
         }
+        if self.read_only {
+            return Err(crate::Error::ReadOnly);
+        }
         let _writer = self.writer.lock();
         let epoch = self.committed_epoch();
         let mut manifest = self.state.read().manifest.clone();
@@ -303,6 +309,9 @@ impl Store {
     /// `_epoch` = the snapshot's epoch, `_diff` = multiplicity) and records
     /// it in the manifest. Restores start from the latest snapshot.
     pub fn snapshot(&self) -> Result<SnapshotInfo> {
+        if self.read_only {
+            return Err(crate::Error::ReadOnly);
+        }
         let _writer = self.writer.lock();
         let (epoch, version, batches, rows) = {
             let state = self.state.read();

@@ -9,10 +9,12 @@
 //! |---|---|
 //! | `commit.rs` | writing: `EpochCommit` and `commit`, `commit_late`, `append_traces`, `snapshot` |
 //! | `query.rs` | reading at the committed epoch: counts, `current_*`, tails, search, facets, SQL |
+//! | `history.rs` | time travel: `as_of` a past epoch (a read-only store), the window |
 //! | `notice.rs` | following commits: `on_commit` and the `CommitNotice` each commit sends |
 //! | `projection.rs` | the embedding adapter (`set_projection`) and the vector index's stats and breadth |
 
 mod commit;
+mod history;
 mod notice;
 mod projection;
 mod query;
@@ -68,6 +70,12 @@ pub struct Store {
     held: RwLock<Vec<u64>>,
     /// Told of every commit ([`Store::on_commit`]).
     observers: RwLock<Vec<CommitObserver>>,
+    /// A past epoch's state ([`Store::as_of`]): commits and snapshots refused.
+    read_only: bool,
+    /// How far back `AS OF` reads (`None`: every committed epoch).
+    history: RwLock<Option<std::time::Duration>>,
+    /// Past states built lately, with their epochs.
+    past: Mutex<Vec<(u64, Arc<Store>)>>,
 }
 
 /// Which snapshots a store keeps: the newest `keep` (0: all) and the
@@ -242,6 +250,9 @@ impl Store {
             retention: RwLock::default(),
             held: RwLock::default(),
             observers: RwLock::default(),
+            read_only: false,
+            history: RwLock::default(),
+            past: Mutex::default(),
         })
     }
 

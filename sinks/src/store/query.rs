@@ -266,6 +266,7 @@ impl Store {
 
     /// Everything one query reads, taken under one read lock.
     fn sql_inputs(&self) -> Result<SqlInputs> {
+        let (oldest, _) = self.epochs_available();
         let state = self.state.read();
         let mut cache = self.batches.lock();
         let mut current = Vec::new();
@@ -298,6 +299,7 @@ impl Store {
         let evaluations = crate::evaluations::evaluation_files(&self.dir);
         Ok(SqlInputs {
             epoch: state.committed,
+            oldest,
             dim: self.dim,
             current,
             changes,
