@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use twinflow_schemas::api::{
     DatasetVersionResponse, DatasetsResponse, DriftResponse, ErrorBody, GenerateRequest, IngestResponse,
     ModelsResponse, RagRequest, RagResponse, SearchResponse, SnapshotResponse, SqlFormat, SqlRequest, StatusResponse,
-    Switched, TrainingStarted, TwinResponse,
+    SubscriptionCreated, SubscriptionEvent, SubscriptionRequest, Switched, TrainingStarted, TwinResponse,
 };
 use twinflow_schemas::datasets::{DatasetVersion, GenerationReport};
 use twinflow_schemas::models::{Evaluation, TwinEvaluation};
@@ -208,6 +208,64 @@ impl Client {
     pub fn dataset_generate(&self, limit: usize) -> anyhow::Result<GenerationReport> {
         let url = format!("{}/v1/datasets/generate", self.base);
         Ok(self.check(self.http.post(url).json(&GenerateRequest { limit }).send())?.json()?)
+    }
+
+    /// Registers a standing question.
+    pub fn subscribe(&self, request: &SubscriptionRequest) -> anyhow::Result<SubscriptionCreated> {
+        let url = format!("{}/v1/subscriptions", self.base);
+        Ok(self.check(self.http.post(url).json(request).send())?.json()?)
+    }
+
+    /// Forgets a standing question.
+    pub fn unsubscribe(&self, id: &str) -> anyhow::Result<()> {
+        self.check(self.http.delete(format!("{}/v1/subscriptions/{id}", self.base)).send())?;
+        Ok(())
+    }
+
+    /// Follows a subscription's events, each given to `on_event`, from the
+    /// current top-k (or after epoch `after`) until `on_event` breaks; a
+    /// stream that ends (the server restarted, the client's timeout) is
+    /// opened again after the last epoch seen.
+    pub fn follow(
+        &self,
+        id: &str,
+        mut after: Option<u64>,
+        on_event: &mut dyn FnMut(SubscriptionEvent) -> std::ops::ControlFlow<()>,
+    ) -> anyhow::Result<()> {
+        use std::io::BufRead;
+        let url = format!("{}/v1/subscriptions/{id}/events", self.base);
+        loop {
+            let mut request = self.http.get(&url);
+            if let Some(epoch) = after {
+                request = request.header("last-event-id", epoch.to_string());
+            }
+            let response = match self.check(request.send()) {
+                Ok(response) => response,
+                // The server went away: wait for it rather than give up.
+                Err(e) if e.to_string().starts_with("cannot reach") => {
+                    tracing::warn!(error = %e, "reconnecting in 2 s");
+                    std::thread::sleep(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut data = String::new();
+            for line in std::io::BufReader::new(response).lines() {
+                let Ok(line) = line else { break };
+                if let Some(value) = line.strip_prefix("data:") {
+                    data.push_str(value.trim_start());
+                } else if line.is_empty() && !data.is_empty() {
+                    let event: SubscriptionEvent = serde_json::from_str(&std::mem::take(&mut data))
+                        .context("an event the server sent is not a subscription event")?;
+                    if event.kind != twinflow_schemas::api::EventKind::Answer {
+                        after = Some(event.epoch);
+                    }
+                    if on_event(event).is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// `GET` of a JSON answer of type `T`.

@@ -53,6 +53,10 @@ pub enum Command {
     Search(SearchArgs),
     /// Ask a question: an answer from the live index, with its sources.
     Ask(AskArgs),
+    /// Follow a standing question: its top-k now, then every change of it
+    /// (and of its answer, with `--answer`) as commits move it. Ctrl-C ends
+    /// it and forgets the subscription unless `--keep`.
+    Watch(WatchArgs),
     /// Show epochs, lag and table sizes of a running server.
     Status(ServerArgs),
     /// Serve the Model Context Protocol over stdin and stdout (for an
@@ -542,6 +546,34 @@ pub struct AskArgs {
     /// Only passages by this author.
     #[arg(long)]
     pub author: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Options of `twinflow watch`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The question (not with `--id`).
+    #[arg(required_unless_present = "id")]
+    pub question: Option<String>,
+    /// Follow an existing subscription instead of registering one.
+    #[arg(long, conflicts_with = "question")]
+    pub id: Option<String>,
+    /// Hits kept.
+    #[arg(short, long, default_value_t = 5)]
+    pub k: usize,
+    /// `hybrid`, `vector` or `bm25`.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Only passages by this author.
+    #[arg(long)]
+    pub author: Option<String>,
+    /// Also keep an answer, written again when its evidence changes.
+    #[arg(long)]
+    pub answer: bool,
+    /// Leave the subscription registered on exit.
+    #[arg(long)]
+    pub keep: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }

@@ -8,12 +8,14 @@
 //! | `eval.rs` | `twinflow eval retrieval`: a question set's corpus in a scratch store, every setting scored |
 //! | `verbs.rs` | the client verbs: train, ingest, sql (also offline) |
 //! | `print.rs` | tables for people: drift, models |
+//! | `watch.rs` | `twinflow watch`: a standing question followed in the terminal |
 
 mod args;
 mod eval;
 mod print;
 mod up;
 mod verbs;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -203,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Watch(args) => watch::watch(&args),
         Command::Status(args) => {
             let status = args.client()?.status()?;
             println!("{}", serde_json::to_string_pretty(&status)?);
