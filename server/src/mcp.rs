@@ -71,6 +71,10 @@ impl Call {
     fn post_json(uri: impl Into<String>, body: &Value) -> Self {
         Self { method: Method::POST, uri: uri.into(), body: Some(("application/json", body.to_string().into_bytes())) }
     }
+
+    fn delete(uri: impl Into<String>) -> Self {
+        Self { method: Method::DELETE, uri: uri.into(), body: None }
+    }
 }
 
 /// The MCP server: tools and resources over the API.
@@ -165,13 +169,16 @@ impl McpServer {
                         query.push((key.into(), value));
                     }
                 }
+                if let Some(epoch) = args.get("as_of") {
+                    query.push(("as_of".into(), epoch.as_u64().ok_or("`as_of` must be an epoch")?.to_string()));
+                }
                 let url = reqwest::Url::parse_with_params("http://api/v1/search", &query).map_err(|e| e.to_string())?;
                 vec![Call::get(format!("/v1/search?{}", url.query().unwrap_or_default()))]
             }
             "sql" => vec![Call::post_json("/v1/sql", &json!({"sql": required("sql")?, "format": "json"}))],
             "rag" => {
                 let mut body = json!({"query": required("question")?});
-                for key in ["k", "answer", "filters", "max_tokens"] {
+                for key in ["k", "answer", "filters", "max_tokens", "as_of"] {
                     if let Some(value) = args.get(key) {
                         body[key] = value.clone();
                     }
@@ -191,11 +198,34 @@ impl McpServer {
                     body: Some(("application/x-ndjson", ndjson)),
                 }]
             }
+            "subscribe" => {
+                let mut body = json!({"query": required("question")?});
+                for key in ["k", "mode", "answer", "filters"] {
+                    if let Some(value) = args.get(key) {
+                        body[key] = value.clone();
+                    }
+                }
+                vec![Call::post_json("/v1/subscriptions", &body)]
+            }
+            "subscriptions" => match text("id") {
+                Some(id) => vec![Call::get(format!("/v1/subscriptions/{}", path_segment(&id)?))],
+                None => vec![Call::get("/v1/subscriptions")],
+            },
+            "unsubscribe" => vec![Call::delete(format!("/v1/subscriptions/{}", path_segment(&required("id")?)?))],
             "status" => vec![Call::get("/v1/status")],
             "datasets" => vec![Call::get("/v1/datasets")],
             "models" => vec![Call::get("/v1/models"), Call::get("/v1/twin"), Call::get("/v1/retrieval")],
             other => return Err(format!("no tool named {other:?}")),
         })
+    }
+}
+
+/// A subscription id as one path segment (ids are letters, digits and `_`).
+fn path_segment(id: &str) -> Result<&str, String> {
+    if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(id)
+    } else {
+        Err(format!("{id:?} is not a subscription id"))
     }
 }
 
@@ -211,7 +241,8 @@ fn tools() -> Vec<(&'static str, &'static str, Value)> {
                     "query": {"type": "string"},
                     "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
                     "mode": {"type": "string", "enum": ["hybrid", "vector", "bm25"]},
-                    "author": {"type": "string"}, "kind": {"type": "string"}, "doc_id": {"type": "string"}
+                    "author": {"type": "string"}, "kind": {"type": "string"}, "doc_id": {"type": "string"},
+                    "as_of": {"type": "integer", "minimum": 0, "description": "search a past committed epoch"}
                 }),
                 &["query"],
             ),
@@ -231,7 +262,8 @@ fn tools() -> Vec<(&'static str, &'static str, Value)> {
                     "k": {"type": "integer", "minimum": 1, "maximum": 50},
                     "answer": {"type": "string", "enum": ["generated", "extractive"]},
                     "filters": {"type": "object"},
-                    "max_tokens": {"type": "integer", "minimum": 1}
+                    "max_tokens": {"type": "integer", "minimum": 1},
+                    "as_of": {"type": "integer", "minimum": 0, "description": "answer from a past committed epoch"}
                 }),
                 &["question"],
             ),
@@ -245,6 +277,27 @@ fn tools() -> Vec<(&'static str, &'static str, Value)> {
                 &["changes"],
             ),
         ),
+        (
+            "subscribe",
+            "Register a standing question: its top-k is kept answered as documents change (events at \
+             GET /v1/subscriptions/{id}/events); returns the subscription and its current top-k",
+            object(
+                json!({
+                    "question": {"type": "string"},
+                    "k": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "mode": {"type": "string", "enum": ["hybrid", "vector", "bm25"]},
+                    "answer": {"type": "boolean", "description": "also keep an answer, rewritten when its evidence changes"},
+                    "filters": {"type": "object"}
+                }),
+                &["question"],
+            ),
+        ),
+        (
+            "subscriptions",
+            "The caller's standing questions with their current top-k (one, with `id`)",
+            object(json!({"id": {"type": "string"}}), &[]),
+        ),
+        ("unsubscribe", "Forget a standing question", object(json!({"id": {"type": "string"}}), &["id"])),
         ("status", "The committed epoch, rows per table, sources and models", object(json!({}), &[])),
         ("datasets", "The instruct and preference dataset versions", object(json!({}), &[])),
         (
@@ -397,6 +450,12 @@ mod tests {
         assert!(McpServer::call_for("search", &args(json!({"query": "x", "k": "many"}))).unwrap_err().contains("`k`"));
         assert!(McpServer::call_for("drop_tables", &args(json!({}))).unwrap_err().contains("no tool"));
         assert_eq!(McpServer::call_for("models", &args(json!({}))).unwrap().len(), 3);
-        assert_eq!(tools().len(), 7);
+        assert_eq!(tools().len(), 10);
+        let calls = McpServer::call_for("unsubscribe", &args(json!({"id": "sub_abc123"}))).unwrap();
+        assert_eq!((calls[0].method.clone(), calls[0].uri.as_str()), (Method::DELETE, "/v1/subscriptions/sub_abc123"));
+        let refused = McpServer::call_for("subscriptions", &args(json!({"id": "../v1/sql"}))).unwrap_err();
+        assert!(refused.contains("not a subscription id"), "{refused}");
+        let calls = McpServer::call_for("search", &args(json!({"query": "x", "as_of": 7}))).unwrap();
+        assert_eq!(calls[0].uri, "/v1/search?q=x&as_of=7");
     }
 }

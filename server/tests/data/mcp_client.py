@@ -30,6 +30,10 @@ CALLS = [
     ("datasets", {}),
     ("models", {}),
     ("rag", {"question": "What carries barges?", "answer": "extractive", "k": 2}),
+    ("subscribe", {"question": "canals locks barges", "k": 2, "mode": "bm25"}),
+    ("subscriptions", {}),
+    ("unsubscribe", {"id": "$subscription"}),
+    ("subscriptions", {}),
 ]
 
 
@@ -41,8 +45,12 @@ async def drive(read, write):
         out["tools"] = sorted(t.name for t in (await session.list_tools()).tools)
         out["resources"] = sorted(r.uri for r in (await session.list_resources()).resources)
         for name, args in CALLS:
+            # The id the last `subscribe` answered with.
+            args = {k: out.get("subscription", v) if v == "$subscription" else v for k, v in args.items()}
             result = await session.call_tool(name, args)
             text = "".join(c.text for c in result.content if c.type == "text")
+            if name == "subscribe" and not result.is_error:
+                out["subscription"] = json.loads(text)["subscription"]["id"]
             out["calls"].append({"tool": name, "args": args, "error": bool(result.is_error), "text": text})
         read_back = await session.read_resource("twinflow://tables/documents")
         out["documents_resource"] = read_back.contents[0].text

@@ -62,7 +62,10 @@ fn an_mcp_client_drives_every_tool_over_http_and_stdio() {
     let report = run_client(&["http", &format!("{base}/mcp"), ADMIN_KEY]);
     assert_eq!(report["server"], "twinflow");
     let tools: Vec<&str> = report["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    assert_eq!(tools, ["datasets", "ingest", "models", "rag", "search", "sql", "status"]);
+    assert_eq!(
+        tools,
+        ["datasets", "ingest", "models", "rag", "search", "sql", "status", "subscribe", "subscriptions", "unsubscribe"]
+    );
     assert!(report["resources"].as_array().unwrap().iter().any(|r| r == "twinflow://tables/chunks"), "{report}");
 
     let json = |text: &str| serde_json::from_str::<Value>(text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -91,6 +94,16 @@ fn an_mcp_client_drives_every_tool_over_http_and_stdio() {
     let (error, rag) = call(&report, 9);
     assert!(!error, "{rag}");
     assert!(json(&rag)["answer"].as_str().unwrap().contains('['), "an extractive answer cites: {rag}");
+    let (error, created) = call(&report, 10);
+    assert!(!error, "{created}");
+    let created = json(&created);
+    assert_eq!(created["event"]["hits"][0]["sources"][0]["doc_id"], "canals", "{created}");
+    let (_, listed) = call(&report, 11);
+    assert_eq!(json(&listed)["subscriptions"][0]["id"], created["subscription"]["id"]);
+    let (error, deleted) = call(&report, 12);
+    assert!(!error && json(&deleted)["deleted"] == true, "{deleted}");
+    let (_, listed) = call(&report, 13);
+    assert_eq!(json(&listed)["subscriptions"].as_array().unwrap().len(), 0);
     let documents = json(report["documents_resource"].as_str().unwrap());
     assert_eq!(documents["row_count"], 3, "{documents}");
 
