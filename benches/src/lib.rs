@@ -31,4 +31,5 @@ pub mod quantized;
 pub mod serve;
 pub mod shards;
 pub mod sources;
+pub mod standing;
 pub mod twin;

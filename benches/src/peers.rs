@@ -55,23 +55,23 @@ const SYSTEMS: &[(&str, Option<&str>, &str)] = &[
 ];
 
 /// A tiny deterministic generator (xorshift64*): the same workload on every run.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
 
 /// The sentences of `text` (ends at `.`, `!` or `?` followed by a space).
-fn sentences(text: &str) -> Vec<String> {
+pub(crate) fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut start = 0;
     let bytes = text.as_bytes();
@@ -97,15 +97,7 @@ fn checkable(sentence: &str, seen: &std::collections::HashMap<String, usize>) ->
 /// The documents of the run: (name, text); the first `docs` are the initial
 /// corpus, the rest are added by the rounds.
 fn documents(bench: &PeersBench, added: usize) -> anyhow::Result<Vec<(String, String)>> {
-    let cache = twinflow_connectors::demo::default_cache_dir();
-    let corpus = twinflow_connectors::demo::fetch_sotu(&cache).context("the demo corpus (twinflow demo fetch)")?;
-    let speeches: Vec<(String, String)> = twinflow_connectors::demo::sotu_changes(&corpus, None)?
-        .into_iter()
-        .filter_map(|c| match c {
-            DocumentChange::Upsert(d) => Some((d.doc_id.replace([':', '/'], "-"), d.content)),
-            DocumentChange::Delete { .. } => None,
-        })
-        .collect();
+    let speeches = speeches()?;
     let wanted = bench.docs + added;
     match bench.corpus.as_str() {
         "sotu" => {
@@ -113,18 +105,34 @@ fn documents(bench: &PeersBench, added: usize) -> anyhow::Result<Vec<(String, St
             // The most recent speeches first: the added ones are older.
             Ok(speeches.into_iter().rev().take(wanted).collect())
         }
-        "synthetic" => {
-            let pool: Vec<String> = speeches.iter().flat_map(|(_, text)| sentences(text)).collect();
-            let mut rng = Rng(0x7477_696e_666c_6f77);
-            Ok((0..wanted)
-                .map(|i| {
-                    let text = (0..8).map(|_| pool[rng.below(pool.len())].as_str()).collect::<Vec<_>>().join(" ");
-                    (format!("doc-{i:06}"), text)
-                })
-                .collect())
-        }
+        "synthetic" => Ok(synthetic(&speeches, wanted)),
         other => anyhow::bail!("unknown corpus {other}: synthetic or sotu"),
     }
+}
+
+/// `n` documents of eight sentences each, drawn (seeded) from `speeches`.
+pub(crate) fn synthetic(speeches: &[(String, String)], n: usize) -> Vec<(String, String)> {
+    let pool: Vec<String> = speeches.iter().flat_map(|(_, text)| sentences(text)).collect();
+    let mut rng = Rng(0x7477_696e_666c_6f77);
+    (0..n)
+        .map(|i| {
+            let text = (0..8).map(|_| pool[rng.below(pool.len())].as_str()).collect::<Vec<_>>().join(" ");
+            (format!("doc-{i:06}"), text)
+        })
+        .collect()
+}
+
+/// The speeches of the demo corpus: (name, text).
+pub(crate) fn speeches() -> anyhow::Result<Vec<(String, String)>> {
+    let cache = twinflow_connectors::demo::default_cache_dir();
+    let corpus = twinflow_connectors::demo::fetch_sotu(&cache).context("the demo corpus (twinflow demo fetch)")?;
+    Ok(twinflow_connectors::demo::sotu_changes(&corpus, None)?
+        .into_iter()
+        .filter_map(|c| match c {
+            DocumentChange::Upsert(d) => Some((d.doc_id.replace([':', '/'], "-"), d.content)),
+            DocumentChange::Delete { .. } => None,
+        })
+        .collect())
 }
 
 /// Writes the workload into `dir`: `corpus/`, `rounds.json`, `queries.json`.

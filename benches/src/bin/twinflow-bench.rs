@@ -10,6 +10,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--max-lag-ms 5000] [--shards 2] [--minilm]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3] [--peer llama-cpp] [--burn-graph]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- peers [--corpus synthetic|sotu] [--docs 2000] [--rounds 3] [--rate 0.01] [--systems twinflow,pathway,cocoindex,llamaindex,batch-qdrant]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- subscriptions [--docs 1000] [--subscriptions 10000] [--rounds 20] [--edits 5] [--mode hybrid] [--k 10] [--restat 0.01]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- twin [--from 1901] [--to 1945] [--examples 128] [--test 32] [--max-tokens 192] [--epochs 1]
@@ -31,6 +32,10 @@
 //! order, one epoch per `--years`, drift per epoch and every retrain it triggers.
 //! `sources`: records/s through the NDJSON, git, Fluvio, Kafka and web sources (a crawl of
 //! a local site), and restarts that must replay nothing.
+//! `subscriptions`: commit latency with and without N standing questions,
+//! the share of them each commit searches again (and why), matching and
+//! round time, event latency, and a check of every kept top-k against a
+//! search from scratch (whose time is what re-running them all would cost).
 //! `twin`: one LoRA fine-tuning run on the speeches of a span of years
 //! (answer tokens/s, held-out perplexity before and after) and the merged
 //! twin's decode speed against the base model's.
@@ -163,6 +168,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::peers::run(&bench)?)?);
             Ok(())
         }
+        Some("subscriptions") => {
+            let bench = twinflow_benches::standing::StandingBench {
+                docs: flag("--docs", 1_000),
+                subscriptions: flag("--subscriptions", 10_000),
+                rounds: flag("--rounds", 20).max(1),
+                edits: flag("--edits", 5).max(1),
+                mode: text_flag("--mode").unwrap_or_else(|| "hybrid".into()),
+                k: flag("--k", 10).max(1),
+                restat: text_flag("--restat").and_then(|r| r.parse().ok()).unwrap_or(0.01),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::standing::run(&bench)?)?);
+            Ok(())
+        }
         Some("quantized") => {
             let bench = twinflow_benches::quantized::QuantizedBench {
                 prompt: flag("--prompt", 128),
@@ -214,6 +232,7 @@ fn main() -> anyhow::Result<()> {
                  | search-load [--clients N] [--seconds N] [--minilm] [--rag N] | generate [--tokens N] [--runs N] [--peer llama-cpp] [--burn-graph] \
                  | quantized [--prompt N] [--tokens N] [--runs N] \
                  | peers [--corpus synthetic|sotu] [--docs N] [--rounds N] [--rate F] [--chunk-chars N] [--clients N] [--seconds N] [--threads N] [--timeout S] [--systems a,b,..] \
+                 | subscriptions [--docs N] [--subscriptions N] [--rounds N] [--edits N] [--mode hybrid|vector|bm25] [--k N] [--restat F] \
                  | drift [--years N] [--hashing] \
                  | sources [--docs N] [--files N] [--pages N] \
                  | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N] [--method sft|dpo|sft+dpo] [--held-out-questions N] [--questions N] [--min-questions N]"
