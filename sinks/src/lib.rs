@@ -58,10 +58,10 @@ pub use input_log::{EncodedBatch, InputLog, LoggedBatch};
 pub use manifest::Manifest;
 pub use sql::{SqlAnswer, SqlLimits, SqlRuntime};
 pub use sql_search::{QueryEncoder, search_schema};
-pub use text_index::Bm25Query;
 pub use store::{
     CommitNotice, CommitObserver, CommitStats, EpochCommit, ProjectionSwitch, Ranked, SnapshotInfo, SnapshotRetention,
     Store, VectorProjection,
 };
+pub use text_index::Bm25Query;
 pub use vector_cache::VectorCache;
 pub use vector_index::{VectorIndex, VectorIndexStats};

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tantivy::collector::{BytesFilterCollector, TopDocs};
 use tantivy::query::{Bm25StatisticsProvider, QueryParser};
-use tantivy::tokenizer::TokenStream;
 use tantivy::schema::{BytesOptions, Field, IndexRecordOption, Schema, TEXT, Value};
+use tantivy::tokenizer::TokenStream;
 use tantivy::{
     DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, SegmentReader, TERMINATED, TantivyDocument, Term,
 };

@@ -323,9 +323,9 @@ pub fn table(mounted: &Mounted) -> Api {
         )
         .route(
             "/v1/subscriptions/{id}",
-            Op::delete("subscriptions", "Forget a subscription").access(Access::READ).ok::<serde_json::Value>(
-                "`{\"id\", \"deleted\"}`",
-            ),
+            Op::delete("subscriptions", "Forget a subscription")
+                .access(Access::READ)
+                .ok::<serde_json::Value>("`{\"id\", \"deleted\"}`"),
             subscriptions::delete,
         )
         .route(

@@ -92,8 +92,8 @@ pub async fn create(
             ));
         }
         Some(webhook) => {
-            let url = reqwest::Url::parse(&webhook.url)
-                .map_err(|e| invalid(format!("`webhook.url` is not a URL ({e})")))?;
+            let url =
+                reqwest::Url::parse(&webhook.url).map_err(|e| invalid(format!("`webhook.url` is not a URL ({e})")))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 return Err(invalid(format!("`webhook.url` must be an http or https URL, not {:?}", webhook.url)));
             }
@@ -131,10 +131,7 @@ pub async fn create(
 }
 
 /// Handler of `GET /v1/subscriptions`.
-pub async fn list(
-    State(app): State<Arc<App>>,
-    caller: Option<axum::Extension<Caller>>,
-) -> Json<SubscriptionList> {
+pub async fn list(State(app): State<Arc<App>>, caller: Option<axum::Extension<Caller>>) -> Json<SubscriptionList> {
     let asker = Asker::of(caller);
     let owner = (!asker.admin).then_some(asker.name.as_str());
     Json(SubscriptionList { subscriptions: app.subscriptions.list(owner) })

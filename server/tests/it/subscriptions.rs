@@ -138,10 +138,8 @@ fn standing_questions_follow_the_changes_that_move_them() {
     };
     let app = app_with(dir.path(), configure);
     let topics = ["rivers and boats", "taxes and budgets", "mountains and snow", "trains and stations"];
-    let lines: Vec<String> = topics
-        .iter()
-        .map(|t| upsert_line(t.split(' ').next().unwrap(), t, &article(t, 20)))
-        .collect();
+    let lines: Vec<String> =
+        topics.iter().map(|t| upsert_line(t.split(' ').next().unwrap(), t, &article(t, 20))).collect();
     ingest(&app, &lines);
     let (base, runtime) = serve(&app);
     let hook = Arc::new(Hook::default());
@@ -161,7 +159,10 @@ fn standing_questions_follow_the_changes_that_move_them() {
         (json!({ "query": "rivers", "k": 0 }), "invalid_field"),
         (json!({ "query": "rivers", "mode": "magic" }), "invalid_field"),
         (json!({ "query": "rivers", "webhook": { "url": "ftp://example.com/x" } }), "invalid_field"),
-        (json!({ "query": "rivers", "webhook": { "url": "http://127.0.0.1:1/x", "secret": "short" } }), "invalid_field"),
+        (
+            json!({ "query": "rivers", "webhook": { "url": "http://127.0.0.1:1/x", "secret": "short" } }),
+            "invalid_field",
+        ),
         (json!({ "query": "rivers", "colour": "blue" }), "invalid_field"),
     ] {
         let (status, error) = post(ADMIN_KEY, body.clone());
@@ -173,8 +174,10 @@ fn standing_questions_follow_the_changes_that_move_them() {
 
     // A vector subscription on rivers (k = 2: its ranking is full, so unrelated chunks are not searched
     // again), with a webhook; a hybrid one with a standing answer.
-    let (status, created) =
-        post(ADMIN_KEY, json!({ "query": "rivers and boats", "k": 2, "mode": "vector", "webhook": { "url": hook_url } }));
+    let (status, created) = post(
+        ADMIN_KEY,
+        json!({ "query": "rivers and boats", "k": 2, "mode": "vector", "webhook": { "url": hook_url } }),
+    );
     assert_eq!(status, 201, "{created}");
     let created: SubscriptionCreated = serde_json::from_value(created).unwrap();
     let secret = created.webhook_secret.clone().expect("a secret made and shown once");
@@ -259,7 +262,11 @@ fn standing_questions_follow_the_changes_that_move_them() {
     // The webhook: the first try answered 500, then every event delivered, signed.
     let deadline = Instant::now() + Duration::from_secs(30);
     while hook.received.lock().len() < 4 {
-        assert!(Instant::now() < deadline, "deliveries: {:?}", hook.received.lock().iter().map(|r| r.1.clone()).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "deliveries: {:?}",
+            hook.received.lock().iter().map(|r| r.1.clone()).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let received = hook.received.lock().clone();

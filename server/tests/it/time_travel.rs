@@ -42,7 +42,8 @@ fn search_and_answers_read_a_past_epoch_as_it_was() {
         response.json().unwrap()
     };
     let ask = |as_of: Option<u64>| -> Value {
-        let body = json!({ "query": "What carries the boats?", "k": 2, "temperature": 0.0, "max_tokens": 24, "as_of": as_of });
+        let body =
+            json!({ "query": "What carries the boats?", "k": 2, "temperature": 0.0, "max_tokens": 24, "as_of": as_of });
         let response = client.post(format!("{base}/v1/rag")).json(&body).send().unwrap();
         assert_eq!(response.status(), 200);
         response.json().unwrap()
@@ -87,6 +88,9 @@ fn search_and_answers_read_a_past_epoch_as_it_was() {
     let response = client.post(format!("{base}/v1/sql")).json(&sql).send().unwrap();
     assert_eq!(response.status(), 400);
     let error: Value = response.json().unwrap();
-    assert!(error["error"]["message"].as_str().unwrap().contains(&format!("oldest available epoch is {last}")), "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains(&format!("oldest available epoch is {last}")),
+        "{error}"
+    );
     app.shutdown().unwrap();
 }

@@ -64,8 +64,7 @@ impl Store {
             return Ok(self.clone());
         }
         let projection = self.state.read().projection.as_ref().map(|p| p.id().to_owned());
-        if let Some((_, store)) = self.past.lock().iter().find(|(at, s)| *at == epoch && s.projection() == projection)
-        {
+        if let Some((_, store)) = self.past.lock().iter().find(|(at, s)| *at == epoch && s.projection() == projection) {
             return Ok(store.clone());
         }
         let store = Arc::new(self.past_state(epoch)?);

@@ -92,7 +92,8 @@ impl Rankings {
     /// or not, can reach its k-th score, and none of it can gain from the
     /// unknown places. `None`: a search must tell.
     pub fn without(&self, removed: &HashSet<Hash128>) -> Option<Rankings> {
-        let keep = |ids: &[Hash128]| -> Vec<Hash128> { ids.iter().filter(|id| !removed.contains(id)).copied().collect() };
+        let keep =
+            |ids: &[Hash128]| -> Vec<Hash128> { ids.iter().filter(|id| !removed.contains(id)).copied().collect() };
         let (vector, bm25) = (keep(&self.vector), keep(&self.bm25));
         let vector_unknown = self.vector_unknown + self.vector.len() - vector.len();
         let bm25_unknown = self.bm25_unknown + self.bm25.len() - bm25.len();
@@ -120,7 +121,14 @@ impl Rankings {
             && rest.iter().all(|(id, score)| score + gain(id) < kth)
             && vector_tail + bm25_tail < kth;
         let top: Vec<Hash128> = top.iter().map(|(id, _)| *id).collect();
-        (certain && top == self.top).then(|| Rankings { vector, vector_unknown, bm25, bm25_unknown, top, ..self.clone() })
+        (certain && top == self.top).then(|| Rankings {
+            vector,
+            vector_unknown,
+            bm25,
+            bm25_unknown,
+            top,
+            ..self.clone()
+        })
     }
 }
 
@@ -288,7 +296,13 @@ impl Matcher {
                 mark(slot as u32, &mut touches.by_statistics, true);
             }
         }
-        let slots = hit.iter().zip(&hard).enumerate().filter(|(_, (h, _))| **h).map(|(slot, (_, hard))| (slot as u32, *hard)).collect();
+        let slots = hit
+            .iter()
+            .zip(&hard)
+            .enumerate()
+            .filter(|(_, (h, _))| **h)
+            .map(|(slot, (_, hard))| (slot as u32, *hard))
+            .collect();
         (slots, touches)
     }
 
@@ -401,11 +415,7 @@ mod tests {
     #[test]
     fn a_ranking_not_full_lets_anything_in() {
         let mut m = Matcher::new(2);
-        let a = m.insert(Standing {
-            vector: vec![1.0, 0.0],
-            vector_floor: Some(f32::MIN),
-            ..Standing::default()
-        });
+        let a = m.insert(Standing { vector: vec![1.0, 0.0], vector_floor: Some(f32::MIN), ..Standing::default() });
         let n = notice(&[5], vec![(5, "x", Some(vec![-1.0, 0.0]))]);
         assert_eq!(m.touched(&n, &words(&["x"]), 1, 100).0, vec![(a, true)]);
     }

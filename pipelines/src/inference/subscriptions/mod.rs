@@ -229,8 +229,18 @@ impl Subscriptions {
         engine.stale = followed < committed;
         let model_id = embedder.model_id().to_owned();
         for saved in saved {
-            let persist::Saved { spec, model_id: saved_model, query, mut standing, top, epoch, events, dropped_through, event_count, cited } =
-                saved;
+            let persist::Saved {
+                spec,
+                model_id: saved_model,
+                query,
+                mut standing,
+                top,
+                epoch,
+                events,
+                dropped_through,
+                event_count,
+                cited,
+            } = saved;
             // Another encoder since: the query is embedded again, and searched again.
             let query = if spec.mode == Mode::Bm25 || saved_model == model_id {
                 query
@@ -291,8 +301,14 @@ impl Subscriptions {
     /// Writes answers of subscriptions with `answer: true` from now on.
     pub fn set_answerer(&self, answerer: Answerer) {
         *self.answerer.write() = Some(answerer);
-        let waiting: Vec<String> =
-            self.engine.lock().subs.values().filter(|s| s.spec.answer && s.cited.is_empty()).map(|s| s.spec.id.clone()).collect();
+        let waiting: Vec<String> = self
+            .engine
+            .lock()
+            .subs
+            .values()
+            .filter(|s| s.spec.answer && s.cited.is_empty())
+            .map(|s| s.spec.id.clone())
+            .collect();
         for id in waiting {
             self.queue_answer(&id);
         }
@@ -484,9 +500,8 @@ impl Subscriptions {
         chunks.dedup();
         let standing = Standing {
             vector: if vector_side { self.store.query_space(query) } else { Vec::new() },
-            vector_floor: vector_side.then(|| {
-                floor(ranked.by_vector.len(), ranked.by_vector.last().map(|(s, _)| *s), f32::MIN)
-            }),
+            vector_floor: vector_side
+                .then(|| floor(ranked.by_vector.len(), ranked.by_vector.last().map(|(s, _)| *s), f32::MIN)),
             bm25: if text_side { Some(self.store.bm25_query(&spec.query).map_err(failed)?) } else { None },
             bm25_floor: text_side.then(|| floor(ranked.by_bm25.len(), ranked.by_bm25.last().map(|(_, s)| *s), 0.0)),
             chunks,

@@ -172,11 +172,7 @@ fn post(client: &reqwest::blocking::Client, delivery: &Delivery) -> Result<(), S
         .body(delivery.body.as_str().to_owned())
         .send()
         .map_err(|e| e.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered {}", response.status()))
-    }
+    if response.status().is_success() { Ok(()) } else { Err(format!("answered {}", response.status())) }
 }
 
 #[cfg(test)]
