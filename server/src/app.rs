@@ -237,10 +237,10 @@ impl App {
             ..twinflow_models::GenerateParams::default()
         };
         let question = RagQuestion {
-            question: spec.query.clone(),
+            question: spec.asked.query.clone(),
             history: Vec::new(),
             system: None,
-            filter: spec.filter.clone(),
+            filter: spec.asked.filter.clone(),
             k: self.config.rag.k,
             params,
             answer: self.config.rag.answer,

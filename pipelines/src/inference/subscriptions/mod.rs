@@ -78,22 +78,17 @@ pub struct Webhook {
     pub secret: String,
 }
 
-/// What a subscription asks, as registered.
+/// A subscription as registered: what was asked, its id and when.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Spec {
     pub id: String,
-    pub query: String,
-    pub k: usize,
-    pub filter: SearchFilter,
-    pub mode: Mode,
-    pub answer: bool,
-    pub webhook: Option<Webhook>,
-    pub owner: String,
     pub created_at_ms: i64,
+    #[serde(flatten)]
+    pub asked: NewSubscription,
 }
 
 /// A new subscription's request, checked by the caller.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewSubscription {
     pub query: String,
     pub k: usize,
@@ -242,11 +237,11 @@ impl Subscriptions {
                 cited,
             } = saved;
             // Another encoder since: the query is embedded again, and searched again.
-            let query = if spec.mode == Mode::Bm25 || saved_model == model_id {
+            let query = if spec.asked.mode == Mode::Bm25 || saved_model == model_id {
                 query
             } else {
                 engine.stale = true;
-                embed(embedder.as_ref(), &spec.query)?
+                embed(embedder.as_ref(), &spec.asked.query)?
             };
             if !query.is_empty() && standing.vector_floor.is_some() {
                 standing.vector = store.query_space(&query);
@@ -306,7 +301,7 @@ impl Subscriptions {
             .lock()
             .subs
             .values()
-            .filter(|s| s.spec.answer && s.cited.is_empty())
+            .filter(|s| s.spec.asked.answer && s.cited.is_empty())
             .map(|s| s.spec.id.clone())
             .collect();
         for id in waiting {
@@ -322,17 +317,7 @@ impl Subscriptions {
             _ => embed(self.embedder.as_ref(), &new.query)?,
         };
         let id = format!("sub_{}", persist::random_id()?);
-        let spec = Spec {
-            id: id.clone(),
-            query: new.query,
-            k: new.k,
-            filter: new.filter,
-            mode: new.mode,
-            answer: new.answer,
-            webhook: new.webhook,
-            owner: new.owner,
-            created_at_ms: now_ms(),
-        };
+        let spec = Spec { id: id.clone(), created_at_ms: now_ms(), asked: new };
         // Searched outside the lock (creations run side by side, and beside the
         // follower); again inside it when a round ran meanwhile, which may have
         // followed a commit this search did not see.
@@ -348,11 +333,11 @@ impl Subscriptions {
                 engine.subs.len()
             )));
         }
-        let owned = engine.subs.values().filter(|s| s.spec.owner == spec.owner).count();
+        let owned = engine.subs.values().filter(|s| s.spec.asked.owner == spec.asked.owner).count();
         if owned >= self.config.max_per_key {
             return Err(SubscriptionError::Limit(format!(
                 "key {:?} holds {owned} subscriptions, the most `[subscriptions] max_per_key` allows",
-                spec.owner
+                spec.asked.owner
             )));
         }
         let (ranked, standing) = if engine.stats.rounds == rounds && !engine.stale {
@@ -387,7 +372,7 @@ impl Subscriptions {
         };
         self.record(&mut sub, event.clone());
         let view = view(&sub);
-        let webhook = sub.spec.webhook.clone();
+        let webhook = sub.spec.asked.webhook.clone();
         self.save(&engine, &sub);
         engine.subs.insert(id.clone(), sub);
         engine.stats.subscriptions = engine.subs.len();
@@ -409,7 +394,7 @@ impl Subscriptions {
     pub fn list(&self, owner: Option<&str>) -> Vec<Subscription> {
         let engine = self.engine.lock();
         let mut subs: Vec<Subscription> =
-            engine.subs.values().filter(|s| owner.is_none_or(|o| s.spec.owner == o)).map(view).collect();
+            engine.subs.values().filter(|s| owner.is_none_or(|o| s.spec.asked.owner == o)).map(view).collect();
         subs.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         subs
     }
@@ -471,13 +456,13 @@ impl Subscriptions {
 
     /// The owner of `id`.
     pub fn owner(&self, id: &str) -> Option<String> {
-        self.engine.lock().subs.get(id).map(|s| s.spec.owner.clone())
+        self.engine.lock().subs.get(id).map(|s| s.spec.asked.owner.clone())
     }
 
     /// Searches as `spec` asks, exactly (so that the matcher's floors are
     /// those of the ranking), and what the matcher keeps of it.
     fn search(&self, spec: &Spec, query: &[f32], changes: u64) -> Result<(Ranked, Standing), Failure> {
-        let mode = match spec.mode {
+        let mode = match spec.asked.mode {
             Mode::Hybrid => (self.fusion)(),
             Mode::Vector => SearchMode::Vector,
             Mode::Bm25 => SearchMode::Bm25,
@@ -486,7 +471,10 @@ impl Subscriptions {
             what: format!("cannot search for subscription {}", spec.id),
             source: Box::new(e),
         };
-        let ranked = self.store.search_ranked(&spec.query, query, spec.k, &spec.filter, mode, true).map_err(failed)?;
+        let ranked = self
+            .store
+            .search_ranked(&spec.asked.query, query, spec.asked.k, &spec.asked.filter, mode, true)
+            .map_err(failed)?;
         let floor = |len: usize, last: Option<f32>, empty: f32| match last {
             Some(last) if len >= ranked.depth => last,
             _ => empty,
@@ -502,17 +490,17 @@ impl Subscriptions {
             vector: if vector_side { self.store.query_space(query) } else { Vec::new() },
             vector_floor: vector_side
                 .then(|| floor(ranked.by_vector.len(), ranked.by_vector.last().map(|(s, _)| *s), f32::MIN)),
-            bm25: if text_side { Some(self.store.bm25_query(&spec.query).map_err(failed)?) } else { None },
+            bm25: if text_side { Some(self.store.bm25_query(&spec.asked.query).map_err(failed)?) } else { None },
             bm25_floor: text_side.then(|| floor(ranked.by_bm25.len(), ranked.by_bm25.last().map(|(_, s)| *s), 0.0)),
             chunks,
             changes_seen: changes,
-            filtered: !spec.filter.is_empty(),
+            filtered: !spec.asked.filter.is_empty(),
             rankings: match mode {
                 SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => Some(Rankings {
                     vector_weight,
                     bm25_weight,
                     rrf_k,
-                    k: spec.k,
+                    k: spec.asked.k,
                     vector: ranked.by_vector.iter().map(|(_, id)| *id).collect(),
                     vector_unknown: 0,
                     bm25: ranked.by_bm25.iter().map(|(id, _)| *id).collect(),
@@ -556,7 +544,7 @@ impl Subscriptions {
         for &(slot, hard) in &slots {
             let Some(id) = engine.by_slot.get(&slot).cloned() else { continue };
             let Some(sub) = engine.subs.get_mut(&id) else { continue };
-            if sub.spec.answer && sub.cited.iter().any(|c| touched_ids.contains(c)) {
+            if sub.spec.asked.answer && sub.cited.iter().any(|c| touched_ids.contains(c)) {
                 answers.push(id.clone());
             }
             // Only ranked chunks deleted: the kept rankings may settle it without a search.
@@ -583,7 +571,7 @@ impl Subscriptions {
             standing.chunks.extend(sub.cited.iter().copied());
             let top = ranked_top(&ranked.hits);
             let moved = top.iter().map(|h| h.chunk_id).ne(sub.top.iter().map(|h| h.chunk_id));
-            if sub.spec.answer && sub.cited.is_empty() && moved {
+            if sub.spec.asked.answer && sub.cited.is_empty() && moved {
                 answers.push(id.clone());
             }
             if moved {
@@ -602,7 +590,7 @@ impl Subscriptions {
                 });
                 sub.epoch = event.epoch;
                 self.record(sub, event.clone());
-                out.push((event, sub.spec.webhook.clone()));
+                out.push((event, sub.spec.asked.webhook.clone()));
             }
             sub.top = top;
             engine.matcher.set(slot, standing);
@@ -748,7 +736,7 @@ impl Subscriptions {
             engine.matcher.set(sub.slot, standing);
         }
         self.record(sub, event.clone());
-        let webhook = sub.spec.webhook.clone();
+        let webhook = sub.spec.asked.webhook.clone();
         let sub = &engine.subs[id];
         self.save_sub(sub, engine.matcher.get(sub.slot));
         engine.stats.events += 1;
@@ -817,13 +805,13 @@ fn view(sub: &Sub) -> Subscription {
     let spec = &sub.spec;
     Subscription {
         id: spec.id.clone(),
-        query: spec.query.clone(),
-        k: spec.k,
-        filters: spec.filter.clone(),
-        mode: spec.mode.as_str().to_owned(),
-        answer: spec.answer,
-        webhook: spec.webhook.as_ref().map(|w| w.url.clone()),
-        owner: spec.owner.clone(),
+        query: spec.asked.query.clone(),
+        k: spec.asked.k,
+        filters: spec.asked.filter.clone(),
+        mode: spec.asked.mode.as_str().to_owned(),
+        answer: spec.asked.answer,
+        webhook: spec.asked.webhook.as_ref().map(|w| w.url.clone()),
+        owner: spec.asked.owner.clone(),
         created_at_ms: spec.created_at_ms,
         epoch: sub.epoch,
         top: sub.top.clone(),
