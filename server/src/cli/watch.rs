@@ -40,12 +40,20 @@ pub(super) fn watch(args: &WatchArgs) -> anyhow::Result<()> {
     })
 }
 
-/// On Ctrl-C (or SIGTERM): the subscription is deleted, then the process ends.
+/// On Ctrl-C or SIGTERM: the subscription is deleted, then the process ends.
 fn forget_on_interrupt(client: Arc<Client>, id: String) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Registered now, so a signal from here on is caught.
+    let mut terminate = {
+        let _entered = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?
+    };
     std::thread::Builder::new().name("twinflow-watch-signal".into()).spawn(move || {
         runtime.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
         });
         if let Err(e) = client.unsubscribe(&id) {
             eprintln!("could not forget subscription {id}: {e}");
