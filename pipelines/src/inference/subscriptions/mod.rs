@@ -173,8 +173,6 @@ struct Engine {
     /// (an event not saved is not replayed, but the next one, at a later
     /// epoch, carries the whole top-k).
     dirty: HashSet<String>,
-    /// The last epoch whose notice was processed.
-    followed: u64,
     stats: FollowStats,
 }
 
@@ -221,7 +219,6 @@ impl Subscriptions {
         let mut engine = Engine { matcher: Matcher::new(store.dim()), ..Engine::default() };
         engine.projection = store.projection();
         engine.stats.followed = followed;
-        engine.followed = followed;
         let committed = store.committed_epoch();
         engine.stale = followed < committed;
         let model_id = embedder.model_id().to_owned();
@@ -256,7 +253,6 @@ impl Subscriptions {
                 Sub { spec, slot, query, top, epoch, events, dropped_through, event_count, cited },
             );
         }
-        engine.stats.subscriptions = engine.subs.len();
         tracing::info!(subscriptions = engine.subs.len(), followed, committed, "subscriptions loaded");
         let (answers, answer_queue) = crossbeam_channel::unbounded();
         let (events, _) = tokio::sync::broadcast::channel(BROADCAST);
@@ -375,9 +371,8 @@ impl Subscriptions {
         self.record(&mut sub, event.clone());
         let view = view(&sub);
         let webhook = sub.spec.asked.webhook.clone();
-        self.save(&engine, &sub);
+        self.save_sub(&sub, engine.matcher.get(sub.slot));
         engine.subs.insert(id.clone(), sub);
-        engine.stats.subscriptions = engine.subs.len();
         drop(engine);
         metrics::gauge!("twinflow_subscriptions").increment(1.0);
         self.publish(event.clone(), webhook.as_ref());
@@ -407,7 +402,6 @@ impl Subscriptions {
         let Some(sub) = engine.subs.remove(id) else { return Ok(false) };
         engine.matcher.remove(sub.slot);
         engine.by_slot.remove(&sub.slot);
-        engine.stats.subscriptions = engine.subs.len();
         self.files.remove(id)?;
         metrics::gauge!("twinflow_subscriptions").decrement(1.0);
         Ok(true)
@@ -443,7 +437,8 @@ impl Subscriptions {
 
     /// What following has cost so far.
     pub fn stats(&self) -> FollowStats {
-        self.engine.lock().stats.clone()
+        let engine = self.engine.lock();
+        FollowStats { subscriptions: engine.subs.len(), ..engine.stats.clone() }
     }
 
     /// `id`'s top-k searched from scratch now, as its rounds would find it
@@ -472,7 +467,7 @@ impl Subscriptions {
             }
         }
         if engine.dirty.is_empty()
-            && let Err(e) = self.files.save_followed(engine.followed)
+            && let Err(e) = self.files.save_followed(engine.stats.followed)
         {
             tracing::warn!(error = %crate::failure::error_chain(&e), "the epoch subscriptions follow could not be saved; they are searched again after a restart");
         }
@@ -509,10 +504,6 @@ impl Subscriptions {
             self.webhooks.send(webhook, &event);
         }
         let _ = self.events.send(event);
-    }
-
-    fn save(&self, engine: &Engine, sub: &Sub) {
-        self.save_sub(sub, engine.matcher.get(sub.slot));
     }
 
     fn save_sub(&self, sub: &Sub, standing: Option<&Standing>) {

@@ -154,10 +154,9 @@ impl Subscriptions {
             // Saved with the next flushes: until then a restart searches everything again.
             engine.dirty.insert(id);
         }
-        engine.followed = notice.epoch.max(engine.followed);
+        engine.stats.followed = engine.stats.followed.max(notice.epoch);
         self.flush(engine, FLUSH_PER_ROUND);
         let stats = &mut engine.stats;
-        stats.followed = stats.followed.max(notice.epoch);
         stats.rounds += 1;
         stats.searched += searched;
         stats.events += out.len() as u64;
