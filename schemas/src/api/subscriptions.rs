@@ -103,6 +103,17 @@ pub enum EventKind {
     Answer,
 }
 
+impl EventKind {
+    /// Its name on the event stream and in webhook headers (`initial`, `changed`, `answer`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Changed => "changed",
+            Self::Answer => "answer",
+        }
+    }
+}
+
 /// One event of a subscription: its id on the event stream is `epoch`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SubscriptionEvent {

@@ -250,10 +250,8 @@ impl Stream {
 }
 
 fn sse(event: &SubscriptionEvent) -> Event {
-    let kind = match event.kind {
-        EventKind::Initial => "initial",
-        EventKind::Changed => "changed",
-        EventKind::Answer => "answer",
-    };
-    Event::default().id(event.epoch.to_string()).event(kind).data(serde_json::to_string(event).unwrap_or_default())
+    Event::default()
+        .id(event.epoch.to_string())
+        .event(event.kind.as_str())
+        .data(serde_json::to_string(event).unwrap_or_default())
 }

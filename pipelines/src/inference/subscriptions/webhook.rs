@@ -92,11 +92,7 @@ impl Deliveries {
                 return;
             }
         };
-        let kind = match event.kind {
-            twinflow_schemas::api::EventKind::Initial => "initial",
-            twinflow_schemas::api::EventKind::Changed => "changed",
-            twinflow_schemas::api::EventKind::Answer => "answer",
-        };
+        let kind = event.kind.as_str();
         let _ = self.queue.send(Delivery {
             due: Instant::now(),
             attempt: 1,
