@@ -88,8 +88,8 @@ pub enum Error {
         "epoch {epoch} is outside the time-travel window: the oldest available epoch is {oldest}, the newest {newest}"
     )]
     EpochUnavailable { epoch: u64, oldest: u64, newest: u64 },
-    /// A write to a store opened at a past epoch.
-    #[error("the store at a past epoch is read-only")]
+    /// A write to a store opened at a past epoch, or to a follower's.
+    #[error("this store is read-only (a past epoch's, or a follower's)")]
     ReadOnly,
 }
 

@@ -59,8 +59,8 @@ pub use manifest::Manifest;
 pub use sql::{SqlAnswer, SqlLimits, SqlRuntime};
 pub use sql_search::{QueryEncoder, search_schema};
 pub use store::{
-    CommitNotice, CommitObserver, CommitStats, EpochCommit, ProjectionSwitch, Ranked, SnapshotInfo, SnapshotRetention,
-    Store, VectorProjection,
+    CommitNotice, CommitObserver, CommitStats, EpochCommit, Followed, ProjectionSwitch, Ranked, SnapshotInfo,
+    SnapshotRetention, Store, VectorProjection,
 };
 pub use text_index::Bm25Query;
 pub use vector_cache::VectorCache;

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, InstructRow, TableName};
+use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, InstructRow, TableName};
 
 use crate::convert::{TableRow, batch_to_updates};
 use crate::error::{Error, Result};
 use crate::live::{LiveState, Multiset};
-use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::manifest::{EpochEntry, MANIFEST_FILE, Manifest};
 use crate::parquet_io::read_parquet;
 
 /// The live state `manifest` describes, read from the files under `data_dir`.
@@ -51,9 +51,38 @@ fn load_files(
     Ok(())
 }
 
-/// Applies the rows of one file to `set`. Any failure to read it is
-/// [`Error::Corrupt`] naming the file.
+/// The table updates one committed epoch wrote, as the committer had them
+/// (what a follower applies to its live state).
+pub(crate) fn read_epoch(data_dir: &Path, dim: usize, entry: &EpochEntry) -> Result<EpochUpdates> {
+    let mut updates = EpochUpdates::default();
+    for (table, files) in &entry.files {
+        let table: TableName =
+            table.parse().map_err(|reason: String| Error::corrupt(data_dir.join(MANIFEST_FILE), reason))?;
+        for file in files {
+            let path = data_dir.join(file);
+            match table {
+                TableName::Documents => updates.documents.extend(read_updates::<DocumentRow>(&path, dim)?),
+                TableName::Chunks => updates.chunks.extend(read_updates::<ChunkRow>(&path, dim)?),
+                TableName::Embeddings => updates.embeddings.extend(read_updates::<EmbeddingRow>(&path, dim)?),
+                TableName::Instruct => updates.instruct.extend(read_updates::<InstructRow>(&path, dim)?),
+            }
+        }
+    }
+    Ok(updates)
+}
+
+/// Applies the rows of one file to `set`.
 fn load<R: TableRow>(path: &Path, dim: usize, set: &mut Multiset<R>, epoch: u64) -> Result<()> {
+    for (row, diff) in read_updates::<R>(path, dim)? {
+        set.apply(row, diff);
+    }
+    set.changed_at = epoch;
+    Ok(())
+}
+
+/// The rows of one change-log file with their multiplicities. Any failure
+/// to read it is [`Error::Corrupt`] naming the file.
+fn read_updates<R: TableRow>(path: &Path, dim: usize) -> Result<Vec<(R, i64)>> {
     let batches = read_parquet(path).map_err(|e| match e {
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             Error::corrupt(path, format!("it is listed in {MANIFEST_FILE} but missing"))
@@ -61,12 +90,9 @@ fn load<R: TableRow>(path: &Path, dim: usize, set: &mut Multiset<R>, epoch: u64)
         Error::Parquet { source, .. } => Error::corrupt(path, format!("cannot read Parquet ({source})")),
         other => other,
     })?;
+    let mut updates = Vec::new();
     for batch in &batches {
-        let updates = batch_to_updates::<R>(batch, dim).map_err(|e| Error::corrupt(path, e.to_string()))?;
-        for (row, diff) in updates {
-            set.apply(row, diff);
-        }
+        updates.extend(batch_to_updates::<R>(batch, dim).map_err(|e| Error::corrupt(path, e.to_string()))?);
     }
-    set.changed_at = epoch;
-    Ok(())
+    Ok(updates)
 }

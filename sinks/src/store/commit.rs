@@ -12,7 +12,7 @@ use super::{INDEX_DIR, State, Store};
 use crate::drift_log::{drift_batch, drift_path};
 use crate::error::Result;
 use crate::error_log::{error_batch, error_log_path};
-use crate::manifest::{EpochEntry, SnapshotEntry, now_ms};
+use crate::manifest::{EpochEntry, Manifest, SnapshotEntry, now_ms};
 use crate::parquet_io::{snapshot_path, write_epoch, write_parquet};
 use crate::trace_log::{trace_batch, trace_log_path};
 
@@ -146,6 +146,24 @@ impl Store {
             Some(manifest)
         };
 
+        self.publish(epoch, parts, manifest, drift, ingest_errors);
+        stats.write_ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(epoch, files = stats.files, bytes = stats.bytes, write_ms = stats.write_ms, "committed epoch");
+        Ok(stats)
+    }
+
+    /// Makes a written epoch current: the manifest (when one was written),
+    /// then the live state and both indexes; then tells the observers. The
+    /// committer calls it after writing, a follower after reading what
+    /// another process wrote.
+    pub(super) fn publish(
+        &self,
+        epoch: u64,
+        parts: Vec<(usize, EpochUpdates)>,
+        manifest: Option<Manifest>,
+        drift: Vec<DriftRow>,
+        ingest_errors: Vec<IngestErrorRow>,
+    ) {
         // New vectors go into the graph before the epoch is published, beside
         // searches (which skip them until then): the write lock below stays short.
         // With an adapter active, the graph takes the projected vectors (projected here,
@@ -233,10 +251,7 @@ impl Store {
             tracing::error!(epoch, error = %e, "the full-text index missed an epoch; it is rebuilt on restart");
         }
         drop(state);
-        stats.write_ms = started.elapsed().as_secs_f64() * 1e3;
         self.notify(touched.iter().copied().chain(touched_vectors.iter().map(|(id, _)| *id)).collect::<BTreeSet<_>>());
-        tracing::debug!(epoch, files = stats.files, bytes = stats.bytes, write_ms = stats.write_ms, "committed epoch");
-        Ok(stats)
     }
 
     /// Records, without a new epoch, what arrived after the last one:

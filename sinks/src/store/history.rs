@@ -119,6 +119,8 @@ impl Store {
             held: RwLock::default(),
             observers: RwLock::default(),
             read_only: true,
+            following: false,
+            mark: Mutex::default(),
             history: RwLock::new(*self.history.read()),
             past: Mutex::default(),
         })

@@ -9,11 +9,13 @@
 //! |---|---|
 //! | `commit.rs` | writing: `EpochCommit` and `commit`, `commit_late`, `append_traces`, `snapshot` |
 //! | `query.rs` | reading at the committed epoch: counts, `current_*`, tails, search, facets, SQL |
+//! | `follow.rs` | following another process's commits: `open_follower`, `follow` (read replicas) |
 //! | `history.rs` | time travel: `as_of` a past epoch (a read-only store), the window |
 //! | `notice.rs` | following commits: `on_commit` and the `CommitNotice` each commit sends |
 //! | `projection.rs` | the embedding adapter (`set_projection`) and the vector index's stats and breadth |
 
 mod commit;
+mod follow;
 mod history;
 mod notice;
 mod projection;
@@ -40,6 +42,7 @@ use crate::trace_log::read_traces;
 use crate::vector_index::ShardedVectors;
 
 pub use commit::{CommitStats, EpochCommit, SnapshotInfo};
+pub use follow::Followed;
 pub use notice::{CommitNotice, CommitObserver};
 pub use projection::{ProjectionSwitch, VectorProjection};
 pub use query::Ranked;
@@ -70,8 +73,12 @@ pub struct Store {
     held: RwLock<Vec<u64>>,
     /// Told of every commit ([`Store::on_commit`]).
     observers: RwLock<Vec<CommitObserver>>,
-    /// A past epoch's state ([`Store::as_of`]): commits and snapshots refused.
+    /// A past epoch's state ([`Store::as_of`]) or a follower's: commits and snapshots refused.
     read_only: bool,
+    /// Opened with [`Store::open_follower`]: [`Store::follow`] applies another process's commits.
+    following: bool,
+    /// The followed manifest file as last read.
+    mark: Mutex<follow::ManifestMark>,
     /// How far back `AS OF` reads (`None`: every committed epoch).
     history: RwLock<Option<std::time::Duration>>,
     /// Past states built lately, with their epochs.
@@ -251,6 +258,8 @@ impl Store {
             held: RwLock::default(),
             observers: RwLock::default(),
             read_only: false,
+            following: false,
+            mark: Mutex::default(),
             history: RwLock::default(),
             past: Mutex::default(),
         })

@@ -10,6 +10,7 @@ mod corrupt;
 mod crash;
 mod encoders;
 mod fixtures;
+mod follow;
 mod round_trip;
 mod snapshot;
 mod sql_read_only;
