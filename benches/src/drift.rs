@@ -57,9 +57,12 @@ pub fn run(bench: &DriftBench) -> anyhow::Result<Value> {
             continue;
         }
         let speeches_in = batch.len();
-        let epoch = app.engine.submit(batch).map_err(|e| anyhow::anyhow!("{e}"))?;
-        app.engine.flush();
-        anyhow::ensure!(app.engine.wait_committed(epoch, Duration::from_secs(3600)), "epoch {epoch} committed");
+        let epoch = app.engine().unwrap().submit(batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+        app.engine().unwrap().flush();
+        anyhow::ensure!(
+            app.engine().unwrap().wait_committed(epoch, Duration::from_secs(3600)),
+            "epoch {epoch} committed"
+        );
         let rows: Vec<_> = app.store.drift_rows(epoch - 1).into_iter().filter(|r| r.epoch == epoch).collect();
         let metric = |name: &str| rows.iter().find(|r| r.metric == name).map(|r| r.value);
         let triggered = rows.iter().any(|r| r.triggered);
@@ -97,7 +100,7 @@ pub fn run(bench: &DriftBench) -> anyhow::Result<Value> {
     }
     let models = app.training.registry.list()?;
     let report = json!({
-        "embedder": app.engine.embedder().model_id(),
+        "embedder": app.engine().unwrap().embedder().model_id(),
         "years_per_epoch": years,
         "drift_config": drift_config,
         "training_config": training_config,

@@ -96,7 +96,7 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
     for batch in docs.chunks(20) {
         client.ingest(crate::corpus::ndjson(batch)?, false).context("loading the corpus")?;
     }
-    while app.engine.stats().pending_changes > 0 {
+    while app.engine().unwrap().stats().pending_changes > 0 {
         std::thread::sleep(Duration::from_millis(200));
     }
     let load_s = loading.elapsed().as_secs_f64();
@@ -142,7 +142,7 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
     app.shutdown()?;
     Ok(json!({
         "bench": "search-load",
-        "embedder": app.engine.embedder().model_id(),
+        "embedder": app.engine().unwrap().embedder().model_id(),
         "chunks": chunks,
         "load_s": load_s,
         "clients": bench.clients,
@@ -476,7 +476,7 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
     let pending: Arc<parking_lot::Mutex<Vec<(u64, Instant)>>> = Arc::default();
     let watching = Arc::new(AtomicBool::new(true));
     let watcher = {
-        let (pending, watching, engine) = (pending.clone(), watching.clone(), app.engine.clone());
+        let (pending, watching, engine) = (pending.clone(), watching.clone(), app.engine().unwrap().clone());
         std::thread::spawn(move || {
             let mut freshness = Vec::new();
             loop {
@@ -540,7 +540,7 @@ pub fn ingest_load(bench: &IngestLoadBench) -> anyhow::Result<Value> {
     let thirds: Vec<f64> =
         samples.chunks(samples.len().div_ceil(3).max(1)).map(|c| c.iter().copied().fold(f64::NAN, f64::max)).collect();
     let (peak, _) = memory_mib();
-    let stats = app.engine.stats();
+    let stats = app.engine().unwrap().stats();
     app.shutdown()?;
     Ok(json!({
         "embedder": if bench.minilm { "all-MiniLM-L6-v2" } else { "feature hashing" },

@@ -56,7 +56,7 @@ fn ingest(app: &Arc<App>, n: usize) -> anyhow::Result<f64> {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Until the committed epoch covers everything sent.
-    while app.engine.stats().pending_changes > 0 {
+    while app.engine().unwrap().stats().pending_changes > 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(started.elapsed().as_secs_f64())
@@ -124,11 +124,11 @@ fn measure_and_restart(name: &str, data: &Path, source: SourceConfig, n: usize) 
     drop(app);
     // Restart: resumes at the committed position.
     let app = App::start(config(data, source))?;
-    let (epoch, embedded) = (app.store.committed_epoch(), app.engine.stats().texts_embedded);
+    let (epoch, embedded) = (app.store.committed_epoch(), app.engine().unwrap().stats().texts_embedded);
     twinflow_server::cli::start_sources(&app)?;
     std::thread::sleep(Duration::from_secs(2));
     let replayed_epochs = app.store.committed_epoch() - epoch;
-    let replayed_embeddings = app.engine.stats().texts_embedded - embedded;
+    let replayed_embeddings = app.engine().unwrap().stats().texts_embedded - embedded;
     app.shutdown()?;
     Ok(json!({
         "source": name, "records": n, "seconds": seconds, "records_per_s": n as f64 / seconds,
@@ -249,7 +249,7 @@ fn web(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
     drop(app);
     // Restart on the unchanged site: one crawl of conditional requests.
     let app = App::start(config(&data, source))?;
-    let (epoch, embedded) = (app.store.committed_epoch(), app.engine.stats().texts_embedded);
+    let (epoch, embedded) = (app.store.committed_epoch(), app.engine().unwrap().stats().texts_embedded);
     let before = site.lock().unwrap_or_else(std::sync::PoisonError::into_inner).not_modified;
     let started = Instant::now();
     twinflow_server::cli::start_sources(&app)?;
@@ -260,7 +260,7 @@ fn web(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
     let recrawl_s = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500));
     let new_epochs = app.store.committed_epoch() - epoch;
-    let texts_embedded = app.engine.stats().texts_embedded - embedded;
+    let texts_embedded = app.engine().unwrap().stats().texts_embedded - embedded;
     app.shutdown()?;
     let site = site.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Ok(json!({

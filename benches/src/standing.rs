@@ -78,12 +78,15 @@ fn ingest(app: &twinflow_server::App, lines: &[String]) -> anyhow::Result<(u64, 
         .iter()
         .map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).map_err(|e| anyhow::anyhow!("{e:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let epoch = app.engine.submit(changes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    app.engine.flush();
-    anyhow::ensure!(app.engine.wait_committed(epoch, Duration::from_secs(600)), "epoch {epoch} never committed");
+    let epoch = app.engine().unwrap().submit(changes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    app.engine().unwrap().flush();
+    anyhow::ensure!(
+        app.engine().unwrap().wait_committed(epoch, Duration::from_secs(600)),
+        "epoch {epoch} never committed"
+    );
     let committed = started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while app.subscriptions.stats().followed < epoch {
+    while app.primary().unwrap().subscriptions.stats().followed < epoch {
         anyhow::ensure!(Instant::now() < deadline, "the subscriptions never followed epoch {epoch}");
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -177,7 +180,7 @@ pub fn run(bench: &StandingBench) -> anyhow::Result<Value> {
                         webhook: None,
                         owner: "bench".into(),
                     };
-                    match app.subscriptions.create(new) {
+                    match app.primary().unwrap().subscriptions.create(new) {
                         Ok(created) => ids.lock().push(created.subscription.id),
                         Err(e) => eprintln!("subscription {i} refused: {e}"),
                     }
@@ -193,7 +196,7 @@ pub fn run(bench: &StandingBench) -> anyhow::Result<Value> {
 
     // Events as they arrive: (commit visible → received) in ms.
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
-    let mut listener = app.subscriptions.listen();
+    let mut listener = app.primary().unwrap().subscriptions.listen();
     let received = latencies.clone();
     std::thread::spawn(move || {
         while let Ok(event) = listener.blocking_recv() {
@@ -209,9 +212,9 @@ pub fn run(bench: &StandingBench) -> anyhow::Result<Value> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut why = [0usize; 4];
     for _ in 0..bench.rounds {
-        let before = app.subscriptions.stats();
+        let before = app.primary().unwrap().subscriptions.stats();
         commits.push(round(&app, &mut docs, &mut rng)?.1 * 1e3);
-        let after = app.subscriptions.stats();
+        let after = app.primary().unwrap().subscriptions.stats();
         anyhow::ensure!(after.rounds == before.rounds + 1, "one round per commit expected: {before:?} → {after:?}");
         touched.push(after.last_touched as f64);
         searched.push(after.last_searched as f64);
@@ -231,8 +234,8 @@ pub fn run(bench: &StandingBench) -> anyhow::Result<Value> {
     let checking = Instant::now();
     let mut wrong = 0;
     for id in &ids {
-        let kept = app.subscriptions.get(id).context("a subscription vanished")?;
-        let fresh = app.subscriptions.search_again(id)?.context("a subscription vanished")?;
+        let kept = app.primary().unwrap().subscriptions.get(id).context("a subscription vanished")?;
+        let fresh = app.primary().unwrap().subscriptions.search_again(id)?.context("a subscription vanished")?;
         if fresh.iter().ne(kept.top.iter().map(|h| &h.chunk_id)) {
             wrong += 1;
         }

@@ -66,7 +66,7 @@ pub fn run(bench: &TwinBench) -> anyhow::Result<Value> {
     let twin_config = serde_json::to_value(&config.twin)?;
     let app = App::start(config)?;
     let speeches_in = speeches.len();
-    let epoch = app.engine.submit(speeches).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let epoch = app.engine().unwrap().submit(speeches).map_err(|e| anyhow::anyhow!("{e}"))?;
     while app.store.committed_epoch() < epoch {
         std::thread::sleep(Duration::from_millis(50));
     }

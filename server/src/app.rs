@@ -1,5 +1,8 @@
 //! The running system: the pipelines of `twinflow-pipelines` built from
-//! the configuration and connected, with an orderly start and stop.
+//! the configuration and connected, with an orderly start and stop. A
+//! primary ([`App::start`]) runs all three; a read replica
+//! ([`App::start_replica`]) runs the inference pipeline alone over a
+//! primary's committed tables, following its epochs and registries.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,6 +14,7 @@ use twinflow_connectors::SourceEvent;
 use twinflow_dataflow::{Embedder, Engine};
 use twinflow_pipelines::feature::publish::ChangePublisher;
 use twinflow_pipelines::feature::{FeaturePipeline, Ingest, Timeline};
+use twinflow_pipelines::inference::replica::Replica;
 use twinflow_pipelines::inference::subscriptions::{Spec, Subscriptions};
 use twinflow_pipelines::inference::{LazyGenerator, Rag, RagQuestion, Traces};
 use twinflow_pipelines::training::evaluation::setting::{FOLLOW_EVERY, RetrievalSettings};
@@ -24,13 +28,10 @@ pub use crate::progress::ProgressDisplay;
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
-    pub engine: Arc<Engine>,
     pub store: Arc<Store>,
-    /// The engine's embedder for search queries: concurrent requests' queries
+    /// The embedder for search queries: concurrent requests' queries
     /// embedded in one batch.
     pub queries: Arc<dyn Embedder>,
-    /// The one door changes enter by (HTTP, sources, other processes).
-    pub ingest: Arc<Ingest>,
     /// Writes answers (the active twin, else the configured generator); built on first use.
     pub generator: Arc<LazyGenerator>,
     /// Drift monitor, model registry and the training job.
@@ -50,15 +51,49 @@ pub struct App {
     pub slots: crate::api::limits::Slots,
     /// Keys, sessions and the browser rules.
     pub gate: Arc<crate::auth::Gate>,
-    /// Standing questions, followed across commits.
-    pub subscriptions: Arc<Subscriptions>,
     /// Subscription event streams open now.
     pub streams: std::sync::atomic::AtomicUsize,
-    feature: FeaturePipeline,
-    sources: Mutex<Vec<SourcePump>>,
-    /// Dropping a sender stops its thread: the progress reporter, the traces flusher.
+    role: Role,
+    /// Dropping a sender stops its thread: the progress reporter, the traces flusher, a replica's follower.
     helpers: Mutex<Vec<(crossbeam_channel::Sender<()>, JoinHandle<()>)>>,
 }
+
+/// What a process is: the primary, with the dataflow, or a read replica.
+#[derive(Debug)]
+enum Role {
+    Primary(Primary),
+    Replica(Arc<Replica>),
+}
+
+/// What only the primary has: the feature pipeline and what writes.
+#[derive(Debug)]
+pub struct Primary {
+    pub engine: Arc<Engine>,
+    /// The one door changes enter by (HTTP, sources, other processes).
+    pub ingest: Arc<Ingest>,
+    /// Standing questions, followed across commits (kept in the primary's data directory).
+    pub subscriptions: Arc<Subscriptions>,
+    feature: FeaturePipeline,
+    sources: Mutex<Vec<SourcePump>>,
+}
+
+/// A request only the primary can answer, sent to a read replica.
+#[derive(Clone, Debug)]
+pub struct ReadReplica {
+    /// The primary's URL (`[replica] primary`), when configured.
+    pub primary: Option<String>,
+}
+
+impl std::fmt::Display for ReadReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.primary {
+            Some(url) => write!(f, "this is a read replica: send writes and admin requests to the primary at {url}"),
+            None => write!(f, "this is a read replica: send writes and admin requests to its primary"),
+        }
+    }
+}
+
+impl std::error::Error for ReadReplica {}
 
 #[derive(Debug)]
 struct SourcePump {
@@ -87,6 +122,27 @@ impl twinflow_sinks::QueryEncoder for SqlEncoder {
 }
 
 impl App {
+    /// The primary's parts, or [`ReadReplica`] on a replica.
+    pub fn primary(&self) -> Result<&Primary, ReadReplica> {
+        match &self.role {
+            Role::Primary(primary) => Ok(primary),
+            Role::Replica(replica) => Err(ReadReplica { primary: replica.config().primary.clone() }),
+        }
+    }
+
+    /// The primary's engine, or [`ReadReplica`] on a replica.
+    pub fn engine(&self) -> Result<&Arc<Engine>, ReadReplica> {
+        self.primary().map(|p| &p.engine)
+    }
+
+    /// The follower, on a read replica.
+    pub fn replica(&self) -> Option<&Replica> {
+        match &self.role {
+            Role::Primary(_) => None,
+            Role::Replica(replica) => Some(replica),
+        }
+    }
+
     /// What SQL statements search with (`knn`, `bm25`, `hybrid`, `embed`).
     pub fn sql_encoder(&self) -> Arc<dyn twinflow_sinks::QueryEncoder> {
         Arc::new(SqlEncoder { embedder: self.queries.clone(), retrieval: self.retrieval.clone() })
@@ -150,30 +206,34 @@ impl App {
             Arc::new(move || fusion.fusion().mode()),
             config.subscriptions.clone(),
         )?;
-        let app = Arc::new(App {
+        let timeline = feature.timeline.clone();
+        let engine = feature.engine.clone();
+        let primary = Primary {
+            engine: feature.engine.clone(),
+            ingest: feature.ingest.clone(),
             subscriptions,
+            feature,
+            sources: Mutex::new(Vec::new()),
+        };
+        let app = Arc::new(App {
             streams: Default::default(),
             retrieval,
             queries,
             traces: Arc::new(Traces::new(config.traces.clone())),
             evaluations: Arc::default(),
             config,
-            engine: feature.engine.clone(),
             store,
-            ingest: feature.ingest.clone(),
             generator,
             training: training.clone(),
             twin,
             started: Instant::now(),
-            timeline: feature.timeline.clone(),
+            timeline,
             slots,
             gate,
-            feature,
-            sources: Mutex::new(Vec::new()),
+            role: Role::Primary(primary),
             helpers: Mutex::new(Vec::new()),
         });
         let (stop, stopped) = crossbeam_channel::bounded(0);
-        let engine = app.engine.clone();
         let mut display = display.build(Duration::from_secs(5), engine.embedder().model_id());
         let reporter = std::thread::Builder::new().name("twinflow-progress".into()).spawn(move || {
             twinflow_pipelines::feature::progress::follow_backlog(&engine, &stopped, display.as_mut())
@@ -201,12 +261,80 @@ impl App {
         app.helpers.lock().push((stop, follower));
         // Standing answers are written by the RAG pipeline, as `/v1/rag` writes them.
         let weak = Arc::downgrade(&app);
-        app.subscriptions.set_answerer(Arc::new(move |spec: &Spec| {
+        let primary = app.primary()?;
+        primary.subscriptions.set_answerer(Arc::new(move |spec: &Spec| {
             let app = weak.upgrade().ok_or_else(|| "the server is stopping".to_owned())?;
             app.standing_answer(spec)
         }));
         // Commits start, and the input log's acknowledged batches are replayed, before anything is served.
-        app.feature.start(training, publishers, on_drift)?;
+        primary.feature.start(training, publishers, on_drift)?;
+        Ok(app)
+    }
+
+    /// Starts a read replica of the primary whose data directory is
+    /// `config.storage.data_dir`: its committed state is restored (nothing
+    /// re-encoded), and a thread applies every epoch it commits and follows
+    /// its registries (the active adapter, twin and retrieval setting).
+    /// Nothing is written to the directory: answers are not traced here.
+    pub fn start_replica(mut config: Config) -> anyhow::Result<Arc<App>> {
+        use anyhow::Context;
+        crate::metrics::install();
+        let gate = Arc::new(crate::auth::Gate::open(&config)?);
+        let embedder: Arc<dyn Embedder> = Arc::new(twinflow_pipelines::metrics::MeteredEmbedder(
+            twinflow_pipelines::feature::embedder::build_embedder(&config.embedder)?,
+        ));
+        let data_dir = config.storage.data_dir.clone();
+        let shards = config.search.shards_for(&config.engine);
+        let store = Arc::new(
+            twinflow_sinks::Store::open_follower(&data_dir, embedder.dim(), &config.search.ann, shards)
+                .with_context(|| format!("cannot follow the data directory {}", data_dir.display()))?,
+        );
+        let server = &config.server;
+        store.set_sql_limits(twinflow_sinks::SqlLimits {
+            memory: server.sql_memory.as_u64() as usize,
+            spill: server.sql_spill.as_u64(),
+            max_rows: server.sql_max_rows,
+            max_bytes: server.sql_max_answer.as_u64() as usize,
+        })?;
+        store.set_time_travel(config.storage.time_travel);
+        let datasets = Arc::new(Datasets::open(&store)?);
+        let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
+        let training = Arc::new(Training::open(&config, store.clone(), embedder.clone(), datasets.clone(), None)?);
+        let twin = Arc::new(Twin::open(&config, store.clone(), datasets, generator.clone())?);
+        let retrieval = Arc::new(RetrievalSettings::open(&config)?);
+        let queries: Arc<dyn Embedder> = Arc::new(twinflow_pipelines::inference::CombiningEmbedder::new(embedder));
+        let replica = Arc::new(Replica::new(store.clone(), config.replica.clone()));
+        // The traces table is the primary's: a replica records none.
+        config.traces.enabled = false;
+        let app = Arc::new(App {
+            streams: Default::default(),
+            retrieval,
+            queries,
+            traces: Arc::new(Traces::new(config.traces.clone())),
+            evaluations: Arc::default(),
+            slots: crate::api::limits::Slots::new(&config.server),
+            config,
+            store,
+            generator,
+            training,
+            twin,
+            started: Instant::now(),
+            timeline: Arc::default(),
+            gate,
+            role: Role::Replica(replica.clone()),
+            helpers: Mutex::new(Vec::new()),
+        });
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let weak = Arc::downgrade(&app);
+        let follower = std::thread::Builder::new().name("twinflow-replica".into()).spawn(move || {
+            let registries = || {
+                if let Some(app) = weak.upgrade() {
+                    replica.follow_registries(&app.training, &app.twin, &app.retrieval);
+                }
+            };
+            replica.run(&stopped, &registries, FOLLOW_EVERY);
+        })?;
+        app.helpers.lock().push((stop, follower));
         Ok(app)
     }
 
@@ -256,22 +384,33 @@ impl App {
         handle: Option<twinflow_connectors::SourceHandle>,
         events: crossbeam_channel::Receiver<SourceEvent>,
     ) -> anyhow::Result<()> {
+        let primary = self.primary()?;
         if let Some(handle) = &handle {
-            self.ingest.positions().listen(&name, handle.committed_sender());
+            primary.ingest.positions().listen(&name, handle.committed_sender());
         }
-        let ingest = self.ingest.clone();
+        let ingest = primary.ingest.clone();
         let pump = std::thread::Builder::new()
             .name(format!("source-{name}"))
             .spawn(move || twinflow_pipelines::feature::sources::pump(&ingest, events))?;
-        self.sources.lock().push(SourcePump { name, handle, pump: Some(pump) });
+        primary.sources.lock().push(SourcePump { name, handle, pump: Some(pump) });
         Ok(())
     }
 
     /// Stops the sources, closes the open epoch, lets the engine finish and
-    /// the committer commit everything, then returns.
+    /// the committer commit everything, then returns. A replica stops following.
     pub fn shutdown(&self) -> anyhow::Result<()> {
-        self.ingest.stop();
-        for mut source in self.sources.lock().drain(..) {
+        let primary = match &self.role {
+            Role::Primary(primary) => primary,
+            Role::Replica(_) => {
+                for (stop, thread) in self.helpers.lock().drain(..) {
+                    drop(stop);
+                    let _ = thread.join();
+                }
+                return Ok(());
+            }
+        };
+        primary.ingest.stop();
+        for mut source in primary.sources.lock().drain(..) {
             tracing::info!(source = %source.name, "stopping source");
             if let Some(handle) = source.handle.take() {
                 handle.stop();
@@ -280,7 +419,7 @@ impl App {
                 let _ = pump.join();
             }
         }
-        self.feature.finish()?;
+        primary.feature.finish()?;
         for (stop, thread) in self.helpers.lock().drain(..) {
             drop(stop);
             let _ = thread.join();
@@ -289,11 +428,11 @@ impl App {
         // Subscriptions follow the last commits before their rankings are saved.
         let committed = self.store.committed_epoch();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.subscriptions.stats().followed < committed && Instant::now() < deadline {
+        while primary.subscriptions.stats().followed < committed && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.subscriptions.save_all();
-        self.feature.commit_late();
+        primary.subscriptions.save_all();
+        primary.feature.commit_late();
         // The monitor's counters (new samples, trigger state) with its reference.
         self.training.save_drift_state();
         Ok(())

@@ -108,7 +108,7 @@ impl Client {
     /// Runs SQL and returns the raw answer in `format`.
     pub fn sql(&self, sql: &str, format: SqlFormat) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}/v1/sql", self.base);
-        let request = SqlRequest { sql: sql.to_owned(), format };
+        let request = SqlRequest { sql: sql.to_owned(), format, min_as_of: None };
         let response = self.check(self.http.post(url).json(&request).send())?;
         Ok(response.bytes()?.to_vec())
     }

@@ -403,7 +403,7 @@ fn freshness(base: usize, requests: usize, hashing: bool) -> anyhow::Result<()> 
         client.ingest(corpus::ndjson(batch)?, false).context("base load")?;
     }
     // The base load is a backlog for the model: wait until all of it is committed.
-    while app.engine.stats().pending_changes > 0 {
+    while app.engine().unwrap().stats().pending_changes > 0 {
         anyhow::ensure!(loading.elapsed() < Duration::from_secs(3600), "the base load took over an hour");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -422,7 +422,7 @@ fn freshness(base: usize, requests: usize, hashing: bool) -> anyhow::Result<()> 
         "bench": "freshness",
         "what": "POST /v1/documents?wait=true of one document until committed (searchable), loopback",
         "tick_ms": app.config.engine.tick.as_secs_f64() * 1e3,
-        "embedder": app.engine.embedder().model_id(),
+        "embedder": app.engine().unwrap().embedder().model_id(),
         "base_documents": base,
         "base_load_s": base_load_s,
         "requests": latencies.len(),

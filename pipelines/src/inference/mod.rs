@@ -7,6 +7,7 @@
 //! | `grounding.rs` | each answer sentence cited by the passages that support it, or dropped; extractive fallback |
 //! | `combine.rs` | the queries of concurrent requests embedded in one batch |
 //! | `generator.rs` | the generator choice: the local GGUF (or the active twin) or an OpenAI-compatible endpoint |
+//! | `replica.rs` | a read replica's follower: the primary's epochs and registries, its lag |
 //! | `subscriptions/` | standing questions: top-k kept answered across commits, events, webhooks |
 //! | `traces.rs` | every answer traced, flushed to the `traces` table |
 
@@ -15,6 +16,7 @@ pub mod generator;
 pub mod grounding;
 mod passages;
 pub mod rag;
+pub mod replica;
 pub mod subscriptions;
 pub mod traces;
 

@@ -420,6 +420,24 @@ impl Training {
         Ok(switch.epoch)
     }
 
+    /// Makes vector search use the registry's active adapter if it does not
+    /// already: a read replica follows the primary's promotions and
+    /// rollbacks this way. Returns whether it switched.
+    pub fn follow_active(&self) -> Result<bool, Error> {
+        let _switch = self.switch.lock();
+        let active = self.registry.active()?;
+        if self.store.projection() == active.map(|v| format!("adapter-v{v}")) {
+            return Ok(false);
+        }
+        let projection = match active {
+            Some(v) => Some(projection(v, self.registry.adapter(v)?)),
+            None => None,
+        };
+        let switch = self.store.set_projection(projection)?;
+        tracing::info!(active = ?active, vectors = switch.vectors, "followed the registry's active embedding adapter");
+        Ok(true)
+    }
+
     /// Rolls back to the previously active model; returns it (`None`: base).
     pub fn rollback(&self) -> Result<Option<u64>, Error> {
         let store = &self.store;

@@ -115,6 +115,30 @@ impl Twin {
         Ok(twin)
     }
 
+    /// Hands the generator the registry's active twin if it does not have
+    /// it already (a read replica follows the primary's switches this
+    /// way). Returns whether it switched.
+    pub fn follow_active(&self) -> Result<bool, Error> {
+        let _switch = self.switch.lock();
+        let active = match self.registry.active()? {
+            Some(version) => Some((version, self.registry.card(version)?)),
+            None => None,
+        };
+        let name = active.as_ref().map(|(_, card)| twin_name(card));
+        if self.generator.twin_name() == name {
+            return Ok(false);
+        }
+        match active {
+            Some((version, card)) => {
+                let lora = self.registry.lora(version)?;
+                self.generator.set_twin(Some((twin_name(&card), Arc::new(lora), None)));
+            }
+            None => self.generator.set_twin(None),
+        }
+        tracing::info!(twin = ?name, "followed the registry's active twin");
+        Ok(true)
+    }
+
     /// The job's status.
     pub fn status(&self) -> TwinStatus {
         self.job.status()

@@ -37,6 +37,11 @@ pub struct ChatCompletionRequest {
     /// Only `1` is supported.
     #[serde(default)]
     pub n: Option<usize>,
+    /// twinflow's: read your writes: wait (up to `[replica] max_wait`) until this
+    /// process has committed or followed at least this epoch — the `epoch`
+    /// an ingest answered — else `503 not_caught_up`.
+    #[serde(default)]
+    pub min_as_of: Option<u64>,
     /// Accepted and ignored: `user`, `stream_options`, … (OpenAI clients send them).
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,

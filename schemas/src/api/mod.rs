@@ -108,6 +108,11 @@ pub enum ErrorCode {
     StorageError,
     /// An `as_of` epoch outside the time-travel window (the message names the oldest and newest available).
     EpochUnavailable,
+    /// A write or admin request sent to a read replica (the message names the primary).
+    ReadReplica,
+    /// A read with `min_as_of` whose epoch this process had not reached within `[replica] max_wait`
+    /// (the message says how far behind it is; retry, or read from the primary).
+    NotCaughtUp,
     /// Something went wrong on the server; details are in its log.
     Internal,
 }
@@ -134,8 +139,8 @@ impl ErrorCode {
             Self::ResourceLimit => 422,
             Self::DocumentTooLarge | Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::TrainingRunning => 409,
-            Self::Overloaded | Self::ShuttingDown | Self::GeneratorUnavailable => 503,
+            Self::TrainingRunning | Self::ReadReplica => 409,
+            Self::Overloaded | Self::ShuttingDown | Self::GeneratorUnavailable | Self::NotCaughtUp => 503,
             Self::Internal => 500,
             Self::StorageError => 507,
         }

@@ -28,6 +28,11 @@ pub struct RagRequest {
     /// time_travel`); with `temperature` 0 the same answer every time.
     #[serde(default)]
     pub as_of: Option<u64>,
+    /// Read your writes: wait (up to `[replica] max_wait`) until this
+    /// process has committed or followed at least this epoch — the `epoch`
+    /// an ingest answered — else `503 not_caught_up`.
+    #[serde(default)]
+    pub min_as_of: Option<u64>,
 }
 
 /// Filters of a RAG request, named as in `/v1/search`.

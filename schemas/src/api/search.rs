@@ -42,6 +42,11 @@ pub struct SearchQuery {
     /// time_travel`) instead of the latest.
     #[serde(default)]
     pub as_of: Option<u64>,
+    /// Read your writes: wait (up to `[replica] max_wait`) until this
+    /// process has committed or followed at least this epoch — the `epoch`
+    /// an ingest answered — else `503 not_caught_up`.
+    #[serde(default)]
+    pub min_as_of: Option<u64>,
 }
 
 /// How a search ranks chunks.

@@ -22,6 +22,11 @@ pub struct SqlRequest {
     pub sql: String,
     #[serde(default)]
     pub format: SqlFormat,
+    /// Read your writes: wait (up to `[replica] max_wait`) until this
+    /// process has committed or followed at least this epoch — the `epoch`
+    /// an ingest answered — else `503 not_caught_up`.
+    #[serde(default)]
+    pub min_as_of: Option<u64>,
 }
 
 /// A column of a JSON SQL answer.

@@ -41,6 +41,61 @@ pub struct StatusResponse {
     /// Committed source positions and ingest errors.
     #[serde(default)]
     pub sources: SourcesStatus,
+    /// `primary` (runs the dataflow and commits) or `replica` (follows a primary's commits).
+    #[serde(default)]
+    pub role: Role,
+    /// A replica's view of the primary it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// What a process does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs the dataflow, commits epochs, takes writes.
+    #[default]
+    Primary,
+    /// Serves reads from a primary's committed tables, following its epochs.
+    Replica,
+}
+
+/// A replica's lag behind the primary it follows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplicaStatus {
+    /// The primary's data directory.
+    pub following: String,
+    /// The primary's URL, when configured (`[replica] primary`).
+    pub primary: Option<String>,
+    /// The newest epoch the primary's manifest named at the last read.
+    pub primary_epoch: u64,
+    /// Epochs the primary committed that this replica has not applied (as of the last read).
+    pub lag_epochs: u64,
+    /// Age of the oldest primary commit not applied here, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+    /// Milliseconds since the manifest was last read successfully (`None`: never).
+    pub last_read_ms_ago: Option<u64>,
+    /// The last failure to follow, if the latest read failed.
+    pub last_error: Option<String>,
+    /// From the primary's commit to this replica's searches seeing it, over
+    /// the last epochs applied: median and 99th percentile, milliseconds.
+    pub apply_lag_p50_ms: Option<f64>,
+    pub apply_lag_p99_ms: Option<f64>,
+    /// Epochs applied since start.
+    pub epochs_applied: u64,
+    /// Within `[replica] max_lag` (what `/readyz` answers).
+    pub ready: bool,
+}
+
+/// Answer to `GET /readyz`: 200 when the process should get traffic, else 503.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReadyResponse {
+    pub ready: bool,
+    pub role: Role,
+    pub committed_epoch: u64,
+    /// Why not, when not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The models of `GET /v1/status`.

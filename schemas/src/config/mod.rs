@@ -22,6 +22,7 @@
 //! | `training.rs` | `[training]`: the embedding adapter's retraining and registry |
 //! | `twin.rs` | `[twin]`: LoRA fine-tunes of the local generator |
 //! | `traces.rs` | `[traces]`: sampling and redaction of recorded answers |
+//! | `replica.rs` | `[replica]`: the primary a read replica follows, its polling and lag limits |
 //! | `subscriptions.rs` | `[subscriptions]`: limits of standing questions, webhook retries |
 //! | `sources.rs` | `[[sources]]`: every source's settings; [`PartitionShare`], [`StartFrom`] |
 //! | `publish.rs` | `[publish]`: Fluvio and Kafka topics of committed changes |
@@ -41,6 +42,7 @@ mod generator;
 pub mod layers;
 mod publish;
 mod rag;
+mod replica;
 mod search;
 mod server;
 mod sources;
@@ -58,6 +60,7 @@ pub use engine::{ClusterConfig, EngineConfig};
 pub use generator::{GeneratorConfig, LocalGeneratorConfig, LocalWeights, OpenAiGeneratorConfig};
 pub use publish::{FluvioPublishConfig, KafkaPublishConfig, PublishConfig};
 pub use rag::{AnswerMode, GroundingMode, RagConfig, Rerank};
+pub use replica::ReplicaConfig;
 pub use search::{AnnConfig, Fusion, SearchConfig};
 pub use server::{ServerConfig, TlsConfig};
 pub use sources::{
@@ -88,6 +91,8 @@ pub struct Config {
     pub twin: TwinConfig,
     pub traces: TracesConfig,
     pub subscriptions: SubscriptionsConfig,
+    /// A read replica's primary and lag limits (`twinflow serve`).
+    pub replica: ReplicaConfig,
     /// Sources started by `twinflow up` besides the HTTP endpoint.
     pub sources: Vec<SourceConfig>,
     /// Where committed table changes are published, besides Parquet.

@@ -135,6 +135,7 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: ChatCompletionRequest = json_body(&app, body, "")?;
+    super::fresh::caught_up(&app, request.min_as_of).await?;
     // Held until the answer (or the stream) is done.
     let slot = app.slots.take(&app.slots.answers, "answer").await?;
     // Building the generator may load or fetch a model: off the async runtime.

@@ -53,16 +53,17 @@ pub async fn post_documents(
             ApiError::new(ErrorCode::InvalidJson, format!("could not read the body: {rejection}"))
         }
     })?;
-    let changes = parse_body(&headers, &body, app.ingest.limits())?;
-    let ingest = app.ingest.clone();
+    let primary = app.primary()?;
+    let changes = parse_body(&headers, &body, primary.ingest.limits())?;
+    let ingest = primary.ingest.clone();
     // Durable before acknowledged: the door fsyncs HTTP changes to the input log before it returns.
     let Accepted { changes: accepted, epoch } =
         tokio::task::spawn_blocking(move || ingest.accept(changes, Origin::Http, Vec::new()))
             .await
             .map_err(ApiError::internal)??;
-    let mut committed = app.engine.stats().committed_epoch >= epoch;
+    let mut committed = primary.engine.stats().committed_epoch >= epoch;
     if params.wait && !committed && accepted > 0 {
-        let engine = app.engine.clone();
+        let engine = primary.engine.clone();
         // Each waiting request holds a blocking thread: the wait is capped.
         let timeout = Duration::from_millis(params.timeout_ms.unwrap_or(30_000).min(MAX_WAIT_MS));
         committed = tokio::task::spawn_blocking(move || engine.wait_committed(epoch, timeout))
@@ -113,7 +114,7 @@ pub async fn post_source_changes(
 ) -> Result<Json<IngestResponse>, ApiError> {
     let Json(batch) = body.map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.body_text()))?;
     let origin = Origin::forwarded(batch.source.clone(), batch.position.clone())?;
-    let ingest = app.ingest.clone();
+    let ingest = app.primary()?.ingest.clone();
     let changes = batch
         .changes
         .into_iter()

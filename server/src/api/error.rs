@@ -44,6 +44,12 @@ impl From<twinflow_sinks::Error> for ApiError {
     }
 }
 
+impl From<crate::app::ReadReplica> for ApiError {
+    fn from(e: crate::app::ReadReplica) -> Self {
+        Self::new(ErrorCode::ReadReplica, e.to_string())
+    }
+}
+
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         Self { code: e.code, message: e.message, line: Some(e.line) }

@@ -17,7 +17,8 @@
 //! | `versions.rs` | `POST /v1/models/{v}/promote`, `POST /v1/models/rollback`, `POST /v1/twin/versions/{v}/promote`, `POST /v1/twin/rollback`, `GET /v1/retrieval`, `POST /v1/retrieval/{v}/promote`, `POST /v1/retrieval/rollback` (one implementation for every registry) |
 //! | `prometheus.rs` | `GET /metrics` (Prometheus text, with the state's gauges set at each scrape) |
 //! | `../metrics.rs` | the recorder, and the middleware timing every route |
-//! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `GET /healthz`, `POST /v1/snapshots` |
+//! | `status.rs` | `GET /v1/status`, `GET /v1/timeline`, `GET /healthz`, `GET /readyz`, `POST /v1/snapshots` |
+//! | `fresh.rs` | read your writes: `min_as_of` waits for an epoch, else `503 not_caught_up` |
 //! | `dashboard.rs` | `GET /` (the dashboard page), `GET /dashboard.js`, `GET /dashboard.css` |
 //! | `session.rs` | `POST /v1/session`, `DELETE /v1/session` (a dashboard session from a key), the login page |
 //! | `openapi.rs` | the route table's description, served at `GET /openapi.json` |
@@ -41,6 +42,7 @@ pub mod documents;
 pub mod embeddings;
 pub mod error;
 pub mod evals;
+pub mod fresh;
 pub mod limits;
 pub mod models;
 pub mod openapi;
@@ -60,7 +62,8 @@ pub use openapi::{Api, Op};
 /// The application's routes over shared state.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.server.max_body.as_u64() as usize;
-    let (routes, document) = table(&Mounted::of(&app.config)).build();
+    let mounted = Mounted { replica: app.replica().is_some(), ..Mounted::of(&app.config) };
+    let (routes, document) = table(&mounted).build();
     // MCP (streamable HTTP), for a key with the read scope; its tools call the
     // routes above with the same key, so writes need what POST /v1/documents needs.
     let mcp = tower::ServiceBuilder::new()
@@ -91,12 +94,18 @@ pub struct Mounted {
     pub open_metrics: bool,
     /// The cluster's route (`/v1/internal/source-changes`): only in cluster mode.
     pub cluster: bool,
+    /// A read replica: routes that write or administer answer `409 read_replica`.
+    pub replica: bool,
 }
 
 impl Mounted {
     /// What `config` mounts.
     pub fn of(config: &twinflow_schemas::config::Config) -> Self {
-        Self { open_metrics: config.auth.open_metrics, cluster: config.engine.cluster.is_some() }
+        Self {
+            open_metrics: config.auth.open_metrics,
+            cluster: config.engine.cluster.is_some(),
+            replica: config.replica.follow.is_some(),
+        }
     }
 }
 
@@ -108,7 +117,7 @@ pub fn table(mounted: &Mounted) -> Api {
     use twinflow_schemas::auth::Access;
     use twinflow_schemas::datasets::{DatasetVersion, GenerationReport};
     use twinflow_schemas::models::{Evaluation, TwinEvaluation};
-    let api = Api::new()
+    let api = Api::new().on_replica(mounted.replica)
         .route(
             "/",
             Op::get("dashboard", "The dashboard (HTML); without a session, a page that asks for a key")
@@ -156,6 +165,13 @@ pub fn table(mounted: &Mounted) -> Api {
             "/healthz",
             Op::get("meta", "Liveness").access(Access::Open).ok_text("text/plain", "`ok` while the process serves"),
             status::healthz,
+        )
+        .route(
+            "/readyz",
+            Op::get("meta", "Readiness for a load balancer: a primary once it serves, a read replica while within `[replica] max_lag` of its primary (else 503 with the reason)")
+                .access(Access::Open)
+                .ok::<ReadyResponse>("Ready (503: not ready, with the reason)"),
+            status::readyz,
         )
         .route(
             "/metrics",

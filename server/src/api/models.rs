@@ -139,7 +139,7 @@ pub async fn models(State(app): State<Arc<App>>) -> Result<Json<ModelsResponse>,
     let registry = &app.training.registry;
     Ok(Json(ModelsResponse {
         active: app.training.active_name(),
-        base_model: app.engine.embedder().model_id().to_owned(),
+        base_model: app.queries.model_id().to_owned(),
         search_projection: app.store.projection(),
         versions: registry.list().map_err(ApiError::internal)?,
         events: registry.events().map_err(ApiError::internal)?,

@@ -10,6 +10,7 @@ use axum::routing::{MethodFilter, on};
 use serde_json::Value;
 
 pub use twinflow_schemas::api::openapi::{Method, Op, schema_fn};
+use twinflow_schemas::auth::{Access, Scope};
 
 use crate::app::App;
 
@@ -25,6 +26,8 @@ fn filter(method: Method) -> MethodFilter {
 pub struct Api {
     router: Router<Arc<App>>,
     routes: Vec<(&'static str, Op)>,
+    /// Serving a read replica: routes only the primary answers are refused.
+    replica: bool,
 }
 
 impl std::fmt::Debug for Api {
@@ -42,7 +45,15 @@ impl Default for Api {
 impl Api {
     /// An empty table.
     pub fn new() -> Self {
-        Self { router: Router::new(), routes: Vec::new() }
+        Self { router: Router::new(), routes: Vec::new(), replica: false }
+    }
+
+    /// The table of a read replica when `replica`: a route that needs the
+    /// write or admin scope (or the cluster's), and the standing questions
+    /// (kept by the primary), answer `409 read_replica` naming the primary.
+    pub fn on_replica(mut self, replica: bool) -> Self {
+        self.replica = replica;
+        self
     }
 
     /// Serves `handler` at `path` for `op`'s method, and describes it.
@@ -53,7 +64,16 @@ impl Api {
     {
         // Every method of the path, the 405 of the others included, passes the route's gate.
         let gate = axum::middleware::from_fn_with_state(op.required(), crate::auth::require);
-        self.router = self.router.route(path, on(filter(op.method()), handler).layer(gate));
+        let primary_only = match op.required() {
+            Access::Open => false,
+            Access::Key(scope) => scope != Scope::Read || path.starts_with("/v1/subscriptions"),
+            Access::Cluster => true,
+        };
+        self.router = if self.replica && primary_only {
+            self.router.route(path, on(filter(op.method()), refused_on_replica).layer(gate))
+        } else {
+            self.router.route(path, on(filter(op.method()), handler).layer(gate))
+        };
         self.routes.push((path, op));
         self
     }
@@ -62,5 +82,13 @@ impl Api {
     pub fn build(self) -> (Router<Arc<App>>, Value) {
         let document = twinflow_schemas::api::openapi::document(&self.routes);
         (self.router, document)
+    }
+}
+
+/// What a read replica answers on a route only the primary serves.
+async fn refused_on_replica(axum::extract::State(app): axum::extract::State<Arc<App>>) -> super::ApiError {
+    match app.primary() {
+        Err(replica) => replica.into(),
+        Ok(_) => super::ApiError::internal("a primary's route was refused as a replica's"),
     }
 }

@@ -23,11 +23,26 @@ pub async fn render(State(app): State<Arc<App>>) -> Response {
 
 /// Sets the gauges that describe the app's state now.
 fn observe(app: &App) {
-    let stats = app.engine.stats();
-    gauge!("twinflow_committed_epoch").set(stats.committed_epoch as f64);
-    gauge!("twinflow_pending_changes").set(stats.pending_changes as f64);
-    gauge!("twinflow_input_lag_seconds").set(stats.input_lag.as_secs_f64());
-    gauge!("twinflow_texts_waiting").set(stats.texts_queued.saturating_sub(stats.texts_embedded) as f64);
+    gauge!("twinflow_committed_epoch").set(app.store.committed_epoch() as f64);
+    if let Ok(engine) = app.engine() {
+        let stats = engine.stats();
+        gauge!("twinflow_pending_changes").set(stats.pending_changes as f64);
+        gauge!("twinflow_input_lag_seconds").set(stats.input_lag.as_secs_f64());
+        gauge!("twinflow_texts_waiting").set(stats.texts_queued.saturating_sub(stats.texts_embedded) as f64);
+    }
+    if let Some(replica) = app.replica() {
+        let status = replica.status();
+        gauge!("twinflow_replica_lag_epochs").set(status.lag_epochs as f64);
+        gauge!("twinflow_replica_lag_seconds").set(status.lag_seconds);
+        gauge!("twinflow_replica_epochs_applied").set(status.epochs_applied as f64);
+        if let Some(p50) = status.apply_lag_p50_ms {
+            gauge!("twinflow_replica_apply_lag_seconds", "quantile" => "0.5").set(p50 / 1e3);
+        }
+        if let Some(p99) = status.apply_lag_p99_ms {
+            gauge!("twinflow_replica_apply_lag_seconds", "quantile" => "0.99").set(p99 / 1e3);
+        }
+        gauge!("twinflow_ready").set(f64::from(u8::from(status.ready)));
+    }
     gauge!("twinflow_uptime_seconds").set(app.started.elapsed().as_secs_f64());
     let (_, counts) = app.store.counts();
     for (table, rows) in counts {

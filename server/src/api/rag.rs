@@ -87,6 +87,7 @@ pub async fn rag(
         params,
         answer: request.answer.unwrap_or(app.config.rag.answer),
     };
+    super::fresh::caught_up(&app, request.min_as_of).await?;
     let slot = app.slots.take(&app.slots.answers, "answer").await?;
     let as_of = request.as_of;
     let answer = tokio::task::spawn_blocking(move || {

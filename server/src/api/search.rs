@@ -61,6 +61,7 @@ pub async fn search(
             ));
         }
     };
+    super::fresh::caught_up(&app, query.min_as_of).await?;
     let started = Instant::now();
     let queries = app.queries.clone();
     let store = match query.as_of {
@@ -81,7 +82,7 @@ pub async fn search(
     .map_err(ApiError::internal)??;
     Ok(Json(SearchResponse {
         as_of,
-        model_id: app.engine.embedder().model_id().to_owned(),
+        model_id: app.queries.model_id().to_owned(),
         results,
         took_ms: started.elapsed().as_secs_f64() * 1e3,
     }))

@@ -25,6 +25,8 @@ use crate::app::App;
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct SqlParams {
     pub format: Option<SqlFormat>,
+    /// Read your writes (for a plain-text body): wait for this epoch (see the JSON body's `min_as_of`).
+    pub min_as_of: Option<u64>,
 }
 
 /// Handler of `POST /v1/sql`.
@@ -36,6 +38,7 @@ pub async fn sql(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
     let request = parse_request(&headers, &body, params.format)?;
+    super::fresh::caught_up(&app, request.min_as_of.or(params.min_as_of)).await?;
     let _slot = app.slots.take(&app.slots.sql, "SQL").await?;
     let started = Instant::now();
     let timeout = app.config.server.sql_timeout;
@@ -95,7 +98,7 @@ fn parse_request(headers: &HeaderMap, body: &[u8], format: Option<SqlFormat>) ->
             ApiError::new(code, format!("expected {{\"sql\": \"…\", \"format\": \"json|csv|arrow|parquet\"}}: {e}"))
         })?
     } else {
-        SqlRequest { sql: text.to_owned(), format: SqlFormat::default() }
+        SqlRequest { sql: text.to_owned(), format: SqlFormat::default(), min_as_of: None }
     };
     if let Some(format) = format {
         request.format = format;

@@ -120,7 +120,7 @@ pub async fn create(
         webhook,
         owner: asker.name,
     };
-    let subscriptions = app.subscriptions.clone();
+    let subscriptions = app.primary()?.subscriptions.clone();
     let created = tokio::task::spawn_blocking(move || subscriptions.create(new)).await.map_err(ApiError::internal)?;
     let created = created.map_err(|e| match e {
         SubscriptionError::Limit(message) => ApiError::new(ErrorCode::ResourceLimit, message),
@@ -131,10 +131,13 @@ pub async fn create(
 }
 
 /// Handler of `GET /v1/subscriptions`.
-pub async fn list(State(app): State<Arc<App>>, caller: Option<axum::Extension<Caller>>) -> Json<SubscriptionList> {
+pub async fn list(
+    State(app): State<Arc<App>>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Result<Json<SubscriptionList>, ApiError> {
     let asker = Asker::of(caller);
     let owner = (!asker.admin).then_some(asker.name.as_str());
-    Json(SubscriptionList { subscriptions: app.subscriptions.list(owner) })
+    Ok(Json(SubscriptionList { subscriptions: app.primary()?.subscriptions.list(owner) }))
 }
 
 /// Handler of `GET /v1/subscriptions/{id}`.
@@ -144,7 +147,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Subscription>, ApiError> {
     let asker = Asker::of(caller);
-    app.subscriptions.get(&id).filter(|s| asker.sees(&s.owner)).map(Json).ok_or_else(|| unknown(&id))
+    app.primary()?.subscriptions.get(&id).filter(|s| asker.sees(&s.owner)).map(Json).ok_or_else(|| unknown(&id))
 }
 
 /// Handler of `DELETE /v1/subscriptions/{id}`.
@@ -154,10 +157,10 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let asker = Asker::of(caller);
-    if !app.subscriptions.owner(&id).is_some_and(|owner| asker.sees(&owner)) {
+    if !app.primary()?.subscriptions.owner(&id).is_some_and(|owner| asker.sees(&owner)) {
         return Err(unknown(&id));
     }
-    let deleted = app.subscriptions.delete(&id).map_err(ApiError::internal)?;
+    let deleted = app.primary()?.subscriptions.delete(&id).map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({ "id": id, "deleted": deleted })))
 }
 
@@ -178,7 +181,7 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let asker = Asker::of(caller);
-    if !app.subscriptions.owner(&id).is_some_and(|owner| asker.sees(&owner)) {
+    if !app.primary()?.subscriptions.owner(&id).is_some_and(|owner| asker.sees(&owner)) {
         return Err(unknown(&id));
     }
     let after = match headers.get("last-event-id") {
@@ -197,8 +200,8 @@ pub async fn events(
     }
     let slot = StreamSlot(app.clone());
     // Listening before the replay: nothing falls between the two (repeats are skipped).
-    let live = app.subscriptions.listen();
-    let replay = app.subscriptions.replay(&id, after).ok_or_else(|| unknown(&id))?;
+    let live = app.primary()?.subscriptions.listen();
+    let replay = app.primary()?.subscriptions.replay(&id, after).ok_or_else(|| unknown(&id))?;
     let state = Stream { slot, id, live, queue: replay.into(), last: after.map(|e| (e, EventKind::Answer)) };
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         let event = state.next().await?;
@@ -228,7 +231,7 @@ impl Stream {
                     // Too far behind the broadcast: catch up from the saved events.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         let after = self.last.map(|(epoch, _)| epoch);
-                        self.queue = self.slot.0.subscriptions.replay(&self.id, after)?.into();
+                        self.queue = self.slot.0.primary().ok()?.subscriptions.replay(&self.id, after)?.into();
                         continue;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,

@@ -42,6 +42,11 @@ pub enum Command {
     /// Run the engine and the HTTP API until Ctrl-C (or SIGTERM), then
     /// commit what was accepted and exit.
     Up(UpArgs),
+    /// Serve a primary's reads as a read replica: open its committed tables
+    /// (a shared data directory), follow every epoch it commits and the
+    /// models it promotes, and answer search, SQL, RAG, chat and embeddings
+    /// (writes answer 409 naming the primary). Ctrl-C or SIGTERM stops it.
+    Serve(ServeArgs),
     /// Replay NDJSON change files into a running server; bad lines are
     /// reported with their line numbers and skipped.
     Ingest(IngestArgs),
@@ -357,6 +362,35 @@ impl EngineFlags {
         o.set_opt("server.addr", self.addr.as_ref())?;
         o.set_opt("engine.workers", self.workers)?;
         o.set_opt("engine.tick", self.tick.as_ref())?;
+        Ok(o)
+    }
+}
+
+/// `twinflow serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The primary's data directory (replica.follow); a shared filesystem.
+    #[arg(long, value_name = "DIR")]
+    pub follow: Option<PathBuf>,
+    /// The primary's base URL, named in the answer to writes sent here (replica.primary).
+    #[arg(long, value_name = "URL")]
+    pub primary: Option<String>,
+    /// HTTP listen address (server.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<String>,
+    /// Also serve read-only SQL over the Postgres wire protocol here.
+    #[arg(long, value_name = "ADDR")]
+    pub pg: Option<String>,
+}
+
+impl ServeArgs {
+    pub(super) fn overrides(&self) -> anyhow::Result<Overrides> {
+        let mut o = Overrides::default();
+        o.set_opt("replica.follow", self.follow.as_ref())?;
+        o.set_opt("storage.data_dir", self.follow.as_ref())?;
+        o.set_opt("replica.primary", self.primary.as_ref())?;
+        o.set_opt("server.addr", self.addr.as_ref())?;
+        o.set_opt("server.pg_addr", self.pg.as_ref())?;
         Ok(o)
     }
 }

@@ -296,12 +296,12 @@ fn commit_corpus(app: &Arc<App>, set: &BeirSet) -> anyhow::Result<()> {
         set.name,
         set.corpus.len(),
         set.queries.len(),
-        app.engine.embedder().model_id()
+        app.engine()?.embedder().model_id()
     ));
     let started = Instant::now();
     let mut last = 0;
     for batch in set.corpus.chunks(BATCH) {
-        while app.engine.stats().pending_changes > 4 * BATCH {
+        while app.engine()?.stats().pending_changes > 4 * BATCH {
             std::thread::sleep(Duration::from_millis(50));
         }
         let changes = batch
@@ -320,11 +320,11 @@ fn commit_corpus(app: &Arc<App>, set: &BeirSet) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        last = app.engine.submit(changes).map_err(|e| anyhow::anyhow!("the engine refused the corpus: {e}"))?;
+        last = app.engine()?.submit(changes).map_err(|e| anyhow::anyhow!("the engine refused the corpus: {e}"))?;
     }
-    app.engine.flush();
+    app.engine()?.flush();
     anyhow::ensure!(
-        app.engine.wait_committed(last, Duration::from_secs(3600)),
+        app.engine()?.wait_committed(last, Duration::from_secs(3600)),
         "the corpus was not committed in an hour"
     );
     say(format_args!("corpus committed in {:.1} s", started.elapsed().as_secs_f64()));
@@ -353,7 +353,7 @@ fn run(
     if args.tune {
         settings.extend(fusion_grid());
     }
-    let embedder = app.engine.embedder();
+    let embedder = app.engine()?.embedder();
     let mut report = evaluate_retrieval(&app.store, embedder.as_ref(), set, &settings, !args.no_whole_documents)?;
     // Each adapter version: the vectors re-projected (nothing re-encoded), the same queries.
     for (version, adapter) in adapters {

@@ -73,6 +73,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = settings::load(file, &args.engine.overrides()?)?;
             up::up(config, &args)
         }
+        Command::Serve(args) => {
+            let mut config = settings::load(file, &args.overrides()?)?;
+            // A `[replica] follow` from the file is the data directory too.
+            if let Some(dir) = config.replica.follow.clone() {
+                config.storage.data_dir = dir;
+            }
+            up::serve_replica(config)
+        }
         Command::Config { command: ConfigCommand::Show(flags) } => {
             print!("{}", settings::show(file, &flags.overrides()?)?);
             Ok(())

@@ -72,7 +72,6 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
             return crate::cluster::worker_process(config);
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let display = if crate::ui::stderr_is_terminal() && !crate::ui::json_logs() {
         crate::app::ProgressDisplay::Bar
     } else {
@@ -83,6 +82,13 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
     if args.demo {
         start_demo(&app, args.demo_limit)?;
     }
+    serve(app)
+}
+
+/// Serves HTTP (and pgwire when configured) until Ctrl-C or SIGTERM, then
+/// stops `app` (a primary commits what it accepted).
+pub(super) fn serve(app: Arc<App>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let addr = app.config.server.addr;
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -101,11 +107,14 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
         // The handlers are in place before anyone is told we serve: a SIGTERM
         // right after "serving on" stops gracefully instead of killing.
         let shutdown = shutdown_signal()?;
+        let data = match app.replica() {
+            Some(_) => format!("a read replica following {}", app.config.storage.data_dir.display()),
+            None => format!("data in {}", app.config.storage.data_dir.display()),
+        };
         say(format_args!(
-            "twinflow serving on {}://{} — data in {} — Ctrl-C to stop",
+            "twinflow serving on {}://{} — {data} — Ctrl-C to stop",
             crate::listen::scheme(&app),
             listener.local_addr()?,
-            app.config.storage.data_dir.display()
         ));
         match app.gate.admin_key_file() {
             Some(file) => say(format_args!(
@@ -117,7 +126,9 @@ pub(super) fn up(mut config: Config, args: &UpArgs) -> anyhow::Result<()> {
         }
         crate::listen::serve_http(app.clone(), listener, shutdown).await
     });
-    say("stopping: committing accepted changes…");
+    if app.replica().is_none() {
+        say("stopping: committing accepted changes…");
+    }
     let stopped = app.shutdown();
     served?;
     stopped?;
@@ -155,7 +166,7 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
         &app.config,
         app.store.data_dir(),
         &app.store.source_positions(),
-        app.ingest.limits(),
+        app.primary()?.ingest.limits(),
     )?;
     for source in opened {
         app.attach_source(source.name, Some(source.handle), source.events)?;
@@ -174,7 +185,7 @@ fn start_demo(app: &Arc<App>, limit: Option<usize>) -> anyhow::Result<()> {
     let changes = demo::sotu_changes(&dir, limit)?;
     say(format_args!("ingesting {} State of the Union speeches from {}", changes.len(), dir.display()));
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let engine = app.engine.clone();
+    let engine = app.engine()?.clone();
     std::thread::Builder::new().name("demo".into()).spawn(move || {
         for batch in changes.chunks(BATCH) {
             while engine.stats().pending_changes > BATCH {
@@ -191,4 +202,15 @@ fn start_demo(app: &Arc<App>, limit: Option<usize>) -> anyhow::Result<()> {
         }
     })?;
     app.attach_source("demo".into(), None, rx)
+}
+
+/// `twinflow serve --follow DIR`: a read replica of the primary whose data
+/// directory is DIR, serving the read routes until Ctrl-C or SIGTERM.
+pub(super) fn serve_replica(config: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.replica.follow.is_some(),
+        "`twinflow serve` is a read replica: name the primary's data directory with --follow DIR (or [replica] follow)"
+    );
+    let app = App::start_replica(config)?;
+    serve(app)
 }

@@ -16,7 +16,7 @@ use crate::router::{expect_error, post, send, send_as_is};
 /// Every route of the table with a concrete path (`{version}` → 1), its
 /// method, and whether it is open (`security: []`).
 fn routes() -> Vec<(String, String, bool)> {
-    let (_, document) = table(&Mounted { open_metrics: false, cluster: true }).build();
+    let (_, document) = table(&Mounted { open_metrics: false, cluster: true, replica: false }).build();
     let mut out = Vec::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {

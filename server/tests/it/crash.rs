@@ -303,9 +303,9 @@ fn a_restart_never_encodes_a_text_twice() {
 
     let change = |line: String| parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap();
     let commit = |app: &twinflow_server::App, line: String| {
-        let epoch = app.engine.submit(vec![change(line)]).unwrap();
-        app.engine.flush();
-        assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+        let epoch = app.engine().unwrap().submit(vec![change(line)]).unwrap();
+        app.engine().unwrap().flush();
+        assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     };
     let article = crate::fixtures::article("lanterns", 12);
     let upsert = crate::fixtures::upsert_line("lanterns", "Lanterns", &article);
@@ -315,7 +315,7 @@ fn a_restart_never_encodes_a_text_twice() {
         let set = |c: &mut twinflow_schemas::config::Config| c.storage.embedding_cache = cache;
         let app = crate::fixtures::app_with(dir.path(), set);
         commit(&app, upsert.clone());
-        let encoded = app.engine.stats().texts_embedded;
+        let encoded = app.engine().unwrap().stats().texts_embedded;
         assert!(encoded >= 2, "the article is encoded: {encoded} texts");
         commit(&app, delete.clone());
         app.shutdown().unwrap();
@@ -323,7 +323,7 @@ fn a_restart_never_encodes_a_text_twice() {
 
         let app = crate::fixtures::app_with(dir.path(), set);
         commit(&app, upsert.clone());
-        let again = app.engine.stats().texts_embedded;
+        let again = app.engine().unwrap().stats().texts_embedded;
         if cache {
             assert_eq!(again, 0, "with the cache nothing is encoded again");
         } else {

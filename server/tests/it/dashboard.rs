@@ -153,11 +153,11 @@ fn app_with_history(dir: &Path) -> Arc<App> {
                 parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()
             })
             .collect();
-        let epoch = app.engine.submit(changes).unwrap();
-        app.engine.flush();
-        assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+        let epoch = app.engine().unwrap().submit(changes).unwrap();
+        app.engine().unwrap().flush();
+        assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     }
-    app.ingest.record_error(IngestError::new(
+    app.primary().unwrap().ingest.record_error(IngestError::new(
         "watch-0",
         "/data/inbox/broken.json:3".into(),
         "field `content` must be a string".into(),

@@ -41,9 +41,9 @@ fn generation_is_cached_and_incremental_and_snapshots_are_curated() {
         upsert_line("rivers-copy", "Rivers again", &article("rivers and boats", 12)),
     ];
     let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
-    let epoch = app.engine.submit(changes).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = app.engine().unwrap().submit(changes).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
 
     let datasets = &app.training.datasets;
     let llm = scripted();
@@ -65,9 +65,13 @@ fn generation_is_cached_and_incremental_and_snapshots_are_curated() {
             article("taxes and budgets", 12)
         ),
     );
-    let epoch = app.engine.submit(vec![parse_change(edited.as_bytes(), 1, &ChangeLimits::default()).unwrap()]).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = app
+        .engine()
+        .unwrap()
+        .submit(vec![parse_change(edited.as_bytes(), 1, &ChangeLimits::default()).unwrap()])
+        .unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     let reopened = Datasets::open(&app.store).unwrap();
     assert_eq!(reopened.cached(), calls);
     let after_edit = reopened.generate(&app.store, &llm, 1000).unwrap();
@@ -132,10 +136,13 @@ fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() 
     let mut snapshots = Vec::new();
     for round in 0..6 {
         let line = upsert_line(&format!("doc-{round}"), "Rivers", &article(&format!("rivers in year {round}"), 10));
-        let epoch =
-            app.engine.submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()]).unwrap();
-        app.engine.flush();
-        assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+        let epoch = app
+            .engine()
+            .unwrap()
+            .submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()])
+            .unwrap();
+        app.engine().unwrap().flush();
+        assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
         let version = datasets.snapshot(&app.store).unwrap();
         snapshots.push(version.tables_snapshot);
         if version.version == 3 {
@@ -144,7 +151,7 @@ fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() 
                 version: 0,
                 kind: "embedding-adapter".into(),
                 base_model: "hashing".into(),
-                dim: app.engine.embedder().dim(),
+                dim: app.engine().unwrap().embedder().dim(),
                 created_at_ms: 1,
                 parent: None,
                 dataset: DatasetRef {
@@ -218,9 +225,13 @@ fn smollm2_generates_pairs_from_an_extract() {
     let app = app_with(dir.path(), |_| {});
     let line =
         upsert_line("treaty", "The Treaty", &article("the treaty with Spain and the navigation of the Mississippi", 6));
-    let epoch = app.engine.submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()]).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = app
+        .engine()
+        .unwrap()
+        .submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()])
+        .unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     let generator = app.generator.get().expect("SmolLM2 loads (fetched by `twinflow models fetch`)");
     let report = app.training.datasets.generate(&app.store, generator.as_ref(), 1).unwrap();
     eprintln!("SmolLM2 generation pass: {report:?}");

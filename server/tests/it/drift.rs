@@ -28,9 +28,9 @@ fn year(change: &DocumentChange) -> u32 {
 }
 
 fn commit(app: &App, changes: Vec<DocumentChange>) -> u64 {
-    let epoch = app.engine.submit(changes).expect("accepted");
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(600)), "epoch {epoch} commits");
+    let epoch = app.engine().unwrap().submit(changes).expect("accepted");
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(600)), "epoch {epoch} commits");
     epoch
 }
 
@@ -144,7 +144,7 @@ fn eras_drift_trigger_a_retrain_promoted_only_on_real_held_out_questions() {
     let modern_ids: Vec<&str> = modern.iter().map(DocumentChange::doc_id).collect();
     let test: Vec<_> = samples.iter().filter(|s| is_evidence(s) && modern_ids.contains(&s.doc_id.as_str())).collect();
     assert!(!test.is_empty(), "the new era has held-out documents");
-    let embedder = app.engine.embedder().clone();
+    let embedder = app.engine().unwrap().embedder().clone();
     let texts: Vec<&str> = test.iter().map(|s| s.instruction.as_str()).collect();
     let queries = embedder.embed_batch(&texts).unwrap();
     let targets: Vec<usize> =

@@ -213,11 +213,12 @@ fn wrong_judgements_score_near_zero() {
     let app = app(&dir.path().join("data"));
     let lines: Vec<String> = set.corpus.iter().map(|d| upsert_line(&d.id, &d.title, &d.text)).collect();
     let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
-    let epoch = app.engine.submit(changes).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = app.engine().unwrap().submit(changes).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     let settings = [("vector".to_owned(), SearchMode::Vector), ("bm25".to_owned(), SearchMode::Bm25)];
-    let report = evaluate_retrieval(&app.store, app.engine.embedder().as_ref(), &set, &settings, true).unwrap();
+    let report =
+        evaluate_retrieval(&app.store, app.engine().unwrap().embedder().as_ref(), &set, &settings, true).unwrap();
     assert_eq!(report.settings.len(), 4, "two modes, whole documents with and without titles");
     for setting in &report.settings {
         // The judged document is another topic's: among 39 others, found at best far down, if at all.

@@ -20,7 +20,7 @@ use crate::fixtures::{READ_KEY, WRITE_KEY, app_with};
 /// Every `(method, path, the key of its scope)` of the table (with `{…}`
 /// segments kept, filled per case; no key for admin routes, which start jobs).
 fn routes() -> Vec<(String, String, Option<&'static str>)> {
-    let (_, document) = table(&Mounted { open_metrics: false, cluster: false }).build();
+    let (_, document) = table(&Mounted { open_metrics: false, cluster: false, replica: false }).build();
     let mut out = Vec::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {

@@ -22,6 +22,7 @@ mod pgwire;
 mod promotion;
 mod rag;
 mod readers;
+mod replicas;
 mod router;
 mod scale;
 mod socket;

@@ -49,9 +49,9 @@ fn an_mcp_client_drives_every_tool_over_http_and_stdio() {
         upsert_line("taxes", "Taxes", &article("taxes and budgets", 8)),
     ];
     let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
-    let epoch = app.engine.submit(changes).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = app.engine().unwrap().submit(changes).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

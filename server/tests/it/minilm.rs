@@ -28,10 +28,10 @@ fn minilm_embeds_and_search_ranks_by_meaning() {
             parse_change(upsert_line(id, title, text).as_bytes(), 1, &ChangeLimits::default()).unwrap()
         })
         .collect();
-    let epoch = app.engine.submit(changes).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(120)));
-    let embedder = app.engine.embedder().clone();
+    let epoch = app.engine().unwrap().submit(changes).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(120)));
+    let embedder = app.engine().unwrap().embedder().clone();
     assert!(embedder.model_id().starts_with("all-MiniLM-L6-v2@"), "{}", embedder.model_id());
     assert_eq!(embedder.dim(), 384);
     // No word in common with the answer: only a semantic model finds it.
@@ -56,10 +56,10 @@ fn chunks_fit_the_model_token_limit() {
     let paragraph = (0..60).map(|i| format!("Quixotic zephyr{i} xylophones jubilantly")).collect::<Vec<_>>().join(". ");
     let content = format!("{paragraph}.\n\n{paragraph}.");
     let change = parse_change(upsert_line("long", "Long", &content).as_bytes(), 1, &ChangeLimits::default()).unwrap();
-    let epoch = app.engine.submit(vec![change]).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(120)));
-    let embedder = app.engine.embedder().clone();
+    let epoch = app.engine().unwrap().submit(vec![change]).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(120)));
+    let embedder = app.engine().unwrap().embedder().clone();
     let chunks = app.store.current_chunks();
     assert!(chunks.len() >= 4, "{} chunks", chunks.len());
     for chunk in &chunks {

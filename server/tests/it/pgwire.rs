@@ -24,9 +24,9 @@ fn app_with_data(dir: &std::path::Path) -> Arc<App> {
         upsert_line("roads", "Roads", &article("roads and bridges", 8)),
     ];
     let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
-    let epoch = app.engine.submit(changes).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = app.engine().unwrap().submit(changes).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     let version = app.training.datasets.snapshot(&app.store).unwrap();
     assert_eq!(version.version, 1);
     app
@@ -355,9 +355,9 @@ fn search_functions_join_the_tables_over_http_and_pgwire() {
     // Deleted: no row of the search names it, in either protocol.
     let line = r#"{"op":"delete","doc_id":"rivers"}"#;
     let changes = vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()];
-    let epoch = app.engine.submit(changes).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = app.engine().unwrap().submit(changes).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     let rows = runtime.block_on(client.query(join, &[])).unwrap();
     assert!(rows.iter().all(|r| r.get::<_, String>("doc_id") != "rivers"));
     assert_eq!(rows.len(), 2, "the other two documents' chunks");
@@ -383,9 +383,9 @@ fn as_of_epoch_reads_the_tables_as_they_were() {
     let first = app.store.committed_epoch();
     let commit = |line: String| {
         let changes = vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()];
-        let epoch = app.engine.submit(changes).unwrap();
-        app.engine.flush();
-        assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+        let epoch = app.engine().unwrap().submit(changes).unwrap();
+        app.engine().unwrap().flush();
+        assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
         epoch
     };
     let edited = commit(upsert_line("rivers", "Rivers", &article("canals and barges", 6)));

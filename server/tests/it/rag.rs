@@ -356,9 +356,9 @@ fn a_rag_request_is_a_span_with_one_child_per_step() {
     });
     let line = crate::fixtures::upsert_line("boats", "Boats", &crate::fixtures::article("boats and harbours", 4));
     let change = twinflow_schemas::parse_change(line.as_bytes(), 1, &Default::default()).unwrap();
-    let epoch = app.engine.submit(vec![change]).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, std::time::Duration::from_secs(60)));
+    let epoch = app.engine().unwrap().submit(vec![change]).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, std::time::Duration::from_secs(60)));
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);

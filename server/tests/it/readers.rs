@@ -22,7 +22,8 @@ fn duckdb_reads_the_change_logs() {
     let lines =
         (0..5).map(|i| upsert_line(&format!("d{i}"), "T", &article(&format!("topic{i}"), 5))).collect::<Vec<_>>();
     let epoch = app
-        .engine
+        .engine()
+        .unwrap()
         .submit(
             lines
                 .iter()
@@ -30,11 +31,11 @@ fn duckdb_reads_the_change_logs() {
                 .collect(),
         )
         .unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, std::time::Duration::from_secs(30)));
-    app.engine.submit(vec![twinflow_schemas::DocumentChange::Delete { doc_id: "d0".into() }]).unwrap();
-    let epoch = app.engine.flush().unwrap();
-    assert!(app.engine.wait_committed(epoch, std::time::Duration::from_secs(30)));
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, std::time::Duration::from_secs(30)));
+    app.engine().unwrap().submit(vec![twinflow_schemas::DocumentChange::Delete { doc_id: "d0".into() }]).unwrap();
+    let epoch = app.engine().unwrap().flush().unwrap();
+    assert!(app.engine().unwrap().wait_committed(epoch, std::time::Duration::from_secs(30)));
     let (_, counts) = app.store.counts();
     app.shutdown().unwrap();
 

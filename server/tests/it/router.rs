@@ -233,7 +233,7 @@ async fn embeddings_in_the_openai_format() {
 
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path());
-    let model = app.engine.embedder().model_id().to_owned();
+    let model = app.engine().unwrap().embedder().model_id().to_owned();
     let json = |v: serde_json::Value| post("/v1/embeddings", "application/json", v.to_string());
 
     let (status, body) = send(&app, json(serde_json::json!({"input": "hello world", "model": model}))).await;
@@ -242,8 +242,8 @@ async fn embeddings_in_the_openai_format() {
     assert_eq!((one.object.as_str(), one.data.len(), one.model.as_str()), ("list", 1, model.as_str()));
     let EmbeddingVector::Float(hello) = &one.data[0].embedding else { panic!("floats by default") };
     assert_eq!(hello.len(), 384);
-    assert_eq!(*hello, app.engine.embedder().embed_batch(&["hello world"]).unwrap()[0]);
-    assert_eq!(one.usage.prompt_tokens, app.engine.embedder().count_tokens("hello world") as u64);
+    assert_eq!(*hello, app.engine().unwrap().embedder().embed_batch(&["hello world"]).unwrap()[0]);
+    assert_eq!(one.usage.prompt_tokens, app.engine().unwrap().embedder().count_tokens("hello world") as u64);
 
     let request = serde_json::json!({"input": ["a", "hello world", ""], "encoding_format": "base64"});
     let (status, body) = send(&app, json(request)).await;

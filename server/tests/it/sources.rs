@@ -147,7 +147,7 @@ fn positions_commit_with_epochs_and_a_restart_replays_nothing() {
     // Restart: the sources resume; nothing is sent again, so no epoch and no embedding happens.
     let app = app_with(&data, configure);
     let committed = app.store.committed_epoch();
-    let embedded = app.engine.stats().texts_embedded;
+    let embedded = app.engine().unwrap().stats().texts_embedded;
     let (served_before, not_modified_before) = {
         let site = site.lock().unwrap();
         (site.1, site.2)
@@ -156,7 +156,7 @@ fn positions_commit_with_epochs_and_a_restart_replays_nothing() {
     wait_for("a re-crawl after the restart", || site.lock().unwrap().2 >= not_modified_before + 2);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(app.store.committed_epoch(), committed, "a restart replayed changes");
-    assert_eq!(app.engine.stats().texts_embedded, embedded);
+    assert_eq!(app.engine().unwrap().stats().texts_embedded, embedded);
     assert_eq!(site.lock().unwrap().1, served_before, "unchanged pages were fetched in full again");
     assert_eq!(documents(&app), 5);
     assert_eq!(errors(&app), 1, "the ingest_errors table is restored, and the resumed source did not refuse again");
@@ -364,9 +364,9 @@ fn a_lost_publishing_cluster_does_not_hang_the_shutdown() {
     server.stop();
     let line = crate::fixtures::upsert_line("boats", "Boats", "Boats rest in the harbour.");
     let change = twinflow_schemas::parse_change(line.as_bytes(), 1, &Default::default()).unwrap();
-    let epoch = app.engine.submit(vec![change]).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(30)));
+    let epoch = app.engine().unwrap().submit(vec![change]).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(30)));
     let (done, finished) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || done.send(app.shutdown().is_ok()).unwrap());
     assert_eq!(finished.recv_timeout(Duration::from_secs(60)), Ok(true), "the shutdown hung or failed");

@@ -31,11 +31,11 @@ fn serve(app: &Arc<App>) -> (String, tokio::runtime::Runtime) {
 /// Ingests NDJSON lines and waits until their epoch is committed and followed.
 fn ingest(app: &App, lines: &[String]) -> u64 {
     let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
-    let epoch = app.engine.submit(changes).unwrap();
-    app.engine.flush();
-    assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = app.engine().unwrap().submit(changes).unwrap();
+    app.engine().unwrap().flush();
+    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while app.subscriptions.stats().followed < epoch {
+    while app.primary().unwrap().subscriptions.stats().followed < epoch {
         assert!(Instant::now() < deadline, "the subscriptions never followed epoch {epoch}");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -170,7 +170,7 @@ fn standing_questions_follow_the_changes_that_move_them() {
     }
     let (status, error) = post(READ_KEY, json!({ "query": "rivers", "webhook": { "url": hook_url } }));
     assert_eq!((status, error["error"]["code"].as_str().unwrap()), (403, "forbidden"), "a webhook needs write");
-    assert!(app.subscriptions.list(None).is_empty());
+    assert!(app.primary().unwrap().subscriptions.list(None).is_empty());
 
     // A vector subscription on rivers (k = 2: its ranking is full, so unrelated chunks are not searched
     // again), with a webhook; a hybrid one with a standing answer.
@@ -203,10 +203,10 @@ fn standing_questions_follow_the_changes_that_move_them() {
     assert!(cited.iter().any(|d| d == "taxes"), "{cited:?}");
 
     // An unrelated document: no event, and the vector subscription not even searched again.
-    let searched = app.subscriptions.stats().searched;
+    let searched = app.primary().unwrap().subscriptions.stats().searched;
     ingest(&app, &[upsert_line("harbour", "Harbour fees", &article("harbour fees and cranes", 3))]);
     quiet(&events, Duration::from_millis(800));
-    let stats = app.subscriptions.stats();
+    let stats = app.primary().unwrap().subscriptions.stats();
     assert!(stats.last_touched <= 1, "only the hybrid subscription may be searched again: {stats:?}");
     assert!(stats.searched <= searched + 1, "{stats:?}");
 
@@ -300,11 +300,11 @@ fn standing_questions_follow_the_changes_that_move_them() {
     drop(runtime);
 
     // A restart keeps them, with their top-k and events; a change made while down is caught up.
-    let top = app.subscriptions.get(&id).unwrap().top;
+    let top = app.primary().unwrap().subscriptions.get(&id).unwrap().top;
     app.shutdown().unwrap();
     drop(app);
     let app = app_with(dir.path(), configure);
-    let again = app.subscriptions.get(&id).expect("kept across the restart");
+    let again = app.primary().unwrap().subscriptions.get(&id).expect("kept across the restart");
     assert_eq!(again.top, top);
     assert_eq!(again.events, 3);
     let (base, _runtime) = serve(&app);
@@ -316,6 +316,6 @@ fn standing_questions_follow_the_changes_that_move_them() {
     assert!(returned.hits.iter().all(|h| h.sources[0].doc_id == "rivers"));
     let deleted: Value = http().delete(format!("{base}/v1/subscriptions/{id}")).send().unwrap().json().unwrap();
     assert_eq!(deleted["deleted"], true);
-    assert!(app.subscriptions.get(&id).is_none());
+    assert!(app.primary().unwrap().subscriptions.get(&id).is_none());
     app.shutdown().unwrap();
 }

@@ -17,9 +17,9 @@ fn search_and_answers_read_a_past_epoch_as_it_was() {
     let app = app(dir.path());
     let ingest = |lines: &[String]| {
         let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
-        let epoch = app.engine.submit(changes).unwrap();
-        app.engine.flush();
-        assert!(app.engine.wait_committed(epoch, Duration::from_secs(60)));
+        let epoch = app.engine().unwrap().submit(changes).unwrap();
+        app.engine().unwrap().flush();
+        assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
         epoch
     };
     let first = ingest(&[

@@ -1,0 +1,188 @@
+//! A read replica (`twinflow serve --follow DIR`, a process of its own)
+//! serves the primary's reads: with `min_as_of` (read your writes) it
+//! answers an ingest's epoch as the primary does — a new document found, a
+//! deleted one gone, SQL and answers equal to the primary's at that epoch —
+//! refuses writes naming the primary, says how far behind it is, and after
+//! a SIGKILL and restart catches up without encoding a document.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::crash::free_port;
+use crate::fixtures::{app_with, article, http, http_with_key, upsert_line};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twinflow");
+
+fn start_replica(data: &Path, port: u16, primary: &str, log: &Path) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--primary", primary])
+        .arg("--follow")
+        .arg(data)
+        .env("TWINFLOW__EMBEDDER__TYPE", "hashing")
+        .env("TWINFLOW__REPLICA__POLL", "20ms")
+        .env("TWINFLOW__REPLICA__MAX_WAIT", "2s")
+        .env("TWINFLOW_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("twinflow serve starts")
+}
+
+/// Waits for `/readyz` to answer 200.
+fn ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        assert!(child.try_wait().unwrap().is_none(), "the replica exited");
+        if http.get(format!("{base}/readyz")).send().is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the replica was not ready within 120 s");
+}
+
+fn kill(child: &mut Child) {
+    let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_replica_reads_the_primarys_writes_and_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let primary = app_with(&data, |_| {});
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let primary_url = format!("http://{}", listener.local_addr().unwrap());
+    let router = twinflow_server::router(primary.clone());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    let to_primary = http();
+    let ingest = |lines: &[String]| -> u64 {
+        let response = to_primary
+            .post(format!("{primary_url}/v1/documents"))
+            .header("content-type", "application/x-ndjson")
+            .body(lines.join("\n"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().unwrap()["epoch"].as_u64().unwrap()
+    };
+    ingest(&[
+        upsert_line("rivers", "Rivers", &article("rivers and boats", 6)),
+        upsert_line("taxes", "Taxes", &article("taxes and budgets", 6)),
+    ]);
+    let first = ingest(&[upsert_line("bridges", "Bridges", &article("bridges and arches", 4))]);
+    assert!(primary.engine().unwrap().wait_committed(first, Duration::from_secs(60)));
+    primary.store.snapshot().unwrap();
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("replica.log");
+    let mut replica = start_replica(&data, port, &primary_url, &log);
+    let anonymous = reqwest::blocking::Client::new();
+    ready(&anonymous, &base, &mut replica);
+    // The replica's keys are the primary's: here the admin key the data directory keeps.
+    let key = std::fs::read_to_string(data.join("_auth").join("admin.key")).unwrap();
+    let to_replica = http_with_key(key.trim(), Duration::from_secs(60));
+
+    let search = |client: &reqwest::blocking::Client, base: &str, q: &str, params: &str| -> Value {
+        let response = client.get(format!("{base}/v1/search?q={q}&k=5&{params}")).send().unwrap();
+        let status = response.status();
+        let body: Value = response.json().unwrap();
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let docs = |answer: &Value| -> Vec<String> {
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["sources"][0]["doc_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let sql = |client: &reqwest::blocking::Client, base: &str, min_as_of: u64| -> Value {
+        let body = json!({ "sql": "SELECT doc_id, title FROM documents ORDER BY doc_id", "min_as_of": min_as_of });
+        let response = client.post(format!("{base}/v1/sql")).json(&body).send().unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().unwrap()
+    };
+
+    // Read your writes: the replica waits for the ingest's epoch, then answers as the primary does.
+    let added = ingest(&[upsert_line("canals", "Canals", &article("canals and locks", 5))]);
+    let read = search(&to_replica, &base, "canals%20and%20locks", &format!("min_as_of={added}"));
+    assert!(read["as_of"].as_u64().unwrap() >= added);
+    assert_eq!(docs(&read)[0], "canals", "{read}");
+    let epoch = read["as_of"].as_u64().unwrap();
+    let at = format!("min_as_of={epoch}&as_of={epoch}");
+    assert_eq!(search(&to_primary, &primary_url, "canals%20and%20locks", &at)["results"], read["results"]);
+    for q in ["rivers%20and%20boats", "taxes", "bridges%20arches"] {
+        assert_eq!(
+            search(&to_replica, &base, q, &at)["results"],
+            search(&to_primary, &primary_url, q, &at)["results"],
+            "{q}"
+        );
+    }
+    assert_eq!(sql(&to_replica, &base, epoch)["rows"], sql(&to_primary, &primary_url, epoch)["rows"]);
+    let ask = json!({ "query": "What do the canals have?", "k": 3, "answer": "extractive", "as_of": epoch, "min_as_of": epoch });
+    let answer = |client: &reqwest::blocking::Client, base: &str| -> Value {
+        let response = client.post(format!("{base}/v1/rag")).json(&ask).send().unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().unwrap()
+    };
+    let (here, there) = (answer(&to_replica, &base), answer(&to_primary, &primary_url));
+    assert_eq!((&here["answer"], &here["citations"]), (&there["answer"], &there["citations"]));
+
+    // A delete: gone from the replica at its epoch.
+    let deleted = ingest(&[json!({ "op": "delete", "doc_id": "canals" }).to_string()]);
+    let read = search(&to_replica, &base, "canals%20and%20locks", &format!("min_as_of={deleted}"));
+    assert!(!docs(&read).contains(&"canals".to_owned()), "{read}");
+    assert!(!sql(&to_replica, &base, deleted)["rows"].to_string().contains("canals"));
+
+    // Writes are the primary's; an epoch it has not committed is a 503 saying how far behind.
+    let refused = to_replica
+        .post(format!("{base}/v1/documents"))
+        .header("content-type", "application/x-ndjson")
+        .body(upsert_line("x", "X", "x"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let refused: Value = refused.json().unwrap();
+    assert_eq!(refused["error"]["code"], "read_replica");
+    assert!(refused["error"]["message"].as_str().unwrap().contains(&primary_url), "{refused}");
+    let late = to_replica.get(format!("{base}/v1/search?q=rivers&min_as_of={}", deleted + 1000)).send().unwrap();
+    assert_eq!(late.status(), 503);
+    let late: Value = late.json().unwrap();
+    assert_eq!(late["error"]["code"], "not_caught_up");
+    assert!(late["error"]["message"].as_str().unwrap().contains("behind the primary"), "{late}");
+    let status: Value = to_replica.get(format!("{base}/v1/status")).send().unwrap().json().unwrap();
+    assert_eq!(status["role"], "replica");
+    assert!(status["replica"]["epochs_applied"].as_u64().unwrap() >= 2, "{status}");
+    assert_eq!(status["replica"]["ready"], true);
+
+    // SIGKILL; the primary goes on; a restarted replica catches up from the files, encoding nothing.
+    kill(&mut replica);
+    let after = ingest(&[upsert_line("dams", "Dams", &article("dams and reservoirs", 4))]);
+    assert!(primary.engine().unwrap().wait_committed(after, Duration::from_secs(60)));
+    let mut replica = start_replica(&data, port, &primary_url, &log.with_extension("2.log"));
+    ready(&anonymous, &base, &mut replica);
+    let metrics = |client: &reqwest::blocking::Client| -> String {
+        client.get(format!("{base}/metrics")).send().unwrap().text().unwrap()
+    };
+    let embedded = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("twinflow_embedded_texts_total"))
+            .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    };
+    assert_eq!(embedded(&metrics(&to_replica)), 0, "restoring and catching up encodes nothing");
+    let read = search(&to_replica, &base, "dams%20and%20reservoirs", &format!("min_as_of={after}"));
+    assert_eq!(docs(&read)[0], "dams");
+    assert_eq!(embedded(&metrics(&to_replica)), 1, "only the query was encoded");
+    let epoch = read["as_of"].as_u64().unwrap();
+    let at = format!("as_of={epoch}");
+    assert_eq!(search(&to_primary, &primary_url, "dams%20and%20reservoirs", &at)["results"], read["results"]);
+    kill(&mut replica);
+    primary.shutdown().unwrap();
+}
