@@ -28,6 +28,7 @@ pub mod drift;
 pub mod embed;
 pub mod peers;
 pub mod quantized;
+pub mod replicas;
 pub mod serve;
 pub mod shards;
 pub mod sources;

@@ -11,6 +11,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3] [--peer llama-cpp] [--burn-graph]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- peers [--corpus synthetic|sotu] [--docs 2000] [--rounds 3] [--rate 0.01] [--systems twinflow,pathway,cocoindex,llamaindex,batch-qdrant]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- subscriptions [--docs 1000] [--subscriptions 10000] [--rounds 20] [--edits 5] [--mode hybrid] [--k 10] [--restat 0.01]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- replicas [--replicas 0,1,2] [--clients 8] [--seconds 15] [--docs 100] [--cpu 0.5] [--rate 10] [--batch 4] [--minilm]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- twin [--from 1901] [--to 1945] [--examples 128] [--test 32] [--max-tokens 192] [--epochs 1]
@@ -36,6 +37,10 @@
 //! the share of them each commit searches again (and why), matching and
 //! round time, event latency, and a check of every kept top-k against a
 //! search from scratch (whose time is what re-running them all would cost).
+//! `replicas`: search and (extractive) RAG answers per second with the
+//! primary alone and with read replicas, every server its own process held
+//! to `--cpu` CPUs, requests spread over all of them; then each replica's
+//! commit-to-searchable lag while the primary takes edits.
 //! `twin`: one LoRA fine-tuning run on the speeches of a span of years
 //! (answer tokens/s, held-out perplexity before and after) and the merged
 //! twin's decode speed against the base model's.
@@ -181,6 +186,24 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::standing::run(&bench)?)?);
             Ok(())
         }
+        Some("replicas") => {
+            let bench = twinflow_benches::replicas::ReplicasBench {
+                replicas: text_flag("--replicas")
+                    .unwrap_or_else(|| "0,1,2".into())
+                    .split(',')
+                    .filter_map(|s| s.parse().ok())
+                    .collect(),
+                clients: flag("--clients", 8).max(1),
+                seconds: flag("--seconds", 15).max(1) as u64,
+                docs: flag("--docs", 100).max(1),
+                cpu: text_flag("--cpu").and_then(|c| c.parse().ok()).unwrap_or(0.5),
+                rate: text_flag("--rate").and_then(|r| r.parse().ok()).unwrap_or(10.0),
+                batch: flag("--batch", 4).max(1),
+                minilm: args.iter().any(|a| a == "--minilm"),
+            };
+            println!("{}", serde_json::to_string_pretty(&twinflow_benches::replicas::run(&bench)?)?);
+            Ok(())
+        }
         Some("quantized") => {
             let bench = twinflow_benches::quantized::QuantizedBench {
                 prompt: flag("--prompt", 128),
@@ -233,6 +256,7 @@ fn main() -> anyhow::Result<()> {
                  | quantized [--prompt N] [--tokens N] [--runs N] \
                  | peers [--corpus synthetic|sotu] [--docs N] [--rounds N] [--rate F] [--chunk-chars N] [--clients N] [--seconds N] [--threads N] [--timeout S] [--systems a,b,..] \
                  | subscriptions [--docs N] [--subscriptions N] [--rounds N] [--edits N] [--mode hybrid|vector|bm25] [--k N] [--restat F] \
+                 | replicas [--replicas a,b,..] [--clients N] [--seconds N] [--docs N] [--cpu F] [--rate F] [--batch N] [--minilm] \
                  | drift [--years N] [--hashing] \
                  | sources [--docs N] [--files N] [--pages N] \
                  | twin [--from YEAR] [--to YEAR] [--examples N] [--test N] [--max-tokens N] [--epochs N] [--method sft|dpo|sft+dpo] [--held-out-questions N] [--questions N] [--min-questions N]"
