@@ -123,7 +123,8 @@ fn limit(pid: u32, cpu: f64, index: usize) -> Limit {
     }
 }
 
-/// Starts `twinflow <args>` on a free port, limited, and waits for `/readyz`.
+/// Starts `twinflow <args>` on a free port, limited, and waits for `/readyz`
+/// (with the admin key the primary writes to the data directory).
 fn start(bench: &ReplicasBench, args: &[&str], data: &Path, index: usize, log: &Path) -> anyhow::Result<Server> {
     let port = free_port()?;
     let mut command = Command::new(twinflow_binary()?);
@@ -140,15 +141,16 @@ fn start(bench: &ReplicasBench, args: &[&str], data: &Path, index: usize, log: &
         .with_context(|| format!("starting twinflow {args:?}"))?;
     let limit = limit(child.id(), bench.cpu, index);
     let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), limit };
-    let http = reqwest::blocking::Client::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         if let Some(status) = server.child.try_wait()? {
             anyhow::bail!("twinflow {args:?} exited ({status}); its log: {}", log.display());
         }
-        if http.get(format!("{}/readyz", server.base)).send().is_ok_and(|r| r.status().is_success()) {
-            // The admin key exists once the primary has started.
-            if data.join("_auth").join("admin.key").is_file() {
+        // The admin key exists once the primary has started.
+        if let Ok(key) = std::fs::read_to_string(data.join("_auth").join("admin.key")) {
+            let http = twinflow_server::client::blocking_client(Duration::from_secs(5), Some(key.trim()))
+                .map_err(anyhow::Error::msg)?;
+            if http.get(format!("{}/readyz", server.base)).send().is_ok_and(|r| r.status().is_success()) {
                 return Ok(server);
             }
         }

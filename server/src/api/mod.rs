@@ -169,7 +169,7 @@ pub fn table(mounted: &Mounted) -> Api {
         .route(
             "/readyz",
             Op::get("meta", "Readiness for a load balancer: a primary once it serves, a read replica while within `[replica] max_lag` of its primary (else 503 with the reason)")
-                .access(Access::Open)
+                .access(Access::READ)
                 .ok::<ReadyResponse>("Ready (503: not ready, with the reason)"),
             status::readyz,
         )

@@ -44,6 +44,52 @@ fn ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child) {
     panic!("the replica was not ready within 120 s");
 }
 
+/// Registers, in `app`'s registry, an adapter that keeps 8 of the 384
+/// dimensions (so vector scores move), and returns its version.
+fn register_adapter(app: &twinflow_server::App) -> u64 {
+    use twinflow_models::{Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, TrainingReport};
+    let dim = 384;
+    let weights: Vec<f32> = (0..dim * dim).map(|i| if i / dim == i % dim && i / dim < 8 { 1.0 } else { 0.0 }).collect();
+    let card = ModelCard {
+        version: 0,
+        kind: "embedding-adapter".into(),
+        base_model: "hashing".into(),
+        dim,
+        created_at_ms: 1,
+        parent: None,
+        dataset: DatasetRef {
+            name: "instruct".into(),
+            version: 1,
+            epoch: 1,
+            content_hash: String::new(),
+            train_pairs: 1,
+            test_pairs: 1,
+        },
+        trigger: json!("manual"),
+        training: AdapterTraining::default(),
+        report: TrainingReport {
+            pairs: 1,
+            steps: 1,
+            epoch_losses: vec![1.0],
+            seconds: 0.1,
+            distance_from_identity: 1.0,
+        },
+        evaluation: Evaluation {
+            k: 10,
+            queries: 1,
+            corpus: 1,
+            base: 0.5,
+            parent: 0.5,
+            candidate: 0.5,
+            evidence: Vec::new(),
+            gain: None,
+        },
+        promotable: false,
+        decision: "a test of replicas".into(),
+    };
+    app.training.registry.register_adapter(card, &Adapter::from_weights(dim, weights).unwrap(), &[]).unwrap().version
+}
+
 fn kill(child: &mut Child) {
     let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
     let _ = child.wait();
@@ -82,11 +128,16 @@ fn a_replica_reads_the_primarys_writes_and_survives_a_kill() {
     let base = format!("http://127.0.0.1:{port}");
     let log = dir.path().join("replica.log");
     let mut replica = start_replica(&data, port, &primary_url, &log);
-    let anonymous = reqwest::blocking::Client::new();
-    ready(&anonymous, &base, &mut replica);
     // The replica's keys are the primary's: here the admin key the data directory keeps.
-    let key = std::fs::read_to_string(data.join("_auth").join("admin.key")).unwrap();
+    let key_file = data.join("_auth").join("admin.key");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !key_file.is_file() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let key = std::fs::read_to_string(&key_file).unwrap();
     let to_replica = http_with_key(key.trim(), Duration::from_secs(60));
+    ready(&to_replica, &base, &mut replica);
+    assert_eq!(reqwest::blocking::Client::new().get(format!("{base}/readyz")).send().unwrap().status(), 401);
 
     let search = |client: &reqwest::blocking::Client, base: &str, q: &str, params: &str| -> Value {
         let response = client.get(format!("{base}/v1/search?q={q}&k=5&{params}")).send().unwrap();
@@ -162,12 +213,36 @@ fn a_replica_reads_the_primarys_writes_and_survives_a_kill() {
     assert!(status["replica"]["epochs_applied"].as_u64().unwrap() >= 2, "{status}");
     assert_eq!(status["replica"]["ready"], true);
 
+    // An adapter the primary promotes is the replica's too, within its registry poll (2 s).
+    let at = format!("as_of={deleted}&mode=vector");
+    let base_model = search(&to_replica, &base, "rivers%20and%20boats", &at);
+    let version = register_adapter(&primary);
+    primary.training.activate(version, "a test of replicas").unwrap();
+    let follows = |projection: Value| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status: Value = to_replica.get(format!("{base}/v1/status")).send().unwrap().json().unwrap();
+            if status["models"]["search_projection"] == projection {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the replica never followed the registry to {projection}: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    follows(json!(format!("adapter-v{version}")));
+    let projected = search(&to_replica, &base, "rivers%20and%20boats", &at);
+    assert_eq!(projected["results"], search(&to_primary, &primary_url, "rivers%20and%20boats", &at)["results"]);
+    assert_ne!(projected["results"], base_model["results"], "the adapter moved the scores");
+    primary.training.rollback().unwrap();
+    follows(Value::Null);
+    assert_eq!(search(&to_replica, &base, "rivers%20and%20boats", &at)["results"], base_model["results"]);
+
     // SIGKILL; the primary goes on; a restarted replica catches up from the files, encoding nothing.
     kill(&mut replica);
     let after = ingest(&[upsert_line("dams", "Dams", &article("dams and reservoirs", 4))]);
     assert!(primary.engine().unwrap().wait_committed(after, Duration::from_secs(60)));
     let mut replica = start_replica(&data, port, &primary_url, &log.with_extension("2.log"));
-    ready(&anonymous, &base, &mut replica);
+    ready(&to_replica, &base, &mut replica);
     let metrics = |client: &reqwest::blocking::Client| -> String {
         client.get(format!("{base}/metrics")).send().unwrap().text().unwrap()
     };
