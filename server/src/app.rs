@@ -73,6 +73,8 @@ pub struct Primary {
     pub ingest: Arc<Ingest>,
     /// Standing questions, followed across commits (kept in the primary's data directory).
     pub subscriptions: Arc<Subscriptions>,
+    /// Commits shipped to an object store (`[storage] object_store`).
+    pub shipping: Option<Arc<twinflow_pipelines::feature::ship::Shipping>>,
     feature: FeaturePipeline,
     sources: Mutex<Vec<SourcePump>>,
 }
@@ -208,10 +210,25 @@ impl App {
         )?;
         let timeline = feature.timeline.clone();
         let engine = feature.engine.clone();
+        // Commits shipped to an object store, by a thread of its own (stopped with the helpers).
+        let shipping = match &config.storage.object_store {
+            Some(url) => {
+                let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+                let (shipping, thread) = twinflow_pipelines::feature::ship::Shipping::start(
+                    url,
+                    &config.storage.object_store_options,
+                    &store,
+                    stopped,
+                )?;
+                Some((shipping, stop, thread))
+            }
+            None => None,
+        };
         let primary = Primary {
             engine: feature.engine.clone(),
             ingest: feature.ingest.clone(),
             subscriptions,
+            shipping: shipping.as_ref().map(|(shipping, _, _)| shipping.clone()),
             feature,
             sources: Mutex::new(Vec::new()),
         };
@@ -233,6 +250,9 @@ impl App {
             role: Role::Primary(primary),
             helpers: Mutex::new(Vec::new()),
         });
+        if let Some((_, stop, thread)) = shipping {
+            app.helpers.lock().push((stop, thread));
+        }
         let (stop, stopped) = crossbeam_channel::bounded(0);
         let mut display = display.build(Duration::from_secs(5), engine.embedder().model_id());
         let reporter = std::thread::Builder::new().name("twinflow-progress".into()).spawn(move || {
@@ -284,6 +304,19 @@ impl App {
             twinflow_pipelines::feature::embedder::build_embedder(&config.embedder)?,
         ));
         let data_dir = config.storage.data_dir.clone();
+        // Following an object store: its committed state is fetched into the data directory first.
+        let mirror = match config.replica.follow.as_deref().filter(|f| twinflow_sinks::is_remote(f)) {
+            Some(url) => {
+                let mirror = twinflow_sinks::Mirror::new(
+                    twinflow_sinks::Remote::open(url, &config.storage.object_store_options)?,
+                    &data_dir,
+                )?;
+                mirror.pull_others().with_context(|| format!("cannot fetch from {url}"))?;
+                mirror.pull_tables().with_context(|| format!("cannot fetch from {url}"))?;
+                Some(mirror)
+            }
+            None => None,
+        };
         let shards = config.search.shards_for(&config.engine);
         let store = Arc::new(
             twinflow_sinks::Store::open_follower(&data_dir, embedder.dim(), &config.search.ann, shards)
@@ -303,7 +336,7 @@ impl App {
         let twin = Arc::new(Twin::open(&config, store.clone(), datasets, generator.clone())?);
         let retrieval = Arc::new(RetrievalSettings::open(&config)?);
         let queries: Arc<dyn Embedder> = Arc::new(twinflow_pipelines::inference::CombiningEmbedder::new(embedder));
-        let replica = Arc::new(Replica::new(store.clone(), config.replica.clone()));
+        let replica = Arc::new(Replica::new(store.clone(), config.replica.clone(), mirror));
         // The traces table is the primary's: a replica records none.
         config.traces.enabled = false;
         let app = Arc::new(App {
@@ -433,6 +466,10 @@ impl App {
         }
         primary.subscriptions.save_all();
         primary.feature.commit_late();
+        // The last commits reach the object store before the process ends.
+        if let Some(shipping) = &primary.shipping {
+            shipping.ship();
+        }
         // The monitor's counters (new samples, trigger state) with its reference.
         self.training.save_drift_state();
         Ok(())

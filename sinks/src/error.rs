@@ -88,6 +88,9 @@ pub enum Error {
         "epoch {epoch} is outside the time-travel window: the oldest available epoch is {oldest}, the newest {newest}"
     )]
     EpochUnavailable { epoch: u64, oldest: u64, newest: u64 },
+    /// The object store failed (unreachable, refused, or a listed object missing).
+    #[error("object store {url}: {reason}")]
+    Remote { url: String, reason: String },
     /// A write to a store opened at a past epoch, or to a follower's.
     #[error("this store is read-only (a past epoch's, or a follower's)")]
     ReadOnly,

@@ -32,6 +32,7 @@ mod error;
 mod error_log;
 mod fusion;
 mod live;
+mod remote;
 mod restore;
 mod search;
 mod shards;
@@ -56,6 +57,7 @@ pub use error::{Error, Result};
 pub use fusion::reciprocal_rank;
 pub use input_log::{EncodedBatch, InputLog, LoggedBatch};
 pub use manifest::Manifest;
+pub use remote::{Mirror, Remote, Shipped, Shipper, is_remote};
 pub use sql::{SqlAnswer, SqlLimits, SqlRuntime};
 pub use sql_search::{QueryEncoder, search_schema};
 pub use store::{

@@ -14,6 +14,7 @@
 //! | `embedder.rs` | the embedders the configuration names (MiniLM, hashing) |
 //! | `progress.rs` | the embedding backlog followed: started, progress, done (log lines or the caller's display) |
 //! | `publish.rs` | committed changes published to Kafka / Fluvio topics |
+//! | `ship.rs` | committed files shipped to an object store (`[storage] object_store`), the manifest last |
 //! | `forward.rs` | a cluster process's share of partitioned sources, forwarded to process 0 |
 //! | `sources.rs` | the configured sources, opened at their committed positions |
 
@@ -25,6 +26,7 @@ mod pipeline;
 pub mod progress;
 pub mod publish;
 mod restore;
+pub mod ship;
 pub mod sources;
 
 pub use committer::{Committer, Timeline};

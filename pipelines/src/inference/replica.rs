@@ -1,8 +1,9 @@
 //! A read replica: the inference pipeline scaled out. [`Replica`] follows
 //! a primary's committed epochs through its data directory
-//! ([`Store::follow`]) and its registries (the active adapter, twin and
-//! retrieval setting), and keeps what `/v1/status`, `/metrics` and
-//! `/readyz` say about its lag.
+//! ([`Store::follow`]) — a shared one, or a local mirror of the object
+//! store the primary ships to ([`Mirror`]) — and its registries (the
+//! active adapter, twin and retrieval setting), and keeps what
+//! `/v1/status`, `/metrics` and `/readyz` say about its lag.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use twinflow_schemas::api::ReplicaStatus;
 use twinflow_schemas::config::ReplicaConfig;
-use twinflow_sinks::Store;
+use twinflow_sinks::{Mirror, Store};
 
 use crate::training::evaluation::setting::RetrievalSettings;
 use crate::training::{Training, Twin};
@@ -24,6 +25,8 @@ const LAGS_KEPT: usize = 1024;
 pub struct Replica {
     store: Arc<Store>,
     config: ReplicaConfig,
+    /// The object store's copy the store was opened on, when following one.
+    mirror: Option<Mirror>,
     state: Mutex<Following>,
 }
 
@@ -41,9 +44,10 @@ struct Following {
 
 impl Replica {
     /// Follows the primary whose data directory `store` was opened on
-    /// ([`Store::open_follower`]).
-    pub fn new(store: Arc<Store>, config: ReplicaConfig) -> Self {
-        Self { store, config, state: Mutex::default() }
+    /// ([`Store::open_follower`]), fetched first from an object store when
+    /// `mirror` is its copy.
+    pub fn new(store: Arc<Store>, config: ReplicaConfig, mirror: Option<Mirror>) -> Self {
+        Self { store, config, mirror, state: Mutex::default() }
     }
 
     /// The settings it follows with.
@@ -54,7 +58,11 @@ impl Replica {
     /// One read of the primary's manifest, applying every new epoch.
     /// A failure is kept for the status (and `/readyz`) and logged once.
     pub fn step(&self) {
-        match self.store.follow() {
+        let pulled = match &self.mirror {
+            Some(mirror) => mirror.pull_tables().map(|_| ()),
+            None => Ok(()),
+        };
+        match pulled.and_then(|()| self.store.follow()) {
             Ok(followed) => {
                 let now = twinflow_schemas::clock::now_ms().max(0) as u64;
                 let mut state = self.state.lock();
@@ -88,6 +96,9 @@ impl Replica {
 
     /// The primary's newest commit as its manifest says now (epoch, committed_at_ms).
     fn primary_head(&self) -> Option<(u64, u64)> {
+        if self.mirror.is_some() {
+            return None;
+        }
         let manifest = twinflow_sinks::Manifest::load(self.store.data_dir()).ok()??;
         let at = manifest.epochs.last().map_or(0, |e| e.committed_at_ms);
         Some((manifest.committed_epoch, at))
@@ -96,6 +107,11 @@ impl Replica {
     /// Follows the registries too: an adapter, twin or retrieval setting
     /// the primary promoted or rolled back is used here from now on.
     pub fn follow_registries(&self, training: &Training, twin: &Twin, retrieval: &RetrievalSettings) {
+        if let Some(mirror) = &self.mirror
+            && let Err(e) = mirror.pull_others()
+        {
+            tracing::warn!(url = %mirror.remote().url(), error = %e, "could not fetch the registries from the object store");
+        }
         if let Err(e) = training.follow_active() {
             tracing::warn!(error = %e, "could not follow the active embedding adapter");
         }
@@ -137,7 +153,10 @@ impl Replica {
         let max_lag = self.config.max_lag;
         let stale = read_ms_ago.is_none_or(|ms| Duration::from_millis(ms) > max_lag);
         ReplicaStatus {
-            following: self.store.data_dir().display().to_string(),
+            following: match &self.mirror {
+                Some(mirror) => mirror.remote().url().to_owned(),
+                None => self.store.data_dir().display().to_string(),
+            },
             primary: self.config.primary.clone(),
             primary_epoch,
             lag_epochs: primary_epoch.saturating_sub(committed),

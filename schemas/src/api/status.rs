@@ -47,6 +47,22 @@ pub struct StatusResponse {
     /// A replica's view of the primary it follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<ReplicaStatus>,
+    /// A primary's shipping of commits to an object store (`[storage] object_store`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<ShippingStatus>,
+}
+
+/// Where a primary's commits are shipped, and how far.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ShippingStatus {
+    pub url: String,
+    /// The committed epoch of the last manifest shipped (`None`: none yet).
+    pub shipped_epoch: Option<u64>,
+    /// Files and bytes sent since start.
+    pub files: u64,
+    pub bytes: u64,
+    /// The last failure, if the latest try failed (it is tried again at the next commit).
+    pub last_error: Option<String>,
 }
 
 /// What a process does.

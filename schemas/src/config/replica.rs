@@ -10,9 +10,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicaConfig {
-    /// The primary's data directory (a shared filesystem); `twinflow serve
-    /// --follow DIR` sets it.
-    pub follow: Option<PathBuf>,
+    /// What to follow: the primary's data directory (a shared filesystem)
+    /// or the object store it ships to (`s3://bucket/prefix`); `twinflow
+    /// serve --follow` sets it.
+    pub follow: Option<String>,
+    /// Where a replica of an object store keeps its copy (default: under
+    /// the cache, one folder per URL).
+    pub cache: Option<PathBuf>,
     /// The primary's base URL, named in the answer to a write sent here.
     pub primary: Option<String>,
     /// How often the primary's manifest is read for new epochs.
@@ -32,6 +36,7 @@ impl Default for ReplicaConfig {
     fn default() -> Self {
         Self {
             follow: None,
+            cache: None,
             primary: None,
             poll: Duration::from_millis(100),
             max_lag: Duration::from_secs(10),

@@ -37,6 +37,18 @@ pub struct StorageConfig {
     /// epoch. An epoch before it is refused, naming the oldest available.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub time_travel: Option<std::time::Duration>,
+    /// Ship every commit to this object store (`s3://bucket/prefix`;
+    /// credentials and endpoint from `AWS_*`): the files, then the
+    /// manifest, so it always holds a committed state that read replicas
+    /// follow (`twinflow serve --follow s3://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<String>,
+    /// Settings of the object store over the `AWS_*` environment, by
+    /// `object_store`'s names: `aws_endpoint`, `aws_allow_http`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, …
+    /// (also used by a replica following one).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub object_store_options: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for StorageConfig {
@@ -51,6 +63,8 @@ impl Default for StorageConfig {
             keep_datasets: 10,
             pinned_datasets: Vec::new(),
             time_travel: None,
+            object_store: None,
+            object_store_options: Default::default(),
         }
     }
 }

@@ -77,6 +77,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<StatusResponse> {
         },
         role: if app.replica().is_some() { Role::Replica } else { Role::Primary },
         replica: app.replica().map(|r| r.status()),
+        object_store: app.primary().ok().and_then(|p| p.shipping.as_ref()).map(|s| s.status()),
     })
 }
 

@@ -369,9 +369,10 @@ impl EngineFlags {
 /// `twinflow serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The primary's data directory (replica.follow); a shared filesystem.
-    #[arg(long, value_name = "DIR")]
-    pub follow: Option<PathBuf>,
+    /// The primary's data directory on a shared filesystem, or the object
+    /// store it ships to, `s3://bucket/prefix` (replica.follow).
+    #[arg(long, value_name = "DIR|URL")]
+    pub follow: Option<String>,
     /// The primary's base URL, named in the answer to writes sent here (replica.primary).
     #[arg(long, value_name = "URL")]
     pub primary: Option<String>,
@@ -387,7 +388,6 @@ impl ServeArgs {
     pub(super) fn overrides(&self) -> anyhow::Result<Overrides> {
         let mut o = Overrides::default();
         o.set_opt("replica.follow", self.follow.as_ref())?;
-        o.set_opt("storage.data_dir", self.follow.as_ref())?;
         o.set_opt("replica.primary", self.primary.as_ref())?;
         o.set_opt("server.addr", self.addr.as_ref())?;
         o.set_opt("server.pg_addr", self.pg.as_ref())?;

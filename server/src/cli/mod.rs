@@ -75,9 +75,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let mut config = settings::load(file, &args.overrides()?)?;
-            // A `[replica] follow` from the file is the data directory too.
-            if let Some(dir) = config.replica.follow.clone() {
-                config.storage.data_dir = dir;
+            // What is followed is the data directory: the primary's, or this replica's copy of its object store.
+            if let Some(follow) = config.replica.follow.clone() {
+                config.storage.data_dir = if twinflow_sinks::is_remote(&follow) {
+                    config.replica.cache.clone().unwrap_or_else(|| {
+                        let name: String =
+                            follow.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+                        twinflow_schemas::config::cache_root().join("replicas").join(name)
+                    })
+                } else {
+                    follow.into()
+                };
             }
             up::serve_replica(config)
         }

@@ -31,11 +31,15 @@ fn start_replica(data: &Path, port: u16, primary: &str, log: &Path) -> Child {
         .expect("twinflow serve starts")
 }
 
-/// Waits for `/readyz` to answer 200.
-fn ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child) {
+/// Waits for `/readyz` to answer 200 (a failure shows the end of `log`).
+fn ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        assert!(child.try_wait().unwrap().is_none(), "the replica exited");
+        if child.try_wait().unwrap().is_some() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            panic!("the replica exited: {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
         if http.get(format!("{base}/readyz")).send().is_ok_and(|r| r.status() == 200) {
             return;
         }
@@ -136,7 +140,7 @@ fn a_replica_reads_the_primarys_writes_and_survives_a_kill() {
     }
     let key = std::fs::read_to_string(&key_file).unwrap();
     let to_replica = http_with_key(key.trim(), Duration::from_secs(60));
-    ready(&to_replica, &base, &mut replica);
+    ready(&to_replica, &base, &mut replica, &log);
     assert_eq!(reqwest::blocking::Client::new().get(format!("{base}/readyz")).send().unwrap().status(), 401);
 
     let search = |client: &reqwest::blocking::Client, base: &str, q: &str, params: &str| -> Value {
@@ -241,8 +245,9 @@ fn a_replica_reads_the_primarys_writes_and_survives_a_kill() {
     kill(&mut replica);
     let after = ingest(&[upsert_line("dams", "Dams", &article("dams and reservoirs", 4))]);
     assert!(primary.engine().unwrap().wait_committed(after, Duration::from_secs(60)));
-    let mut replica = start_replica(&data, port, &primary_url, &log.with_extension("2.log"));
-    ready(&to_replica, &base, &mut replica);
+    let log = log.with_extension("2.log");
+    let mut replica = start_replica(&data, port, &primary_url, &log);
+    ready(&to_replica, &base, &mut replica, &log);
     let metrics = |client: &reqwest::blocking::Client| -> String {
         client.get(format!("{base}/metrics")).send().unwrap().text().unwrap()
     };
@@ -260,4 +265,169 @@ fn a_replica_reads_the_primarys_writes_and_survives_a_kill() {
     assert_eq!(search(&to_primary, &primary_url, "dams%20and%20reservoirs", &at)["results"], read["results"]);
     kill(&mut replica);
     primary.shutdown().unwrap();
+}
+
+/// The S3-compatible server the object-store test writes to: s3s-fs (a
+/// real S3 API over a folder), `$TWINFLOW_S3S_FS`, else where `.ci/run`
+/// installs it, else on the `PATH`.
+fn s3s_fs() -> Option<std::path::PathBuf> {
+    let installed = std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/twinflow-tools/bin/s3s-fs"));
+    std::env::var_os("TWINFLOW_S3S_FS")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(installed)
+        .find(|p| p.is_file())
+        .or_else(|| {
+            let found = Command::new("s3s-fs").arg("--version").output().is_ok_and(|o| o.status.success());
+            found.then(|| "s3s-fs".into())
+        })
+}
+
+#[test]
+fn a_replica_follows_the_commits_a_primary_ships_to_an_object_store() {
+    let Some(server) = s3s_fs() else {
+        return twinflow_schemas::testing::tool_missing(
+            "s3s-fs",
+            "cargo install s3s-fs --version 0.14.1 --features binary --locked --root ~/.cache/twinflow-tools",
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s3");
+    std::fs::create_dir_all(root.join("twinflow")).unwrap();
+    let s3_port = free_port();
+    let mut s3 = Command::new(server)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &s3_port.to_string(),
+            "--access-key",
+            "AKTEST",
+            "--secret-key",
+            "SKTEST",
+        ])
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("s3.log")).unwrap())
+        .spawn()
+        .expect("s3s-fs starts");
+    let endpoint = format!("http://127.0.0.1:{s3_port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", s3_port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let options: std::collections::BTreeMap<String, String> = [
+        ("aws_endpoint", endpoint.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_region", "us-east-1"),
+        ("aws_access_key_id", "AKTEST"),
+        ("aws_secret_access_key", "SKTEST"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let url = "s3://twinflow/tables";
+
+    let data = dir.path().join("data");
+    let primary = app_with(&data, |c| {
+        c.storage.object_store = Some(url.to_owned());
+        c.storage.object_store_options = options.clone();
+    });
+    let shipped_to = |epoch: u64| {
+        let shipping = primary.primary().unwrap().shipping.clone().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while shipping.status().shipped_epoch.is_none_or(|e| e < epoch) {
+            assert!(Instant::now() < deadline, "never shipped epoch {epoch}: {:?}", shipping.status());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let submit = |lines: &[String]| -> u64 {
+        let changes = lines
+            .iter()
+            .map(|l| twinflow_schemas::parse_change(l.as_bytes(), 1, &Default::default()).unwrap())
+            .collect();
+        let engine = primary.engine().unwrap();
+        let epoch = engine.submit(changes).unwrap();
+        engine.flush();
+        assert!(engine.wait_committed(epoch, Duration::from_secs(60)));
+        epoch
+    };
+    let first = submit(&[
+        upsert_line("rivers", "Rivers", &article("rivers and boats", 6)),
+        upsert_line("taxes", "Taxes", &article("taxes and budgets", 6)),
+    ]);
+    primary.store.snapshot().unwrap();
+    shipped_to(first);
+    // The bucket holds the tables under the directory's layout, and none of the process's secrets.
+    let bucket = root.join("twinflow").join("tables");
+    assert!(bucket.join("_manifest.json").is_file());
+    let listing = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let shipped = listing(&bucket);
+    for name in ["chunks", "documents", "embeddings"] {
+        assert!(shipped.contains(&name.to_owned()), "{name} not in {shipped:?} (local: {:?})", listing(&data));
+    }
+    assert!(!bucket.join("_auth").exists() && !bucket.join("_input_log").exists());
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let cache = dir.path().join("replica");
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--follow", url, "--addr", &format!("127.0.0.1:{port}")])
+        .env("TWINFLOW__EMBEDDER__TYPE", "hashing")
+        .env("TWINFLOW__REPLICA__POLL", "20ms")
+        .env("TWINFLOW__REPLICA__CACHE", &cache)
+        .env("TWINFLOW_LOG", "info");
+    for (key, value) in &options {
+        command.env(key.to_ascii_uppercase(), value);
+    }
+    let mut replica = command
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("replica.log")).unwrap())
+        .spawn()
+        .expect("twinflow serve starts");
+    let log = dir.path().join("replica.log");
+    // Its keys: a first start writes an admin key into its own folder (nothing secret comes from the bucket).
+    let key_file = cache.join("_auth").join("admin.key");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !key_file.is_file() {
+        assert!(
+            Instant::now() < deadline && replica.try_wait().unwrap().is_none(),
+            "the replica did not start: {}",
+            std::fs::read_to_string(dir.path().join("replica.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let to_replica = http_with_key(std::fs::read_to_string(&key_file).unwrap().trim(), Duration::from_secs(60));
+    ready(&to_replica, &base, &mut replica, &log);
+
+    let search = |min_as_of: u64| -> Value {
+        let response = to_replica
+            .get(format!("{base}/v1/search?q=canals%20and%20locks&k=5&min_as_of={min_as_of}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().unwrap()
+    };
+    let found = |answer: &Value| answer["results"].to_string().contains("\"canals\"");
+    let added = submit(&[upsert_line("canals", "Canals", &article("canals and locks", 5))]);
+    let read = search(added);
+    assert!(found(&read), "{read}");
+    let status: Value = to_replica.get(format!("{base}/v1/status")).send().unwrap().json().unwrap();
+    assert_eq!(status["replica"]["following"], url);
+    let deleted = submit(&[json!({ "op": "delete", "doc_id": "canals" }).to_string()]);
+    assert!(!found(&search(deleted)));
+    let sql = json!({ "sql": "SELECT doc_id FROM documents ORDER BY doc_id", "min_as_of": deleted });
+    let rows: Value = to_replica.post(format!("{base}/v1/sql")).json(&sql).send().unwrap().json().unwrap();
+    assert_eq!(rows["rows"], json!([{ "doc_id": "rivers" }, { "doc_id": "taxes" }]));
+    kill(&mut replica);
+    primary.shutdown().unwrap();
+    let _ = s3.kill();
+    let _ = s3.wait();
 }
