@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use twinflow_connectors::SourceEvent;
 use twinflow_dataflow::{Embedder, Engine};
 use twinflow_pipelines::feature::publish::ChangePublisher;
+use twinflow_pipelines::feature::sources::SourceGauge;
 use twinflow_pipelines::feature::{FeaturePipeline, Ingest, Timeline};
 use twinflow_pipelines::inference::replica::Replica;
 use twinflow_pipelines::inference::subscriptions::{Spec, Subscriptions};
@@ -102,6 +103,7 @@ struct SourcePump {
     name: String,
     handle: Option<twinflow_connectors::SourceHandle>,
     pump: Option<JoinHandle<()>>,
+    gauge: Arc<SourceGauge>,
 }
 
 /// The query encoder of SQL's search functions: the queries' embedder, and
@@ -414,6 +416,7 @@ impl App {
     pub fn attach_source(
         self: &Arc<Self>,
         name: String,
+        kind: &str,
         handle: Option<twinflow_connectors::SourceHandle>,
         events: crossbeam_channel::Receiver<SourceEvent>,
     ) -> anyhow::Result<()> {
@@ -422,11 +425,21 @@ impl App {
             primary.ingest.positions().listen(&name, handle.committed_sender());
         }
         let ingest = primary.ingest.clone();
+        let gauge = Arc::new(SourceGauge::new(name.clone(), kind));
+        let counted = gauge.clone();
         let pump = std::thread::Builder::new()
             .name(format!("source-{name}"))
-            .spawn(move || twinflow_pipelines::feature::sources::pump(&ingest, events))?;
-        primary.sources.lock().push(SourcePump { name, handle, pump: Some(pump) });
+            .spawn(move || twinflow_pipelines::feature::sources::pump(&ingest, events, &counted))?;
+        primary.sources.lock().push(SourcePump { name, handle, pump: Some(pump), gauge });
         Ok(())
+    }
+
+    /// Every attached source's gauge (what `/v1/sources` shows and pauses).
+    pub fn sources(&self) -> Vec<Arc<SourceGauge>> {
+        match &self.role {
+            Role::Primary(primary) => primary.sources.lock().iter().map(|s| s.gauge.clone()).collect(),
+            Role::Replica(_) => Vec::new(),
+        }
     }
 
     /// Stops the sources, closes the open epoch, lets the engine finish and

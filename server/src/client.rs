@@ -139,6 +139,26 @@ impl Client {
         Ok(self.check(self.http.get(format!("{}/v1/status", self.base)).send())?.json()?)
     }
 
+    /// Every running source.
+    pub fn sources(&self) -> anyhow::Result<twinflow_schemas::api::SourcesResponse> {
+        self.get("/v1/sources")
+    }
+
+    /// Pauses (`true`) or resumes a source.
+    pub fn pause_source(&self, name: &str, pause: bool) -> anyhow::Result<twinflow_schemas::api::SourceStatus> {
+        let name: String = name
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.@".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        self.post(&format!("/v1/sources/{name}/{}", if pause { "pause" } else { "resume" }))
+    }
+
     /// Asks for a snapshot now.
     pub fn snapshot(&self) -> anyhow::Result<SnapshotResponse> {
         self.post("/v1/snapshots")

@@ -3,7 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use twinflow_connectors::IngestError;
+use twinflow_schemas::api::{SourceState, SourceStatus};
 
 use super::Error;
 use crate::Context;
@@ -17,10 +22,12 @@ use twinflow_schemas::config::{Config, FluvioSourceConfig, KafkaSourceConfig, Pa
 
 use super::{AcceptError, Ingest, Origin};
 
-/// A running source: its name, its handle, and the events it sends.
+/// A running source: its name and kind, its handle, and the events it sends.
 #[derive(Debug)]
 pub struct OpenedSource {
     pub name: String,
+    /// `watch`, `ndjson`, `web`, `fluvio`, `kafka` or `git`.
+    pub kind: &'static str,
     pub handle: SourceHandle,
     pub events: crossbeam_channel::Receiver<SourceEvent>,
 }
@@ -44,6 +51,7 @@ pub fn open(
         .map(|c| PartitionShare { index: 0, of: c.hosts.len() });
     for (i, source) in config.sources.iter().enumerate() {
         let (tx, rx) = crossbeam_channel::bounded(16);
+        let kind = source_kind(source);
         let (name, handle) = match source {
             SourceConfig::Watch(watch) => {
                 let name = source.name(i);
@@ -107,16 +115,143 @@ pub fn open(
             }
         };
         tracing::info!(source = %name, "source started");
-        opened.push(OpenedSource { name, handle, events: rx });
+        opened.push(OpenedSource { name, kind, handle, events: rx });
     }
     Ok(opened)
 }
 
+/// The kind of a configured source, as `/v1/sources` names it.
+fn source_kind(source: &SourceConfig) -> &'static str {
+    match source {
+        SourceConfig::Watch(_) => "watch",
+        SourceConfig::Ndjson(_) => "ndjson",
+        SourceConfig::Web(_) => "web",
+        SourceConfig::Fluvio(_) => "fluvio",
+        SourceConfig::Kafka(_) => "kafka",
+        SourceConfig::Git(_) => "git",
+    }
+}
+
+/// How long the changes-per-second rate looks back.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What `/v1/sources` says of one running source: kept by its pump, which
+/// also holds it back while it is paused.
+#[derive(Debug)]
+pub struct SourceGauge {
+    pub name: String,
+    pub kind: String,
+    paused: AtomicBool,
+    finished: AtomicBool,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    changes: u64,
+    batches: u64,
+    last_change_ms: Option<i64>,
+    /// Batches of the last [`RATE_WINDOW`]: when, and how many changes.
+    recent: std::collections::VecDeque<(Instant, u64)>,
+    errors: u64,
+    last_error: Option<IngestError>,
+}
+
+impl SourceGauge {
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            paused: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Holds the source's changes back (its channel fills and the source
+    /// waits: nothing is lost) until [`SourceGauge::resume`]. Returns whether it changed.
+    pub fn pause(&self) -> bool {
+        !self.paused.swap(true, Ordering::SeqCst)
+    }
+
+    /// Lets the source's changes in again. Returns whether it changed.
+    pub fn resume(&self) -> bool {
+        self.paused.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    fn accepted(&self, changes: usize) {
+        let mut counts = self.counts.lock();
+        counts.changes += changes as u64;
+        counts.batches += 1;
+        counts.last_change_ms = Some(twinflow_schemas::clock::now_ms());
+        let now = Instant::now();
+        counts.recent.push_back((now, changes as u64));
+        while counts.recent.front().is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW) {
+            counts.recent.pop_front();
+        }
+    }
+
+    fn failed(&self, error: &IngestError) {
+        let mut counts = self.counts.lock();
+        counts.errors += 1;
+        counts.last_error = Some(error.clone());
+    }
+
+    /// Where it stands; `position` is its committed one.
+    pub fn status(&self, position: Option<serde_json::Value>) -> SourceStatus {
+        let counts = self.counts.lock();
+        let now = Instant::now();
+        let recent: u64 =
+            counts.recent.iter().filter(|(at, _)| now.duration_since(*at) <= RATE_WINDOW).map(|(_, n)| n).sum();
+        let state = if self.finished.load(Ordering::SeqCst) {
+            SourceState::Finished
+        } else if self.is_paused() {
+            SourceState::Paused
+        } else {
+            SourceState::Running
+        };
+        SourceStatus {
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            state,
+            changes: counts.changes,
+            batches: counts.batches,
+            changes_per_second: recent as f64 / RATE_WINDOW.as_secs_f64(),
+            last_change_ms: counts.last_change_ms,
+            position,
+            errors: counts.errors,
+            last_error: counts.last_error.clone(),
+        }
+    }
+}
+
 /// Feeds a source's events through the ingest door until the source ends
-/// or the engine stops. A batch waits as long as the engine is behind (a
+/// or the engine stops, counting them in `gauge` and holding them back
+/// while it is paused. A batch waits as long as the engine is behind (a
 /// minute at a time, said in the log): sources never drop changes.
-pub fn pump(ingest: &Ingest, events: crossbeam_channel::Receiver<SourceEvent>) {
-    for event in events {
+pub fn pump(ingest: &Ingest, events: crossbeam_channel::Receiver<SourceEvent>, gauge: &SourceGauge) {
+    run_pump(ingest, events, gauge);
+    gauge.finished.store(true, Ordering::SeqCst);
+}
+
+fn run_pump(ingest: &Ingest, events: crossbeam_channel::Receiver<SourceEvent>, gauge: &SourceGauge) {
+    loop {
+        if gauge.is_paused() {
+            if ingest.is_stopping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let event = match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => event,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
         match event {
             SourceEvent::Changes { source, changes, position } => {
                 let count = changes.len();
@@ -136,6 +271,7 @@ pub fn pump(ingest: &Ingest, events: crossbeam_channel::Receiver<SourceEvent>) {
                 match accepted {
                     Ok(accepted) => {
                         span.record("epoch", accepted.epoch);
+                        gauge.accepted(count);
                     }
                     Err(e) => {
                         tracing::info!(%source, error = %e, "source stopped: shutting down");
@@ -143,7 +279,10 @@ pub fn pump(ingest: &Ingest, events: crossbeam_channel::Receiver<SourceEvent>) {
                     }
                 }
             }
-            SourceEvent::Error(error) => ingest.record_error(error),
+            SourceEvent::Error(error) => {
+                gauge.failed(&error);
+                ingest.record_error(error);
+            }
         }
     }
 }

@@ -181,3 +181,42 @@ pub struct TimelinePoint {
 pub struct TimelineResponse {
     pub points: Vec<TimelinePoint>,
 }
+
+/// Answer to `GET /v1/sources`: every running source.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SourcesResponse {
+    pub sources: Vec<SourceStatus>,
+}
+
+/// One source: what it is, where it is, how fast changes come from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceStatus {
+    /// Its name (`watch-0`, `kafka-2`, …): the key of its committed position.
+    pub name: String,
+    /// `watch`, `ndjson`, `web`, `fluvio`, `kafka`, `git` or `demo`.
+    pub kind: String,
+    pub state: SourceState,
+    /// Changes accepted from it since start, and in how many batches.
+    pub changes: u64,
+    pub batches: u64,
+    /// Changes per second over the last minute.
+    pub changes_per_second: f64,
+    /// When its last change was accepted (ms since the Unix epoch).
+    pub last_change_ms: Option<i64>,
+    /// Its committed position (what a restart resumes from; free-form per kind).
+    pub position: Option<serde_json::Value>,
+    /// Records it refused since start, and the last one.
+    pub errors: u64,
+    pub last_error: Option<IngestError>,
+}
+
+/// Whether a source's changes come in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    Running,
+    /// Held back by `POST /v1/sources/{name}/pause`: it waits, nothing is lost.
+    Paused,
+    /// Ended: an NDJSON file replayed to its end, or a source that failed (see the log).
+    Finished,
+}

@@ -9,6 +9,7 @@
 //! | `embeddings.rs` | `POST /v1/embeddings` (OpenAI's format) |
 //! | `rag.rs` | `POST /v1/rag` (answers with citations and step timings) |
 //! | `chat.rs` | `POST /v1/chat/completions` (OpenAI's format, SSE streaming, answered by RAG) |
+//! | `sources.rs` | `GET /v1/sources`, `POST /v1/sources/{name}/pause`, `POST /v1/sources/{name}/resume` |
 //! | `sql.rs` | `POST /v1/sql` |
 //! | `subscriptions.rs` | `POST`, `GET /v1/subscriptions`, `GET`, `DELETE /v1/subscriptions/{id}`, `GET /v1/subscriptions/{id}/events` (SSE) |
 //! | `models.rs` | `GET /v1/drift`, `GET /v1/datasets[/{name}/versions/{v}]`, `GET /v1/models`, `POST /v1/models/train` |
@@ -50,6 +51,7 @@ pub mod prometheus;
 pub mod rag;
 pub mod search;
 pub mod session;
+pub mod sources;
 pub mod sql;
 pub mod status;
 pub mod subscriptions;
@@ -186,6 +188,27 @@ pub fn table(mounted: &Mounted) -> Api {
                 .access(Access::READ)
                 .ok::<StatusResponse>("The status"),
             status::status,
+        )
+        .route(
+            "/v1/sources",
+            Op::get("pipeline", "Every running source: kind, state, committed position, changes per second, refused records")
+                .access(Access::READ)
+                .ok::<SourcesResponse>("The sources"),
+            sources::list,
+        )
+        .route(
+            "/v1/sources/{name}/pause",
+            Op::post("pipeline", "Hold a source's changes back (it waits; nothing is lost) until it is resumed")
+                .access(Access::ADMIN)
+                .ok::<SourceStatus>("The source, paused (404 for an unknown name)"),
+            sources::pause,
+        )
+        .route(
+            "/v1/sources/{name}/resume",
+            Op::post("pipeline", "Let a paused source's changes in again")
+                .access(Access::ADMIN)
+                .ok::<SourceStatus>("The source, running (404 for an unknown name)"),
+            sources::resume,
         )
         .route(
             "/v1/timeline",

@@ -64,6 +64,15 @@ pub enum Command {
     Watch(WatchArgs),
     /// Show epochs, lag and table sizes of a running server.
     Status(ServerArgs),
+    /// The running sources: kind, state, committed position, changes per
+    /// second, refused records; `pause NAME` holds one back (it waits,
+    /// nothing is lost), `resume NAME` lets it in again (admin).
+    Sources {
+        #[command(subcommand)]
+        action: Option<SourcesCommand>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Serve the Model Context Protocol over stdin and stdout (for an
     /// agent's MCP client), answered by a running server with this key.
     Mcp(ServerArgs),
@@ -364,6 +373,15 @@ impl EngineFlags {
         o.set_opt("engine.tick", self.tick.as_ref())?;
         Ok(o)
     }
+}
+
+/// `twinflow sources …`
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// Hold a source's changes back.
+    Pause { name: String },
+    /// Let a paused source's changes in again.
+    Resume { name: String },
 }
 
 /// `twinflow serve`

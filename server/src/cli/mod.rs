@@ -232,6 +232,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let roots = args.ca.as_ref().map(std::fs::read).transpose()?;
             crate::mcp::stdio(&args.server, key, roots.as_deref())
         }
+        Command::Sources { action, server } => {
+            let client = server.client()?;
+            match action {
+                None => print::print_sources(&client.sources()?),
+                Some(SourcesCommand::Pause { name }) => {
+                    println!("{}", serde_json::to_string_pretty(&client.pause_source(&name, true)?)?)
+                }
+                Some(SourcesCommand::Resume { name }) => {
+                    println!("{}", serde_json::to_string_pretty(&client.pause_source(&name, false)?)?)
+                }
+            }
+            Ok(())
+        }
         Command::Snapshot(args) => {
             let info = args.client()?.snapshot()?;
             println!("{}", serde_json::to_string_pretty(&info)?);

@@ -1,4 +1,4 @@
-//! Tables for people: the drift monitor and the model versions.
+//! Tables for people: the drift monitor, the model versions, the sources.
 
 use twinflow_schemas::api::{DriftResponse, ModelsResponse};
 
@@ -87,5 +87,32 @@ pub(super) fn print_models(models: &ModelsResponse) {
     let training = &models.training;
     if training.state == "running" {
         println!("training: {:?} step {}/{}", training.phase, training.step, training.steps);
+    }
+}
+
+/// `twinflow sources`: one line per source, then its last refused record.
+pub(super) fn print_sources(sources: &twinflow_schemas::api::SourcesResponse) {
+    if sources.sources.is_empty() {
+        println!("no sources are running (HTTP ingest only)");
+        return;
+    }
+    println!("{:<16} {:<7} {:<9} {:>9} {:>9} {:>7}  position", "name", "kind", "state", "changes", "per s", "errors");
+    for source in &sources.sources {
+        let state = match source.state {
+            twinflow_schemas::api::SourceState::Running => paint::good(format!("{:<9}", "running")),
+            twinflow_schemas::api::SourceState::Paused => paint::bad(format!("{:<9}", "paused")),
+            twinflow_schemas::api::SourceState::Finished => paint::dim(format!("{:<9}", "finished")),
+        };
+        let position = source.position.as_ref().map_or("-".to_owned(), |p| {
+            let text = p.to_string();
+            if text.chars().count() > 60 { format!("{}…", text.chars().take(60).collect::<String>()) } else { text }
+        });
+        println!(
+            "{:<16} {:<7} {} {:>9} {:>9.2} {:>7}  {position}",
+            source.name, source.kind, state, source.changes, source.changes_per_second, source.errors
+        );
+        if let Some(error) = &source.last_error {
+            println!("  last refused: {} — {}", error.location, error.reason);
+        }
     }
 }

@@ -169,7 +169,7 @@ pub fn start_sources(app: &Arc<App>) -> anyhow::Result<()> {
         app.primary()?.ingest.limits(),
     )?;
     for source in opened {
-        app.attach_source(source.name, Some(source.handle), source.events)?;
+        app.attach_source(source.name, source.kind, Some(source.handle), source.events)?;
     }
     Ok(())
 }
@@ -201,7 +201,7 @@ fn start_demo(app: &Arc<App>, limit: Option<usize>) -> anyhow::Result<()> {
             }
         }
     })?;
-    app.attach_source("demo".into(), None, rx)
+    app.attach_source("demo".into(), "demo", None, rx)
 }
 
 /// `twinflow serve --follow DIR`: a read replica of the primary whose data

@@ -464,3 +464,52 @@ fn two_watched_directories_keep_their_own_documents() {
     assert_eq!(app.store.current_documents()[0].doc_id, "file:a.md");
     app.shutdown().unwrap();
 }
+
+/// `/v1/sources` lists each running source with its kind, position and
+/// counts; a paused one lets nothing in (its files wait) until resumed,
+/// then every change arrives; pausing is the admin's.
+#[test]
+fn sources_are_listed_and_a_paused_one_waits_until_resumed() {
+    use serde_json::Value;
+    use twinflow_schemas::config::WatchSourceConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("a.md"), "# A\n\nThe first note, about lighthouses.").unwrap();
+    let app = app_with(&dir.path().join("data"), |config| {
+        config.sources = vec![SourceConfig::Watch(WatchSourceConfig { path: notes.clone(), ..Default::default() })];
+    });
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("the first note", || documents(&app) == 1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = twinflow_server::router(app.clone());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    let admin = crate::fixtures::http();
+    let reader = crate::fixtures::http_with_key(crate::fixtures::READ_KEY, Duration::from_secs(30));
+    let sources = || -> Value { reader.get(format!("{base}/v1/sources")).send().unwrap().json().unwrap() };
+    let listed = sources();
+    let watch = &listed["sources"][0];
+    assert_eq!((watch["name"].as_str(), watch["kind"].as_str()), (Some("watch-0"), Some("watch")), "{listed}");
+    assert_eq!(watch["state"], "running");
+    assert_eq!(watch["changes"], 1);
+    assert!(watch["position"].is_null(), "a watched directory is scanned again at a start: no position");
+
+    assert_eq!(reader.post(format!("{base}/v1/sources/watch-0/pause")).send().unwrap().status(), 403);
+    assert_eq!(admin.post(format!("{base}/v1/sources/nothing/pause")).send().unwrap().status(), 404);
+    let paused: Value = admin.post(format!("{base}/v1/sources/watch-0/pause")).send().unwrap().json().unwrap();
+    assert_eq!(paused["state"], "paused");
+    std::fs::write(notes.join("b.md"), "# B\n\nThe second note, about orchards.").unwrap();
+    std::fs::write(notes.join("c.md"), "# C\n\nThe third note, about rivers.").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(documents(&app), 1, "a paused source lets nothing in");
+    assert_eq!(sources()["sources"][0]["state"], "paused");
+    let resumed: Value = admin.post(format!("{base}/v1/sources/watch-0/resume")).send().unwrap().json().unwrap();
+    assert_eq!(resumed["state"], "running");
+    wait_for("the notes written while paused", || documents(&app) == 3);
+    let listed = sources();
+    assert_eq!(listed["sources"][0]["changes"], 3, "{listed}");
+    assert!(listed["sources"][0]["changes_per_second"].as_f64().unwrap() > 0.0);
+    app.shutdown().unwrap();
+}
