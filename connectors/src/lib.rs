@@ -50,9 +50,10 @@
 
 pub mod demo;
 mod error;
+#[cfg(feature = "git")]
+pub mod feed;
 #[cfg(feature = "fluvio")]
 pub mod fluvio;
-#[cfg(feature = "git")]
 pub mod git;
 mod handle;
 #[cfg(feature = "kafka")]
@@ -67,6 +68,7 @@ use twinflow_schemas::DocumentChange;
 #[cfg(feature = "fluvio")]
 pub use crate::fluvio::{FluvioPublisher, FluvioSource};
 pub use error::{Error, Result};
+pub use feed::FeedSource;
 #[cfg(feature = "git")]
 pub use git::GitSource;
 pub use handle::SourceHandle;

@@ -1,6 +1,7 @@
 //! Integration tests of twinflow-connectors: one binary, one module per source.
 
 mod demo;
+mod feed;
 #[cfg(feature = "fluvio")]
 mod fluvio;
 #[cfg(feature = "git")]

@@ -14,7 +14,7 @@ use super::Error;
 use crate::Context;
 
 use twinflow_connectors::{
-    FluvioSource, GitSource, KafkaSource, NdjsonSource, SourceEvent, SourceHandle, WatchSource, WebSource,
+    FeedSource, FluvioSource, GitSource, KafkaSource, NdjsonSource, SourceEvent, SourceHandle, WatchSource, WebSource,
 };
 use twinflow_dataflow::SubmitError;
 use twinflow_schemas::ChangeLimits;
@@ -106,6 +106,13 @@ pub fn open(
                     .with_context(|| format!("cannot read Kafka topic {:?} at {}", kafka.topic, kafka.brokers))?;
                 (name, handle)
             }
+            SourceConfig::Feed(feed) => {
+                let name = source.name(i);
+                let resume = positions.get(&name).cloned();
+                let handle = FeedSource::spawn(name.clone(), feed.clone(), resume, tx)
+                    .with_context(|| format!("cannot follow the feed {}", feed.url))?;
+                (name, handle)
+            }
             SourceConfig::Git(git) => {
                 let name = source.name(i);
                 let resume = positions.get(&name).cloned();
@@ -129,6 +136,7 @@ fn source_kind(source: &SourceConfig) -> &'static str {
         SourceConfig::Fluvio(_) => "fluvio",
         SourceConfig::Kafka(_) => "kafka",
         SourceConfig::Git(_) => "git",
+        SourceConfig::Feed(_) => "feed",
     }
 }
 

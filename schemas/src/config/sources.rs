@@ -30,6 +30,48 @@ pub enum SourceConfig {
     /// Records of a Kafka topic, each one JSON change, with offsets
     /// committed with the epoch (and then to the consumer group).
     Kafka(KafkaSourceConfig),
+    /// An RSS, Atom or JSON feed fetched on a schedule (conditional
+    /// requests): each entry a document.
+    Feed(FeedSourceConfig),
+}
+
+/// Settings of a feed source (RSS, Atom or JSON Feed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedSourceConfig {
+    /// The feed's URL.
+    pub url: String,
+    /// Time between two fetches (`0s`: fetch once).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Delete an entry's document when it leaves the feed. Off by default:
+    /// feeds list only their newest entries, and older ones scroll off.
+    pub delete_missing: bool,
+    /// Kind given to the entries' documents.
+    pub kind: DocumentKind,
+    /// Author of every entry (default: the entry's, else the feed's).
+    pub author: Option<String>,
+    pub user_agent: String,
+    /// Per request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Feeds larger than this are refused (an ingest error).
+    pub max_bytes: ByteSize,
+}
+
+impl Default for FeedSourceConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            interval: Duration::from_secs(900),
+            delete_missing: false,
+            kind: DocumentKind::Post,
+            author: None,
+            user_agent: "twinflow".into(),
+            timeout: Duration::from_secs(20),
+            max_bytes: ByteSize::mib(8),
+        }
+    }
 }
 
 /// Settings of a Kafka topic source.
@@ -301,6 +343,7 @@ impl SourceConfig {
             Self::Git(_) => "git",
             Self::Fluvio(_) => "fluvio",
             Self::Kafka(_) => "kafka",
+            Self::Feed(_) => "feed",
         };
         format!("{kind}-{index}")
     }
