@@ -80,6 +80,19 @@ pub struct Primary {
     sources: Mutex<Vec<SourcePump>>,
 }
 
+/// What one read of `store` may use (SQL's memory, rows and bytes) and how far back it may read.
+fn limit_reads(store: &Store, config: &Config) -> anyhow::Result<()> {
+    let server = &config.server;
+    store.set_sql_limits(twinflow_sinks::SqlLimits {
+        memory: server.sql_memory.as_u64() as usize,
+        spill: server.sql_spill.as_u64(),
+        max_rows: server.sql_max_rows,
+        max_bytes: server.sql_max_answer.as_u64() as usize,
+    })?;
+    store.set_time_travel(config.storage.time_travel);
+    Ok(())
+}
+
 /// A request only the primary can answer, sent to a read replica.
 #[derive(Clone, Debug)]
 pub struct ReadReplica {
@@ -168,14 +181,7 @@ impl App {
         ));
         let feature = FeaturePipeline::open(&config, embedder.clone())?;
         let store = feature.store.clone();
-        let server = &config.server;
-        store.set_sql_limits(twinflow_sinks::SqlLimits {
-            memory: server.sql_memory.as_u64() as usize,
-            spill: server.sql_spill.as_u64(),
-            max_rows: server.sql_max_rows,
-            max_bytes: server.sql_max_answer.as_u64() as usize,
-        })?;
-        store.set_time_travel(config.storage.time_travel);
+        limit_reads(&store, &config)?;
         store.set_snapshot_retention(twinflow_sinks::SnapshotRetention {
             keep: config.storage.keep_snapshots,
             pinned: config.storage.pinned_snapshots.clone(),
@@ -324,14 +330,7 @@ impl App {
             twinflow_sinks::Store::open_follower(&data_dir, embedder.dim(), &config.search.ann, shards)
                 .with_context(|| format!("cannot follow the data directory {}", data_dir.display()))?,
         );
-        let server = &config.server;
-        store.set_sql_limits(twinflow_sinks::SqlLimits {
-            memory: server.sql_memory.as_u64() as usize,
-            spill: server.sql_spill.as_u64(),
-            max_rows: server.sql_max_rows,
-            max_bytes: server.sql_max_answer.as_u64() as usize,
-        })?;
-        store.set_time_travel(config.storage.time_travel);
+        limit_reads(&store, &config)?;
         let datasets = Arc::new(Datasets::open(&store)?);
         let generator = Arc::new(LazyGenerator::new(config.generator.clone()));
         let training = Arc::new(Training::open(&config, store.clone(), embedder.clone(), datasets.clone(), None)?);

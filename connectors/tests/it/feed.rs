@@ -37,19 +37,9 @@ async fn serve(blog: axum::extract::State<Shared>, headers: HeaderMap) -> Respon
         .into_response()
 }
 
+/// Serves the blog on a free loopback port; returns its feed's URL.
 fn start(blog: Shared) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/feed.xml", listener.local_addr().unwrap());
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().fallback(serve).with_state(blog);
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    base
+    format!("{}/feed.xml", crate::support::serve_loopback(axum::Router::new().fallback(serve).with_state(blog)))
 }
 
 fn rss(items: &[(&str, &str, &str)]) -> String {

@@ -1,4 +1,4 @@
-//! Waiting on a source's channel with a deadline, never with sleeps.
+//! Waiting on a source's channel with a deadline, never with sleeps; serving a test site on loopback.
 
 use std::time::{Duration, Instant};
 
@@ -105,4 +105,20 @@ pub(crate) fn until_offsets(rx: &Receiver<SourceEvent>, records: i64) -> (Seen, 
             return (seen, position);
         }
     }
+}
+
+/// Serves `app` on a free loopback port from a thread of its own; returns
+/// its base URL (`http://127.0.0.1:<port>`).
+pub(crate) fn serve_loopback(app: axum::Router) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    base
 }

@@ -51,18 +51,7 @@ async fn serve(site: axum::extract::State<Shared>, uri: Uri, headers: HeaderMap)
 
 /// Starts the site on a free loopback port; returns its base URL.
 fn start(site: Shared) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().fallback(serve).with_state(site);
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    base
+    crate::support::serve_loopback(axum::Router::new().fallback(serve).with_state(site))
 }
 
 fn page(title: &str, author: &str, body: &str, links: &[&str]) -> String {

@@ -125,7 +125,7 @@ fn generation_is_cached_and_incremental_and_snapshots_are_curated() {
 /// only those versions.
 #[test]
 fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() {
-    use twinflow_models::{Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, TrainingReport};
+    use twinflow_models::{Adapter, DatasetRef};
     let dir = tempfile::tempdir().unwrap();
     let app = app_with(dir.path(), |config| {
         config.storage.keep_datasets = 2;
@@ -147,43 +147,16 @@ fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() 
         snapshots.push(version.tables_snapshot);
         if version.version == 3 {
             // An adapter trained on version 3 (registered as training would).
-            let card = ModelCard {
-                version: 0,
-                kind: "embedding-adapter".into(),
-                base_model: "hashing".into(),
-                dim: app.engine().unwrap().embedder().dim(),
-                created_at_ms: 1,
-                parent: None,
-                dataset: DatasetRef {
-                    name: "instruct".into(),
-                    version: 3,
-                    epoch: version.source_epoch,
-                    content_hash: version.content_hash.clone(),
-                    train_pairs: version.train,
-                    test_pairs: version.test,
-                },
-                trigger: serde_json::json!("manual"),
-                training: AdapterTraining::default(),
-                report: TrainingReport {
-                    pairs: 1,
-                    steps: 1,
-                    epoch_losses: vec![1.0],
-                    seconds: 0.1,
-                    distance_from_identity: 0.0,
-                },
-                evaluation: Evaluation {
-                    k: 10,
-                    queries: 1,
-                    corpus: 1,
-                    base: 0.5,
-                    parent: 0.5,
-                    candidate: 0.5,
-                    evidence: Vec::new(),
-                    gain: None,
-                },
-                promotable: false,
-                decision: "a test of lineage".into(),
+            let dataset = DatasetRef {
+                name: "instruct".into(),
+                version: 3,
+                epoch: version.source_epoch,
+                content_hash: version.content_hash.clone(),
+                train_pairs: version.train,
+                test_pairs: version.test,
             };
+            let card =
+                crate::fixtures::adapter_card(app.engine().unwrap().embedder().dim(), dataset, "a test of lineage");
             let dim = card.dim;
             app.training.registry.register_adapter(card, &Adapter::identity(dim), &[]).unwrap();
         }

@@ -141,50 +141,12 @@ fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
 /// its rows are that version's, and it scores below the base vectors.
 #[test]
 fn eval_retrieval_scores_each_adapter_version_asked_for() {
-    use twinflow_models::{Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, Registry, TrainingReport};
+    use twinflow_models::{ModelCard, Registry};
     let register = |data: &Path| {
-        let dim = 384;
-        let weights: Vec<f32> =
-            (0..dim * dim).map(|i| if i / dim == i % dim && i / dim < 8 { 1.0 } else { 0.0 }).collect();
-        let card = ModelCard {
-            version: 0,
-            kind: "embedding-adapter".into(),
-            base_model: "hashing".into(),
-            dim,
-            created_at_ms: 1,
-            parent: None,
-            dataset: DatasetRef {
-                name: "instruct".into(),
-                version: 1,
-                epoch: 1,
-                content_hash: String::new(),
-                train_pairs: 1,
-                test_pairs: 1,
-            },
-            trigger: serde_json::json!("manual"),
-            training: AdapterTraining::default(),
-            report: TrainingReport {
-                pairs: 1,
-                steps: 1,
-                epoch_losses: vec![1.0],
-                seconds: 0.1,
-                distance_from_identity: 1.0,
-            },
-            evaluation: Evaluation {
-                k: 10,
-                queries: 1,
-                corpus: 1,
-                base: 0.5,
-                parent: 0.5,
-                candidate: 0.5,
-                evidence: Vec::new(),
-                gain: None,
-            },
-            promotable: false,
-            decision: "a test of per-version evaluation".into(),
-        };
+        let card =
+            crate::fixtures::adapter_card(384, crate::fixtures::first_dataset(), "a test of per-version evaluation");
         let registry = Registry::<ModelCard>::open(&data.join("_models")).unwrap();
-        registry.register_adapter(card, &Adapter::from_weights(dim, weights).unwrap(), &[]).unwrap();
+        registry.register_adapter(card, &crate::fixtures::keep_eight(384), &[]).unwrap();
     };
     let (_, report, evaluations) = run_eval_on("", &["retrieval", "--no-whole-documents", "--adapter", "1"], register);
     let names: Vec<&str> = report["settings"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();

@@ -176,3 +176,61 @@ impl twinflow_models::Generator for QuestionDouble {
         })
     }
 }
+
+/// The card of an embedding adapter registered by a test as training would
+/// register one: trained on `dataset`, judged on nothing, not promotable.
+pub(crate) fn adapter_card(
+    dim: usize,
+    dataset: twinflow_models::DatasetRef,
+    decision: &str,
+) -> twinflow_models::ModelCard {
+    use twinflow_models::{AdapterTraining, Evaluation, ModelCard, TrainingReport};
+    ModelCard {
+        version: 0,
+        kind: "embedding-adapter".into(),
+        base_model: "hashing".into(),
+        dim,
+        created_at_ms: 1,
+        parent: None,
+        dataset,
+        trigger: serde_json::json!("manual"),
+        training: AdapterTraining::default(),
+        report: TrainingReport {
+            pairs: 1,
+            steps: 1,
+            epoch_losses: vec![1.0],
+            seconds: 0.1,
+            distance_from_identity: 1.0,
+        },
+        evaluation: Evaluation {
+            k: 10,
+            queries: 1,
+            corpus: 1,
+            base: 0.5,
+            parent: 0.5,
+            candidate: 0.5,
+            evidence: Vec::new(),
+            gain: None,
+        },
+        promotable: false,
+        decision: decision.into(),
+    }
+}
+
+/// A dataset reference of version 1 at epoch 1 with one pair each side.
+pub(crate) fn first_dataset() -> twinflow_models::DatasetRef {
+    twinflow_models::DatasetRef {
+        name: "instruct".into(),
+        version: 1,
+        epoch: 1,
+        content_hash: String::new(),
+        train_pairs: 1,
+        test_pairs: 1,
+    }
+}
+
+/// An adapter that keeps the first 8 of `dim` dimensions (so vector scores move).
+pub(crate) fn keep_eight(dim: usize) -> twinflow_models::Adapter {
+    let weights: Vec<f32> = (0..dim * dim).map(|i| if i / dim == i % dim && i / dim < 8 { 1.0 } else { 0.0 }).collect();
+    twinflow_models::Adapter::from_weights(dim, weights).unwrap()
+}

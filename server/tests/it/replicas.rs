@@ -51,47 +51,8 @@ fn ready(http: &reqwest::blocking::Client, base: &str, child: &mut Child, log: &
 /// Registers, in `app`'s registry, an adapter that keeps 8 of the 384
 /// dimensions (so vector scores move), and returns its version.
 fn register_adapter(app: &twinflow_server::App) -> u64 {
-    use twinflow_models::{Adapter, AdapterTraining, DatasetRef, Evaluation, ModelCard, TrainingReport};
-    let dim = 384;
-    let weights: Vec<f32> = (0..dim * dim).map(|i| if i / dim == i % dim && i / dim < 8 { 1.0 } else { 0.0 }).collect();
-    let card = ModelCard {
-        version: 0,
-        kind: "embedding-adapter".into(),
-        base_model: "hashing".into(),
-        dim,
-        created_at_ms: 1,
-        parent: None,
-        dataset: DatasetRef {
-            name: "instruct".into(),
-            version: 1,
-            epoch: 1,
-            content_hash: String::new(),
-            train_pairs: 1,
-            test_pairs: 1,
-        },
-        trigger: json!("manual"),
-        training: AdapterTraining::default(),
-        report: TrainingReport {
-            pairs: 1,
-            steps: 1,
-            epoch_losses: vec![1.0],
-            seconds: 0.1,
-            distance_from_identity: 1.0,
-        },
-        evaluation: Evaluation {
-            k: 10,
-            queries: 1,
-            corpus: 1,
-            base: 0.5,
-            parent: 0.5,
-            candidate: 0.5,
-            evidence: Vec::new(),
-            gain: None,
-        },
-        promotable: false,
-        decision: "a test of replicas".into(),
-    };
-    app.training.registry.register_adapter(card, &Adapter::from_weights(dim, weights).unwrap(), &[]).unwrap().version
+    let card = crate::fixtures::adapter_card(384, crate::fixtures::first_dataset(), "a test of replicas");
+    app.training.registry.register_adapter(card, &crate::fixtures::keep_eight(384), &[]).unwrap().version
 }
 
 fn kill(child: &mut Child) {
