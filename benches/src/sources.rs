@@ -9,6 +9,7 @@
 //!  git:    a repository of N small files (one commit), made with the git CLI
 //!  fluvio: N records in a 4-partition topic of the protocol-level test server
 //!  kafka:  N records in a 4-partition topic of a real broker (Tansu), if installed
+//!  postgres: a table of N rows (the snapshot), then N more in 100 transactions (streamed), if installed
 //!  web:    an axum site of N pages on loopback, each linking to the next ten (breadth-first depth ≈ N/10)
 //! ```
 
@@ -25,7 +26,7 @@ use serde_json::{Value, json};
 
 use twinflow_schemas::config::{
     Config, EmbedderConfig, FluvioSourceConfig, GitSourceConfig, HashingEmbedderConfig, KafkaSourceConfig,
-    NdjsonSourceConfig, SourceConfig, WebSourceConfig,
+    NdjsonSourceConfig, PostgresSourceConfig, SourceConfig, WebSourceConfig,
 };
 use twinflow_server::App;
 
@@ -188,6 +189,70 @@ fn kafka(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Option<Value>> {
     Ok(Some(run))
 }
 
+/// A real PostgreSQL server (Debian's, in a temporary directory): the
+/// snapshot of a table of N rows, then N more rows inserted in 100
+/// transactions and streamed through the replication slot.
+fn postgres(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Option<Value>> {
+    use twinflow_connectors::postgres::local_server::LocalPostgres;
+    let Some(server) = LocalPostgres::start()? else {
+        eprintln!("postgres: skipped, no server installed (apt-get install postgresql)");
+        return Ok(None);
+    };
+    let psql = |sql: &str| -> anyhow::Result<()> {
+        let out = Command::new("psql").args([&server.url(), "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).output()?;
+        anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    let rows = |from: usize, to: usize| {
+        format!(
+            "INSERT INTO notes SELECT i, format('Note %s. The harbour at dawn: boats number %s come home, the market \
+             opens, and the river carries barges of grain %s miles to the mill.', i, i, i % 97) \
+             FROM generate_series({from}, {}) i;",
+            to - 1
+        )
+    };
+    let n = bench.docs;
+    psql(&format!("CREATE TABLE notes (id int PRIMARY KEY, body text); {}", rows(0, n)))?;
+    let source = SourceConfig::Postgres(PostgresSourceConfig {
+        url: server.url(),
+        tables: vec!["notes".into()],
+        content_column: "body".into(),
+        ..PostgresSourceConfig::default()
+    });
+    let data = dir.join("data-postgres");
+    let app = App::start(config(&data, source.clone()))?;
+    let snapshot_s = ingest(&app, n)?;
+    // Streamed: N more rows in 100 transactions.
+    let started = Instant::now();
+    let step = n.div_ceil(100);
+    let script: String = (0..100).map(|t| rows(n + t * step, n + ((t + 1) * step).min(n))).collect();
+    psql(&script)?;
+    while app.store.current_documents().len() < 2 * n {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "timed out streaming {n} rows");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while app.engine().unwrap().stats().pending_changes > 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stream_s = started.elapsed().as_secs_f64();
+    app.shutdown()?;
+    drop(app);
+    let app = App::start(config(&data, source))?;
+    let (epoch, embedded) = (app.store.committed_epoch(), app.engine().unwrap().stats().texts_embedded);
+    twinflow_server::cli::start_sources(&app)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let restart = json!({
+        "new_epochs": app.store.committed_epoch() - epoch,
+        "texts_embedded": app.engine().unwrap().stats().texts_embedded - embedded,
+    });
+    app.shutdown()?;
+    Ok(Some(json!({
+        "source": "postgres (snapshot, then streamed)", "records": 2 * n,
+        "snapshot_records_per_s": n as f64 / snapshot_s, "stream_records_per_s": n as f64 / stream_s,
+        "restart": restart,
+    })))
+}
+
 /// Pages by path: (HTML, version); full responses and 304s served.
 #[derive(Default)]
 struct Site {
@@ -281,6 +346,7 @@ pub fn run(bench: &SourcesBench) -> anyhow::Result<Value> {
             git_source(bench, dir.path())?,
             fluvio(bench, dir.path())?,
             kafka(bench, dir.path())?,
+            postgres(bench, dir.path())?,
             web(bench, dir.path())?,
         ],
     }))

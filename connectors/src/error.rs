@@ -126,6 +126,16 @@ pub enum Error {
         /// Whether trying again may help.
         retryable: bool,
     },
+    /// The PostgreSQL server could not be reached or refused a request.
+    #[error("source {source_name:?}: postgres: {reason}")]
+    Postgres {
+        /// The source.
+        source_name: String,
+        /// What the server or the client said.
+        reason: String,
+        /// Whether trying again may help (the server is down or busy).
+        retryable: bool,
+    },
     /// A source or publisher needs a cargo feature of this crate (`kafka`,
     /// `fluvio`, `git`) that the build was made without.
     #[error("twinflow was built without the `{feature}` feature")]
@@ -166,7 +176,8 @@ impl Error {
                     | io::ErrorKind::OutOfMemory
             ),
             Self::Command { .. } | Self::WatcherGone { .. } => true,
-            Self::Git { retryable, .. } | Self::Fluvio { retryable, .. } | Self::Kafka { retryable, .. } => *retryable,
+            Self::Git { retryable, .. } | Self::Fluvio { retryable, .. } | Self::Kafka { retryable, .. }
+            | Self::Postgres { retryable, .. } => *retryable,
             Self::Watch { .. }
             | Self::NotADirectory { .. }
             | Self::RootRemoved { .. }

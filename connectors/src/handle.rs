@@ -5,10 +5,13 @@
 //! still stops promptly: every send waits on the channel *and* on the stop
 //! signal.
 
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender, select};
+use parking_lot::Mutex;
 use twinflow_schemas::DocumentChange;
+use twinflow_schemas::api::SourceLag;
 
 use crate::{Error, IngestError, Result, SourceEvent};
 
@@ -20,7 +23,21 @@ pub struct SourceHandle {
     stop: Option<Sender<()>>,
     /// Positions of this source that the engine has committed.
     committed: Sender<crate::SourcePosition>,
+    /// How far behind its upstream the source last said it is.
+    lag: LagProbe,
     thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// The lag a source last measured (Kafka: records behind the partitions'
+/// ends; Postgres: WAL bytes behind the server), shared with whoever shows it.
+#[derive(Clone, Debug, Default)]
+pub struct LagProbe(Arc<Mutex<Option<SourceLag>>>);
+
+impl LagProbe {
+    /// The last measurement; `None` for sources that measure none.
+    pub fn get(&self) -> Option<SourceLag> {
+        self.0.lock().clone()
+    }
 }
 
 impl SourceHandle {
@@ -32,7 +49,8 @@ impl SourceHandle {
     ) -> Result<Self> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let (committed, committed_rx) = crossbeam_channel::unbounded();
-        let outbox = Outbox { name: name.clone(), tx, stop: stop_rx, committed: committed_rx };
+        let lag = LagProbe::default();
+        let outbox = Outbox { name: name.clone(), tx, stop: stop_rx, committed: committed_rx, lag: lag.clone() };
         let thread = thread::Builder::new()
             .name(format!("twinflow-source-{name}"))
             .spawn(move || match body(outbox) {
@@ -40,7 +58,12 @@ impl SourceHandle {
                 Err(Halt::Fatal(error)) => Err(error),
             })
             .map_err(|source| Error::Spawn { name: name.clone(), source })?;
-        Ok(Self { name, stop: Some(stop_tx), committed, thread: Some(thread) })
+        Ok(Self { name, stop: Some(stop_tx), committed, lag, thread: Some(thread) })
+    }
+
+    /// Where the source's lag can be read while it runs.
+    pub fn lag(&self) -> LagProbe {
+        self.lag.clone()
     }
 
     /// Where to tell the source that one of its positions is committed
@@ -119,14 +142,22 @@ pub(crate) struct Outbox {
     tx: Sender<SourceEvent>,
     stop: Receiver<()>,
     committed: Receiver<crate::SourcePosition>,
+    lag: LagProbe,
 }
 
 impl Outbox {
     /// The newest of the positions committed since the last call, if any.
-    // Only the Kafka source tells anyone (its consumer group).
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    // Only the Kafka and Postgres sources tell anyone (the consumer group, the slot).
+    #[cfg_attr(not(any(feature = "kafka", feature = "postgres")), allow(dead_code))]
     pub(crate) fn committed(&self) -> Option<crate::SourcePosition> {
         self.committed.try_iter().last()
+    }
+
+    /// Records how far behind its upstream the source is now.
+    #[cfg_attr(not(any(feature = "kafka", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn report_lag(&self, behind: u64, unit: twinflow_schemas::api::LagUnit) {
+        let measured_at_ms = twinflow_schemas::clock::now_ms();
+        *self.lag.0.lock() = Some(SourceLag { behind, unit, measured_at_ms });
     }
 
     /// The source's name.

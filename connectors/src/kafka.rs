@@ -41,6 +41,9 @@ use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition};
 
 /// How long a poll waits for a record (and a partial batch for more).
 const LINGER: Duration = Duration::from_millis(50);
+/// How often librdkafka gives its statistics (the partitions' ends), and
+/// the lag is measured from them.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How long opening waits for the brokers to answer.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,6 +66,26 @@ impl KafkaSource {
     }
 }
 
+/// The partitions' high watermarks, from librdkafka's statistics (taken
+/// while polling: no request of their own).
+#[derive(Default)]
+struct Watermarks(parking_lot::Mutex<BTreeMap<u32, i64>>);
+
+impl ClientContext for Watermarks {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut ends = self.0.lock();
+        for topic in statistics.topics.values() {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.hi_offset >= 0 {
+                    ends.insert(*partition as u32, stats.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Watermarks {}
+
 fn kafka_error(brokers: &str, error: impl std::fmt::Display, retryable: bool) -> Error {
     Error::Kafka { brokers: brokers.to_owned(), reason: error.to_string(), retryable }
 }
@@ -70,9 +93,12 @@ fn kafka_error(brokers: &str, error: impl std::fmt::Display, retryable: bool) ->
 struct Reader {
     name: String,
     config: KafkaSourceConfig,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Watermarks>,
     /// Changes on their way, and each partition's next offset.
     batcher: PartitionBatcher,
+    /// The partitions read, and when their lag was last measured.
+    partitions: Vec<u32>,
+    lag_measured: Option<std::time::Instant>,
 }
 
 impl Reader {
@@ -98,7 +124,9 @@ impl Reader {
         for (key, value) in &config.options {
             client.set(key, value);
         }
-        let consumer: BaseConsumer = client.create().map_err(|e| config_error(e.to_string()))?;
+        client.set("statistics.interval.ms", LAG_EVERY.as_millis().to_string());
+        let consumer: BaseConsumer<Watermarks> =
+            client.create_with_context(Watermarks::default()).map_err(|e| config_error(e.to_string()))?;
 
         let metadata =
             consumer.fetch_metadata(Some(&config.topic), OPEN_TIMEOUT).map_err(|e| kafka_error(&brokers, e, false))?;
@@ -122,7 +150,7 @@ impl Reader {
         let groups = consumer.committed_offsets(wanted, OPEN_TIMEOUT).map_err(|e| kafka_error(&brokers, e, false))?;
         let mut assignment = TopicPartitionList::new();
         let mut next = BTreeMap::new();
-        for p in partitions {
+        for p in partitions.iter().copied() {
             let group = groups.find_partition(&config.topic, p as i32).map(|e| e.offset());
             let offset = match (ours.get(&p), group) {
                 (Some(&n), _) => Offset::Offset(n),
@@ -139,13 +167,34 @@ impl Reader {
         }
         consumer.assign(&assignment).map_err(|e| kafka_error(&brokers, e, false))?;
         let batcher = PartitionBatcher::new("kafka", name, &config.topic, limits, config.batch, next);
-        Ok(Self { name: name.to_owned(), config, consumer, batcher })
+        Ok(Self { name: name.to_owned(), config, consumer, batcher, partitions, lag_measured: None })
+    }
+
+    /// Records behind the partitions' ends: the high watermarks of the
+    /// last statistics librdkafka gave, less the next offsets handed over.
+    fn measure_lag(&mut self, outbox: &Outbox) {
+        let ends = self.consumer.context().0.lock().clone();
+        let mut behind = 0u64;
+        for p in &self.partitions {
+            let Some(&high) = ends.get(p) else { return };
+            let next = match self.batcher.next.get(p) {
+                Some(next) => *next,
+                None if self.config.start == StartFrom::End => high,
+                None => 0,
+            };
+            behind += (high - next).max(0) as u64;
+        }
+        self.lag_measured = Some(std::time::Instant::now());
+        outbox.report_lag(behind, twinflow_schemas::api::LagUnit::Records);
     }
 
     fn run(mut self, outbox: &Outbox) -> Result<(), Halt> {
         loop {
             if let Some(committed) = outbox.committed() {
                 self.commit_to_group(&committed, CommitMode::Async);
+            }
+            if self.lag_measured.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
+                self.measure_lag(outbox);
             }
             match self.consumer.poll(LINGER) {
                 Some(Ok(message)) => {

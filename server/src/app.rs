@@ -424,7 +424,11 @@ impl App {
             primary.ingest.positions().listen(&name, handle.committed_sender());
         }
         let ingest = primary.ingest.clone();
-        let gauge = Arc::new(SourceGauge::new(name.clone(), kind));
+        let mut gauge = SourceGauge::new(name.clone(), kind);
+        if let Some(handle) = &handle {
+            gauge = gauge.with_lag(handle.lag());
+        }
+        let gauge = Arc::new(gauge);
         let counted = gauge.clone();
         let pump = std::thread::Builder::new()
             .name(format!("source-{name}"))

@@ -71,6 +71,27 @@ fn records_over_partitions_bad_records_and_group_offsets_after_commit() {
 
     let (source, rx) = spawn(config(&broker, "twin-a"), None);
     let (seen, position) = until_offsets(&rx, 22);
+    // All read: the lag is the partitions' ends (as the broker tells them) less the next offsets.
+    let ends: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", broker.brokers()).set("group.id", "ends").create().unwrap();
+    let expected: u64 = (0..3)
+        .map(|p| {
+            let (low, high) = ends.fetch_watermarks(TOPIC, p, Duration::from_secs(5)).unwrap();
+            let next = position["offsets"][p.to_string()].as_i64().unwrap_or(low);
+            (high - next).max(0) as u64
+        })
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match source.lag().get() {
+            Some(lag) if lag.behind == expected => {
+                assert_eq!(lag.unit, twinflow_schemas::api::LagUnit::Records);
+                break;
+            }
+            other => assert!(Instant::now() < deadline, "the lag never reached {expected}: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(seen.changes.len(), 21);
     assert_eq!(seen.errors.len(), 1);
     assert!(seen.errors[0].location.starts_with("kafka://posts/"), "{}", seen.errors[0].location);
@@ -134,3 +155,4 @@ fn bad_settings_are_fatal_at_open() {
     let error = open(KafkaSourceConfig { options, ..config(&broker, "g") });
     assert!(matches!(&error, Error::Config { reason, .. } if reason.contains("no.such.setting")), "{error}");
 }
+

@@ -9,6 +9,8 @@ mod git;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod ndjson;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod support;
 mod watch;
 mod web;

@@ -14,7 +14,7 @@ use super::Error;
 use crate::Context;
 
 use twinflow_connectors::{
-    FeedSource, FluvioSource, GitSource, KafkaSource, NdjsonSource, SourceEvent, SourceHandle, WatchSource, WebSource,
+    FeedSource, FluvioSource, GitSource, KafkaSource, NdjsonSource, PostgresSource, SourceEvent, SourceHandle, WatchSource, WebSource,
 };
 use twinflow_dataflow::SubmitError;
 use twinflow_schemas::ChangeLimits;
@@ -113,6 +113,13 @@ pub fn open(
                     .with_context(|| format!("cannot follow the feed {}", feed.url))?;
                 (name, handle)
             }
+            SourceConfig::Postgres(pg) => {
+                let name = source.name(i);
+                let resume = positions.get(&name).cloned();
+                let handle = PostgresSource::spawn(name.clone(), pg.clone(), limits, resume, tx)
+                    .with_context(|| format!("cannot follow the Postgres tables {}", pg.tables.join(", ")))?;
+                (name, handle)
+            }
             SourceConfig::Git(git) => {
                 let name = source.name(i);
                 let resume = positions.get(&name).cloned();
@@ -137,6 +144,7 @@ fn source_kind(source: &SourceConfig) -> &'static str {
         SourceConfig::Kafka(_) => "kafka",
         SourceConfig::Git(_) => "git",
         SourceConfig::Feed(_) => "feed",
+        SourceConfig::Postgres(_) => "postgres",
     }
 }
 
@@ -152,6 +160,8 @@ pub struct SourceGauge {
     paused: AtomicBool,
     finished: AtomicBool,
     counts: Mutex<Counts>,
+    /// Where the source says how far behind its upstream it is (Kafka, Postgres).
+    lag: Option<twinflow_connectors::LagProbe>,
 }
 
 #[derive(Debug, Default)]
@@ -173,7 +183,14 @@ impl SourceGauge {
             paused: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             counts: Mutex::default(),
+            lag: None,
         }
+    }
+
+    /// Shows the lag `probe` reports (a running source's [`SourceHandle::lag`]).
+    pub fn with_lag(mut self, probe: twinflow_connectors::LagProbe) -> Self {
+        self.lag = Some(probe);
+        self
     }
 
     /// Holds the source's changes back (its channel fills and the source
@@ -231,6 +248,7 @@ impl SourceGauge {
             changes_per_second: recent as f64 / RATE_WINDOW.as_secs_f64(),
             last_change_ms: counts.last_change_ms,
             position,
+            lag: self.lag.as_ref().and_then(|probe| probe.get()),
             errors: counts.errors,
             last_error: counts.last_error.clone(),
         }

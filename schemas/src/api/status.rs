@@ -205,9 +205,31 @@ pub struct SourceStatus {
     pub last_change_ms: Option<i64>,
     /// Its committed position (what a restart resumes from; free-form per kind).
     pub position: Option<serde_json::Value>,
+    /// How far behind its upstream it is, for the sources that can tell.
+    pub lag: Option<SourceLag>,
     /// Records it refused since start, and the last one.
     pub errors: u64,
     pub last_error: Option<IngestError>,
+}
+
+/// How far a source is behind what its upstream has (the last measurement).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceLag {
+    pub behind: u64,
+    pub unit: LagUnit,
+    /// When it was measured (ms since the Unix epoch).
+    pub measured_at_ms: i64,
+}
+
+/// What a lag counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LagUnit {
+    /// Records not yet read (Kafka: the partitions' ends minus the next offsets).
+    Records,
+    /// Write-ahead log bytes between the server's position and the one
+    /// twinflow confirmed (Postgres).
+    Bytes,
 }
 
 /// Whether a source's changes come in.

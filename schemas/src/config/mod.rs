@@ -64,7 +64,7 @@ pub use replica::ReplicaConfig;
 pub use search::{AnnConfig, Fusion, SearchConfig};
 pub use server::{ServerConfig, TlsConfig};
 pub use sources::{
-    DocIdNamespaces, FeedSourceConfig, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig,
+    DocIdNamespaces, FeedSourceConfig, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PostgresSourceConfig,
     PartitionShare, SourceConfig, StartFrom, WatchSourceConfig, WebSourceConfig,
 };
 pub use storage::StorageConfig;

@@ -33,6 +33,85 @@ pub enum SourceConfig {
     /// An RSS, Atom or JSON feed fetched on a schedule (conditional
     /// requests): each entry a document.
     Feed(FeedSourceConfig),
+    /// Rows of PostgreSQL tables, through logical replication (`pgoutput`):
+    /// a consistent snapshot, then every insert, update and delete.
+    Postgres(PostgresSourceConfig),
+}
+
+/// Settings of a PostgreSQL change-capture source. Each row of `tables` is
+/// a document: `doc_id_column` names it, `content_column` holds its text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    /// Connection string, as libpq takes it: `postgres://user@host:port/db`
+    /// or `host=… port=… user=… dbname=…`. The user needs the REPLICATION
+    /// attribute (or to own the slot's database) and SELECT on the tables.
+    pub url: String,
+    /// Name of an environment variable holding the password (kept out of
+    /// the configuration file).
+    pub password_env: Option<String>,
+    /// The tables followed, `schema.table` or `table` (in `public`).
+    pub tables: Vec<String>,
+    /// The publication read (default `twinflow_<source>`): created for
+    /// `tables` when missing; one that exists must publish them.
+    pub publication: Option<String>,
+    /// The logical replication slot (default `twinflow_<source>`): created
+    /// when missing. Its confirmed position moves only after an epoch
+    /// commits, so the server keeps the WAL twinflow has not committed.
+    pub slot: Option<String>,
+    /// The column whose value names the row's document (in the table's
+    /// replica identity: its primary key, or `REPLICA IDENTITY FULL`).
+    pub doc_id_column: String,
+    /// The column holding the text (a row whose content is NULL has no document).
+    pub content_column: String,
+    pub title_column: Option<String>,
+    pub author_column: Option<String>,
+    pub url_column: Option<String>,
+    /// A column holding the kind (`article`, `post`, …); else `kind`.
+    pub kind_column: Option<String>,
+    /// Kind of every row's document when there is no `kind_column`.
+    pub kind: DocumentKind,
+    /// How the content is written (unset: inferred at ingest).
+    pub format: Option<crate::records::ContentFormat>,
+    /// A document's id is `<doc_id_prefix><table>/<doc_id_column>` (`table`
+    /// with its schema unless it is `public`).
+    pub doc_id_prefix: String,
+    /// How often the slot is read for new changes.
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// Rows read per snapshot batch, and changes per streamed batch (whole
+    /// transactions: a larger one comes in one batch).
+    pub batch: usize,
+}
+
+impl Default for PostgresSourceConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            password_env: None,
+            tables: Vec::new(),
+            publication: None,
+            slot: None,
+            doc_id_column: "id".into(),
+            content_column: "content".into(),
+            title_column: None,
+            author_column: None,
+            url_column: None,
+            kind_column: None,
+            kind: DocumentKind::Article,
+            format: None,
+            doc_id_prefix: "pg:".into(),
+            poll: Duration::from_millis(200),
+            batch: 1000,
+        }
+    }
+}
+
+impl PostgresSourceConfig {
+    /// How `table` is named in its documents' ids: without `public.`.
+    pub fn table_label(table: &str) -> &str {
+        table.strip_prefix("public.").unwrap_or(table)
+    }
 }
 
 /// Settings of a feed source (RSS, Atom or JSON Feed).
@@ -344,6 +423,7 @@ impl SourceConfig {
             Self::Fluvio(_) => "fluvio",
             Self::Kafka(_) => "kafka",
             Self::Feed(_) => "feed",
+            Self::Postgres(_) => "postgres",
         };
         format!("{kind}-{index}")
     }
@@ -381,6 +461,10 @@ impl DocIdNamespaces {
             match source {
                 SourceConfig::Watch(watch) => namespaces.owned.push((name, Owned::Prefix(watch.doc_id_prefix.clone()))),
                 SourceConfig::Git(git) => namespaces.owned.push((name, Owned::Prefix(git.id_prefix()))),
+                SourceConfig::Postgres(pg) => namespaces.owned.extend(pg.tables.iter().map(|table| {
+                    let prefix = format!("{}{}/", pg.doc_id_prefix, PostgresSourceConfig::table_label(table));
+                    (name.clone(), Owned::Prefix(prefix))
+                })),
                 SourceConfig::Web(web) => {
                     let mut hosts: Vec<String> = web.allowed_domains.iter().map(|d| d.to_ascii_lowercase()).collect();
                     if hosts.is_empty() {

@@ -55,3 +55,26 @@ fn rerank_reads_its_names_and_the_old_switch() {
     assert_eq!(RagConfig::default().rerank, Rerank::Chunk);
     assert_eq!(serde_json::to_value(Rerank::Sentences).unwrap(), "sentences");
 }
+
+#[test]
+fn a_postgres_source_parses_from_toml_and_owns_its_tables_ids() {
+    let text = r#"
+        [[sources]]
+        type = "postgres"
+        config = { url = "host=db user=twin dbname=blog", tables = ["posts", "drafts.notes"], content_column = "body", title_column = "title", poll = "1s", format = "markdown" }
+    "#;
+    let config: Config = toml::from_str(text).unwrap();
+    let SourceConfig::Postgres(pg) = &config.sources[0] else { panic!("{:?}", config.sources[0]) };
+    assert_eq!((pg.doc_id_column.as_str(), pg.content_column.as_str()), ("id", "body"));
+    assert_eq!(pg.poll, Duration::from_secs(1));
+    assert_eq!(pg.format, Some(crate::records::ContentFormat::Markdown));
+    assert_eq!(config.sources[0].name(0), "postgres-0");
+    // Its documents' ids are its own: another source may not make them.
+    let watch = SourceConfig::Watch(WatchSourceConfig { doc_id_prefix: "pg:posts/".into(), ..Default::default() });
+    let err = DocIdNamespaces::of(&[config.sources[0].clone(), watch]).unwrap_err();
+    assert!(err.contains("pg:posts/"), "{err}");
+    let other = SourceConfig::Postgres(PostgresSourceConfig { tables: vec!["comments".into()], ..Default::default() });
+    DocIdNamespaces::of(&[config.sources[0].clone(), other]).unwrap();
+    let err = toml::from_str::<Config>("[[sources]]\ntype = \"postgres\"\nconfig = { tabels = [] }\n").unwrap_err();
+    assert!(err.to_string().contains("tabels"), "{err}");
+}

@@ -96,7 +96,10 @@ pub(super) fn print_sources(sources: &twinflow_schemas::api::SourcesResponse) {
         println!("no sources are running (HTTP ingest only)");
         return;
     }
-    println!("{:<16} {:<7} {:<9} {:>9} {:>9} {:>7}  position", "name", "kind", "state", "changes", "per s", "errors");
+    println!(
+        "{:<16} {:<8} {:<9} {:>9} {:>9} {:>7} {:>12}  position",
+        "name", "kind", "state", "changes", "per s", "errors", "lag"
+    );
     for source in &sources.sources {
         let state = match source.state {
             twinflow_schemas::api::SourceState::Running => paint::good(format!("{:<9}", "running")),
@@ -107,8 +110,12 @@ pub(super) fn print_sources(sources: &twinflow_schemas::api::SourcesResponse) {
             let text = p.to_string();
             if text.chars().count() > 60 { format!("{}…", text.chars().take(60).collect::<String>()) } else { text }
         });
+        let lag = source.lag.as_ref().map_or("-".to_owned(), |lag| match lag.unit {
+            twinflow_schemas::api::LagUnit::Records => format!("{} rec", lag.behind),
+            twinflow_schemas::api::LagUnit::Bytes => bytesize::ByteSize::b(lag.behind).to_string(),
+        });
         println!(
-            "{:<16} {:<7} {} {:>9} {:>9.2} {:>7}  {position}",
+            "{:<16} {:<8} {} {:>9} {:>9.2} {:>7} {lag:>12}  {position}",
             source.name, source.kind, state, source.changes, source.changes_per_second, source.errors
         );
         if let Some(error) = &source.last_error {

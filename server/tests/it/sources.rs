@@ -513,3 +513,69 @@ fn sources_are_listed_and_a_paused_one_waits_until_resumed() {
     assert!(listed["sources"][0]["changes_per_second"].as_f64().unwrap() > 0.0);
     app.shutdown().unwrap();
 }
+
+/// A Postgres table through the whole pipeline: the snapshot and then each
+/// change become documents; the slot is confirmed only as far as a committed
+/// epoch's position; a restart resumes from it and repeats nothing.
+#[test]
+fn a_postgres_table_is_followed_and_its_slot_confirms_committed_epochs() {
+    use twinflow_connectors::postgres::local_server::LocalPostgres;
+    use twinflow_schemas::config::PostgresSourceConfig;
+    let Some(server) = LocalPostgres::start().unwrap() else {
+        twinflow_schemas::testing::tool_missing("postgres", "apt-get install postgresql (Debian's PostgreSQL server)");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    });
+    let sql = |text: &str| runtime.block_on(client.batch_execute(text)).unwrap();
+    let scalar = |text: &str| -> String { runtime.block_on(client.query_one(text, &[])).unwrap().get(0) };
+    sql("CREATE TABLE posts (id int PRIMARY KEY, title text, body text);
+         INSERT INTO posts VALUES (1, 'Harbour', 'Ships rest in the harbour at night.'),
+                                  (2, 'Canal', 'Canals carry barges through the old town.'),
+                                  (3, 'River', 'The river floods each spring.');");
+    let dir = tempfile::tempdir().unwrap();
+    let source = SourceConfig::Postgres(PostgresSourceConfig {
+        url: server.url(),
+        tables: vec!["posts".into()],
+        content_column: "body".into(),
+        title_column: Some("title".into()),
+        poll: Duration::from_millis(50),
+        ..PostgresSourceConfig::default()
+    });
+    let open = || app_with(&dir.path().join("data"), |config| config.sources = vec![source.clone()]);
+    let app = open();
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("the snapshot's documents", || documents(&app) == 3);
+    sql("UPDATE posts SET body = 'The river froze this winter.' WHERE id = 3; DELETE FROM posts WHERE id = 2;");
+    let river = || {
+        app.store.current_documents().into_iter().find(|d| d.doc_id == "pg:posts/3").map(|d| d.content.clone())
+    };
+    wait_for("the update and the delete", || {
+        documents(&app) == 2 && river().as_deref() == Some("The river froze this winter.")
+    });
+    // The slot is confirmed exactly as far as the committed position.
+    wait_for("the slot to reach the committed position", || {
+        let committed = app.store.source_positions().get("postgres-0").map(|p| p["lsn"].as_str().unwrap().to_owned());
+        committed.is_some_and(|lsn| {
+            lsn == scalar("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'twinflow_postgres_0'")
+        })
+    });
+    let status = app.sources()[0].status(None);
+    assert_eq!(status.kind, "postgres");
+    assert_eq!(status.lag.expect("a measured lag").unit, twinflow_schemas::api::LagUnit::Bytes);
+    app.shutdown().unwrap();
+    drop(app);
+
+    sql("INSERT INTO posts VALUES (4, 'Orchard', 'Apples ripen in the orchard.');");
+    let app = open();
+    let embedded = app.engine().unwrap().stats().texts_embedded;
+    twinflow_server::cli::start_sources(&app).unwrap();
+    wait_for("the row written while twinflow was down", || documents(&app) == 3);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(app.engine().unwrap().stats().texts_embedded - embedded, 1, "only the new row is embedded");
+    app.shutdown().unwrap();
+}

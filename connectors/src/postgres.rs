@@ -1,0 +1,940 @@
+//! PostgreSQL change capture: the rows of tables, through logical
+//! replication with the built-in `pgoutput` plugin, without Kafka or
+//! Debezium in between.
+//!
+//! ```text
+//!  open:  wal_level = logical? ▸ the tables, their columns and replica
+//!         identity ▸ the publication (created for the tables if missing)
+//!         ▸ the slot (created if missing)
+//!  first: a snapshot in one REPEATABLE READ transaction, read in batches
+//!         (the transaction's xmin:xmax:xip remembered)
+//!  then:  every `poll`: pg_logical_slot_peek_binary_changes(slot) ─▶
+//!         Begin/Relation/Insert/Update/Delete/Commit ─▶ one batch of
+//!         changes per read, with the position {slot, lsn}
+//!  an epoch commits the position ─▶ pg_replication_slot_advance(slot, lsn)
+//! ```
+//!
+//! The slot keeps every change the server has not been told is committed,
+//! so nothing is lost when either side restarts: peeking does not consume,
+//! and the slot advances only to a position twinflow has committed. A
+//! transaction whose changes were sent (or committed: on a restart, the
+//! position) is skipped by its end LSN, so nothing is repeated either.
+//! The snapshot and the slot are stitched by transaction visibility: a
+//! decoded transaction that the snapshot already saw is skipped; any other
+//! is applied. Each row is one document, `<doc_id_prefix><table>/<id>`; a
+//! row whose content is NULL has none. An update that leaves a TOASTed
+//! column out (Postgres sends only "unchanged") reads the row again. When
+//! the server goes away the source says so once (an ingest error), then
+//! reconnects with backoff and goes on where it was.
+
+pub mod pgoutput;
+
+#[cfg(feature = "testing")]
+pub mod local_server;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use twinflow_schemas::api::LagUnit;
+use twinflow_schemas::config::PostgresSourceConfig;
+use twinflow_schemas::{ChangeLimits, Document, DocumentChange, DocumentKind};
+
+use crate::handle::{Halt, Outbox};
+use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition};
+use pgoutput::{Lsn, Message, Value};
+
+/// How often the lag behind the server is measured.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+/// While no change comes, how often the slot is still moved to the
+/// server's position (so it does not hold the WAL of other tables' changes).
+const IDLE_POSITION_EVERY: Duration = Duration::from_secs(10);
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The source; see the module docs.
+#[derive(Debug)]
+pub struct PostgresSource;
+
+impl PostgresSource {
+    /// Connects, checks the tables, creates the publication and the slot
+    /// when missing (fatal errors here: a bad URL, no such table, a server
+    /// without logical replication), then follows on a thread.
+    pub fn spawn(
+        name: String,
+        config: PostgresSourceConfig,
+        limits: ChangeLimits,
+        resume: Option<SourcePosition>,
+        tx: Sender<SourceEvent>,
+    ) -> Result<SourceHandle> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Spawn { name: name.clone(), source: e })?;
+        let follower = runtime.block_on(Follower::open(name.clone(), config, limits, resume))?;
+        SourceHandle::spawn(name, tx, move |outbox| follower.run(&runtime, &outbox))
+    }
+
+    /// The slot and publication a source of this name uses unless told
+    /// otherwise: `twinflow_<name>`, in the characters slot names allow.
+    pub fn default_slot(name: &str) -> String {
+        let clean: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+        format!("twinflow_{clean}")
+    }
+}
+
+/// What a restart resumes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Position {
+    slot: String,
+    /// Every transaction the slot decodes that ends at or before this LSN has been sent.
+    lsn: String,
+    /// The initial snapshot, while transactions it saw may still be decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot: Option<Snapshot>,
+}
+
+/// The initial snapshot's view of transactions (`pg_current_snapshot()`),
+/// and the WAL position when it was taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Snapshot {
+    xmin: u64,
+    xmax: u64,
+    xip: Vec<u64>,
+    /// Transactions committed at or after this were not seen by it.
+    until: String,
+}
+
+impl Snapshot {
+    /// From `pg_current_snapshot()::text` (`xmin:xmax:xip,…`).
+    fn parse(text: &str, until: Lsn) -> std::result::Result<Self, String> {
+        let bad = || format!("{text:?} is not a snapshot");
+        let mut parts = text.split(':');
+        let number = |p: Option<&str>| p.and_then(|p| p.parse::<u64>().ok()).ok_or_else(bad);
+        let xmin = number(parts.next())?;
+        let xmax = number(parts.next())?;
+        let xip = match parts.next() {
+            Some("") | None => Vec::new(),
+            Some(list) => list.split(',').map(|x| x.parse().map_err(|_| bad())).collect::<std::result::Result<_, _>>()?,
+        };
+        Ok(Self { xmin, xmax, xip, until: until.to_string() })
+    }
+
+    fn until(&self) -> Lsn {
+        self.until.parse().unwrap_or_default()
+    }
+
+    /// Whether the snapshot already holds the effects of the committed
+    /// transaction `xid` (a 32-bit id, as decoding gives it).
+    fn saw(&self, xid: u32, commit_lsn: Lsn) -> bool {
+        if commit_lsn >= self.until() {
+            return false;
+        }
+        // Widen to the 64-bit id nearest xmax (ids wrap around every 2^32).
+        let epoch = self.xmax >> 32;
+        let mut full = (epoch << 32) | u64::from(xid);
+        if full > self.xmax + (1 << 31) && epoch > 0 {
+            full -= 1 << 32;
+        }
+        full < self.xmax && !self.xip.contains(&full)
+    }
+}
+
+/// A followed table, as found at open.
+#[derive(Clone, Debug)]
+struct Table {
+    schema: String,
+    name: String,
+    /// `"schema"."name"`, for SQL.
+    quoted: String,
+    /// `schema.name`, or `name` in `public`: its documents' ids say it.
+    label: String,
+}
+
+/// A relation of the decoding session: which of its columns are ours.
+#[derive(Clone, Debug)]
+struct Relation {
+    table: usize,
+    /// Position of each mapped column in the relation's tuples.
+    columns: [Option<usize>; FIELDS],
+}
+
+/// The mapped columns, in this order everywhere (SELECT lists, tuples).
+const FIELDS: usize = 6;
+const DOC_ID: usize = 0;
+
+/// What went wrong in a step of the run.
+enum Failure {
+    /// Stop (asked to, or cannot go on).
+    Halt(Halt),
+    /// The server went away or refused: reconnect and go on.
+    Server(String),
+}
+
+impl From<Halt> for Failure {
+    fn from(halt: Halt) -> Self {
+        Self::Halt(halt)
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Server(describe(&error))
+    }
+}
+
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
+}
+
+struct Follower {
+    name: String,
+    config: PostgresSourceConfig,
+    limits: ChangeLimits,
+    connect: tokio_postgres::Config,
+    slot: String,
+    publication: String,
+    tables: Vec<Table>,
+    /// The mapped column names, in [`FIELDS`] order.
+    columns: [Option<String>; FIELDS],
+    client: Option<Client>,
+    /// This decoding session's relations, by id.
+    relations: HashMap<u32, Relation>,
+    needs_snapshot: bool,
+    /// Where the sent changes end; and the snapshot's view, while it matters.
+    sent: Lsn,
+    snapshot: Option<Snapshot>,
+    /// How far the slot has been advanced, and how far it should be.
+    confirmed: Lsn,
+    to_confirm: Lsn,
+    /// Rows of the last read that were already sent (read again until the slot advances).
+    resent_rows: usize,
+    last_sent_at: Instant,
+    last_lag_at: Option<Instant>,
+    /// Whether the server is known to be unreachable (said once per outage).
+    down: bool,
+}
+
+impl Follower {
+    async fn open(
+        name: String,
+        config: PostgresSourceConfig,
+        limits: ChangeLimits,
+        resume: Option<SourcePosition>,
+    ) -> Result<Self> {
+        let bad = |reason: String| Error::Config { source_name: name.clone(), reason };
+        let mut connect: tokio_postgres::Config =
+            config.url.parse().map_err(|e| bad(format!("{:?} is not a Postgres connection string: {e}", config.url)))?;
+        if let Some(variable) = &config.password_env {
+            let password = std::env::var(variable)
+                .map_err(|_| bad(format!("the environment variable {variable} (password_env) is not set")))?;
+            connect.password(password);
+        }
+        if connect.get_application_name().is_none() {
+            connect.application_name(&format!("twinflow {name}"));
+        }
+        if config.tables.is_empty() {
+            return Err(bad("no tables given".into()));
+        }
+        if config.batch == 0 {
+            return Err(bad("batch must be at least 1".into()));
+        }
+        let columns = [
+            Some(config.doc_id_column.clone()),
+            Some(config.content_column.clone()),
+            config.title_column.clone(),
+            config.author_column.clone(),
+            config.url_column.clone(),
+            config.kind_column.clone(),
+        ];
+        let server = |e: tokio_postgres::Error, retryable: bool| Error::Postgres {
+            source_name: name.clone(),
+            reason: describe(&e),
+            retryable,
+        };
+        let client = connect_to(&connect).await.map_err(|e| server(e, true))?;
+
+        let wal_level = client.query_one("SHOW wal_level", &[]).await.map_err(|e| server(e, true))?;
+        let wal_level: String = wal_level.get(0);
+        if wal_level != "logical" {
+            return Err(bad(format!(
+                "the server's wal_level is {wal_level}: set wal_level = logical (postgresql.conf) and restart it"
+            )));
+        }
+
+        // Decoded values come in the database's encoding.
+        let encoding = client.query_one("SHOW server_encoding", &[]).await.map_err(|e| server(e, true))?;
+        let encoding: String = encoding.get(0);
+        if encoding != "UTF8" && encoding != "SQL_ASCII" {
+            return Err(bad(format!("the database's encoding is {encoding}: twinflow follows UTF8 databases")));
+        }
+
+        let mut tables = Vec::new();
+        for table in &config.tables {
+            tables.push(check_table(&client, table, &columns, &config.doc_id_column).await.map_err(|e| match e {
+                Checked::Refused(reason) => bad(reason),
+                Checked::Server(e) => server(e, true),
+            })?);
+        }
+
+        let slot = config.slot.clone().unwrap_or_else(|| PostgresSource::default_slot(&name));
+        let publication = config.publication.clone().unwrap_or_else(|| slot.clone());
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+            .await
+            .map_err(|e| server(e, true))?
+            .is_some();
+        if exists {
+            let published: Vec<(String, String)> = client
+                .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[
+                    &publication,
+                ])
+                .await
+                .map_err(|e| server(e, true))?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            let missing: Vec<&str> = tables
+                .iter()
+                .filter(|t| !published.iter().any(|(schema, name)| (schema, name) == (&t.schema, &t.name)))
+                .map(|t| t.label.as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(bad(format!(
+                    "the publication {publication} does not publish {}: add them (ALTER PUBLICATION … ADD TABLE) \
+                     or name another publication",
+                    missing.join(", ")
+                )));
+            }
+        } else {
+            let list: Vec<&str> = tables.iter().map(|t| t.quoted.as_str()).collect();
+            let create = format!(
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete')",
+                quote_ident(&publication),
+                list.join(", ")
+            );
+            client.batch_execute(&create).await.map_err(|e| server(e, false))?;
+            tracing::info!(source = %name, %publication, "publication created");
+        }
+
+        let existing = client
+            .query_opt(
+                "SELECT plugin::text, database::text, confirmed_flush_lsn::text FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| server(e, true))?;
+        let (confirmed, created) = match existing {
+            Some(row) => {
+                let plugin: Option<String> = row.get(0);
+                if plugin.as_deref() != Some("pgoutput") {
+                    return Err(bad(format!("the slot {slot} exists but decodes with {plugin:?}, not pgoutput")));
+                }
+                let lsn: Option<String> = row.get(2);
+                (lsn.and_then(|l| l.parse().ok()).unwrap_or_default(), false)
+            }
+            None => {
+                let row = client
+                    .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+                    .await
+                    .map_err(|e| server(e, false))?;
+                let lsn: String = row.get(0);
+                tracing::info!(source = %name, %slot, %lsn, "replication slot created");
+                (lsn.parse().map_err(bad)?, true)
+            }
+        };
+
+        let position = resume.and_then(|p| match serde_json::from_value::<Position>(p) {
+            Ok(p) if p.slot == slot => Some(p),
+            Ok(p) => {
+                tracing::warn!(source = %name, committed = %p.slot, %slot, "the committed position is another slot's: taking a snapshot");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, "the committed position is unreadable: taking a snapshot");
+                None
+            }
+        });
+        let position = match position {
+            Some(_) if created => {
+                tracing::warn!(
+                    source = %name, %slot,
+                    "the slot was gone and is made anew: taking a new snapshot (rows deleted meanwhile stay)"
+                );
+                None
+            }
+            other => other,
+        };
+        let (needs_snapshot, sent, snapshot) = match position {
+            Some(p) => (false, p.lsn.parse().map_err(bad)?, p.snapshot),
+            None => (true, confirmed, None),
+        };
+        Ok(Self {
+            name,
+            config,
+            limits,
+            connect,
+            slot,
+            publication,
+            tables,
+            columns,
+            client: Some(client),
+            relations: HashMap::new(),
+            needs_snapshot,
+            sent,
+            snapshot,
+            confirmed,
+            // A position committed before a crash and never confirmed is confirmed now.
+            to_confirm: if needs_snapshot { confirmed } else { sent.max(confirmed) },
+            resent_rows: 0,
+            last_sent_at: Instant::now(),
+            last_lag_at: None,
+            down: false,
+        })
+    }
+
+    fn run(mut self, runtime: &Runtime, outbox: &Outbox) -> Result<(), Halt> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.step(runtime, outbox) {
+                Ok(true) => backoff = Duration::from_millis(100),
+                Ok(false) => outbox.sleep(self.config.poll)?,
+                Err(Failure::Halt(halt)) => return Err(halt),
+                Err(Failure::Server(reason)) => {
+                    self.client = None;
+                    if !self.down {
+                        self.down = true;
+                        tracing::warn!(source = %self.name, %reason, "lost the server: reconnecting");
+                        outbox.error(self.location(), format!("the server failed: {reason}; reconnecting"))?;
+                    } else {
+                        tracing::debug!(source = %self.name, %reason, "still no server");
+                    }
+                    outbox.sleep(backoff)?;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn location(&self) -> String {
+        format!("postgres://{}", self.slot)
+    }
+
+    /// One step: reconnect, confirm, snapshot or read. `Ok(true)` when
+    /// there may be more to read at once.
+    fn step(&mut self, runtime: &Runtime, outbox: &Outbox) -> Result<bool, Failure> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = Some(runtime.block_on(connect_to(&self.connect))?);
+            self.relations.clear();
+            if self.down {
+                tracing::info!(source = %self.name, "reconnected");
+                self.down = false;
+            }
+        }
+        if let Some(position) = outbox.committed()
+            && let Ok(position) = serde_json::from_value::<Position>(position)
+            && let Ok(lsn) = position.lsn.parse::<Lsn>()
+        {
+            self.to_confirm = self.to_confirm.max(lsn);
+        }
+        if self.to_confirm > self.confirmed {
+            self.confirm(runtime)?;
+        }
+        if self.needs_snapshot {
+            self.take_snapshot(runtime, outbox)?;
+            self.needs_snapshot = false;
+            return Ok(true);
+        }
+        if self.last_lag_at.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
+            self.measure_lag(runtime, outbox)?;
+        }
+        self.read(runtime, outbox)
+    }
+
+    fn client(&self) -> Result<&Client, Failure> {
+        self.client.as_ref().ok_or_else(|| Failure::Server("not connected".into()))
+    }
+
+    /// Moves the slot to the committed position.
+    fn confirm(&mut self, runtime: &Runtime) -> Result<(), Failure> {
+        let target = self.to_confirm.to_string();
+        let client = self.client()?;
+        runtime
+            .block_on(client.query_one("SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)::text", &[
+                &self.slot, &target,
+            ]))
+            .map_err(Failure::from)?;
+        self.confirmed = self.to_confirm;
+        tracing::debug!(source = %self.name, lsn = %self.confirmed, "slot advanced");
+        Ok(())
+    }
+
+    fn measure_lag(&mut self, runtime: &Runtime, outbox: &Outbox) -> Result<(), Failure> {
+        let client = self.client()?;
+        let row = runtime.block_on(client.query_opt(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 FROM pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&self.slot],
+        ))?;
+        if let Some(row) = row {
+            let behind: Option<i64> = row.get(0);
+            outbox.report_lag(behind.unwrap_or(0).max(0) as u64, LagUnit::Bytes);
+        }
+        self.last_lag_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Reads every table in one REPEATABLE READ transaction, in batches,
+    /// and ends with the position that stitches the slot to it.
+    fn take_snapshot(&mut self, runtime: &Runtime, outbox: &Outbox) -> Result<(), Failure> {
+        let started = Instant::now();
+        let client = self.client()?;
+        runtime.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
+        let row =
+            runtime.block_on(client.query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[]))?;
+        let (view, until): (String, String) = (row.get(0), row.get(1));
+        let until: Lsn = until.parse().map_err(Failure::Server)?;
+        let snapshot = Snapshot::parse(&view, until).map_err(Failure::Server)?;
+        let mut rows = 0usize;
+        for table in 0..self.tables.len() {
+            let declare = format!(
+                "DECLARE twinflow_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {}",
+                self.select_list(),
+                self.tables[table].quoted
+            );
+            runtime.block_on(client.batch_execute(&declare))?;
+            loop {
+                let fetched = runtime
+                    .block_on(client.simple_query(&format!("FETCH {} FROM twinflow_snapshot", self.config.batch)))?;
+                let mut changes = Vec::new();
+                let mut count = 0;
+                for message in fetched {
+                    if let SimpleQueryMessage::Row(row) = message {
+                        count += 1;
+                        let values: [Option<String>; FIELDS] = std::array::from_fn(|i| row.get(i).map(str::to_owned));
+                        self.change(table, values, outbox, &mut changes)?;
+                    }
+                }
+                rows += count;
+                outbox.changes(changes)?;
+                if count < self.config.batch {
+                    break;
+                }
+            }
+            runtime.block_on(client.batch_execute("CLOSE twinflow_snapshot"))?;
+        }
+        runtime.block_on(client.batch_execute("COMMIT"))?;
+        tracing::info!(source = %self.name, rows, seconds = started.elapsed().as_secs_f64(), "snapshot taken");
+        self.snapshot = Some(snapshot);
+        // Nothing decoded yet: the position is where the slot stands.
+        self.sent = self.confirmed;
+        self.send(Vec::new(), outbox)?;
+        Ok(())
+    }
+
+    /// `doc_id, content, title, author, url, kind` as text (NULL where unmapped).
+    fn select_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| c.as_deref().map_or("NULL".to_owned(), |c| format!("{}::text", quote_ident(c))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Reads what the slot has decoded past the position sent.
+    fn read(&mut self, runtime: &Runtime, outbox: &Outbox) -> Result<bool, Failure> {
+        let client = self.client()?;
+        // A record boundary every change before which this read will see,
+        // if the server has flushed it already: the insert position.
+        let row = runtime
+            .block_on(client.query_one("SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text", &[]))?;
+        let (inserted, flushed): (String, String) = (row.get(0), row.get(1));
+        let inserted: Lsn = inserted.parse().map_err(Failure::Server)?;
+        let flushed: Lsn = flushed.parse().map_err(Failure::Server)?;
+        let limit = self.config.batch + self.resent_rows;
+        let rows = runtime.block_on(client.query(
+            "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, \
+             'proto_version', '1', 'publication_names', $3)",
+            &[&self.slot, &(i32::try_from(limit).unwrap_or(i32::MAX)), &self.publication],
+        ))?;
+        let complete = rows.len() < limit;
+
+        let mut changes = Vec::new();
+        let mut transaction: Option<(u32, Vec<Message>)> = None;
+        let mut end = self.sent;
+        let mut resent_rows = 0;
+        let mut rows_in_transaction = 0;
+        for row in &rows {
+            let data: &[u8] = row.get(0);
+            let message = pgoutput::decode(data).map_err(|e| {
+                Failure::Halt(Halt::Fatal(Error::Postgres {
+                    source_name: self.name.clone(),
+                    reason: e.to_string(),
+                    retryable: false,
+                }))
+            })?;
+            rows_in_transaction += 1;
+            match message {
+                Message::Begin { xid, .. } => {
+                    transaction = Some((xid, Vec::new()));
+                    rows_in_transaction = 1;
+                }
+                Message::Relation { id, schema, name, columns } => self.relate(id, &schema, &name, &columns),
+                Message::Commit { commit_lsn, end_lsn } => {
+                    let (xid, messages) = transaction.take().unwrap_or_default();
+                    if end_lsn <= self.sent {
+                        resent_rows += rows_in_transaction;
+                        continue;
+                    }
+                    end = end.max(end_lsn);
+                    if self.snapshot.as_ref().is_some_and(|s| s.saw(xid, commit_lsn)) {
+                        continue;
+                    }
+                    for message in messages {
+                        self.apply(runtime, message, outbox, &mut changes)?;
+                    }
+                }
+                Message::Other(_) => {}
+                change => {
+                    if let Some((_, messages)) = &mut transaction {
+                        messages.push(change);
+                    }
+                }
+            }
+        }
+        self.resent_rows = resent_rows;
+        if complete && flushed >= inserted {
+            // This read went past `inserted`: every transaction committed before it was seen.
+            end = end.max(inserted);
+        }
+        let moved = end > self.sent;
+        if !changes.is_empty() || (moved && self.last_sent_at.elapsed() >= IDLE_POSITION_EVERY) {
+            self.sent = end;
+            if self.snapshot.as_ref().is_some_and(|s| self.sent >= s.until()) {
+                self.snapshot = None;
+            }
+            self.send(changes, outbox)?;
+        }
+        Ok(!complete)
+    }
+
+    /// Sends `changes` with the position after them.
+    fn send(&mut self, changes: Vec<DocumentChange>, outbox: &Outbox) -> Result<(), Halt> {
+        let position = Position { slot: self.slot.clone(), lsn: self.sent.to_string(), snapshot: self.snapshot.clone() };
+        let position = serde_json::to_value(&position).map_err(|e| {
+            Halt::Fatal(Error::Config { source_name: self.name.clone(), reason: format!("its position: {e}") })
+        })?;
+        self.last_sent_at = Instant::now();
+        outbox.changes_at(changes, position)
+    }
+
+    /// Learns a relation of the decoding session.
+    fn relate(&mut self, id: u32, schema: &str, name: &str, columns: &[pgoutput::Column]) {
+        let Some(table) = self.tables.iter().position(|t| t.schema == schema && t.name == name) else {
+            self.relations.remove(&id);
+            return;
+        };
+        let positions = std::array::from_fn(|i| {
+            self.columns[i].as_ref().and_then(|wanted| columns.iter().position(|c| &c.name == wanted))
+        });
+        self.relations.insert(id, Relation { table, columns: positions });
+    }
+
+    /// Turns one decoded row change into document changes.
+    fn apply(
+        &self,
+        runtime: &Runtime,
+        message: Message,
+        outbox: &Outbox,
+        changes: &mut Vec<DocumentChange>,
+    ) -> Result<(), Failure> {
+        let relation_of = |id: u32| self.relations.get(&id).cloned();
+        match message {
+            Message::Insert { relation, new } | Message::Update { relation, old: None, new } => {
+                let Some(relation) = relation_of(relation) else { return Ok(()) };
+                self.upsert(runtime, &relation, None, &new, outbox, changes)
+            }
+            Message::Update { relation, old: Some(old), new } => {
+                let Some(relation) = relation_of(relation) else { return Ok(()) };
+                self.upsert(runtime, &relation, Some(&old), &new, outbox, changes)
+            }
+            Message::Delete { relation, old } => {
+                let Some(relation) = relation_of(relation) else { return Ok(()) };
+                match pick(&relation, &old, DOC_ID) {
+                    Some(Value::Text(id)) => match self.doc_id(relation.table, id) {
+                        Ok(doc_id) => changes.push(DocumentChange::Delete { doc_id }),
+                        Err(reason) => outbox.error(self.location(), reason)?,
+                    },
+                    _ => outbox.error(
+                        self.location(),
+                        format!(
+                            "a delete from {} without its {} (not in the replica identity)",
+                            self.tables[relation.table].label, self.config.doc_id_column
+                        ),
+                    )?,
+                }
+                Ok(())
+            }
+            Message::Truncate { relations } => {
+                for id in relations {
+                    if let Some(relation) = relation_of(id) {
+                        outbox.error(
+                            self.location(),
+                            format!(
+                                "{} was truncated: its documents stay (truncation is not followed; delete the rows instead)",
+                                self.tables[relation.table].label
+                            ),
+                        )?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An inserted or updated row: its document (the old one deleted when
+    /// its id changed).
+    fn upsert(
+        &self,
+        runtime: &Runtime,
+        relation: &Relation,
+        old: Option<&[Value]>,
+        new: &[Value],
+        outbox: &Outbox,
+        changes: &mut Vec<DocumentChange>,
+    ) -> Result<(), Failure> {
+        let mut values: [Option<String>; FIELDS] = Default::default();
+        let mut unchanged = false;
+        for (field, value) in values.iter_mut().enumerate() {
+            match pick(relation, new, field) {
+                Some(Value::Text(text)) => *value = Some(text.clone()),
+                Some(Value::Unchanged) => match old.and_then(|old| pick(relation, old, field)) {
+                    Some(Value::Text(text)) => *value = Some(text.clone()),
+                    _ => unchanged = true,
+                },
+                Some(Value::Null) | None => {}
+            }
+        }
+        if let (Some(old), Some(Value::Text(new_id))) = (old, pick(relation, new, DOC_ID))
+            && let Some(Value::Text(old_id)) = pick(relation, old, DOC_ID)
+            && old_id != new_id
+        {
+            match self.doc_id(relation.table, old_id) {
+                Ok(doc_id) => changes.push(DocumentChange::Delete { doc_id }),
+                Err(reason) => outbox.error(self.location(), reason)?,
+            }
+        }
+        if unchanged {
+            // A TOASTed value left as it was is not sent: read the row as it is now.
+            let Some(Some(id)) = values.get(DOC_ID) else { return Ok(()) };
+            let query = format!(
+                "SELECT {} FROM {} WHERE {}::text = $1",
+                self.select_list(),
+                self.tables[relation.table].quoted,
+                quote_ident(&self.config.doc_id_column)
+            );
+            let client = self.client()?;
+            let row = runtime.block_on(client.query_opt(&query, &[id]))?;
+            // Gone since: a later delete says so.
+            let Some(row) = row else { return Ok(()) };
+            values = std::array::from_fn(|i| row.get(i));
+        }
+        self.change(relation.table, values, outbox, changes)?;
+        Ok(())
+    }
+
+    /// The document change of a row of `table`, or an ingest error.
+    fn change(
+        &self,
+        table: usize,
+        values: [Option<String>; FIELDS],
+        outbox: &Outbox,
+        changes: &mut Vec<DocumentChange>,
+    ) -> Result<(), Halt> {
+        let [doc_id, content, title, author, url, kind] = values;
+        let label = &self.tables[table].label;
+        let Some(id) = doc_id else {
+            return outbox.error(self.location(), format!("a row of {label} whose {} is NULL", self.config.doc_id_column));
+        };
+        let doc_id = match self.doc_id(table, &id) {
+            Ok(doc_id) => doc_id,
+            Err(reason) => return outbox.error(self.location(), reason),
+        };
+        let Some(content) = content else {
+            changes.push(DocumentChange::Delete { doc_id });
+            return Ok(());
+        };
+        if content.len() > self.limits.max_document_bytes {
+            return outbox.error(
+                doc_id,
+                format!("content of {} bytes is over the limit of {}", content.len(), self.limits.max_document_bytes),
+            );
+        }
+        let kind = match kind {
+            None => self.config.kind,
+            Some(kind) => match kind.parse::<DocumentKind>() {
+                Ok(kind) => kind,
+                Err(e) => return outbox.error(doc_id, e.to_string()),
+            },
+        };
+        changes.push(DocumentChange::Upsert(Document {
+            doc_id,
+            kind,
+            author: author.unwrap_or_default(),
+            title: title.unwrap_or_default(),
+            url: url.unwrap_or_default(),
+            source: self.name.clone(),
+            format: self.config.format,
+            fetched_at: None,
+            content,
+        }));
+        Ok(())
+    }
+
+    fn doc_id(&self, table: usize, id: &str) -> std::result::Result<String, String> {
+        let doc_id = format!("{}{}/{id}", self.config.doc_id_prefix, self.tables[table].label);
+        if doc_id.len() > self.limits.max_doc_id_bytes {
+            return Err(format!("doc_id of {} bytes is over the limit of {}", doc_id.len(), self.limits.max_doc_id_bytes));
+        }
+        Ok(doc_id)
+    }
+}
+
+/// The value of mapped `field` in `tuple`.
+fn pick<'a>(relation: &Relation, tuple: &'a [Value], field: usize) -> Option<&'a Value> {
+    relation.columns[field].and_then(|i| tuple.get(i))
+}
+
+async fn connect_to(config: &tokio_postgres::Config) -> std::result::Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+enum Checked {
+    Refused(String),
+    Server(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for Checked {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Server(error)
+    }
+}
+
+/// Finds `table`, checks it has the mapped columns and that deletes will
+/// carry `doc_id_column`.
+async fn check_table(
+    client: &Client,
+    table: &str,
+    columns: &[Option<String>; FIELDS],
+    doc_id_column: &str,
+) -> std::result::Result<Table, Checked> {
+    let row = client
+        .query_opt(
+            "SELECT n.nspname::text, c.relname::text, c.relreplident::text, c.relkind::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+            &[&table],
+        )
+        .await?
+        .ok_or_else(|| Checked::Refused(format!("there is no table {table:?}")))?;
+    let (schema, name, identity, kind): (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    if kind != "r" && kind != "p" {
+        return Err(Checked::Refused(format!("{table:?} is not a table (only tables have changes to follow)")));
+    }
+    let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+    let label = if schema == "public" { name.clone() } else { format!("{schema}.{name}") };
+    let present: Vec<String> = client
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            &[&quoted],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for column in columns.iter().flatten() {
+        if !present.contains(column) {
+            return Err(Checked::Refused(format!("{label} has no column {column:?} (it has {})", present.join(", "))));
+        }
+    }
+    let in_identity = match identity.as_str() {
+        "f" => true,
+        "n" => false,
+        // The primary key (default), or the index chosen as the replica identity.
+        which => {
+            let flag = if which == "i" { "indisreplident" } else { "indisprimary" };
+            let keys: Vec<String> = client
+                .query(
+                    &format!(
+                        "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+                         AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass($1) AND i.{flag}"
+                    ),
+                    &[&quoted],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            keys.iter().any(|k| k == doc_id_column)
+        }
+    };
+    if !in_identity {
+        return Err(Checked::Refused(format!(
+            "{label}'s replica identity does not hold {doc_id_column:?}, so its deletes could not say which document \
+             goes: make {doc_id_column:?} the primary key, or ALTER TABLE {quoted} REPLICA IDENTITY FULL"
+        )));
+    }
+    Ok(Table { schema, name, quoted, label })
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_saw_what_finished_before_it() {
+        let snapshot = Snapshot::parse("100:105:101,103", Lsn(5000)).unwrap();
+        assert!(snapshot.saw(99, Lsn(10)), "finished before xmin");
+        assert!(snapshot.saw(102, Lsn(10)), "between, not running");
+        assert!(!snapshot.saw(101, Lsn(10)), "running when it was taken");
+        assert!(!snapshot.saw(105, Lsn(10)), "started after it");
+        assert!(!snapshot.saw(99, Lsn(5000)), "committed at or after its position");
+        assert_eq!(Snapshot::parse("7:7:", Lsn(1)).unwrap().xip, Vec::<u64>::new());
+        assert!(Snapshot::parse("7:x:", Lsn(1)).is_err());
+    }
+
+    #[test]
+    fn ids_are_widened_near_the_snapshots_epoch() {
+        // xmax just past a wraparound: ids from before it are of the epoch before.
+        let snapshot = Snapshot::parse(&format!("{}:{}:", (1u64 << 32) + 2, (1u64 << 32) + 5), Lsn(100)).unwrap();
+        assert!(snapshot.saw(u32::MAX - 3, Lsn(1)));
+        assert!(snapshot.saw(3, Lsn(1)));
+        assert!(!snapshot.saw(6, Lsn(1)));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("Notes"), "\"Notes\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(PostgresSource::default_slot("postgres-0"), "twinflow_postgres_0");
+    }
+}
