@@ -179,8 +179,9 @@ impl Follower {
         format!("{}{path}", self.id_prefix)
     }
 
-    /// The document of the blob at `path`, `None` when it is binary or not
-    /// UTF-8 (skipped); an ingest error when it is too large.
+    /// The document of the blob at `path` (a PDF, DOCX or EPUB read as
+    /// Markdown), `None` when it is otherwise binary or not UTF-8
+    /// (skipped); an ingest error when it is too large or unreadable.
     fn document(
         &self,
         repo: &Repository,
@@ -197,11 +198,30 @@ impl Follower {
             )?;
             return Ok(None);
         }
+        let extension = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if let Some(binary) = crate::formats::Binary::of_extension(&extension) {
+            return match crate::formats::extract(binary, blob.content()) {
+                Ok(extracted) => Ok(Some(Document {
+                    doc_id: self.doc_id(path),
+                    kind: DocumentKind::Repository,
+                    author: author.to_owned(),
+                    title: extracted.title.unwrap_or_else(|| path.to_owned()),
+                    url: format!("file://{}#{path}", self.path.display()),
+                    source: String::new(),
+                    format: Some(ContentFormat::Markdown),
+                    fetched_at: None,
+                    content: extracted.markdown,
+                })),
+                Err(reason) => {
+                    outbox.error(self.doc_id(path), reason)?;
+                    Ok(None)
+                }
+            };
+        }
         if blob.is_binary() {
             return Ok(None);
         }
         let Ok(content) = std::str::from_utf8(blob.content()) else { return Ok(None) };
-        let extension = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let format = match extension.as_str() {
             "md" | "markdown" => ContentFormat::Markdown,
             "txt" | "rst" | "" => ContentFormat::Text,

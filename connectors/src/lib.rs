@@ -58,6 +58,7 @@
 pub mod demo;
 mod error;
 pub mod feed;
+pub mod formats;
 #[cfg(feature = "fluvio")]
 pub mod fluvio;
 #[cfg(feature = "git")]

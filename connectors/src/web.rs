@@ -7,6 +7,7 @@
 //!    ─▶ wait for the host's turn ─▶ GET (If-None-Match / If-Modified-Since from the last crawl)
 //!         304            ─▶ unchanged: no change; its stored links are followed
 //!         200 text/html  ─▶ title, author, main content, links ─▶ content hash changed? ─▶ upsert
+//!         200 PDF/DOCX/EPUB (by type, else by name) ─▶ its text as Markdown (no links) ─▶ changed? ─▶ upsert
 //!         3xx Location   ─▶ delete (a page crawled before); the target joins the frontier, so it passes
 //!                           the same checks (a redirect off the allowed hosts is never followed)
 //!         404 / 410      ─▶ delete (a page crawled before)
@@ -38,6 +39,7 @@ use url::Url;
 
 pub use page::{Page, parse as parse_page};
 
+use crate::formats::Binary;
 use crate::handle::{Halt, Outbox};
 use crate::{Error, Result, SourceEvent, SourceHandle, SourcePosition};
 
@@ -248,6 +250,29 @@ impl Crawler {
                     pages.insert(key, PageState { etag, last_modified, hash, links: links.clone() });
                     links
                 }
+                Fetched::Document { extracted, etag, last_modified } => {
+                    let name = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default().to_owned();
+                    let document = Document {
+                        doc_id: key.clone(),
+                        kind: self.config.kind,
+                        author: self.config.author.clone(),
+                        title: extracted.title.unwrap_or(name),
+                        url: key.clone(),
+                        source: String::new(),
+                        format: Some(ContentFormat::Markdown),
+                        fetched_at: None,
+                        content: extracted.markdown,
+                    };
+                    let hash = document_hash(&document);
+                    if previous.as_ref().is_none_or(|p| p.hash != hash) {
+                        stats.upserts += 1;
+                        pending.push(DocumentChange::Upsert(document));
+                    } else {
+                        stats.unchanged += 1;
+                    }
+                    pages.insert(key, PageState { etag, last_modified, hash, links: Vec::new() });
+                    Vec::new()
+                }
                 Fetched::Redirect(target) => {
                     stats.redirects += 1;
                     if previous.is_some_and(|p| !p.hash.is_empty()) {
@@ -360,7 +385,7 @@ impl Crawler {
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        read_limited(response, self.config.max_page.as_u64())
+        read_bytes(response, self.config.max_page.as_u64()).map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
     /// Whether robots.txt of the URL's host lets this user agent fetch it
@@ -372,7 +397,7 @@ impl Crawler {
             let robots_url = format!("{origin}/robots.txt");
             let robot = match Url::parse(&robots_url).map_err(|e| e.to_string()).and_then(|u| self.get_within(&u)) {
                 Ok(r) if r.status().is_success() => {
-                    let body = read_limited(r, 512 * 1024).unwrap_or_default();
+                    let body = read_bytes(r, 512 * 1024).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                     texting_robots::Robot::new(&self.config.user_agent, body.as_bytes()).ok()
                 }
                 Ok(r) if r.status().is_client_error() => None,
@@ -430,11 +455,24 @@ impl Crawler {
         let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
         let content_type = header(CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
+        // A PDF, DOCX or EPUB, by its type (or, served as anything but HTML, by its name).
+        let extension = url.path().rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
+        let binary = Binary::of_content_type(&content_type)
+            .or_else(|| (!content_type.contains("html")).then(|| Binary::of_extension(extension)).flatten());
+        if let Some(binary) = binary {
+            return match read_bytes(response, self.config.max_page.as_u64()) {
+                Ok(bytes) => match crate::formats::extract(binary, &bytes) {
+                    Ok(extracted) => Fetched::Document { extracted, etag, last_modified },
+                    Err(reason) => Fetched::Refused(reason),
+                },
+                Err(reason) => Fetched::Refused(reason),
+            };
+        }
         if !content_type.is_empty() && !content_type.contains("html") {
             return Fetched::Refused(format!("not an HTML page ({content_type})"));
         }
-        match read_limited(response, self.config.max_page.as_u64()) {
-            Ok(html) => Fetched::Page { html, etag, last_modified },
+        match read_bytes(response, self.config.max_page.as_u64()) {
+            Ok(bytes) => Fetched::Page { html: String::from_utf8_lossy(&bytes).into_owned(), etag, last_modified },
             Err(reason) => Fetched::Refused(reason),
         }
     }
@@ -444,6 +482,12 @@ enum Fetched {
     NotModified,
     Page {
         html: String,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    /// A PDF, DOCX or EPUB, read as Markdown.
+    Document {
+        extracted: crate::formats::Extracted,
         etag: Option<String>,
         last_modified: Option<String>,
     },
@@ -462,14 +506,14 @@ fn redirect_target(url: &Url, response: &reqwest::blocking::Response) -> Option<
     url.join(location).ok().filter(|u| matches!(u.scheme(), "http" | "https"))
 }
 
-/// The body, at most `limit` bytes (more is an error), as UTF-8 (invalid bytes replaced).
-fn read_limited(response: reqwest::blocking::Response, limit: u64) -> std::result::Result<String, String> {
+/// The body, at most `limit` bytes (more is an error).
+fn read_bytes(response: reqwest::blocking::Response, limit: u64) -> std::result::Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     response.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("reading the body: {e}"))?;
     if bytes.len() as u64 > limit {
         return Err(format!("the page is larger than {limit} bytes"));
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(bytes)
 }
 
 fn document_hash(document: &Document) -> String {

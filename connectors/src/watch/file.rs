@@ -11,6 +11,7 @@ use twinflow_schemas::config::WatchSourceConfig;
 use twinflow_schemas::{ChangeLimits, ContentFormat, Document, DocumentChange};
 
 use crate::IngestError;
+use crate::formats::Binary;
 
 /// Reads the file `path` under the watched directory `root` as an upsert.
 ///
@@ -18,13 +19,15 @@ use crate::IngestError;
 /// relative to `root` with `/` separators;
 /// `url` is `file://` and the absolute path; kind and author come from
 /// `config`, the format from the extension, the title from the first
-/// Markdown `# heading`, the HTML `<title>` or else the file stem, and
+/// Markdown `# heading`, the HTML `<title>`, the PDF's, DOCX's or EPUB's
+/// own (their text read as Markdown, see `formats`) or else the file stem, and
 /// `fetched_at` from the modification time. A `.json` file holds one
 /// document as a JSON object: `content` is required, `doc_id`, `title`,
 /// `author`, `kind`, `url`, `format` and `fetched_at` override the defaults
 /// above.
 ///
-/// A file over `config.max_file`, invalid UTF-8 or malformed JSON is an
+/// A file over `config.max_file`, invalid UTF-8, malformed JSON or a PDF,
+/// DOCX or EPUB that cannot be read is an
 /// [`IngestError`] located at the file's path.
 pub fn file_change(
     root: &Path,
@@ -51,16 +54,30 @@ pub fn file_change(
     if bytes.len() as u64 > max {
         return Err(too_large(bytes.len() as u64));
     }
-    let mut content = String::from_utf8(bytes)
-        .map_err(|e| fail(format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
-    if content.starts_with('\u{feff}') {
-        content.drain(..'\u{feff}'.len_utf8());
-    }
     let fetched_at = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as i64);
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let url = format!("file://{}", absolute.display());
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let extension = extension(path);
+    if let Some(binary) = Binary::of_extension(&extension) {
+        let extracted = crate::formats::extract(binary, &bytes).map_err(fail)?;
+        return Ok(DocumentChange::Upsert(Document {
+            doc_id,
+            kind: config.kind,
+            author: config.author.clone(),
+            title: extracted.title.unwrap_or(stem),
+            url,
+            source: name.to_owned(),
+            format: Some(ContentFormat::Markdown),
+            fetched_at,
+            content: extracted.markdown,
+        }));
+    }
+    let mut content = String::from_utf8(bytes)
+        .map_err(|e| fail(format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
+    if content.starts_with('\u{feff}') {
+        content.drain(..'\u{feff}'.len_utf8());
+    }
     if extension == "json" {
         return json_document(content, doc_id, url, stem, fetched_at, name, config).map_err(fail);
     }

@@ -2,6 +2,7 @@
 
 mod demo;
 mod feed;
+mod formats;
 #[cfg(feature = "fluvio")]
 mod fluvio;
 #[cfg(feature = "git")]
