@@ -10,6 +10,7 @@
 //!  fluvio: N records in a 4-partition topic of the protocol-level test server
 //!  kafka:  N records in a 4-partition topic of a real broker (Tansu), if installed
 //!  postgres: a table of N rows (the snapshot), then N more in 100 transactions (streamed), if installed
+//!  feed:   an RSS 2.0 feed of N items on loopback, fetched once (a 304 after the restart)
 //!  web:    an axum site of N pages on loopback, each linking to the next ten (breadth-first depth ≈ N/10)
 //! ```
 
@@ -25,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use twinflow_schemas::config::{
-    Config, EmbedderConfig, FluvioSourceConfig, GitSourceConfig, HashingEmbedderConfig, KafkaSourceConfig,
+    Config, EmbedderConfig, FeedSourceConfig, FluvioSourceConfig, GitSourceConfig, HashingEmbedderConfig, KafkaSourceConfig,
     NdjsonSourceConfig, PostgresSourceConfig, SourceConfig, WebSourceConfig,
 };
 use twinflow_server::App;
@@ -253,6 +254,46 @@ fn postgres(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Option<Value>> {
     })))
 }
 
+/// An RSS 2.0 feed of N items on loopback (ETag'd: the restart's fetch is a 304).
+fn feed(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
+    let n = bench.pages.max(1);
+    let site = Arc::new(Mutex::new(Site::default()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let base = format!("http://{}", listener.local_addr()?);
+    listener.set_nonblocking(true)?;
+    let items: String = (0..n)
+        .map(|i| {
+            format!(
+                "<item><title>Post {i}</title><link>{base}/posts/{i}</link><guid>{base}/posts/{i}</guid>\
+                 <author>ada@example.com (Ada)</author><description>{}</description></item>",
+                text(i)
+            )
+        })
+        .collect();
+    let rss = format!(
+        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>Ada's notes</title>\
+         <link>{base}/</link><description>notes</description>{items}</channel></rss>"
+    );
+    site.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pages.insert("/feed.xml".into(), (rss, 1));
+    let served = site.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        runtime.block_on(async move {
+            let app = axum::Router::new().fallback(serve).with_state(served);
+            axum::serve(tokio::net::TcpListener::from_std(listener)?, app).await
+        })?;
+        anyhow::Ok(())
+    });
+    let source = SourceConfig::Feed(FeedSourceConfig {
+        url: format!("{base}/feed.xml"),
+        interval: Duration::ZERO,
+        ..FeedSourceConfig::default()
+    });
+    let mut run = measure_and_restart("feed (RSS 2.0, one fetch)", &dir.join("data-feed"), source, n)?;
+    run["restart"]["not_modified"] = json!(site.lock().unwrap_or_else(std::sync::PoisonError::into_inner).not_modified);
+    Ok(run)
+}
+
 /// Pages by path: (HTML, version); full responses and 304s served.
 #[derive(Default)]
 struct Site {
@@ -347,6 +388,7 @@ pub fn run(bench: &SourcesBench) -> anyhow::Result<Value> {
             fluvio(bench, dir.path())?,
             kafka(bench, dir.path())?,
             postgres(bench, dir.path())?,
+            feed(bench, dir.path())?,
             web(bench, dir.path())?,
         ],
     }))
