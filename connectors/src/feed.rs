@@ -2,7 +2,7 @@
 //! to follow a blog, a Substack or a Medium author. Every `interval` the
 //! feed is fetched with a conditional GET (ETag, Last-Modified: an
 //! unchanged feed costs a 304 and nothing else); each entry is a document
-//! (its link as `doc_id`, its content, else its summary, as HTML), upserted
+//! (its link as `doc_id`, its content, else its summary, HTML made Markdown), upserted
 //! when new or changed. Feeds list their newest entries only, so an entry
 //! that leaves the feed is deleted only with `delete_missing`. The position
 //! — the validators and each listed entry's hash — is committed with the
@@ -194,9 +194,9 @@ impl Follower {
                     title,
                     url: link.unwrap_or_default(),
                     source: source.to_owned(),
-                    format: Some(if html { ContentFormat::Html } else { ContentFormat::Text }),
+                    format: Some(if html { ContentFormat::Markdown } else { ContentFormat::Text }),
                     fetched_at: None,
-                    content,
+                    content: if html { crate::formats::html_to_markdown(&content) } else { content },
                 })
             })
             .collect()

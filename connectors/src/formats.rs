@@ -1,7 +1,9 @@
-//! Documents in the formats authors keep, turned into Markdown text: PDF
-//! (the text layer, page by page, pages as paragraphs), DOCX (paragraphs, headings, lists,
-//! tables) and EPUB (the spine's chapters, each XHTML file converted to
-//! Markdown). Every source that reads files or pages chooses by extension
+//! Documents in the formats authors keep, turned into Markdown text: HTML
+//! (its main content, chosen readability-style, without navigation and
+//! other boilerplate), PDF (the text layer, page by page, pages as
+//! paragraphs), DOCX (paragraphs, headings, lists, tables) and EPUB (the
+//! spine's chapters, each XHTML file converted to Markdown). Headings,
+//! lists and code blocks are kept (code verbatim). Every source that reads files or pages chooses by extension
 //! or content type through [`Binary::of`] and [`extract`]; a document that
 //! cannot be read is an error with the reason (the sources make it an
 //! ingest error), never a panic: the PDF reader's panics on hostile files
@@ -111,6 +113,80 @@ fn pdf_title(bytes: &[u8]) -> Option<String> {
     let text = lopdf::decode_text_string(title).ok()?;
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// Elements that are never content.
+const BOILERPLATE: [&str; 14] = [
+    "script", "style", "noscript", "template", "head", "nav", "header", "footer", "aside", "form", "iframe", "svg",
+    "button", "select",
+];
+
+/// HTML (a page or a fragment) as Markdown, boilerplate elements left out.
+pub fn html_to_markdown(html: &str) -> String {
+    let options = htmd::options::Options {
+        bullet_list_marker: htmd::options::BulletListMarker::Dash,
+        ul_bullet_spacing: 1,
+        ol_number_spacing: 1,
+        ..Default::default()
+    };
+    let converter = htmd::HtmlToMarkdown::builder().options(options).skip_tags(BOILERPLATE.to_vec()).build();
+    match converter.convert(html) {
+        Ok(markdown) => markdown.trim().to_owned(),
+        // Only a failing writer fails the converter; the text alone is better than nothing.
+        Err(_) => scraper::Html::parse_fragment(html).root_element().text().collect::<String>().trim().to_owned(),
+    }
+}
+
+/// The HTML of a page's main content, chosen as readability does: the one
+/// `<article>`, else `<main>` (or `role="main"`), else the element whose
+/// paragraphs hold the most text (less what is links), else `<body>`.
+pub fn main_html(doc: &scraper::Html) -> Option<String> {
+    let select = |css: &str| scraper::Selector::parse(css).expect("a valid selector");
+    let articles: Vec<_> = doc.select(&select("article")).collect();
+    if articles.len() == 1 {
+        return Some(articles[0].inner_html());
+    }
+    if let Some(main) = doc.select(&select("main, [role=main]")).next() {
+        return Some(main.inner_html());
+    }
+    // Each paragraph's text, less its links' text, scores its parent fully and its grandparent half.
+    let mut scores: std::collections::HashMap<_, f64> = std::collections::HashMap::new();
+    for paragraph in doc.select(&select("p, pre, blockquote, li, td")) {
+        if paragraph.ancestors().filter_map(scraper::ElementRef::wrap).any(|a| BOILERPLATE.contains(&a.value().name()))
+        {
+            continue;
+        }
+        let text: usize = paragraph.text().map(|t| t.trim().chars().count()).sum();
+        let linked: usize = paragraph.select(&select("a")).flat_map(|a| a.text()).map(|t| t.trim().chars().count()).sum();
+        let score = text.saturating_sub(linked) as f64;
+        if score < 25.0 {
+            continue;
+        }
+        let mut ancestors = paragraph.ancestors().filter_map(scraper::ElementRef::wrap);
+        if let Some(parent) = ancestors.next() {
+            *scores.entry(parent.id()).or_default() += score;
+        }
+        if let Some(grandparent) = ancestors.next() {
+            *scores.entry(grandparent.id()).or_default() += score / 2.0;
+        }
+    }
+    let best = scores.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|(id, _)| id);
+    if let Some(element) = best.and_then(|id| doc.tree.get(id)).and_then(scraper::ElementRef::wrap) {
+        return Some(element.inner_html());
+    }
+    doc.select(&select("body")).next().map(|body| body.inner_html())
+}
+
+/// A whole HTML page as Markdown: its main content, and its title.
+pub fn html_page(html: &str) -> Extracted {
+    let doc = scraper::Html::parse_document(html);
+    let title = doc
+        .select(&scraper::Selector::parse("title").expect("a valid selector"))
+        .next()
+        .map(|t| t.text().collect::<String>().trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let main = main_html(&doc).unwrap_or_else(|| html.to_owned());
+    Extracted { title, markdown: html_to_markdown(&main) }
 }
 
 /// A ZIP container's entry, as text.
@@ -298,7 +374,6 @@ fn epub(bytes: &[u8]) -> Result<Extracted, String> {
     if spine.is_empty() {
         return Err(format!("{opf_path} has an empty spine"));
     }
-    let converter = htmd::HtmlToMarkdown::builder().skip_tags(vec!["script", "style", "head", "nav"]).build();
     let mut chapters = Vec::new();
     for idref in &spine {
         let Some((href, media_type)) = manifest.get(idref) else { continue };
@@ -307,10 +382,9 @@ fn epub(bytes: &[u8]) -> Result<Extracted, String> {
         }
         let path = format!("{base}{}", percent_decode(href.split('#').next().unwrap_or_default()));
         let html = entry(&mut archive, &path)?;
-        let markdown = converter.convert(&html).map_err(|e| format!("{path}: {e}"))?;
-        let markdown = markdown.trim();
+        let markdown = html_to_markdown(&html);
         if !markdown.is_empty() {
-            chapters.push(markdown.to_owned());
+            chapters.push(markdown);
         }
     }
     Ok(Extracted { title, markdown: chapters.join("\n\n") })
@@ -351,6 +425,34 @@ mod tests {
     #[test]
     fn pdf_pages_are_tidied() {
         assert_eq!(tidy_pdf_page("  A line\nthat goes on-\nward\n\n\n\nNext   \n"), "A line\nthat goes onward\n\nNext");
+    }
+
+    #[test]
+    fn html_pages_keep_their_main_content_as_markdown() {
+        let page = r#"<html><head><title>Tolls</title><style>p{}</style></head><body>
+            <header><a href="/">Home</a> <a href="/about">About</a></header>
+            <nav><ul><li>menu one</li><li>menu two</li></ul></nav>
+            <div class="content"><h2>Tolls on the canal</h2>
+              <p>Every barge paid a toll by weight at the first lock of the canal.</p>
+              <ul><li>coal paid least</li><li>wine paid most</li></ul>
+              <pre><code>toll = weight * rate
+    if weight &gt; 40:
+        toll += surcharge</code></pre>
+              <p>The keepers wrote every toll into a ledger kept at the lock house.</p></div>
+            <div class="sidebar"><p><a href="/a">Related: a post about locks and their keepers</a></p></div>
+            <footer>Copyright, all rights reserved, and a long line of legal text here.</footer></body></html>"#;
+        let page = html_page(page);
+        assert_eq!(page.title.as_deref(), Some("Tolls"));
+        let md = page.markdown;
+        assert!(md.contains("## Tolls on the canal"), "{md}");
+        assert!(md.contains("- coal paid least\n- wine paid most"), "{md}");
+        assert!(md.contains("toll = weight * rate\n    if weight > 40:\n        toll += surcharge"), "{md}");
+        for boilerplate in ["menu one", "Home", "Related", "Copyright", "p{}"] {
+            assert!(!md.contains(boilerplate), "{boilerplate:?} in {md}");
+        }
+        // One <article> is the main content, whatever else the page holds.
+        let one = html_page("<body><div><p>outside text that is long enough to score</p></div><article><p>inside</p></article></body>");
+        assert_eq!(one.markdown, "inside");
     }
 
     #[test]

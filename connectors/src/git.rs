@@ -222,11 +222,12 @@ impl Follower {
             return Ok(None);
         }
         let Ok(content) = std::str::from_utf8(blob.content()) else { return Ok(None) };
-        let format = match extension.as_str() {
-            "md" | "markdown" => ContentFormat::Markdown,
-            "txt" | "rst" | "" => ContentFormat::Text,
-            "html" | "htm" => ContentFormat::Html,
-            _ => ContentFormat::Code,
+        let (format, content) = match extension.as_str() {
+            "md" | "markdown" => (ContentFormat::Markdown, content.to_owned()),
+            "txt" | "rst" | "" => (ContentFormat::Text, content.to_owned()),
+            // Its main content, as Markdown.
+            "html" | "htm" => (ContentFormat::Markdown, crate::formats::html_page(content).markdown),
+            _ => (ContentFormat::Code, content.to_owned()),
         };
         Ok(Some(Document {
             doc_id: self.doc_id(path),
@@ -237,7 +238,7 @@ impl Follower {
             source: String::new(),
             format: Some(format),
             fetched_at: None,
-            content: content.to_owned(),
+            content,
         }))
     }
 

@@ -6,7 +6,7 @@
 //!  seeds, sitemap <loc>s (depth 0) ─▶ frontier (breadth first) ─▶ allowed host? robots.txt allows?
 //!    ─▶ wait for the host's turn ─▶ GET (If-None-Match / If-Modified-Since from the last crawl)
 //!         304            ─▶ unchanged: no change; its stored links are followed
-//!         200 text/html  ─▶ title, author, main content, links ─▶ content hash changed? ─▶ upsert
+//!         200 text/html  ─▶ title, author, main content as Markdown, links ─▶ content hash changed? ─▶ upsert
 //!         200 PDF/DOCX/EPUB (by type, else by name) ─▶ its text as Markdown (no links) ─▶ changed? ─▶ upsert
 //!         3xx Location   ─▶ delete (a page crawled before); the target joins the frontier, so it passes
 //!                           the same checks (a redirect off the allowed hosts is never followed)
@@ -335,9 +335,9 @@ impl Crawler {
             title: page.title.clone(),
             url: url.to_string(),
             source: String::new(),
-            format: Some(ContentFormat::Html),
+            format: Some(ContentFormat::Markdown),
             fetched_at: None,
-            content: page.main_html.clone(),
+            content: crate::formats::html_to_markdown(&page.main_html),
         }
     }
 

@@ -81,10 +81,16 @@ pub fn file_change(
     if extension == "json" {
         return json_document(content, doc_id, url, stem, fetched_at, name, config).map_err(fail);
     }
-    let format = format_for(&extension);
+    let mut format = format_for(&extension);
     let title = match format {
         Some(ContentFormat::Markdown) => markdown_title(&content),
-        Some(ContentFormat::Html) => html_title(&content),
+        Some(ContentFormat::Html) => {
+            // Its main content, as Markdown.
+            let title = html_title(&content);
+            content = crate::formats::html_page(&content).markdown;
+            format = Some(ContentFormat::Markdown);
+            title
+        }
         _ => None,
     };
     Ok(DocumentChange::Upsert(Document {

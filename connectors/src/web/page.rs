@@ -9,8 +9,8 @@ pub struct Page {
     pub title: String,
     /// `<meta name="author">` (or `article:author`), if any.
     pub author: Option<String>,
-    /// The HTML of the main content: `<article>`, else `<main>`, else `<body>`
-    /// (the dataflow's HTML cleaner strips the rest).
+    /// The HTML of the main content, chosen readability-style
+    /// ([`crate::formats::main_html`]).
     pub main_html: String,
     /// Absolute `http(s)` links without fragments, in document order, deduplicated.
     pub links: Vec<Url>,
@@ -39,10 +39,7 @@ pub fn parse(html: &str, base: &Url) -> Page {
         .unwrap_or_default();
     let author = meta("author").or_else(|| meta("article:author"));
     let robots = meta("robots").unwrap_or_default().to_ascii_lowercase();
-    let main_html = ["article", "main", "body"]
-        .iter()
-        .find_map(|tag| doc.select(&selector(tag)).next().map(|e| e.inner_html()))
-        .unwrap_or_else(|| html.to_owned());
+    let main_html = crate::formats::main_html(&doc).unwrap_or_else(|| html.to_owned());
     let base = doc
         .select(&selector("base[href]"))
         .next()

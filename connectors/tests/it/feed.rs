@@ -91,7 +91,7 @@ fn entries_become_documents_and_follow_the_feed() {
     assert_eq!(engines.author, "Ada Lovelace");
     assert_eq!(engines.url, "https://blog.example/engines");
     assert_eq!(engines.kind, DocumentKind::Post);
-    assert_eq!(engines.format, Some(ContentFormat::Html));
+    assert_eq!(engines.format, Some(ContentFormat::Markdown), "the entry's HTML is made Markdown");
     assert!(engines.content.contains("The analytical engine weaves."), "{}", engines.content);
 
     // Unchanged: conditional requests answered 304, nothing sent.

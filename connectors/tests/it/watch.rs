@@ -69,7 +69,7 @@ fn initial_scan_sends_every_wanted_file_in_path_order() {
         summary,
         [
             ("Alpha notes", Some(ContentFormat::Markdown), "ann"),
-            ("The C page", Some(ContentFormat::Html), "ann"),
+            ("The C page", Some(ContentFormat::Markdown), "ann"),
             ("JSON doc", None, "bob"),
             ("b", Some(ContentFormat::Text), "ann"),
         ]
@@ -228,10 +228,10 @@ fn file_change_reads_one_file() {
     assert_eq!((doc.doc_id.as_str(), doc.title.as_str()), ("file:docs/guide.rst", "guide"));
     assert_eq!((doc.format, doc.source.as_str()), (None, "src"));
 
-    write(&root.join("page.htm"), "\u{feff}<TITLE>Upper</TITLE>");
+    write(&root.join("page.htm"), "\u{feff}<TITLE>Upper</TITLE><P>Body <B>text</B>");
     let DocumentChange::Upsert(doc) = change("page.htm").unwrap() else { panic!() };
-    assert_eq!((doc.title.as_str(), doc.format), ("Upper", Some(ContentFormat::Html)));
-    assert!(doc.content.starts_with("<TITLE>"), "the BOM is dropped");
+    assert_eq!((doc.title.as_str(), doc.format), ("Upper", Some(ContentFormat::Markdown)));
+    assert_eq!(doc.content, "Body **text**", "the BOM is dropped, the page's body made Markdown");
 
     // A JSON document may name its own id, kind, url and format.
     write(

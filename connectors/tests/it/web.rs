@@ -136,7 +136,7 @@ fn crawls_recrawls_conditionally_and_resumes() {
         ])
     );
     let c = seen.upserts().into_iter().find(|d| d.doc_id.ends_with("/c.html")).unwrap();
-    assert_eq!((c.title.as_str(), c.author.as_str(), c.format), ("C", "Grace", Some(ContentFormat::Html)));
+    assert_eq!((c.title.as_str(), c.author.as_str(), c.format), ("C", "Grace", Some(ContentFormat::Markdown)));
     assert!(c.content.contains("Third post.") && !c.content.contains("menu"), "{}", c.content);
     assert_eq!(seen.errors.len(), 1, "{:?}", seen.errors);
     assert!(
