@@ -176,7 +176,9 @@ impl Error {
                     | io::ErrorKind::OutOfMemory
             ),
             Self::Command { .. } | Self::WatcherGone { .. } => true,
-            Self::Git { retryable, .. } | Self::Fluvio { retryable, .. } | Self::Kafka { retryable, .. }
+            Self::Git { retryable, .. }
+            | Self::Fluvio { retryable, .. }
+            | Self::Kafka { retryable, .. }
             | Self::Postgres { retryable, .. } => *retryable,
             Self::Watch { .. }
             | Self::NotADirectory { .. }

@@ -157,7 +157,8 @@ pub fn main_html(doc: &scraper::Html) -> Option<String> {
             continue;
         }
         let text: usize = paragraph.text().map(|t| t.trim().chars().count()).sum();
-        let linked: usize = paragraph.select(&select("a")).flat_map(|a| a.text()).map(|t| t.trim().chars().count()).sum();
+        let linked: usize =
+            paragraph.select(&select("a")).flat_map(|a| a.text()).map(|t| t.trim().chars().count()).sum();
         let score = text.saturating_sub(linked) as f64;
         if score < 25.0 {
             continue;
@@ -193,10 +194,7 @@ pub fn html_page(html: &str) -> Extracted {
 fn entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<String, String> {
     let mut file = archive.by_name(name).map_err(|e| format!("no {name} in the container: {e}"))?;
     let mut text = String::new();
-    file.by_ref()
-        .take(64 << 20)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{name} is not readable text: {e}"))?;
+    file.by_ref().take(64 << 20).read_to_string(&mut text).map_err(|e| format!("{name} is not readable text: {e}"))?;
     Ok(text)
 }
 
@@ -451,7 +449,9 @@ mod tests {
             assert!(!md.contains(boilerplate), "{boilerplate:?} in {md}");
         }
         // One <article> is the main content, whatever else the page holds.
-        let one = html_page("<body><div><p>outside text that is long enough to score</p></div><article><p>inside</p></article></body>");
+        let one = html_page(
+            "<body><div><p>outside text that is long enough to score</p></div><article><p>inside</p></article></body>",
+        );
         assert_eq!(one.markdown, "inside");
     }
 

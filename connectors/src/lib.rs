@@ -58,9 +58,9 @@
 pub mod demo;
 mod error;
 pub mod feed;
-pub mod formats;
 #[cfg(feature = "fluvio")]
 pub mod fluvio;
+pub mod formats;
 #[cfg(feature = "git")]
 pub mod git;
 mod handle;

@@ -119,7 +119,9 @@ impl Snapshot {
         let xmax = number(parts.next())?;
         let xip = match parts.next() {
             Some("") | None => Vec::new(),
-            Some(list) => list.split(',').map(|x| x.parse().map_err(|_| bad())).collect::<std::result::Result<_, _>>()?,
+            Some(list) => {
+                list.split(',').map(|x| x.parse().map_err(|_| bad())).collect::<std::result::Result<_, _>>()?
+            }
         };
         Ok(Self { xmin, xmax, xip, until: until.to_string() })
     }
@@ -230,8 +232,10 @@ impl Follower {
         resume: Option<SourcePosition>,
     ) -> Result<Self> {
         let bad = |reason: String| Error::Config { source_name: name.clone(), reason };
-        let mut connect: tokio_postgres::Config =
-            config.url.parse().map_err(|e| bad(format!("{:?} is not a Postgres connection string: {e}", config.url)))?;
+        let mut connect: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| bad(format!("{:?} is not a Postgres connection string: {e}", config.url)))?;
         if let Some(variable) = &config.password_env {
             let password = std::env::var(variable)
                 .map_err(|_| bad(format!("the environment variable {variable} (password_env) is not set")))?;
@@ -293,9 +297,10 @@ impl Follower {
             .is_some();
         if exists {
             let published: Vec<(String, String)> = client
-                .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[
-                    &publication,
-                ])
+                .query(
+                    "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                    &[&publication],
+                )
                 .await
                 .map_err(|e| server(e, true))?
                 .iter()
@@ -468,9 +473,12 @@ impl Follower {
         let target = self.to_confirm.to_string();
         let client = self.client()?;
         runtime
-            .block_on(client.query_one("SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)::text", &[
-                &self.slot, &target,
-            ]))
+            .block_on(
+                client.query_one(
+                    "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)::text",
+                    &[&self.slot, &target],
+                ),
+            )
             .map_err(Failure::from)?;
         self.confirmed = self.to_confirm;
         tracing::debug!(source = %self.name, lsn = %self.confirmed, "slot advanced");
@@ -498,8 +506,8 @@ impl Follower {
         let started = Instant::now();
         let client = self.client()?;
         runtime.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
-        let row =
-            runtime.block_on(client.query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[]))?;
+        let row = runtime
+            .block_on(client.query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[]))?;
         let (view, until): (String, String) = (row.get(0), row.get(1));
         let until: Lsn = until.parse().map_err(Failure::Server)?;
         let snapshot = Snapshot::parse(&view, until).map_err(Failure::Server)?;
@@ -554,8 +562,9 @@ impl Follower {
         let client = self.client()?;
         // A record boundary every change before which this read will see,
         // if the server has flushed it already: the insert position.
-        let row = runtime
-            .block_on(client.query_one("SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text", &[]))?;
+        let row = runtime.block_on(
+            client.query_one("SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text", &[]),
+        )?;
         let (inserted, flushed): (String, String) = (row.get(0), row.get(1));
         let inserted: Lsn = inserted.parse().map_err(Failure::Server)?;
         let flushed: Lsn = flushed.parse().map_err(Failure::Server)?;
@@ -628,7 +637,8 @@ impl Follower {
 
     /// Sends `changes` with the position after them.
     fn send(&mut self, changes: Vec<DocumentChange>, outbox: &Outbox) -> Result<(), Halt> {
-        let position = Position { slot: self.slot.clone(), lsn: self.sent.to_string(), snapshot: self.snapshot.clone() };
+        let position =
+            Position { slot: self.slot.clone(), lsn: self.sent.to_string(), snapshot: self.snapshot.clone() };
         let position = serde_json::to_value(&position).map_err(|e| {
             Halt::Fatal(Error::Config { source_name: self.name.clone(), reason: format!("its position: {e}") })
         })?;
@@ -763,7 +773,8 @@ impl Follower {
         let [doc_id, content, title, author, url, kind] = values;
         let label = &self.tables[table].label;
         let Some(id) = doc_id else {
-            return outbox.error(self.location(), format!("a row of {label} whose {} is NULL", self.config.doc_id_column));
+            return outbox
+                .error(self.location(), format!("a row of {label} whose {} is NULL", self.config.doc_id_column));
         };
         let doc_id = match self.doc_id(table, &id) {
             Ok(doc_id) => doc_id,
@@ -803,7 +814,11 @@ impl Follower {
     fn doc_id(&self, table: usize, id: &str) -> std::result::Result<String, String> {
         let doc_id = format!("{}{}/{id}", self.config.doc_id_prefix, self.tables[table].label);
         if doc_id.len() > self.limits.max_doc_id_bytes {
-            return Err(format!("doc_id of {} bytes is over the limit of {}", doc_id.len(), self.limits.max_doc_id_bytes));
+            return Err(format!(
+                "doc_id of {} bytes is over the limit of {}",
+                doc_id.len(),
+                self.limits.max_doc_id_bytes
+            ));
         }
         Ok(doc_id)
     }
@@ -851,7 +866,8 @@ async fn check_table(
         )
         .await?
         .ok_or_else(|| Checked::Refused(format!("there is no table {table:?}")))?;
-    let (schema, name, identity, kind): (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (schema, name, identity, kind): (String, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     if kind != "r" && kind != "p" {
         return Err(Checked::Refused(format!("{table:?} is not a table (only tables have changes to follow)")));
     }

@@ -397,7 +397,8 @@ impl Crawler {
             let robots_url = format!("{origin}/robots.txt");
             let robot = match Url::parse(&robots_url).map_err(|e| e.to_string()).and_then(|u| self.get_within(&u)) {
                 Ok(r) if r.status().is_success() => {
-                    let body = read_bytes(r, 512 * 1024).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                    let body =
+                        read_bytes(r, 512 * 1024).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                     texting_robots::Robot::new(&self.config.user_agent, body.as_bytes()).ok()
                 }
                 Ok(r) if r.status().is_client_error() => None,

@@ -46,15 +46,38 @@ pub enum Value {
 /// A decoded message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    Begin { final_lsn: Lsn, xid: u32 },
-    Commit { commit_lsn: Lsn, end_lsn: Lsn },
-    Relation { id: u32, schema: String, name: String, columns: Vec<Column> },
-    Insert { relation: u32, new: Vec<Value> },
+    Begin {
+        final_lsn: Lsn,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+    },
+    Relation {
+        id: u32,
+        schema: String,
+        name: String,
+        columns: Vec<Column>,
+    },
+    Insert {
+        relation: u32,
+        new: Vec<Value>,
+    },
     /// `old` is the key (or, with `REPLICA IDENTITY FULL`, the whole old
     /// row) when the key changed or the identity is full.
-    Update { relation: u32, old: Option<Vec<Value>>, new: Vec<Value> },
-    Delete { relation: u32, old: Vec<Value> },
-    Truncate { relations: Vec<u32> },
+    Update {
+        relation: u32,
+        old: Option<Vec<Value>>,
+        new: Vec<Value>,
+    },
+    Delete {
+        relation: u32,
+        old: Vec<Value>,
+    },
+    Truncate {
+        relations: Vec<u32>,
+    },
     /// Origin, type and logical messages: nothing to do.
     Other(u8),
 }

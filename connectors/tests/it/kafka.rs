@@ -155,4 +155,3 @@ fn bad_settings_are_fatal_at_open() {
     let error = open(KafkaSourceConfig { options, ..config(&broker, "g") });
     assert!(matches!(&error, Error::Config { reason, .. } if reason.contains("no.such.setting")), "{error}");
 }
-

@@ -2,9 +2,9 @@
 
 mod demo;
 mod feed;
-mod formats;
 #[cfg(feature = "fluvio")]
 mod fluvio;
+mod formats;
 #[cfg(feature = "git")]
 mod git;
 #[cfg(feature = "kafka")]

@@ -282,11 +282,7 @@ fn rows_are_followed_exactly_through_restarts_of_either_side() {
     let db = Db::connect(&server);
     db.exec("UPDATE notes SET body = 'after the server came back' WHERE id = 13; INSERT INTO notes VALUES (9000, 't', 'b');");
     engine.until_equal(&db, &source, &rx);
-    assert!(
-        engine.errors.iter().any(|e| e.contains("reconnecting")),
-        "the outage was said once: {:?}",
-        engine.errors
-    );
+    assert!(engine.errors.iter().any(|e| e.contains("reconnecting")), "the outage was said once: {:?}", engine.errors);
     assert_eq!(engine.committed["pg:notes/13"].1, "after the server came back");
 }
 

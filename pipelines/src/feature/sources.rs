@@ -14,7 +14,8 @@ use super::Error;
 use crate::Context;
 
 use twinflow_connectors::{
-    FeedSource, FluvioSource, GitSource, KafkaSource, NdjsonSource, PostgresSource, SourceEvent, SourceHandle, WatchSource, WebSource,
+    FeedSource, FluvioSource, GitSource, KafkaSource, NdjsonSource, PostgresSource, SourceEvent, SourceHandle,
+    WatchSource, WebSource,
 };
 use twinflow_dataflow::SubmitError;
 use twinflow_schemas::ChangeLimits;

@@ -64,8 +64,8 @@ pub use replica::ReplicaConfig;
 pub use search::{AnnConfig, Fusion, SearchConfig};
 pub use server::{ServerConfig, TlsConfig};
 pub use sources::{
-    DocIdNamespaces, FeedSourceConfig, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig, PostgresSourceConfig,
-    PartitionShare, SourceConfig, StartFrom, WatchSourceConfig, WebSourceConfig,
+    DocIdNamespaces, FeedSourceConfig, FluvioSourceConfig, GitSourceConfig, KafkaSourceConfig, NdjsonSourceConfig,
+    PartitionShare, PostgresSourceConfig, SourceConfig, StartFrom, WatchSourceConfig, WebSourceConfig,
 };
 pub use storage::StorageConfig;
 pub use subscriptions::SubscriptionsConfig;

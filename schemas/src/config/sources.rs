@@ -394,7 +394,9 @@ impl Default for WatchSourceConfig {
             path: PathBuf::from("."),
             kind: DocumentKind::Article,
             author: String::new(),
-            extensions: ["md", "markdown", "txt", "html", "htm", "json", "pdf", "docx", "epub"].map(String::from).to_vec(),
+            extensions: ["md", "markdown", "txt", "html", "htm", "json", "pdf", "docx", "epub"]
+                .map(String::from)
+                .to_vec(),
             max_file: ByteSize::mib(8),
             doc_id_prefix: "file:".into(),
         }

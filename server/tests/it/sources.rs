@@ -551,9 +551,8 @@ fn a_postgres_table_is_followed_and_its_slot_confirms_committed_epochs() {
     twinflow_server::cli::start_sources(&app).unwrap();
     wait_for("the snapshot's documents", || documents(&app) == 3);
     sql("UPDATE posts SET body = 'The river froze this winter.' WHERE id = 3; DELETE FROM posts WHERE id = 2;");
-    let river = || {
-        app.store.current_documents().into_iter().find(|d| d.doc_id == "pg:posts/3").map(|d| d.content.clone())
-    };
+    let river =
+        || app.store.current_documents().into_iter().find(|d| d.doc_id == "pg:posts/3").map(|d| d.content.clone());
     wait_for("the update and the delete", || {
         documents(&app) == 2 && river().as_deref() == Some("The river froze this winter.")
     });
@@ -561,7 +560,9 @@ fn a_postgres_table_is_followed_and_its_slot_confirms_committed_epochs() {
     wait_for("the slot to reach the committed position", || {
         let committed = app.store.source_positions().get("postgres-0").map(|p| p["lsn"].as_str().unwrap().to_owned());
         committed.is_some_and(|lsn| {
-            lsn == scalar("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'twinflow_postgres_0'")
+            lsn == scalar(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'twinflow_postgres_0'",
+            )
         })
     });
     let status = app.sources()[0].status(None);
