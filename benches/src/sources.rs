@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use twinflow_schemas::config::{
-    Config, EmbedderConfig, FeedSourceConfig, FluvioSourceConfig, GitSourceConfig, HashingEmbedderConfig, KafkaSourceConfig,
-    NdjsonSourceConfig, PostgresSourceConfig, SourceConfig, WebSourceConfig,
+    Config, EmbedderConfig, FeedSourceConfig, FluvioSourceConfig, GitSourceConfig, HashingEmbedderConfig,
+    KafkaSourceConfig, NdjsonSourceConfig, PostgresSourceConfig, SourceConfig, WebSourceConfig,
 };
 use twinflow_server::App;
 
@@ -124,18 +124,25 @@ fn measure_and_restart(name: &str, data: &Path, source: SourceConfig, n: usize) 
     let seconds = ingest(&app, n)?;
     app.shutdown()?;
     drop(app);
-    // Restart: resumes at the committed position.
+    Ok(json!({
+        "source": name, "records": n, "seconds": seconds, "records_per_s": n as f64 / seconds,
+        "restart": restart(data, source)?,
+    }))
+}
+
+/// Starts again on `data` with `source`, which resumes at its committed
+/// position: the epochs and embeddings it makes in 2 s (none, if nothing is replayed).
+fn restart(data: &Path, source: SourceConfig) -> anyhow::Result<Value> {
     let app = App::start(config(data, source))?;
     let (epoch, embedded) = (app.store.committed_epoch(), app.engine().unwrap().stats().texts_embedded);
     twinflow_server::cli::start_sources(&app)?;
     std::thread::sleep(Duration::from_secs(2));
-    let replayed_epochs = app.store.committed_epoch() - epoch;
-    let replayed_embeddings = app.engine().unwrap().stats().texts_embedded - embedded;
+    let replayed = json!({
+        "new_epochs": app.store.committed_epoch() - epoch,
+        "texts_embedded": app.engine().unwrap().stats().texts_embedded - embedded,
+    });
     app.shutdown()?;
-    Ok(json!({
-        "source": name, "records": n, "seconds": seconds, "records_per_s": n as f64 / seconds,
-        "restart": {"new_epochs": replayed_epochs, "texts_embedded": replayed_embeddings},
-    }))
+    Ok(replayed)
 }
 
 /// The NDJSON run's documents as keyed records for a topic.
@@ -238,15 +245,7 @@ fn postgres(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Option<Value>> {
     let stream_s = started.elapsed().as_secs_f64();
     app.shutdown()?;
     drop(app);
-    let app = App::start(config(&data, source))?;
-    let (epoch, embedded) = (app.store.committed_epoch(), app.engine().unwrap().stats().texts_embedded);
-    twinflow_server::cli::start_sources(&app)?;
-    std::thread::sleep(Duration::from_secs(2));
-    let restart = json!({
-        "new_epochs": app.store.committed_epoch() - epoch,
-        "texts_embedded": app.engine().unwrap().stats().texts_embedded - embedded,
-    });
-    app.shutdown()?;
+    let restart = restart(&data, source)?;
     Ok(Some(json!({
         "source": "postgres (snapshot, then streamed)", "records": 2 * n,
         "snapshot_records_per_s": n as f64 / snapshot_s, "stream_records_per_s": n as f64 / stream_s,
@@ -258,9 +257,7 @@ fn postgres(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Option<Value>> {
 fn feed(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
     let n = bench.pages.max(1);
     let site = Arc::new(Mutex::new(Site::default()));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let base = format!("http://{}", listener.local_addr()?);
-    listener.set_nonblocking(true)?;
+    let base = serve_site(&site)?;
     let items: String = (0..n)
         .map(|i| {
             format!(
@@ -275,6 +272,21 @@ fn feed(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
          <link>{base}/</link><description>notes</description>{items}</channel></rss>"
     );
     site.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pages.insert("/feed.xml".into(), (rss, 1));
+    let source = SourceConfig::Feed(FeedSourceConfig {
+        url: format!("{base}/feed.xml"),
+        interval: Duration::ZERO,
+        ..FeedSourceConfig::default()
+    });
+    let mut run = measure_and_restart("feed (RSS 2.0, one fetch)", &dir.join("data-feed"), source, n)?;
+    run["restart"]["not_modified"] = json!(site.lock().unwrap_or_else(std::sync::PoisonError::into_inner).not_modified);
+    Ok(run)
+}
+
+/// Serves `site` on a free loopback port (its own thread); its base URL.
+fn serve_site(site: &Arc<Mutex<Site>>) -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let base = format!("http://{}", listener.local_addr()?);
+    listener.set_nonblocking(true)?;
     let served = site.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -284,14 +296,7 @@ fn feed(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
         })?;
         anyhow::Ok(())
     });
-    let source = SourceConfig::Feed(FeedSourceConfig {
-        url: format!("{base}/feed.xml"),
-        interval: Duration::ZERO,
-        ..FeedSourceConfig::default()
-    });
-    let mut run = measure_and_restart("feed (RSS 2.0, one fetch)", &dir.join("data-feed"), source, n)?;
-    run["restart"]["not_modified"] = json!(site.lock().unwrap_or_else(std::sync::PoisonError::into_inner).not_modified);
-    Ok(run)
+    Ok(base)
 }
 
 /// Pages by path: (HTML, version); full responses and 304s served.
@@ -328,18 +333,7 @@ fn web(bench: &SourcesBench, dir: &Path) -> anyhow::Result<Value> {
         );
         site.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pages.insert(format!("/p/{i}.html"), (html, 1));
     }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let base = format!("http://{}", listener.local_addr()?);
-    listener.set_nonblocking(true)?;
-    let served = site.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        runtime.block_on(async move {
-            let app = axum::Router::new().fallback(serve).with_state(served);
-            axum::serve(tokio::net::TcpListener::from_std(listener)?, app).await
-        })?;
-        anyhow::Ok(())
-    });
+    let base = serve_site(&site)?;
     let source = SourceConfig::Web(WebSourceConfig {
         seeds: vec![format!("{base}/p/0.html")],
         max_depth: n,

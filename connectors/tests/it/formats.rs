@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use twinflow_connectors::formats::{Binary, extract};
-use twinflow_connectors::{SourceEvent, WatchSource};
+use twinflow_connectors::{IngestError, SourceEvent, WatchSource};
 use twinflow_schemas::config::WatchSourceConfig;
-use twinflow_schemas::{ContentFormat, DocumentChange};
+use twinflow_schemas::{ContentFormat, Document, DocumentChange};
 
 /// Writes the documents into `dir`; false when the libraries are missing (and that is allowed).
 fn make_documents(dir: &Path) -> bool {
@@ -27,6 +27,17 @@ fn make_documents(dir: &Path) -> bool {
         return false;
     }
     true
+}
+
+/// Sorts an event's upserts and errors into `documents` and `errors`.
+fn take(event: SourceEvent, documents: &mut Vec<Document>, errors: &mut Vec<IngestError>) {
+    match event {
+        SourceEvent::Changes { changes, .. } => documents.extend(changes.into_iter().filter_map(|c| match c {
+            DocumentChange::Upsert(doc) => Some(doc),
+            DocumentChange::Delete { .. } => None,
+        })),
+        SourceEvent::Error(error) => errors.push(error),
+    }
 }
 
 #[test]
@@ -87,13 +98,8 @@ fn a_watched_directory_reads_documents_and_refuses_broken_ones() {
     let mut documents = Vec::new();
     let mut errors = Vec::new();
     while documents.len() < 3 || errors.len() < 2 {
-        match rx.recv_timeout(Duration::from_secs(20)).expect("the scan's documents and errors") {
-            SourceEvent::Changes { changes, .. } => documents.extend(changes.into_iter().filter_map(|c| match c {
-                DocumentChange::Upsert(doc) => Some(doc),
-                DocumentChange::Delete { .. } => None,
-            })),
-            SourceEvent::Error(error) => errors.push(error),
-        }
+        let event = rx.recv_timeout(Duration::from_secs(20)).expect("the scan's documents and errors");
+        take(event, &mut documents, &mut errors);
     }
     documents.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
     let ids: Vec<_> = documents.iter().map(|d| d.doc_id.as_str()).collect();
@@ -123,7 +129,10 @@ fn a_crawl_reads_linked_documents_by_their_type() {
     let app = axum::Router::new()
         .route("/", axum::routing::get(move || async move { ([(CONTENT_TYPE, "text/html")], index) }))
         // By its type (no extension in the URL).
-        .route("/papers/harbours", axum::routing::get(move || async move { ([(CONTENT_TYPE, "application/pdf")], pdf) }))
+        .route(
+            "/papers/harbours",
+            axum::routing::get(move || async move { ([(CONTENT_TYPE, "application/pdf")], pdf) }),
+        )
         // By its name (served as bytes of no particular type).
         .route(
             "/books/canals.epub",
@@ -141,17 +150,11 @@ fn a_crawl_reads_linked_documents_by_their_type() {
     let (tx, rx) = crossbeam_channel::bounded(64);
     let handle = WebSource::spawn("web".into(), config, state.path().to_owned(), None, tx).unwrap();
     handle.wait().unwrap();
-    let documents: Vec<_> = rx
-        .try_iter()
-        .flat_map(|event| match event {
-            SourceEvent::Changes { changes, .. } => changes,
-            SourceEvent::Error(error) => panic!("{error:?}"),
-        })
-        .filter_map(|change| match change {
-            DocumentChange::Upsert(doc) => Some(doc),
-            DocumentChange::Delete { .. } => None,
-        })
-        .collect();
+    let (mut documents, mut errors) = (Vec::new(), Vec::new());
+    for event in rx.try_iter() {
+        take(event, &mut documents, &mut errors);
+    }
+    assert!(errors.is_empty(), "{errors:?}");
     let paper = documents.iter().find(|d| d.doc_id == format!("{base}/papers/harbours")).expect("the PDF");
     assert_eq!(paper.title, "Harbours at Dawn");
     assert_eq!(paper.format, Some(ContentFormat::Markdown));
