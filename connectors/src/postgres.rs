@@ -27,6 +27,7 @@
 //! the server goes away the source says so once (an ingest error), then
 //! reconnects with backoff and goes on where it was.
 
+mod open;
 pub mod pgoutput;
 
 #[cfg(feature = "testing")]
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
+use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use twinflow_schemas::api::LagUnit;
 use twinflow_schemas::config::PostgresSourceConfig;
@@ -92,21 +94,21 @@ impl PostgresSource {
 struct Position {
     slot: String,
     /// Every transaction the slot decodes that ends at or before this LSN has been sent.
-    lsn: String,
+    lsn: Lsn,
     /// The initial snapshot, while transactions it saw may still be decoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     snapshot: Option<Snapshot>,
 }
 
-/// The initial snapshot's view of transactions (`pg_current_snapshot()`),
-/// and the WAL position when it was taken.
+/// The initial snapshot's view of transactions (`pg_current_snapshot()`:
+/// every id below `xmax` not in `xip` had ended), and the WAL position
+/// when it was taken.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Snapshot {
-    xmin: u64,
     xmax: u64,
     xip: Vec<u64>,
     /// Transactions committed at or after this were not seen by it.
-    until: String,
+    until: Lsn,
 }
 
 impl Snapshot {
@@ -115,7 +117,7 @@ impl Snapshot {
         let bad = || format!("{text:?} is not a snapshot");
         let mut parts = text.split(':');
         let number = |p: Option<&str>| p.and_then(|p| p.parse::<u64>().ok()).ok_or_else(bad);
-        let xmin = number(parts.next())?;
+        let _xmin = number(parts.next())?;
         let xmax = number(parts.next())?;
         let xip = match parts.next() {
             Some("") | None => Vec::new(),
@@ -123,17 +125,13 @@ impl Snapshot {
                 list.split(',').map(|x| x.parse().map_err(|_| bad())).collect::<std::result::Result<_, _>>()?
             }
         };
-        Ok(Self { xmin, xmax, xip, until: until.to_string() })
-    }
-
-    fn until(&self) -> Lsn {
-        self.until.parse().unwrap_or_default()
+        Ok(Self { xmax, xip, until })
     }
 
     /// Whether the snapshot already holds the effects of the committed
     /// transaction `xid` (a 32-bit id, as decoding gives it).
     fn saw(&self, xid: u32, commit_lsn: Lsn) -> bool {
-        if commit_lsn >= self.until() {
+        if commit_lsn >= self.until {
             return false;
         }
         // Widen to the 64-bit id nearest xmax (ids wrap around every 2^32).
@@ -225,187 +223,6 @@ struct Follower {
 }
 
 impl Follower {
-    async fn open(
-        name: String,
-        config: PostgresSourceConfig,
-        limits: ChangeLimits,
-        resume: Option<SourcePosition>,
-    ) -> Result<Self> {
-        let bad = |reason: String| Error::Config { source_name: name.clone(), reason };
-        let mut connect: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| bad(format!("{:?} is not a Postgres connection string: {e}", config.url)))?;
-        if let Some(variable) = &config.password_env {
-            let password = std::env::var(variable)
-                .map_err(|_| bad(format!("the environment variable {variable} (password_env) is not set")))?;
-            connect.password(password);
-        }
-        if connect.get_application_name().is_none() {
-            connect.application_name(&format!("twinflow {name}"));
-        }
-        if config.tables.is_empty() {
-            return Err(bad("no tables given".into()));
-        }
-        if config.batch == 0 {
-            return Err(bad("batch must be at least 1".into()));
-        }
-        let columns = [
-            Some(config.doc_id_column.clone()),
-            Some(config.content_column.clone()),
-            config.title_column.clone(),
-            config.author_column.clone(),
-            config.url_column.clone(),
-            config.kind_column.clone(),
-        ];
-        let server = |e: tokio_postgres::Error, retryable: bool| Error::Postgres {
-            source_name: name.clone(),
-            reason: describe(&e),
-            retryable,
-        };
-        let client = connect_to(&connect).await.map_err(|e| server(e, true))?;
-
-        let wal_level = client.query_one("SHOW wal_level", &[]).await.map_err(|e| server(e, true))?;
-        let wal_level: String = wal_level.get(0);
-        if wal_level != "logical" {
-            return Err(bad(format!(
-                "the server's wal_level is {wal_level}: set wal_level = logical (postgresql.conf) and restart it"
-            )));
-        }
-
-        // Decoded values come in the database's encoding.
-        let encoding = client.query_one("SHOW server_encoding", &[]).await.map_err(|e| server(e, true))?;
-        let encoding: String = encoding.get(0);
-        if encoding != "UTF8" && encoding != "SQL_ASCII" {
-            return Err(bad(format!("the database's encoding is {encoding}: twinflow follows UTF8 databases")));
-        }
-
-        let mut tables = Vec::new();
-        for table in &config.tables {
-            tables.push(check_table(&client, table, &columns, &config.doc_id_column).await.map_err(|e| match e {
-                Checked::Refused(reason) => bad(reason),
-                Checked::Server(e) => server(e, true),
-            })?);
-        }
-
-        let slot = config.slot.clone().unwrap_or_else(|| PostgresSource::default_slot(&name));
-        let publication = config.publication.clone().unwrap_or_else(|| slot.clone());
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
-            .await
-            .map_err(|e| server(e, true))?
-            .is_some();
-        if exists {
-            let published: Vec<(String, String)> = client
-                .query(
-                    "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-                    &[&publication],
-                )
-                .await
-                .map_err(|e| server(e, true))?
-                .iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect();
-            let missing: Vec<&str> = tables
-                .iter()
-                .filter(|t| !published.iter().any(|(schema, name)| (schema, name) == (&t.schema, &t.name)))
-                .map(|t| t.label.as_str())
-                .collect();
-            if !missing.is_empty() {
-                return Err(bad(format!(
-                    "the publication {publication} does not publish {}: add them (ALTER PUBLICATION … ADD TABLE) \
-                     or name another publication",
-                    missing.join(", ")
-                )));
-            }
-        } else {
-            let list: Vec<&str> = tables.iter().map(|t| t.quoted.as_str()).collect();
-            let create = format!(
-                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete')",
-                quote_ident(&publication),
-                list.join(", ")
-            );
-            client.batch_execute(&create).await.map_err(|e| server(e, false))?;
-            tracing::info!(source = %name, %publication, "publication created");
-        }
-
-        let existing = client
-            .query_opt(
-                "SELECT plugin::text, database::text, confirmed_flush_lsn::text FROM pg_replication_slots \
-                 WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .map_err(|e| server(e, true))?;
-        let (confirmed, created) = match existing {
-            Some(row) => {
-                let plugin: Option<String> = row.get(0);
-                if plugin.as_deref() != Some("pgoutput") {
-                    return Err(bad(format!("the slot {slot} exists but decodes with {plugin:?}, not pgoutput")));
-                }
-                let lsn: Option<String> = row.get(2);
-                (lsn.and_then(|l| l.parse().ok()).unwrap_or_default(), false)
-            }
-            None => {
-                let row = client
-                    .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
-                    .await
-                    .map_err(|e| server(e, false))?;
-                let lsn: String = row.get(0);
-                tracing::info!(source = %name, %slot, %lsn, "replication slot created");
-                (lsn.parse().map_err(bad)?, true)
-            }
-        };
-
-        let position = resume.and_then(|p| match serde_json::from_value::<Position>(p) {
-            Ok(p) if p.slot == slot => Some(p),
-            Ok(p) => {
-                tracing::warn!(source = %name, committed = %p.slot, %slot, "the committed position is another slot's: taking a snapshot");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(source = %name, error = %e, "the committed position is unreadable: taking a snapshot");
-                None
-            }
-        });
-        let position = match position {
-            Some(_) if created => {
-                tracing::warn!(
-                    source = %name, %slot,
-                    "the slot was gone and is made anew: taking a new snapshot (rows deleted meanwhile stay)"
-                );
-                None
-            }
-            other => other,
-        };
-        let (needs_snapshot, sent, snapshot) = match position {
-            Some(p) => (false, p.lsn.parse().map_err(bad)?, p.snapshot),
-            None => (true, confirmed, None),
-        };
-        Ok(Self {
-            name,
-            config,
-            limits,
-            connect,
-            slot,
-            publication,
-            tables,
-            columns,
-            client: Some(client),
-            relations: HashMap::new(),
-            needs_snapshot,
-            sent,
-            snapshot,
-            confirmed,
-            // A position committed before a crash and never confirmed is confirmed now.
-            to_confirm: if needs_snapshot { confirmed } else { sent.max(confirmed) },
-            resent_rows: 0,
-            last_sent_at: Instant::now(),
-            last_lag_at: None,
-            down: false,
-        })
-    }
-
     fn run(mut self, runtime: &Runtime, outbox: &Outbox) -> Result<(), Halt> {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -446,9 +263,8 @@ impl Follower {
         }
         if let Some(position) = outbox.committed()
             && let Ok(position) = serde_json::from_value::<Position>(position)
-            && let Ok(lsn) = position.lsn.parse::<Lsn>()
         {
-            self.to_confirm = self.to_confirm.max(lsn);
+            self.to_confirm = self.to_confirm.max(position.lsn);
         }
         if self.to_confirm > self.confirmed {
             self.confirm(runtime)?;
@@ -470,16 +286,10 @@ impl Follower {
 
     /// Moves the slot to the committed position.
     fn confirm(&mut self, runtime: &Runtime) -> Result<(), Failure> {
-        let target = self.to_confirm.to_string();
+        let target = PgLsn::from(self.to_confirm);
         let client = self.client()?;
         runtime
-            .block_on(
-                client.query_one(
-                    "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)::text",
-                    &[&self.slot, &target],
-                ),
-            )
-            .map_err(Failure::from)?;
+            .block_on(client.query_one("SELECT 1 FROM pg_replication_slot_advance($1, $2)", &[&self.slot, &target]))?;
         self.confirmed = self.to_confirm;
         tracing::debug!(source = %self.name, lsn = %self.confirmed, "slot advanced");
         Ok(())
@@ -507,10 +317,9 @@ impl Follower {
         let client = self.client()?;
         runtime.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
         let row = runtime
-            .block_on(client.query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[]))?;
-        let (view, until): (String, String) = (row.get(0), row.get(1));
-        let until: Lsn = until.parse().map_err(Failure::Server)?;
-        let snapshot = Snapshot::parse(&view, until).map_err(Failure::Server)?;
+            .block_on(client.query_one("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()", &[]))?;
+        let (view, until): (String, PgLsn) = (row.get(0), row.get(1));
+        let snapshot = Snapshot::parse(&view, until.into()).map_err(Failure::Server)?;
         let mut rows = 0usize;
         for table in 0..self.tables.len() {
             let declare = format!(
@@ -562,12 +371,9 @@ impl Follower {
         let client = self.client()?;
         // A record boundary every change before which this read will see,
         // if the server has flushed it already: the insert position.
-        let row = runtime.block_on(
-            client.query_one("SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text", &[]),
-        )?;
-        let (inserted, flushed): (String, String) = (row.get(0), row.get(1));
-        let inserted: Lsn = inserted.parse().map_err(Failure::Server)?;
-        let flushed: Lsn = flushed.parse().map_err(Failure::Server)?;
+        let row = runtime
+            .block_on(client.query_one("SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()", &[]))?;
+        let (inserted, flushed) = (Lsn::from(row.get::<_, PgLsn>(0)), Lsn::from(row.get::<_, PgLsn>(1)));
         let limit = self.config.batch + self.resent_rows;
         let rows = runtime.block_on(client.query(
             "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, \
@@ -627,7 +433,7 @@ impl Follower {
         let moved = end > self.sent;
         if !changes.is_empty() || (moved && self.last_sent_at.elapsed() >= IDLE_POSITION_EVERY) {
             self.sent = end;
-            if self.snapshot.as_ref().is_some_and(|s| self.sent >= s.until()) {
+            if self.snapshot.as_ref().is_some_and(|s| self.sent >= s.until) {
                 self.snapshot = None;
             }
             self.send(changes, outbox)?;
@@ -637,8 +443,7 @@ impl Follower {
 
     /// Sends `changes` with the position after them.
     fn send(&mut self, changes: Vec<DocumentChange>, outbox: &Outbox) -> Result<(), Halt> {
-        let position =
-            Position { slot: self.slot.clone(), lsn: self.sent.to_string(), snapshot: self.snapshot.clone() };
+        let position = Position { slot: self.slot.clone(), lsn: self.sent, snapshot: self.snapshot.clone() };
         let position = serde_json::to_value(&position).map_err(|e| {
             Halt::Fatal(Error::Config { source_name: self.name.clone(), reason: format!("its position: {e}") })
         })?;
@@ -837,84 +642,6 @@ async fn connect_to(config: &tokio_postgres::Config) -> std::result::Result<Clie
         }
     });
     Ok(client)
-}
-
-enum Checked {
-    Refused(String),
-    Server(tokio_postgres::Error),
-}
-
-impl From<tokio_postgres::Error> for Checked {
-    fn from(error: tokio_postgres::Error) -> Self {
-        Self::Server(error)
-    }
-}
-
-/// Finds `table`, checks it has the mapped columns and that deletes will
-/// carry `doc_id_column`.
-async fn check_table(
-    client: &Client,
-    table: &str,
-    columns: &[Option<String>; FIELDS],
-    doc_id_column: &str,
-) -> std::result::Result<Table, Checked> {
-    let row = client
-        .query_opt(
-            "SELECT n.nspname::text, c.relname::text, c.relreplident::text, c.relkind::text FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
-            &[&table],
-        )
-        .await?
-        .ok_or_else(|| Checked::Refused(format!("there is no table {table:?}")))?;
-    let (schema, name, identity, kind): (String, String, String, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    if kind != "r" && kind != "p" {
-        return Err(Checked::Refused(format!("{table:?} is not a table (only tables have changes to follow)")));
-    }
-    let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
-    let label = if schema == "public" { name.clone() } else { format!("{schema}.{name}") };
-    let present: Vec<String> = client
-        .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
-            &[&quoted],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    for column in columns.iter().flatten() {
-        if !present.contains(column) {
-            return Err(Checked::Refused(format!("{label} has no column {column:?} (it has {})", present.join(", "))));
-        }
-    }
-    let in_identity = match identity.as_str() {
-        "f" => true,
-        "n" => false,
-        // The primary key (default), or the index chosen as the replica identity.
-        which => {
-            let flag = if which == "i" { "indisreplident" } else { "indisprimary" };
-            let keys: Vec<String> = client
-                .query(
-                    &format!(
-                        "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
-                         AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass($1) AND i.{flag}"
-                    ),
-                    &[&quoted],
-                )
-                .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            keys.iter().any(|k| k == doc_id_column)
-        }
-    };
-    if !in_identity {
-        return Err(Checked::Refused(format!(
-            "{label}'s replica identity does not hold {doc_id_column:?}, so its deletes could not say which document \
-             goes: make {doc_id_column:?} the primary key, or ALTER TABLE {quoted} REPLICA IDENTITY FULL"
-        )));
-    }
-    Ok(Table { schema, name, quoted, label })
 }
 
 /// `name` as a quoted SQL identifier.

@@ -5,24 +5,52 @@
 
 use std::fmt;
 
+use tokio_postgres::types::PgLsn;
+
 /// A log sequence number: a byte position in the server's write-ahead log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Read from and written to SQL as tokio-postgres's [`PgLsn`]; in JSON (a
+/// committed position) as Postgres prints it, `16/B374D848`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Lsn(pub u64);
+
+impl From<PgLsn> for Lsn {
+    fn from(lsn: PgLsn) -> Self {
+        Self(lsn.into())
+    }
+}
+
+impl From<Lsn> for PgLsn {
+    fn from(lsn: Lsn) -> Self {
+        lsn.0.into()
+    }
+}
 
 impl fmt::Display for Lsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xffff_ffff)
+        PgLsn::from(*self).fmt(f)
     }
 }
 
 impl std::str::FromStr for Lsn {
     type Err = String;
 
-    /// `16/B374D848`, as Postgres prints a `pg_lsn`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (high, low) = s.split_once('/').ok_or_else(|| format!("{s:?} is not an LSN"))?;
-        let part = |p: &str| u32::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not an LSN"));
-        Ok(Lsn((u64::from(part(high)?) << 32) | u64::from(part(low)?)))
+        s.parse::<PgLsn>().map(Self::from).map_err(|_| format!("{s:?} is not an LSN"))
+    }
+}
+
+impl TryFrom<String> for Lsn {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Lsn> for String {
+    fn from(lsn: Lsn) -> Self {
+        lsn.to_string()
     }
 }
 
