@@ -181,13 +181,27 @@ pub fn main_html(doc: &scraper::Html) -> Option<String> {
 /// A whole HTML page as Markdown: its main content, and its title.
 pub fn html_page(html: &str) -> Extracted {
     let doc = scraper::Html::parse_document(html);
-    let title = doc
-        .select(&scraper::Selector::parse("title").expect("a valid selector"))
-        .next()
-        .map(|t| t.text().collect::<String>().trim().to_owned())
-        .filter(|t| !t.is_empty());
     let main = main_html(&doc).unwrap_or_else(|| html.to_owned());
-    Extracted { title, markdown: html_to_markdown(&main) }
+    Extracted { title: html_title(html), markdown: html_to_markdown(&main) }
+}
+
+/// The text of the `<title>` element, whitespace collapsed and the common
+/// entities decoded.
+fn html_title(html: &str) -> Option<String> {
+    // ASCII lowercasing keeps byte offsets, so positions carry over.
+    let lower = html.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    let title = html[start..end].split_whitespace().collect::<Vec<_>>().join(" ");
+    let title = title
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", " ")
+        .replace("&amp;", "&");
+    (!title.is_empty()).then_some(title)
 }
 
 /// A ZIP container's entry, as text.
@@ -453,6 +467,14 @@ mod tests {
             "<body><div><p>outside text that is long enough to score</p></div><article><p>inside</p></article></body>",
         );
         assert_eq!(one.markdown, "inside");
+    }
+
+    #[test]
+    fn html_titles() {
+        let html = "<HTML><head><Title lang=en>\n  Fish &amp; chips </TITLE></head>";
+        assert_eq!(html_title(html).as_deref(), Some("Fish & chips"));
+        assert_eq!(html_title("<title></title>"), None);
+        assert_eq!(html_title("<p>no title</p>"), None);
     }
 
     #[test]

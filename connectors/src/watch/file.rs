@@ -86,10 +86,10 @@ pub fn file_change(
         Some(ContentFormat::Markdown) => markdown_title(&content),
         Some(ContentFormat::Html) => {
             // Its main content, as Markdown.
-            let title = html_title(&content);
-            content = crate::formats::html_page(&content).markdown;
+            let page = crate::formats::html_page(&content);
+            content = page.markdown;
             format = Some(ContentFormat::Markdown);
-            title
+            page.title
         }
         _ => None,
     };
@@ -222,25 +222,6 @@ pub(crate) fn markdown_title(text: &str) -> Option<String> {
     None
 }
 
-/// The text of the `<title>` element, whitespace collapsed and the common
-/// entities decoded.
-pub(crate) fn html_title(html: &str) -> Option<String> {
-    // ASCII lowercasing keeps byte offsets, so positions carry over.
-    let lower = html.to_ascii_lowercase();
-    let open = lower.find("<title")?;
-    let start = open + lower[open..].find('>')? + 1;
-    let end = start + lower[start..].find("</title")?;
-    let title = html[start..end].split_whitespace().collect::<Vec<_>>().join(" ");
-    let title = title
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&nbsp;", " ")
-        .replace("&amp;", "&");
-    (!title.is_empty()).then_some(title)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,14 +231,6 @@ mod tests {
         assert_eq!(markdown_title("intro\n# Hello  world #\n# second").as_deref(), Some("Hello  world"));
         assert_eq!(markdown_title("```sh\n# comment\n```\n## sub\n#tag\n# Real").as_deref(), Some("Real"));
         assert_eq!(markdown_title("no heading\n    # indented code"), None);
-    }
-
-    #[test]
-    fn html_titles() {
-        let html = "<HTML><head><Title lang=en>\n  Fish &amp; chips </TITLE></head>";
-        assert_eq!(html_title(html).as_deref(), Some("Fish & chips"));
-        assert_eq!(html_title("<title></title>"), None);
-        assert_eq!(html_title("<p>no title</p>"), None);
     }
 
     #[test]
