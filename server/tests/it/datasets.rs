@@ -22,6 +22,16 @@ fn scripted_questions(extract: &str) -> String {
     )
 }
 
+/// Submits the NDJSON `lines` and waits until their epoch is committed; that epoch.
+fn commit(app: &twinflow_server::App, lines: &[String]) -> u64 {
+    let engine = app.engine().unwrap();
+    let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
+    let epoch = engine.submit(changes).unwrap();
+    engine.flush();
+    assert!(engine.wait_committed(epoch, Duration::from_secs(60)));
+    epoch
+}
+
 fn scripted() -> QuestionDouble {
     QuestionDouble::new(
         "scripted-test-double",
@@ -40,10 +50,7 @@ fn generation_is_cached_and_incremental_and_snapshots_are_curated() {
         // The same text under another id: its LLM samples are near-duplicates of `rivers`'.
         upsert_line("rivers-copy", "Rivers again", &article("rivers and boats", 12)),
     ];
-    let changes = lines.iter().map(|l| parse_change(l.as_bytes(), 1, &ChangeLimits::default()).unwrap()).collect();
-    let epoch = app.engine().unwrap().submit(changes).unwrap();
-    app.engine().unwrap().flush();
-    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
+    commit(&app, &lines);
 
     let datasets = &app.training.datasets;
     let llm = scripted();
@@ -65,13 +72,7 @@ fn generation_is_cached_and_incremental_and_snapshots_are_curated() {
             article("taxes and budgets", 12)
         ),
     );
-    let epoch = app
-        .engine()
-        .unwrap()
-        .submit(vec![parse_change(edited.as_bytes(), 1, &ChangeLimits::default()).unwrap()])
-        .unwrap();
-    app.engine().unwrap().flush();
-    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
+    let epoch = commit(&app, &[edited]);
     let reopened = Datasets::open(&app.store).unwrap();
     assert_eq!(reopened.cached(), calls);
     let after_edit = reopened.generate(&app.store, &llm, 1000).unwrap();
@@ -136,13 +137,7 @@ fn old_dataset_versions_go_except_the_pinned_and_those_models_were_trained_on() 
     let mut snapshots = Vec::new();
     for round in 0..6 {
         let line = upsert_line(&format!("doc-{round}"), "Rivers", &article(&format!("rivers in year {round}"), 10));
-        let epoch = app
-            .engine()
-            .unwrap()
-            .submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()])
-            .unwrap();
-        app.engine().unwrap().flush();
-        assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
+        commit(&app, &[line]);
         let version = datasets.snapshot(&app.store).unwrap();
         snapshots.push(version.tables_snapshot);
         if version.version == 3 {
@@ -198,13 +193,7 @@ fn smollm2_generates_pairs_from_an_extract() {
     let app = app_with(dir.path(), |_| {});
     let line =
         upsert_line("treaty", "The Treaty", &article("the treaty with Spain and the navigation of the Mississippi", 6));
-    let epoch = app
-        .engine()
-        .unwrap()
-        .submit(vec![parse_change(line.as_bytes(), 1, &ChangeLimits::default()).unwrap()])
-        .unwrap();
-    app.engine().unwrap().flush();
-    assert!(app.engine().unwrap().wait_committed(epoch, Duration::from_secs(60)));
+    commit(&app, &[line]);
     let generator = app.generator.get().expect("SmolLM2 loads (fetched by `twinflow models fetch`)");
     let report = app.training.datasets.generate(&app.store, generator.as_ref(), 1).unwrap();
     eprintln!("SmolLM2 generation pass: {report:?}");
