@@ -374,7 +374,7 @@ fn lanes(x: &[f32], init: f32, step: impl Fn(f32, f32) -> f32, combine: impl Fn(
 /// `x = n·ln2 + r`, `|r| ≤ ln2/2`, `e^r` by its Taylor polynomial to degree 7
 /// (relative error below 1e-8), `2^n` built in the exponent bits.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Round to nearest by adding 1.5·2²³: the sum's low mantissa bits then hold

@@ -23,6 +23,7 @@
 //! Types with kernels: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K ([`kernel`]);
 //! the others are dequantised (`matrix.rs`).
 
+use super::packed::PackedKernel;
 use super::quants::{GgmlType, f16, scale_min_k4};
 
 /// Values per activation block.
@@ -31,10 +32,13 @@ const QK: usize = 32;
 /// One row of activations quantised per block of 32.
 #[derive(Clone, Debug, Default)]
 pub struct Q8Row {
-    /// Per block: `dₓ` (value ≈ dₓ · q).
-    scales: Vec<f32>,
+    /// Per block: `dₓ` (value ≈ dₓ · q), then zeros to a multiple of 8.
+    pub(super) scales: Vec<f32>,
     /// Per half block of 16: the sum of its `i8`s.
     sums: Vec<i32>,
+    /// Per block: `dₓ · Σ q`, what a block's offset or minimum multiplies;
+    /// zeros to a multiple of 8.
+    pub(super) weighted: Vec<f32>,
     values: Vec<i8>,
 }
 
@@ -46,23 +50,34 @@ impl Q8Row {
         let mut row = Self {
             scales: Vec::with_capacity(x.len() / QK),
             sums: Vec::with_capacity(x.len() / 16),
+            weighted: Vec::with_capacity(x.len() / QK),
             values: Vec::with_capacity(x.len()),
         };
+        // Adding and subtracting 1.5·2²³ rounds to the nearest integer (ties
+        // to even) in plain float ops, which vectorise (`round` is a libm call).
+        const ROUND: f32 = 12_582_912.0;
         for block in x.chunks_exact(QK) {
             let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = max / 127.0;
             let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
             row.scales.push(d);
+            let mut total = 0;
             for half in block.chunks_exact(16) {
                 let mut sum = 0;
                 for v in half {
-                    let q = (v * inverse).round() as i8;
+                    let q = ((v * inverse + ROUND) - ROUND) as i8;
                     sum += i32::from(q);
                     row.values.push(q);
                 }
                 row.sums.push(sum);
+                total += sum;
             }
+            row.weighted.push(d * total as f32);
         }
+        // Zeros to a whole group of eight blocks, which the packed kernels read at once.
+        let groups = row.scales.len().next_multiple_of(8);
+        row.scales.resize(groups, 0.0);
+        row.weighted.resize(groups, 0.0);
         row
     }
 
@@ -105,12 +120,12 @@ impl Q8Row {
     }
 
     /// The `i8`s of block `b`.
-    fn block(&self, b: usize) -> &[i8] {
+    pub(super) fn block(&self, b: usize) -> &[i8] {
         &self.values[b * QK..][..QK]
     }
 
     /// Σ q of block `b`.
-    fn sum(&self, b: usize) -> i32 {
+    pub(super) fn sum(&self, b: usize) -> i32 {
         self.sums[2 * b] + self.sums[2 * b + 1]
     }
 }
@@ -180,6 +195,34 @@ pub fn kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
         GgmlType::Q4_K => scalar::q4_k,
         GgmlType::Q5_K => scalar::q5_k,
         GgmlType::Q6_K => scalar::q6_k,
+        _ => return None,
+    })
+}
+
+/// The fastest kernel of rows of `ty` repacked by [`super::packed::pack`].
+pub fn packed_kernel(ty: GgmlType) -> Option<PackedKernel> {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    packed_kernel_for(ty, *ISA.get_or_init(Isa::detected))
+}
+
+/// The kernel of packed rows of `ty` in `isa` (one the CPU runs).
+pub fn packed_kernel_for(ty: GgmlType, isa: Isa) -> Option<PackedKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let simd = match isa {
+            Isa::Scalar => None,
+            Isa::Avx2 => x86::avx2_packed(ty),
+            Isa::Avx512Vnni => x86::vnni_packed(ty),
+        };
+        if simd.is_some() {
+            return simd;
+        }
+    }
+    let _ = isa;
+    Some(match ty {
+        GgmlType::Q4_0 => |row, x| super::packed::dot_scalar(GgmlType::Q4_0, row, x),
+        GgmlType::Q4_1 => |row, x| super::packed::dot_scalar(GgmlType::Q4_1, row, x),
+        GgmlType::Q8_0 => |row, x| super::packed::dot_scalar(GgmlType::Q8_0, row, x),
         _ => return None,
     })
 }
@@ -290,7 +333,7 @@ mod scalar {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{GgmlType, Kernel, Q8Row, scale_min_k4};
+    use super::{GgmlType, Kernel, PackedKernel, Q8Row, scale_min_k4};
 
     /// Σ of 4 adjacent `u8 × i8` products in each `i32` lane.
     #[inline]
@@ -382,6 +425,139 @@ mod x86 {
                         offset += half(block[2], block[3]) * x.scales[b] * x.sum(b) as f32;
                     }
                     hsum(acc) + offset
+                }
+
+                /// Packed Q4_0 and Q4_1 rows (`MIN`; `gguf::packed`): per group of
+                /// eight blocks, their scales and offsets in a few vector operations (the
+                /// scales are padded to whole groups, with zeros), then a pair of blocks
+                /// per 32 bytes of nibbles (low nibbles block `b`, high `b + 1`).
+                #[inline]
+                #[target_feature(enable = $features)]
+                fn q4_packed<const MIN: bool>(row: &[u8], x: &Q8Row) -> f32 {
+                    let nb = x.values.len() / 32;
+                    let padded = nb.next_multiple_of(8);
+                    let heads = if MIN { 4 * padded } else { 2 * padded };
+                    assert!(
+                        row.len() == heads + 16 * nb && x.scales.len() == padded && x.weighted.len() == padded,
+                        "a packed row of {nb} blocks"
+                    );
+                    let (d, m, qs) = (row.as_ptr(), row[2 * padded..].as_ptr(), row[heads..].as_ptr());
+                    let (xv, xs, xw) = (x.values.as_ptr(), x.scales.as_ptr(), x.weighted.as_ptr());
+                    let m4 = _mm256_set1_epi8(0x0f);
+                    let (mut acc0, mut acc1, mut offsets) =
+                        (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+                    let mut scales = [0f32; 8];
+                    let mut b = 0;
+                    while b < nb {
+                        let group = (nb - b).min(8);
+                        // SAFETY: the lengths were checked above: 2·padded bytes of scales (and
+                        // of minimums), padded scales and sums of x, 16·nb bytes of nibbles and
+                        // 32·nb i8s of x, of which the pairs below read whole blocks.
+                        unsafe {
+                            let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.add(2 * b).cast()));
+                            let mins = if MIN { _mm256_cvtph_ps(_mm_loadu_si128(m.add(2 * b).cast())) } else { dw };
+                            offsets = _mm256_fmadd_ps(mins, _mm256_loadu_ps(xw.add(b)), offsets);
+                            _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_mul_ps(dw, _mm256_loadu_ps(xs.add(b))));
+                            let mut j = 0;
+                            while j + 1 < group {
+                                let at = b + j;
+                                let q = load(qs.add(16 * at));
+                                let (v0, v1) = (load(xv.add(32 * at).cast()), load(xv.add(32 * at + 32).cast()));
+                                let lo = _mm256_and_si256(q, m4);
+                                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                                acc0 =
+                                    _mm256_fmadd_ps(_mm256_set1_ps(scales[j]), _mm256_cvtepi32_ps($mac(lo, v0)), acc0);
+                                acc1 = _mm256_fmadd_ps(
+                                    _mm256_set1_ps(scales[j + 1]),
+                                    _mm256_cvtepi32_ps($mac(hi, v1)),
+                                    acc1,
+                                );
+                                j += 2;
+                            }
+                            if j < group {
+                                // The odd last block keeps GGUF's 16 bytes of nibbles.
+                                let at = b + j;
+                                let (w, v) = (nibbles(qs.add(16 * at)), load(xv.add(32 * at).cast()));
+                                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scales[j]), _mm256_cvtepi32_ps($mac(w, v)), acc0);
+                            }
+                        }
+                        b += group;
+                    }
+                    // Q4_1 adds m·Σx per block; Q4_0 subtracts 8·d·Σx.
+                    let offsets = if MIN { offsets } else { _mm256_mul_ps(offsets, _mm256_set1_ps(-8.0)) };
+                    hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), offsets))
+                }
+
+                #[target_feature(enable = $features)]
+                pub(super) fn q4_0_packed(row: &[u8], passes: &[Q8Row]) -> f32 {
+                    passes.iter().map(|x| q4_packed::<false>(row, x)).sum()
+                }
+
+                #[target_feature(enable = $features)]
+                pub(super) fn q4_1_packed(row: &[u8], passes: &[Q8Row]) -> f32 {
+                    passes.iter().map(|x| q4_packed::<true>(row, x)).sum()
+                }
+
+                /// Packed Q8_0 rows (`gguf::packed`) with one or (`TWO`) two passes of
+                /// activations: each block's weights loaded once for both; the scales are
+                /// padded to whole groups of eight.
+                #[inline]
+                #[target_feature(enable = $features)]
+                fn q8_packed<const TWO: bool>(row: &[u8], x0: &Q8Row, x1: &Q8Row) -> f32 {
+                    let nb = x0.values.len() / 32;
+                    let padded = nb.next_multiple_of(8);
+                    assert!(
+                        row.len() == 2 * padded + 32 * nb
+                            && x1.values.len() == 32 * nb
+                            && x0.scales.len() == padded
+                            && x1.scales.len() == padded,
+                        "a packed row of {nb} blocks"
+                    );
+                    let (d, qs) = (row.as_ptr(), row[2 * padded..].as_ptr());
+                    let (v0p, v1p, s0, s1) =
+                        (x0.values.as_ptr(), x1.values.as_ptr(), x0.scales.as_ptr(), x1.scales.as_ptr());
+                    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    let (mut scales0, mut scales1) = ([0f32; 8], [0f32; 8]);
+                    let mut b = 0;
+                    while b < nb {
+                        let group = (nb - b).min(8);
+                        // SAFETY: the lengths were checked above (2·padded bytes of scales and
+                        // padded scales per pass, 32·nb bytes of weights and i8s per pass).
+                        unsafe {
+                            let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.add(2 * b).cast()));
+                            _mm256_storeu_ps(scales0.as_mut_ptr(), _mm256_mul_ps(dw, _mm256_loadu_ps(s0.add(b))));
+                            if TWO {
+                                _mm256_storeu_ps(scales1.as_mut_ptr(), _mm256_mul_ps(dw, _mm256_loadu_ps(s1.add(b))));
+                            }
+                            for j in 0..group {
+                                let at = b + j;
+                                let (w, v) = (load(qs.add(32 * at)), load(v0p.add(32 * at).cast()));
+                                // u8 × i8: |w| times x with w's sign.
+                                let magnitude = _mm256_sign_epi8(w, w);
+                                let p = $mac(magnitude, _mm256_sign_epi8(v, w));
+                                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scales0[j]), _mm256_cvtepi32_ps(p), acc0);
+                                if TWO {
+                                    let v = load(v1p.add(32 * at).cast());
+                                    let p = $mac(magnitude, _mm256_sign_epi8(v, w));
+                                    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(scales1[j]), _mm256_cvtepi32_ps(p), acc1);
+                                }
+                            }
+                        }
+                        b += group;
+                    }
+                    hsum(_mm256_add_ps(acc0, acc1))
+                }
+
+                #[target_feature(enable = $features)]
+                pub(super) fn q8_0_packed(row: &[u8], passes: &[Q8Row]) -> f32 {
+                    passes
+                        .chunks(2)
+                        .map(|pair| match pair {
+                            [x0, x1] => q8_packed::<true>(row, x0, x1),
+                            [x0] => q8_packed::<false>(row, x0, x0),
+                            _ => 0.0,
+                        })
+                        .sum()
                 }
 
                 /// Q4_K and Q5_K (`FIVE`): groups `2i` and `2i + 1` are the low and high
@@ -507,6 +683,27 @@ mod x86 {
     pub(super) fn vnni(ty: GgmlType) -> Option<Kernel> {
         table!(with_vnni, ty)
     }
+
+    macro_rules! packed_table {
+        ($isa:ident, $ty:expr) => {{
+            // SAFETY (of each entry): only called after `Isa::detected` found the features.
+            let kernel: PackedKernel = match $ty {
+                GgmlType::Q4_0 => |r, x| unsafe { $isa::q4_0_packed(r, x) },
+                GgmlType::Q4_1 => |r, x| unsafe { $isa::q4_1_packed(r, x) },
+                GgmlType::Q8_0 => |r, x| unsafe { $isa::q8_0_packed(r, x) },
+                _ => return None,
+            };
+            Some(kernel)
+        }};
+    }
+
+    pub(super) fn avx2_packed(ty: GgmlType) -> Option<PackedKernel> {
+        packed_table!(with_avx2, ty)
+    }
+
+    pub(super) fn vnni_packed(ty: GgmlType) -> Option<PackedKernel> {
+        packed_table!(with_vnni, ty)
+    }
 }
 
 #[cfg(test)]
@@ -565,6 +762,40 @@ mod tests {
             }
         }
         assert!(kernel(GgmlType::Q2_K).is_none() && kernel(GgmlType::F32).is_none());
+    }
+
+    /// The packed Q4_0, Q4_1 and Q8_0 kernels of every instruction set, on
+    /// rows with and without an odd last block and a partial group of eight,
+    /// with one and two passes of activations, against the GGUF rows'
+    /// dequantised product.
+    #[test]
+    fn packed_kernels_equal_the_dequantised_product() {
+        let mut rng = SeededRng::new(6);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            for (blocks, passes) in [(1, 1), (2, 2), (8, 1), (18, 2), (19, 1), (19, 2), (48, 1)] {
+                let cols = 32 * blocks;
+                let row = random_blocks(ty, blocks, &mut rng);
+                let packed = crate::gguf::packed::pack(ty, &row, 1, cols);
+                let x: Vec<f32> = (0..cols).map(|_| (rng.unit() as f32 - 0.5) * 6.0).collect();
+                let q = Q8Row::quantize_residual(&x, passes);
+                let xq: Vec<f32> = q
+                    .iter()
+                    .map(Q8Row::dequantize)
+                    .fold(vec![0.0; cols], |sum, pass| sum.iter().zip(pass).map(|(a, b)| a + b).collect());
+                let w = dequantize(ty, &row);
+                let want: f64 = w.iter().zip(&xq).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                let size: f64 = w.iter().zip(&xq).map(|(a, b)| f64::from((a * b).abs())).sum();
+                for isa in Isa::available() {
+                    let got = packed_kernel_for(ty, isa).expect("a kernel")(&packed, &q);
+                    assert!(
+                        (f64::from(got) - want).abs() <= 1e-5 * size + 1e-6,
+                        "packed {} {isa:?} over {blocks} blocks: {got} vs {want}",
+                        ty.name()
+                    );
+                }
+            }
+        }
+        assert!(packed_kernel(GgmlType::Q4_K).is_none());
     }
 
     #[test]

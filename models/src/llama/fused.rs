@@ -20,6 +20,8 @@ use crate::gguf::Gguf;
 use crate::gguf::dot::kernel;
 use crate::matmul::matmul;
 
+mod decode;
+
 struct Block {
     attn_norm: Vec<f32>,
     /// `[q + 2·kv, h]`: Q, K, V stacked.
@@ -111,7 +113,7 @@ impl FusedLlama {
         let tied = !gguf.tensors.contains_key("output.weight");
         let (info, bytes) = gguf.tensor_bytes(if tied { "token_embd.weight" } else { "output.weight" })?;
         let output = if keep_blocks && kernel(info.ty).is_some() && info.dims == [h, v] {
-            Part::Blocks { ty: info.ty, rows: v, cols: h, data: bytes.to_vec() }
+            Part::blocks(info.ty, v, h, bytes.to_vec())
         } else if tied {
             Part::F32(Array2::from_shape_vec((v, h), embeddings.to_vec()).expect("vocab × h embeddings"))
         } else {
@@ -164,6 +166,10 @@ impl FusedLlama {
     /// Runs the embedded tokens `x` `[s, h]` at the positions after `cache`
     /// and returns the logits of the last one.
     pub(crate) fn step(&self, mut x: Array2<f32>, cache: &mut FusedCache) -> Vec<f32> {
+        if x.nrows() == 1 {
+            let x = x.row(0);
+            return self.decode(x.as_slice().expect("standard layout"), cache, rayon::current_num_threads());
+        }
         let c = &self.config;
         let (s, d) = (x.nrows(), c.head_dim);
         let (qd, kv) = (c.q_dim(), c.kv_dim());
@@ -349,6 +355,20 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = a.chunks_exact(16).remainder().iter().zip(b.chunks_exact(16).remainder()).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// `a · b`, compiled for this CPU's SIMD.
+pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    struct Dot<'a>(&'a [f32], &'a [f32]);
+    impl pulp::WithSimd for Dot<'_> {
+        type Output = f32;
+
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> f32 {
+            dot(self.0, self.1)
+        }
+    }
+    pulp::Arch::new().dispatch(Dot(a, b))
 }
 
 /// Each row scaled to unit root-mean-square, then by `weight`.

@@ -49,7 +49,7 @@ impl<'a> Weights<'a> {
         // Whole rows of blocks: reordering rows moves their bytes.
         let row_bytes = bytes.len() / rows;
         let data = self.rotary_rows(name, bytes.to_vec(), row_bytes);
-        Ok(matrix::Part::Blocks { ty: info.ty, rows, cols, data })
+        Ok(matrix::Part::blocks(info.ty, rows, cols, data))
     }
 
     /// `blk.<layer>.<name>.<suffix>` of `len` values.
