@@ -356,7 +356,7 @@ pub(crate) fn softmax(x: &mut [f32]) {
 /// accumulator would chain every step on the last (floating-point addition is
 /// not reassociated by the compiler), so the loop would not vectorise.
 #[inline(always)]
-fn lanes(x: &[f32], init: f32, step: impl Fn(f32, f32) -> f32, combine: impl Fn(f32, f32) -> f32) -> f32 {
+pub(crate) fn lanes(x: &[f32], init: f32, step: impl Fn(f32, f32) -> f32, combine: impl Fn(f32, f32) -> f32) -> f32 {
     const LANES: usize = 16;
     let mut acc = [init; LANES];
     let chunks = x.chunks_exact(LANES);

@@ -90,19 +90,28 @@ pub fn dequantize(ty: GgmlType, data: &[u8], cols: usize, out: &mut Vec<f32>) {
     let nb = cols / 32;
     for row in data.chunks_exact(row_bytes(ty, cols)) {
         let row = Row::new(ty, row, nb);
-        for b in 0..nb {
+        let start = out.len();
+        out.resize(start + 32 * nb, 0.0);
+        // Fixed-size blocks, so that the loops vectorise.
+        for (b, dst) in out[start..].chunks_exact_mut(32).enumerate() {
+            let dst: &mut [f32; 32] = dst.try_into().expect("32 values");
             let (d, m) = row.scales(b);
-            match ty {
-                GgmlType::Q8_0 => out.extend(row.qs[32 * b..][..32].iter().map(|&q| d * f32::from(q as i8))),
-                _ if b % 2 == 1 || b + 1 < nb => {
-                    let run = &row.qs[16 * (b - b % 2)..][..32];
-                    let shift = 4 * (b % 2);
-                    out.extend(run.iter().map(|&q| d * f32::from((q >> shift) & 0x0f) + m));
+            if ty == GgmlType::Q8_0 {
+                let q: &[u8; 32] = row.qs[32 * b..][..32].try_into().expect("32 bytes");
+                for i in 0..32 {
+                    dst[i] = d * f32::from(q[i] as i8);
                 }
-                _ => {
-                    let qs = &row.qs[16 * b..][..16];
-                    out.extend(qs.iter().map(|&q| d * f32::from(q & 0x0f) + m));
-                    out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
+            } else if b % 2 == 1 || b + 1 < nb {
+                let run: &[u8; 32] = row.qs[16 * (b - b % 2)..][..32].try_into().expect("32 bytes");
+                let shift = 4 * (b % 2) as u32;
+                for i in 0..32 {
+                    dst[i] = d * f32::from((run[i] >> shift) & 0x0f) + m;
+                }
+            } else {
+                let q: &[u8; 16] = row.qs[16 * b..][..16].try_into().expect("16 bytes");
+                for i in 0..16 {
+                    dst[i] = d * f32::from(q[i] & 0x0f) + m;
+                    dst[i + 16] = d * f32::from(q[i] >> 4) + m;
                 }
             }
         }

@@ -235,9 +235,6 @@ impl FusedLlama {
         let (s, d) = (qkv.nrows(), c.head_dim);
         let (kv, group) = (c.kv_dim(), c.num_heads / c.num_kv_heads);
         let t = start + s;
-        if s == 1 {
-            return self.attention_one(qkv, k, v, start);
-        }
         let keys = ArrayView2::from_shape((t, kv), k).expect("t × kv keys");
         let values = ArrayView2::from_shape((t, kv), v).expect("t × kv values");
         let scale = 1.0 / (d as f32).sqrt();
@@ -267,94 +264,18 @@ impl FusedLlama {
     }
 }
 
-impl FusedLlama {
-    /// [`attention`](Self::attention) of one new query (decoding), one KV
-    /// group at a time: each cached key and value row is read once for all
-    /// the heads that share it, in loops compiled for this CPU's SIMD; the
-    /// groups split over the threads once the context is long enough to pay for it.
-    fn attention_one(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
-        let c = &self.config;
-        let (qd, d) = (c.q_dim(), c.head_dim);
-        let (kv, group) = (c.kv_dim(), c.num_heads / c.num_kv_heads);
-        let q_row = qkv.row(0);
-        let q_row = q_row.as_slice().expect("standard layout");
-        let mut out = vec![0f32; qd];
-        let one_group = |(g, out): (usize, &mut [f32])| {
-            pulp::Arch::new().dispatch(GroupAttention {
-                q: &q_row[g * group * d..][..group * d],
-                k,
-                v,
-                kv,
-                offset: g * d,
-                d,
-                positions: start + 1,
-                scale: 1.0 / (d as f32).sqrt(),
-                out,
-            })
-        };
-        if start + 1 >= PARALLEL_CONTEXT {
-            out.par_chunks_exact_mut(group * d).enumerate().for_each(one_group);
-        } else {
-            out.chunks_exact_mut(group * d).enumerate().for_each(one_group);
-        }
-        Array2::from_shape_vec((1, qd), out).expect("1 × q")
-    }
-}
-
-/// Cached positions from which one query's KV groups are spread over the threads.
-const PARALLEL_CONTEXT: usize = 128;
-
-/// One query's attention in one KV group: `q` and `out` are the group's
-/// heads (`[heads · d]`), `k` and `v` the cached rows of `kv` values, the
-/// group's `d` at `offset`.
-struct GroupAttention<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    kv: usize,
-    offset: usize,
-    d: usize,
-    positions: usize,
-    scale: f32,
-    out: &'a mut [f32],
-}
-
-impl pulp::WithSimd for GroupAttention<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        let GroupAttention { q, k, v, kv, offset, d, positions, scale, out } = self;
-        let heads = q.len() / d;
-        let mut scores = vec![0f32; heads * positions];
-        for j in 0..positions {
-            let key = &k[j * kv + offset..][..d];
-            for h in 0..heads {
-                scores[h * positions + j] = dot(&q[h * d..][..d], key) * scale;
-            }
-        }
-        scores.chunks_exact_mut(positions).for_each(crate::bert::fused::softmax);
-        for j in 0..positions {
-            let value = &v[j * kv + offset..][..d];
-            for (h, o) in out.chunks_exact_mut(d).enumerate() {
-                let weight = scores[h * positions + j];
-                o.iter_mut().zip(value).for_each(|(o, x)| *o += weight * x);
-            }
-        }
-    }
-}
-
-/// Dot product over 16 independent lanes (so the loop vectorises).
+/// `a · b` in `simd`'s widest registers: one fused multiply-add per register
+/// of values, one horizontal sum at the end (the plain loop's per-lane
+/// arrays were left scalar by the compiler here, 16 dependent additions per dot).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    for (x, y) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
+fn dot<S: pulp::Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+    let (a_head, a_tail) = S::as_simd_f32s(a);
+    let (b_head, b_tail) = S::as_simd_f32s(b);
+    let mut acc = simd.splat_f32s(0.0);
+    for (x, y) in a_head.iter().zip(b_head) {
+        acc = simd.mul_add_f32s(*x, *y, acc);
     }
-    let tail: f32 = a.chunks_exact(16).remainder().iter().zip(b.chunks_exact(16).remainder()).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    simd.reduce_sum_f32s(acc) + a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum::<f32>()
 }
 
 /// `a · b`, compiled for this CPU's SIMD.
@@ -364,8 +285,8 @@ pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         type Output = f32;
 
         #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) -> f32 {
-            dot(self.0, self.1)
+        fn with_simd<S: pulp::Simd>(self, simd: S) -> f32 {
+            dot(simd, self.0, self.1)
         }
     }
     pulp::Arch::new().dispatch(Dot(a, b))

@@ -209,7 +209,7 @@ impl<'a> pulp::WithSimd for Attend<'a> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
         let Attend { q, new_k, new_v, k, v, start, positions, heads, group, d, kv, part } = self;
         let n = positions.len();
         let scale = 1.0 / (d as f32).sqrt();
@@ -222,17 +222,18 @@ impl<'a> pulp::WithSimd for Attend<'a> {
             let key = row(k, new_k, j);
             for head in 0..heads {
                 let g = head / group;
-                scores[head * n + i] = super::dot(&q[head * d..][..d], &key[g * d..][..d]) * scale;
+                scores[head * n + i] = super::dot(simd, &q[head * d..][..d], &key[g * d..][..d]) * scale;
             }
         }
         let (maxima, rest) = part.split_at_mut(heads);
         let (sums, acc) = rest.split_at_mut(heads);
         for head in 0..heads {
             let scores = &mut scores[head * n..][..n];
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            // Over 16 lanes each: a fold of one accumulator would chain every position on the last.
+            let max = crate::bert::fused::lanes(scores, f32::NEG_INFINITY, f32::max, f32::max);
             scores.iter_mut().for_each(|s| *s = crate::bert::fused::exp(*s - max));
             maxima[head] = max;
-            sums[head] = scores.iter().sum();
+            sums[head] = crate::bert::fused::lanes(scores, 0.0, |a, b| a + b, |a, b| a + b);
         }
         for (i, j) in positions.enumerate() {
             let value = row(v, new_v, j);
