@@ -168,7 +168,7 @@ impl FusedLlama {
     pub(crate) fn step(&self, mut x: Array2<f32>, cache: &mut FusedCache) -> Vec<f32> {
         if x.nrows() == 1 {
             let x = x.row(0);
-            return self.decode(x.as_slice().expect("standard layout"), cache, rayon::current_num_threads());
+            return self.decode(x.as_slice().expect("standard layout"), cache);
         }
         let c = &self.config;
         let (s, d) = (x.nrows(), c.head_dim);

@@ -2,9 +2,9 @@
 //!
 //! A decoding step is ~7 small products per layer, each a few hundred
 //! microseconds of work; handing each to rayon cost a third of the step in
-//! wake-ups, sleeps and yields (perf, SmolLM2 on 2 threads). Here the
-//! threads start once per token and walk the layers together, as llama.cpp's
-//! do: each computes its share of a product's rows and publishes it, a spin
+//! wake-ups, sleeps and yields (perf, SmolLM2 on 2 threads). Here the pool's
+//! threads are woken once per token (`rayon::broadcast`) and walk the layers
+//! together, as llama.cpp's do: each computes its share of a product's rows and publishes it, a spin
 //! barrier waits for the others, and every thread then reads the whole
 //! result and keeps its own copy of the hidden state (a few KB: recomputing
 //! a norm costs less than another barrier).
@@ -27,38 +27,42 @@ use std::sync::{Mutex, PoisonError};
 
 use super::{FusedCache, FusedLlama, rms_norm_row};
 
+/// Held while a step runs on the pool's threads.
+static DECODING: Mutex<()> = Mutex::new(());
+
 /// Spins before a waiting thread starts yielding its core.
 const SPINS: u32 = 1 << 14;
 
 impl FusedLlama {
-    /// Runs the token embedded as `x` `[h]` at the position after `cache`,
-    /// on `threads` threads, and returns its logits.
-    pub(super) fn decode(&self, x: &[f32], cache: &mut FusedCache, threads: usize) -> Vec<f32> {
+    /// Runs the token embedded as `x` `[h]` at the position after `cache`
+    /// on every thread of the current rayon pool, and returns its logits.
+    pub(super) fn decode(&self, x: &[f32], cache: &mut FusedCache) -> Vec<f32> {
         let layers = self.blocks.len();
+        let (h, f) = (self.config.hidden_size, self.config.intermediate_size);
         cache.k.resize_with(layers, Vec::new);
         cache.v.resize_with(layers, Vec::new);
-        let threads = threads.max(1);
+        // What `rayon::broadcast` runs on.
+        let threads = rayon::current_num_threads();
         let step = Step {
             model: self,
             cache,
             start: cache.len,
             threads,
             barrier: Barrier::new(threads),
-            qkv: Exchange::new(threads),
+            qkv: Rows::new(self.blocks.first().map_or(0, |b| b.qkv.rows()), threads),
             attention: Exchange::new(threads),
-            out: Exchange::new(threads),
-            act: Exchange::new(threads),
-            down: Exchange::new(threads),
-            logits: Exchange::new(threads),
+            out: Rows::new(h, threads),
+            act: Rows::new(f, threads),
+            down: Rows::new(h, threads),
+            logits: Rows::new(self.output.rows(), threads),
             new_kv: Mutex::new(vec![Vec::new(); layers]),
         };
-        std::thread::scope(|scope| {
-            for t in 1..threads {
-                let step = &step;
-                scope.spawn(move || step.run(t, x));
-            }
-            step.run(0, x);
-        });
+        {
+            // Two steps broadcast at once could each hold a thread at its barrier
+            // waiting for the thread the other holds: one step at a time.
+            let _one = DECODING.lock().unwrap_or_else(PoisonError::into_inner);
+            rayon::broadcast(|ctx| step.run(ctx.index(), x));
+        }
         let Step { logits, new_kv, .. } = step;
         let new_kv = new_kv.into_inner().unwrap_or_else(PoisonError::into_inner);
         let kv = self.config.kv_dim();
@@ -81,12 +85,12 @@ struct Step<'a> {
     start: usize,
     threads: usize,
     barrier: Barrier,
-    qkv: Exchange,
+    qkv: Rows,
     attention: Exchange,
-    out: Exchange,
-    act: Exchange,
-    down: Exchange,
-    logits: Exchange,
+    out: Rows,
+    act: Rows,
+    down: Rows,
+    logits: Rows,
     /// Per layer, the new position's key then value row (written by thread 0).
     new_kv: Mutex<Vec<Vec<f32>>>,
 }
@@ -100,20 +104,24 @@ impl Step<'_> {
         let (qd, kv, eps) = (c.q_dim(), c.kv_dim(), c.rms_eps as f32);
         let share = |n: usize| n * t / self.threads..n * (t + 1) / self.threads;
         let mut x = x0.to_vec();
-        let (mut normed, mut mine, mut all) = (vec![0f32; h], Vec::new(), Vec::new());
-        let (mut gate, mut up) = (Vec::new(), Vec::new());
-        let mut publish = |exchange: &Exchange, matrix: &super::Matrix, rows: Range<usize>, input: &[f32]| {
+        let (mut normed, mut all) = (vec![0f32; h], Vec::new());
+        let mut up = Vec::new();
+        // A product's rows, chunk by chunk as the threads take them.
+        let product = |rows: &Rows, matrix: &super::Matrix, input: &[f32]| {
             let q = matrix.quantized(input);
-            mine.resize(rows.len(), 0.0);
-            matrix.rows_into(rows, input, &q, &mut mine);
-            exchange.publish(t, &mine);
+            rows.take(|range, out| matrix.rows_into(range, input, &q, out));
         };
         for (layer, block) in m.blocks.iter().enumerate() {
             normed.copy_from_slice(&x);
             rms_norm_row(&mut normed, &block.attn_norm, eps);
-            publish(&self.qkv, &block.qkv, share(block.qkv.rows()), &normed);
+            product(&self.qkv, &block.qkv, &normed);
             self.barrier.wait();
             self.qkv.gather(&mut all);
+            if t == 0 {
+                // Every thread has taken its last chunk (the barrier); the next
+                // take of these rows is a layer later, behind more barriers.
+                self.qkv.reset();
+            }
             if let Some(bias) = &block.qkv_bias {
                 all.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
             }
@@ -131,31 +139,39 @@ impl Step<'_> {
             self.barrier.wait();
             self.attention.gather(&mut all);
             let context = combine(&all, c.num_heads, d);
-            publish(&self.out, &block.out, share(h), &context);
+            product(&self.out, &block.out, &context);
             self.barrier.wait();
             self.out.gather(&mut all);
+            if t == 0 {
+                self.out.reset();
+            }
             x.iter_mut().zip(&all).for_each(|(x, y)| *x += y);
 
             normed.copy_from_slice(&x);
             rms_norm_row(&mut normed, &block.ffn_norm, eps);
-            // Gate row r and up row f + r together: this thread's share of the activations.
-            let rows = share(f);
+            // Gate row r and up row f + r together: a chunk of the activations.
             let q = block.gate_up.quantized(&normed);
-            gate.resize(rows.len(), 0.0);
-            up.resize(rows.len(), 0.0);
-            block.gate_up.rows_into(rows.clone(), &normed, &q, &mut gate);
-            block.gate_up.rows_into(f + rows.start..f + rows.end, &normed, &q, &mut up);
-            gate.iter_mut().zip(&up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
-            self.act.publish(t, &gate);
+            self.act.take(|rows, gate| {
+                up.resize(rows.len(), 0.0);
+                block.gate_up.rows_into(rows.clone(), &normed, &q, gate);
+                block.gate_up.rows_into(f + rows.start..f + rows.end, &normed, &q, &mut up);
+                gate.iter_mut().zip(&up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+            });
             self.barrier.wait();
             self.act.gather(&mut all);
-            publish(&self.down, &block.down, share(h), &all);
+            if t == 0 {
+                self.act.reset();
+            }
+            product(&self.down, &block.down, &all);
             self.barrier.wait();
             self.down.gather(&mut all);
+            if t == 0 {
+                self.down.reset();
+            }
             x.iter_mut().zip(&all).for_each(|(x, y)| *x += y);
         }
         rms_norm_row(&mut x, &m.norm, eps);
-        publish(&self.logits, &m.output, share(m.output.rows()), &x);
+        product(&self.logits, &m.output, &x);
     }
 
     /// This thread's part of one query's attention in `layer`: over the
@@ -266,6 +282,52 @@ fn combine(parts: &[f32], heads: usize, d: usize) -> Vec<f32> {
         out.iter_mut().for_each(|o| *o /= total);
     }
     out
+}
+
+/// A product's output rows in chunks the threads take as they come (a
+/// thread on a busier core takes fewer), each written once into its own
+/// slot and read whole, in row order, after the barrier that follows.
+struct Rows {
+    rows: usize,
+    chunk: usize,
+    slots: Vec<Mutex<Vec<f32>>>,
+    next: AtomicUsize,
+}
+
+impl Rows {
+    /// Chunks per thread: enough that the last ones even out the threads.
+    const CHUNKS_PER_THREAD: usize = 16;
+
+    fn new(rows: usize, threads: usize) -> Self {
+        let chunk = rows.div_ceil(threads * Self::CHUNKS_PER_THREAD).max(1);
+        let slots = (0..rows.div_ceil(chunk)).map(|_| Mutex::new(Vec::new())).collect();
+        Self { rows, chunk, slots, next: AtomicUsize::new(0) }
+    }
+
+    /// Takes chunks until none is left, computing each with `compute(rows, out)`.
+    fn take(&self, mut compute: impl FnMut(Range<usize>, &mut Vec<f32>)) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = self.slots.get(i) else { return };
+            let range = i * self.chunk..((i + 1) * self.chunk).min(self.rows);
+            let mut out = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            out.resize(range.len(), 0.0);
+            compute(range, &mut out);
+        }
+    }
+
+    /// Every row, in order.
+    fn gather(&self, into: &mut Vec<f32>) {
+        into.clear();
+        for slot in &self.slots {
+            into.extend_from_slice(&slot.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+
+    /// Makes the chunks available again (once every thread has stopped taking them).
+    fn reset(&self) {
+        self.next.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Values each thread publishes for the others: one slot per thread, read
