@@ -17,7 +17,7 @@ use super::matrix::{Matrix, Part};
 use super::{LlamaConfig, Weights};
 use crate::Result;
 use crate::gguf::Gguf;
-use crate::gguf::dot::kernel;
+use crate::gguf::dot::{f16_to_f32, f32_to_f16, kernel};
 use crate::matmul::matmul;
 
 mod decode;
@@ -57,12 +57,35 @@ impl std::fmt::Debug for FusedLlama {
     }
 }
 
-/// Keys and values per layer, one row of `kv_heads · head_dim` per position.
+/// Keys and values per layer, one row of `kv_heads · head_dim` per position,
+/// in half precision (as llama.cpp keeps them): a decoded token reads every
+/// cached row, and halves are half the bytes.
 #[derive(Debug, Default)]
 pub(crate) struct FusedCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<u16>>,
+    v: Vec<Vec<u16>>,
     pub(crate) len: usize,
+}
+
+/// `values` appended to `rows` in half precision.
+fn push_half(rows: &mut Vec<u16>, values: &[f32]) {
+    let at = rows.len();
+    rows.resize(at + values.len(), 0);
+    f32_to_f16(values, &mut rows[at..]);
+}
+
+/// `halves` as `f32`.
+fn widen(halves: &[u16]) -> Vec<f32> {
+    let mut values = vec![0f32; halves.len()];
+    f16_to_f32(halves, &mut values);
+    values
+}
+
+/// `values` rounded to half precision, as the cache will hold them.
+fn round_half(values: &mut [f32]) {
+    let mut halves = vec![0u16; values.len()];
+    f32_to_f16(values, &mut halves);
+    f16_to_f32(&halves, values);
 }
 
 impl FusedCache {
@@ -194,10 +217,10 @@ impl FusedLlama {
             let (k_cache, v_cache) = (&mut cache.k[layer], &mut cache.v[layer]);
             for row in qkv.axis_iter(Axis(0)) {
                 let row = row.as_slice().expect("standard layout");
-                k_cache.extend_from_slice(&row[qd..qd + kv]);
-                v_cache.extend_from_slice(&row[qd + kv..]);
+                push_half(k_cache, &row[qd..qd + kv]);
+                push_half(v_cache, &row[qd + kv..]);
             }
-            let context = self.attention(&qkv, k_cache, v_cache, start);
+            let context = self.attention(&qkv, &widen(k_cache), &widen(v_cache), start);
             x += &block.out.product(&context);
             let normed = rms_norm(&x, &block.ffn_norm, c.rms_eps as f32);
             let gate_up = block.gate_up.product(&normed);
@@ -229,7 +252,11 @@ impl FusedLlama {
     }
 
     /// Causal attention of the `s` new queries over every cached position,
-    /// `[s, h]`: per head, `softmax(Q·Kᵀ/√d, masked)·V` as two [`matmul`]s.
+    /// `[s, h]`: per head and block of [`QUERY_BLOCK`] queries,
+    /// `softmax(Q·Kᵀ/√d, masked)·V` as two [`matmul`]s over the keys the block
+    /// sees (a prompt's first block reads 64 keys, not all of them), so the
+    /// scores held at once are a block's, linear in the context, and the
+    /// masked-out half of a prompt's square is never computed.
     fn attention(&self, qkv: &Array2<f32>, k: &[f32], v: &[f32], start: usize) -> Array2<f32> {
         let c = &self.config;
         let (s, d) = (qkv.nrows(), c.head_dim);
@@ -238,31 +265,40 @@ impl FusedLlama {
         let keys = ArrayView2::from_shape((t, kv), k).expect("t × kv keys");
         let values = ArrayView2::from_shape((t, kv), v).expect("t × kv values");
         let scale = 1.0 / (d as f32).sqrt();
-        let heads: Vec<Array2<f32>> = (0..c.num_heads)
+        let blocks = s.div_ceil(QUERY_BLOCK);
+        let parts: Vec<(usize, usize, Array2<f32>)> = (0..c.num_heads * blocks)
             .into_par_iter()
-            .map(|head| {
+            .map(|job| {
+                let (head, first) = (job / blocks, job % blocks * QUERY_BLOCK);
+                let end = (first + QUERY_BLOCK).min(s);
+                // Keys 0..seen: those the block's last query sees.
+                let seen = start + end;
                 let g = head / group;
-                let q = qkv.slice(s![.., head * d..(head + 1) * d]);
-                let mut scores = Array2::<f32>::zeros((s, t));
-                matmul(scale, q, keys.slice(s![.., g * d..(g + 1) * d]).t(), 0.0, scores.view_mut());
+                let q = qkv.slice(s![first..end, head * d..(head + 1) * d]);
+                let mut scores = Array2::<f32>::zeros((end - first, seen));
+                matmul(scale, q, keys.slice(s![..seen, g * d..(g + 1) * d]).t(), 0.0, scores.view_mut());
                 for (i, mut row) in scores.axis_iter_mut(Axis(0)).enumerate() {
                     let row = row.as_slice_mut().expect("standard layout");
-                    // Query i (position start + i) sees keys 0..=start + i.
-                    crate::bert::fused::softmax_row(&mut row[..start + i + 1]);
-                    row[start + i + 1..].fill(0.0);
+                    // Query first + i (position start + first + i) sees keys 0..=start + first + i.
+                    let visible = start + first + i + 1;
+                    crate::bert::fused::softmax_row(&mut row[..visible]);
+                    row[visible..].fill(0.0);
                 }
-                let mut out = Array2::<f32>::zeros((s, d));
-                matmul(1.0, scores.view(), values.slice(s![.., g * d..(g + 1) * d]), 0.0, out.view_mut());
-                out
+                let mut out = Array2::<f32>::zeros((end - first, d));
+                matmul(1.0, scores.view(), values.slice(s![..seen, g * d..(g + 1) * d]), 0.0, out.view_mut());
+                (head, first, out)
             })
             .collect();
         let mut out = Array2::<f32>::zeros((s, c.q_dim()));
-        for (head, part) in heads.into_iter().enumerate() {
-            out.slice_mut(s![.., head * d..(head + 1) * d]).assign(&part);
+        for (head, first, part) in parts {
+            out.slice_mut(s![first..first + part.nrows(), head * d..(head + 1) * d]).assign(&part);
         }
         out
     }
 }
+
+/// Queries whose attention scores a prompt holds at once, per head.
+const QUERY_BLOCK: usize = 64;
 
 /// `a · b` in `simd`'s widest registers: one fused multiply-add per register
 /// of values, one horizontal sum at the end (the plain loop's per-lane

@@ -116,9 +116,11 @@ fn the_gguf_blocks_kept_in_memory_answer_as_the_f32_weights_do() {
     let prompt = llm().tokenizer().apply_chat_template(&question()).unwrap();
     let (la, lb) = (llm().prompt_logits(&prompt).unwrap(), blocks.prompt_logits(&prompt).unwrap());
     assert_eq!(a.text, b.text);
-    // The logits multiply 8-bit activations in two passes (the second quantises the first's error).
+    // The logits multiply 8-bit activations in two passes (the second quantises the first's error);
+    // both paths keep keys and values in half precision (2⁻¹¹ relative, as llama.cpp's default
+    // cache), where one side of a rounding boundary and the other differ by a step.
     let (diff, scale) = (crate::max_abs_diff(&la, &lb), la.iter().fold(0f32, |m, v| m.max(v.abs())));
-    assert!(diff < 1e-4 * scale, "logits differ by {diff} (up to {scale})");
+    assert!(diff < 4e-4 * scale, "logits differ by {diff} (up to {scale})");
 }
 
 #[test]
