@@ -85,8 +85,29 @@ pub fn row_bytes(ty: GgmlType, cols: usize) -> usize {
     heads * 2 * (nb.next_multiple_of(8) - nb) + nb * block_bytes
 }
 
-/// The values of packed rows (whole rows of `cols`), appended to `out`.
+/// The values of packed rows (whole rows of `cols`), appended to `out`:
+/// compiled for this CPU's SIMD (a short prompt's product dequantises every
+/// weight once, so this loop is most of its time).
 pub fn dequantize(ty: GgmlType, data: &[u8], cols: usize, out: &mut Vec<f32>) {
+    struct Rows<'a> {
+        ty: GgmlType,
+        data: &'a [u8],
+        cols: usize,
+        out: &'a mut Vec<f32>,
+    }
+    impl pulp::WithSimd for Rows<'_> {
+        type Output = ();
+
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            dequantize_rows(self.ty, self.data, self.cols, self.out);
+        }
+    }
+    pulp::Arch::new().dispatch(Rows { ty, data, cols, out });
+}
+
+#[inline(always)]
+fn dequantize_rows(ty: GgmlType, data: &[u8], cols: usize, out: &mut Vec<f32>) {
     let nb = cols / 32;
     for row in data.chunks_exact(row_bytes(ty, cols)) {
         let row = Row::new(ty, row, nb);
@@ -128,6 +149,7 @@ struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
+    #[inline(always)]
     fn new(ty: GgmlType, row: &'a [u8], nb: usize) -> Self {
         let padded = nb.next_multiple_of(8);
         let (d, rest) = row.split_at(2 * padded);
@@ -136,6 +158,7 @@ impl<'a> Row<'a> {
     }
 
     /// Block `b`'s value = `d·q + m`: Q4_1's minimum, Q4_0's `−8·d`, Q8_0's 0.
+    #[inline(always)]
     fn scales(&self, b: usize) -> (f32, f32) {
         let d = f16(self.d[2 * b], self.d[2 * b + 1]);
         let m = match self.ty {
