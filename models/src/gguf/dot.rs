@@ -168,10 +168,15 @@ impl Isa {
     }
 }
 
+/// [`Isa::detected`], detected once.
+fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(Isa::detected)
+}
+
 /// The fastest kernel of `ty` on this CPU (`None`: no kernel for the type).
 pub fn kernel(ty: GgmlType) -> Option<Kernel> {
-    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    kernel_for(ty, *ISA.get_or_init(Isa::detected))
+    kernel_for(ty, isa())
 }
 
 /// The kernel of `ty` in `isa`; `isa` must be one the CPU runs ([`Isa::available`]).
@@ -205,7 +210,7 @@ pub fn kernel_for(ty: GgmlType, isa: Isa) -> Option<Kernel> {
 pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "as many values out as in");
     #[cfg(target_arch = "x86_64")]
-    if Isa::detected() != Isa::Scalar {
+    if isa() != Isa::Scalar {
         // SAFETY: Avx2 and Avx512Vnni include F16C (`Isa::detected`).
         return unsafe { x86::f16_to_f32(src, dst) };
     }
@@ -221,7 +226,7 @@ pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
 pub fn f32_to_f16(src: &[f32], dst: &mut [u16]) {
     assert_eq!(src.len(), dst.len(), "as many values out as in");
     #[cfg(target_arch = "x86_64")]
-    if Isa::detected() != Isa::Scalar {
+    if isa() != Isa::Scalar {
         // SAFETY: as above.
         return unsafe { x86::f32_to_f16(src, dst) };
     }
@@ -262,8 +267,7 @@ fn half_bits(x: f32) -> u16 {
 
 /// The fastest kernel of rows of `ty` repacked by [`super::packed::pack`].
 pub fn packed_kernel(ty: GgmlType) -> Option<PackedKernel> {
-    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    packed_kernel_for(ty, *ISA.get_or_init(Isa::detected))
+    packed_kernel_for(ty, isa())
 }
 
 /// The kernel of packed rows of `ty` in `isa` (one the CPU runs).

@@ -116,13 +116,7 @@ impl Step<'_> {
             normed.copy_from_slice(&x);
             rms_norm_row(&mut normed, &block.attn_norm, eps);
             product(&self.qkv, &block.qkv, &normed);
-            self.barrier.wait();
-            self.qkv.gather(&mut all);
-            if t == 0 {
-                // Every thread has taken its last chunk (the barrier); the next
-                // take of these rows is a layer later, behind more barriers.
-                self.qkv.reset();
-            }
+            self.collect(t, &self.qkv, &mut all);
             if let Some(bias) = &block.qkv_bias {
                 all.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
             }
@@ -143,11 +137,7 @@ impl Step<'_> {
             self.attention.gather(&mut all);
             let context = combine(&all, c.num_heads, d);
             product(&self.out, &block.out, &context);
-            self.barrier.wait();
-            self.out.gather(&mut all);
-            if t == 0 {
-                self.out.reset();
-            }
+            self.collect(t, &self.out, &mut all);
             x.iter_mut().zip(&all).for_each(|(x, y)| *x += y);
 
             normed.copy_from_slice(&x);
@@ -160,21 +150,25 @@ impl Step<'_> {
                 block.gate_up.rows_into(f + rows.start..f + rows.end, &normed, &q, &mut up);
                 gate.iter_mut().zip(&up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
             });
-            self.barrier.wait();
-            self.act.gather(&mut all);
-            if t == 0 {
-                self.act.reset();
-            }
+            self.collect(t, &self.act, &mut all);
             product(&self.down, &block.down, &all);
-            self.barrier.wait();
-            self.down.gather(&mut all);
-            if t == 0 {
-                self.down.reset();
-            }
+            self.collect(t, &self.down, &mut all);
             x.iter_mut().zip(&all).for_each(|(x, y)| *x += y);
         }
         rms_norm_row(&mut x, &m.norm, eps);
         product(&self.logits, &m.output, &x);
+    }
+
+    /// Once every thread has computed its chunks (the barrier), all of `rows`
+    /// into `into`; thread `t` = 0 then makes the chunks available again (every
+    /// thread has taken its last one, and the next take is a layer later,
+    /// behind more barriers).
+    fn collect(&self, t: usize, rows: &Rows, into: &mut Vec<f32>) {
+        self.barrier.wait();
+        rows.gather(into);
+        if t == 0 {
+            rows.reset();
+        }
     }
 
     /// This thread's part of one query's attention in `layer`: over the
