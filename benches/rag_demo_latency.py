@@ -12,7 +12,9 @@ The binary is $TWINFLOW_BIN, else $CARGO_TARGET_DIR/debug/twinflow (build it fir
 import json, os, subprocess, sys, tempfile, time, urllib.request, statistics
 target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target"))
 bin_ = os.environ.get("TWINFLOW_BIN", os.path.join(target, "debug", "twinflow"))
-os.chdir(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="twinflow-rag-"))
+workdir = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="twinflow-rag-")
+os.makedirs(workdir, exist_ok=True)
+os.chdir(workdir)
 env = dict(os.environ, TWINFLOW__TRAINING__ON_DRIFT="false", TWINFLOW__DRIFT__ENABLED="false")
 log = open("server.log", "w")
 p = subprocess.Popen([bin_, "up", "--demo"], stdout=log, stderr=log, env=env)
