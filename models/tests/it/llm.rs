@@ -103,6 +103,18 @@ fn the_burn_graph_answers_as_the_fused_path_does() {
     assert_eq!(fused.text, graph.text);
 }
 
+/// A step called from a rayon worker runs on that thread alone (a broadcast
+/// from inside the pool could wait on a worker blocked behind another step),
+/// and answers as a step from outside does.
+#[test]
+fn decoding_inside_the_rayon_pool_answers_as_outside() {
+    let params = GenerateParams { max_tokens: 8, ..GenerateParams::default() };
+    let outside = llm().generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let inside = pool.install(|| llm().generate(&question(), &params, &mut |_| ControlFlow::Continue(())).unwrap());
+    assert_eq!(outside.text, inside.text);
+}
+
 #[test]
 fn the_gguf_blocks_kept_in_memory_answer_as_the_f32_weights_do() {
     let path = fetch_smollm2(&default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));

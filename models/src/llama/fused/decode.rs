@@ -42,8 +42,11 @@ impl FusedLlama {
         let (h, f) = (self.config.hidden_size, self.config.intermediate_size);
         cache.k.resize_with(layers, Vec::new);
         cache.v.resize_with(layers, Vec::new);
-        // What `rayon::broadcast` runs on.
-        let threads = rayon::current_num_threads();
+        // What `rayon::broadcast` runs on; called from inside the pool (a
+        // worker would block on DECODING while another step's broadcast waits
+        // for it), the step runs on this thread alone.
+        let inside = rayon::current_thread_index().is_some();
+        let threads = if inside { 1 } else { rayon::current_num_threads() };
         let step = Step {
             model: self,
             cache,
@@ -61,8 +64,12 @@ impl FusedLlama {
         {
             // Two steps broadcast at once could each hold a thread at its barrier
             // waiting for the thread the other holds: one step at a time.
-            let _one = DECODING.lock().unwrap_or_else(PoisonError::into_inner);
-            rayon::broadcast(|ctx| step.run(ctx.index(), x));
+            if inside {
+                step.run(0, x);
+            } else {
+                let _one = DECODING.lock().unwrap_or_else(PoisonError::into_inner);
+                rayon::broadcast(|ctx| step.run(ctx.index(), x));
+            }
         }
         let Step { logits, new_kv, .. } = step;
         let new_kv = new_kv.into_inner().unwrap_or_else(PoisonError::into_inner);
