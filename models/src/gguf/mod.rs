@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 pub mod dot;
+pub mod half;
 pub mod packed;
 mod quants;
 mod writer;

@@ -17,7 +17,8 @@ use super::matrix::{Matrix, Part};
 use super::{LlamaConfig, Weights};
 use crate::Result;
 use crate::gguf::Gguf;
-use crate::gguf::dot::{f16_to_f32, f32_to_f16, kernel};
+use crate::gguf::dot::kernel;
+use crate::gguf::half::{f16_to_f32, f32_to_f16};
 use crate::matmul::matmul;
 
 mod decode;

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::{FusedCache, FusedLlama, push_half, rms_norm_row, round_half};
-use crate::gguf::dot::f16_to_f32;
+use crate::gguf::half::f16_to_f32;
 
 /// Held while a step runs on the pool's threads.
 static DECODING: Mutex<()> = Mutex::new(());
