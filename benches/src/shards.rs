@@ -95,6 +95,7 @@ fn epochs(texts: &[String], vectors: &[f32], epoch: usize) -> Vec<EpochUpdates> 
                     char_start: 0,
                     char_end: text.len() as u32,
                     token_estimate: 30,
+                    pages: None,
                 };
                 let vector = Vector(vectors[i * DIM..(i + 1) * DIM].to_vec());
                 u.embeddings.push((EmbeddingRow { chunk_id: chunk.chunk_id, model_id: "bench".into(), vector }, 1));

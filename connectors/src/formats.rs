@@ -1,7 +1,7 @@
 //! Documents in the formats authors keep, turned into Markdown text: HTML
 //! (its main content, chosen readability-style, without navigation and
-//! other boilerplate), PDF (the text layer, page by page, pages as
-//! paragraphs), DOCX (paragraphs, headings, lists, tables) and EPUB (the
+//! other boilerplate), PDF (the text layer, page by page, a form feed
+//! between pages: [`PAGE_BREAK`]), DOCX (paragraphs, headings, lists, tables) and EPUB (the
 //! spine's chapters, each XHTML file converted to Markdown). Headings,
 //! lists and code blocks are kept (code verbatim). Every source that reads files or pages chooses by extension
 //! or content type through [`Binary::of`] and [`extract`]; a document that
@@ -12,6 +12,11 @@
 use std::io::{Cursor, Read};
 
 use quick_xml::events::Event;
+
+/// What stands between two pages of a paged document's Markdown (a PDF's):
+/// a form feed on a line of its own, as pdftotext writes pages. Cleaning
+/// reads it as the page break that numbers each chunk's pages.
+pub const PAGE_BREAK: char = '\u{c}';
 
 /// A format read from bytes rather than text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,8 +77,9 @@ fn pdf(bytes: &[u8]) -> Result<Extracted, String> {
     let pages = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(bytes))
         .map_err(|_| "not a readable PDF (the reader gave up)".to_owned())?
         .map_err(|e| format!("not a readable PDF: {e}"))?;
-    let pages: Vec<String> = pages.iter().map(|page| tidy_pdf_page(page)).filter(|p| !p.is_empty()).collect();
-    Ok(Extracted { title: pdf_title(bytes), markdown: pages.join("\n\n") })
+    // Empty pages stay (as nothing between two breaks): later pages keep their numbers.
+    let pages: Vec<String> = pages.iter().map(|page| tidy_pdf_page(page)).collect();
+    Ok(Extracted { title: pdf_title(bytes), markdown: pages.join(&format!("\n\n{PAGE_BREAK}\n\n")) })
 }
 
 /// A page's text: lines kept, runs of blank lines made one, hyphenated

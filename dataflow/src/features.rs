@@ -36,7 +36,7 @@ impl Derived {
 /// is split until it fits: no passage is silently truncated by the model.
 /// Each chunk's `token_estimate` is the embedder's count of its text.
 pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig, embedder: &dyn Embedder) -> Vec<Derived> {
-    let cleaned = text::clean_as(&doc.content, doc.format);
+    let cleaned = text::clean_paged(&doc.content, doc.format);
     let spec = chunking.for_kind(doc.kind);
     let source = text::InstructSource { doc_id: &doc.doc_id, title: &doc.title, author: &doc.author, kind: doc.kind };
     let count = |t: &str| embedder.count_tokens(t);
@@ -47,7 +47,7 @@ pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig, embedder: &
         Some(context) => max_tokens.saturating_sub(count(&text::passage(Some(context), "")).max(1)),
         None => max_tokens,
     };
-    let pieces = text::fit_tokens(text::chunk(&cleaned, doc.kind, spec), budget, &count);
+    let pieces = text::fit_tokens(text::chunk(&cleaned.text, doc.kind, spec), budget, &count);
     let mut out = Vec::new();
     for (ordinal, piece) in pieces.into_iter().enumerate() {
         let row = ChunkRow {
@@ -58,6 +58,7 @@ pub fn derive_features(doc: &DocumentRow, chunking: &ChunkingConfig, embedder: &
             char_start: piece.char_start,
             char_end: piece.char_end,
             token_estimate: piece.token_estimate,
+            pages: cleaned.pages_of(piece.char_start, piece.char_end),
         };
         if let Some(sample) = text::offline_instructions(&source, &row) {
             out.push(Derived::Instruct(sample));
@@ -116,5 +117,57 @@ pub fn apply_change(docs: &mut std::collections::HashMap<String, DocumentRow>, c
         DocumentChange::Delete { doc_id } => {
             docs.remove(doc_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use twinflow_schemas::config::ChunkSpec;
+    use twinflow_schemas::{ContentFormat, DocumentKind};
+
+    use super::*;
+    use crate::embed::HashingEmbedder;
+
+    #[test]
+    fn chunks_of_a_paged_document_know_their_pages() {
+        // Three pages of four paragraphs (the second page empty), as a PDF's text layer reads.
+        let page = |n: usize| {
+            (0..4).map(|p| format!("Page {n} paragraph {p} says something long enough to matter here.")).collect::<Vec<_>>()
+        };
+        let content = [page(1).join("\n\n"), String::new(), page(3).join("\n\n")].join("\n\n\u{c}\n\n");
+        let doc = Document {
+            doc_id: "file:report.pdf".into(),
+            kind: DocumentKind::Article,
+            author: String::new(),
+            title: "Report".into(),
+            url: String::new(),
+            source: String::new(),
+            format: Some(ContentFormat::Markdown),
+            fetched_at: Some(0),
+            content,
+        };
+        let spec = ChunkSpec { min_chars: 100, max_chars: 200, boundary_one_in: 1 };
+        let chunking = ChunkingConfig { article: spec, ..ChunkingConfig::default() };
+        let chunks: Vec<ChunkRow> = derive_features(&document_row(&doc, 1), &chunking, &HashingEmbedder::new(8))
+            .into_iter()
+            .filter_map(|d| match d {
+                Derived::Chunk(row, _) => Some(row),
+                Derived::Instruct(_) => None,
+            })
+            .collect();
+        assert!(chunks.len() >= 3, "{chunks:?}");
+        for chunk in &chunks {
+            let on = |n: u32| chunk.text.contains(&format!("Page {n} "));
+            let (first, last) = chunk.pages.expect("a paged document's chunks have pages");
+            assert!(first <= last && first != 2 && last != 2, "the empty page holds nothing: {chunk:?}");
+            assert!(on(first) && on(last) && (first..=last).all(|p| p == 2 || on(p)), "{chunk:?}");
+            assert!(!chunk.text.contains('\u{c}'), "the break is not text");
+        }
+        assert_eq!(chunks.first().unwrap().pages.unwrap().0, 1);
+        assert_eq!(chunks.last().unwrap().pages.unwrap().1, 3);
+
+        let plain = Document { content: page(1).join("\n\n"), ..doc };
+        let rows = derive_features(&document_row(&plain, 1), &chunking, &HashingEmbedder::new(8));
+        assert!(rows.iter().all(|d| !matches!(d, Derived::Chunk(row, _) if row.pages.is_some())));
     }
 }

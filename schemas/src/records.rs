@@ -210,6 +210,9 @@ pub struct ChunkRow {
     pub char_end: u32,
     /// Estimated number of model tokens.
     pub token_estimate: u32,
+    /// The first and last page (1-based) the chunk's text is on, for a
+    /// paged document (a PDF's text layer); `None` for one without pages.
+    pub pages: Option<(u32, u32)>,
 }
 
 /// An embedding vector. `Ord`/`Eq` compare the bit patterns of the floats so

@@ -102,6 +102,9 @@ pub fn chunks_schema() -> SchemaRef {
         Field::new("char_start", DataType::UInt32, false),
         Field::new("char_end", DataType::UInt32, false),
         Field::new("token_estimate", DataType::UInt32, false),
+        // The first and last page of a paged document's chunk (a PDF's); null without pages.
+        Field::new("page_start", DataType::UInt32, true),
+        Field::new("page_end", DataType::UInt32, true),
     ]))
 }
 

@@ -18,9 +18,10 @@
 //!     char_start: 0,
 //!     char_end: 2,
 //!     token_estimate: 1,
+//!     pages: Some((3, 4)),
 //! };
 //! let batch = updates_to_batch(&[(row.clone(), 1)], 7, 384).unwrap();
-//! assert_eq!(batch.num_columns(), 9); // 7 columns + _epoch + _diff
+//! assert_eq!(batch.num_columns(), 11); // 9 columns + _epoch + _diff
 //! assert_eq!(batch_to_updates::<ChunkRow>(&batch, 384).unwrap(), vec![(row, 1)]);
 //! ```
 
@@ -210,6 +211,8 @@ impl TableRow for ChunkRow {
             u32s(rows, |r| r.char_start),
             u32s(rows, |r| r.char_end),
             u32s(rows, |r| r.token_estimate),
+            Arc::new(rows.iter().map(|r| r.pages.map(|p| p.0)).collect::<UInt32Array>()),
+            Arc::new(rows.iter().map(|r| r.pages.map(|p| p.1)).collect::<UInt32Array>()),
         ])
     }
 
@@ -219,8 +222,10 @@ impl TableRow for ChunkRow {
             (str_column(batch, t, "chunk_id")?, str_column(batch, t, "doc_id")?, str_column(batch, t, "text")?);
         let u = |name| u32_column(batch, t, name);
         let (ordinal, start, end, tokens) = (u("ordinal")?, u("char_start")?, u("char_end")?, u("token_estimate")?);
+        let (first, last) = (optional_u32_column(batch, t, "page_start")?, optional_u32_column(batch, t, "page_end")?);
         (0..batch.num_rows())
             .map(|i| {
+                let page = |column: &Option<UInt32Array>| column.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i));
                 Ok(ChunkRow {
                     chunk_id: parse_hash(t, chunk_id.value(i))?,
                     doc_id: doc_id.value(i).to_owned(),
@@ -229,6 +234,7 @@ impl TableRow for ChunkRow {
                     char_start: start.value(i),
                     char_end: end.value(i),
                     token_estimate: tokens.value(i),
+                    pages: page(&first).zip(page(&last)),
                 })
             })
             .collect()
@@ -392,6 +398,17 @@ fn u32_column(batch: &RecordBatch, table: TableName, name: &str) -> Result<UInt3
     Ok(column(batch, table, name, &DataType::UInt32)?.as_primitive::<UInt32Type>().clone())
 }
 
+/// A nullable `u32` column; `None` when the batch has no such column (a
+/// file written before the column was added).
+fn optional_u32_column(batch: &RecordBatch, table: TableName, name: &str) -> Result<Option<UInt32Array>> {
+    let Some(col) = batch.column_by_name(name) else { return Ok(None) };
+    let col = arrow::compute::cast(col, &DataType::UInt32).map_err(|e| Error::InvalidRow {
+        table: table.as_str(),
+        reason: format!("column {name} has type {}: {e}", col.data_type()),
+    })?;
+    Ok(Some(col.as_primitive::<UInt32Type>().clone()))
+}
+
 fn parse_hash(table: TableName, s: &str) -> Result<Hash128> {
     s.parse().map_err(|e| Error::InvalidRow { table: table.as_str(), reason: format!("{e}") })
 }
@@ -471,6 +488,32 @@ mod tests {
         let batch = rows_to_batch(&[&d], 4).unwrap();
         assert_eq!(batch.schema(), TableName::Documents.schema(4));
         assert_eq!(batch_to_updates::<DocumentRow>(&batch, 4).unwrap(), vec![(d, 1)]);
+    }
+
+    #[test]
+    fn chunk_pages_are_nullable_and_absent_in_older_files() {
+        let chunk = ChunkRow {
+            chunk_id: Hash128::of(b"c"),
+            doc_id: "file:a.pdf".into(),
+            ordinal: 0,
+            text: "c".into(),
+            char_start: 0,
+            char_end: 1,
+            token_estimate: 1,
+            pages: Some((2, 3)),
+        };
+        let rows = vec![(chunk.clone(), 1), (ChunkRow { pages: None, ..chunk.clone() }, 1)];
+        let batch = updates_to_batch(&rows, 1, 3).unwrap();
+        assert_eq!(batch.column_by_name("page_start").unwrap().null_count(), 1);
+        assert_eq!(batch_to_updates::<ChunkRow>(&batch, 3).unwrap(), rows);
+        // A file written before the page columns existed reads as chunks without pages.
+        let mut older = batch.clone();
+        for name in ["page_start", "page_end"] {
+            let index = older.schema().index_of(name).unwrap();
+            older.remove_column(index);
+        }
+        let read = batch_to_updates::<ChunkRow>(&older, 3).unwrap();
+        assert!(read.iter().all(|(row, _)| row.pages.is_none()) && read.len() == 2);
     }
 
     #[test]

@@ -185,6 +185,7 @@ mod tests {
             char_start: 0,
             char_end: text.len() as u32,
             token_estimate: 1,
+            pages: None,
         }
     }
 

@@ -146,6 +146,7 @@ mod tests {
             char_start: 0,
             char_end: 1,
             token_estimate: 1,
+            pages: Some((2, 3)),
         };
         let updates = EpochUpdates { chunks: vec![(row.clone(), 1), (row, -1)], ..Default::default() };
         let written = write_epoch(dir.path(), 4, 9, &[(2, updates), (0, EpochUpdates::default())]).unwrap();

@@ -180,6 +180,8 @@ pub(crate) fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn 
                 ordinal: chunk.ordinal,
                 char_start: chunk.char_start,
                 char_end: chunk.char_end,
+                page_start: chunk.pages.map(|p| p.0),
+                page_end: chunk.pages.map(|p| p.1),
                 title: doc.map(|d| d.title.clone()).unwrap_or_default(),
                 url: doc.map(|d| d.url.clone()).unwrap_or_default(),
                 author: doc.map(|d| d.author.clone()).unwrap_or_default(),

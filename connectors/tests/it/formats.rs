@@ -53,7 +53,13 @@ fn pdf_docx_and_epub_read_as_markdown() {
     let first = pdf.markdown.find("lighthouses along the northern coast").expect("page one's text");
     let second = pdf.markdown.find("orchards and the apple harvest").expect("page two's text");
     assert!(first < second, "pages in order: {}", pdf.markdown);
-    assert!(pdf.markdown[first..second].contains("\n\n"), "pages are paragraphs apart: {:?}", pdf.markdown);
+    assert_eq!(
+        pdf.markdown[first..second].matches(twinflow_connectors::formats::PAGE_BREAK).count(),
+        1,
+        "one page break between the pages: {:?}",
+        pdf.markdown
+    );
+    assert!(pdf.markdown[first..second].contains("\n\u{c}\n"), "the break is a line of its own: {:?}", pdf.markdown);
 
     let docx = read("rivers.docx", Binary::Docx);
     assert_eq!(docx.title.as_deref(), Some("Notes on Rivers"));

@@ -100,6 +100,63 @@ pub fn clean(doc: &Document) -> String {
 
 /// Cleans `content` written in `format` (the format already resolved).
 pub fn clean_as(content: &str, format: ContentFormat) -> String {
+    clean_paged(content, format).text
+}
+
+/// The page break of a paged document's content (a PDF's text layer), as
+/// pdftotext writes it: a form feed between pages.
+pub const PAGE_BREAK: char = '\u{c}';
+
+/// A cleaned text and where each of its pages begins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub text: String,
+    /// `(offset, page)` of each page with text, ascending: the page
+    /// (1-based; empty pages keep their number) starts at character
+    /// `offset` of `text`. Empty for a text without pages.
+    pub pages: Vec<(u32, u32)>,
+}
+
+impl Cleaned {
+    /// The first and last page of the characters `start..end` of the text;
+    /// `None` for a text without pages.
+    pub fn pages_of(&self, start: u32, end: u32) -> Option<(u32, u32)> {
+        let page_at = |at: u32| {
+            let after = self.pages.partition_point(|&(offset, _)| offset <= at);
+            self.pages[after.saturating_sub(1)].1
+        };
+        (!self.pages.is_empty()).then(|| (page_at(start), page_at(end.saturating_sub(1).max(start))))
+    }
+}
+
+/// [`clean_as`], keeping pages: prose whose content holds [`PAGE_BREAK`]s
+/// is cleaned page by page, the pages joined as paragraphs, and each page's
+/// first character remembered. Only Markdown and plain text are paged (a
+/// form feed in HTML is white space, in a source file layout).
+pub fn clean_paged(content: &str, format: ContentFormat) -> Cleaned {
+    let paged = matches!(format, ContentFormat::Markdown | ContentFormat::Text);
+    if !paged || !content.contains(PAGE_BREAK) {
+        return Cleaned { text: clean_page(content, format), pages: Vec::new() };
+    }
+    let mut cleaned = Cleaned::default();
+    let mut chars = 0u32;
+    for (index, page) in content.split(PAGE_BREAK).enumerate() {
+        let text = clean_page(page, format);
+        if text.is_empty() {
+            continue;
+        }
+        if !cleaned.text.is_empty() {
+            cleaned.text.push_str("\n\n");
+            chars = chars.saturating_add(2);
+        }
+        cleaned.pages.push((chars, u32::try_from(index + 1).unwrap_or(u32::MAX)));
+        chars = chars.saturating_add(u32::try_from(text.chars().count()).unwrap_or(u32::MAX));
+        cleaned.text.push_str(&text);
+    }
+    cleaned
+}
+
+fn clean_page(content: &str, format: ContentFormat) -> String {
     match format {
         ContentFormat::Code => clean_code(content),
         ContentFormat::Html => html_text(content),

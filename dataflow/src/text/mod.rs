@@ -21,5 +21,5 @@ pub mod dataset;
 pub mod instruct;
 
 pub use chunk::{Chunk, chunk, chunk_id, fit_tokens, passage, title_context, token_estimate};
-pub use clean::{clean, clean_as, infer_format};
+pub use clean::{Cleaned, PAGE_BREAK, clean, clean_as, clean_paged, infer_format};
 pub use instruct::{GENERATOR, InstructSource, key_phrases, offline_instructions, split_for};

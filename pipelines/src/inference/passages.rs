@@ -243,6 +243,8 @@ mod tests {
                 ordinal: u32::from(n),
                 char_start: 0,
                 char_end: 1,
+                page_start: None,
+                page_end: None,
                 title: String::new(),
                 url: String::new(),
                 author: String::new(),

@@ -458,6 +458,8 @@ fn citations(placed: &[(f32, SearchHit)], cited: &[usize]) -> Vec<Citation> {
                 author: source.map(|s| s.author.clone()).unwrap_or_default(),
                 char_start: source.map_or(0, |s| s.char_start),
                 char_end: source.map_or(0, |s| s.char_end),
+                page_start: source.and_then(|s| s.page_start),
+                page_end: source.and_then(|s| s.page_end),
                 score: *score,
             }
         })

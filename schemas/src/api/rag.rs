@@ -82,6 +82,11 @@ pub struct Citation {
     pub author: String,
     pub char_start: u32,
     pub char_end: u32,
+    /// The first and last page of a paged document (a PDF) the passage is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_start: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_end: Option<u32>,
     /// The retrieval score that placed it in the prompt.
     pub score: f32,
 }

@@ -121,6 +121,11 @@ pub struct ChunkSource {
     pub ordinal: u32,
     pub char_start: u32,
     pub char_end: u32,
+    /// The first and last page (1-based) of a paged document (a PDF) the chunk is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_start: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_end: Option<u32>,
     pub title: String,
     pub url: String,
     pub author: String,

@@ -107,6 +107,35 @@ async fn ingest_search_sql_and_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_documents_chunks_say_their_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    // What the watch, git and web sources make of a PDF: its pages, a form feed between them.
+    let pages = [article("lighthouses and harbours", 4), article("orchards and apple harvests", 4)];
+    let body = upsert_line("file:report.pdf", "Report", &pages.join("\n\n\u{c}\n\n"));
+    let (status, bytes) = send(&app, post("/v1/documents?wait=true", "application/x-ndjson", body + "\n")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+
+    let (status, bytes) =
+        send(&app, Request::get("/v1/search?q=orchards%20apple%20harvests&k=1").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let search: SearchResponse = serde_json::from_slice(&bytes).unwrap();
+    let source = &search.results[0].sources[0];
+    assert_eq!((source.page_start, source.page_end), (Some(2), Some(2)), "{search:?}");
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["results"][0]["sources"][0]["page_start"], 2);
+
+    let sql = "SELECT MIN(page_start) AS first, MAX(page_end) AS last, COUNT(*) AS n, \
+               COUNT(*) FILTER (WHERE page_start IS NULL) AS unpaged FROM chunks";
+    let (status, bytes) = send(&app, post("/v1/sql", "application/sql", sql)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let answer: SqlResponse = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!((&answer.rows[0]["first"], &answer.rows[0]["last"]), (&1.into(), &2.into()), "{answer:?}");
+    assert_eq!(answer.rows[0]["unpaged"], 0);
+    app.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_4xx_with_codes_and_accept_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path());

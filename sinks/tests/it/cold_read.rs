@@ -75,7 +75,19 @@ async fn datafusion_reads_the_part_files_cold() {
     let names: Vec<_> = schema.fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(
         names,
-        ["chunk_id", "doc_id", "ordinal", "text", "char_start", "char_end", "token_estimate", "_epoch", "_diff"]
+        [
+            "chunk_id",
+            "doc_id",
+            "ordinal",
+            "text",
+            "char_start",
+            "char_end",
+            "token_estimate",
+            "page_start",
+            "page_end",
+            "_epoch",
+            "_diff"
+        ]
     );
 }
 

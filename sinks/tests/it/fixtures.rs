@@ -38,6 +38,7 @@ pub(crate) fn chunk(doc_id: &str, ordinal: u32, text: &str) -> ChunkRow {
         char_start: ordinal * 100,
         char_end: ordinal * 100 + text.chars().count() as u32,
         token_estimate: text.split_whitespace().count() as u32,
+        pages: None,
     }
 }
 

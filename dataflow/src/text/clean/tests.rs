@@ -135,3 +135,26 @@ fn handles_ten_megabytes() {
     let out = clean_as(&html, ContentFormat::Html);
     assert!(out.starts_with("para text\n\npara text"), "{}", &out[..40]);
 }
+
+#[test]
+fn pages_are_cleaned_one_by_one_and_located() {
+    let content = "# One\n\nFirst page text.\n\u{c}\n\u{c}Third   page, second line.\u{c}Fourth.";
+    for format in [ContentFormat::Markdown, ContentFormat::Text] {
+        let cleaned = clean_paged(content, format);
+        let first = if format == ContentFormat::Markdown { "One" } else { "# One" };
+        assert_eq!(cleaned.text, format!("{first}\n\nFirst page text.\n\nThird page, second line.\n\nFourth."));
+        let at = |needle: &str| cleaned.text[..cleaned.text.find(needle).unwrap()].chars().count() as u32;
+        // The empty second page keeps its number.
+        assert_eq!(cleaned.pages, vec![(0, 1), (at("Third"), 3), (at("Fourth"), 4)]);
+        assert_eq!(cleaned.pages_of(0, 3), Some((1, 1)));
+        assert_eq!(cleaned.pages_of(at("First"), at("second")), Some((1, 3)));
+        assert_eq!(cleaned.pages_of(at("second"), at("Fourth") + 7), Some((3, 4)));
+        assert_eq!(cleaned.pages_of(at("Fourth"), at("Fourth")), Some((4, 4)), "an empty range is where it starts");
+        assert_eq!(clean_as(content, format), cleaned.text);
+    }
+    // Without page breaks, and in HTML and code, there are no pages.
+    assert_eq!(clean_paged("No pages.", ContentFormat::Markdown).pages, Vec::new());
+    assert_eq!(clean_paged("No pages.", ContentFormat::Markdown).pages_of(0, 3), None);
+    assert_eq!(clean_paged("<p>a</p>\u{c}<p>b</p>", ContentFormat::Html).pages, Vec::new());
+    assert_eq!(clean_paged("fn a() {}\n\u{c}\nfn b() {}", ContentFormat::Code).pages, Vec::new());
+}

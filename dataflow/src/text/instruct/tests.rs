@@ -15,6 +15,7 @@ fn row(text: &str) -> ChunkRow {
         char_start: 0,
         char_end: text.chars().count() as u32,
         token_estimate: 0,
+        pages: None,
     }
 }
 
