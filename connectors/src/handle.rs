@@ -29,7 +29,8 @@ pub struct SourceHandle {
 }
 
 /// The lag a source last measured (Kafka: records behind the partitions'
-/// ends; Postgres: WAL bytes behind the server), shared with whoever shows it.
+/// ends; Postgres: WAL bytes behind the server; web: pages queued; watch:
+/// changed paths not yet read), shared with whoever shows it.
 #[derive(Clone, Debug, Default)]
 pub struct LagProbe(Arc<Mutex<Option<SourceLag>>>);
 
@@ -154,7 +155,6 @@ impl Outbox {
     }
 
     /// Records how far behind its upstream the source is now.
-    #[cfg_attr(not(any(feature = "kafka", feature = "postgres")), allow(dead_code))]
     pub(crate) fn report_lag(&self, behind: u64, unit: twinflow_schemas::api::LagUnit) {
         let measured_at_ms = twinflow_schemas::clock::now_ms();
         *self.lag.0.lock() = Some(SourceLag { behind, unit, measured_at_ms });

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, select};
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
+use twinflow_schemas::api::LagUnit;
 use twinflow_schemas::config::WatchSourceConfig;
 use twinflow_schemas::{DocumentChange, Hash128};
 
@@ -100,6 +101,7 @@ impl Mirror {
         let root = self.root.clone();
         self.look_at(&root)?;
         self.flush()?;
+        self.outbox.report_lag(0, LagUnit::Files);
         tracing::info!(
             source = self.outbox.name(),
             root = %root.display(),
@@ -129,6 +131,7 @@ impl Mirror {
                 self.look_at(&path)?;
             }
             self.flush()?;
+            self.outbox.report_lag(dirty.paths.len() as u64, LagUnit::Files);
             if !root.is_dir() {
                 let error = Error::RootRemoved { path: root.clone() };
                 self.outbox.error(root.display().to_string(), error.to_string())?;

@@ -33,6 +33,7 @@ use reqwest::blocking::Client;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use twinflow_schemas::api::LagUnit;
 use twinflow_schemas::config::WebSourceConfig;
 use twinflow_schemas::{ContentFormat, Document, DocumentChange};
 use url::Url;
@@ -195,6 +196,9 @@ impl Crawler {
         let mut pending: Vec<DocumentChange> = Vec::new();
         let mut known_queued = false;
         loop {
+            // Queued: the frontier, and the last crawl's pages not yet queued again.
+            let queued = frontier.len() + if known_queued { 0 } else { known.len() };
+            outbox.report_lag(queued as u64, LagUnit::Pages);
             let Some((url, depth)) = frontier.pop_front() else {
                 if known_queued {
                     break;
@@ -323,6 +327,7 @@ impl Crawler {
         self.state = CrawlState { crawl, pages };
         let file = save_state(&self.state_dir, &self.state).map_err(Halt::Fatal)?;
         let position = serde_json::json!({ "state": file, "crawl": crawl, "pages": self.state.pages.len() });
+        outbox.report_lag(0, LagUnit::Pages);
         outbox.changes_at(pending, position)?;
         Ok(stats)
     }

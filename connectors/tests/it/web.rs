@@ -229,6 +229,42 @@ fn follows_a_sitemap_and_recrawls_on_schedule() {
     handle.stop();
 }
 
+/// While a crawl runs, its lag is the pages it has queued and not fetched;
+/// once it has sent its changes, none.
+#[test]
+fn a_crawl_reports_the_pages_it_has_queued() {
+    use twinflow_schemas::api::LagUnit;
+    let site: Shared = Arc::default();
+    let links: Vec<String> = (0..20).map(|i| format!("/p{i}.html")).collect();
+    let refs: Vec<&str> = links.iter().map(String::as_str).collect();
+    set(&site, "/", page("Home", "Ada", "Welcome.", &refs));
+    for link in &links {
+        set(&site, link, page(link, "Ada", "A post.", &[]));
+    }
+    let base = start(site.clone());
+    let state_dir = tempfile::tempdir().unwrap();
+    // 20 requests a second: the crawl takes about a second.
+    let config = WebSourceConfig { rate_per_host: 20.0, ..config(&base) };
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let handle = WebSource::spawn("web".into(), config, state_dir.path().to_owned(), None, tx).unwrap();
+    let lag = handle.lag();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut most = 0;
+    while most < 10 {
+        assert!(std::time::Instant::now() < deadline, "no queue of pages seen (last {:?})", lag.get());
+        if let Some(measured) = lag.get() {
+            assert_eq!(measured.unit, LagUnit::Pages);
+            most = most.max(measured.behind);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(most <= 20, "at most the linked pages are queued: {most}");
+    let (seen, _) = until_position(&rx);
+    assert_eq!(seen.upserts().len(), 21, "{:?}", seen.ops());
+    assert_eq!(lag.get().map(|l| l.behind), Some(0), "a finished crawl has nothing queued");
+    handle.stop();
+}
+
 /// A redirect is a link like any other: followed on the allowed hosts,
 /// checked against robots.txt, and never off the hosts (here `localhost`,
 /// the same server under a name that is not the seed's host).

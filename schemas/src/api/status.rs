@@ -230,6 +230,10 @@ pub enum LagUnit {
     /// Write-ahead log bytes between the server's position and the one
     /// twinflow confirmed (Postgres).
     Bytes,
+    /// Pages the crawl has queued and not yet fetched (web).
+    Pages,
+    /// Changed paths waiting for their writes to settle (watch).
+    Files,
 }
 
 /// Whether a source's changes come in.

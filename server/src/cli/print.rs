@@ -113,6 +113,8 @@ pub(super) fn print_sources(sources: &twinflow_schemas::api::SourcesResponse) {
         let lag = source.lag.as_ref().map_or("-".to_owned(), |lag| match lag.unit {
             twinflow_schemas::api::LagUnit::Records => format!("{} rec", lag.behind),
             twinflow_schemas::api::LagUnit::Bytes => bytesize::ByteSize::b(lag.behind).to_string(),
+            twinflow_schemas::api::LagUnit::Pages => format!("{} pages", lag.behind),
+            twinflow_schemas::api::LagUnit::Files => format!("{} files", lag.behind),
         });
         println!(
             "{:<16} {:<8} {} {:>9} {:>9.2} {:>7} {lag:>12}  {position}",
