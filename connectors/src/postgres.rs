@@ -29,6 +29,7 @@
 
 mod open;
 pub mod pgoutput;
+mod tls;
 
 #[cfg(feature = "testing")]
 pub mod local_server;
@@ -190,7 +191,16 @@ impl From<tokio_postgres::Error> for Failure {
 fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
+        None => {
+            // With its causes ("error performing TLS handshake: invalid peer certificate: …").
+            let mut text = error.to_string();
+            let mut cause = std::error::Error::source(error);
+            while let Some(inner) = cause {
+                text = format!("{text}: {inner}");
+                cause = inner.source();
+            }
+            text
+        }
     }
 }
 
@@ -198,7 +208,7 @@ struct Follower {
     name: String,
     config: PostgresSourceConfig,
     limits: ChangeLimits,
-    connect: tokio_postgres::Config,
+    connect: Connect,
     slot: String,
     publication: String,
     tables: Vec<Table>,
@@ -254,7 +264,7 @@ impl Follower {
     /// there may be more to read at once.
     fn step(&mut self, runtime: &Runtime, outbox: &Outbox) -> Result<bool, Failure> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = Some(runtime.block_on(connect_to(&self.connect))?);
+            self.client = Some(runtime.block_on(self.connect.client())?);
             self.relations.clear();
             if self.down {
                 tracing::info!(source = %self.name, "reconnected");
@@ -634,14 +644,41 @@ fn pick<'a>(relation: &Relation, tuple: &'a [Value], field: usize) -> Option<&'a
     relation.columns[field].and_then(|i| tuple.get(i))
 }
 
-async fn connect_to(config: &tokio_postgres::Config) -> std::result::Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "postgres connection ended");
+/// How to reach the server: the connection settings, and TLS when the
+/// connection string asks for it (`sslmode=require`).
+#[derive(Clone)]
+struct Connect {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect").field("config", &self.config).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+impl Connect {
+    /// A new session; its connection runs on the current runtime.
+    async fn client(&self) -> std::result::Result<Client, tokio_postgres::Error> {
+        async fn drive<F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>>(connection: F) {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "postgres connection ended");
+            }
         }
-    });
-    Ok(client)
+        match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(drive(connection));
+                Ok(client)
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(drive(connection));
+                Ok(client)
+            }
+        }
+    }
 }
 
 /// `name` as a quoted SQL identifier.

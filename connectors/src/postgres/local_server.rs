@@ -20,6 +20,8 @@ pub struct LocalPostgres {
     /// The user the server runs as when we are root.
     run_as: Option<&'static str>,
     running: bool,
+    /// Whether it serves TLS (and TCP clients only over TLS).
+    tls: bool,
 }
 
 /// Where the server's programs are: `$TWINFLOW_POSTGRES_BIN`, else the
@@ -54,7 +56,7 @@ impl LocalPostgres {
         ));
         std::fs::create_dir_all(&dir)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = Self { bin, dir, port, run_as: root.then_some("postgres"), running: false };
+        let mut server = Self { bin, dir, port, run_as: root.then_some("postgres"), running: false, tls: false };
         if root {
             check(Command::new("chown").arg("postgres:").arg(&server.dir).output()?, "chown")?;
         }
@@ -85,16 +87,46 @@ impl LocalPostgres {
         Ok(())
     }
 
+    /// Restarts the server serving TLS with `cert` and `key` (PEM files),
+    /// and taking TCP connections only over TLS (`hostssl` in pg_hba.conf).
+    pub fn require_tls(&mut self, cert: &Path, key: &Path) -> io::Result<()> {
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.dir.join(to);
+            std::fs::copy(from, &to)?;
+            // The server refuses a key others may read.
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if let Some(user) = self.run_as {
+                check(Command::new("chown").arg(format!("{user}:")).arg(&to).output()?, "chown")?;
+            }
+        }
+        let hba = Path::new(&self.data()).join("pg_hba.conf");
+        let rules: String = std::fs::read_to_string(&hba)?
+            .lines()
+            .map(|line| match line.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, rules)?;
+        self.tls = true;
+        self.stop(true)?;
+        self.resume()
+    }
+
     /// Starts the stopped server again (same data, same port) and waits until it takes connections.
     pub fn resume(&mut self) -> io::Result<()> {
         let data = self.data();
         let log = self.dir.join("server.log").display().to_string();
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=8 \
              -c max_wal_senders=8 -c fsync=off -c synchronous_commit=off",
             self.port,
             self.dir.display()
         );
+        if self.tls {
+            let (cert, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+            options += &format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert.display(), key.display());
+        }
         self.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"])?;
         self.running = true;
         Ok(())

@@ -315,3 +315,47 @@ fn tables_that_cannot_be_followed_are_refused_at_open() {
         other => panic!("expected a connection failure, got {other:?}"),
     }
 }
+
+/// A server that takes TCP connections only over TLS, with a certificate
+/// from a private CA (the test material of `server/tests/tls`): refused in
+/// plain text, refused over TLS without the CA (the certificate is not
+/// trusted), read over TLS with it.
+#[test]
+fn a_server_that_requires_tls_is_followed_over_tls_with_its_ca() {
+    let Some(mut server) = server() else { return };
+    let db = Db::connect(&server);
+    db.exec("CREATE TABLE notes (id int PRIMARY KEY, title text, body text)");
+    db.exec("INSERT INTO notes SELECT i, 'Note ' || i, 'Body ' || i FROM generate_series(1, 20) i");
+    drop(db);
+    let material = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/tls");
+    server.require_tls(&material.join("server.crt"), &material.join("server.key")).unwrap();
+    let open = |config: PostgresSourceConfig| {
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        PostgresSource::spawn("postgres-0".into(), config, ChangeLimits::default(), None, tx).map(|h| (h, rx))
+    };
+    let over_tls = format!("{} sslmode=require", server.url());
+
+    match open(config(&server)) {
+        Err(Error::Postgres { reason, .. }) => assert!(reason.contains("no encryption"), "{reason}"),
+        other => panic!("a plain connection must be refused, got {other:?}"),
+    }
+    match open(PostgresSourceConfig { url: over_tls.clone(), ..config(&server) }) {
+        Err(Error::Postgres { reason, .. }) => assert!(reason.contains("certificate"), "{reason}"),
+        other => panic!("an untrusted certificate must be refused, got {other:?}"),
+    }
+    let with_ca = PostgresSourceConfig { ca: Some(material.join("ca.crt")), ..config(&server) };
+    match open(with_ca.clone()) {
+        Err(Error::Config { reason, .. }) => assert!(reason.contains("sslmode=require"), "{reason}"),
+        other => panic!("a CA without TLS is a configuration error, got {other:?}"),
+    }
+    let (handle, rx) = open(PostgresSourceConfig { url: over_tls, ..with_ca }).unwrap();
+    let mut documents = std::collections::BTreeSet::new();
+    while documents.len() < 20 {
+        match rx.recv_timeout(Duration::from_secs(30)).expect("the snapshot over TLS") {
+            SourceEvent::Changes { changes, .. } => documents.extend(changes.iter().map(|c| c.doc_id().to_owned())),
+            SourceEvent::Error(error) => panic!("{error:?}\n{}", server.log()),
+        }
+    }
+    assert!(documents.contains("pg:notes/20"), "{documents:?}");
+    handle.stop();
+}

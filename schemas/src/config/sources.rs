@@ -50,6 +50,11 @@ pub struct PostgresSourceConfig {
     /// Name of an environment variable holding the password (kept out of
     /// the configuration file).
     pub password_env: Option<String>,
+    /// PEM certificates of a private CA the server's certificate may be
+    /// signed by (besides the public CAs); only with `sslmode=require` in
+    /// `url`, which encrypts the connection and checks the certificate and
+    /// the host name.
+    pub ca: Option<std::path::PathBuf>,
     /// The tables followed, `schema.table` or `table` (in `public`).
     pub tables: Vec<String>,
     /// The publication read (default `twinflow_<source>`): created for
@@ -89,6 +94,7 @@ impl Default for PostgresSourceConfig {
         Self {
             url: String::new(),
             password_env: None,
+            ca: None,
             tables: Vec::new(),
             publication: None,
             slot: None,
