@@ -78,12 +78,13 @@ pub enum GroundingMode {
 pub enum Rerank {
     /// Retrieval's order.
     Off,
-    /// The chunk's vector.
+    /// The chunk's vector, and its document's lead (first chunk) as a
+    /// whole-document signal: two rankings beside retrieval's.
     #[default]
     Chunk,
-    /// The chunk's vector and, as a third ranking, the chunk's closest
-    /// sentence (each candidate's sentences embedded at question time, with
-    /// the document's title).
+    /// Those and, as a fourth ranking, the chunk's closest sentence (each
+    /// candidate's sentences embedded at question time, with the document's
+    /// title).
     Sentences,
 }
 

@@ -209,6 +209,31 @@ impl Store {
         chunk_ids.iter().map(|id| crate::search::best_similarity(&state.live, state.vectors(), id, &query)).collect()
     }
 
+    /// Cosine of `query` with the lead of each document of `doc_ids` (its
+    /// first chunk: what the document is about, as a whole-document vector
+    /// would say); `None` for a document without one. For reranking; it
+    /// scans the live chunks once.
+    pub fn lead_similarities(&self, query: &[f32], doc_ids: &[&str]) -> Vec<Option<f32>> {
+        let state = self.state.read();
+        let query = state.query(query);
+        let wanted: std::collections::HashSet<&str> = doc_ids.iter().copied().collect();
+        let mut leads: HashMap<&str, Hash128> = HashMap::new();
+        for (id, rows) in state.live.chunks.groups() {
+            for (row, n) in rows {
+                if *n > 0 && row.ordinal == 0 && wanted.contains(row.doc_id.as_str()) {
+                    leads.insert(row.doc_id.as_str(), *id);
+                }
+            }
+        }
+        doc_ids
+            .iter()
+            .map(|doc| {
+                let lead = leads.get(doc)?;
+                crate::search::best_similarity(&state.live, state.vectors(), lead, &query)
+            })
+            .collect()
+    }
+
     /// The authors and kinds of the current documents, each with its number of documents.
     pub fn facets(&self) -> (Vec<(String, usize)>, Vec<(DocumentKind, usize)>) {
         let state = self.state.read();

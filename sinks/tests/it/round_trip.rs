@@ -94,6 +94,27 @@ async fn search_returns_text_and_every_live_occurrence_with_document_metadata() 
 }
 
 #[tokio::test]
+async fn a_documents_lead_is_its_first_live_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DIM).unwrap();
+    let mut oracle = Oracle::default();
+    let query = vector_of("gamma");
+    let epochs = scenario();
+    commit_all(&store, &mut oracle, &epochs[..2]);
+    // "alpha one" was a's lead until epoch 2 replaced it with "alpha two".
+    let leads = store.lead_similarities(&vector_of("alpha two"), &["a", "b", "nobody"]);
+    assert!((leads[0].unwrap() - 1.0).abs() < 1e-6, "{leads:?}");
+    assert!(leads[1].unwrap() < 0.99 && leads[2].is_none(), "{leads:?}");
+
+    commit_all(&store, &mut oracle, &epochs[2..]);
+    // "gamma" is c's first chunk and d's second: d's lead is "delta"; b is gone.
+    let leads = store.lead_similarities(&query, &["c", "d", "b", "c"]);
+    let delta = store.similarities(&query, &[Hash128::of(b"delta")])[0];
+    assert!((leads[0].unwrap() - 1.0).abs() < 1e-6, "{leads:?}");
+    assert_eq!((leads[1], leads[2], leads[3]), (delta, None, leads[0]));
+}
+
+#[tokio::test]
 async fn ties_are_broken_by_chunk_id() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), DIM).unwrap();
