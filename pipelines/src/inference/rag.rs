@@ -5,7 +5,7 @@
 //!  question ─▶ self-query: author / kind named in the question (matched against the live documents)
 //!           ─▶ expansion: n rephrasings written by the generator
 //!           ─▶ hybrid retrieval per phrasing (HNSW + BM25, filters inside) ─▶ merge by reciprocal rank
-//!           ─▶ rerank: cosine of each candidate, and of its document's lead, with the original question
+//!           ─▶ rerank: cosine of each candidate (and, as configured, of its document's lead or its best sentence) with the original question
 //!           ─▶ prompt: numbered passages that fit the generator's context
 //!           ─▶ generation (streamed) ─▶ citations: the passages whose [n] the answer uses
 //!           ─▶ grounding: each sentence cited by the passages that support it, or dropped (`grounding.rs`)
@@ -281,10 +281,12 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
                     .collect(),
             );
         }
-        // What each candidate's document is about: its lead's similarity (a whole-document signal).
-        let docs: Vec<&str> =
-            candidates.iter().map(|(_, h)| h.sources.first().map_or("", |s| s.doc_id.as_str())).collect();
-        similarities.push(rag.store.lead_similarities(&vectors[0], &docs));
+        if config.rerank == Rerank::Lead {
+            // What each candidate's document is about: its lead's similarity (a whole-document signal).
+            let docs: Vec<&str> =
+                candidates.iter().map(|(_, h)| h.sources.first().map_or("", |s| s.doc_id.as_str())).collect();
+            similarities.push(rag.store.lead_similarities(&vectors[0], &docs));
+        }
         candidates = fuse_with_similarity(candidates, &similarities, rag.search.rrf_k);
     }
     let mut candidates = spread_over_documents(candidates, request.k, config.max_per_document);

@@ -78,13 +78,15 @@ pub enum GroundingMode {
 pub enum Rerank {
     /// Retrieval's order.
     Off,
-    /// The chunk's vector, and its document's lead (first chunk) as a
-    /// whole-document signal: two rankings beside retrieval's.
+    /// The chunk's vector.
     #[default]
     Chunk,
-    /// Those and, as a fourth ranking, the chunk's closest sentence (each
-    /// candidate's sentences embedded at question time, with the document's
-    /// title).
+    /// The chunk's vector and, as a third ranking, its document's lead (the
+    /// document's first chunk: a whole-document signal, no new embedding).
+    Lead,
+    /// The chunk's vector and, as a third ranking, the chunk's closest
+    /// sentence (each candidate's sentences embedded at question time, with
+    /// the document's title).
     Sentences,
 }
 
@@ -103,8 +105,9 @@ impl<'de> Deserialize<'de> for Rerank {
             Written::Name(name) => match name.as_str() {
                 "off" => Ok(Self::Off),
                 "chunk" => Ok(Self::Chunk),
+                "lead" => Ok(Self::Lead),
                 "sentences" => Ok(Self::Sentences),
-                other => Err(serde::de::Error::unknown_variant(other, &["off", "chunk", "sentences"])),
+                other => Err(serde::de::Error::unknown_variant(other, &["off", "chunk", "lead", "sentences"])),
             },
         }
     }

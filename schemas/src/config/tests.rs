@@ -50,6 +50,7 @@ fn rerank_reads_its_names_and_the_old_switch() {
     assert_eq!(rag("true").unwrap().rerank, Rerank::Chunk);
     assert_eq!(rag("false").unwrap().rerank, Rerank::Off);
     assert_eq!(rag(r#""sentences""#).unwrap().rerank, Rerank::Sentences);
+    assert_eq!(rag(r#""lead""#).unwrap().rerank, Rerank::Lead);
     let err = rag(r#""cosine""#).unwrap_err();
     assert!(err.to_string().contains("cosine") && err.to_string().contains("sentences"), "{err}");
     assert_eq!(RagConfig::default().rerank, Rerank::Chunk);
