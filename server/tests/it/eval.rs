@@ -119,7 +119,7 @@ fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
     assert_eq!((report["documents"].as_u64(), report["queries"].as_u64()), (Some(40), Some(12)));
     let settings = report["settings"].as_array().unwrap();
     let names: Vec<&str> = settings.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    for wanted in ["vector", "bm25", "hybrid (configured)", "whole-documents"] {
+    for wanted in ["vector", "bm25", "hybrid (configured)", "whole-documents", "hybrid + document leads"] {
         assert!(names.contains(&wanted), "{names:?}");
     }
     assert!(names.len() > 20, "the fusion grid: {names:?}");

@@ -3,7 +3,8 @@
 //! best chunk), and is scored against the judges' relevant documents.
 //! Besides the store's modes, whole-document vectors (each document
 //! embedded whole, truncated as the encoder truncates) are the baseline
-//! chunked retrieval must beat.
+//! chunked retrieval must beat, and the first hybrid fused with the
+//! documents' leads measures what a document-level list would add.
 
 use std::collections::HashSet;
 
@@ -27,6 +28,12 @@ const SEED: u64 = 21;
 pub const WHOLE_DOCUMENTS: &str = "whole-documents";
 /// The same baseline without the documents' titles (what the title adds).
 pub const WHOLE_DOCUMENTS_UNTITLED: &str = "whole-documents, no title";
+/// The first hybrid setting's document ranking fused with the documents'
+/// leads (each document ranked by its first chunk's cosine): what a
+/// document-level list would add to search (not a search mode yet).
+pub const HYBRID_WITH_LEADS: &str = "hybrid + document leads";
+/// The leads' weight in that fusion (the hybrid's is 1).
+const LEAD_WEIGHT: f64 = 0.5;
 
 /// One setting's scores on a set of queries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,6 +109,8 @@ pub fn evaluate_retrieval(
     let judged: Vec<_> = set.queries.iter().map(|(id, _)| &set.qrels[id]).collect();
     let mut epoch = 0;
     let mut reports = Vec::new();
+    // The first hybrid's rankings and damping, for the fusion with the leads.
+    let mut first_hybrid: Option<(Vec<Vec<String>>, f32)> = None;
     for (name, mode) in settings {
         let mut rankings = Vec::with_capacity(texts.len());
         for (text, vector) in texts.iter().zip(&vectors) {
@@ -116,6 +125,27 @@ pub fn evaluate_retrieval(
             rankings.push(docs);
         }
         reports.push(score(name, Some(*mode), &rankings, &judged));
+        if let SearchMode::Hybrid { rrf_k, .. } = mode
+            && first_hybrid.is_none()
+        {
+            first_hybrid = Some((rankings, *rrf_k));
+        }
+    }
+    if whole_documents && let Some((hybrid, rrf_k)) = &first_hybrid {
+        let ids: Vec<&str> = set.corpus.iter().map(|d| d.id.as_str()).collect();
+        let fused: Vec<Vec<String>> = vectors
+            .iter()
+            .zip(hybrid)
+            .map(|(vector, ranking)| {
+                let leads = store.lead_similarities(vector, &ids);
+                let mut by_lead: Vec<(f32, &str)> =
+                    leads.iter().zip(&ids).filter_map(|(s, id)| s.map(|s| (s, *id))).collect();
+                by_lead.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+                let lead_ranking: Vec<String> = by_lead.into_iter().take(DEPTH).map(|(_, id)| id.to_owned()).collect();
+                fuse_documents(&[(1.0, ranking), (LEAD_WEIGHT, &lead_ranking)], f64::from(*rrf_k))
+            })
+            .collect();
+        reports.push(score(HYBRID_WITH_LEADS, None, &fused, &judged));
     }
     if whole_documents {
         for (name, titled) in [(WHOLE_DOCUMENTS, true), (WHOLE_DOCUMENTS_UNTITLED, false)] {
@@ -134,6 +164,19 @@ pub fn evaluate_retrieval(
         settings: reports,
         tuned,
     })
+}
+
+/// Document rankings fused by weighted reciprocal rank (ties by id).
+fn fuse_documents(lists: &[(f64, &Vec<String>)], rrf_k: f64) -> Vec<String> {
+    let mut scores: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for (weight, list) in lists {
+        for (rank, doc) in list.iter().enumerate() {
+            *scores.entry(doc.as_str()).or_default() += weight / (rrf_k + rank as f64 + 1.0);
+        }
+    }
+    let mut fused: Vec<(&str, f64)> = scores.into_iter().collect();
+    fused.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    fused.into_iter().take(DEPTH).map(|(doc, _)| doc.to_owned()).collect()
 }
 
 fn embed_all(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
