@@ -620,12 +620,7 @@ fn assemble(
     let mut used = 0;
     let mut placed = Vec::new();
     for (score, hit) in candidates {
-        let source = hit.sources.first();
-        let heading = match source {
-            Some(s) if !s.author.is_empty() => format!("[{}] {} ({})\n", placed.len() + 1, s.title, s.author),
-            Some(s) => format!("[{}] {}\n", placed.len() + 1, s.title),
-            None => format!("[{}]\n", placed.len() + 1),
-        };
+        let heading = heading(placed.len() + 1, hit.sources.first());
         let passage = format!("{heading}{}\n\n", hit.text.trim());
         let cost = generator.count_tokens(&passage) + PER_PASSAGE;
         if used + cost <= budget {
@@ -652,6 +647,23 @@ fn assemble(
         break;
     }
     (context, placed)
+}
+
+/// A passage's heading in the prompt: its marker, its document's title, the
+/// author, and the pages of a paged document (`[2] Report (Ada), pp. 3–4`).
+fn heading(marker: usize, source: Option<&twinflow_schemas::api::ChunkSource>) -> String {
+    let Some(source) = source else { return format!("[{marker}]\n") };
+    let mut heading = format!("[{marker}] {}", source.title);
+    if !source.author.is_empty() {
+        heading.push_str(&format!(" ({})", source.author));
+    }
+    match (source.page_start, source.page_end) {
+        (Some(first), Some(last)) if last > first => heading.push_str(&format!(", pp. {first}\u{2013}{last}")),
+        (Some(page), _) => heading.push_str(&format!(", p. {page}")),
+        _ => {}
+    }
+    heading.push('\n');
+    heading
 }
 
 /// The numbers `n` of every `[n]` (also `[n, m]`, `[n][m]`) in `answer`.
@@ -716,6 +728,26 @@ mod tests {
                 cached_tokens: 0,
             })
         }
+    }
+
+    #[test]
+    fn passage_headings_name_the_title_the_author_and_the_pages() {
+        let source = |author: &str, pages: Option<(u32, u32)>| twinflow_schemas::api::ChunkSource {
+            doc_id: "file:report.pdf".into(),
+            ordinal: 0,
+            char_start: 0,
+            char_end: 1,
+            page_start: pages.map(|p| p.0),
+            page_end: pages.map(|p| p.1),
+            title: "Report".into(),
+            url: String::new(),
+            author: author.into(),
+            kind: twinflow_schemas::DocumentKind::Article,
+        };
+        assert_eq!(heading(2, Some(&source("Ada", Some((3, 4))))), "[2] Report (Ada), pp. 3\u{2013}4\n");
+        assert_eq!(heading(1, Some(&source("", Some((5, 5))))), "[1] Report, p. 5\n");
+        assert_eq!(heading(1, Some(&source("Ada", None))), "[1] Report (Ada)\n");
+        assert_eq!(heading(3, None), "[3]\n");
     }
 
     #[test]
