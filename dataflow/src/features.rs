@@ -132,7 +132,9 @@ mod tests {
     fn chunks_of_a_paged_document_know_their_pages() {
         // Three pages of four paragraphs (the second page empty), as a PDF's text layer reads.
         let page = |n: usize| {
-            (0..4).map(|p| format!("Page {n} paragraph {p} says something long enough to matter here.")).collect::<Vec<_>>()
+            (0..4)
+                .map(|p| format!("Page {n} paragraph {p} says something long enough to matter here."))
+                .collect::<Vec<_>>()
         };
         let content = [page(1).join("\n\n"), String::new(), page(3).join("\n\n")].join("\n\n\u{c}\n\n");
         let doc = Document {

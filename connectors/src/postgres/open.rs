@@ -56,7 +56,9 @@ impl Follower {
         let tls = match (connect.get_ssl_mode(), &config.ca) {
             (tokio_postgres::config::SslMode::Require, ca) => Some(super::tls::connector(ca.as_deref()).map_err(bad)?),
             (_, Some(_)) => {
-                return Err(bad("a CA is configured but the connection string does not ask for TLS: add sslmode=require".into()));
+                return Err(bad(
+                    "a CA is configured but the connection string does not ask for TLS: add sslmode=require".into(),
+                ));
             }
             (_, None) => None,
         };
