@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use twinflow_dataflow::Embedder;
 use twinflow_schemas::Hash128;
 use twinflow_schemas::api::{SearchFilter, SearchMode};
-use twinflow_sinks::Store;
+use twinflow_sinks::{Store, reciprocal_rank};
 
 use super::beir::BeirSet;
 use super::measures::{Estimate, estimate, ndcg_at, paired_difference, recall_at, reciprocal_rank_at};
@@ -33,7 +33,7 @@ pub const WHOLE_DOCUMENTS_UNTITLED: &str = "whole-documents, no title";
 /// document-level list would add to search (not a search mode yet).
 pub const HYBRID_WITH_LEADS: &str = "hybrid + document leads";
 /// The leads' weight in that fusion (the hybrid's is 1).
-const LEAD_WEIGHT: f64 = 0.5;
+const LEAD_WEIGHT: f32 = 0.5;
 
 /// One setting's scores on a set of queries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,8 +141,13 @@ pub fn evaluate_retrieval(
                 let mut by_lead: Vec<(f32, &str)> =
                     leads.iter().zip(&ids).filter_map(|(s, id)| s.map(|s| (s, *id))).collect();
                 by_lead.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-                let lead_ranking: Vec<String> = by_lead.into_iter().take(DEPTH).map(|(_, id)| id.to_owned()).collect();
-                fuse_documents(&[(1.0, ranking), (LEAD_WEIGHT, &lead_ranking)], f64::from(*rrf_k))
+                let by_lead: Vec<&str> = by_lead.into_iter().take(DEPTH).map(|(_, id)| id).collect();
+                let hybrid: Vec<&str> = ranking.iter().map(String::as_str).collect();
+                reciprocal_rank(&[(1.0, &hybrid[..]), (LEAD_WEIGHT, &by_lead[..])], *rrf_k)
+                    .into_iter()
+                    .take(DEPTH)
+                    .map(|(doc, _)| doc.to_owned())
+                    .collect()
             })
             .collect();
         reports.push(score(HYBRID_WITH_LEADS, None, &fused, &judged));
@@ -164,19 +169,6 @@ pub fn evaluate_retrieval(
         settings: reports,
         tuned,
     })
-}
-
-/// Document rankings fused by weighted reciprocal rank (ties by id).
-fn fuse_documents(lists: &[(f64, &Vec<String>)], rrf_k: f64) -> Vec<String> {
-    let mut scores: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
-    for (weight, list) in lists {
-        for (rank, doc) in list.iter().enumerate() {
-            *scores.entry(doc.as_str()).or_default() += weight / (rrf_k + rank as f64 + 1.0);
-        }
-    }
-    let mut fused: Vec<(&str, f64)> = scores.into_iter().collect();
-    fused.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
-    fused.into_iter().take(DEPTH).map(|(doc, _)| doc.to_owned()).collect()
 }
 
 fn embed_all(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
