@@ -27,9 +27,9 @@
 //! the server goes away the source says so once (an ingest error), then
 //! reconnects with backoff and goes on where it was.
 
+mod connect;
 mod open;
 pub mod pgoutput;
-mod tls;
 
 #[cfg(feature = "testing")]
 pub mod local_server;
@@ -41,7 +41,7 @@ use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::PgLsn;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 use twinflow_schemas::api::LagUnit;
 use twinflow_schemas::config::PostgresSourceConfig;
 use twinflow_schemas::{ChangeLimits, Document, DocumentChange, DocumentKind};
@@ -208,7 +208,7 @@ struct Follower {
     name: String,
     config: PostgresSourceConfig,
     limits: ChangeLimits,
-    connect: Connect,
+    connect: connect::Connect,
     slot: String,
     publication: String,
     tables: Vec<Table>,
@@ -642,43 +642,6 @@ impl Follower {
 /// The value of mapped `field` in `tuple`.
 fn pick<'a>(relation: &Relation, tuple: &'a [Value], field: usize) -> Option<&'a Value> {
     relation.columns[field].and_then(|i| tuple.get(i))
-}
-
-/// How to reach the server: the connection settings, and TLS when the
-/// connection string asks for it (`sslmode=require`).
-#[derive(Clone)]
-struct Connect {
-    config: tokio_postgres::Config,
-    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
-}
-
-impl std::fmt::Debug for Connect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connect").field("config", &self.config).field("tls", &self.tls.is_some()).finish()
-    }
-}
-
-impl Connect {
-    /// A new session; its connection runs on the current runtime.
-    async fn client(&self) -> std::result::Result<Client, tokio_postgres::Error> {
-        async fn drive<F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>>(connection: F) {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "postgres connection ended");
-            }
-        }
-        match &self.tls {
-            Some(tls) => {
-                let (client, connection) = self.config.connect(tls.clone()).await?;
-                tokio::spawn(drive(connection));
-                Ok(client)
-            }
-            None => {
-                let (client, connection) = self.config.connect(NoTls).await?;
-                tokio::spawn(drive(connection));
-                Ok(client)
-            }
-        }
-    }
 }
 
 /// `name` as a quoted SQL identifier.

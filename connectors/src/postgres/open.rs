@@ -10,8 +10,9 @@ use tokio_postgres::types::PgLsn;
 use twinflow_schemas::ChangeLimits;
 use twinflow_schemas::config::PostgresSourceConfig;
 
+use super::connect::Connect;
 use super::pgoutput::Lsn;
-use super::{Connect, FIELDS, Follower, Position, PostgresSource, Table, describe, quote_ident};
+use super::{FIELDS, Follower, Position, PostgresSource, Table, describe, quote_ident};
 use crate::{Error, Result, SourcePosition};
 
 impl Follower {
@@ -53,23 +54,7 @@ impl Follower {
             reason: describe(&e),
             retryable,
         };
-        let tls = match (connect.get_ssl_mode(), &config.ca) {
-            (tokio_postgres::config::SslMode::Require, ca) => Some(super::tls::connector(ca.as_deref()).map_err(bad)?),
-            (_, Some(_)) => {
-                return Err(bad(
-                    "a CA is configured but the connection string does not ask for TLS: add sslmode=require".into(),
-                ));
-            }
-            (_, None) => None,
-        };
-        let remote = |host: &tokio_postgres::config::Host| match host {
-            tokio_postgres::config::Host::Tcp(host) => !matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1"),
-            _ => false,
-        };
-        if tls.is_none() && connect.get_hosts().iter().any(remote) {
-            tracing::warn!(source = %name, "connecting to a remote server without TLS: add sslmode=require to the url");
-        }
-        let connect = Connect { config: connect, tls };
+        let connect = Connect::new(connect, config.ca.as_deref(), &name).map_err(bad)?;
         let client = connect.client().await.map_err(|e| server(e, true))?;
 
         let wal_level = client.query_one("SHOW wal_level", &[]).await.map_err(|e| server(e, true))?;
