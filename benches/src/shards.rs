@@ -112,7 +112,7 @@ pub fn run(bench: &ShardsBench) -> anyhow::Result<Value> {
     let texts: Vec<String> = (0..bench.n).map(|i| format!("{} {i}", words(&mut rng, 30))).collect();
     let queries: Vec<String> = (0..bench.queries).map(|_| words(&mut rng, 3)).collect();
     let all = SearchFilter::default();
-    let hybrid = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0 };
+    let hybrid = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 1.0, lead_weight: 0.0, rrf_k: 60.0 };
     let modes = [("bm25", SearchMode::Bm25), ("vector", SearchMode::Vector), ("hybrid", hybrid)];
     let mut runs = Vec::new();
     let mut reference: Option<Vec<(&str, Vec<String>)>> = None;

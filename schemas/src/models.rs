@@ -329,6 +329,9 @@ pub struct RetrievalCard {
     pub created_at_ms: i64,
     pub vector_weight: f32,
     pub bm25_weight: f32,
+    /// 0 when absent (settings registered before leads counted).
+    #[serde(default)]
+    pub lead_weight: f32,
     pub rrf_k: f32,
     /// The held-out queries it was judged on (the dev half chose it).
     pub test_queries: usize,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
-use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, InstructRow, TableName};
+use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, InstructRow, TableName};
 
 use crate::convert::{TableRow, change_batch, rows_to_batch};
 use crate::error::Result;
@@ -112,18 +112,69 @@ impl<R: TableRow> Multiset<R> {
     }
 }
 
-/// Every table's multiset.
+/// Every table's multiset, and each document's lead.
 #[derive(Debug, Default)]
 pub(crate) struct LiveState {
     pub(crate) documents: Multiset<DocumentRow>,
     pub(crate) chunks: Multiset<ChunkRow>,
     pub(crate) embeddings: Multiset<EmbeddingRow>,
     pub(crate) instruct: Multiset<InstructRow>,
+    /// Per document, the chunks at its ordinal 0 (its leads: what the whole
+    /// document is about) with their multiplicities; kept with `chunks`.
+    leads: HashMap<String, Vec<(Hash128, i64)>>,
 }
 
 impl LiveState {
+    /// The live state of these tables (`chunks` indexed by document lead).
+    pub(crate) fn new(
+        documents: Multiset<DocumentRow>,
+        chunks: Multiset<ChunkRow>,
+        embeddings: Multiset<EmbeddingRow>,
+        instruct: Multiset<InstructRow>,
+    ) -> Self {
+        let mut live = Self { documents, chunks, embeddings, instruct, leads: HashMap::new() };
+        let leads: Vec<(String, Hash128, i64)> = live
+            .chunks
+            .groups()
+            .flat_map(|(id, rows)| {
+                rows.iter().filter(|(c, _)| c.ordinal == 0).map(|(c, n)| (c.doc_id.clone(), *id, *n))
+            })
+            .collect();
+        for (doc, id, n) in leads {
+            live.note_lead(doc, id, n);
+        }
+        live
+    }
+
+    /// `doc_id`'s lead: its live chunk at ordinal 0 (the smallest id if its
+    /// live versions have several).
+    pub(crate) fn lead(&self, doc_id: &str) -> Option<Hash128> {
+        self.leads.get(doc_id)?.iter().filter(|(_, n)| *n > 0).map(|(id, _)| *id).min()
+    }
+
+    fn note_lead(&mut self, doc_id: String, chunk_id: Hash128, diff: i64) {
+        let group = self.leads.entry(doc_id.clone()).or_default();
+        match group.iter().position(|(id, _)| *id == chunk_id) {
+            Some(i) => group[i].1 += diff,
+            None => group.push((chunk_id, diff)),
+        }
+        group.retain(|(_, n)| *n != 0);
+        if group.is_empty() {
+            self.leads.remove(&doc_id);
+        }
+    }
+
     /// Applies one epoch's updates (consumed).
     pub(crate) fn apply(&mut self, mut updates: EpochUpdates, epoch: u64) {
+        let leads: Vec<(String, Hash128, i64)> = updates
+            .chunks
+            .iter()
+            .filter(|(c, _)| c.ordinal == 0)
+            .map(|(c, n)| (c.doc_id.clone(), c.chunk_id, *n))
+            .collect();
+        for (doc, id, n) in leads {
+            self.note_lead(doc, id, n);
+        }
         self.documents.apply_all(&mut updates, epoch);
         self.chunks.apply_all(&mut updates, epoch);
         self.embeddings.apply_all(&mut updates, epoch);

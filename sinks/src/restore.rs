@@ -13,30 +13,32 @@ use crate::parquet_io::read_parquet;
 
 /// The live state `manifest` describes, read from the files under `data_dir`.
 pub(crate) fn restore(data_dir: &Path, manifest: &Manifest) -> Result<LiveState> {
-    let mut live = LiveState::default();
+    let mut tables = Tables::default();
     let mut after = 0;
     if let Some(snapshot) = manifest.latest_snapshot() {
         for (table, files) in &snapshot.files {
-            load_files(data_dir, manifest.dim, &mut live, table, files, snapshot.epoch)?;
+            load_files(data_dir, manifest.dim, &mut tables, table, files, snapshot.epoch)?;
         }
         after = snapshot.epoch;
     }
     for entry in manifest.epochs.iter().filter(|e| e.epoch > after) {
         for (table, files) in &entry.files {
-            load_files(data_dir, manifest.dim, &mut live, table, files, entry.epoch)?;
+            load_files(data_dir, manifest.dim, &mut tables, table, files, entry.epoch)?;
         }
     }
-    Ok(live)
+    Ok(LiveState::new(tables.documents, tables.chunks, tables.embeddings, tables.instruct))
 }
 
-fn load_files(
-    data_dir: &Path,
-    dim: usize,
-    live: &mut LiveState,
-    table: &str,
-    files: &[String],
-    epoch: u64,
-) -> Result<()> {
+/// The tables as they are read, before the live state indexes them.
+#[derive(Default)]
+struct Tables {
+    documents: Multiset<DocumentRow>,
+    chunks: Multiset<ChunkRow>,
+    embeddings: Multiset<EmbeddingRow>,
+    instruct: Multiset<InstructRow>,
+}
+
+fn load_files(data_dir: &Path, dim: usize, live: &mut Tables, table: &str, files: &[String], epoch: u64) -> Result<()> {
     let table: TableName =
         table.parse().map_err(|reason: String| Error::corrupt(data_dir.join(MANIFEST_FILE), reason))?;
     for file in files {

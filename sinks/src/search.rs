@@ -192,6 +192,65 @@ pub(crate) fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn 
     SearchHit { chunk_id, score, vector_score: None, bm25_score: None, text, sources }
 }
 
+/// What the candidates' documents add to hybrid search. The documents (of
+/// the occurrences that pass) are ranked by their leads' cosine to `query`,
+/// best first (ties by doc id); a candidate scores `weight × agreement /
+/// (rrf_k + place)` for its best document, where `place` is the document's
+/// (from 1) and `agreement` the cosine of the candidate with that lead (0 at
+/// worst): a lead speaks for the passages on its subject, not for the other
+/// topics of a long document. Also every lead it looked at, so that a
+/// standing question can tell when a change of a lead may move it.
+pub(crate) fn lead_scores(
+    live: &LiveState,
+    vectors: Vectors<'_>,
+    query: &[f32],
+    candidates: &[Hash128],
+    passes: &dyn Fn(&str) -> bool,
+    (weight, rrf_k): (f32, f32),
+) -> (HashMap<Hash128, f32>, Vec<Hash128>) {
+    let mut docs_of: Vec<(Hash128, Vec<&str>)> = Vec::with_capacity(candidates.len());
+    // Per document: its lead, and the lead's cosine to the query.
+    let mut leads: HashMap<&str, Option<(Hash128, f32)>> = HashMap::new();
+    for id in candidates {
+        let docs: Vec<&str> = live.chunks.present(id).map(|c| c.doc_id.as_str()).filter(|d| passes(d)).collect();
+        for doc in &docs {
+            leads.entry(doc).or_insert_with(|| {
+                let lead = live.lead(doc)?;
+                Some((lead, best_similarity(live, vectors, &lead, query).unwrap_or(f32::NEG_INFINITY)))
+            });
+        }
+        docs_of.push((*id, docs));
+    }
+    let mut ranked: Vec<(f32, &str)> =
+        leads.iter().filter_map(|(doc, lead)| lead.filter(|(_, s)| s.is_finite()).map(|(_, s)| (s, *doc))).collect();
+    ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    let place: HashMap<&str, usize> = ranked.iter().enumerate().map(|(i, (_, doc))| (*doc, i + 1)).collect();
+    let mut scores = HashMap::with_capacity(docs_of.len());
+    for (id, docs) in docs_of {
+        let Some(vector) = vector_of(live, vectors, &id, query.len()) else { continue };
+        let best = docs
+            .iter()
+            .filter_map(|doc| {
+                let place = place.get(doc)?;
+                let (lead, _) = leads[doc]?;
+                let agreement = if lead == id { 1.0 } else { best_similarity(live, vectors, &lead, vector)? };
+                Some(weight * agreement.max(0.0) / (rrf_k + *place as f32))
+            })
+            .max_by(f32::total_cmp);
+        if let Some(score) = best {
+            scores.insert(id, score);
+        }
+    }
+    let mut consulted: Vec<Hash128> = leads.values().filter_map(|lead| lead.map(|(id, _)| id)).collect();
+    consulted.sort_unstable();
+    (scores, consulted)
+}
+
+/// The chunk's first live vector of length `dim`.
+fn vector_of<'a>(live: &'a LiveState, vectors: Vectors<'a>, chunk_id: &Hash128, dim: usize) -> Option<&'a [f32]> {
+    live.embeddings.present(chunk_id).map(|row| vectors.of(row)).find(|vector| vector.len() == dim)
+}
+
 /// Cosine of `query` with the chunk's best live vector of the same length.
 pub(crate) fn best_similarity(
     live: &LiveState,

@@ -57,8 +57,20 @@ pub enum SearchMode {
     Vector,
     /// BM25 over the chunk texts.
     Bm25,
-    /// Both, fused by reciprocal rank: `Σ weight / (rrf_k + rank)`.
-    Hybrid { vector_weight: f32, bm25_weight: f32, rrf_k: f32 },
+    /// Both, fused by reciprocal rank: `Σ weight / (rrf_k + rank)`. With
+    /// `lead_weight` above 0, each candidate also scores
+    /// `lead_weight × agreement / (rrf_k + rank)` by its document's rank
+    /// among the candidates' documents by their leads' cosine (a lead is a
+    /// document's first chunk: what the whole document is about), where
+    /// `agreement` is the candidate's cosine with that lead.
+    Hybrid {
+        vector_weight: f32,
+        bm25_weight: f32,
+        /// 0 when absent (settings written before leads counted).
+        #[serde(default)]
+        lead_weight: f32,
+        rrf_k: f32,
+    },
 }
 
 /// Conditions on a chunk's document, applied inside the search (before the

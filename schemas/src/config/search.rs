@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use super::EngineConfig;
 use crate::api::SearchMode;
 
-/// How `/v1/search` fuses its two rankings in `hybrid` mode: each chunk
-/// scores `Σ weight / (rrf_k + rank)` over the vector and BM25 rankings.
+/// How `/v1/search` fuses its rankings in `hybrid` mode: each chunk scores
+/// `Σ weight / (rrf_k + rank)` over the vector and BM25 rankings, and over
+/// its document's rank by its lead's cosine (`lead_weight`).
 /// The defaults are the fusion with the best mean nDCG@10 on the dev halves
 /// of `benches/eval`'s two question sets (`twinflow eval retrieval --tune`);
 /// the paper's equal weights with `rrf_k` 60 scored below vector search alone.
@@ -15,6 +16,14 @@ use crate::api::SearchMode;
 pub struct SearchConfig {
     pub vector_weight: f32,
     pub bm25_weight: f32,
+    /// The weight of the candidates' documents ranked by their leads (their
+    /// first chunks' cosine), each candidate's share scaled by its cosine
+    /// with its document's lead. 0 (the default) leaves it out: it lifts
+    /// collections of single-subject documents and lowers those of long
+    /// documents on several subjects below vector search alone
+    /// (`benches/eval/merge_set.py`), so a collection should choose it by
+    /// `twinflow eval retrieval --tune --promote` on its own questions.
+    pub lead_weight: f32,
     /// Damping of reciprocal-rank fusion (60 in the original paper).
     pub rrf_k: f32,
     /// Shards of both live indexes (BM25 and HNSW), split by chunk id:
@@ -30,7 +39,12 @@ pub struct SearchConfig {
 impl SearchConfig {
     /// The configured fusion of hybrid search.
     pub fn fusion(&self) -> Fusion {
-        Fusion { vector_weight: self.vector_weight, bm25_weight: self.bm25_weight, rrf_k: self.rrf_k }
+        Fusion {
+            vector_weight: self.vector_weight,
+            bm25_weight: self.bm25_weight,
+            lead_weight: self.lead_weight,
+            rrf_k: self.rrf_k,
+        }
     }
 
     /// The number of index shards for `engine`'s workers.
@@ -42,25 +56,40 @@ impl SearchConfig {
     }
 }
 
-/// The weights hybrid search fuses its two rankings with: `[search]`'s, or
+/// The weights hybrid search fuses its rankings with: `[search]`'s, or
 /// those of the active registered retrieval setting.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Fusion {
     pub vector_weight: f32,
     pub bm25_weight: f32,
+    /// 0 when absent (settings registered before leads counted).
+    #[serde(default)]
+    pub lead_weight: f32,
     pub rrf_k: f32,
 }
 
 impl Fusion {
     /// Hybrid search with these weights.
     pub fn mode(self) -> SearchMode {
-        SearchMode::Hybrid { vector_weight: self.vector_weight, bm25_weight: self.bm25_weight, rrf_k: self.rrf_k }
+        SearchMode::Hybrid {
+            vector_weight: self.vector_weight,
+            bm25_weight: self.bm25_weight,
+            lead_weight: self.lead_weight,
+            rrf_k: self.rrf_k,
+        }
     }
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { vector_weight: 1.0, bm25_weight: 0.5, rrf_k: 10.0, shards: 2, ann: AnnConfig::default() }
+        Self {
+            vector_weight: 1.0,
+            bm25_weight: 0.5,
+            lead_weight: 0.0,
+            rrf_k: 10.0,
+            shards: 2,
+            ann: AnnConfig::default(),
+        }
     }
 }
 

@@ -67,7 +67,8 @@ pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow:
             Some(card) => {
                 say(format_args!("retrieval setting version {}: {}", card.version, card.decision));
                 let (model, held_out) = (format!("retrieval-v{}", card.version), card.test_queries as u64);
-                let name = format!("hybrid(bm25={}, rrf_k={})", card.bm25_weight, card.rrf_k);
+                let name =
+                    format!("hybrid(bm25={}, leads={}, rrf_k={})", card.bm25_weight, card.lead_weight, card.rrf_k);
                 rows.push(EvaluationRow::estimate(&run, &model, &name, "gain_ndcg@10", card.gain, held_out));
                 rows.push(EvaluationRow::estimate(&run, &model, &name, "held_out_ndcg@10", card.ndcg_at_10, held_out));
             }
@@ -341,14 +342,7 @@ fn run(
     let mut settings = vec![
         ("vector".to_owned(), SearchMode::Vector),
         ("bm25".to_owned(), SearchMode::Bm25),
-        (
-            setting::CONFIGURED.to_owned(),
-            SearchMode::Hybrid {
-                vector_weight: search.vector_weight,
-                bm25_weight: search.bm25_weight,
-                rrf_k: search.rrf_k,
-            },
-        ),
+        (setting::CONFIGURED.to_owned(), search.fusion().mode()),
     ];
     if args.tune {
         settings.extend(fusion_grid());

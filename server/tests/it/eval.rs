@@ -119,10 +119,16 @@ fn eval_retrieval_scores_every_setting_and_tunes_on_half_the_queries() {
     assert_eq!((report["documents"].as_u64(), report["queries"].as_u64()), (Some(40), Some(12)));
     let settings = report["settings"].as_array().unwrap();
     let names: Vec<&str> = settings.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    for wanted in ["vector", "bm25", "hybrid (configured)", "whole-documents", "hybrid + document leads"] {
+    for wanted in ["vector", "bm25", "hybrid (configured)", "whole-documents", "hybrid(bm25 0.5, leads 1, k 10)"] {
         assert!(names.contains(&wanted), "{names:?}");
     }
     assert!(names.len() > 20, "the fusion grid: {names:?}");
+    let mode = |name: &str| &settings.iter().find(|s| s["name"] == name).unwrap()["mode"];
+    assert_eq!(
+        mode("hybrid(bm25 0.5, leads 1, k 10)")["lead_weight"],
+        1.0,
+        "the grid's modes carry their leads' weight"
+    );
     for setting in settings {
         let ndcg = setting["ndcg_at_10"]["mean"].as_f64().unwrap();
         // One topic word per query, one document per topic: every setting finds it first.

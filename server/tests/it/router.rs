@@ -414,6 +414,7 @@ fn retrieval_card(bm25_weight: f32, rrf_k: f32) -> twinflow_models::RetrievalCar
         created_at_ms: 0,
         vector_weight: 0.0,
         bm25_weight,
+        lead_weight: 0.0,
         rrf_k,
         test_queries: 10,
         dev_queries: 10,
@@ -452,6 +453,7 @@ async fn hybrid_weights_follow_the_config_then_the_active_retrieval_setting() {
         // Only the BM25 ranking counts, at 2 / (10 + rank): the defaults (1, 1, 60) give other scores.
         config.search.vector_weight = 0.0;
         config.search.bm25_weight = 2.0;
+        config.search.lead_weight = 0.0;
         config.search.rrf_k = 10.0;
         config.auth.keys = crate::fixtures::test_keys();
         config

@@ -319,3 +319,55 @@ fn standing_questions_follow_the_changes_that_move_them() {
     assert!(app.primary().unwrap().subscriptions.get(&id).is_none());
     app.shutdown().unwrap();
 }
+
+/// Hybrid search ranks the candidates' documents by their leads (by default):
+/// a standing hybrid question follows those leads too. Rewriting only a
+/// candidate document's lead, itself no candidate (no word of the question,
+/// below every vector floor), searches the question again, and what it keeps
+/// is what a search from scratch finds; without leads in the fusion the same
+/// change does not touch it.
+#[test]
+fn a_hybrid_standing_question_follows_its_candidates_leads() {
+    use twinflow_pipelines::inference::subscriptions::{Mode, NewSubscription};
+    use twinflow_schemas::config::ChunkSpec;
+    for lead_weight in [1.0f32, 0.0] {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with(dir.path(), |config| {
+            config.search.lead_weight = lead_weight;
+            // A chunk per paragraph, so a rewritten first paragraph is a new lead and nothing else.
+            config.chunking.article = ChunkSpec { min_chars: 100, max_chars: 400, boundary_one_in: 4 };
+            config.subscriptions.restat_share = 0.5;
+        });
+        // 60 notes with one word of the question: more than hybrid's 50 candidates of each list.
+        let mut lines: Vec<String> = (0..60)
+            .map(|i| upsert_line(&format!("n{i}"), "Notes", &format!("Harbour note {i}: ships, rope, tar and gulls.")))
+            .collect();
+        let harbour = article("harbour cranes", 3);
+        let document = |lead: &str| upsert_line("a", "Ledger", &format!("{}\n\n{harbour}", article(lead, 1)));
+        lines.push(document("walnut orchards"));
+        ingest(&app, &lines);
+        let subscriptions = app.primary().unwrap().subscriptions.clone();
+        let asked = NewSubscription {
+            query: "harbour cranes".into(),
+            k: 3,
+            filter: SearchFilter::default(),
+            mode: Mode::Hybrid,
+            answer: false,
+            webhook: None,
+            owner: "test".into(),
+        };
+        let created = subscriptions.create(asked).unwrap();
+        let id = created.subscription.id.clone();
+
+        let searched = subscriptions.stats().searched;
+        // The same length: the other paragraphs keep their chunk ids and places.
+        ingest(&app, &[document("chestnut groves")]);
+        let stats = subscriptions.stats();
+        let expected = if lead_weight > 0.0 { 1 } else { 0 };
+        assert_eq!(stats.searched - searched, expected, "leads weighted {lead_weight}: {stats:?}");
+        let events = subscriptions.replay(&id, None).unwrap();
+        let kept: Vec<_> = events.last().unwrap().hits.iter().map(|h| h.chunk_id).collect();
+        assert_eq!(Some(kept), subscriptions.search_again(&id).unwrap(), "leads weighted {lead_weight}");
+        app.shutdown().unwrap();
+    }
+}

@@ -32,6 +32,9 @@ pub struct Ranked {
     pub by_vector: Vec<(f32, Hash128)>,
     /// `(chunk_id, BM25)` best first (empty in `vector` mode).
     pub by_bm25: Vec<(Hash128, f32)>,
+    /// The leads of the candidates' documents, when hybrid ranked them
+    /// (`lead_weight` above 0): a change of any of them can move the answer.
+    pub leads: Vec<Hash128>,
 }
 
 impl Store {
@@ -96,8 +99,9 @@ impl Store {
 
     /// Search by `mode`: cosine of `vector` (the embedded query), BM25 of
     /// the words of `text`, or both fused by weighted reciprocal rank over
-    /// each one's best `max(4k, 50)`. Filters apply inside both searches.
-    /// The vector side uses the HNSW index when it is on and the candidates
+    /// each one's best `max(4k, 50)` (and, with a `lead_weight`, the
+    /// candidates' documents ranked by their leads' cosine). Filters apply
+    /// inside both searches. The vector side uses the HNSW index when it is on and the candidates
     /// are many; `exact` forces the exact scan. Returns the committed epoch
     /// both indexes are at.
     pub fn search_mode(
@@ -153,6 +157,7 @@ impl Store {
                 (n, nearest(n)?, bm25(n)?)
             }
         };
+        let mut leads = Vec::new();
         let hits = match mode {
             SearchMode::Vector => by_vector
                 .iter()
@@ -170,11 +175,27 @@ impl Store {
                     hit
                 })
                 .collect(),
-            SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => {
+            SearchMode::Hybrid { vector_weight, bm25_weight, lead_weight, rrf_k } => {
                 let vector_ids: Vec<Hash128> = by_vector.iter().map(|(_, id)| *id).collect();
                 let bm25_ids: Vec<Hash128> = by_bm25.iter().map(|(id, _)| *id).collect();
                 let mut fused =
                     reciprocal_rank(&[(vector_weight, &vector_ids[..]), (bm25_weight, &bm25_ids[..])], rrf_k);
+                if lead_weight > 0.0 {
+                    let candidates: Vec<Hash128> = fused.iter().map(|(id, _)| *id).collect();
+                    let (added, consulted) = crate::search::lead_scores(
+                        live,
+                        state.vectors(),
+                        &query,
+                        &candidates,
+                        &passes,
+                        (lead_weight, rrf_k),
+                    );
+                    for (id, score) in &mut fused {
+                        *score += added.get(id).copied().unwrap_or(0.0);
+                    }
+                    fused.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    leads = consulted;
+                }
                 fused.truncate(k);
                 // Each part's own score goes with the hit, beside the fused one.
                 let vector_scores: HashMap<Hash128, f32> = by_vector.iter().map(|&(score, id)| (id, score)).collect();
@@ -190,7 +211,7 @@ impl Store {
                     .collect()
             }
         };
-        Ok(Ranked { epoch: state.committed, hits, depth, by_vector, by_bm25 })
+        Ok(Ranked { epoch: state.committed, hits, depth, by_vector, by_bm25, leads })
     }
 
     /// [`search`](Self::search) over the chunks of the documents that pass
@@ -211,25 +232,15 @@ impl Store {
 
     /// Cosine of `query` with the lead of each document of `doc_ids` (its
     /// first chunk: what the document is about, as a whole-document vector
-    /// would say); `None` for a document without one. For reranking; it
-    /// scans the live chunks once.
+    /// would say); `None` for a document without one. For reranking.
     pub fn lead_similarities(&self, query: &[f32], doc_ids: &[&str]) -> Vec<Option<f32>> {
         let state = self.state.read();
         let query = state.query(query);
-        let wanted: std::collections::HashSet<&str> = doc_ids.iter().copied().collect();
-        let mut leads: HashMap<&str, Hash128> = HashMap::new();
-        for (id, rows) in state.live.chunks.groups() {
-            for (row, n) in rows {
-                if *n > 0 && row.ordinal == 0 && wanted.contains(row.doc_id.as_str()) {
-                    leads.insert(row.doc_id.as_str(), *id);
-                }
-            }
-        }
         doc_ids
             .iter()
             .map(|doc| {
-                let lead = leads.get(doc)?;
-                crate::search::best_similarity(&state.live, state.vectors(), lead, &query)
+                let lead = state.live.lead(doc)?;
+                crate::search::best_similarity(&state.live, state.vectors(), &lead, &query)
             })
             .collect()
     }

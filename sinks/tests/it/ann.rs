@@ -245,7 +245,10 @@ fn sharded_indexes_answer_as_one() {
         let mut recalls = Vec::new();
         // Vector 0's cluster is deleted: its neighbours are near-ties, so recall is judged on the mean.
         for (q, query) in [(0u64, "harbour violin"), (1333, "glacier number"), (777, "meadow compass lantern")] {
-            for mode in [SearchMode::Bm25, SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 1.0, rrf_k: 60.0 }] {
+            for mode in [
+                SearchMode::Bm25,
+                SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 1.0, lead_weight: 0.0, rrf_k: 60.0 },
+            ] {
                 let (_, hits) = store.search_mode(query, &vector(q), 10, &all, mode, true).unwrap();
                 assert_eq!(hits.len(), 10);
                 answer.push(hits.iter().map(|h| format!("{} {:.5}", h.chunk_id, h.score)).collect::<Vec<_>>());

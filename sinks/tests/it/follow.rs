@@ -18,7 +18,7 @@ fn same_answers(primary: &Store, follower: &Store) {
     assert_eq!(follower.current_embeddings(), primary.current_embeddings());
     for text in ["alpha two", "gamma", "delta", "beta"] {
         assert_eq!(follower.search(&vector_of(text), 3), primary.search(&vector_of(text), 3), "{text}");
-        let mode = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 0.5, rrf_k: 10.0 };
+        let mode = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 0.5, lead_weight: 0.0, rrf_k: 10.0 };
         let hybrid =
             |s: &Store| s.search_mode(text, &vector_of(text), 3, &SearchFilter::default(), mode, false).unwrap();
         assert_eq!(hybrid(follower), hybrid(primary), "{text}");

@@ -112,6 +112,77 @@ async fn a_documents_lead_is_its_first_live_chunk() {
     let delta = store.similarities(&query, &[Hash128::of(b"delta")])[0];
     assert!((leads[0].unwrap() - 1.0).abs() < 1e-6, "{leads:?}");
     assert_eq!((leads[1], leads[2], leads[3]), (delta, None, leads[0]));
+
+    // A reopened store reads the same leads from its files.
+    drop(store);
+    let store = Store::open(dir.path(), DIM).unwrap();
+    assert_eq!(store.lead_similarities(&query, &["c", "d", "b", "c"]), leads);
+}
+
+#[tokio::test]
+async fn hybrid_adds_each_candidates_document_ranked_by_its_lead() {
+    use std::collections::HashMap;
+    use twinflow_schemas::api::{SearchFilter, SearchMode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DIM).unwrap();
+    commit_all(&store, &mut Oracle::default(), &scenario());
+    let all = SearchFilter::default();
+    let mut reordered = 0;
+    for text in ["alpha two", "shared text", "gamma", "delta"] {
+        let query = vector_of(text);
+        let plain = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 0.5, lead_weight: 0.0, rrf_k: 1.0 };
+        let led = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 0.5, lead_weight: 2.0, rrf_k: 1.0 };
+        let before = store.search_ranked(text, &query, 10, &all, plain, true).unwrap();
+        let after = store.search_ranked(text, &query, 10, &all, led, true).unwrap();
+        assert!(before.leads.is_empty(), "without a lead weight no lead is looked at");
+
+        // By hand: the two lists fused, then each candidate's best document by its lead's cosine.
+        let vector: Vec<Hash128> = after.by_vector.iter().map(|(_, id)| *id).collect();
+        let bm25: Vec<Hash128> = after.by_bm25.iter().map(|(id, _)| *id).collect();
+        let fused = twinflow_sinks::reciprocal_rank(&[(1.0, &vector[..]), (0.5, &bm25[..])], 1.0);
+        assert_eq!(before.hits.len(), fused.len(), "every live chunk is a candidate here");
+        let docs_of: HashMap<Hash128, Vec<String>> =
+            before.hits.iter().map(|h| (h.chunk_id, h.sources.iter().map(|s| s.doc_id.clone()).collect())).collect();
+        let mut docs: Vec<&str> = docs_of.values().flatten().map(String::as_str).collect();
+        docs.sort_unstable();
+        docs.dedup();
+        let similarities = store.lead_similarities(&query, &docs);
+        let mut by_lead: Vec<(f32, &str)> = similarities.iter().zip(&docs).map(|(s, d)| (s.unwrap(), *d)).collect();
+        by_lead.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        let place = |doc: &str| by_lead.iter().position(|(_, d)| *d == doc).unwrap() + 1;
+        // The scenario's leads; a candidate's share is scaled by its cosine with its document's.
+        let lead_of = |doc: &str| match doc {
+            "a" => "alpha two",
+            "c" => "gamma",
+            "d" => "delta",
+            other => panic!("no lead known for {other}"),
+        };
+        let agreement = |id: Hash128, doc: &str| {
+            let lead = Hash128::of(lead_of(doc).as_bytes());
+            if lead == id { 1.0 } else { store.similarities(&vector_of(lead_of(doc)), &[id])[0].unwrap().max(0.0) }
+        };
+        let mut want: Vec<(Hash128, f32)> = fused
+            .iter()
+            .map(|(id, score)| {
+                let share = docs_of[id]
+                    .iter()
+                    .map(|d| 2.0 * agreement(*id, d) / (1.0 + place(d) as f32))
+                    .max_by(f32::total_cmp)
+                    .unwrap();
+                (*id, score + share)
+            })
+            .collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let got: Vec<(Hash128, f32)> = after.hits.iter().map(|h| (h.chunk_id, h.score)).collect();
+        assert_eq!(got, want, "{text:?}");
+        let mut leads = after.leads.clone();
+        leads.sort_unstable();
+        assert_eq!(leads.len(), docs.len(), "one lead per candidate document: {text:?}");
+        let order = |r: &twinflow_sinks::Ranked| r.hits.iter().map(|h| h.chunk_id).collect::<Vec<_>>();
+        reordered += usize::from(order(&before) != order(&after));
+    }
+    assert!(reordered > 0, "the leads moved no ranking: the test shows nothing");
 }
 
 #[tokio::test]

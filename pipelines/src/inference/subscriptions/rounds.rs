@@ -41,6 +41,8 @@ impl Subscriptions {
         let mut chunks: Vec<Hash128> = ranked.hits.iter().map(|h| h.chunk_id).collect();
         chunks.extend(ranked.by_vector.iter().map(|(_, id)| *id));
         chunks.extend(ranked.by_bm25.iter().map(|(id, _)| *id));
+        // A changed lead re-ranks its document's candidates.
+        chunks.extend(ranked.leads.iter().copied());
         chunks.sort_unstable();
         chunks.dedup();
         let standing = Standing {
@@ -53,17 +55,20 @@ impl Subscriptions {
             changes_seen: changes,
             filtered: !spec.asked.filter.is_empty(),
             rankings: match mode {
-                SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k } => Some(Rankings {
-                    vector_weight,
-                    bm25_weight,
-                    rrf_k,
-                    k: spec.asked.k,
-                    vector: ranked.by_vector.iter().map(|(_, id)| *id).collect(),
-                    vector_unknown: 0,
-                    bm25: ranked.by_bm25.iter().map(|(id, _)| *id).collect(),
-                    bm25_unknown: 0,
-                    top: ranked.hits.iter().map(|h| h.chunk_id).collect(),
-                }),
+                // The kept rankings settle deletions from the two lists alone: with leads, a search tells.
+                SearchMode::Hybrid { vector_weight, bm25_weight, lead_weight, rrf_k } if lead_weight == 0.0 => {
+                    Some(Rankings {
+                        vector_weight,
+                        bm25_weight,
+                        rrf_k,
+                        k: spec.asked.k,
+                        vector: ranked.by_vector.iter().map(|(_, id)| *id).collect(),
+                        vector_unknown: 0,
+                        bm25: ranked.by_bm25.iter().map(|(id, _)| *id).collect(),
+                        bm25_unknown: 0,
+                        top: ranked.hits.iter().map(|h| h.chunk_id).collect(),
+                    })
+                }
                 _ => None,
             },
         };

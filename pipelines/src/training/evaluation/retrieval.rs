@@ -3,8 +3,7 @@
 //! best chunk), and is scored against the judges' relevant documents.
 //! Besides the store's modes, whole-document vectors (each document
 //! embedded whole, truncated as the encoder truncates) are the baseline
-//! chunked retrieval must beat, and the first hybrid fused with the
-//! documents' leads measures what a document-level list would add.
+//! chunked retrieval must beat.
 
 use std::collections::HashSet;
 
@@ -12,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use twinflow_dataflow::Embedder;
 use twinflow_schemas::Hash128;
 use twinflow_schemas::api::{SearchFilter, SearchMode};
-use twinflow_sinks::{Store, reciprocal_rank};
+use twinflow_sinks::Store;
 
 use super::beir::BeirSet;
 use super::measures::{Estimate, estimate, ndcg_at, paired_difference, recall_at, reciprocal_rank_at};
@@ -28,12 +27,6 @@ const SEED: u64 = 21;
 pub const WHOLE_DOCUMENTS: &str = "whole-documents";
 /// The same baseline without the documents' titles (what the title adds).
 pub const WHOLE_DOCUMENTS_UNTITLED: &str = "whole-documents, no title";
-/// The first hybrid setting's document ranking fused with the documents'
-/// leads (each document ranked by its first chunk's cosine): what a
-/// document-level list would add to search (not a search mode yet).
-pub const HYBRID_WITH_LEADS: &str = "hybrid + document leads";
-/// The leads' weight in that fusion (the hybrid's is 1).
-const LEAD_WEIGHT: f32 = 0.5;
 
 /// One setting's scores on a set of queries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,14 +73,16 @@ pub struct RetrievalReport {
     pub tuned: Option<Tuned>,
 }
 
-/// Hybrid fusions worth trying: BM25's weight against the vector ranking's
-/// (1), and the damping of reciprocal-rank fusion.
+/// Hybrid fusions worth trying: BM25's and the documents' leads' weights
+/// against the vector ranking's (1), and the damping of reciprocal-rank fusion.
 pub fn fusion_grid() -> Vec<(String, SearchMode)> {
     let mut grid = Vec::new();
-    for bm25_weight in [0.1f32, 0.2, 0.3, 0.5, 0.7, 1.0] {
-        for rrf_k in [2.0f32, 10.0, 30.0, 60.0] {
-            let mode = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight, rrf_k };
-            grid.push((format!("hybrid(bm25 {bm25_weight}, k {rrf_k})"), mode));
+    for lead_weight in [0.0f32, 0.5, 1.0] {
+        for bm25_weight in [0.1f32, 0.2, 0.3, 0.5, 0.7, 1.0] {
+            for rrf_k in [2.0f32, 10.0, 30.0, 60.0] {
+                let mode = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight, lead_weight, rrf_k };
+                grid.push((format!("hybrid(bm25 {bm25_weight}, leads {lead_weight}, k {rrf_k})"), mode));
+            }
         }
     }
     grid
@@ -109,8 +104,6 @@ pub fn evaluate_retrieval(
     let judged: Vec<_> = set.queries.iter().map(|(id, _)| &set.qrels[id]).collect();
     let mut epoch = 0;
     let mut reports = Vec::new();
-    // The first hybrid's rankings and damping, for the fusion with the leads.
-    let mut first_hybrid: Option<(Vec<Vec<String>>, f32)> = None;
     for (name, mode) in settings {
         let mut rankings = Vec::with_capacity(texts.len());
         for (text, vector) in texts.iter().zip(&vectors) {
@@ -125,32 +118,6 @@ pub fn evaluate_retrieval(
             rankings.push(docs);
         }
         reports.push(score(name, Some(*mode), &rankings, &judged));
-        if let SearchMode::Hybrid { rrf_k, .. } = mode
-            && first_hybrid.is_none()
-        {
-            first_hybrid = Some((rankings, *rrf_k));
-        }
-    }
-    if whole_documents && let Some((hybrid, rrf_k)) = &first_hybrid {
-        let ids: Vec<&str> = set.corpus.iter().map(|d| d.id.as_str()).collect();
-        let fused: Vec<Vec<String>> = vectors
-            .iter()
-            .zip(hybrid)
-            .map(|(vector, ranking)| {
-                let leads = store.lead_similarities(vector, &ids);
-                let mut by_lead: Vec<(f32, &str)> =
-                    leads.iter().zip(&ids).filter_map(|(s, id)| s.map(|s| (s, *id))).collect();
-                by_lead.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-                let by_lead: Vec<&str> = by_lead.into_iter().take(DEPTH).map(|(_, id)| id).collect();
-                let hybrid: Vec<&str> = ranking.iter().map(String::as_str).collect();
-                reciprocal_rank(&[(1.0, &hybrid[..]), (LEAD_WEIGHT, &by_lead[..])], *rrf_k)
-                    .into_iter()
-                    .take(DEPTH)
-                    .map(|(doc, _)| doc.to_owned())
-                    .collect()
-            })
-            .collect();
-        reports.push(score(HYBRID_WITH_LEADS, None, &fused, &judged));
     }
     if whole_documents {
         for (name, titled) in [(WHOLE_DOCUMENTS, true), (WHOLE_DOCUMENTS_UNTITLED, false)] {

@@ -48,7 +48,12 @@ fn registry(config: &Config) -> Result<Registry<RetrievalCard>, Error> {
 }
 
 fn fusion_of(card: &RetrievalCard) -> Fusion {
-    Fusion { vector_weight: card.vector_weight, bm25_weight: card.bm25_weight, rrf_k: card.rrf_k }
+    Fusion {
+        vector_weight: card.vector_weight,
+        bm25_weight: card.bm25_weight,
+        lead_weight: card.lead_weight,
+        rrf_k: card.rrf_k,
+    }
 }
 
 /// Puts the active retrieval setting's weights (if a version is active) in
@@ -60,6 +65,7 @@ pub fn apply_active(config: &mut Config) -> Result<Option<u64>, Error> {
     let (version, fusion) = RetrievalSettings::open(config)?.current();
     config.search.vector_weight = fusion.vector_weight;
     config.search.bm25_weight = fusion.bm25_weight;
+    config.search.lead_weight = fusion.lead_weight;
     config.search.rrf_k = fusion.rrf_k;
     Ok(version)
 }
@@ -136,6 +142,7 @@ impl RetrievalSettings {
             version = Self::name(version),
             vector_weight = fusion.vector_weight,
             bm25_weight = fusion.bm25_weight,
+            lead_weight = fusion.lead_weight,
             rrf_k = fusion.rrf_k,
             "hybrid search switched its fusion"
         );
@@ -196,7 +203,7 @@ pub fn judge_and_register(
     };
     let candidate = on_test(&tuned.best.name)?;
     let current = on_test(CONFIGURED)?;
-    let Some(SearchMode::Hybrid { vector_weight, bm25_weight, rrf_k }) = candidate.mode else {
+    let Some(SearchMode::Hybrid { vector_weight, bm25_weight, lead_weight, rrf_k }) = candidate.mode else {
         return Err(Error::Config(format!("{} is not a hybrid setting", candidate.name)));
     };
     if candidate.name == CONFIGURED || candidate.mode == current.mode {
@@ -220,6 +227,7 @@ pub fn judge_and_register(
         created_at_ms: twinflow_schemas::clock::now_ms(),
         vector_weight,
         bm25_weight,
+        lead_weight,
         rrf_k,
         test_queries: tuned.test_queries,
         dev_queries: tuned.dev_queries,
@@ -256,7 +264,7 @@ mod tests {
         let e = estimate(&per_query, 1);
         SettingReport {
             name: name.to_owned(),
-            mode: Some(SearchMode::Hybrid { vector_weight: 1.0, bm25_weight, rrf_k: 10.0 }),
+            mode: Some(SearchMode::Hybrid { vector_weight: 1.0, bm25_weight, lead_weight: 0.0, rrf_k: 10.0 }),
             ndcg_at_10: e,
             recall_at_10: e,
             mrr_at_10: e,
@@ -299,7 +307,7 @@ mod tests {
         assert!(!card.promoted && card.gain.low <= 0.0, "{card:?}");
         assert!(card.decision.starts_with("kept the active setting"), "{}", card.decision);
         assert_eq!(apply_active(&mut config).unwrap(), None);
-        assert_eq!(config.search.bm25_weight, 0.5);
+        assert_eq!(config.search.fusion(), twinflow_schemas::config::SearchConfig::default().fusion());
 
         // Better on every held-out query: registered and active, with its evidence.
         let better = report(vec![0.2, 0.3, 0.4, 0.5, 0.3, 0.2], vec![0.6, 0.7, 0.8, 0.9, 0.7, 0.6]);
@@ -307,7 +315,7 @@ mod tests {
         assert!(card.promoted && card.gain.low > 0.0, "{card:?}");
         assert_eq!((card.version, card.dataset.name.as_str(), card.dataset.epoch), (2, "faq", 3));
         assert_eq!(apply_active(&mut config).unwrap(), Some(2));
-        assert_eq!((config.search.bm25_weight, config.search.rrf_k), (0.2, 10.0));
+        assert_eq!((config.search.bm25_weight, config.search.lead_weight, config.search.rrf_k), (0.2, 0.0, 10.0));
 
         // The dev half chose the active setting itself: nothing to register.
         let mut same = report(vec![0.5; 4], vec![0.5; 4]);
