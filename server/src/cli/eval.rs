@@ -28,14 +28,21 @@ use crate::ui::say;
 /// Documents handed to the engine at a time.
 const BATCH: usize = 32;
 
+/// Puts the configured data directory's active retrieval setting (if any)
+/// in `config.search`, as its server searches; returns its version.
+fn searching_as_active(config: &mut Config) -> anyhow::Result<Option<u64>> {
+    let active = setting::apply_active(config)?;
+    if let Some(version) = active {
+        say(format_args!("the active retrieval setting is version {version}"));
+    }
+    Ok(active)
+}
+
 pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow::Result<RetrievalReport> {
     let set = BeirSet::load(&args.set, &args.split)?;
     let record_to = config.storage.data_dir.clone();
     // The configured hybrid is the active retrieval setting of the configured data directory.
-    let active = setting::apply_active(&mut config)?;
-    if let Some(version) = active {
-        say(format_args!("the active retrieval setting is version {version}"));
-    }
+    let active = searching_as_active(&mut config)?;
     let registry_config = config.clone();
     let adapters = if args.adapters.is_empty() {
         Vec::new()
@@ -83,19 +90,24 @@ pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow:
 
 /// The RAG settings a figure was measured with, as the `setting` of its rows.
 fn rag_setting(config: &Config, k: usize) -> String {
-    let rag = &config.rag;
+    let (rag, search) = (&config.rag, &config.search);
     format!(
-        "k={k} rerank={} passage_tokens={} max_per_document={} expansions={}",
+        "k={k} rerank={} passage_tokens={} max_per_document={} expansions={} \
+         hybrid(bm25={}, leads={}, rrf_k={})",
         serde_json::to_value(rag.rerank).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
         rag.passage_tokens,
         rag.max_per_document,
-        rag.expansions
+        rag.expansions,
+        search.bm25_weight,
+        search.lead_weight,
+        search.rrf_k
     )
 }
 
-pub(super) fn context(config: Config, args: &EvalRagArgs) -> anyhow::Result<ContextReport> {
+pub(super) fn context(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<ContextReport> {
     let set = BeirSet::load(&args.set, &args.split)?;
     let record_to = config.storage.data_dir.clone();
+    searching_as_active(&mut config)?;
     let k = args.k.unwrap_or(config.rag.k);
     let setting = rag_setting(&config, k);
     let (report, epoch) = with_corpus(config, &set, args.data_dir.as_deref(), |app| {
@@ -133,9 +145,10 @@ pub(super) fn context_table(report: &ContextReport) -> String {
     )
 }
 
-pub(super) fn rag(config: Config, args: &EvalRagArgs) -> anyhow::Result<RagReport> {
+pub(super) fn rag(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<RagReport> {
     let set = BeirSet::load(&args.set, &args.split)?;
     let record_to = config.storage.data_dir.clone();
+    searching_as_active(&mut config)?;
     let k = args.k.unwrap_or(config.rag.k);
     let setting = rag_setting(&config, k);
     let questions = args.questions.unwrap_or(40);

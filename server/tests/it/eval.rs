@@ -261,6 +261,26 @@ fn eval_rag_context_only_builds_every_prompt_without_generating() {
     assert!(evaluations.iter().any(|r| r.metric == "context_recall" && r.setting.contains("passage_tokens=24")));
 }
 
+/// `eval rag` searches as the data directory's server would: with its
+/// active retrieval setting, which every row's setting names.
+#[test]
+fn eval_rag_searches_with_the_active_retrieval_setting() {
+    let promote = |data: &Path| {
+        let dir = data.join("_models").join("retrieval");
+        let registry = twinflow_models::Registry::<twinflow_models::RetrievalCard>::open(&dir).unwrap();
+        let mut card = crate::fixtures::retrieval_card(0.3, 7.0);
+        (card.vector_weight, card.lead_weight) = (1.0, 0.5);
+        let card = registry.register(card, |_| Ok(()), &[]).unwrap();
+        registry.promote(card.version, "promoted by the test").unwrap();
+    };
+    let (stdout, _, evaluations) = run_eval_on("", &["rag", "--context-only", "--k", "3"], promote);
+    assert!(stdout.contains("the active retrieval setting is version 1"), "{stdout}");
+    assert!(!evaluations.is_empty());
+    for row in &evaluations {
+        assert!(row.setting.ends_with("hybrid(bm25=0.3, leads=0.5, rrf_k=7)"), "{}", row.setting);
+    }
+}
+
 /// `twinflow eval twin` on a data directory with no dataset version says what to do.
 #[test]
 fn eval_twin_without_a_dataset_says_how_to_make_one() {

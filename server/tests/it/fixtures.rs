@@ -234,3 +234,34 @@ pub(crate) fn keep_eight(dim: usize) -> twinflow_models::Adapter {
     let weights: Vec<f32> = (0..dim * dim).map(|i| if i / dim == i % dim && i / dim < 8 { 1.0 } else { 0.0 }).collect();
     twinflow_models::Adapter::from_weights(dim, weights).unwrap()
 }
+
+/// A retrieval setting to register (BM25 and fusion weights only: the
+/// vector ranking weighs 0; no leads), with made-up judged evidence.
+pub(crate) fn retrieval_card(bm25_weight: f32, rrf_k: f32) -> twinflow_models::RetrievalCard {
+    use twinflow_schemas::stats::Estimate;
+    let estimate = Estimate { mean: 0.5, low: 0.4, high: 0.6 };
+    twinflow_models::RetrievalCard {
+        version: 0,
+        created_at_ms: 0,
+        vector_weight: 0.0,
+        bm25_weight,
+        lead_weight: 0.0,
+        rrf_k,
+        test_queries: 10,
+        dev_queries: 10,
+        ndcg_at_10: estimate,
+        active_ndcg_at_10: estimate,
+        gain: Estimate { mean: 0.1, low: 0.05, high: 0.15 },
+        parent: None,
+        promoted: true,
+        decision: "registered by the test".into(),
+        dataset: twinflow_schemas::models::DatasetRef {
+            name: "test".into(),
+            version: 0,
+            epoch: 1,
+            content_hash: String::new(),
+            train_pairs: 10,
+            test_pairs: 10,
+        },
+    }
+}

@@ -405,36 +405,6 @@ async fn bm25_and_hybrid_follow_epochs_and_survive_a_restart() {
     app.shutdown().unwrap();
 }
 
-/// A registered retrieval setting (weights, judged evidence) for the test.
-fn retrieval_card(bm25_weight: f32, rrf_k: f32) -> twinflow_models::RetrievalCard {
-    use twinflow_schemas::stats::Estimate;
-    let estimate = Estimate { mean: 0.5, low: 0.4, high: 0.6 };
-    twinflow_models::RetrievalCard {
-        version: 0,
-        created_at_ms: 0,
-        vector_weight: 0.0,
-        bm25_weight,
-        lead_weight: 0.0,
-        rrf_k,
-        test_queries: 10,
-        dev_queries: 10,
-        ndcg_at_10: estimate,
-        active_ndcg_at_10: estimate,
-        gain: Estimate { mean: 0.1, low: 0.05, high: 0.15 },
-        parent: None,
-        promoted: true,
-        decision: "registered by the test".into(),
-        dataset: twinflow_schemas::models::DatasetRef {
-            name: "test".into(),
-            version: 0,
-            epoch: 1,
-            content_hash: String::new(),
-            train_pairs: 10,
-            test_pairs: 10,
-        },
-    }
-}
-
 /// Hybrid search fuses with `[search]`'s weights until a retrieval setting
 /// is active: one promoted by another process (as `twinflow eval retrieval
 /// --promote` does) applies within seconds without a restart; promotion
@@ -519,7 +489,7 @@ async fn hybrid_weights_follow_the_config_then_the_active_retrieval_setting() {
         &dir.path().join("_models").join("retrieval"),
     )
     .unwrap();
-    let card = registry.register(retrieval_card(3.0, 5.0), |_| Ok(()), &[]).unwrap();
+    let card = registry.register(crate::fixtures::retrieval_card(3.0, 5.0), |_| Ok(()), &[]).unwrap();
     registry.promote(card.version, "promoted by another process").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while retrieval(app.clone()).await.active != "retrieval-v1" {
