@@ -112,36 +112,35 @@ impl<R: TableRow> Multiset<R> {
     }
 }
 
-/// Every table's multiset, and each document's lead.
+/// Every table's multiset, and each document's chunks.
 #[derive(Debug, Default)]
 pub(crate) struct LiveState {
     pub(crate) documents: Multiset<DocumentRow>,
     pub(crate) chunks: Multiset<ChunkRow>,
     pub(crate) embeddings: Multiset<EmbeddingRow>,
     pub(crate) instruct: Multiset<InstructRow>,
-    /// Per document, the chunks at its ordinal 0 (its leads: what the whole
-    /// document is about) with their multiplicities; kept with `chunks`.
-    leads: HashMap<String, Vec<(Hash128, i64)>>,
+    /// Per document, its chunks by `(chunk_id, ordinal)` with their
+    /// multiplicities; kept with `chunks`. The chunk at ordinal 0 is the
+    /// document's lead: what the whole document is about.
+    by_doc: HashMap<String, HashMap<(Hash128, u32), i64>>,
 }
 
 impl LiveState {
-    /// The live state of these tables (`chunks` indexed by document lead).
+    /// The live state of these tables (`chunks` indexed by document).
     pub(crate) fn new(
         documents: Multiset<DocumentRow>,
         chunks: Multiset<ChunkRow>,
         embeddings: Multiset<EmbeddingRow>,
         instruct: Multiset<InstructRow>,
     ) -> Self {
-        let mut live = Self { documents, chunks, embeddings, instruct, leads: HashMap::new() };
-        let leads: Vec<(String, Hash128, i64)> = live
+        let mut live = Self { documents, chunks, embeddings, instruct, by_doc: HashMap::new() };
+        let rows: Vec<(String, Hash128, u32, i64)> = live
             .chunks
             .groups()
-            .flat_map(|(id, rows)| {
-                rows.iter().filter(|(c, _)| c.ordinal == 0).map(|(c, n)| (c.doc_id.clone(), *id, *n))
-            })
+            .flat_map(|(id, rows)| rows.iter().map(|(c, n)| (c.doc_id.clone(), *id, c.ordinal, *n)))
             .collect();
-        for (doc, id, n) in leads {
-            live.note_lead(doc, id, n);
+        for (doc, id, ordinal, n) in rows {
+            live.note_chunk(doc, id, ordinal, n);
         }
         live
     }
@@ -149,31 +148,41 @@ impl LiveState {
     /// `doc_id`'s lead: its live chunk at ordinal 0 (the smallest id if its
     /// live versions have several).
     pub(crate) fn lead(&self, doc_id: &str) -> Option<Hash128> {
-        self.leads.get(doc_id)?.iter().filter(|(_, n)| *n > 0).map(|(id, _)| *id).min()
+        self.by_doc
+            .get(doc_id)?
+            .iter()
+            .filter(|((_, ordinal), n)| *ordinal == 0 && **n > 0)
+            .map(|((id, _), _)| *id)
+            .min()
     }
 
-    fn note_lead(&mut self, doc_id: String, chunk_id: Hash128, diff: i64) {
-        let group = self.leads.entry(doc_id.clone()).or_default();
-        match group.iter().position(|(id, _)| *id == chunk_id) {
-            Some(i) => group[i].1 += diff,
-            None => group.push((chunk_id, diff)),
+    /// `doc_id`'s distinct live chunks, in no particular order.
+    pub(crate) fn chunks_of(&self, doc_id: &str) -> Vec<Hash128> {
+        let mut ids: Vec<Hash128> =
+            self.by_doc.get(doc_id).into_iter().flatten().filter(|(_, n)| **n > 0).map(|((id, _), _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn note_chunk(&mut self, doc_id: String, chunk_id: Hash128, ordinal: u32, diff: i64) {
+        let group = self.by_doc.entry(doc_id.clone()).or_default();
+        let n = group.entry((chunk_id, ordinal)).or_default();
+        *n += diff;
+        if *n == 0 {
+            group.remove(&(chunk_id, ordinal));
         }
-        group.retain(|(_, n)| *n != 0);
         if group.is_empty() {
-            self.leads.remove(&doc_id);
+            self.by_doc.remove(&doc_id);
         }
     }
 
     /// Applies one epoch's updates (consumed).
     pub(crate) fn apply(&mut self, mut updates: EpochUpdates, epoch: u64) {
-        let leads: Vec<(String, Hash128, i64)> = updates
-            .chunks
-            .iter()
-            .filter(|(c, _)| c.ordinal == 0)
-            .map(|(c, n)| (c.doc_id.clone(), c.chunk_id, *n))
-            .collect();
-        for (doc, id, n) in leads {
-            self.note_lead(doc, id, n);
+        let rows: Vec<(String, Hash128, u32, i64)> =
+            updates.chunks.iter().map(|(c, n)| (c.doc_id.clone(), c.chunk_id, c.ordinal, *n)).collect();
+        for (doc, id, ordinal, n) in rows {
+            self.note_chunk(doc, id, ordinal, n);
         }
         self.documents.apply_all(&mut updates, epoch);
         self.chunks.apply_all(&mut updates, epoch);

@@ -194,12 +194,14 @@ pub(crate) fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn 
 
 /// What the candidates' documents add to hybrid search. The documents (of
 /// the occurrences that pass) are ranked by their leads' cosine to `query`,
-/// best first (ties by doc id); a candidate scores `weight × agreement /
-/// (rrf_k + place)` for its best document, where `place` is the document's
-/// (from 1) and `agreement` the cosine of the candidate with that lead (0 at
-/// worst): a lead speaks for the passages on its subject, not for the other
-/// topics of a long document. Also every lead it looked at, so that a
-/// standing question can tell when a change of a lead may move it.
+/// best first (ties by doc id); a candidate scores `weight × coherence ×
+/// agreement / (rrf_k + place)` for its best document, where `place` is the
+/// document's (from 1), `agreement` the candidate's cosine with that lead
+/// and `coherence` the mean cosine of the document's chunks with it (each 0
+/// at worst): a lead speaks for the passages on its subject, and for a
+/// document only as far as the document keeps to that subject. Also every
+/// chunk of those documents, so that a standing question can tell when a
+/// change may move it.
 pub(crate) fn lead_scores(
     live: &LiveState,
     vectors: Vectors<'_>,
@@ -208,41 +210,53 @@ pub(crate) fn lead_scores(
     passes: &dyn Fn(&str) -> bool,
     (weight, rrf_k): (f32, f32),
 ) -> (HashMap<Hash128, f32>, Vec<Hash128>) {
+    let dim = query.len();
     let mut docs_of: Vec<(Hash128, Vec<&str>)> = Vec::with_capacity(candidates.len());
-    // Per document: its lead, and the lead's cosine to the query.
-    let mut leads: HashMap<&str, Option<(Hash128, f32)>> = HashMap::new();
+    // Per document: its lead, the lead's cosine to the query, and the document's coherence.
+    let mut leads: HashMap<&str, Option<(Hash128, f32, f32)>> = HashMap::new();
+    let mut consulted = Vec::new();
     for id in candidates {
         let docs: Vec<&str> = live.chunks.present(id).map(|c| c.doc_id.as_str()).filter(|d| passes(d)).collect();
         for doc in &docs {
             leads.entry(doc).or_insert_with(|| {
+                let chunks = live.chunks_of(doc);
+                consulted.extend_from_slice(&chunks);
                 let lead = live.lead(doc)?;
-                Some((lead, best_similarity(live, vectors, &lead, query).unwrap_or(f32::NEG_INFINITY)))
+                let lead_vector = vector_of(live, vectors, &lead, dim)?;
+                let similarity = best_similarity(live, vectors, &lead, query)?;
+                let agreements: Vec<f32> = chunks
+                    .iter()
+                    .filter_map(|c| vector_of(live, vectors, c, dim))
+                    .map(|v| dot(v, lead_vector).max(0.0))
+                    .collect();
+                let coherence = agreements.iter().sum::<f32>() / agreements.len().max(1) as f32;
+                Some((lead, similarity, coherence))
             });
         }
         docs_of.push((*id, docs));
     }
     let mut ranked: Vec<(f32, &str)> =
-        leads.iter().filter_map(|(doc, lead)| lead.filter(|(_, s)| s.is_finite()).map(|(_, s)| (s, *doc))).collect();
+        leads.iter().filter_map(|(doc, lead)| lead.map(|(_, similarity, _)| (similarity, *doc))).collect();
     ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     let place: HashMap<&str, usize> = ranked.iter().enumerate().map(|(i, (_, doc))| (*doc, i + 1)).collect();
     let mut scores = HashMap::with_capacity(docs_of.len());
     for (id, docs) in docs_of {
-        let Some(vector) = vector_of(live, vectors, &id, query.len()) else { continue };
+        let Some(vector) = vector_of(live, vectors, &id, dim) else { continue };
         let best = docs
             .iter()
             .filter_map(|doc| {
                 let place = place.get(doc)?;
-                let (lead, _) = leads[doc]?;
+                let (lead, _, coherence) = leads[doc]?;
                 let agreement = if lead == id { 1.0 } else { best_similarity(live, vectors, &lead, vector)? };
-                Some(weight * agreement.max(0.0) / (rrf_k + *place as f32))
+                Some(weight * coherence * agreement.max(0.0) / (rrf_k + *place as f32))
             })
             .max_by(f32::total_cmp);
         if let Some(score) = best {
             scores.insert(id, score);
         }
     }
-    let mut consulted: Vec<Hash128> = leads.values().filter_map(|lead| lead.map(|(id, _)| id)).collect();
     consulted.sort_unstable();
+    consulted.dedup();
     (scores, consulted)
 }
 

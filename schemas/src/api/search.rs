@@ -59,10 +59,11 @@ pub enum SearchMode {
     Bm25,
     /// Both, fused by reciprocal rank: `Σ weight / (rrf_k + rank)`. With
     /// `lead_weight` above 0, each candidate also scores
-    /// `lead_weight × agreement / (rrf_k + rank)` by its document's rank
-    /// among the candidates' documents by their leads' cosine (a lead is a
-    /// document's first chunk: what the whole document is about), where
-    /// `agreement` is the candidate's cosine with that lead.
+    /// `lead_weight × coherence × agreement / (rrf_k + rank)` by its
+    /// document's rank among the candidates' documents by their leads'
+    /// cosine (a lead is a document's first chunk: what the whole document
+    /// is about), where `agreement` is the candidate's cosine with that lead
+    /// and `coherence` the mean cosine of the document's chunks with it.
     Hybrid {
         vector_weight: f32,
         bm25_weight: f32,

@@ -18,11 +18,9 @@ pub struct SearchConfig {
     pub bm25_weight: f32,
     /// The weight of the candidates' documents ranked by their leads (their
     /// first chunks' cosine), each candidate's share scaled by its cosine
-    /// with its document's lead. 0 (the default) leaves it out: it lifts
-    /// collections of single-subject documents and lowers those of long
-    /// documents on several subjects below vector search alone
-    /// (`benches/eval/merge_set.py`), so a collection should choose it by
-    /// `twinflow eval retrieval --tune --promote` on its own questions.
+    /// with its document's lead and by the document's coherence (its chunks'
+    /// mean cosine with the lead), so that long documents on several
+    /// subjects are not ranked by their first one. 0 leaves it out.
     pub lead_weight: f32,
     /// Damping of reciprocal-rank fusion (60 in the original paper).
     pub rrf_k: f32,
@@ -84,8 +82,8 @@ impl Default for SearchConfig {
     fn default() -> Self {
         Self {
             vector_weight: 1.0,
-            bm25_weight: 0.5,
-            lead_weight: 0.0,
+            bm25_weight: 1.0,
+            lead_weight: 1.0,
             rrf_k: 10.0,
             shards: 2,
             ann: AnnConfig::default(),

@@ -32,9 +32,10 @@ pub struct Ranked {
     pub by_vector: Vec<(f32, Hash128)>,
     /// `(chunk_id, BM25)` best first (empty in `vector` mode).
     pub by_bm25: Vec<(Hash128, f32)>,
-    /// The leads of the candidates' documents, when hybrid ranked them
-    /// (`lead_weight` above 0): a change of any of them can move the answer.
-    pub leads: Vec<Hash128>,
+    /// Every chunk of the candidates' documents, sorted, when hybrid ranked
+    /// those documents by their leads (`lead_weight` above 0): a change of
+    /// any of them can move the answer.
+    pub documents_chunks: Vec<Hash128>,
 }
 
 impl Store {
@@ -157,7 +158,7 @@ impl Store {
                 (n, nearest(n)?, bm25(n)?)
             }
         };
-        let mut leads = Vec::new();
+        let mut documents_chunks = Vec::new();
         let hits = match mode {
             SearchMode::Vector => by_vector
                 .iter()
@@ -194,7 +195,7 @@ impl Store {
                         *score += added.get(id).copied().unwrap_or(0.0);
                     }
                     fused.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                    leads = consulted;
+                    documents_chunks = consulted;
                 }
                 fused.truncate(k);
                 // Each part's own score goes with the hit, beside the fused one.
@@ -211,7 +212,7 @@ impl Store {
                     .collect()
             }
         };
-        Ok(Ranked { epoch: state.committed, hits, depth, by_vector, by_bm25, leads })
+        Ok(Ranked { epoch: state.committed, hits, depth, by_vector, by_bm25, documents_chunks })
     }
 
     /// [`search`](Self::search) over the chunks of the documents that pass

@@ -135,7 +135,7 @@ async fn hybrid_adds_each_candidates_document_ranked_by_its_lead() {
         let led = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 0.5, lead_weight: 2.0, rrf_k: 1.0 };
         let before = store.search_ranked(text, &query, 10, &all, plain, true).unwrap();
         let after = store.search_ranked(text, &query, 10, &all, led, true).unwrap();
-        assert!(before.leads.is_empty(), "without a lead weight no lead is looked at");
+        assert!(before.documents_chunks.is_empty(), "without a lead weight no document is looked at");
 
         // By hand: the two lists fused, then each candidate's best document by its lead's cosine.
         let vector: Vec<Hash128> = after.by_vector.iter().map(|(_, id)| *id).collect();
@@ -162,12 +162,23 @@ async fn hybrid_adds_each_candidates_document_ranked_by_its_lead() {
             let lead = Hash128::of(lead_of(doc).as_bytes());
             if lead == id { 1.0 } else { store.similarities(&vector_of(lead_of(doc)), &[id])[0].unwrap().max(0.0) }
         };
+        // A document's coherence: the mean agreement of its chunks with its lead.
+        let coherence = |doc: &str| {
+            let texts: &[&str] = match doc {
+                "a" => &["alpha two", "shared text"],
+                "c" => &["gamma"],
+                _ => &["delta", "gamma"],
+            };
+            let ids: Vec<Hash128> = texts.iter().map(|t| Hash128::of(t.as_bytes())).collect();
+            let cosines = store.similarities(&vector_of(lead_of(doc)), &ids);
+            cosines.iter().map(|c| c.unwrap().max(0.0)).sum::<f32>() / texts.len() as f32
+        };
         let mut want: Vec<(Hash128, f32)> = fused
             .iter()
             .map(|(id, score)| {
                 let share = docs_of[id]
                     .iter()
-                    .map(|d| 2.0 * agreement(*id, d) / (1.0 + place(d) as f32))
+                    .map(|d| 2.0 * coherence(d) * agreement(*id, d) / (1.0 + place(d) as f32))
                     .max_by(f32::total_cmp)
                     .unwrap();
                 (*id, score + share)
@@ -176,9 +187,9 @@ async fn hybrid_adds_each_candidates_document_ranked_by_its_lead() {
         want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let got: Vec<(Hash128, f32)> = after.hits.iter().map(|h| (h.chunk_id, h.score)).collect();
         assert_eq!(got, want, "{text:?}");
-        let mut leads = after.leads.clone();
-        leads.sort_unstable();
-        assert_eq!(leads.len(), docs.len(), "one lead per candidate document: {text:?}");
+        let mut consulted: Vec<Hash128> = docs_of.keys().copied().collect();
+        consulted.sort_unstable();
+        assert_eq!(after.documents_chunks, consulted, "every chunk of the candidates' documents: {text:?}");
         let order = |r: &twinflow_sinks::Ranked| r.hits.iter().map(|h| h.chunk_id).collect::<Vec<_>>();
         reordered += usize::from(order(&before) != order(&after));
     }

@@ -41,8 +41,8 @@ impl Subscriptions {
         let mut chunks: Vec<Hash128> = ranked.hits.iter().map(|h| h.chunk_id).collect();
         chunks.extend(ranked.by_vector.iter().map(|(_, id)| *id));
         chunks.extend(ranked.by_bm25.iter().map(|(id, _)| *id));
-        // A changed lead re-ranks its document's candidates.
-        chunks.extend(ranked.leads.iter().copied());
+        // A changed lead, or any chunk of its document, re-ranks the document's candidates.
+        chunks.extend(ranked.documents_chunks.iter().copied());
         chunks.sort_unstable();
         chunks.dedup();
         let standing = Standing {
