@@ -210,10 +210,8 @@ pub(crate) fn lead_scores(
     passes: &dyn Fn(&str) -> bool,
     (weight, rrf_k): (f32, f32),
 ) -> (HashMap<Hash128, f32>, Vec<Hash128>) {
-    let dim = query.len();
     let mut docs_of: Vec<(Hash128, Vec<&str>)> = Vec::with_capacity(candidates.len());
-    // Per document: its lead, the lead's cosine to the query, and the document's coherence.
-    let mut leads: HashMap<&str, Option<(Hash128, f32, f32)>> = HashMap::new();
+    let mut leads: HashMap<&str, Option<Lead>> = HashMap::new();
     let mut consulted = Vec::new();
     for id in candidates {
         let docs: Vec<&str> = live.chunks.present(id).map(|c| c.doc_id.as_str()).filter(|d| passes(d)).collect();
@@ -221,34 +219,23 @@ pub(crate) fn lead_scores(
             leads.entry(doc).or_insert_with(|| {
                 let chunks = live.chunks_of(doc);
                 consulted.extend_from_slice(&chunks);
-                let lead = live.lead(doc)?;
-                let lead_vector = vector_of(live, vectors, &lead, dim)?;
-                let similarity = best_similarity(live, vectors, &lead, query)?;
-                let agreements: Vec<f32> = chunks
-                    .iter()
-                    .filter_map(|c| vector_of(live, vectors, c, dim))
-                    .map(|v| dot(v, lead_vector).max(0.0))
-                    .collect();
-                let coherence = agreements.iter().sum::<f32>() / agreements.len().max(1) as f32;
-                Some((lead, similarity, coherence))
+                Lead::of(live, vectors, doc, &chunks, query)
             });
         }
         docs_of.push((*id, docs));
     }
     let mut ranked: Vec<(f32, &str)> =
-        leads.iter().filter_map(|(doc, lead)| lead.map(|(_, similarity, _)| (similarity, *doc))).collect();
+        leads.iter().filter_map(|(doc, lead)| lead.as_ref().map(|lead| (lead.similarity, *doc))).collect();
     ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     let place: HashMap<&str, usize> = ranked.iter().enumerate().map(|(i, (_, doc))| (*doc, i + 1)).collect();
     let mut scores = HashMap::with_capacity(docs_of.len());
     for (id, docs) in docs_of {
-        let Some(vector) = vector_of(live, vectors, &id, dim) else { continue };
         let best = docs
             .iter()
             .filter_map(|doc| {
-                let place = place.get(doc)?;
-                let (lead, _, coherence) = leads[doc]?;
-                let agreement = if lead == id { 1.0 } else { best_similarity(live, vectors, &lead, vector)? };
-                Some(weight * coherence * agreement.max(0.0) / (rrf_k + *place as f32))
+                let lead = leads[doc].as_ref()?;
+                let agreement = if lead.id == id { 1.0 } else { *lead.agreements.get(&id)? };
+                Some(weight * lead.coherence * agreement / (rrf_k + place[doc] as f32))
             })
             .max_by(f32::total_cmp);
         if let Some(score) = best {
@@ -258,6 +245,32 @@ pub(crate) fn lead_scores(
     consulted.sort_unstable();
     consulted.dedup();
     (scores, consulted)
+}
+
+/// A document's lead as [`lead_scores`] weighs it.
+struct Lead {
+    id: Hash128,
+    /// The lead's cosine to the query.
+    similarity: f32,
+    /// Each of the document's chunks with a vector: its cosine with the lead (0 at worst).
+    agreements: HashMap<Hash128, f32>,
+    /// The mean of `agreements`.
+    coherence: f32,
+}
+
+impl Lead {
+    /// `doc`'s lead, when it has one with a vector of the query's length.
+    fn of(live: &LiveState, vectors: Vectors<'_>, doc: &str, chunks: &[Hash128], query: &[f32]) -> Option<Lead> {
+        let id = live.lead(doc)?;
+        let lead_vector = vector_of(live, vectors, &id, query.len())?;
+        let similarity = best_similarity(live, vectors, &id, query)?;
+        let agreements: HashMap<Hash128, f32> = chunks
+            .iter()
+            .filter_map(|c| Some((*c, dot(vector_of(live, vectors, c, query.len())?, lead_vector).max(0.0))))
+            .collect();
+        let coherence = agreements.values().sum::<f32>() / agreements.len().max(1) as f32;
+        Some(Lead { id, similarity, agreements, coherence })
+    }
 }
 
 /// The chunk's first live vector of length `dim`.
