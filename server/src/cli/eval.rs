@@ -132,6 +132,7 @@ pub(super) fn context_table(report: &ContextReport) -> String {
         "{} — {} documents, {} questions, {} passages asked ({:.1} placed on average)\n\
          context recall (a relevant passage in the prompt)   {}\n\
          an extractive answer cites a relevant passage       {}\n\
+         first relevant passage at place                     {}\n\
          prompt: median {:.0} tokens, prepared in a median {:.0} ms\n",
         report.set,
         report.documents,
@@ -140,8 +141,26 @@ pub(super) fn context_table(report: &ContextReport) -> String {
         report.passages,
         report.context_recall,
         report.extractive_cites_relevant,
+        places(report),
         report.prompt_tokens,
         report.prepare_ms
+    )
+}
+
+/// Where the prompts' first relevant passages stand: the share of questions
+/// at places 1, 2 and 3, then further down, then nowhere.
+fn places(report: &ContextReport) -> String {
+    let total = report.first_relevant.len().max(1) as f64;
+    let share = |keep: &dyn Fn(Option<usize>) -> bool| {
+        100.0 * report.first_relevant.iter().filter(|(_, at, _)| keep(*at)).count() as f64 / total
+    };
+    format!(
+        "1: {:.0}%, 2: {:.0}%, 3: {:.0}%, later: {:.0}%, none: {:.0}%",
+        share(&|at| at == Some(1)),
+        share(&|at| at == Some(2)),
+        share(&|at| at == Some(3)),
+        share(&|at| at.is_some_and(|a| a > 3)),
+        share(&|at| at.is_none()),
     )
 }
 

@@ -255,6 +255,19 @@ fn eval_rag_context_only_builds_every_prompt_without_generating() {
     let first = report["first_relevant"].as_array().unwrap();
     assert_eq!(first.len(), 12);
     assert!(first.iter().filter(|f| f[1] == 1).count() >= 10, "the topic's document placed first: {report}");
+    // The table gives the same places as the report, as shares of the questions.
+    let share = |keep: &dyn Fn(&serde_json::Value) -> bool| {
+        (100.0 * first.iter().filter(|f| keep(&f[1])).count() as f64 / 12.0).round()
+    };
+    let places = format!(
+        "1: {}%, 2: {}%, 3: {}%, later: {}%, none: {}%",
+        share(&|at| *at == 1),
+        share(&|at| *at == 2),
+        share(&|at| *at == 3),
+        share(&|at| at.as_u64().is_some_and(|a| a > 3)),
+        share(&|at| at.is_null()),
+    );
+    assert!(stdout.contains(&format!("first relevant passage at place                     {places}")), "{stdout}");
     // Three focused passages of at most 24 tokens each, and the question and instructions.
     assert!(report["prompt_tokens"].as_f64().unwrap() < 220.0, "{report}");
     assert!(evaluations.iter().all(|r| r.kind == "rag-context" && r.queries == 12), "{evaluations:?}");
