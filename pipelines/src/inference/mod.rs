@@ -2,7 +2,9 @@
 //!
 //! | file | what it owns |
 //! |---|---|
-//! | `rag.rs` | the RAG steps: self-query, expansion, retrieval, fusion, rerank, prompt, generation, citations |
+//! | `rag.rs` | the RAG steps in order: self-query, expansion, retrieval, fusion, rerank, prompt, generation, citations |
+//! | `query.rs` | the question's side: the filters it names (self-query), the generator's rephrasings (expansion) |
+//! | `prompt.rs` | the prompt's numbered passages within the generator's budget, the citations the answer's markers name |
 //! | `passages.rs` | which candidates the prompt holds (rerank fusion, spread over documents) and each cut to its closest sentences |
 //! | `grounding.rs` | each answer sentence cited by the passages that support it, or dropped; extractive fallback |
 //! | `combine.rs` | the queries of concurrent requests embedded in one batch |
@@ -15,6 +17,8 @@ mod combine;
 pub mod generator;
 pub mod grounding;
 mod passages;
+mod prompt;
+mod query;
 pub mod rag;
 pub mod replica;
 pub mod subscriptions;

@@ -22,15 +22,19 @@ use std::sync::Arc;
 
 use twinflow_dataflow::Embedder;
 use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
-use twinflow_schemas::api::{Citation, CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit};
+use twinflow_schemas::api::{CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit};
 use twinflow_schemas::config::{AnswerMode, Fusion, GroundingMode, RagConfig, Rerank};
-use twinflow_schemas::{DocumentKind, Hash128};
+use twinflow_schemas::Hash128;
 use twinflow_sinks::{Store, reciprocal_rank};
 use unicode_segmentation::UnicodeSegmentation;
 
 use super::generator::LazyGenerator;
 use super::grounding;
 use super::passages::{focus, fuse_with_similarity, score_sentences, spread_over_documents};
+use super::prompt::{assemble, citations};
+pub use super::prompt::cited_markers;
+use super::query::expand;
+pub use super::query::self_query;
 use super::traces::Traces;
 
 /// The instructions every answer is generated under.
@@ -38,11 +42,10 @@ const INSTRUCTIONS: &str = "You answer questions in at most three sentences, usi
 context passages. After each sentence, cite the passages it uses by their numbers in square brackets, \
 like [1]. If the passages do not contain the answer, say that you do not know.";
 
-/// Tokens kept free for the chat template's markup: per message, per passage (BPE
-/// merges across passage boundaries), and in all.
+/// Tokens kept free for the chat template's markup: per message and in all
+/// (per passage: `prompt.rs`).
 const TEMPLATE_MARGIN: usize = 32;
 const PER_MESSAGE: usize = 8;
-const PER_PASSAGE: usize = 4;
 
 /// What a caller asks of one answer.
 #[derive(Clone, Debug)]
@@ -447,31 +450,6 @@ impl Prepared {
     }
 }
 
-/// The citations of the prompt's passages; `cited` marks those the answer cites.
-fn citations(placed: &[(f32, SearchHit)], cited: &[usize]) -> Vec<Citation> {
-    placed
-        .iter()
-        .enumerate()
-        .map(|(i, (score, hit))| {
-            let source = hit.sources.first();
-            Citation {
-                marker: i + 1,
-                cited: cited.contains(&(i + 1)),
-                chunk_id: hit.chunk_id,
-                doc_id: source.map(|s| s.doc_id.clone()).unwrap_or_default(),
-                title: source.map(|s| s.title.clone()).unwrap_or_default(),
-                url: source.map(|s| s.url.clone()).unwrap_or_default(),
-                author: source.map(|s| s.author.clone()).unwrap_or_default(),
-                char_start: source.map_or(0, |s| s.char_start),
-                char_end: source.map_or(0, |s| s.char_end),
-                page_start: source.and_then(|s| s.page_start),
-                page_end: source.and_then(|s| s.page_end),
-                score: *score,
-            }
-        })
-        .collect()
-}
-
 /// `generator`'s answer to `messages`, stopped before sentence
 /// `max_sentences + 1` begins (0: no limit); of the piece that begins it,
 /// only what comes before is passed to `on_text` and kept.
@@ -515,173 +493,6 @@ fn sentence_starts(text: &str) -> Vec<usize> {
         .filter(|(_, piece)| piece.unicode_words().any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2))
         .map(|(at, piece)| at + (piece.len() - piece.trim_start().len()))
         .collect()
-}
-
-/// Filters a question names: an author of the live documents (full name, or
-/// a surname that only one author has) and a kind ("articles", "posts",
-/// "code"). Ambiguous mentions give no filter.
-pub fn self_query(question: &str, authors: &[(String, usize)], kinds: &[(DocumentKind, usize)]) -> SearchFilter {
-    // Possessives count as the name: "Lincoln's" is "lincoln".
-    let words: Vec<String> = question
-        .split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '\u{2019}')
-        .map(|w| w.trim_end_matches("'s").trim_end_matches("\u{2019}s").trim_matches(['\'', '\u{2019}']))
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
-    let text = words.join(" ");
-    let contains_phrase = |phrase: &str| {
-        let phrase: Vec<String> =
-            phrase.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
-        !phrase.is_empty() && format!(" {text} ").contains(&format!(" {} ", phrase.join(" ")))
-    };
-    let mut filter = SearchFilter::default();
-    let full: Vec<&String> = authors.iter().map(|(a, _)| a).filter(|a| contains_phrase(a)).collect();
-    let author = if full.len() == 1 {
-        Some(full[0].clone())
-    } else if full.is_empty() {
-        // Surnames (the last word of a name, at least 3 letters) that only one author has.
-        let surname = |a: &str| a.split_whitespace().last().map(str::to_lowercase).filter(|s| s.chars().count() >= 3);
-        let mut by_surname: HashMap<String, Vec<&String>> = HashMap::new();
-        for (a, _) in authors {
-            if let Some(s) = surname(a) {
-                by_surname.entry(s).or_default().push(a);
-            }
-        }
-        let named: Vec<&Vec<&String>> = by_surname.iter().filter(|(s, _)| words.contains(s)).map(|(_, a)| a).collect();
-        match named.as_slice() {
-            [only] if only.len() == 1 => Some(only[0].clone()),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    filter.author = author;
-    let kind_words: [(&[&str], DocumentKind); 3] = [
-        (&["article", "articles", "essay", "essays"], DocumentKind::Article),
-        (&["post", "posts", "tweet", "tweets"], DocumentKind::Post),
-        (&["code", "repository", "repositories", "repo", "repos"], DocumentKind::Repository),
-    ];
-    let named_kinds: Vec<DocumentKind> = kind_words
-        .iter()
-        .filter(|(ws, _)| ws.iter().any(|w| words.iter().any(|x| x == w)))
-        .map(|(_, k)| *k)
-        .filter(|k| kinds.iter().any(|(have, n)| have == k && *n > 0))
-        .collect();
-    // Only a kind the index has, and only when it is not the only kind (then it filters nothing).
-    if let [kind] = named_kinds.as_slice()
-        && kinds.iter().filter(|(_, n)| *n > 0).count() > 1
-    {
-        filter.kind = Some(*kind);
-    }
-    filter
-}
-
-/// Up to `n` rephrasings of `question` written by the generator (none if it fails).
-fn expand(generator: &dyn Generator, question: &str, n: usize) -> Vec<String> {
-    let messages = [
-        ChatMessage::new("system", "You rewrite questions for a search engine."),
-        ChatMessage::new(
-            "user",
-            format!("Write {n} different ways to ask this question, one per line, without numbering:\n{question}"),
-        ),
-    ];
-    let params = GenerateParams { max_tokens: 40 * n, ..GenerateParams::default() };
-    let text = match generator.generate(&messages, &params, &mut |_| ControlFlow::Continue(())) {
-        Ok(generation) => generation.text,
-        Err(e) => {
-            tracing::warn!(target: "rag", error = %e, "query expansion failed; searching the question alone");
-            return Vec::new();
-        }
-    };
-    let mut variants: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let line =
-            line.trim().trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '.' | ')' | '-' | '*' | ' '));
-        let line = line.trim().trim_matches('"').trim();
-        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-        if line.len() >= 8 && !same(line, question) && !variants.iter().any(|v| same(v, line)) {
-            variants.push(line.to_owned());
-        }
-        if variants.len() == n {
-            break;
-        }
-    }
-    variants
-}
-
-/// The numbered passages that fit in `budget` tokens, best first; the last
-/// one is cut (at a word) to fit when a whole one does not.
-fn assemble(
-    generator: &dyn Generator,
-    candidates: &[(f32, SearchHit)],
-    budget: usize,
-) -> (String, Vec<(f32, SearchHit)>) {
-    let mut context = String::new();
-    let mut used = 0;
-    let mut placed = Vec::new();
-    for (score, hit) in candidates {
-        let heading = heading(placed.len() + 1, hit.sources.first());
-        let passage = format!("{heading}{}\n\n", hit.text.trim());
-        let cost = generator.count_tokens(&passage) + PER_PASSAGE;
-        if used + cost <= budget {
-            used += cost;
-            context.push_str(&passage);
-            placed.push((*score, hit.clone()));
-            continue;
-        }
-        // Cut this passage to what is left, if enough is left to be useful.
-        let left = budget - used;
-        if left >= 48 {
-            let words: Vec<&str> = hit.text.split_whitespace().collect();
-            let (mut lo, mut hi) = (0, words.len());
-            while lo < hi {
-                let mid = (lo + hi).div_ceil(2);
-                let cut = format!("{heading}{} …\n\n", words[..mid].join(" "));
-                if generator.count_tokens(&cut) + PER_PASSAGE <= left { lo = mid } else { hi = mid - 1 }
-            }
-            if lo > 0 {
-                context.push_str(&format!("{heading}{} …\n\n", words[..lo].join(" ")));
-                placed.push((*score, hit.clone()));
-            }
-        }
-        break;
-    }
-    (context, placed)
-}
-
-/// A passage's heading in the prompt: its marker, its document's title, the
-/// author, and the pages of a paged document (`[2] Report (Ada), pp. 3–4`).
-fn heading(marker: usize, source: Option<&twinflow_schemas::api::ChunkSource>) -> String {
-    let Some(source) = source else { return format!("[{marker}]\n") };
-    let mut heading = format!("[{marker}] {}", source.title);
-    if !source.author.is_empty() {
-        heading.push_str(&format!(" ({})", source.author));
-    }
-    match (source.page_start, source.page_end) {
-        (Some(first), Some(last)) if last > first => heading.push_str(&format!(", pp. {first}\u{2013}{last}")),
-        (Some(page), _) => heading.push_str(&format!(", p. {page}")),
-        _ => {}
-    }
-    heading.push('\n');
-    heading
-}
-
-/// The numbers `n` of every `[n]` (also `[n, m]`, `[n][m]`) in `answer`.
-pub fn cited_markers(answer: &str) -> Vec<usize> {
-    let mut markers = Vec::new();
-    let mut rest = answer;
-    while let Some(open) = rest.find('[') {
-        rest = &rest[open + 1..];
-        let Some(close) = rest.find(']') else { break };
-        let inside = &rest[..close];
-        if grounding::is_marker(inside) {
-            markers.extend(inside.split(',').filter_map(|p| p.trim().parse::<usize>().ok()));
-        }
-        rest = &rest[close + 1..];
-    }
-    markers.sort_unstable();
-    markers.dedup();
-    markers
 }
 
 #[cfg(test)]
@@ -731,26 +542,6 @@ mod tests {
     }
 
     #[test]
-    fn passage_headings_name_the_title_the_author_and_the_pages() {
-        let source = |author: &str, pages: Option<(u32, u32)>| twinflow_schemas::api::ChunkSource {
-            doc_id: "file:report.pdf".into(),
-            ordinal: 0,
-            char_start: 0,
-            char_end: 1,
-            page_start: pages.map(|p| p.0),
-            page_end: pages.map(|p| p.1),
-            title: "Report".into(),
-            url: String::new(),
-            author: author.into(),
-            kind: twinflow_schemas::DocumentKind::Article,
-        };
-        assert_eq!(heading(2, Some(&source("Ada", Some((3, 4))))), "[2] Report (Ada), pp. 3\u{2013}4\n");
-        assert_eq!(heading(1, Some(&source("", Some((5, 5))))), "[1] Report, p. 5\n");
-        assert_eq!(heading(1, Some(&source("Ada", None))), "[1] Report (Ada)\n");
-        assert_eq!(heading(3, None), "[3]\n");
-    }
-
-    #[test]
     fn generation_stops_before_the_sentence_past_the_limit() {
         let text = "Boats float [1]. They carry goods [2].\nRivers flow. Seas are deep.";
         let generate = |max: usize| {
@@ -773,29 +564,4 @@ mod tests {
         assert_eq!(sentence_starts("Done [2]. [3] "), [0], "markers alone belong to the sentence before");
     }
 
-    #[test]
-    fn markers_are_read_from_brackets_only() {
-        assert_eq!(cited_markers("Paris [1], and also [2, 3][3]. Not [a] or [ ]."), vec![1, 2, 3]);
-        assert!(cited_markers("no citations [here").is_empty());
-    }
-
-    #[test]
-    fn self_query_finds_unambiguous_authors_and_kinds() {
-        let authors = vec![
-            ("Abraham Lincoln".to_owned(), 4),
-            ("Theodore Roosevelt".to_owned(), 8),
-            ("Franklin D. Roosevelt".to_owned(), 12),
-        ];
-        let kinds = vec![(DocumentKind::Article, 20), (DocumentKind::Post, 4)];
-        let f = self_query("What was Lincoln's view of the union?", &authors, &kinds);
-        assert_eq!(f.author.as_deref(), Some("Abraham Lincoln"));
-        // Two Roosevelts: the surname alone is ambiguous; the full name is not.
-        assert_eq!(self_query("What did Roosevelt think of banks?", &authors, &kinds).author, None);
-        let f = self_query("In his posts, what did Franklin D. Roosevelt say?", &authors, &kinds);
-        assert_eq!(f.author.as_deref(), Some("Franklin D. Roosevelt"));
-        assert_eq!(f.kind, Some(DocumentKind::Post));
-        // A kind the index lacks filters nothing.
-        assert_eq!(self_query("show me the code", &authors, &kinds).kind, None);
-        assert!(self_query("taxes and tariffs", &authors, &kinds).is_empty());
-    }
 }
