@@ -2,9 +2,11 @@
 //! committed epoch, grouped by key so search can find a chunk's vectors,
 //! occurrences and documents without scanning.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use parking_lot::Mutex;
 use twinflow_schemas::{ChunkRow, DocumentRow, EmbeddingRow, EpochUpdates, Hash128, InstructRow, TableName};
 
 use crate::convert::{TableRow, change_batch, rows_to_batch};
@@ -123,6 +125,33 @@ pub(crate) struct LiveState {
     /// multiplicities; kept with `chunks`. The chunk at ordinal 0 is the
     /// document's lead: what the whole document is about.
     by_doc: HashMap<String, HashMap<(Hash128, u32), i64>>,
+    /// What hybrid search reads of a document that no query changes, by
+    /// document and vector length, computed on first use; a document's
+    /// entries go when its chunks or their vectors change, all of them when
+    /// the projection does ([`forget_leads`](Self::forget_leads)).
+    leads: Mutex<HashMap<(String, usize), Option<Arc<DocumentLead>>>>,
+}
+
+/// A document's lead (its chunk at ordinal 0) as hybrid search weighs it,
+/// apart from the query: each of the document's chunks (sorted) with its
+/// cosine to the lead (0 at worst; `None` without a vector of the length),
+/// and `coherence`, the mean of those cosines.
+#[derive(Debug)]
+pub(crate) struct DocumentLead {
+    pub(crate) id: Hash128,
+    pub(crate) chunks: Vec<(Hash128, Option<f32>)>,
+    pub(crate) coherence: f32,
+}
+
+impl DocumentLead {
+    /// `chunk`'s cosine with the lead (1 for the lead itself).
+    pub(crate) fn agreement(&self, chunk: &Hash128) -> Option<f32> {
+        if *chunk == self.id {
+            return Some(1.0);
+        }
+        let at = self.chunks.binary_search_by(|(id, _)| id.cmp(chunk)).ok()?;
+        self.chunks[at].1
+    }
 }
 
 impl LiveState {
@@ -133,7 +162,7 @@ impl LiveState {
         embeddings: Multiset<EmbeddingRow>,
         instruct: Multiset<InstructRow>,
     ) -> Self {
-        let mut live = Self { documents, chunks, embeddings, instruct, by_doc: HashMap::new() };
+        let mut live = Self { documents, chunks, embeddings, instruct, by_doc: HashMap::new(), leads: Mutex::default() };
         let rows: Vec<(String, Hash128, u32, i64)> = live
             .chunks
             .groups()
@@ -181,6 +210,8 @@ impl LiveState {
     pub(crate) fn apply(&mut self, mut updates: EpochUpdates, epoch: u64) {
         let rows: Vec<(String, Hash128, u32, i64)> =
             updates.chunks.iter().map(|(c, n)| (c.doc_id.clone(), c.chunk_id, c.ordinal, *n)).collect();
+        let vectors_changed: Vec<Hash128> = updates.embeddings.iter().map(|(e, _)| e.chunk_id).collect();
+        let mut changed: BTreeSet<String> = rows.iter().map(|(doc, ..)| doc.clone()).collect();
         for (doc, id, ordinal, n) in rows {
             self.note_chunk(doc, id, ordinal, n);
         }
@@ -188,6 +219,33 @@ impl LiveState {
         self.chunks.apply_all(&mut updates, epoch);
         self.embeddings.apply_all(&mut updates, epoch);
         self.instruct.apply_all(&mut updates, epoch);
+        changed.extend(vectors_changed.iter().flat_map(|id| self.chunks.present(id).map(|c| c.doc_id.clone())));
+        if !changed.is_empty() {
+            self.leads.get_mut().retain(|(doc, _), _| !changed.contains(doc));
+        }
+    }
+
+    /// Drops every document's cached lead: the vectors it was computed from
+    /// are no longer the ones search reads (another projection).
+    pub(crate) fn forget_leads(&mut self) {
+        self.leads.get_mut().clear();
+    }
+
+    /// `doc_id`'s lead for vectors of length `dim`, from the cache or made
+    /// by `make` (outside the cache's lock) and kept.
+    pub(crate) fn document_lead(
+        &self,
+        doc_id: &str,
+        dim: usize,
+        make: impl FnOnce() -> Option<DocumentLead>,
+    ) -> Option<Arc<DocumentLead>> {
+        let key = (doc_id.to_owned(), dim);
+        if let Some(cached) = self.leads.lock().get(&key) {
+            return cached.clone();
+        }
+        let made = make().map(Arc::new);
+        self.leads.lock().insert(key, made.clone());
+        made
     }
 
     /// Live rows of `table`.

@@ -10,12 +10,13 @@
 //! break ties by `chunk_id`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use twinflow_schemas::api::{ChunkSource, SearchFilter, SearchHit};
 use twinflow_schemas::{DocumentKind, EmbeddingRow, Hash128};
 
 use crate::error::Result;
-use crate::live::LiveState;
+use crate::live::{DocumentLead, LiveState};
 use crate::vector_index::ShardedVectors;
 
 /// Where a search reads each row's vector: the stored (base) vector, or its
@@ -199,9 +200,9 @@ pub(crate) fn hit(live: &LiveState, chunk_id: Hash128, score: f32, passes: &dyn 
 /// document's (from 1), `agreement` the candidate's cosine with that lead
 /// and `coherence` the mean cosine of the document's chunks with it (each 0
 /// at worst): a lead speaks for the passages on its subject, and for a
-/// document only as far as the document keeps to that subject. Also every
-/// chunk of those documents, so that a standing question can tell when a
-/// change may move it.
+/// document only as far as the document keeps to that subject. Also, when
+/// `with_chunks`, every chunk of those documents, so that a standing
+/// question can tell when a change may move it.
 pub(crate) fn lead_scores(
     live: &LiveState,
     vectors: Vectors<'_>,
@@ -209,23 +210,25 @@ pub(crate) fn lead_scores(
     candidates: &[Hash128],
     passes: &dyn Fn(&str) -> bool,
     (weight, rrf_k): (f32, f32),
+    with_chunks: bool,
 ) -> (HashMap<Hash128, f32>, Vec<Hash128>) {
     let mut docs_of: Vec<(Hash128, Vec<&str>)> = Vec::with_capacity(candidates.len());
-    let mut leads: HashMap<&str, Option<Lead>> = HashMap::new();
-    let mut consulted = Vec::new();
+    // Each candidate document's lead (made once per document and projection,
+    // then cached) and the lead's cosine to the query.
+    let mut leads: HashMap<&str, Option<(Arc<DocumentLead>, f32)>> = HashMap::new();
     for id in candidates {
         let docs: Vec<&str> = live.chunks.present(id).map(|c| c.doc_id.as_str()).filter(|d| passes(d)).collect();
         for doc in &docs {
             leads.entry(doc).or_insert_with(|| {
-                let chunks = live.chunks_of(doc);
-                consulted.extend_from_slice(&chunks);
-                Lead::of(live, vectors, doc, &chunks, query)
+                let lead = live.document_lead(doc, query.len(), || document_lead(live, vectors, doc, query.len()))?;
+                let similarity = best_similarity(live, vectors, &lead.id, query)?;
+                Some((lead, similarity))
             });
         }
         docs_of.push((*id, docs));
     }
     let mut ranked: Vec<(f32, &str)> =
-        leads.iter().filter_map(|(doc, lead)| lead.as_ref().map(|lead| (lead.similarity, *doc))).collect();
+        leads.iter().filter_map(|(doc, lead)| lead.as_ref().map(|(_, similarity)| (*similarity, *doc))).collect();
     ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     let place: HashMap<&str, usize> = ranked.iter().enumerate().map(|(i, (_, doc))| (*doc, i + 1)).collect();
     let mut scores = HashMap::with_capacity(docs_of.len());
@@ -233,44 +236,42 @@ pub(crate) fn lead_scores(
         let best = docs
             .iter()
             .filter_map(|doc| {
-                let lead = leads[doc].as_ref()?;
-                let agreement = if lead.id == id { 1.0 } else { *lead.agreements.get(&id)? };
-                Some(weight * lead.coherence * agreement / (rrf_k + place[doc] as f32))
+                let (lead, _) = leads[doc].as_ref()?;
+                Some(weight * lead.coherence * lead.agreement(&id)? / (rrf_k + place[doc] as f32))
             })
             .max_by(f32::total_cmp);
         if let Some(score) = best {
             scores.insert(id, score);
         }
     }
-    consulted.sort_unstable();
-    consulted.dedup();
+    let mut consulted = Vec::new();
+    if with_chunks {
+        // Every chunk of the documents looked at, those without a lead too.
+        for doc in leads.keys() {
+            match &leads[doc] {
+                Some((lead, _)) => consulted.extend(lead.chunks.iter().map(|(id, _)| *id)),
+                None => consulted.extend(live.chunks_of(doc)),
+            }
+        }
+        consulted.sort_unstable();
+        consulted.dedup();
+    }
     (scores, consulted)
 }
 
-/// A document's lead as [`lead_scores`] weighs it.
-struct Lead {
-    id: Hash128,
-    /// The lead's cosine to the query.
-    similarity: f32,
-    /// Each of the document's chunks with a vector: its cosine with the lead (0 at worst).
-    agreements: HashMap<Hash128, f32>,
-    /// The mean of `agreements`.
-    coherence: f32,
-}
-
-impl Lead {
-    /// `doc`'s lead, when it has one with a vector of the query's length.
-    fn of(live: &LiveState, vectors: Vectors<'_>, doc: &str, chunks: &[Hash128], query: &[f32]) -> Option<Lead> {
-        let id = live.lead(doc)?;
-        let lead_vector = vector_of(live, vectors, &id, query.len())?;
-        let similarity = best_similarity(live, vectors, &id, query)?;
-        let agreements: HashMap<Hash128, f32> = chunks
-            .iter()
-            .filter_map(|c| Some((*c, dot(vector_of(live, vectors, c, query.len())?, lead_vector).max(0.0))))
-            .collect();
-        let coherence = agreements.values().sum::<f32>() / agreements.len().max(1) as f32;
-        Some(Lead { id, similarity, agreements, coherence })
-    }
+/// `doc`'s lead apart from any query, when it has one with a vector of
+/// length `dim` (see [`DocumentLead`]).
+fn document_lead(live: &LiveState, vectors: Vectors<'_>, doc: &str, dim: usize) -> Option<DocumentLead> {
+    let id = live.lead(doc)?;
+    let lead_vector = vector_of(live, vectors, &id, dim)?;
+    let chunks: Vec<(Hash128, Option<f32>)> = live
+        .chunks_of(doc)
+        .into_iter()
+        .map(|c| (c, vector_of(live, vectors, &c, dim).map(|v| dot(v, lead_vector).max(0.0))))
+        .collect();
+    let agreements: Vec<f32> = chunks.iter().filter_map(|(_, a)| *a).collect();
+    let coherence = agreements.iter().sum::<f32>() / agreements.len().max(1) as f32;
+    Some(DocumentLead { id, chunks, coherence })
 }
 
 /// The chunk's first live vector of length `dim`.

@@ -62,6 +62,7 @@ impl Store {
         let mut state = self.state.write();
         std::mem::swap(&mut state.vectors, &mut index);
         state.projected = projected;
+        state.live.forget_leads();
         tracing::info!(
             epoch = state.committed,
             projection = projection.as_ref().map(|p| p.id()).unwrap_or("none"),

@@ -114,7 +114,7 @@ impl Store {
         mode: SearchMode,
         exact: bool,
     ) -> Result<(u64, Vec<SearchHit>)> {
-        let ranked = self.search_ranked(text, vector, k, filter, mode, exact)?;
+        let ranked = self.rank(text, vector, k, filter, mode, exact, false)?;
         Ok((ranked.epoch, ranked.hits))
     }
 
@@ -128,6 +128,22 @@ impl Store {
         filter: &SearchFilter,
         mode: SearchMode,
         exact: bool,
+    ) -> Result<Ranked> {
+        self.rank(text, vector, k, filter, mode, exact, true)
+    }
+
+    /// The search of both, listing the chunks of the documents whose leads
+    /// it consulted only `with_documents_chunks` (a plain search has no use for them).
+    #[allow(clippy::too_many_arguments)]
+    fn rank(
+        &self,
+        text: &str,
+        vector: &[f32],
+        k: usize,
+        filter: &SearchFilter,
+        mode: SearchMode,
+        exact: bool,
+        with_documents_chunks: bool,
     ) -> Result<Ranked> {
         let state = self.state.read();
         let live = &state.live;
@@ -190,6 +206,7 @@ impl Store {
                         &candidates,
                         &passes,
                         (lead_weight, rrf_k),
+                        with_documents_chunks,
                     );
                     for (id, score) in &mut fused {
                         *score += added.get(id).copied().unwrap_or(0.0);

@@ -196,6 +196,70 @@ async fn hybrid_adds_each_candidates_document_ranked_by_its_lead() {
     assert!(reordered > 0, "the leads moved no ranking: the test shows nothing");
 }
 
+/// Stretches the second component: cosines between chunks change under it
+/// (a permutation would keep them), so a document's lead must be weighed again.
+#[derive(Debug)]
+struct Stretch;
+
+impl twinflow_sinks::VectorProjection for Stretch {
+    fn id(&self) -> &str {
+        "stretch"
+    }
+    fn project(&self, vector: &[f32]) -> Vec<f32> {
+        let mut out = vector.to_vec();
+        out[1] *= 3.0;
+        let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-9);
+        out.iter().map(|v| v / norm).collect()
+    }
+}
+
+/// Documents' leads are cached between searches: a store that searched
+/// after every epoch (and then switched projection) answers exactly as one
+/// that committed the same epochs and searches for the first time.
+#[tokio::test]
+async fn cached_leads_follow_every_epoch_and_projection() {
+    use twinflow_schemas::api::{SearchFilter, SearchMode};
+
+    let led = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 0.5, lead_weight: 2.0, rrf_k: 1.0 };
+    let texts = ["alpha two", "shared text", "gamma", "delta", "beta"];
+    let answers = |store: &Store| -> Vec<(Vec<(Hash128, f32)>, Vec<Hash128>)> {
+        texts
+            .iter()
+            .map(|text| {
+                let ranked = store.search_ranked(text, &vector_of(text), 10, &SearchFilter::default(), led, true).unwrap();
+                (ranked.hits.iter().map(|h| (h.chunk_id, h.score)).collect(), ranked.documents_chunks)
+            })
+            .collect()
+    };
+    let epochs = scenario();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), DIM).unwrap();
+    let mut differed = 0;
+    let mut before = answers(&store);
+    for upto in 1..=epochs.len() {
+        let (epoch, parts) = &epochs[upto - 1];
+        store.commit(EpochCommit::new(*epoch, parts.clone())).unwrap();
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = Store::open(fresh_dir.path(), DIM).unwrap();
+        commit_all(&fresh, &mut Oracle::default(), &epochs[..upto]);
+        let now = answers(&store);
+        assert_eq!(now, answers(&fresh), "after epoch {epoch}");
+        differed += usize::from(now != before);
+        before = now;
+    }
+    assert!(differed >= 3, "the epochs moved the answers only {differed} times: the test shows nothing");
+
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = Store::open(fresh_dir.path(), DIM).unwrap();
+    commit_all(&fresh, &mut Oracle::default(), &epochs);
+    for store in [&store, &fresh] {
+        store.set_projection(Some(Arc::new(Stretch))).unwrap();
+    }
+    let projected = answers(&store);
+    assert_ne!(projected, before, "the projection moved nothing: the test shows nothing");
+    assert_eq!(projected, answers(&fresh), "after the projection switch");
+}
+
 #[tokio::test]
 async fn ties_are_broken_by_chunk_id() {
     let dir = tempfile::tempdir().unwrap();
