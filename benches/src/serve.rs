@@ -117,7 +117,8 @@ pub fn search_load(bench: &LoadBench) -> anyhow::Result<Value> {
         .collect();
     let queries = Arc::new(queries);
     let mut modes = Vec::new();
-    for mode in ["hybrid", "vector", "bm25"] {
+    // The default fusion, then the same without the documents' leads: what they cost.
+    for mode in ["hybrid", "hybrid&lead_weight=0", "vector", "bm25"] {
         modes.push(load_mode(&base, mode, bench, &queries)?);
     }
     let churn = churn(&base, &client, bench, &queries, &docs[..20])?;
@@ -169,11 +170,20 @@ struct Load {
 }
 
 impl Load {
+    /// `mode` is `/v1/search`'s `mode`, optionally followed by more of its
+    /// parameters: `hybrid&lead_weight=0`.
     fn start(base: &str, mode: &str, clients: usize, queries: &Arc<Vec<String>>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let mut parts = mode.split('&');
+        let name = parts.next().unwrap_or("hybrid").to_owned();
+        let extra: Vec<(String, String)> = parts
+            .filter_map(|p| p.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
         let threads = (0..clients)
             .map(|c| {
-                let (base, mode, queries, stop) = (base.to_owned(), mode.to_owned(), queries.clone(), stop.clone());
+                let (base, mode, extra, queries, stop) =
+                    (base.to_owned(), name.clone(), extra.clone(), queries.clone(), stop.clone());
                 std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
                     let http = http(Duration::from_secs(60))?;
                     let (mut latencies, mut errors) = (Vec::new(), 0);
@@ -185,6 +195,7 @@ impl Load {
                         let response = http
                             .get(format!("{base}/v1/search"))
                             .query(&[("q", q.as_str()), ("k", "10"), ("mode", &mode)])
+                            .query(&extra)
                             .send()?;
                         if response.status().is_success() {
                             response.bytes()?;

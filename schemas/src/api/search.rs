@@ -7,7 +7,7 @@ use crate::ids::Hash128;
 use crate::records::DocumentKind;
 
 /// Query of `GET /v1/search`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SearchQuery {
     pub q: String,
     #[serde(default = "default_k")]
@@ -34,6 +34,19 @@ pub struct SearchQuery {
     /// `vector` (cosine) or `bm25` (full text).
     #[serde(default)]
     pub mode: Option<String>,
+    /// Hybrid only: this request's weight of the vector ranking, in place of
+    /// the active retrieval setting's (as are the three below, each one given).
+    #[serde(default)]
+    pub vector_weight: Option<f32>,
+    /// Hybrid only: the BM25 ranking's weight for this request.
+    #[serde(default)]
+    pub bm25_weight: Option<f32>,
+    /// Hybrid only: the documents' leads' weight for this request (0: none).
+    #[serde(default)]
+    pub lead_weight: Option<f32>,
+    /// Hybrid only: reciprocal-rank fusion's `k` for this request.
+    #[serde(default)]
+    pub rrf_k: Option<f32>,
     /// Scan every vector instead of asking the HNSW index (slow on large
     /// indexes; for measuring recall).
     #[serde(default)]

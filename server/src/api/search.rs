@@ -1,7 +1,9 @@
 //! `GET /v1/search?q=&k=[&mode=&author=&kind=&source=&doc_id=&since=&until=]`:
 //! hybrid search (cosine over the live embeddings — HNSW, or an exact scan for
 //! small candidate sets or with `exact=true` — and BM25 over the chunk texts,
-//! fused by reciprocal rank; `mode=vector|bm25` for one of them)
+//! fused by reciprocal rank with the active retrieval setting's weights, or
+//! those the request gives: `vector_weight`, `bm25_weight`, `lead_weight`,
+//! `rrf_k`; `mode=vector|bm25` for one of them)
 //! at the last committed epoch (or `as_of=` a past one, within the
 //! time-travel window), with provenance and the `as_of` epoch; the
 //! metadata filters apply inside both searches, before the top `k` is taken.
@@ -20,6 +22,53 @@ use crate::app::App;
 
 /// Largest `k` accepted.
 pub const MAX_K: usize = 1000;
+
+/// Largest fusion weight a request may give.
+pub const MAX_WEIGHT: f32 = 100.0;
+/// Largest `rrf_k` a request may give.
+pub const MAX_RRF_K: f32 = 10_000.0;
+
+/// The fusion parameters `query` gives, by name.
+fn overrides(query: &SearchQuery) -> impl Iterator<Item = (&'static str, f32)> {
+    [
+        ("vector_weight", query.vector_weight),
+        ("bm25_weight", query.bm25_weight),
+        ("lead_weight", query.lead_weight),
+        ("rrf_k", query.rrf_k),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| (name, v)))
+}
+
+/// `active` (a hybrid fusion) with the parameters `query` gives in place
+/// of its own; out-of-range values are a 400.
+fn fused(active: SearchMode, query: &SearchQuery) -> Result<SearchMode, ApiError> {
+    let SearchMode::Hybrid { mut vector_weight, mut bm25_weight, mut lead_weight, mut rrf_k } = active else {
+        return Ok(active);
+    };
+    for (name, value) in overrides(query) {
+        let (in_range, range) = match name {
+            "rrf_k" => (value > 0.0 && value <= MAX_RRF_K, format!("above 0 and at most {MAX_RRF_K}")),
+            _ => ((0.0..=MAX_WEIGHT).contains(&value), format!("between 0 and {MAX_WEIGHT}")),
+        };
+        if !in_range {
+            return Err(ApiError::new(ErrorCode::InvalidQuery, format!("`{name}` must be {range}, not {value}")));
+        }
+        match name {
+            "vector_weight" => vector_weight = value,
+            "bm25_weight" => bm25_weight = value,
+            "lead_weight" => lead_weight = value,
+            _ => rrf_k = value,
+        }
+    }
+    if vector_weight == 0.0 && bm25_weight == 0.0 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "`vector_weight` or `bm25_weight` must be above 0: with both at 0 nothing ranks the candidates",
+        ));
+    }
+    Ok(SearchMode::Hybrid { vector_weight, bm25_weight, lead_weight, rrf_k })
+}
 
 /// Handler of `GET /v1/search`.
 pub async fn search(
@@ -51,7 +100,7 @@ pub async fn search(
         until_ms: query.until,
     };
     let mode = match query.mode.as_deref() {
-        None | Some("hybrid") => app.retrieval.fusion().mode(),
+        None | Some("hybrid") => fused(app.retrieval.fusion().mode(), &query)?,
         Some("vector") => SearchMode::Vector,
         Some("bm25") => SearchMode::Bm25,
         Some(other) => {
@@ -61,6 +110,12 @@ pub async fn search(
             ));
         }
     };
+    if !matches!(mode, SearchMode::Hybrid { .. }) && overrides(&query).next().is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "`vector_weight`, `bm25_weight`, `lead_weight` and `rrf_k` apply to hybrid search only",
+        ));
+    }
     super::fresh::caught_up(&app, query.min_as_of).await?;
     let started = Instant::now();
     let queries = app.queries.clone();

@@ -460,6 +460,24 @@ async fn hybrid_weights_follow_the_config_then_the_active_retrieval_setting() {
         serde_json::from_slice::<RetrievalResponse>(&body).unwrap()
     };
     assert!(fused_as(2.0, 10.0).await, "[search]'s weights");
+    // One request may fuse otherwise: each parameter it gives replaces the active one's.
+    let (own, bm25) = (results("hybrid&bm25_weight=4&rrf_k=7").await, results("bm25").await);
+    assert_eq!(own.iter().map(|h| h.chunk_id).collect::<Vec<_>>(), bm25.iter().map(|h| h.chunk_id).collect::<Vec<_>>());
+    assert!(own.iter().enumerate().all(|(rank, hit)| (hit.score - 4.0 / (7.0 + rank as f32 + 1.0)).abs() < 1e-6));
+    for bad in [
+        "hybrid&rrf_k=0",
+        "hybrid&rrf_k=inf",
+        "hybrid&bm25_weight=-1",
+        "hybrid&bm25_weight=1000",
+        "hybrid&lead_weight=NaN",
+        "hybrid&bm25_weight=0",
+        "hybrid&bm25_weight=two",
+        "vector&bm25_weight=1",
+    ] {
+        let request = Request::get(format!("/v1/search?q=harbour&mode={bad}")).body(Body::empty()).unwrap();
+        expect_error(&app, request, StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery).await;
+    }
+    assert!(fused_as(2.0, 10.0).await, "the next request fuses with [search]'s weights again");
     let listed = retrieval(app.clone()).await;
     assert_eq!((listed.active.as_str(), listed.versions.len()), ("base", 0));
     assert_eq!(listed.fusion, listed.configured);
