@@ -12,20 +12,21 @@
 //!
 //! | file | what it owns |
 //! |---|---|
-//! | `mod.rs` | [`Subscriptions`]: open, create, list, delete, replay, listen; saving; the answers' thread |
+//! | `mod.rs` | [`Subscriptions`]: open, create, list, delete, replay, listen; saving |
 //! | `rounds.rs` | the follower: notices merged, touched subscriptions searched again, events |
+//! | `answers.rs` | standing answers: written again on their own thread when touched, sent as `answer` events |
 //! | `matcher.rs` | which subscriptions a commit can move, decided without searching |
 //! | `persist.rs` | one file per subscription under `<data>/_subscriptions/`, and the epoch followed |
 //! | `webhook.rs` | deliveries to webhooks: HMAC-SHA256 signatures, retries with backoff |
 
+mod answers;
 mod matcher;
 mod persist;
 mod rounds;
 mod webhook;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -282,29 +283,13 @@ impl Subscriptions {
         let weak = Arc::downgrade(&this);
         std::thread::Builder::new()
             .name("twinflow-standing-answers".into())
-            .spawn(move || answer_loop(weak, answer_queue))
+            .spawn(move || answers::answer_loop(weak, answer_queue))
             .map_err(|e| Failure { what: "cannot start the standing answers' thread".into(), source: Box::new(e) })?;
         if this.engine.lock().stale {
             // Searched again at once rather than at the next commit.
             this.round(CommitNotice { epoch: committed, ..CommitNotice::default() });
         }
         Ok(this)
-    }
-
-    /// Writes answers of subscriptions with `answer: true` from now on.
-    pub fn set_answerer(&self, answerer: Answerer) {
-        *self.answerer.write() = Some(answerer);
-        let waiting: Vec<String> = self
-            .engine
-            .lock()
-            .subs
-            .values()
-            .filter(|s| s.spec.asked.answer && s.cited.is_empty())
-            .map(|s| s.spec.id.clone())
-            .collect();
-        for id in waiting {
-            self.queue_answer(&id);
-        }
     }
 
     /// Registers a standing question: searched now (its `initial` event), then
@@ -524,69 +509,6 @@ impl Subscriptions {
         }
     }
 
-    fn queue_answer(&self, id: &str) {
-        if self.answerer.read().is_some() && self.pending_answers.lock().insert(id.to_owned()) {
-            let _ = self.answers.send(id.to_owned());
-        }
-    }
-
-    /// Writes `id`'s answer again and sends it as an `answer` event.
-    fn answer(&self, id: &str) {
-        self.pending_answers.lock().remove(id);
-        let Some(answerer) = self.answerer.read().clone() else { return };
-        let Some(spec) = self.engine.lock().subs.get(id).map(|s| s.spec.clone()) else { return };
-        let response = match answerer(&spec) {
-            Ok(response) => response,
-            Err(e) => {
-                tracing::warn!(subscription = %id, error = %e, "a standing answer could not be written");
-                return;
-            }
-        };
-        let mut cited: Vec<Hash128> = response.citations.iter().filter(|c| c.cited).map(|c| c.chunk_id).collect();
-        if cited.is_empty() {
-            cited = response.citations.iter().map(|c| c.chunk_id).collect();
-        }
-        let mut guard = self.engine.lock();
-        let engine = &mut *guard;
-        let Some(sub) = engine.subs.get_mut(id) else { return };
-        let event = Arc::new(SubscriptionEvent {
-            subscription: id.to_owned(),
-            kind: EventKind::Answer,
-            epoch: response.as_of,
-            hits: Vec::new(),
-            entered: Vec::new(),
-            left: Vec::new(),
-            answer: Some(Box::new(response)),
-            at_ms: now_ms(),
-            committed_at_ms: 0,
-        });
-        sub.cited = cited;
-        if let Some(mut standing) = engine.matcher.get(sub.slot).cloned() {
-            standing.chunks.extend(sub.cited.iter().copied());
-            standing.chunks.sort_unstable();
-            standing.chunks.dedup();
-            engine.matcher.set(sub.slot, standing);
-        }
-        self.record(sub, event.clone());
-        let webhook = sub.spec.asked.webhook.clone();
-        let sub = &engine.subs[id];
-        self.save_sub(sub, engine.matcher.get(sub.slot));
-        engine.stats.events += 1;
-        drop(guard);
-        self.publish(event, webhook.as_ref());
-    }
-}
-
-fn answer_loop(subscriptions: Weak<Subscriptions>, queue: crossbeam_channel::Receiver<String>) {
-    loop {
-        let id = match queue.recv_timeout(Duration::from_secs(1)) {
-            Ok(id) => id,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) if subscriptions.strong_count() > 0 => continue,
-            Err(_) => return,
-        };
-        let Some(subscriptions) = subscriptions.upgrade() else { return };
-        subscriptions.answer(&id);
-    }
 }
 
 fn embed(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>, Failure> {
