@@ -176,10 +176,8 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut parts = mode.split('&');
         let name = parts.next().unwrap_or("hybrid").to_owned();
-        let extra: Vec<(String, String)> = parts
-            .filter_map(|p| p.split_once('='))
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect();
+        let extra: Vec<(String, String)> =
+            parts.filter_map(|p| p.split_once('=')).map(|(key, value)| (key.to_owned(), value.to_owned())).collect();
         let threads = (0..clients)
             .map(|c| {
                 let (base, mode, extra, queries, stop) =

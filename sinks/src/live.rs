@@ -162,7 +162,8 @@ impl LiveState {
         embeddings: Multiset<EmbeddingRow>,
         instruct: Multiset<InstructRow>,
     ) -> Self {
-        let mut live = Self { documents, chunks, embeddings, instruct, by_doc: HashMap::new(), leads: Mutex::default() };
+        let mut live =
+            Self { documents, chunks, embeddings, instruct, by_doc: HashMap::new(), leads: Mutex::default() };
         let rows: Vec<(String, Hash128, u32, i64)> = live
             .chunks
             .groups()

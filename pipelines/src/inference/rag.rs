@@ -22,17 +22,17 @@ use std::sync::Arc;
 
 use twinflow_dataflow::Embedder;
 use twinflow_models::{ChatMessage, Error as ModelError, GenerateParams, Generator};
+use twinflow_schemas::Hash128;
 use twinflow_schemas::api::{CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit};
 use twinflow_schemas::config::{AnswerMode, Fusion, GroundingMode, RagConfig, Rerank};
-use twinflow_schemas::Hash128;
 use twinflow_sinks::{Store, reciprocal_rank};
 use unicode_segmentation::UnicodeSegmentation;
 
 use super::generator::LazyGenerator;
 use super::grounding;
 use super::passages::{focus, fuse_with_similarity, score_sentences, spread_over_documents};
-use super::prompt::{assemble, citations};
 pub use super::prompt::cited_markers;
+use super::prompt::{assemble, citations};
 use super::query::expand;
 pub use super::query::self_query;
 use super::traces::Traces;
@@ -563,5 +563,4 @@ mod tests {
         assert_eq!(sentence_starts("[1] Lone marker. Next one"), [0, 17]);
         assert_eq!(sentence_starts("Done [2]. [3] "), [0], "markers alone belong to the sentence before");
     }
-
 }

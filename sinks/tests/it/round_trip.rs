@@ -226,7 +226,8 @@ async fn cached_leads_follow_every_epoch_and_projection() {
         texts
             .iter()
             .map(|text| {
-                let ranked = store.search_ranked(text, &vector_of(text), 10, &SearchFilter::default(), led, true).unwrap();
+                let ranked =
+                    store.search_ranked(text, &vector_of(text), 10, &SearchFilter::default(), led, true).unwrap();
                 (ranked.hits.iter().map(|h| (h.chunk_id, h.score)).collect(), ranked.documents_chunks)
             })
             .collect()

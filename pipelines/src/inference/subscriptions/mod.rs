@@ -508,7 +508,6 @@ impl Subscriptions {
             tracing::warn!(subscription = %sub.spec.id, error = %crate::failure::error_chain(&e), "a subscription could not be saved");
         }
     }
-
 }
 
 fn embed(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>, Failure> {
