@@ -186,7 +186,7 @@ impl LiveState {
             .min()
     }
 
-    /// `doc_id`'s distinct live chunks, in no particular order.
+    /// `doc_id`'s distinct live chunks, sorted (a [`DocumentLead`] looks its chunks up by binary search).
     pub(crate) fn chunks_of(&self, doc_id: &str) -> Vec<Hash128> {
         let mut ids: Vec<Hash128> =
             self.by_doc.get(doc_id).into_iter().flatten().filter(|(_, n)| **n > 0).map(|((id, _), _)| *id).collect();

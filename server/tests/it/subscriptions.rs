@@ -221,7 +221,7 @@ fn standing_questions_follow_the_changes_that_move_them() {
     let vector = app.queries.embed_batch(&["rivers and boats"]).unwrap().remove(0);
     let ranked = app
         .store
-        .search_ranked("rivers and boats", &vector, 2, &SearchFilter::default(), SearchMode::Vector, true)
+        .search_ranked("rivers and boats", &vector, 2, &SearchFilter::default(), SearchMode::Vector, true, true)
         .unwrap();
     assert_eq!(ranked.epoch, edit);
     assert_eq!(ranked.hits.iter().map(|h| h.chunk_id).collect::<Vec<_>>(), changed.entered);

@@ -114,28 +114,16 @@ impl Store {
         mode: SearchMode,
         exact: bool,
     ) -> Result<(u64, Vec<SearchHit>)> {
-        let ranked = self.rank(text, vector, k, filter, mode, exact, false)?;
+        let ranked = self.search_ranked(text, vector, k, filter, mode, exact, false)?;
         Ok((ranked.epoch, ranked.hits))
     }
 
     /// [`search_mode`](Self::search_mode) with the rankings it fused: what
-    /// a standing question needs to tell which later changes can move it.
-    pub fn search_ranked(
-        &self,
-        text: &str,
-        vector: &[f32],
-        k: usize,
-        filter: &SearchFilter,
-        mode: SearchMode,
-        exact: bool,
-    ) -> Result<Ranked> {
-        self.rank(text, vector, k, filter, mode, exact, true)
-    }
-
-    /// The search of both, listing the chunks of the documents whose leads
-    /// it consulted only `with_documents_chunks` (a plain search has no use for them).
+    /// a standing question needs to tell which later changes can move it,
+    /// with every chunk of the documents whose leads it consulted when
+    /// `with_documents_chunks` (a plain search has no use for them).
     #[allow(clippy::too_many_arguments)]
-    fn rank(
+    pub fn search_ranked(
         &self,
         text: &str,
         vector: &[f32],

@@ -133,8 +133,8 @@ async fn hybrid_adds_each_candidates_document_ranked_by_its_lead() {
         let query = vector_of(text);
         let plain = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 0.5, lead_weight: 0.0, rrf_k: 1.0 };
         let led = SearchMode::Hybrid { vector_weight: 1.0, bm25_weight: 0.5, lead_weight: 2.0, rrf_k: 1.0 };
-        let before = store.search_ranked(text, &query, 10, &all, plain, true).unwrap();
-        let after = store.search_ranked(text, &query, 10, &all, led, true).unwrap();
+        let before = store.search_ranked(text, &query, 10, &all, plain, true, true).unwrap();
+        let after = store.search_ranked(text, &query, 10, &all, led, true, true).unwrap();
         assert!(before.documents_chunks.is_empty(), "without a lead weight no document is looked at");
 
         // By hand: the two lists fused, then each candidate's best document by its lead's cosine.
@@ -227,7 +227,7 @@ async fn cached_leads_follow_every_epoch_and_projection() {
             .iter()
             .map(|text| {
                 let ranked =
-                    store.search_ranked(text, &vector_of(text), 10, &SearchFilter::default(), led, true).unwrap();
+                    store.search_ranked(text, &vector_of(text), 10, &SearchFilter::default(), led, true, true).unwrap();
                 (ranked.hits.iter().map(|h| (h.chunk_id, h.score)).collect(), ranked.documents_chunks)
             })
             .collect()

@@ -30,7 +30,7 @@ impl Subscriptions {
         };
         let ranked = self
             .store
-            .search_ranked(&spec.asked.query, query, spec.asked.k, &spec.asked.filter, mode, true)
+            .search_ranked(&spec.asked.query, query, spec.asked.k, &spec.asked.filter, mode, true, true)
             .map_err(failed)?;
         let floor = |len: usize, last: Option<f32>, empty: f32| match last {
             Some(last) if len >= ranked.depth => last,
