@@ -301,5 +301,30 @@ pub fn key_phrases(text: &str, n: usize) -> Vec<String> {
     ranked.into_iter().take(n).map(|(word, _)| word).collect()
 }
 
+/// The words of `text` that carry its content, each once, in order of first
+/// use: lowercased, a possessive `'s` dropped, a plural's `s` dropped (from
+/// four letters, not `ss`), and neither a stopword nor shorter than three
+/// characters unless it holds a digit (numbers are facts: "11", "v2").
+/// Grounding compares an answer sentence's content words with a passage's.
+pub fn content_words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in text.unicode_words() {
+        let word = word.to_lowercase();
+        let word = word.strip_suffix("'s").or_else(|| word.strip_suffix("’s")).unwrap_or(&word);
+        let digits = word.chars().any(|c| c.is_ascii_digit());
+        if (word.chars().count() < 3 && !digits) || STOPWORDS.contains(&word) {
+            continue;
+        }
+        let word = match word.strip_suffix('s') {
+            Some(stem) if !digits && stem.chars().count() >= 3 && !stem.ends_with('s') => stem,
+            _ => word,
+        };
+        if !out.iter().any(|w| w == word) {
+            out.push(word.to_owned());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

@@ -22,4 +22,4 @@ pub mod instruct;
 
 pub use chunk::{Chunk, chunk, chunk_id, fit_tokens, passage, title_context, token_estimate};
 pub use clean::{Cleaned, PAGE_BREAK, clean, clean_as, clean_paged, infer_format};
-pub use instruct::{GENERATOR, InstructSource, key_phrases, offline_instructions, split_for};
+pub use instruct::{GENERATOR, InstructSource, content_words, key_phrases, offline_instructions, split_for};

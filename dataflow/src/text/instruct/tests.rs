@@ -33,6 +33,17 @@ fn key_phrases_are_the_frequent_content_words() {
 }
 
 #[test]
+fn content_words_are_distinct_lowercased_and_singular() {
+    assert_eq!(
+        content_words("The packages' files: Debian's package lists 11 files in v2, as it is."),
+        ["package", "file", "debian", "list", "11", "v2"]
+    );
+    // Stopwords and short words go; "ss" and short stems keep their s.
+    assert_eq!(content_words("It was the glass of gas and bus fares"), ["glass", "gas", "bus", "fare"]);
+    assert!(content_words("what is it?").is_empty());
+}
+
+#[test]
 fn heading_is_a_short_unpunctuated_first_line() {
     assert_eq!(heading(PARAGRAPH), Some("Streaming Feature Pipelines"));
     assert_eq!(heading("A full sentence.\nMore text."), None);
