@@ -16,7 +16,7 @@ use crate::rng::SeededRng;
 const RESAMPLES: usize = 2_000;
 
 /// A mean and its 95% interval.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Estimate {
     pub mean: f64,
     pub low: f64,

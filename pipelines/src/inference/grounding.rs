@@ -1,22 +1,31 @@
 //! Grounded answers: each sentence of a generated answer is tied to the
-//! passages of its prompt that support it, by the search encoder, so that an
-//! answer says only what its passages say and cites where.
+//! passages of its prompt that support it, so that an answer says only what
+//! its passages say and cites where.
 //!
 //! ```text
 //!  answer   ─ sentences (UAX #29), markers removed ─┐
 //!  passages ─ sentences ────────────────────────────┼─ one embedding batch ─ cosines
-//!  question ────────────────────────────────────────┘
-//!  each answer sentence ─ passages whose closest sentence ≥ min_support? ─ yes: "sentence [i][j]"
-//!                                                                          └ no: dropped
+//!  question ────────────────────────────────────────┘      + content words, weighed by rarity among the passages
+//!  each answer sentence (of three content words or more) ─ a passage sentence within min_support cosine that holds min_overlap of its words?
+//!                           ├ yes: "sentence [i][j]" (the best two passages)
+//!                           └ no: dropped
 //!  no sentence left ─▶ extractive: from each of the first two passages, its sentence closest to the question, quoted
 //! ```
 //!
 //! A 135M-parameter generator seldom cites and often adds what no passage
-//! says; attribution by similarity makes every kept sentence cite its
-//! support whatever the generator did with the markers.
+//! says; attribution makes every kept sentence cite its support whatever the
+//! generator did with the markers. The encoder's cosine alone is lenient: a
+//! sentence sharing a passage's subject ("Debian … ") passes it while saying
+//! what the passage does not ("sudo apt-cacher --one"), so a supporting
+//! sentence must also hold most of the answer sentence's content words,
+//! the rare ones (among the prompt's passages) weighing most.
 
+use std::collections::{HashMap, HashSet};
+
+use twinflow_dataflow::text::content_words;
 use twinflow_dataflow::{Embedder, cosine};
 use twinflow_schemas::api::Grounding;
+use twinflow_schemas::config::RagConfig;
 use unicode_segmentation::UnicodeSegmentation;
 
 /// Passage sentences compared per passage (the first ones).
@@ -25,6 +34,29 @@ const SENTENCES_PER_PASSAGE: usize = 64;
 const MARKERS_PER_SENTENCE: usize = 2;
 /// Sentences an extractive answer quotes (one from each of the first passages).
 const EXTRACTED: usize = 2;
+/// Content words (with a letter) a generated sentence needs to be kept while
+/// `min_overlap` is on: with fewer ("e2label", "Yes, groff.") it names a
+/// thing but states nothing its words could be checked for (a passage
+/// holding the name would "support" it whatever the question was).
+const MIN_CLAIM_WORDS: usize = 3;
+
+/// When a passage sentence supports an answer sentence.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SupportRule {
+    /// The least cosine between the two (the search encoder).
+    pub min_cosine: f32,
+    /// The least share of the answer sentence's content words the passage
+    /// sentence holds, each weighed by its rarity among the prompt's
+    /// passages (0: the cosine alone decides).
+    pub min_overlap: f32,
+}
+
+impl SupportRule {
+    /// `[rag] min_support` and `min_overlap`.
+    pub fn of(config: &RagConfig) -> Self {
+        Self { min_cosine: config.min_support, min_overlap: config.min_overlap }
+    }
+}
 
 /// An answer after grounding.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +111,122 @@ fn collapse(text: &str) -> String {
     out
 }
 
+/// A passage sentence as support is judged: its marker, text, vector and content words.
+struct PassageSentence {
+    marker: usize,
+    text: String,
+    vector: Vec<f32>,
+    words: HashSet<String>,
+}
+
+/// Answer sentences judged against the sentences of a prompt's passages
+/// (one embedding batch for the question, the answer and the passages).
+struct Supports {
+    question: Option<Vec<f32>>,
+    candidates: Vec<PassageSentence>,
+    /// Per answer sentence, per passage (marker − 1): the best cosine among
+    /// the passage's sentences that support it (`None`: none does).
+    by_passage: Vec<Vec<Option<f32>>>,
+}
+
+impl Supports {
+    fn judge(
+        question: Option<&str>,
+        said: &[String],
+        passages: &[String],
+        embedder: &dyn Embedder,
+        rule: SupportRule,
+    ) -> Result<Self, String> {
+        let passage_sentences: Vec<Vec<String>> =
+            passages.iter().map(|p| sentences(p).into_iter().take(SENTENCES_PER_PASSAGE).collect()).collect();
+        let mut texts: Vec<&str> = question.into_iter().collect();
+        texts.extend(said.iter().map(String::as_str));
+        texts.extend(passage_sentences.iter().flatten().map(String::as_str));
+        if texts.is_empty() {
+            return Ok(Self { question: None, candidates: Vec::new(), by_passage: Vec::new() });
+        }
+        let mut vectors =
+            embedder.embed_batch(&texts).map_err(|e| format!("embedding the answer's sentences: {e}"))?.into_iter();
+        if vectors.len() != texts.len() {
+            return Err(format!("the encoder returned {} vectors for {} sentences", vectors.len(), texts.len()));
+        }
+        let question = question.and_then(|_| vectors.next());
+        let said_vectors: Vec<Vec<f32>> = vectors.by_ref().take(said.len()).collect();
+        let candidates: Vec<PassageSentence> = passage_sentences
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, sentences)| sentences.into_iter().map(move |text| (i + 1, text)))
+            .zip(vectors)
+            .map(|((marker, text), vector)| {
+                let words = content_words(&text).into_iter().collect();
+                PassageSentence { marker, text, vector, words }
+            })
+            .collect();
+
+        // A word's weight: its rarity among the passages, `ln((n + 1) / (holding + 0.5))`
+        // (a word no passage holds weighs most, one every passage holds least).
+        let mut holding: HashMap<String, usize> = HashMap::new();
+        for passage in passages {
+            for word in content_words(passage) {
+                *holding.entry(word).or_default() += 1;
+            }
+        }
+        let n = passages.len() as f32;
+        let weight = |word: &str| ((n + 1.0) / (holding.get(word).copied().unwrap_or(0) as f32 + 0.5)).ln();
+        let by_passage = said
+            .iter()
+            .zip(&said_vectors)
+            .map(|(sentence, vector)| {
+                let words: Vec<(String, f32)> =
+                    content_words(sentence).into_iter().map(|w| (w.clone(), weight(&w))).collect();
+                let total: f32 = words.iter().map(|(_, w)| w).sum();
+                let overlap = |held: &HashSet<String>| {
+                    if total <= 0.0 {
+                        return 1.0;
+                    }
+                    words.iter().filter(|(w, _)| held.contains(w)).map(|(_, w)| w).sum::<f32>() / total
+                };
+                let mut best = vec![None::<f32>; passages.len()];
+                for candidate in &candidates {
+                    let similarity = cosine(vector, &candidate.vector);
+                    if similarity >= rule.min_cosine
+                        && overlap(&candidate.words) >= rule.min_overlap
+                        && best[candidate.marker - 1].is_none_or(|b| similarity > b)
+                    {
+                        best[candidate.marker - 1] = Some(similarity);
+                    }
+                }
+                best
+            })
+            .collect();
+        Ok(Self { question, candidates, by_passage })
+    }
+}
+
+/// The content words of `sentence` that hold a letter.
+fn claim_words(sentence: &str) -> usize {
+    content_words(sentence).iter().filter(|w| w.chars().any(char::is_alphabetic)).count()
+}
+
+/// How many of `said` a sentence of the passages `among` (markers; all
+/// when `None`) supports, judged by `rule` with `passages` as the prompt.
+pub fn count_supported(
+    said: &[String],
+    passages: &[String],
+    among: Option<&[usize]>,
+    embedder: &dyn Embedder,
+    rule: SupportRule,
+) -> Result<usize, String> {
+    let supports = Supports::judge(None, said, passages, embedder, rule)?;
+    Ok(supports
+        .by_passage
+        .iter()
+        .filter(|per| {
+            per.iter().enumerate().any(|(i, s)| s.is_some() && among.is_none_or(|markers| markers.contains(&(i + 1))))
+        })
+        .count())
+}
+
 /// Grounds `answer` (generated for `question`) in `passages` (marker `i + 1`
 /// is `passages[i]`): see the module's documentation. Fails only when the
 /// encoder does.
@@ -87,43 +235,18 @@ pub fn ground(
     answer: &str,
     passages: &[String],
     embedder: &dyn Embedder,
-    min_support: f32,
+    rule: SupportRule,
 ) -> Result<Grounded, String> {
     let generated = sentences(answer);
-    let passage_sentences: Vec<Vec<String>> =
-        passages.iter().map(|p| sentences(p).into_iter().take(SENTENCES_PER_PASSAGE).collect()).collect();
-    let mut texts: Vec<&str> = vec![question];
-    texts.extend(generated.iter().map(String::as_str));
-    texts.extend(passage_sentences.iter().flatten().map(String::as_str));
-    let vectors = embedder.embed_batch(&texts).map_err(|e| format!("embedding the answer's sentences: {e}"))?;
-    if vectors.len() != texts.len() {
-        return Err(format!("the encoder returned {} vectors for {} sentences", vectors.len(), texts.len()));
-    }
-    let (question_vector, rest) = vectors.split_at(1);
-    let (answer_vectors, mut passage_vectors) = rest.split_at(generated.len());
-    // (marker, sentence, vector) of every passage sentence.
-    let mut candidates = Vec::new();
-    for (i, sentences) in passage_sentences.iter().enumerate() {
-        let (these, later) = passage_vectors.split_at(sentences.len());
-        candidates.extend(sentences.iter().zip(these).map(|(s, v)| (i + 1, s, v)));
-        passage_vectors = later;
-    }
-
+    let supports = Supports::judge(Some(question), &generated, passages, embedder, rule)?;
     let mut kept = Vec::new();
     let mut cited = Vec::new();
-    for (sentence, vector) in generated.iter().zip(answer_vectors) {
-        // Each passage's support: the similarity of its closest sentence.
-        let mut support: Vec<(usize, f32)> = (1..=passages.len())
-            .map(|marker| {
-                let best = candidates
-                    .iter()
-                    .filter(|(m, ..)| *m == marker)
-                    .map(|(_, _, v)| cosine(vector, v))
-                    .fold(f32::NEG_INFINITY, f32::max);
-                (marker, best)
-            })
-            .filter(|(_, s)| *s >= min_support)
-            .collect();
+    for (sentence, per_passage) in generated.iter().zip(&supports.by_passage) {
+        if rule.min_overlap > 0.0 && claim_words(sentence) < MIN_CLAIM_WORDS {
+            continue;
+        }
+        let mut support: Vec<(usize, f32)> =
+            per_passage.iter().enumerate().filter_map(|(i, s)| s.map(|s| (i + 1, s))).collect();
         support.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if support.is_empty() {
             continue;
@@ -133,17 +256,19 @@ pub fn ground(
         cited.extend(markers);
     }
     let supported = kept.len();
-    let mode = if kept.is_empty() && !candidates.is_empty() {
+    let mode = if kept.is_empty() && !supports.candidates.is_empty() {
         // Nothing the generator said is supported: quote, from each of the
         // first passages (the best ranked), its sentence closest to the question.
+        let question = supports.question.as_deref().unwrap_or_default();
         for marker in 1..=passages.len() {
             if kept.len() == EXTRACTED {
                 break;
             }
-            let best = candidates
+            let best = supports
+                .candidates
                 .iter()
-                .filter(|(m, ..)| *m == marker)
-                .map(|(_, s, v)| (cosine(&question_vector[0], v), *s))
+                .filter(|c| c.marker == marker)
+                .map(|c| (cosine(question, &c.vector), &c.text))
                 .max_by(|a, b| a.0.total_cmp(&b.0));
             if let Some((_, sentence)) = best
                 && !kept.iter().any(|k| k.contains(sentence.as_str()))
@@ -165,7 +290,8 @@ pub fn ground(
             mode: mode.into(),
             generated_sentences: generated.len(),
             supported,
-            min_support,
+            min_support: rule.min_cosine,
+            min_overlap: rule.min_overlap,
             raw_answer: answer.to_owned(),
         },
     })
@@ -174,6 +300,8 @@ pub fn ground(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const COSINE_ONLY: SupportRule = SupportRule { min_cosine: 0.9, min_overlap: 0.0 };
 
     #[test]
     fn sentences_lose_their_markers_and_fragments() {
@@ -190,7 +318,7 @@ mod tests {
             "Taxes on imports rose in the spring. Farmers paid more.".to_owned(),
         ];
         let answer = "Rivers carry boats to the sea. Taxes on imports rose in the spring [1]. Dragons guard the gold.";
-        let grounded = ground("what do rivers carry?", answer, &passages, &embedder, 0.9).unwrap();
+        let grounded = ground("what do rivers carry?", answer, &passages, &embedder, COSINE_ONLY).unwrap();
         assert_eq!(grounded.answer, "Rivers carry boats to the sea. [1] Taxes on imports rose in the spring. [2]");
         assert_eq!(grounded.cited, [1, 2]);
         assert_eq!(
@@ -201,10 +329,42 @@ mod tests {
 
         // Nothing supported: from each passage in rank order, its sentence closest to the question, quoted.
         let grounded =
-            ground("Farmers paid more taxes in the spring", "I do not know.", &passages, &embedder, 0.9).unwrap();
+            ground("Farmers paid more taxes in the spring", "I do not know.", &passages, &embedder, COSINE_ONLY)
+                .unwrap();
         assert_eq!(grounded.report.mode, "extractive");
         assert_eq!(grounded.answer, "\u{201c}The water is cold.\u{201d} [1] \u{201c}Farmers paid more.\u{201d} [2]");
         assert_eq!(grounded.cited, [1, 2]);
         assert_eq!(grounded.report.supported, 0);
+    }
+
+    #[test]
+    fn a_supporting_sentence_holds_the_rare_words_too() {
+        // Every sentence shares the subject; only the words the question is about tell them apart.
+        let embedder = twinflow_dataflow::HashingEmbedder::new(256);
+        let passages = vec![
+            "Debian is a free operating system. Debian is pronounced deb ee en.".to_owned(),
+            "Debian ships apt and dpkg. Debian packages are built by volunteers.".to_owned(),
+        ];
+        let said = [
+            "Debian is pronounced deb ee en, they say.".to_owned(),
+            "Debian is pronounced with sudo apt-cacher everywhere.".to_owned(),
+        ];
+        let lenient = SupportRule { min_cosine: 0.3, min_overlap: 0.0 };
+        let strict = SupportRule { min_cosine: 0.3, min_overlap: 0.5 };
+        assert_eq!(count_supported(&said, &passages, None, &embedder, lenient).unwrap(), 2);
+        assert_eq!(count_supported(&said, &passages, None, &embedder, strict).unwrap(), 1);
+
+        // Only among the cited passages: the second does not hold the pronunciation.
+        assert_eq!(count_supported(&said[..1], &passages, Some(&[2]), &embedder, strict).unwrap(), 0);
+
+        // A name alone states nothing the words could check: supported, but kept only by the cosine alone.
+        let answer = format!("{} Debian dpkg.", said.join(" "));
+        let grounded = ground("How is Debian pronounced?", &answer, &passages, &embedder, strict).unwrap();
+        assert_eq!(grounded.answer, "Debian is pronounced deb ee en, they say. [1]");
+        assert_eq!((grounded.report.supported, grounded.report.min_overlap), (1, 0.5));
+        let named = ["Debian dpkg.".to_owned()];
+        assert_eq!(count_supported(&named, &passages, None, &embedder, strict).unwrap(), 1);
+        let grounded = ground("What ships dpkg?", "Debian dpkg.", &passages, &embedder, lenient).unwrap();
+        assert!(grounded.report.mode == "generated" && grounded.cited.contains(&2), "{grounded:?}");
     }
 }

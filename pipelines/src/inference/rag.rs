@@ -139,8 +139,9 @@ pub fn ground_response(
         return Ok(response);
     }
     let step = Instant::now();
-    let grounded = grounding::ground(question, &response.answer, passages, rag.embedder, rag.config.min_support)
-        .map_err(RagError::Retrieval)?;
+    let grounded =
+        grounding::ground(question, &response.answer, passages, rag.embedder, grounding::SupportRule::of(rag.config))
+            .map_err(RagError::Retrieval)?;
     for citation in &mut response.citations {
         citation.cited = grounded.cited.contains(&citation.marker);
     }

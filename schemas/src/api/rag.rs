@@ -123,6 +123,10 @@ pub struct Grounding {
     pub supported: usize,
     /// The least similarity (cosine, the search encoder) a supporting passage sentence has.
     pub min_support: f32,
+    /// The least share of a kept sentence's content words (weighed by rarity
+    /// among the passages) its supporting passage sentence holds.
+    #[serde(default)]
+    pub min_overlap: f32,
     /// The generator's own answer, before grounding.
     pub raw_answer: String,
 }

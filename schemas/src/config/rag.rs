@@ -45,6 +45,11 @@ pub struct RagConfig {
     /// The cosine (search encoder) from which a passage sentence supports an
     /// answer sentence.
     pub min_support: f32,
+    /// The share of an answer sentence's content words (each weighed by its
+    /// rarity among the prompt's passages) a supporting passage sentence must
+    /// also hold (0: the cosine alone decides). The cosine alone let through
+    /// sentences that only share a passage's subject.
+    pub min_overlap: f32,
 }
 
 /// How an answer is written from the prompt's passages.
@@ -130,6 +135,7 @@ impl Default for RagConfig {
             repetition_penalty: 1.15,
             grounding: GroundingMode::Attribute,
             min_support: 0.55,
+            min_overlap: 0.5,
         }
     }
 }

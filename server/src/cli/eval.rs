@@ -202,6 +202,7 @@ pub(super) fn rag(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<RagR
         ("citation_precision", report.citation_precision),
         ("groundedness", report.groundedness),
         ("raw_groundedness", report.raw_groundedness),
+        ("relevant_words", report.relevant_words),
     ]
     .into_iter()
     .map(|(metric, e)| EvaluationRow::estimate(&run, model, &setting, metric, e, n))
@@ -405,12 +406,13 @@ pub(super) fn write_report(out: Option<&std::path::Path>, report: &impl serde::S
 pub(super) fn rag_table(report: &RagReport) -> String {
     let latency = &report.latency_ms;
     format!(
-        "{} — {} documents, {} questions, generator {}, support from cosine {:.2}\n\
+        "{} — {} documents, {} questions, generator {}, support from cosine {:.2} and {:.0}% of the words\n\
          context recall (a relevant passage in the prompt)   {}\n\
          cites a relevant passage                            {}\n\
          citation precision (answers that cite)              {}\n\
          groundedness (sentences a cited passage supports)   {}\n\
          … the generator's answers before grounding          {}\n\
+         the answer's content words a relevant document has  {}\n\
          answers replaced by quoted passages                 {:.0}%\n\
          {}\
          latency: median {:.2} s (p90 {:.2} s): expansion {:.0} ms, retrieval {:.0} ms, prefill {:.0} ms, \
@@ -420,11 +422,13 @@ pub(super) fn rag_table(report: &RagReport) -> String {
         report.questions,
         report.generator,
         report.min_support,
+        report.min_overlap * 100.0,
         report.context_recall,
         report.cites_relevant,
         report.citation_precision,
         report.groundedness,
         report.raw_groundedness,
+        report.relevant_words,
         report.extractive * 100.0,
         match (&report.judge, &report.judged_groundedness) {
             (Some(judge), Some(judged)) => format!(

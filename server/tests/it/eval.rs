@@ -240,6 +240,9 @@ fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
     assert!((latency - reported).abs() <= 1e-9 * reported.abs(), "{latency} vs {reported}");
     assert!(evaluations.iter().all(|r| r.kind == "rag" && r.queries == 3 && r.model == report["generator"]));
     assert!(mean("raw_groundedness") <= 1.0);
+    // The answer's words in the judged documents: each answer's share, their mean recorded.
+    assert!(answers.iter().all(|a| (0.0..=1.0).contains(&a["relevant_words"].as_f64().unwrap())), "{report}");
+    assert_eq!(recorded("relevant_words").map(|r| r.0), Some(mean("relevant_words")));
     assert!(mean("context_recall") >= 2.0 / 3.0, "the topic's document is found: {report}");
 }
 

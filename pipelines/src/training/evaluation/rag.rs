@@ -8,28 +8,31 @@
 //! | cites relevant | the answer cites a passage of a relevant document |
 //! | citation precision | cited passages of relevant documents / cited passages |
 //! | groundedness | answer sentences that a cited passage supports / answer sentences |
+//! | relevant words | the answer's content words found in a relevant document / its content words |
 //!
-//! "Supports" is judged as grounding decides it: a sentence of the passage
-//! within `[rag] min_support` cosine of the answer sentence, by the search
-//! encoder. The generator's own answer (before grounding) is judged too,
+//! "Supports" is judged as grounding decides it (`grounding::SupportRule`): a
+//! sentence of the passage within `[rag] min_support` cosine of the answer
+//! sentence, by the search encoder, that holds `[rag] min_overlap` of its
+//! content words. "Relevant words" needs no encoder: how much of what the
+//! answer says the judged document says too. The generator's own answer (before grounding) is judged too,
 //! against every passage of its prompt: what grounding changed. With an
 //! [`LlmJudge`], each answer sentence is also put to an LLM with the cited
 //! passages (a judge that does not share grounding's rule).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use twinflow_dataflow::{Embedder, cosine};
+use twinflow_dataflow::text::content_words;
 use twinflow_models::{ChatMessage, GenerateParams, Generator};
 use twinflow_schemas::api::RagTimings;
 use twinflow_schemas::config::AnswerMode;
 
 use super::beir::BeirSet;
 use super::measures::{Estimate, estimate};
-use crate::inference::grounding::sentences;
+use crate::inference::grounding::{SupportRule, count_supported, ground, sentences};
 use crate::inference::{Rag, RagQuestion, ground_response, prepare};
 use crate::training::Error;
 
@@ -56,6 +59,10 @@ pub struct RagAnswerReport {
     pub raw_sentences: usize,
     /// The raw answer's sentences that some passage of the prompt supports.
     pub raw_supported: usize,
+    /// Share of the answer's content words a relevant document holds (0
+    /// for an answer without content words).
+    #[serde(default)]
+    pub relevant_words: f64,
     /// Answer sentences the LLM judge found supported by the cited passages
     /// (`None` without a judge).
     #[serde(default)]
@@ -87,6 +94,9 @@ pub struct RagReport {
     pub generator: String,
     /// The cosine from which a passage sentence supports an answer sentence.
     pub min_support: f32,
+    /// The share of an answer sentence's content words a supporting passage sentence holds.
+    #[serde(default)]
+    pub min_overlap: f32,
     pub context_recall: Estimate,
     pub cites_relevant: Estimate,
     /// Over the answers that cite something.
@@ -94,6 +104,9 @@ pub struct RagReport {
     pub groundedness: Estimate,
     /// The generator's answers before grounding, against every passage of the prompt.
     pub raw_groundedness: Estimate,
+    /// Share of an answer's content words that a relevant document holds.
+    #[serde(default)]
+    pub relevant_words: Estimate,
     /// Share of answers that grounding replaced by quoted passage sentences.
     pub extractive: f64,
     /// The LLM judge's model, when one judged.
@@ -142,9 +155,18 @@ pub fn evaluate_rag(
             |marker: usize| response.citations.iter().any(|c| c.marker == marker && relevant.contains_key(&c.doc_id));
         let cited: Vec<usize> = response.citations.iter().filter(|c| c.cited).map(|c| c.marker).collect();
         let cited_passages: Vec<String> = cited.iter().filter_map(|m| passages.get(m - 1).cloned()).collect();
+        let relevant_text: HashSet<String> = set
+            .corpus
+            .iter()
+            .filter(|d| relevant.contains_key(&d.id))
+            .flat_map(|d| content_words(&format!("{}\n{}", d.title, d.text)))
+            .collect();
         let answer_sentences = sentences(&response.answer);
         let raw_sentences = sentences(&raw.answer);
-        let by_encoder = |said: &[String], by: &[String]| supported(rag.embedder, said, by, rag.config.min_support);
+        let rule = SupportRule::of(rag.config);
+        let supported = |said: &[String], among: Option<&[usize]>| {
+            count_supported(said, &passages, among, rag.embedder, rule).map_err(Error::Config)
+        };
         let verdicts = match judge {
             Some(judge) => Some(judge.judge_all(&answer_sentences, &cited_passages)?),
             None => None,
@@ -160,9 +182,13 @@ pub fn evaluate_rag(
             citation_precision: (!cited.is_empty())
                 .then(|| cited.iter().filter(|m| relevant_marker(**m)).count() as f64 / cited.len() as f64),
             sentences: answer_sentences.len(),
-            grounded_sentences: by_encoder(&answer_sentences, &cited_passages)?,
+            grounded_sentences: supported(&answer_sentences, Some(&cited))?,
             raw_sentences: raw_sentences.len(),
-            raw_supported: by_encoder(&raw_sentences, &passages)?,
+            raw_supported: supported(&raw_sentences, None)?,
+            relevant_words: {
+                let said = content_words(&response.answer);
+                share(said.iter().filter(|w| relevant_text.contains(*w)).count(), said.len())
+            },
             judged_supported: verdicts.as_ref().map(|v| v.iter().filter(|v| **v == Verdict::Yes).count()),
             judged_unclear: verdicts.as_ref().map(|v| v.iter().filter(|v| **v == Verdict::Unclear).count()),
             timings: response.timings.clone(),
@@ -170,7 +196,7 @@ pub fn evaluate_rag(
         on_answer(i, &report);
         answers.push(report);
     }
-    let mut report = summarise(set, generator, rag.config.min_support, answers);
+    let mut report = summarise(set, generator, SupportRule::of(rag.config), answers);
     if let Some(judge) = judge {
         let answers = &report.answers;
         let shares: Vec<f64> = answers.iter().map(|a| share(a.judged_supported.unwrap_or(0), a.sentences)).collect();
@@ -296,7 +322,7 @@ pub fn evaluate_context(rag: &Rag<'_>, set: &BeirSet, limit: usize, k: usize) ->
         placed.push(documents.len() as f64);
         tokens.push(prepared.prompt_tokens() as f64);
         times.push(prepared.elapsed_ms());
-        let quoted = crate::inference::grounding::ground(question, "", &prepared.passages(), rag.embedder, 1.0)
+        let quoted = ground(question, "", &prepared.passages(), rag.embedder, SupportRule::of(rag.config))
             .map_err(Error::Config)?;
         let cites = quoted.cited.iter().any(|m| relevant.contains_key(&documents[m - 1]));
         extractive.push(if cites { 1.0 } else { 0.0 });
@@ -345,18 +371,6 @@ fn pick_questions(set: &BeirSet, limit: usize) -> Result<Vec<&(String, String)>,
     Ok((0..n).map(|i| judged[i * judged.len() / n]).collect())
 }
 
-/// How many of `said` a sentence of `by` supports (cosine ≥ `min_support`).
-fn supported(embedder: &dyn Embedder, said: &[String], by: &[String], min_support: f32) -> Result<usize, Error> {
-    let support: Vec<String> = by.iter().flat_map(|p| sentences(p)).collect();
-    if said.is_empty() || support.is_empty() {
-        return Ok(0);
-    }
-    let texts: Vec<&str> = said.iter().chain(&support).map(String::as_str).collect();
-    let vectors = embedder.embed_batch(&texts).map_err(|e| Error::Config(format!("judging support: {e}")))?;
-    let (answers, passages) = vectors.split_at(said.len());
-    Ok(answers.iter().filter(|a| passages.iter().any(|p| cosine(a, p) >= min_support)).count())
-}
-
 fn share(part: usize, whole: usize) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
@@ -369,7 +383,7 @@ fn median(mut values: Vec<f64>, q: f64) -> f64 {
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
-fn summarise(set: &BeirSet, generator: String, min_support: f32, answers: Vec<RagAnswerReport>) -> RagReport {
+fn summarise(set: &BeirSet, generator: String, rule: SupportRule, answers: Vec<RagAnswerReport>) -> RagReport {
     let of = |f: &dyn Fn(&RagAnswerReport) -> f64| estimate(&answers.iter().map(f).collect::<Vec<_>>(), SEED);
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let precisions: Vec<f64> = answers.iter().filter_map(|a| a.citation_precision).collect();
@@ -383,12 +397,14 @@ fn summarise(set: &BeirSet, generator: String, min_support: f32, answers: Vec<Ra
         documents: set.corpus.len(),
         questions: answers.len(),
         generator,
-        min_support,
+        min_support: rule.min_cosine,
+        min_overlap: rule.min_overlap,
         context_recall: of(&|a| flag(a.context_has_relevant)),
         cites_relevant: of(&|a| flag(a.cites_relevant)),
         citation_precision: estimate(&precisions, SEED),
         groundedness: of(&|a| share(a.grounded_sentences, a.sentences)),
         raw_groundedness: of(&|a| share(a.raw_supported, a.raw_sentences)),
+        relevant_words: of(&|a| a.relevant_words),
         extractive: share(modes.get("extractive").copied().unwrap_or(0), answers.len()),
         judge: None,
         judged_groundedness: None,
