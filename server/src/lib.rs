@@ -17,7 +17,7 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `main.rs` | calls `cli::main` |
-//! | `cli/` | the verbs (`args.rs`), `up` (`up.rs`), client verbs (`verbs.rs`), tables for people (`print.rs`) |
+//! | `cli/` | the verbs (`args/`), `up` (`up.rs`), client verbs (`verbs.rs`), tables for people (`print.rs`) |
 //! | `app.rs` | the running system: builds and connects the parts, starts sources, stops in order |
 //! | `auth.rs` | who is calling (keys, sessions, the cluster secret) and whether they may; the browser rules |
 //! | `api/` | the route table, one file per group of routes, `error.rs` (every error's code and status) |

@@ -3,7 +3,7 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `mod.rs` | `main`: logging, then one verb |
-//! | `args.rs` | the verbs and their flags (clap) |
+//! | `args/` | the verbs and their flags (clap): the flat verbs (`mod.rs`), the verbs with subcommands (`tools.rs`) |
 //! | `up.rs` | `twinflow up`: the app, sources, demo, HTTP and pgwire until a signal |
 //! | `eval.rs` | `twinflow eval retrieval`: a question set's corpus in a scratch store, every setting scored |
 //! | `verbs.rs` | the client verbs: train, ingest, sql (also offline) |
