@@ -1,7 +1,8 @@
 //! A reader for GGUF files (llama.cpp's model format, version 2 and 3):
 //! the metadata key/values, the tensor table, and the tensors dequantised to
 //! `f32` (every type of [`GgmlType`]: `quants.rs`); `writer.rs` writes them;
-//! `dot.rs` multiplies rows of blocks with quantised activations as they are.
+//! `dot.rs` multiplies rows of blocks with quantised activations as they are
+//! (its kernels: `dot/scalar.rs`, the reference, and `dot/x86.rs`, AVX2 and AVX-512 VNNI).
 //!
 //! ```text
 //!  "GGUF" u32 version · u64 tensors · u64 metadata entries
