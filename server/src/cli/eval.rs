@@ -52,9 +52,9 @@ pub(super) fn retrieval(mut config: Config, args: &EvalRetrievalArgs) -> anyhow:
         let load = |v: &u64| registry.adapter(*v).map(|a| (*v, a)).with_context(|| format!("adapter version {v}"));
         args.adapters.iter().map(load).collect::<anyhow::Result<Vec<_>>>()?
     };
-    let report = with_corpus(config, &set, args.data_dir.as_deref(), |app| run(app, &set, args, &adapters))?;
+    let report = with_corpus(config, &set, args.keep.data_dir.as_deref(), |app| run(app, &set, args, &adapters))?;
     // The epoch means something only in a data directory that is kept (`--data-dir`).
-    let epoch = if args.data_dir.is_some() { report.epoch } else { 0 };
+    let epoch = if args.keep.data_dir.is_some() { report.epoch } else { 0 };
     let run = EvaluationRun::new("retrieval", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
     let n = report.queries as u64;
     let rows: Vec<EvaluationRow> = report
@@ -110,11 +110,11 @@ pub(super) fn context(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<
     searching_as_active(&mut config)?;
     let k = args.k.unwrap_or(config.rag.k);
     let setting = rag_setting(&config, k);
-    let (report, epoch) = with_corpus(config, &set, args.data_dir.as_deref(), |app| {
+    let (report, epoch) = with_corpus(config, &set, args.keep.data_dir.as_deref(), |app| {
         let report = evaluate_context(&app.rag(), &set, args.questions.unwrap_or(usize::MAX), k)?;
         Ok((report, app.store.committed_epoch()))
     })?;
-    let epoch = if args.data_dir.is_some() { epoch } else { 0 };
+    let epoch = if args.keep.data_dir.is_some() { epoch } else { 0 };
     let run = EvaluationRun::new("rag-context", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
     let n = report.questions as u64;
     let rows = vec![
@@ -171,7 +171,7 @@ pub(super) fn rag(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<RagR
     let k = args.k.unwrap_or(config.rag.k);
     let setting = rag_setting(&config, k);
     let questions = args.questions.unwrap_or(40);
-    let (report, epoch) = with_corpus(config, &set, args.data_dir.as_deref(), |app| {
+    let (report, epoch) = with_corpus(config, &set, args.keep.data_dir.as_deref(), |app| {
         say(format_args!("answering {} questions with {} passages each", questions.min(set.queries.len()), k));
         let rag = app.rag();
         let judge = match args.judge {
@@ -193,7 +193,7 @@ pub(super) fn rag(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<RagR
         })?;
         Ok((report, app.store.committed_epoch()))
     })?;
-    let epoch = if args.data_dir.is_some() { epoch } else { 0 };
+    let epoch = if args.keep.data_dir.is_some() { epoch } else { 0 };
     let run = EvaluationRun::new("rag", twinflow_schemas::clock::now_ms(), &report.set, epoch, 0);
     let (n, model) = (report.questions as u64, report.generator.as_str());
     let mut rows: Vec<EvaluationRow> = [

@@ -122,21 +122,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval { command: EvalCommand::Retrieval(args) } => {
             let config = settings::load(file, &settings::Overrides::default())?;
             let report = eval::retrieval(config, &args)?;
-            eval::write_report(args.out.as_deref(), &report)?;
+            eval::write_report(args.keep.out.as_deref(), &report)?;
             print!("{}", eval::table(&report));
             Ok(())
         }
         Command::Eval { command: EvalCommand::Rag(args) } if args.context_only => {
             let config = settings::load(file, &settings::Overrides::default())?;
             let report = eval::context(config, &args)?;
-            eval::write_report(args.out.as_deref(), &report)?;
+            eval::write_report(args.keep.out.as_deref(), &report)?;
             print!("{}", eval::context_table(&report));
             Ok(())
         }
         Command::Eval { command: EvalCommand::Rag(args) } => {
             let config = settings::load(file, &settings::Overrides::default())?;
             let report = eval::rag(config, &args)?;
-            eval::write_report(args.out.as_deref(), &report)?;
+            eval::write_report(args.keep.out.as_deref(), &report)?;
             print!("{}", eval::rag_table(&report));
             Ok(())
         }

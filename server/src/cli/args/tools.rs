@@ -43,6 +43,17 @@ pub struct EvalTwinArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Where an evaluation over a set keeps its data directory and its report.
+#[derive(Debug, Args)]
+pub struct EvalKeep {
+    /// Keep the data directory here (default: a temporary one, removed after).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Write the whole report (with every answer or query) as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
 /// `twinflow eval rag`
 #[derive(Debug, Args)]
 pub struct EvalRagArgs {
@@ -67,12 +78,8 @@ pub struct EvalRagArgs {
     /// passages support each answer sentence.
     #[arg(long)]
     pub judge: bool,
-    /// Keep the data directory here (default: a temporary one, removed after).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Write the whole report (every answer) as JSON here too.
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub keep: EvalKeep,
 }
 
 /// `twinflow eval retrieval`
@@ -101,12 +108,8 @@ pub struct EvalRetrievalArgs {
     /// Skip the whole-document baseline (it embeds every document once more).
     #[arg(long)]
     pub no_whole_documents: bool,
-    /// Keep the data directory here (default: a temporary one, removed after).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Write the whole report as JSON here too.
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub keep: EvalKeep,
 }
 
 /// `twinflow keys …`
