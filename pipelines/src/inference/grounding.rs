@@ -208,23 +208,24 @@ fn claim_words(sentence: &str) -> usize {
     content_words(sentence).iter().filter(|w| w.chars().any(char::is_alphabetic)).count()
 }
 
-/// How many of `said` a sentence of the passages `among` (markers; all
-/// when `None`) supports, judged by `rule` with `passages` as the prompt.
-pub fn count_supported(
+/// For each of `said`, the markers of the passages that support it, judged
+/// by `rule` with `passages` as the prompt (nothing embedded when `said` is
+/// empty).
+pub fn supporting_passages(
     said: &[String],
     passages: &[String],
-    among: Option<&[usize]>,
     embedder: &dyn Embedder,
     rule: SupportRule,
-) -> Result<usize, String> {
+) -> Result<Vec<Vec<usize>>, String> {
+    if said.is_empty() {
+        return Ok(Vec::new());
+    }
     let supports = Supports::judge(None, said, passages, embedder, rule)?;
     Ok(supports
         .by_passage
         .iter()
-        .filter(|per| {
-            per.iter().enumerate().any(|(i, s)| s.is_some() && among.is_none_or(|markers| markers.contains(&(i + 1))))
-        })
-        .count())
+        .map(|per| per.iter().enumerate().filter(|(_, s)| s.is_some()).map(|(i, _)| i + 1).collect())
+        .collect())
 }
 
 /// Grounds `answer` (generated for `question`) in `passages` (marker `i + 1`
@@ -302,6 +303,18 @@ mod tests {
     use super::*;
 
     const COSINE_ONLY: SupportRule = SupportRule { min_cosine: 0.9, min_overlap: 0.0 };
+
+    /// How many of `said` a passage supports (among `markers`, or any).
+    fn count_supported(
+        said: &[String],
+        passages: &[String],
+        markers: Option<&[usize]>,
+        embedder: &dyn Embedder,
+        rule: SupportRule,
+    ) -> Result<usize, String> {
+        let supporting = supporting_passages(said, passages, embedder, rule)?;
+        Ok(supporting.iter().filter(|m| m.iter().any(|m| markers.is_none_or(|among| among.contains(m)))).count())
+    }
 
     #[test]
     fn sentences_lose_their_markers_and_fragments() {

@@ -32,7 +32,7 @@ use twinflow_schemas::config::AnswerMode;
 
 use super::beir::BeirSet;
 use super::measures::{Estimate, estimate};
-use crate::inference::grounding::{SupportRule, count_supported, ground, sentences};
+use crate::inference::grounding::{SupportRule, ground, sentences, supporting_passages};
 use crate::inference::{Rag, RagQuestion, ground_response, prepare};
 use crate::training::Error;
 
@@ -163,10 +163,11 @@ pub fn evaluate_rag(
             .collect();
         let answer_sentences = sentences(&response.answer);
         let raw_sentences = sentences(&raw.answer);
-        let rule = SupportRule::of(rag.config);
-        let supported = |said: &[String], among: Option<&[usize]>| {
-            count_supported(said, &passages, among, rag.embedder, rule).map_err(Error::Config)
-        };
+        // The answer's sentences and the generator's own, judged in one batch against the prompt.
+        let judged: Vec<String> = answer_sentences.iter().chain(&raw_sentences).cloned().collect();
+        let supporting = supporting_passages(&judged, &passages, rag.embedder, SupportRule::of(rag.config))
+            .map_err(Error::Config)?;
+        let (answer_support, raw_support) = supporting.split_at(answer_sentences.len());
         let verdicts = match judge {
             Some(judge) => Some(judge.judge_all(&answer_sentences, &cited_passages)?),
             None => None,
@@ -182,9 +183,9 @@ pub fn evaluate_rag(
             citation_precision: (!cited.is_empty())
                 .then(|| cited.iter().filter(|m| relevant_marker(**m)).count() as f64 / cited.len() as f64),
             sentences: answer_sentences.len(),
-            grounded_sentences: supported(&answer_sentences, Some(&cited))?,
+            grounded_sentences: answer_support.iter().filter(|m| m.iter().any(|m| cited.contains(m))).count(),
             raw_sentences: raw_sentences.len(),
-            raw_supported: supported(&raw_sentences, None)?,
+            raw_supported: raw_support.iter().filter(|m| !m.is_empty()).count(),
             relevant_words: {
                 let said = content_words(&response.answer);
                 share(said.iter().filter(|w| relevant_text.contains(*w)).count(), said.len())
