@@ -25,6 +25,7 @@ mod readers;
 mod replicas;
 mod router;
 mod scale;
+mod search;
 mod socket;
 mod sources;
 mod subscriptions;
