@@ -10,7 +10,7 @@
 //! cargo run -p twinflow-benches --bin twinflow-bench -- ingest-load [--clients 16] [--seconds 30] [--rate 10] [--batch 4] [--max-lag-ms 5000] [--shards 2] [--minilm]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- generate [--tokens 128] [--runs 3] [--peer llama-cpp] [--burn-graph]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- peers [--corpus synthetic|sotu] [--docs 2000] [--rounds 3] [--rate 0.01] [--systems twinflow,pathway,cocoindex,llamaindex,batch-qdrant]
-//! cargo run -p twinflow-benches --bin twinflow-bench -- subscriptions [--docs 1000] [--subscriptions 10000] [--rounds 20] [--edits 5] [--mode hybrid] [--k 10] [--restat 0.01]
+//! cargo run -p twinflow-benches --bin twinflow-bench -- subscriptions [--docs 1000] [--subscriptions 10000] [--rounds 20] [--edits 5] [--mode hybrid] [--k 10] [--restat 0]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- replicas [--replicas 0,1,2] [--clients 8] [--seconds 15] [--docs 100] [--cpu 0.5] [--rate 10] [--batch 4] [--minilm]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- drift [--years 10] [--hashing]
 //! cargo run -p twinflow-benches --bin twinflow-bench -- sources [--docs 10000] [--files 1000] [--pages 1000]
@@ -181,7 +181,9 @@ fn main() -> anyhow::Result<()> {
                 edits: flag("--edits", 5).max(1),
                 mode: text_flag("--mode").unwrap_or_else(|| "hybrid".into()),
                 k: flag("--k", 10).max(1),
-                restat: text_flag("--restat").and_then(|r| r.parse().ok()).unwrap_or(0.01),
+                restat: text_flag("--restat")
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(twinflow_schemas::config::SubscriptionsConfig::default().restat_share),
             };
             println!("{}", serde_json::to_string_pretty(&twinflow_benches::standing::run(&bench)?)?);
             Ok(())

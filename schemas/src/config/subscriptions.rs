@@ -21,7 +21,9 @@ pub struct SubscriptionsConfig {
     /// Share of the live chunks that may change before the BM25 side of a
     /// subscription is searched again whatever the changes were: its scores
     /// move with the corpus's statistics (idf, mean length), not only with
-    /// its words; until then a near-tie they reorder goes unnoticed.
+    /// its words, and until then a near-tie they reorder goes unnoticed.
+    /// 0 (the default): searched again at every commit, so every kept top-k
+    /// is exact; above 0 trades that for fewer searches.
     pub restat_share: f64,
     /// Tries of a webhook delivery before it is given up (logged, counted).
     pub webhook_attempts: u32,
@@ -41,7 +43,7 @@ impl Default for SubscriptionsConfig {
             max_k: 100,
             max_streams: 1024,
             events_kept: 16,
-            restat_share: 0.01,
+            restat_share: 0.0,
             webhook_attempts: 6,
             webhook_backoff: Duration::from_millis(500),
             webhook_timeout: Duration::from_secs(5),
