@@ -243,6 +243,14 @@ fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
     // The answer's words in the judged documents: each answer's share, their mean recorded.
     assert!(answers.iter().all(|a| (0.0..=1.0).contains(&a["relevant_words"].as_f64().unwrap())), "{report}");
     assert_eq!(recorded("relevant_words").map(|r| r.0), Some(mean("relevant_words")));
+    // Each answer's places: the passages of relevant documents and the cited ones, which its flags restate.
+    for answer in answers {
+        let markers =
+            |key: &str| -> Vec<u64> { answer[key].as_array().unwrap().iter().map(|m| m.as_u64().unwrap()).collect() };
+        let (relevant, cited) = (markers("relevant_markers"), markers("cited"));
+        assert_eq!(answer["context_has_relevant"].as_bool(), Some(!relevant.is_empty()), "{answer}");
+        assert_eq!(answer["cites_relevant"].as_bool(), Some(cited.iter().any(|m| relevant.contains(m))), "{answer}");
+    }
     assert!(mean("context_recall") >= 2.0 / 3.0, "the topic's document is found: {report}");
 }
 

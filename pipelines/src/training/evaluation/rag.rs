@@ -50,6 +50,12 @@ pub struct RagAnswerReport {
     /// `generated`, `extractive`, or `off` (grounding switched off).
     pub mode: String,
     pub context_has_relevant: bool,
+    /// The places (markers) in the prompt of the passages from a relevant document.
+    #[serde(default)]
+    pub relevant_markers: Vec<usize>,
+    /// The markers the answer cites.
+    #[serde(default)]
+    pub cited: Vec<usize>,
     pub cites_relevant: bool,
     /// `None` when the answer cites nothing.
     pub citation_precision: Option<f64>,
@@ -179,9 +185,11 @@ pub fn evaluate_rag(
             raw_answer: raw.answer.clone(),
             mode: response.grounding.as_ref().map_or_else(|| "off".to_owned(), |g| g.mode.clone()),
             context_has_relevant: response.citations.iter().any(|c| relevant.contains_key(&c.doc_id)),
+            relevant_markers: response.citations.iter().map(|c| c.marker).filter(|m| relevant_marker(*m)).collect(),
             cites_relevant: cited.iter().any(|m| relevant_marker(*m)),
             citation_precision: (!cited.is_empty())
                 .then(|| cited.iter().filter(|m| relevant_marker(**m)).count() as f64 / cited.len() as f64),
+            cited: cited.clone(),
             sentences: answer_sentences.len(),
             grounded_sentences: answer_support.iter().filter(|m| m.iter().any(|m| cited.contains(m))).count(),
             raw_sentences: raw_sentences.len(),
