@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  TCP ─▶ negotiate_tls (SSLRequest, direct TLS) ─▶ FrameGuard ─▶ pgwire's codec ─▶ process_message
-//!                                                    └ a frame shorter than its own header, or one whose
-//!                                                      fields overrun it: the connection ends
+//!                                                    └ a frame shorter than its own header, over 16 MiB,
+//!                                                      or one whose fields overrun it: the connection ends
 //! ```
 //!
 //! pgwire 0.42's decoder trusts what a frame says of itself: it subtracts
@@ -38,9 +38,11 @@ use super::PgServer;
 /// How long a client has to log in (pgwire's own limit).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The largest frame whose fields the guard checks (and so holds while it
-/// arrives): 16 MiB, far above any statement or its parameters.
-const MAX_CHECKED_FRAME: usize = 16 << 20;
+/// The largest frame a client may send: 16 MiB, far above any statement or
+/// its parameters. pgwire buffers a whole frame before decoding it, and
+/// would take up to 1 GiB for CopyData (a read-only endpoint copies nothing
+/// in); the guard also holds the frames whose fields it checks.
+const MAX_FRAME: usize = 16 << 20;
 
 /// The request codes a client may send, untyped, before its startup message.
 const SSL_REQUEST: u32 = 80_877_103;
@@ -186,17 +188,17 @@ impl<S> FrameGuard<S> {
                 ));
             }
             self.body_left = (length - counted) as usize;
+            if self.body_left > MAX_FRAME {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a Postgres message of {length} bytes, over the {MAX_FRAME} accepted"),
+                ));
+            }
             if self.untyped {
                 if !matches!(word(4), SSL_REQUEST | GSSENC_REQUEST) {
                     self.untyped = false;
                 }
             } else if CHECKED.contains(&self.header[0]) {
-                if self.body_left > MAX_CHECKED_FRAME {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("a Postgres message of {length} bytes, over the {MAX_CHECKED_FRAME} accepted"),
-                    ));
-                }
                 self.held = Some((self.header[0], Vec::with_capacity(self.body_left.min(1 << 16))));
                 self.check_held()?;
             }
@@ -295,7 +297,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrameGuard<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FrameGuard, MAX_CHECKED_FRAME};
+    use super::{FrameGuard, MAX_FRAME};
 
     fn typed(kind: u8, length: u32) -> Vec<u8> {
         [&[kind][..], &length.to_be_bytes()].concat()
@@ -378,7 +380,12 @@ mod tests {
             let refused = stream.iter().any(|byte| guard.follow(std::slice::from_ref(byte)).is_err());
             assert!(refused, "{message:?} passed byte by byte");
         }
-        let huge = [startup, typed(b'B', (MAX_CHECKED_FRAME + 5) as u32)].concat();
-        assert!(FrameGuard::new(()).follow(&huge).is_err());
+        // Past the limit, any type (CopyData too), refused at its header.
+        for kind in [b'B', b'd', b'p'] {
+            let huge = [startup.clone(), typed(kind, (MAX_FRAME + 5) as u32)].concat();
+            assert!(FrameGuard::new(()).follow(&huge).is_err());
+        }
+        let huge_startup = [&((MAX_FRAME + 9) as u32).to_be_bytes()[..], &196_608u32.to_be_bytes()].concat();
+        assert!(FrameGuard::new(()).follow(&huge_startup).is_err());
     }
 }
