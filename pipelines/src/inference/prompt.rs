@@ -3,20 +3,23 @@
 
 use twinflow_models::Generator;
 use twinflow_schemas::api::{Citation, SearchHit};
+use twinflow_schemas::config::PassageOrder;
 
 use super::grounding;
 
 /// Tokens kept free per passage (BPE merges across passage boundaries).
 const PER_PASSAGE: usize = 4;
 
-/// The numbered passages that fit in `budget` tokens, best first; the last
-/// one is cut (at a word) to fit when a whole one does not.
+/// The numbered passages that fit in `budget` tokens, numbered best first
+/// and written in `order`; the worst placed one is cut (at a word) to fit
+/// when a whole one does not.
 pub(super) fn assemble(
     generator: &dyn Generator,
     candidates: &[(f32, SearchHit)],
     budget: usize,
+    order: PassageOrder,
 ) -> (String, Vec<(f32, SearchHit)>) {
-    let mut context = String::new();
+    let mut passages: Vec<String> = Vec::new();
     let mut used = 0;
     let mut placed = Vec::new();
     for (score, hit) in candidates {
@@ -25,7 +28,7 @@ pub(super) fn assemble(
         let cost = generator.count_tokens(&passage) + PER_PASSAGE;
         if used + cost <= budget {
             used += cost;
-            context.push_str(&passage);
+            passages.push(passage);
             placed.push((*score, hit.clone()));
             continue;
         }
@@ -40,13 +43,16 @@ pub(super) fn assemble(
                 if generator.count_tokens(&cut) + PER_PASSAGE <= left { lo = mid } else { hi = mid - 1 }
             }
             if lo > 0 {
-                context.push_str(&format!("{heading}{} …\n\n", words[..lo].join(" ")));
+                passages.push(format!("{heading}{} …\n\n", words[..lo].join(" ")));
                 placed.push((*score, hit.clone()));
             }
         }
         break;
     }
-    (context, placed)
+    if order == PassageOrder::BestLast {
+        passages.reverse();
+    }
+    (passages.concat(), placed)
 }
 
 /// A passage's heading in the prompt: its marker, its document's title, the
@@ -131,6 +137,63 @@ mod tests {
         assert_eq!(heading(1, Some(&source("", Some((5, 5))))), "[1] Report, p. 5\n");
         assert_eq!(heading(1, Some(&source("Ada", None))), "[1] Report (Ada)\n");
         assert_eq!(heading(3, None), "[3]\n");
+    }
+
+    /// A generator double for budgets: a token is a word; it generates nothing.
+    #[derive(Debug)]
+    struct WordCounter;
+
+    impl Generator for WordCounter {
+        fn model_name(&self) -> &str {
+            "word-counter"
+        }
+        fn context_tokens(&self) -> usize {
+            4096
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+        fn generate(
+            &self,
+            _: &[twinflow_models::ChatMessage],
+            _: &twinflow_models::GenerateParams,
+            _: &mut dyn FnMut(&str) -> std::ops::ControlFlow<()>,
+        ) -> twinflow_models::Result<twinflow_models::Generation> {
+            Err(twinflow_models::Error::Inference("a budget double generates nothing".into()))
+        }
+    }
+
+    /// Markers follow the rank; the order only moves the best passage next to
+    /// the question or away from it, and the cut one stays the worst placed.
+    #[test]
+    fn passages_are_numbered_by_rank_in_either_order() {
+        let hit = |id: u8, text: String| {
+            let hit = SearchHit {
+                chunk_id: twinflow_schemas::Hash128(u128::from(id)),
+                score: 1.0 / f32::from(id),
+                vector_score: None,
+                bm25_score: None,
+                text,
+                sources: Vec::new(),
+            };
+            (hit.score, hit)
+        };
+        let long = format!("third{}", " word".repeat(100));
+        let candidates = [hit(1, "best one".into()), hit(2, "second one".into()), hit(3, "third one".into())];
+        let (first, placed) = assemble(&WordCounter, &candidates, 1000, PassageOrder::BestFirst);
+        assert_eq!(first, "[1]\nbest one\n\n[2]\nsecond one\n\n[3]\nthird one\n\n");
+        let (last, placed_last) = assemble(&WordCounter, &candidates, 1000, PassageOrder::BestLast);
+        assert_eq!(last, "[3]\nthird one\n\n[2]\nsecond one\n\n[1]\nbest one\n\n");
+        assert_eq!(placed, placed_last);
+        // Room for two whole passages and part of a long third: the cut one is still [3],
+        // written first when the best is last.
+        let candidates = [candidates[0].clone(), candidates[1].clone(), hit(3, long)];
+        let (cut, placed) = assemble(&WordCounter, &candidates, 2 * (3 + PER_PASSAGE) + 48, PassageOrder::BestLast);
+        assert_eq!(placed.len(), 3);
+        assert!(
+            cut.starts_with("[3]\nthird word") && cut.ends_with(" \u{2026}\n\n[2]\nsecond one\n\n[1]\nbest one\n\n"),
+            "{cut}"
+        );
     }
 
     #[test]

@@ -338,7 +338,7 @@ pub fn prepare(rag: &Rag<'_>, request: &RagQuestion) -> Result<Prepared, RagErro
                 generator.context_tokens()
             ))
         })?;
-    let (context, placed) = assemble(generator.as_ref(), &candidates, budget);
+    let (context, placed) = assemble(generator.as_ref(), &candidates, budget, config.passage_order);
     let mut messages = vec![ChatMessage::new("system", system)];
     messages.extend(request.history.iter().cloned());
     let user = if context.is_empty() {

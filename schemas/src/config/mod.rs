@@ -59,7 +59,7 @@ pub use embedder::{EmbedderConfig, HashingEmbedderConfig, MiniLmEmbedderConfig};
 pub use engine::{ClusterConfig, EngineConfig};
 pub use generator::{GeneratorConfig, LocalGeneratorConfig, LocalWeights, OpenAiGeneratorConfig};
 pub use publish::{FluvioPublishConfig, KafkaPublishConfig, PublishConfig};
-pub use rag::{AnswerMode, GroundingMode, RagConfig, Rerank};
+pub use rag::{AnswerMode, GroundingMode, PassageOrder, RagConfig, Rerank};
 pub use replica::ReplicaConfig;
 pub use search::{AnnConfig, Fusion, SearchConfig};
 pub use server::{ServerConfig, TlsConfig};

@@ -28,6 +28,8 @@ pub struct RagConfig {
     /// chunk is cut to its sentences closest to the question, in their
     /// order, so that more passages fit the same prompt.
     pub passage_tokens: usize,
+    /// Where the best passage stands in the prompt: see [`PassageOrder`].
+    pub passage_order: PassageOrder,
     /// How answers are written (requests may choose): see [`AnswerMode`].
     pub answer: AnswerMode,
     /// Sentences a generated answer may have (0: no limit): generation stops
@@ -62,6 +64,20 @@ pub enum AnswerMode {
     /// Nothing generated: from each of the first two passages, its sentence
     /// closest to the question, quoted, with its marker.
     Extractive,
+}
+
+/// The order of the prompt's passages. Their markers follow their rank
+/// either way (`[1]` is the best).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassageOrder {
+    /// The best first, the question after the last.
+    BestFirst,
+    /// The best last, next to the question: a small generator draws most on
+    /// the text nearest the question (SmolLM2-135M cited a relevant passage
+    /// +0.050 [0.006, 0.094] more often so, 160 questions of two sets).
+    #[default]
+    BestLast,
 }
 
 /// What happens to a generated answer before it is returned.
@@ -128,6 +144,7 @@ impl Default for RagConfig {
             k: 8,
             max_per_document: 1,
             passage_tokens: 96,
+            passage_order: PassageOrder::BestLast,
             answer: AnswerMode::Generated,
             max_sentences: 3,
             max_tokens: 256,
