@@ -118,6 +118,7 @@ pub(super) fn citations(placed: &[(f32, SearchHit)], cited: &[usize]) -> Vec<Cit
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inference::rag::tests::Words;
 
     #[test]
     fn passage_headings_name_the_title_the_author_and_the_pages() {
@@ -139,30 +140,6 @@ mod tests {
         assert_eq!(heading(3, None), "[3]\n");
     }
 
-    /// A generator double for budgets: a token is a word; it generates nothing.
-    #[derive(Debug)]
-    struct WordCounter;
-
-    impl Generator for WordCounter {
-        fn model_name(&self) -> &str {
-            "word-counter"
-        }
-        fn context_tokens(&self) -> usize {
-            4096
-        }
-        fn count_tokens(&self, text: &str) -> usize {
-            text.split_whitespace().count()
-        }
-        fn generate(
-            &self,
-            _: &[twinflow_models::ChatMessage],
-            _: &twinflow_models::GenerateParams,
-            _: &mut dyn FnMut(&str) -> std::ops::ControlFlow<()>,
-        ) -> twinflow_models::Result<twinflow_models::Generation> {
-            Err(twinflow_models::Error::Inference("a budget double generates nothing".into()))
-        }
-    }
-
     /// Markers follow the rank; the order only moves the best passage next to
     /// the question or away from it, and the cut one stays the worst placed.
     #[test]
@@ -180,15 +157,15 @@ mod tests {
         };
         let long = format!("third{}", " word".repeat(100));
         let candidates = [hit(1, "best one".into()), hit(2, "second one".into()), hit(3, "third one".into())];
-        let (first, placed) = assemble(&WordCounter, &candidates, 1000, PassageOrder::BestFirst);
+        let (first, placed) = assemble(&Words(""), &candidates, 1000, PassageOrder::BestFirst);
         assert_eq!(first, "[1]\nbest one\n\n[2]\nsecond one\n\n[3]\nthird one\n\n");
-        let (last, placed_last) = assemble(&WordCounter, &candidates, 1000, PassageOrder::BestLast);
+        let (last, placed_last) = assemble(&Words(""), &candidates, 1000, PassageOrder::BestLast);
         assert_eq!(last, "[3]\nthird one\n\n[2]\nsecond one\n\n[1]\nbest one\n\n");
         assert_eq!(placed, placed_last);
         // Room for two whole passages and part of a long third: the cut one is still [3],
         // written first when the best is last.
         let candidates = [candidates[0].clone(), candidates[1].clone(), hit(3, long)];
-        let (cut, placed) = assemble(&WordCounter, &candidates, 2 * (3 + PER_PASSAGE) + 48, PassageOrder::BestLast);
+        let (cut, placed) = assemble(&Words(""), &candidates, 2 * (3 + PER_PASSAGE) + 48, PassageOrder::BestLast);
         assert_eq!(placed.len(), 3);
         assert!(
             cut.starts_with("[3]\nthird word") && cut.ends_with(" \u{2026}\n\n[2]\nsecond one\n\n[1]\nbest one\n\n"),

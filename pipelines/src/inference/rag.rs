@@ -497,12 +497,13 @@ fn sentence_starts(text: &str) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// A generator double that streams a fixed text word by word.
+    /// A generator double that streams a fixed text word by word; a token
+    /// is a word (the prompt's tests budget with it too).
     #[derive(Debug)]
-    struct Words(&'static str);
+    pub(in crate::inference) struct Words(pub &'static str);
 
     impl Generator for Words {
         fn model_name(&self) -> &str {

@@ -157,8 +157,9 @@ pub fn evaluate_rag(
         let response = ground_response(rag, question, &passages, raw.clone()).map_err(failed)?;
         generator.clone_from(&response.model);
 
-        let relevant_marker =
-            |marker: usize| response.citations.iter().any(|c| c.marker == marker && relevant.contains_key(&c.doc_id));
+        let relevant_markers: Vec<usize> =
+            response.citations.iter().filter(|c| relevant.contains_key(&c.doc_id)).map(|c| c.marker).collect();
+        let relevant_marker = |marker: &usize| relevant_markers.contains(marker);
         let cited: Vec<usize> = response.citations.iter().filter(|c| c.cited).map(|c| c.marker).collect();
         let cited_passages: Vec<String> = cited.iter().filter_map(|m| passages.get(m - 1).cloned()).collect();
         let relevant_text: HashSet<String> = set
@@ -184,12 +185,12 @@ pub fn evaluate_rag(
             answer: response.answer.clone(),
             raw_answer: raw.answer.clone(),
             mode: response.grounding.as_ref().map_or_else(|| "off".to_owned(), |g| g.mode.clone()),
-            context_has_relevant: response.citations.iter().any(|c| relevant.contains_key(&c.doc_id)),
-            relevant_markers: response.citations.iter().map(|c| c.marker).filter(|m| relevant_marker(*m)).collect(),
-            cites_relevant: cited.iter().any(|m| relevant_marker(*m)),
+            context_has_relevant: !relevant_markers.is_empty(),
+            cites_relevant: cited.iter().any(relevant_marker),
             citation_precision: (!cited.is_empty())
-                .then(|| cited.iter().filter(|m| relevant_marker(**m)).count() as f64 / cited.len() as f64),
+                .then(|| cited.iter().filter(|m| relevant_marker(m)).count() as f64 / cited.len() as f64),
             cited: cited.clone(),
+            relevant_markers,
             sentences: answer_sentences.len(),
             grounded_sentences: answer_support.iter().filter(|m| m.iter().any(|m| cited.contains(m))).count(),
             raw_sentences: raw_sentences.len(),
