@@ -9,7 +9,8 @@
 //!  each answer sentence (of three content words or more) ─ a passage sentence within min_support cosine that holds min_overlap of its words?
 //!                           ├ yes: "sentence [i][j]" (the best two passages)
 //!                           └ no: dropped
-//!  no sentence left ─▶ extractive: from each of the first two passages, its sentence closest to the question, quoted
+//!  no sentence left ─▶ extractive: from each of the first two passages, its sentence closest to the question, quoted,
+//!                       and from up to two later passages a sentence closer to it than both
 //! ```
 //!
 //! A 135M-parameter generator seldom cites and often adds what no passage
@@ -32,8 +33,11 @@ use unicode_segmentation::UnicodeSegmentation;
 const SENTENCES_PER_PASSAGE: usize = 64;
 /// Markers a kept sentence cites at most (the best supporting passages).
 const MARKERS_PER_SENTENCE: usize = 2;
-/// Sentences an extractive answer quotes (one from each of the first passages).
+/// Sentences an extractive answer quotes from the first passages (one each).
 const EXTRACTED: usize = 2;
+/// Sentences it quotes at most from later passages, each closer to the
+/// question than any quote from the first ones.
+const LATER_QUOTES: usize = 2;
 /// Content words (with a letter) a generated sentence needs to be kept while
 /// `min_overlap` is on: with fewer ("e2label", "Yes, groff.") it names a
 /// thing but states nothing its words could be checked for (a passage
@@ -203,6 +207,43 @@ impl Supports {
     }
 }
 
+/// What an extractive answer quotes, in marker order: from each of the first
+/// passages (the best ranked), its sentence closest to the question; then from
+/// up to [`LATER_QUOTES`] later passages, the best first, a sentence closer to
+/// the question than both of those: retrieval placed its passage lower, but
+/// its words answer more directly than the quotes above it.
+fn quotes(supports: &Supports, passages: usize) -> Vec<(usize, &str)> {
+    let question = supports.question.as_deref().unwrap_or_default();
+    let closest = |marker: usize| {
+        supports
+            .candidates
+            .iter()
+            .filter(|c| c.marker == marker)
+            .map(|c| (cosine(question, &c.vector), c.text.as_str()))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let mut first: Vec<(usize, f32, &str)> = Vec::new();
+    let mut later: Vec<(usize, f32, &str)> = Vec::new();
+    for marker in 1..=passages {
+        let Some((similarity, sentence)) = closest(marker) else { continue };
+        if first.iter().chain(&later).any(|(_, _, quoted)| quoted.contains(sentence)) {
+            continue;
+        }
+        if first.len() < EXTRACTED {
+            first.push((marker, similarity, sentence));
+        } else {
+            later.push((marker, similarity, sentence));
+        }
+    }
+    let bar = first.iter().map(|(_, s, _)| *s).fold(f32::NEG_INFINITY, f32::max);
+    later.retain(|(_, s, _)| *s > bar);
+    later.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    later.truncate(LATER_QUOTES);
+    first.extend(later);
+    first.sort_by_key(|(marker, _, _)| *marker);
+    first.into_iter().map(|(marker, _, sentence)| (marker, sentence)).collect()
+}
+
 /// The content words of `sentence` that hold a letter.
 fn claim_words(sentence: &str) -> usize {
     content_words(sentence).iter().filter(|w| w.chars().any(char::is_alphabetic)).count()
@@ -258,25 +299,9 @@ pub fn ground(
     }
     let supported = kept.len();
     let mode = if kept.is_empty() && !supports.candidates.is_empty() {
-        // Nothing the generator said is supported: quote, from each of the
-        // first passages (the best ranked), its sentence closest to the question.
-        let question = supports.question.as_deref().unwrap_or_default();
-        for marker in 1..=passages.len() {
-            if kept.len() == EXTRACTED {
-                break;
-            }
-            let best = supports
-                .candidates
-                .iter()
-                .filter(|c| c.marker == marker)
-                .map(|c| (cosine(question, &c.vector), &c.text))
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((_, sentence)) = best
-                && !kept.iter().any(|k| k.contains(sentence.as_str()))
-            {
-                kept.push(format!("\u{201c}{sentence}\u{201d} [{marker}]"));
-                cited.push(marker);
-            }
+        for (marker, sentence) in quotes(&supports, passages.len()) {
+            kept.push(format!("\u{201c}{sentence}\u{201d} [{marker}]"));
+            cited.push(marker);
         }
         "extractive"
     } else {
@@ -348,6 +373,31 @@ mod tests {
         assert_eq!(grounded.answer, "\u{201c}The water is cold.\u{201d} [1] \u{201c}Farmers paid more.\u{201d} [2]");
         assert_eq!(grounded.cited, [1, 2]);
         assert_eq!(grounded.report.supported, 0);
+    }
+
+    #[test]
+    fn a_later_passage_closer_to_the_question_is_quoted_too() {
+        let embedder = twinflow_dataflow::HashingEmbedder::new(256);
+        let passages: Vec<String> = [
+            "Rivers carry boats to the sea. The water is cold.",
+            "Taxes on imports rose. Farmers paid more.",
+            "Owls hunt at night.",
+            "Farmers paid more taxes in the spring. Markets opened late.",
+            "Farmers paid more taxes, and more again, in every spring of a long and dry decade.",
+            "Farmers paid more taxes in the spring, they say.",
+        ]
+        .map(str::to_owned)
+        .into();
+        let question = "Farmers paid more taxes in the spring";
+        let grounded = ground(question, "", &passages, &embedder, COSINE_ONLY).unwrap();
+        // The first two, then the two later passages closest to the question
+        // (not the owls: no closer than the quotes above), in marker order.
+        assert_eq!(grounded.cited, [1, 2, 4, 6], "{}", grounded.answer);
+        assert!(grounded.answer.contains("\u{201c}Farmers paid more taxes in the spring.\u{201d} [4]"));
+
+        // Nothing later closer than the quotes: two quotes, as before.
+        let grounded = ground("rivers and boats", "", &passages[..3], &embedder, COSINE_ONLY).unwrap();
+        assert_eq!(grounded.cited, [1, 2]);
     }
 
     #[test]

@@ -62,7 +62,8 @@ pub enum AnswerMode {
     #[default]
     Generated,
     /// Nothing generated: from each of the first two passages, its sentence
-    /// closest to the question, quoted, with its marker.
+    /// closest to the question, quoted, with its marker (and from up to two
+    /// later passages a sentence closer to the question than both).
     Extractive,
 }
 
