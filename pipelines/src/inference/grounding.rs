@@ -9,8 +9,9 @@
 //!  each answer sentence (of three content words or more) ─ a passage sentence within min_support cosine that holds min_overlap of its words?
 //!                           ├ yes: "sentence [i][j]" (the best two passages)
 //!                           └ no: dropped
-//!  no sentence left ─▶ extractive: from each of the first two passages, its sentence closest to the question, quoted,
-//!                       and from up to two later passages a sentence closer to it than both
+//!  quotes: from each of the first two passages, its sentence closest to the question,
+//!          and from up to two later passages a sentence closer to it than both
+//!  no kept sentence rests on a quoted passage (or none is kept) ─▶ extractive: the quotes
 //! ```
 //!
 //! A 135M-parameter generator seldom cites and often adds what no passage
@@ -244,6 +245,24 @@ fn quotes(supports: &Supports, passages: usize) -> Vec<(usize, &str)> {
     first.into_iter().map(|(marker, _, sentence)| (marker, sentence)).collect()
 }
 
+/// The kept `(sentence, with its markers)` as one answer: a space between two
+/// sentences where the first ends as sentences do and the next begins with a
+/// capital, a new line otherwise (after a fragment such as "… is:", before
+/// "grotty translates …"), so that the answer splits into the sentences that
+/// were judged again.
+fn joined(kept: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (i, (sentence, marked)) in kept.iter().enumerate() {
+        if i > 0 {
+            let ended = kept[i - 1].0.trim_end_matches(['"', '\'', ')', '\u{201d}']).ends_with(['.', '!', '?']);
+            let capital = sentence.chars().next().is_some_and(char::is_uppercase);
+            out.push(if ended && capital { ' ' } else { '\n' });
+        }
+        out.push_str(marked);
+    }
+    out
+}
+
 /// The content words of `sentence` that hold a letter.
 fn claim_words(sentence: &str) -> usize {
     content_words(sentence).iter().filter(|w| w.chars().any(char::is_alphabetic)).count()
@@ -294,23 +313,32 @@ pub fn ground(
             continue;
         }
         let markers: Vec<usize> = support.iter().take(MARKERS_PER_SENTENCE).map(|(m, _)| *m).collect();
-        kept.push(format!("{sentence} {}", markers.iter().map(|m| format!("[{m}]")).collect::<String>()));
+        kept.push((
+            sentence.clone(),
+            format!("{sentence} {}", markers.iter().map(|m| format!("[{m}]")).collect::<String>()),
+        ));
         cited.extend(markers);
     }
     let supported = kept.len();
-    let mode = if kept.is_empty() && !supports.candidates.is_empty() {
-        for (marker, sentence) in quotes(&supports, passages.len()) {
-            kept.push(format!("\u{201c}{sentence}\u{201d} [{marker}]"));
-            cited.push(marker);
-        }
-        "extractive"
-    } else {
+    // The kept sentences stand when one of them rests on a passage the quotes
+    // come from (the evidence closest to the question); resting only on
+    // others, the generator answered from another subject's passage.
+    let quoted = quotes(&supports, passages.len());
+    let stands = cited.iter().any(|m| quoted.iter().any(|(q, _)| q == m));
+    let mode = if stands || quoted.is_empty() {
         "generated"
+    } else {
+        kept = quoted
+            .iter()
+            .map(|(marker, sentence)| (sentence.to_string(), format!("\u{201c}{sentence}\u{201d} [{marker}]")))
+            .collect();
+        cited = quoted.iter().map(|(marker, _)| *marker).collect();
+        "extractive"
     };
     cited.sort_unstable();
     cited.dedup();
     Ok(Grounded {
-        answer: kept.join(" "),
+        answer: joined(&kept),
         cited,
         report: Grounding {
             mode: mode.into(),
@@ -349,6 +377,26 @@ mod tests {
     }
 
     #[test]
+    fn kept_sentences_join_so_that_they_split_again() {
+        let kept: Vec<(String, String)> = [
+            ("The format is:", " [2]"),
+            ("- a tar archive", " [1]"),
+            ("It is old.", " [1]"),
+            ("It works.", " [3]"),
+            ("dpkg reads it.", " [2]"),
+        ]
+        .map(|(s, m)| (s.to_owned(), format!("{s}{m}")))
+        .into();
+        let answer = joined(&kept);
+        assert_eq!(answer, "The format is: [2]\n- a tar archive [1]\nIt is old. [1] It works. [3]\ndpkg reads it. [2]");
+        // The answer splits into the sentences that were judged, as an evaluation reads it.
+        assert_eq!(
+            sentences(&answer),
+            ["The format is:", "- a tar archive", "It is old.", "It works.", "dpkg reads it."]
+        );
+    }
+
+    #[test]
     fn supported_sentences_cite_their_passages_and_the_rest_go() {
         let embedder = twinflow_dataflow::HashingEmbedder::new(256);
         let passages = vec![
@@ -373,6 +421,26 @@ mod tests {
         assert_eq!(grounded.answer, "\u{201c}The water is cold.\u{201d} [1] \u{201c}Farmers paid more.\u{201d} [2]");
         assert_eq!(grounded.cited, [1, 2]);
         assert_eq!(grounded.report.supported, 0);
+    }
+
+    #[test]
+    fn an_answer_resting_only_on_passages_the_quotes_pass_over_is_quoted_instead() {
+        let embedder = twinflow_dataflow::HashingEmbedder::new(256);
+        let passages: Vec<String> =
+            ["Rivers carry boats to the sea.", "Boats float on rivers.", "Dragons guard the gold in caves."]
+                .map(str::to_owned)
+                .into();
+        let question = "What do rivers carry to the sea?";
+        // Supported, but by the third passage alone, which is no closer to the question than the first two.
+        let grounded = ground(question, "Dragons guard the gold in caves.", &passages, &embedder, COSINE_ONLY).unwrap();
+        assert_eq!((grounded.report.mode.as_str(), grounded.report.supported), ("extractive", 1));
+        assert_eq!(grounded.cited, [1, 2], "{}", grounded.answer);
+
+        // One sentence resting on a quoted passage keeps the answer generated, the other sentences too.
+        let answer = "Dragons guard the gold in caves. Rivers carry boats to the sea.";
+        let grounded = ground(question, answer, &passages, &embedder, COSINE_ONLY).unwrap();
+        assert_eq!(grounded.report.mode, "generated");
+        assert_eq!(grounded.cited, [1, 3], "{}", grounded.answer);
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub enum PassageOrder {
 pub enum GroundingMode {
     /// As generated.
     Off,
-    /// Cited by support; unsupported sentences dropped; extractive when none is left.
+    /// Cited by support; unsupported sentences dropped; extractive when none
+    /// is left or none rests on a passage an extractive answer would quote.
     #[default]
     Attribute,
 }
