@@ -189,6 +189,44 @@ impl Prepared {
     pub fn elapsed_ms(&self) -> f64 {
         ms(self.started)
     }
+
+    /// What generation would be given, as one hash: the generator, the
+    /// prompt's messages, the sampling and `max_sentences`. The same
+    /// fingerprint with greedy sampling means the same answer.
+    pub fn fingerprint(&self, max_sentences: usize) -> Hash128 {
+        let sampling = format!("{:?} max_sentences={max_sentences}", self.params);
+        let mut parts: Vec<&[u8]> = vec![self.generator.model_name().as_bytes(), sampling.as_bytes()];
+        for message in &self.messages {
+            parts.extend([message.role.as_bytes(), message.content.as_bytes()]);
+        }
+        Hash128::of_parts(&parts)
+    }
+
+    /// Step 6 done before: `answer` is what the generator gave this prompt
+    /// (the same [`Self::fingerprint`]) when `earlier` was measured, whose
+    /// prefill and generation times are carried over.
+    pub fn reuse(self, answer: String, earlier: &RagTimings) -> RagResponse {
+        let Prepared { started, mut timings, generator, filter, queries, as_of, placed, trace, .. } = self;
+        timings.prefill_ms = earlier.prefill_ms;
+        timings.generation_ms = earlier.generation_ms;
+        timings.total_ms = ms(started) + earlier.generation_ms;
+        let citations = citations(&placed, &cited_markers(&answer));
+        let response = RagResponse {
+            answer,
+            citations,
+            as_of,
+            model: generator.model_name().to_owned(),
+            filters: filter,
+            queries,
+            finish_reason: "stop".into(),
+            usage: CompletionUsage::default(),
+            timings,
+            grounding: None,
+        };
+        let (traces, question, search_model) = trace;
+        traces.record(&question, &response, search_model);
+        response
+    }
 }
 
 impl std::fmt::Debug for Prepared {

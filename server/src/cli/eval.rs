@@ -171,6 +171,22 @@ pub(super) fn rag(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<RagR
     let k = args.k.unwrap_or(config.rag.k);
     let setting = rag_setting(&config, k);
     let questions = args.questions.unwrap_or(40);
+    let earlier: Option<RagReport> = match &args.reuse {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let earlier: RagReport = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a report of `twinflow eval rag --out`", path.display()))?;
+            anyhow::ensure!(
+                earlier.set == set.name,
+                "{} measured the set {:?}, not {:?}",
+                path.display(),
+                earlier.set,
+                set.name
+            );
+            Some(earlier)
+        }
+        None => None,
+    };
     let (report, epoch) = with_corpus(config, &set, args.keep.data_dir.as_deref(), |app| {
         say(format_args!("answering {} questions with {} passages each", questions.min(set.queries.len()), k));
         let rag = app.rag();
@@ -178,12 +194,13 @@ pub(super) fn rag(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<RagR
             true => Some(LlmJudge::new(rag.generator.get().map_err(|e| anyhow::anyhow!("the judge: {e}"))?)),
             false => None,
         };
-        let report = evaluate_rag(&rag, &set, questions, k, judge.as_ref(), &mut |i, answer| {
+        let report = evaluate_rag(&rag, &set, questions, k, judge.as_ref(), earlier.as_ref(), &mut |i, answer| {
             say(format_args!(
-                "{:>3}. {} ({:.1} s, {}, context {}, cites relevant {}, {}/{} sentences grounded)",
+                "{:>3}. {} ({:.1} s{}, {}, context {}, cites relevant {}, {}/{} sentences grounded)",
                 i + 1,
                 answer.query_id,
                 answer.timings.total_ms / 1e3,
+                if answer.reused { ", generation reused" } else { "" },
                 answer.mode,
                 answer.context_has_relevant,
                 answer.cites_relevant,
@@ -211,12 +228,14 @@ pub(super) fn rag(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<RagR
         let setting = format!("{setting} judge={judge}");
         rows.push(EvaluationRow::estimate(&run, model, &setting, "judged_groundedness", judged, n));
     }
-    for (metric, value) in [
-        ("extractive", report.extractive),
-        ("latency_median_ms", report.latency_ms.total),
-        ("latency_p90_ms", report.latency_ms.total_p90),
-    ] {
-        rows.push(EvaluationRow::point(&run, model, &setting, metric, value, n));
+    rows.push(EvaluationRow::point(&run, model, &setting, "extractive", report.extractive, n));
+    // Generation taken from an earlier report was not timed here.
+    if report.reused == 0 {
+        for (metric, value) in
+            [("latency_median_ms", report.latency_ms.total), ("latency_p90_ms", report.latency_ms.total_p90)]
+        {
+            rows.push(EvaluationRow::point(&run, model, &setting, metric, value, n));
+        }
     }
     record(&record_to, &rows);
     Ok(report)
@@ -414,7 +433,7 @@ pub(super) fn rag_table(report: &RagReport) -> String {
          … the generator's answers before grounding          {}\n\
          the answer's content words a relevant document has  {}\n\
          answers replaced by quoted passages                 {:.0}%\n\
-         {}\
+         {}{}\
          latency: median {:.2} s (p90 {:.2} s): expansion {:.0} ms, retrieval {:.0} ms, prefill {:.0} ms, \
          generation {:.0} ms, grounding {:.0} ms\n",
         report.set,
@@ -436,6 +455,13 @@ pub(super) fn rag_table(report: &RagReport) -> String {
                 report.judged_unclear.unwrap_or(0.0) * 100.0
             ),
             _ => String::new(),
+        },
+        match report.reused {
+            0 => String::new(),
+            reused => format!(
+                "generation reused from the earlier report            {reused} of {} answers (their timings are the earlier ones)\n",
+                report.questions
+            ),
         },
         latency.total / 1e3,
         latency.total_p90 / 1e3,

@@ -66,32 +66,37 @@ fn run_eval_on(
     setup: impl FnOnce(&Path),
 ) -> (String, serde_json::Value, Vec<EvaluationRow>) {
     let dir = tempfile::tempdir().unwrap();
-    let set = dir.path().join("topics");
-    write_set(&set, 0);
-    let config = dir.path().join("twinflow.toml");
+    write_set(&dir.path().join("topics"), 0);
     let data = dir.path().join("data");
     setup(&data);
+    let (succeeded, stdout) = eval_in(dir.path(), "data", more_toml, args);
+    assert!(succeeded, "{stdout}");
+    let evaluations = twinflow_sinks::evaluations::read_evaluations(&data).expect("the evaluations table");
+    (stdout, serde_json::from_slice(&std::fs::read(dir.path().join("data.json")).unwrap()).unwrap(), evaluations)
+}
+
+/// `twinflow eval <args> --out DIR/NAME.json DIR/topics` with the
+/// feature-hashing embedder, `more_toml` and the data directory `DIR/NAME`:
+/// whether it succeeded, and what it printed and said, together.
+fn eval_in(dir: &Path, name: &str, more_toml: &str, args: &[&str]) -> (bool, String) {
+    let config = dir.join(format!("{name}.toml"));
     let toml = format!(
         "[embedder]\ntype = \"hashing\"\n\n[engine]\nworkers = 2\ntick = \"10ms\"\n\n[storage]\ndata_dir = {:?}\n{more_toml}",
-        data.display().to_string()
+        dir.join(name).display().to_string()
     );
     std::fs::write(&config, toml).unwrap();
-    let report_file = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_twinflow"))
         .arg("--config")
         .arg(&config)
         .arg("eval")
         .args(args)
         .arg("--out")
-        .arg(&report_file)
-        .arg(&set)
+        .arg(dir.join(format!("{name}.json")))
+        .arg(dir.join("topics"))
         .output()
         .unwrap();
-    // What it printed and what it said (on standard error), together.
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}");
-    let evaluations = twinflow_sinks::evaluations::read_evaluations(&data).expect("the evaluations table");
-    (stdout, serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap(), evaluations)
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), printed)
 }
 
 #[test]
@@ -252,6 +257,57 @@ fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
         assert_eq!(answer["cites_relevant"].as_bool(), Some(cited.iter().any(|m| relevant.contains(m))), "{answer}");
     }
     assert!(mean("context_recall") >= 2.0 / 3.0, "the topic's document is found: {report}");
+}
+
+/// `eval rag --reuse`: a question whose prompt is unchanged takes the
+/// generator's answer from the earlier report, so a change to grounding is
+/// measured without generating; a changed prompt is generated again.
+#[test]
+fn eval_rag_reuses_the_generation_of_an_unchanged_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    write_set(&dir.path().join("topics"), 0);
+    let rag = "\n[rag]\nexpansions = 0\nmax_tokens = 32\n";
+    let report = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(format!("{name}.json"))).unwrap()).unwrap()
+    };
+    let raw = |report: &serde_json::Value| -> Vec<String> {
+        report["answers"].as_array().unwrap().iter().map(|a| a["raw_answer"].as_str().unwrap().to_owned()).collect()
+    };
+    let (succeeded, printed) = eval_in(dir.path(), "first", rag, &["rag", "--questions", "3", "--k", "2"]);
+    assert!(succeeded, "{printed}");
+    let first = report("first");
+    assert_eq!(first["reused"], 0);
+    assert!(first["answers"].as_array().unwrap().iter().all(|a| a["prompt"].as_str().unwrap().len() == 32), "{first}");
+
+    // Grounding changed, prompts not: every answer's generation reused, nothing timed.
+    let earlier = dir.path().join("first.json");
+    let earlier = earlier.to_str().unwrap();
+    let lenient = format!("{rag}min_overlap = 0.0\n");
+    let (succeeded, printed) =
+        eval_in(dir.path(), "regrounded", &lenient, &["rag", "--questions", "3", "--k", "2", "--reuse", earlier]);
+    assert!(succeeded, "{printed}");
+    let regrounded = report("regrounded");
+    assert_eq!((regrounded["reused"].as_u64(), regrounded["min_overlap"].as_f64()), (Some(3), Some(0.0)));
+    assert_eq!(raw(&regrounded), raw(&first));
+    assert!(printed.contains("generation reused from the earlier report            3 of 3 answers"), "{printed}");
+    let rows = twinflow_sinks::evaluations::read_evaluations(&dir.path().join("regrounded")).unwrap();
+    assert!(rows.iter().any(|r| r.metric == "cites_relevant"), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.metric.starts_with("latency")), "reused generation is not timed: {rows:?}");
+
+    // Three passages make other prompts: generated again.
+    let (succeeded, printed) =
+        eval_in(dir.path(), "wider", rag, &["rag", "--questions", "3", "--k", "3", "--reuse", earlier]);
+    assert!(succeeded, "{printed}");
+    assert_eq!(report("wider")["reused"], 0);
+
+    // A report of another set is refused.
+    let mut other = first.clone();
+    other["set"] = "another".into();
+    std::fs::write(dir.path().join("other.json"), other.to_string()).unwrap();
+    let other = dir.path().join("other.json");
+    let (succeeded, printed) =
+        eval_in(dir.path(), "refused", rag, &["rag", "--questions", "3", "--reuse", other.to_str().unwrap()]);
+    assert!(!succeeded && printed.contains("measured the set \"another\""), "{printed}");
 }
 
 /// `twinflow eval rag --context-only`: every judged question's prompt built,

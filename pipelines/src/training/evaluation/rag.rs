@@ -77,6 +77,13 @@ pub struct RagAnswerReport {
     #[serde(default)]
     pub judged_unclear: Option<usize>,
     pub timings: RagTimings,
+    /// What the generator was given ([`crate::inference::Prepared::fingerprint`]);
+    /// empty when nothing was to be generated.
+    #[serde(default)]
+    pub prompt: String,
+    /// The generator's answer was taken from an earlier report (same prompt).
+    #[serde(default)]
+    pub reused: bool,
 }
 
 /// Medians of the answers' step timings, in milliseconds.
@@ -125,20 +132,33 @@ pub struct RagReport {
     #[serde(default)]
     pub judged_unclear: Option<f64>,
     pub latency_ms: Latency,
+    /// Answers whose generation was taken from an earlier report.
+    #[serde(default)]
+    pub reused: usize,
     pub answers: Vec<RagAnswerReport>,
 }
 
 /// `limit` of `set`'s judged queries (spread evenly over the file), each
 /// answered with `k` passages through `rag` over a store holding the set's
-/// corpus; `on_answer` hears of each as it is scored.
+/// corpus; `on_answer` hears of each as it is scored. An answer of `earlier`
+/// to the same question whose prompt was the same is taken instead of
+/// generating again (generation is greedy by default: the same text), so
+/// that a change to grounding or scoring is measured in seconds.
 pub fn evaluate_rag(
     rag: &Rag<'_>,
     set: &BeirSet,
     limit: usize,
     k: usize,
     judge: Option<&LlmJudge>,
+    earlier: Option<&RagReport>,
     on_answer: &mut dyn FnMut(usize, &RagAnswerReport),
 ) -> Result<RagReport, Error> {
+    let earlier: BTreeMap<(&str, &str), &RagAnswerReport> = earlier
+        .into_iter()
+        .flat_map(|r| &r.answers)
+        .filter(|a| !a.prompt.is_empty())
+        .map(|a| ((a.query_id.as_str(), a.prompt.as_str()), a))
+        .collect();
     let picked = pick_questions(set, limit)?;
     let n = picked.len();
     let mut answers = Vec::with_capacity(n);
@@ -148,11 +168,20 @@ pub fn evaluate_rag(
         let failed = |e: crate::inference::RagError| Error::Config(format!("question {query_id:?}: {e}"));
         let prepared = prepare(rag, &asked(rag, question, k)).map_err(failed)?;
         let passages = prepared.passages();
-        let raw = match rag.config.answer {
+        let (raw, prompt, reused) = match rag.config.answer {
             AnswerMode::Generated => {
-                prepared.generate(rag.config.max_sentences, &mut |_| ControlFlow::Continue(())).map_err(failed)?
+                let prompt = prepared.fingerprint(rag.config.max_sentences).to_hex();
+                match earlier.get(&(query_id.as_str(), prompt.as_str())) {
+                    Some(before) => (prepared.reuse(before.raw_answer.clone(), &before.timings), prompt, true),
+                    None => {
+                        let generated = prepared
+                            .generate(rag.config.max_sentences, &mut |_| ControlFlow::Continue(()))
+                            .map_err(failed)?;
+                        (generated, prompt, false)
+                    }
+                }
             }
-            AnswerMode::Extractive => prepared.nothing_generated(),
+            AnswerMode::Extractive => (prepared.nothing_generated(), String::new(), false),
         };
         let response = ground_response(rag, question, &passages, raw.clone()).map_err(failed)?;
         generator.clone_from(&response.model);
@@ -202,6 +231,8 @@ pub fn evaluate_rag(
             judged_supported: verdicts.as_ref().map(|v| v.iter().filter(|v| **v == Verdict::Yes).count()),
             judged_unclear: verdicts.as_ref().map(|v| v.iter().filter(|v| **v == Verdict::Unclear).count()),
             timings: response.timings.clone(),
+            prompt,
+            reused,
         };
         on_answer(i, &report);
         answers.push(report);
@@ -419,6 +450,7 @@ fn summarise(set: &BeirSet, generator: String, rule: SupportRule, answers: Vec<R
         judge: None,
         judged_groundedness: None,
         judged_unclear: None,
+        reused: answers.iter().filter(|a| a.reused).count(),
         latency_ms: Latency {
             total: timing(0.5, &|t| t.total_ms),
             total_p90: timing(0.9, &|t| t.total_ms),

@@ -78,6 +78,11 @@ pub struct EvalRagArgs {
     /// passages support each answer sentence.
     #[arg(long)]
     pub judge: bool,
+    /// An earlier report (`--out`): a question whose prompt is the same as
+    /// then takes the generator's answer from it instead of generating, so a
+    /// change to grounding is measured in seconds. Latency is not recorded.
+    #[arg(long, value_name = "REPORT", conflicts_with = "context_only")]
+    pub reuse: Option<PathBuf>,
     #[command(flatten)]
     pub keep: EvalKeep,
 }
