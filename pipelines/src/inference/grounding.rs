@@ -303,6 +303,13 @@ pub fn ground(
     let mut kept = Vec::new();
     let mut cited = Vec::new();
     for (sentence, per_passage) in generated.iter().zip(&supports.by_passage) {
+        // A question asks; it claims nothing a passage could support ("What is
+        // meant by saying that a package Depends …?" echoes a heading). One
+        // that ends in a quotation or a bracket names a title instead ("see
+        // Section 6.10, "What's in the pool directory?")").
+        if sentence.trim_end().ends_with('?') {
+            continue;
+        }
         if rule.min_overlap > 0.0 && claim_words(sentence) < MIN_CLAIM_WORDS {
             continue;
         }
@@ -412,6 +419,12 @@ mod tests {
             ("generated", 3, 2)
         );
         assert_eq!(grounded.report.raw_answer, answer);
+
+        // A question is not kept, though a passage holds it word for word; a title that asks is.
+        let asked = "Rivers carry boats to the sea? Taxes on imports rose in the spring (\"Why taxes?\").";
+        let grounded = ground("what do rivers carry?", asked, &passages, &embedder, COSINE_ONLY).unwrap();
+        assert_eq!(grounded.report.supported, 1, "{grounded:?}");
+        assert!(grounded.answer.starts_with("Taxes on imports rose in the spring"), "{grounded:?}");
 
         // Nothing supported: from each passage in rank order, its sentence closest to the question, quoted.
         let grounded =
