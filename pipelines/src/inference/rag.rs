@@ -201,32 +201,6 @@ impl Prepared {
         }
         Hash128::of_parts(&parts)
     }
-
-    /// Step 6 done before: `answer` is what the generator gave this prompt
-    /// (the same [`Self::fingerprint`]) when `earlier` was measured, whose
-    /// prefill and generation times are carried over.
-    pub fn reuse(self, answer: String, earlier: &RagTimings) -> RagResponse {
-        let Prepared { started, mut timings, generator, filter, queries, as_of, placed, trace, .. } = self;
-        timings.prefill_ms = earlier.prefill_ms;
-        timings.generation_ms = earlier.generation_ms;
-        timings.total_ms = ms(started) + earlier.generation_ms;
-        let citations = citations(&placed, &cited_markers(&answer));
-        let response = RagResponse {
-            answer,
-            citations,
-            as_of,
-            model: generator.model_name().to_owned(),
-            filters: filter,
-            queries,
-            finish_reason: "stop".into(),
-            usage: CompletionUsage::default(),
-            timings,
-            grounding: None,
-        };
-        let (traces, question, search_model) = trace;
-        traces.record(&question, &response, search_model);
-        response
-    }
 }
 
 impl std::fmt::Debug for Prepared {
@@ -469,13 +443,31 @@ impl Prepared {
 
     /// Step 6 skipped (an extractive answer): the citations, an empty answer.
     pub fn nothing_generated(self) -> RagResponse {
+        self.answered_before(String::new(), "extractive".into(), None)
+    }
+
+    /// Step 6 done before: `answer` is what the generator gave this prompt
+    /// (the same [`Self::fingerprint`]) when `earlier` was measured, whose
+    /// prefill and generation times are carried over.
+    pub fn reuse(self, answer: String, earlier: &RagTimings) -> RagResponse {
+        let model = self.generator.model_name().to_owned();
+        self.answered_before(answer, model, Some(earlier))
+    }
+
+    /// The response with `answer` (by `model`) and no generation now, traced.
+    fn answered_before(self, answer: String, model: String, earlier: Option<&RagTimings>) -> RagResponse {
         let Prepared { started, mut timings, filter, queries, as_of, placed, trace, .. } = self;
         timings.total_ms = ms(started);
+        if let Some(earlier) = earlier {
+            timings.prefill_ms = earlier.prefill_ms;
+            timings.generation_ms = earlier.generation_ms;
+            timings.total_ms += earlier.generation_ms;
+        }
         let response = RagResponse {
-            answer: String::new(),
-            citations: citations(&placed, &[]),
+            citations: citations(&placed, &cited_markers(&answer)),
+            answer,
             as_of,
-            model: "extractive".into(),
+            model,
             filters: filter,
             queries,
             finish_reason: "stop".into(),
