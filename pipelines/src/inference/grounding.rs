@@ -12,6 +12,7 @@
 //!  quotes: from each of the first two passages, its sentence closest to the question,
 //!          and from up to two later passages a sentence closer to it than both
 //!  no kept sentence rests on a quoted passage (or none is kept) ─▶ extractive: the quotes
+//!  else ─▶ generated: the kept sentences, then the quotes of passages they do not cite (the evidence)
 //! ```
 //!
 //! A 135M-parameter generator seldom cites and often adds what no passage
@@ -289,14 +290,16 @@ pub fn supporting_passages(
 }
 
 /// Grounds `answer` (generated for `question`) in `passages` (marker `i + 1`
-/// is `passages[i]`): see the module's documentation. Fails only when the
-/// encoder does.
+/// is `passages[i]`): see the module's documentation; with `evidence`, an
+/// answer that stands is followed by the quotes of the passages it does not
+/// cite. Fails only when the encoder does.
 pub fn ground(
     question: &str,
     answer: &str,
     passages: &[String],
     embedder: &dyn Embedder,
     rule: SupportRule,
+    evidence: bool,
 ) -> Result<Grounded, String> {
     let generated = sentences(answer);
     let supports = Supports::judge(Some(question), &generated, passages, embedder, rule)?;
@@ -332,7 +335,19 @@ pub fn ground(
     // others, the generator answered from another subject's passage.
     let quoted = quotes(&supports, passages.len());
     let stands = cited.iter().any(|m| quoted.iter().any(|(q, _)| q == m));
+    let mut evidence_markers = Vec::new();
     let mode = if stands || quoted.is_empty() {
+        if evidence && stands {
+            // The generator's sentences rest on one or two passages; the
+            // quotes add what the other passages closest to the question say.
+            for (marker, sentence) in &quoted {
+                if !cited.contains(marker) && !kept.iter().any(|(said, _)| said == sentence) {
+                    kept.push((sentence.to_string(), format!("\u{201c}{sentence}\u{201d} [{marker}]")));
+                    cited.push(*marker);
+                    evidence_markers.push(*marker);
+                }
+            }
+        }
         "generated"
     } else {
         kept = quoted
@@ -353,6 +368,7 @@ pub fn ground(
             supported,
             min_support: rule.min_cosine,
             min_overlap: rule.min_overlap,
+            evidence: evidence_markers,
             raw_answer: answer.to_owned(),
         },
     })
@@ -411,7 +427,7 @@ mod tests {
             "Taxes on imports rose in the spring. Farmers paid more.".to_owned(),
         ];
         let answer = "Rivers carry boats to the sea. Taxes on imports rose in the spring [1]. Dragons guard the gold.";
-        let grounded = ground("what do rivers carry?", answer, &passages, &embedder, COSINE_ONLY).unwrap();
+        let grounded = ground("what do rivers carry?", answer, &passages, &embedder, COSINE_ONLY, false).unwrap();
         assert_eq!(grounded.answer, "Rivers carry boats to the sea. [1] Taxes on imports rose in the spring. [2]");
         assert_eq!(grounded.cited, [1, 2]);
         assert_eq!(
@@ -422,13 +438,13 @@ mod tests {
 
         // A question is not kept, though a passage holds it word for word; a title that asks is.
         let asked = "Rivers carry boats to the sea? Taxes on imports rose in the spring (\"Why taxes?\").";
-        let grounded = ground("what do rivers carry?", asked, &passages, &embedder, COSINE_ONLY).unwrap();
+        let grounded = ground("what do rivers carry?", asked, &passages, &embedder, COSINE_ONLY, false).unwrap();
         assert_eq!(grounded.report.supported, 1, "{grounded:?}");
         assert!(grounded.answer.starts_with("Taxes on imports rose in the spring"), "{grounded:?}");
 
         // Nothing supported: from each passage in rank order, its sentence closest to the question, quoted.
         let grounded =
-            ground("Farmers paid more taxes in the spring", "I do not know.", &passages, &embedder, COSINE_ONLY)
+            ground("Farmers paid more taxes in the spring", "I do not know.", &passages, &embedder, COSINE_ONLY, true)
                 .unwrap();
         assert_eq!(grounded.report.mode, "extractive");
         assert_eq!(grounded.answer, "\u{201c}The water is cold.\u{201d} [1] \u{201c}Farmers paid more.\u{201d} [2]");
@@ -445,15 +461,29 @@ mod tests {
                 .into();
         let question = "What do rivers carry to the sea?";
         // Supported, but by the third passage alone, which is no closer to the question than the first two.
-        let grounded = ground(question, "Dragons guard the gold in caves.", &passages, &embedder, COSINE_ONLY).unwrap();
+        let grounded =
+            ground(question, "Dragons guard the gold in caves.", &passages, &embedder, COSINE_ONLY, false).unwrap();
         assert_eq!((grounded.report.mode.as_str(), grounded.report.supported), ("extractive", 1));
         assert_eq!(grounded.cited, [1, 2], "{}", grounded.answer);
 
         // One sentence resting on a quoted passage keeps the answer generated, the other sentences too.
         let answer = "Dragons guard the gold in caves. Rivers carry boats to the sea.";
-        let grounded = ground(question, answer, &passages, &embedder, COSINE_ONLY).unwrap();
+        let grounded = ground(question, answer, &passages, &embedder, COSINE_ONLY, false).unwrap();
         assert_eq!(grounded.report.mode, "generated");
         assert_eq!(grounded.cited, [1, 3], "{}", grounded.answer);
+
+        // With the evidence: the quote of the one quoted passage the answer does not cite follows it.
+        let grounded = ground(question, answer, &passages, &embedder, COSINE_ONLY, true).unwrap();
+        assert_eq!(
+            grounded.answer,
+            "Dragons guard the gold in caves. [3] Rivers carry boats to the sea. [1] \u{201c}Boats float on rivers.\u{201d} [2]"
+        );
+        assert_eq!((grounded.cited, grounded.report.evidence), (vec![1, 2, 3], vec![2]));
+        // An answer quoted instead has no evidence after it.
+        let grounded =
+            ground(question, "Dragons guard the gold in caves.", &passages, &embedder, COSINE_ONLY, true).unwrap();
+        assert_eq!(grounded.report.mode, "extractive");
+        assert!(grounded.report.evidence.is_empty());
     }
 
     #[test]
@@ -470,14 +500,14 @@ mod tests {
         .map(str::to_owned)
         .into();
         let question = "Farmers paid more taxes in the spring";
-        let grounded = ground(question, "", &passages, &embedder, COSINE_ONLY).unwrap();
+        let grounded = ground(question, "", &passages, &embedder, COSINE_ONLY, false).unwrap();
         // The first two, then the two later passages closest to the question
         // (not the owls: no closer than the quotes above), in marker order.
         assert_eq!(grounded.cited, [1, 2, 4, 6], "{}", grounded.answer);
         assert!(grounded.answer.contains("\u{201c}Farmers paid more taxes in the spring.\u{201d} [4]"));
 
         // Nothing later closer than the quotes: two quotes, as before.
-        let grounded = ground("rivers and boats", "", &passages[..3], &embedder, COSINE_ONLY).unwrap();
+        let grounded = ground("rivers and boats", "", &passages[..3], &embedder, COSINE_ONLY, false).unwrap();
         assert_eq!(grounded.cited, [1, 2]);
     }
 
@@ -503,12 +533,12 @@ mod tests {
 
         // A name alone states nothing the words could check: supported, but kept only by the cosine alone.
         let answer = format!("{} Debian dpkg.", said.join(" "));
-        let grounded = ground("How is Debian pronounced?", &answer, &passages, &embedder, strict).unwrap();
+        let grounded = ground("How is Debian pronounced?", &answer, &passages, &embedder, strict, false).unwrap();
         assert_eq!(grounded.answer, "Debian is pronounced deb ee en, they say. [1]");
         assert_eq!((grounded.report.supported, grounded.report.min_overlap), (1, 0.5));
         let named = ["Debian dpkg.".to_owned()];
         assert_eq!(count_supported(&named, &passages, None, &embedder, strict).unwrap(), 1);
-        let grounded = ground("What ships dpkg?", "Debian dpkg.", &passages, &embedder, lenient).unwrap();
+        let grounded = ground("What ships dpkg?", "Debian dpkg.", &passages, &embedder, lenient, false).unwrap();
         assert!(grounded.report.mode == "generated" && grounded.cited.contains(&2), "{grounded:?}");
     }
 }

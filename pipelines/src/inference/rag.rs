@@ -139,9 +139,15 @@ pub fn ground_response(
         return Ok(response);
     }
     let step = Instant::now();
-    let grounded =
-        grounding::ground(question, &response.answer, passages, rag.embedder, grounding::SupportRule::of(rag.config))
-            .map_err(RagError::Retrieval)?;
+    let grounded = grounding::ground(
+        question,
+        &response.answer,
+        passages,
+        rag.embedder,
+        grounding::SupportRule::of(rag.config),
+        rag.config.quote_evidence,
+    )
+    .map_err(RagError::Retrieval)?;
     for citation in &mut response.citations {
         citation.cited = grounded.cited.contains(&citation.marker);
     }

@@ -127,6 +127,11 @@ pub struct Grounding {
     /// among the passages) its supporting passage sentence holds.
     #[serde(default)]
     pub min_overlap: f32,
+    /// The markers of the quotes following a generated answer's sentences:
+    /// the evidence closest to the question from passages they do not cite
+    /// (`[rag] quote_evidence`).
+    #[serde(default)]
+    pub evidence: Vec<usize>,
     /// The generator's own answer, before grounding.
     pub raw_answer: String,
 }

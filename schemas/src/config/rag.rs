@@ -52,6 +52,12 @@ pub struct RagConfig {
     /// also hold (0: the cosine alone decides). The cosine alone let through
     /// sentences that only share a passage's subject.
     pub min_overlap: f32,
+    /// After a generated answer's sentences, quote the evidence it does not
+    /// cite: the sentences an extractive answer would quote, from passages
+    /// no kept sentence rests on (`false`: quotes only as the fallback).
+    /// A 135M generator's answer rests on one passage; the quotes show what
+    /// the others closest to the question say.
+    pub quote_evidence: bool,
 }
 
 /// How an answer is written from the prompt's passages.
@@ -88,7 +94,8 @@ pub enum GroundingMode {
     /// As generated.
     Off,
     /// Cited by support; unsupported sentences dropped; extractive when none
-    /// is left or none rests on a passage an extractive answer would quote.
+    /// is left or none rests on a passage an extractive answer would quote;
+    /// followed by the quotes it does not cite with `quote_evidence`.
     #[default]
     Attribute,
 }
@@ -155,6 +162,7 @@ impl Default for RagConfig {
             grounding: GroundingMode::Attribute,
             min_support: 0.55,
             min_overlap: 0.5,
+            quote_evidence: true,
         }
     }
 }

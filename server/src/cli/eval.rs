@@ -216,6 +216,7 @@ pub(super) fn rag(mut config: Config, args: &EvalRagArgs) -> anyhow::Result<RagR
     let mut rows: Vec<EvaluationRow> = [
         ("context_recall", report.context_recall),
         ("cites_relevant", report.cites_relevant),
+        ("cites_relevant_without_evidence", report.cites_relevant_without_evidence),
         ("citation_precision", report.citation_precision),
         ("groundedness", report.groundedness),
         ("raw_groundedness", report.raw_groundedness),
@@ -428,6 +429,7 @@ pub(super) fn rag_table(report: &RagReport) -> String {
         "{} — {} documents, {} questions, generator {}, support from cosine {:.2} and {:.0}% of the words\n\
          context recall (a relevant passage in the prompt)   {}\n\
          cites a relevant passage                            {}\n\
+         … not counting the evidence quoted after answers    {} ({:.0}% of answers quote evidence)\n\
          citation precision (answers that cite)              {}\n\
          groundedness (sentences a cited passage supports)   {}\n\
          … the generator's answers before grounding          {}\n\
@@ -444,6 +446,8 @@ pub(super) fn rag_table(report: &RagReport) -> String {
         report.min_overlap * 100.0,
         report.context_recall,
         report.cites_relevant,
+        report.cites_relevant_without_evidence,
+        report.with_evidence * 100.0,
         report.citation_precision,
         report.groundedness,
         report.raw_groundedness,

@@ -255,7 +255,13 @@ fn eval_rag_answers_judged_queries_and_scores_citations_and_groundedness() {
         let (relevant, cited) = (markers("relevant_markers"), markers("cited"));
         assert_eq!(answer["context_has_relevant"].as_bool(), Some(!relevant.is_empty()), "{answer}");
         assert_eq!(answer["cites_relevant"].as_bool(), Some(cited.iter().any(|m| relevant.contains(m))), "{answer}");
+        // The evidence quoted after a generated answer is among what it cites.
+        let evidence = markers("evidence");
+        assert!(evidence.iter().all(|m| cited.contains(m)), "{answer}");
+        assert!(evidence.is_empty() || answer["mode"] == "generated", "{answer}");
     }
+    assert!(mean("cites_relevant_without_evidence") <= mean("cites_relevant"), "{report}");
+    assert_eq!(recorded("cites_relevant_without_evidence").map(|r| r.0), Some(mean("cites_relevant_without_evidence")));
     assert!(mean("context_recall") >= 2.0 / 3.0, "the topic's document is found: {report}");
 }
 

@@ -56,6 +56,9 @@ pub struct RagAnswerReport {
     /// The markers the answer cites.
     #[serde(default)]
     pub cited: Vec<usize>,
+    /// Of those, the markers of the evidence quoted after a generated answer.
+    #[serde(default)]
+    pub evidence: Vec<usize>,
     pub cites_relevant: bool,
     /// `None` when the answer cites nothing.
     pub citation_precision: Option<f64>,
@@ -112,6 +115,13 @@ pub struct RagReport {
     pub min_overlap: f32,
     pub context_recall: Estimate,
     pub cites_relevant: Estimate,
+    /// The same, counting only what the answers cite besides their evidence
+    /// quotes (as with `[rag] quote_evidence = false`).
+    #[serde(default)]
+    pub cites_relevant_without_evidence: Estimate,
+    /// Share of answers followed by evidence quotes.
+    #[serde(default)]
+    pub with_evidence: f64,
     /// Over the answers that cite something.
     pub citation_precision: Estimate,
     pub groundedness: Estimate,
@@ -219,6 +229,7 @@ pub fn evaluate_rag(
             citation_precision: (!cited.is_empty())
                 .then(|| cited.iter().filter(|m| relevant_marker(m)).count() as f64 / cited.len() as f64),
             cited: cited.clone(),
+            evidence: response.grounding.as_ref().map(|g| g.evidence.clone()).unwrap_or_default(),
             relevant_markers,
             sentences: answer_sentences.len(),
             grounded_sentences: answer_support.iter().filter(|m| m.iter().any(|m| cited.contains(m))).count(),
@@ -363,7 +374,7 @@ pub fn evaluate_context(rag: &Rag<'_>, set: &BeirSet, limit: usize, k: usize) ->
         placed.push(documents.len() as f64);
         tokens.push(prepared.prompt_tokens() as f64);
         times.push(prepared.elapsed_ms());
-        let quoted = ground(question, "", &prepared.passages(), rag.embedder, SupportRule::of(rag.config))
+        let quoted = ground(question, "", &prepared.passages(), rag.embedder, SupportRule::of(rag.config), false)
             .map_err(Error::Config)?;
         let cites = quoted.cited.iter().any(|m| relevant.contains_key(&documents[m - 1]));
         extractive.push(if cites { 1.0 } else { 0.0 });
@@ -442,6 +453,10 @@ fn summarise(set: &BeirSet, generator: String, rule: SupportRule, answers: Vec<R
         min_overlap: rule.min_overlap,
         context_recall: of(&|a| flag(a.context_has_relevant)),
         cites_relevant: of(&|a| flag(a.cites_relevant)),
+        cites_relevant_without_evidence: of(&|a| {
+            flag(a.cited.iter().any(|m| !a.evidence.contains(m) && a.relevant_markers.contains(m)))
+        }),
+        with_evidence: share(answers.iter().filter(|a| !a.evidence.is_empty()).count(), answers.len()),
         citation_precision: estimate(&precisions, SEED),
         groundedness: of(&|a| share(a.grounded_sentences, a.sentences)),
         raw_groundedness: of(&|a| share(a.raw_supported, a.raw_sentences)),
