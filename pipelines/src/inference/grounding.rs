@@ -264,6 +264,11 @@ fn joined(kept: &[(String, String)]) -> String {
     out
 }
 
+/// A passage sentence quoted as an answer's: `(sentence, “sentence” [marker])`.
+fn quotation(marker: usize, sentence: &str) -> (String, String) {
+    (sentence.to_owned(), format!("\u{201c}{sentence}\u{201d} [{marker}]"))
+}
+
 /// The content words of `sentence` that hold a letter.
 fn claim_words(sentence: &str) -> usize {
     content_words(sentence).iter().filter(|w| w.chars().any(char::is_alphabetic)).count()
@@ -342,7 +347,7 @@ pub fn ground(
             // quotes add what the other passages closest to the question say.
             for (marker, sentence) in &quoted {
                 if !cited.contains(marker) && !kept.iter().any(|(said, _)| said == sentence) {
-                    kept.push((sentence.to_string(), format!("\u{201c}{sentence}\u{201d} [{marker}]")));
+                    kept.push(quotation(*marker, sentence));
                     cited.push(*marker);
                     evidence_markers.push(*marker);
                 }
@@ -350,10 +355,7 @@ pub fn ground(
         }
         "generated"
     } else {
-        kept = quoted
-            .iter()
-            .map(|(marker, sentence)| (sentence.to_string(), format!("\u{201c}{sentence}\u{201d} [{marker}]")))
-            .collect();
+        kept = quoted.iter().map(|(marker, sentence)| quotation(*marker, sentence)).collect();
         cited = quoted.iter().map(|(marker, _)| *marker).collect();
         "extractive"
     };
