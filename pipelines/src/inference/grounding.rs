@@ -79,8 +79,14 @@ pub fn sentences(text: &str) -> Vec<String> {
     text.split_sentence_bounds()
         .flat_map(|s| s.split('\n'))
         .map(|s| collapse(&strip_markers(s)))
-        .filter(|s| s.unicode_words().any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2))
+        .filter(|s| says_something(s))
         .collect()
+}
+
+/// Whether `piece` of text has a word of two letters (not a lone marker,
+/// a list bullet or a number): what counts as a sentence.
+pub(super) fn says_something(piece: &str) -> bool {
+    piece.unicode_words().any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2)
 }
 
 /// `text` without its `[n]` / `[n, m]` markers.

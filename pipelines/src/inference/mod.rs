@@ -6,6 +6,7 @@
 //! | `query.rs` | the question's side: the filters it names (self-query), the generator's rephrasings (expansion) |
 //! | `prompt.rs` | the prompt's numbered passages within the generator's budget, the citations the answer's markers name |
 //! | `passages.rs` | which candidates the prompt holds (rerank fusion, spread over documents) and each cut to its closest sentences |
+//! | `sentence_limit.rs` | generation stopped before the sentence past `[rag] max_sentences` |
 //! | `grounding.rs` | each answer sentence cited by the passages that support it, or dropped; extractive fallback |
 //! | `combine.rs` | the queries of concurrent requests embedded in one batch |
 //! | `generator.rs` | the generator choice: the local GGUF (or the active twin) or an OpenAI-compatible endpoint |
@@ -21,6 +22,7 @@ mod prompt;
 mod query;
 pub mod rag;
 pub mod replica;
+mod sentence_limit;
 pub mod subscriptions;
 pub mod traces;
 

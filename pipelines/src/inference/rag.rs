@@ -26,7 +26,6 @@ use twinflow_schemas::Hash128;
 use twinflow_schemas::api::{CompletionUsage, RagResponse, RagTimings, SearchFilter, SearchHit};
 use twinflow_schemas::config::{AnswerMode, Fusion, GroundingMode, RagConfig, Rerank};
 use twinflow_sinks::{Store, reciprocal_rank};
-use unicode_segmentation::UnicodeSegmentation;
 
 use super::generator::LazyGenerator;
 use super::grounding;
@@ -35,6 +34,7 @@ pub use super::prompt::cited_markers;
 use super::prompt::{assemble, citations};
 use super::query::expand;
 pub use super::query::self_query;
+use super::sentence_limit::generate_sentences;
 use super::traces::Traces;
 
 /// The instructions every answer is generated under.
@@ -487,51 +487,6 @@ impl Prepared {
     }
 }
 
-/// `generator`'s answer to `messages`, stopped before sentence
-/// `max_sentences + 1` begins (0: no limit); of the piece that begins it,
-/// only what comes before is passed to `on_text` and kept.
-fn generate_sentences(
-    generator: &dyn Generator,
-    messages: &[ChatMessage],
-    params: &GenerateParams,
-    max_sentences: usize,
-    on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
-) -> Result<twinflow_models::Generation, ModelError> {
-    let mut so_far = String::new();
-    let mut limited = |piece: &str| {
-        let before = so_far.len();
-        so_far.push_str(piece);
-        if max_sentences > 0
-            && let Some(&cut) = sentence_starts(&so_far).get(max_sentences)
-        {
-            // What of the piece ends the last sentence still goes out.
-            if cut > before {
-                let _ = on_text(&so_far[before..cut]);
-            }
-            return ControlFlow::Break(());
-        }
-        on_text(piece)
-    };
-    let mut generation = generator.generate(messages, params, &mut limited)?;
-    if max_sentences > 0
-        && let Some(&cut) = sentence_starts(&generation.text).get(max_sentences)
-    {
-        generation.text.truncate(cut);
-        generation.text.truncate(generation.text.trim_end().len());
-    }
-    Ok(generation)
-}
-
-/// Byte offsets where the sentences of `text` begin: UAX #29 sentence
-/// bounds (line breaks included) whose piece has a word of two letters; a
-/// piece of markers alone (`[1] `) belongs to the sentence before it.
-fn sentence_starts(text: &str) -> Vec<usize> {
-    text.split_sentence_bound_indices()
-        .filter(|(_, piece)| piece.unicode_words().any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2))
-        .map(|(at, piece)| at + (piece.len() - piece.trim_start().len()))
-        .collect()
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -577,28 +532,5 @@ pub(super) mod tests {
                 cached_tokens: 0,
             })
         }
-    }
-
-    #[test]
-    fn generation_stops_before_the_sentence_past_the_limit() {
-        let text = "Boats float [1]. They carry goods [2].\nRivers flow. Seas are deep.";
-        let generate = |max: usize| {
-            let mut streamed = String::new();
-            let generation = generate_sentences(&Words(text), &[], &GenerateParams::default(), max, &mut |p| {
-                streamed.push_str(p);
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-            (generation.text, streamed, generation.finish_reason)
-        };
-        let (answer, streamed, finish) = generate(2);
-        assert_eq!(answer, "Boats float [1]. They carry goods [2].");
-        assert_eq!(streamed.trim_end(), answer, "what began the third was not streamed");
-        assert_eq!(finish, twinflow_models::FinishReason::Stop);
-        assert_eq!(generate(3).0, "Boats float [1]. They carry goods [2].\nRivers flow.");
-        assert_eq!(generate(0).0, text, "no limit");
-        assert_eq!(generate(9).0, text);
-        assert_eq!(sentence_starts("[1] Lone marker. Next one"), [0, 17]);
-        assert_eq!(sentence_starts("Done [2]. [3] "), [0], "markers alone belong to the sentence before");
     }
 }
